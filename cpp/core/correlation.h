@@ -1,0 +1,45 @@
+// Plain feature correlation, global and local (spec sections 5.1 and 7).
+#pragma once
+
+#include <cstdint>
+
+#include "common.h"
+
+namespace gocor {
+
+struct CorrGlobalShape {
+  int B, C, H, W;  // reference (B, C, H, W)
+  int Hq, Wq;      // query (B, C, Hq, Wq)
+};
+
+struct CorrLocalShape {
+  int B, C, H, W;  // reference and query (B, C, H, W)
+  int R;           // search radius; D = (2R+1)^2 displacements
+};
+
+// reference (B,C,H,W), query (B,C,Hq,Wq) -> out (B, Hq*Wq, H, W):
+// out[b, qy*Wq+qx, y, x] = sum_c ref[b,c,y,x] * query[b,c,qy,qx]   (no 1/C).
+void corr_global_cpu(const float* reference, const float* query, float* out,
+                     const CorrGlobalShape& s, const Exec& ex);
+
+// reference, query (B,C,H,W) -> out (B, (2R+1)^2, H, W):
+// out[b, (dy+R)(2R+1)+(dx+R), y, x] = (1/C) sum_c ref[b,c,y,x] * query[b,c,y+dy,x+dx], 0 outside.
+void corr_local_cpu(const float* reference, const float* query, float* out,
+                    const CorrLocalShape& s, const Exec& ex);
+
+// Adjoint of corr_local in its first argument:
+// rho (B,D,H,W), query (B,C,H,W) -> out (B,C,H,W):
+// out[b,c,y,x] = (1/C) sum_k rho[b,k,y,x] * query[b,c,y+dy_k,x+dx_k].
+void corr_local_adjoint_cpu(const float* rho, const float* query, float* out,
+                            const CorrLocalShape& s, const Exec& ex);
+
+// Straightforward twins: the specification of the three functions above, used as test oracles.
+void corr_global_naive(const float* reference, const float* query, float* out,
+                       const CorrGlobalShape& s);
+void corr_local_naive(const float* reference, const float* query, float* out,
+                      const CorrLocalShape& s);
+
+// Which SIMD path the CPU kernels take on this machine: "avx512", "avx2", or "portable".
+const char* cpu_simd_level();
+
+}  // namespace gocor

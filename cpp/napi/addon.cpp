@@ -1,0 +1,18 @@
+// Module entry: registers each area's functions. Loaded from lib/native.ts through `bindings`.
+#include <napi.h>
+
+#include "worker.h"
+
+namespace {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  gocor_napi::init_info(env, exports);
+  gocor_napi::init_correlation(env, exports);
+  gocor_napi::init_gocor(env, exports);
+  gocor_napi::init_match(env, exports);
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(gocor, Init)

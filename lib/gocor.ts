@@ -1,0 +1,260 @@
+/** GOCor's optimised correlation volumes: GlobalGOCor (GLU-Net-GOCor) and LocalGOCor (PWC-Net-GOCor). */
+import { GocorError } from './errors';
+import { checkMemory, execOptions } from './exec';
+import { type Dims, featureMap, sameBatchAndChannels } from './featuremap';
+import { type NativeExec, type NativeIterDiag, native } from './native';
+import { defaultGlobalParams, defaultLocalParams, type GlobalParams, type LocalParams } from './params';
+import { runNative } from './queue';
+import type { ExecOptions, FeatureMap, Volume } from './types';
+import { bool, f32, int, invalid, knownKeys, num, optInt, optObject } from './validate';
+
+/** Per-iteration figures of the internal optimisation (iteration numbering from 1). */
+export type IterationDiagnostics = NativeIterDiag;
+
+/** A GOCor volume, optionally with diagnostics and the final filters. */
+export interface GocorResult extends Volume {
+  /** With `{diagnostics: true}`: one entry per batch element and iteration. */
+  diagnostics?: IterationDiagnostics[];
+  /** With `{returnFilter: true}`: global (B, H*W, C); local (B, C, H, W). */
+  filter?: Float32Array;
+}
+
+export interface CallOptions {
+  diagnostics?: boolean;
+  returnFilter?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface GlobalGOCorOptions extends Omit<ExecOptions, 'signal'> {
+  /** Trained or default parameters; default: the official initial values for the input's channel count (seed 0). */
+  params?: GlobalParams;
+  /** Steepest-descent iterations K, 0..64, default 3. */
+  numIter?: number;
+  /** The query-frame term `½‖R_θ(w·g)‖²`, default true (as GLU-Net-GOCor). */
+  applyQueryLoss?: boolean;
+  /** Seed of the default R_θ weights (only when `params` is not given), default 0. */
+  seed?: number;
+}
+
+export interface LocalGOCorOptions extends Omit<ExecOptions, 'signal'> {
+  /** Default: the official initial values. */
+  params?: LocalParams;
+  /** Steepest-descent iterations K, 0..64, default 3. */
+  numIter?: number;
+  /** Search radius R, 1..16, default 4 (the official size; other radii are gocor's extension). */
+  searchRadius?: number;
+}
+
+const CALL_KEYS = ['diagnostics', 'returnFilter', 'signal'] as const;
+
+function callOptions(opts: unknown): { diagnostics: boolean; returnFilter: boolean; signal?: AbortSignal } {
+  const o = optObject(opts, 'options');
+  knownKeys(o, 'options', CALL_KEYS);
+  const signal = o.signal;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalid('AbortSignal', 'options.signal', signal);
+  return {
+    diagnostics: bool(o.diagnostics, 'options.diagnostics', false),
+    returnFilter: bool(o.returnFilter, 'options.returnFilter', false),
+    signal,
+  };
+}
+
+function distFns(p: Record<string, unknown>, name: string): void {
+  f32(p.label, `${name}.label`, 10);
+  f32(p.weight, `${name}.weight`, 10);
+  f32(p.maskLogit, `${name}.maskLogit`, 10);
+}
+
+function checkGlobalParams(value: unknown): GlobalParams {
+  const p = optObject(value, 'params') as unknown as GlobalParams;
+  if (p.kind !== 'global') throw invalid("global parameters (kind: 'global')", 'params', value);
+  const I = int(p.regInterDim, 'params.regInterDim', 1, 256);
+  const O = int(p.regOutputDim, 'params.regOutputDim', 1, 256);
+  f32(p.targetFg, 'params.targetFg');
+  f32(p.targetBg, 'params.targetBg', p.targetFg.length);
+  f32(p.regWeight1, 'params.regWeight1', I * 9);
+  f32(p.regWeight2, 'params.regWeight2', O * I * 9);
+  num(p.logStepLength, 'params.logStepLength', -50, 50);
+  num(p.filterReg, 'params.filterReg');
+  num(p.steplengthReg, 'params.steplengthReg', 0);
+  distFns(p as unknown as Record<string, unknown>, 'params');
+  return p;
+}
+
+function checkLocalParams(value: unknown): LocalParams {
+  const p = optObject(value, 'params') as unknown as LocalParams;
+  if (p.kind !== 'local') throw invalid("local parameters (kind: 'local')", 'params', value);
+  num(p.scaling, 'params.scaling');
+  num(p.logStepLength, 'params.logStepLength', -50, 50);
+  num(p.filterReg, 'params.filterReg');
+  distFns(p as unknown as Record<string, unknown>, 'params');
+  return p;
+}
+
+function result(
+  kind: 'global' | 'local',
+  shape: number[],
+  r: { volume: Float32Array; filter?: Float32Array; diagnostics?: NativeIterDiag[]; device: 'cpu' | 'cuda' },
+): GocorResult {
+  const out: GocorResult = { data: r.volume, shape, kind, device: r.device };
+  if (r.diagnostics) out.diagnostics = r.diagnostics;
+  if (r.filter) out.filter = r.filter;
+  return out;
+}
+
+/**
+ * Global GOCor (spec section 4). Reference and query must have the same grid (the query term
+ * needs it). Output shape [B, H*W, H, W], element [b, qy*W+qx, y, x] = w(y,x)·query(qy,qx).
+ * Inputs are used as given: GLU-Net L2-normalises them first (see `l2normalize`).
+ */
+export class GlobalGOCor {
+  readonly numIter: number;
+  readonly applyQueryLoss: boolean;
+  readonly params?: GlobalParams;
+  private readonly exec: NativeExec;
+  private readonly seed: number;
+  private readonly defaults = new Map<number, GlobalParams>();
+
+  constructor(opts?: GlobalGOCorOptions) {
+    const o = optObject(opts, 'options');
+    knownKeys(o, 'options', ['params', 'numIter', 'applyQueryLoss', 'seed', 'device', 'threads']);
+    this.numIter = optInt(o.numIter, 'options.numIter', 0, 64, 3);
+    this.applyQueryLoss = bool(o.applyQueryLoss, 'options.applyQueryLoss', true);
+    this.seed = optInt(o.seed, 'options.seed', 0, Number.MAX_SAFE_INTEGER, 0);
+    if (o.params !== undefined) this.params = checkGlobalParams(o.params);
+    const { signal: _s, ...exec } = execOptions(o, 'options');
+    this.exec = exec;
+  }
+
+  private paramsFor(C: number): GlobalParams {
+    if (this.params) {
+      if (this.params.targetFg.length !== C) {
+        throw new GocorError(
+          'ERR_GOCOR_SHAPE',
+          `params.targetFg has ${this.params.targetFg.length} channels but the features have ${C}`,
+        );
+      }
+      return this.params;
+    }
+    let p = this.defaults.get(C);
+    if (!p) {
+      p = defaultGlobalParams(C, this.seed);
+      this.defaults.set(C, p);
+    }
+    return p;
+  }
+
+  /** reference, query (B,C,H,W) -> GocorResult with shape [B, H*W, H, W]. */
+  async correlate(reference: FeatureMap, query: FeatureMap, opts?: CallOptions): Promise<GocorResult> {
+    const call = callOptions(opts);
+    const ref = featureMap(reference, 'reference');
+    const qry = featureMap(query, 'query');
+    sameBatchAndChannels(ref, qry);
+    if (ref.H !== qry.H || ref.W !== qry.W) {
+      throw new GocorError(
+        'ERR_GOCOR_SHAPE',
+        `global GOCor needs reference and query on the same grid (its query term R_θ is defined on the reference grid), but received ${ref.H}x${ref.W} and ${qry.H}x${qry.W}; resize the features first`,
+      );
+    }
+    const N = ref.H * ref.W;
+    // Volume plus the working set (a few N×N matrices per batch element).
+    checkMemory(
+      4 * ref.B * N * N * 4,
+      `global GOCor on a ${ref.H}x${ref.W} grid`,
+      'use a smaller grid (e.g. match({globalSize}))',
+    );
+    const params = this.paramsFor(ref.C);
+    const dims = { B: ref.B, C: ref.C, H: ref.H, W: ref.W };
+    const n = native();
+    const r = await runNative(
+      () =>
+        n.gocorGlobal(ref.data, qry.data, dims, params, {
+          ...this.exec,
+          numIter: this.numIter,
+          applyQueryLoss: this.applyQueryLoss,
+          diagnostics: call.diagnostics,
+          returnFilter: call.returnFilter,
+        }),
+      call.signal,
+    );
+    return result('global', [ref.B, N, ref.H, ref.W], r);
+  }
+}
+
+/**
+ * Local GOCor (spec section 5). Output shape [B, (2R+1)^2, H, W],
+ * element [b, (dy+R)(2R+1)+(dx+R), y, x] = (1/C) w(y,x)·query(y+dy, x+dx), 0 outside.
+ */
+export class LocalGOCor {
+  readonly numIter: number;
+  readonly searchRadius: number;
+  readonly params: LocalParams;
+  private readonly exec: NativeExec;
+
+  constructor(opts?: LocalGOCorOptions) {
+    const o = optObject(opts, 'options');
+    knownKeys(o, 'options', ['params', 'numIter', 'searchRadius', 'device', 'threads']);
+    this.numIter = optInt(o.numIter, 'options.numIter', 0, 64, 3);
+    this.searchRadius = optInt(o.searchRadius, 'options.searchRadius', 1, 16, 4);
+    this.params = o.params !== undefined ? checkLocalParams(o.params) : defaultLocalParams();
+    const { signal: _s, ...exec } = execOptions(o, 'options');
+    this.exec = exec;
+  }
+
+  /** reference, query (B,C,H,W) -> GocorResult with shape [B, (2R+1)^2, H, W]. */
+  async correlate(reference: FeatureMap, query: FeatureMap, opts?: CallOptions): Promise<GocorResult> {
+    const call = callOptions(opts);
+    const ref = featureMap(reference, 'reference');
+    const qry = featureMap(query, 'query');
+    sameBatchAndChannels(ref, qry);
+    if (ref.H !== qry.H || ref.W !== qry.W) {
+      throw new GocorError(
+        'ERR_GOCOR_SHAPE',
+        `local GOCor needs reference and query of the same size, but received ${ref.H}x${ref.W} and ${qry.H}x${qry.W}`,
+      );
+    }
+    const D = (2 * this.searchRadius + 1) ** 2;
+    checkMemory(
+      4 * ref.B * (D * 6 + ref.C * 4) * ref.H * ref.W,
+      'this local GOCor',
+      'use a smaller feature map or searchRadius',
+    );
+    const dims = { B: ref.B, C: ref.C, H: ref.H, W: ref.W };
+    const n = native();
+    const r = await runNative(
+      () =>
+        n.gocorLocal(ref.data, qry.data, dims, this.params, {
+          ...this.exec,
+          numIter: this.numIter,
+          searchRadius: this.searchRadius,
+          diagnostics: call.diagnostics,
+          returnFilter: call.returnFilter,
+        }),
+      call.signal,
+    );
+    return result('local', [ref.B, D, ref.H, ref.W], r);
+  }
+}
+
+/**
+ * L2-normalises a feature map over channels, as GLU-Net does before global GOCor:
+ * x / sqrt(sum_c x_c^2 + 1e-6). Returns a new FeatureMap (NCHW).
+ */
+export function l2normalize(map: FeatureMap): FeatureMap {
+  const d: Dims = featureMap(map, 'featureMap');
+  const out = new Float32Array(d.data.length);
+  const plane = d.H * d.W;
+  for (let b = 0; b < d.B; b++) {
+    const base = b * d.C * plane;
+    for (let p = 0; p < plane; p++) {
+      let s = 0;
+      for (let c = 0; c < d.C; c++) {
+        const v = d.data[base + c * plane + p] as number;
+        s += v * v;
+      }
+      const inv = 1 / Math.sqrt(s + 1e-6);
+      for (let c = 0; c < d.C; c++) out[base + c * plane + p] = (d.data[base + c * plane + p] as number) * inv;
+    }
+  }
+  return { data: out, batch: d.B, channels: d.C, height: d.H, width: d.W };
+}

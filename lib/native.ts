@@ -1,0 +1,135 @@
+/**
+ * Loads the compiled addon (with `bindings`, which searches build/Release and the node-gyp layout)
+ * and gives it an exact type: the facade never calls an untyped native function.
+ */
+import { GocorError } from './errors';
+import type { NativeMatch } from './native-match';
+
+export type NativeDevice = 'auto' | 'cpu' | 'cuda';
+
+export interface NativeExec {
+  device: NativeDevice;
+  threads: number;
+}
+
+export interface NativeDistanceFns {
+  label: Float32Array;
+  weight: Float32Array;
+  maskLogit: Float32Array;
+}
+
+export interface NativeGlobalParams extends NativeDistanceFns {
+  targetFg: Float32Array;
+  targetBg: Float32Array;
+  logStepLength: number;
+  filterReg: number;
+  steplengthReg: number;
+  minFilterReg?: number;
+  regInterDim: number;
+  regOutputDim: number;
+  regWeight1: Float32Array;
+  regWeight2: Float32Array;
+}
+
+export interface NativeLocalParams extends NativeDistanceFns {
+  scaling: number;
+  logStepLength: number;
+  filterReg: number;
+  minFilterReg?: number;
+}
+
+export interface NativeIterDiag {
+  batch: number;
+  iter: number;
+  lossRef: number;
+  lossQuery: number;
+  lossReg: number;
+  gradNorm: number;
+  alpha: number;
+  alphaMin: number;
+  alphaMax: number;
+}
+
+export interface NativeGocorResult {
+  volume: Float32Array;
+  filter?: Float32Array;
+  diagnostics?: NativeIterDiag[];
+  device: 'cpu' | 'cuda';
+}
+
+export interface NativeBackends {
+  cpu: { simd: 'avx512' | 'avx2' | 'portable'; threads: number };
+  cuda: {
+    compiled: boolean;
+    available: boolean;
+    devices: number;
+    reason: string;
+    name?: string;
+    computeCapability?: string;
+    totalMemory?: number;
+    runtimeVersion?: number;
+    driverVersion?: number;
+  };
+}
+
+export interface NativeBuildInfo {
+  buildSystem: string;
+  cuda: boolean;
+  napiVersion: number;
+  compiler: string;
+}
+
+export interface NativeCore {
+  backends(): NativeBackends;
+  buildInfo(): NativeBuildInfo;
+  corrGlobal(
+    reference: Float32Array,
+    query: Float32Array,
+    dims: { B: number; C: number; H: number; W: number; Hq: number; Wq: number },
+    exec: NativeExec,
+  ): Promise<{ data: Float32Array; device: 'cpu' | 'cuda' }>;
+  corrLocal(
+    reference: Float32Array,
+    query: Float32Array,
+    dims: { B: number; C: number; H: number; W: number; R: number },
+    exec: NativeExec,
+  ): Promise<{ data: Float32Array; device: 'cpu' | 'cuda' }>;
+  gocorGlobal(
+    reference: Float32Array,
+    query: Float32Array,
+    dims: { B: number; C: number; H: number; W: number },
+    params: NativeGlobalParams,
+    opts: NativeExec & { numIter: number; applyQueryLoss: boolean; diagnostics: boolean; returnFilter: boolean },
+  ): Promise<NativeGocorResult>;
+  gocorLocal(
+    reference: Float32Array,
+    query: Float32Array,
+    dims: { B: number; C: number; H: number; W: number },
+    params: NativeLocalParams,
+    opts: NativeExec & { numIter: number; searchRadius: number; diagnostics: boolean; returnFilter: boolean },
+  ): Promise<NativeGocorResult>;
+  defaultGlobalParams(channels: number, seed: number): NativeGlobalParams;
+  defaultLocalParams(): NativeLocalParams;
+}
+
+export type NativeBinding = NativeCore & NativeMatch;
+
+let cached: NativeBinding | undefined;
+
+/** The addon, loaded once on first use. A missing or broken build is a GocorError, not a crash. */
+export function native(): NativeBinding {
+  if (cached) return cached;
+  try {
+    // eslint-style require is deliberate: `bindings` resolves the .node file relative to this package.
+    const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => unknown;
+    const path = require('node:path') as typeof import('node:path');
+    cached = bindings({ bindings: 'gocor', module_root: path.join(__dirname, '..') }) as NativeBinding;
+    return cached;
+  } catch (err) {
+    throw new GocorError(
+      'ERR_GOCOR_NATIVE_LOAD',
+      `gocor's native addon could not be loaded (${(err as Error).message}); run \`npm rebuild gocor\` or see the README's build section`,
+      { cause: err },
+    );
+  }
+}

@@ -1,0 +1,405 @@
+/**
+ * GOCor parameters: the official initial values, and safetensors files (or plain objects) whose
+ * tensors carry the official names of spec section 11, with or without the checkpoint prefixes
+ * (`corr.`, `corr.corr_module.`, `corr_module.`, `local_corr.`, `local_corr_2.` ... `local_corr_6.`).
+ */
+import { readFile } from 'node:fs/promises';
+import { writeFileAtomic } from './atomic';
+import { GocorError } from './errors';
+import { native } from './native';
+import { int } from './validate';
+
+/** Global GOCor parameters (GLU-Net-GOCor). Shapes: targetFg/targetBg (C); regWeight1 (I,1,3,3); regWeight2 (O,I,3,3); label/weight/maskLogit (10). */
+export interface GlobalParams {
+  kind: 'global';
+  targetFg: Float32Array;
+  targetBg: Float32Array;
+  logStepLength: number;
+  filterReg: number;
+  /** 0 for GLU-Net-GOCor; 0.1 for GLU-Net-GOCor* and PDC-Net (not stored in checkpoints). */
+  steplengthReg: number;
+  regInterDim: number;
+  regOutputDim: number;
+  regWeight1: Float32Array;
+  regWeight2: Float32Array;
+  label: Float32Array;
+  weight: Float32Array;
+  maskLogit: Float32Array;
+}
+
+/** Local GOCor parameters (PWC-Net-GOCor; GLU-Net-GOCor's shared local module). label/weight/maskLogit (10). */
+export interface LocalParams {
+  kind: 'local';
+  scaling: number;
+  logStepLength: number;
+  filterReg: number;
+  label: Float32Array;
+  weight: Float32Array;
+  maskLogit: Float32Array;
+}
+
+/**
+ * What a parameter file holds: the global module, the shared local module (`local_corr.` or
+ * unprefixed), and PWC-Net's per-level modules keyed by level ('2' ... '6' for `local_corr_2.` ...).
+ */
+export interface GocorParams {
+  global?: GlobalParams;
+  local?: LocalParams;
+  localLevels: Record<string, LocalParams>;
+}
+
+/** One tensor of a plain-object parameter source. */
+export interface TensorRecord {
+  shape: number[];
+  data: Float32Array;
+}
+
+/** Official initial global parameters for C channels; R_θ weights drawn N(0, 1e-3) from `seed` (gocor's own generator). */
+export function defaultGlobalParams(channels: number, seed = 0): GlobalParams {
+  int(channels, 'channels', 1, 1 << 16);
+  int(seed, 'seed', 0, Number.MAX_SAFE_INTEGER);
+  const p = native().defaultGlobalParams(channels, seed);
+  return { kind: 'global', ...p };
+}
+
+/** Official initial local parameters (PWC-Net-GOCor constructor). */
+export function defaultLocalParams(): LocalParams {
+  const p = native().defaultLocalParams();
+  return {
+    kind: 'local',
+    scaling: p.scaling,
+    logStepLength: p.logStepLength,
+    filterReg: p.filterReg,
+    label: p.label,
+    weight: p.weight,
+    maskLogit: p.maskLogit,
+  };
+}
+
+// ---- names ------------------------------------------------------------------------------------
+
+const DIST = {
+  'filter_optimizer.label_map_predictor.weight': 'label',
+  'filter_optimizer.spatial_weight_predictor.weight': 'weight',
+  'filter_optimizer.target_mask_predictor.0.weight': 'maskLogit',
+} as const;
+
+const GLOBAL_NAMES = [
+  'filter_initializer.target_fg',
+  'filter_initializer.target_bg',
+  'filter_optimizer.log_step_length',
+  'filter_optimizer.filter_reg',
+  'filter_optimizer.reg_layer.weight1',
+  'filter_optimizer.reg_layer.weight2',
+  ...Object.keys(DIST),
+];
+
+const LOCAL_NAMES = [
+  'filter_initializer.scaling',
+  'filter_optimizer.log_step_length',
+  'filter_optimizer.filter_reg',
+  ...Object.keys(DIST),
+];
+
+type Group = { module: 'global' } | { module: 'local'; level: string } | { module: 'bare' };
+
+function splitName(name: string): { group: Group; key: string } {
+  const m = /^(corr\.corr_module\.|corr_module\.|corr\.)/.exec(name);
+  if (m) return { group: { module: 'global' }, key: name.slice(m[0].length) };
+  const l = /^local_corr(?:_([2-6]))?\./.exec(name);
+  if (l) return { group: { module: 'local', level: l[1] ?? '' }, key: name.slice(l[0].length) };
+  return { group: { module: 'bare' }, key: name };
+}
+
+function paramError(message: string): GocorError {
+  return new GocorError('ERR_GOCOR_PARAMS', message);
+}
+
+function sameShape(a: number[], b: number[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+function tensor(
+  t: Map<string, TensorRecord>,
+  prefix: string,
+  key: string,
+  shape: number[] | ((s: number[]) => boolean),
+  what: string,
+): TensorRecord {
+  const full = prefix + key;
+  const r = t.get(key);
+  if (!r) throw paramError(`parameter tensor ${full} is missing (${what})`);
+  const ok = typeof shape === 'function' ? shape(r.shape) : sameShape(r.shape, shape);
+  if (!ok) {
+    const want = typeof shape === 'function' ? what : `[${shape.join(', ')}]`;
+    throw paramError(`parameter tensor ${full} has shape [${r.shape.join(', ')}], expected ${want}`);
+  }
+  for (let i = 0; i < r.data.length; i++) {
+    if (!Number.isFinite(r.data[i]))
+      throw paramError(`parameter tensor ${full} holds a non-finite value (${r.data[i]}) at element ${i}`);
+  }
+  return r;
+}
+
+function distFns(t: Map<string, TensorRecord>, prefix: string): Pick<GlobalParams, 'label' | 'weight' | 'maskLogit'> {
+  const out: Record<string, Float32Array> = {};
+  for (const [key, field] of Object.entries(DIST)) {
+    out[field] = Float32Array.from(tensor(t, prefix, key, [1, 10, 1, 1], 'shape [1, 10, 1, 1]').data);
+  }
+  return out as Pick<GlobalParams, 'label' | 'weight' | 'maskLogit'>;
+}
+
+function scalar(t: Map<string, TensorRecord>, prefix: string, key: string): number {
+  return tensor(t, prefix, key, (s) => s.length <= 1 && (s[0] ?? 1) === 1, 'a single value').data[0] as number;
+}
+
+function buildGlobal(t: Map<string, TensorRecord>, prefix: string): GlobalParams {
+  const fg = tensor(t, prefix, 'filter_initializer.target_fg', (s) => s.length === 1, 'shape [C]');
+  const C = fg.shape[0] as number;
+  const bg = tensor(t, prefix, 'filter_initializer.target_bg', [C], `shape [${C}]`);
+  const w1 = tensor(
+    t,
+    prefix,
+    'filter_optimizer.reg_layer.weight1',
+    (s) => s.length === 4 && s[1] === 1 && s[2] === 3 && s[3] === 3,
+    'shape [I, 1, 3, 3]',
+  );
+  const I = w1.shape[0] as number;
+  const w2 = tensor(
+    t,
+    prefix,
+    'filter_optimizer.reg_layer.weight2',
+    (s) => s.length === 4 && s[1] === I && s[2] === 3 && s[3] === 3,
+    `shape [O, ${I}, 3, 3]`,
+  );
+  return {
+    kind: 'global',
+    targetFg: Float32Array.from(fg.data),
+    targetBg: Float32Array.from(bg.data),
+    logStepLength: scalar(t, prefix, 'filter_optimizer.log_step_length'),
+    filterReg: scalar(t, prefix, 'filter_optimizer.filter_reg'),
+    steplengthReg: 0,
+    regInterDim: I,
+    regOutputDim: w2.shape[0] as number,
+    regWeight1: Float32Array.from(w1.data),
+    regWeight2: Float32Array.from(w2.data),
+    ...distFns(t, prefix),
+  };
+}
+
+function buildLocal(t: Map<string, TensorRecord>, prefix: string): LocalParams {
+  return {
+    kind: 'local',
+    scaling: scalar(t, prefix, 'filter_initializer.scaling'),
+    logStepLength: scalar(t, prefix, 'filter_optimizer.log_step_length'),
+    filterReg: scalar(t, prefix, 'filter_optimizer.filter_reg'),
+    ...distFns(t, prefix),
+  };
+}
+
+/** Groups official tensor names into modules and builds typed parameters from them. */
+export function paramsFromTensors(tensors: Record<string, TensorRecord>): GocorParams {
+  const groups = new Map<string, { group: Group; prefix: string; t: Map<string, TensorRecord> }>();
+  for (const [name, rec] of Object.entries(tensors)) {
+    if (!rec || !Array.isArray(rec.shape) || !(rec.data instanceof Float32Array)) {
+      throw paramError(`parameter tensor ${name} must be {shape: number[], data: Float32Array}`);
+    }
+    const n = rec.shape.reduce((a, b) => a * b, 1);
+    if (n !== rec.data.length)
+      throw paramError(`parameter tensor ${name} has shape [${rec.shape.join(', ')}] but ${rec.data.length} values`);
+    const { group, key } = splitName(name);
+    const id = group.module === 'local' ? `local:${group.level}` : group.module;
+    let g = groups.get(id);
+    if (!g) {
+      g = { group, prefix: name.slice(0, name.length - key.length), t: new Map() };
+      groups.set(id, g);
+    }
+    g.t.set(key, rec);
+  }
+  const out: GocorParams = { localLevels: {} };
+  for (const g of groups.values()) {
+    let isGlobal = g.group.module === 'global';
+    if (g.group.module === 'bare') isGlobal = g.t.has('filter_initializer.target_fg');
+    const names = isGlobal ? GLOBAL_NAMES : LOCAL_NAMES;
+    for (const key of g.t.keys()) {
+      if (!names.includes(key)) {
+        throw paramError(
+          `unknown parameter tensor ${g.prefix}${key}; ${isGlobal ? 'global' : 'local'} GOCor tensors are ${names.join(', ')}`,
+        );
+      }
+    }
+    if (isGlobal) {
+      if (out.global) throw paramError('the parameters hold two global GOCor modules');
+      out.global = buildGlobal(g.t, g.prefix);
+    } else if (g.group.module === 'local' && g.group.level !== '') {
+      out.localLevels[g.group.level] = buildLocal(g.t, g.prefix);
+    } else {
+      if (out.local) throw paramError('the parameters hold two shared local GOCor modules');
+      out.local = buildLocal(g.t, g.prefix);
+    }
+  }
+  if (!out.global && !out.local && Object.keys(out.localLevels).length === 0)
+    throw paramError('no GOCor parameter tensors found');
+  return out;
+}
+
+// ---- safetensors --------------------------------------------------------------------------------
+
+function toF32(dtype: string, bytes: Uint8Array, name: string): Float32Array {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const width = { F32: 4, F64: 8, F16: 2, BF16: 2 }[dtype];
+  if (!width) throw paramError(`parameter tensor ${name} has dtype ${dtype}; supported: F32, F64, F16, BF16`);
+  if (bytes.byteLength % width !== 0)
+    throw paramError(`parameter tensor ${name}: byte length ${bytes.byteLength} is not a multiple of ${width}`);
+  const n = bytes.byteLength / width;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    if (dtype === 'F32') out[i] = dv.getFloat32(i * 4, true);
+    else if (dtype === 'F64') out[i] = dv.getFloat64(i * 8, true);
+    else if (dtype === 'BF16')
+      out[i] = new Float32Array(new Uint32Array([dv.getUint16(i * 2, true) << 16]).buffer)[0] as number;
+    else out[i] = halfToFloat(dv.getUint16(i * 2, true));
+  }
+  return out;
+}
+
+function halfToFloat(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const f = h & 0x3ff;
+  if (e === 0) return s * 2 ** -14 * (f / 1024);
+  if (e === 31) return f ? Number.NaN : s * Number.POSITIVE_INFINITY;
+  return s * 2 ** (e - 15) * (1 + f / 1024);
+}
+
+/** Parses a safetensors buffer into named float32 tensors. */
+export function parseSafetensors(buf: Uint8Array): Record<string, TensorRecord> {
+  if (buf.byteLength < 8) throw paramError('not a safetensors file: shorter than its 8-byte header length');
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const headerLen = Number(dv.getBigUint64(0, true));
+  if (headerLen <= 1 || 8 + headerLen > buf.byteLength)
+    throw paramError(`not a safetensors file: header length ${headerLen} does not fit in ${buf.byteLength} bytes`);
+  let header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
+  try {
+    header = JSON.parse(Buffer.from(buf.buffer, buf.byteOffset + 8, headerLen).toString('utf8'));
+  } catch (err) {
+    throw new GocorError(
+      'ERR_GOCOR_PARAMS',
+      `not a safetensors file: its header is not JSON (${(err as Error).message})`,
+      { cause: err },
+    );
+  }
+  if (typeof header !== 'object' || header === null)
+    throw paramError('not a safetensors file: header is not an object');
+  const base = 8 + headerLen;
+  const out: Record<string, TensorRecord> = {};
+  for (const [name, info] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    const offs = info?.data_offsets;
+    if (!info || !Array.isArray(info.shape) || !Array.isArray(offs) || offs.length !== 2)
+      throw paramError(`parameter tensor ${name}: malformed safetensors entry`);
+    const [b, e] = offs;
+    if (!Number.isInteger(b) || !Number.isInteger(e) || b < 0 || e < b || base + e > buf.byteLength) {
+      throw paramError(`parameter tensor ${name}: data offsets [${b}, ${e}] lie outside the file`);
+    }
+    out[name] = { shape: info.shape.map(Number), data: toF32(info.dtype, buf.subarray(base + b, base + e), name) };
+  }
+  return out;
+}
+
+/** Serialises named float32 tensors as safetensors. */
+export function encodeSafetensors(tensors: Record<string, TensorRecord>): Buffer {
+  const header: Record<string, unknown> = { __metadata__: { format: 'pt', producer: 'gocor' } };
+  let offset = 0;
+  const names = Object.keys(tensors).sort();
+  for (const name of names) {
+    const t = tensors[name] as TensorRecord;
+    header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
+    offset += t.data.byteLength;
+  }
+  let json = JSON.stringify(header);
+  while ((8 + Buffer.byteLength(json)) % 8 !== 0) json += ' ';
+  const hbytes = Buffer.from(json, 'utf8');
+  const out = Buffer.alloc(8 + hbytes.length + offset);
+  out.writeBigUInt64LE(BigInt(hbytes.length), 0);
+  hbytes.copy(out, 8);
+  let pos = 8 + hbytes.length;
+  for (const name of names) {
+    const t = tensors[name] as TensorRecord;
+    Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).copy(out, pos);
+    pos += t.data.byteLength;
+  }
+  return out;
+}
+
+/** The official tensors of parameters, with checkpoint prefixes (`corr.corr_module.`, `local_corr.`, `local_corr_N.`). */
+export function paramsToTensors(params: GocorParams | GlobalParams | LocalParams): Record<string, TensorRecord> {
+  const p: GocorParams =
+    'kind' in params
+      ? params.kind === 'global'
+        ? { global: params, localLevels: {} }
+        : { local: params, localLevels: {} }
+      : params;
+  const out: Record<string, TensorRecord> = {};
+  const dist = (prefix: string, d: Pick<LocalParams, 'label' | 'weight' | 'maskLogit'>) => {
+    out[`${prefix}filter_optimizer.label_map_predictor.weight`] = { shape: [1, 10, 1, 1], data: d.label };
+    out[`${prefix}filter_optimizer.spatial_weight_predictor.weight`] = { shape: [1, 10, 1, 1], data: d.weight };
+    out[`${prefix}filter_optimizer.target_mask_predictor.0.weight`] = { shape: [1, 10, 1, 1], data: d.maskLogit };
+  };
+  const local = (prefix: string, l: LocalParams) => {
+    out[`${prefix}filter_initializer.scaling`] = { shape: [1], data: Float32Array.of(l.scaling) };
+    out[`${prefix}filter_optimizer.log_step_length`] = { shape: [1], data: Float32Array.of(l.logStepLength) };
+    out[`${prefix}filter_optimizer.filter_reg`] = { shape: [1], data: Float32Array.of(l.filterReg) };
+    dist(prefix, l);
+  };
+  if (p.global) {
+    const g = p.global;
+    const pre = 'corr.corr_module.';
+    out[`${pre}filter_initializer.target_fg`] = { shape: [g.targetFg.length], data: g.targetFg };
+    out[`${pre}filter_initializer.target_bg`] = { shape: [g.targetBg.length], data: g.targetBg };
+    out[`${pre}filter_optimizer.log_step_length`] = { shape: [1], data: Float32Array.of(g.logStepLength) };
+    out[`${pre}filter_optimizer.filter_reg`] = { shape: [1], data: Float32Array.of(g.filterReg) };
+    out[`${pre}filter_optimizer.reg_layer.weight1`] = { shape: [g.regInterDim, 1, 3, 3], data: g.regWeight1 };
+    out[`${pre}filter_optimizer.reg_layer.weight2`] = {
+      shape: [g.regOutputDim, g.regInterDim, 3, 3],
+      data: g.regWeight2,
+    };
+    dist(pre, g);
+  }
+  if (p.local) local('local_corr.', p.local);
+  for (const [level, l] of Object.entries(p.localLevels)) local(`local_corr_${level}.`, l);
+  return out;
+}
+
+/**
+ * Reads GOCor parameters from a safetensors file path, its bytes, or a plain object of
+ * `{name: {shape, data}}`. Wrong names, shapes or non-finite values reject with ERR_GOCOR_PARAMS naming the tensor.
+ */
+export async function loadParams(
+  source: string | Buffer | Uint8Array | Record<string, TensorRecord>,
+): Promise<GocorParams> {
+  if (typeof source === 'string') {
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(source);
+    } catch (err) {
+      throw new GocorError('ERR_GOCOR_IO', `cannot read parameter file ${source}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    return paramsFromTensors(parseSafetensors(bytes));
+  }
+  if (source instanceof Uint8Array) return paramsFromTensors(parseSafetensors(source));
+  if (typeof source === 'object' && source !== null) return paramsFromTensors(source);
+  throw new GocorError(
+    'ERR_GOCOR_INVALID_ARG',
+    `Expected path, Buffer or tensor object for source but received ${typeof source}`,
+  );
+}
+
+/** Serialises parameters as safetensors with the official names; writes atomically to `path` when given. */
+export async function saveParams(params: GocorParams | GlobalParams | LocalParams, path?: string): Promise<Buffer> {
+  const buf = encodeSafetensors(paramsToTensors(params));
+  if (path !== undefined) await writeFileAtomic(path, buf);
+  return buf;
+}

@@ -1,0 +1,99 @@
+/**
+ * Validation of every public option before any native call. One message format throughout:
+ * "Expected <what> for <name> but received <value> of type <type>".
+ */
+import { GocorError, type GocorErrorCode } from './errors';
+
+export function describe(value: unknown): string {
+  if (value === null) return 'null of type object';
+  if (value === undefined) return 'undefined';
+  if (ArrayBuffer.isView(value)) {
+    const v = value as ArrayBufferView & { length?: number };
+    return `${v.constructor.name}(${v.length ?? v.byteLength})`;
+  }
+  let shown: string;
+  if (typeof value === 'string') shown = JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
+  else if (typeof value === 'object') shown = Array.isArray(value) ? `array(${value.length})` : 'object';
+  else shown = String(value);
+  return `${shown} of type ${typeof value}`;
+}
+
+export function invalid(
+  what: string,
+  name: string,
+  value: unknown,
+  code: GocorErrorCode = 'ERR_GOCOR_INVALID_ARG',
+): GocorError {
+  return new GocorError(code, `Expected ${what} for ${name} but received ${describe(value)}`);
+}
+
+export function int(value: unknown, name: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw invalid(`integer between ${min} and ${max}`, name, value);
+  }
+  return value;
+}
+
+export function optInt(value: unknown, name: string, min: number, max: number, fallback: number): number {
+  return value === undefined ? fallback : int(value, name, min, max);
+}
+
+export function num(value: unknown, name: string, min = -Infinity, max = Infinity): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) {
+    const range = Number.isFinite(min) || Number.isFinite(max) ? ` between ${min} and ${max}` : '';
+    throw invalid(`finite number${range}`, name, value);
+  }
+  return value;
+}
+
+export function bool(value: unknown, name: string, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') throw invalid('boolean', name, value);
+  return value;
+}
+
+export function oneOf<T extends string>(value: unknown, name: string, allowed: readonly T[], fallback: T): T {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
+    throw invalid(`one of ${allowed.map((a) => `'${a}'`).join(', ')}`, name, value);
+  }
+  return value as T;
+}
+
+export function object(value: unknown, name: string): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid('object', name, value);
+  return value as Record<string, unknown>;
+}
+
+export function optObject(value: unknown, name: string): Record<string, unknown> {
+  return value === undefined ? {} : object(value, name);
+}
+
+/** Rejects option names that do not exist, so that typos are not silently ignored. */
+export function knownKeys(opts: Record<string, unknown>, name: string, allowed: readonly string[]): void {
+  for (const k of Object.keys(opts)) {
+    if (!allowed.includes(k)) {
+      throw new GocorError(
+        'ERR_GOCOR_INVALID_ARG',
+        `Unknown option ${name}.${k}; expected one of ${allowed.join(', ')}`,
+      );
+    }
+  }
+}
+
+/** A Float32Array of exactly `length` finite values (finiteness is checked when `finite`). */
+export function f32(value: unknown, name: string, length?: number, finite = true): Float32Array {
+  if (!(value instanceof Float32Array)) throw invalid('Float32Array', name, value);
+  if (length !== undefined && value.length !== length) {
+    throw new GocorError('ERR_GOCOR_SHAPE', `Expected ${length} elements for ${name} but received ${value.length}`);
+  }
+  if (finite) {
+    for (let i = 0; i < value.length; i++) {
+      const v = value[i] as number;
+      if (v - v !== 0) {
+        throw new GocorError('ERR_GOCOR_INVALID_ARG', `Expected finite values in ${name} but element ${i} is ${v}`);
+      }
+    }
+  }
+  return value;
+}

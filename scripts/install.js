@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+// npm's install step: builds the native addon. CMake (cmake-js) is the main build and compiles
+// the CUDA backend when nvcc is found (GOCOR_CUDA=AUTO|ON|OFF). Where CMake is missing, or with
+// GOCOR_BUILD=gyp, the CPU-only variant is built with node-gyp from binding.gyp.
+'use strict';
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const root = path.join(__dirname, '..');
+const log = (msg) => console.error(`gocor: ${msg}`);
+
+function run(cmd, args) {
+  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: process.env });
+  if (r.error) return { ok: false, error: r.error };
+  return { ok: r.status === 0, status: r.status };
+}
+
+function hasCmake() {
+  const r = spawnSync('cmake', ['--version'], { stdio: 'ignore' });
+  return !r.error && r.status === 0;
+}
+
+function buildCmake() {
+  const cmakeJs = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });
+  const args = [cmakeJs, 'compile', '--out', 'build'];
+  if (process.env.GOCOR_CUDA) args.push(`--CDGOCOR_CUDA=${process.env.GOCOR_CUDA}`);
+  const jobs = process.env.GOCOR_JOBS || String(Math.max(1, require('node:os').availableParallelism?.() ?? 2));
+  args.push('--parallel', jobs);
+  return run(process.execPath, args);
+}
+
+function buildGyp() {
+  const gyp = process.env.npm_config_node_gyp;
+  if (gyp && fs.existsSync(gyp)) return run(process.execPath, [gyp, 'rebuild']);
+  return run('node-gyp', ['rebuild']);
+}
+
+const mode = (process.env.GOCOR_BUILD || 'auto').toLowerCase();
+let result;
+if (mode === 'gyp') {
+  log('building the CPU-only addon with node-gyp (GOCOR_BUILD=gyp)');
+  result = buildGyp();
+} else if (hasCmake()) {
+  result = buildCmake();
+} else if (mode === 'cmake') {
+  log('GOCOR_BUILD=cmake but cmake was not found on PATH');
+  process.exit(1);
+} else {
+  log('cmake not found: building the CPU-only addon with node-gyp');
+  result = buildGyp();
+}
+if (!result.ok) {
+  log(`native build failed${result.error ? `: ${result.error.message}` : ''}`);
+  process.exit(1);
+}
