@@ -1,0 +1,352 @@
+// Plain feature correlation on the CPU: drivers (validation, packing, blocking, threads) in the
+// baseline ISA, inner loops in the SIMD kernels of corr_kernels.h chosen at run time.
+#include "correlation.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "corr_kernels.h"
+#include "parallel.h"
+
+namespace gocor {
+namespace corr_detail {
+namespace {
+
+Simd detect_hardware() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("fma")) {
+    return Simd::Avx512;
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Simd::Avx2;
+#endif
+  return Simd::Portable;
+}
+
+Simd detect_with_env() {
+  Simd hw = detect_hardware();
+  const char* env = std::getenv("GOCOR_SIMD");
+  if (env == nullptr) return hw;
+  std::string v(env);
+  Simd want = hw;
+  if (v == "portable") want = Simd::Portable;
+  if (v == "avx2") want = Simd::Avx2;
+  if (v == "avx512") want = Simd::Avx512;
+  // The variable can only lower the level: asking for more than the CPU has would crash.
+  return static_cast<int>(want) < static_cast<int>(hw) ? want : hw;
+}
+
+std::atomic<int> g_forced{-1};
+
+const Kernels& active_kernels() {
+  switch (simd_active()) {
+    case Simd::Avx512: return kernels_avx512();
+    case Simd::Avx2: return kernels_avx2();
+    default: return kernels_portable();
+  }
+}
+
+// 64-byte aligned scratch; an allocation failure becomes a TooLarge error, not std::bad_alloc.
+class Scratch {
+ public:
+  explicit Scratch(int64_t n) {
+    try {
+      p_ = static_cast<float*>(::operator new(static_cast<size_t>(n) * sizeof(float),
+                                              std::align_val_t(64)));
+    } catch (const std::bad_alloc&) {
+      throw Error(ErrorCode::TooLarge, "correlation: cannot allocate " +
+                                           std::to_string(n * 4) + " bytes of scratch memory");
+    }
+  }
+  ~Scratch() { ::operator delete(p_, std::align_val_t(64)); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  float* get() const { return p_; }
+
+ private:
+  float* p_ = nullptr;
+};
+
+// Cache blocking of the GEMM: a KC-deep A micro-panel (MR x KC) stays in L1 while the micro-kernel
+// walks the NC columns of a KC x NC block of B held in L2; C tiles of MC x NC are the units of work
+// shared between threads.
+constexpr int kKc = 384;
+constexpr int kNc = 768;
+constexpr int kMc = 96;
+
+// Packs rows of a k-major matrix X (K x L, row stride L) into panels of P columns:
+// out[(panel * K + k) * P + i] = X[k, panel * P + i], zero past L.
+void pack_panels(const float* x, int K, int L, int P, float* out, int64_t p0, int64_t p1) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const int l0 = static_cast<int>(p * P);
+    const int n = std::min(P, L - l0);
+    float* o = out + p * static_cast<int64_t>(K) * P;
+    for (int k = 0; k < K; ++k, o += P) {
+      const float* src = x + static_cast<int64_t>(k) * L + l0;
+      std::memcpy(o, src, sizeof(float) * n);
+      if (n < P) std::memset(o + n, 0, sizeof(float) * (P - n));
+    }
+  }
+}
+
+// out (M x N, row-major) = At^T * Bm for At (K x M, row-major) and Bm (K x N, row-major).
+void gemm_tn(const Kernels& kr, int M, int N, int K, const float* At, const float* Bm, float* out,
+             float* ap, float* bp, const Exec& ex) {
+  const int MR = kr.mr, NR = kr.nr;
+  const int mp = (M + MR - 1) / MR, np = (N + NR - 1) / NR;
+  parallel_chunks(mp, ex.threads, 16,
+                  [&](int64_t p0, int64_t p1) { pack_panels(At, K, M, MR, ap, p0, p1); });
+  parallel_chunks(np, ex.threads, 4,
+                  [&](int64_t p0, int64_t p1) { pack_panels(Bm, K, N, NR, bp, p0, p1); });
+  check_cancel(ex);
+
+  // Panels per work tile; shrink the tiles when there would be too few to keep every thread busy.
+  const int threads = ex.threads <= 0 ? pool_size() : std::min(ex.threads, pool_size());
+  int mc = std::max(1, kMc / MR), nc = std::max(1, kNc / NR);
+  while (threads > 1 && static_cast<int64_t>((mp + mc - 1) / mc) * ((np + nc - 1) / nc) <
+                            4 * threads &&
+         (mc > 1 || nc > 1)) {
+    if (nc >= mc && nc > 1) {
+      nc = (nc + 1) / 2;
+    } else {
+      mc = (mc + 1) / 2;
+    }
+  }
+  const int tm = (mp + mc - 1) / mc, tn = (np + nc - 1) / nc;
+  parallel_for(static_cast<int64_t>(tm) * tn, ex.threads, [&](int64_t t) {
+    check_cancel(ex);
+    const int ip0 = static_cast<int>(t / tn) * mc, jp0 = static_cast<int>(t % tn) * nc;
+    const int ip1 = std::min(mp, ip0 + mc), jp1 = std::min(np, jp0 + nc);
+    for (int k0 = 0; k0 < K; k0 += kKc) {
+      const int kc = std::min(kKc, K - k0);
+      for (int ip = ip0; ip < ip1; ++ip) {
+        const float* a = ap + (static_cast<int64_t>(ip) * K + k0) * MR;
+        const int i0 = ip * MR;
+        for (int jp = jp0; jp < jp1; ++jp) {
+          const float* b = bp + (static_cast<int64_t>(jp) * K + k0) * NR;
+          const int j0 = jp * NR;
+          kr.gemm_ukr(kc, a, b, out + static_cast<int64_t>(i0) * N + j0, N, std::min(MR, M - i0),
+                      std::min(NR, N - j0), k0 > 0);
+        }
+      }
+    }
+  });
+}
+
+void require(bool ok, ErrorCode code, const std::string& what) {
+  if (!ok) throw Error(code, what);
+}
+
+void validate_global(const float* reference, const float* query, const float* out,
+                     const CorrGlobalShape& s) {
+  require(reference != nullptr && query != nullptr && out != nullptr, ErrorCode::InvalidArg,
+          "corr_global: null tensor pointer");
+  require(s.B >= 1 && s.C >= 1 && s.H >= 1 && s.W >= 1 && s.Hq >= 1 && s.Wq >= 1, ErrorCode::Shape,
+          "corr_global: every dimension must be >= 1 (B=" + std::to_string(s.B) +
+              ", C=" + std::to_string(s.C) + ", H=" + std::to_string(s.H) +
+              ", W=" + std::to_string(s.W) + ", Hq=" + std::to_string(s.Hq) +
+              ", Wq=" + std::to_string(s.Wq) + ")");
+  const int64_t n = int64_t{s.H} * s.W, m = int64_t{s.Hq} * s.Wq;
+  require(n < (int64_t{1} << 31) / 64 && m < (int64_t{1} << 31) / 64, ErrorCode::TooLarge,
+          "corr_global: too many positions");
+}
+
+void validate_local(const float* a, const float* b, const float* out, const CorrLocalShape& s,
+                    const char* name) {
+  require(a != nullptr && b != nullptr && out != nullptr, ErrorCode::InvalidArg,
+          std::string(name) + ": null tensor pointer");
+  require(s.B >= 1 && s.C >= 1 && s.H >= 1 && s.W >= 1, ErrorCode::Shape,
+          std::string(name) + ": B, C, H, W must be >= 1 (B=" + std::to_string(s.B) +
+              ", C=" + std::to_string(s.C) + ", H=" + std::to_string(s.H) +
+              ", W=" + std::to_string(s.W) + ")");
+  require(s.R >= 0 && s.R <= 64, ErrorCode::InvalidArg,
+          std::string(name) + ": search radius R must be in [0, 64], received " +
+              std::to_string(s.R));
+  require(int64_t{s.H} * s.W < (int64_t{1} << 31) / 16, ErrorCode::TooLarge,
+          std::string(name) + ": too many positions");
+}
+
+// Repacks one batch element for the local kernels (see LocalArgs): rows become (C, width) blocks
+// so the channel loop walks memory at a short, constant stride.
+LocalArgs pack_local(const float* reference, const float* query, int C, int H, int W, int R,
+                     float* rp, float* qp, const Exec& ex, bool need_ref) {
+  LocalArgs a;
+  a.C = C;
+  a.H = H;
+  a.W = W;
+  a.R = R;
+  a.Wv = (W + kLocalStrip - 1) / kLocalStrip * kLocalStrip;
+  a.Wp = a.Wv + 2 * R;
+  a.rp = rp;
+  a.qp = qp;
+  const int64_t HW = int64_t{H} * W;
+  parallel_chunks(H, ex.threads, 4, [&](int64_t y0, int64_t y1) {
+    for (int64_t y = y0; y < y1; ++y) {
+      for (int c = 0; c < C; ++c) {
+        const int64_t src = c * HW + y * W;
+        if (need_ref) {
+          float* r = rp + (y * C + c) * a.Wv;
+          std::memcpy(r, reference + src, sizeof(float) * W);
+          std::memset(r + W, 0, sizeof(float) * (a.Wv - W));
+        }
+        float* q = qp + (y * C + c) * a.Wp;
+        std::memset(q, 0, sizeof(float) * R);
+        std::memcpy(q + R, query + src, sizeof(float) * W);
+        std::memset(q + R + W, 0, sizeof(float) * (a.Wp - R - W));
+      }
+    }
+  });
+  return a;
+}
+
+}  // namespace
+
+Simd simd_detected() {
+  static const Simd level = detect_with_env();
+  return level;
+}
+
+Simd simd_active() {
+  const int f = g_forced.load(std::memory_order_relaxed);
+  const Simd d = simd_detected();
+  return (f >= 0 && f < static_cast<int>(d)) ? static_cast<Simd>(f) : d;
+}
+
+void simd_force(Simd level) { g_forced.store(static_cast<int>(level)); }
+void simd_unforce() { g_forced.store(-1); }
+
+}  // namespace corr_detail
+
+using corr_detail::Kernels;
+using corr_detail::LocalArgs;
+using corr_detail::Scratch;
+
+const char* cpu_simd_level() {
+  switch (corr_detail::simd_active()) {
+    case corr_detail::Simd::Avx512: return "avx512";
+    case corr_detail::Simd::Avx2: return "avx2";
+    default: return "portable";
+  }
+}
+
+void corr_global_cpu(const float* reference, const float* query, float* out,
+                     const CorrGlobalShape& s, const Exec& ex) {
+  corr_detail::validate_global(reference, query, out, s);
+  const Kernels& kr = corr_detail::active_kernels();
+  const int N = s.H * s.W, M = s.Hq * s.Wq, K = s.C;
+  const int64_t mp = (M + kr.mr - 1) / kr.mr, np = (N + kr.nr - 1) / kr.nr;
+  Scratch ap(mp * kr.mr * K), bp(np * kr.nr * K);
+  for (int b = 0; b < s.B; ++b) {
+    check_cancel(ex);
+    // out_b (M x N) = Q^T F with Q = query_b viewed (C x M) and F = reference_b viewed (C x N).
+    corr_detail::gemm_tn(kr, M, N, K, query + int64_t{b} * K * M, reference + int64_t{b} * K * N,
+                         out + int64_t{b} * M * N, ap.get(), bp.get(), ex);
+  }
+}
+
+void corr_local_cpu(const float* reference, const float* query, float* out,
+                    const CorrLocalShape& s, const Exec& ex) {
+  corr_detail::validate_local(reference, query, out, s, "corr_local");
+  const Kernels& kr = corr_detail::active_kernels();
+  const int C = s.C, H = s.H, W = s.W, R = s.R, D1 = 2 * R + 1;
+  const int64_t HW = int64_t{H} * W, D = int64_t{D1} * D1;
+  const int64_t wv = (W + corr_detail::kLocalStrip - 1) / corr_detail::kLocalStrip *
+                     corr_detail::kLocalStrip;
+  Scratch rp(int64_t{H} * C * wv), qp(int64_t{H} * C * (wv + 2 * R));
+  for (int b = 0; b < s.B; ++b) {
+    check_cancel(ex);
+    const LocalArgs a = corr_detail::pack_local(reference + b * C * HW, query + b * C * HW, C, H, W,
+                                                R, rp.get(), qp.get(), ex, true);
+    float* ob = out + b * D * HW;
+    const int pairs = (H + 1) / 2;
+    parallel_for(pairs, ex.threads, [&](int64_t p) {
+      check_cancel(ex);
+      const int y0 = static_cast<int>(2 * p), nrows = std::min(2, H - y0);
+      // Displacements that leave the image vertically are zero and never computed.
+      for (int y = y0; y < y0 + nrows; ++y) {
+        for (int dy = -R; dy <= R; ++dy) {
+          if (y + dy >= 0 && y + dy < H) continue;
+          for (int dx = 0; dx < D1; ++dx) {
+            std::memset(ob + ((dy + R) * D1 + dx) * HW + int64_t{y} * W, 0, sizeof(float) * W);
+          }
+        }
+      }
+      kr.local_rows(a, ob, y0, nrows);
+    });
+  }
+}
+
+void corr_local_adjoint_cpu(const float* rho, const float* query, float* out,
+                            const CorrLocalShape& s, const Exec& ex) {
+  corr_detail::validate_local(rho, query, out, s, "corr_local_adjoint");
+  const Kernels& kr = corr_detail::active_kernels();
+  const int C = s.C, H = s.H, W = s.W, R = s.R, D1 = 2 * R + 1;
+  const int64_t HW = int64_t{H} * W, D = int64_t{D1} * D1;
+  const int64_t wv = (W + corr_detail::kLocalStrip - 1) / corr_detail::kLocalStrip *
+                     corr_detail::kLocalStrip;
+  Scratch qp(int64_t{H} * C * (wv + 2 * R));
+  for (int b = 0; b < s.B; ++b) {
+    check_cancel(ex);
+    const LocalArgs a = corr_detail::pack_local(nullptr, query + b * C * HW, C, H, W, R, nullptr,
+                                                qp.get(), ex, false);
+    const float* rb = rho + b * D * HW;
+    float* ob = out + b * C * HW;
+    parallel_for(H, ex.threads, [&](int64_t y) {
+      check_cancel(ex);
+      kr.local_adjoint_row(a, rb, ob, static_cast<int>(y));
+    });
+  }
+}
+
+void corr_global_naive(const float* reference, const float* query, float* out,
+                       const CorrGlobalShape& s) {
+  corr_detail::validate_global(reference, query, out, s);
+  const int64_t N = int64_t{s.H} * s.W, M = int64_t{s.Hq} * s.Wq;
+  for (int b = 0; b < s.B; ++b) {
+    const float* f = reference + b * s.C * N;
+    const float* g = query + b * s.C * M;
+    for (int64_t t = 0; t < M; ++t) {
+      for (int64_t r = 0; r < N; ++r) {
+        double acc = 0.0;
+        for (int c = 0; c < s.C; ++c) acc += double{f[c * N + r]} * double{g[c * M + t]};
+        out[(b * M + t) * N + r] = static_cast<float>(acc);
+      }
+    }
+  }
+}
+
+void corr_local_naive(const float* reference, const float* query, float* out,
+                      const CorrLocalShape& s) {
+  corr_detail::validate_local(reference, query, out, s, "corr_local");
+  const int C = s.C, H = s.H, W = s.W, R = s.R, D1 = 2 * R + 1;
+  const int64_t HW = int64_t{H} * W;
+  for (int b = 0; b < s.B; ++b) {
+    const float* f = reference + b * C * HW;
+    const float* g = query + b * C * HW;
+    float* o = out + b * int64_t{D1} * D1 * HW;
+    for (int dy = -R; dy <= R; ++dy) {
+      for (int dx = -R; dx <= R; ++dx) {
+        float* ok = o + ((dy + R) * D1 + (dx + R)) * HW;
+        for (int y = 0; y < H; ++y) {
+          for (int x = 0; x < W; ++x) {
+            const int yq = y + dy, xq = x + dx;
+            double acc = 0.0;
+            if (yq >= 0 && yq < H && xq >= 0 && xq < W) {
+              for (int c = 0; c < C; ++c) {
+                acc += double{f[c * HW + y * W + x]} * double{g[c * HW + yq * W + xq]};
+              }
+            }
+            ok[y * W + x] = static_cast<float>(acc / C);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace gocor

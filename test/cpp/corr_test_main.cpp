@@ -1,0 +1,387 @@
+// Plain correlation on the CPU (global, local, local adjoint): every SIMD path this machine has
+// against a float64 reference, the straightforward twins, the adjoint identity, threads, errors,
+// and the conformance baselines. Prints one line per case and "N passed, M failed".
+//
+// Tolerance (derived, not guessed). Each output is a sum of n products. The fast kernels form
+// every product inside a float32 fused multiply-add and accumulate in float32 in some blocked
+// order; whatever the order, each term passes through at most n + 4 roundings (n accumulations,
+// the merge of at most three K blocks, the division by C of the local operator), and the portable
+// path rounds the product once more. The classic bound for recursive summation then gives
+//   |fast - exact| <= gamma(n + 8) * S,   gamma(m) = m u / (1 - m u),  u = 2^-24,
+// where S = sum |a_c b_c| (divided by C for the local operator): it holds for any summation order
+// and any data, so the test cannot be flaky, while an indexing bug (a wrong or missing term) is
+// orders of magnitude above it. Each line also prints the largest |error| / (u S) seen, which for
+// random data grows like sqrt(n), not n.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common.h"
+#include "corr_kernels.h"
+#include "correlation.h"
+
+using gocor::CorrGlobalShape;
+using gocor::CorrLocalShape;
+using gocor::Exec;
+using gocor::corr_detail::Simd;
+
+namespace {
+
+int g_passed = 0, g_failed = 0;
+
+void report(bool ok, const std::string& line) {
+  std::printf("%s %s\n", ok ? "ok  " : "FAIL", line.c_str());
+  (ok ? g_passed : g_failed)++;
+}
+
+constexpr double kU = 5.9604644775390625e-08;  // 2^-24
+double gamma_n(double n) { return n * kU / (1.0 - n * kU); }
+
+// Deterministic data in [-1, 1) (splitmix64).
+std::vector<float> random_vec(size_t n, uint64_t seed) {
+  std::vector<float> v(n);
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (auto& x : v) {
+    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    x = static_cast<float>(static_cast<double>(z >> 40) / 8388608.0 - 1.0);
+  }
+  return v;
+}
+
+struct Ref64 {
+  std::vector<double> val, abs;  // exact-ish value and sum of |terms| per output
+};
+
+// Float64 reference written from spec 7 / 5.1, independent of the library.
+Ref64 global_ref(const std::vector<float>& f, const std::vector<float>& g, const CorrGlobalShape& s) {
+  const int64_t N = int64_t{s.H} * s.W, M = int64_t{s.Hq} * s.Wq;
+  Ref64 r;
+  r.val.assign(s.B * M * N, 0.0);
+  r.abs.assign(s.B * M * N, 0.0);
+  for (int b = 0; b < s.B; ++b) {
+    for (int c = 0; c < s.C; ++c) {
+      const float* fc = &f[(b * s.C + c) * N];
+      const float* gc = &g[(b * s.C + c) * M];
+      for (int64_t t = 0; t < M; ++t) {
+        double* v = &r.val[(b * M + t) * N];
+        double* a = &r.abs[(b * M + t) * N];
+        const double q = gc[t];
+        for (int64_t i = 0; i < N; ++i) {
+          const double p = q * fc[i];
+          v[i] += p;
+          a[i] += std::fabs(p);
+        }
+      }
+    }
+  }
+  return r;
+}
+
+Ref64 local_ref(const std::vector<float>& f, const std::vector<float>& g, const CorrLocalShape& s) {
+  const int D1 = 2 * s.R + 1;
+  const int64_t HW = int64_t{s.H} * s.W, D = int64_t{D1} * D1;
+  Ref64 r;
+  r.val.assign(s.B * D * HW, 0.0);
+  r.abs.assign(s.B * D * HW, 0.0);
+  for (int b = 0; b < s.B; ++b) {
+    for (int dy = -s.R; dy <= s.R; ++dy) {
+      for (int dx = -s.R; dx <= s.R; ++dx) {
+        const int64_t k = (dy + s.R) * D1 + dx + s.R;
+        for (int y = 0; y < s.H; ++y) {
+          for (int x = 0; x < s.W; ++x) {
+            if (y + dy < 0 || y + dy >= s.H || x + dx < 0 || x + dx >= s.W) continue;
+            double v = 0, a = 0;
+            for (int c = 0; c < s.C; ++c) {
+              const double p = double{f[(b * s.C + c) * HW + y * s.W + x]} *
+                               g[(b * s.C + c) * HW + (y + dy) * s.W + x + dx];
+              v += p;
+              a += std::fabs(p);
+            }
+            r.val[(b * D + k) * HW + y * s.W + x] = v / s.C;
+            r.abs[(b * D + k) * HW + y * s.W + x] = a / s.C;
+          }
+        }
+      }
+    }
+  }
+  return r;
+}
+
+// out[b,c,y,x] = (1/C) sum_k rho[b,k,y,x] * query[b,c,y+dy,x+dx] (spec 5.1, adjoint).
+Ref64 adjoint_ref(const std::vector<float>& rho, const std::vector<float>& g,
+                  const CorrLocalShape& s) {
+  const int D1 = 2 * s.R + 1;
+  const int64_t HW = int64_t{s.H} * s.W, D = int64_t{D1} * D1;
+  Ref64 r;
+  r.val.assign(s.B * s.C * HW, 0.0);
+  r.abs.assign(s.B * s.C * HW, 0.0);
+  for (int b = 0; b < s.B; ++b) {
+    for (int c = 0; c < s.C; ++c) {
+      for (int y = 0; y < s.H; ++y) {
+        for (int x = 0; x < s.W; ++x) {
+          double v = 0, a = 0;
+          for (int dy = -s.R; dy <= s.R; ++dy) {
+            for (int dx = -s.R; dx <= s.R; ++dx) {
+              if (y + dy < 0 || y + dy >= s.H || x + dx < 0 || x + dx >= s.W) continue;
+              const int64_t k = (dy + s.R) * D1 + dx + s.R;
+              const double p = double{rho[(b * D + k) * HW + y * s.W + x]} *
+                               g[(b * s.C + c) * HW + (y + dy) * s.W + x + dx];
+              v += p;
+              a += std::fabs(p);
+            }
+          }
+          r.val[(b * s.C + c) * HW + y * s.W + x] = v / s.C;
+          r.abs[(b * s.C + c) * HW + y * s.W + x] = a / s.C;
+        }
+      }
+    }
+  }
+  return r;
+}
+
+// Checks |got - ref| <= gamma(n) * S elementwise; returns the worst error in units of u*S.
+bool check_bound(const std::vector<float>& got, const Ref64& r, double n, double* worst_ulps,
+                 std::string* where) {
+  const double g = gamma_n(n);
+  bool ok = got.size() == r.val.size();
+  *worst_ulps = 0;
+  for (size_t i = 0; ok && i < got.size(); ++i) {
+    const double err = std::fabs(double{got[i]} - r.val[i]);
+    if (!(err <= g * r.abs[i])) {  // also catches NaN
+      ok = false;
+      *where = "index " + std::to_string(i) + ": got " + std::to_string(got[i]) + ", expected " +
+               std::to_string(r.val[i]);
+    }
+    if (r.abs[i] > 0) *worst_ulps = std::max(*worst_ulps, err / (kU * r.abs[i]));
+  }
+  return ok;
+}
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+std::string gshape(const CorrGlobalShape& s) {
+  return "B" + std::to_string(s.B) + " C" + std::to_string(s.C) + " " + std::to_string(s.H) + "x" +
+         std::to_string(s.W) + " q" + std::to_string(s.Hq) + "x" + std::to_string(s.Wq);
+}
+std::string lshape(const CorrLocalShape& s) {
+  return "B" + std::to_string(s.B) + " C" + std::to_string(s.C) + " " + std::to_string(s.H) + "x" +
+         std::to_string(s.W) + " R" + std::to_string(s.R);
+}
+
+void test_global(const CorrGlobalShape& s, uint64_t seed, bool also_naive) {
+  const int64_t N = int64_t{s.H} * s.W, M = int64_t{s.Hq} * s.Wq;
+  auto f = random_vec(s.B * s.C * N, seed);
+  auto g = random_vec(s.B * s.C * M, seed + 7);
+  const Ref64 r = global_ref(f, g, s);
+  std::vector<float> out(s.B * M * N, -1234.5f);
+  Exec ex;
+  ex.threads = 1;
+  gocor::corr_global_cpu(f.data(), g.data(), out.data(), s, ex);
+  double worst;
+  std::string where;
+  bool ok = check_bound(out, r, s.C + 8, &worst, &where);
+  report(ok, std::string("corr_global ") + gocor::cpu_simd_level() + " " + gshape(s) +
+                 " max|err|/(uS)=" + fmt("%.2f", worst) + (ok ? "" : " " + where));
+  // Threads split the output into tiles but never a sum, so the result is bitwise the same.
+  std::vector<float> out_mt(out.size(), -1234.5f);
+  ex.threads = 0;
+  gocor::corr_global_cpu(f.data(), g.data(), out_mt.data(), s, ex);
+  report(out_mt == out, std::string("corr_global threads=all equals threads=1 ") +
+                            gocor::cpu_simd_level() + " " + gshape(s));
+  if (also_naive) {
+    std::vector<float> nv(out.size());
+    gocor::corr_global_naive(f.data(), g.data(), nv.data(), s);
+    ok = check_bound(nv, r, 2, &worst, &where);
+    report(ok, "corr_global_naive " + gshape(s) + (ok ? "" : " " + where));
+  }
+}
+
+void test_local(const CorrLocalShape& s, uint64_t seed, bool also_naive) {
+  const int D1 = 2 * s.R + 1;
+  const int64_t HW = int64_t{s.H} * s.W, D = int64_t{D1} * D1;
+  auto f = random_vec(s.B * s.C * HW, seed);
+  auto g = random_vec(s.B * s.C * HW, seed + 3);
+  auto rho = random_vec(s.B * D * HW, seed + 5);
+  const Ref64 r = local_ref(f, g, s);
+  const Ref64 ra = adjoint_ref(rho, g, s);
+  std::vector<float> out(s.B * D * HW, -1234.5f), adj(s.B * s.C * HW, -1234.5f);
+  Exec ex;
+  ex.threads = 1;
+  gocor::corr_local_cpu(f.data(), g.data(), out.data(), s, ex);
+  gocor::corr_local_adjoint_cpu(rho.data(), g.data(), adj.data(), s, ex);
+  const std::string lvl = gocor::cpu_simd_level();
+  double worst;
+  std::string where;
+  bool ok = check_bound(out, r, s.C + 8, &worst, &where);
+  report(ok, "corr_local " + lvl + " " + lshape(s) + " max|err|/(uS)=" + fmt("%.2f", worst) +
+                 (ok ? "" : " " + where));
+  ok = check_bound(adj, ra, double(D) + 8, &worst, &where);
+  report(ok, "corr_local_adjoint " + lvl + " " + lshape(s) + " max|err|/(uS)=" +
+                 fmt("%.2f", worst) + (ok ? "" : " " + where));
+
+  // <Corr(a,b), rho> == <a, Corr^T(rho,b)>, both sides in float64 from the float32 outputs; the
+  // two sides may differ only by the outputs' own error bounds weighted by the other factor.
+  double lhs = 0, rhs = 0, slack = 0;
+  const double gc = gamma_n(s.C + 8), gd = gamma_n(double(D) + 8);
+  for (size_t i = 0; i < out.size(); ++i) {
+    lhs += double{out[i]} * rho[i];
+    slack += gc * r.abs[i] * std::fabs(rho[i]);
+  }
+  for (size_t i = 0; i < adj.size(); ++i) {
+    rhs += double{f[i]} * adj[i];
+    slack += gd * ra.abs[i] * std::fabs(f[i]);
+  }
+  ok = std::fabs(lhs - rhs) <= slack + 1e-12;
+  report(ok, "adjoint identity " + lvl + " " + lshape(s) + " <Corr(a,b),rho>=" +
+                 fmt("%.9g", lhs) + " <a,CorrT(rho,b)>=" + fmt("%.9g", rhs) +
+                 " bound=" + fmt("%.2g", slack));
+
+  std::vector<float> out_mt(out.size(), -1234.5f), adj_mt(adj.size(), -1234.5f);
+  ex.threads = 0;
+  gocor::corr_local_cpu(f.data(), g.data(), out_mt.data(), s, ex);
+  gocor::corr_local_adjoint_cpu(rho.data(), g.data(), adj_mt.data(), s, ex);
+  report(out_mt == out && adj_mt == adj,
+         "corr_local/adjoint threads=all equals threads=1 " + lvl + " " + lshape(s));
+  if (also_naive) {
+    std::vector<float> nv(out.size());
+    gocor::corr_local_naive(f.data(), g.data(), nv.data(), s);
+    ok = check_bound(nv, r, 2, &worst, &where);
+    report(ok, "corr_local_naive " + lshape(s) + (ok ? "" : " " + where));
+  }
+}
+
+std::string conformance_dir() {
+  if (const char* env = std::getenv("GOCOR_CONFORMANCE_DIR")) return env;
+  // Default: ../shared/conformance beside the repository root (this file is test/cpp/ in it).
+  std::string here = __FILE__;
+  for (int i = 0; i < 3; ++i) here = here.substr(0, here.find_last_of('/'));
+  return here + "/../shared/conformance";
+}
+
+bool read_floats(const std::string& path, size_t n, std::vector<float>* v) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  v->assign(n, 0.0f);
+  in.read(reinterpret_cast<char*>(v->data()), static_cast<std::streamsize>(n * sizeof(float)));
+  return static_cast<size_t>(in.gcount()) == n * sizeof(float) && in.peek() == EOF;
+}
+
+// Spec 12: |got - expected| <= 2e-5 + 1e-4 |expected|.
+void test_conformance(const std::string& dir, bool global) {
+  const std::string lvl = gocor::cpu_simd_level();
+  const std::string c = dir + (global ? "/global_8x8_c16/" : "/local_16x16_c32/");
+  const int C = global ? 16 : 32, H = global ? 8 : 16, W = H;
+  const size_t n_in = size_t(C) * H * W, n_out = global ? size_t(H * W) * H * W : 81u * H * W;
+  std::vector<float> f, g, expected;
+  if (!read_floats(c + "reference.bin", n_in, &f) || !read_floats(c + "query.bin", n_in, &g) ||
+      !read_floats(c + "baseline_correlation.bin", n_out, &expected)) {
+    report(false, "conformance " + c + ": cannot read the inputs (set GOCOR_CONFORMANCE_DIR)");
+    return;
+  }
+  std::vector<float> out(n_out, -1234.5f);
+  Exec ex;
+  if (global) {
+    gocor::corr_global_cpu(f.data(), g.data(), out.data(), CorrGlobalShape{1, C, H, W, H, W}, ex);
+  } else {
+    gocor::corr_local_cpu(f.data(), g.data(), out.data(), CorrLocalShape{1, C, H, W, 4}, ex);
+  }
+  double worst = 0;
+  bool ok = true;
+  for (size_t i = 0; i < n_out; ++i) {
+    const double d = std::fabs(double{out[i]} - expected[i]);
+    const double tol = 2e-5 + 1e-4 * std::fabs(expected[i]);
+    if (!(d <= tol)) ok = false;
+    worst = std::max(worst, d / tol);
+  }
+  report(ok, std::string("conformance ") + (global ? "global_8x8_c16" : "local_16x16_c32 R4") +
+                 " baseline_correlation " + lvl + " max|err|/tol=" + fmt("%.3g", worst));
+}
+
+template <typename Fn>
+void expect_error(const std::string& name, gocor::ErrorCode code, Fn fn) {
+  bool ok = false;
+  std::string what = "no exception";
+  try {
+    fn();
+  } catch (const gocor::Error& e) {
+    ok = e.code() == code;
+    what = std::string(gocor::error_code_name(e.code())) + ": " + e.what();
+  } catch (const std::exception& e) {
+    what = std::string("foreign exception: ") + e.what();
+  }
+  report(ok, name + " -> " + what);
+}
+
+void test_errors() {
+  std::vector<float> a(64, 1.0f), b(64, 1.0f), o(81 * 64, 0.0f);
+  Exec ex;
+  expect_error("corr_global C=0", gocor::ErrorCode::Shape, [&] {
+    gocor::corr_global_cpu(a.data(), b.data(), o.data(), CorrGlobalShape{1, 0, 2, 2, 2, 2}, ex);
+  });
+  expect_error("corr_global null query", gocor::ErrorCode::InvalidArg, [&] {
+    gocor::corr_global_cpu(a.data(), nullptr, o.data(), CorrGlobalShape{1, 1, 2, 2, 2, 2}, ex);
+  });
+  expect_error("corr_local R=-1", gocor::ErrorCode::InvalidArg, [&] {
+    gocor::corr_local_cpu(a.data(), b.data(), o.data(), CorrLocalShape{1, 1, 4, 4, -1}, ex);
+  });
+  expect_error("corr_local_adjoint H=0", gocor::ErrorCode::Shape, [&] {
+    gocor::corr_local_adjoint_cpu(a.data(), b.data(), o.data(), CorrLocalShape{1, 1, 0, 4, 1}, ex);
+  });
+  std::atomic<bool> cancel{true};
+  ex.cancel = &cancel;
+  expect_error("corr_global cancelled", gocor::ErrorCode::Aborted, [&] {
+    gocor::corr_global_cpu(a.data(), b.data(), o.data(), CorrGlobalShape{1, 4, 4, 4, 4, 4}, ex);
+  });
+  expect_error("corr_local cancelled", gocor::ErrorCode::Aborted, [&] {
+    gocor::corr_local_cpu(a.data(), b.data(), o.data(), CorrLocalShape{1, 4, 4, 4, 4}, ex);
+  });
+  expect_error("corr_local_adjoint cancelled", gocor::ErrorCode::Aborted, [&] {
+    gocor::corr_local_adjoint_cpu(o.data(), b.data(), a.data(), CorrLocalShape{1, 4, 4, 4, 1}, ex);
+  });
+}
+
+}  // namespace
+
+int main() {
+  const std::vector<CorrGlobalShape> globals = {
+      {1, 1, 1, 1, 1, 1},      {1, 3, 5, 7, 3, 2},       {2, 16, 9, 13, 11, 6},
+      {1, 64, 16, 16, 16, 16}, {1, 255, 7, 31, 13, 5},   {2, 512, 8, 12, 10, 9},
+      {1, 1024, 5, 9, 6, 7},   {1, 512, 24, 20, 17, 23}, {1, 64, 30, 30, 20, 40},
+      {1, 3, 1, 97, 61, 1},
+  };
+  const std::vector<CorrLocalShape> locals = {
+      {1, 1, 1, 1, 0},    {1, 1, 3, 4, 1},     {1, 3, 5, 7, 1},    {2, 16, 9, 13, 4},
+      {1, 64, 16, 16, 4}, {1, 255, 7, 31, 7},  {1, 512, 6, 17, 4}, {1, 1024, 4, 5, 1},
+      {2, 32, 20, 40, 7}, {1, 16, 3, 2, 7},    {1, 64, 33, 47, 0}, {1, 3, 11, 70, 4},
+  };
+  const std::string dir = conformance_dir();
+  std::printf("conformance dir: %s\n", dir.c_str());
+  const Simd top = gocor::corr_detail::simd_detected();
+  for (int level = 0; level <= static_cast<int>(top); ++level) {
+    gocor::corr_detail::simd_force(static_cast<Simd>(level));
+    const bool first = level == 0;  // the naive twins do not depend on the level
+    uint64_t seed = 1;
+    for (const auto& s : globals) test_global(s, seed++, first);
+    for (const auto& s : locals) test_local(s, seed++, first);
+    test_conformance(dir, true);
+    test_conformance(dir, false);
+  }
+  gocor::corr_detail::simd_unforce();
+  test_errors();
+  std::printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed == 0 ? 0 : 1;
+}
