@@ -24,8 +24,8 @@ void corr_global_cpu(const float* reference, const float* query, float* out,
 
 // reference, query (B,C,H,W) -> out (B, (2R+1)^2, H, W):
 // out[b, (dy+R)(2R+1)+(dx+R), y, x] = (1/C) sum_c ref[b,c,y,x] * query[b,c,y+dy,x+dx], 0 outside.
-void corr_local_cpu(const float* reference, const float* query, float* out,
-                    const CorrLocalShape& s, const Exec& ex);
+void corr_local_cpu(const float* reference, const float* query, float* out, const CorrLocalShape& s,
+                    const Exec& ex);
 
 // Adjoint of corr_local in its first argument:
 // rho (B,D,H,W), query (B,C,H,W) -> out (B,C,H,W):

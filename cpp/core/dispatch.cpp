@@ -21,7 +21,8 @@ CudaInfo cuda_info() {
   return cuda_probe();
 #else
   CudaInfo info;
-  info.reason = "this build of gocor has no CUDA backend (built with GOCOR_CUDA=OFF or without nvcc)";
+  info.reason =
+      "this build of gocor has no CUDA backend (built with GOCOR_CUDA=OFF or without nvcc)";
   return info;
 #endif
 }
@@ -31,16 +32,17 @@ Device resolve_device(Device requested) {
   CudaInfo info = cuda_info();
   if (info.available) return Device::Cuda;
   if (requested == Device::Auto) return Device::Cpu;
-  throw Error(ErrorCode::CudaUnavailable, "device 'cuda' was requested but CUDA is unavailable: " + info.reason);
+  throw Error(ErrorCode::CudaUnavailable,
+              "device 'cuda' was requested but CUDA is unavailable: " + info.reason);
 }
 
 #ifdef GOCOR_WITH_CUDA
-#define GOCOR_DISPATCH(name, ...)                              \
-  do {                                                         \
-    Exec run = ex;                                             \
-    run.device = resolve_device(ex.device);                    \
+#define GOCOR_DISPATCH(name, ...)                                    \
+  do {                                                               \
+    Exec run = ex;                                                   \
+    run.device = resolve_device(ex.device);                          \
     if (run.device == Device::Cuda) return name##_cuda(__VA_ARGS__); \
-    return name##_cpu(__VA_ARGS__);                            \
+    return name##_cpu(__VA_ARGS__);                                  \
   } while (0)
 #else
 #define GOCOR_DISPATCH(name, ...)           \

@@ -81,10 +81,9 @@ struct GocorGlobalShape {
 // reference, query (B,C,H,W) -> volume (B, H*W, H, W) with volume[b, t, ry, rx] = w_r . g_t.
 // filter_out (B, H*W, C) receives the final filters when non-null; diag, when non-null, is filled
 // with B*num_iter entries.
-void gocor_global_cpu(const GlobalGocorParams& p, const GlobalGocorOptions& o, const float* reference,
-                      const float* query, float* volume, float* filter_out,
-                      const GocorGlobalShape& s, const Exec& ex,
-                      std::vector<GocorIterDiag>* diag);
+void gocor_global_cpu(const GlobalGocorParams& p, const GlobalGocorOptions& o,
+                      const float* reference, const float* query, float* volume, float* filter_out,
+                      const GocorGlobalShape& s, const Exec& ex, std::vector<GocorIterDiag>* diag);
 
 // reference, query (B,C,H,W) -> volume (B, (2R+1)^2, H, W) = (1/C) Corr(w, query).
 // filter_out (B,C,H,W) receives the final filters when non-null.

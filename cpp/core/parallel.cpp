@@ -121,7 +121,9 @@ Pool& pool() {
 
 }  // namespace
 
-int pool_size() { return pool().workers() + 1; }
+int pool_size() {
+  return pool().workers() + 1;
+}
 
 void parallel_for(int64_t n, int threads, const std::function<void(int64_t)>& fn) {
   if (n <= 0) return;

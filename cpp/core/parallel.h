@@ -11,9 +11,10 @@ namespace gocor {
 // Number of worker threads the pool uses at most (hardware concurrency, or GOCOR_THREADS).
 int pool_size();
 
-// Runs fn(i) for i in [0, n), on at most `threads` threads (<= 0: pool_size()), the caller included.
-// Blocks until every index is done. Exceptions thrown by fn are rethrown (the first one) after all
-// running items finish. Items are handed out dynamically in order, so uneven work balances.
+// Runs fn(i) for i in [0, n), on at most `threads` threads (<= 0: pool_size()), the caller
+// included. Blocks until every index is done. Exceptions thrown by fn are rethrown (the first one)
+// after all running items finish. Items are handed out dynamically in order, so uneven work
+// balances.
 void parallel_for(int64_t n, int threads, const std::function<void(int64_t)>& fn);
 
 // Splits [0, n) into contiguous chunks, one per task, and runs fn(begin, end) on each.

@@ -30,8 +30,8 @@ Napi::Value CorrGlobal(const Napi::CallbackInfo& info) {
   job->ref = read_f32(info[0], "reference");
   job->query = read_f32(info[1], "query");
   Napi::Object d = info[2].As<Napi::Object>();
-  gocor::CorrGlobalShape s{read_int(d, "B", 0), read_int(d, "C", 0), read_int(d, "H", 0),
-                           read_int(d, "W", 0),  read_int(d, "Hq", 0), read_int(d, "Wq", 0)};
+  gocor::CorrGlobalShape s{read_int(d, "B", 0), read_int(d, "C", 0),  read_int(d, "H", 0),
+                           read_int(d, "W", 0), read_int(d, "Hq", 0), read_int(d, "Wq", 0)};
   job->ex = read_exec(info[3].As<Napi::Object>());
   size_t out_len = size_t(s.B) * s.Hq * s.Wq * s.H * s.W;
   if (job->ref.length != size_t(s.B) * s.C * s.H * s.W ||

@@ -56,8 +56,8 @@ Napi::Float32Array to_js(Napi::Env env, F32Buffer&& buf) {
   if (n == 0) return Napi::Float32Array::New(env, 0);
   auto* holder = new F32Buffer(std::move(buf));
   Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
-      env, holder->data(), n * sizeof(float),
-      [](Napi::Env, void*, F32Buffer* h) { delete h; }, holder);
+      env, holder->data(), n * sizeof(float), [](Napi::Env, void*, F32Buffer* h) { delete h; },
+      holder);
   return Napi::Float32Array::New(env, n, ab, 0);
 }
 
