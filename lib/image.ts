@@ -1,4 +1,5 @@
 /** Image decoding with sharp: PNG, JPEG, WebP, TIFF (and whatever else libvips reads) to CHW float32 in [0, 1]. */
+import { stat } from 'node:fs/promises';
 import sharp from 'sharp';
 import { GocorError } from './errors';
 import type { Image } from './types';
@@ -36,6 +37,12 @@ export async function loadImage(source: string | Buffer | Uint8Array, opts?: Loa
   if (source instanceof Uint8Array && source.length === 0) {
     throw new GocorError('ERR_GOCOR_IMAGE', 'cannot decode image: the buffer is empty');
   }
+  if (typeof source === 'string') {
+    const st = await stat(source).catch((err: NodeJS.ErrnoException) => {
+      throw new GocorError('ERR_GOCOR_IO', `cannot read image ${source}: ${err.code ?? err.message}`, { cause: err });
+    });
+    if (!st.isFile()) throw new GocorError('ERR_GOCOR_IO', `cannot read image ${source}: not a file`);
+  }
   const what = typeof source === 'string' ? source : `buffer of ${source.length} bytes`;
   const input = typeof source === 'string' ? source : Buffer.from(source.buffer, source.byteOffset, source.byteLength);
   try {
@@ -60,9 +67,6 @@ export async function loadImage(source: string | Buffer | Uint8Array, opts?: Loa
       throw new GocorError('ERR_GOCOR_TOO_LARGE', `image ${what} has more than ${MAX_IMAGE_PIXELS} pixels: ${msg}`, {
         cause: err,
       });
-    }
-    if (/no such file|ENOENT/i.test(msg)) {
-      throw new GocorError('ERR_GOCOR_IO', `cannot read image ${what}: file not found`, { cause: err });
     }
     throw new GocorError('ERR_GOCOR_IMAGE', `cannot decode image ${what}: ${msg}`, { cause: err });
   }
