@@ -1,0 +1,81 @@
+/**
+ * Load: many concurrent calls in one process give exactly the sequential results, the event loop
+ * stays responsive meanwhile, native threads stay bounded, and queued work can be cancelled.
+ */
+import { readFileSync } from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { describe, expect, it } from 'vitest';
+import { GlobalGOCor, LocalGOCor, backends, correlate } from '../../lib';
+import { randn } from '../support/ref';
+
+function threadCount(): number {
+  const m = /Threads:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'));
+  return m ? Number(m[1]) : 0;
+}
+
+const same = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+
+describe('reliability: load', () => {
+  it('64 concurrent calls equal sequential ones; p99 event-loop delay < 50 ms; threads bounded', async () => {
+    const C = 64;
+    const H = 24;
+    const W = 24;
+    const inputs = Array.from({ length: 8 }, (_, i) => ({
+      f: { data: randn(C * H * W, 100 + i), channels: C, height: H, width: W },
+      g: { data: randn(C * H * W, 200 + i), channels: C, height: H, width: W },
+    }));
+    const global = new GlobalGOCor({ numIter: 3 });
+    const local = new LocalGOCor({ numIter: 3 });
+    const job = (i: number) => {
+      const { f, g } = inputs[i % inputs.length]!;
+      switch (i % 3) {
+        case 0:
+          return global.correlate(f, g);
+        case 1:
+          return local.correlate(f, g);
+        default:
+          return correlate(f, g, { mode: 'local' });
+      }
+    };
+    const sequential: Float32Array[] = [];
+    for (let i = 0; i < 64; i++) sequential.push((await job(i)).data);
+
+    const before = threadCount();
+    let peak = before;
+    const sampler = setInterval(() => {
+      peak = Math.max(peak, threadCount());
+    }, 5);
+    const h = monitorEventLoopDelay({ resolution: 1 });
+    h.enable();
+    const t0 = performance.now();
+    const results = await Promise.all(Array.from({ length: 64 }, (_, i) => job(i)));
+    const seconds = (performance.now() - t0) / 1000;
+    h.disable();
+    clearInterval(sampler);
+
+    results.forEach((r, i) => expect(same(r.data, sequential[i]!)).toBe(true));
+    const p99 = h.percentile(99) / 1e6;
+    console.log(`load: 64 calls in ${seconds.toFixed(2)} s (${(64 / seconds).toFixed(1)} calls/s), p99 event-loop delay ${p99.toFixed(1)} ms, threads ${before} -> peak ${peak}`);
+    expect(p99).toBeLessThan(50);
+    // gocor's pool is created once (pool size - 1 workers) and libuv's pool is 4 threads: no growth per call.
+    expect(peak - before).toBeLessThanOrEqual(backends().cpu.threads + 4);
+  });
+
+  it('an AbortSignal cancels queued work and leaves running work intact', async () => {
+    const C = 128;
+    const H = 32;
+    const W = 32;
+    const f = { data: randn(C * H * W, 1), channels: C, height: H, width: W };
+    const global = new GlobalGOCor({ numIter: 3 });
+    const ac = new AbortController();
+    const calls = Array.from({ length: 12 }, () => global.correlate(f, f, { signal: ac.signal }));
+    ac.abort();
+    const settled = await Promise.allSettled(calls);
+    const aborted = settled.filter((s) => s.status === 'rejected' && (s.reason as { code?: string }).code === 'ERR_GOCOR_ABORTED');
+    const done = settled.filter((s) => s.status === 'fulfilled');
+    expect(aborted.length + done.length).toBe(12);
+    expect(aborted.length).toBeGreaterThan(0);
+    // An already-aborted signal rejects at once.
+    await expect(global.correlate(f, f, { signal: AbortSignal.abort() })).rejects.toMatchObject({ code: 'ERR_GOCOR_ABORTED' });
+  });
+});
