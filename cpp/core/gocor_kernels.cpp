@@ -1,0 +1,315 @@
+#include "gocor_kernels.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "parallel.h"
+
+namespace gocor {
+namespace gocor_detail {
+namespace {
+
+// GCC vector extensions: each target clone below lowers them to its own instruction set
+// (AVX-512, AVX2+FMA, or SSE), so one source serves every level.
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v16u __attribute__((vector_size(64), aligned(4)));
+
+constexpr int kMr = 8, kNr = 32, kKc = 128, kNc = 256, kMc = 128;
+
+// Buffers aligned to 64 bytes so that packed panels load with aligned vector moves.
+struct AlignedBuf {
+  std::vector<float> v;
+  float* get(size_t n) {
+    if (v.size() < n + 16) v.resize(n + 16);
+    auto addr = reinterpret_cast<uintptr_t>(v.data());
+    return v.data() + ((64 - addr % 64) % 64) / sizeof(float);
+  }
+};
+
+// a rows [0, mc) x cols [0, kc) -> micro-panels of kMr rows, k-major: ap[(ip * kc + k) * kMr + i].
+void pack_a(const float* a, int64_t lda, int mc, int kc, float* ap) {
+  for (int ip = 0; ip < mc; ip += kMr) {
+    float* dst = ap + static_cast<int64_t>(ip) * kc;
+    const int mr = std::min(kMr, mc - ip);
+    for (int k = 0; k < kc; ++k) {
+      for (int i = 0; i < mr; ++i) dst[k * kMr + i] = a[(ip + i) * lda + k];
+      for (int i = mr; i < kMr; ++i) dst[k * kMr + i] = 0.f;
+    }
+  }
+}
+
+// b block (kc x nc) -> strips of kNr columns, k-major: bp[(jp * kc + k) * kNr + j].
+void pack_b(const float* b, int64_t ldb, bool trans, int kc, int nc, float* bp) {
+  for (int jp = 0; jp < nc; jp += kNr) {
+    float* dst = bp + static_cast<int64_t>(jp) * kc;
+    const int nr = std::min(kNr, nc - jp);
+    if (!trans) {
+      for (int k = 0; k < kc; ++k) {
+        const float* src = b + k * ldb + jp;
+        for (int j = 0; j < nr; ++j) dst[k * kNr + j] = src[j];
+        for (int j = nr; j < kNr; ++j) dst[k * kNr + j] = 0.f;
+      }
+    } else {
+      for (int j = 0; j < nr; ++j) {
+        const float* src = b + (jp + j) * ldb;
+        for (int k = 0; k < kc; ++k) dst[k * kNr + j] = src[k];
+      }
+      for (int j = nr; j < kNr; ++j)
+        for (int k = 0; k < kc; ++k) dst[k * kNr + j] = 0.f;
+    }
+  }
+}
+
+inline __attribute__((always_inline)) void micro_kernel(int kc, const float* ap, const float* bp,
+                                                        float* c, int64_t ldc, int m, int n,
+                                                        bool acc) {
+  v16 c0[kMr], c1[kMr];
+  for (int i = 0; i < kMr; ++i) c0[i] = c1[i] = v16{};
+  for (int k = 0; k < kc; ++k) {
+    const v16 b0 = *reinterpret_cast<const v16*>(bp + k * kNr);
+    const v16 b1 = *reinterpret_cast<const v16*>(bp + k * kNr + 16);
+    const float* a = ap + k * kMr;
+    for (int i = 0; i < kMr; ++i) {
+      c0[i] += a[i] * b0;
+      c1[i] += a[i] * b1;
+    }
+  }
+  if (m == kMr && n == kNr) {
+    for (int i = 0; i < kMr; ++i) {
+      v16u* dst = reinterpret_cast<v16u*>(c + i * ldc);
+      if (acc) {
+        dst[0] += c0[i];
+        dst[1] += c1[i];
+      } else {
+        dst[0] = c0[i];
+        dst[1] = c1[i];
+      }
+    }
+    return;
+  }
+  for (int i = 0; i < m; ++i) {
+    float tile[kNr];
+    std::memcpy(tile, &c0[i], sizeof(v16));
+    std::memcpy(tile + 16, &c1[i], sizeof(v16));
+    for (int j = 0; j < n; ++j) c[i * ldc + j] = acc ? c[i * ldc + j] + tile[j] : tile[j];
+  }
+}
+
+__attribute__((target_clones("avx512f", "avx2,fma", "default"))) void macro_kernel(
+    int mc, int nc, int kc, const float* ap, const float* bp, float* c, int64_t ldc, bool acc) {
+  for (int jp = 0; jp < nc; jp += kNr)
+    for (int ip = 0; ip < mc; ip += kMr)
+      micro_kernel(kc, ap + static_cast<int64_t>(ip) * kc, bp + static_cast<int64_t>(jp) * kc,
+                   c + ip * ldc + jp, ldc, std::min(kMr, mc - ip), std::min(kNr, nc - jp), acc);
+}
+
+}  // namespace
+
+void gemm(int m, int n, int k, const float* a, int64_t lda, const float* b, int64_t ldb,
+          bool b_trans, float* c, int64_t ldc, bool accumulate, int threads) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    if (!accumulate)
+      for (int i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.f);
+    return;
+  }
+  const int tasks = (m + kMc - 1) / kMc;
+  parallel_for(tasks, threads, [&](int64_t t) {
+    thread_local AlignedBuf abuf, bbuf;
+    const int i0 = static_cast<int>(t) * kMc, mc = std::min(kMc, m - i0);
+    float* ap = abuf.get(static_cast<size_t>(kMc + kMr) * kKc);
+    float* bp = bbuf.get(static_cast<size_t>(kNc + kNr) * kKc);
+    for (int k0 = 0; k0 < k; k0 += kKc) {
+      const int kc = std::min(kKc, k - k0);
+      pack_a(a + i0 * lda + k0, lda, mc, kc, ap);
+      for (int j0 = 0; j0 < n; j0 += kNc) {
+        const int nc = std::min(kNc, n - j0);
+        const float* bsrc = b_trans ? b + j0 * ldb + k0 : b + k0 * ldb + j0;
+        pack_b(bsrc, ldb, b_trans, kc, nc, bp);
+        macro_kernel(mc, nc, kc, ap, bp, c + i0 * ldc + j0, ldc, accumulate || k0 > 0);
+      }
+    }
+  });
+}
+
+// ---- R_theta^T R_theta ---------------------------------------------------------------------
+
+namespace {
+
+// Bit (e + 1) is set when offset e in {-1, 0, 1} is a valid tap of the transposed convolution at
+// coordinate x of an axis of length len, i.e. when x - e lies inside the axis.
+int axis_mask(int x, int len) {
+  int m = 0;
+  for (int e = -1; e <= 1; ++e)
+    if (x - e >= 0 && x - e < len) m |= 1 << (e + 1);
+  return m;
+}
+
+// One output row (reference position r, query row ty) of P x over nch 16-wide chunks of tx,
+// starting at chunk c0: 625 taps, each a vector multiply-add of per-tx coefficients (which hold
+// the tx border classes and the zero padding) with a padded source row.
+template <int NCH>
+inline __attribute__((always_inline)) void rtr_row(const float* tab, const float* xp, int H, int W,
+                                                   int Wp, int rs, int ry, int rx, int ty, int c0,
+                                                   float* out) {
+  v16 acc[NCH];
+  for (int j = 0; j < NCH; ++j) acc[j] = v16{};
+  for (int dry = -2; dry <= 2; ++dry) {
+    const int sy = ry + dry;
+    if (sy < 0 || sy >= H) continue;
+    for (int drx = -2; drx <= 2; ++drx) {
+      const int sx = rx + drx;
+      if (sx < 0 || sx >= W) continue;
+      const float* plane = xp + static_cast<int64_t>(sy * W + sx) * H * rs;
+      const int tap_r = ((dry + 2) * 5 + (drx + 2)) * 25;
+      for (int dty = -2; dty <= 2; ++dty) {
+        const int syq = ty + dty;
+        if (syq < 0 || syq >= H) continue;
+        const float* row = plane + static_cast<int64_t>(syq) * rs + 2 + c0 * 16;
+        const float* cf = tab + static_cast<int64_t>(tap_r + (dty + 2) * 5) * Wp + c0 * 16;
+        for (int dtx = -2; dtx <= 2; ++dtx) {
+          for (int j = 0; j < NCH; ++j) {
+            const v16 cv = *reinterpret_cast<const v16u*>(cf + (dtx + 2) * Wp + j * 16);
+            const v16 sv = *reinterpret_cast<const v16u*>(row + dtx + j * 16);
+            acc[j] += cv * sv;
+          }
+        }
+      }
+    }
+  }
+  for (int j = 0; j < NCH; ++j) {
+    float tmp[16];
+    std::memcpy(tmp, &acc[j], sizeof(tmp));
+    const int x0 = (c0 + j) * 16, n = std::min(16, W - x0);
+    for (int i = 0; i < n; ++i) out[x0 + i] = tmp[i];
+  }
+}
+
+struct RtrArgs {
+  const float* xp;
+  float* y;
+  int H, W, Wp, rs;
+  const float* coef;
+  const int* cls_index;
+  const int* mask_y;  // axis_mask over H
+  const int* mask_x;  // axis_mask over W
+};
+
+__attribute__((target_clones("avx512f", "avx2,fma", "default"))) void rtr_rows(const RtrArgs& a,
+                                                                             int r0, int r1) {
+  const int H = a.H, W = a.W, N = H * W, nch = a.Wp / 16;
+  for (int r = r0; r < r1; ++r) {
+    const int ry = r / W, rx = r % W;
+    for (int ty = 0; ty < H; ++ty) {
+      const int id = (a.mask_y[ry] * 8 + a.mask_x[rx]) * 8 + a.mask_y[ty];
+      const float* tab = a.coef + static_cast<int64_t>(a.cls_index[id]) * 625 * a.Wp;
+      float* out = a.y + static_cast<int64_t>(r) * N + ty * W;
+      for (int c0 = 0; c0 < nch; c0 += 4) {
+        switch (std::min(4, nch - c0)) {
+          case 1: rtr_row<1>(tab, a.xp, H, W, a.Wp, a.rs, ry, rx, ty, c0, out); break;
+          case 2: rtr_row<2>(tab, a.xp, H, W, a.Wp, a.rs, ry, rx, ty, c0, out); break;
+          case 3: rtr_row<3>(tab, a.xp, H, W, a.Wp, a.rs, ry, rx, ty, c0, out); break;
+          default: rtr_row<4>(tab, a.xp, H, W, a.Wp, a.rs, ry, rx, ty, c0, out); break;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+RtROperator::RtROperator(const GlobalGocorParams& p, int H, int W) : H_(H), W_(W) {
+  const int I = p.reg_inter_dim, O = p.reg_output_dim;
+  if (static_cast<int>(p.reg_weight1.size()) != I * 9 ||
+      static_cast<int>(p.reg_weight2.size()) != O * I * 9) {
+    throw Error(ErrorCode::Shape, "reg_weight1/reg_weight2 do not match reg_inter_dim/reg_output_dim");
+  }
+  Wp_ = (W + 15) / 16 * 16;
+  rs_ = Wp_ + 4;
+  // Kc[o][e], e = (by*3+bx)*9 + (ay*3+ax): b reference offsets, a query offsets.
+  std::vector<double> kc(static_cast<size_t>(O) * 81, 0.0);
+  for (int o = 0; o < O; ++o)
+    for (int b = 0; b < 9; ++b)
+      for (int a = 0; a < 9; ++a) {
+        double s = 0;
+        for (int i = 0; i < I; ++i)
+          s += static_cast<double>(p.reg_weight2[(o * I + i) * 9 + b]) * p.reg_weight1[i * 9 + a];
+        kc[o * 81 + b * 9 + a] = s;
+      }
+  std::vector<double> P(81 * 81, 0.0);
+  for (int e = 0; e < 81; ++e)
+    for (int f = 0; f < 81; ++f) {
+      double s = 0;
+      for (int o = 0; o < O; ++o) s += kc[o * 81 + e] * kc[o * 81 + f];
+      P[e * 81 + f] = s;
+    }
+  // Kernel over the 625 source offsets for one combination of the four axis masks.
+  auto kernel = [&](const int masks[4], double* out) {
+    std::fill(out, out + 625, 0.0);
+    for (int e = 0; e < 81; ++e) {
+      const int ev[4] = {e / 27 - 1, e / 9 % 3 - 1, e / 3 % 3 - 1, e % 3 - 1};
+      bool valid = true;
+      for (int ax = 0; ax < 4; ++ax) valid = valid && ((masks[ax] >> (ev[ax] + 1)) & 1);
+      if (!valid) continue;
+      for (int f = 0; f < 81; ++f) {
+        const int fv[4] = {f / 27 - 1, f / 9 % 3 - 1, f / 3 % 3 - 1, f % 3 - 1};
+        int d = 0;
+        for (int ax = 0; ax < 4; ++ax) d = d * 5 + (fv[ax] - ev[ax] + 2);
+        out[d] += P[e * 81 + f];
+      }
+    }
+  };
+  cls_index_.assign(512, -1);
+  int tables = 0;
+  for (int ry = 0; ry < H; ++ry)
+    for (int rx = 0; rx < W; ++rx)
+      for (int ty = 0; ty < H; ++ty) {
+        const int id = (axis_mask(ry, H) * 8 + axis_mask(rx, W)) * 8 + axis_mask(ty, H);
+        if (cls_index_[id] < 0) cls_index_[id] = tables++;
+      }
+  coef_.assign(static_cast<size_t>(tables) * 625 * Wp_, 0.f);
+  std::vector<double> k4(625);
+  for (int id = 0; id < 512; ++id) {
+    if (cls_index_[id] < 0) continue;
+    float* tab = coef_.data() + static_cast<size_t>(cls_index_[id]) * 625 * Wp_;
+    int last_mtx = -1;
+    for (int tx = 0; tx < W; ++tx) {
+      const int masks[4] = {id / 64, id / 8 % 8, id % 8, axis_mask(tx, W)};
+      if (masks[3] != last_mtx) {
+        kernel(masks, k4.data());
+        last_mtx = masks[3];
+      }
+      for (int d = 0; d < 625; ++d) {
+        const int dtx = d % 5 - 2;
+        if (tx + dtx < 0 || tx + dtx >= W) continue;  // zero padding of the source
+        tab[static_cast<size_t>(d) * Wp_ + tx] = static_cast<float>(k4[d]);
+      }
+    }
+  }
+}
+
+void RtROperator::apply(const float* x, float* y, std::vector<float>& scratch, int threads) const {
+  const int H = H_, W = W_, N = H * W;
+  const size_t need = static_cast<size_t>(N) * H * rs_ + 16;
+  if (scratch.size() < need) scratch.resize(need);
+  float* xp = scratch.data();
+  parallel_chunks(N, threads, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int ty = 0; ty < H; ++ty) {
+        float* dst = xp + (r * H + ty) * rs_;
+        std::fill(dst, dst + 2, 0.f);
+        std::memcpy(dst + 2, x + r * N + ty * W, sizeof(float) * W);
+        std::fill(dst + 2 + W, dst + rs_, 0.f);
+      }
+  });
+  std::vector<int> my(H), mx(W);
+  for (int i = 0; i < H; ++i) my[i] = axis_mask(i, H);
+  for (int i = 0; i < W; ++i) mx[i] = axis_mask(i, W);
+  RtrArgs a{xp, y, H, W, Wp_, rs_, coef_.data(), cls_index_.data(), my.data(), mx.data()};
+  parallel_chunks(N, threads, 4, [&](int64_t r0, int64_t r1) {
+    rtr_rows(a, static_cast<int>(r0), static_cast<int>(r1));
+  });
+}
+
+}  // namespace gocor_detail
+}  // namespace gocor

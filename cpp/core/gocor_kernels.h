@@ -1,0 +1,39 @@
+// Internal building blocks of the CPU GOCor (not part of the public API): a packed float32 GEMM
+// and the fused 4-D operator R_theta^T R_theta of the global query term (spec 4.4/4.5).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "gocor.h"
+
+namespace gocor {
+namespace gocor_detail {
+
+// c (m x n, row stride ldc) = or += a (m x k, row stride lda) * b, where b is (k x n, row stride
+// ldb) when b_trans is false, or b is given as its transpose (n x k, row stride ldb) when true.
+// Rows of c are split over `threads` threads of the shared pool.
+void gemm(int m, int n, int k, const float* a, int64_t lda, const float* b, int64_t ldb,
+          bool b_trans, float* c, int64_t ldc, bool accumulate, int threads);
+
+// P = R_theta^T R_theta on an N x N score matrix X[r][t] (r: reference position, t: query
+// position, both on the same H x W grid). R_theta = K2 (reference axes, I->O) o K1 (query axes,
+// 1->I) collapses to O four-dimensional 3x3x3x3 kernels Kc[o] = sum_i W2[o,i] (x) W1[i], so P is
+// one 5x5x5x5 correlation whose taps depend only on which 3x3 offsets stay inside the grid at the
+// output position (zero padding of both convolutions, exactly). Taps per class are precomputed.
+class RtROperator {
+ public:
+  RtROperator(const GlobalGocorParams& p, int H, int W);
+  // x, y (N x N, row-major [r][t]); y = P x. scratch is resized as needed (padded copy of x).
+  void apply(const float* x, float* y, std::vector<float>& scratch, int threads) const;
+
+ private:
+  int H_, W_, Wp_, rs_;  // Wp_: W rounded up to 16; rs_: padded query-row stride (Wp_ + 4)
+  // coef_[cls][tap][tx] for cls = (mask_ry * 8 + mask_rx) * 8 + mask_ty (sparse index below).
+  std::vector<float> coef_;
+  std::vector<int> cls_index_;  // 512 entries -> table number or -1
+  const float* table(int ry, int rx, int ty) const;
+};
+
+}  // namespace gocor_detail
+}  // namespace gocor

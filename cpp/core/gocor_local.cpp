@@ -1,0 +1,309 @@
+// Local GOCor on the CPU (spec section 5), exact float32.
+// The problem separates per pixel, so a task owns a strip of 16 consecutive pixels of one row and
+// runs every iteration on it with all its state in L1: filters w and gradients (C x 16), scores
+// S, J and J*rho (D x 16). Vectors run across the 16 pixels, so every correlation-type pass is a
+// chain of vertical multiply-adds against rows of channel-major, zero-padded features, and no
+// horizontal reduction is ever needed. S is computed once and then updated with the T = Corr(grad,
+// f) that the step length needs anyway: two passes per iteration instead of three.
+// Search radius: any R >= 0; the distances are those of the (2R+1)^2 window (the official module
+// fixes R = 4).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "gocor.h"
+#include "parallel.h"
+
+// The vector helpers below are always inlined into target clones; their nominal ABI never matters.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace gocor {
+namespace {
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v16u __attribute__((vector_size(64), aligned(4)));
+constexpr int kLanes = 16;
+constexpr int kDxBlock = 9;  // displacements of one row kept in registers at once
+
+inline __attribute__((always_inline)) v16 loadu(const float* p) { return *reinterpret_cast<const v16u*>(p); }
+inline __attribute__((always_inline)) void storeu(float* p, v16 v) { *reinterpret_cast<v16u*>(p) = v; }
+
+struct LocalCtx {
+  const float* fp;  // reference (H, C, Wpad) of one batch element, pixel x at column x + R
+  const float* gp;  // query, same layout
+  int C, H, W, R, Wpad;
+  int num_iter;
+  float lambda, step, inv_c, scaling;
+  const float *yk, *vk, *hmk, *hpk;  // per displacement: y, v+, (1-m)/2, (1+m)/2
+};
+
+// out[k] (+)= sum_c a[c] * feat[y+dy][c][x0 + dx + R + lane] for the displacements of row dy
+// within block [dx0, dx0 + NB); a (C x 16).
+template <int NB>
+inline __attribute__((always_inline)) void corr_block(const float* a, const float* rowc, int C,
+                                                      int Wpad, v16* out) {
+  v16 acc[NB];
+  for (int j = 0; j < NB; ++j) acc[j] = out[j];
+  for (int c = 0; c < C; ++c) {
+    const v16 av = *reinterpret_cast<const v16*>(a + c * kLanes);
+    const float* src = rowc + static_cast<int64_t>(c) * Wpad;
+    for (int j = 0; j < NB; ++j) acc[j] += av * loadu(src + j);
+  }
+  for (int j = 0; j < NB; ++j) out[j] = acc[j];
+}
+
+// g[c] += sum_j coef[j] * feat[y+dy][c][x0 + dx0 + j + R + lane].
+template <int NB>
+inline __attribute__((always_inline)) void adjoint_block(const v16* coef, const float* rowc, int C,
+                                                         int Wpad, float* g) {
+  v16 cf[NB];
+  for (int j = 0; j < NB; ++j) cf[j] = coef[j];
+  for (int c = 0; c < C; ++c) {
+    const float* src = rowc + static_cast<int64_t>(c) * Wpad;
+    v16 acc = *reinterpret_cast<v16*>(g + c * kLanes);
+    for (int j = 0; j < NB; ++j) acc += cf[j] * loadu(src + j);
+    *reinterpret_cast<v16*>(g + c * kLanes) = acc;
+  }
+}
+
+#define GOCOR_NB_SWITCH(nb, CALL)     \
+  switch (nb) {                       \
+    case 1: CALL(1); break;           \
+    case 2: CALL(2); break;           \
+    case 3: CALL(3); break;           \
+    case 4: CALL(4); break;           \
+    case 5: CALL(5); break;           \
+    case 6: CALL(6); break;           \
+    case 7: CALL(7); break;           \
+    case 8: CALL(8); break;           \
+    default: CALL(9); break;          \
+  }
+
+// out (D vectors) = (1/C) Corr(a, feat) for the strip at (y, x0); zero where y+dy leaves the image.
+inline __attribute__((always_inline)) void corr_strip(const LocalCtx& c, const float* feat,
+                                                      const float* a, int y, int x0, v16* out) {
+  const int S = 2 * c.R + 1;
+  for (int k = 0; k < S * S; ++k) out[k] = v16{};
+  for (int dy = -c.R; dy <= c.R; ++dy) {
+    const int yy = y + dy;
+    if (yy < 0 || yy >= c.H) continue;
+    const float* row = feat + static_cast<int64_t>(yy) * c.C * c.Wpad + x0;
+    v16* o = out + (dy + c.R) * S;
+    for (int j0 = 0; j0 < S; j0 += kDxBlock) {
+      const int nb = std::min(kDxBlock, S - j0);
+#define GOCOR_CALL(NB) corr_block<NB>(a, row + j0, c.C, c.Wpad, o + j0)
+      GOCOR_NB_SWITCH(nb, GOCOR_CALL)
+#undef GOCOR_CALL
+    }
+  }
+  for (int k = 0; k < S * S; ++k) out[k] *= c.inv_c;
+}
+
+struct RowDiag {
+  double loss_ref = 0, loss_reg = 0, num = 0, alpha_sum = 0;
+  double alpha_min = 1e300, alpha_max = -1e300;
+};
+
+// Runs the whole optimisation for the pixels x0 .. x0+15 of row y (lanes past W are inert: their
+// features are zero, so w = grad = 0 and alpha = 0) and writes the volume / filter columns.
+// work: (2C + 3D) * 16 floats, 64-byte aligned. diag: num_iter entries or null.
+__attribute__((target_clones("avx512f", "avx2,fma", "default"))) void local_strip(
+    const LocalCtx& c, int y, int x0, float* work, float* vol, float* filt, RowDiag* diag) {
+  const int C = c.C, R = c.R, S = 2 * R + 1, D = S * S, W = c.W, H = c.H;
+  const int64_t P = static_cast<int64_t>(H) * W;
+  float* w = work;
+  float* g = w + C * kLanes;
+  v16* Sv = reinterpret_cast<v16*>(g + C * kLanes);
+  v16* Jv = Sv + D;
+  v16* Av = Jv + D;
+  const int valid = std::min(kLanes, W - x0);
+
+  // Simple initializer (spec 5.2): w = s f / (mean_c f^2 + 1e-6).
+  const float* frow = c.fp + static_cast<int64_t>(y) * C * c.Wpad + x0 + R;
+  v16 m2{};
+  for (int ch = 0; ch < C; ++ch) {
+    const v16 f = loadu(frow + static_cast<int64_t>(ch) * c.Wpad);
+    m2 += f * f;
+  }
+  const v16 scale = c.scaling / (m2 / static_cast<float>(C) + 1e-6f);
+  for (int ch = 0; ch < C; ++ch)
+    *reinterpret_cast<v16*>(w + ch * kLanes) = loadu(frow + static_cast<int64_t>(ch) * c.Wpad) * scale;
+
+  if (c.num_iter > 0) corr_strip(c, c.fp, w, y, x0, Sv);
+  for (int it = 0; it < c.num_iter; ++it) {
+    const bool last = it == c.num_iter - 1;
+    v16 loss{};
+    for (int k = 0; k < D; ++k) {
+      const v16 s = Sv[k];
+      v16 sg, as;
+      for (int l = 0; l < kLanes; ++l) {
+        sg[l] = s[l] > 0.f ? 1.f : (s[l] < 0.f ? -1.f : 0.f);
+        as[l] = std::fabs(s[l]);
+      }
+      const v16 rho = c.vk[k] * (c.hmk[k] * as + c.hpk[k] * s - c.yk[k]);
+      const v16 j = c.vk[k] * (c.hmk[k] * sg + c.hpk[k]);
+      Jv[k] = j;
+      Av[k] = j * rho;
+      loss += rho * rho;
+    }
+    // grad = lambda w + (1/C) Corr^T(J rho, f).
+    std::memset(g, 0, sizeof(float) * C * kLanes);
+    for (int dy = -R; dy <= R; ++dy) {
+      const int yy = y + dy;
+      if (yy < 0 || yy >= H) continue;
+      const float* row = c.fp + static_cast<int64_t>(yy) * C * c.Wpad + x0;
+      const v16* a = Av + (dy + R) * S;
+      for (int j0 = 0; j0 < S; j0 += kDxBlock) {
+        const int nb = std::min(kDxBlock, S - j0);
+#define GOCOR_CALL(NB) adjoint_block<NB>(a + j0, row + j0, C, c.Wpad, g)
+        GOCOR_NB_SWITCH(nb, GOCOR_CALL)
+#undef GOCOR_CALL
+      }
+    }
+    v16 num{}, wn{};
+    for (int ch = 0; ch < C; ++ch) {
+      v16* gv = reinterpret_cast<v16*>(g + ch * kLanes);
+      const v16 wv = *reinterpret_cast<const v16*>(w + ch * kLanes);
+      const v16 gr = c.lambda * wv + c.inv_c * *gv;
+      *gv = gr;
+      num += gr * gr;
+      wn += wv * wv;
+    }
+    // T = Corr(grad, f) reuses the A slots (A is no longer needed).
+    corr_strip(c, c.fp, g, y, x0, Av);
+    v16 den{};
+    for (int k = 0; k < D; ++k) {
+      const v16 jt = Jv[k] * Av[k];
+      den += jt * jt;
+    }
+    den += c.lambda * num;
+    v16 alpha;
+    for (int l = 0; l < kLanes; ++l) alpha[l] = num[l] / std::max(den[l], 1e-8f);
+    const v16 beta = c.step * alpha;
+    for (int ch = 0; ch < C; ++ch) {
+      v16* wv = reinterpret_cast<v16*>(w + ch * kLanes);
+      *wv -= beta * *reinterpret_cast<const v16*>(g + ch * kLanes);
+    }
+    if (!last)
+      for (int k = 0; k < D; ++k) Sv[k] -= beta * Av[k];
+    if (diag != nullptr) {
+      RowDiag& d = diag[it];
+      for (int l = 0; l < valid; ++l) {
+        d.loss_ref += 0.5 * loss[l];
+        d.loss_reg += 0.5 * c.lambda * wn[l];
+        d.num += num[l];
+        d.alpha_sum += alpha[l];
+        d.alpha_min = std::min(d.alpha_min, static_cast<double>(alpha[l]));
+        d.alpha_max = std::max(d.alpha_max, static_cast<double>(alpha[l]));
+      }
+    }
+  }
+  // Output: (1/C) Corr(w, g), into Sv.
+  corr_strip(c, c.gp, w, y, x0, Sv);
+  for (int k = 0; k < D; ++k) {
+    float* dst = vol + k * P + static_cast<int64_t>(y) * W + x0;
+    if (valid == kLanes) {
+      storeu(dst, Sv[k]);
+    } else {
+      for (int l = 0; l < valid; ++l) dst[l] = Sv[k][l];
+    }
+  }
+  if (filt != nullptr) {
+    for (int ch = 0; ch < C; ++ch) {
+      float* dst = filt + ch * P + static_cast<int64_t>(y) * W + x0;
+      for (int l = 0; l < valid; ++l) dst[l] = w[ch * kLanes + l];
+    }
+  }
+}
+
+}  // namespace
+
+void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, const float* reference,
+                     const float* query, float* volume, float* filter_out, int B, int C, int H,
+                     int W, const Exec& ex, std::vector<GocorIterDiag>* diag) {
+  if (B < 1 || C < 1 || H < 1 || W < 1)
+    throw Error(ErrorCode::Shape, "gocor_local: B, C, H, W must all be >= 1");
+  if (o.search_radius < 0) throw Error(ErrorCode::InvalidArg, "gocor_local: search_radius must be >= 0");
+  if (o.num_iter < 0) throw Error(ErrorCode::InvalidArg, "gocor_local: num_iter must be >= 0");
+  const int R = o.search_radius, S = 2 * R + 1, D = S * S;
+  const int nstrips = (W + kLanes - 1) / kLanes;
+  const int Wpad = nstrips * kLanes + 2 * R;
+  const int64_t P = static_cast<int64_t>(H) * W;
+  if (diag != nullptr) diag->clear();
+
+  std::vector<float> yk(D), vk(D), hmk(D), hpk(D);
+  for (int k = 0; k < D; ++k) {
+    const int dy = k / S - R, dx = k % S - R;
+    double y, v, m;
+    distance_fns_eval(p.dist, std::sqrt(static_cast<double>(dy * dy + dx * dx)), &y, &v, &m);
+    const float mf = static_cast<float>(m);
+    yk[k] = static_cast<float>(y);
+    vk[k] = static_cast<float>(v);
+    hmk[k] = (1.f - mf) * 0.5f;
+    hpk[k] = (1.f + mf) * 0.5f;
+  }
+  const double lambda = std::max(static_cast<double>(p.filter_reg) * p.filter_reg,
+                                 static_cast<double>(p.min_filter_reg) * p.min_filter_reg) /
+                        (static_cast<double>(C) * C);
+  std::vector<float> fp(static_cast<size_t>(H) * C * Wpad), gp(fp.size());
+  std::vector<RowDiag> rows;
+
+  for (int b = 0; b < B; ++b) {
+    check_cancel(ex);
+    const float* fb = reference + static_cast<int64_t>(b) * C * P;
+    const float* gb = query + static_cast<int64_t>(b) * C * P;
+    parallel_chunks(H, ex.threads, 4, [&](int64_t y0, int64_t y1) {
+      for (int64_t y = y0; y < y1; ++y)
+        for (int ch = 0; ch < C; ++ch) {
+          float* df = &fp[(y * C + ch) * Wpad];
+          float* dg = &gp[(y * C + ch) * Wpad];
+          std::fill(df, df + Wpad, 0.f);
+          std::fill(dg, dg + Wpad, 0.f);
+          std::memcpy(df + R, fb + ch * P + y * W, sizeof(float) * W);
+          std::memcpy(dg + R, gb + ch * P + y * W, sizeof(float) * W);
+        }
+    });
+    LocalCtx ctx{fp.data(), gp.data(), C, H, W, R, Wpad, o.num_iter,
+                 static_cast<float>(lambda), static_cast<float>(std::exp(static_cast<double>(p.log_step_length))),
+                 1.f / static_cast<float>(C), p.scaling, yk.data(), vk.data(), hmk.data(), hpk.data()};
+    float* vol = volume + static_cast<int64_t>(b) * D * P;
+    float* filt = filter_out != nullptr ? filter_out + static_cast<int64_t>(b) * C * P : nullptr;
+    if (diag != nullptr) rows.assign(static_cast<size_t>(H) * o.num_iter, RowDiag{});
+    parallel_for(H, ex.threads, [&](int64_t y) {
+      check_cancel(ex);
+      thread_local std::vector<float> buf;
+      const size_t need = static_cast<size_t>(2 * C + 3 * D) * kLanes + 16;
+      if (buf.size() < need) buf.resize(need);
+      float* work = buf.data() + ((64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64) / 4;
+      RowDiag* rd = diag != nullptr ? &rows[static_cast<size_t>(y) * o.num_iter] : nullptr;
+      for (int s = 0; s < nstrips; ++s)
+        local_strip(ctx, static_cast<int>(y), s * kLanes, work, vol, filt, rd);
+    });
+    if (diag != nullptr) {
+      for (int it = 0; it < o.num_iter; ++it) {
+        GocorIterDiag d;
+        d.batch = b;
+        d.iter = it;
+        RowDiag sum;
+        for (int y = 0; y < H; ++y) {
+          const RowDiag& r = rows[static_cast<size_t>(y) * o.num_iter + it];
+          sum.loss_ref += r.loss_ref;
+          sum.loss_reg += r.loss_reg;
+          sum.num += r.num;
+          sum.alpha_sum += r.alpha_sum;
+          sum.alpha_min = std::min(sum.alpha_min, r.alpha_min);
+          sum.alpha_max = std::max(sum.alpha_max, r.alpha_max);
+        }
+        d.loss_ref = sum.loss_ref;
+        d.loss_reg = sum.loss_reg;
+        d.grad_norm = std::sqrt(sum.num);
+        d.alpha = sum.alpha_sum / static_cast<double>(P);
+        d.alpha_min = sum.alpha_min;
+        d.alpha_max = sum.alpha_max;
+        diag->push_back(d);
+      }
+    }
+  }
+}
+
+}  // namespace gocor
