@@ -16,6 +16,10 @@ function run(cmd, args) {
   return { ok: r.status === 0, status: r.status };
 }
 
+function jobs() {
+  return process.env.GOCOR_JOBS || String(Math.max(1, require('node:os').availableParallelism?.() ?? 2));
+}
+
 function hasCmake() {
   const r = spawnSync('cmake', ['--version'], { stdio: 'ignore' });
   return !r.error && r.status === 0;
@@ -25,15 +29,23 @@ function buildCmake() {
   const cmakeJs = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });
   const args = [cmakeJs, 'compile', '--out', 'build'];
   if (process.env.GOCOR_CUDA) args.push(`--CDGOCOR_CUDA=${process.env.GOCOR_CUDA}`);
-  const jobs = process.env.GOCOR_JOBS || String(Math.max(1, require('node:os').availableParallelism?.() ?? 2));
-  args.push('--parallel', jobs);
+  args.push('--parallel', jobs());
   return run(process.execPath, args);
 }
 
 function buildGyp() {
-  const gyp = process.env.npm_config_node_gyp;
-  if (gyp && fs.existsSync(gyp)) return run(process.execPath, [gyp, 'rebuild']);
-  return run('node-gyp', ['rebuild']);
+  // npm exports the path of its bundled node-gyp to install scripts; outside npm, look beside node.
+  const candidates = [
+    process.env.npm_config_node_gyp,
+    path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'),
+  ];
+  const gyp = candidates.find((p) => p && fs.existsSync(p));
+  const args = ['rebuild', `--jobs=${jobs()}`];
+  // Build against this node's own headers when they are installed (no header download).
+  const nodedir = process.env.npm_config_nodedir || path.join(path.dirname(process.execPath), '..');
+  if (fs.existsSync(path.join(nodedir, 'include', 'node', 'node_api.h'))) args.push(`--nodedir=${nodedir}`);
+  if (gyp) return run(process.execPath, [gyp, ...args]);
+  return run('node-gyp', args);
 }
 
 const mode = (process.env.GOCOR_BUILD || 'auto').toLowerCase();
