@@ -1,0 +1,132 @@
+// Throughput of the CPU GOCor modules, with the plain correlation of the same input beside them.
+// Prints one JSON line per measurement:
+//   {"op":"gocor_global","H":16,"W":16,"C":512,"K":3,"threads":1,"ms":..,"gflops_performed":..,
+//    "corr_ms":..,"ratio":..}
+//   {"op":"gocor_local","H":109,"W":256,"C":32,"K":3,"R":4,"threads":1,"ms":..,...}
+// gflops_performed: floating-point operations this implementation executes (multiply-add = 2;
+// GEMMs, the fused R^T R taps, the local passes), divided by the time: a measure of how well the
+// hardware is used, not of the spec-8 work (which is larger: the algebra skips part of it).
+// Time: best of repeats after one warm-up. Options: --quick (one repeat, skips 64x64 global).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "correlation.h"
+#include "gocor.h"
+#include "parallel.h"
+
+namespace {
+
+std::vector<float> random_vec(size_t n, uint32_t seed) {
+  std::vector<float> v(n);
+  uint32_t s = seed * 2654435761u + 12345u;
+  for (auto& x : v) {
+    s = s * 1664525u + 1013904223u;
+    x = static_cast<float>(s >> 8) / 8388608.0f - 1.0f;
+  }
+  return v;
+}
+
+// L2-normalise over channels, like GLU-Net's global inputs. x (C, P).
+void l2norm(std::vector<float>& x, int C, size_t P) {
+  for (size_t i = 0; i < P; ++i) {
+    double s = 0;
+    for (int c = 0; c < C; ++c) s += static_cast<double>(x[c * P + i]) * x[c * P + i];
+    const float inv = static_cast<float>(1.0 / std::sqrt(s + 1e-6));
+    for (int c = 0; c < C; ++c) x[c * P + i] *= inv;
+  }
+}
+
+double time_ms(const std::function<void()>& fn, int reps) {
+  using clock = std::chrono::steady_clock;
+  auto t0 = clock::now();
+  fn();
+  double best = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+  if (best > 2000) return best;
+  reps = std::max(1, std::min(reps, static_cast<int>(3000 / std::max(best, 1e-3))));
+  for (int i = 0; i < reps; ++i) {
+    auto t = clock::now();
+    fn();
+    best = std::min(best, std::chrono::duration<double, std::milli>(clock::now() - t).count());
+  }
+  return best;
+}
+
+void bench_global(int H, int W, int C, int K, int threads, int reps) {
+  const int N = H * W;
+  auto ref = random_vec(static_cast<size_t>(C) * N, 1), qry = random_vec(ref.size(), 2);
+  l2norm(ref, C, N);
+  l2norm(qry, C, N);
+  gocor::GlobalGocorParams p = gocor::default_global_params(C, 0);
+  gocor::GlobalGocorOptions o;
+  o.num_iter = K;
+  std::vector<float> vol(static_cast<size_t>(N) * N);
+  gocor::Exec ex;
+  ex.threads = threads;
+  const double ms = time_ms(
+      [&] { gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), vol.data(), nullptr, {1, C, H, W}, ex, nullptr); },
+      reps);
+  const double corr_ms = time_ms(
+      [&] { gocor::corr_global_cpu(ref.data(), qry.data(), vol.data(), {1, C, H, W, H, W}, ex); }, reps);
+  // Executed work: S0, Q0 (4N^2C), P Q0 and one P per iteration (2*625 N^2 at most), and per
+  // iteration the four N x N x C products (8N^2C).
+  const double nn = static_cast<double>(N) * N;
+  const double flops = 4 * nn * C + (K > 0 ? 1250 * nn * (K + 1) : 0) + K * 8 * nn * C;
+  std::printf(
+      "{\"op\":\"gocor_global\",\"H\":%d,\"W\":%d,\"C\":%d,\"K\":%d,\"threads\":%d,\"ms\":%.3f,"
+      "\"gflops_performed\":%.2f,\"corr_ms\":%.3f,\"ratio\":%.1f}\n",
+      H, W, C, K, threads, ms, flops / ms * 1e-6, corr_ms, ms / corr_ms);
+}
+
+void bench_local(int H, int W, int C, int K, int R, int threads, int reps) {
+  const size_t P = static_cast<size_t>(H) * W;
+  const int D = (2 * R + 1) * (2 * R + 1);
+  auto ref = random_vec(static_cast<size_t>(C) * P, 3), qry = random_vec(ref.size(), 4);
+  gocor::LocalGocorParams p = gocor::default_local_params();
+  gocor::LocalGocorOptions o;
+  o.num_iter = K;
+  o.search_radius = R;
+  std::vector<float> vol(D * P);
+  gocor::Exec ex;
+  ex.threads = threads;
+  const double ms = time_ms(
+      [&] { gocor::gocor_local_cpu(p, o, ref.data(), qry.data(), vol.data(), nullptr, 1, C, H, W, ex, nullptr); },
+      reps);
+  const double corr_ms = time_ms(
+      [&] { gocor::corr_local_cpu(ref.data(), qry.data(), vol.data(), {1, C, H, W, R}, ex); }, reps);
+  // Passes of 2*D*C*P each: initial S, two per iteration (grad, T), the output.
+  const double flops = (2.0 + 2.0 * K) * 2 * D * C * static_cast<double>(P);
+  std::printf(
+      "{\"op\":\"gocor_local\",\"H\":%d,\"W\":%d,\"C\":%d,\"K\":%d,\"R\":%d,\"threads\":%d,"
+      "\"ms\":%.3f,\"gflops_performed\":%.2f,\"corr_ms\":%.3f,\"ratio\":%.1f}\n",
+      H, W, C, K, R, threads, ms, flops / ms * 1e-6, corr_ms, ms / corr_ms);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+  const int reps = quick ? 1 : 5;
+  const int all = gocor::pool_size();
+  std::vector<int> thread_rows = {1};
+  if (all > 1) thread_rows.push_back(all);
+  for (int t : thread_rows) {
+    bench_global(16, 16, 512, 3, t, reps);
+    bench_global(32, 32, 256, 3, t, reps);
+    if (!quick) bench_global(64, 64, 128, 3, t, 1);
+  }
+  for (int t : thread_rows)
+    for (int K : {3, 7})
+      for (int C : {32, 96}) {
+        bench_local(109, 256, C, K, 4, t, reps);
+        bench_local(55, 128, C, K, 4, t, reps);
+      }
+  return 0;
+}
