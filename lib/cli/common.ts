@@ -1,0 +1,101 @@
+/** What every command shares: option parsers, output helpers and the one-line error format. */
+import { InvalidArgumentError, Option } from 'commander';
+import { GocorError } from '../errors';
+import type { MatchSettings } from './pair';
+
+/** Exit codes: 0 success; 1 a failure (or, for batch, at least one failed pair); 2 usage; 130 interrupted. */
+export const EXIT = { ok: 0, failed: 1, usage: 2, interrupted: 130 } as const;
+
+export function intArg(min: number, max: number): (value: string) => number {
+  return (value: string) => {
+    const n = Number(value);
+    if (!/^\s*-?\d+\s*$/.test(value) || !Number.isInteger(n) || n < min || n > max) {
+      throw new InvalidArgumentError(`expected an integer between ${min} and ${max}`);
+    }
+    return n;
+  };
+}
+
+/** "G" or "G,L": steepest-descent iterations of the global and the local GOCor. */
+export function itersArg(value: string): { global: number; local?: number } {
+  const parts = value.split(',');
+  const parse = intArg(0, 64);
+  if (parts.length > 2 || parts.some((p) => p.trim() === ''))
+    throw new InvalidArgumentError('expected K or KGLOBAL,KLOCAL (integers 0..64)');
+  return parts.length === 1
+    ? { global: parse(parts[0] as string) }
+    : { global: parse(parts[0] as string), local: parse(parts[1] as string) };
+}
+
+/** "WxH" (or "W,H"). */
+export function shapeArg(value: string): { width: number; height: number } {
+  const m = /^\s*(\d+)\s*[x,×]\s*(\d+)\s*$/i.exec(value);
+  const width = m ? Number(m[1]) : 0;
+  const height = m ? Number(m[2]) : 0;
+  if (!m || width < 1 || height < 1 || width > 16384 || height > 16384) {
+    throw new InvalidArgumentError('expected WIDTHxHEIGHT, e.g. 640x480');
+  }
+  return { width, height };
+}
+
+export function deviceOption(): Option {
+  return new Option('--device <device>', 'where to compute').choices(['auto', 'cpu', 'cuda']).default('auto');
+}
+
+export function threadsOption(): Option {
+  return new Option('--threads <n>', 'CPU threads (default: all)').argParser(intArg(1, 1024));
+}
+
+/** The matching options shared by `match` and `batch`. */
+export function matchOptionList(): Option[] {
+  return [
+    new Option('-m, --method <method>', 'GOCor or plain correlation in the same pipeline')
+      .choices(['gocor', 'correlation'])
+      .default('gocor'),
+    new Option('--global-size <n>', 'side of the coarse grid of the global stage').argParser(intArg(4, 128)),
+    new Option('--iters <k>', 'GOCor iterations: K for both stages, or KGLOBAL,KLOCAL').argParser(itersArg),
+    deviceOption(),
+    threadsOption(),
+    new Option('--output-shape <WxH>', "size of the output flow (default: A's size); vectors are rescaled").argParser(
+      shapeArg,
+    ),
+  ];
+}
+
+export interface MatchCliOptions {
+  method: 'gocor' | 'correlation';
+  globalSize?: number;
+  iters?: { global: number; local?: number };
+  device: 'auto' | 'cpu' | 'cuda';
+  threads?: number;
+  outputShape?: { width: number; height: number };
+}
+
+export function matchSettings(o: MatchCliOptions): MatchSettings {
+  const s: MatchSettings = { method: o.method, device: o.device };
+  if (o.globalSize !== undefined) s.globalSize = o.globalSize;
+  if (o.iters) {
+    s.numIterGlobal = o.iters.global;
+    s.numIterLocal = o.iters.local ?? o.iters.global;
+  }
+  if (o.threads !== undefined) s.threads = o.threads;
+  if (o.outputShape) s.outputShape = o.outputShape;
+  return s;
+}
+
+/** The one error line: `gocor: ERR_GOCOR_X: message`. */
+export function errorLine(err: unknown): string {
+  if (err instanceof GocorError) return `gocor: ${err.code}: ${err.message}`;
+  const e = err as { code?: unknown; message?: unknown };
+  const code = typeof e?.code === 'string' && e.code.startsWith('ERR_GOCOR') ? e.code : 'ERR_GOCOR_INTERNAL';
+  return `gocor: ${code}: ${typeof e?.message === 'string' ? e.message : String(err)}`;
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Appended to every command's help. */
+export function examples(lines: string[]): string {
+  return `\nExamples:\n${lines.map((l) => `  ${l}`).join('\n')}\n`;
+}

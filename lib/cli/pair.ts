@@ -1,0 +1,254 @@
+/**
+ * One pair from images to files: match, then write flow.flo, flow.png, warped.png, confidence.png
+ * and, last of all, result.json. result.json is the completion marker: a pair folder without it
+ * (or with one that does not list the same inputs and options) is redone on the next batch run.
+ */
+import { mkdir, readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import sharp from 'sharp';
+import { GocorError } from '../errors';
+import type { Image } from '../types';
+import { api, type Flow, type FlowMetrics } from './api';
+import { removeStaleTemps, writeAtomicWith, writeFileAtomic, writeJsonAtomic } from './atomic';
+import { loadGroundTruth } from './groundtruth';
+
+/** The output files of one pair, by role. */
+export const OUTPUT_FILES = {
+  flow: 'flow.flo',
+  flowColor: 'flow.png',
+  warped: 'warped.png',
+  confidence: 'confidence.png',
+} as const;
+
+export const RESULT_FILE = 'result.json';
+
+/** The matching options as the CLI collects them (already validated by the library when used). */
+export interface MatchSettings {
+  method: 'gocor' | 'correlation';
+  globalSize?: number;
+  numIterGlobal?: number;
+  numIterLocal?: number;
+  device: 'auto' | 'cpu' | 'cuda';
+  threads?: number;
+  outputShape?: { width: number; height: number };
+}
+
+export interface PairInput {
+  a: string;
+  b: string;
+  gt?: string;
+  /** Batch only. */
+  index?: number;
+}
+
+/** What result.json holds (and what one line of results.jsonl holds, with `dir`). */
+export interface PairResult {
+  status: 'ok' | 'error';
+  index?: number;
+  dir?: string;
+  a: { path: string; width?: number; height?: number };
+  b: { path: string; width?: number; height?: number };
+  gt?: { path: string };
+  flow?: { width: number; height: number };
+  method: string;
+  options: Record<string, unknown>;
+  device?: string;
+  timings?: { loadMs: number; matchMs: number; writeMs: number; totalMs: number };
+  metrics?: FlowMetrics & { validPixels: number };
+  files?: Partial<Record<keyof typeof OUTPUT_FILES, string>>;
+  error?: { code: string; message: string };
+  gocor: string;
+  finishedAt: string;
+}
+
+/** The options of `match` for these settings (only what was set, so the library's defaults apply). */
+export function matchOptions(s: MatchSettings): Record<string, unknown> {
+  const o: Record<string, unknown> = { method: s.method, device: s.device };
+  if (s.globalSize !== undefined) o.globalSize = s.globalSize;
+  if (s.numIterGlobal !== undefined || s.numIterLocal !== undefined) {
+    o.numIter = {
+      ...(s.numIterGlobal !== undefined && { global: s.numIterGlobal }),
+      ...(s.numIterLocal !== undefined && { local: s.numIterLocal }),
+    };
+  }
+  if (s.threads !== undefined) o.threads = s.threads;
+  if (s.outputShape) o.outputShape = s.outputShape;
+  return o;
+}
+
+/** CHW float [0,1] -> PNG (1 channel gray or 3 channel RGB). */
+export async function imageToPng(img: Image): Promise<Buffer> {
+  const { width: W, height: H, channels: C } = img;
+  const plane = W * H;
+  const px = Buffer.allocUnsafe(plane * C);
+  for (let p = 0; p < plane; p++) {
+    for (let c = 0; c < C; c++) {
+      const v = img.data[c * plane + p] as number;
+      // v !== v is NaN: pixels warped from outside b have no value; show them black.
+      px[p * C + c] = Number.isNaN(v) ? 0 : Math.round(Math.min(1, Math.max(0, v)) * 255);
+    }
+  }
+  const raw = sharp(px, { raw: { width: W, height: H, channels: C as 1 | 3 } });
+  // Without an explicit b-w colour space libvips stores one channel as RGB.
+  return (C === 1 ? raw.toColourspace('b-w') : raw).png().toBuffer();
+}
+
+/** [H, W] values in [0, 1] -> 8-bit gray PNG. */
+export async function confidenceToPng(conf: Float32Array, width: number, height: number): Promise<Buffer> {
+  const px = Buffer.allocUnsafe(width * height);
+  for (let p = 0; p < px.length; p++) {
+    const v = conf[p] as number;
+    px[p] = Number.isNaN(v) ? 0 : Math.round(Math.min(1, Math.max(0, v)) * 255);
+  }
+  return sharp(px, { raw: { width, height, channels: 1 } })
+    .toColourspace('b-w')
+    .png()
+    .toBuffer();
+}
+
+function ms(since: bigint): number {
+  return Math.round(Number(process.hrtime.bigint() - since) / 1e4) / 100;
+}
+
+function errorRecord(err: unknown): { code: string; message: string } {
+  if (err instanceof GocorError) return { code: err.code, message: err.message };
+  const e = err as { code?: unknown; message?: unknown };
+  return {
+    code: typeof e?.code === 'string' ? e.code : 'ERR_GOCOR_INTERNAL',
+    message: typeof e?.message === 'string' ? e.message : String(err),
+  };
+}
+
+/**
+ * Matches one pair into `outDir`. Never throws for a problem of the pair itself: the returned record
+ * (also written as result.json) says `status: 'error'` with the GocorError code and message.
+ * `problem` marks a pair that is known to be unusable before any work (a malformed list line).
+ */
+export async function runPair(
+  input: PairInput,
+  outDir: string,
+  settings: MatchSettings,
+  problem?: GocorError,
+): Promise<PairResult> {
+  const t0 = process.hrtime.bigint();
+  const g = api();
+  const options = matchOptions(settings);
+  const record: PairResult = {
+    status: 'error',
+    ...(input.index !== undefined && { index: input.index }),
+    a: { path: input.a },
+    b: { path: input.b },
+    ...(input.gt && { gt: { path: input.gt } }),
+    method: settings.method,
+    options,
+    gocor: g.version(),
+    finishedAt: '',
+  };
+  await mkdir(outDir, { recursive: true });
+  await removeStaleTemps(outDir);
+  try {
+    if (problem) throw problem;
+    const [imgA, imgB] = await Promise.all([g.loadImage(input.a), g.loadImage(input.b)]);
+    record.a = { path: input.a, width: imgA.width, height: imgA.height };
+    record.b = { path: input.b, width: imgB.width, height: imgB.height };
+    const loadMs = ms(t0);
+    const t1 = process.hrtime.bigint();
+    const flow = await g.match(imgA, imgB, options);
+    const matchMs = ms(t1);
+    const t2 = process.hrtime.bigint();
+    record.flow = { width: flow.width, height: flow.height };
+    record.device = flow.device ?? resolvedDevice(settings.device);
+    if (input.gt) record.metrics = await metricsAgainst(flow, input.gt);
+    // The warp samples b at the flow's grid; when an output shape differs from b's, the library decides.
+    const [color, warped] = await Promise.all([g.flowToColor(flow), g.warpImage(imgB, flow).then(imageToPng)]);
+    const files: PairResult['files'] = {};
+    await writeAtomicWith(path.join(outDir, OUTPUT_FILES.flow), (tmp) => g.writeFlo(tmp, flow));
+    files.flow = OUTPUT_FILES.flow;
+    await writeFileAtomic(path.join(outDir, OUTPUT_FILES.flowColor), color);
+    files.flowColor = OUTPUT_FILES.flowColor;
+    await writeFileAtomic(path.join(outDir, OUTPUT_FILES.warped), warped);
+    files.warped = OUTPUT_FILES.warped;
+    if (flow.confidence) {
+      await writeFileAtomic(
+        path.join(outDir, OUTPUT_FILES.confidence),
+        await confidenceToPng(flow.confidence, flow.width, flow.height),
+      );
+      files.confidence = OUTPUT_FILES.confidence;
+    }
+    record.files = files;
+    record.timings = { loadMs, matchMs, writeMs: ms(t2), totalMs: ms(t0) };
+    record.status = 'ok';
+  } catch (err) {
+    record.error = errorRecord(err);
+    record.timings = undefined;
+  }
+  record.finishedAt = new Date().toISOString();
+  await writeJsonAtomic(path.join(outDir, RESULT_FILE), record);
+  return record;
+}
+
+async function metricsAgainst(flow: Flow, gtPath: string): Promise<FlowMetrics & { validPixels: number }> {
+  const gt = await loadGroundTruth(gtPath);
+  if (gt.flow.width !== flow.width || gt.flow.height !== flow.height) {
+    throw new GocorError(
+      'ERR_GOCOR_SHAPE',
+      `ground truth ${gtPath} is ${gt.flow.width}x${gt.flow.height} but the flow is ${flow.width}x${flow.height}`,
+    );
+  }
+  const m = await api().flowMetrics(flow, gt.flow, gt.valid);
+  let validPixels = flow.width * flow.height;
+  if (gt.valid) validPixels = gt.valid.reduce((s, v) => s + (v ? 1 : 0), 0);
+  return { aepe: m.aepe, pck1: m.pck1, pck3: m.pck3, pck5: m.pck5, validPixels };
+}
+
+/** The device 'auto' resolves to on this machine (when the flow does not say which one ran). */
+export function resolvedDevice(device: MatchSettings['device']): string {
+  if (device !== 'auto') return device;
+  try {
+    return api().backends().cuda.available ? 'cuda' : 'cpu';
+  } catch {
+    return 'cpu';
+  }
+}
+
+/** The options that decide the result; the thread count does not, so a rerun may change it. */
+function fingerprint(options: Record<string, unknown>): string {
+  const { threads: _threads, ...rest } = options;
+  return JSON.stringify(rest);
+}
+
+/**
+ * The record of a pair whose outputs are complete for these inputs and options, or undefined:
+ * result.json present, status ok, same inputs and options, and every file it lists present and non-empty.
+ */
+export async function completedPair(
+  input: PairInput,
+  outDir: string,
+  settings: MatchSettings,
+): Promise<PairResult | undefined> {
+  let rec: PairResult;
+  try {
+    rec = JSON.parse(await readFile(path.join(outDir, RESULT_FILE), 'utf8')) as PairResult;
+  } catch {
+    return undefined;
+  }
+  if (
+    rec.status !== 'ok' ||
+    rec.a?.path !== input.a ||
+    rec.b?.path !== input.b ||
+    (rec.gt?.path ?? undefined) !== input.gt
+  ) {
+    return undefined;
+  }
+  if (fingerprint(rec.options) !== fingerprint(matchOptions(settings))) return undefined;
+  const files = rec.files ?? {};
+  if (!files.flow || !files.flowColor || !files.warped) return undefined;
+  for (const name of Object.values(files)) {
+    try {
+      if ((await stat(path.join(outDir, name))).size === 0) return undefined;
+    } catch {
+      return undefined;
+    }
+  }
+  return rec;
+}
