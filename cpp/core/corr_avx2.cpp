@@ -30,6 +30,10 @@ struct V {
   }
   static inline T load_n(const float* p, int n) { return _mm256_maskload_ps(p, mask(n)); }
   static inline void store_n(float* p, T v, int n) { _mm256_maskstore_ps(p, mask(n), v); }
+  // Masked-off lanes are not accessed, so p may point before or past the row.
+  static inline T load_lanes(const float* p, int lo, int hi) {
+    return _mm256_maskload_ps(p, _mm256_andnot_si256(mask(lo), mask(hi)));
+  }
 };
 
 // 6 x 16 tile: 12 accumulators, 2 B vectors and one broadcast of the 16 ymm registers.

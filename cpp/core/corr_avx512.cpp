@@ -27,6 +27,10 @@ struct V {
   static inline __mmask16 mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
   static inline T load_n(const float* p, int n) { return _mm512_maskz_loadu_ps(mask(n), p); }
   static inline void store_n(float* p, T v, int n) { _mm512_mask_storeu_ps(p, mask(n), v); }
+  // Masked-off lanes are not accessed, so p may point before or past the row.
+  static inline T load_lanes(const float* p, int lo, int hi) {
+    return _mm512_maskz_loadu_ps(static_cast<__mmask16>(mask(hi) & ~mask(lo)), p);
+  }
 };
 
 // 6 x 64 tile: 24 accumulators, 4 B vectors and one broadcast of the 32 zmm registers.

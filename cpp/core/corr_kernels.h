@@ -18,17 +18,12 @@ Simd simd_active();
 void simd_force(Simd level);
 void simd_unforce();
 
-// Padded widths shared by all levels: rows are padded to a multiple of 16 floats.
-constexpr int kLocalStrip = 16;
-
-// Arguments of the local correlation kernels for one batch element.
-// rp: reference repacked (H, C, Wv), zero for x >= W.
-// qp: query repacked (H, C, Wp), element x at column x + R, zero elsewhere (Wp >= Wv + 2R).
+// Arguments of the local correlation kernels for one batch element, read in place:
+// ref and query (C, H, W).
 struct LocalArgs {
-  const float* rp;
-  const float* qp;
+  const float* ref;
+  const float* query;
   int C, H, W, R;
-  int64_t Wv, Wp;
 };
 
 struct Kernels {

@@ -49,6 +49,11 @@ struct V {
     for (int i = 0; i < n; ++i) r.v[i] = p[i];
     return r;
   }
+  static inline T load_lanes(const float* p, int lo, int hi) {
+    T r = zero();
+    for (int i = lo; i < hi; ++i) r.v[i] = p[i];
+    return r;
+  }
   static inline void store_n(float* p, const T& v, int n) {
     for (int i = 0; i < n; ++i) p[i] = v.v[i];
   }
