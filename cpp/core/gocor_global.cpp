@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <mutex>
 
 #include "gocor.h"
 #include "gocor_kernels.h"
@@ -102,17 +103,62 @@ __attribute__((target_clones("avx512f", "avx2,fma", "default"))) double jt_row(
   return den;
 }
 
-double dot_rows(const float* a, const float* b, int64_t n) {
-  double acc = 0;
-  float part = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    part += a[i] * b[i];
-    if ((i & 1023) == 1023) {
-      acc += part;
-      part = 0;
+struct GlobalWork {
+  std::vector<float> F, G, w, grad, S, A, Q, PQ, U, PU, scratch;
+  // Large problems give their memory back after the call; small ones keep it for the next.
+  void trim() {
+    size_t total = 0;
+    for (auto* v : {&F, &G, &w, &grad, &S, &A, &Q, &PQ, &U, &PU, &scratch}) total += v->capacity();
+    if (total * sizeof(float) <= (size_t{64} << 20)) return;
+    for (auto* v : {&F, &G, &w, &grad, &S, &A, &Q, &PQ, &U, &PU, &scratch})
+      std::vector<float>().swap(*v);
+  }
+};
+
+// Building the fused R^T R taps costs about a millisecond; repeated calls with the same weights
+// and grid (the usual case: one network, many images) reuse them. A few entries, most recent first.
+std::shared_ptr<const gocor_detail::RtROperator> cached_rtr(const GlobalGocorParams& p, int H, int W) {
+  struct Entry {
+    std::vector<float> w1, w2;
+    int I, O, H, W;
+    std::shared_ptr<const gocor_detail::RtROperator> op;
+  };
+  static std::mutex mu;
+  static std::vector<Entry> cache;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    for (size_t i = 0; i < cache.size(); ++i) {
+      const Entry& e = cache[i];
+      if (e.H == H && e.W == W && e.I == p.reg_inter_dim && e.O == p.reg_output_dim &&
+          e.w1 == p.reg_weight1 && e.w2 == p.reg_weight2) {
+        auto op = e.op;
+        std::rotate(cache.begin(), cache.begin() + i, cache.begin() + i + 1);
+        return op;
+      }
     }
   }
-  return acc + part;
+  auto op = std::make_shared<const gocor_detail::RtROperator>(p, H, W);
+  std::lock_guard<std::mutex> lock(mu);
+  cache.insert(cache.begin(), Entry{p.reg_weight1, p.reg_weight2, p.reg_inter_dim,
+                                    p.reg_output_dim, H, W, op});
+  if (cache.size() > 4) cache.pop_back();
+  return op;
+}
+
+// Sum of a[i] * b[i]: float partial sums in 16 independent lanes (vectorised), folded into a
+// double every 1024 elements so long rows keep float32-level relative accuracy.
+double dot_rows(const float* a, const float* b, int64_t n) {
+  double acc = 0;
+  for (int64_t i0 = 0; i0 < n; i0 += 1024) {
+    const int64_t i1 = std::min(n, i0 + 1024);
+    float lanes[16] = {};
+    int64_t i = i0;
+    for (; i + 16 <= i1; i += 16)
+      for (int l = 0; l < 16; ++l) lanes[l] += a[i + l] * b[i + l];
+    for (; i < i1; ++i) lanes[0] += a[i] * b[i];
+    for (int l = 0; l < 16; ++l) acc += lanes[l];
+  }
+  return acc;
 }
 
 void axpy(float* y, const float* x, float beta, int64_t n) {
@@ -142,24 +188,32 @@ void gocor_global_cpu(const GlobalGocorParams& p, const GlobalGocorOptions& o,
   if (diag != nullptr) diag->clear();
 
   const DistTables tables = make_tables(p.dist, H, W);
-  std::unique_ptr<gocor_detail::RtROperator> rtr;
-  if (query_loss && o.num_iter > 0) rtr.reset(new gocor_detail::RtROperator(p, H, W));
+  std::shared_ptr<const gocor_detail::RtROperator> rtr;
+  if (query_loss && o.num_iter > 0) rtr = cached_rtr(p, H, W);
 
-  std::vector<float> F(NC), G(NC), w(NC), grad(NC);
-  std::vector<float> S(NN), A(NN), Q, PQ, U, PU, scratch;
-  if (query_loss) {
-    Q.resize(NN);
-    PQ.resize(NN);
-    U.resize(NN);
-    PU.resize(NN);
-  }
+  // Buffers live per thread between calls: allocating and faulting in fresh pages every call
+  // costs about as much as the whole computation at GLU-Net size. Every element is written
+  // before it is read, so reuse needs no clearing.
+  thread_local GlobalWork work;
+  GlobalWork& wk = work;
+  struct Release {
+    GlobalWork& w;
+    ~Release() { w.trim(); }
+  } release{wk};
+  std::vector<float>&F = wk.F, &G = wk.G, &w = wk.w, &grad = wk.grad, &S = wk.S, &A = wk.A,
+                     &Q = wk.Q, &PQ = wk.PQ, &U = wk.U, &PU = wk.PU, &scratch = wk.scratch;
+  for (auto* v : {&F, &G, &w, &grad}) v->resize(NC);
+  for (auto* v : {&S, &A}) v->resize(NN);
+  if (query_loss)
+    for (auto* v : {&Q, &PQ, &U, &PU}) v->resize(NN);
   std::vector<double> row_a(N), row_b(N), row_c(N), alpha(N);
 
   for (int b = 0; b < B; ++b) {
     check_cancel(ex);
     const float* fb = reference + static_cast<int64_t>(b) * C * N;
     const float* gb = query + static_cast<int64_t>(b) * C * N;
-    // Position-major copies: row r is the feature vector of position r.
+    // Position-major copies (row r = feature of position r) for the products over positions; the
+    // products over channels read the (C, N) inputs directly, which is the layout they need.
     parallel_chunks(N, th, 64, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r)
         for (int c = 0; c < C; ++c) {
@@ -193,9 +247,9 @@ void gocor_global_cpu(const GlobalGocorParams& p, const GlobalGocorOptions& o,
     });
 
     if (o.num_iter > 0) {
-      gemm(N, N, C, w.data(), C, F.data(), C, true, S.data(), N, false, th);
+      gemm(N, N, C, w.data(), C, fb, N, false, S.data(), N, false, th);
       if (query_loss) {
-        gemm(N, N, C, w.data(), C, G.data(), C, true, Q.data(), N, false, th);
+        gemm(N, N, C, w.data(), C, gb, N, false, Q.data(), N, false, th);
         rtr->apply(Q.data(), PQ.data(), scratch, th);
       }
     }
@@ -221,7 +275,7 @@ void gocor_global_cpu(const GlobalGocorParams& p, const GlobalGocorOptions& o,
       });
       // T = grad . f (into A, no longer needed), and sum (J T)^2 per row.
       float* T = A.data();
-      gemm(N, N, C, grad.data(), C, F.data(), C, true, T, N, false, th);
+      gemm(N, N, C, grad.data(), C, fb, N, false, T, N, false, th);
       parallel_chunks(N, th, 8, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r)
           row_a[r] = jt_row(tables, &S[r * N], &T[r * N], static_cast<int>(r), H, W);
@@ -234,7 +288,7 @@ void gocor_global_cpu(const GlobalGocorParams& p, const GlobalGocorOptions& o,
       }
       double loss_query = 0;
       if (query_loss) {
-        gemm(N, N, C, grad.data(), C, G.data(), C, true, U.data(), N, false, th);
+        gemm(N, N, C, grad.data(), C, gb, N, false, U.data(), N, false, th);
         rtr->apply(U.data(), PU.data(), scratch, th);
         double den_q = 0, lq = 0;
         std::vector<double> part(N);

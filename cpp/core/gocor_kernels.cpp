@@ -152,8 +152,10 @@ template <int NCH>
 inline __attribute__((always_inline)) void rtr_row(const float* tab, const float* xp, int H, int W,
                                                    int Wp, int rs, int ry, int rx, int ty, int c0,
                                                    float* out) {
-  v16 acc[NCH];
-  for (int j = 0; j < NCH; ++j) acc[j] = v16{};
+  // One accumulator per (chunk, dtx): five independent chains hide the multiply-add latency.
+  v16 acc[NCH][5];
+  for (int j = 0; j < NCH; ++j)
+    for (int d = 0; d < 5; ++d) acc[j][d] = v16{};
   for (int dry = -2; dry <= 2; ++dry) {
     const int sy = ry + dry;
     if (sy < 0 || sy >= H) continue;
@@ -171,15 +173,16 @@ inline __attribute__((always_inline)) void rtr_row(const float* tab, const float
           for (int j = 0; j < NCH; ++j) {
             const v16 cv = *reinterpret_cast<const v16u*>(cf + (dtx + 2) * Wp + j * 16);
             const v16 sv = *reinterpret_cast<const v16u*>(row + dtx + j * 16);
-            acc[j] += cv * sv;
+            acc[j][dtx + 2] += cv * sv;
           }
         }
       }
     }
   }
   for (int j = 0; j < NCH; ++j) {
+    const v16 sum = (acc[j][0] + acc[j][1]) + (acc[j][2] + acc[j][3]) + acc[j][4];
     float tmp[16];
-    std::memcpy(tmp, &acc[j], sizeof(tmp));
+    std::memcpy(tmp, &sum, sizeof(tmp));
     const int x0 = (c0 + j) * 16, n = std::min(16, W - x0);
     for (int i = 0; i < n; ++i) out[x0 + i] = tmp[i];
   }

@@ -29,9 +29,13 @@ inline __attribute__((always_inline)) v16 loadu(const float* p) { return *reinte
 inline __attribute__((always_inline)) void storeu(float* p, v16 v) { *reinterpret_cast<v16u*>(p) = v; }
 
 struct LocalCtx {
-  const float* fp;  // reference (H, C, Wpad) of one batch element, pixel x at column x + R
+  // Features tiled per strip: tile (y, s) holds channels c at [c * cs + j] for pixels
+  // x = 16 s + j - R, j < 16 + 2R (zero outside the image), so the window a strip reads over all
+  // its iterations is a few contiguous blocks that stay in L2 while a task walks down a column.
+  const float* fp;  // reference tiles of one batch element: tile (y, s) at y * ys + s * ss
   const float* gp;  // query, same layout
-  int C, H, W, R, Wpad;
+  int C, H, W, R, cs;
+  int64_t ys, ss;
   int num_iter;
   float lambda, step, inv_c, scaling;
   const float *yk, *vk, *hmk, *hpk;  // per displacement: y, v+, (1-m)/2, (1+m)/2
@@ -41,12 +45,12 @@ struct LocalCtx {
 // within block [dx0, dx0 + NB); a (C x 16).
 template <int NB>
 inline __attribute__((always_inline)) void corr_block(const float* a, const float* rowc, int C,
-                                                      int Wpad, v16* out) {
+                                                      int cs, v16* out) {
   v16 acc[NB];
   for (int j = 0; j < NB; ++j) acc[j] = out[j];
   for (int c = 0; c < C; ++c) {
     const v16 av = *reinterpret_cast<const v16*>(a + c * kLanes);
-    const float* src = rowc + static_cast<int64_t>(c) * Wpad;
+    const float* src = rowc + static_cast<int64_t>(c) * cs;
     for (int j = 0; j < NB; ++j) acc[j] += av * loadu(src + j);
   }
   for (int j = 0; j < NB; ++j) out[j] = acc[j];
@@ -55,11 +59,11 @@ inline __attribute__((always_inline)) void corr_block(const float* a, const floa
 // g[c] += sum_j coef[j] * feat[y+dy][c][x0 + dx0 + j + R + lane].
 template <int NB>
 inline __attribute__((always_inline)) void adjoint_block(const v16* coef, const float* rowc, int C,
-                                                         int Wpad, float* g) {
+                                                         int cs, float* g) {
   v16 cf[NB];
   for (int j = 0; j < NB; ++j) cf[j] = coef[j];
   for (int c = 0; c < C; ++c) {
-    const float* src = rowc + static_cast<int64_t>(c) * Wpad;
+    const float* src = rowc + static_cast<int64_t>(c) * cs;
     v16 acc = *reinterpret_cast<v16*>(g + c * kLanes);
     for (int j = 0; j < NB; ++j) acc += cf[j] * loadu(src + j);
     *reinterpret_cast<v16*>(g + c * kLanes) = acc;
@@ -87,11 +91,11 @@ inline __attribute__((always_inline)) void corr_strip(const LocalCtx& c, const f
   for (int dy = -c.R; dy <= c.R; ++dy) {
     const int yy = y + dy;
     if (yy < 0 || yy >= c.H) continue;
-    const float* row = feat + static_cast<int64_t>(yy) * c.C * c.Wpad + x0;
+    const float* row = feat + yy * c.ys + (x0 / kLanes) * c.ss;
     v16* o = out + (dy + c.R) * S;
     for (int j0 = 0; j0 < S; j0 += kDxBlock) {
       const int nb = std::min(kDxBlock, S - j0);
-#define GOCOR_CALL(NB) corr_block<NB>(a, row + j0, c.C, c.Wpad, o + j0)
+#define GOCOR_CALL(NB) corr_block<NB>(a, row + j0, c.C, c.cs, o + j0)
       GOCOR_NB_SWITCH(nb, GOCOR_CALL)
 #undef GOCOR_CALL
     }
@@ -119,15 +123,15 @@ __attribute__((target_clones("avx512f", "avx2,fma", "default"))) void local_stri
   const int valid = std::min(kLanes, W - x0);
 
   // Simple initializer (spec 5.2): w = s f / (mean_c f^2 + 1e-6).
-  const float* frow = c.fp + static_cast<int64_t>(y) * C * c.Wpad + x0 + R;
+  const float* frow = c.fp + y * c.ys + (x0 / kLanes) * c.ss + R;
   v16 m2{};
   for (int ch = 0; ch < C; ++ch) {
-    const v16 f = loadu(frow + static_cast<int64_t>(ch) * c.Wpad);
+    const v16 f = loadu(frow + static_cast<int64_t>(ch) * c.cs);
     m2 += f * f;
   }
   const v16 scale = c.scaling / (m2 / static_cast<float>(C) + 1e-6f);
   for (int ch = 0; ch < C; ++ch)
-    *reinterpret_cast<v16*>(w + ch * kLanes) = loadu(frow + static_cast<int64_t>(ch) * c.Wpad) * scale;
+    *reinterpret_cast<v16*>(w + ch * kLanes) = loadu(frow + static_cast<int64_t>(ch) * c.cs) * scale;
 
   if (c.num_iter > 0) corr_strip(c, c.fp, w, y, x0, Sv);
   for (int it = 0; it < c.num_iter; ++it) {
@@ -151,11 +155,11 @@ __attribute__((target_clones("avx512f", "avx2,fma", "default"))) void local_stri
     for (int dy = -R; dy <= R; ++dy) {
       const int yy = y + dy;
       if (yy < 0 || yy >= H) continue;
-      const float* row = c.fp + static_cast<int64_t>(yy) * C * c.Wpad + x0;
+      const float* row = c.fp + yy * c.ys + (x0 / kLanes) * c.ss;
       const v16* a = Av + (dy + R) * S;
       for (int j0 = 0; j0 < S; j0 += kDxBlock) {
         const int nb = std::min(kDxBlock, S - j0);
-#define GOCOR_CALL(NB) adjoint_block<NB>(a + j0, row + j0, C, c.Wpad, g)
+#define GOCOR_CALL(NB) adjoint_block<NB>(a + j0, row + j0, C, c.cs, g)
         GOCOR_NB_SWITCH(nb, GOCOR_CALL)
 #undef GOCOR_CALL
       }
@@ -227,7 +231,10 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
   if (o.num_iter < 0) throw Error(ErrorCode::InvalidArg, "gocor_local: num_iter must be >= 0");
   const int R = o.search_radius, S = 2 * R + 1, D = S * S;
   const int nstrips = (W + kLanes - 1) / kLanes;
-  const int Wpad = nstrips * kLanes + 2 * R;
+  const int tw = kLanes + 2 * R;
+  const int64_t ss = static_cast<int64_t>(C) * tw, ys = ss * nstrips;
+  constexpr int kRowChunk = 16;  // rows per task: a task walks down one strip column
+  const int nrc = (H + kRowChunk - 1) / kRowChunk;
   const int64_t P = static_cast<int64_t>(H) * W;
   if (diag != nullptr) diag->clear();
 
@@ -245,7 +252,23 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
   const double lambda = std::max(static_cast<double>(p.filter_reg) * p.filter_reg,
                                  static_cast<double>(p.min_filter_reg) * p.min_filter_reg) /
                         (static_cast<double>(C) * C);
-  std::vector<float> fp(static_cast<size_t>(H) * C * Wpad), gp(fp.size());
+  // Tiles live per thread between calls (fresh pages cost as much as a fast call); every element
+  // is rewritten below. Large buffers are released after the call.
+  thread_local std::vector<float> fp_keep, gp_keep;
+  std::vector<float>& fp = fp_keep;
+  std::vector<float>& gp = gp_keep;
+  struct Release {
+    std::vector<float>& f;
+    std::vector<float>& g;
+    ~Release() {
+      if ((f.capacity() + g.capacity()) * sizeof(float) > (size_t{64} << 20)) {
+        std::vector<float>().swap(f);
+        std::vector<float>().swap(g);
+      }
+    }
+  } release{fp, gp};
+  fp.resize(static_cast<size_t>(H) * ys);
+  gp.resize(fp.size());
   std::vector<RowDiag> rows;
 
   for (int b = 0; b < B; ++b) {
@@ -254,30 +277,38 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
     const float* gb = query + static_cast<int64_t>(b) * C * P;
     parallel_chunks(H, ex.threads, 4, [&](int64_t y0, int64_t y1) {
       for (int64_t y = y0; y < y1; ++y)
-        for (int ch = 0; ch < C; ++ch) {
-          float* df = &fp[(y * C + ch) * Wpad];
-          float* dg = &gp[(y * C + ch) * Wpad];
-          std::fill(df, df + Wpad, 0.f);
-          std::fill(dg, dg + Wpad, 0.f);
-          std::memcpy(df + R, fb + ch * P + y * W, sizeof(float) * W);
-          std::memcpy(dg + R, gb + ch * P + y * W, sizeof(float) * W);
-        }
+        for (int st = 0; st < nstrips; ++st)
+          for (int ch = 0; ch < C; ++ch) {
+            float* df = &fp[y * ys + st * ss + ch * tw];
+            float* dg = &gp[y * ys + st * ss + ch * tw];
+            for (int j = 0; j < tw; ++j) {
+              const int x = st * kLanes + j - R;
+              const bool in = x >= 0 && x < W;
+              df[j] = in ? fb[ch * P + y * W + x] : 0.f;
+              dg[j] = in ? gb[ch * P + y * W + x] : 0.f;
+            }
+          }
     });
-    LocalCtx ctx{fp.data(), gp.data(), C, H, W, R, Wpad, o.num_iter,
+    LocalCtx ctx{fp.data(), gp.data(), C, H, W, R, tw, ys, ss, o.num_iter,
                  static_cast<float>(lambda), static_cast<float>(std::exp(static_cast<double>(p.log_step_length))),
                  1.f / static_cast<float>(C), p.scaling, yk.data(), vk.data(), hmk.data(), hpk.data()};
     float* vol = volume + static_cast<int64_t>(b) * D * P;
     float* filt = filter_out != nullptr ? filter_out + static_cast<int64_t>(b) * C * P : nullptr;
-    if (diag != nullptr) rows.assign(static_cast<size_t>(H) * o.num_iter, RowDiag{});
-    parallel_for(H, ex.threads, [&](int64_t y) {
+    // Diagnostics per (row, strip), summed afterwards in a fixed order (thread-independent).
+    if (diag != nullptr) rows.assign(static_cast<size_t>(H) * nstrips * o.num_iter, RowDiag{});
+    parallel_for(static_cast<int64_t>(nstrips) * nrc, ex.threads, [&](int64_t task) {
       check_cancel(ex);
       thread_local std::vector<float> buf;
       const size_t need = static_cast<size_t>(2 * C + 3 * D) * kLanes + 16;
       if (buf.size() < need) buf.resize(need);
       float* work = buf.data() + ((64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64) / 4;
-      RowDiag* rd = diag != nullptr ? &rows[static_cast<size_t>(y) * o.num_iter] : nullptr;
-      for (int s = 0; s < nstrips; ++s)
-        local_strip(ctx, static_cast<int>(y), s * kLanes, work, vol, filt, rd);
+      const int st = static_cast<int>(task / nrc), y0 = static_cast<int>(task % nrc) * kRowChunk;
+      for (int y = y0; y < std::min(H, y0 + kRowChunk); ++y) {
+        RowDiag* rd = diag != nullptr
+                          ? &rows[(static_cast<size_t>(y) * nstrips + st) * o.num_iter]
+                          : nullptr;
+        local_strip(ctx, y, st * kLanes, work, vol, filt, rd);
+      }
     });
     if (diag != nullptr) {
       for (int it = 0; it < o.num_iter; ++it) {
@@ -285,8 +316,8 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
         d.batch = b;
         d.iter = it;
         RowDiag sum;
-        for (int y = 0; y < H; ++y) {
-          const RowDiag& r = rows[static_cast<size_t>(y) * o.num_iter + it];
+        for (size_t i = 0; i < static_cast<size_t>(H) * nstrips; ++i) {
+          const RowDiag& r = rows[i * o.num_iter + it];
           sum.loss_ref += r.loss_ref;
           sum.loss_reg += r.loss_reg;
           sum.num += r.num;
