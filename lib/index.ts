@@ -28,3 +28,21 @@ export {
 } from './params';
 export type { DeviceOption, ExecOptions, FeatureMap, Image, Volume } from './types';
 // -- matching, features and flow (lib/match.ts, lib/features.ts, lib/flow.ts, lib/npy.ts) --
+export {
+  extractFeatures,
+  type ExtractFeaturesOptions,
+  type FeatureLevel,
+  type FeaturePyramid,
+} from './features';
+export { match, matchFeatures, pyramidFromFeatureMap, type Flow, type MatchOptions, type MatchResult } from './match';
+export {
+  flowMetrics,
+  flowToColor,
+  readFlo,
+  resizeFlow,
+  warpImage,
+  writeFlo,
+  type FlowMetrics,
+  type FlowToColorOptions,
+} from './flow';
+export { loadNpy, readNpy, writeNpy, type NpyArray } from './npy';

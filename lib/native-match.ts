@@ -1,3 +1,70 @@
-/** Native functions of the image-to-flow path (features, flow read-out, warping). Filled in by lib/match.ts's area. */
-// biome-ignore lint/suspicious/noEmptyInterface: extended as the matching functions land
-export interface NativeMatch {}
+/** Exact types of the native functions of the image-to-flow path (cpp/napi/match.cpp). */
+import type { NativeExec } from './native';
+
+export interface NativeDims {
+  C: number;
+  H: number;
+  W: number;
+}
+
+export interface NativeFeatureLevel {
+  /** (channels, height, width), float32. */
+  data: Float32Array;
+  channels: number;
+  height: number;
+  width: number;
+  /** Source pixels per cell; cell (i, j) is centred on pixel ((j + 0.5) strideX - 0.5, (i + 0.5) strideY - 0.5). */
+  strideX: number;
+  strideY: number;
+  global: boolean;
+}
+
+export interface NativePyramid {
+  imageWidth: number;
+  imageHeight: number;
+  levels: NativeFeatureLevel[];
+}
+
+export interface NativeMatchOptions extends NativeExec {
+  method: 'gocor' | 'correlation';
+  globalSize: number;
+  finestStride: number;
+  useGlobal: boolean;
+  numIterGlobal: number;
+  numIterLocal: number;
+  applyQueryLoss: boolean;
+  refineIter: number;
+  median: boolean;
+  seed: number;
+  /** 0: the size of a. */
+  outWidth: number;
+  outHeight: number;
+  confidence: 'none' | 'peak' | 'forwardBackward';
+}
+
+export interface NativeFlow {
+  /** (2, height, width): u then v, pixels. */
+  data: Float32Array;
+  width: number;
+  height: number;
+  confidence?: Float32Array;
+  device: 'cpu' | 'cuda';
+}
+
+export interface NativeMatch {
+  extractFeatures(
+    image: Float32Array,
+    dims: NativeDims,
+    opts: NativeExec & { globalSize: number; finestStride: number; coarsestStride: number; withGlobal: boolean },
+  ): Promise<NativePyramid>;
+  matchImages(a: Float32Array, dimsA: NativeDims, b: Float32Array, dimsB: NativeDims, opts: NativeMatchOptions): Promise<NativeFlow>;
+  matchPyramids(a: NativePyramid, b: NativePyramid, opts: NativeMatchOptions): Promise<NativeFlow>;
+  warpImage(
+    b: Float32Array,
+    dimsB: NativeDims,
+    flow: Float32Array,
+    dimsFlow: NativeDims,
+    exec: NativeExec,
+  ): Promise<{ data: Float32Array; mask: Float32Array }>;
+  resizeFlow(flow: Float32Array, from: NativeDims, to: NativeDims, exec: NativeExec): Promise<Float32Array>;
+}

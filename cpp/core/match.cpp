@@ -1,0 +1,190 @@
+#include "match.h"
+
+#include <cmath>
+#include <string>
+
+#include "dispatch.h"
+#include "flow.h"
+#include "gocor.h"
+
+namespace gocor {
+namespace {
+
+FlowGrid grid_of(const FeatureLevel& lv) {
+  return {lv.H, lv.W, lv.stride_x, lv.stride_y};
+}
+
+void check_pyramids(const FeaturePyramid& a, const FeaturePyramid& b) {
+  if (a.levels.empty() || a.levels.size() != b.levels.size()) {
+    throw Error(ErrorCode::Shape,
+                "match: the feature pyramids of a and b need the same, non-zero number of levels");
+  }
+  if (a.image_h <= 0 || a.image_w <= 0 || b.image_h <= 0 || b.image_w <= 0) {
+    throw Error(ErrorCode::Shape, "match: image sizes must be positive");
+  }
+  for (size_t l = 0; l < a.levels.size(); ++l) {
+    const FeatureLevel &la = a.levels[l], &lb = b.levels[l];
+    std::string at = "match: level " + std::to_string(l);
+    if (la.global != lb.global || (la.global && l != 0)) {
+      throw Error(ErrorCode::Shape, at + ": only the first level may be global, in both pyramids");
+    }
+    if (la.C != lb.C || la.C <= 0) throw Error(ErrorCode::Shape, at + ": channel counts differ");
+    if (la.global && (la.H != lb.H || la.W != lb.W)) {
+      throw Error(ErrorCode::Shape, at + ": global grids of a and b differ");
+    }
+    if (la.data.size() != size_t(la.C) * la.H * la.W ||
+        lb.data.size() != size_t(lb.C) * lb.H * lb.W) {
+      throw Error(ErrorCode::Shape, at + ": data length does not match C*H*W");
+    }
+  }
+}
+
+// Flow of a onto b at a's full pixel grid (2, image_h, image_w), and the last level's peak ratio
+// resampled to the same grid (when `confidence` is non-null).
+std::vector<float> match_full(const FeaturePyramid& a, const FeaturePyramid& b,
+                              const MatchOptions& o, const Exec& ex,
+                              std::vector<float>* confidence) {
+  std::vector<float> flow, conf;
+  FlowGrid g_prev{0, 0, 1, 1};
+  size_t first_local = 0;
+  const FeatureLevel& l0 = a.levels[0];
+  if (l0.global) {
+    const FeatureLevel& m0 = b.levels[0];
+    const size_t N = size_t(l0.H) * l0.W;
+    std::vector<float> volume(N * N);
+    if (o.method == MatchMethod::Gocor) {
+      GlobalGocorParams p = default_global_params(l0.C, o.seed);
+      GlobalGocorOptions go;
+      go.num_iter = o.num_iter_global;
+      go.apply_query_loss = o.apply_query_loss;
+      gocor_global(p, go, l0.data.data(), m0.data.data(), volume.data(), nullptr,
+                   GocorGlobalShape{1, l0.C, l0.H, l0.W}, ex, nullptr);
+    } else {
+      corr_global(l0.data.data(), m0.data.data(), volume.data(),
+                  CorrGlobalShape{1, l0.C, l0.H, l0.W, m0.H, m0.W}, ex);
+    }
+    flow.resize(2 * N);
+    g_prev = grid_of(l0);
+    flow_from_global_volume(volume.data(), g_prev, grid_of(m0), flow.data(), nullptr, ex);
+    first_local = 1;
+  }
+  check_cancel(ex);
+  const int R = o.search_radius;
+  const size_t D = size_t(2 * R + 1) * (2 * R + 1);
+  for (size_t l = first_local; l < a.levels.size(); ++l) {
+    const FeatureLevel &la = a.levels[l], &lb = b.levels[l];
+    const FlowGrid ga = grid_of(la), gb = grid_of(lb);
+    const size_t N = size_t(la.H) * la.W;
+    std::vector<float> cur(2 * N, 0.f);
+    if (!flow.empty()) {
+      if (o.median) flow_median3(flow.data(), g_prev.H, g_prev.W, ex);
+      flow_resample(flow.data(), g_prev, cur.data(), ga, ex);
+    }
+    std::vector<float> warped(size_t(la.C) * N);
+    flow_warp(lb.data.data(), lb.C, gb, cur.data(), ga, warped.data(), ex);
+    std::vector<float> volume(D * N);
+    if (o.method == MatchMethod::Gocor) {
+      LocalGocorParams p = default_local_params();
+      LocalGocorOptions lo;
+      lo.num_iter = o.num_iter_local;
+      lo.search_radius = R;
+      gocor_local(p, lo, la.data.data(), warped.data(), volume.data(), nullptr, 1, la.C, la.H, la.W,
+                  ex, nullptr);
+    } else {
+      corr_local(la.data.data(), warped.data(), volume.data(),
+                 CorrLocalShape{1, la.C, la.H, la.W, R}, ex);
+    }
+    std::vector<float> residual(2 * N);
+    conf.assign(N, 0.f);
+    flow_from_local_volume(volume.data(), R, la.H, la.W, residual.data(), conf.data(), ex);
+    for (size_t i = 0; i < N; ++i) {
+      cur[i] += float(residual[i] * ga.sx);
+      cur[N + i] += float(residual[N + i] * ga.sy);
+    }
+    if (l + 1 == a.levels.size() && o.refine_iter > 0) {
+      flow_refine_symmetric(la.data.data(), ga, lb.data.data(), gb, la.C, cur.data(), o.refine_iter,
+                            ex);
+    }
+    flow.swap(cur);
+    g_prev = ga;
+    check_cancel(ex);
+  }
+  const FlowGrid full{a.image_h, a.image_w, 1, 1};
+  const size_t P = size_t(full.H) * full.W;
+  std::vector<float> out(2 * P);
+  flow_resample(flow.data(), g_prev, out.data(), full, ex);
+  if (confidence) {
+    confidence->assign(P, 0.f);
+    if (!conf.empty()) {
+      // flow_resample works on two planes; the second one here is a throwaway copy.
+      std::vector<float> two(2 * conf.size()), tmp(2 * P);
+      std::copy(conf.begin(), conf.end(), two.begin());
+      flow_resample(two.data(), g_prev, tmp.data(), full, ex);
+      std::copy(tmp.begin(), tmp.begin() + P, confidence->begin());
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+MatchResult match_pyramids(const FeaturePyramid& a, const FeaturePyramid& b, const MatchOptions& o,
+                           const Exec& ex) {
+  check_pyramids(a, b);
+  if (o.search_radius < 1 || o.num_iter_global < 0 || o.num_iter_local < 0 || o.out_h < 0 ||
+      o.out_w < 0) {
+    throw Error(ErrorCode::InvalidArg, "match: invalid options");
+  }
+  std::vector<float> conf;
+  std::vector<float> flow =
+      match_full(a, b, o, ex, o.confidence == MatchConfidence::Peak ? &conf : nullptr);
+  const int H = a.image_h, W = a.image_w;
+  const size_t P = size_t(H) * W;
+  if (o.confidence == MatchConfidence::ForwardBackward) {
+    // Consistency: following a -> b and back must return to the start. sigma = 1.5 px.
+    std::vector<float> back = match_full(b, a, o, ex, nullptr);
+    std::vector<float> back_on_a(2 * P), mask(P);
+    flow_warp_image(back.data(), 2, b.image_h, b.image_w, flow.data(), H, W, back_on_a.data(),
+                    mask.data(), ex);
+    conf.assign(P, 0.f);
+    for (size_t i = 0; i < P; ++i) {
+      float ex_ = flow[i] + back_on_a[i], ey = flow[P + i] + back_on_a[P + i];
+      conf[i] = mask[i] * std::exp(-(ex_ * ex_ + ey * ey) / (2 * 1.5f * 1.5f));
+    }
+  }
+  MatchResult r;
+  r.H = o.out_h > 0 ? o.out_h : H;
+  r.W = o.out_w > 0 ? o.out_w : W;
+  if (r.H == H && r.W == W) {
+    r.flow = std::move(flow);
+    r.confidence = std::move(conf);
+    return r;
+  }
+  r.flow.resize(2 * size_t(r.H) * r.W);
+  flow_resize(flow.data(), H, W, r.flow.data(), r.H, r.W, ex);
+  if (!conf.empty()) {
+    std::vector<float> two(2 * P, 0.f), out(2 * size_t(r.H) * r.W);
+    std::copy(conf.begin(), conf.end(), two.begin());
+    flow_resample(two.data(), FlowGrid{H, W, 1, 1}, out.data(),
+                  FlowGrid{r.H, r.W, double(W) / r.W, double(H) / r.H}, ex);
+    r.confidence.assign(out.begin(), out.begin() + size_t(r.H) * r.W);
+  }
+  return r;
+}
+
+MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOptions& o,
+                         const Exec& ex) {
+  FeatureOptions fo;
+  fo.global_size = o.global_size;
+  fo.finest_stride = o.finest_stride;
+  fo.with_global = o.use_global;
+  std::vector<int> strides = features_local_strides(a.H, a.W, fo);
+  fo.coarsest_stride = strides.front();
+  FeaturePyramid pa = features_extract(a, fo, ex);
+  check_cancel(ex);
+  FeaturePyramid pb = features_extract(b, fo, ex);
+  check_cancel(ex);
+  return match_pyramids(pa, pb, o, ex);
+}
+
+}  // namespace gocor

@@ -1,0 +1,51 @@
+// Dense matching of two images (or two feature pyramids) to a full-resolution flow, coarse to fine
+// in the spirit of GLU-Net: global correlation / GOCor on a coarse grid, then local refinements
+// (search radius R) with b's features warped by the current flow.
+// Convention: flow lives on the grid of a and points into b: a(x) ~ b(x + flow(x)), x right, y
+// down.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common.h"
+#include "dense_features.h"
+
+namespace gocor {
+
+enum class MatchMethod { Gocor, Correlation };
+enum class MatchConfidence { None, Peak, ForwardBackward };
+
+struct MatchOptions {
+  MatchMethod method = MatchMethod::Gocor;
+  int global_size = 16;    // global grid (global_size^2 cells) when matching images
+  int finest_stride = 4;   // finest local level (source pixels per cell)
+  bool use_global = true;  // false: start the local levels from zero flow (small motions)
+  int num_iter_global = 3;
+  int num_iter_local = 3;
+  bool apply_query_loss = true;  // global GOCor's query-frame term (spec 4.4)
+  int search_radius = 4;
+  int refine_iter = 3;       // symmetric sub-cell refinement rounds at the finest level
+  bool median = true;        // 3x3 median of the flow between levels (drops isolated outliers)
+  uint64_t seed = 0;         // seed of the global GOCor regulariser's initial weights
+  int out_h = 0, out_w = 0;  // output flow size; 0: the size of a (vectors rescaled otherwise)
+  MatchConfidence confidence = MatchConfidence::Peak;
+};
+
+struct MatchResult {
+  int H = 0, W = 0;
+  std::vector<float> flow;        // (2, H, W) in pixels of the output grid
+  std::vector<float> confidence;  // (H, W) in [0, 1], empty for MatchConfidence::None
+};
+
+// Pyramids of a and b must have the same number of levels with the same kinds and channels;
+// level grids of a and b may differ (different image sizes). A global level, if present, is first
+// and must have the same grid in a and b. The flow is in pixels of a.image_w x a.image_h.
+MatchResult match_pyramids(const FeaturePyramid& a, const FeaturePyramid& b, const MatchOptions& o,
+                           const Exec& ex);
+
+// Features with features_extract (b on a's local strides), then match_pyramids.
+MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOptions& o,
+                         const Exec& ex);
+
+}  // namespace gocor
