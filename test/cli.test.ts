@@ -116,9 +116,9 @@ function metrics64(floFile: string, gu: number, gv: number) {
   for (let p = 0; p < u.length; p++) {
     const e = Math.hypot((u[p] as number) - gu, (v[p] as number) - gv);
     sum += e;
-    n1 += e < 1 ? 1 : 0;
-    n3 += e < 3 ? 1 : 0;
-    n5 += e < 5 ? 1 : 0;
+    n1 += e <= 1 ? 1 : 0;
+    n3 += e <= 3 ? 1 : 0;
+    n5 += e <= 5 ? 1 : 0;
   }
   return { aepe: sum / u.length, pck1: n1 / u.length, pck3: n3 / u.length, pck5: n5 / u.length };
 }
@@ -154,7 +154,7 @@ describe('cli: bad input', () => {
     ]);
     expect(r.code).toBe(1);
     expect(r.stderr.trimEnd().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(/^gocor: ERR_GOCOR_IO: .*nope\.png/);
+    expect(r.stderr).toMatch(/^gocor: ERR_GOCOR_IO: .*nope2?\.png/);
   });
 
   it('usage errors exit 2', async () => {
@@ -162,6 +162,53 @@ describe('cli: bad input', () => {
     expect((await runCli(['match', 'a.png', 'b.png'])).code).toBe(2);
     expect((await runCli(['match', 'a.png', 'b.png', '-o', 'x', '--threads', '0'])).code).toBe(2);
     expect((await runCli(['frobnicate'])).code).toBe(2);
+  });
+});
+
+describe('cli: match', () => {
+  it('writes the five files of one pair, with metrics against --gt', async () => {
+    const out = path.join(tmp, 'out-match');
+    const r = await runCli([
+      'match',
+      path.join(data, 'p1a.png'),
+      path.join(data, 'p1b.png'),
+      '-o',
+      out,
+      '--gt',
+      path.join(data, 'p1.flo'),
+      '--json',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const rec = JSON.parse(r.stdout);
+    expect(rec).toEqual(JSON.parse(readFileSync(path.join(out, 'result.json'), 'utf8')));
+    await expectCompletePair(out);
+    expect(rec.options).toMatchObject({ method: 'gocor', device: 'auto', confidence: 'peak' });
+    expect(rec.metrics.aepe).toBeCloseTo(metrics64(path.join(out, 'flow.flo'), -3, -2).aepe, 3);
+  });
+});
+
+describe('cli: batch --dir', () => {
+  it('pairs <stem>_1/<stem>_2 and <stem>L/<stem>R with <stem>GT, ignores files without a partner', async () => {
+    const dir = path.join(tmp, 'folder');
+    mkdirSync(dir);
+    const copy = (from: string, to: string) => writeFileSync(path.join(dir, to), readFileSync(path.join(data, from)));
+    copy('p1a.png', 'walk_1.png');
+    copy('p1b.png', 'walk_2.png');
+    copy('p2a.png', 'stereoL.png');
+    copy('p2b.png', 'stereoR.png');
+    copy('p2.flo', 'stereoGT.flo');
+    copy('p3a.png', 'lonely.png');
+    const out = path.join(tmp, 'out-dir');
+    const r = await runCli(['batch', '--dir', dir, '-o', out, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/1 file\(s\) without a partner ignored: lonely\.png/);
+    const lines = readJsonl(path.join(out, 'results.jsonl'));
+    expect(
+      lines.map((l) => [l.dir, (l.b as { path: string }).path, (l.gt as { path: string } | undefined)?.path]),
+    ).toEqual([
+      ['1-stereoL', path.join(dir, 'stereoR.png'), path.join(dir, 'stereoGT.flo')],
+      ['2-walk_1', path.join(dir, 'walk_2.png'), undefined],
+    ]);
   });
 });
 
@@ -404,7 +451,7 @@ describe('cli: correlate', () => {
     expect(worst).toBeLessThan(C * 2 ** -23);
   });
 
-  it('gocor-local writes a [1, 81, H, W] volume; mismatched grids are one error line', async () => {
+  it('gocor-local and gocor-global write [1, 81, H, W] and [1, H*W, H, W]; mismatched grids are one error line', async () => {
     writeNpyFile(path.join(tmp, 'qry2.npy'), [1, C, 5, 6], feats(C * 30, 3));
     const volPath = path.join(tmp, 'local.npy');
     const r = await runCli([
@@ -422,6 +469,20 @@ describe('cli: correlate', () => {
     const vol = readNpyFile(volPath);
     expect(vol.shape).toEqual([1, 81, 5, 6]);
     expect(vol.data.every(Number.isFinite)).toBe(true);
+    const global = path.join(tmp, 'global.npy');
+    const g = await runCli([
+      'correlate',
+      path.join(tmp, 'ref.npy'),
+      path.join(tmp, 'qry2.npy'),
+      '--method',
+      'gocor-global',
+      '-o',
+      global,
+    ]);
+    expect(g.code, g.stderr).toBe(0);
+    const gv = readNpyFile(global);
+    expect(gv.shape).toEqual([1, 30, 5, 6]);
+    expect(gv.data.every(Number.isFinite)).toBe(true);
     const bad = await runCli([
       'correlate',
       path.join(tmp, 'ref.npy'),

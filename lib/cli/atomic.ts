@@ -3,42 +3,13 @@
  * (temporary file in the same folder, fsync, rename), so an interrupted batch never leaves a
  * half-written file that looks finished. Temporary names start with '.' and end in '.tmp'.
  */
-import { randomBytes } from 'node:crypto';
-import { readdir, rename, unlink } from 'node:fs/promises';
+import { readdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from '../atomic';
-import { GocorError } from '../errors';
 
 export { writeFileAtomic };
 
 const TEMP_NAME = /^\..+\.tmp$/;
-
-/** A temporary path beside `target` (same folder, so the final rename stays on one file system). */
-export function tempPathFor(target: string): string {
-  return path.join(
-    path.dirname(target),
-    `.${path.basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`,
-  );
-}
-
-/**
- * For writers that insist on a path (e.g. `writeFlo`, `writeNpy`): `write` fills a temporary path,
- * which is then renamed onto `target`. On failure the temporary file is removed.
- */
-export async function writeAtomicWith(
-  target: string,
-  write: (tmpPath: string) => Promise<unknown> | unknown,
-): Promise<void> {
-  const tmp = tempPathFor(target);
-  try {
-    await write(tmp);
-    await rename(tmp, target);
-  } catch (err) {
-    await unlink(tmp).catch(() => undefined);
-    if (err instanceof GocorError) throw err;
-    throw new GocorError('ERR_GOCOR_IO', `cannot write ${target}: ${(err as Error).message}`, { cause: err });
-  }
-}
 
 /** JSON with a trailing newline, atomically. */
 export function writeJsonAtomic(target: string, value: unknown): Promise<void> {

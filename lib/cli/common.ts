@@ -52,13 +52,19 @@ export function matchOptionList(): Option[] {
     new Option('-m, --method <method>', 'GOCor or plain correlation in the same pipeline')
       .choices(['gocor', 'correlation'])
       .default('gocor'),
-    new Option('--global-size <n>', 'side of the coarse grid of the global stage').argParser(intArg(4, 128)),
+    new Option('--global-size <n>', 'cells per side of the global stage (default 16)').argParser(intArg(4, 48)),
     new Option('--iters <k>', 'GOCor iterations: K for both stages, or KGLOBAL,KLOCAL').argParser(itersArg),
     deviceOption(),
     threadsOption(),
     new Option('--output-shape <WxH>', "size of the output flow (default: A's size); vectors are rescaled").argParser(
       shapeArg,
     ),
+    new Option(
+      '--confidence <kind>',
+      'per-pixel confidence: volume peak ratio, forward-backward consistency (a second match), or none',
+    )
+      .choices(['peak', 'forward-backward', 'none'])
+      .default('peak'),
   ];
 }
 
@@ -69,10 +75,12 @@ export interface MatchCliOptions {
   device: 'auto' | 'cpu' | 'cuda';
   threads?: number;
   outputShape?: { width: number; height: number };
+  confidence: 'peak' | 'forward-backward' | 'none';
 }
 
 export function matchSettings(o: MatchCliOptions): MatchSettings {
-  const s: MatchSettings = { method: o.method, device: o.device };
+  const confidence = o.confidence === 'forward-backward' ? 'forwardBackward' : o.confidence;
+  const s: MatchSettings = { method: o.method, device: o.device, confidence };
   if (o.globalSize !== undefined) s.globalSize = o.globalSize;
   if (o.iters) {
     s.numIterGlobal = o.iters.global;

@@ -4,7 +4,6 @@ import { Command, Option } from 'commander';
 import { GocorError } from '../errors';
 import type { FeatureMap, Volume } from '../types';
 import { api } from './api';
-import { writeAtomicWith } from './atomic';
 import { deviceOption, examples, intArg, printJson, threadsOption } from './common';
 
 type Method = 'gocor-global' | 'gocor-local' | 'correlation-global' | 'correlation-local';
@@ -112,7 +111,7 @@ export function correlateCommand(): Command {
       const vol = await volumeOf(ref, query, o);
       const t2 = process.hrtime.bigint();
       const out = path.resolve(o.out);
-      await writeAtomicWith(out, (tmp) => g.writeNpy(tmp, { data: vol.data, shape: vol.shape }));
+      await g.writeNpy(out, vol.data, vol.shape);
       const msOf = (a: bigint, b: bigint) => Math.round(Number(b - a) / 1e4) / 100;
       const info = {
         method: o.method,

@@ -3,6 +3,7 @@
  * or a disparity PNG of the first (left) image: 8-bit d in pixels, or 16-bit d*256 (KITTI), 0 = unknown;
  * the true flow is then (-d, 0).
  */
+import path from 'node:path';
 import sharp from 'sharp';
 import { GocorError } from '../errors';
 import { api, type Flow } from './api';
@@ -13,54 +14,39 @@ export interface GroundTruth {
   valid?: Uint8Array;
 }
 
-/** Middlebury marks unknown flow with values above 1e9. */
-const UNKNOWN_FLOW = 1e9;
-
+/** Unknown vectors of a .flo / .npy ground truth (> 1e9 or non-finite) are left out by flowMetrics itself. */
 export async function loadGroundTruth(file: string): Promise<GroundTruth> {
-  const ext = file.slice(file.lastIndexOf('.')).toLowerCase();
-  let flow: Flow;
-  if (ext === '.flo') flow = await api().readFlo(file);
-  else if (ext === '.npy') flow = await npyFlow(file);
-  else if (ext === '.png') return disparityPng(file);
-  else
-    throw new GocorError(
-      'ERR_GOCOR_INVALID_ARG',
-      `Expected a ground truth .flo, .npy or disparity .png but received ${file}`,
-    );
-  const n = flow.width * flow.height;
-  const valid = new Uint8Array(n);
-  let allValid = true;
-  for (let p = 0; p < n; p++) {
-    const u = flow.data[p] as number;
-    const v = flow.data[n + p] as number;
-    const ok = Number.isFinite(u) && Number.isFinite(v) && Math.abs(u) < UNKNOWN_FLOW && Math.abs(v) < UNKNOWN_FLOW;
-    valid[p] = ok ? 1 : 0;
-    if (!ok) allValid = false;
-  }
-  return allValid ? { flow } : { flow, valid };
+  const ext = path.extname(file).toLowerCase();
+  if (ext === '.flo') return { flow: await api().readFlo(file) };
+  if (ext === '.npy') return { flow: await npyFlow(file) };
+  if (ext === '.png') return disparityPng(file);
+  throw new GocorError(
+    'ERR_GOCOR_INVALID_ARG',
+    `Expected a ground truth .flo, .npy or disparity .png but received ${file}`,
+  );
 }
 
 async function npyFlow(file: string): Promise<Flow> {
-  const arr = await api().loadNpy(file);
-  const shape = arr.shape ?? [arr.batch ?? 1, arr.channels, arr.height, arr.width];
-  const dims = [...shape];
+  const arr = await api().readNpy(file);
+  const dims = [...arr.shape];
   while (dims.length > 3 && dims[0] === 1) dims.shift();
+  const src = arr.data;
   if (dims.length === 3 && dims[0] === 2) {
-    return { data: arr.data, width: dims[2] as number, height: dims[1] as number };
+    return { data: Float32Array.from(src), width: dims[2] as number, height: dims[1] as number };
   }
   if (dims.length === 3 && dims[2] === 2) {
     const H = dims[0] as number;
     const W = dims[1] as number;
     const data = new Float32Array(2 * H * W);
     for (let p = 0; p < H * W; p++) {
-      data[p] = arr.data[2 * p] as number;
-      data[H * W + p] = arr.data[2 * p + 1] as number;
+      data[p] = src[2 * p] as number;
+      data[H * W + p] = src[2 * p + 1] as number;
     }
     return { data, width: W, height: H };
   }
   throw new GocorError(
     'ERR_GOCOR_SHAPE',
-    `Expected a flow of shape [2,H,W] or [H,W,2] in ${file} but found [${shape.join(',')}]`,
+    `Expected a flow of shape [2,H,W] or [H,W,2] in ${file} but found [${arr.shape.join(',')}]`,
   );
 }
 

@@ -8,8 +8,8 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { GocorError } from '../errors';
 import type { Image } from '../types';
-import { api, type Flow, type FlowMetrics } from './api';
-import { removeStaleTemps, writeAtomicWith, writeFileAtomic, writeJsonAtomic } from './atomic';
+import { api, type Flow } from './api';
+import { removeStaleTemps, writeFileAtomic, writeJsonAtomic } from './atomic';
 import { loadGroundTruth } from './groundtruth';
 
 /** The output files of one pair, by role. */
@@ -22,6 +22,15 @@ export const OUTPUT_FILES = {
 
 export const RESULT_FILE = 'result.json';
 
+/** AEPE (pixels), PCK-1/3/5 (fractions, error <= 1, 3, 5 px) over `validPixels` pixels with known ground truth. */
+export interface PairMetrics {
+  aepe: number;
+  pck1: number;
+  pck3: number;
+  pck5: number;
+  validPixels: number;
+}
+
 /** The matching options as the CLI collects them (already validated by the library when used). */
 export interface MatchSettings {
   method: 'gocor' | 'correlation';
@@ -31,6 +40,7 @@ export interface MatchSettings {
   device: 'auto' | 'cpu' | 'cuda';
   threads?: number;
   outputShape?: { width: number; height: number };
+  confidence: 'peak' | 'forwardBackward' | 'none';
 }
 
 export interface PairInput {
@@ -54,7 +64,7 @@ export interface PairResult {
   options: Record<string, unknown>;
   device?: string;
   timings?: { loadMs: number; matchMs: number; writeMs: number; totalMs: number };
-  metrics?: FlowMetrics & { validPixels: number };
+  metrics?: PairMetrics;
   files?: Partial<Record<keyof typeof OUTPUT_FILES, string>>;
   error?: { code: string; message: string };
   gocor: string;
@@ -63,7 +73,7 @@ export interface PairResult {
 
 /** The options of `match` for these settings (only what was set, so the library's defaults apply). */
 export function matchOptions(s: MatchSettings): Record<string, unknown> {
-  const o: Record<string, unknown> = { method: s.method, device: s.device };
+  const o: Record<string, unknown> = { method: s.method, device: s.device, confidence: s.confidence };
   if (s.globalSize !== undefined) o.globalSize = s.globalSize;
   if (s.numIterGlobal !== undefined || s.numIterLocal !== undefined) {
     o.numIter = {
@@ -157,12 +167,21 @@ export async function runPair(
     const matchMs = ms(t1);
     const t2 = process.hrtime.bigint();
     record.flow = { width: flow.width, height: flow.height };
-    record.device = flow.device ?? resolvedDevice(settings.device);
+    record.device = flow.device;
     if (input.gt) record.metrics = await metricsAgainst(flow, input.gt);
-    // The warp samples b at the flow's grid; when an output shape differs from b's, the library decides.
-    const [color, warped] = await Promise.all([g.flowToColor(flow), g.warpImage(imgB, flow).then(imageToPng)]);
+    // With an output shape, the vectors are in output pixels: b is scaled as a was before warping.
+    const bOnGrid =
+      flow.width === imgA.width && flow.height === imgA.height
+        ? imgB
+        : await g.loadImage(input.b, {
+            resize: {
+              width: Math.max(1, Math.round((imgB.width * flow.width) / imgA.width)),
+              height: Math.max(1, Math.round((imgB.height * flow.height) / imgA.height)),
+            },
+          });
+    const [color, warped] = await Promise.all([g.flowToColor(flow), g.warpImage(bOnGrid, flow).then(imageToPng)]);
     const files: PairResult['files'] = {};
-    await writeAtomicWith(path.join(outDir, OUTPUT_FILES.flow), (tmp) => g.writeFlo(tmp, flow));
+    await g.writeFlo(path.join(outDir, OUTPUT_FILES.flow), flow);
     files.flow = OUTPUT_FILES.flow;
     await writeFileAtomic(path.join(outDir, OUTPUT_FILES.flowColor), color);
     files.flowColor = OUTPUT_FILES.flowColor;
@@ -187,7 +206,7 @@ export async function runPair(
   return record;
 }
 
-async function metricsAgainst(flow: Flow, gtPath: string): Promise<FlowMetrics & { validPixels: number }> {
+async function metricsAgainst(flow: Flow, gtPath: string): Promise<PairMetrics> {
   const gt = await loadGroundTruth(gtPath);
   if (gt.flow.width !== flow.width || gt.flow.height !== flow.height) {
     throw new GocorError(
@@ -195,20 +214,8 @@ async function metricsAgainst(flow: Flow, gtPath: string): Promise<FlowMetrics &
       `ground truth ${gtPath} is ${gt.flow.width}x${gt.flow.height} but the flow is ${flow.width}x${flow.height}`,
     );
   }
-  const m = await api().flowMetrics(flow, gt.flow, gt.valid);
-  let validPixels = flow.width * flow.height;
-  if (gt.valid) validPixels = gt.valid.reduce((s, v) => s + (v ? 1 : 0), 0);
-  return { aepe: m.aepe, pck1: m.pck1, pck3: m.pck3, pck5: m.pck5, validPixels };
-}
-
-/** The device 'auto' resolves to on this machine (when the flow does not say which one ran). */
-export function resolvedDevice(device: MatchSettings['device']): string {
-  if (device !== 'auto') return device;
-  try {
-    return api().backends().cuda.available ? 'cuda' : 'cpu';
-  } catch {
-    return 'cpu';
-  }
+  const m = api().flowMetrics(flow, gt.flow, gt.valid);
+  return { aepe: m.aepe, pck1: m.pck1, pck3: m.pck3, pck5: m.pck5, validPixels: m.count };
 }
 
 /** The options that decide the result; the thread count does not, so a rerun may change it. */
