@@ -8,7 +8,10 @@ import { runNative } from './queue';
 import type { ExecOptions, FeatureMap, Volume } from './types';
 import { bool, f32, int, invalid, knownKeys, num, optInt, optObject } from './validate';
 
-/** Per-iteration figures of the internal optimisation (iteration numbering from 1). */
+/**
+ * Per-iteration figures of the internal optimisation: `iter` counts from 0 (the first step); losses,
+ * gradient norm and step length are those of that step, evaluated before its update.
+ */
 export type IterationDiagnostics = NativeIterDiag;
 
 /** A GOCor volume, optionally with diagnostics and the final filters. */

@@ -71,47 +71,45 @@ describe('GOCor: properties beyond the vectors', () => {
     expect(worstRatio(local.data, plain.data, (i) => 1e-5 + 1e-5 * Math.abs(plain.data[i] as number)).worst).toBeLessThanOrEqual(1);
   });
 
-  it('GOCor sharpens the match: the true displacement wins more often than with plain correlation', async () => {
-    // Query = reference shifted by (1, 2) plus noise, on a repetitive pattern; count argmax hits.
-    const C = 16;
-    const H = 12;
-    const W = 12;
-    const base = randn(C * 3 * 3, 5);
-    const f = new Float32Array(C * H * W);
-    const g = new Float32Array(C * H * W);
-    const noise = randn(C * H * W, 6);
-    for (let c = 0; c < C; c++)
-      for (let y = 0; y < H; y++)
-        for (let x = 0; x < W; x++) {
-          f[(c * H + y) * W + x] = (base[(c * 3 + (y % 3)) * 3 + (x % 3)] as number) + 0.3 * (noise[(c * H + y) * W + x] as number);
-        }
-    for (let c = 0; c < C; c++)
-      for (let y = 0; y < H; y++)
-        for (let x = 0; x < W; x++) g[(c * H + y) * W + x] = f[(c * H + ((y - 1 + H) % H)) * W + ((x - 2 + W) % W)] as number;
-    const nf = l2normalize({ data: f, channels: C, height: H, width: W });
-    const ng = l2normalize({ data: g, channels: C, height: H, width: W });
-    const hits = (v: Float32Array) => {
-      let n = 0;
-      const N = H * W;
-      for (let y = 1; y < H - 1; y++)
-        for (let x = 0; x < W - 2; x++) {
-          const p = y * W + x;
-          let best = -1;
-          let bi = -1;
-          for (let t = 0; t < N; t++) {
-            const s = v[t * N + p] as number;
-            if (s > best) {
-              best = s;
-              bi = t;
-            }
+  it('diagnostics equal the float64 per-iteration figures of the conformance manifest (α, losses)', async () => {
+    for (const c of cases) {
+      const fm = (file: string) => ({ data: readF32(file), batch: c.B, channels: c.C, height: c.H, width: c.W });
+      for (const set of Object.keys(c.param_sets)) {
+        const want = (c.param_sets[set] as unknown as { diagnostics_per_iteration_spec_f64: Array<Record<string, number | number[]>> })
+          .diagnostics_per_iteration_spec_f64;
+        const p = await paramsOf(c, set);
+        const K = want.length;
+        const m = c.kind === 'global' ? new GlobalGOCor({ params: p.global!, numIter: K }) : new LocalGOCor({ params: p.local!, numIter: K });
+        const r = await m.correlate(fm(c.files.reference!.file), fm(c.files.query!.file), { diagnostics: true });
+        const rel = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b), 1e-12);
+        want.forEach((w, i) => {
+          const got = r.diagnostics![i]!;
+          expect(got.iter).toBe(i);
+          const first = (v: number | number[] | undefined) => (Array.isArray(v) ? (v[0] as number) : (v as number));
+          expect(rel(got.lossRef, first(w.loss_ref))).toBeLessThan(1e-4);
+          expect(rel(got.lossReg, first(w.loss_reg))).toBeLessThan(1e-4);
+          if (c.kind === 'global') {
+            expect(rel(got.lossQuery, first(w.loss_query))).toBeLessThan(1e-3);
+            expect(rel(got.alpha, first(w.alpha))).toBeLessThan(1e-4);
+          } else {
+            expect(rel(got.alpha, first(w.alpha_mean))).toBeLessThan(1e-4);
+            expect(rel(got.alphaMin, first(w.alpha_min))).toBeLessThan(1e-4);
+            expect(rel(got.alphaMax, first(w.alpha_max))).toBeLessThan(1e-4);
           }
-          if (bi === (y + 1) * W + (x + 2)) n++;
-        }
-      return n;
-    };
-    const plain = await correlate(nf, ng);
-    const go = await new GlobalGOCor({ numIter: 3 }).correlate(nf, ng);
-    expect(hits(go.data)).toBeGreaterThanOrEqual(hits(plain.data));
+        });
+      }
+    }
+  });
+
+  it('l2normalize divides by sqrt(sum_c x^2 + 1e-6) per position (GLU-Net)', () => {
+    const x = randn(2 * 3 * 4 * 5, 9);
+    const y = l2normalize({ data: x, batch: 2, channels: 3, height: 4, width: 5 });
+    expect([y.batch, y.channels, y.height, y.width]).toEqual([2, 3, 4, 5]);
+    for (const [b, p] of [[0, 0], [1, 7], [1, 19]] as const) {
+      const at = (c: number) => b * 60 + c * 20 + p;
+      const n = Math.sqrt([0, 1, 2].reduce((s, c) => s + (x[at(c)] as number) ** 2, 0) + 1e-6);
+      for (const c of [0, 1, 2]) expect(y.data[at(c)]).toBeCloseTo((x[at(c)] as number) / n, 6);
+    }
   });
 
   it('rejects different grids for global GOCor with a message that says why', async () => {
