@@ -21,8 +21,8 @@ async function rssGrowth(label: string, call: () => Promise<unknown>): Promise<n
 
 describe('reliability: leaks', () => {
   const C = 32;
-  const f = { data: randn(C * 16 * 16, 1), channels: C, height: 16, width: 16 };
-  const g = { data: randn(C * 16 * 16, 2), channels: C, height: 16, width: 16 };
+  const f = { data: randn(C * 12 * 12, 1), channels: C, height: 12, width: 12 };
+  const g = { data: randn(C * 12 * 12, 2), channels: C, height: 12, width: 12 };
   it('correlate', async () => {
     expect(await rssGrowth('correlate', () => correlate(f, g))).toBeLessThan(50);
   });
