@@ -4,8 +4,8 @@
  */
 import { EXEC_KEYS, execOptions } from './exec';
 import { loadImage } from './image';
-import type { NativeFeatureLevel, NativePyramid } from './native-match';
 import { native } from './native';
+import type { NativeFeatureLevel, NativePyramid } from './native-match';
 import { runNative } from './queue';
 import type { ExecOptions, FeatureMap, Image } from './types';
 import { bool, f32, int, invalid, knownKeys, object, optInt, optObject } from './validate';
@@ -109,13 +109,17 @@ export async function extractFeatures(
   const d = checkImage(img, 'image');
   const r: NativePyramid = await runNative(
     () =>
-      native().extractFeatures(d.data, { C: d.C, H: d.H, W: d.W }, {
-        ...exec,
-        globalSize: s.globalSize,
-        finestStride: s.finestStride,
-        coarsestStride: s.coarsestStride,
-        withGlobal: s.withGlobal,
-      }),
+      native().extractFeatures(
+        d.data,
+        { C: d.C, H: d.H, W: d.W },
+        {
+          ...exec,
+          globalSize: s.globalSize,
+          finestStride: s.finestStride,
+          coarsestStride: s.coarsestStride,
+          withGlobal: s.withGlobal,
+        },
+      ),
     signal,
   );
   return { imageWidth: r.imageWidth, imageHeight: r.imageHeight, levels: r.levels.map(fromNativeLevel) };

@@ -51,7 +51,10 @@ export async function readFlo(source: string | Uint8Array): Promise<Flow> {
   }
   const n = width * height;
   if (buf.length !== 12 + 8 * n) {
-    throw new GocorError('ERR_GOCOR_IO', `${what}: expected ${12 + 8 * n} bytes for ${width}x${height} but found ${buf.length}`);
+    throw new GocorError(
+      'ERR_GOCOR_IO',
+      `${what}: expected ${12 + 8 * n} bytes for ${width}x${height} but found ${buf.length}`,
+    );
   }
   const data = new Float32Array(2 * n);
   for (let i = 0; i < n; i++) {
@@ -96,7 +99,8 @@ function colourWheel(): Float32Array {
   const wheel: number[] = [];
   for (const [n, from, to] of segments) {
     for (let i = 0; i < n; i++) {
-      for (let c = 0; c < 3; c++) wheel.push(((from[c] as number) + ((to[c] as number) - (from[c] as number)) * (i / n)) / 255);
+      for (let c = 0; c < 3; c++)
+        wheel.push(((from[c] as number) + ((to[c] as number) - (from[c] as number)) * (i / n)) / 255);
     }
   }
   return Float32Array.from(wheel);
@@ -117,7 +121,8 @@ export async function flowToColor(flow: Flow, opts?: FlowToColorOptions): Promis
   const o = optObject(opts, 'options');
   knownKeys(o, 'options', ['maxFlow']);
   const n = f.width * f.height;
-  const known = (u: number, v: number) => Number.isFinite(u) && Number.isFinite(v) && Math.abs(u) <= 1e9 && Math.abs(v) <= 1e9;
+  const known = (u: number, v: number) =>
+    Number.isFinite(u) && Number.isFinite(v) && Math.abs(u) <= 1e9 && Math.abs(v) <= 1e9;
   let maxFlow: number;
   if (o.maxFlow !== undefined) maxFlow = num(o.maxFlow, 'options.maxFlow', 1e-9);
   else {
@@ -150,7 +155,9 @@ export async function flowToColor(flow: Flow, opts?: FlowToColorOptions): Promis
       rgb[3 * i + c] = Math.round(255 * col);
     }
   }
-  return sharp(rgb, { raw: { width: f.width, height: f.height, channels: 3 } }).png().toBuffer();
+  return sharp(rgb, { raw: { width: f.width, height: f.height, channels: 3 } })
+    .png()
+    .toBuffer();
 }
 
 /**
@@ -165,14 +172,19 @@ export async function warpImage(b: Image, flow: Flow, opts?: ExecOptions): Promi
   const f = checkFlow(flow, 'flow');
   f32(f.data, 'flow.data', 2 * f.width * f.height, true);
   const r = await runNative(
-    () => native().warpImage(img.data, { C: img.C, H: img.H, W: img.W }, f.data, { C: 2, H: f.height, W: f.width }, exec),
+    () =>
+      native().warpImage(img.data, { C: img.C, H: img.H, W: img.W }, f.data, { C: 2, H: f.height, W: f.width }, exec),
     signal,
   );
   return { data: r.data, channels: img.C, height: f.height, width: f.width, valid: r.mask };
 }
 
 /** Resizes a flow to `{width, height}` (bilinear) and rescales its vectors to the new pixel size. */
-export async function resizeFlow(flow: Flow, shape: { width: number; height: number }, opts?: ExecOptions): Promise<Flow> {
+export async function resizeFlow(
+  flow: Flow,
+  shape: { width: number; height: number },
+  opts?: ExecOptions,
+): Promise<Flow> {
   const o = optObject(opts, 'options');
   knownKeys(o, 'options', EXEC_KEYS);
   const { signal, ...exec } = execOptions(o, 'options');

@@ -12,14 +12,7 @@
 import { GocorError } from './errors';
 import { EXEC_KEYS, execOptions } from './exec';
 import { featureMap } from './featuremap';
-import {
-  checkImage,
-  FEATURE_KEYS,
-  type FeatureLevel,
-  type FeaturePyramid,
-  featureSettings,
-  toImage,
-} from './features';
+import { checkImage, FEATURE_KEYS, type FeatureLevel, type FeaturePyramid, featureSettings, toImage } from './features';
 import { native } from './native';
 import type { NativeMatchOptions, NativePyramid } from './native-match';
 import { runNative } from './queue';
@@ -101,7 +94,10 @@ function settings(opts: unknown): Settings {
   let numIterLocal = optInt(o.numIterLocal, 'options.numIterLocal', 0, 20, 3);
   if (o.numIter !== undefined) {
     if (o.numIterGlobal !== undefined || o.numIterLocal !== undefined) {
-      throw new GocorError('ERR_GOCOR_INVALID_ARG', 'Use options.numIter or options.numIterGlobal/numIterLocal, not both');
+      throw new GocorError(
+        'ERR_GOCOR_INVALID_ARG',
+        'Use options.numIter or options.numIterGlobal/numIterLocal, not both',
+      );
     }
     const n = object(o.numIter, 'options.numIter');
     knownKeys(n, 'options.numIter', ['global', 'local']);
@@ -172,7 +168,10 @@ function checkPyramid(value: FeaturePyramid, name: string): NativePyramid {
 
 function samePyramidLayout(a: NativePyramid, b: NativePyramid): void {
   if (a.levels.length !== b.levels.length) {
-    throw new GocorError('ERR_GOCOR_SHAPE', `a and b need the same number of levels, but received ${a.levels.length} and ${b.levels.length}`);
+    throw new GocorError(
+      'ERR_GOCOR_SHAPE',
+      `a and b need the same number of levels, but received ${a.levels.length} and ${b.levels.length}`,
+    );
   }
   a.levels.forEach((la, i) => {
     const lb = b.levels[i] as (typeof b.levels)[number];
@@ -180,7 +179,10 @@ function samePyramidLayout(a: NativePyramid, b: NativePyramid): void {
       throw new GocorError('ERR_GOCOR_SHAPE', `level ${i} of a and b differ in channels or kind`);
     }
     if (la.global && (la.width !== lb.width || la.height !== lb.height)) {
-      throw new GocorError('ERR_GOCOR_SHAPE', `the global levels of a and b must have the same grid, but received ${la.height}x${la.width} and ${lb.height}x${lb.width}`);
+      throw new GocorError(
+        'ERR_GOCOR_SHAPE',
+        `the global levels of a and b must have the same grid, but received ${la.height}x${la.width} and ${lb.height}x${lb.width}`,
+      );
     }
   });
 }
@@ -206,13 +208,17 @@ export async function match(
     return runNative(() => native().matchPyramids(pa, pb, s.native), s.signal);
   }
   if (s.coarsestStride !== 0) {
-    throw new GocorError('ERR_GOCOR_INVALID_ARG', 'options.coarsestStride applies to extractFeatures and matchFeatures only');
+    throw new GocorError(
+      'ERR_GOCOR_INVALID_ARG',
+      'options.coarsestStride applies to extractFeatures and matchFeatures only',
+    );
   }
   const [ia, ib] = await Promise.all([toImage(a, 'a'), toImage(b, 'b')]);
   const da = checkImage(ia, 'a');
   const db = checkImage(ib, 'b');
   return runNative(
-    () => native().matchImages(da.data, { C: da.C, H: da.H, W: da.W }, db.data, { C: db.C, H: db.H, W: db.W }, s.native),
+    () =>
+      native().matchImages(da.data, { C: da.C, H: da.H, W: da.W }, db.data, { C: db.C, H: db.H, W: db.W }, s.native),
     s.signal,
   );
 }
@@ -232,7 +238,10 @@ function resample(src: Float32Array, C: number, H: number, W: number, h: number,
         if (wt > 0) row.push({ i, w: wt });
         sum += wt;
       }
-      if (row.length === 0) row.push({ i: Math.min(S - 1, Math.max(0, Math.round(c))), w: (sum = 1) });
+      if (row.length === 0) {
+        row.push({ i: Math.min(S - 1, Math.max(0, Math.round(c))), w: 1 });
+        sum = 1;
+      }
       for (const t of row) t.w /= sum;
       taps.push(row);
     }
@@ -288,7 +297,16 @@ export function pyramidFromFeatureMap(
   const G = Math.min(opts.globalSize, opts.minSide ?? Math.min(d.H, d.W));
   if (opts.global !== false) {
     const g = l2normalizeCells(resample(d.data, d.C, d.H, d.W, G, G), d.C, G * G);
-    levels.push({ data: g, batch: 1, channels: d.C, height: G, width: G, strideX: d.W / G, strideY: d.H / G, global: true });
+    levels.push({
+      data: g,
+      batch: 1,
+      channels: d.C,
+      height: G,
+      width: G,
+      strideX: d.W / G,
+      strideY: d.H / G,
+      global: true,
+    });
   }
   let coarsest = opts.coarsestStride ?? 0;
   if (coarsest === 0) {
@@ -300,7 +318,16 @@ export function pyramidFromFeatureMap(
     const h = Math.max(1, Math.round(d.H / s));
     const w = Math.max(1, Math.round(d.W / s));
     const data = s === 1 ? d.data : resample(d.data, d.C, d.H, d.W, h, w);
-    levels.push({ data, batch: 1, channels: d.C, height: h, width: w, strideX: d.W / w, strideY: d.H / h, global: false });
+    levels.push({
+      data,
+      batch: 1,
+      channels: d.C,
+      height: h,
+      width: w,
+      strideX: d.W / w,
+      strideY: d.H / h,
+      global: false,
+    });
   }
   return { imageWidth: d.W, imageHeight: d.H, levels };
 }
@@ -316,7 +343,10 @@ export async function matchFeatures(a: FeatureMap, b: FeatureMap, opts?: MatchOp
   const da = featureMap(a, 'a');
   const db = featureMap(b, 'b');
   if (da.C !== db.C) {
-    throw new GocorError('ERR_GOCOR_SHAPE', `a and b must have the same number of channels, but received ${da.C} and ${db.C}`);
+    throw new GocorError(
+      'ERR_GOCOR_SHAPE',
+      `a and b must have the same number of channels, but received ${da.C} and ${db.C}`,
+    );
   }
   const minSide = Math.min(da.H, da.W, db.H, db.W);
   const common = { globalSize: s.native.globalSize, global: s.native.useGlobal, minSide };

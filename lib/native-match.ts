@@ -57,7 +57,13 @@ export interface NativeMatch {
     dims: NativeDims,
     opts: NativeExec & { globalSize: number; finestStride: number; coarsestStride: number; withGlobal: boolean },
   ): Promise<NativePyramid>;
-  matchImages(a: Float32Array, dimsA: NativeDims, b: Float32Array, dimsB: NativeDims, opts: NativeMatchOptions): Promise<NativeFlow>;
+  matchImages(
+    a: Float32Array,
+    dimsA: NativeDims,
+    b: Float32Array,
+    dimsB: NativeDims,
+    opts: NativeMatchOptions,
+  ): Promise<NativeFlow>;
   matchPyramids(a: NativePyramid, b: NativePyramid, opts: NativeMatchOptions): Promise<NativeFlow>;
   warpImage(
     b: Float32Array,

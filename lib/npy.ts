@@ -22,13 +22,20 @@ async function readSource(source: string | Uint8Array, name: string): Promise<{ 
     try {
       return { buf: await readFile(source), what: source };
     } catch (err) {
-      throw new GocorError('ERR_GOCOR_IO', `cannot read ${source}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
-        cause: err,
-      });
+      throw new GocorError(
+        'ERR_GOCOR_IO',
+        `cannot read ${source}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
     }
   }
   if (source instanceof Uint8Array) {
-    return { buf: Buffer.from(source.buffer, source.byteOffset, source.byteLength), what: `buffer of ${source.length} bytes` };
+    return {
+      buf: Buffer.from(source.buffer, source.byteOffset, source.byteLength),
+      what: `buffer of ${source.length} bytes`,
+    };
   }
   throw invalid('path, Buffer or Uint8Array', name, source);
 }
@@ -47,7 +54,8 @@ export async function readNpy(source: string | Uint8Array): Promise<NpyArray> {
   const descr = /'descr'\s*:\s*'([^']*)'/.exec(header)?.[1];
   const fortran = /'fortran_order'\s*:\s*(True|False)/.exec(header)?.[1];
   const shapeText = /'shape'\s*:\s*\(([^)]*)\)/.exec(header)?.[1];
-  if (descr === undefined || fortran === undefined || shapeText === undefined) throw bad('the header dictionary is malformed');
+  if (descr === undefined || fortran === undefined || shapeText === undefined)
+    throw bad('the header dictionary is malformed');
   if (fortran === 'True') throw bad('Fortran order is not supported (save with C order)');
   let dtype: NpyArray['dtype'];
   if (descr === '<f4' || descr === '|f4') dtype = 'float32';
@@ -82,14 +90,17 @@ export function encodeNpy(data: Float32Array | Float64Array, shape: number[]): B
   }
   const count = shape.reduce((p, d) => p * d, 1);
   if (count !== data.length) {
-    throw new GocorError('ERR_GOCOR_SHAPE', `Expected ${count} elements for shape (${shape.join(', ')}) but received ${data.length}`);
+    throw new GocorError(
+      'ERR_GOCOR_SHAPE',
+      `Expected ${count} elements for shape (${shape.join(', ')}) but received ${data.length}`,
+    );
   }
   const descr = data instanceof Float32Array ? '<f4' : '<f8';
   const shapeText = shape.length === 1 ? `(${shape[0]},)` : `(${shape.join(', ')})`;
   let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': ${shapeText}, }`;
   // Pad so that the data starts at a multiple of 64 bytes, header ends with '\n'.
   const total = 10 + header.length + 1;
-  header += ' '.repeat((64 - (total % 64)) % 64) + '\n';
+  header += `${' '.repeat((64 - (total % 64)) % 64)}\n`;
   const pre = Buffer.alloc(10);
   MAGIC.copy(pre, 0);
   pre[6] = 1;
@@ -112,10 +123,14 @@ export async function writeNpy(path: string, data: Float32Array | Float64Array, 
 export async function loadNpy(source: string | Uint8Array): Promise<FeatureMap & { shape: number[] }> {
   const a = await readNpy(source);
   if (a.shape.length !== 3 && a.shape.length !== 4) {
-    throw new GocorError('ERR_GOCOR_SHAPE', `Expected a (C, H, W) or (B, C, H, W) array for a feature map but received shape (${a.shape.join(', ')})`);
+    throw new GocorError(
+      'ERR_GOCOR_SHAPE',
+      `Expected a (C, H, W) or (B, C, H, W) array for a feature map but received shape (${a.shape.join(', ')})`,
+    );
   }
   const [B, C, H, W] = (a.shape.length === 3 ? [1, ...a.shape] : a.shape) as [number, number, number, number];
-  if (B * C * H * W === 0) throw new GocorError('ERR_GOCOR_SHAPE', `feature map shape (${a.shape.join(', ')}) is empty`);
+  if (B * C * H * W === 0)
+    throw new GocorError('ERR_GOCOR_SHAPE', `feature map shape (${a.shape.join(', ')}) is empty`);
   const data = a.data instanceof Float32Array ? a.data : Float32Array.from(a.data);
   return { data, batch: B, channels: C, height: H, width: W, shape: a.shape };
 }

@@ -32,11 +32,11 @@ namespace {
 
 constexpr int kOrient = 8;
 constexpr int kRingPoints = 8;
-constexpr double kRing1 = 1.25, kRing2 = 2.5;              // ring radii in cells
-constexpr double kSigmaSmall = 0.625, kSigmaLarge = 1.25;  // blur in cells (DAISY: sigma = r / 2)
-constexpr double kHistFloor = 0.25;                        // relative floor of the histogram norms
-constexpr int kGlobalCell = 8;                             // working pixels per global cell
-constexpr int kLocalCell = 4;                              // working pixels per local cell
+constexpr double kRing1 = 1.25, kRing2 = 2.5;           // ring radii in cells
+constexpr double kSigmaSmall = 0.9, kSigmaLarge = 1.5;  // blur in cells (DAISY: sigma = r / 2)
+constexpr double kHistFloor = 0.25;                     // relative floor of the histogram norms
+constexpr int kGlobalCell = 8;                          // working pixels per global cell
+constexpr int kLocalCell = 4;                           // working pixels per local cell
 
 // Source taps of one output sample of the separable resampler.
 struct Taps {

@@ -97,11 +97,12 @@ std::vector<float> match_full(const FeaturePyramid& a, const FeaturePyramid& b,
     std::vector<float> residual(2 * N);
     conf.assign(N, 0.f);
     flow_from_local_volume(volume.data(), R, la.H, la.W, residual.data(), conf.data(), ex);
+    const bool refine = l + 1 == a.levels.size() && o.refine_iter > 0;
     for (size_t i = 0; i < N; ++i) {
       cur[i] += float(residual[i] * ga.sx);
       cur[N + i] += float(residual[N + i] * ga.sy);
     }
-    if (l + 1 == a.levels.size() && o.refine_iter > 0) {
+    if (refine) {
       flow_refine_symmetric(la.data.data(), ga, lb.data.data(), gb, la.C, cur.data(), o.refine_iter,
                             ex);
     }

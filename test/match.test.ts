@@ -1,0 +1,234 @@
+import path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import {
+  backends,
+  extractFeatures,
+  type Flow,
+  flowMetrics,
+  type Image,
+  loadImage,
+  match,
+  matchFeatures,
+  resizeFlow,
+} from '../lib';
+
+const EX = path.join(__dirname, '..', 'examples');
+
+// A size x size gray crop of `src` whose top-left corner is (x0, y0).
+function crop(src: Image, x0: number, y0: number, size: number): Image {
+  const data = new Float32Array(size * size);
+  for (let y = 0; y < size; y++) {
+    for (let x = 0; x < size; x++) data[y * size + x] = src.data[(y + y0) * src.width + x + x0] as number;
+  }
+  return { data, channels: 1, height: size, width: size };
+}
+
+// Flow with the same constant vector everywhere.
+function constantFlow(u: number, v: number, size: number): Flow {
+  const data = new Float32Array(2 * size * size);
+  data.fill(u, 0, size * size);
+  data.fill(v, size * size);
+  return { data, width: size, height: size };
+}
+
+// 1 inside, 0 within `margin` pixels of the border.
+function interior(size: number, margin: number): Uint8Array {
+  const m = new Uint8Array(size * size);
+  for (let y = margin; y < size - margin; y++) for (let x = margin; x < size - margin; x++) m[y * size + x] = 1;
+  return m;
+}
+
+let astro: Image;
+beforeAll(async () => {
+  astro = await loadImage(path.join(EX, 'astronaut.png'), { gray: true });
+});
+
+describe('match: smoke', () => {
+  it('identity pair -> near-zero flow with confidence, on the grid of a', async () => {
+    const a = crop(astro, 128, 96, 256);
+    const f = await match(a, a, { threads: 2 });
+    expect([f.width, f.height, f.data.length, f.confidence?.length]).toEqual([256, 256, 2 * 256 * 256, 256 * 256]);
+    expect(f.device).toBe('cpu');
+    const m = flowMetrics(f, constantFlow(0, 0, 256), interior(256, 16));
+    expect(medianError(f, constantFlow(0, 0, 256), interior(256, 16))).toBeLessThan(0.1);
+    expect(m.pck1).toBeGreaterThan(0.9);
+  });
+});
+
+describe('match: bad input', () => {
+  const img: Image = { data: new Float32Array(3 * 32 * 32), channels: 3, height: 32, width: 32 };
+  it('rejects bad options with the option name and value', async () => {
+    await expect(match(img, img, { method: 'sift' as 'gocor' })).rejects.toThrow(
+      /Expected one of 'gocor', 'correlation' for options.method but received "sift"/,
+    );
+    await expect(match(img, img, { globalSize: 3 })).rejects.toMatchObject({ code: 'ERR_GOCOR_INVALID_ARG' });
+    await expect(match(img, img, { finestStride: 3 })).rejects.toThrow(/power of two/);
+    await expect(match(img, img, { numIter: { global: 1 }, numIterLocal: 2 })).rejects.toMatchObject({
+      code: 'ERR_GOCOR_INVALID_ARG',
+    });
+    await expect(match(img, img, { outputShape: { width: 0, height: 5 } })).rejects.toThrow(
+      /options.outputShape.width/,
+    );
+    await expect(match(img, img, { bogus: 1 } as never)).rejects.toThrow(/Unknown option options.bogus/);
+  });
+  it('rejects malformed images and mixed inputs', async () => {
+    await expect(match({ ...img, data: new Float32Array(5) }, img)).rejects.toMatchObject({ code: 'ERR_GOCOR_SHAPE' });
+    await expect(match({ ...img, channels: 7 }, img)).rejects.toMatchObject({ code: 'ERR_GOCOR_INVALID_ARG' });
+    await expect(match('/nonexistent/x.png', img)).rejects.toMatchObject({ code: 'ERR_GOCOR_IO' });
+    const pyr = await extractFeatures(img);
+    await expect(match(pyr, img)).rejects.toMatchObject({ code: 'ERR_GOCOR_INVALID_ARG' });
+    const fm = { data: new Float32Array(4 * 8 * 8), channels: 4, height: 8, width: 8 };
+    await expect(matchFeatures(fm, { ...fm, channels: 2, data: new Float32Array(2 * 64) })).rejects.toMatchObject({
+      code: 'ERR_GOCOR_SHAPE',
+    });
+  });
+  it('rejects cuda without a GPU', async () => {
+    if (backends().cuda.available) return;
+    await expect(match(img, img, { device: 'cuda' })).rejects.toMatchObject({ code: 'ERR_GOCOR_CUDA_UNAVAILABLE' });
+  });
+});
+
+describe('match: shapes', () => {
+  it('extractFeatures: global level then strides down to 4, unit-norm cells', async () => {
+    const p = await extractFeatures(crop(astro, 0, 0, 256), { globalSize: 16 });
+    expect(p.levels.map((l) => [l.global, l.height, l.width, l.channels])).toEqual([
+      [true, 16, 16, 136],
+      [false, 32, 32, 136],
+      [false, 64, 64, 136],
+    ]);
+    // Local strides: powers of two from <= 0.75 global cell (16 px -> 8) down to 4.
+    expect(p.levels.map((l) => l.strideX)).toEqual([16, 8, 4]);
+    const l = p.levels[2] as (typeof p.levels)[number];
+    const N = l.height * l.width;
+    for (const n of [0, 1000, N - 1]) {
+      let s = 0;
+      for (let c = 0; c < l.channels; c++) s += (l.data[c * N + n] as number) ** 2;
+      expect(s).toBeCloseTo(1, 4);
+    }
+  });
+  it('outputShape resizes the flow and rescales the vectors', async () => {
+    const a = crop(astro, 100, 100, 192);
+    const b = crop(astro, 106, 97, 192);
+    const full = await match(a, b, { method: 'correlation', confidence: 'none' });
+    expect(full.confidence).toBeUndefined();
+    const half = await match(a, b, { method: 'correlation', outputShape: { width: 96, height: 64 } });
+    expect([half.width, half.height, half.confidence?.length]).toEqual([96, 64, 96 * 64]);
+    const resized = await resizeFlow(full, { width: 96, height: 64 });
+    for (let i = 0; i < resized.data.length; i++) expect(half.data[i]).toBeCloseTo(resized.data[i] as number, 4);
+    // a(x) = b(x + (-6, 3)): at 96 x 64 (half width, a third of the height) that is (-3, 1).
+    const gt = { data: new Float32Array(2 * 96 * 64).fill(-3, 0, 96 * 64).fill(1, 96 * 64), width: 96, height: 64 };
+    expect(medianError(half, gt, interior2(96, 64, 8))).toBeLessThan(0.3);
+  });
+});
+
+describe('match: numerics', () => {
+  // a = S at offset (x0, y0), b = S at (x0 + dx, y0 + dy): a(x) = b(x - (dx, dy)), so flow = (-dx, -dy).
+  it.each(['gocor', 'correlation'] as const)('recovers an integer shift to sub-pixel accuracy (%s)', async (method) => {
+    const a = crop(astro, 120, 110, 256);
+    const b = crop(astro, 120 - 23, 110 + 11, 256);
+    const f = await match(a, b, { method });
+    const gt = constantFlow(23, -11, 256);
+    const m = flowMetrics(f, gt, interior(256, 32));
+    expect(medianError(f, gt, interior(256, 32))).toBeLessThan(0.75);
+    expect(m.pck3).toBeGreaterThan(0.85);
+  });
+
+  it('recovers a known homography to sub-pixel accuracy in the interior', async () => {
+    // b(y) = S(Hinv y): a = S crop, b = its image under a mild projective warp; flow(x) = H(x) - x.
+    const size = 256;
+    const x0 = 128;
+    const y0 = 128;
+    const H = [1.04, 0.03, -6, -0.02, 0.98, 5, 4e-5, -3e-5, 1];
+    const inv = invert3(H);
+    const map = (M: number[], x: number, y: number) => {
+      const w = (M[6] as number) * x + (M[7] as number) * y + (M[8] as number);
+      return [
+        ((M[0] as number) * x + (M[1] as number) * y + (M[2] as number)) / w,
+        ((M[3] as number) * x + (M[4] as number) * y + (M[5] as number)) / w,
+      ] as const;
+    };
+    const a = crop(astro, x0, y0, size);
+    const b = new Float32Array(size * size);
+    const gt = new Float32Array(2 * size * size);
+    for (let y = 0; y < size; y++) {
+      for (let x = 0; x < size; x++) {
+        const [sx, sy] = map(inv, x, y);
+        b[y * size + x] = bilinear(astro, sx + x0, sy + y0);
+        const [u, v] = map(H, x, y);
+        gt[y * size + x] = u - x;
+        gt[size * size + y * size + x] = v - y;
+      }
+    }
+    const f = await match(a, { data: b, channels: 1, height: size, width: size });
+    const g = { data: gt, width: size, height: size };
+    const m = flowMetrics(f, g, interior(size, 32));
+    expect(medianError(f, g, interior(size, 32))).toBeLessThan(0.75);
+    expect(m.pck3).toBeGreaterThan(0.9);
+  });
+
+  it('matchFeatures: caller feature maps, flow in feature cells', async () => {
+    // Features of the shifted pair at stride 4; the 24 x -12 px shift is 6 x -3 cells.
+    const a = crop(astro, 120, 110, 256);
+    const b = crop(astro, 96, 122, 256);
+    const [pa, pb] = await Promise.all([extractFeatures(a), extractFeatures(b)]);
+    const fa = pa.levels[pa.levels.length - 1] as (typeof pa.levels)[number];
+    const fb = pb.levels[pb.levels.length - 1] as (typeof pb.levels)[number];
+    const f = await matchFeatures(fa, fb, { globalSize: 16 });
+    expect([f.width, f.height]).toEqual([64, 64]);
+    expect(medianError(f, constantFlow(6, -3, 64), interior(64, 8))).toBeLessThan(0.25);
+  });
+});
+
+// Median end-point error over the masked pixels (robust to the few outliers a matcher may have).
+function medianError(f: Flow, gt: Flow, mask: Uint8Array): number {
+  const n = f.width * f.height;
+  const e: number[] = [];
+  for (let i = 0; i < n; i++) {
+    if (mask[i])
+      e.push(
+        Math.hypot(
+          (f.data[i] as number) - (gt.data[i] as number),
+          (f.data[n + i] as number) - (gt.data[n + i] as number),
+        ),
+      );
+  }
+  e.sort((x, y) => x - y);
+  return e[e.length >> 1] as number;
+}
+
+function interior2(w: number, h: number, margin: number): Uint8Array {
+  const m = new Uint8Array(w * h);
+  for (let y = margin; y < h - margin; y++) for (let x = margin; x < w - margin; x++) m[y * w + x] = 1;
+  return m;
+}
+
+function bilinear(img: Image, x: number, y: number): number {
+  const W = img.width;
+  const x0 = Math.max(0, Math.min(W - 2, Math.floor(x)));
+  const y0 = Math.max(0, Math.min(img.height - 2, Math.floor(y)));
+  const fx = x - x0;
+  const fy = y - y0;
+  const p = (yy: number, xx: number) => img.data[yy * W + xx] as number;
+  return (
+    (1 - fy) * ((1 - fx) * p(y0, x0) + fx * p(y0, x0 + 1)) + fy * ((1 - fx) * p(y0 + 1, x0) + fx * p(y0 + 1, x0 + 1))
+  );
+}
+
+function invert3(m: number[]): number[] {
+  const [a, b, c, d, e, f, g, h, i] = m as [number, number, number, number, number, number, number, number, number];
+  const A = e * i - f * h;
+  const B = -(d * i - f * g);
+  const C = d * h - e * g;
+  const det = a * A + b * B + c * C;
+  return [
+    A,
+    -(b * i - c * h),
+    b * f - c * e,
+    B,
+    a * i - c * g,
+    -(a * f - c * d),
+    C,
+    -(a * h - b * g),
+    a * e - b * d,
+  ].map((v) => v / det);
+}
