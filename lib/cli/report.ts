@@ -215,7 +215,7 @@ th button[data-dir="desc"]::after{content:" ▼"}
 td img{max-width:${THUMB}px;max-height:${THUMB}px;display:block}
 .num{text-align:right;font-variant-numeric:tabular-nums}
 .small{color:#777;font-size:12px}
-.name{max-width:14rem;word-break:break-all}
+.name{min-width:10rem;max-width:16rem;overflow-wrap:anywhere}
 .ok{color:#187a2f}.err{color:#b00020;font-weight:600}.msg{font-size:12px;max-width:18rem;word-break:break-word}
 .missing{color:#999;font-size:12px}
 .cmp{position:relative;display:inline-block}
