@@ -46,6 +46,150 @@ __global__ void corr_local_kernel(const float* __restrict__ ref, const float* __
   for (int k = 0; k < D; ++k) o[k * HW] = win[k * t.nt + t.tid] * inv_c;
 }
 
+// Register-tiled local correlation for radius 1..4. A block covers kLY x kLX pixels; thread
+// (dy, row, column group) holds 8 pixels x (2R+1) horizontal displacements of one vertical
+// displacement in registers, so each channel costs 6 16-byte shared loads for 8 (2R+1) FMAs
+// (the one-thread-per-pixel kernel needed a shared load per FMA). Channels are staged kLC at a
+// time by cp.async into two buffers (zero outside the image). Each score sums c = 0..C-1 in order
+// with one fmaf per term, as the per-pixel kernel and the CPU twin do.
+constexpr int kLX = 32, kLY = 8, kLC = 8, kLHX = kLX + 8;  // halo columns x0-4 .. x0+kLX+3
+
+template <int R>
+struct LocalTiledCfg {
+  static constexpr int S = 2 * R + 1, kThreads = kLY * (kLX / 8) * S, kHY = kLY + 2 * R;
+  static constexpr int kSrc = kLC * kLY * kLX, kFeat = kLC * kHY * kLHX, kStage = kSrc + kFeat;
+  static constexpr size_t kSmemBytes = 2 * kStage * sizeof(float);
+};
+
+// reference, query (B,C,H,W) -> out (B,D,H,W), 1/C scaled window scores.
+template <int R>
+__global__ void __launch_bounds__(LocalTiledCfg<R>::kThreads)
+    corr_local_tiled_kernel(const float* __restrict__ ref, const float* __restrict__ query,
+                            float* __restrict__ out, int C, int H, int W, bool vec) {
+  using Cfg = LocalTiledCfg<R>;
+  constexpr int S = Cfg::S, HY = Cfg::kHY, NT = Cfg::kThreads;
+  extern __shared__ __align__(16) float smem[];
+  const int tid = threadIdx.x, b = blockIdx.z;
+  const int x0 = blockIdx.x * kLX, y0 = blockIdx.y * kLY;
+  const long long HW = (long long)H * W;
+  const float* src = ref + b * C * HW;
+  const float* feat = query + b * C * HW;
+
+  auto load = [&](int c0, int buf) {
+    float* ss = smem + buf * Cfg::kStage;
+    float* fs = ss + Cfg::kSrc;
+    if (vec) {
+      for (int i = tid; i < Cfg::kSrc / 4; i += NT) {
+        const int cc = i / (kLY * kLX / 4), rem = i % (kLY * kLX / 4);
+        const int ry = rem / (kLX / 4), rx = (rem % (kLX / 4)) * 4;
+        const int c = c0 + cc, gy = y0 + ry, gx = x0 + rx;
+        const bool in = c < C && gy < H && gx < W;
+        cp_async16(ss + i * 4, in ? src + c * HW + (long long)gy * W + gx : src, in ? 16 : 0);
+      }
+      for (int i = tid; i < Cfg::kFeat / 4; i += NT) {
+        const int cc = i / (HY * kLHX / 4), rem = i % (HY * kLHX / 4);
+        const int hy = rem / (kLHX / 4), hx = (rem % (kLHX / 4)) * 4;
+        const int c = c0 + cc, gy = y0 - R + hy, gx = x0 - 4 + hx;
+        const bool in = c < C && gy >= 0 && gy < H && gx >= 0 && gx < W;
+        cp_async16(fs + i * 4, in ? feat + c * HW + (long long)gy * W + gx : feat, in ? 16 : 0);
+      }
+    } else {
+      for (int i = tid; i < Cfg::kSrc; i += NT) {
+        const int cc = i / (kLY * kLX), rem = i % (kLY * kLX);
+        const int ry = rem / kLX, rx = rem % kLX;
+        const int c = c0 + cc, gy = y0 + ry, gx = x0 + rx;
+        const bool in = c < C && gy < H && gx < W;
+        cp_async4(ss + i, in ? src + c * HW + (long long)gy * W + gx : src, in ? 4 : 0);
+      }
+      for (int i = tid; i < Cfg::kFeat; i += NT) {
+        const int cc = i / (HY * kLHX), rem = i % (HY * kLHX);
+        const int hy = rem / kLHX, hx = rem % kLHX;
+        const int c = c0 + cc, gy = y0 - R + hy, gx = x0 - 4 + hx;
+        const bool in = c < C && gy >= 0 && gy < H && gx >= 0 && gx < W;
+        cp_async4(fs + i, in ? feat + c * HW + (long long)gy * W + gx : feat, in ? 4 : 0);
+      }
+    }
+  };
+
+  const int dy = tid / (kLY * kLX / 8), rem = tid % (kLY * kLX / 8);
+  const int ry = rem / (kLX / 8), px0 = (rem % (kLX / 8)) * 8;
+  float acc[8][S];
+#pragma unroll
+  for (int i = 0; i < 8; ++i)
+#pragma unroll
+    for (int j = 0; j < S; ++j) acc[i][j] = 0.f;
+
+  const int nchunks = (C + kLC - 1) / kLC;
+  load(0, 0);
+  cp_async_commit();
+  for (int ch = 0; ch < nchunks; ++ch) {
+    cp_async_wait<0>();
+    __syncthreads();
+    if (ch + 1 < nchunks) load((ch + 1) * kLC, (ch + 1) & 1);
+    cp_async_commit();
+    const float* ss = smem + (ch & 1) * Cfg::kStage;
+    const float* fs = ss + Cfg::kSrc;
+#pragma unroll 2
+    for (int cc = 0; cc < kLC; ++cc) {
+      const float* sp = ss + (cc * kLY + ry) * kLX + px0;
+      const float4 s0 = *reinterpret_cast<const float4*>(sp);
+      const float4 s1 = *reinterpret_cast<const float4*>(sp + 4);
+      const float sv[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
+      // halo column px0 + k holds x = x0 + px0 + k - 4; pixel i, displacement dx needs
+      // k = i + dx + 4 - R (dx = 0..2R).
+      const float* fp = fs + (cc * HY + ry + dy) * kLHX + px0;
+      float fv[16];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const float4 t = *reinterpret_cast<const float4*>(fp + 4 * q);
+        fv[4 * q] = t.x;
+        fv[4 * q + 1] = t.y;
+        fv[4 * q + 2] = t.z;
+        fv[4 * q + 3] = t.w;
+      }
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < S; ++j) acc[i][j] = fmaf(sv[i], fv[i + j + 4 - R], acc[i][j]);
+    }
+  }
+  cp_async_wait<0>();
+
+  const int y = y0 + ry, x = x0 + px0;
+  if (y >= H) return;
+  const float inv_c = 1.f / C;
+  const int D = S * S;
+#pragma unroll
+  for (int j = 0; j < S; ++j) {
+    float* o = out + (b * D + dy * S + j) * HW + (long long)y * W + x;
+    if (vec && x + 7 < W) {
+      __stcs(reinterpret_cast<float4*>(o), make_float4(acc[0][j] * inv_c, acc[1][j] * inv_c,
+                                                       acc[2][j] * inv_c, acc[3][j] * inv_c));
+      __stcs(reinterpret_cast<float4*>(o + 4), make_float4(acc[4][j] * inv_c, acc[5][j] * inv_c,
+                                                           acc[6][j] * inv_c, acc[7][j] * inv_c));
+    } else {
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+        if (x + i < W) o[i] = acc[i][j] * inv_c;
+    }
+  }
+}
+
+template <int R>
+void launch_corr_local_tiled(const float* d_ref, const float* d_query, float* d_out,
+                             const CorrLocalShape& s, cudaStream_t stream) {
+  using Cfg = LocalTiledCfg<R>;
+  check(cudaFuncSetAttribute(corr_local_tiled_kernel<R>,
+                             cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(Cfg::kSmemBytes)),
+        "cudaFuncSetAttribute");
+  const bool vec = s.W % 4 == 0 && aligned16(d_ref) && aligned16(d_query) && aligned16(d_out);
+  dim3 grid(ceil_div(s.W, kLX), ceil_div(s.H, kLY), s.B);
+  corr_local_tiled_kernel<R>
+      <<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(d_ref, d_query, d_out, s.C, s.H, s.W, vec);
+  check_launch("corr_local_tiled_kernel");
+}
+
 // rho (B,D,H,W), query (B,C,H,W) -> out (B,C,H,W).
 __global__ void corr_local_adjoint_kernel(const float* __restrict__ rho,
                                           const float* __restrict__ query, float* __restrict__ out,
@@ -106,6 +250,18 @@ void corr_global_device(const float* d_ref, const float* d_query, float* d_out,
 void corr_local_device(const float* d_ref, const float* d_query, float* d_out,
                        const CorrLocalShape& s, cudaStream_t stream) {
   check_local_shape(s);
+  switch (s.R) {  // register-tiled radii; others take the per-pixel kernel
+    case 1:
+      return launch_corr_local_tiled<1>(d_ref, d_query, d_out, s, stream);
+    case 2:
+      return launch_corr_local_tiled<2>(d_ref, d_query, d_out, s, stream);
+    case 3:
+      return launch_corr_local_tiled<3>(d_ref, d_query, d_out, s, stream);
+    case 4:
+      return launch_corr_local_tiled<4>(d_ref, d_query, d_out, s, stream);
+    default:
+      break;
+  }
   dim3 block;
   size_t smem = 0;
   dim3 grid = win_launch_setup(corr_local_kernel, s.R, s.B, s.H, s.W, &block, &smem);

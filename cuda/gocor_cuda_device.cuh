@@ -7,6 +7,8 @@
 
 #include <cstddef>
 #include <functional>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "correlation.h"
@@ -44,6 +46,12 @@ size_t gocor_global_workspace_bytes(const GocorGlobalShape& s, const GlobalGocor
 void gocor_global(const GlobalGocorParams& p, const GlobalGocorOptions& o, const float* d_ref,
                   const float* d_query, float* d_volume, float* d_filter, void* d_workspace,
                   const GocorGlobalShape& s, void* stream, std::vector<GocorIterDiag>* diag);
+// gocor_global (no diagnostics) with a CUDA event before each stage; waits for the stream and
+// returns the milliseconds of each stage summed over iterations, in order. For the benchmark.
+std::vector<std::pair<std::string, double>> gocor_global_stages(
+    const GlobalGocorParams& p, const GlobalGocorOptions& o, const float* d_ref,
+    const float* d_query, float* d_volume, float* d_filter, void* d_workspace,
+    const GocorGlobalShape& s, void* stream);
 
 size_t gocor_local_workspace_bytes(int B, int C, int H, int W, const LocalGocorOptions& o);
 // reference, query (B,C,H,W) -> d_volume (B,(2R+1)^2,H,W); d_filter (B,C,H,W) is the iterate.

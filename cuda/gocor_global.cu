@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda_util.cuh"
@@ -34,8 +35,6 @@ namespace {
 
 constexpr int kClasses = 16;  // edge classes of a 2-D position (4 per axis)
 constexpr int kTaps = 25;     // 5x5 taps of C^T C
-constexpr int kRtrTile = 64;  // query positions per block edge
-constexpr int kRtrHalo = kRtrTile + 4;
 
 __host__ __device__ inline int edge_class(int p, int n) {
   return (p == 0 ? 1 : 0) | (p == n - 1 ? 2 : 0);
@@ -95,28 +94,132 @@ __global__ void rtr_compose_kernel(const double* __restrict__ pair, int I, float
   kc[idx] = static_cast<float>(acc);
 }
 
-// X (B, N, M) over the (H,W) x (H,W) grid -> optionally Y = R^T R X (B, N, M) and per-block
-// partial sums of X . (R^T R X) in partial[b][blockIdx.y * N + r]. Grid (N, query tiles, B).
-__global__ void __launch_bounds__(256, 1)
-    rtr_apply_kernel(const float* __restrict__ X, float* __restrict__ Y,
-                     float* __restrict__ partial, const float* __restrict__ kc, int H, int W) {
-  __shared__ __align__(16) float plane[kRtrHalo * kRtrHalo];
-  __shared__ float kint[kTaps * kTaps];
-  __shared__ float red[256];
-  const int N = H * W, M = N;
-  const int r = blockIdx.x, b = blockIdx.z;
-  const int tiles_x = (W + kRtrTile - 1) / kRtrTile;
-  const int ty0 = (blockIdx.y / tiles_x) * kRtrTile, tx0 = (blockIdx.y % tiles_x) * kRtrTile;
-  const int ry = r / W, rx = r % W;
-  const int cr = edge_class(ry, H) * 4 + edge_class(rx, W);
-  const int tid = threadIdx.x, py = tid / 16, px = tid % 16;
-  const float* kc_r = kc + (long long)cr * kClasses * kTaps * kTaps;
-  for (int i = tid; i < kTaps * kTaps; i += 256) kint[i] = kc_r[i];  // query class 0 = interior
+// The stencil's block shape. A group of (T/4)^2 threads owns one reference position r and a T x T
+// tile of query positions (4 x 4 per thread); a block of 256 threads holds 256 / (T/4)^2 groups, so
+// small grids (16 x 16 at GLU-Net's coarsest level) still fill the block. T = 64, 32 or 16.
+int rtr_tile(int H, int W) {
+  const int n = std::max(H, W);
+  return n > 32 ? 64 : (n > 16 ? 32 : 16);
+}
 
-  // Does any of this thread's 4x4 outputs sit on a query-grid edge (needs its own kernel)?
+int rtr_ntiles(int H, int W) {
+  const int T = rtr_tile(H, W);
+  return ((H + T - 1) / T) * ((W + T - 1) / T);
+}
+
+template <int T>
+struct RtrCfg {
+  static constexpr int kGT = (T / 4) * (T / 4);  // threads per group
+  static constexpr int kG = 256 / kGT;           // groups (reference positions) per block
+  // Plane of one source row of X around the tile: T + 4 rows, and 4 halo columns on each side
+  // (2 are used) so that 16-byte chunks of X land 16-byte aligned.
+  static constexpr int kPW = T + 8, kPH = T + 4, kPlane = kPW * kPH;
+  // Grid-border outputs per thread, at most.
+  static constexpr int kBorder = (4 * T + kGT - 1) / kGT;
+  static constexpr size_t kSmemBytes = (2 * kG * kPlane + 2 * kG * kTaps) * sizeof(float);
+};
+
+// X (B, N, M) over the (H,W) x (H,W) grid -> optionally Y = R^T R X (B, N, M) and per-group partial
+// sums of X . (R^T R X) in partial[(b * ntiles + blockIdx.y) * N + r]. Grid (N / G, tiles, B).
+// For each of the 25 reference taps dr the source plane X[r + dr] (and the 25 interior weights)
+// is staged by cp.async into one of two buffers while the other is in use. Every output is first
+// computed with the interior weights (query class 0, exact away from the query-grid border);
+// outputs on the query-grid border, at most 4T per tile, are computed again by their own thread
+// with their own edge class's weights, so no warp diverges in the 400-FMA inner block.
+template <int T>
+__global__ void __launch_bounds__(256, 2)
+    rtr_apply_kernel(const float* __restrict__ X, float* __restrict__ Y,
+                     float* __restrict__ partial, const float* __restrict__ kc, int H, int W,
+                     bool vec) {
+  using Cfg = RtrCfg<T>;
+  constexpr int G = Cfg::kG, GT = Cfg::kGT, PW = Cfg::kPW, PH = Cfg::kPH, PL = Cfg::kPlane;
+  constexpr int TPR = T / 4;  // threads per tile row
+  extern __shared__ __align__(16) float smem[];
+  float* planes = smem;                 // [2][G][PL]
+  float* wts = smem + 2 * G * PL;       // [2][G][25]
+  __shared__ int s_ry[G], s_rx[G], s_cr[G];
+  __shared__ float s_red[8];
+
+  const int N = H * W, M = N;
+  const int tid = threadIdx.x, grp = tid / GT, lt = tid % GT;
+  const int b = blockIdx.z;
+  const int tiles_x = (W + T - 1) / T;
+  const int ty0 = (blockIdx.y / tiles_x) * T, tx0 = (blockIdx.y % tiles_x) * T;
+  const float* Xb = X + (long long)b * N * M;
+  if (tid < G) {
+    const int r = blockIdx.x * G + tid;
+    const int ry = r < N ? r / W : -1000, rx = r < N ? r % W : -1000;  // -1000: no sources
+    s_ry[tid] = ry;
+    s_rx[tid] = rx;
+    s_cr[tid] = r < N ? edge_class(ry, H) * 4 + edge_class(rx, W) : 0;
+  }
+  __syncthreads();
+  const int r = blockIdx.x * G + grp;
+  const int cr = s_cr[grp];
+  const float* kc_r = kc + (long long)cr * kClasses * kTaps * kTaps;
+
+  auto src_row = [&](int g, int dr, long long* off) {
+    const int sy = s_ry[g] + dr / 5 - 2, sx = s_rx[g] + dr % 5 - 2;
+    *off = (long long)(sy * W + sx) * M;
+    return sy >= 0 && sy < H && sx >= 0 && sx < W;
+  };
+  auto load = [&](int dr, int buf) {
+    float* pb = planes + buf * G * PL;
+    if (vec) {
+      constexpr int CPR = PW / 4, CPP = PH * CPR;  // chunks per row, per plane
+      for (int i = tid; i < G * CPP; i += 256) {
+        const int g = i / CPP, rem = i - g * CPP, hy = rem / CPR, cx = rem - hy * CPR;
+        long long off;
+        const bool ok = src_row(g, dr, &off);
+        const int gy = ty0 - 2 + hy, gx = tx0 - 4 + cx * 4;
+        const bool in = ok && gy >= 0 && gy < H && gx >= 0 && gx < W;
+        cp_async16(pb + g * PL + hy * PW + cx * 4, in ? Xb + off + gy * W + gx : Xb, in ? 16 : 0);
+      }
+    } else {
+      for (int i = tid; i < G * PL; i += 256) {
+        const int g = i / PL, rem = i - g * PL, hy = rem / PW, hx = rem - hy * PW;
+        long long off;
+        const bool ok = src_row(g, dr, &off);
+        const int gy = ty0 - 2 + hy, gx = tx0 - 4 + hx;
+        const bool in = ok && gy >= 0 && gy < H && gx >= 0 && gx < W;
+        cp_async4(pb + g * PL + hy * PW + hx, in ? Xb + off + gy * W + gx : Xb, in ? 4 : 0);
+      }
+    }
+    float* wb = wts + buf * G * kTaps;
+    for (int i = tid; i < G * kTaps; i += 256) {  // G * 25 is 400 when T = 16
+      const int g = i / kTaps, k = i % kTaps;
+      cp_async4(wb + g * kTaps + k,
+                kc + ((long long)s_cr[g] * kClasses * kTaps + dr) * kTaps + k, 4);
+    }
+  };
+
+  // This thread's interior block and its grid-border outputs (deterministic enumeration: the
+  // border rows of the tile, then the border columns minus the rows already listed).
+  const int py = lt / TPR, px = lt % TPR;
   const int oy = ty0 + py * 4, ox = tx0 + px * 4;
-  const bool edge =
-      oy == 0 || ox == 0 || (oy <= H - 1 && H - 1 <= oy + 3) || (ox <= W - 1 && W - 1 <= ox + 3);
+  const int nr = min(T, H - ty0), nc = min(T, W - tx0);  // tile rows/cols inside the grid
+  const bool top = ty0 == 0, bottom = ty0 + nr == H && H > 1;
+  const bool left = tx0 == 0, right = tx0 + nc == W && W > 1;
+  const int nbr = (top ? 1 : 0) + (bottom ? 1 : 0), nbc = (left ? 1 : 0) + (right ? 1 : 0);
+  const int nb = nbr * nc + nbc * (nr - nbr);
+  int bpos[Cfg::kBorder], bcls[Cfg::kBorder];
+  float bacc[Cfg::kBorder];
+#pragma unroll
+  for (int k = 0; k < Cfg::kBorder; ++k) {
+    const int i = lt + k * GT;
+    int ly = -1, lx = 0;
+    if (i < nbr * nc) {
+      ly = (i / nc == 0 && top) ? 0 : nr - 1;
+      lx = i % nc;
+    } else if (i < nb) {
+      const int j = i - nbr * nc, rows = nr - nbr;
+      lx = (j / rows == 0 && left) ? 0 : nc - 1;
+      ly = j % rows + (top ? 1 : 0);
+    }
+    bpos[k] = ly < 0 ? -1 : ly * PW + lx;
+    bcls[k] = ly < 0 ? 0 : edge_class(ty0 + ly, H) * 4 + edge_class(tx0 + lx, W);
+    bacc[k] = 0.f;
+  }
 
   float acc[4][4];
 #pragma unroll
@@ -124,84 +227,93 @@ __global__ void __launch_bounds__(256, 1)
 #pragma unroll
     for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
 
-  const float* Xb = X + (long long)b * N * M;
+  load(0, 0);
+  cp_async_commit();
   for (int dr = 0; dr < kTaps; ++dr) {
-    const int sy = ry + dr / 5 - 2, sx = rx + dr % 5 - 2;
-    if (sy < 0 || sy >= H || sx < 0 || sx >= W) continue;  // uniform over the block
-    const float* src = Xb + (long long)(sy * W + sx) * M;
+    cp_async_wait<0>();
     __syncthreads();
-    for (int i = tid; i < kRtrHalo * kRtrHalo; i += 256) {
-      const int hy = i / kRtrHalo, hx = i % kRtrHalo;
-      const int gy = ty0 - 2 + hy, gx = tx0 - 2 + hx;
-      plane[i] = (gy >= 0 && gy < H && gx >= 0 && gx < W) ? __ldg(src + gy * W + gx) : 0.f;
-    }
-    __syncthreads();
-    float patch[8][8];
+    if (dr + 1 < kTaps) load(dr + 1, (dr + 1) & 1);
+    cp_async_commit();
+    long long unused;
+    if (!src_row(grp, dr, &unused)) continue;  // uniform over the group: no source row
+    const float* pl = planes + ((dr & 1) * G + grp) * PL;
+    const float* wk = wts + ((dr & 1) * G + grp) * kTaps;
+    float wv[kTaps];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const float4 lo = *reinterpret_cast<const float4*>(&plane[(py * 4 + i) * kRtrHalo + px * 4]);
-      const float4 hi =
-          *reinterpret_cast<const float4*>(&plane[(py * 4 + i) * kRtrHalo + px * 4 + 4]);
-      patch[i][0] = lo.x;
-      patch[i][1] = lo.y;
-      patch[i][2] = lo.z;
-      patch[i][3] = lo.w;
-      patch[i][4] = hi.x;
-      patch[i][5] = hi.y;
-      patch[i][6] = hi.z;
-      patch[i][7] = hi.w;
+    for (int k = 0; k < kTaps; ++k) wv[k] = wk[k];
+#pragma unroll
+    for (int pr = 0; pr < 8; ++pr) {
+      const float* row = pl + (py * 4 + pr) * PW + px * 4;
+      const float2 lo = *reinterpret_cast<const float2*>(row + 2);
+      const float4 mid = *reinterpret_cast<const float4*>(row + 4);
+      const float2 hi = *reinterpret_cast<const float2*>(row + 8);
+      const float v[8] = {lo.x, lo.y, mid.x, mid.y, mid.z, mid.w, hi.x, hi.y};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int a = pr - i;
+        if (a < 0 || a >= 5) continue;
+#pragma unroll
+        for (int c = 0; c < 5; ++c)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(wv[a * 5 + c], v[j + c], acc[i][j]);
+      }
     }
-    if (!edge) {
-      const float* k = kint + dr * kTaps;
+#pragma unroll
+    for (int k = 0; k < Cfg::kBorder; ++k) {
+      if (bpos[k] < 0) continue;
+      const float* kb = kc_r + ((long long)bcls[k] * kTaps + dr) * kTaps;
+      const float* p = pl + bpos[k] + 2;
+      float s = bacc[k];
 #pragma unroll
       for (int a = 0; a < 5; ++a)
 #pragma unroll
-        for (int c = 0; c < 5; ++c) {
-          const float kv = k[a * 5 + c];
-#pragma unroll
-          for (int i = 0; i < 4; ++i)
-#pragma unroll
-            for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(kv, patch[i + a][j + c], acc[i][j]);
-        }
-    } else {
-#pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int ty = oy + i, tx = ox + j;
-          const int cq = (ty < H && tx < W) ? edge_class(ty, H) * 4 + edge_class(tx, W) : 0;
-          const float* k = kc_r + (long long)cq * kTaps * kTaps + dr * kTaps;
-          float s = acc[i][j];
-#pragma unroll
-          for (int a = 0; a < 5; ++a)
-#pragma unroll
-            for (int c = 0; c < 5; ++c) s = fmaf(__ldg(k + a * 5 + c), patch[i + a][j + c], s);
-          acc[i][j] = s;
-        }
+        for (int c = 0; c < 5; ++c) s = fmaf(__ldg(kb + a * 5 + c), p[a * PW + c], s);
+      bacc[k] = s;
     }
   }
 
   float dot = 0.f;
+  const bool rvalid = r < N;
+  float* Yr = Y != nullptr ? Y + (long long)b * N * M + (long long)r * M : nullptr;
   const float* xr = Xb + (long long)r * M;
+  if (rvalid) {
 #pragma unroll
-  for (int i = 0; i < 4; ++i)
+    for (int i = 0; i < 4; ++i)
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int ty = oy + i, tx = ox + j;
-      if (ty < H && tx < W) {
-        const int t = ty * W + tx;
-        if (Y != nullptr) Y[(long long)b * N * M + (long long)r * M + t] = acc[i][j];
-        if (partial != nullptr) dot = fmaf(xr[t], acc[i][j], dot);
+      for (int j = 0; j < 4; ++j) {
+        const int ty = oy + i, tx = ox + j;
+        const bool border = ty == 0 || ty == H - 1 || tx == 0 || tx == W - 1;
+        if (ty < H && tx < W && !border) {
+          const int t = ty * W + tx;
+          if (Yr != nullptr) Yr[t] = acc[i][j];
+          if (partial != nullptr) dot = fmaf(__ldg(xr + t), acc[i][j], dot);
+        }
       }
+#pragma unroll
+    for (int k = 0; k < Cfg::kBorder; ++k) {
+      if (bpos[k] < 0) continue;
+      const int ly = bpos[k] / PW, lx = bpos[k] % PW;
+      const int t = (ty0 + ly) * W + tx0 + lx;
+      if (Yr != nullptr) Yr[t] = bacc[k];
+      if (partial != nullptr) dot = fmaf(__ldg(xr + t), bacc[k], dot);
     }
-  if (partial == nullptr) return;
-  red[tid] = dot;
-  __syncthreads();
-  for (int off = 128; off > 0; off >>= 1) {
-    if (tid < off) red[tid] += red[tid + off];
-    __syncthreads();
   }
-  if (tid == 0) partial[((long long)b * gridDim.y + blockIdx.y) * N + r] = red[0];
+  if (partial == nullptr) return;  // uniform over the block
+  // Fixed-order reduction over the group: lanes within a warp, then the group's warps in order.
+#pragma unroll
+  for (int off = (GT < 32 ? GT : 32) / 2; off > 0; off >>= 1)
+    dot += __shfl_xor_sync(0xffffffffu, dot, off);
+  if (GT <= 32) {
+    if (lt == 0 && rvalid) partial[((long long)b * gridDim.y + blockIdx.y) * N + r] = dot;
+    return;
+  }
+  if (tid % 32 == 0) s_red[tid / 32] = dot;
+  __syncthreads();
+  if (lt == 0 && rvalid) {
+    float s = 0.f;
+    for (int w = 0; w < GT / 32; ++w) s += s_red[grp * (GT / 32) + w];
+    partial[((long long)b * gridDim.y + blockIdx.y) * N + r] = s;
+  }
 }
 
 // mu[b][c] = mean_s f[b][c][s]. Grid (C, B).
@@ -309,24 +421,32 @@ struct ResidualEp {
   float* J;
   const DistEntry* tab;  // (H*W) indexed by |dy|*W + |dx|
   int N, W;
-  __device__ float operator()(int b, int m, int n, const float (&v)[4]) const {
-    const int ry = m / W, rx = m % W;
+  __device__ float operator()(int b, int m, int n, float4 v4) const {
+    const int ry = m / W, rx = m - ry * W;
+    int sy = n / W, sx = n - sy * W;  // walked along the row instead of four divisions
+    const float v[4] = {v4.x, v4.y, v4.z, v4.w};
+    float ev[4] = {0.f, 0.f, 0.f, 0.f}, jv4[4] = {0.f, 0.f, 0.f, 0.f};
     float loss = 0.f;
-    const long long base = ((long long)b * N + m) * N;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const int s = n + j;
-      if (s >= N) break;
-      const int sy = s / W, sx = s % W;
-      const DistEntry e = tab[abs(ry - sy) * W + abs(rx - sx)];
-      const float sc = v[j];
-      const float sg = sc > 0.f ? 1.f : (sc < 0.f ? -1.f : 0.f);
-      const float jv = e.v * fmaf(e.hm, sg, e.hp);
-      const float rho = e.v * (fmaf(e.hm, fabsf(sc), e.hp * sc) - e.y);
-      E[base + s] = jv * rho;
-      J[base + s] = jv;
-      loss = fmaf(rho, rho, loss);
+      if (n + j < N) {
+        const DistEntry e = tab[abs(ry - sy) * W + abs(rx - sx)];
+        const float sc = v[j];
+        const float sg = sc > 0.f ? 1.f : (sc < 0.f ? -1.f : 0.f);
+        const float jv = e.v * fmaf(e.hm, sg, e.hp);
+        const float rho = e.v * (fmaf(e.hm, fabsf(sc), e.hp * sc) - e.y);
+        ev[j] = jv * rho;
+        jv4[j] = jv;
+        loss = fmaf(rho, rho, loss);
+      }
+      if (++sx == W) {
+        sx = 0;
+        ++sy;
+      }
     }
+    const long long at = ((long long)b * N + m) * N + n;
+    store_row4(E + at, n, N, make_float4(ev[0], ev[1], ev[2], ev[3]));
+    store_row4(J + at, n, N, make_float4(jv4[0], jv4[1], jv4[2], jv4[3]));
     return loss;
   }
 };
@@ -339,8 +459,9 @@ struct GradEp {
   int N, C;
   float lam;
   bool add_reg, accumulate;
-  __device__ float operator()(int b, int m, int n, const float (&v)[4]) const {
+  __device__ float operator()(int b, int m, int n, float4 v4) const {
     const long long base = ((long long)b * N + m) * C;
+    const float v[4] = {v4.x, v4.y, v4.z, v4.w};
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       if (n + j >= C) break;
@@ -357,13 +478,25 @@ struct GradEp {
 struct DenEp {
   const float* J;
   int N;
-  __device__ float operator()(int b, int m, int n, const float (&v)[4]) const {
-    const float* jr = J + ((long long)b * N + m) * N;
+  __device__ float operator()(int b, int m, int n, float4 v4) const {
+    const float* jr = J + ((long long)b * N + m) * N + n;
+    float jv[4];
+    if (n + 3 < N && (reinterpret_cast<size_t>(jr) & 15) == 0) {
+      const float4 t = __ldcs(reinterpret_cast<const float4*>(jr));
+      jv[0] = t.x;
+      jv[1] = t.y;
+      jv[2] = t.z;
+      jv[3] = t.w;
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) jv[j] = n + j < N ? jr[j] : 0.f;
+    }
+    const float v[4] = {v4.x, v4.y, v4.z, v4.w};
     float s = 0.f;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       if (n + j >= N) break;
-      const float q = jr[n + j] * v[j];
+      const float q = jv[j] * v[j];
       s = fmaf(q, q, s);
     }
     return s;
@@ -390,7 +523,7 @@ GlobalWorkspace global_workspace(const GocorGlobalShape& s, const GlobalGocorOpt
   const size_t B = s.B, C = s.C, N = (size_t)s.H * s.W;
   GlobalWorkspace ws{};
   ws.nbx = gemm_col_blocks(static_cast<int>(N));
-  ws.ntiles = ((s.H + kRtrTile - 1) / kRtrTile) * ((s.W + kRtrTile - 1) / kRtrTile);
+  ws.ntiles = rtr_ntiles(s.H, s.W);
   const bool q = o.apply_query_loss;
   size_t off = 0;
   auto take = [&](size_t bytes) {
@@ -445,13 +578,35 @@ void check_global_args(const GlobalGocorParams& p, const GlobalGocorOptions& o,
   }
 }
 
-// X (B,N,N) -> Y = R^T R X (optional) and per-block partials of <X, R^T R X> (optional).
+// X (B,N,N) -> Y = R^T R X (optional) and per-group partials of <X, R^T R X> (optional).
+template <int T>
+void rtr_apply_t(const float* X, float* Y, float* partial, const float* kc,
+                 const GocorGlobalShape& s, int ntiles, cudaStream_t stream) {
+  using Cfg = RtrCfg<T>;
+  const int N = s.H * s.W;
+  check(cudaFuncSetAttribute(rtr_apply_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(Cfg::kSmemBytes)),
+        "cudaFuncSetAttribute");
+  dim3 grid(ceil_div(N, Cfg::kG), ntiles, s.B);
+  // 16-byte chunks need rows of X (length N) and the tile origins 16-byte aligned.
+  const bool vec = s.W % 4 == 0 && aligned16(X);
+  rtr_apply_kernel<T><<<grid, 256, Cfg::kSmemBytes, stream>>>(X, Y, partial, kc, s.H, s.W, vec);
+  check_launch("rtr_apply_kernel");
+}
+
 void rtr_apply(const float* X, float* Y, float* partial, const float* kc, const GocorGlobalShape& s,
                int ntiles, cudaStream_t stream) {
-  const int N = s.H * s.W;
-  dim3 grid(N, ntiles, s.B);
-  rtr_apply_kernel<<<grid, 256, 0, stream>>>(X, Y, partial, kc, s.H, s.W);
-  check_launch("rtr_apply_kernel");
+  switch (rtr_tile(s.H, s.W)) {
+    case 64:
+      rtr_apply_t<64>(X, Y, partial, kc, s, ntiles, stream);
+      break;
+    case 32:
+      rtr_apply_t<32>(X, Y, partial, kc, s, ntiles, stream);
+      break;
+    default:
+      rtr_apply_t<16>(X, Y, partial, kc, s, ntiles, stream);
+      break;
+  }
 }
 
 double sum_host(const std::vector<float>& v, size_t begin, size_t end) {
@@ -460,10 +615,54 @@ double sum_host(const std::vector<float>& v, size_t begin, size_t end) {
   return acc;
 }
 
+// Optional per-stage timing for the benchmark: an event is recorded on the stream before each
+// stage; after the stream has finished, the gap to the next event is charged to that stage.
+class StageClock {
+ public:
+  explicit StageClock(cudaStream_t s) : s_(s) {}
+  ~StageClock() {
+    for (cudaEvent_t e : ev_) cudaEventDestroy(e);
+  }
+  StageClock(const StageClock&) = delete;
+  StageClock& operator=(const StageClock&) = delete;
+  void mark(const char* stage) {
+    cudaEvent_t e = nullptr;
+    check(cudaEventCreate(&e), "cudaEventCreate");
+    ev_.push_back(e);
+    names_.emplace_back(stage);
+    check(cudaEventRecord(e, s_), "cudaEventRecord");
+  }
+  // Milliseconds per stage name, summed over repeats, in order of first appearance.
+  std::vector<std::pair<std::string, double>> totals() const {
+    check(cudaStreamSynchronize(s_), "cudaStreamSynchronize");
+    std::vector<std::pair<std::string, double>> out;
+    for (size_t i = 0; i + 1 < ev_.size(); ++i) {
+      float ms = 0.f;
+      check(cudaEventElapsedTime(&ms, ev_[i], ev_[i + 1]), "cudaEventElapsedTime");
+      auto it = std::find_if(out.begin(), out.end(),
+                             [&](const auto& x) { return x.first == names_[i]; });
+      if (it == out.end()) {
+        out.emplace_back(names_[i], ms);
+      } else {
+        it->second += ms;
+      }
+    }
+    return out;
+  }
+
+ private:
+  cudaStream_t s_;
+  std::vector<cudaEvent_t> ev_;
+  std::vector<std::string> names_;
+};
+
 void gocor_global_device(const GlobalGocorParams& p, const GlobalGocorOptions& o,
                          const float* d_ref, const float* d_query, float* d_volume, float* d_w,
                          char* d_ws, const GocorGlobalShape& s, cudaStream_t stream, const Exec* ex,
-                         std::vector<GocorIterDiag>* diag) {
+                         std::vector<GocorIterDiag>* diag, StageClock* clock = nullptr) {
+  auto mark = [&](const char* stage) {
+    if (clock != nullptr) clock->mark(stage);
+  };
   check_global_args(p, o, s);
   const bool q = o.apply_query_loss;
   const int I = q ? p.reg_inter_dim : 0, O = q ? p.reg_output_dim : 0;
@@ -492,6 +691,7 @@ void gocor_global_device(const GlobalGocorParams& p, const GlobalGocorOptions& o
   }
   check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
 
+  mark("setup: R^T R taps");
   if (q) {
     const long long npair = 2LL * kClasses * I * I * kTaps;
     rtr_pair_kernel<<<ceil_div(npair, 256), 256, 0, stream>>>(w1, w2, I, O, pair);
@@ -502,6 +702,7 @@ void gocor_global_device(const GlobalGocorParams& p, const GlobalGocorOptions& o
   }
 
   // Initialiser.
+  mark("initialiser");
   mean_kernel<<<dim3(C, B), 256, 0, stream>>>(d_ref, N, mu);
   check_launch("mean_kernel");
   init_filter_kernel<<<dim3(ceil_div(N, 128), B), 128, 0, stream>>>(d_ref, mu, fg, bg, C, N, d_w);
@@ -554,24 +755,34 @@ void gocor_global_device(const GlobalGocorParams& p, const GlobalGocorOptions& o
       check_launch("row_sqnorm_kernel");
     }
     // 1-2: reference term.
+    mark("S = W F, residual epilogue (E, J)");
     launch_sgemm<kR, kR>(gemm_wf(d_w, d_ref, diag != nullptr ? rowloss : nullptr), B,
                          ResidualEp{E, J, tab, N, W}, stream);
+    mark("gradR = E F^T");
     launch_sgemm<kR, kC>(gemm_ef(E, d_ref), B, GradEp{grad, d_w, N, C, lam, !q, false}, stream);
     // 4: query term.
     if (q) {
+      mark("Q = W G");
       launch_sgemm<kR, kR>(gemm_wf(d_w, d_query, nullptr), B, StoreEp{Qm, M, NN}, stream);
+      mark("P = R^T R Q (stencil)");
       rtr_apply(Qm, Pm, diag != nullptr ? qloss : nullptr, kc, s, ws.ntiles, stream);
+      mark("gradQ = P G^T");
       launch_sgemm<kR, kC>(gemm_ef(Pm, d_query), B, GradEp{grad, d_w, N, C, lam, true, true},
                            stream);
     }
     // 6: step length.
+    mark("|grad|^2, alpha, update");
     row_sqnorm_kernel<<<ceil_div(rows * 32, 256), 256, 0, stream>>>(grad, rows, C, rownum);
     check_launch("row_sqnorm_kernel");
+    mark("Gf = grad F, den epilogue");
     launch_sgemm<kR, kR>(gemm_wf(grad, d_ref, rowden), B, DenEp{J, N}, stream);
     if (q) {
+      mark("Gq = grad G");
       launch_sgemm<kR, kR>(gemm_wf(grad, d_query, nullptr), B, StoreEp{Qm, M, NN}, stream);
+      mark("<Gq, R^T R Gq> (stencil, dot only)");
       rtr_apply(Qm, nullptr, qpart, kc, s, ws.ntiles, stream);
     }
+    mark("|grad|^2, alpha, update");
     alpha_kernel<<<B, 256, 0, stream>>>(rownum, rowden, ws.nbx, qpart, q ? ws.ntiles * N : 0, N,
                                         lam, p.steplength_reg, q, alpha);
     check_launch("alpha_kernel");
@@ -625,7 +836,9 @@ void gocor_global_device(const GlobalGocorParams& p, const GlobalGocorOptions& o
   g.ldb = C;
   g.strideB = NC;
   g.rowpart = nullptr;
+  mark("output volume = G^T W");
   launch_sgemm<kC, kC>(g, B, StoreEp{d_volume, N, (long long)M * N}, stream);
+  mark("end");
 }
 
 }  // namespace
@@ -671,6 +884,17 @@ void gocor_global(const GlobalGocorParams& p, const GlobalGocorOptions& o, const
   cuda::gocor_global_device(p, o, d_ref, d_query, d_volume, d_filter,
                             static_cast<char*>(d_workspace), s, static_cast<cudaStream_t>(stream),
                             nullptr, nullptr);
+}
+
+std::vector<std::pair<std::string, double>> gocor_global_stages(
+    const GlobalGocorParams& p, const GlobalGocorOptions& o, const float* d_ref,
+    const float* d_query, float* d_volume, float* d_filter, void* d_workspace,
+    const GocorGlobalShape& s, void* stream) {
+  auto st = static_cast<cudaStream_t>(stream);
+  cuda::StageClock clock(st);
+  cuda::gocor_global_device(p, o, d_ref, d_query, d_volume, d_filter,
+                            static_cast<char*>(d_workspace), s, st, nullptr, nullptr, &clock);
+  return clock.totals();
 }
 
 }  // namespace cuda_dev

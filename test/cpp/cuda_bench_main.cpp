@@ -145,6 +145,21 @@ void bench_gocor_global(void* st, int B, int C, int H, int W, int K, int reps) {
   std::snprintf(extra, sizeof extra, ", \"spec_count_gflop\": %.1f, \"spec_equiv_tflops\": %.2f",
                 spec / 1e9, spec / (median(ms) * 1e-3) / 1e12);
   emit(head, ms, e2e, mine, bytes, extra);
+
+  // Where the time goes: one more run with a CUDA event before each stage (summed over the K
+  // iterations). The events add a little time, so the total is slightly above kernel_ms.
+  const auto stages =
+      cuda_dev::gocor_global_stages(p, o, dr.f(), dq.f(), dvol.f(), dw.f(), dws.p, s, st);
+  double total = 0;
+  for (const auto& x : stages) total += x.second;
+  std::printf("{\"bench\": \"gocor_global_stages\", \"B\": %d, \"C\": %d, \"H\": %d, \"W\": %d, "
+              "\"K\": %d, \"total_ms\": %.3f, \"stages_ms\": {",
+              B, C, H, W, K, total);
+  for (size_t i = 0; i < stages.size(); ++i) {
+    std::printf("%s\"%s\": %.3f", i ? ", " : "", stages[i].first.c_str(), stages[i].second);
+  }
+  std::printf("}}\n");
+  std::fflush(stdout);
 }
 
 void bench_corr_local(void* st, int B, int C, int H, int W, int R, int reps) {

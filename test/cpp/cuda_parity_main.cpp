@@ -400,6 +400,10 @@ int run_available(const CudaInfo& info) {
   case_corr_local({2, 17, 11, 40, 7}, 24);
   case_corr_local({1, 8, 5, 3, 0}, 25);
   case_corr_local({1, 9, 3, 70, 2}, 26);
+  // Register-tiled radii 1..3 on rows of a multiple of 4 (16-byte staging), odd heights.
+  case_corr_local({2, 21, 13, 36, 1}, 27);
+  case_corr_local({2, 12, 9, 44, 2}, 28);
+  case_corr_local({1, 10, 17, 40, 3}, 29);
 
   case_errors();
 
@@ -424,6 +428,12 @@ int run_available(const CudaInfo& info) {
                     39, false);
   case_gocor_global("init", default_global_params(32, 12), GlobalGocorOptions{0, true},
                     {2, 32, 6, 6}, 40, false);
+  // Larger grids: the R^T R stencil's 64 x 64 query tiles (two tiles, 4-byte staging) and its
+  // 32 x 32 tiles with 16-byte staging.
+  case_gocor_global("pert", perturbed_global(16, 13), GlobalGocorOptions{2, true}, {2, 16, 66, 6},
+                    41, true);
+  case_gocor_global("pert", perturbed_global(24, 14), GlobalGocorOptions{2, true}, {2, 24, 24, 28},
+                    42, false);
 
   // Local GOCor: K = 3 and 7 (spec 6), radius 4 (official) and others.
   case_gocor_local("init", default_local_params(), LocalGocorOptions{3, 4}, 1, 32, 16, 16, 51,
