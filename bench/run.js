@@ -64,11 +64,16 @@ const corr = rows.filter((r) => r.op === 'corr_global');
 const blas = rows.filter((r) => r.op === 'openblas_sgemm' || r.op === 'sgemm_openblas');
 if (corr.length) {
   md.push('### Plain global correlation vs OpenBLAS sgemm (same shapes, same run)', '');
-  md.push('| positions N=M | C | threads | gocor ms | gocor GFLOP/s | OpenBLAS GFLOP/s | ratio |', '|---|---|---|---|---|---|---|');
+  md.push(
+    '| positions N=M | C | threads | gocor ms | gocor GFLOP/s | OpenBLAS GFLOP/s | ratio |',
+    '|---|---|---|---|---|---|---|',
+  );
   for (const r of corr) {
     const b = blas.find((x) => x.N === r.N && x.C === r.C && (x.threads ?? 1) === r.threads);
     const ratio = b ? (r.gflops / b.gflops).toFixed(2) : '–';
-    md.push(`| ${r.N} | ${r.C} | ${r.threads} | ${r.ms.toFixed(3)} | ${r.gflops.toFixed(1)} | ${b ? b.gflops.toFixed(1) : '–'} | ${ratio} |`);
+    md.push(
+      `| ${r.N} | ${r.C} | ${r.threads} | ${r.ms.toFixed(3)} | ${r.gflops.toFixed(1)} | ${b ? b.gflops.toFixed(1) : '–'} | ${ratio} |`,
+    );
   }
   md.push('');
 }
@@ -76,13 +81,17 @@ const local = rows.filter((r) => r.op === 'corr_local');
 if (local.length) {
   md.push('### Plain local correlation (R = 4)', '');
   md.push('| H×W | C | threads | ms | GFLOP/s |', '|---|---|---|---|---|');
-  for (const r of local) md.push(`| ${r.H}×${r.W} | ${r.C} | ${r.threads} | ${r.ms.toFixed(3)} | ${r.gflops.toFixed(1)} |`);
+  for (const r of local)
+    md.push(`| ${r.H}×${r.W} | ${r.C} | ${r.threads} | ${r.ms.toFixed(3)} | ${r.gflops.toFixed(1)} |`);
   md.push('');
 }
 const gocor = rows.filter((r) => String(r.op).startsWith('gocor'));
 if (gocor.length) {
   md.push('### GOCor vs plain correlation', '');
-  md.push('| op | H×W | C | K | threads | GOCor ms | correlation ms | ratio | GFLOP/s performed |', '|---|---|---|---|---|---|---|---|---|');
+  md.push(
+    '| op | H×W | C | K | threads | GOCor ms | correlation ms | ratio | GFLOP/s performed |',
+    '|---|---|---|---|---|---|---|---|---|',
+  );
   for (const r of gocor) {
     const corrMs = r.corr_ms ?? r.plain_ms;
     const ratio = r.ratio ?? (corrMs ? r.ms / corrMs : undefined);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { GocorError, backends, correlate } from '../lib';
-import { CONFORMANCE, corrGlobal64, corrLocal64, manifest, randn, readF32, worstRatio } from './support/ref';
+import { backends, correlate, GocorError } from '../lib';
+import { corrGlobal64, corrLocal64, manifest, randn, readF32, worstRatio } from './support/ref';
 
 // float32 FMA dot products of length C: |err| <= gamma_C · Σ|a_c b_c| with gamma_C ≈ C·2^-24 in the
 // worst case; blocked sums are far tighter. We allow 2·ceil(log2 C + 1)·2^-24·Σ|ab| + 1e-30 (pairwise-like
@@ -22,13 +22,21 @@ describe('correlate: smoke', () => {
 describe('correlate: bad input', () => {
   const fm = { data: new Float32Array(2 * 3 * 4), channels: 2, height: 3, width: 4 };
   it('rejects wrong lengths, channels, options', async () => {
-    await expect(correlate({ ...fm, data: new Float32Array(5) }, fm)).rejects.toMatchObject({ code: 'ERR_GOCOR_SHAPE' });
+    await expect(correlate({ ...fm, data: new Float32Array(5) }, fm)).rejects.toMatchObject({
+      code: 'ERR_GOCOR_SHAPE',
+    });
     await expect(correlate(fm, { ...fm, channels: 3, data: new Float32Array(36) })).rejects.toMatchObject({
       code: 'ERR_GOCOR_SHAPE',
     });
-    await expect(correlate(fm, fm, { mode: 'nope' as 'global' })).rejects.toThrow(/one of 'global', 'local' for options.mode/);
-    await expect(correlate(fm, fm, { mode: 'local', searchRadius: -1 })).rejects.toMatchObject({ code: 'ERR_GOCOR_INVALID_ARG' });
-    await expect(correlate(fm, fm, { threads: 0 })).rejects.toThrow(/integer between 1 and 1024 for options.threads but received 0/);
+    await expect(correlate(fm, fm, { mode: 'nope' as 'global' })).rejects.toThrow(
+      /one of 'global', 'local' for options.mode/,
+    );
+    await expect(correlate(fm, fm, { mode: 'local', searchRadius: -1 })).rejects.toMatchObject({
+      code: 'ERR_GOCOR_INVALID_ARG',
+    });
+    await expect(correlate(fm, fm, { threads: 0 })).rejects.toThrow(
+      /integer between 1 and 1024 for options.threads but received 0/,
+    );
     const nan = new Float32Array(fm.data.length);
     nan[3] = Number.NaN;
     await expect(correlate({ ...fm, data: nan }, fm)).rejects.toBeInstanceOf(GocorError);

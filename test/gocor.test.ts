@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { GlobalGOCor, LocalGOCor, correlate, l2normalize, loadParams } from '../lib';
+import { correlate, GlobalGOCor, LocalGOCor, l2normalize, loadParams } from '../lib';
 import { type ManifestCase, manifest, randn, readF32, worstRatio } from './support/ref';
 
 // Spec section 12: volumes |Δ| <= 2e-5 + 1e-4|expected|, filters |Δ| <= 1e-4 + 1e-4|expected|.
@@ -8,7 +8,8 @@ const filterTol = (want: Float32Array) => (i: number) => 1e-4 + 1e-4 * Math.abs(
 
 function paramsOf(c: ManifestCase, set: string) {
   const rec: Record<string, { shape: number[]; data: Float32Array }> = {};
-  for (const [name, t] of Object.entries(c.param_sets[set]!.params)) rec[name] = { shape: t.shape, data: readF32(t.file) };
+  for (const [name, t] of Object.entries(c.param_sets[set]!.params))
+    rec[name] = { shape: t.shape, data: readF32(t.file) };
   return loadParams(rec);
 }
 
@@ -68,18 +69,26 @@ describe('GOCor: properties beyond the vectors', () => {
     }
     expect(worstRatio(local.filter!, w0, (i) => 1e-6 + 1e-5 * Math.abs(w0[i] as number)).worst).toBeLessThanOrEqual(1);
     const plain = await correlate(fm(w0), fm(g), { mode: 'local' });
-    expect(worstRatio(local.data, plain.data, (i) => 1e-5 + 1e-5 * Math.abs(plain.data[i] as number)).worst).toBeLessThanOrEqual(1);
+    expect(
+      worstRatio(local.data, plain.data, (i) => 1e-5 + 1e-5 * Math.abs(plain.data[i] as number)).worst,
+    ).toBeLessThanOrEqual(1);
   });
 
   it('diagnostics equal the float64 per-iteration figures of the conformance manifest (α, losses)', async () => {
     for (const c of cases) {
       const fm = (file: string) => ({ data: readF32(file), batch: c.B, channels: c.C, height: c.H, width: c.W });
       for (const set of Object.keys(c.param_sets)) {
-        const want = (c.param_sets[set] as unknown as { diagnostics_per_iteration_spec_f64: Array<Record<string, number | number[]>> })
-          .diagnostics_per_iteration_spec_f64;
+        const want = (
+          c.param_sets[set] as unknown as {
+            diagnostics_per_iteration_spec_f64: Array<Record<string, number | number[]>>;
+          }
+        ).diagnostics_per_iteration_spec_f64;
         const p = await paramsOf(c, set);
         const K = want.length;
-        const m = c.kind === 'global' ? new GlobalGOCor({ params: p.global!, numIter: K }) : new LocalGOCor({ params: p.local!, numIter: K });
+        const m =
+          c.kind === 'global'
+            ? new GlobalGOCor({ params: p.global!, numIter: K })
+            : new LocalGOCor({ params: p.local!, numIter: K });
         const r = await m.correlate(fm(c.files.reference!.file), fm(c.files.query!.file), { diagnostics: true });
         const rel = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(b), 1e-12);
         want.forEach((w, i) => {
@@ -105,7 +114,11 @@ describe('GOCor: properties beyond the vectors', () => {
     const x = randn(2 * 3 * 4 * 5, 9);
     const y = l2normalize({ data: x, batch: 2, channels: 3, height: 4, width: 5 });
     expect([y.batch, y.channels, y.height, y.width]).toEqual([2, 3, 4, 5]);
-    for (const [b, p] of [[0, 0], [1, 7], [1, 19]] as const) {
+    for (const [b, p] of [
+      [0, 0],
+      [1, 7],
+      [1, 19],
+    ] as const) {
       const at = (c: number) => b * 60 + c * 20 + p;
       const n = Math.sqrt([0, 1, 2].reduce((s, c) => s + (x[at(c)] as number) ** 2, 0) + 1e-6);
       for (const c of [0, 1, 2]) expect(y.data[at(c)]).toBeCloseTo((x[at(c)] as number) / n, 6);
@@ -121,8 +134,12 @@ describe('GOCor: properties beyond the vectors', () => {
   it('rejects parameters of the wrong channel count and bad options', async () => {
     const p = await paramsOf(cases.find((c) => c.kind === 'global')!, 'init');
     const a = { data: randn(8 * 4 * 4, 1), channels: 8, height: 4, width: 4 };
-    await expect(new GlobalGOCor({ params: p.global! }).correlate(a, a)).rejects.toMatchObject({ code: 'ERR_GOCOR_SHAPE' });
-    expect(() => new GlobalGOCor({ numIter: -1 })).toThrow(/integer between 0 and 64 for options.numIter but received -1/);
+    await expect(new GlobalGOCor({ params: p.global! }).correlate(a, a)).rejects.toMatchObject({
+      code: 'ERR_GOCOR_SHAPE',
+    });
+    expect(() => new GlobalGOCor({ numIter: -1 })).toThrow(
+      /integer between 0 and 64 for options.numIter but received -1/,
+    );
     expect(() => new LocalGOCor({ searchRadius: 0 })).toThrow(/options.searchRadius/);
     expect(() => new LocalGOCor({ bogus: 1 } as never)).toThrow(/Unknown option options.bogus/);
   });

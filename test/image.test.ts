@@ -9,7 +9,10 @@ describe('loadImage', () => {
   it('decodes PNG to CHW float32 in [0,1] equal to the raw pixels / 255', async () => {
     const img = await loadImage(path.join(EX, 'astronaut.png'));
     expect([img.channels, img.height, img.width]).toEqual([3, 512, 512]);
-    const { data } = await sharp(path.join(EX, 'astronaut.png')).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    const { data } = await sharp(path.join(EX, 'astronaut.png'))
+      .removeAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
     // Pixel (y=100, x=200), channel 1 (green): interleaved HWC in the raw buffer, planar CHW in ours.
     const p = 100 * 512 + 200;
     expect(img.data[1 * 512 * 512 + p]).toBeCloseTo((data[p * 3 + 1] as number) / 255, 7);

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { GocorError, defaultGlobalParams, defaultLocalParams, loadParams, saveParams } from '../lib';
+import { defaultGlobalParams, defaultLocalParams, GocorError, loadParams, saveParams } from '../lib';
 import { encodeSafetensors } from '../lib/params';
 
 // Spec 3.2: initial label and mask-logit weights, independently recomputed here in float64.
@@ -19,8 +19,12 @@ describe('params: defaults (spec 3.2, 4.7, 5.6)', () => {
     expect(p.filterReg).toBeCloseTo(1e-2, 9);
     expect(p.steplengthReg).toBe(0);
     expect([p.regInterDim, p.regOutputDim]).toEqual([16, 16]);
-    p.label.forEach((v, k) => expect(v).toBeCloseTo(labelInit[k]!, 6));
-    p.maskLogit.forEach((v, k) => expect(v).toBeCloseTo(maskInit[k]!, 5));
+    p.label.forEach((v, k) => {
+      expect(v).toBeCloseTo(labelInit[k]!, 6);
+    });
+    p.maskLogit.forEach((v, k) => {
+      expect(v).toBeCloseTo(maskInit[k]!, 5);
+    });
     expect(p.weight).toEqual(new Float32Array(10).fill(1));
     // R_θ ~ N(0, 1e-3): sample std of 16·9 + 16·16·9 draws within 15% of 1e-3, mean near 0; deterministic per seed.
     const w = [...p.regWeight1, ...p.regWeight2];
@@ -36,7 +40,9 @@ describe('params: defaults (spec 3.2, 4.7, 5.6)', () => {
     const p = defaultLocalParams();
     expect(p.scaling).toBe(1);
     expect(p.filterReg).toBeCloseTo(1e-2, 9);
-    p.label.forEach((v, k) => expect(v).toBeCloseTo(labelInit[k]!, 6));
+    p.label.forEach((v, k) => {
+      expect(v).toBeCloseTo(labelInit[k]!, 6);
+    });
   });
 });
 
@@ -89,8 +95,13 @@ describe('params: safetensors', () => {
     const g = defaultGlobalParams(4);
     const good = (await import('../lib/params')).paramsToTensors(g);
     const bad1 = { ...good, 'corr.corr_module.filter_optimizer.bogus': { shape: [1], data: Float32Array.of(1) } };
-    await expect(loadParams(bad1)).rejects.toThrow(/unknown parameter tensor corr\.corr_module\.filter_optimizer\.bogus/);
-    const bad2 = { ...good, 'corr.corr_module.filter_optimizer.reg_layer.weight1': { shape: [16, 2, 3, 3], data: new Float32Array(288) } };
+    await expect(loadParams(bad1)).rejects.toThrow(
+      /unknown parameter tensor corr\.corr_module\.filter_optimizer\.bogus/,
+    );
+    const bad2 = {
+      ...good,
+      'corr.corr_module.filter_optimizer.reg_layer.weight1': { shape: [16, 2, 3, 3], data: new Float32Array(288) },
+    };
     await expect(loadParams(bad2)).rejects.toThrow(/reg_layer\.weight1 has shape \[16, 2, 3, 3\]/);
     const nan = Float32Array.from(good['corr.corr_module.filter_initializer.target_fg']!.data);
     nan[2] = Number.NaN;

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { GlobalGOCor, GocorError, LocalGOCor, correlate, l2normalize, loadImage, loadParams } from '../../lib';
+import { correlate, GlobalGOCor, GocorError, LocalGOCor, l2normalize, loadImage, loadParams } from '../../lib';
 
 const CODES = new Set([
   'ERR_GOCOR_INVALID_ARG',
@@ -51,8 +51,10 @@ const featureMap = fc
     fill: fc.oneof(fc.constant('ok'), fc.constant('short'), fc.constant('nan'), fc.constant('wrongtype')),
   })
   .map(({ batch, channels, height, width, fill }) => {
-    const n = [batch ?? 1, channels, height, width].every((v) => Number.isInteger(v) && (v as number) > 0 && (v as number) < 64)
-      ? (batch ?? 1) * (channels as number) * (height as number) * (width as number)
+    const n = [batch ?? 1, channels, height, width].every(
+      (v) => Number.isInteger(v) && (v as number) > 0 && (v as number) < 64,
+    )
+      ? ((batch ?? 1) as number) * (channels as number) * (height as number) * (width as number)
       : 7;
     let data: unknown = new Float32Array(n).map((_, i) => Math.sin(i + 1));
     if (fill === 'short') data = new Float32Array(Math.max(0, n - 1));
@@ -97,12 +99,19 @@ describe('reliability: random arguments at every entry point', () => {
 
   it('GlobalGOCor and LocalGOCor (constructor and correlate)', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.boolean(), maybeFeatureMap, maybeFeatureMap, options, options, async (global, a, b, ctor, call) => {
-        await outcome(async () => {
-          const m = global ? new GlobalGOCor(ctor as never) : new LocalGOCor(ctor as never);
-          await m.correlate(a as never, b as never, call as never);
-        });
-      }),
+      fc.asyncProperty(
+        fc.boolean(),
+        maybeFeatureMap,
+        maybeFeatureMap,
+        options,
+        options,
+        async (global, a, b, ctor, call) => {
+          await outcome(async () => {
+            const m = global ? new GlobalGOCor(ctor as never) : new LocalGOCor(ctor as never);
+            await m.correlate(a as never, b as never, call as never);
+          });
+        },
+      ),
       { numRuns: Math.ceil(RUNS / 2) },
     );
   });
@@ -137,7 +146,10 @@ describe('reliability: random arguments at every entry point', () => {
   });
 
   it('loadParams on random bytes and objects', async () => {
-    const tensor = fc.record({ shape: fc.array(fc.integer({ min: 0, max: 16 }), { maxLength: 4 }), data: fc.float32Array({ maxLength: 20 }) });
+    const tensor = fc.record({
+      shape: fc.array(fc.integer({ min: 0, max: 16 }), { maxLength: 4 }),
+      data: fc.float32Array({ maxLength: 20 }),
+    });
     const names = fc.constantFrom(
       'corr.corr_module.filter_initializer.target_fg',
       'corr_module.filter_optimizer.reg_layer.weight1',

@@ -1,6 +1,6 @@
 /** No leaks: thousands of calls leave resident memory flat after warm-up. */
 import { describe, expect, it } from 'vitest';
-import { GlobalGOCor, correlate } from '../../lib';
+import { correlate, GlobalGOCor } from '../../lib';
 import { randn } from '../support/ref';
 
 const CALLS = Number(process.env.GOCOR_LEAK_CALLS ?? 2000);

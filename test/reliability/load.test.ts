@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { describe, expect, it } from 'vitest';
-import { GlobalGOCor, LocalGOCor, backends, correlate } from '../../lib';
+import { backends, correlate, GlobalGOCor, LocalGOCor } from '../../lib';
 import { randn } from '../support/ref';
 
 function threadCount(): number {
@@ -13,7 +13,8 @@ function threadCount(): number {
   return m ? Number(m[1]) : 0;
 }
 
-const same = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+const same = (a: Float32Array, b: Float32Array) =>
+  Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
 describe('reliability: load', () => {
   it('64 concurrent calls equal sequential ones; p99 event-loop delay < 50 ms; threads bounded', async () => {
@@ -53,9 +54,13 @@ describe('reliability: load', () => {
     h.disable();
     clearInterval(sampler);
 
-    results.forEach((r, i) => expect(same(r.data, sequential[i]!)).toBe(true));
+    results.forEach((r, i) => {
+      expect(same(r.data, sequential[i]!)).toBe(true);
+    });
     const p99 = h.percentile(99) / 1e6;
-    console.log(`load: 64 calls in ${seconds.toFixed(2)} s (${(64 / seconds).toFixed(1)} calls/s), p99 event-loop delay ${p99.toFixed(1)} ms, threads ${before} -> peak ${peak}`);
+    console.log(
+      `load: 64 calls in ${seconds.toFixed(2)} s (${(64 / seconds).toFixed(1)} calls/s), p99 event-loop delay ${p99.toFixed(1)} ms, threads ${before} -> peak ${peak}`,
+    );
     expect(p99).toBeLessThan(50);
     // gocor's pool is created once (pool size - 1 workers) and libuv's pool is 4 threads: no growth per call.
     expect(peak - before).toBeLessThanOrEqual(backends().cpu.threads + 4);
@@ -71,11 +76,15 @@ describe('reliability: load', () => {
     const calls = Array.from({ length: 12 }, () => global.correlate(f, f, { signal: ac.signal }));
     ac.abort();
     const settled = await Promise.allSettled(calls);
-    const aborted = settled.filter((s) => s.status === 'rejected' && (s.reason as { code?: string }).code === 'ERR_GOCOR_ABORTED');
+    const aborted = settled.filter(
+      (s) => s.status === 'rejected' && (s.reason as { code?: string }).code === 'ERR_GOCOR_ABORTED',
+    );
     const done = settled.filter((s) => s.status === 'fulfilled');
     expect(aborted.length + done.length).toBe(12);
     expect(aborted.length).toBeGreaterThan(0);
     // An already-aborted signal rejects at once.
-    await expect(global.correlate(f, f, { signal: AbortSignal.abort() })).rejects.toMatchObject({ code: 'ERR_GOCOR_ABORTED' });
+    await expect(global.correlate(f, f, { signal: AbortSignal.abort() })).rejects.toMatchObject({
+      code: 'ERR_GOCOR_ABORTED',
+    });
   });
 });

@@ -21,7 +21,16 @@ export function randn(n: number, seed: number): Float32Array {
 }
 
 /** Global correlation in float64: out[b, qy*Wq+qx, y, x] = sum_c r[b,c,y,x] q[b,c,qy,qx]; also sum_c |r q| per element. */
-export function corrGlobal64(r: Float32Array, q: Float32Array, B: number, C: number, H: number, W: number, Hq: number, Wq: number) {
+export function corrGlobal64(
+  r: Float32Array,
+  q: Float32Array,
+  B: number,
+  C: number,
+  H: number,
+  W: number,
+  Hq: number,
+  Wq: number,
+) {
   const N = H * W;
   const M = Hq * Wq;
   const out = new Float64Array(B * M * N);
