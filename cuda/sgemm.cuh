@@ -34,7 +34,9 @@ constexpr int kGemmBM = 128, kGemmBN = 128, kGemmBK = 8, kGemmThreads = 256, kGe
 constexpr int kGemmPad = 4;  // keeps rows 16-byte aligned and spreads transposed stores over banks
 
 // cp.async of 4 or 16 bytes; bytes beyond src_bytes are zero-filled (src_bytes = 0: all zero, and
-// the source is not read).
+// the source is not read). cp.async exists from sm_80 on; older targets (sm_75) copy synchronously,
+// which keeps the same ring logic correct (the data is simply there before the wait).
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
 __device__ __forceinline__ void cp_async4(float* smem, const float* gmem, int src_bytes) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem),
@@ -50,6 +52,18 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
+#else
+__device__ __forceinline__ void cp_async4(float* smem, const float* gmem, int src_bytes) {
+  *smem = src_bytes >= 4 ? *gmem : 0.f;
+}
+__device__ __forceinline__ void cp_async16(float* smem, const float* gmem, int src_bytes) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) smem[i] = src_bytes >= 4 * (i + 1) ? gmem[i] : 0.f;
+}
+__device__ __forceinline__ void cp_async_commit() {}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {}
+#endif
 
 // Stages one BK x 128 slab of an operand into dst[k][i] (i along M for A, along N for B).
 // contiguous: element (k, i) is at src[k*ld + i] (A col-major, B row-major), else src[i*ld + k].
