@@ -10,7 +10,10 @@
 
 #include "common.h"
 #include "correlation.h"
+#include "dense_features.h"
+#include "flow.h"
 #include "gocor.h"
+#include "match.h"
 
 namespace gocor {
 
@@ -42,6 +45,38 @@ void gocor_global_cuda(const GlobalGocorParams& p, const GlobalGocorOptions& o,
 void gocor_local_cuda(const LocalGocorParams& p, const LocalGocorOptions& o, const float* reference,
                       const float* query, float* volume, float* filter_out, int B, int C, int H,
                       int W, const Exec& ex, std::vector<GocorIterDiag>* diag);
+
+// ---- the stages of match (cuda/features.cu, cuda/flow.cu) and match itself (cuda/match.cu) ----
+// Same signatures and layouts as the cpp/core functions of the same name without _cuda.
+void image_resize_cuda(const float* src, int C, int H, int W, float* dst, int h, int w,
+                       const Exec& ex);
+void features_compute_cuda(const ImageView& img, int Hf, int Wf, int cell, float* out,
+                           const Exec& ex);
+void flow_resample_cuda(const float* flow_in, const FlowGrid& gi, float* flow_out,
+                        const FlowGrid& go, const Exec& ex);
+void flow_warp_cuda(const float* feat_b, int C, const FlowGrid& gb, const float* flow,
+                    const FlowGrid& ga, float* out, const Exec& ex);
+void flow_from_global_volume_cuda(const float* volume, const FlowGrid& ga, const FlowGrid& gb,
+                                  float* flow, float* peak, const Exec& ex);
+void flow_from_local_volume_cuda(const float* volume, int R, int H, int W, float* residual,
+                                 float* confidence, const Exec& ex);
+void flow_warp_image_cuda(const float* b, int C, int Hb, int Wb, const float* flow, int H, int W,
+                          float* out, float* mask, const Exec& ex);
+void flow_median3_cuda(float* flow, int H, int W, const Exec& ex);
+void flow_refine_symmetric_cuda(const float* feat_a, const FlowGrid& ga, const float* feat_b,
+                                const FlowGrid& gb, int C, float* flow, int iterations,
+                                const Exec& ex);
+// match_images on the GPU. The backend links nothing from gocor_core, so the caller passes the
+// GOCor parameters match_images uses: default_global_params(kFeatureChannels, o.seed) and
+// default_local_params(). a and b must have the same channels and size (CPU match_images also
+// takes a b of another size; route those to the CPU).
+MatchResult match_images_cuda(const ImageView& a, const ImageView& b, const MatchOptions& o,
+                              const GlobalGocorParams& gp, const LocalGocorParams& lp,
+                              const Exec& ex);
+// B pairs at once on one stream (all 2B images the same channels and size) -> out[0..B-1].
+void match_images_batch_cuda(const ImageView* a, const ImageView* b, int B, const MatchOptions& o,
+                             const GlobalGocorParams& gp, const LocalGocorParams& lp,
+                             const Exec& ex, MatchResult* out);
 #endif
 
 }  // namespace gocor

@@ -22,6 +22,7 @@
 #include "gocor.h"
 #include "gocor_cuda.h"
 #include "gocor_cuda_device.cuh"
+#include "match.h"
 
 using namespace gocor;
 
@@ -201,6 +202,43 @@ void bench_gocor_local(void* st, int B, int C, int H, int W, int R, int K, int r
   emit(head, ms, e2e, (6.0 * K + 2) * B * P * D * C, 4.0 * B * (2 * C * P + D * P));
 }
 
+// The whole match (features, global GOCor, three local GOCor levels, read-outs, warps, refinement)
+// on B device-resident 512x512 RGB pairs: pairs/s from the median batch time, plus the end-to-end
+// host API (uploads and downloads of B pairs included).
+void bench_match(void* st, int B, MatchMethod method, int reps) {
+  const int C = 3, H = 512, W = 512;
+  const size_t img = (size_t)C * H * W;
+  std::vector<float> a = random_vec(B * img, 11), b = random_vec(B * img, 12);
+  for (auto& v : a) v = 0.5f + 0.5f * v;
+  for (auto& v : b) v = 0.5f + 0.5f * v;
+  MatchOptions o;
+  o.method = method;
+  const GlobalGocorParams gp = default_global_params(kFeatureChannels, o.seed);
+  const LocalGocorParams lp = default_local_params();
+  Dev da(B * img * 4, a), db(B * img * 4, b), dflow((size_t)B * 2 * H * W * 4),
+      dconf((size_t)B * H * W * 4), dws(cuda_dev::match_workspace_bytes(B, C, H, W, o));
+  const auto ms = cuda_dev::time_on_stream(st, 1, reps, [&] {
+    cuda_dev::match_batch(o, gp, lp, da.f(), db.f(), B, C, H, W, dflow.f(), dconf.f(), dws.p, st);
+  });
+  std::vector<ImageView> va, vb;
+  for (int i = 0; i < B; ++i) {
+    va.push_back(ImageView{a.data() + i * img, C, H, W});
+    vb.push_back(ImageView{b.data() + i * img, C, H, W});
+  }
+  std::vector<MatchResult> res(B);
+  const double e2e = host_ms(2, [&] {
+    match_images_batch_cuda(va.data(), vb.data(), B, o, gp, lp, Exec{}, res.data());
+  });
+  const double k = median(ms);
+  std::printf("{\"bench\": \"match\", \"method\": \"%s\", \"B\": %d, \"H\": %d, \"W\": %d, "
+              "\"batch_ms\": %.3f, \"batch_ms_min\": %.3f, \"pairs_per_s\": %.1f, "
+              "\"e2e_batch_ms\": %.3f, \"e2e_pairs_per_s\": %.1f, \"workspace_mib\": %.0f}\n",
+              method == MatchMethod::Gocor ? "gocor" : "correlation", B, H, W, k, ms.front(),
+              1e3 * B / k, e2e, 1e3 * B / e2e,
+              cuda_dev::match_workspace_bytes(B, C, H, W, o) / 1048576.0);
+  std::fflush(stdout);
+}
+
 #endif  // GOCOR_WITH_CUDA
 
 }  // namespace
@@ -225,6 +263,8 @@ int main() {
     for (int C : {32, 96}) bench_corr_local(st, 8, C, 109, 256, 4, 10);
     for (int C : {32, 96}) bench_gocor_local(st, 8, C, 109, 256, 4, 3, 10);
     bench_gocor_local(st, 8, 96, 109, 256, 4, 7, 5);
+    for (int B : {8, 32}) bench_match(st, B, MatchMethod::Gocor, 5);
+    bench_match(st, 32, MatchMethod::Correlation, 5);
     cuda_dev::stream_destroy(st);
   } catch (const std::exception& e) {
     std::printf("{\"bench\": \"error\", \"what\": \"%s\"}\n", e.what());

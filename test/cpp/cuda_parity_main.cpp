@@ -19,9 +19,12 @@
 
 #include "common.h"
 #include "correlation.h"
+#include "dense_features.h"
 #include "dispatch.h"
+#include "flow.h"
 #include "gocor.h"
 #include "gocor_cuda.h"
+#include "match.h"
 #include "support/gocor_ref64.h"
 
 using namespace gocor;
@@ -177,6 +180,14 @@ int run_unavailable(const CudaInfo& info) {
   thrown = throws_code([&] { corr_global_cuda(ref.data(), q.data(), out.data(), s, Exec{}); },
                        ErrorCode::CudaUnavailable, &what);
   report(thrown, "corr_global_cuda() without a device throws CudaUnavailable: " + what);
+  const auto img = randn(3 * 20 * 24, 3);
+  std::vector<float> feat((size_t)kFeatureChannels * 5 * 6);
+  thrown = throws_code(
+      [&] {
+        features_compute_cuda(ImageView{img.data(), 3, 20, 24}, 5, 6, 4, feat.data(), Exec{});
+      },
+      ErrorCode::CudaUnavailable, &what);
+  report(thrown, "features_compute_cuda() without a device throws CudaUnavailable: " + what);
 #endif
   std::printf("CUDA unavailable: %s\n", info.reason.c_str());
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
@@ -381,6 +392,236 @@ void case_errors() {
   report(thrown, "C = 0 throws Shape: " + what);
 }
 
+// ---- match stages ------------------------------------------------------------------------------
+// These twins repeat the CPU's float32 operations in the CPU's order with explicitly rounded
+// multiplies and adds (the CPU build has no FMA contraction) and use double where it does, so the
+// expected difference is 0 in nearly every element. The bounds below are documented absolute
+// ones: a few float32 ulps of the values involved (resampled images and descriptors are O(1),
+// flows O(100) px), which a real indexing or formula error exceeds by orders of magnitude.
+
+// A smooth random texture in [0, 1]: noise blurred by three box passes, contrast stretched.
+std::vector<float> texture(int C, int H, int W, uint64_t seed) {
+  std::vector<float> img = randn((size_t)C * H * W, seed);
+  std::vector<float> tmp(img.size());
+  for (int pass = 0; pass < 3; ++pass) {
+    for (int c = 0; c < C; ++c)
+      for (int y = 0; y < H; ++y)
+        for (int x = 0; x < W; ++x) {
+          double s = 0;
+          for (int d = -2; d <= 2; ++d)
+            s += img[((size_t)c * H + y) * W + std::min(std::max(x + d, 0), W - 1)];
+          tmp[((size_t)c * H + y) * W + x] = float(s / 5);
+        }
+    for (int c = 0; c < C; ++c)
+      for (int y = 0; y < H; ++y)
+        for (int x = 0; x < W; ++x) {
+          double s = 0;
+          for (int d = -2; d <= 2; ++d)
+            s += tmp[((size_t)c * H + std::min(std::max(y + d, 0), H - 1)) * W + x];
+          img[((size_t)c * H + y) * W + x] = float(s / 5);
+        }
+  }
+  for (auto& v : img) v = std::min(1.f, std::max(0.f, 0.5f + 1.5f * v));
+  return img;
+}
+
+// b(x) = a(x - (dx, dy)) bilinearly (border clamped): the true flow a -> b is (dx, dy).
+std::vector<float> shifted(const std::vector<float>& a, int C, int H, int W, double dx, double dy) {
+  std::vector<float> b(a.size());
+  for (int c = 0; c < C; ++c)
+    for (int y = 0; y < H; ++y)
+      for (int x = 0; x < W; ++x) {
+        double sx = std::min(std::max(x - dx, 0.0), W - 1.0),
+               sy = std::min(std::max(y - dy, 0.0), H - 1.0);
+        int x0 = std::min(int(sx), W - 2), y0 = std::min(int(sy), H - 2);
+        double fx = sx - x0, fy = sy - y0;
+        auto at = [&](int yy, int xx) { return double(a[((size_t)c * H + yy) * W + xx]); };
+        b[((size_t)c * H + y) * W + x] =
+            float((1 - fy) * ((1 - fx) * at(y0, x0) + fx * at(y0, x0 + 1)) +
+                  fy * ((1 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1)));
+      }
+  return b;
+}
+
+void case_image_resize(int C, int H, int W, int h, int w, uint64_t seed) {
+  const auto src = texture(C, H, W, seed);
+  std::vector<float> cpu((size_t)C * h * w), gpu(cpu.size(), NAN);
+  const std::string name = fmt("image_resize C%d %dx%d -> %dx%d", C, H, W, h, w);
+  if (!guarded(name, [&] { image_resize_cuda(src.data(), C, H, W, gpu.data(), h, w, Exec{}); }))
+    return;
+  image_resize(src.data(), C, H, W, cpu.data(), h, w, Exec{});
+  report_cmp(name, compare(gpu, cpu, 1e-6, 0));
+}
+
+void case_features(int C, int H, int W, int Hf, int Wf, int cell, uint64_t seed) {
+  const auto img = texture(C, H, W, seed);
+  const ImageView v{img.data(), C, H, W};
+  std::vector<float> cpu((size_t)kFeatureChannels * Hf * Wf), gpu(cpu.size(), NAN);
+  const std::string name =
+      fmt("features_compute C%d %dx%d -> %dx%d cell %d", C, H, W, Hf, Wf, cell);
+  if (!guarded(name, [&] { features_compute_cuda(v, Hf, Wf, cell, gpu.data(), Exec{}); })) return;
+  features_compute(v, Hf, Wf, cell, cpu.data(), Exec{});
+  // Unit-norm descriptors: entries <= 1, float32 ulp 6e-8; 1e-6 allows ~16 ulps.
+  report_cmp(name, compare(gpu, cpu, 1e-6, 0));
+}
+
+void case_flow_stages(uint64_t seed) {
+  Rng r(seed);
+  const FlowGrid gb{13, 17, 2.5, 3.0}, ga{11, 19, 3.0, 2.8};
+  const int C = 7;
+  const size_t Na = (size_t)ga.H * ga.W, Nb = (size_t)gb.H * gb.W;
+  const auto feat_b = randn(C * Nb, seed + 1), feat_a = randn(C * Na, seed + 2);
+  std::vector<float> flow(2 * Na);
+  for (auto& f : flow) f = float(8 * r.normal());  // some points land outside b
+  {
+    std::vector<float> cpu(C * Na), gpu(cpu.size(), NAN);
+    if (guarded("flow_warp", [&] {
+          flow_warp_cuda(feat_b.data(), C, gb, flow.data(), ga, gpu.data(), Exec{});
+        })) {
+      flow_warp(feat_b.data(), C, gb, flow.data(), ga, cpu.data(), Exec{});
+      report_cmp("flow_warp C7 13x17 -> 11x19, flows +-8 px", compare(gpu, cpu, 1e-6, 1e-6));
+    }
+  }
+  {
+    const FlowGrid g2{23, 29, 1.3, 1.1};
+    std::vector<float> cpu(2 * (size_t)g2.H * g2.W), gpu(cpu.size(), NAN);
+    if (guarded("flow_resample", [&] {
+          flow_resample_cuda(flow.data(), ga, gpu.data(), g2, Exec{});
+        })) {
+      flow_resample(flow.data(), ga, cpu.data(), g2, Exec{});
+      report_cmp("flow_resample 11x19 -> 23x29", compare(gpu, cpu, 1e-6, 1e-6));
+    }
+  }
+  {
+    std::vector<float> cpu = flow, gpu = flow;
+    if (guarded("flow_median3", [&] { flow_median3_cuda(gpu.data(), ga.H, ga.W, Exec{}); })) {
+      flow_median3(cpu.data(), ga.H, ga.W, Exec{});
+      report_cmp("flow_median3 11x19 (exact)", compare(gpu, cpu, 0, 0));
+    }
+  }
+  {
+    // Global volume with a unique peak per reference cell and random neighbours around it.
+    const size_t M = Nb;
+    auto vol = randn(M * Na, seed + 3, 0.1f);
+    for (size_t q = 0; q < Na; ++q) vol[(size_t)(r.next() % M) * Na + q] += 1.f;
+    std::vector<float> cpu(2 * Na), gpu(cpu.size(), NAN), pc(Na), pg(Na, NAN);
+    if (guarded("flow_from_global_volume", [&] {
+          flow_from_global_volume_cuda(vol.data(), ga, gb, gpu.data(), pg.data(), Exec{});
+        })) {
+      flow_from_global_volume(vol.data(), ga, gb, cpu.data(), pc.data(), Exec{});
+      // Flows are differences of pixel positions up to ~50 px: a few ulps of 50.
+      report_cmp("flow_from_global_volume 11x19 <- 13x17 flow", compare(gpu, cpu, 1e-5, 0));
+      report_cmp("flow_from_global_volume peak", compare(pg, pc, 0, 0));
+    }
+  }
+  for (int R : {2, 4}) {
+    const int H = 13, W = 17, D = (2 * R + 1) * (2 * R + 1);
+    const auto vol = randn((size_t)D * H * W, seed + 10 + R);
+    std::vector<float> cpu(2 * (size_t)H * W), gpu(cpu.size(), NAN), cc((size_t)H * W),
+        cg(cc.size(), NAN);
+    const std::string name = fmt("flow_from_local_volume R%d 13x17", R);
+    if (guarded(name, [&] {
+          flow_from_local_volume_cuda(vol.data(), R, H, W, gpu.data(), cg.data(), Exec{});
+        })) {
+      flow_from_local_volume(vol.data(), R, H, W, cpu.data(), cc.data(), Exec{});
+      report_cmp(name + " residual", compare(gpu, cpu, 1e-6, 0));
+      report_cmp(name + " confidence", compare(cg, cc, 1e-6, 0));
+    }
+  }
+  {
+    const int Hb = 21, Wb = 26, H = 19, W = 23;
+    const auto img = texture(3, Hb, Wb, seed + 20);
+    std::vector<float> fl(2 * (size_t)H * W);
+    for (auto& f : fl) f = float(5 * r.normal());
+    std::vector<float> cpu(3 * (size_t)H * W), gpu(cpu.size(), NAN), mc((size_t)H * W),
+        mg(mc.size(), NAN);
+    if (guarded("flow_warp_image", [&] {
+          flow_warp_image_cuda(img.data(), 3, Hb, Wb, fl.data(), H, W, gpu.data(), mg.data(),
+                               Exec{});
+        })) {
+      flow_warp_image(img.data(), 3, Hb, Wb, fl.data(), H, W, cpu.data(), mc.data(), Exec{});
+      report_cmp("flow_warp_image C3 21x26 -> 19x23", compare(gpu, cpu, 1e-6, 0));
+      report_cmp("flow_warp_image mask (exact)", compare(mg, mc, 0, 0));
+    }
+  }
+  {
+    // Real descriptors of a shifted texture, flows near the truth: the refinement's regime.
+    const int H = 96, W = 112, Hf = 24, Wf = 28;
+    const auto a = texture(1, H, W, seed + 30), b = shifted(a, 1, H, W, 3.4, -2.2);
+    std::vector<float> fa((size_t)kFeatureChannels * Hf * Wf), fb(fa.size());
+    features_compute(ImageView{a.data(), 1, H, W}, Hf, Wf, 4, fa.data(), Exec{});
+    features_compute(ImageView{b.data(), 1, H, W}, Hf, Wf, 4, fb.data(), Exec{});
+    const FlowGrid g{Hf, Wf, 4.0, 4.0};
+    std::vector<float> f0(2 * (size_t)Hf * Wf);
+    for (size_t i = 0; i < f0.size(); ++i)
+      f0[i] = float((i < f0.size() / 2 ? 3.4 : -2.2) + 1.5 * r.normal());
+    std::vector<float> cpu = f0, gpu = f0;
+    if (guarded("flow_refine_symmetric", [&] {
+          flow_refine_symmetric_cuda(fa.data(), g, fb.data(), g, kFeatureChannels, gpu.data(), 3,
+                                     Exec{});
+        })) {
+      flow_refine_symmetric(fa.data(), g, fb.data(), g, kFeatureChannels, cpu.data(), 3, Exec{});
+      report_cmp("flow_refine_symmetric C136 24x28 3 iterations", compare(gpu, cpu, 1e-5, 0));
+    }
+  }
+}
+
+// The whole match on the GPU against the CPU's match_images on two 512x512 pairs, batched (B = 2)
+// through match_images_batch_cuda. GOCor stages differ from the CPU's at float32 rounding level
+// and the pipeline takes arg-maxes, so a few cells may pick a neighbouring peak: the check allows
+// up to 1% of pixels more than 0.5 px apart and a median difference under 0.01 px.
+void case_match() {
+  const int H = 512, W = 512;
+  const double shifts[2][2] = {{6.3, -4.7}, {-17.6, 9.2}};
+  std::vector<std::vector<float>> as, bs;
+  for (int i = 0; i < 2; ++i) {
+    as.push_back(texture(3, H, W, 700 + i));
+    bs.push_back(shifted(as.back(), 3, H, W, shifts[i][0], shifts[i][1]));
+  }
+  for (MatchMethod method : {MatchMethod::Gocor, MatchMethod::Correlation}) {
+    MatchOptions o;
+    o.method = method;
+    const char* mname = method == MatchMethod::Gocor ? "gocor" : "correlation";
+    ImageView va[2], vb[2];
+    for (int i = 0; i < 2; ++i) {
+      va[i] = ImageView{as[i].data(), 3, H, W};
+      vb[i] = ImageView{bs[i].data(), 3, H, W};
+    }
+    MatchResult gpu[2];
+    const std::string name = fmt("match_images_batch_cuda %s 2 pairs 512x512", mname);
+    if (!guarded(name, [&] {
+          match_images_batch_cuda(va, vb, 2, o, default_global_params(kFeatureChannels, o.seed),
+                                  default_local_params(), Exec{}, gpu);
+        }))
+      continue;
+    for (int i = 0; i < 2; ++i) {
+      const MatchResult cpu = match_images(va[i], vb[i], o, Exec{});
+      const size_t P = (size_t)H * W;
+      std::vector<double> d(P);
+      double gt_cpu = 0, gt_gpu = 0, conf_max = 0;
+      for (size_t k = 0; k < P; ++k) {
+        d[k] = std::hypot(gpu[i].flow[k] - cpu.flow[k], gpu[i].flow[P + k] - cpu.flow[P + k]);
+        gt_cpu += std::hypot(cpu.flow[k] - shifts[i][0], cpu.flow[P + k] - shifts[i][1]);
+        gt_gpu += std::hypot(gpu[i].flow[k] - shifts[i][0], gpu[i].flow[P + k] - shifts[i][1]);
+        if (!cpu.confidence.empty() && gpu[i].confidence.size() == P)
+          conf_max =
+              std::max(conf_max, double(std::fabs(gpu[i].confidence[k] - cpu.confidence[k])));
+      }
+      size_t over = 0;
+      for (double x : d) over += x > 0.5;
+      std::vector<double> s = d;
+      std::nth_element(s.begin(), s.begin() + P / 2, s.end());
+      const double med = s[P / 2], mx = *std::max_element(d.begin(), d.end());
+      const double frac = double(over) / P;
+      const bool ok = gpu[i].H == H && gpu[i].W == W && frac <= 0.01 && med <= 0.01;
+      report(ok, fmt("match %s pair %d shift (%.1f,%.1f): EPE(gpu-cpu) max %.3g median %.3g, "
+                     "%.3f%% px > 0.5; mean EPE vs truth cpu %.3f gpu %.3f; conf max|d| %.3g",
+                     mname, i, shifts[i][0], shifts[i][1], mx, med, 100 * frac, gt_cpu / P,
+                     gt_gpu / P, conf_max));
+    }
+  }
+}
+
 int run_available(const CudaInfo& info) {
   std::printf("device: %s (cc %d.%d, %.1f GiB), runtime %d, driver %d\n", info.name.c_str(),
               info.cc_major, info.cc_minor, info.total_memory / 1073741824.0, info.runtime_version,
@@ -445,6 +686,16 @@ int run_available(const CudaInfo& info) {
   case_gocor_local("init", default_local_params(), LocalGocorOptions{7, 2}, 1, 8, 40, 3, 56, false);
 
   case_concurrent();
+
+  // Match stages and the whole match.
+  case_image_resize(3, 37, 53, 19, 71, 61);
+  case_image_resize(1, 512, 512, 128, 128, 62);
+  case_image_resize(2, 45, 31, 45, 31, 63);
+  case_features(3, 61, 83, 15, 21, 4, 64);
+  case_features(1, 96, 128, 16, 16, 8, 65);
+  case_features(3, 128, 128, 32, 32, 4, 66);
+  case_flow_stages(67);
+  case_match();
 
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;
