@@ -179,10 +179,10 @@ template <int R>
 void launch_corr_local_tiled(const float* d_ref, const float* d_query, float* d_out,
                              const CorrLocalShape& s, cudaStream_t stream) {
   using Cfg = LocalTiledCfg<R>;
-  check(cudaFuncSetAttribute(corr_local_tiled_kernel<R>,
-                             cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(Cfg::kSmemBytes)),
-        "cudaFuncSetAttribute");
+  check(
+      cudaFuncSetAttribute(corr_local_tiled_kernel<R>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(Cfg::kSmemBytes)),
+      "cudaFuncSetAttribute");
   const bool vec = s.W % 4 == 0 && aligned16(d_ref) && aligned16(d_query) && aligned16(d_out);
   dim3 grid(ceil_div(s.W, kLX), ceil_div(s.H, kLY), s.B);
   corr_local_tiled_kernel<R>
@@ -251,16 +251,11 @@ void corr_local_device(const float* d_ref, const float* d_query, float* d_out,
                        const CorrLocalShape& s, cudaStream_t stream) {
   check_local_shape(s);
   switch (s.R) {  // register-tiled radii; others take the per-pixel kernel
-    case 1:
-      return launch_corr_local_tiled<1>(d_ref, d_query, d_out, s, stream);
-    case 2:
-      return launch_corr_local_tiled<2>(d_ref, d_query, d_out, s, stream);
-    case 3:
-      return launch_corr_local_tiled<3>(d_ref, d_query, d_out, s, stream);
-    case 4:
-      return launch_corr_local_tiled<4>(d_ref, d_query, d_out, s, stream);
-    default:
-      break;
+    case 1: return launch_corr_local_tiled<1>(d_ref, d_query, d_out, s, stream);
+    case 2: return launch_corr_local_tiled<2>(d_ref, d_query, d_out, s, stream);
+    case 3: return launch_corr_local_tiled<3>(d_ref, d_query, d_out, s, stream);
+    case 4: return launch_corr_local_tiled<4>(d_ref, d_query, d_out, s, stream);
+    default: break;
   }
   dim3 block;
   size_t smem = 0;

@@ -277,7 +277,9 @@ struct FeatLayout {
   size_t gray, mid, work, small, large, tmp, norm, floor, total;
 };
 
-size_t align256(size_t x) { return (x + 255) / 256 * 256; }
+size_t align256(size_t x) {
+  return (x + 255) / 256 * 256;
+}
 
 FeatLayout feat_layout(int B, int H, int W, int Hf, int Wf, int cell) {
   const size_t Hk = size_t(Hf) * cell, Wk = size_t(Wf) * cell, P = Hk * Wk;
@@ -413,8 +415,8 @@ void features_compute_cuda(const ImageView& img, int Hf, int Wf, int cell, float
   cuda::DeviceBuffer<float> d_img(nin), d_out(nout);
   cuda::DeviceBuffer<char> d_ws(cuda::feat_layout(1, img.H, img.W, Hf, Wf, cell).total);
   cuda::to_device(d_img.get(), img.data, nin, stream.get());
-  cuda::features_device(d_img.get(), 1, img.C, img.H, img.W, Hf, Wf, cell, d_out.get(),
-                        d_ws.get(), stream.get());
+  cuda::features_device(d_img.get(), 1, img.C, img.H, img.W, Hf, Wf, cell, d_out.get(), d_ws.get(),
+                        stream.get());
   cuda::to_host(out, d_out.get(), nout, stream.get());
   stream.sync();
 }

@@ -28,8 +28,8 @@ __device__ __forceinline__ Bilinear bilinear_taps(double gx, double gy, int H, i
   const float fx = float(gx - x0), fy = float(gy - y0);
   const float ax = __fsub_rn(1.f, fx), ay = __fsub_rn(1.f, fy);
   return {(long long)y0 * W + x0, (long long)y0 * W + x1, (long long)y1 * W + x0,
-          (long long)y1 * W + x1,  __fmul_rn(ax, ay),     __fmul_rn(fx, ay),
-          __fmul_rn(ax, fy),       __fmul_rn(fx, fy)};
+          (long long)y1 * W + x1, __fmul_rn(ax, ay),      __fmul_rn(fx, ay),
+          __fmul_rn(ax, fy),      __fmul_rn(fx, fy)};
 }
 
 __device__ __forceinline__ float read(const float* __restrict__ p, const Bilinear& b) {

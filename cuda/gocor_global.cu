@@ -135,8 +135,8 @@ __global__ void __launch_bounds__(256, 2)
   constexpr int G = Cfg::kG, GT = Cfg::kGT, PW = Cfg::kPW, PH = Cfg::kPH, PL = Cfg::kPlane;
   constexpr int TPR = T / 4;  // threads per tile row
   extern __shared__ __align__(16) float smem[];
-  float* planes = smem;                 // [2][G][PL]
-  float* wts = smem + 2 * G * PL;       // [2][G][25]
+  float* planes = smem;            // [2][G][PL]
+  float* wts = smem + 2 * G * PL;  // [2][G][25]
   __shared__ int s_ry[G], s_rx[G], s_cr[G];
   __shared__ float s_red[8];
 
@@ -188,8 +188,8 @@ __global__ void __launch_bounds__(256, 2)
     float* wb = wts + buf * G * kTaps;
     for (int i = tid; i < G * kTaps; i += 256) {  // G * 25 is 400 when T = 16
       const int g = i / kTaps, k = i % kTaps;
-      cp_async4(wb + g * kTaps + k,
-                kc + ((long long)s_cr[g] * kClasses * kTaps + dr) * kTaps + k, 4);
+      cp_async4(wb + g * kTaps + k, kc + ((long long)s_cr[g] * kClasses * kTaps + dr) * kTaps + k,
+                4);
     }
   };
 
@@ -299,7 +299,7 @@ __global__ void __launch_bounds__(256, 2)
     }
   }
   if (partial == nullptr) return;  // uniform over the block
-  // Fixed-order reduction over the group: lanes within a warp, then the group's warps in order.
+    // Fixed-order reduction over the group: lanes within a warp, then the group's warps in order.
 #pragma unroll
   for (int off = (GT < 32 ? GT : 32) / 2; off > 0; off >>= 1)
     dot += __shfl_xor_sync(0xffffffffu, dot, off);
@@ -597,15 +597,9 @@ void rtr_apply_t(const float* X, float* Y, float* partial, const float* kc,
 void rtr_apply(const float* X, float* Y, float* partial, const float* kc, const GocorGlobalShape& s,
                int ntiles, cudaStream_t stream) {
   switch (rtr_tile(s.H, s.W)) {
-    case 64:
-      rtr_apply_t<64>(X, Y, partial, kc, s, ntiles, stream);
-      break;
-    case 32:
-      rtr_apply_t<32>(X, Y, partial, kc, s, ntiles, stream);
-      break;
-    default:
-      rtr_apply_t<16>(X, Y, partial, kc, s, ntiles, stream);
-      break;
+    case 64: rtr_apply_t<64>(X, Y, partial, kc, s, ntiles, stream); break;
+    case 32: rtr_apply_t<32>(X, Y, partial, kc, s, ntiles, stream); break;
+    default: rtr_apply_t<16>(X, Y, partial, kc, s, ntiles, stream); break;
   }
 }
 
@@ -639,8 +633,8 @@ class StageClock {
     for (size_t i = 0; i + 1 < ev_.size(); ++i) {
       float ms = 0.f;
       check(cudaEventElapsedTime(&ms, ev_[i], ev_[i + 1]), "cudaEventElapsedTime");
-      auto it = std::find_if(out.begin(), out.end(),
-                             [&](const auto& x) { return x.first == names_[i]; });
+      auto it =
+          std::find_if(out.begin(), out.end(), [&](const auto& x) { return x.first == names_[i]; });
       if (it == out.end()) {
         out.emplace_back(names_[i], ms);
       } else {

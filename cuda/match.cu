@@ -51,7 +51,9 @@ struct Plan {
          backa = 0, mask = 0, total = 0;
 };
 
-size_t a256(size_t x) { return (x + 255) / 256 * 256; }
+size_t a256(size_t x) {
+  return (x + 255) / 256 * 256;
+}
 
 void check_options(const MatchOptions& o) {
   if (o.search_radius < 1 || o.num_iter_global < 0 || o.num_iter_local < 0 || o.out_h < 0 ||

@@ -47,7 +47,9 @@ __device__ __forceinline__ void cp_async16(float* smem, const float* gmem, int s
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
                "r"(src_bytes));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
@@ -174,9 +176,9 @@ __global__ void __launch_bounds__(kGemmThreads, 2)
       for (int h = 0; h < 2; ++h) {
         const int n = n0 + h * 64 + tx * 4;
         if (n < g.N) {
-          part += ep(b, m, n,
-                     make_float4(acc[i][h * 4], acc[i][h * 4 + 1], acc[i][h * 4 + 2],
-                                 acc[i][h * 4 + 3]));
+          part += ep(
+              b, m, n,
+              make_float4(acc[i][h * 4], acc[i][h * 4 + 1], acc[i][h * 4 + 2], acc[i][h * 4 + 3]));
         }
       }
     }
@@ -203,10 +205,10 @@ void launch_sgemm(const GemmArgs& g, int batch, const Ep& ep, cudaStream_t strea
     throw Error(ErrorCode::TooLarge, "the CUDA SGEMM grid is too large for this shape");
   }
   // 16-byte copies need every row start of every batch element 16-byte aligned.
-  const bool vec_a = LA == Layout::kColMajor && g.lda % 4 == 0 && g.strideA % 4 == 0 &&
-                     aligned16(g.A);
-  const bool vec_b = LB == Layout::kRowMajor && g.ldb % 4 == 0 && g.strideB % 4 == 0 &&
-                     aligned16(g.B);
+  const bool vec_a =
+      LA == Layout::kColMajor && g.lda % 4 == 0 && g.strideA % 4 == 0 && aligned16(g.A);
+  const bool vec_b =
+      LB == Layout::kRowMajor && g.ldb % 4 == 0 && g.strideB % 4 == 0 && aligned16(g.B);
   sgemm_kernel<LA, LB, Ep><<<grid, kGemmThreads, 0, stream>>>(g, ep, vec_a, vec_b);
   check_launch("sgemm_kernel");
 }

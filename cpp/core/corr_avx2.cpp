@@ -51,7 +51,9 @@ struct V {
 
 }  // namespace avx2
 
-const Kernels& kernels_avx2() { return avx2::kernels_impl(); }
+const Kernels& kernels_avx2() {
+  return avx2::kernels_impl();
+}
 
 }  // namespace corr_detail
 }  // namespace gocor
@@ -62,7 +64,9 @@ const Kernels& kernels_avx2() { return avx2::kernels_impl(); }
 
 namespace gocor {
 namespace corr_detail {
-const Kernels& kernels_avx2() { return kernels_portable(); }
+const Kernels& kernels_avx2() {
+  return kernels_portable();
+}
 }  // namespace corr_detail
 }  // namespace gocor
 

@@ -48,7 +48,9 @@ struct V {
 
 }  // namespace avx512
 
-const Kernels& kernels_avx512() { return avx512::kernels_impl(); }
+const Kernels& kernels_avx512() {
+  return avx512::kernels_impl();
+}
 
 }  // namespace corr_detail
 }  // namespace gocor
@@ -59,7 +61,9 @@ const Kernels& kernels_avx512() { return avx512::kernels_impl(); }
 
 namespace gocor {
 namespace corr_detail {
-const Kernels& kernels_avx512() { return kernels_portable(); }
+const Kernels& kernels_avx512() {
+  return kernels_portable();
+}
 }  // namespace corr_detail
 }  // namespace gocor
 

@@ -73,7 +73,9 @@ struct V {
 
 }  // namespace portable
 
-const Kernels& kernels_portable() { return portable::kernels_impl(); }
+const Kernels& kernels_portable() {
+  return portable::kernels_impl();
+}
 
 }  // namespace corr_detail
 }  // namespace gocor

@@ -61,7 +61,9 @@ float* aligned_alloc_floats(int64_t n) {
                                          " bytes of scratch memory");
   }
 }
-void aligned_free_floats(float* p) { ::operator delete(p, std::align_val_t(64)); }
+void aligned_free_floats(float* p) {
+  ::operator delete(p, std::align_val_t(64));
+}
 
 // Packing buffers of the calling thread, kept between calls: a fresh multi-MiB allocation is
 // mapped anew by the OS every time and its page faults cost as much as a small GEMM. Requests
@@ -154,8 +156,8 @@ void gemm_tn(const Kernels& kr, int M, int N, int K, const float* At, const floa
   // Panels per work tile; shrink the tiles when there would be too few to keep every thread busy.
   const int threads = ex.threads <= 0 ? pool_size() : std::min(ex.threads, pool_size());
   int mc = std::max(1, kMc / MR), nc = std::max(1, kNc / NR);
-  while (threads > 1 && static_cast<int64_t>((mp + mc - 1) / mc) * ((np + nc - 1) / nc) <
-                            4 * threads &&
+  while (threads > 1 &&
+         static_cast<int64_t>((mp + mc - 1) / mc) * ((np + nc - 1) / nc) < 4 * threads &&
          (mc > 1 || nc > 1)) {
     if (nc >= mc && nc > 1) {
       nc = (nc + 1) / 2;
@@ -193,10 +195,9 @@ void validate_global(const float* reference, const float* query, const float* ou
   require(reference != nullptr && query != nullptr && out != nullptr, ErrorCode::InvalidArg,
           "corr_global: null tensor pointer");
   require(s.B >= 1 && s.C >= 1 && s.H >= 1 && s.W >= 1 && s.Hq >= 1 && s.Wq >= 1, ErrorCode::Shape,
-          "corr_global: every dimension must be >= 1 (B=" + std::to_string(s.B) +
-              ", C=" + std::to_string(s.C) + ", H=" + std::to_string(s.H) +
-              ", W=" + std::to_string(s.W) + ", Hq=" + std::to_string(s.Hq) +
-              ", Wq=" + std::to_string(s.Wq) + ")");
+          "corr_global: every dimension must be >= 1 (B=" + std::to_string(s.B) + ", C=" +
+              std::to_string(s.C) + ", H=" + std::to_string(s.H) + ", W=" + std::to_string(s.W) +
+              ", Hq=" + std::to_string(s.Hq) + ", Wq=" + std::to_string(s.Wq) + ")");
   const int64_t n = int64_t{s.H} * s.W, m = int64_t{s.Hq} * s.Wq;
   require(n < (int64_t{1} << 31) / 64 && m < (int64_t{1} << 31) / 64, ErrorCode::TooLarge,
           "corr_global: too many positions");
@@ -210,9 +211,9 @@ void validate_local(const float* a, const float* b, const float* out, const Corr
           std::string(name) + ": B, C, H, W must be >= 1 (B=" + std::to_string(s.B) +
               ", C=" + std::to_string(s.C) + ", H=" + std::to_string(s.H) +
               ", W=" + std::to_string(s.W) + ")");
-  require(s.R >= 0 && s.R <= 64, ErrorCode::InvalidArg,
-          std::string(name) + ": search radius R must be in [0, 64], received " +
-              std::to_string(s.R));
+  require(
+      s.R >= 0 && s.R <= 64, ErrorCode::InvalidArg,
+      std::string(name) + ": search radius R must be in [0, 64], received " + std::to_string(s.R));
   require(int64_t{s.H} * s.W < (int64_t{1} << 31) / 16, ErrorCode::TooLarge,
           std::string(name) + ": too many positions");
 }
@@ -230,8 +231,12 @@ Simd simd_active() {
   return (f >= 0 && f < static_cast<int>(d)) ? static_cast<Simd>(f) : d;
 }
 
-void simd_force(Simd level) { g_forced.store(static_cast<int>(level)); }
-void simd_unforce() { g_forced.store(-1); }
+void simd_force(Simd level) {
+  g_forced.store(static_cast<int>(level));
+}
+void simd_unforce() {
+  g_forced.store(-1);
+}
 
 }  // namespace corr_detail
 
@@ -266,8 +271,8 @@ void corr_global_cpu(const float* reference, const float* query, float* out,
   }
 }
 
-void corr_local_cpu(const float* reference, const float* query, float* out,
-                    const CorrLocalShape& s, const Exec& ex) {
+void corr_local_cpu(const float* reference, const float* query, float* out, const CorrLocalShape& s,
+                    const Exec& ex) {
   corr_detail::validate_local(reference, query, out, s, "corr_local");
   const Kernels& kr = corr_detail::active_kernels();
   const int C = s.C, H = s.H, W = s.W, R = s.R, D1 = 2 * R + 1;

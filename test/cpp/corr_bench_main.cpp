@@ -128,9 +128,9 @@ int main(int argc, char** argv) {
       gocor::Exec ex;
       ex.threads = 1;
       double cpu;
-      double ms = time_ms(
-          [&] { gocor::corr_local_adjoint_cpu(rho.data(), g.data(), adj.data(), s, ex); }, 3,
-          budget, &cpu);
+      double ms =
+          time_ms([&] { gocor::corr_local_adjoint_cpu(rho.data(), g.data(), adj.data(), s, ex); },
+                  3, budget, &cpu);
       std::printf(
           "{\"op\":\"corr_local_adjoint\",\"simd\":\"%s\",\"H\":%d,\"W\":%d,\"C\":%d,\"R\":%d,"
           "\"threads\":1,\"ms\":%.4f,\"gflops\":%.2f,\"cpu_ms\":%.4f,\"cpu_gflops\":%.2f}\n",

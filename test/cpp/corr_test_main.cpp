@@ -42,7 +42,9 @@ void report(bool ok, const std::string& line) {
 }
 
 constexpr double kU = 5.9604644775390625e-08;  // 2^-24
-double gamma_n(double n) { return n * kU / (1.0 - n * kU); }
+double gamma_n(double n) {
+  return n * kU / (1.0 - n * kU);
+}
 
 // Deterministic data in [-1, 1) (splitmix64).
 std::vector<float> random_vec(size_t n, uint64_t seed) {
@@ -63,7 +65,8 @@ struct Ref64 {
 };
 
 // Float64 reference written from spec 7 / 5.1, independent of the library.
-Ref64 global_ref(const std::vector<float>& f, const std::vector<float>& g, const CorrGlobalShape& s) {
+Ref64 global_ref(const std::vector<float>& f, const std::vector<float>& g,
+                 const CorrGlobalShape& s) {
   const int64_t N = int64_t{s.H} * s.W, M = int64_t{s.Hq} * s.Wq;
   Ref64 r;
   r.val.assign(s.B * M * N, 0.0);
@@ -230,8 +233,8 @@ void test_local(const CorrLocalShape& s, uint64_t seed, bool also_naive) {
   report(ok, "corr_local " + lvl + " " + lshape(s) + " max|err|/(uS)=" + fmt("%.2f", worst) +
                  (ok ? "" : " " + where));
   ok = check_bound(adj, ra, double(D) + 8, &worst, &where);
-  report(ok, "corr_local_adjoint " + lvl + " " + lshape(s) + " max|err|/(uS)=" +
-                 fmt("%.2f", worst) + (ok ? "" : " " + where));
+  report(ok, "corr_local_adjoint " + lvl + " " + lshape(s) +
+                 " max|err|/(uS)=" + fmt("%.2f", worst) + (ok ? "" : " " + where));
 
   // <Corr(a,b), rho> == <a, Corr^T(rho,b)>, both sides in float64 from the float32 outputs; the
   // two sides may differ only by the outputs' own error bounds weighted by the other factor.
@@ -246,9 +249,8 @@ void test_local(const CorrLocalShape& s, uint64_t seed, bool also_naive) {
     slack += gd * ra.abs[i] * std::fabs(f[i]);
   }
   ok = std::fabs(lhs - rhs) <= slack + 1e-12;
-  report(ok, "adjoint identity " + lvl + " " + lshape(s) + " <Corr(a,b),rho>=" +
-                 fmt("%.9g", lhs) + " <a,CorrT(rho,b)>=" + fmt("%.9g", rhs) +
-                 " bound=" + fmt("%.2g", slack));
+  report(ok, "adjoint identity " + lvl + " " + lshape(s) + " <Corr(a,b),rho>=" + fmt("%.9g", lhs) +
+                 " <a,CorrT(rho,b)>=" + fmt("%.9g", rhs) + " bound=" + fmt("%.2g", slack));
 
   std::vector<float> out_mt(out.size(), -1234.5f), adj_mt(adj.size(), -1234.5f);
   ex.threads = 0;
@@ -364,9 +366,9 @@ int main() {
       {1, 3, 1, 97, 61, 1},
   };
   const std::vector<CorrLocalShape> locals = {
-      {1, 1, 1, 1, 0},    {1, 1, 3, 4, 1},     {1, 3, 5, 7, 1},    {2, 16, 9, 13, 4},
-      {1, 64, 16, 16, 4}, {1, 255, 7, 31, 7},  {1, 512, 6, 17, 4}, {1, 1024, 4, 5, 1},
-      {2, 32, 20, 40, 7}, {1, 16, 3, 2, 7},    {1, 64, 33, 47, 0}, {1, 3, 11, 70, 4},
+      {1, 1, 1, 1, 0},    {1, 1, 3, 4, 1},    {1, 3, 5, 7, 1},    {2, 16, 9, 13, 4},
+      {1, 64, 16, 16, 4}, {1, 255, 7, 31, 7}, {1, 512, 6, 17, 4}, {1, 1024, 4, 5, 1},
+      {2, 32, 20, 40, 7}, {1, 16, 3, 2, 7},   {1, 64, 33, 47, 0}, {1, 3, 11, 70, 4},
   };
   const std::string dir = conformance_dir();
   std::printf("conformance dir: %s\n", dir.c_str());

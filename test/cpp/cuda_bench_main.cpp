@@ -153,9 +153,10 @@ void bench_gocor_global(void* st, int B, int C, int H, int W, int K, int reps) {
       cuda_dev::gocor_global_stages(p, o, dr.f(), dq.f(), dvol.f(), dw.f(), dws.p, s, st);
   double total = 0;
   for (const auto& x : stages) total += x.second;
-  std::printf("{\"bench\": \"gocor_global_stages\", \"B\": %d, \"C\": %d, \"H\": %d, \"W\": %d, "
-              "\"K\": %d, \"total_ms\": %.3f, \"stages_ms\": {",
-              B, C, H, W, K, total);
+  std::printf(
+      "{\"bench\": \"gocor_global_stages\", \"B\": %d, \"C\": %d, \"H\": %d, \"W\": %d, "
+      "\"K\": %d, \"total_ms\": %.3f, \"stages_ms\": {",
+      B, C, H, W, K, total);
   for (size_t i = 0; i < stages.size(); ++i) {
     std::printf("%s\"%s\": %.3f", i ? ", " : "", stages[i].first.c_str(), stages[i].second);
   }
@@ -226,16 +227,15 @@ void bench_match(void* st, int B, MatchMethod method, int reps) {
     vb.push_back(ImageView{b.data() + i * img, C, H, W});
   }
   std::vector<MatchResult> res(B);
-  const double e2e = host_ms(2, [&] {
-    match_images_batch_cuda(va.data(), vb.data(), B, o, gp, lp, Exec{}, res.data());
-  });
+  const double e2e = host_ms(
+      2, [&] { match_images_batch_cuda(va.data(), vb.data(), B, o, gp, lp, Exec{}, res.data()); });
   const double k = median(ms);
-  std::printf("{\"bench\": \"match\", \"method\": \"%s\", \"B\": %d, \"H\": %d, \"W\": %d, "
-              "\"batch_ms\": %.3f, \"batch_ms_min\": %.3f, \"pairs_per_s\": %.1f, "
-              "\"e2e_batch_ms\": %.3f, \"e2e_pairs_per_s\": %.1f, \"workspace_mib\": %.0f}\n",
-              method == MatchMethod::Gocor ? "gocor" : "correlation", B, H, W, k, ms.front(),
-              1e3 * B / k, e2e, 1e3 * B / e2e,
-              cuda_dev::match_workspace_bytes(B, C, H, W, o) / 1048576.0);
+  std::printf(
+      "{\"bench\": \"match\", \"method\": \"%s\", \"B\": %d, \"H\": %d, \"W\": %d, "
+      "\"batch_ms\": %.3f, \"batch_ms_min\": %.3f, \"pairs_per_s\": %.1f, "
+      "\"e2e_batch_ms\": %.3f, \"e2e_pairs_per_s\": %.1f, \"workspace_mib\": %.0f}\n",
+      method == MatchMethod::Gocor ? "gocor" : "correlation", B, H, W, k, ms.front(), 1e3 * B / k,
+      e2e, 1e3 * B / e2e, cuda_dev::match_workspace_bytes(B, C, H, W, o) / 1048576.0);
   std::fflush(stdout);
 }
 

@@ -485,9 +485,8 @@ void case_flow_stages(uint64_t seed) {
   {
     const FlowGrid g2{23, 29, 1.3, 1.1};
     std::vector<float> cpu(2 * (size_t)g2.H * g2.W), gpu(cpu.size(), NAN);
-    if (guarded("flow_resample", [&] {
-          flow_resample_cuda(flow.data(), ga, gpu.data(), g2, Exec{});
-        })) {
+    if (guarded("flow_resample",
+                [&] { flow_resample_cuda(flow.data(), ga, gpu.data(), g2, Exec{}); })) {
       flow_resample(flow.data(), ga, cpu.data(), g2, Exec{});
       report_cmp("flow_resample 11x19 -> 23x29", compare(gpu, cpu, 1e-6, 1e-6));
     }
