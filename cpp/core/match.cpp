@@ -1,5 +1,6 @@
 #include "match.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -39,6 +40,56 @@ void check_pyramids(const FeaturePyramid& a, const FeaturePyramid& b) {
   }
 }
 
+// Mutual-consistency check and outlier fill of the global flow (same for GOCor and correlation).
+// volume (Nb, Ga.H, Ga.W) as read by flow_from_global_volume, flow (2, Ga.H, Ga.W) in pixels,
+// updated in place. A cell r is kept when the best reference cell of its best query cell t lies
+// within one cell of r (cyclic consistency); every other cell gets the median of the kept cells
+// in the smallest square window that holds at least 3 of them. Wrong global matches are coherent
+// blocks on repetitive textures, and the local levels (radius 4) cannot undo a jump of a whole
+// global cell, so they must be replaced here rather than by the 3x3 median between levels.
+void global_consistency_fill(const float* volume, const FlowGrid& ga, const FlowGrid& gb,
+                             float* flow) {
+  const int64_t Na = int64_t(ga.H) * ga.W, Nb = int64_t(gb.H) * gb.W;
+  std::vector<int64_t> fwd(Na, 0), back(Nb, 0);
+  for (int64_t r = 0; r < Na; ++r) {
+    float bv = volume[r];
+    for (int64_t t = 1; t < Nb; ++t)
+      if (volume[t * Na + r] > bv) bv = volume[t * Na + r], fwd[r] = t;
+  }
+  for (int64_t t = 0; t < Nb; ++t) {
+    const float* row = volume + t * Na;
+    back[t] = std::max_element(row, row + Na) - row;
+  }
+  std::vector<char> keep(Na);
+  int64_t kept = 0;
+  for (int64_t r = 0; r < Na; ++r) {
+    int64_t rb = back[fwd[r]];
+    keep[r] = std::abs(rb / ga.W - r / ga.W) <= 1 && std::abs(rb % ga.W - r % ga.W) <= 1;
+    kept += keep[r];
+  }
+  if (kept < 3 || kept == Na) return;
+  std::vector<float> src(flow, flow + 2 * Na), u, v;
+  for (int64_t r = 0; r < Na; ++r) {
+    if (keep[r]) continue;
+    const int ry = int(r / ga.W), rx = int(r % ga.W);
+    for (int k = 1; k < std::max(ga.H, ga.W); ++k) {
+      u.clear();
+      v.clear();
+      for (int y = std::max(ry - k, 0); y <= std::min(ry + k, ga.H - 1); ++y) {
+        for (int x = std::max(rx - k, 0); x <= std::min(rx + k, ga.W - 1); ++x) {
+          int64_t s = int64_t(y) * ga.W + x;
+          if (keep[s]) u.push_back(src[s]), v.push_back(src[Na + s]);
+        }
+      }
+      if (u.size() >= 3) break;
+    }
+    std::nth_element(u.begin(), u.begin() + u.size() / 2, u.end());
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    flow[r] = u[u.size() / 2];
+    flow[Na + r] = v[v.size() / 2];
+  }
+}
+
 // Flow of a onto b at a's full pixel grid (2, image_h, image_w), and the last level's peak ratio
 // resampled to the same grid (when `confidence` is non-null).
 std::vector<float> match_full(const FeaturePyramid& a, const FeaturePyramid& b,
@@ -66,6 +117,7 @@ std::vector<float> match_full(const FeaturePyramid& a, const FeaturePyramid& b,
     flow.resize(2 * N);
     g_prev = grid_of(l0);
     flow_from_global_volume(volume.data(), g_prev, grid_of(m0), flow.data(), nullptr, ex);
+    global_consistency_fill(volume.data(), g_prev, grid_of(m0), flow.data());
     first_local = 1;
   }
   check_cancel(ex);
