@@ -25,7 +25,7 @@ void report(bool ok, const std::string& name, const std::string& detail) {
 // Worst |got - exp| / (atol + rtol |exp|) over all elements (<= 1 passes) and the max |got - exp|.
 template <typename T>
 void expect_close(const std::string& name, const float* got, const T* exp, size_t n, double atol,
-                  double rtol) {
+                  double rtol, const char* note = "") {
   double worst = 0, max_abs = 0;
   bool finite = true;
   for (size_t i = 0; i < n; ++i) {
@@ -34,8 +34,9 @@ void expect_close(const std::string& name, const float* got, const T* exp, size_
     max_abs = std::max(max_abs, d);
     worst = std::max(worst, d / (atol + rtol * std::fabs(static_cast<double>(exp[i]))));
   }
-  char buf[160];
-  std::snprintf(buf, sizeof(buf), "max_abs=%.3g worst_ratio=%.3g (n=%zu)", max_abs, worst, n);
+  char buf[200];
+  std::snprintf(buf, sizeof(buf), "max_abs=%.3g worst_ratio=%.3g (n=%zu)%s", max_abs, worst, n,
+                note);
   report(finite && worst <= 1.0, name, buf);
 }
 
@@ -45,7 +46,8 @@ void expect_near(const std::string& name, double got, double exp, double rel) {
   report(std::fabs(got - exp) <= rel * std::fabs(exp) + 1e-12, name, buf);
 }
 
-void expect_throws(const std::string& name, gocor::ErrorCode code, const std::function<void()>& fn) {
+void expect_throws(const std::string& name, gocor::ErrorCode code,
+                   const std::function<void()>& fn) {
   try {
     fn();
     report(false, name, "no exception");
@@ -96,7 +98,8 @@ void make_inputs(int B, int C, int H, int W, uint64_t seed, bool l2norm, std::ve
     for (int b = 0; b < B; ++b)
       for (size_t i = 0; i < P; ++i) {
         double ss = 0;
-        for (int c = 0; c < C; ++c) ss += std::pow((*t)[(static_cast<size_t>(b) * C + c) * P + i], 2);
+        for (int c = 0; c < C; ++c)
+          ss += std::pow((*t)[(static_cast<size_t>(b) * C + c) * P + i], 2);
         const double inv = 1.0 / std::sqrt(ss + 1e-6);
         for (int c = 0; c < C; ++c) (*t)[(static_cast<size_t>(b) * C + c) * P + i] *= inv;
       }
@@ -142,9 +145,9 @@ gocor::LocalGocorParams perturbed_local(uint64_t seed) {
 
 void test_params() {
   const gocor::DistanceFns f = gocor::default_distance_fns();
-  const double label[10] = {0.99996, 0.882457, 0.606491, 0.324612, 0.135295,
+  const double label[10] = {0.99996,   0.882457,  0.606491,   0.324612,    0.135295,
                             0.0438969, 0.0110689, 0.00214743, 0.000295397, 0.0};
-  const double mask[10] = {3.85611, 3.62059, 3.04638, 1.84847, 0.0,
+  const double mask[10] = {3.85611,  3.62059,  3.04638,  1.84847,  0.0,
                            -1.84847, -3.04638, -3.62059, -3.85611, -3.94646};
   double worst = 0;
   for (int k = 0; k < 10; ++k) {
@@ -155,8 +158,8 @@ void test_params() {
   report(worst < 1e-5, "params.default_bins", "max_dev=" + std::to_string(worst));
   struct {
     double d, y, m;
-  } pts[] = {{0, 0.99996, 0.979288},      {1, 0.606491, 0.954626}, {std::sqrt(2.0), 0.372975, 0.886351},
-             {2, 0.135295, 0.5},          {3, 0.011069, 0.045374}, {4.5, 0.0, 0.018957},
+  } pts[] = {{0, 0.99996, 0.979288}, {1, 0.606491, 0.954626}, {std::sqrt(2.0), 0.372975, 0.886351},
+             {2, 0.135295, 0.5},     {3, 0.011069, 0.045374}, {4.5, 0.0, 0.018957},
              {9.0, 0.0, 0.018957}};
   worst = 0;
   for (auto& pt : pts) {
@@ -166,9 +169,11 @@ void test_params() {
   }
   report(worst < 2e-6, "params.init_values_spec_3_2", "max_dev=" + std::to_string(worst));
 
-  gocor::GlobalGocorParams a = gocor::default_global_params(512, 7), b = gocor::default_global_params(512, 7),
+  gocor::GlobalGocorParams a = gocor::default_global_params(512, 7),
+                           b = gocor::default_global_params(512, 7),
                            c = gocor::default_global_params(512, 8);
-  report(a.reg_weight1 == b.reg_weight1 && a.reg_weight2 == b.reg_weight2 && a.reg_weight2 != c.reg_weight2,
+  report(a.reg_weight1 == b.reg_weight1 && a.reg_weight2 == b.reg_weight2 &&
+             a.reg_weight2 != c.reg_weight2,
          "params.seed_deterministic", "");
   double s1 = 0, s2 = 0;
   for (float v : a.reg_weight2) s1 += v, s2 += static_cast<double>(v) * v;
@@ -177,8 +182,8 @@ void test_params() {
   char buf[128];
   std::snprintf(buf, sizeof(buf), "mean=%.3g sd=%.4g", mean, sd);
   report(a.target_fg.size() == 512 && a.target_fg[3] == 1.f && a.target_bg[5] == 0.f &&
-             a.reg_weight1.size() == 144 && a.reg_weight2.size() == 2304 && std::fabs(mean) < 1e-4 &&
-             sd > 0.9e-3 && sd < 1.1e-3 && a.filter_reg == 1e-2f,
+             a.reg_weight1.size() == 144 && a.reg_weight2.size() == 2304 &&
+             std::fabs(mean) < 1e-4 && sd > 0.9e-3 && sd < 1.1e-3 && a.filter_reg == 1e-2f,
          "params.global_defaults_N(0,1e-3)", buf);
 }
 
@@ -188,16 +193,19 @@ void test_derived_maps(const std::string& dir) {
   for (const char* set : {"init", "perturbed"}) {
     {
       const int H = 8, W = 8, G2 = 2 * H - 1;
-      gocor::GlobalGocorParams p = conformance::load_global_params(dir + "/global_8x8_c16/" + set, 16);
+      gocor::GlobalGocorParams p =
+          conformance::load_global_params(dir + "/global_8x8_c16/" + set, 16);
       for (const char* which : {"y", "vplus", "m"}) {
-        auto exp = conformance::read_f32(dir + "/global_8x8_c16/" + set + "/derived_" + which + "_map.bin",
-                                         G2 * (2 * W - 1));
+        auto exp = conformance::read_f32(
+            dir + "/global_8x8_c16/" + set + "/derived_" + which + "_map.bin", G2 * (2 * W - 1));
         std::vector<float> got(exp.size());
         for (int i = 0; i < G2; ++i)
           for (int j = 0; j < 2 * W - 1; ++j) {
             double y, v, m, dy = i - (H - 1), dx = j - (W - 1);
             gocor::distance_fns_eval(p.dist, std::sqrt(dy * dy + dx * dx), &y, &v, &m);
-            got[i * (2 * W - 1) + j] = static_cast<float>(which[0] == 'y' ? y : which[0] == 'v' ? v : m);
+            got[i * (2 * W - 1) + j] = static_cast<float>(which[0] == 'y'   ? y
+                                                          : which[0] == 'v' ? v
+                                                                            : m);
           }
         expect_close(std::string("conformance.global.") + set + ".derived_" + which, got.data(),
                      exp.data(), exp.size(), 1e-6, 1e-6);
@@ -206,7 +214,8 @@ void test_derived_maps(const std::string& dir) {
     {
       gocor::LocalGocorParams p = conformance::load_local_params(dir + "/local_16x16_c32/" + set);
       for (const char* which : {"y", "vplus", "m"}) {
-        auto exp = conformance::read_f32(dir + "/local_16x16_c32/" + set + "/derived_" + which + "_map.bin", 81);
+        auto exp = conformance::read_f32(
+            dir + "/local_16x16_c32/" + set + "/derived_" + which + "_map.bin", 81);
         std::vector<float> got(81);
         for (int k = 0; k < 81; ++k) {
           double y, v, m, dy = k / 9 - 4, dx = k % 9 - 4;
@@ -234,16 +243,20 @@ void test_global_conformance(const std::string& dir) {
       std::vector<float> vol(static_cast<size_t>(B) * N * N), filt(static_cast<size_t>(B) * N * C);
       gocor::Exec ex;
       ex.threads = 2;
-      gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), vol.data(), filt.data(), {B, C, H, W}, ex, nullptr);
+      gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), vol.data(), filt.data(), {B, C, H, W},
+                              ex, nullptr);
       std::vector<double> rv, rf;
       gocor_ref::gocor_global_ref64(p, o, ref.data(), qry.data(), {B, C, H, W}, &rv, &rf, nullptr);
-      const std::string tag = std::string("conformance.global.") + set + ".iter" + std::to_string(K);
-      auto ef = conformance::read_f32(sd + "/filter_iter" + std::to_string(K) + ".bin", filt.size());
+      const std::string tag =
+          std::string("conformance.global.") + set + ".iter" + std::to_string(K);
+      auto ef =
+          conformance::read_f32(sd + "/filter_iter" + std::to_string(K) + ".bin", filt.size());
       expect_close(tag + ".filter", filt.data(), ef.data(), ef.size(), kFiltAtol, kFiltRtol);
       std::vector<float> rff(rf.begin(), rf.end());
       expect_close(tag + ".filter_ref64", rff.data(), ef.data(), ef.size(), kFiltAtol, kFiltRtol);
       if (K > 0) {
-        auto ev = conformance::read_f32(sd + "/volume_iter" + std::to_string(K) + ".bin", vol.size());
+        auto ev =
+            conformance::read_f32(sd + "/volume_iter" + std::to_string(K) + ".bin", vol.size());
         expect_close(tag + ".volume", vol.data(), ev.data(), ev.size(), kVolAtol, kVolRtol);
         std::vector<float> rvf(rv.begin(), rv.end());
         expect_close(tag + ".volume_ref64", rvf.data(), ev.data(), ev.size(), kVolAtol, kVolRtol);
@@ -259,7 +272,8 @@ void test_global_conformance(const std::string& dir) {
       for (int c = 0; c < C; ++c) s += static_cast<double>(ref[c * N + r]) * qry[c * N + t];
       mine[t * N + r] = static_cast<float>(s);
     }
-  expect_close("conformance.global.baseline_layout", mine.data(), base.data(), base.size(), 1e-6, 1e-5);
+  expect_close("conformance.global.baseline_layout", mine.data(), base.data(), base.size(), 1e-6,
+               1e-5);
 }
 
 void test_local_conformance(const std::string& dir) {
@@ -276,16 +290,19 @@ void test_local_conformance(const std::string& dir) {
       std::vector<float> vol(static_cast<size_t>(B) * 81 * P), filt(static_cast<size_t>(B) * C * P);
       gocor::Exec ex;
       ex.threads = 2;
-      gocor::gocor_local_cpu(p, o, ref.data(), qry.data(), vol.data(), filt.data(), B, C, H, W, ex, nullptr);
+      gocor::gocor_local_cpu(p, o, ref.data(), qry.data(), vol.data(), filt.data(), B, C, H, W, ex,
+                             nullptr);
       std::vector<double> rv, rf;
       gocor_ref::gocor_local_ref64(p, o, ref.data(), qry.data(), B, C, H, W, &rv, &rf, nullptr);
       const std::string tag = std::string("conformance.local.") + set + ".iter" + std::to_string(K);
-      auto ef = conformance::read_f32(sd + "/filter_iter" + std::to_string(K) + ".bin", filt.size());
+      auto ef =
+          conformance::read_f32(sd + "/filter_iter" + std::to_string(K) + ".bin", filt.size());
       expect_close(tag + ".filter", filt.data(), ef.data(), ef.size(), kFiltAtol, kFiltRtol);
       std::vector<float> rff(rf.begin(), rf.end());
       expect_close(tag + ".filter_ref64", rff.data(), ef.data(), ef.size(), kFiltAtol, kFiltRtol);
       if (K > 0) {
-        auto ev = conformance::read_f32(sd + "/volume_iter" + std::to_string(K) + ".bin", vol.size());
+        auto ev =
+            conformance::read_f32(sd + "/volume_iter" + std::to_string(K) + ".bin", vol.size());
         expect_close(tag + ".volume", vol.data(), ev.data(), ev.size(), kVolAtol, kVolRtol);
         std::vector<float> rvf(rv.begin(), rv.end());
         expect_close(tag + ".volume_ref64", rvf.data(), ev.data(), ev.size(), kVolAtol, kVolRtol);
@@ -300,10 +317,12 @@ void test_local_conformance(const std::string& dir) {
         const int yy = y + k / 9 - 4, xx = x + k % 9 - 4;
         if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
         double s = 0;
-        for (int c = 0; c < C; ++c) s += static_cast<double>(ref[c * P + y * W + x]) * qry[c * P + yy * W + xx];
+        for (int c = 0; c < C; ++c)
+          s += static_cast<double>(ref[c * P + y * W + x]) * qry[c * P + yy * W + xx];
         mine[k * P + y * W + x] = static_cast<float>(s / C);
       }
-  expect_close("conformance.local.baseline_layout", mine.data(), base.data(), base.size(), 1e-6, 1e-5);
+  expect_close("conformance.local.baseline_layout", mine.data(), base.data(), base.size(), 1e-6,
+               1e-5);
 }
 
 // ---- fast float32 against the float64 reference ----------------------------------------------
@@ -311,44 +330,79 @@ void test_local_conformance(const std::string& dir) {
 void diag_check(const std::string& tag, const std::vector<gocor::GocorIterDiag>& got,
                 const std::vector<gocor::GocorIterDiag>& exp) {
   if (got.size() != exp.size()) {
-    report(false, tag + ".diag", "entry count " + std::to_string(got.size()) + " vs " + std::to_string(exp.size()));
+    report(false, tag + ".diag",
+           "entry count " + std::to_string(got.size()) + " vs " + std::to_string(exp.size()));
     return;
   }
   double worst = 0;
   for (size_t i = 0; i < got.size(); ++i) {
     auto rel = [](double a, double b) { return std::fabs(a - b) / (std::fabs(b) + 1e-9); };
-    worst = std::max({worst, rel(got[i].alpha, exp[i].alpha), rel(got[i].loss_ref, exp[i].loss_ref),
-                      rel(got[i].loss_reg, exp[i].loss_reg), rel(got[i].grad_norm, exp[i].grad_norm),
-                      rel(got[i].alpha_min, exp[i].alpha_min), rel(got[i].alpha_max, exp[i].alpha_max),
-                      std::fabs(got[i].loss_query - exp[i].loss_query) / (std::fabs(exp[i].loss_query) + 1e-6)});
+    worst = std::max(
+        {worst, rel(got[i].alpha, exp[i].alpha), rel(got[i].loss_ref, exp[i].loss_ref),
+         rel(got[i].loss_reg, exp[i].loss_reg), rel(got[i].grad_norm, exp[i].grad_norm),
+         rel(got[i].alpha_min, exp[i].alpha_min), rel(got[i].alpha_max, exp[i].alpha_max),
+         std::fabs(got[i].loss_query - exp[i].loss_query) / (std::fabs(exp[i].loss_query) + 1e-6)});
     if (got[i].batch != exp[i].batch || got[i].iter != exp[i].iter) worst = 1e9;
   }
   report(worst < 1e-3, tag + ".diag", "worst_rel=" + std::to_string(worst));
 }
 
-void global_case(int B, int C, int H, int W, int K, bool query, int I, int O, float slr, uint64_t seed,
-                 bool init_params) {
-  std::vector<float> ref, qry;
-  make_inputs(B, C, H, W, seed, true, &ref, &qry);
-  gocor::GlobalGocorParams p = init_params ? gocor::default_global_params(C, seed)
-                                           : perturbed_global(C, I, O, seed, slr);
+// Spec 12: the conformance inputs were chosen so that no float64 reference score S = w.f comes
+// within 1e-6 of zero in any iteration. Closer than that, float32 rounding alone decides sgn(S),
+// hence sigma', and a correct float32 port may land on either side: the CUDA parity program's
+// 70x22 grid (C 16, K 2, seed 41) has S = -3.5e-9 at r (34,1), s (23,7) in iteration 2, the
+// float32 path sees it positive, and the volume then differs from float64 by 8.6e-5 (4.3x the
+// tolerance); negating that one score in float64 brings the difference down to 7e-7. So inputs
+// are screened the same way: redrawn (parameters kept) until no score is within 1e-6 of zero.
+constexpr double kScoreScreen = 1e-6;
+constexpr int kMaxDraws = 8;
+
+// Large grids cannot be screened: the optimisation drives far-field scores towards 0, and among
+// the ~2.4M scores per iteration of a 70x22 grid a dozen lie within 1e-6 of zero in any draw.
+// Those cases take linear_sigma: every mask logit is +30, so m = 1 (float32) / 1 - 1e-13 (float64),
+// sigma is linear and a flipped sign moves sigma' by 1e-13. Everything else stays perturbed.
+void global_case(int B, int C, int H, int W, int K, bool query, int I, int O, float slr,
+                 uint64_t seed, bool init_params, bool linear_sigma = false) {
+  gocor::GlobalGocorParams p =
+      init_params ? gocor::default_global_params(C, seed) : perturbed_global(C, I, O, seed, slr);
+  if (linear_sigma)
+    for (float& v : p.dist.mask_logit) v = 30.f;
   gocor::GlobalGocorOptions o;
   o.num_iter = K;
   o.apply_query_loss = query;
+  char tag[200];
+  std::snprintf(tag, sizeof(tag), "global.vs_ref64.B%d_C%d_%dx%d_K%d_%s_I%dO%d_slr%g%s%s", B, C, H,
+                W, K, query ? "query" : "noquery", p.reg_inter_dim, p.reg_output_dim, slr,
+                init_params ? "_init" : "", linear_sigma ? "_linear" : "");
+  std::vector<float> ref, qry;
+  std::vector<double> rv, rf;
+  std::vector<gocor::GocorIterDiag> dg, dr;
+  double min_abs = 0;
+  int draw = 0;
+  for (;; ++draw) {
+    make_inputs(B, C, H, W, seed + 1000 * draw, true, &ref, &qry);
+    gocor_ref::gocor_global_ref64(p, o, ref.data(), qry.data(), {B, C, H, W}, &rv, &rf, &dr,
+                                  &min_abs);
+    if (linear_sigma || min_abs >= kScoreScreen) break;
+    if (draw + 1 == kMaxDraws) {
+      report(false, std::string(tag) + ".screen",
+             "every draw has a float64 score within 1e-6 of zero (last " + std::to_string(min_abs) +
+                 "); use linear_sigma for this size");
+      return;
+    }
+  }
   const int N = H * W;
   std::vector<float> vol(static_cast<size_t>(B) * N * N), filt(static_cast<size_t>(B) * N * C);
-  std::vector<gocor::GocorIterDiag> dg, dr;
   gocor::Exec ex;
   ex.threads = 2;
-  gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), vol.data(), filt.data(), {B, C, H, W}, ex, &dg);
-  std::vector<double> rv, rf;
-  gocor_ref::gocor_global_ref64(p, o, ref.data(), qry.data(), {B, C, H, W}, &rv, &rf, &dr);
-  char tag[160];
-  std::snprintf(tag, sizeof(tag), "global.vs_ref64.B%d_C%d_%dx%d_K%d_%s_I%dO%d_slr%g%s", B, C, H, W, K,
-                query ? "query" : "noquery", p.reg_inter_dim, p.reg_output_dim, slr,
-                init_params ? "_init" : "");
-  expect_close(std::string(tag) + ".volume", vol.data(), rv.data(), rv.size(), kVolAtol, kVolRtol);
-  expect_close(std::string(tag) + ".filter", filt.data(), rf.data(), rf.size(), kFiltAtol, kFiltRtol);
+  gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), vol.data(), filt.data(), {B, C, H, W}, ex,
+                          &dg);
+  char note[80];
+  std::snprintf(note, sizeof(note), " [draw %d, min|S| %.2g]", draw, min_abs);
+  expect_close(std::string(tag) + ".volume", vol.data(), rv.data(), rv.size(), kVolAtol, kVolRtol,
+               note);
+  expect_close(std::string(tag) + ".filter", filt.data(), rf.data(), rf.size(), kFiltAtol,
+               kFiltRtol, note);
   diag_check(tag, dg, dr);
 }
 
@@ -365,14 +419,16 @@ void local_case(int B, int C, int H, int W, int K, int R, uint64_t seed, bool in
   std::vector<gocor::GocorIterDiag> dg, dr;
   gocor::Exec ex;
   ex.threads = 2;
-  gocor::gocor_local_cpu(p, o, ref.data(), qry.data(), vol.data(), filt.data(), B, C, H, W, ex, &dg);
+  gocor::gocor_local_cpu(p, o, ref.data(), qry.data(), vol.data(), filt.data(), B, C, H, W, ex,
+                         &dg);
   std::vector<double> rv, rf;
   gocor_ref::gocor_local_ref64(p, o, ref.data(), qry.data(), B, C, H, W, &rv, &rf, &dr);
   char tag[160];
   std::snprintf(tag, sizeof(tag), "local.vs_ref64.B%d_C%d_%dx%d_K%d_R%d%s", B, C, H, W, K, R,
                 init_params ? "_init" : "");
   expect_close(std::string(tag) + ".volume", vol.data(), rv.data(), rv.size(), kVolAtol, kVolRtol);
-  expect_close(std::string(tag) + ".filter", filt.data(), rf.data(), rf.size(), kFiltAtol, kFiltRtol);
+  expect_close(std::string(tag) + ".filter", filt.data(), rf.data(), rf.size(), kFiltAtol,
+               kFiltRtol);
   diag_check(tag, dg, dr);
 }
 
@@ -386,42 +442,52 @@ void test_threads_and_errors() {
   gocor::Exec e1, e2;
   e1.threads = 1;
   e2.threads = 2;
-  gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), v1.data(), nullptr, {B, C, H, W}, e1, nullptr);
-  gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), v2.data(), nullptr, {B, C, H, W}, e2, nullptr);
+  gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), v1.data(), nullptr, {B, C, H, W}, e1,
+                          nullptr);
+  gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), v2.data(), nullptr, {B, C, H, W}, e2,
+                          nullptr);
   report(v1 == v2, "global.threads_1_vs_2_identical", "");
   gocor::LocalGocorParams lp = gocor::default_local_params();
   gocor::LocalGocorOptions lo;
   std::vector<float> l1(B * 81 * H * W), l2(l1.size());
-  gocor::gocor_local_cpu(lp, lo, ref.data(), qry.data(), l1.data(), nullptr, B, C, H, W, e1, nullptr);
-  gocor::gocor_local_cpu(lp, lo, ref.data(), qry.data(), l2.data(), nullptr, B, C, H, W, e2, nullptr);
+  gocor::gocor_local_cpu(lp, lo, ref.data(), qry.data(), l1.data(), nullptr, B, C, H, W, e1,
+                         nullptr);
+  gocor::gocor_local_cpu(lp, lo, ref.data(), qry.data(), l2.data(), nullptr, B, C, H, W, e2,
+                         nullptr);
   report(l1 == l2, "local.threads_1_vs_2_identical", "");
 
   gocor::GlobalGocorParams bad = p;
   bad.target_fg.resize(C - 1);
   expect_throws("global.bad_target_fg_size", gocor::ErrorCode::Shape, [&] {
-    gocor::gocor_global_cpu(bad, o, ref.data(), qry.data(), v1.data(), nullptr, {B, C, H, W}, e1, nullptr);
+    gocor::gocor_global_cpu(bad, o, ref.data(), qry.data(), v1.data(), nullptr, {B, C, H, W}, e1,
+                            nullptr);
   });
   bad = p;
   bad.reg_weight2.resize(10);
   expect_throws("global.bad_reg_weight2_size", gocor::ErrorCode::Shape, [&] {
-    gocor::gocor_global_cpu(bad, o, ref.data(), qry.data(), v1.data(), nullptr, {B, C, H, W}, e1, nullptr);
+    gocor::gocor_global_cpu(bad, o, ref.data(), qry.data(), v1.data(), nullptr, {B, C, H, W}, e1,
+                            nullptr);
   });
   expect_throws("global.zero_height", gocor::ErrorCode::Shape, [&] {
-    gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), v1.data(), nullptr, {B, C, 0, W}, e1, nullptr);
+    gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), v1.data(), nullptr, {B, C, 0, W}, e1,
+                            nullptr);
   });
   gocor::LocalGocorOptions neg;
   neg.search_radius = -1;
   expect_throws("local.negative_radius", gocor::ErrorCode::InvalidArg, [&] {
-    gocor::gocor_local_cpu(lp, neg, ref.data(), qry.data(), l1.data(), nullptr, B, C, H, W, e1, nullptr);
+    gocor::gocor_local_cpu(lp, neg, ref.data(), qry.data(), l1.data(), nullptr, B, C, H, W, e1,
+                           nullptr);
   });
   std::atomic<bool> cancel{true};
   gocor::Exec ec;
   ec.cancel = &cancel;
   expect_throws("global.cancelled", gocor::ErrorCode::Aborted, [&] {
-    gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), v1.data(), nullptr, {B, C, H, W}, ec, nullptr);
+    gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), v1.data(), nullptr, {B, C, H, W}, ec,
+                            nullptr);
   });
   expect_throws("local.cancelled", gocor::ErrorCode::Aborted, [&] {
-    gocor::gocor_local_cpu(lp, lo, ref.data(), qry.data(), l1.data(), nullptr, B, C, H, W, ec, nullptr);
+    gocor::gocor_local_cpu(lp, lo, ref.data(), qry.data(), l1.data(), nullptr, B, C, H, W, ec,
+                           nullptr);
   });
 }
 
@@ -440,7 +506,8 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     report(false, "conformance.files", e.what());
   }
-  // Global: non-square, batch 2, C 2..512, query term on and off, steplength_reg, 16x16 and 32x32.
+  // Global: non-square, batch 2, C 2..512, query term on and off, steplength_reg, 16x16 and 32x32
+  // (32x32 with linear sigma: too many scores to screen, see global_case).
   // C = 1 is left out on purpose: with one channel a*b - c^2 = 0, the initializer returns w = 0 up
   // to rounding, and every score's sign (hence sigma') is rounding noise in any precision.
   global_case(2, 2, 3, 5, 3, true, 16, 16, 0.f, 11, false);
@@ -452,8 +519,19 @@ int main(int argc, char** argv) {
   global_case(1, 64, 16, 16, 2, true, 16, 16, 0.f, 17, false);
   global_case(1, 96, 16, 16, 3, true, 16, 16, 0.f, 18, true);
   global_case(1, 48, 20, 24, 1, true, 2, 2, 0.f, 19, false);
-  global_case(1, 64, 32, 32, 2, false, 16, 16, 0.f, 20, false);
-  global_case(1, 256, 32, 32, 1, true, 2, 2, 0.f, 21, false);
+  global_case(1, 64, 32, 32, 2, false, 16, 16, 0.f, 20, false, true);
+  global_case(1, 256, 32, 32, 1, true, 2, 2, 0.f, 21, false, true);
+  // Extreme aspect ratios: the fused R^T R stencil's border classes along a single row or column,
+  // W < 5 (the 5x5 query stencil wider than the grid), W not a multiple of the 16-wide chunks,
+  // and the CUDA engineer's 70x22 / 22x70 grids (C 16, K 2, I = O = 16, steplength_reg 0.1).
+  global_case(1, 16, 1, 70, 2, true, 16, 16, 0.1f, 41, false);
+  global_case(1, 16, 70, 1, 2, true, 16, 16, 0.1f, 42, false);
+  global_case(2, 16, 2, 40, 2, true, 16, 16, 0.1f, 43, false);
+  global_case(1, 16, 40, 2, 3, true, 16, 16, 0.f, 44, false);
+  global_case(1, 16, 3, 40, 3, true, 16, 16, 0.1f, 45, false);
+  global_case(2, 16, 5, 5, 3, true, 16, 16, 0.1f, 46, false);
+  global_case(1, 16, 70, 22, 2, true, 16, 16, 0.1f, 41, false, true);
+  global_case(1, 16, 22, 70, 2, true, 16, 16, 0.1f, 41, false, true);
   // Local: non-square, batch 2, C 1..512, radius 2, 4, 6, up to 64x64.
   local_case(2, 1, 5, 7, 3, 4, 31, false);
   local_case(2, 32, 23, 37, 3, 4, 32, false);
