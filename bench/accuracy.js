@@ -318,7 +318,7 @@ async function main() {
       `${os.availableParallelism?.() ?? os.cpus().length} threads, Node ${process.version}, gocor ${gocor.version()} (CPU backend ` +
       `${gocor.backends().cpu.simd}). Synthetic pairs: ${SIZE}x${SIZE} gray, ${PAIRS} per level, seeded homographies ` +
       '(corner displacement up to 4% / 12% / 25% of the size), gain/gamma/bias jitter and noise; metrics over pixels whose ' +
-      'ground-truth match lies inside b. Methods use their defaults (gocor: globalSize 16, numIter 3/3, query term on; ' +
+      'ground-truth match lies inside b. Methods use their defaults (gocor: globalSize 24, numIter 3/3, query term on; ' +
       'Farneback: pyrScale 0.5, 5 levels, window 21, 5 iterations, polyN 7, polySigma 1.5). Time per pair is wall time of the call ' +
       'on a shared 2-core machine.',
     '',

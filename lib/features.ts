@@ -27,7 +27,7 @@ export interface FeaturePyramid {
 }
 
 export interface ExtractFeaturesOptions extends ExecOptions {
-  /** Cells per side of the global level (the image is squashed to a square grid), 4..48, default 16. */
+  /** Cells per side of the global level (the image is squashed to a square grid), 4..48, default 24. */
   globalSize?: number;
   /** Nominal stride of the finest local level in pixels, 1..32 (power of two), default 4. */
   finestStride?: number;
@@ -55,7 +55,7 @@ function powerOfTwo(value: unknown, name: string, max: number): number {
 /** Validates the feature options shared by extractFeatures and match. */
 export function featureSettings(o: Record<string, unknown>, name: string): FeatureSettings {
   return {
-    globalSize: optInt(o.globalSize, `${name}.globalSize`, 4, 48, 16),
+    globalSize: optInt(o.globalSize, `${name}.globalSize`, 4, 48, 24),
     finestStride: o.finestStride === undefined ? 4 : powerOfTwo(o.finestStride, `${name}.finestStride`, 32),
     coarsestStride: o.coarsestStride === undefined ? 0 : powerOfTwo(o.coarsestStride, `${name}.coarsestStride`, 256),
     withGlobal: bool(o.global, `${name}.global`, true),

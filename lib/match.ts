@@ -36,7 +36,7 @@ export interface MatchResult extends Flow {
 export interface MatchOptions extends ExecOptions {
   /** 'gocor' (default) or 'correlation': the same pipeline with GOCor volumes or plain correlation. */
   method?: 'gocor' | 'correlation';
-  /** Global grid size (cells per side), 4..48, default 16. */
+  /** Global grid size (cells per side), 4..48, default 24. */
   globalSize?: number;
   /** Finest local stride in pixels (power of two 1..32), default 4. */
   finestStride?: number;

@@ -34,7 +34,7 @@ struct FeaturePyramid {
 constexpr int kFeatureChannels = 136;
 
 struct FeatureOptions {
-  int global_size = 16;   // the global level is global_size x global_size cells (aspect ignored)
+  int global_size = 24;   // the global level is global_size x global_size cells (aspect ignored)
   int finest_stride = 4;  // the finest local level's nominal stride in source pixels
   int coarsest_stride =
       0;  // 0: chosen from the global cell size (largest power of two <= 0.75 cell)

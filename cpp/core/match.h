@@ -18,7 +18,7 @@ enum class MatchConfidence { None, Peak, ForwardBackward };
 
 struct MatchOptions {
   MatchMethod method = MatchMethod::Gocor;
-  int global_size = 16;    // global grid (global_size^2 cells) when matching images
+  int global_size = 24;    // global grid (global_size^2 cells) when matching images
   int finest_stride = 4;   // finest local level (source pixels per cell)
   bool use_global = true;  // false: start the local levels from zero flow (small motions)
   int num_iter_global = 3;
