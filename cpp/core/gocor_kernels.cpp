@@ -1,6 +1,7 @@
 #include "gocor_kernels.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 #include "parallel.h"
@@ -150,8 +151,9 @@ int axis_mask(int x, int len) {
 // 25 reference taps and each dtx, the T+4 source rows are loaded once and every coefficient once,
 // then shared by the T outputs: about 0.4 loads per multiply-add at T = 8 instead of 2 when rows
 // are computed one by one (the loads, not the arithmetic, bounded the row-by-row stencil).
-// Source rows outside the grid are the zero rows of the padded planes, so no branch is needed.
-template <int T>
+// Source rows outside the grid are the zero rows of the padded planes, so no branch is needed;
+// single border rows skip the query taps [0, DLO) and [DHI, 5) that only ever meet those zeros.
+template <int T, int DLO = 0, int DHI = 5>
 inline __attribute__((always_inline)) void rtr_tile(const float* tab, const float* xp, int H, int W,
                                                     int Wp, int rs, int ry, int rx, int ty0, int c0,
                                                     float* out) {
@@ -177,8 +179,9 @@ inline __attribute__((always_inline)) void rtr_tile(const float* tab, const floa
         for (int k = 0; k < NA; ++k) part[j][k] = v16{};
       for (int dtx = 0; dtx < 5; ++dtx) {
         v16 sv[T + 4];
-        for (int k = 0; k < T + 4; ++k) sv[k] = *reinterpret_cast<const v16u*>(src + k * rs + dtx);
-        for (int dty = 0; dty < 5; ++dty) {
+        for (int k = DLO; k < T + DHI - 1; ++k)
+          sv[k] = *reinterpret_cast<const v16u*>(src + k * rs + dtx);
+        for (int dty = DLO; dty < DHI; ++dty) {
           const v16 cv = *reinterpret_cast<const v16u*>(cf + (dty * 5 + dtx) * Wp);
           for (int j = 0; j < T; ++j) part[j][dty % NA] += cv * sv[j + dty];
         }
@@ -196,6 +199,13 @@ inline __attribute__((always_inline)) void rtr_tile(const float* tab, const floa
     std::memcpy(tmp, &acc[j], sizeof(tmp));
     for (int i = 0; i < n; ++i) out[j * W + x0 + i] = tmp[i];
   }
+}
+
+// First 64-byte aligned element of a vector holding 16 spare floats: the coefficient vectors are
+// then whole cache lines (a misaligned 64-byte load touches two).
+const float* aligned64(const std::vector<float>& v) {
+  const auto addr = reinterpret_cast<uintptr_t>(v.data());
+  return v.data() + ((64 - addr % 64) % 64) / sizeof(float);
 }
 
 struct RtrArgs {
@@ -226,7 +236,17 @@ __attribute__((target_clones("avx512f", "avx2,fma", "default"))) void rtr_rows(c
         const float* xp = a.xp;
         const int Wp = a.Wp, rs = a.rs;
         switch (len) {
-          case 1: rtr_tile<1>(tab, xp, H, W, Wp, rs, ry, rx, ty0, c0, out); break;
+          case 1:
+            // Query row 0 has no source rows above it, row H-1 none below.
+            if (ty0 == 0 && ty0 == H - 1)
+              rtr_tile<1, 2, 3>(tab, xp, H, W, Wp, rs, ry, rx, ty0, c0, out);
+            else if (ty0 == 0)
+              rtr_tile<1, 2, 5>(tab, xp, H, W, Wp, rs, ry, rx, ty0, c0, out);
+            else if (ty0 == H - 1)
+              rtr_tile<1, 0, 3>(tab, xp, H, W, Wp, rs, ry, rx, ty0, c0, out);
+            else
+              rtr_tile<1>(tab, xp, H, W, Wp, rs, ry, rx, ty0, c0, out);
+            break;
           case 2: rtr_tile<2>(tab, xp, H, W, Wp, rs, ry, rx, ty0, c0, out); break;
           case 3: rtr_tile<3>(tab, xp, H, W, Wp, rs, ry, rx, ty0, c0, out); break;
           case 4: rtr_tile<4>(tab, xp, H, W, Wp, rs, ry, rx, ty0, c0, out); break;
@@ -293,11 +313,12 @@ RtROperator::RtROperator(const GlobalGocorParams& p, int H, int W) : H_(H), W_(W
         const int id = (axis_mask(ry, H) * 8 + axis_mask(rx, W)) * 8 + axis_mask(ty, H);
         if (cls_index_[id] < 0) cls_index_[id] = tables++;
       }
-  coef_.assign(static_cast<size_t>(tables) * 625 * Wp_, 0.f);
+  coef_.assign(static_cast<size_t>(tables) * 625 * Wp_ + 16, 0.f);
+  float* const coef_base = coef_.data() + (aligned64(coef_) - coef_.data());
   std::vector<double> k4(625);
   for (int id = 0; id < 512; ++id) {
     if (cls_index_[id] < 0) continue;
-    float* tab = coef_.data() + static_cast<size_t>(cls_index_[id]) * 625 * Wp_;
+    float* tab = coef_base + static_cast<size_t>(cls_index_[id]) * 625 * Wp_;
     int last_mtx = -1;
     for (int tx = 0; tx < W; ++tx) {
       const int masks[4] = {id / 64, id / 8 % 8, id % 8, axis_mask(tx, W)};
@@ -338,7 +359,7 @@ void RtROperator::apply(const float* x, float* y, std::vector<float>& scratch, i
   std::vector<int> my(H), mx(W);
   for (int i = 0; i < H; ++i) my[i] = axis_mask(i, H);
   for (int i = 0; i < W; ++i) mx[i] = axis_mask(i, W);
-  RtrArgs a{xp, y, H, W, Wp_, rs_, coef_.data(), cls_index_.data(), my.data(), mx.data()};
+  RtrArgs a{xp, y, H, W, Wp_, rs_, aligned64(coef_), cls_index_.data(), my.data(), mx.data()};
   parallel_chunks(N, threads, 4, [&](int64_t r0, int64_t r1) {
     rtr_rows(a, static_cast<int>(r0), static_cast<int>(r1));
   });
