@@ -350,10 +350,12 @@ void diag_check(const std::string& tag, const std::vector<gocor::GocorIterDiag>&
 // Spec 12: the conformance inputs were chosen so that no float64 reference score S = w.f comes
 // within 1e-6 of zero in any iteration. Closer than that, float32 rounding alone decides sgn(S),
 // hence sigma', and a correct float32 port may land on either side: the CUDA parity program's
-// 70x22 grid (C 16, K 2, seed 41) has S = -3.5e-9 at r (34,1), s (23,7) in iteration 2, the
-// float32 path sees it positive, and the volume then differs from float64 by 8.6e-5 (4.3x the
-// tolerance); negating that one score in float64 brings the difference down to 7e-7. So inputs
-// are screened the same way: redrawn (parameters kept) until no score is within 1e-6 of zero.
+// 70x22 grid (C 16, K 2, seed 41) has S = -3.5e-9 at r (34,1), s (23,7) in iteration 2 (float32
+// error of S there: ~3e-7), the float32 path saw it positive, and the volume differed from float64
+// by 8.6e-5 (4.3x the tolerance); negating that one score in float64 brought the difference down
+// to 7e-7. On its 22x70 twin a score of 1.3e-10 came out as 0 in float32, and as negative after a
+// change of summation order in R^T R. So inputs are screened the same way: redrawn (parameters
+// kept) until no score is within 1e-6 of zero.
 constexpr double kScoreScreen = 1e-6;
 constexpr int kMaxDraws = 8;
 
