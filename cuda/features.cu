@@ -1,9 +1,11 @@
 // The dense descriptor on the GPU: twins of cpp/core's image_resize and features_compute
-// (features.cpp describes the design). The CPU code is compiled without FMA contraction and sums
-// in a fixed order; these kernels use the same order with explicitly rounded multiplies and adds
-// (__fmul_rn / __fadd_rn), and double precision where the CPU uses double, so that every stage up
-// to the final normalisation reproduces the CPU's float32 values (the per-image mean of the centre
-// norms is the one reduction whose order differs, and it is summed in double).
+// (features.cpp describes the design). The CPU code is built for baseline x86-64, so it has no FMA
+// and sums in a fixed order; these kernels use the same order with explicitly rounded multiplies
+// and adds (__fmul_rn / __fadd_rn, and __dmul_rn / __dadd_rn in double: the library is compiled
+// with --fmad=true, which would otherwise fuse a double a * b + c), so every stage reproduces the
+// CPU's float32 values. The two per-image reductions (the mean centre-histogram norm and the mean
+// descriptor of the zero-mean step) are summed in double in the CPU's order, cell 0 first, by one
+// thread per sum: deterministic, and the same bits as std::accumulate / the CPU loop.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -39,7 +41,7 @@ __device__ __forceinline__ void resample_taps(int S, int s, int o, F f) {
   const double scale = double(S) / s;
   const double support = fmax(1.0, scale);
   const int max_taps = int(ceil(support)) * 2 + 1;
-  const double c = (o + 0.5) * scale - 0.5;
+  const double c = __dsub_rn(__dmul_rn(o + 0.5, scale), 0.5);
   int lo = int(floor(c - support)) + 1, hi = int(ceil(c + support)) - 1;
   lo = max(lo, 0);
   hi = min(hi, S - 1);
@@ -203,32 +205,52 @@ __global__ void sample_kernel(const float* __restrict__ small, const float* __re
   if (n >= N) return;
   const long long P = (long long)Hk * Wk;
   const int i = n / Wf, j = n % Wf;
-  const double cx = (j + 0.5) * cell - 0.5, cy = (i + 0.5) * cell - 0.5;
+  const double cx = __dsub_rn(__dmul_rn(j + 0.5, double(cell)), 0.5);
+  const double cy = __dsub_rn(__dmul_rn(i + 0.5, double(cell)), 0.5);
   const float* stack = (s > kRingPoints ? large : small) + b * kOrient * P;
   float* d = desc + (b * kFeatureChannels + s * kOrient) * N + n;
   double c2 = 0;
   for (int k = 0; k < kOrient; ++k) {
     const float v = sample_plane(stack + k * P, Hk, Wk, cx + so.ox[s], cy + so.oy[s]);
     d[(long long)k * N] = v;
-    c2 += double(v) * v;
+    c2 = __dadd_rn(c2, __dmul_rn(double(v), double(v)));
   }
   if (s == 0) centre_norm[b * N + n] = float(sqrt(c2));
 }
 
-// centre_norm (B, N) -> floor (B): max(0.25 x mean, 1e-12), the mean summed in double.
-__global__ void floor_kernel(const float* __restrict__ centre_norm, double* __restrict__ floor_out,
-                             int N) {
-  __shared__ double part[256];
-  const long long b = blockIdx.x;
+// Sum of p[0..n-1] in double, added strictly in index order (as std::accumulate and the CPU's
+// loops do): the block stages chunks of p in shared memory with coalesced loads, thread 0 adds.
+// Returns the sum in thread 0 (other threads: 0). Every thread of the block must call it.
+constexpr int kSumChunk = 1024;
+__device__ double sequential_sum(const float* __restrict__ p, long long n) {
+  __shared__ float chunk[kSumChunk];
   double s = 0;
-  for (int n = threadIdx.x; n < N; n += blockDim.x) s += double(centre_norm[b * N + n]);
-  part[threadIdx.x] = s;
-  __syncthreads();
-  for (int w = blockDim.x / 2; w > 0; w /= 2) {
-    if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+  for (long long base = 0; base < n; base += kSumChunk) {
+    const int m = n - base < kSumChunk ? int(n - base) : kSumChunk;
+    for (int k = threadIdx.x; k < m; k += blockDim.x) chunk[k] = p[base + k];
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      for (int k = 0; k < m; ++k) s = __dadd_rn(s, double(chunk[k]));
+    }
     __syncthreads();
   }
-  if (threadIdx.x == 0) floor_out[b] = fmax(kHistFloor * (part[0] / double(N)), 1e-12);
+  return s;
+}
+
+// centre_norm (B, N) -> floor (B): max(0.25 x mean, 1e-12), the mean summed as the CPU does.
+__global__ void floor_kernel(const float* __restrict__ centre_norm, double* __restrict__ floor_out,
+                             int N) {
+  const long long b = blockIdx.x;
+  const double s = sequential_sum(centre_norm + b * N, N);
+  if (threadIdx.x == 0) floor_out[b] = fmax(__dmul_rn(kHistFloor, s / double(N)), 1e-12);
+}
+
+// desc (B, 136, N) -> mean (B, 136): each channel's mean over the image's cells, in double.
+__global__ void channel_mean_kernel(const float* __restrict__ desc, double* __restrict__ mean,
+                                    int N) {
+  const long long bc = (long long)blockIdx.y * kFeatureChannels + blockIdx.x;
+  const double s = sequential_sum(desc + bc * N, N);
+  if (threadIdx.x == 0) mean[bc] = s / double(N);
 }
 
 // desc (B, 136, N) in place: per-histogram floor-clamped normalisation, centring, unit norm.
@@ -242,18 +264,42 @@ __global__ void normalise_kernel(float* __restrict__ desc, const double* __restr
   for (int s = 0; s < kSamples; ++s) {
     float* h = d + (long long)s * kOrient * N;
     double h2 = 0;
-    for (int k = 0; k < kOrient; ++k) h2 += double(h[k * N]) * h[k * N];
+    for (int k = 0; k < kOrient; ++k) {
+      const double x = h[k * N];
+      h2 = __dadd_rn(h2, __dmul_rn(x, x));
+    }
     const double inv = 1.0 / fmax(sqrt(h2), fl);
-    for (int k = 0; k < kOrient; ++k) h[k * N] = float(h[k * N] * inv);
+    for (int k = 0; k < kOrient; ++k) h[k * N] = float(__dmul_rn(double(h[k * N]), inv));
   }
   double mean = 0;
-  for (int c = 0; c < kFeatureChannels; ++c) mean += d[(long long)c * N];
+  for (int c = 0; c < kFeatureChannels; ++c) mean = __dadd_rn(mean, double(d[(long long)c * N]));
   mean /= kFeatureChannels;
   double total = 0;
   for (int c = 0; c < kFeatureChannels; ++c) {
-    const float v = float(d[(long long)c * N] - mean);
+    const float v = float(__dsub_rn(double(d[(long long)c * N]), mean));
     d[(long long)c * N] = v;
-    total += double(v) * v;
+    total = __dadd_rn(total, __dmul_rn(double(v), double(v)));
+  }
+  const float inv = total > 1e-12 ? float(1.0 / sqrt(total)) : 0.f;
+  for (int c = 0; c < kFeatureChannels; ++c) {
+    d[(long long)c * N] = __fmul_rn(d[(long long)c * N], inv);
+  }
+}
+
+// desc (B, 136, N) in place, mean (B, 136): the zero-mean step of features_compute: each cell
+// minus the image's mean descriptor (the difference rounded to float), then unit L2 norm again
+// (0 when blank).
+__global__ void zero_mean_kernel(float* __restrict__ desc, const double* __restrict__ mean, int N) {
+  const int n = blockIdx.x * blockDim.x + threadIdx.x;
+  const long long b = blockIdx.y;
+  if (n >= N) return;
+  float* d = desc + b * kFeatureChannels * N + n;
+  const double* m = mean + b * kFeatureChannels;
+  double total = 0;
+  for (int c = 0; c < kFeatureChannels; ++c) {
+    const float v = float(__dsub_rn(double(d[(long long)c * N]), m[c]));
+    d[(long long)c * N] = v;
+    total = __dadd_rn(total, __dmul_rn(double(v), double(v)));
   }
   const float inv = total > 1e-12 ? float(1.0 / sqrt(total)) : 0.f;
   for (int c = 0; c < kFeatureChannels; ++c) {
@@ -274,7 +320,7 @@ void check_features(int B, int C, int H, int W, int Hf, int Wf, int cell) {
 }
 
 struct FeatLayout {
-  size_t gray, mid, work, small, large, tmp, norm, floor, total;
+  size_t gray, mid, work, small, large, tmp, norm, floor, mean, total;
 };
 
 size_t align256(size_t x) {
@@ -298,6 +344,7 @@ FeatLayout feat_layout(int B, int H, int W, int Hf, int Wf, int cell) {
   l.tmp = take(size_t(B) * kOrient * P * 4);
   l.norm = take(size_t(B) * Hf * Wf * 4);
   l.floor = take(size_t(B) * 8);
+  l.mean = take(size_t(B) * kFeatureChannels * 8);
   l.total = at;
   return l;
 }
@@ -345,6 +392,7 @@ void features_device(const float* d_img, int B, int C, int H, int W, int Hf, int
   float* tmp = reinterpret_cast<float*>(ws + l.tmp);
   float* norm = reinterpret_cast<float*>(ws + l.norm);
   double* fl = reinterpret_cast<double*>(ws + l.floor);
+  double* mean = reinterpret_cast<double*>(ws + l.mean);
 
   gray_kernel<<<ceil_div(B * HW, 256), 256, 0, st>>>(d_img, gray, C, HW, B * HW);
   check_launch("gray_kernel");
@@ -384,6 +432,16 @@ void features_device(const float* d_img, int B, int C, int H, int W, int Hf, int
     dim3 block(128), grid(ceil_div(N, 128), B);
     normalise_kernel<<<grid, block, 0, st>>>(d_out, fl, N);
     check_launch("normalise_kernel");
+  }
+  {
+    dim3 grid(kFeatureChannels, B);
+    channel_mean_kernel<<<grid, 256, 0, st>>>(d_out, mean, N);
+    check_launch("channel_mean_kernel");
+  }
+  {
+    dim3 block(128), grid(ceil_div(N, 128), B);
+    zero_mean_kernel<<<grid, block, 0, st>>>(d_out, mean, N);
+    check_launch("zero_mean_kernel");
   }
   (void)P;
 }

@@ -1,8 +1,10 @@
 // Flow read-out, resampling and warping on the GPU: twins of cpp/core/flow.cpp's flow_resample,
 // flow_warp, flow_from_global_volume, flow_from_local_volume, flow_warp_image, flow_median3 and
-// flow_refine_symmetric. Coordinates are computed in double as on the CPU, and float arithmetic
-// uses explicitly rounded multiplies and adds in the CPU's order (the CPU build has no FMA
-// contraction), so equal inputs give equal outputs up to the last bit in nearly every element.
+// flow_refine_symmetric, and of match.cpp's global_consistency_fill. Coordinates are computed in
+// double as on the CPU, and all arithmetic uses explicitly rounded multiplies and adds in the CPU's
+// order (__fmul_rn / __fadd_rn, __dmul_rn / __dadd_rn: the CPU build, baseline x86-64, has no FMA,
+// while this library is compiled with --fmad=true, which would fuse a * b + c in float and double),
+// so equal inputs give equal outputs to the last bit.
 // Every device entry takes a batch of B independent fields laid out one after another.
 #include <cmath>
 
@@ -39,6 +41,11 @@ __device__ __forceinline__ float read(const float* __restrict__ p, const Bilinea
   return __fadd_rn(s, __fmul_rn(b.w11, __ldg(p + b.i11)));
 }
 
+// Pixel coordinate of cell coordinate g on a grid of stride s: (g + 0.5) s - 0.5, not fused.
+__device__ __forceinline__ double centre(double g, double s) {
+  return __dsub_rn(__dmul_rn(g + 0.5, s), 0.5);
+}
+
 __device__ __forceinline__ float parabola(float sm, float s0, float sp) {
   const float den = __fadd_rn(__fsub_rn(sm, 2 * s0), sp);
   if (!(den < 0)) return 0.f;
@@ -53,9 +60,9 @@ __global__ void resample_kernel(const float* __restrict__ in, FlowGrid gi, float
   const long long b = blockIdx.z;
   if (j >= go.W) return;
   const long long Ni = (long long)gi.H * gi.W, No = (long long)go.H * go.W;
-  const double py = (i + 0.5) * go.sy - 0.5;
+  const double py = centre(i, go.sy);
   const double gy = (py + 0.5) / gi.sy - 0.5;
-  const double px = (j + 0.5) * go.sx - 0.5;
+  const double px = centre(j, go.sx);
   const Bilinear t = bilinear_taps((px + 0.5) / gi.sx - 0.5, gy, gi.H, gi.W);
   const long long o = (long long)i * go.W + j;
   for (int c = 0; c < planes; ++c) {
@@ -74,8 +81,8 @@ __global__ void warp_kernel(const float* __restrict__ feat_b, int C, FlowGrid gb
   const long long o = (long long)i * ga.W + j;
   const float* f = flow + b * 2 * Na;
   float* dst = out + b * C * Na + o;
-  const double px = (j + 0.5) * ga.sx - 0.5 + f[o];
-  const double py = (i + 0.5) * ga.sy - 0.5 + f[Na + o];
+  const double px = centre(j, ga.sx) + double(f[o]);
+  const double py = centre(i, ga.sy) + double(f[Na + o]);
   const double gx = (px + 0.5) / gb.sx - 0.5, gy = (py + 0.5) / gb.sy - 0.5;
   if (!(gx >= -0.5 && gx <= gb.W - 0.5 && gy >= -0.5 && gy <= gb.H - 0.5)) {
     for (int c = 0; c < C; ++c) dst[c * Na] = 0.f;
@@ -108,8 +115,10 @@ __global__ void global_readout_kernel(const float* __restrict__ volume, FlowGrid
   const float dx = (tx > 0 && tx + 1 < gb.W) ? parabola(at(ty, tx - 1), bv, at(ty, tx + 1)) : 0.f;
   const float dy = (ty > 0 && ty + 1 < gb.H) ? parabola(at(ty - 1, tx), bv, at(ty + 1, tx)) : 0.f;
   const int ry = int(r / ga.W), rx = int(r % ga.W);
-  const double pbx = (tx + dx + 0.5) * gb.sx - 0.5, pby = (ty + dy + 0.5) * gb.sy - 0.5;
-  const double pax = (rx + 0.5) * ga.sx - 0.5, pay = (ry + 0.5) * ga.sy - 0.5;
+  // tx + dx is a float sum on the CPU (int + float), then widened.
+  const double pbx = centre(__fadd_rn(float(tx), dx), gb.sx);
+  const double pby = centre(__fadd_rn(float(ty), dy), gb.sy);
+  const double pax = centre(rx, ga.sx), pay = centre(ry, ga.sy);
   flow[b * 2 * Na + r] = float(pbx - pax);
   flow[b * 2 * Na + Na + r] = float(pby - pay);
   if (peak != nullptr) peak[b * Na + r] = bv;
@@ -221,9 +230,12 @@ __global__ void refine_kernel(const float* __restrict__ feat_a, FlowGrid ga,
     bool ok = true;
     for (int dy = -1; dy <= 1 && ok; ++dy) {
       for (int dx = -1; dx <= 1; ++dx) {
-        const double ax = j - 0.5 * dx * h, ay = i - 0.5 * dy * h;
-        const double px = (ax + 0.5) * ga.sx - 0.5 + u + dx * h * ga.sx;
-        const double py = (ay + 0.5) * ga.sy - 0.5 + v + dy * h * ga.sy;
+        const double ax = __dsub_rn(j, __dmul_rn(0.5 * dx, h));
+        const double ay = __dsub_rn(i, __dmul_rn(0.5 * dy, h));
+        const double px =
+            __dadd_rn(centre(ax, ga.sx) + double(u), __dmul_rn(__dmul_rn(dx, h), ga.sx));
+        const double py =
+            __dadd_rn(centre(ay, ga.sy) + double(v), __dmul_rn(__dmul_rn(dy, h), ga.sy));
         const double bx = (px + 0.5) / gb.sx - 0.5, by = (py + 0.5) / gb.sy - 0.5;
         if (!(bx >= 0 && bx <= gb.W - 1 && by >= 0 && by <= gb.H - 1)) {
           ok = false;
@@ -245,15 +257,129 @@ __global__ void refine_kernel(const float* __restrict__ feat_a, FlowGrid ga,
       for (int y = 0; y < 3; ++y)
         for (int x = 0; x < 3; ++x)
           if (score[y][x] > score[by][bx]) by = y, bx = x;
-      u = __fadd_rn(u, float((bx - 1) * h * ga.sx));
-      v = __fadd_rn(v, float((by - 1) * h * ga.sy));
+      u = __fadd_rn(u, float(__dmul_rn(__dmul_rn(bx - 1, h), ga.sx)));
+      v = __fadd_rn(v, float(__dmul_rn(__dmul_rn(by - 1, h), ga.sy)));
       continue;
     }
-    u = __fadd_rn(u, float(parabola(score[1][0], s0, score[1][2]) * h * ga.sx));
-    v = __fadd_rn(v, float(parabola(score[0][1], s0, score[2][1]) * h * ga.sy));
+    u = __fadd_rn(u, float(__dmul_rn(__dmul_rn(parabola(score[1][0], s0, score[1][2]), h), ga.sx)));
+    v = __fadd_rn(v, float(__dmul_rn(__dmul_rn(parabola(score[0][1], s0, score[2][1]), h), ga.sy)));
   }
   f[o] = u;
   f[Na + o] = v;
+}
+
+// ---- global_consistency_fill (match.cpp): cyclic-consistency check and median fill ----
+// volume (B, Nb, Na) as read by global_readout_kernel. Step 1, per query cell t: back[t] = the
+// first reference cell with the largest score in row t (std::max_element's pick).
+__global__ void fill_back_kernel(const float* __restrict__ volume, long long Na, long long Nb,
+                                 int* __restrict__ back) {
+  const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  const long long b = blockIdx.y;
+  if (t >= Nb) return;
+  const float* row = volume + (b * Nb + t) * Na;
+  long long best = 0;
+  float bv = row[0];
+  for (long long r = 1; r < Na; ++r) {
+    if (bv < row[r]) {
+      bv = row[r];
+      best = r;
+    }
+  }
+  back[b * Nb + t] = int(best);
+}
+
+// Step 2, per reference cell r: its best query cell t (the arg-max of the read-out), kept when
+// back[t] lies within one cell of r; kept cells are counted per item (integer atomics: exact).
+__global__ void fill_keep_kernel(const float* __restrict__ volume, FlowGrid ga, long long Nb,
+                                 const int* __restrict__ back, int* __restrict__ keep,
+                                 int* __restrict__ kept) {
+  const long long Na = (long long)ga.H * ga.W;
+  const long long r = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  const long long b = blockIdx.y;
+  if (r >= Na) return;
+  const float* v = volume + b * Nb * Na + r;
+  long long fwd = 0;
+  float bv = v[0];
+  for (long long t = 1; t < Nb; ++t) {
+    if (v[t * Na] > bv) {
+      bv = v[t * Na];
+      fwd = t;
+    }
+  }
+  const long long rb = back[b * Nb + fwd];
+  const bool k = llabs(rb / ga.W - r / ga.W) <= 1 && llabs(rb % ga.W - r % ga.W) <= 1;
+  keep[b * Na + r] = k ? 1 : 0;
+  if (k) atomicAdd(kept + b, 1);
+}
+
+// The value of rank m (0-based, ascending) among the kept cells of the window rows y0..y1, columns
+// x0..x1 of plane p: what nth_element(u, u + m, u + n) leaves at u[m], found by counting (no list).
+__device__ float window_rank(const float* __restrict__ p, const int* __restrict__ keep, int W,
+                             int y0, int y1, int x0, int x1, int m) {
+  for (int y = y0; y <= y1; ++y) {
+    for (int x = x0; x <= x1; ++x) {
+      const long long s = (long long)y * W + x;
+      if (!keep[s]) continue;
+      const float c = p[s];
+      int less = 0, equal = 0;
+      for (int yy = y0; yy <= y1; ++yy) {
+        for (int xx = x0; xx <= x1; ++xx) {
+          const long long q = (long long)yy * W + xx;
+          if (!keep[q]) continue;
+          less += p[q] < c;
+          equal += p[q] == c;
+        }
+      }
+      if (less <= m && m < less + equal) return c;
+    }
+  }
+  return NAN;  // unreachable for finite flows
+}
+
+// Step 3, per rejected cell r (items with fewer than 3 or all cells kept are left alone): the
+// median of the kept cells in the smallest square window (radius k >= 1) holding at least 3 of
+// them. Only rejected cells are written and only kept cells are read, so it works in place.
+__global__ void fill_median_kernel(FlowGrid ga, const int* __restrict__ keep,
+                                   const int* __restrict__ kept, float* __restrict__ flow) {
+  const long long Na = (long long)ga.H * ga.W;
+  const long long r = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  const long long b = blockIdx.y;
+  if (r >= Na) return;
+  const int nk = kept[b];
+  const int* kp = keep + b * Na;
+  if (nk < 3 || nk == Na || kp[r]) return;
+  const int ry = int(r / ga.W), rx = int(r % ga.W);
+  const int K = max(ga.H, ga.W);
+  int y0 = 0, y1 = 0, x0 = 0, x1 = 0, n = 0;
+  for (int k = 1; k < K; ++k) {
+    y0 = max(ry - k, 0);
+    y1 = min(ry + k, ga.H - 1);
+    x0 = max(rx - k, 0);
+    x1 = min(rx + k, ga.W - 1);
+    n = 0;
+    for (int y = y0; y <= y1; ++y)
+      for (int x = x0; x <= x1; ++x) n += kp[(long long)y * ga.W + x];
+    if (n >= 3) break;
+  }
+  float* f = flow + b * 2 * Na;
+  const float u = window_rank(f, kp, ga.W, y0, y1, x0, x1, n / 2);
+  const float v = window_rank(f + Na, kp, ga.W, y0, y1, x0, x1, n / 2);
+  f[r] = u;
+  f[Na + r] = v;
+}
+
+struct FillLayout {
+  size_t back, keep, kept, total;
+};
+
+FillLayout fill_layout(const FlowGrid& ga, const FlowGrid& gb, int B) {
+  auto a256 = [](size_t x) { return (x + 255) / 256 * 256; };
+  FillLayout l{};
+  l.back = 0;
+  l.keep = a256(size_t(B) * gb.H * gb.W * 4);
+  l.kept = l.keep + a256(size_t(B) * ga.H * ga.W * 4);
+  l.total = l.kept + a256(size_t(B) * 4);
+  return l;
 }
 
 void check_grid(const FlowGrid& g, const char* what) {
@@ -334,6 +460,32 @@ void flow_median3(const float* d_src, float* d_dst, int H, int W, int B, void* s
   cuda::check_launch("median3_kernel");
 }
 
+size_t global_fill_workspace_bytes(const FlowGrid& ga, const FlowGrid& gb, int B) {
+  return cuda::fill_layout(ga, gb, B).total;
+}
+
+void global_consistency_fill(const float* d_volume, const FlowGrid& ga, const FlowGrid& gb,
+                             float* d_flow, void* d_workspace, int B, void* stream) {
+  cuda::check_grid(ga, "global_consistency_fill");
+  cuda::check_grid(gb, "global_consistency_fill");
+  cuda::check_batch(B, "global_consistency_fill");
+  const cudaStream_t st = static_cast<cudaStream_t>(stream);
+  const cuda::FillLayout l = cuda::fill_layout(ga, gb, B);
+  char* ws = static_cast<char*>(d_workspace);
+  int* back = reinterpret_cast<int*>(ws + l.back);
+  int* keep = reinterpret_cast<int*>(ws + l.keep);
+  int* kept = reinterpret_cast<int*>(ws + l.kept);
+  const long long Na = (long long)ga.H * ga.W, Nb = (long long)gb.H * gb.W;
+  cuda::check(cudaMemsetAsync(kept, 0, size_t(B) * 4, st), "cudaMemsetAsync");
+  cuda::fill_back_kernel<<<dim3(cuda::ceil_div(Nb, 128), B), 128, 0, st>>>(d_volume, Na, Nb, back);
+  cuda::check_launch("fill_back_kernel");
+  const dim3 grid(cuda::ceil_div(Na, 128), B);
+  cuda::fill_keep_kernel<<<grid, 128, 0, st>>>(d_volume, ga, Nb, back, keep, kept);
+  cuda::check_launch("fill_keep_kernel");
+  cuda::fill_median_kernel<<<grid, 128, 0, st>>>(ga, keep, kept, d_flow);
+  cuda::check_launch("fill_median_kernel");
+}
+
 void flow_refine_symmetric(const float* d_feat_a, const FlowGrid& ga, const float* d_feat_b,
                            const FlowGrid& gb, int C, float* d_flow, int iterations, int B,
                            void* stream) {
@@ -411,6 +563,23 @@ void flow_from_local_volume_cuda(const float* volume, int R, int H, int W, float
   cuda_dev::flow_from_local_volume(d_v.get(), R, H, W, d_res.get(), d_conf.get(), 1, st.get());
   cuda::to_host(residual, d_res.get(), 2 * N, st.get());
   if (confidence) cuda::to_host(confidence, d_conf.get(), N, st.get());
+  st.sync();
+}
+
+void global_consistency_fill_cuda(const float* volume, const FlowGrid& ga, const FlowGrid& gb,
+                                  float* flow, const Exec& ex) {
+  cuda::check_grid(ga, "global_consistency_fill");
+  cuda::check_grid(gb, "global_consistency_fill");
+  cuda::require_device();
+  check_cancel(ex);
+  const size_t Na = size_t(ga.H) * ga.W, M = size_t(gb.H) * gb.W;
+  cuda::Stream st;
+  cuda::DeviceBuffer<float> d_v(M * Na), d_flow(2 * Na);
+  cuda::DeviceBuffer<char> d_ws(cuda_dev::global_fill_workspace_bytes(ga, gb, 1));
+  cuda::to_device(d_v.get(), volume, M * Na, st.get());
+  cuda::to_device(d_flow.get(), flow, 2 * Na, st.get());
+  cuda_dev::global_consistency_fill(d_v.get(), ga, gb, d_flow.get(), d_ws.get(), 1, st.get());
+  cuda::to_host(flow, d_flow.get(), 2 * Na, st.get());
   st.sync();
 }
 

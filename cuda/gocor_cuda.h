@@ -62,6 +62,13 @@ void flow_from_local_volume_cuda(const float* volume, int R, int H, int W, float
                                  float* confidence, const Exec& ex);
 void flow_warp_image_cuda(const float* b, int C, int Hb, int Wb, const float* flow, int H, int W,
                           float* out, float* mask, const Exec& ex);
+// Twin of match.cpp's global_consistency_fill (private there; match_pyramids on a pyramid holding
+// only a stride-1 global level exposes it): volume (gb cells, ga cells) as read by
+// flow_from_global_volume, flow (2, ga) in pixels, updated in place: cells whose best match does
+// not come back to within one cell get the median of the kept cells in the smallest window with
+// >= 3.
+void global_consistency_fill_cuda(const float* volume, const FlowGrid& ga, const FlowGrid& gb,
+                                  float* flow, const Exec& ex);
 void flow_median3_cuda(float* flow, int H, int W, const Exec& ex);
 void flow_refine_symmetric_cuda(const float* feat_a, const FlowGrid& ga, const float* feat_b,
                                 const FlowGrid& gb, int C, float* flow, int iterations,

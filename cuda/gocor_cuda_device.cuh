@@ -81,6 +81,11 @@ void flow_from_global_volume(const float* d_volume, const FlowGrid& ga, const Fl
 // volume (B, D, H, W) -> residual (B, 2, H, W), confidence (B, H, W) or null.
 void flow_from_local_volume(const float* d_volume, int R, int H, int W, float* d_residual,
                             float* d_confidence, int B, void* stream);
+size_t global_fill_workspace_bytes(const FlowGrid& ga, const FlowGrid& gb, int B);
+// volume (B, gb cells, ga cells), flow (B, 2, ga) updated in place, as global_consistency_fill;
+// d_workspace holds global_fill_workspace_bytes(ga, gb, B) bytes.
+void global_consistency_fill(const float* d_volume, const FlowGrid& ga, const FlowGrid& gb,
+                             float* d_flow, void* d_workspace, int B, void* stream);
 // b (B, C, Hb, Wb), flow (B, 2, H, W) -> out (B, C, H, W), mask (B, H, W) or null.
 void flow_warp_image(const float* d_b, int C, int Hb, int Wb, const float* d_flow, int H, int W,
                      float* d_out, float* d_mask, int B, void* stream);

@@ -1,12 +1,14 @@
 // The whole image-to-flow match on the GPU for a batch of B pairs: the algorithm of
 // cpp/core/match.cpp (match_images -> match_pyramids -> match_full) step for step, with every stage
-// on device memory: dense features of both sides at every level, global GOCor (or correlation) and
-// its read-out, then per local level median, resampling, warping of b's features, local GOCor (or
-// correlation), read-out, residual update, symmetric refinement at the finest level, and the final
-// resampling to a's pixel grid; peak or forward-backward confidence and outputShape resizing too.
-// The backend needs nothing from gocor_core, so the GOCor parameters are the caller's
-// (default_global_params(kFeatureChannels, o.seed) and default_local_params() for match_images),
-// and the pyramid geometry replicates features_extract / features_local_strides.
+// on device memory: dense features of both sides at every level (zero-mean descriptors, as
+// features_compute), global GOCor (or correlation), its read-out and the cyclic-consistency check
+// with median fill of rejected cells (global_consistency_fill), then per local level median,
+// resampling, warping of b's features, local GOCor (or correlation), read-out, residual update,
+// symmetric refinement at the finest level, and the final resampling to a's pixel grid; peak or
+// forward-backward confidence and outputShape resizing too. The backend needs nothing from
+// gocor_core, so the GOCor parameters are the caller's (default_global_params(kFeatureChannels,
+// o.seed) and default_local_params() for match_images), and the pyramid geometry replicates
+// features_extract / features_local_strides.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -46,9 +48,9 @@ struct Level {
 struct Plan {
   int B, C, H, W, oh, ow;
   std::vector<Level> levels;
-  size_t feat_ws = 0, gvol = 0, gfilt = 0, gws = 0, warped = 0, lvol = 0, lfilt = 0, lws = 0,
-         res = 0, conf = 0, flow0 = 0, flow1 = 0, medtmp = 0, full = 0, fullconf = 0, back = 0,
-         backa = 0, mask = 0, total = 0;
+  size_t feat_ws = 0, gvol = 0, gfilt = 0, gws = 0, gfill = 0, warped = 0, lvol = 0, lfilt = 0,
+         lws = 0, res = 0, conf = 0, flow0 = 0, flow1 = 0, medtmp = 0, full = 0, fullconf = 0,
+         back = 0, backa = 0, mask = 0, total = 0;
 };
 
 size_t a256(size_t x) {
@@ -109,6 +111,7 @@ Plan make_plan(int B, int C, int H, int W, const MatchOptions& o) {
   if (o.use_global) {
     const size_t N = size_t(o.global_size) * o.global_size;
     p.gvol = take(size_t(B) * N * N * 4);
+    p.gfill = take(cuda_dev::global_fill_workspace_bytes(p.levels[0].g, p.levels[0].g, B));
     if (o.method == MatchMethod::Gocor) {
       GlobalGocorOptions go;
       go.num_iter = o.num_iter_global;
@@ -164,7 +167,10 @@ __global__ void fb_conf_kernel(const float* __restrict__ flow, const float* __re
   const float* k = backa + b * 2 * P;
   const float ex = __fadd_rn(f[i], k[i]), ey = __fadd_rn(f[P + i], k[P + i]);
   const float e2 = __fadd_rn(__fmul_rn(ex, ex), __fmul_rn(ey, ey));
-  conf[b * P + i] = __fmul_rn(mask[b * P + i], expf(__fdiv_rn(-e2, 2 * 1.5f * 1.5f)));
+  // exp in double, rounded once: glibc's expf (the CPU side) is within 0.502 ulp of exact, so this
+  // agrees with it far more often than CUDA's expf (2 ulp).
+  const float arg = __fdiv_rn(-e2, 2 * 1.5f * 1.5f);
+  conf[b * P + i] = __fmul_rn(mask[b * P + i], float(exp(double(arg))));
 }
 
 // flow (B, 2, P) *= (kx, ky) per plane.
@@ -208,6 +214,7 @@ void match_full(const Plan& p, const MatchOptions& o, const GlobalGocorParams& g
                             st);
     }
     cuda_dev::flow_from_global_volume(vol, l0.g, l0.g, flow, nullptr, B, st);
+    cuda_dev::global_consistency_fill(vol, l0.g, l0.g, flow, ws + p.gfill, B, st);
     have_flow = true;
     prev = l0.g;
     first_local = 1;

@@ -203,8 +203,52 @@ void bench_gocor_local(void* st, int B, int C, int H, int W, int R, int K, int r
   emit(head, ms, e2e, (6.0 * K + 2) * B * P * D * C, 4.0 * B * (2 * C * P + D * P));
 }
 
-// The whole match (features, global GOCor, three local GOCor levels, read-outs, warps, refinement)
-// on B device-resident 512x512 RGB pairs: pairs/s from the median batch time, plus the end-to-end
+// The descriptor alone (the levels match_images builds for a 512x512 image with the default 24x24
+// global grid: 24x24 at cell 8, then 32x32, 64x64, 128x128 at cell 4) on B device-resident RGB
+// images, and the consistency check + median fill of B global read-outs. Both end in reductions
+// done in the CPU's order by one thread per sum (the per-channel means of the zero-mean step, the
+// arg-max rows of the check), so these lines show what that exactness costs.
+void bench_features_and_fill(void* st, int B, int reps) {
+  const int C = 3, H = 512, W = 512;
+  const size_t img = (size_t)C * H * W;
+  std::vector<float> a = random_vec(B * img, 13);
+  for (auto& v : a) v = 0.5f + 0.5f * v;
+  Dev da(B * img * 4, a);
+  MatchOptions o;
+  const int levels[4][3] = {
+      {o.global_size, o.global_size, 8}, {32, 32, 4}, {64, 64, 4}, {128, 128, 4}};
+  for (const auto& l : levels) {
+    Dev dout((size_t)B * kFeatureChannels * l[0] * l[1] * 4),
+        dws(cuda_dev::features_workspace_bytes(B, H, W, l[0], l[1], l[2]));
+    const auto ms = cuda_dev::time_on_stream(st, 1, reps, [&] {
+      cuda_dev::features_compute(da.f(), B, C, H, W, l[0], l[1], l[2], dout.f(), dws.p, st);
+    });
+    std::printf(
+        "{\"bench\": \"features\", \"B\": %d, \"H\": %d, \"W\": %d, \"grid\": \"%dx%d\", "
+        "\"cell\": %d, \"batch_ms\": %.3f, \"images_per_s\": %.0f}\n",
+        B, H, W, l[0], l[1], l[2], median(ms), 1e3 * B / median(ms));
+  }
+  const int G = o.global_size;
+  const size_t N = (size_t)G * G;
+  const FlowGrid g{G, G, double(W) / G, double(H) / G};
+  const std::vector<float> vol = random_vec(B * N * N, 14), flow(B * 2 * N);
+  Dev dv(vol.size() * 4, vol), dfill(flow.size() * 4),
+      dws(cuda_dev::global_fill_workspace_bytes(g, g, B));
+  const auto ms = cuda_dev::time_on_stream(st, 1, reps, [&] {
+    cuda_dev::flow_from_global_volume(dv.f(), g, g, dfill.f(), nullptr, B, st);
+    cuda_dev::global_consistency_fill(dv.f(), g, g, dfill.f(), dws.p, B, st);
+  });
+  std::printf(
+      "{\"bench\": \"global_readout_fill\", \"B\": %d, \"grid\": \"%dx%d\", \"batch_ms\": "
+      "%.3f, \"note\": \"random volume: few cells pass the check, the rest are filled from wide "
+      "windows (a slow case)\"}\n",
+      B, G, G, median(ms));
+  std::fflush(stdout);
+}
+
+// The whole match (zero-mean features, global GOCor on the 24x24 grid, its consistency-checked
+// read-out, three local GOCor levels, read-outs, warps, refinement) on B device-resident 512x512
+// RGB pairs: pairs/s from the median batch time, plus the end-to-end
 // host API (uploads and downloads of B pairs included).
 void bench_match(void* st, int B, MatchMethod method, int reps) {
   const int C = 3, H = 512, W = 512;
@@ -263,6 +307,7 @@ int main() {
     for (int C : {32, 96}) bench_corr_local(st, 8, C, 109, 256, 4, 10);
     for (int C : {32, 96}) bench_gocor_local(st, 8, C, 109, 256, 4, 3, 10);
     bench_gocor_local(st, 8, 96, 109, 256, 4, 7, 5);
+    bench_features_and_fill(st, 32, 5);
     for (int B : {8, 32}) bench_match(st, B, MatchMethod::Gocor, 5);
     bench_match(st, 32, MatchMethod::Correlation, 5);
     cuda_dev::stream_destroy(st);

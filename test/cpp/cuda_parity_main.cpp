@@ -188,6 +188,11 @@ int run_unavailable(const CudaInfo& info) {
       },
       ErrorCode::CudaUnavailable, &what);
   report(thrown, "features_compute_cuda() without a device throws CudaUnavailable: " + what);
+  const FlowGrid g{3, 4, 1, 1};
+  std::vector<float> vol(12 * 12, 0.f), fl(2 * 12, 0.f);
+  thrown = throws_code([&] { global_consistency_fill_cuda(vol.data(), g, g, fl.data(), Exec{}); },
+                       ErrorCode::CudaUnavailable, &what);
+  report(thrown, "global_consistency_fill_cuda() without a device throws CudaUnavailable: " + what);
 #endif
   std::printf("CUDA unavailable: %s\n", info.reason.c_str());
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
@@ -461,8 +466,79 @@ void case_features(int C, int H, int W, int Hf, int Wf, int cell, uint64_t seed)
       fmt("features_compute C%d %dx%d -> %dx%d cell %d", C, H, W, Hf, Wf, cell);
   if (!guarded(name, [&] { features_compute_cuda(v, Hf, Wf, cell, gpu.data(), Exec{}); })) return;
   features_compute(v, Hf, Wf, cell, cpu.data(), Exec{});
-  // Unit-norm descriptors: entries <= 1, float32 ulp 6e-8; 1e-6 allows ~16 ulps.
-  report_cmp(name, compare(gpu, cpu, 1e-6, 0));
+  // features_compute ends with the zero-mean step (image mean descriptor subtracted, unit norm
+  // again), so this covers it. Every operation is meant to be bit-identical (max|d| = 0 expected);
+  // the bound is ~16 ulps of the unit-norm entries, and the line counts the differing entries.
+  Cmp c = compare(gpu, cpu, 1e-6, 0);
+  size_t differ = 0;
+  for (size_t i = 0; i < cpu.size(); ++i) differ += !(gpu[i] == cpu[i]);
+  // Zero-mean check on the CPU output itself (not a tautology: it fails if the step were dropped):
+  // the channel means of renormalised zero-mean rows are ~0 against a typical entry of 1/sqrt(136).
+  double worst_mean = 0;
+  const size_t N = (size_t)Hf * Wf;
+  for (int ch = 0; ch < kFeatureChannels; ++ch) {
+    double m = 0;
+    for (size_t n = 0; n < N; ++n) m += cpu[ch * N + n];
+    worst_mean = std::max(worst_mean, std::fabs(m / N));
+  }
+  c.ok = c.ok && (N < 2 || worst_mean < 0.02);
+  report(c.ok, fmt("%-58s max|d|=%.3g differing=%zu/%zu cpu max|channel mean|=%.3g", name.c_str(),
+                   c.max_abs, differ, cpu.size(), worst_mean));
+}
+
+// match.cpp's global_consistency_fill against its GPU twin. The CPU function is private; the oracle
+// is match_pyramids on pyramids holding only a global level of stride 1, whose output is exactly
+// flow_from_global_volume + global_consistency_fill (resampling a grid onto itself reads one tap
+// of weight 1). Features: b is a with its cells moved by (dx, dy) plus noise, and a share of b's
+// cells replaced by unrelated ones, so some cells pass the cyclic check and others are filled.
+void case_global_fill(int C, int H, int W, int dx, int dy, double junk, uint64_t seed) {
+  const int N = H * W;
+  auto fa = randn((size_t)C * N, seed);
+  auto fb = randn((size_t)C * N, seed + 1, 0.3f);
+  Rng r(seed + 2);
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W; ++x) {
+      if (r.uniform() < junk) continue;  // keep the unrelated noise cell
+      const int sy = std::min(std::max(y - dy, 0), H - 1),
+                sx = std::min(std::max(x - dx, 0), W - 1);
+      for (int c = 0; c < C; ++c) fb[(size_t)c * N + y * W + x] += fa[(size_t)c * N + sy * W + sx];
+    }
+  l2_normalise(fa, 1, C, N);
+  l2_normalise(fb, 1, C, N);
+  const std::string name =
+      fmt("global_consistency_fill C%d %dx%d shift (%d,%d) junk %.2f", C, H, W, dx, dy, junk);
+  Exec cpu_ex;
+  cpu_ex.device = Device::Cpu;
+  const FlowGrid g{H, W, 1, 1};
+  std::vector<float> vol((size_t)N * N), flow(2 * (size_t)N);
+  corr_global(fa.data(), fb.data(), vol.data(), CorrGlobalShape{1, C, H, W, H, W}, cpu_ex);
+  flow_from_global_volume(vol.data(), g, g, flow.data(), nullptr, cpu_ex);
+  FeaturePyramid pa, pb;
+  for (auto* pp : {&pa, &pb}) {
+    pp->image_h = H;
+    pp->image_w = W;
+    FeatureLevel lv;
+    lv.C = C;
+    lv.H = H;
+    lv.W = W;
+    lv.global = true;
+    lv.data = pp == &pa ? fa : fb;
+    pp->levels.push_back(std::move(lv));
+  }
+  MatchOptions o;
+  o.method = MatchMethod::Correlation;
+  o.confidence = MatchConfidence::None;
+  const MatchResult cpu = match_pyramids(pa, pb, o, cpu_ex);
+  size_t filled = 0;
+  for (size_t i = 0; i < flow.size(); ++i) filled += cpu.flow[i] != flow[i];
+  std::vector<float> gpu = flow;
+  if (!guarded(name, [&] { global_consistency_fill_cuda(vol.data(), g, g, gpu.data(), Exec{}); }))
+    return;
+  Cmp c = compare(gpu, cpu.flow, 0, 0);
+  // The case must exercise the fill: some components replaced, not all.
+  c.ok = c.ok && filled > 0 && filled < flow.size();
+  report(c.ok, fmt("%-58s exact: max|d|=%.3g, %zu of %zu flow components filled", name.c_str(),
+                   c.max_abs, filled, flow.size()));
 }
 
 void case_flow_stages(uint64_t seed) {
@@ -566,9 +642,11 @@ void case_flow_stages(uint64_t seed) {
 }
 
 // The whole match on the GPU against the CPU's match_images on two 512x512 pairs, batched (B = 2)
-// through match_images_batch_cuda. GOCor stages differ from the CPU's at float32 rounding level
-// and the pipeline takes arg-maxes, so a few cells may pick a neighbouring peak: the check allows
-// up to 1% of pixels more than 0.5 px apart and a median difference under 0.01 px.
+// through match_images_batch_cuda, with the default options: 24x24 global grid, zero-mean
+// descriptors, and the consistency-checked, median-filled global read-out. GOCor stages differ from
+// the CPU's at float32 rounding level and the pipeline takes arg-maxes, so a few cells may pick a
+// neighbouring peak: the check allows up to 1% of pixels more than 0.5 px apart and a median
+// difference under 0.01 px.
 void case_match() {
   const int H = 512, W = 512;
   const double shifts[2][2] = {{6.3, -4.7}, {-17.6, 9.2}};
@@ -693,6 +771,24 @@ int run_available(const CudaInfo& info) {
   case_features(3, 61, 83, 15, 21, 4, 64);
   case_features(1, 96, 128, 16, 16, 8, 65);
   case_features(3, 128, 128, 32, 32, 4, 66);
+  // The levels match_images builds for 512x512 (global 24x24 at cell 8, the finest 128x128 at
+  // cell 4: 16384 cells, several chunks of the ordered per-channel sums), and a blank image.
+  case_features(3, 512, 512, 24, 24, 8, 68);
+  case_features(1, 512, 512, 128, 128, 4, 69);
+  {
+    std::vector<float> blank(3 * 40 * 48, 0.5f), cpu((size_t)kFeatureChannels * 10 * 12),
+        gpu(cpu.size(), NAN);
+    if (guarded("features_compute blank", [&] {
+          features_compute_cuda(ImageView{blank.data(), 3, 40, 48}, 10, 12, 4, gpu.data(), Exec{});
+        })) {
+      features_compute(ImageView{blank.data(), 3, 40, 48}, 10, 12, 4, cpu.data(), Exec{});
+      report_cmp("features_compute blank image 40x48 -> 10x12 (zeros, exact)",
+                 compare(gpu, cpu, 0, 0));
+    }
+  }
+  case_global_fill(16, 13, 11, 2, 1, 0.3, 70);
+  case_global_fill(24, 24, 24, -3, 2, 0.2, 71);
+  case_global_fill(8, 9, 17, 1, -2, 0.5, 72);
   case_flow_stages(67);
   case_match();
 
