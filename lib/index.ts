@@ -6,6 +6,23 @@
 export { type Backends, backends, buildInfo, version } from './backends';
 export { type CorrelateOptions, correlate } from './correlation';
 export { GocorError, type GocorErrorCode } from './errors';
+// -- matching, features and flow (lib/match.ts, lib/features.ts, lib/flow.ts, lib/npy.ts) --
+export {
+  type ExtractFeaturesOptions,
+  extractFeatures,
+  type FeatureLevel,
+  type FeaturePyramid,
+} from './features';
+export {
+  type FlowMetrics,
+  type FlowToColorOptions,
+  flowMetrics,
+  flowToColor,
+  readFlo,
+  resizeFlow,
+  warpImage,
+  writeFlo,
+} from './flow';
 export {
   GlobalGOCor,
   type GlobalGOCorOptions,
@@ -16,6 +33,8 @@ export {
   l2normalize,
 } from './gocor';
 export { type LoadImageOptions, loadImage } from './image';
+export { type Flow, type MatchOptions, type MatchResult, match, matchFeatures, pyramidFromFeatureMap } from './match';
+export { loadNpy, type NpyArray, readNpy, writeNpy } from './npy';
 export {
   defaultGlobalParams,
   defaultLocalParams,
@@ -27,22 +46,3 @@ export {
   type TensorRecord,
 } from './params';
 export type { DeviceOption, ExecOptions, FeatureMap, Image, Volume } from './types';
-// -- matching, features and flow (lib/match.ts, lib/features.ts, lib/flow.ts, lib/npy.ts) --
-export {
-  extractFeatures,
-  type ExtractFeaturesOptions,
-  type FeatureLevel,
-  type FeaturePyramid,
-} from './features';
-export { match, matchFeatures, pyramidFromFeatureMap, type Flow, type MatchOptions, type MatchResult } from './match';
-export {
-  flowMetrics,
-  flowToColor,
-  readFlo,
-  resizeFlow,
-  warpImage,
-  writeFlo,
-  type FlowMetrics,
-  type FlowToColorOptions,
-} from './flow';
-export { loadNpy, readNpy, writeNpy, type NpyArray } from './npy';

@@ -37,7 +37,17 @@ function buildGyp() {
   // npm exports the path of its bundled node-gyp to install scripts; outside npm, look beside node.
   const candidates = [
     process.env.npm_config_node_gyp,
-    path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'),
+    path.join(
+      path.dirname(process.execPath),
+      '..',
+      'lib',
+      'node_modules',
+      'npm',
+      'node_modules',
+      'node-gyp',
+      'bin',
+      'node-gyp.js',
+    ),
   ];
   const gyp = candidates.find((p) => p && fs.existsSync(p));
   const args = ['rebuild', `--jobs=${jobs()}`];

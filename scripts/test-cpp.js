@@ -22,11 +22,17 @@ function run(cmd, args, env) {
 }
 
 const configure = [
-  '-S', root, '-B', dir, '-DGOCOR_BUILD_TESTS=ON', `-DGOCOR_CUDA=${cuda}`,
+  '-S',
+  root,
+  '-B',
+  dir,
+  '-DGOCOR_BUILD_TESTS=ON',
+  `-DGOCOR_CUDA=${cuda}`,
   `-DCMAKE_BUILD_TYPE=${sanitize ? 'RelWithDebInfo' : 'Release'}`,
 ];
 if (sanitize) configure.push('-DGOCOR_SANITIZE=address,undefined');
-if (process.env.GOCOR_CUDA_ARCHITECTURES) configure.push(`-DGOCOR_CUDA_ARCHITECTURES=${process.env.GOCOR_CUDA_ARCHITECTURES}`);
+if (process.env.GOCOR_CUDA_ARCHITECTURES)
+  configure.push(`-DGOCOR_CUDA_ARCHITECTURES=${process.env.GOCOR_CUDA_ARCHITECTURES}`);
 if (run('cmake', configure) !== 0) process.exit(1);
 
 // Test programs are test/cpp/*_main.cpp except the benchmarks.

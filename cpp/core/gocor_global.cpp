@@ -117,7 +117,8 @@ struct GlobalWork {
 
 // Building the fused R^T R taps costs about a millisecond; repeated calls with the same weights
 // and grid (the usual case: one network, many images) reuse them. A few entries, most recent first.
-std::shared_ptr<const gocor_detail::RtROperator> cached_rtr(const GlobalGocorParams& p, int H, int W) {
+std::shared_ptr<const gocor_detail::RtROperator> cached_rtr(const GlobalGocorParams& p, int H,
+                                                            int W) {
   struct Entry {
     std::vector<float> w1, w2;
     int I, O, H, W;
@@ -139,8 +140,8 @@ std::shared_ptr<const gocor_detail::RtROperator> cached_rtr(const GlobalGocorPar
   }
   auto op = std::make_shared<const gocor_detail::RtROperator>(p, H, W);
   std::lock_guard<std::mutex> lock(mu);
-  cache.insert(cache.begin(), Entry{p.reg_weight1, p.reg_weight2, p.reg_inter_dim,
-                                    p.reg_output_dim, H, W, op});
+  cache.insert(cache.begin(),
+               Entry{p.reg_weight1, p.reg_weight2, p.reg_inter_dim, p.reg_output_dim, H, W, op});
   if (cache.size() > 4) cache.pop_back();
   return op;
 }
@@ -168,9 +169,8 @@ void axpy(float* y, const float* x, float beta, int64_t n) {
 }  // namespace
 
 void gocor_global_cpu(const GlobalGocorParams& p, const GlobalGocorOptions& o,
-                      const float* reference, const float* query, float* volume,
-                      float* filter_out, const GocorGlobalShape& s, const Exec& ex,
-                      std::vector<GocorIterDiag>* diag) {
+                      const float* reference, const float* query, float* volume, float* filter_out,
+                      const GocorGlobalShape& s, const Exec& ex, std::vector<GocorIterDiag>* diag) {
   const int B = s.B, C = s.C, H = s.H, W = s.W;
   if (B < 1 || C < 1 || H < 1 || W < 1)
     throw Error(ErrorCode::Shape, "gocor_global: B, C, H, W must all be >= 1");
@@ -201,7 +201,7 @@ void gocor_global_cpu(const GlobalGocorParams& p, const GlobalGocorOptions& o,
     ~Release() { w.trim(); }
   } release{wk};
   std::vector<float>&F = wk.F, &G = wk.G, &w = wk.w, &grad = wk.grad, &S = wk.S, &A = wk.A,
-                     &Q = wk.Q, &PQ = wk.PQ, &U = wk.U, &PU = wk.PU, &scratch = wk.scratch;
+  &Q = wk.Q, &PQ = wk.PQ, &U = wk.U, &PU = wk.PU, &scratch = wk.scratch;
   for (auto* v : {&F, &G, &w, &grad}) v->resize(NC);
   for (auto* v : {&S, &A}) v->resize(NN);
   if (query_loss)
@@ -356,8 +356,8 @@ void gocor_global_cpu(const GlobalGocorParams& p, const GlobalGocorOptions& o,
     } else {
       gemm(N, N, C, G.data(), C, w.data(), C, true, vol, N, false, th);
     }
-    if (filter_out != nullptr) std::memcpy(filter_out + static_cast<int64_t>(b) * NC, w.data(),
-                                           sizeof(float) * NC);
+    if (filter_out != nullptr)
+      std::memcpy(filter_out + static_cast<int64_t>(b) * NC, w.data(), sizeof(float) * NC);
   }
 }
 

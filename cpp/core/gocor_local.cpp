@@ -25,8 +25,12 @@ typedef float v16u __attribute__((vector_size(64), aligned(4)));
 constexpr int kLanes = 16;
 constexpr int kDxBlock = 9;  // displacements of one row kept in registers at once
 
-inline __attribute__((always_inline)) v16 loadu(const float* p) { return *reinterpret_cast<const v16u*>(p); }
-inline __attribute__((always_inline)) void storeu(float* p, v16 v) { *reinterpret_cast<v16u*>(p) = v; }
+inline __attribute__((always_inline)) v16 loadu(const float* p) {
+  return *reinterpret_cast<const v16u*>(p);
+}
+inline __attribute__((always_inline)) void storeu(float* p, v16 v) {
+  *reinterpret_cast<v16u*>(p) = v;
+}
 
 struct LocalCtx {
   // Features tiled per strip: tile (y, s) holds channels c at [c * cs + j] for pixels
@@ -70,17 +74,17 @@ inline __attribute__((always_inline)) void adjoint_block(const v16* coef, const 
   }
 }
 
-#define GOCOR_NB_SWITCH(nb, CALL)     \
-  switch (nb) {                       \
-    case 1: CALL(1); break;           \
-    case 2: CALL(2); break;           \
-    case 3: CALL(3); break;           \
-    case 4: CALL(4); break;           \
-    case 5: CALL(5); break;           \
-    case 6: CALL(6); break;           \
-    case 7: CALL(7); break;           \
-    case 8: CALL(8); break;           \
-    default: CALL(9); break;          \
+#define GOCOR_NB_SWITCH(nb, CALL) \
+  switch (nb) {                   \
+    case 1: CALL(1); break;       \
+    case 2: CALL(2); break;       \
+    case 3: CALL(3); break;       \
+    case 4: CALL(4); break;       \
+    case 5: CALL(5); break;       \
+    case 6: CALL(6); break;       \
+    case 7: CALL(7); break;       \
+    case 8: CALL(8); break;       \
+    default: CALL(9); break;      \
   }
 
 // out (D vectors) = (1/C) Corr(a, feat) for the strip at (y, x0); zero where y+dy leaves the image.
@@ -131,7 +135,8 @@ __attribute__((target_clones("avx512f", "avx2,fma", "default"))) void local_stri
   }
   const v16 scale = c.scaling / (m2 / static_cast<float>(C) + 1e-6f);
   for (int ch = 0; ch < C; ++ch)
-    *reinterpret_cast<v16*>(w + ch * kLanes) = loadu(frow + static_cast<int64_t>(ch) * c.cs) * scale;
+    *reinterpret_cast<v16*>(w + ch * kLanes) =
+        loadu(frow + static_cast<int64_t>(ch) * c.cs) * scale;
 
   if (c.num_iter > 0) corr_strip(c, c.fp, w, y, x0, Sv);
   for (int it = 0; it < c.num_iter; ++it) {
@@ -227,7 +232,8 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
                      int W, const Exec& ex, std::vector<GocorIterDiag>* diag) {
   if (B < 1 || C < 1 || H < 1 || W < 1)
     throw Error(ErrorCode::Shape, "gocor_local: B, C, H, W must all be >= 1");
-  if (o.search_radius < 0) throw Error(ErrorCode::InvalidArg, "gocor_local: search_radius must be >= 0");
+  if (o.search_radius < 0)
+    throw Error(ErrorCode::InvalidArg, "gocor_local: search_radius must be >= 0");
   if (o.num_iter < 0) throw Error(ErrorCode::InvalidArg, "gocor_local: num_iter must be >= 0");
   const int R = o.search_radius, S = 2 * R + 1, D = S * S;
   const int nstrips = (W + kLanes - 1) / kLanes;
@@ -289,9 +295,24 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
             }
           }
     });
-    LocalCtx ctx{fp.data(), gp.data(), C, H, W, R, tw, ys, ss, o.num_iter,
-                 static_cast<float>(lambda), static_cast<float>(std::exp(static_cast<double>(p.log_step_length))),
-                 1.f / static_cast<float>(C), p.scaling, yk.data(), vk.data(), hmk.data(), hpk.data()};
+    LocalCtx ctx{fp.data(),
+                 gp.data(),
+                 C,
+                 H,
+                 W,
+                 R,
+                 tw,
+                 ys,
+                 ss,
+                 o.num_iter,
+                 static_cast<float>(lambda),
+                 static_cast<float>(std::exp(static_cast<double>(p.log_step_length))),
+                 1.f / static_cast<float>(C),
+                 p.scaling,
+                 yk.data(),
+                 vk.data(),
+                 hmk.data(),
+                 hpk.data()};
     float* vol = volume + static_cast<int64_t>(b) * D * P;
     float* filt = filter_out != nullptr ? filter_out + static_cast<int64_t>(b) * C * P : nullptr;
     // Diagnostics per (row, strip), summed afterwards in a fixed order (thread-independent).
@@ -304,9 +325,8 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
       float* work = buf.data() + ((64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64) / 4;
       const int st = static_cast<int>(task / nrc), y0 = static_cast<int>(task % nrc) * kRowChunk;
       for (int y = y0; y < std::min(H, y0 + kRowChunk); ++y) {
-        RowDiag* rd = diag != nullptr
-                          ? &rows[(static_cast<size_t>(y) * nstrips + st) * o.num_iter]
-                          : nullptr;
+        RowDiag* rd =
+            diag != nullptr ? &rows[(static_cast<size_t>(y) * nstrips + st) * o.num_iter] : nullptr;
         local_strip(ctx, y, st * kLanes, work, vol, filt, rd);
       }
     });

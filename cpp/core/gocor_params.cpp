@@ -57,7 +57,9 @@ struct SplitMix64 {
     return z ^ (z >> 31);
   }
   // Uniform in (0, 1]: never 0, so log() in Box-Muller is finite.
-  double uniform() { return (static_cast<double>(next() >> 11) + 1.0) * (1.0 / 9007199254740992.0); }
+  double uniform() {
+    return (static_cast<double>(next() >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+  }
 };
 
 void fill_normal(std::vector<float>& out, double stddev, SplitMix64& rng) {

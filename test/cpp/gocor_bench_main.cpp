@@ -6,7 +6,8 @@
 // gflops_performed: floating-point operations this implementation executes (multiply-add = 2;
 // GEMMs, the fused R^T R taps, the local passes), divided by the time: a measure of how well the
 // hardware is used, not of the spec-8 work (which is larger: the algebra skips part of it).
-// Time: best of repeats after one warm-up; single-thread rows use thread CPU time. Options: --quick (one repeat, skips 64x64 global).
+// Time: best of repeats after one warm-up; single-thread rows use thread CPU time. Options: --quick
+// (one repeat, skips 64x64 global).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -58,8 +59,9 @@ double time_ms(const std::function<void()>& fn, int reps, bool cpu_time) {
     const auto t = clock::now();
     const double c = thread_cpu_ms();
     fn();
-    const double ms = cpu_time ? thread_cpu_ms() - c
-                               : std::chrono::duration<double, std::milli>(clock::now() - t).count();
+    const double ms = cpu_time
+                          ? thread_cpu_ms() - c
+                          : std::chrono::duration<double, std::milli>(clock::now() - t).count();
     // A call over 2 s is timed once: its warm-up run is its measurement.
     if (i > 0 || reps == 0 || ms > 2000) best = std::min(best, ms);
     if (ms > 2000) break;
@@ -79,11 +81,16 @@ void bench_global(int H, int W, int C, int K, int threads, int reps) {
   gocor::Exec ex;
   ex.threads = threads;
   const double ms = time_ms(
-      [&] { gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), vol.data(), nullptr, {1, C, H, W}, ex, nullptr); },
+      [&] {
+        gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), vol.data(), nullptr, {1, C, H, W}, ex,
+                                nullptr);
+      },
       reps, threads == 1);
   const double corr_ms = time_ms(
-      [&] { gocor::corr_global_cpu(ref.data(), qry.data(), vol.data(), {1, C, H, W, H, W}, ex); }, reps,
-      threads == 1);
+      [&] {
+        gocor::corr_global_cpu(ref.data(), qry.data(), vol.data(), {1, C, H, W, H, W}, ex);
+      },
+      reps, threads == 1);
   // Executed work: S0, Q0 (4N^2C), P Q0 and one P per iteration (2*625 N^2 at most), and per
   // iteration the four N x N x C products (8N^2C).
   const double nn = static_cast<double>(N) * N;
@@ -106,11 +113,16 @@ void bench_local(int H, int W, int C, int K, int R, int threads, int reps) {
   gocor::Exec ex;
   ex.threads = threads;
   const double ms = time_ms(
-      [&] { gocor::gocor_local_cpu(p, o, ref.data(), qry.data(), vol.data(), nullptr, 1, C, H, W, ex, nullptr); },
+      [&] {
+        gocor::gocor_local_cpu(p, o, ref.data(), qry.data(), vol.data(), nullptr, 1, C, H, W, ex,
+                               nullptr);
+      },
       reps, threads == 1);
   const double corr_ms = time_ms(
-      [&] { gocor::corr_local_cpu(ref.data(), qry.data(), vol.data(), {1, C, H, W, R}, ex); }, reps,
-      threads == 1);
+      [&] {
+        gocor::corr_local_cpu(ref.data(), qry.data(), vol.data(), {1, C, H, W, R}, ex);
+      },
+      reps, threads == 1);
   // Passes of 2*D*C*P each: initial S, two per iteration (grad, T), the output.
   const double flops = (2.0 + 2.0 * K) * 2 * D * C * static_cast<double>(P);
   std::printf(
