@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 
+#include "corr_kernels.h"
 #include "gocor.h"
 #include "gocor_kernels.h"
 #include "parallel.h"
@@ -53,8 +54,9 @@ DistTables make_tables(const DistanceFns& fns, int H, int W) {
 
 // One reference row r: a[s] = J * rho (J = v sigma'(S), rho = v (sigma(S) - y)); returns
 // sum rho^2. S row (N), a row (N).
-__attribute__((target_clones("avx512f", "avx2,fma", "default"))) double residual_row(
-    const DistTables& t, const float* srow, float* arow, int r, int H, int W) {
+inline __attribute__((always_inline)) double residual_row_body(const DistTables& t,
+                                                               const float* srow, float* arow,
+                                                               int r, int H, int W) {
   const int ry = r / W, rx = r % W;
   double loss = 0;
   for (int sy = 0; sy < H; ++sy) {
@@ -80,8 +82,8 @@ __attribute__((target_clones("avx512f", "avx2,fma", "default"))) double residual
 }
 
 // One reference row: sum_s (J[r,s] * T[r,s])^2 with J recomputed from the unchanged S row.
-__attribute__((target_clones("avx512f", "avx2,fma", "default"))) double jt_row(
-    const DistTables& t, const float* srow, const float* trow, int r, int H, int W) {
+inline __attribute__((always_inline)) double jt_row_body(const DistTables& t, const float* srow,
+                                                         const float* trow, int r, int H, int W) {
   const int ry = r / W, rx = r % W;
   double den = 0;
   for (int sy = 0; sy < H; ++sy) {
@@ -101,6 +103,52 @@ __attribute__((target_clones("avx512f", "avx2,fma", "default"))) double jt_row(
     den += part;
   }
   return den;
+}
+
+// One entry point per ISA (explicit targets: GCC's target_clones("avx2,fma") would make separate
+// "avx2" and "fma" clones), picked at run time by corr_detail::simd_active() (honours GOCOR_SIMD).
+#if defined(__x86_64__) || defined(__i386__)
+#define GOCOR_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,fma")))
+#define GOCOR_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define GOCOR_TARGET_AVX512
+#define GOCOR_TARGET_AVX2
+#endif
+
+struct RowFns {
+  double (*residual)(const DistTables&, const float*, float*, int, int, int);
+  double (*jt)(const DistTables&, const float*, const float*, int, int, int);
+};
+
+GOCOR_TARGET_AVX512 double residual_avx512(const DistTables& t, const float* s, float* a, int r,
+                                           int H, int W) {
+  return residual_row_body(t, s, a, r, H, W);
+}
+GOCOR_TARGET_AVX2 double residual_avx2(const DistTables& t, const float* s, float* a, int r, int H,
+                                       int W) {
+  return residual_row_body(t, s, a, r, H, W);
+}
+double residual_portable(const DistTables& t, const float* s, float* a, int r, int H, int W) {
+  return residual_row_body(t, s, a, r, H, W);
+}
+GOCOR_TARGET_AVX512 double jt_avx512(const DistTables& t, const float* s, const float* tr, int r,
+                                     int H, int W) {
+  return jt_row_body(t, s, tr, r, H, W);
+}
+GOCOR_TARGET_AVX2 double jt_avx2(const DistTables& t, const float* s, const float* tr, int r, int H,
+                                 int W) {
+  return jt_row_body(t, s, tr, r, H, W);
+}
+double jt_portable(const DistTables& t, const float* s, const float* tr, int r, int H, int W) {
+  return jt_row_body(t, s, tr, r, H, W);
+}
+
+RowFns row_fns() {
+  switch (corr_detail::simd_active()) {
+    case corr_detail::Simd::Avx512: return {residual_avx512, jt_avx512};
+    case corr_detail::Simd::Avx2: return {residual_avx2, jt_avx2};
+    default: return {residual_portable, jt_portable};
+  }
 }
 
 struct GlobalWork {
@@ -172,6 +220,7 @@ void gocor_global_cpu(const GlobalGocorParams& p, const GlobalGocorOptions& o,
                       const float* reference, const float* query, float* volume, float* filter_out,
                       const GocorGlobalShape& s, const Exec& ex, std::vector<GocorIterDiag>* diag) {
   const int B = s.B, C = s.C, H = s.H, W = s.W;
+  const RowFns fns = row_fns();
   if (B < 1 || C < 1 || H < 1 || W < 1)
     throw Error(ErrorCode::Shape, "gocor_global: B, C, H, W must all be >= 1");
   if (static_cast<int>(p.target_fg.size()) != C || static_cast<int>(p.target_bg.size()) != C)
@@ -259,7 +308,7 @@ void gocor_global_cpu(const GlobalGocorParams& p, const GlobalGocorOptions& o,
       // A = J * rho, and the reference loss.
       parallel_chunks(N, th, 8, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r)
-          row_a[r] = residual_row(tables, &S[r * N], &A[r * N], static_cast<int>(r), H, W);
+          row_a[r] = fns.residual(tables, &S[r * N], &A[r * N], static_cast<int>(r), H, W);
       });
       double loss_ref = 0;
       for (int r = 0; r < N; ++r) loss_ref += 0.5 * row_a[r];
@@ -278,7 +327,7 @@ void gocor_global_cpu(const GlobalGocorParams& p, const GlobalGocorOptions& o,
       gemm(N, N, C, grad.data(), C, fb, N, false, T, N, false, th);
       parallel_chunks(N, th, 8, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r)
-          row_a[r] = jt_row(tables, &S[r * N], &T[r * N], static_cast<int>(r), H, W);
+          row_a[r] = fns.jt(tables, &S[r * N], &T[r * N], static_cast<int>(r), H, W);
       });
       double num_all = 0, wn = 0, den_ref_all = 0;
       for (int r = 0; r < N; ++r) {

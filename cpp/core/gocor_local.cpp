@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "corr_kernels.h"
 #include "gocor.h"
 #include "parallel.h"
 
@@ -20,22 +21,31 @@
 namespace gocor {
 namespace {
 
+// One strip is one native vector of pixels: 16 lanes on AVX-512, 8 on AVX2, 4 on SSE (a 16-lane
+// GCC vector on AVX2 is split into ymm halves, and its stores go through the stack: 5x slower).
 typedef float v16 __attribute__((vector_size(64)));
-typedef float v16u __attribute__((vector_size(64), aligned(4)));
-constexpr int kLanes = 16;
-constexpr int kDxBlock = 9;  // displacements of one row kept in registers at once
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v4 __attribute__((vector_size(16)));
+// Displacements of one row kept in registers at once: 9 accumulators + the filter vector, 10 of
+// the 16 (AVX2, SSE) or 32 (AVX-512) vector registers.
+constexpr int kDxBlock = 9;
 
-inline __attribute__((always_inline)) v16 loadu(const float* p) {
-  return *reinterpret_cast<const v16u*>(p);
+template <class V>
+inline __attribute__((always_inline)) V loadu(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
 }
-inline __attribute__((always_inline)) void storeu(float* p, v16 v) {
-  *reinterpret_cast<v16u*>(p) = v;
+template <class V>
+inline __attribute__((always_inline)) void storeu(float* p, V v) {
+  std::memcpy(p, &v, sizeof(V));
 }
 
 struct LocalCtx {
   // Features tiled per strip: tile (y, s) holds channels c at [c * cs + j] for pixels
-  // x = 16 s + j - R, j < 16 + 2R (zero outside the image), so the window a strip reads over all
-  // its iterations is a few contiguous blocks that stay in L2 while a task walks down a column.
+  // x = L s + j - R, j < L + 2R (L lanes per strip; zero outside the image), so the window a strip
+  // reads over all its iterations is a few contiguous blocks that stay in L2 while a task walks
+  // down a column.
   const float* fp;  // reference tiles of one batch element: tile (y, s) at y * ys + s * ss
   const float* gp;  // query, same layout
   int C, H, W, R, cs;
@@ -46,31 +56,33 @@ struct LocalCtx {
 };
 
 // out[k] (+)= sum_c a[c] * feat[y+dy][c][x0 + dx + R + lane] for the displacements of row dy
-// within block [dx0, dx0 + NB); a (C x 16).
-template <int NB>
+// within block [dx0, dx0 + NB); a (C x L).
+template <class V, int NB>
 inline __attribute__((always_inline)) void corr_block(const float* a, const float* rowc, int C,
-                                                      int cs, v16* out) {
-  v16 acc[NB];
+                                                      int cs, V* out) {
+  constexpr int L = sizeof(V) / sizeof(float);
+  V acc[NB];
   for (int j = 0; j < NB; ++j) acc[j] = out[j];
   for (int c = 0; c < C; ++c) {
-    const v16 av = *reinterpret_cast<const v16*>(a + c * kLanes);
+    const V av = *reinterpret_cast<const V*>(a + c * L);
     const float* src = rowc + static_cast<int64_t>(c) * cs;
-    for (int j = 0; j < NB; ++j) acc[j] += av * loadu(src + j);
+    for (int j = 0; j < NB; ++j) acc[j] += av * loadu<V>(src + j);
   }
   for (int j = 0; j < NB; ++j) out[j] = acc[j];
 }
 
 // g[c] += sum_j coef[j] * feat[y+dy][c][x0 + dx0 + j + R + lane].
-template <int NB>
-inline __attribute__((always_inline)) void adjoint_block(const v16* coef, const float* rowc, int C,
+template <class V, int NB>
+inline __attribute__((always_inline)) void adjoint_block(const V* coef, const float* rowc, int C,
                                                          int cs, float* g) {
-  v16 cf[NB];
+  constexpr int L = sizeof(V) / sizeof(float);
+  V cf[NB];
   for (int j = 0; j < NB; ++j) cf[j] = coef[j];
   for (int c = 0; c < C; ++c) {
     const float* src = rowc + static_cast<int64_t>(c) * cs;
-    v16 acc = *reinterpret_cast<v16*>(g + c * kLanes);
-    for (int j = 0; j < NB; ++j) acc += cf[j] * loadu(src + j);
-    *reinterpret_cast<v16*>(g + c * kLanes) = acc;
+    V acc = *reinterpret_cast<V*>(g + c * L);
+    for (int j = 0; j < NB; ++j) acc += cf[j] * loadu<V>(src + j);
+    *reinterpret_cast<V*>(g + c * L) = acc;
   }
 }
 
@@ -88,18 +100,20 @@ inline __attribute__((always_inline)) void adjoint_block(const v16* coef, const 
   }
 
 // out (D vectors) = (1/C) Corr(a, feat) for the strip at (y, x0); zero where y+dy leaves the image.
+template <class V>
 inline __attribute__((always_inline)) void corr_strip(const LocalCtx& c, const float* feat,
-                                                      const float* a, int y, int x0, v16* out) {
+                                                      const float* a, int y, int x0, V* out) {
+  constexpr int L = sizeof(V) / sizeof(float);
   const int S = 2 * c.R + 1;
-  for (int k = 0; k < S * S; ++k) out[k] = v16{};
+  for (int k = 0; k < S * S; ++k) out[k] = V{};
   for (int dy = -c.R; dy <= c.R; ++dy) {
     const int yy = y + dy;
     if (yy < 0 || yy >= c.H) continue;
-    const float* row = feat + yy * c.ys + (x0 / kLanes) * c.ss;
-    v16* o = out + (dy + c.R) * S;
+    const float* row = feat + yy * c.ys + (x0 / L) * c.ss;
+    V* o = out + (dy + c.R) * S;
     for (int j0 = 0; j0 < S; j0 += kDxBlock) {
       const int nb = std::min(kDxBlock, S - j0);
-#define GOCOR_CALL(NB) corr_block<NB>(a, row + j0, c.C, c.cs, o + j0)
+#define GOCOR_CALL(NB) corr_block<V, NB>(a, row + j0, c.C, c.cs, o + j0)
       GOCOR_NB_SWITCH(nb, GOCOR_CALL)
 #undef GOCOR_CALL
     }
@@ -112,86 +126,88 @@ struct RowDiag {
   double alpha_min = 1e300, alpha_max = -1e300;
 };
 
-// Runs the whole optimisation for the pixels x0 .. x0+15 of row y (lanes past W are inert: their
+// Runs the whole optimisation for the pixels x0 .. x0+L-1 of row y (lanes past W are inert: their
 // features are zero, so w = grad = 0 and alpha = 0) and writes the volume / filter columns.
-// work: (2C + 3D) * 16 floats, 64-byte aligned. diag: num_iter entries or null.
-__attribute__((target_clones("avx512f", "avx2,fma", "default"))) void local_strip(
-    const LocalCtx& c, int y, int x0, float* work, float* vol, float* filt, RowDiag* diag) {
+// work: (2C + 3D) * L floats, 64-byte aligned. diag: num_iter entries or null.
+template <class V>
+inline __attribute__((always_inline)) void local_strip_body(const LocalCtx& c, int y, int x0,
+                                                            float* work, float* vol, float* filt,
+                                                            RowDiag* diag) {
+  constexpr int L = sizeof(V) / sizeof(float);
   const int C = c.C, R = c.R, S = 2 * R + 1, D = S * S, W = c.W, H = c.H;
   const int64_t P = static_cast<int64_t>(H) * W;
   float* w = work;
-  float* g = w + C * kLanes;
-  v16* Sv = reinterpret_cast<v16*>(g + C * kLanes);
-  v16* Jv = Sv + D;
-  v16* Av = Jv + D;
-  const int valid = std::min(kLanes, W - x0);
+  float* g = w + C * L;
+  V* Sv = reinterpret_cast<V*>(g + C * L);
+  V* Jv = Sv + D;
+  V* Av = Jv + D;
+  const int valid = std::min(L, W - x0);
 
   // Simple initializer (spec 5.2): w = s f / (mean_c f^2 + 1e-6).
-  const float* frow = c.fp + y * c.ys + (x0 / kLanes) * c.ss + R;
-  v16 m2{};
+  const float* frow = c.fp + y * c.ys + (x0 / L) * c.ss + R;
+  V m2{};
   for (int ch = 0; ch < C; ++ch) {
-    const v16 f = loadu(frow + static_cast<int64_t>(ch) * c.cs);
+    const V f = loadu<V>(frow + static_cast<int64_t>(ch) * c.cs);
     m2 += f * f;
   }
-  const v16 scale = c.scaling / (m2 / static_cast<float>(C) + 1e-6f);
+  const V scale = c.scaling / (m2 / static_cast<float>(C) + 1e-6f);
   for (int ch = 0; ch < C; ++ch)
-    *reinterpret_cast<v16*>(w + ch * kLanes) =
-        loadu(frow + static_cast<int64_t>(ch) * c.cs) * scale;
+    *reinterpret_cast<V*>(w + ch * L) = loadu<V>(frow + static_cast<int64_t>(ch) * c.cs) * scale;
 
-  if (c.num_iter > 0) corr_strip(c, c.fp, w, y, x0, Sv);
+  if (c.num_iter > 0) corr_strip<V>(c, c.fp, w, y, x0, Sv);
   for (int it = 0; it < c.num_iter; ++it) {
     const bool last = it == c.num_iter - 1;
-    v16 loss{};
+    V loss{};
     for (int k = 0; k < D; ++k) {
-      const v16 s = Sv[k];
-      v16 sg, as;
-      for (int l = 0; l < kLanes; ++l) {
+      const V s = Sv[k];
+      V sg, as;
+      for (int l = 0; l < L; ++l) {
         sg[l] = s[l] > 0.f ? 1.f : (s[l] < 0.f ? -1.f : 0.f);
         as[l] = std::fabs(s[l]);
       }
-      const v16 rho = c.vk[k] * (c.hmk[k] * as + c.hpk[k] * s - c.yk[k]);
-      const v16 j = c.vk[k] * (c.hmk[k] * sg + c.hpk[k]);
+      const V rho = c.vk[k] * (c.hmk[k] * as + c.hpk[k] * s - c.yk[k]);
+      const V j = c.vk[k] * (c.hmk[k] * sg + c.hpk[k]);
       Jv[k] = j;
       Av[k] = j * rho;
       loss += rho * rho;
     }
     // grad = lambda w + (1/C) Corr^T(J rho, f).
-    std::memset(g, 0, sizeof(float) * C * kLanes);
+    std::memset(g, 0, sizeof(float) * C * L);
     for (int dy = -R; dy <= R; ++dy) {
       const int yy = y + dy;
       if (yy < 0 || yy >= H) continue;
-      const float* row = c.fp + yy * c.ys + (x0 / kLanes) * c.ss;
-      const v16* a = Av + (dy + R) * S;
+      const float* row = c.fp + yy * c.ys + (x0 / L) * c.ss;
+      const V* a = Av + (dy + R) * S;
       for (int j0 = 0; j0 < S; j0 += kDxBlock) {
         const int nb = std::min(kDxBlock, S - j0);
-#define GOCOR_CALL(NB) adjoint_block<NB>(a + j0, row + j0, C, c.cs, g)
+#define GOCOR_CALL(NB) adjoint_block<V, NB>(a + j0, row + j0, C, c.cs, g)
         GOCOR_NB_SWITCH(nb, GOCOR_CALL)
 #undef GOCOR_CALL
       }
     }
-    v16 num{}, wn{};
+    V num{}, wn{};
     for (int ch = 0; ch < C; ++ch) {
-      v16* gv = reinterpret_cast<v16*>(g + ch * kLanes);
-      const v16 wv = *reinterpret_cast<const v16*>(w + ch * kLanes);
-      const v16 gr = c.lambda * wv + c.inv_c * *gv;
+      V* gv = reinterpret_cast<V*>(g + ch * L);
+      const V wv = *reinterpret_cast<const V*>(w + ch * L);
+      const V gr = c.lambda * wv + c.inv_c * *gv;
       *gv = gr;
       num += gr * gr;
       wn += wv * wv;
     }
     // T = Corr(grad, f) reuses the A slots (A is no longer needed).
-    corr_strip(c, c.fp, g, y, x0, Av);
-    v16 den{};
+    corr_strip<V>(c, c.fp, g, y, x0, Av);
+    V den{};
     for (int k = 0; k < D; ++k) {
-      const v16 jt = Jv[k] * Av[k];
+      const V jt = Jv[k] * Av[k];
       den += jt * jt;
     }
     den += c.lambda * num;
-    v16 alpha;
-    for (int l = 0; l < kLanes; ++l) alpha[l] = num[l] / std::max(den[l], 1e-8f);
-    const v16 beta = c.step * alpha;
+    V alpha;
+    for (int l = 0; l < L; ++l) alpha[l] = num[l] / std::max(den[l], 1e-8f);
+    const V beta = c.step * alpha;
     for (int ch = 0; ch < C; ++ch) {
-      v16* wv = reinterpret_cast<v16*>(w + ch * kLanes);
-      *wv -= beta * *reinterpret_cast<const v16*>(g + ch * kLanes);
+      V* wv = reinterpret_cast<V*>(w + ch * L);
+      *wv -= beta * *reinterpret_cast<const V*>(g + ch * L);
     }
     if (!last)
       for (int k = 0; k < D; ++k) Sv[k] -= beta * Av[k];
@@ -208,11 +224,11 @@ __attribute__((target_clones("avx512f", "avx2,fma", "default"))) void local_stri
     }
   }
   // Output: (1/C) Corr(w, g), into Sv.
-  corr_strip(c, c.gp, w, y, x0, Sv);
+  corr_strip<V>(c, c.gp, w, y, x0, Sv);
   for (int k = 0; k < D; ++k) {
     float* dst = vol + k * P + static_cast<int64_t>(y) * W + x0;
-    if (valid == kLanes) {
-      storeu(dst, Sv[k]);
+    if (valid == L) {
+      storeu<V>(dst, Sv[k]);
     } else {
       for (int l = 0; l < valid; ++l) dst[l] = Sv[k][l];
     }
@@ -220,8 +236,46 @@ __attribute__((target_clones("avx512f", "avx2,fma", "default"))) void local_stri
   if (filt != nullptr) {
     for (int ch = 0; ch < C; ++ch) {
       float* dst = filt + ch * P + static_cast<int64_t>(y) * W + x0;
-      for (int l = 0; l < valid; ++l) dst[l] = w[ch * kLanes + l];
+      for (int l = 0; l < valid; ++l) dst[l] = w[ch * L + l];
     }
+  }
+}
+
+// One entry point per ISA (explicit targets: GCC's target_clones("avx2,fma") would make separate
+// "avx2" and "fma" clones), picked at run time by corr_detail::simd_active() (honours GOCOR_SIMD).
+#if defined(__x86_64__) || defined(__i386__)
+#define GOCOR_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,fma")))
+#define GOCOR_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define GOCOR_TARGET_AVX512
+#define GOCOR_TARGET_AVX2
+#endif
+
+using StripFn = void (*)(const LocalCtx&, int, int, float*, float*, float*, RowDiag*);
+
+GOCOR_TARGET_AVX512 void local_strip_avx512(const LocalCtx& c, int y, int x0, float* work,
+                                            float* vol, float* filt, RowDiag* diag) {
+  local_strip_body<v16>(c, y, x0, work, vol, filt, diag);
+}
+GOCOR_TARGET_AVX2 void local_strip_avx2(const LocalCtx& c, int y, int x0, float* work, float* vol,
+                                        float* filt, RowDiag* diag) {
+  local_strip_body<v8>(c, y, x0, work, vol, filt, diag);
+}
+void local_strip_portable(const LocalCtx& c, int y, int x0, float* work, float* vol, float* filt,
+                          RowDiag* diag) {
+  local_strip_body<v4>(c, y, x0, work, vol, filt, diag);
+}
+
+struct StripIsa {
+  StripFn fn;
+  int lanes;
+};
+
+StripIsa strip_isa() {
+  switch (corr_detail::simd_active()) {
+    case corr_detail::Simd::Avx512: return {local_strip_avx512, 16};
+    case corr_detail::Simd::Avx2: return {local_strip_avx2, 8};
+    default: return {local_strip_portable, 4};
   }
 }
 
@@ -236,8 +290,10 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
     throw Error(ErrorCode::InvalidArg, "gocor_local: search_radius must be >= 0");
   if (o.num_iter < 0) throw Error(ErrorCode::InvalidArg, "gocor_local: num_iter must be >= 0");
   const int R = o.search_radius, S = 2 * R + 1, D = S * S;
-  const int nstrips = (W + kLanes - 1) / kLanes;
-  const int tw = kLanes + 2 * R;
+  const StripIsa isa = strip_isa();
+  const int lanes = isa.lanes;  // pixels per strip: one native vector
+  const int nstrips = (W + lanes - 1) / lanes;
+  const int tw = lanes + 2 * R;
   const int64_t ss = static_cast<int64_t>(C) * tw, ys = ss * nstrips;
   constexpr int kRowChunk = 16;  // rows per task: a task walks down one strip column
   const int nrc = (H + kRowChunk - 1) / kRowChunk;
@@ -288,7 +344,7 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
             float* df = &fp[y * ys + st * ss + ch * tw];
             float* dg = &gp[y * ys + st * ss + ch * tw];
             for (int j = 0; j < tw; ++j) {
-              const int x = st * kLanes + j - R;
+              const int x = st * lanes + j - R;
               const bool in = x >= 0 && x < W;
               df[j] = in ? fb[ch * P + y * W + x] : 0.f;
               dg[j] = in ? gb[ch * P + y * W + x] : 0.f;
@@ -320,14 +376,14 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
     parallel_for(static_cast<int64_t>(nstrips) * nrc, ex.threads, [&](int64_t task) {
       check_cancel(ex);
       thread_local std::vector<float> buf;
-      const size_t need = static_cast<size_t>(2 * C + 3 * D) * kLanes + 16;
+      const size_t need = static_cast<size_t>(2 * C + 3 * D) * lanes + 16;
       if (buf.size() < need) buf.resize(need);
       float* work = buf.data() + ((64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64) / 4;
       const int st = static_cast<int>(task / nrc), y0 = static_cast<int>(task % nrc) * kRowChunk;
       for (int y = y0; y < std::min(H, y0 + kRowChunk); ++y) {
         RowDiag* rd =
             diag != nullptr ? &rows[(static_cast<size_t>(y) * nstrips + st) * o.num_iter] : nullptr;
-        local_strip(ctx, y, st * kLanes, work, vol, filt, rd);
+        isa.fn(ctx, y, st * lanes, work, vol, filt, rd);
       }
     });
     if (diag != nullptr) {
