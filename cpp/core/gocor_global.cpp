@@ -105,16 +105,6 @@ inline __attribute__((always_inline)) double jt_row_body(const DistTables& t, co
   return den;
 }
 
-// One entry point per ISA (explicit targets: GCC's target_clones("avx2,fma") would make separate
-// "avx2" and "fma" clones), picked at run time by corr_detail::simd_active() (honours GOCOR_SIMD).
-#if defined(__x86_64__) || defined(__i386__)
-#define GOCOR_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,fma")))
-#define GOCOR_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#else
-#define GOCOR_TARGET_AVX512
-#define GOCOR_TARGET_AVX2
-#endif
-
 struct RowFns {
   double (*residual)(const DistTables&, const float*, float*, int, int, int);
   double (*jt)(const DistTables&, const float*, const float*, int, int, int);

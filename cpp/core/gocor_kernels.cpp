@@ -22,26 +22,6 @@ typedef float v16 __attribute__((vector_size(64)));
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v4 __attribute__((vector_size(16)));
 
-#if defined(__x86_64__) || defined(__i386__)
-#define GOCOR_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,fma")))
-#define GOCOR_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#else
-#define GOCOR_TARGET_AVX512
-#define GOCOR_TARGET_AVX2
-#endif
-
-// Vector of `V`'s width read from any float address.
-template <class V>
-inline __attribute__((always_inline)) V loadu(const float* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(V));
-  return v;
-}
-template <class V>
-inline __attribute__((always_inline)) void storeu(float* p, V v) {
-  std::memcpy(p, &v, sizeof(V));
-}
-
 constexpr int kKc = 128, kNc = 256, kMc = 128;
 constexpr int kMrMax = 8, kNrMax = 32;  // largest tile (AVX-512), sizes the packing buffers
 

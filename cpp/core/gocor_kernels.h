@@ -3,12 +3,35 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "gocor.h"
 
+// One entry point per ISA (explicit targets: GCC's target_clones("avx2,fma") would make separate
+// "avx2" and "fma" clones), picked at run time by corr_detail::simd_active() (honours GOCOR_SIMD).
+#if defined(__x86_64__) || defined(__i386__)
+#define GOCOR_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,fma")))
+#define GOCOR_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define GOCOR_TARGET_AVX512
+#define GOCOR_TARGET_AVX2
+#endif
+
 namespace gocor {
 namespace gocor_detail {
+
+// Vector of `V`'s width read from / written to any float address.
+template <class V>
+inline __attribute__((always_inline)) V loadu(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <class V>
+inline __attribute__((always_inline)) void storeu(float* p, V v) {
+  std::memcpy(p, &v, sizeof(V));
+}
 
 // c (m x n, row stride ldc) = or += a (m x k, row stride lda) * b, where b is (k x n, row stride
 // ldb) when b_trans is false, or b is given as its transpose (n x k, row stride ldb) when true.

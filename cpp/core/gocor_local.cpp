@@ -13,6 +13,7 @@
 
 #include "corr_kernels.h"
 #include "gocor.h"
+#include "gocor_kernels.h"
 #include "parallel.h"
 
 // The vector helpers below are always inlined into target clones; their nominal ABI never matters.
@@ -20,6 +21,9 @@
 
 namespace gocor {
 namespace {
+
+using gocor_detail::loadu;
+using gocor_detail::storeu;
 
 // One strip is one native vector of pixels: 16 lanes on AVX-512, 8 on AVX2, 4 on SSE (a 16-lane
 // GCC vector on AVX2 is split into ymm halves, and its stores go through the stack: 5x slower).
@@ -29,17 +33,6 @@ typedef float v4 __attribute__((vector_size(16)));
 // Displacements of one row kept in registers at once: 9 accumulators + the filter vector, 10 of
 // the 16 (AVX2, SSE) or 32 (AVX-512) vector registers.
 constexpr int kDxBlock = 9;
-
-template <class V>
-inline __attribute__((always_inline)) V loadu(const float* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(V));
-  return v;
-}
-template <class V>
-inline __attribute__((always_inline)) void storeu(float* p, V v) {
-  std::memcpy(p, &v, sizeof(V));
-}
 
 struct LocalCtx {
   // Features tiled per strip: tile (y, s) holds channels c at [c * cs + j] for pixels
@@ -240,16 +233,6 @@ inline __attribute__((always_inline)) void local_strip_body(const LocalCtx& c, i
     }
   }
 }
-
-// One entry point per ISA (explicit targets: GCC's target_clones("avx2,fma") would make separate
-// "avx2" and "fma" clones), picked at run time by corr_detail::simd_active() (honours GOCOR_SIMD).
-#if defined(__x86_64__) || defined(__i386__)
-#define GOCOR_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,fma")))
-#define GOCOR_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#else
-#define GOCOR_TARGET_AVX512
-#define GOCOR_TARGET_AVX2
-#endif
 
 using StripFn = void (*)(const LocalCtx&, int, int, float*, float*, float*, RowDiag*);
 

@@ -8,37 +8,7 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { correlate, GlobalGOCor, GocorError, LocalGOCor, l2normalize, loadImage, loadParams } from '../../lib';
-
-const CODES = new Set([
-  'ERR_GOCOR_INVALID_ARG',
-  'ERR_GOCOR_SHAPE',
-  'ERR_GOCOR_TOO_LARGE',
-  'ERR_GOCOR_CUDA_UNAVAILABLE',
-  'ERR_GOCOR_IMAGE',
-  'ERR_GOCOR_IO',
-  'ERR_GOCOR_PARAMS',
-]);
-
-/** Runs fn; returns 'ok' or the GocorError code; fails the property on any other outcome. */
-async function outcome(fn: () => unknown): Promise<string> {
-  try {
-    await fn();
-    return 'ok';
-  } catch (err) {
-    if (!(err instanceof GocorError)) throw new Error(`not a GocorError: ${String(err)}`);
-    if (!CODES.has(err.code)) throw new Error(`unexpected code ${err.code}: ${err.message}`);
-    if (err.message.length < 10) throw new Error(`uninformative message: ${err.message}`);
-    return err.code;
-  }
-}
-
-// Anything at all, biased towards near-miss values of the right kinds.
-const anyValue = fc.oneof(
-  fc.anything(),
-  fc.constantFrom(0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 31, 'cpu', 'cuda', 'gpu', null, undefined),
-  fc.float32Array({ maxLength: 40 }),
-  fc.integer({ min: -3, max: 70 }),
-);
+import { anyValue, outcome, RUNS } from './support';
 
 const dim = fc.oneof(fc.integer({ min: 1, max: 6 }), anyValue);
 
@@ -84,8 +54,6 @@ const options = fc.oneof(
   ),
   anyValue,
 );
-
-const RUNS = Number(process.env.GOCOR_FUZZ_RUNS ?? 1500);
 
 describe('reliability: random arguments at every entry point', () => {
   it('correlate', async () => {

@@ -6,28 +6,9 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { flowMetrics, GocorError, type Image, match, readFlo, readNpy, warpImage } from '../../lib';
+import { flowMetrics, type Image, match, readFlo, readNpy, warpImage } from '../../lib';
 import { randn } from '../support/ref';
-
-const CODES = new Set([
-  'ERR_GOCOR_INVALID_ARG',
-  'ERR_GOCOR_SHAPE',
-  'ERR_GOCOR_TOO_LARGE',
-  'ERR_GOCOR_CUDA_UNAVAILABLE',
-  'ERR_GOCOR_IMAGE',
-  'ERR_GOCOR_IO',
-]);
-
-async function outcome(fn: () => unknown): Promise<string> {
-  try {
-    await fn();
-    return 'ok';
-  } catch (err) {
-    if (!(err instanceof GocorError)) throw new Error(`not a GocorError: ${String(err)}`);
-    if (!CODES.has(err.code)) throw new Error(`unexpected code ${err.code}: ${err.message}`);
-    return err.code;
-  }
-}
+import { anyValue, outcome, RUNS } from './support';
 
 /** A smooth random gray image (so matching has structure), size H x W. */
 function texture(H: number, W: number, seed: number): Image {
@@ -42,12 +23,6 @@ function texture(H: number, W: number, seed: number): Image {
     }
   return { data, channels: 1, height: H, width: W };
 }
-
-const anyValue = fc.oneof(
-  fc.anything(),
-  fc.constantFrom(0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 'gocor', 'cuda', null, undefined, 4, 16, 64),
-  fc.float32Array({ maxLength: 40 }),
-);
 
 const image = fc.oneof(
   fc
@@ -89,8 +64,6 @@ const matchOptions = fc.oneof(
   ),
   anyValue,
 );
-
-const RUNS = Number(process.env.GOCOR_FUZZ_RUNS ?? 1500);
 
 describe('reliability: matching entry points under random arguments', () => {
   it('match', async () => {
