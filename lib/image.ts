@@ -2,6 +2,7 @@
 import { stat } from 'node:fs/promises';
 import sharp from 'sharp';
 import { GocorError } from './errors';
+import { checkMemory } from './exec';
 import type { Image } from './types';
 import { bool, int, invalid, knownKeys, object, optObject } from './validate';
 
@@ -46,6 +47,11 @@ export async function loadImage(source: string | Buffer | Uint8Array, opts?: Loa
   const what = typeof source === 'string' ? source : `buffer of ${source.length} bytes`;
   const input = typeof source === 'string' ? source : Buffer.from(source.buffer, source.byteOffset, source.byteLength);
   try {
+    // The header says how large the decoded float image will be: refuse before decoding.
+    const meta = await sharp(input, { failOn: 'error', limitInputPixels: MAX_IMAGE_PIXELS }).metadata();
+    const outW = resize?.width ?? meta.width ?? 0;
+    const outH = resize?.height ?? meta.height ?? 0;
+    checkMemory(4 * (gray ? 1 : 3) * outW * outH, `decoding image ${what} (${outW}x${outH})`, 'use options.resize');
     let pipeline = sharp(input, { failOn: 'error', limitInputPixels: MAX_IMAGE_PIXELS }).rotate();
     if (resize) pipeline = pipeline.resize(resize.width, resize.height, { fit: 'fill', kernel: 'linear' });
     pipeline = gray ? pipeline.grayscale() : pipeline.removeAlpha().toColourspace('srgb');

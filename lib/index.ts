@@ -6,6 +6,7 @@
 export { type Backends, backends, buildInfo, version } from './backends';
 export { type CorrelateOptions, correlate } from './correlation';
 export { GocorError, type GocorErrorCode } from './errors';
+export { DEFAULT_MAX_BYTES, memoryLimit, setMemoryLimit } from './exec';
 // -- matching, features and flow (lib/match.ts, lib/features.ts, lib/flow.ts, lib/npy.ts) --
 export {
   type ExtractFeaturesOptions,
@@ -45,4 +46,5 @@ export {
   saveParams,
   type TensorRecord,
 } from './params';
+export { queueStats, setConcurrency } from './queue';
 export type { DeviceOption, ExecOptions, FeatureMap, Image, Volume } from './types';

@@ -10,7 +10,7 @@
  * refines it; a symmetric sub-cell refinement at the finest level; bilinear upsampling to full size.
  */
 import { GocorError } from './errors';
-import { EXEC_KEYS, execOptions } from './exec';
+import { checkMemory, EXEC_KEYS, execOptions } from './exec';
 import { featureMap } from './featuremap';
 import { checkImage, FEATURE_KEYS, type FeatureLevel, type FeaturePyramid, featureSettings, toImage } from './features';
 import { native } from './native';
@@ -216,6 +216,14 @@ export async function match(
   const [ia, ib] = await Promise.all([toImage(a, 'a'), toImage(b, 'b')]);
   const da = checkImage(ia, 'a');
   const db = checkImage(ib, 'b');
+  // Working set: per pixel the image, ~136/16 feature channels per pyramid level for a, b and b
+  // warped, the local volumes and flows (~52 floats in all), plus the global level's N×N matrices.
+  const G = s.native.globalSize;
+  checkMemory(
+    208 * (da.H * da.W + db.H * db.W) + 32 * G ** 4,
+    `matching a ${da.W}x${da.H} and a ${db.W}x${db.H} image`,
+    'resize the images first (loadImage(..., {resize})) or lower globalSize',
+  );
   return runNative(
     () =>
       native().matchImages(da.data, { C: da.C, H: da.H, W: da.W }, db.data, { C: db.C, H: db.H, W: db.W }, s.native),

@@ -7,7 +7,18 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { correlate, GlobalGOCor, GocorError, LocalGOCor, l2normalize, loadImage, loadParams } from '../../lib';
+import {
+  correlate,
+  GlobalGOCor,
+  GocorError,
+  LocalGOCor,
+  l2normalize,
+  loadImage,
+  loadParams,
+  match,
+  memoryLimit,
+  setMemoryLimit,
+} from '../../lib';
 import { anyValue, outcome, RUNS } from './support';
 
 const dim = fc.oneof(fc.integer({ min: 1, max: 6 }), anyValue);
@@ -149,5 +160,29 @@ describe('reliability: crafted bad images', () => {
     const err = await loadImage(huge).catch((e) => e);
     expect(err).toBeInstanceOf(GocorError);
     expect(['ERR_GOCOR_TOO_LARGE', 'ERR_GOCOR_IMAGE']).toContain(err.code);
+  });
+});
+
+describe('reliability: the memory limit', () => {
+  it('refuses work over the limit with ERR_GOCOR_TOO_LARGE and a hint, before allocating', async () => {
+    const before = memoryLimit();
+    setMemoryLimit(2 * 2 ** 20);
+    try {
+      const big = { data: new Float32Array(64 * 64), channels: 1, height: 64, width: 64 };
+      // 64x64 against 64x64: a 4096 x 4096 float volume is 64 MiB.
+      await expect(correlate(big, big)).rejects.toMatchObject({ code: 'ERR_GOCOR_TOO_LARGE' });
+      await expect(correlate(big, big)).rejects.toThrow(/over the memory limit of 0\.00 GiB; use smaller feature maps/);
+      await expect(new GlobalGOCor().correlate(big, big)).rejects.toThrow(/globalSize/);
+      const img = path.join(__dirname, '..', '..', 'examples', 'astronaut.png');
+      await expect(loadImage(img)).rejects.toMatchObject({ code: 'ERR_GOCOR_TOO_LARGE' });
+      await expect(match(img, img)).rejects.toMatchObject({ code: 'ERR_GOCOR_TOO_LARGE' });
+      // Under the limit the same calls work.
+      const small = { data: new Float32Array(8 * 8).fill(1), channels: 1, height: 8, width: 8 };
+      expect((await correlate(small, small)).shape).toEqual([1, 64, 8, 8]);
+      expect((await loadImage(img, { gray: true, resize: { width: 64, height: 64 } })).width).toBe(64);
+    } finally {
+      setMemoryLimit(before);
+    }
+    expect(() => setMemoryLimit(10)).toThrow(/memoryLimit/);
   });
 });
