@@ -27,10 +27,11 @@ struct LocalArgs {
 };
 
 struct Kernels {
-  // C (m x n, row stride ldc) = or += A_panel (kc x MR, packed k-major) * B_panel (kc x NR, packed
-  // k-major); only the top-left m x n is written. acc=false overwrites, acc=true adds.
-  void (*gemm_ukr)(int kc, const float* a, const float* b, float* c, int64_t ldc, int m, int n,
-                   bool acc);
+  // C (m x n, row stride ldc) = or += A_panel (kc x MR, k-major, row stride lda) * B_panel (kc x
+  // NR, k-major, row stride ldb); every row of both panels is read in full (MR and NR floats), only
+  // the top-left m x n of C is written. acc=false overwrites, acc=true adds.
+  void (*gemm_ukr)(int kc, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                   int64_t ldc, int m, int n, bool acc);
   int mr, nr;
   // out (D, H, W) of one batch element: rows y0 .. y0+nrows-1 (nrows 1 or 2), every displacement
   // whose query row y+dy lies inside the image. Displacements outside the image are left untouched.
