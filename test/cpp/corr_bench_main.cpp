@@ -21,18 +21,11 @@
 #include "common.h"
 #include "correlation.h"
 #include "parallel.h"
+#include "support/test_data.h"
 
 namespace {
 
-std::vector<float> random_vec(size_t n, uint32_t seed) {
-  std::vector<float> v(n);
-  uint32_t s = seed * 2654435761u + 12345u;
-  for (auto& x : v) {
-    s = s * 1664525u + 1013904223u;
-    x = static_cast<float>(s >> 8) / 8388608.0f - 1.0f;
-  }
-  return v;
-}
+using gocor_test::random_vec_fast;
 
 double thread_cpu_ms() {
   timespec ts;
@@ -81,7 +74,7 @@ int main(int argc, char** argv) {
   for (int side : {16, 32, 64}) {
     for (int C : {64, 256, 512}) {
       const int N = side * side;
-      auto f = random_vec(size_t(C) * N, 1), g = random_vec(size_t(C) * N, 2);
+      auto f = random_vec_fast(size_t(C) * N, 1), g = random_vec_fast(size_t(C) * N, 2);
       std::vector<float> out(size_t(N) * N);
       const gocor::CorrGlobalShape s{1, C, side, side, side, side};
       for (int t : thread_rows) {
@@ -106,7 +99,7 @@ int main(int argc, char** argv) {
     for (int C : {32, 64, 96, 128, 196}) {
       const int H = hw.first, W = hw.second;
       const size_t n = size_t(C) * H * W;
-      auto f = random_vec(n, 3), g = random_vec(n, 4);
+      auto f = random_vec_fast(n, 3), g = random_vec_fast(n, 4);
       std::vector<float> out(size_t(D) * H * W);
       const double flop = 2.0 * D * C * H * W;
       const gocor::CorrLocalShape s{1, C, H, W, R};
@@ -124,7 +117,7 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
       }
       // The adjoint (used by local GOCor) has the same FLOP count.
-      std::vector<float> rho = random_vec(size_t(D) * H * W, 5), adj(n);
+      std::vector<float> rho = random_vec_fast(size_t(D) * H * W, 5), adj(n);
       gocor::Exec ex;
       ex.threads = 1;
       double cpu;

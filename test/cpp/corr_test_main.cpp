@@ -26,6 +26,7 @@
 #include "common.h"
 #include "corr_kernels.h"
 #include "correlation.h"
+#include "support/test_data.h"
 
 using gocor::CorrGlobalShape;
 using gocor::CorrLocalShape;
@@ -33,6 +34,8 @@ using gocor::Exec;
 using gocor::corr_detail::Simd;
 
 namespace {
+
+using gocor_test::random_vec;
 
 int g_passed = 0, g_failed = 0;
 
@@ -44,20 +47,6 @@ void report(bool ok, const std::string& line) {
 constexpr double kU = 5.9604644775390625e-08;  // 2^-24
 double gamma_n(double n) {
   return n * kU / (1.0 - n * kU);
-}
-
-// Deterministic data in [-1, 1) (splitmix64).
-std::vector<float> random_vec(size_t n, uint64_t seed) {
-  std::vector<float> v(n);
-  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (auto& x : v) {
-    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    x = static_cast<float>(static_cast<double>(z >> 40) / 8388608.0 - 1.0);
-  }
-  return v;
 }
 
 struct Ref64 {

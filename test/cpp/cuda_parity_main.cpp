@@ -26,10 +26,13 @@
 #include "gocor_cuda.h"
 #include "match.h"
 #include "support/gocor_ref64.h"
+#include "support/test_data.h"
 
 using namespace gocor;
 
 namespace {
+
+using gocor_test::l2_normalise;
 
 int g_passed = 0, g_failed = 0;
 
@@ -60,18 +63,6 @@ std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.f) {
   std::vector<float> v(n);
   for (auto& x : v) x = static_cast<float>(r.normal()) * scale;
   return v;
-}
-
-// L2-normalises (B,C,N) features over channels, as GLU-Net does before global GOCor (spec 4.1).
-void l2_normalise(std::vector<float>& x, int B, int C, int N) {
-  for (int b = 0; b < B; ++b)
-    for (int n = 0; n < N; ++n) {
-      double ss = 0;
-      for (int c = 0; c < C; ++c)
-        ss += double(x[((size_t)b * C + c) * N + n]) * x[((size_t)b * C + c) * N + n];
-      const float inv = static_cast<float>(1.0 / std::sqrt(ss + 1e-6));
-      for (int c = 0; c < C; ++c) x[((size_t)b * C + c) * N + n] *= inv;
-    }
 }
 
 struct Cmp {

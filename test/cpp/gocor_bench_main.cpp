@@ -21,18 +21,11 @@
 #include "correlation.h"
 #include "gocor.h"
 #include "parallel.h"
+#include "support/test_data.h"
 
 namespace {
 
-std::vector<float> random_vec(size_t n, uint32_t seed) {
-  std::vector<float> v(n);
-  uint32_t s = seed * 2654435761u + 12345u;
-  for (auto& x : v) {
-    s = s * 1664525u + 1013904223u;
-    x = static_cast<float>(s >> 8) / 8388608.0f - 1.0f;
-  }
-  return v;
-}
+using gocor_test::random_vec_fast;
 
 // L2-normalise over channels, like GLU-Net's global inputs. x (C, P).
 void l2norm(std::vector<float>& x, int C, size_t P) {
@@ -71,7 +64,7 @@ double time_ms(const std::function<void()>& fn, int reps, bool cpu_time) {
 
 void bench_global(int H, int W, int C, int K, int threads, int reps) {
   const int N = H * W;
-  auto ref = random_vec(static_cast<size_t>(C) * N, 1), qry = random_vec(ref.size(), 2);
+  auto ref = random_vec_fast(static_cast<size_t>(C) * N, 1), qry = random_vec_fast(ref.size(), 2);
   l2norm(ref, C, N);
   l2norm(qry, C, N);
   gocor::GlobalGocorParams p = gocor::default_global_params(C, 0);
@@ -104,7 +97,7 @@ void bench_global(int H, int W, int C, int K, int threads, int reps) {
 void bench_local(int H, int W, int C, int K, int R, int threads, int reps) {
   const size_t P = static_cast<size_t>(H) * W;
   const int D = (2 * R + 1) * (2 * R + 1);
-  auto ref = random_vec(static_cast<size_t>(C) * P, 3), qry = random_vec(ref.size(), 4);
+  auto ref = random_vec_fast(static_cast<size_t>(C) * P, 3), qry = random_vec_fast(ref.size(), 4);
   gocor::LocalGocorParams p = gocor::default_local_params();
   gocor::LocalGocorOptions o;
   o.num_iter = K;
