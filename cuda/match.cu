@@ -6,9 +6,9 @@
 // resampling, warping of b's features, local GOCor (or correlation), read-out, residual update,
 // symmetric refinement at the finest level, and the final resampling to a's pixel grid; peak or
 // forward-backward confidence and outputShape resizing too. The backend needs nothing from
-// gocor_core, so the GOCor parameters are the caller's (default_global_params(kFeatureChannels,
-// o.seed) and default_local_params() for match_images), and the pyramid geometry replicates
-// features_extract / features_local_strides.
+// gocor_core, so the GOCor parameters are the caller's (match_global_params(kFeatureChannels,
+// o.seed, o.fitted_params) and match_local_params(o.fitted_params) for match_images), and the
+// pyramid geometry replicates features_extract / features_local_strides.
 #include <algorithm>
 #include <cmath>
 #include <vector>

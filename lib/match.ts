@@ -44,7 +44,7 @@ export interface MatchOptions extends ExecOptions {
   coarsestStride?: number;
   /** false: skip the global level and start from zero flow (small motions only). Default true. */
   global?: boolean;
-  /** GOCor iterations: global (0..20, default 3) and local (0..20, default 3). */
+  /** GOCor iterations: global (0..20, default 3) and local (0..20, default 7, the authors' evaluation setting, spec 6). */
   numIter?: { global?: number; local?: number };
   numIterGlobal?: number;
   numIterLocal?: number;
@@ -56,6 +56,12 @@ export interface MatchOptions extends ExecOptions {
   median?: boolean;
   /** Seed of global GOCor's regulariser initial weights, default 0. */
   seed?: number;
+  /**
+   * GOCor's parameters: 'fitted' (default) = fitted to the built-in descriptor by
+   * bench/fit-params.js on images the accuracy benchmark does not use; 'initial' = the official
+   * initial values (spec 4.7 / 5.6), i.e. untrained GOCor.
+   */
+  gocorParams?: 'fitted' | 'initial';
   /** Resize the flow to this size, vectors rescaled accordingly. Default: the size of a. */
   outputShape?: { width: number; height: number };
   /**
@@ -75,6 +81,7 @@ const MATCH_KEYS = [
   'refineIter',
   'median',
   'seed',
+  'gocorParams',
   'outputShape',
   'confidence',
   ...EXEC_KEYS,
@@ -91,7 +98,7 @@ function settings(opts: unknown): Settings {
   knownKeys(o, 'options', MATCH_KEYS);
   const f = featureSettings(o, 'options');
   let numIterGlobal = optInt(o.numIterGlobal, 'options.numIterGlobal', 0, 20, 3);
-  let numIterLocal = optInt(o.numIterLocal, 'options.numIterLocal', 0, 20, 3);
+  let numIterLocal = optInt(o.numIterLocal, 'options.numIterLocal', 0, 20, 7);
   if (o.numIter !== undefined) {
     if (o.numIterGlobal !== undefined || o.numIterLocal !== undefined) {
       throw new GocorError(
@@ -102,7 +109,7 @@ function settings(opts: unknown): Settings {
     const n = object(o.numIter, 'options.numIter');
     knownKeys(n, 'options.numIter', ['global', 'local']);
     numIterGlobal = optInt(n.global, 'options.numIter.global', 0, 20, 3);
-    numIterLocal = optInt(n.local, 'options.numIter.local', 0, 20, 3);
+    numIterLocal = optInt(n.local, 'options.numIter.local', 0, 20, 7);
   }
   let outWidth = 0;
   let outHeight = 0;
@@ -130,6 +137,7 @@ function settings(opts: unknown): Settings {
       refineIter: optInt(o.refineIter, 'options.refineIter', 0, 10, 3),
       median: bool(o.median, 'options.median', true),
       seed,
+      fittedParams: oneOf(o.gocorParams, 'options.gocorParams', ['fitted', 'initial'] as const, 'fitted') === 'fitted',
       outWidth,
       outHeight,
       confidence: oneOf(o.confidence, 'options.confidence', ['none', 'peak', 'forwardBackward'] as const, 'peak'),

@@ -36,6 +36,7 @@ export interface NativeMatchOptions extends NativeExec {
   refineIter: number;
   median: boolean;
   seed: number;
+  fittedParams: boolean;
   /** 0: the size of a. */
   outWidth: number;
   outHeight: number;

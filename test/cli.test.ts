@@ -161,6 +161,7 @@ describe('cli: bad input', () => {
     expect((await runCli(['batch', '-o', path.join(tmp, 'x')])).code).toBe(2);
     expect((await runCli(['match', 'a.png', 'b.png'])).code).toBe(2);
     expect((await runCli(['match', 'a.png', 'b.png', '-o', 'x', '--threads', '0'])).code).toBe(2);
+    expect((await runCli(['match', 'a.png', 'b.png', '-o', 'x', '--gocor-params', 'trained'])).code).toBe(2);
     expect((await runCli(['frobnicate'])).code).toBe(2);
   });
 });
@@ -182,7 +183,7 @@ describe('cli: match', () => {
     const rec = JSON.parse(r.stdout);
     expect(rec).toEqual(JSON.parse(readFileSync(path.join(out, 'result.json'), 'utf8')));
     await expectCompletePair(out);
-    expect(rec.options).toMatchObject({ method: 'gocor', device: 'auto', confidence: 'peak' });
+    expect(rec.options).toMatchObject({ method: 'gocor', device: 'auto', confidence: 'peak', gocorParams: 'fitted' });
     expect(rec.metrics.aepe).toBeCloseTo(metrics64(path.join(out, 'flow.flo'), -3, -2).aepe, 3);
   });
 });

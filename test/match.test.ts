@@ -70,6 +70,9 @@ describe('match: bad input', () => {
       /options.outputShape.width/,
     );
     await expect(match(img, img, { bogus: 1 } as never)).rejects.toThrow(/Unknown option options.bogus/);
+    await expect(match(img, img, { gocorParams: 'trained' as 'fitted' })).rejects.toThrow(
+      /Expected one of 'fitted', 'initial' for options.gocorParams but received "trained"/,
+    );
   });
   it('rejects malformed images and mixed inputs', async () => {
     await expect(match({ ...img, data: new Float32Array(5) }, img)).rejects.toMatchObject({ code: 'ERR_GOCOR_SHAPE' });
@@ -123,10 +126,14 @@ describe('match: shapes', () => {
 
 describe('match: numerics', () => {
   // a = S at offset (x0, y0), b = S at (x0 + dx, y0 + dy): a(x) = b(x - (dx, dy)), so flow = (-dx, -dy).
-  it.each(['gocor', 'correlation'] as const)('recovers an integer shift to sub-pixel accuracy (%s)', async (method) => {
+  it.each([
+    ['gocor', 'fitted'],
+    ['gocor', 'initial'],
+    ['correlation', 'fitted'],
+  ] as const)('recovers an integer shift to sub-pixel accuracy (%s, %s GOCor parameters)', async (method, gocorParams) => {
     const a = crop(astro, 120, 110, 256);
     const b = crop(astro, 120 - 23, 110 + 11, 256);
-    const f = await match(a, b, { method });
+    const f = await match(a, b, { method, gocorParams });
     const gt = constantFlow(23, -11, 256);
     const m = flowMetrics(f, gt, interior(256, 32));
     expect(medianError(f, gt, interior(256, 32))).toBeLessThan(0.75);

@@ -10,6 +10,7 @@
 
 #include "common.h"
 #include "dense_features.h"
+#include "gocor.h"
 
 namespace gocor {
 
@@ -22,12 +23,14 @@ struct MatchOptions {
   int finest_stride = 4;   // finest local level (source pixels per cell)
   bool use_global = true;  // false: start the local levels from zero flow (small motions)
   int num_iter_global = 3;
-  int num_iter_local = 3;
+  int num_iter_local = 7;        // the authors' evaluation setting (spec 6)
   bool apply_query_loss = true;  // global GOCor's query-frame term (spec 4.4)
   int search_radius = 4;
-  int refine_iter = 3;       // symmetric sub-cell refinement rounds at the finest level
-  bool median = true;        // 3x3 median of the flow between levels (drops isolated outliers)
-  uint64_t seed = 0;         // seed of the global GOCor regulariser's initial weights
+  int refine_iter = 3;  // symmetric sub-cell refinement rounds at the finest level
+  bool median = true;   // 3x3 median of the flow between levels (drops isolated outliers)
+  uint64_t seed = 0;    // seed of the global GOCor regulariser's initial weights
+  bool fitted_params =
+      true;  // GOCor parameters fitted to the built-in descriptor (false: spec 4.7 init)
   int out_h = 0, out_w = 0;  // output flow size; 0: the size of a (vectors rescaled otherwise)
   MatchConfidence confidence = MatchConfidence::Peak;
 };
@@ -37,6 +40,12 @@ struct MatchResult {
   std::vector<float> flow;        // (2, H, W) in pixels of the output grid
   std::vector<float> confidence;  // (H, W) in [0, 1], empty for MatchConfidence::None
 };
+
+// The GOCor parameters match uses: the official initial values (spec 4.7 / 5.6) with, when
+// `fitted`, the learnt functions of distance, filter_reg and step length that bench/fit-params.js
+// fitted to gocor's built-in descriptor on images the accuracy benchmark does not use.
+GlobalGocorParams match_global_params(int C, uint64_t seed, bool fitted);
+LocalGocorParams match_local_params(bool fitted);
 
 // Pyramids of a and b must have the same number of levels with the same kinds and channels;
 // level grids of a and b may differ (different image sizes). A global level, if present, is first

@@ -93,6 +93,7 @@ gocor::MatchOptions read_match_options(const Napi::Object& o) {
   m.refine_iter = read_int(o, "refineIter", m.refine_iter);
   m.median = read_bool(o, "median", m.median);
   m.seed = static_cast<uint64_t>(read_number(o, "seed", 0));
+  m.fitted_params = read_bool(o, "fittedParams", m.fitted_params);
   m.out_w = read_int(o, "outWidth", 0);
   m.out_h = read_int(o, "outHeight", 0);
   std::string conf =

@@ -52,8 +52,16 @@ export function matchOptionList(): Option[] {
     new Option('-m, --method <method>', 'GOCor or plain correlation in the same pipeline')
       .choices(['gocor', 'correlation'])
       .default('gocor'),
-    new Option('--global-size <n>', 'cells per side of the global stage (default 16)').argParser(intArg(4, 48)),
-    new Option('--iters <k>', 'GOCor iterations: K for both stages, or KGLOBAL,KLOCAL').argParser(itersArg),
+    new Option('--global-size <n>', 'cells per side of the global stage (default 24)').argParser(intArg(4, 48)),
+    new Option('--iters <k>', 'GOCor iterations: K for both stages, or KGLOBAL,KLOCAL (default 3,7)').argParser(
+      itersArg,
+    ),
+    new Option(
+      '--gocor-params <kind>',
+      "GOCor's parameters: fitted to the built-in descriptor, or the spec's initial values (untrained)",
+    )
+      .choices(['fitted', 'initial'])
+      .default('fitted'),
     deviceOption(),
     threadsOption(),
     new Option('--output-shape <WxH>', "size of the output flow (default: A's size); vectors are rescaled").argParser(
@@ -72,6 +80,7 @@ export interface MatchCliOptions {
   method: 'gocor' | 'correlation';
   globalSize?: number;
   iters?: { global: number; local?: number };
+  gocorParams: 'fitted' | 'initial';
   device: 'auto' | 'cpu' | 'cuda';
   threads?: number;
   outputShape?: { width: number; height: number };
@@ -80,7 +89,7 @@ export interface MatchCliOptions {
 
 export function matchSettings(o: MatchCliOptions): MatchSettings {
   const confidence = o.confidence === 'forward-backward' ? 'forwardBackward' : o.confidence;
-  const s: MatchSettings = { method: o.method, device: o.device, confidence };
+  const s: MatchSettings = { method: o.method, device: o.device, confidence, gocorParams: o.gocorParams };
   if (o.globalSize !== undefined) s.globalSize = o.globalSize;
   if (o.iters) {
     s.numIterGlobal = o.iters.global;

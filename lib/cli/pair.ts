@@ -37,6 +37,7 @@ export interface MatchSettings {
   globalSize?: number;
   numIterGlobal?: number;
   numIterLocal?: number;
+  gocorParams?: 'fitted' | 'initial';
   device: 'auto' | 'cpu' | 'cuda';
   threads?: number;
   outputShape?: { width: number; height: number };
@@ -81,6 +82,7 @@ export function matchOptions(s: MatchSettings): Record<string, unknown> {
       ...(s.numIterLocal !== undefined && { local: s.numIterLocal }),
     };
   }
+  if (s.gocorParams !== undefined) o.gocorParams = s.gocorParams;
   if (s.threads !== undefined) o.threads = s.threads;
   if (s.outputShape) o.outputShape = s.outputShape;
   return o;

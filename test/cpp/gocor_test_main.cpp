@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "gocor.h"
+#include "match.h"
 #include "support/conformance.h"
 #include "support/gocor_ref64.h"
 
@@ -186,6 +187,20 @@ void test_params() {
              a.reg_weight1.size() == 144 && a.reg_weight2.size() == 2304 &&
              std::fabs(mean) < 1e-4 && sd > 0.9e-3 && sd < 1.1e-3 && a.filter_reg == 1e-2f,
          "params.global_defaults_N(0,1e-3)", buf);
+
+  // The matcher's parameters: 'initial' is exactly the spec's; 'fitted' changes only the learnt
+  // functions of distance, filter_reg and the step length (the regulariser stays the seed's).
+  gocor::GlobalGocorParams mi = gocor::match_global_params(512, 7, false),
+                           mf = gocor::match_global_params(512, 7, true);
+  bool same_init = mi.reg_weight2 == a.reg_weight2 && mi.filter_reg == a.filter_reg &&
+                   mi.log_step_length == a.log_step_length;
+  for (int k = 0; k < 10; ++k) same_init = same_init && mi.dist.label[k] == a.dist.label[k];
+  double y0, v0, m0;
+  gocor::distance_fns_eval(mf.dist, 0.0, &y0, &v0, &m0);
+  report(same_init && mf.reg_weight2 == a.reg_weight2 && mf.target_fg == a.target_fg &&
+             std::fabs(y0 - 1.34996) < 1e-5 && mf.filter_reg > a.filter_reg &&
+             mf.log_step_length < 0.f,
+         "params.match_initial_and_fitted", "");
 }
 
 // ---- conformance ---------------------------------------------------------------------------
