@@ -85,9 +85,11 @@ const ALL_METHODS = {
   correlation: (a, b) => gocor.match(a, b, { method: 'correlation', confidence: 'none' }),
   farneback,
 };
-// --methods a,b: a subset (for quick iterations); the results file is written only with all three.
+// --methods a,b: a subset (for quick iterations); the results file is written only with all of them.
 const METHODS = Object.fromEntries(
-  Object.entries(ALL_METHODS).filter(([m]) => arg('--methods', Object.keys(ALL_METHODS).join(',')).split(',').includes(m)),
+  Object.entries(ALL_METHODS).filter(([m]) =>
+    arg('--methods', Object.keys(ALL_METHODS).join(',')).split(',').includes(m),
+  ),
 );
 
 function newAcc() {
@@ -200,7 +202,7 @@ async function main() {
       `${gocor.backends().cpu.simd}). Synthetic pairs: ${SIZE}x${SIZE} gray, ${PAIRS} per level, seeded homographies ` +
       '(corner displacement up to 4% / 12% / 25% of the size), gain/gamma/bias jitter and noise; metrics over pixels whose ' +
       'ground-truth match lies inside b. Methods use their defaults (gocor: globalSize 24, numIter 3 global / 7 local, query term on, ' +
-      'global parameters fitted by bench/fit-params.js on other images; gocor-initial: the same with the spec\'s initial parameters; ' +
+      "global parameters fitted by bench/fit-params.js on other images; gocor-initial: the same with the spec's initial parameters; " +
       'Farneback: pyrScale 0.5, 5 levels, window 21, 5 iterations, polyN 7, polySigma 1.5). Time per pair is wall time of the call ' +
       'on a shared 2-core machine.',
     '',

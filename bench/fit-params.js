@@ -15,7 +15,9 @@
 //    levels of the pyramid.
 // Prints the fitted values as C++ initialisers for cpp/core/match.cpp and writes them as JSON.
 // Options: --stage global|local (default global), --pairs N (per level, default 30), --sweeps N
-// (default 3), --iter K (default 3), --from FILE (start from an earlier fit's JSON), --json FILE.
+// (default 3), --iter K (default 3), --bias B (global: value of the constant channel, default 1 as
+// match; 0: none), --no-query (global without the query-frame term), --from FILE
+// (start from an earlier fit's JSON), --json FILE.
 'use strict';
 const path = require('node:path');
 const fs = require('node:fs');
@@ -35,6 +37,10 @@ const STAGE = arg('--stage', 'global');
 const PAIRS = Number(arg('--pairs', 30));
 const SWEEPS = Number(arg('--sweeps', 3));
 const ITER = Number(arg('--iter', 3));
+// global: the constant channel match appends to both global levels (cpp/core/match.cpp kGlobalBias);
+// --bias 0 fits without it.
+const BIAS = Number(arg('--bias', 1));
+const QUERY = !args.includes('--no-query'); // global: the query-frame term (off: one step length per filter)
 const TRAIN = ['basketball1.png', 'basketball2.png', 'rubberwhale1.png', 'rubberwhale2.png'];
 const R = 4; // local search radius of match
 const TOL = Number(arg('--tol', 0.5)); // local: residual tolerance in cells
@@ -57,6 +63,17 @@ function sampleCells(map, x, y, out, o) {
     if (yy < 0 || xx < 0 || yy >= H || xx >= W || w === 0) continue;
     for (let c = 0; c < C; c++) out[c * o.P + o.i] += w * data[c * P + yy * W + xx];
   }
+}
+
+// The map with one more channel, constant BIAS, then every cell rescaled to unit norm.
+function withBias(m) {
+  const P = m.height * m.width;
+  const data = new Float32Array((m.channels + 1) * P);
+  data.set(m.data);
+  data.fill(BIAS, m.channels * P);
+  const k = 1 / Math.sqrt(1 + BIAS * BIAS);
+  for (let i = 0; i < data.length; i++) data[i] *= k;
+  return { ...m, channels: m.channels + 1, data };
 }
 
 const parabola = (l, c, r) => {
@@ -103,6 +120,10 @@ async function trainingSet() {
           const dy = cy + (ry * Math.floor(r / la.width)) / la.height;
           sampleCells(lb, gx + dx, gy + dy, warped, { P, i: r });
           cells.push([r, -dx, -dy]);
+        }
+        if (STAGE === 'global' && BIAS > 0) {
+          set.push({ la: withBias(la), lb: withBias(lb), cells });
+          continue;
         }
         set.push({ la, lb: STAGE === 'global' ? lb : { ...la, data: warped }, cells });
       }
@@ -160,7 +181,7 @@ function gocorVolumes(x, C) {
   const params = toParams(x, C);
   const g =
     STAGE === 'global'
-      ? new gocor.GlobalGOCor({ numIter: ITER, params })
+      ? new gocor.GlobalGOCor({ numIter: ITER, applyQueryLoss: QUERY, params })
       : new gocor.LocalGOCor({ numIter: ITER, searchRadius: R, params });
   return async (la, lb) => (await g.correlate(la, lb)).data;
 }

@@ -6,7 +6,7 @@
 // resampling, warping of b's features, local GOCor (or correlation), read-out, residual update,
 // symmetric refinement at the finest level, and the final resampling to a's pixel grid; peak or
 // forward-backward confidence and outputShape resizing too. The backend needs nothing from
-// gocor_core, so the GOCor parameters are the caller's (match_global_params(kFeatureChannels,
+// gocor_core, so the GOCor parameters are the caller's (match_global_params(kFeatureChannels + 1,
 // o.seed, o.fitted_params) and match_local_params(o.fitted_params) for match_images), and the
 // pyramid geometry replicates features_extract / features_local_strides.
 #include <algorithm>
@@ -48,9 +48,9 @@ struct Level {
 struct Plan {
   int B, C, H, W, oh, ow;
   std::vector<Level> levels;
-  size_t feat_ws = 0, gvol = 0, gfilt = 0, gws = 0, gfill = 0, warped = 0, lvol = 0, lfilt = 0,
-         lws = 0, res = 0, conf = 0, flow0 = 0, flow1 = 0, medtmp = 0, full = 0, fullconf = 0,
-         back = 0, backa = 0, mask = 0, total = 0;
+  size_t feat_ws = 0, gbias_a = 0, gbias_b = 0, gvol = 0, gfilt = 0, gws = 0, gfill = 0, warped = 0,
+         lvol = 0, lfilt = 0, lws = 0, res = 0, conf = 0, flow0 = 0, flow1 = 0, medtmp = 0,
+         full = 0, fullconf = 0, back = 0, backa = 0, mask = 0, total = 0;
 };
 
 size_t a256(size_t x) {
@@ -110,15 +110,17 @@ Plan make_plan(int B, int C, int H, int W, const MatchOptions& o) {
   p.feat_ws = take(feat_ws);
   if (o.use_global) {
     const size_t N = size_t(o.global_size) * o.global_size;
+    p.gbias_a = take(size_t(B) * (F + 1) * N * 4);
+    p.gbias_b = take(size_t(B) * (F + 1) * N * 4);
     p.gvol = take(size_t(B) * N * N * 4);
     p.gfill = take(cuda_dev::global_fill_workspace_bytes(p.levels[0].g, p.levels[0].g, B));
     if (o.method == MatchMethod::Gocor) {
       GlobalGocorOptions go;
       go.num_iter = o.num_iter_global;
       go.apply_query_loss = o.apply_query_loss;
-      p.gfilt = take(size_t(B) * N * F * 4);
+      p.gfilt = take(size_t(B) * N * (F + 1) * 4);
       p.gws = take(cuda_dev::gocor_global_workspace_bytes(
-          GocorGlobalShape{B, int(F), o.global_size, o.global_size}, go));
+          GocorGlobalShape{B, int(F) + 1, o.global_size, o.global_size}, go));
     }
   }
   p.warped = take(size_t(B) * F * maxN * 4);
@@ -142,6 +144,19 @@ Plan make_plan(int B, int C, int H, int W, const MatchOptions& o) {
   }
   p.total = at;
   return p;
+}
+
+// with_bias_channel of match.cpp: src (B, C, N) -> dst (B, C + 1, N), every value x s and the
+// last channel bias x s, s = 1 / sqrt(1 + bias^2) rounded as there (float).
+__global__ void bias_channel_kernel(const float* __restrict__ src, float* __restrict__ dst, int C,
+                                    long long N, float bias, float s) {
+  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  const long long b = blockIdx.y;
+  if (i >= N) return;
+  const float* f = src + b * C * N;
+  float* o = dst + b * (C + 1) * N;
+  for (int c = 0; c < C; ++c) o[c * N + i] = __fmul_rn(f[c * N + i], s);
+  o[C * N + i] = __fmul_rn(bias, s);
 }
 
 // flow (B, 2, N) += residual (B, 2, N) x (sx, sy), rounded as match.cpp does.
@@ -203,15 +218,22 @@ void match_full(const Plan& p, const MatchOptions& o, const GlobalGocorParams& g
   const Level& l0 = p.levels[0];
   if (l0.global) {
     float* vol = at<float>(ws, p.gvol);
+    float* ga = at<float>(ws, p.gbias_a);
+    float* gb = at<float>(ws, p.gbias_b);
+    const long long N0 = (long long)l0.Hf * l0.Wf;
+    const dim3 grid0(ceil_div(N0, 256), B);
+    const float s = 1.f / std::sqrt(1.f + kMatchGlobalBias * kMatchGlobalBias);
+    bias_channel_kernel<<<grid0, 256, 0, st>>>(fa(l0), ga, C, N0, kMatchGlobalBias, s);
+    bias_channel_kernel<<<grid0, 256, 0, st>>>(fb(l0), gb, C, N0, kMatchGlobalBias, s);
+    check_launch("bias_channel_kernel");
     if (o.method == MatchMethod::Gocor) {
       GlobalGocorOptions go;
       go.num_iter = o.num_iter_global;
       go.apply_query_loss = o.apply_query_loss;
-      cuda_dev::gocor_global(gp, go, fa(l0), fb(l0), vol, at<float>(ws, p.gfilt), ws + p.gws,
-                             GocorGlobalShape{B, C, l0.Hf, l0.Wf}, st, nullptr);
+      cuda_dev::gocor_global(gp, go, ga, gb, vol, at<float>(ws, p.gfilt), ws + p.gws,
+                             GocorGlobalShape{B, C + 1, l0.Hf, l0.Wf}, st, nullptr);
     } else {
-      cuda_dev::corr_global(fa(l0), fb(l0), vol, CorrGlobalShape{B, C, l0.Hf, l0.Wf, l0.Hf, l0.Wf},
-                            st);
+      cuda_dev::corr_global(ga, gb, vol, CorrGlobalShape{B, C + 1, l0.Hf, l0.Wf, l0.Hf, l0.Wf}, st);
     }
     cuda_dev::flow_from_global_volume(vol, l0.g, l0.g, flow, nullptr, B, st);
     cuda_dev::global_consistency_fill(vol, l0.g, l0.g, flow, ws + p.gfill, B, st);

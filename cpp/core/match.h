@@ -41,9 +41,14 @@ struct MatchResult {
   std::vector<float> confidence;  // (H, W) in [0, 1], empty for MatchConfidence::None
 };
 
+// match's global stage appends one constant channel of this value to both global levels (then
+// scales every cell by 1 / sqrt(1 + bias^2)), so its global GOCor / correlation works on C + 1
+// channels; why: with_bias_channel in match.cpp.
+constexpr float kMatchGlobalBias = 1.f;
+
 // The GOCor parameters match uses: the official initial values (spec 4.7 / 5.6) with, when
-// `fitted`, the learnt functions of distance, filter_reg and step length that bench/fit-params.js
-// fitted to gocor's built-in descriptor on images the accuracy benchmark does not use.
+// `fitted`, the learnt functions of distance that bench/fit-params.js fitted to gocor's built-in
+// descriptor on images the accuracy benchmark does not use. For the global stage pass C + 1.
 GlobalGocorParams match_global_params(int C, uint64_t seed, bool fitted);
 LocalGocorParams match_local_params(bool fitted);
 

@@ -658,9 +658,9 @@ void case_match() {
     MatchResult gpu[2];
     const std::string name = fmt("match_images_batch_cuda %s 2 pairs 512x512", mname);
     if (!guarded(name, [&] {
-          match_images_batch_cuda(va, vb, 2, o,
-                                  match_global_params(kFeatureChannels, o.seed, o.fitted_params),
-                                  match_local_params(o.fitted_params), Exec{}, gpu);
+          match_images_batch_cuda(
+              va, vb, 2, o, match_global_params(kFeatureChannels + 1, o.seed, o.fitted_params),
+              match_local_params(o.fitted_params), Exec{}, gpu);
         }))
       continue;
     for (int i = 0; i < 2; ++i) {
