@@ -52,6 +52,11 @@ export interface MatchOptions extends ExecOptions {
   applyQueryLoss?: boolean;
   /** Symmetric sub-cell refinement rounds at the finest level, 0..10, default 3. */
   refineIter?: number;
+  /**
+   * Pixel-level Lucas-Kanade rounds on the images' local contrast (15x15 window), the last step,
+   * 0..10, default 2 (0: off). Only when `match` is given images (not pyramids or feature maps).
+   */
+  photometricIter?: number;
   /** 3x3 median of the flow between levels, default true. */
   median?: boolean;
   /** Seed of global GOCor's regulariser initial weights, default 0. */
@@ -79,6 +84,7 @@ const MATCH_KEYS = [
   'numIterLocal',
   'applyQueryLoss',
   'refineIter',
+  'photometricIter',
   'median',
   'seed',
   'gocorParams',
@@ -135,6 +141,7 @@ function settings(opts: unknown): Settings {
       numIterLocal,
       applyQueryLoss: bool(o.applyQueryLoss, 'options.applyQueryLoss', true),
       refineIter: optInt(o.refineIter, 'options.refineIter', 0, 10, 3),
+      photometricIter: optInt(o.photometricIter, 'options.photometricIter', 0, 10, 2),
       median: bool(o.median, 'options.median', true),
       seed,
       fittedParams: oneOf(o.gocorParams, 'options.gocorParams', ['fitted', 'initial'] as const, 'fitted') === 'fitted',

@@ -34,6 +34,7 @@ export interface NativeMatchOptions extends NativeExec {
   numIterLocal: number;
   applyQueryLoss: boolean;
   refineIter: number;
+  photometricIter: number;
   median: boolean;
   seed: number;
   fittedParams: boolean;

@@ -47,6 +47,9 @@ std::vector<int> features_local_strides(int H, int W, const FeatureOptions& o);
 // image (C, H, W) -> out (kFeatureChannels, Hf, Wf): one descriptor per cell of an Hf x Wf grid
 // over the image; `cell` is how many working pixels one cell spans (the image is resampled to (Hf *
 // cell, Wf * cell) first). Each descriptor has unit L2 norm (or is zero on a blank image).
+// Gray of an image (H, W): luma 0.299 R + 0.587 G + 0.114 B for 3 or 4 channels, else channel 0.
+std::vector<float> image_gray(const ImageView& img);
+
 void features_compute(const ImageView& img, int Hf, int Wf, int cell, float* out, const Exec& ex);
 
 // The pyramid the matcher uses: a global_size^2 level (if with_global) and local levels at the

@@ -159,10 +159,7 @@ void image_resize(const float* src, int C, int H, int W, float* dst, int h, int 
   });
 }
 
-void features_compute(const ImageView& img, int Hf, int Wf, int cell, float* out, const Exec& ex) {
-  if (img.C <= 0 || img.H <= 0 || img.W <= 0 || Hf <= 0 || Wf <= 0 || cell <= 0) {
-    throw Error(ErrorCode::Shape, "features_compute: sizes must be positive");
-  }
+std::vector<float> image_gray(const ImageView& img) {
   const size_t HW = size_t(img.H) * img.W;
   std::vector<float> gray(HW);
   if (img.C >= 3) {
@@ -172,6 +169,14 @@ void features_compute(const ImageView& img, int Hf, int Wf, int cell, float* out
   } else {
     std::copy(img.data, img.data + HW, gray.begin());
   }
+  return gray;
+}
+
+void features_compute(const ImageView& img, int Hf, int Wf, int cell, float* out, const Exec& ex) {
+  if (img.C <= 0 || img.H <= 0 || img.W <= 0 || Hf <= 0 || Wf <= 0 || cell <= 0) {
+    throw Error(ErrorCode::Shape, "features_compute: sizes must be positive");
+  }
+  std::vector<float> gray = image_gray(img);
   const int Hk = Hf * cell, Wk = Wf * cell;
   const size_t P = size_t(Hk) * Wk;
   std::vector<float> work(P);

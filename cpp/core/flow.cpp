@@ -257,4 +257,103 @@ void flow_median3(float* flow, int H, int W, const Exec& ex) {
   });
 }
 
+namespace {
+
+// Mean over the in-image part of a (2r+1)^2 box, separable.
+std::vector<float> box_mean(const float* src, int H, int W, int r, const Exec& ex) {
+  std::vector<float> tmp(size_t(H) * W), out(size_t(H) * W);
+  parallel_for(H, ex.threads, [&](int64_t y) {
+    const float* row = src + y * W;
+    for (int x = 0; x < W; ++x) {
+      double s = 0;
+      const int x0 = std::max(0, x - r), x1 = std::min(W - 1, x + r);
+      for (int k = x0; k <= x1; ++k) s += row[k];
+      tmp[size_t(y) * W + x] = float(s / (x1 - x0 + 1));
+    }
+  });
+  parallel_for(H, ex.threads, [&](int64_t y) {
+    const int y0 = std::max<int>(0, int(y) - r), y1 = std::min<int>(H - 1, int(y) + r);
+    for (int x = 0; x < W; ++x) {
+      double s = 0;
+      for (int k = y0; k <= y1; ++k) s += tmp[size_t(k) * W + x];
+      out[size_t(y) * W + x] = float(s / (y1 - y0 + 1));
+    }
+  });
+  return out;
+}
+
+// Local contrast: 3x3 box mean minus the 9x9 box mean of it.
+std::vector<float> local_contrast(const float* g, int H, int W, const Exec& ex) {
+  std::vector<float> z = box_mean(g, H, W, 1, ex);
+  std::vector<float> m = box_mean(z.data(), H, W, 4, ex);
+  for (size_t i = 0; i < z.size(); ++i) z[i] -= m[i];
+  return z;
+}
+
+// Bilinear sample of img (H, W) at (x, y); false outside [0, W-1] x [0, H-1].
+bool sample_bilinear(const float* img, int H, int W, double x, double y, float* v) {
+  if (!(x >= 0 && y >= 0 && x <= W - 1 && y <= H - 1)) return false;
+  const int x0 = std::min(int(x), std::max(W - 2, 0)), y0 = std::min(int(y), std::max(H - 2, 0));
+  const int x1 = std::min(x0 + 1, W - 1), y1 = std::min(y0 + 1, H - 1);
+  const double fx = x - x0, fy = y - y0;
+  const double top = (1 - fx) * img[size_t(y0) * W + x0] + fx * img[size_t(y0) * W + x1];
+  const double bot = (1 - fx) * img[size_t(y1) * W + x0] + fx * img[size_t(y1) * W + x1];
+  *v = float((1 - fy) * top + fy * bot);
+  return true;
+}
+
+}  // namespace
+
+void flow_refine_photometric(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
+                             float* flow, int iterations, int radius, const Exec& ex) {
+  if (H <= 0 || W <= 0 || Hb <= 0 || Wb <= 0 || radius < 0 || iterations < 0) {
+    throw Error(ErrorCode::Shape, "flow_refine_photometric: bad sizes");
+  }
+  if (iterations == 0) return;
+  const std::vector<float> A = local_contrast(gray_a, H, W, ex);
+  const std::vector<float> Bc = local_contrast(gray_b, Hb, Wb, ex);
+  const size_t P = size_t(H) * W;
+  std::vector<float> prod(5 * P);
+  for (int it = 0; it < iterations; ++it) {
+    std::fill(prod.begin(), prod.end(), 0.f);
+    parallel_for(H, ex.threads, [&](int64_t y) {
+      for (int x = 0; x < W; ++x) {
+        const size_t i = size_t(y) * W + x;
+        const double bx = x + double(flow[i]), by = double(y) + flow[P + i];
+        float w0;
+        if (!sample_bilinear(Bc.data(), Hb, Wb, bx, by, &w0)) continue;
+        float l = w0, r = w0, u = w0, d = w0;
+        sample_bilinear(Bc.data(), Hb, Wb, bx - 1, by, &l);
+        sample_bilinear(Bc.data(), Hb, Wb, bx + 1, by, &r);
+        sample_bilinear(Bc.data(), Hb, Wb, bx, by - 1, &u);
+        sample_bilinear(Bc.data(), Hb, Wb, bx, by + 1, &d);
+        const float ax = (x > 0 && x + 1 < W) ? 0.5f * (A[i + 1] - A[i - 1]) : 0.f;
+        const float ay = (y > 0 && y + 1 < H) ? 0.5f * (A[i + W] - A[i - W]) : 0.f;
+        const float gx = 0.5f * (0.5f * (r - l) + ax), gy = 0.5f * (0.5f * (d - u) + ay);
+        // Linearised at this pixel's flow f_j: b(x + f) - a(x) ~ t + g . (f - f_j), so the window's
+        // least-squares f solves (sum g g^T) f = sum g (g . f_j - t).
+        const float t = w0 - A[i] - (gx * flow[i] + gy * flow[P + i]);
+        prod[i] = gx * gx;
+        prod[P + i] = gx * gy;
+        prod[2 * P + i] = gy * gy;
+        prod[3 * P + i] = gx * t;
+        prod[4 * P + i] = gy * t;
+      }
+    });
+    std::vector<float> sum[5];
+    for (int k = 0; k < 5; ++k) sum[k] = box_mean(prod.data() + k * P, H, W, radius, ex);
+    parallel_for(int64_t(P), ex.threads, [&](int64_t i) {
+      const double sxx = sum[0][i], sxy = sum[1][i], syy = sum[2][i], sxt = sum[3][i],
+                   syt = sum[4][i];
+      const double det = sxx * syy - sxy * sxy, tr = sxx + syy;
+      if (!(tr >= 1e-6 && det > 1e-3 * tr * tr)) return;
+      const double u = -(syy * sxt - sxy * syt) / det, v = -(sxx * syt - sxy * sxt) / det;
+      if (std::fabs(u - flow[i]) > 1 || std::fabs(v - flow[P + i]) > 1) return;
+      flow[i] = float(u);
+      flow[P + i] = float(v);
+    });
+    check_cancel(ex);
+  }
+}
+
 }  // namespace gocor

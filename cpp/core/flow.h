@@ -57,6 +57,18 @@ void flow_warp_image(const float* b, int C, int Hb, int Wb, const float* flow, i
 void flow_refine_symmetric(const float* feat_a, const FlowGrid& ga, const float* feat_b,
                            const FlowGrid& gb, int C, float* flow, int iterations, const Exec& ex);
 
+// Pixel-level Lucas-Kanade refinement on the images (the last step of match_images). gray_a
+// (H, W), gray_b (Hb, Wb) in [0, 1]; flow (2, H, W) on a's pixel grid, updated in place.
+// Both images are turned into local contrast first (3x3 box mean minus the 9x9 box mean of that),
+// which removes brightness offsets. Each of `iterations` rounds: at every pixel j the gradient g_j
+// (mean of a's and of b's at the current match) and b(x_j + f_j) - a(x_j), linearised about the
+// pixel's own flow f_j; each pixel's new flow is the least-squares constant flow of its
+// (2 radius + 1)^2 window (a Gauss-Newton step, so the rounds converge), taken where the window's
+// structure tensor is well conditioned (det > 1e-3 trace^2) and the change is at most 1 px per
+// axis. Pixels whose match lies outside b keep their flow and add nothing to the windows.
+void flow_refine_photometric(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
+                             float* flow, int iterations, int radius, const Exec& ex);
+
 // 3x3 median of each flow component (2, H, W) in place: removes isolated wrong peaks between
 // levels.
 void flow_median3(float* flow, int H, int W, const Exec& ex);

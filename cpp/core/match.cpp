@@ -40,6 +40,8 @@ LocalGocorParams match_local_params(bool fitted) {
 
 namespace {
 
+constexpr int kPhotometricRadius = 7;  // 15 x 15 window of the pixel-level refinement
+
 FlowGrid grid_of(const FeatureLevel& lv) {
   return {lv.H, lv.W, lv.stride_x, lv.stride_y};
 }
@@ -231,20 +233,35 @@ std::vector<float> match_full(const FeaturePyramid& a, const FeaturePyramid& b,
 }  // namespace
 
 MatchResult match_pyramids(const FeaturePyramid& a, const FeaturePyramid& b, const MatchOptions& o,
-                           const Exec& ex) {
+                           const Exec& ex, const ImageView* ia, const ImageView* ib) {
   check_pyramids(a, b);
   if (o.search_radius < 1 || o.num_iter_global < 0 || o.num_iter_local < 0 || o.out_h < 0 ||
-      o.out_w < 0) {
+      o.out_w < 0 || o.photometric_iter < 0) {
     throw Error(ErrorCode::InvalidArg, "match: invalid options");
   }
+  const bool polish = ia && ib && o.photometric_iter > 0;
+  if (polish &&
+      (ia->H != a.image_h || ia->W != a.image_w || ib->H != b.image_h || ib->W != b.image_w)) {
+    throw Error(ErrorCode::Shape, "match: the images and the pyramids' image sizes differ");
+  }
+  std::vector<float> gray_a, gray_b;
+  if (polish) gray_a = image_gray(*ia), gray_b = image_gray(*ib);
   std::vector<float> conf;
   std::vector<float> flow =
       match_full(a, b, o, ex, o.confidence == MatchConfidence::Peak ? &conf : nullptr);
   const int H = a.image_h, W = a.image_w;
   const size_t P = size_t(H) * W;
+  if (polish) {
+    flow_refine_photometric(gray_a.data(), H, W, gray_b.data(), b.image_h, b.image_w, flow.data(),
+                            o.photometric_iter, kPhotometricRadius, ex);
+  }
   if (o.confidence == MatchConfidence::ForwardBackward) {
     // Consistency: following a -> b and back must return to the start. sigma = 1.5 px.
     std::vector<float> back = match_full(b, a, o, ex, nullptr);
+    if (polish) {
+      flow_refine_photometric(gray_b.data(), b.image_h, b.image_w, gray_a.data(), H, W, back.data(),
+                              o.photometric_iter, kPhotometricRadius, ex);
+    }
     std::vector<float> back_on_a(2 * P), mask(P);
     flow_warp_image(back.data(), 2, b.image_h, b.image_w, flow.data(), H, W, back_on_a.data(),
                     mask.data(), ex);
@@ -286,7 +303,7 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   check_cancel(ex);
   FeaturePyramid pb = features_extract(b, fo, ex);
   check_cancel(ex);
-  return match_pyramids(pa, pb, o, ex);
+  return match_pyramids(pa, pb, o, ex, &a, &b);
 }
 
 }  // namespace gocor

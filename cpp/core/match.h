@@ -26,9 +26,10 @@ struct MatchOptions {
   int num_iter_local = 7;        // the authors' evaluation setting (spec 6)
   bool apply_query_loss = true;  // global GOCor's query-frame term (spec 4.4)
   int search_radius = 4;
-  int refine_iter = 3;  // symmetric sub-cell refinement rounds at the finest level
-  bool median = true;   // 3x3 median of the flow between levels (drops isolated outliers)
-  uint64_t seed = 0;    // seed of the global GOCor regulariser's initial weights
+  int refine_iter = 3;       // symmetric sub-cell refinement rounds at the finest level
+  int photometric_iter = 2;  // pixel-level Lucas-Kanade rounds on the images (match_images only)
+  bool median = true;        // 3x3 median of the flow between levels (drops isolated outliers)
+  uint64_t seed = 0;         // seed of the global GOCor regulariser's initial weights
   bool fitted_params =
       true;  // GOCor parameters fitted to the built-in descriptor (false: spec 4.7 init)
   int out_h = 0, out_w = 0;  // output flow size; 0: the size of a (vectors rescaled otherwise)
@@ -55,10 +56,14 @@ LocalGocorParams match_local_params(bool fitted);
 // Pyramids of a and b must have the same number of levels with the same kinds and channels;
 // level grids of a and b may differ (different image sizes). A global level, if present, is first
 // and must have the same grid in a and b. The flow is in pixels of a.image_w x a.image_h.
+// With the images (ia, ib non-null, a's and b's), the full-resolution flow gets
+// o.photometric_iter rounds of flow_refine_photometric (window 15 x 15) before confidence and
+// resizing; the a -> b -> a consistency flow too.
 MatchResult match_pyramids(const FeaturePyramid& a, const FeaturePyramid& b, const MatchOptions& o,
-                           const Exec& ex);
+                           const Exec& ex, const ImageView* ia = nullptr,
+                           const ImageView* ib = nullptr);
 
-// Features with features_extract (b on a's local strides), then match_pyramids.
+// Features with features_extract (b on a's local strides), then match_pyramids with the images.
 MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOptions& o,
                          const Exec& ex);
 

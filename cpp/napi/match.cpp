@@ -91,6 +91,7 @@ gocor::MatchOptions read_match_options(const Napi::Object& o) {
   m.num_iter_local = read_int(o, "numIterLocal", m.num_iter_local);
   m.apply_query_loss = read_bool(o, "applyQueryLoss", m.apply_query_loss);
   m.refine_iter = read_int(o, "refineIter", m.refine_iter);
+  m.photometric_iter = read_int(o, "photometricIter", m.photometric_iter);
   m.median = read_bool(o, "median", m.median);
   m.seed = static_cast<uint64_t>(read_number(o, "seed", 0));
   m.fitted_params = read_bool(o, "fittedParams", m.fitted_params);
