@@ -382,6 +382,137 @@ FillLayout fill_layout(const FlowGrid& ga, const FlowGrid& gb, int B) {
   return l;
 }
 
+// ---- flow_refine_photometric (flow.cpp), operation for operation --------------------------------
+
+// img (B, C, H, W) -> gray (B, H, W), as image_gray.
+__global__ void photo_gray_kernel(const float* __restrict__ img, float* __restrict__ gray, int C,
+                                  long long HW) {
+  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  const long long b = blockIdx.y;
+  if (i >= HW) return;
+  const float* im = img + b * C * HW;
+  gray[b * HW + i] =
+      C >= 3 ? __fadd_rn(__fadd_rn(__fmul_rn(0.299f, im[i]), __fmul_rn(0.587f, im[HW + i])),
+                         __fmul_rn(0.114f, im[2 * HW + i]))
+             : im[i];
+}
+
+// Box mean over the in-image part of the row / column window (planes, H, W); double sums as
+// box_mean.
+__global__ void box_rows_kernel(const float* __restrict__ src, float* __restrict__ dst, int H,
+                                int W, int r) {
+  const int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y;
+  if (x >= W) return;
+  const float* row = src + ((long long)blockIdx.z * H + y) * W;
+  const int x0 = max(0, x - r), x1 = min(W - 1, x + r);
+  double s = 0;
+  for (int k = x0; k <= x1; ++k) s = __dadd_rn(s, double(row[k]));
+  dst[((long long)blockIdx.z * H + y) * W + x] = float(__ddiv_rn(s, double(x1 - x0 + 1)));
+}
+
+__global__ void box_cols_kernel(const float* __restrict__ src, float* __restrict__ dst, int H,
+                                int W, int r) {
+  const int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y;
+  if (x >= W) return;
+  const float* plane = src + (long long)blockIdx.z * H * W;
+  const int y0 = max(0, y - r), y1 = min(H - 1, y + r);
+  double s = 0;
+  for (int k = y0; k <= y1; ++k) s = __dadd_rn(s, double(plane[(long long)k * W + x]));
+  dst[((long long)blockIdx.z * H + y) * W + x] = float(__ddiv_rn(s, double(y1 - y0 + 1)));
+}
+
+__global__ void sub_kernel(float* __restrict__ z, const float* __restrict__ m, long long n) {
+  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) z[i] = __fsub_rn(z[i], m[i]);
+}
+
+// sample_bilinear of flow.cpp (double weights, one rounding to float).
+__device__ bool photo_sample(const float* __restrict__ img, int H, int W, double x, double y,
+                             float* v) {
+  if (!(x >= 0 && y >= 0 && x <= W - 1 && y <= H - 1)) return false;
+  const int x0 = min(int(x), max(W - 2, 0)), y0 = min(int(y), max(H - 2, 0));
+  const int x1 = min(x0 + 1, W - 1), y1 = min(y0 + 1, H - 1);
+  const double fx = __dsub_rn(x, double(x0)), fy = __dsub_rn(y, double(y0));
+  const double top = __dadd_rn(__dmul_rn(__dsub_rn(1.0, fx), double(img[(long long)y0 * W + x0])),
+                               __dmul_rn(fx, double(img[(long long)y0 * W + x1])));
+  const double bot = __dadd_rn(__dmul_rn(__dsub_rn(1.0, fx), double(img[(long long)y1 * W + x0])),
+                               __dmul_rn(fx, double(img[(long long)y1 * W + x1])));
+  *v = float(__dadd_rn(__dmul_rn(__dsub_rn(1.0, fy), top), __dmul_rn(fy, bot)));
+  return true;
+}
+
+// Per pixel: gradient and linearised difference products -> prod (B, 5, H, W) (zero outside b).
+__global__ void photo_prod_kernel(const float* __restrict__ A, const float* __restrict__ Bc,
+                                  const float* __restrict__ flow, float* __restrict__ prod, int H,
+                                  int W, int Hb, int Wb) {
+  const int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y;
+  const long long b = blockIdx.z;
+  if (x >= W) return;
+  const long long P = (long long)H * W, i = (long long)y * W + x;
+  const float* a = A + b * P;
+  const float* bc = Bc + b * (long long)Hb * Wb;
+  const float* f = flow + b * 2 * P;
+  float* pr = prod + b * 5 * P;
+  for (int k = 0; k < 5; ++k) pr[k * P + i] = 0.f;
+  const double bx = __dadd_rn(double(x), double(f[i])), by = __dadd_rn(double(y), double(f[P + i]));
+  float w0;
+  if (!photo_sample(bc, Hb, Wb, bx, by, &w0)) return;
+  float l = w0, r = w0, u = w0, d = w0;
+  photo_sample(bc, Hb, Wb, __dsub_rn(bx, 1.0), by, &l);
+  photo_sample(bc, Hb, Wb, __dadd_rn(bx, 1.0), by, &r);
+  photo_sample(bc, Hb, Wb, bx, __dsub_rn(by, 1.0), &u);
+  photo_sample(bc, Hb, Wb, bx, __dadd_rn(by, 1.0), &d);
+  const float ax = (x > 0 && x + 1 < W) ? __fmul_rn(0.5f, __fsub_rn(a[i + 1], a[i - 1])) : 0.f;
+  const float ay = (y > 0 && y + 1 < H) ? __fmul_rn(0.5f, __fsub_rn(a[i + W], a[i - W])) : 0.f;
+  const float gx = __fmul_rn(0.5f, __fadd_rn(__fmul_rn(0.5f, __fsub_rn(r, l)), ax));
+  const float gy = __fmul_rn(0.5f, __fadd_rn(__fmul_rn(0.5f, __fsub_rn(d, u)), ay));
+  const float t =
+      __fsub_rn(__fsub_rn(w0, a[i]), __fadd_rn(__fmul_rn(gx, f[i]), __fmul_rn(gy, f[P + i])));
+  pr[i] = __fmul_rn(gx, gx);
+  pr[P + i] = __fmul_rn(gx, gy);
+  pr[2 * P + i] = __fmul_rn(gy, gy);
+  pr[3 * P + i] = __fmul_rn(gx, t);
+  pr[4 * P + i] = __fmul_rn(gy, t);
+}
+
+// Window sums (B, 5, H, W) -> each pixel's least-squares flow, where well conditioned.
+__global__ void photo_solve_kernel(const float* __restrict__ sum, float* __restrict__ flow,
+                                   long long P) {
+  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  const long long b = blockIdx.y;
+  if (i >= P) return;
+  const float* s = sum + b * 5 * P;
+  float* f = flow + b * 2 * P;
+  const double sxx = s[i], sxy = s[P + i], syy = s[2 * P + i], sxt = s[3 * P + i],
+               syt = s[4 * P + i];
+  const double det = __dsub_rn(__dmul_rn(sxx, syy), __dmul_rn(sxy, sxy)), tr = __dadd_rn(sxx, syy);
+  if (!(tr >= 1e-6 && det > __dmul_rn(__dmul_rn(1e-3, tr), tr))) return;
+  const double u = -__ddiv_rn(__dsub_rn(__dmul_rn(syy, sxt), __dmul_rn(sxy, syt)), det);
+  const double v = -__ddiv_rn(__dsub_rn(__dmul_rn(sxx, syt), __dmul_rn(sxy, sxt)), det);
+  if (fabs(__dsub_rn(u, double(f[i]))) > 1 || fabs(__dsub_rn(v, double(f[P + i]))) > 1) return;
+  f[i] = float(u);
+  f[P + i] = float(v);
+}
+
+void box_mean_planes(const float* d_src, float* d_tmp, float* d_dst, int planes, int H, int W,
+                     int r, cudaStream_t st) {
+  dim3 block(128), grid(ceil_div(W, 128), H, planes);
+  box_rows_kernel<<<grid, block, 0, st>>>(d_src, d_tmp, H, W, r);
+  check_launch("box_rows_kernel");
+  box_cols_kernel<<<grid, block, 0, st>>>(d_tmp, d_dst, H, W, r);
+  check_launch("box_cols_kernel");
+}
+
+// gray (B, H, W) -> local contrast (B, H, W); d_tmp, d_m: B*H*W floats each.
+void local_contrast(const float* d_gray, float* d_out, float* d_tmp, float* d_m, int B, int H,
+                    int W, cudaStream_t st) {
+  box_mean_planes(d_gray, d_tmp, d_out, B, H, W, 1, st);
+  box_mean_planes(d_out, d_tmp, d_m, B, H, W, 4, st);
+  const long long n = (long long)B * H * W;
+  sub_kernel<<<ceil_div(n, 256), 256, 0, st>>>(d_out, d_m, n);
+  check_launch("sub_kernel");
+}
+
 void check_grid(const FlowGrid& g, const char* what) {
   if (g.H <= 0 || g.W <= 0 || !(g.sx > 0) || !(g.sy > 0)) {
     throw Error(ErrorCode::Shape, std::string(what) + ": grid sizes and strides must be positive");
@@ -458,6 +589,45 @@ void flow_median3(const float* d_src, float* d_dst, int H, int W, int B, void* s
   dim3 block(128), grid(cuda::ceil_div(W, 128), H, 2 * B);
   cuda::median3_kernel<<<grid, block, 0, static_cast<cudaStream_t>(stream)>>>(d_src, d_dst, H, W);
   cuda::check_launch("median3_kernel");
+}
+
+size_t photometric_workspace_bytes(int B, int H, int W, int Hb, int Wb) {
+  const size_t Pa = size_t(H) * W, Pb = size_t(Hb) * Wb, M = std::max(Pa, Pb);
+  return 4 * (2 * Pa + 2 * Pb + 5 * Pa + 5 * Pa + 5 * M) * size_t(B);
+}
+
+void flow_refine_photometric(const float* d_img_a, const float* d_img_b, int C, int H, int W,
+                             int Hb, int Wb, float* d_flow, int iterations, int radius,
+                             void* d_workspace, int B, void* stream) {
+  if (H <= 0 || W <= 0 || Hb <= 0 || Wb <= 0 || radius < 0 || iterations < 0 || C <= 0) {
+    throw Error(ErrorCode::Shape, "flow_refine_photometric: bad sizes");
+  }
+  cuda::check_batch(B, "flow_refine_photometric");
+  if (iterations == 0) return;
+  const cudaStream_t st = static_cast<cudaStream_t>(stream);
+  const long long Pa = (long long)H * W, Pb = (long long)Hb * Wb, M = std::max(Pa, Pb);
+  float* ws = static_cast<float*>(d_workspace);
+  float* ga = ws;
+  float* A = ga + B * Pa;
+  float* gb = A + B * Pa;
+  float* Bc = gb + B * Pb;
+  float* prod = Bc + B * Pb;
+  float* sum = prod + 5 * B * Pa;
+  float* tmp = sum + 5 * B * Pa;  // 5 * B * M floats
+  cuda::photo_gray_kernel<<<dim3(cuda::ceil_div(Pa, 256), B), 256, 0, st>>>(d_img_a, ga, C, Pa);
+  cuda::check_launch("photo_gray_kernel");
+  cuda::photo_gray_kernel<<<dim3(cuda::ceil_div(Pb, 256), B), 256, 0, st>>>(d_img_b, gb, C, Pb);
+  cuda::check_launch("photo_gray_kernel");
+  cuda::local_contrast(ga, A, tmp, tmp + B * M, B, H, W, st);
+  cuda::local_contrast(gb, Bc, tmp, tmp + B * M, B, Hb, Wb, st);
+  for (int it = 0; it < iterations; ++it) {
+    dim3 block(128), grid(cuda::ceil_div(W, 128), H, B);
+    cuda::photo_prod_kernel<<<grid, block, 0, st>>>(A, Bc, d_flow, prod, H, W, Hb, Wb);
+    cuda::check_launch("photo_prod_kernel");
+    cuda::box_mean_planes(prod, tmp, sum, 5 * B, H, W, radius, st);
+    cuda::photo_solve_kernel<<<dim3(cuda::ceil_div(Pa, 256), B), 256, 0, st>>>(sum, d_flow, Pa);
+    cuda::check_launch("photo_solve_kernel");
+  }
 }
 
 size_t global_fill_workspace_bytes(const FlowGrid& ga, const FlowGrid& gb, int B) {
@@ -633,6 +803,26 @@ void flow_refine_symmetric_cuda(const float* feat_a, const FlowGrid& ga, const f
   cuda_dev::flow_refine_symmetric(d_a.get(), ga, d_b.get(), gb, C, d_flow.get(), iterations, 1,
                                   st.get());
   cuda::to_host(flow, d_flow.get(), 2 * Na, st.get());
+  st.sync();
+}
+
+void flow_refine_photometric_cuda(const float* gray_a, int H, int W, const float* gray_b, int Hb,
+                                  int Wb, float* flow, int iterations, int radius, const Exec& ex) {
+  if (H <= 0 || W <= 0 || Hb <= 0 || Wb <= 0 || radius < 0 || iterations < 0) {
+    throw Error(ErrorCode::Shape, "flow_refine_photometric: bad sizes");
+  }
+  cuda::require_device();
+  check_cancel(ex);
+  const size_t Pa = size_t(H) * W, Pb = size_t(Hb) * Wb;
+  cuda::Stream st;
+  cuda::DeviceBuffer<float> d_a(Pa), d_b(Pb), d_flow(2 * Pa);
+  cuda::DeviceBuffer<char> d_ws(cuda_dev::photometric_workspace_bytes(1, H, W, Hb, Wb));
+  cuda::to_device(d_a.get(), gray_a, Pa, st.get());
+  cuda::to_device(d_b.get(), gray_b, Pb, st.get());
+  cuda::to_device(d_flow.get(), flow, 2 * Pa, st.get());
+  cuda_dev::flow_refine_photometric(d_a.get(), d_b.get(), 1, H, W, Hb, Wb, d_flow.get(), iterations,
+                                    radius, d_ws.get(), 1, st.get());
+  cuda::to_host(flow, d_flow.get(), 2 * Pa, st.get());
   st.sync();
 }
 

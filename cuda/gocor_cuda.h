@@ -70,14 +70,15 @@ void flow_warp_image_cuda(const float* b, int C, int Hb, int Wb, const float* fl
 void global_consistency_fill_cuda(const float* volume, const FlowGrid& ga, const FlowGrid& gb,
                                   float* flow, const Exec& ex);
 void flow_median3_cuda(float* flow, int H, int W, const Exec& ex);
+void flow_refine_photometric_cuda(const float* gray_a, int H, int W, const float* gray_b, int Hb,
+                                  int Wb, float* flow, int iterations, int radius, const Exec& ex);
 void flow_refine_symmetric_cuda(const float* feat_a, const FlowGrid& ga, const float* feat_b,
                                 const FlowGrid& gb, int C, float* flow, int iterations,
                                 const Exec& ex);
 // match_images on the GPU. The backend links nothing from gocor_core, so the caller passes the
 // GOCor parameters match_images uses: match_global_params(kFeatureChannels + 1, o.seed,
 // o.fitted_params) and match_local_params(o.fitted_params). a and b must have the same channels and
-// size (CPU match_images also takes a b of another size; route those to the CPU). The pixel-level
-// photometric refinement (o.photometric_iter) has no twin here yet: it is not run.
+// size (CPU match_images also takes a b of another size; route those to the CPU).
 MatchResult match_images_cuda(const ImageView& a, const ImageView& b, const MatchOptions& o,
                               const GlobalGocorParams& gp, const LocalGocorParams& lp,
                               const Exec& ex);

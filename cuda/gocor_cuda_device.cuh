@@ -95,6 +95,12 @@ void flow_median3(const float* d_src, float* d_dst, int H, int W, int B, void* s
 void flow_refine_symmetric(const float* d_feat_a, const FlowGrid& ga, const float* d_feat_b,
                            const FlowGrid& gb, int C, float* d_flow, int iterations, int B,
                            void* stream);
+size_t photometric_workspace_bytes(int B, int H, int W, int Hb, int Wb);
+// images a (B, C, H, W), b (B, C, Hb, Wb) -> flow (B, 2, H, W) refined in place, as
+// flow_refine_photometric on each item's gray images.
+void flow_refine_photometric(const float* d_img_a, const float* d_img_b, int C, int H, int W,
+                             int Hb, int Wb, float* d_flow, int iterations, int radius,
+                             void* d_workspace, int B, void* stream);
 
 // ---- the resident match (cuda/match.cu) ----
 size_t match_workspace_bytes(int B, int C, int H, int W, const MatchOptions& o);

@@ -50,7 +50,7 @@ struct Plan {
   std::vector<Level> levels;
   size_t feat_ws = 0, gbias_a = 0, gbias_b = 0, gvol = 0, gfilt = 0, gws = 0, gfill = 0, warped = 0,
          lvol = 0, lfilt = 0, lws = 0, res = 0, conf = 0, flow0 = 0, flow1 = 0, medtmp = 0,
-         full = 0, fullconf = 0, back = 0, backa = 0, mask = 0, total = 0;
+         full = 0, fullconf = 0, back = 0, backa = 0, mask = 0, photo = 0, total = 0;
 };
 
 size_t a256(size_t x) {
@@ -142,6 +142,7 @@ Plan make_plan(int B, int C, int H, int W, const MatchOptions& o) {
     p.backa = take(size_t(B) * 2 * P * 4);
     p.mask = take(size_t(B) * P * 4);
   }
+  if (o.photometric_iter > 0) p.photo = take(cuda_dev::photometric_workspace_bytes(B, H, W, H, W));
   p.total = at;
   return p;
 }
@@ -300,10 +301,18 @@ void match_device(const Plan& p, const MatchOptions& o, const GlobalGocorParams&
   if (conf == nullptr && o.confidence != MatchConfidence::None) conf = at<float>(ws, p.fullconf);
   match_full(p, o, gp, lp, ws, false, flow, o.confidence == MatchConfidence::Peak ? conf : nullptr,
              st);
+  if (o.photometric_iter > 0) {
+    cuda_dev::flow_refine_photometric(d_a, d_b, p.C, p.H, p.W, p.H, p.W, flow, o.photometric_iter,
+                                      kMatchPhotometricRadius, ws + p.photo, p.B, st);
+  }
   const long long P = (long long)p.H * p.W;
   if (o.confidence == MatchConfidence::ForwardBackward) {
     float* back = at<float>(ws, p.back);
     match_full(p, o, gp, lp, ws, true, back, nullptr, st);
+    if (o.photometric_iter > 0) {
+      cuda_dev::flow_refine_photometric(d_b, d_a, p.C, p.H, p.W, p.H, p.W, back, o.photometric_iter,
+                                        kMatchPhotometricRadius, ws + p.photo, p.B, st);
+    }
     float* backa = at<float>(ws, p.backa);
     float* mask = at<float>(ws, p.mask);
     cuda_dev::flow_warp_image(back, 2, p.H, p.W, flow, p.H, p.W, backa, mask, p.B, st);

@@ -40,8 +40,6 @@ LocalGocorParams match_local_params(bool fitted) {
 
 namespace {
 
-constexpr int kPhotometricRadius = 7;  // 15 x 15 window of the pixel-level refinement
-
 FlowGrid grid_of(const FeatureLevel& lv) {
   return {lv.H, lv.W, lv.stride_x, lv.stride_y};
 }
@@ -253,14 +251,14 @@ MatchResult match_pyramids(const FeaturePyramid& a, const FeaturePyramid& b, con
   const size_t P = size_t(H) * W;
   if (polish) {
     flow_refine_photometric(gray_a.data(), H, W, gray_b.data(), b.image_h, b.image_w, flow.data(),
-                            o.photometric_iter, kPhotometricRadius, ex);
+                            o.photometric_iter, kMatchPhotometricRadius, ex);
   }
   if (o.confidence == MatchConfidence::ForwardBackward) {
     // Consistency: following a -> b and back must return to the start. sigma = 1.5 px.
     std::vector<float> back = match_full(b, a, o, ex, nullptr);
     if (polish) {
       flow_refine_photometric(gray_b.data(), b.image_h, b.image_w, gray_a.data(), H, W, back.data(),
-                              o.photometric_iter, kPhotometricRadius, ex);
+                              o.photometric_iter, kMatchPhotometricRadius, ex);
     }
     std::vector<float> back_on_a(2 * P), mask(P);
     flow_warp_image(back.data(), 2, b.image_h, b.image_w, flow.data(), H, W, back_on_a.data(),

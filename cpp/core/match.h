@@ -47,6 +47,9 @@ struct MatchResult {
 // channels; why: with_bias_channel in match.cpp.
 constexpr float kMatchGlobalBias = 1.f;
 
+// Window radius of match's pixel-level photometric refinement (15 x 15).
+constexpr int kMatchPhotometricRadius = 7;
+
 // The GOCor parameters match uses: the official initial values (spec 4.7 / 5.6) with, when
 // `fitted`, the learnt functions of distance that bench/fit-params.js fitted to gocor's built-in
 // descriptor on images the accuracy benchmark does not use. For the global stage pass C + 1.

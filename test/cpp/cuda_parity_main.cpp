@@ -184,6 +184,13 @@ int run_unavailable(const CudaInfo& info) {
   thrown = throws_code([&] { global_consistency_fill_cuda(vol.data(), g, g, fl.data(), Exec{}); },
                        ErrorCode::CudaUnavailable, &what);
   report(thrown, "global_consistency_fill_cuda() without a device throws CudaUnavailable: " + what);
+  thrown = throws_code(
+      [&] {
+        flow_refine_photometric_cuda(vol.data(), 6, 12, vol.data(), 12, 6, vol.data(), 1, 7,
+                                     Exec{});
+      },
+      ErrorCode::CudaUnavailable, &what);
+  report(thrown, "flow_refine_photometric_cuda() without a device throws CudaUnavailable: " + what);
 #endif
   std::printf("CUDA unavailable: %s\n", info.reason.c_str());
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
@@ -630,6 +637,28 @@ void case_flow_stages(uint64_t seed) {
       report_cmp("flow_refine_symmetric C136 24x28 3 iterations", compare(gpu, cpu, 1e-5, 0));
     }
   }
+  {
+    // The pixel-level photometric refinement: a shifted texture, b of another size, flows within
+    // 1.5 px of the truth, 3 rounds, radius 7 (match's).
+    const int H = 71, W = 83, Hb = 66, Wb = 90;
+    const auto src = texture(1, 80, 100, seed + 40);
+    std::vector<float> a((size_t)H * W), b((size_t)Hb * Wb);
+    for (int y = 0; y < H; ++y)
+      for (int x = 0; x < W; ++x) a[(size_t)y * W + x] = src[(size_t)y * 100 + x];
+    const auto bs = shifted(src, 1, 80, 100, 2.6, -1.3);
+    for (int y = 0; y < Hb; ++y)
+      for (int x = 0; x < Wb; ++x) b[(size_t)y * Wb + x] = bs[(size_t)y * 100 + x];
+    std::vector<float> f0(2 * (size_t)H * W);
+    for (size_t i = 0; i < f0.size(); ++i)
+      f0[i] = float((i < f0.size() / 2 ? 2.6 : -1.3) + 0.5 * r.normal());
+    std::vector<float> cpu = f0, gpu = f0;
+    if (guarded("flow_refine_photometric", [&] {
+          flow_refine_photometric_cuda(a.data(), H, W, b.data(), Hb, Wb, gpu.data(), 3, 7, Exec{});
+        })) {
+      flow_refine_photometric(a.data(), H, W, b.data(), Hb, Wb, cpu.data(), 3, 7, Exec{});
+      report_cmp("flow_refine_photometric 71x83 -> 66x90 3 rounds", compare(gpu, cpu, 1e-4, 0));
+    }
+  }
 }
 
 // The whole match on the GPU against the CPU's match_images on two 512x512 pairs, batched (B = 2)
@@ -648,8 +677,6 @@ void case_match() {
   }
   for (MatchMethod method : {MatchMethod::Gocor, MatchMethod::Correlation}) {
     MatchOptions o;
-    // The pixel-level photometric refinement has no CUDA twin yet: compare the pipeline before it.
-    o.photometric_iter = 0;
     o.method = method;
     const char* mname = method == MatchMethod::Gocor ? "gocor" : "correlation";
     ImageView va[2], vb[2];
