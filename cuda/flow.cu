@@ -384,19 +384,6 @@ FillLayout fill_layout(const FlowGrid& ga, const FlowGrid& gb, int B) {
 
 // ---- flow_refine_photometric (flow.cpp), operation for operation --------------------------------
 
-// img (B, C, H, W) -> gray (B, H, W), as image_gray.
-__global__ void photo_gray_kernel(const float* __restrict__ img, float* __restrict__ gray, int C,
-                                  long long HW) {
-  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-  const long long b = blockIdx.y;
-  if (i >= HW) return;
-  const float* im = img + b * C * HW;
-  gray[b * HW + i] =
-      C >= 3 ? __fadd_rn(__fadd_rn(__fmul_rn(0.299f, im[i]), __fmul_rn(0.587f, im[HW + i])),
-                         __fmul_rn(0.114f, im[2 * HW + i]))
-             : im[i];
-}
-
 // Box mean over the in-image part of the row / column window (planes, H, W); double sums as
 // box_mean.
 __global__ void box_rows_kernel(const float* __restrict__ src, float* __restrict__ dst, int H,
@@ -426,18 +413,11 @@ __global__ void sub_kernel(float* __restrict__ z, const float* __restrict__ m, l
   if (i < n) z[i] = __fsub_rn(z[i], m[i]);
 }
 
-// sample_bilinear of flow.cpp (double weights, one rounding to float).
-__device__ bool photo_sample(const float* __restrict__ img, int H, int W, double x, double y,
-                             float* v) {
+// read_inside of flow.cpp.
+__device__ __forceinline__ bool read_inside(const float* __restrict__ img, int H, int W, double x,
+                                            double y, float* v) {
   if (!(x >= 0 && y >= 0 && x <= W - 1 && y <= H - 1)) return false;
-  const int x0 = min(int(x), max(W - 2, 0)), y0 = min(int(y), max(H - 2, 0));
-  const int x1 = min(x0 + 1, W - 1), y1 = min(y0 + 1, H - 1);
-  const double fx = __dsub_rn(x, double(x0)), fy = __dsub_rn(y, double(y0));
-  const double top = __dadd_rn(__dmul_rn(__dsub_rn(1.0, fx), double(img[(long long)y0 * W + x0])),
-                               __dmul_rn(fx, double(img[(long long)y0 * W + x1])));
-  const double bot = __dadd_rn(__dmul_rn(__dsub_rn(1.0, fx), double(img[(long long)y1 * W + x0])),
-                               __dmul_rn(fx, double(img[(long long)y1 * W + x1])));
-  *v = float(__dadd_rn(__dmul_rn(__dsub_rn(1.0, fy), top), __dmul_rn(fy, bot)));
+  *v = read(img, bilinear_taps(x, y, H, W));
   return true;
 }
 
@@ -456,12 +436,12 @@ __global__ void photo_prod_kernel(const float* __restrict__ A, const float* __re
   for (int k = 0; k < 5; ++k) pr[k * P + i] = 0.f;
   const double bx = __dadd_rn(double(x), double(f[i])), by = __dadd_rn(double(y), double(f[P + i]));
   float w0;
-  if (!photo_sample(bc, Hb, Wb, bx, by, &w0)) return;
+  if (!read_inside(bc, Hb, Wb, bx, by, &w0)) return;
   float l = w0, r = w0, u = w0, d = w0;
-  photo_sample(bc, Hb, Wb, __dsub_rn(bx, 1.0), by, &l);
-  photo_sample(bc, Hb, Wb, __dadd_rn(bx, 1.0), by, &r);
-  photo_sample(bc, Hb, Wb, bx, __dsub_rn(by, 1.0), &u);
-  photo_sample(bc, Hb, Wb, bx, __dadd_rn(by, 1.0), &d);
+  read_inside(bc, Hb, Wb, __dsub_rn(bx, 1.0), by, &l);
+  read_inside(bc, Hb, Wb, __dadd_rn(bx, 1.0), by, &r);
+  read_inside(bc, Hb, Wb, bx, __dsub_rn(by, 1.0), &u);
+  read_inside(bc, Hb, Wb, bx, __dadd_rn(by, 1.0), &d);
   const float ax = (x > 0 && x + 1 < W) ? __fmul_rn(0.5f, __fsub_rn(a[i + 1], a[i - 1])) : 0.f;
   const float ay = (y > 0 && y + 1 < H) ? __fmul_rn(0.5f, __fsub_rn(a[i + W], a[i - W])) : 0.f;
   const float gx = __fmul_rn(0.5f, __fadd_rn(__fmul_rn(0.5f, __fsub_rn(r, l)), ax));
@@ -614,10 +594,8 @@ void flow_refine_photometric(const float* d_img_a, const float* d_img_b, int C, 
   float* prod = Bc + B * Pb;
   float* sum = prod + 5 * B * Pa;
   float* tmp = sum + 5 * B * Pa;  // 5 * B * M floats
-  cuda::photo_gray_kernel<<<dim3(cuda::ceil_div(Pa, 256), B), 256, 0, st>>>(d_img_a, ga, C, Pa);
-  cuda::check_launch("photo_gray_kernel");
-  cuda::photo_gray_kernel<<<dim3(cuda::ceil_div(Pb, 256), B), 256, 0, st>>>(d_img_b, gb, C, Pb);
-  cuda::check_launch("photo_gray_kernel");
+  image_gray(d_img_a, B, C, H, W, ga, st);
+  image_gray(d_img_b, B, C, Hb, Wb, gb, st);
   cuda::local_contrast(ga, A, tmp, tmp + B * M, B, H, W, st);
   cuda::local_contrast(gb, Bc, tmp, tmp + B * M, B, Hb, Wb, st);
   for (int it = 0; it < iterations; ++it) {

@@ -65,6 +65,8 @@ void gocor_local(const LocalGocorParams& p, const LocalGocorOptions& o, const fl
 // src (planes, H, W) -> dst (planes, h, w); d_mid holds planes*H*w floats.
 void image_resize(const float* d_src, int planes, int H, int W, float* d_dst, int h, int w,
                   float* d_mid, void* stream);
+// images (B, C, H, W) -> gray (B, H, W), as image_gray (dense_features.h).
+void image_gray(const float* d_img, int B, int C, int H, int W, float* d_gray, void* stream);
 size_t features_workspace_bytes(int B, int H, int W, int Hf, int Wf, int cell);
 // images (B, C, H, W) -> d_out (B, kFeatureChannels, Hf, Wf), each image as features_compute.
 void features_compute(const float* d_img, int B, int C, int H, int W, int Hf, int Wf, int cell,

@@ -290,15 +290,11 @@ std::vector<float> local_contrast(const float* g, int H, int W, const Exec& ex) 
   return z;
 }
 
-// Bilinear sample of img (H, W) at (x, y); false outside [0, W-1] x [0, H-1].
-bool sample_bilinear(const float* img, int H, int W, double x, double y, float* v) {
+// img (H, W) read bilinearly at (x, y) into *v; false (and *v unchanged) outside
+// [0, W-1] x [0, H-1].
+bool read_inside(const float* img, int H, int W, double x, double y, float* v) {
   if (!(x >= 0 && y >= 0 && x <= W - 1 && y <= H - 1)) return false;
-  const int x0 = std::min(int(x), std::max(W - 2, 0)), y0 = std::min(int(y), std::max(H - 2, 0));
-  const int x1 = std::min(x0 + 1, W - 1), y1 = std::min(y0 + 1, H - 1);
-  const double fx = x - x0, fy = y - y0;
-  const double top = (1 - fx) * img[size_t(y0) * W + x0] + fx * img[size_t(y0) * W + x1];
-  const double bot = (1 - fx) * img[size_t(y1) * W + x0] + fx * img[size_t(y1) * W + x1];
-  *v = float((1 - fy) * top + fy * bot);
+  *v = read(img, bilinear_taps(x, y, H, W));
   return true;
 }
 
@@ -321,12 +317,12 @@ void flow_refine_photometric(const float* gray_a, int H, int W, const float* gra
         const size_t i = size_t(y) * W + x;
         const double bx = x + double(flow[i]), by = double(y) + flow[P + i];
         float w0;
-        if (!sample_bilinear(Bc.data(), Hb, Wb, bx, by, &w0)) continue;
+        if (!read_inside(Bc.data(), Hb, Wb, bx, by, &w0)) continue;
         float l = w0, r = w0, u = w0, d = w0;
-        sample_bilinear(Bc.data(), Hb, Wb, bx - 1, by, &l);
-        sample_bilinear(Bc.data(), Hb, Wb, bx + 1, by, &r);
-        sample_bilinear(Bc.data(), Hb, Wb, bx, by - 1, &u);
-        sample_bilinear(Bc.data(), Hb, Wb, bx, by + 1, &d);
+        read_inside(Bc.data(), Hb, Wb, bx - 1, by, &l);
+        read_inside(Bc.data(), Hb, Wb, bx + 1, by, &r);
+        read_inside(Bc.data(), Hb, Wb, bx, by - 1, &u);
+        read_inside(Bc.data(), Hb, Wb, bx, by + 1, &d);
         const float ax = (x > 0 && x + 1 < W) ? 0.5f * (A[i + 1] - A[i - 1]) : 0.f;
         const float ay = (y > 0 && y + 1 < H) ? 0.5f * (A[i + W] - A[i - W]) : 0.f;
         const float gx = 0.5f * (0.5f * (r - l) + ax), gy = 0.5f * (0.5f * (d - u) + ay);
