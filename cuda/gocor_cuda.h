@@ -77,7 +77,7 @@ void flow_refine_symmetric_cuda(const float* feat_a, const FlowGrid& ga, const f
                                 const Exec& ex);
 // match_images on the GPU. The backend links nothing from gocor_core, so the caller passes the
 // GOCor parameters match_images uses: match_global_params(kFeatureChannels + 1, o.seed,
-// o.fitted_params) and match_local_params(o.fitted_params). a and b must have the same channels and
+// o.fitted_params) and default_local_params(). a and b must have the same channels and
 // size (CPU match_images also takes a b of another size; route those to the CPU).
 MatchResult match_images_cuda(const ImageView& a, const ImageView& b, const MatchOptions& o,
                               const GlobalGocorParams& gp, const LocalGocorParams& lp,

@@ -7,8 +7,9 @@
 // symmetric refinement at the finest level, and the final resampling to a's pixel grid; peak or
 // forward-backward confidence and outputShape resizing too. The backend needs nothing from
 // gocor_core, so the GOCor parameters are the caller's (match_global_params(kFeatureChannels + 1,
-// o.seed, o.fitted_params) and match_local_params(o.fitted_params) for match_images), and the
-// pyramid geometry replicates features_extract / features_local_strides.
+// o.seed, o.fitted_params) and default_local_params() for match_images), and the
+// pyramid geometry replicates features_extract (with features_local_strides, inline in
+// dense_features.h).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -22,21 +23,6 @@ namespace cuda {
 namespace {
 
 constexpr int kGlobalCell = 8, kLocalCell = 4;  // features.cpp's working pixels per cell
-
-// features_local_strides, replicated (the backend links nothing from gocor_core).
-std::vector<int> local_strides(int H, int W, int global_size, int finest_stride) {
-  const int finest = std::max(1, finest_stride);
-  const double cell = std::sqrt(double(H) * W) / std::max(1, global_size);
-  int coarsest = finest;
-  while (coarsest * 2 <= 0.75 * cell) coarsest *= 2;
-  std::vector<int> strides;
-  for (int s = std::max(coarsest, finest); s >= finest; s /= 2) {
-    strides.push_back(s);
-    if (s == finest) break;
-  }
-  if (strides.empty() || strides.back() != finest) strides.push_back(finest);
-  return strides;
-}
 
 struct Level {
   int Hf, Wf, cell;
@@ -90,7 +76,10 @@ Plan make_plan(int B, int C, int H, int W, const MatchOptions& o) {
     p.levels.push_back(l);
   };
   if (o.use_global) add(o.global_size, o.global_size, kGlobalCell, true);
-  for (int s : local_strides(H, W, o.global_size, o.finest_stride)) {
+  FeatureOptions fo;
+  fo.global_size = o.global_size;
+  fo.finest_stride = o.finest_stride;
+  for (int s : features_local_strides(H, W, fo)) {
     add(std::max(1, int(std::lround(double(H) / s))), std::max(1, int(std::lround(double(W) / s))),
         kLocalCell, false);
   }

@@ -4,6 +4,8 @@
 // computed on the feature grids the coarse-to-fine matcher needs (see features.cpp for the design).
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "common.h"
@@ -41,15 +43,31 @@ struct FeatureOptions {
   bool with_global = true;
 };
 
-// Nominal strides of the local levels, coarse to fine, for an H x W image (powers of two).
-std::vector<int> features_local_strides(int H, int W, const FeatureOptions& o);
+// Nominal strides of the local levels, coarse to fine, for an H x W image (powers of two). Inline:
+// the CUDA backend, which links nothing from gocor_core, builds the same levels.
+inline std::vector<int> features_local_strides(int H, int W, const FeatureOptions& o) {
+  int finest = std::max(1, o.finest_stride);
+  int coarsest = o.coarsest_stride;
+  if (coarsest <= 0) {
+    double cell = std::sqrt(double(H) * W) / std::max(1, o.global_size);
+    coarsest = finest;
+    while (coarsest * 2 <= 0.75 * cell) coarsest *= 2;
+  }
+  std::vector<int> strides;
+  for (int s = std::max(coarsest, finest); s >= finest; s /= 2) {
+    strides.push_back(s);
+    if (s == finest) break;
+  }
+  if (strides.empty() || strides.back() != finest) strides.push_back(finest);
+  return strides;
+}
+
+// Gray of an image (H, W): luma 0.299 R + 0.587 G + 0.114 B for 3 or 4 channels, else channel 0.
+std::vector<float> image_gray(const ImageView& img);
 
 // image (C, H, W) -> out (kFeatureChannels, Hf, Wf): one descriptor per cell of an Hf x Wf grid
 // over the image; `cell` is how many working pixels one cell spans (the image is resampled to (Hf *
 // cell, Wf * cell) first). Each descriptor has unit L2 norm (or is zero on a blank image).
-// Gray of an image (H, W): luma 0.299 R + 0.587 G + 0.114 B for 3 or 4 channels, else channel 0.
-std::vector<float> image_gray(const ImageView& img);
-
 void features_compute(const ImageView& img, int Hf, int Wf, int cell, float* out, const Exec& ex);
 
 // The pyramid the matcher uses: a global_size^2 level (if with_global) and local levels at the

@@ -305,23 +305,6 @@ void features_compute(const ImageView& img, int Hf, int Wf, int cell, float* out
       out[size_t(c) * N + n] = desc[n * kFeatureChannels + c];
 }
 
-std::vector<int> features_local_strides(int H, int W, const FeatureOptions& o) {
-  int finest = std::max(1, o.finest_stride);
-  int coarsest = o.coarsest_stride;
-  if (coarsest <= 0) {
-    double cell = std::sqrt(double(H) * W) / std::max(1, o.global_size);
-    coarsest = finest;
-    while (coarsest * 2 <= 0.75 * cell) coarsest *= 2;
-  }
-  std::vector<int> strides;
-  for (int s = std::max(coarsest, finest); s >= finest; s /= 2) {
-    strides.push_back(s);
-    if (s == finest) break;
-  }
-  if (strides.empty() || strides.back() != finest) strides.push_back(finest);
-  return strides;
-}
-
 FeaturePyramid features_extract(const ImageView& img, const FeatureOptions& o, const Exec& ex) {
   if (img.C <= 0 || img.H <= 0 || img.W <= 0) {
     throw Error(ErrorCode::Shape, "features_extract: image sizes must be positive");

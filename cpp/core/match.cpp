@@ -29,15 +29,6 @@ GlobalGocorParams match_global_params(int C, uint64_t seed, bool fitted) {
   return p;
 }
 
-// The local stage keeps the official initial values either way: with them local GOCor already beats
-// local correlation in the matcher, while a local fit (`--stage local`) raised its proxy score but
-// made the matcher worse, and the fitted global values were level there (bench/README.md). The
-// flag is here so that a fitted local set changes one place.
-LocalGocorParams match_local_params(bool fitted) {
-  (void)fitted;
-  return default_local_params();
-}
-
 namespace {
 
 FlowGrid grid_of(const FeatureLevel& lv) {
@@ -185,7 +176,7 @@ std::vector<float> match_full(const FeaturePyramid& a, const FeaturePyramid& b,
     flow_warp(lb.data.data(), lb.C, gb, cur.data(), ga, warped.data(), ex);
     std::vector<float> volume(D * N);
     if (o.method == MatchMethod::Gocor) {
-      LocalGocorParams p = match_local_params(o.fitted_params);
+      LocalGocorParams p = default_local_params();
       LocalGocorOptions lo;
       lo.num_iter = o.num_iter_local;
       lo.search_radius = R;

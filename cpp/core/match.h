@@ -50,11 +50,13 @@ constexpr float kMatchGlobalBias = 1.f;
 // Window radius of match's pixel-level photometric refinement (15 x 15).
 constexpr int kMatchPhotometricRadius = 7;
 
-// The GOCor parameters match uses: the official initial values (spec 4.7 / 5.6) with, when
+// The global GOCor parameters match uses: the official initial values (spec 4.7) with, when
 // `fitted`, the learnt functions of distance that bench/fit-params.js fitted to gocor's built-in
-// descriptor on images the accuracy benchmark does not use. For the global stage pass C + 1.
+// descriptor on images the accuracy benchmark does not use. Pass C + 1 (the constant channel).
+// The local stage uses default_local_params() either way: a local fit (`--stage local`) raised its
+// proxy score but made the matcher worse, and the fitted global values were level there
+// (bench/README.md).
 GlobalGocorParams match_global_params(int C, uint64_t seed, bool fitted);
-LocalGocorParams match_local_params(bool fitted);
 
 // Pyramids of a and b must have the same number of levels with the same kinds and channels;
 // level grids of a and b may differ (different image sizes). A global level, if present, is first

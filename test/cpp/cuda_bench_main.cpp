@@ -239,7 +239,7 @@ void bench_match(void* st, int B, MatchMethod method, int reps) {
   MatchOptions o;
   o.method = method;
   const GlobalGocorParams gp = match_global_params(kFeatureChannels + 1, o.seed, o.fitted_params);
-  const LocalGocorParams lp = match_local_params(o.fitted_params);
+  const LocalGocorParams lp = default_local_params();
   Dev da(B * img * 4, a), db(B * img * 4, b), dflow((size_t)B * 2 * H * W * 4),
       dconf((size_t)B * H * W * 4), dws(cuda_dev::match_workspace_bytes(B, C, H, W, o));
   const auto ms = cuda_dev::time_on_stream(st, 1, reps, [&] {

@@ -689,7 +689,7 @@ void case_match() {
     if (!guarded(name, [&] {
           match_images_batch_cuda(
               va, vb, 2, o, match_global_params(kFeatureChannels + 1, o.seed, o.fitted_params),
-              match_local_params(o.fitted_params), Exec{}, gpu);
+              default_local_params(), Exec{}, gpu);
         }))
       continue;
     for (int i = 0; i < 2; ++i) {
