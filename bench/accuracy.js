@@ -12,16 +12,9 @@ const fs = require('node:fs');
 const os = require('node:os');
 const sharp = require('sharp');
 const gocor = require('../dist');
+const { SIZE, LEVELS, DATA, cliArgs, mulberry32, loadGray, makePair } = require('./synthetic');
 
-const ROOT = path.join(__dirname, '..');
-const DATA = fs.existsSync(path.join(ROOT, '..', 'shared', 'data'))
-  ? path.join(ROOT, '..', 'shared', 'data')
-  : '/work/shared/data';
-const args = process.argv.slice(2);
-const arg = (name, dflt) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : dflt;
-};
+const { args, arg } = cliArgs();
 const PAIRS = args.includes('--quick') ? 9 : Number(arg('--pairs', 45));
 const OUT = arg('--out', path.join(__dirname, 'accuracy-results.md'));
 const SOURCES = [
@@ -36,8 +29,6 @@ const SOURCES = [
   ['building', 'pairs/building.jpg'],
 ];
 const REPETITIVE = new Set(['brick', 'grass', 'gravel', 'building']);
-
-const { SIZE, LEVELS, mulberry32, loadGray, makePair } = require('./synthetic');
 
 let cvPromise;
 function opencv() {

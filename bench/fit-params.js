@@ -22,17 +22,9 @@
 const path = require('node:path');
 const fs = require('node:fs');
 const gocor = require('../dist');
-const { LEVELS, mulberry32, loadGray, makePair } = require('./synthetic');
+const { LEVELS, DATA, cliArgs, mulberry32, loadGray, makePair } = require('./synthetic');
 
-const ROOT = path.join(__dirname, '..');
-const DATA = fs.existsSync(path.join(ROOT, '..', 'shared', 'data'))
-  ? path.join(ROOT, '..', 'shared', 'data')
-  : '/work/shared/data';
-const args = process.argv.slice(2);
-const arg = (name, dflt) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : dflt;
-};
+const { args, arg } = cliArgs();
 const STAGE = arg('--stage', 'global');
 const PAIRS = Number(arg('--pairs', 30));
 const SWEEPS = Number(arg('--sweeps', 3));

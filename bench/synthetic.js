@@ -1,8 +1,25 @@
-// Seeded synthetic pairs with exact ground truth, shared by the accuracy benchmark
-// (bench/accuracy.js) and the GOCor parameter fit (bench/fit-global.js): a crop of a gray source
-// image and the same crop warped by a random homography, with photometric jitter and noise.
+// Seeded synthetic pairs with exact ground truth, shared by the accuracy benchmark (bench/accuracy.js)
+// and the GOCor parameter fit (bench/fit-params.js): a crop of a gray source image and the same crop
+// warped by a random homography, with photometric jitter and noise. Also the data folder and the
+// scripts' argument helper.
 'use strict';
+const fs = require('node:fs');
+const path = require('node:path');
 const sharp = require('sharp');
+
+// The workplace's shared data folder (../shared/data beside the repository).
+const SHARED = path.join(__dirname, '..', '..', 'shared', 'data');
+const DATA = fs.existsSync(SHARED) ? SHARED : '/work/shared/data';
+
+// Command-line arguments and `arg(name, default)`: the value after `name`, or the default.
+function cliArgs() {
+  const args = process.argv.slice(2);
+  const arg = (name, dflt) => {
+    const i = args.indexOf(name);
+    return i >= 0 ? args[i + 1] : dflt;
+  };
+  return { args, arg };
+}
 
 const SIZE = 384; // synthetic pair size (a crop of the source, so b has no artificial black border)
 // Displacement levels: corner displacement up to mag x SIZE.
@@ -130,4 +147,4 @@ function makePair(S, mag, rnd) {
   };
 }
 
-module.exports = { SIZE, LEVELS, mulberry32, loadGray, makePair };
+module.exports = { SIZE, LEVELS, DATA, cliArgs, mulberry32, loadGray, makePair };
