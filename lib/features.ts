@@ -53,10 +53,10 @@ function powerOfTwo(value: unknown, name: string, max: number): number {
 }
 
 /** Validates the feature options shared by extractFeatures and match. */
-export function featureSettings(o: Record<string, unknown>, name: string): FeatureSettings {
+export function featureSettings(o: Record<string, unknown>, name: string, finestStride = 4): FeatureSettings {
   return {
     globalSize: optInt(o.globalSize, `${name}.globalSize`, 4, 48, 24),
-    finestStride: o.finestStride === undefined ? 4 : powerOfTwo(o.finestStride, `${name}.finestStride`, 32),
+    finestStride: o.finestStride === undefined ? finestStride : powerOfTwo(o.finestStride, `${name}.finestStride`, 32),
     coarsestStride: o.coarsestStride === undefined ? 0 : powerOfTwo(o.coarsestStride, `${name}.coarsestStride`, 256),
     withGlobal: bool(o.global, `${name}.global`, true),
   };

@@ -14,7 +14,7 @@ import { checkMemory, EXEC_KEYS, execOptions } from './exec';
 import { featureMap } from './featuremap';
 import { checkImage, FEATURE_KEYS, type FeatureLevel, type FeaturePyramid, featureSettings, toImage } from './features';
 import { native } from './native';
-import type { NativeMatchOptions, NativePyramid } from './native-match';
+import type { NativeImageStages, NativeMatchOptions, NativePyramid } from './native-match';
 import { runNative } from './queue';
 import type { ExecOptions, FeatureMap, Image } from './types';
 import { bool, int, invalid, knownKeys, num, object, oneOf, optInt, optObject } from './validate';
@@ -31,32 +31,46 @@ export interface Flow {
 /** A flow from `match`, with the backend that computed it. */
 export interface MatchResult extends Flow {
   device: 'cpu' | 'cuda';
+  /**
+   * `[height, width]`, 1 where the final forward-backward check failed: occluded or out of view in
+   * b, or a match that the reverse flow does not confirm. The flow there is interpolated from
+   * consistent neighbours (edge-aware). Present when `match` gets images and `quality` is not 'fast'.
+   */
+  occlusion?: Uint8Array;
+  /** Wall time of each pipeline stage in milliseconds (images only; both directions summed). */
+  timings?: Record<string, number>;
 }
 
+/** Speed/accuracy presets of `match` on images (bench/accuracy-results.md has their figures). */
+export type MatchQuality = 'fast' | 'balanced' | 'best';
+
 export interface MatchOptions extends ExecOptions {
+  /**
+   * 'balanced' (default): GOCor coarse-to-fine to stride 8 in both directions, forward-backward
+   * check, edge-aware interpolation of the rejected pixels, DIS refinement at pixel level, a second
+   * check and fill (occlusion mask). 'best': local levels down to stride 4 and a denser DIS.
+   * 'fast': one direction, coarse levels to stride 16, a light DIS; no occlusion mask.
+   * The other options below override the preset's values.
+   */
+  quality?: MatchQuality;
   /** 'gocor' (default) or 'correlation': the same pipeline with GOCor volumes or plain correlation. */
   method?: 'gocor' | 'correlation';
   /** Global grid size (cells per side), 4..48, default 24. */
   globalSize?: number;
-  /** Finest local stride in pixels (power of two 1..32), default 4. */
+  /** Finest local stride in pixels (power of two 1..32); default from `quality` (8; 'best' 4, 'fast' 16). */
   finestStride?: number;
   /** Coarsest local stride (power of two); default from the global cell size. */
   coarsestStride?: number;
   /** false: skip the global level and start from zero flow (small motions only). Default true. */
   global?: boolean;
-  /** GOCor iterations: global (0..20, default 3) and local (0..20, default 7, the authors' evaluation setting, spec 6). */
+  /** GOCor iterations: global (0..20, default 3) and local (0..20, default 7, the authors' evaluation setting, spec 6; 'fast' 3). */
   numIter?: { global?: number; local?: number };
   numIterGlobal?: number;
   numIterLocal?: number;
   /** Global GOCor's query-frame term (spec 4.4), default true. */
   applyQueryLoss?: boolean;
-  /** Symmetric sub-cell refinement rounds at the finest level, 0..10, default 3. */
+  /** Symmetric sub-cell refinement rounds at the finest level, 0..10, default 3 ('fast' 0). */
   refineIter?: number;
-  /**
-   * Pixel-level Lucas-Kanade rounds on the images' local contrast (15x15 window), the last step,
-   * 0..10, default 2 (0: off). Only when `match` is given images (not pyramids or feature maps).
-   */
-  photometricIter?: number;
   /** 3x3 median of the flow between levels, default true. */
   median?: boolean;
   /** Seed of global GOCor's regulariser initial weights, default 0. */
@@ -71,12 +85,14 @@ export interface MatchOptions extends ExecOptions {
   outputShape?: { width: number; height: number };
   /**
    * 'peak' (default): peak ratio of the finest local volume; 'forwardBackward': consistency of the
-   * a->b and b->a flows (exp(-e^2 / 4.5), costs a second match); 'none'.
+   * final a->b and b->a flows (exp(-e^2 / 4.5); free with images unless quality is 'fast', a second
+   * match otherwise); 'none'.
    */
   confidence?: 'none' | 'peak' | 'forwardBackward';
 }
 
 const MATCH_KEYS = [
+  'quality',
   'method',
   ...FEATURE_KEYS,
   'numIter',
@@ -84,7 +100,6 @@ const MATCH_KEYS = [
   'numIterLocal',
   'applyQueryLoss',
   'refineIter',
-  'photometricIter',
   'median',
   'seed',
   'gocorParams',
@@ -92,6 +107,55 @@ const MATCH_KEYS = [
   'confidence',
   ...EXEC_KEYS,
 ] as const;
+
+// What each quality preset sets (the image stages are native options with no public knob; the
+// accuracy benchmark measured these values, bench/accuracy-results.md).
+const PRESETS: Record<
+  MatchQuality,
+  {
+    finestStride: number;
+    numIterLocal: number;
+    refineIter: number;
+    image: Omit<NativeImageStages, 'texture'>;
+  }
+> = {
+  fast: {
+    finestStride: 16,
+    numIterLocal: 3,
+    refineIter: 0,
+    image: {
+      fill: false,
+      finalFill: false,
+      dis: { coarsestScale: 3, patchSize: 8, patchStride: 4, gradIters: 8, varIters: 1 },
+    },
+  },
+  balanced: {
+    finestStride: 8,
+    numIterLocal: 7,
+    refineIter: 3,
+    image: {
+      fill: true,
+      finalFill: true,
+      dis: { coarsestScale: 3, patchSize: 8, patchStride: 4, gradIters: 16, varIters: 5 },
+    },
+  },
+  best: {
+    finestStride: 4,
+    numIterLocal: 7,
+    refineIter: 3,
+    image: {
+      fill: true,
+      finalFill: true,
+      dis: { coarsestScale: 3, patchSize: 8, patchStride: 2, gradIters: 16, varIters: 5 },
+    },
+  },
+};
+
+// Local volumes are box-aggregated over 5x5 cells before the arg-max (flow_volume_aggregate).
+const AGGREGATE_RADIUS = 2;
+// The coarse fill also interpolates pixels without 2-D structure (flow_texture_mask): window 9x9,
+// smaller eigenvalue of the structure tensor >= 0.01^2 (image in [0, 1]).
+const TEXTURE = { radius: 4, gradient: 0.01 };
 
 interface Settings {
   native: NativeMatchOptions;
@@ -102,9 +166,11 @@ interface Settings {
 function settings(opts: unknown): Settings {
   const o = optObject(opts, 'options');
   knownKeys(o, 'options', MATCH_KEYS);
-  const f = featureSettings(o, 'options');
+  const quality = oneOf(o.quality, 'options.quality', ['fast', 'balanced', 'best'] as const, 'balanced');
+  const preset = PRESETS[quality];
+  const f = featureSettings(o, 'options', preset.finestStride);
   let numIterGlobal = optInt(o.numIterGlobal, 'options.numIterGlobal', 0, 20, 3);
-  let numIterLocal = optInt(o.numIterLocal, 'options.numIterLocal', 0, 20, 7);
+  let numIterLocal = optInt(o.numIterLocal, 'options.numIterLocal', 0, 20, preset.numIterLocal);
   if (o.numIter !== undefined) {
     if (o.numIterGlobal !== undefined || o.numIterLocal !== undefined) {
       throw new GocorError(
@@ -115,7 +181,7 @@ function settings(opts: unknown): Settings {
     const n = object(o.numIter, 'options.numIter');
     knownKeys(n, 'options.numIter', ['global', 'local']);
     numIterGlobal = optInt(n.global, 'options.numIter.global', 0, 20, 3);
-    numIterLocal = optInt(n.local, 'options.numIter.local', 0, 20, 7);
+    numIterLocal = optInt(n.local, 'options.numIter.local', 0, 20, preset.numIterLocal);
   }
   let outWidth = 0;
   let outHeight = 0;
@@ -140,8 +206,10 @@ function settings(opts: unknown): Settings {
       numIterGlobal,
       numIterLocal,
       applyQueryLoss: bool(o.applyQueryLoss, 'options.applyQueryLoss', true),
-      refineIter: optInt(o.refineIter, 'options.refineIter', 0, 10, 3),
-      photometricIter: optInt(o.photometricIter, 'options.photometricIter', 0, 10, 2),
+      refineIter: optInt(o.refineIter, 'options.refineIter', 0, 10, preset.refineIter),
+      ...preset.image,
+      aggregateRadius: AGGREGATE_RADIUS,
+      texture: TEXTURE,
       median: bool(o.median, 'options.median', true),
       seed,
       fittedParams: oneOf(o.gocorParams, 'options.gocorParams', ['fitted', 'initial'] as const, 'fitted') === 'fitted',

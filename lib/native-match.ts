@@ -25,7 +25,19 @@ export interface NativePyramid {
   levels: NativeFeatureLevel[];
 }
 
-export interface NativeMatchOptions extends NativeExec {
+/** The image stages of matchImages (cpp/core/match.h): fills, DIS refinement. */
+export interface NativeImageStages {
+  /** Forward-backward check + edge-aware interpolation of the coarse flows (both directions matched). */
+  fill: boolean;
+  /** Check + interpolation of the refined flow (occlusion mask). */
+  finalFill: boolean;
+  /** DIS refinement (flow_refine_dis); null: none. */
+  dis: { coarsestScale: number; patchSize: number; patchStride: number; gradIters: number; varIters: number } | null;
+  /** flow_texture_mask of the coarse fill; gradient 0: off. */
+  texture: { radius: number; gradient: number };
+}
+
+export interface NativeMatchOptions extends NativeExec, NativeImageStages {
   method: 'gocor' | 'correlation';
   globalSize: number;
   finestStride: number;
@@ -34,7 +46,8 @@ export interface NativeMatchOptions extends NativeExec {
   numIterLocal: number;
   applyQueryLoss: boolean;
   refineIter: number;
-  photometricIter: number;
+  /** Box aggregation radius of the local volumes (cells). */
+  aggregateRadius: number;
   median: boolean;
   seed: number;
   fittedParams: boolean;
@@ -50,6 +63,8 @@ export interface NativeFlow {
   width: number;
   height: number;
   confidence?: Float32Array;
+  occlusion?: Uint8Array;
+  timings?: Record<string, number>;
   device: 'cpu' | 'cuda';
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "parallel.h"
@@ -40,6 +41,29 @@ inline float parabola(float sm, float s0, float sp) {
   float den = sm - 2 * s0 + sp;
   if (!(den < 0)) return 0.f;
   return std::clamp(0.5f * (sm - sp) / den, -0.5f, 0.5f);
+}
+
+// Mean over the in-image part of a (2r+1)^2 box, separable.
+std::vector<float> box_mean(const float* src, int H, int W, int r, const Exec& ex) {
+  std::vector<float> tmp(size_t(H) * W), out(size_t(H) * W);
+  parallel_for(H, ex.threads, [&](int64_t y) {
+    const float* row = src + y * W;
+    for (int x = 0; x < W; ++x) {
+      double s = 0;
+      const int x0 = std::max(0, x - r), x1 = std::min(W - 1, x + r);
+      for (int k = x0; k <= x1; ++k) s += row[k];
+      tmp[size_t(y) * W + x] = float(s / (x1 - x0 + 1));
+    }
+  });
+  parallel_for(H, ex.threads, [&](int64_t y) {
+    const int y0 = std::max<int>(0, int(y) - r), y1 = std::min<int>(H - 1, int(y) + r);
+    for (int x = 0; x < W; ++x) {
+      double s = 0;
+      for (int k = y0; k <= y1; ++k) s += tmp[size_t(k) * W + x];
+      out[size_t(y) * W + x] = float(s / (y1 - y0 + 1));
+    }
+  });
+  return out;
 }
 
 }  // namespace
@@ -238,6 +262,102 @@ void flow_refine_symmetric(const float* feat_a, const FlowGrid& ga, const float*
   }
 }
 
+void flow_volume_aggregate(float* volume, int D, int H, int W, int radius, const Exec& ex) {
+  if (D <= 0 || H <= 0 || W <= 0 || radius < 0) {
+    throw Error(ErrorCode::Shape, "flow_volume_aggregate: sizes must be positive");
+  }
+  if (radius == 0) return;
+  const size_t N = size_t(H) * W;
+  parallel_for(D, ex.threads, [&](int64_t d) {
+    float* p = volume + d * N;
+    // Separable box sums with running totals in double (exact enough for any grid size), then the
+    // mean over the cells that exist.
+    std::vector<double> rows(N);
+    for (int y = 0; y < H; ++y) {
+      const float* r = p + size_t(y) * W;
+      double acc = 0;
+      for (int x = 0; x < std::min(radius, W); ++x) acc += r[x];
+      for (int x = 0; x < W; ++x) {
+        if (x + radius < W) acc += r[x + radius];
+        if (x - radius - 1 >= 0) acc -= r[x - radius - 1];
+        rows[size_t(y) * W + x] = acc;
+      }
+    }
+    std::vector<double> acc(W, 0.0);
+    for (int y = 0; y < std::min(radius, H); ++y)
+      for (int x = 0; x < W; ++x) acc[x] += rows[size_t(y) * W + x];
+    for (int y = 0; y < H; ++y) {
+      if (y + radius < H)
+        for (int x = 0; x < W; ++x) acc[x] += rows[size_t(y + radius) * W + x];
+      if (y - radius - 1 >= 0)
+        for (int x = 0; x < W; ++x) acc[x] -= rows[size_t(y - radius - 1) * W + x];
+      const int ny = std::min(H - 1, y + radius) - std::max(0, y - radius) + 1;
+      for (int x = 0; x < W; ++x) {
+        const int nx = std::min(W - 1, x + radius) - std::max(0, x - radius) + 1;
+        p[size_t(y) * W + x] = float(acc[x] / (nx * ny));
+      }
+    }
+  });
+}
+
+void flow_consistency(const float* fwd, int H, int W, const float* bwd, int Hb, int Wb,
+                      float abs_tol, float rel_tol, uint8_t* valid, float* error, const Exec& ex) {
+  if (H <= 0 || W <= 0 || Hb <= 0 || Wb <= 0 || !(abs_tol >= 0) || !(rel_tol >= 0)) {
+    throw Error(ErrorCode::Shape, "flow_consistency: sizes must be positive, tolerances >= 0");
+  }
+  const size_t N = size_t(H) * W, Nb = size_t(Hb) * Wb;
+  parallel_for(H, ex.threads, [&](int64_t y) {
+    for (int x = 0; x < W; ++x) {
+      const size_t i = size_t(y) * W + x;
+      const float u = fwd[i], v = fwd[N + i];
+      const double bx = x + double(u), by = y + double(v);
+      float e = std::numeric_limits<float>::infinity();
+      bool ok = false;
+      if (bx > -0.5 && by > -0.5 && bx < Wb - 0.5 && by < Hb - 0.5) {
+        Bilinear t = bilinear_taps(bx, by, Hb, Wb);
+        const float bu = read(bwd, t), bv = read(bwd + Nb, t);
+        const float ex_ = u + bu, ey = v + bv;
+        e = std::sqrt(ex_ * ex_ + ey * ey);
+        ok = ex_ * ex_ + ey * ey <=
+             abs_tol * abs_tol + rel_tol * rel_tol * (u * u + v * v + bu * bu + bv * bv);
+      }
+      if (error) error[i] = e;
+      if (valid) valid[i] = ok;
+    }
+  });
+}
+
+void flow_texture_mask(const float* gray, int H, int W, int radius, float min_gradient,
+                       uint8_t* textured, const Exec& ex) {
+  if (H <= 0 || W <= 0 || radius < 0 || !(min_gradient >= 0)) {
+    throw Error(ErrorCode::Shape, "flow_texture_mask: sizes must be positive");
+  }
+  const size_t N = size_t(H) * W;
+  std::vector<float> gxx(N), gyy(N), gxy(N);
+  parallel_for(H, ex.threads, [&](int64_t y) {
+    const int ym = int(std::max<int64_t>(y - 1, 0)), yp = int(std::min<int64_t>(y + 1, H - 1));
+    for (int x = 0; x < W; ++x) {
+      const int xm = std::max(x - 1, 0), xp = std::min(x + 1, W - 1);
+      const float gx = 0.5f * (gray[y * W + xp] - gray[y * W + xm]);
+      const float gy = 0.5f * (gray[size_t(yp) * W + x] - gray[size_t(ym) * W + x]);
+      const size_t i = size_t(y) * W + x;
+      gxx[i] = gx * gx, gyy[i] = gy * gy, gxy[i] = gx * gy;
+    }
+  });
+  const std::vector<float> mxx = box_mean(gxx.data(), H, W, radius, ex),
+                           myy = box_mean(gyy.data(), H, W, radius, ex),
+                           mxy = box_mean(gxy.data(), H, W, radius, ex);
+  const double t = double(min_gradient) * min_gradient;
+  parallel_for(H, ex.threads, [&](int64_t y) {
+    for (int x = 0; x < W; ++x) {
+      const size_t i = size_t(y) * W + x;
+      const double a = mxx[i], c = myy[i], b = mxy[i];
+      const double lmin = 0.5 * (a + c) - std::sqrt(0.25 * (a - c) * (a - c) + b * b);
+      textured[i] = lmin >= t;
+    }
+  });
+}
+
 void flow_median3(float* flow, int H, int W, const Exec& ex) {
   const size_t N = size_t(H) * W;
   std::vector<float> src(flow, flow + 2 * N);
@@ -255,101 +375,6 @@ void flow_median3(float* flow, int H, int W, const Exec& ex) {
       flow[c * N + size_t(i) * W + j] = v[n / 2];
     }
   });
-}
-
-namespace {
-
-// Mean over the in-image part of a (2r+1)^2 box, separable.
-std::vector<float> box_mean(const float* src, int H, int W, int r, const Exec& ex) {
-  std::vector<float> tmp(size_t(H) * W), out(size_t(H) * W);
-  parallel_for(H, ex.threads, [&](int64_t y) {
-    const float* row = src + y * W;
-    for (int x = 0; x < W; ++x) {
-      double s = 0;
-      const int x0 = std::max(0, x - r), x1 = std::min(W - 1, x + r);
-      for (int k = x0; k <= x1; ++k) s += row[k];
-      tmp[size_t(y) * W + x] = float(s / (x1 - x0 + 1));
-    }
-  });
-  parallel_for(H, ex.threads, [&](int64_t y) {
-    const int y0 = std::max<int>(0, int(y) - r), y1 = std::min<int>(H - 1, int(y) + r);
-    for (int x = 0; x < W; ++x) {
-      double s = 0;
-      for (int k = y0; k <= y1; ++k) s += tmp[size_t(k) * W + x];
-      out[size_t(y) * W + x] = float(s / (y1 - y0 + 1));
-    }
-  });
-  return out;
-}
-
-// Local contrast: 3x3 box mean minus the 9x9 box mean of it.
-std::vector<float> local_contrast(const float* g, int H, int W, const Exec& ex) {
-  std::vector<float> z = box_mean(g, H, W, 1, ex);
-  std::vector<float> m = box_mean(z.data(), H, W, 4, ex);
-  for (size_t i = 0; i < z.size(); ++i) z[i] -= m[i];
-  return z;
-}
-
-// img (H, W) read bilinearly at (x, y) into *v; false (and *v unchanged) outside
-// [0, W-1] x [0, H-1].
-bool read_inside(const float* img, int H, int W, double x, double y, float* v) {
-  if (!(x >= 0 && y >= 0 && x <= W - 1 && y <= H - 1)) return false;
-  *v = read(img, bilinear_taps(x, y, H, W));
-  return true;
-}
-
-}  // namespace
-
-void flow_refine_photometric(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
-                             float* flow, int iterations, int radius, const Exec& ex) {
-  if (H <= 0 || W <= 0 || Hb <= 0 || Wb <= 0 || radius < 0 || iterations < 0) {
-    throw Error(ErrorCode::Shape, "flow_refine_photometric: bad sizes");
-  }
-  if (iterations == 0) return;
-  const std::vector<float> A = local_contrast(gray_a, H, W, ex);
-  const std::vector<float> Bc = local_contrast(gray_b, Hb, Wb, ex);
-  const size_t P = size_t(H) * W;
-  std::vector<float> prod(5 * P);
-  for (int it = 0; it < iterations; ++it) {
-    std::fill(prod.begin(), prod.end(), 0.f);
-    parallel_for(H, ex.threads, [&](int64_t y) {
-      for (int x = 0; x < W; ++x) {
-        const size_t i = size_t(y) * W + x;
-        const double bx = x + double(flow[i]), by = double(y) + flow[P + i];
-        float w0;
-        if (!read_inside(Bc.data(), Hb, Wb, bx, by, &w0)) continue;
-        float l = w0, r = w0, u = w0, d = w0;
-        read_inside(Bc.data(), Hb, Wb, bx - 1, by, &l);
-        read_inside(Bc.data(), Hb, Wb, bx + 1, by, &r);
-        read_inside(Bc.data(), Hb, Wb, bx, by - 1, &u);
-        read_inside(Bc.data(), Hb, Wb, bx, by + 1, &d);
-        const float ax = (x > 0 && x + 1 < W) ? 0.5f * (A[i + 1] - A[i - 1]) : 0.f;
-        const float ay = (y > 0 && y + 1 < H) ? 0.5f * (A[i + W] - A[i - W]) : 0.f;
-        const float gx = 0.5f * (0.5f * (r - l) + ax), gy = 0.5f * (0.5f * (d - u) + ay);
-        // Linearised at this pixel's flow f_j: b(x + f) - a(x) ~ t + g . (f - f_j), so the window's
-        // least-squares f solves (sum g g^T) f = sum g (g . f_j - t).
-        const float t = w0 - A[i] - (gx * flow[i] + gy * flow[P + i]);
-        prod[i] = gx * gx;
-        prod[P + i] = gx * gy;
-        prod[2 * P + i] = gy * gy;
-        prod[3 * P + i] = gx * t;
-        prod[4 * P + i] = gy * t;
-      }
-    });
-    std::vector<float> sum[5];
-    for (int k = 0; k < 5; ++k) sum[k] = box_mean(prod.data() + k * P, H, W, radius, ex);
-    parallel_for(int64_t(P), ex.threads, [&](int64_t i) {
-      const double sxx = sum[0][i], sxy = sum[1][i], syy = sum[2][i], sxt = sum[3][i],
-                   syt = sum[4][i];
-      const double det = sxx * syy - sxy * sxy, tr = sxx + syy;
-      if (!(tr >= 1e-6 && det > 1e-3 * tr * tr)) return;
-      const double u = -(syy * sxt - sxy * syt) / det, v = -(sxx * syt - sxy * sxt) / det;
-      if (std::fabs(u - flow[i]) > 1 || std::fabs(v - flow[P + i]) > 1) return;
-      flow[i] = float(u);
-      flow[P + i] = float(v);
-    });
-    check_cancel(ex);
-  }
 }
 
 }  // namespace gocor

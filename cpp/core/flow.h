@@ -4,6 +4,8 @@
 // A flow field is (2, H, W) float32: plane 0 = u (x), plane 1 = v (y), in source pixels of a/b.
 #pragma once
 
+#include <cstdint>
+
 #include "common.h"
 
 namespace gocor {
@@ -57,17 +59,29 @@ void flow_warp_image(const float* b, int C, int Hb, int Wb, const float* flow, i
 void flow_refine_symmetric(const float* feat_a, const FlowGrid& ga, const float* feat_b,
                            const FlowGrid& gb, int C, float* flow, int iterations, const Exec& ex);
 
-// Pixel-level Lucas-Kanade refinement on the images (the last step of match_images). gray_a
-// (H, W), gray_b (Hb, Wb) in [0, 1]; flow (2, H, W) on a's pixel grid, updated in place.
-// Both images are turned into local contrast first (3x3 box mean minus the 9x9 box mean of that),
-// which removes brightness offsets. Each of `iterations` rounds: at every pixel j the gradient g_j
-// (mean of a's and of b's at the current match) and b(x_j + f_j) - a(x_j), linearised about the
-// pixel's own flow f_j; each pixel's new flow is the least-squares constant flow of its
-// (2 radius + 1)^2 window (a Gauss-Newton step, so the rounds converge), taken where the window's
-// structure tensor is well conditioned (det > 1e-3 trace^2) and the change is at most 1 px per
-// axis. Pixels whose match lies outside b keep their flow and add nothing to the windows.
-void flow_refine_photometric(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
-                             float* flow, int iterations, int radius, const Exec& ex);
+// Cost aggregation of a local volume (D, H, W) in place: every displacement plane becomes its mean
+// over the (2 radius + 1)^2 cells around each cell (the in-grid part). The local stage's arg-max
+// of one cell alone jumps to a wrong peak wherever the descriptor is ambiguous (flat or repetitive
+// areas, occlusions); neighbours share the displacement relative to the (smooth) flow they were
+// warped with, so summing their scores keeps the peak that the neighbourhood agrees on.
+void flow_volume_aggregate(float* volume, int D, int H, int W, int radius, const Exec& ex);
+
+// Forward-backward consistency of two flows: fwd (2, H, W) on a's pixel grid into b, bwd
+// (2, Hb, Wb) on b's grid into a. error (H, W) = |fwd(x) + bwd(x + fwd(x))| (bwd read bilinearly),
+// or +inf where x + fwd(x) falls outside b (out of view). valid (H, W) = 1 where
+// error^2 <= abs_tol^2 + rel_tol^2 (|fwd(x)|^2 + |bwd(x + fwd(x))|^2) (Sundaram et al. 2010's
+// test with a floor), else 0: occluded pixels and wrong matches fail it.
+void flow_consistency(const float* fwd, int H, int W, const float* bwd, int Hb, int Wb,
+                      float abs_tol, float rel_tol, uint8_t* valid, float* error, const Exec& ex);
+
+// Where an image has enough structure to pin a match down: textured (H, W) = 1 where the smaller
+// eigenvalue of the structure tensor (central-difference gradients of gray (H, W), averaged over a
+// (2 radius + 1)^2 window) is at least min_gradient^2. In flat or one-directional areas (sky, a
+// dark background, a straight edge) every descriptor looks alike along some direction, so a match
+// there is a guess that may still pass the forward-backward check; interpolating those pixels from
+// textured neighbours is the better guess.
+void flow_texture_mask(const float* gray, int H, int W, int radius, float min_gradient,
+                       uint8_t* textured, const Exec& ex);
 
 // 3x3 median of each flow component (2, H, W) in place: removes isolated wrong peaks between
 // levels.

@@ -1,6 +1,7 @@
 #include "match.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <string>
 
@@ -127,13 +128,19 @@ void global_consistency_fill(const float* volume, const FlowGrid& ga, const Flow
   }
 }
 
-// Flow of a onto b at a's full pixel grid (2, image_h, image_w), and the last level's peak ratio
-// resampled to the same grid (when `confidence` is non-null).
-std::vector<float> match_full(const FeaturePyramid& a, const FeaturePyramid& b,
-                              const MatchOptions& o, const Exec& ex,
-                              std::vector<float>* confidence) {
-  std::vector<float> flow, conf;
-  FlowGrid g_prev{0, 0, 1, 1};
+// The coarse-to-fine flow of a onto b on the finest level's grid (or the global grid when there
+// is no local level), and that level's peak ratio (when `confidence` is non-null).
+struct GridFlow {
+  FlowGrid grid{0, 0, 1, 1};
+  std::vector<float> flow;        // (2, grid.H, grid.W) in pixels
+  std::vector<float> confidence;  // (grid.H, grid.W), empty unless asked for
+};
+
+GridFlow match_coarse(const FeaturePyramid& a, const FeaturePyramid& b, const MatchOptions& o,
+                      const Exec& ex, bool want_confidence) {
+  GridFlow out;
+  std::vector<float>& flow = out.flow;
+  FlowGrid& g_prev = out.grid;
   size_t first_local = 0;
   const FeatureLevel& l0 = a.levels[0];
   if (l0.global) {
@@ -162,7 +169,7 @@ std::vector<float> match_full(const FeaturePyramid& a, const FeaturePyramid& b,
   }
   check_cancel(ex);
   const int R = o.search_radius;
-  const size_t D = size_t(2 * R + 1) * (2 * R + 1);
+  const int D = (2 * R + 1) * (2 * R + 1);
   for (size_t l = first_local; l < a.levels.size(); ++l) {
     const FeatureLevel &la = a.levels[l], &lb = b.levels[l];
     const FlowGrid ga = grid_of(la), gb = grid_of(lb);
@@ -186,15 +193,16 @@ std::vector<float> match_full(const FeaturePyramid& a, const FeaturePyramid& b,
       corr_local(la.data.data(), warped.data(), volume.data(),
                  CorrLocalShape{1, la.C, la.H, la.W, R}, ex);
     }
+    flow_volume_aggregate(volume.data(), D, la.H, la.W, o.aggregate_radius, ex);
     std::vector<float> residual(2 * N);
-    conf.assign(N, 0.f);
-    flow_from_local_volume(volume.data(), R, la.H, la.W, residual.data(), conf.data(), ex);
-    const bool refine = l + 1 == a.levels.size() && o.refine_iter > 0;
+    out.confidence.assign(want_confidence ? N : 0, 0.f);
+    flow_from_local_volume(volume.data(), R, la.H, la.W, residual.data(),
+                           want_confidence ? out.confidence.data() : nullptr, ex);
     for (size_t i = 0; i < N; ++i) {
       cur[i] += float(residual[i] * ga.sx);
       cur[N + i] += float(residual[N + i] * ga.sy);
     }
-    if (refine) {
+    if (l + 1 == a.levels.size() && o.refine_iter > 0) {
       flow_refine_symmetric(la.data.data(), ga, lb.data.data(), gb, la.C, cur.data(), o.refine_iter,
                             ex);
     }
@@ -202,86 +210,146 @@ std::vector<float> match_full(const FeaturePyramid& a, const FeaturePyramid& b,
     g_prev = ga;
     check_cancel(ex);
   }
-  const FlowGrid full{a.image_h, a.image_w, 1, 1};
-  const size_t P = size_t(full.H) * full.W;
-  std::vector<float> out(2 * P);
-  flow_resample(flow.data(), g_prev, out.data(), full, ex);
-  if (confidence) {
-    confidence->assign(P, 0.f);
-    if (!conf.empty()) {
-      // flow_resample works on two planes; the second one here is a throwaway copy.
-      std::vector<float> two(2 * conf.size()), tmp(2 * P);
-      std::copy(conf.begin(), conf.end(), two.begin());
-      flow_resample(two.data(), g_prev, tmp.data(), full, ex);
-      std::copy(tmp.begin(), tmp.begin() + P, confidence->begin());
-    }
+  return out;
+}
+
+// (C, gi) planes -> (C, go) planes, bilinear (flow_resample works on pairs of planes).
+std::vector<float> resample_planes(const std::vector<float>& src, int C, const FlowGrid& gi,
+                                   const FlowGrid& go, const Exec& ex) {
+  const size_t Ni = size_t(gi.H) * gi.W, No = size_t(go.H) * go.W;
+  std::vector<float> out(C * No), two_in(2 * Ni, 0.f), two_out(2 * No);
+  for (int c = 0; c < C; c += 2) {
+    const int n = std::min(2, C - c);
+    std::copy(src.begin() + c * Ni, src.begin() + (c + n) * Ni, two_in.begin());
+    flow_resample(two_in.data(), gi, two_out.data(), go, ex);
+    std::copy(two_out.begin(), two_out.begin() + n * No, out.begin() + c * No);
   }
   return out;
 }
 
-}  // namespace
+// A consistency check and an edge-aware fill of one flow from the other direction's flow.
+// flow (2, H, W) on image img's grid, other (2, Hb, Wb) the reverse flow; replaced by the
+// interpolation of its consistent pixels (unchanged when fewer than 1 % are consistent: nothing
+// reliable to spread). `error` gets the consistency error when non-null.
+void fill_inconsistent(const ImageView& img, std::vector<float>& flow, const ImageView& other_img,
+                       const std::vector<float>& other, float tol,
+                       const std::vector<uint8_t>& textured, const MatchOptions& o, const Exec& ex,
+                       std::vector<uint8_t>* valid_out = nullptr,
+                       std::vector<float>* error = nullptr) {
+  const int H = img.H, W = img.W;
+  const size_t P = size_t(H) * W;
+  std::vector<uint8_t> valid(P);
+  if (error) error->resize(P);
+  flow_consistency(flow.data(), H, W, other.data(), other_img.H, other_img.W, tol, o.rel_tol,
+                   valid.data(), error ? error->data() : nullptr, ex);
+  if (valid_out) *valid_out = valid;
+  size_t kept = 0;
+  for (size_t i = 0; i < P; ++i) kept += valid[i] &= textured[i];
+  if (kept * 100 >= P) {
+    std::vector<float> out(2 * P);
+    const int C = img.C >= 3 ? 3 : 1;
+    flow_interpolate(img.data, C, H, W, flow.data(), valid.data(), out.data(), o.interp, ex);
+    // Consistent pixels keep their own flow: the fit only smooths them.
+    for (size_t i = 0; i < P; ++i) {
+      if (!valid[i]) flow[i] = out[i], flow[P + i] = out[P + i];
+    }
+  }
+}
 
-MatchResult match_pyramids(const FeaturePyramid& a, const FeaturePyramid& b, const MatchOptions& o,
-                           const Exec& ex, const ImageView* ia, const ImageView* ib) {
-  check_pyramids(a, b);
+void check_options(const MatchOptions& o) {
   if (o.search_radius < 1 || o.num_iter_global < 0 || o.num_iter_local < 0 || o.out_h < 0 ||
-      o.out_w < 0 || o.photometric_iter < 0) {
+      o.out_w < 0 || o.aggregate_radius < 0 || !(o.coarse_tol >= 0) || !(o.fine_tol >= 0) ||
+      !(o.rel_tol >= 0)) {
     throw Error(ErrorCode::InvalidArg, "match: invalid options");
   }
-  const bool polish = ia && ib && o.photometric_iter > 0;
-  if (polish &&
-      (ia->H != a.image_h || ia->W != a.image_w || ib->H != b.image_h || ib->W != b.image_w)) {
-    throw Error(ErrorCode::Shape, "match: the images and the pyramids' image sizes differ");
-  }
-  std::vector<float> gray_a, gray_b;
-  if (polish) gray_a = image_gray(*ia), gray_b = image_gray(*ib);
-  std::vector<float> conf;
-  std::vector<float> flow =
-      match_full(a, b, o, ex, o.confidence == MatchConfidence::Peak ? &conf : nullptr);
-  const int H = a.image_h, W = a.image_w;
-  const size_t P = size_t(H) * W;
-  if (polish) {
-    flow_refine_photometric(gray_a.data(), H, W, gray_b.data(), b.image_h, b.image_w, flow.data(),
-                            o.photometric_iter, kMatchPhotometricRadius, ex);
-  }
-  if (o.confidence == MatchConfidence::ForwardBackward) {
-    // Consistency: following a -> b and back must return to the start. sigma = 1.5 px.
-    std::vector<float> back = match_full(b, a, o, ex, nullptr);
-    if (polish) {
-      flow_refine_photometric(gray_b.data(), b.image_h, b.image_w, gray_a.data(), H, W, back.data(),
-                              o.photometric_iter, kMatchPhotometricRadius, ex);
-    }
-    std::vector<float> back_on_a(2 * P), mask(P);
-    flow_warp_image(back.data(), 2, b.image_h, b.image_w, flow.data(), H, W, back_on_a.data(),
-                    mask.data(), ex);
-    conf.assign(P, 0.f);
-    for (size_t i = 0; i < P; ++i) {
-      float ex_ = flow[i] + back_on_a[i], ey = flow[P + i] + back_on_a[P + i];
-      conf[i] = mask[i] * std::exp(-(ex_ * ex_ + ey * ey) / (2 * 1.5f * 1.5f));
-    }
-  }
+}
+
+// The flow (2, H, W) and confidence (H, W) at the output size of the options.
+MatchResult to_output(std::vector<float>&& flow, std::vector<float>&& conf,
+                      std::vector<uint8_t>&& occlusion, int H, int W, const MatchOptions& o,
+                      const Exec& ex) {
   MatchResult r;
   r.H = o.out_h > 0 ? o.out_h : H;
   r.W = o.out_w > 0 ? o.out_w : W;
   if (r.H == H && r.W == W) {
     r.flow = std::move(flow);
     r.confidence = std::move(conf);
+    r.occlusion = std::move(occlusion);
     return r;
   }
+  const FlowGrid full{H, W, 1, 1}, outg{r.H, r.W, double(W) / r.W, double(H) / r.H};
   r.flow.resize(2 * size_t(r.H) * r.W);
   flow_resize(flow.data(), H, W, r.flow.data(), r.H, r.W, ex);
-  if (!conf.empty()) {
-    std::vector<float> two(2 * P, 0.f), out(2 * size_t(r.H) * r.W);
-    std::copy(conf.begin(), conf.end(), two.begin());
-    flow_resample(two.data(), FlowGrid{H, W, 1, 1}, out.data(),
-                  FlowGrid{r.H, r.W, double(W) / r.W, double(H) / r.H}, ex);
-    r.confidence.assign(out.begin(), out.begin() + size_t(r.H) * r.W);
+  if (!conf.empty()) r.confidence = resample_planes(conf, 1, full, outg, ex);
+  if (!occlusion.empty()) {
+    const std::vector<float> occ(occlusion.begin(), occlusion.end());
+    const std::vector<float> o2 = resample_planes(occ, 1, full, outg, ex);
+    r.occlusion.resize(o2.size());
+    for (size_t i = 0; i < o2.size(); ++i) r.occlusion[i] = o2[i] >= 0.5f;
   }
   return r;
 }
 
+// Adds the time since the last lap to the stage's entry of `timings` (first use appends it).
+class StageClock {
+ public:
+  explicit StageClock(std::vector<std::pair<const char*, double>>& t) : t_(t), last_(now()) {}
+  void lap(const char* stage) {
+    const auto n = now();
+    const double ms = std::chrono::duration<double, std::milli>(n - last_).count();
+    last_ = n;
+    for (auto& e : t_) {
+      if (std::string(e.first) == stage) {
+        e.second += ms;
+        return;
+      }
+    }
+    t_.emplace_back(stage, ms);
+  }
+
+ private:
+  static std::chrono::steady_clock::time_point now() { return std::chrono::steady_clock::now(); }
+  std::vector<std::pair<const char*, double>>& t_;
+  std::chrono::steady_clock::time_point last_;
+};
+
+// exp(-e^2 / (2 sigma^2)) of a forward-backward error, sigma = 1.5 px (0 out of view).
+float consistency_confidence(float e) {
+  return std::isfinite(e) ? std::exp(-e * e / (2 * 1.5f * 1.5f)) : 0.f;
+}
+
+}  // namespace
+
+MatchResult match_pyramids(const FeaturePyramid& a, const FeaturePyramid& b, const MatchOptions& o,
+                           const Exec& ex) {
+  check_pyramids(a, b);
+  check_options(o);
+  const bool peak = o.confidence == MatchConfidence::Peak;
+  GridFlow fa = match_coarse(a, b, o, ex, peak);
+  const int H = a.image_h, W = a.image_w;
+  const size_t P = size_t(H) * W;
+  const FlowGrid full{H, W, 1, 1};
+  std::vector<float> flow = resample_planes(fa.flow, 2, fa.grid, full, ex), conf;
+  if (peak && !fa.confidence.empty()) conf = resample_planes(fa.confidence, 1, fa.grid, full, ex);
+  if (peak && fa.confidence.empty()) conf.assign(P, 0.f);
+  if (o.confidence == MatchConfidence::ForwardBackward) {
+    GridFlow fb = match_coarse(b, a, o, ex, false);
+    const std::vector<float> back =
+        resample_planes(fb.flow, 2, fb.grid, FlowGrid{b.image_h, b.image_w, 1, 1}, ex);
+    std::vector<float> err(P);
+    flow_consistency(flow.data(), H, W, back.data(), b.image_h, b.image_w, 0, 0, nullptr,
+                     err.data(), ex);
+    conf.resize(P);
+    for (size_t i = 0; i < P; ++i) conf[i] = consistency_confidence(err[i]);
+  }
+  return to_output(std::move(flow), std::move(conf), {}, H, W, o, ex);
+}
+
 MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOptions& o,
                          const Exec& ex) {
+  check_options(o);
+  std::vector<std::pair<const char*, double>> timings;
+  StageClock clock(timings);
   FeatureOptions fo;
   fo.global_size = o.global_size;
   fo.finest_stride = o.finest_stride;
@@ -292,7 +360,75 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   check_cancel(ex);
   FeaturePyramid pb = features_extract(b, fo, ex);
   check_cancel(ex);
-  return match_pyramids(pa, pb, o, ex, &a, &b);
+  check_pyramids(pa, pb);
+  clock.lap("features");
+
+  const bool peak = o.confidence == MatchConfidence::Peak;
+  const bool fb_conf = o.confidence == MatchConfidence::ForwardBackward;
+  const bool both = o.fill || o.final_fill || fb_conf;
+  const int H = a.H, W = a.W;
+  const size_t P = size_t(H) * W;
+  const FlowGrid full_a{H, W, 1, 1}, full_b{b.H, b.W, 1, 1};
+
+  GridFlow ca = match_coarse(pa, pb, o, ex, peak);
+  std::vector<float> fwd = resample_planes(ca.flow, 2, ca.grid, full_a, ex), back, conf;
+  if (peak) {
+    conf = ca.confidence.empty() ? std::vector<float>(P, 0.f)
+                                 : resample_planes(ca.confidence, 1, ca.grid, full_a, ex);
+  }
+  if (both) {
+    GridFlow cb = match_coarse(pb, pa, o, ex, false);
+    back = resample_planes(cb.flow, 2, cb.grid, full_b, ex);
+  }
+  clock.lap("coarse");
+  pa = FeaturePyramid();
+  pb = FeaturePyramid();
+  check_cancel(ex);
+  const std::vector<float> gray_a = image_gray(a), gray_b = image_gray(b);
+  std::vector<uint8_t> tex_a(P, 1), tex_b(size_t(b.H) * b.W, 1);
+  if (o.texture_gradient > 0) {
+    flow_texture_mask(gray_a.data(), H, W, o.texture_radius, o.texture_gradient, tex_a.data(), ex);
+    flow_texture_mask(gray_b.data(), b.H, b.W, o.texture_radius, o.texture_gradient, tex_b.data(),
+                      ex);
+  }
+  if (o.fill) {
+    std::vector<float> fwd0 = fwd;
+    fill_inconsistent(a, fwd, b, back, o.coarse_tol, tex_a, o, ex);
+    fill_inconsistent(b, back, a, fwd0, o.coarse_tol, tex_b, o, ex);
+    check_cancel(ex);
+    clock.lap("fill");
+  }
+  if (o.dis) {
+    flow_refine_dis(gray_a.data(), H, W, gray_b.data(), b.H, b.W, fwd.data(), o.dis_options, ex);
+    if (both) {
+      flow_refine_dis(gray_b.data(), b.H, b.W, gray_a.data(), H, W, back.data(), o.dis_options, ex);
+    }
+    check_cancel(ex);
+    clock.lap("refine");
+  }
+  std::vector<uint8_t> occlusion;
+  if (o.final_fill || fb_conf) {
+    std::vector<float> err;
+    if (o.final_fill) {
+      std::vector<uint8_t> valid;
+      fill_inconsistent(a, fwd, b, back, o.fine_tol, std::vector<uint8_t>(P, 1), o, ex, &valid,
+                        &err);
+      occlusion.resize(P);
+      for (size_t i = 0; i < P; ++i) occlusion[i] = !valid[i];
+    } else {
+      err.resize(P);
+      flow_consistency(fwd.data(), H, W, back.data(), b.H, b.W, 0, 0, nullptr, err.data(), ex);
+    }
+    if (fb_conf) {
+      conf.resize(P);
+      for (size_t i = 0; i < P; ++i) conf[i] = consistency_confidence(err[i]);
+    }
+    clock.lap("finalFill");
+  }
+  MatchResult r = to_output(std::move(fwd), std::move(conf), std::move(occlusion), H, W, o, ex);
+  clock.lap("output");
+  r.timings = std::move(timings);
+  return r;
 }
 
 }  // namespace gocor

@@ -91,7 +91,24 @@ gocor::MatchOptions read_match_options(const Napi::Object& o) {
   m.num_iter_local = read_int(o, "numIterLocal", m.num_iter_local);
   m.apply_query_loss = read_bool(o, "applyQueryLoss", m.apply_query_loss);
   m.refine_iter = read_int(o, "refineIter", m.refine_iter);
-  m.photometric_iter = read_int(o, "photometricIter", m.photometric_iter);
+  m.aggregate_radius = read_int(o, "aggregateRadius", m.aggregate_radius);
+  m.fill = read_bool(o, "fill", m.fill);
+  m.final_fill = read_bool(o, "finalFill", m.final_fill);
+  Napi::Value dis = o.Get("dis");
+  m.dis = dis.IsObject();
+  if (m.dis) {
+    Napi::Object d = dis.As<Napi::Object>();
+    m.dis_options.coarsest_scale = read_int(d, "coarsestScale", m.dis_options.coarsest_scale);
+    m.dis_options.patch_size = read_int(d, "patchSize", m.dis_options.patch_size);
+    m.dis_options.patch_stride = read_int(d, "patchStride", m.dis_options.patch_stride);
+    m.dis_options.grad_iters = read_int(d, "gradIters", m.dis_options.grad_iters);
+    m.dis_options.var_iters = read_int(d, "varIters", m.dis_options.var_iters);
+  }
+  Napi::Value tex = o.Get("texture");
+  if (tex.IsObject()) {
+    m.texture_radius = read_int(tex.As<Napi::Object>(), "radius", m.texture_radius);
+    m.texture_gradient = float(read_number(tex.As<Napi::Object>(), "gradient", m.texture_gradient));
+  }
   m.median = read_bool(o, "median", m.median);
   m.seed = static_cast<uint64_t>(read_number(o, "seed", 0));
   m.fitted_params = read_bool(o, "fittedParams", m.fitted_params);
@@ -151,6 +168,15 @@ Napi::Value finish_match(Napi::Env env, MatchJob& job) {
   if (!job.result.confidence.empty()) {
     o.Set("confidence", to_js(env, std::move(job.result.confidence)));
   }
+  if (!job.result.occlusion.empty()) {
+    const std::vector<uint8_t>& occ = job.result.occlusion;
+    Napi::Uint8Array arr = Napi::Uint8Array::New(env, occ.size());
+    std::copy(occ.begin(), occ.end(), arr.Data());
+    o.Set("occlusion", arr);
+  }
+  Napi::Object timings = Napi::Object::New(env);
+  for (const auto& [stage, ms] : job.result.timings) timings.Set(stage, ms);
+  o.Set("timings", timings);
   o.Set("device", device_name(job.ran));
   return o;
 }
