@@ -3,13 +3,13 @@
  * and, last of all, result.json. result.json is the completion marker: a pair folder without it
  * (or with one that does not list the same inputs and options) is redone on the next batch run.
  */
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
 import { GocorError } from '../errors';
 import type { Image } from '../types';
 import { api, type Flow } from './api';
-import { removeStaleTemps, writeFileAtomic, writeJsonAtomic } from './atomic';
+import { makeFolder, removeStaleTemps, writeFileAtomic, writeJsonAtomic } from './atomic';
 import { loadGroundTruth } from './groundtruth';
 
 /** The output files of one pair, by role. */
@@ -132,8 +132,9 @@ function errorRecord(err: unknown): { code: string; message: string } {
 }
 
 /**
- * Matches one pair into `outDir`. Never throws for a problem of the pair itself: the returned record
- * (also written as result.json) says `status: 'error'` with the GocorError code and message.
+ * Matches one pair into `outDir`. Never throws for a problem of the pair itself, its output folder and
+ * files included: the returned record (also written as result.json when the folder allows) says
+ * `status: 'error'` with the GocorError code and message.
  * `problem` marks a pair that is known to be unusable before any work (a malformed list line).
  */
 export async function runPair(
@@ -156,9 +157,9 @@ export async function runPair(
     gocor: g.version(),
     finishedAt: '',
   };
-  await mkdir(outDir, { recursive: true });
-  await removeStaleTemps(outDir);
   try {
+    await makeFolder(outDir);
+    await removeStaleTemps(outDir);
     if (problem) throw problem;
     const [imgA, imgB] = await Promise.all([g.loadImage(input.a), g.loadImage(input.b)]);
     record.a = { path: input.a, width: imgA.width, height: imgA.height };
@@ -204,7 +205,17 @@ export async function runPair(
     record.timings = undefined;
   }
   record.finishedAt = new Date().toISOString();
-  await writeJsonAtomic(path.join(outDir, RESULT_FILE), record);
+  try {
+    await writeJsonAtomic(path.join(outDir, RESULT_FILE), record);
+  } catch (err) {
+    // Without result.json the pair is not complete, whatever else was written: it fails here and is
+    // redone on the next run. A failure that came first (the folder itself) is the one to report.
+    if (record.status === 'ok') {
+      record.status = 'error';
+      record.error = errorRecord(err);
+      record.timings = undefined;
+    }
+  }
   return record;
 }
 
