@@ -3,12 +3,12 @@
  * A Flow is `{ data: [2, height, width] float32 (u plane, then v plane), width, height, confidence? }`
  * on the grid of image a, pointing into b: a(x) corresponds to b(x + flow(x)); x right, y down.
  */
-import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
 import { writeFileAtomic } from './atomic';
 import { GocorError } from './errors';
 import { EXEC_KEYS, execOptions } from './exec';
 import { checkImage } from './features';
+import { readRegularFile } from './files';
 import type { Flow } from './match';
 import { native } from './native';
 import { runNative } from './queue';
@@ -27,15 +27,20 @@ export function checkFlow(value: unknown, name: string): Flow {
   return { data, width, height, confidence: o.confidence };
 }
 
+function floSize(head: Buffer): number | undefined {
+  const ok =
+    head.length === 12 && head.readFloatLE(0) === FLO_MAGIC && head.readInt32LE(4) > 0 && head.readInt32LE(8) > 0;
+  return ok ? 12 + 8 * head.readInt32LE(4) * head.readInt32LE(8) : undefined;
+}
+
 /** Reads a Middlebury .flo file (path or bytes). Unknown vectors (|u| or |v| > 1e9) are kept as stored. */
 export async function readFlo(source: string | Uint8Array): Promise<Flow> {
   let buf: Buffer;
   const what = typeof source === 'string' ? source : 'buffer';
   if (typeof source === 'string') {
     if (source.length === 0) throw invalid('non-empty path', 'source', source);
-    buf = await readFile(source).catch((err: NodeJS.ErrnoException) => {
-      throw new GocorError('ERR_GOCOR_IO', `cannot read ${source}: ${err.code ?? err.message}`, { cause: err });
-    });
+    // A regular file only, and as long as its header says (PIEH, width, height, 8 bytes a pixel).
+    buf = await readRegularFile(source, '.flo file', floSize, 12);
   } else if (source instanceof Uint8Array) {
     buf = Buffer.from(source.buffer, source.byteOffset, source.byteLength);
   } else {

@@ -277,7 +277,7 @@ describe('cli: batch with a corrupt and a missing pair', () => {
       );
       return;
     }
-    const rep = await runCli(['report', out, '--json']);
+    const rep = await runCli(['report', out, '--list', path.join(tmp, 'pairs.csv'), '--json']);
     expect(rep.code).toBe(0);
     const { path: html, pairs, failed } = JSON.parse(rep.stdout);
     expect([pairs, failed]).toEqual([5, 2]);

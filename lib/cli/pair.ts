@@ -7,6 +7,8 @@ import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
 import { GocorError } from '../errors';
+import { checkMemory } from '../exec';
+import { decodeBytes, imageHeader } from '../image';
 import type { Image } from '../types';
 import { api, type Flow } from './api';
 import { makeFolder, removeStaleTemps, writeFileAtomic, writeJsonAtomic } from './atomic';
@@ -42,6 +44,8 @@ export interface MatchSettings {
   threads?: number;
   outputShape?: { width: number; height: number };
   confidence: 'peak' | 'forwardBackward' | 'none';
+  /** Decode SVG inputs (refused by default: librsvg embeds files from the SVG's folder). */
+  allowSvg?: boolean;
 }
 
 export interface PairInput {
@@ -161,7 +165,15 @@ export async function runPair(
     await makeFolder(outDir);
     await removeStaleTemps(outDir);
     if (problem) throw problem;
-    const [imgA, imgB] = await Promise.all([g.loadImage(input.a), g.loadImage(input.b)]);
+    const imageOpts = settings.allowSvg ? { allowSvg: true } : {};
+    // Both images are decoded at once: their headers say whether that fits, before any pixel is.
+    const [ha, hb] = await Promise.all([imageHeader(input.a, imageOpts), imageHeader(input.b, imageOpts)]);
+    checkMemory(
+      decodeBytes(ha) + decodeBytes(hb),
+      `decoding ${input.a} (${ha.width}x${ha.height}) and ${input.b} (${hb.width}x${hb.height})`,
+      'resize the images first',
+    );
+    const [imgA, imgB] = await Promise.all([g.loadImage(input.a, imageOpts), g.loadImage(input.b, imageOpts)]);
     record.a = { path: input.a, width: imgA.width, height: imgA.height };
     record.b = { path: input.b, width: imgB.width, height: imgB.height };
     const loadMs = ms(t0);
@@ -177,6 +189,7 @@ export async function runPair(
       flow.width === imgA.width && flow.height === imgA.height
         ? imgB
         : await g.loadImage(input.b, {
+            ...imageOpts,
             resize: {
               width: Math.max(1, Math.round((imgB.width * flow.width) / imgA.width)),
               height: Math.max(1, Math.round((imgB.height * flow.height) / imgA.height)),
@@ -220,7 +233,7 @@ export async function runPair(
 }
 
 async function metricsAgainst(flow: Flow, gtPath: string): Promise<PairMetrics> {
-  const gt = await loadGroundTruth(gtPath);
+  const gt = await loadGroundTruth(gtPath, flow);
   if (gt.flow.width !== flow.width || gt.flow.height !== flow.height) {
     throw new GocorError(
       'ERR_GOCOR_SHAPE',
