@@ -18,8 +18,9 @@ export interface GroundTruth {
 }
 
 /**
- * Reads a ground truth for a flow of `expected` size. Unknown vectors of a .flo / .npy ground truth
- * (> 1e9 or non-finite) are left out by flowMetrics itself.
+ * Reads a ground truth; `expected` (the flow's size) lets a disparity PNG of another size be refused
+ * before decoding. Unknown vectors of a .flo / .npy ground truth (> 1e9 or non-finite) are left out
+ * by flowMetrics itself.
  */
 export async function loadGroundTruth(
   file: string,

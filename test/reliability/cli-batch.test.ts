@@ -18,7 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lockOutDir } from '../../lib/cli/batch';
-import { CLI, cliBuilt, runCli, start, texture, writeShiftedPair } from '../cli/fixtures';
+import { CLI, cliBuilt, readJsonl, runCli, start, texture, writePairList, writeShiftedPair } from '../cli/fixtures';
 
 const S = 64;
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'gocor-relbatch-'));
@@ -42,25 +42,6 @@ beforeAll(async () => {
 });
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-/** A pair list of n pairs cycling over the three fixture pairs (folders `<i>-p<k>a`). */
-function pairList(n: number, name: string): string {
-  const lines = ['a,b'];
-  for (let k = 0; k < n; k++) lines.push(`data/p${(k % 3) + 1}a.png,data/p${(k % 3) + 1}b.png`);
-  writeFileSync(path.join(tmp, name), `${lines.join('\n')}\n`);
-  return path.join(tmp, name);
-}
-
-function readJsonl(file: string): Record<string, unknown>[] {
-  const text = readFileSync(file, 'utf8');
-  expect(text === '' || text.endsWith('\n')).toBe(true);
-  return text === ''
-    ? []
-    : text
-        .trimEnd()
-        .split('\n')
-        .map((l) => JSON.parse(l) as Record<string, unknown>);
-}
-
 /** The pair folders of `out` that hold a result.json, with its status. */
 function pairFolders(out: string): Map<string, string> {
   const m = new Map<string, string>();
@@ -83,8 +64,8 @@ const noStack = (stderr: string) =>
 
 describe('reliability: a results.jsonl rewrite that fails (item 3)', () => {
   it('ends with one error line and the lock released; the next run rebuilds results.jsonl from the pair folders', async () => {
-    const N = 40;
-    const list = pairList(N, 'rewrite.csv');
+    const N = 24;
+    const list = writePairList(tmp, N, 'rewrite.csv');
     const out = path.join(tmp, 'out-rewrite');
     const results = path.join(out, 'results.jsonl');
     const { child, done } = start(process.execPath, [CLI, 'batch', list, '-o', out, '--quiet']);
@@ -138,7 +119,7 @@ describe('reliability: a results.jsonl rewrite that fails (item 3)', () => {
 describe('reliability: one pair whose outputs cannot be written (item 5)', () => {
   for (const jobs of ['1', '2']) {
     it(`is that pair's ERR_GOCOR_IO and the batch goes on (-j ${jobs})`, async () => {
-      const list = pairList(5, `outputs-${jobs}.csv`);
+      const list = writePairList(tmp, 5, `outputs-${jobs}.csv`);
       const out = path.join(tmp, `out-outputs-${jobs}`);
       mkdirSync(out);
       // A file where pair 2's folder goes; a folder where pair 3's result.json goes.
@@ -172,7 +153,7 @@ describe('reliability: one pair whose outputs cannot be written (item 5)', () =>
     const r = await runCli(['match', path.join(data, 'p1a.png'), path.join(data, 'p1b.png'), '-o', file]);
     expect(r.code).toBe(1);
     expect(r.stderr.trimEnd().split('\n')).toEqual([expect.stringMatching(/^gocor: ERR_GOCOR_IO: .*a-file/)]);
-    const b = await runCli(['batch', pairList(1, 'one.csv'), '-o', file, '--quiet']);
+    const b = await runCli(['batch', writePairList(tmp, 1, 'one.csv'), '-o', file, '--quiet']);
     expect(b.code).toBe(1);
     expect(b.stderr.trimEnd().split('\n')).toEqual([expect.stringMatching(/^gocor: ERR_GOCOR_IO: .*a-file/)]);
     expect(readFileSync(file, 'utf8')).toBe('x');
@@ -270,7 +251,7 @@ describe("reliability: the user's own .tmp files survive (item 7)", () => {
     const out = path.join(tmp, 'out-temps');
     const top = plant(out);
     const pair = plant(path.join(out, '1-p1a'));
-    const r = await runCli(['batch', pairList(2, 'temps.csv'), '-o', out, '--quiet']);
+    const r = await runCli(['batch', writePairList(tmp, 2, 'temps.csv'), '-o', out, '--quiet']);
     expect(r.code, r.stderr + readFileSync(path.join(out, 'results.jsonl'), 'utf8')).toBe(0);
     check(out, top);
     check(path.join(out, '1-p1a'), pair);
