@@ -1,4 +1,4 @@
-/** Validation of the execution options shared by every compute call, and the native call queue. */
+/** The execution options every compute call takes (device, threads, signal), and the per-call memory limit. */
 import { GocorError } from './errors';
 import type { NativeExec } from './native';
 import type { ExecOptions } from './types';

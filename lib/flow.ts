@@ -167,9 +167,14 @@ export async function flowToColor(flow: Flow, opts?: FlowToColorOptions): Promis
 
 /**
  * Brings image b onto a's grid along the flow: out(x) = b(x + flow(x)), bilinear, off the event loop.
- * Points that fall outside b are 0 and have `valid` 0 (`[height, width]`, else 1).
+ * Points that fall outside b are 0 and have `valid` 0 (`[height, width]`, else 1). CPU code:
+ * `device: 'cuda'` needs a usable GPU all the same (as every compute function), and `device` says 'cpu'.
  */
-export async function warpImage(b: Image, flow: Flow, opts?: ExecOptions): Promise<Image & { valid: Float32Array }> {
+export async function warpImage(
+  b: Image,
+  flow: Flow,
+  opts?: ExecOptions,
+): Promise<Image & { valid: Float32Array; device: 'cpu' | 'cuda' }> {
   const o = optObject(opts, 'options');
   knownKeys(o, 'options', EXEC_KEYS);
   const { signal, ...exec } = execOptions(o, 'options');
@@ -181,15 +186,18 @@ export async function warpImage(b: Image, flow: Flow, opts?: ExecOptions): Promi
       native().warpImage(img.data, { C: img.C, H: img.H, W: img.W }, f.data, { C: 2, H: f.height, W: f.width }, exec),
     signal,
   );
-  return { data: r.data, channels: img.C, height: f.height, width: f.width, valid: r.mask };
+  return { data: r.data, channels: img.C, height: f.height, width: f.width, valid: r.mask, device: r.device };
 }
 
-/** Resizes a flow to `{width, height}` (bilinear) and rescales its vectors to the new pixel size. */
+/**
+ * Resizes a flow to `{width, height}` (bilinear) and rescales its vectors to the new pixel size.
+ * CPU code; the device contract as for warpImage.
+ */
 export async function resizeFlow(
   flow: Flow,
   shape: { width: number; height: number },
   opts?: ExecOptions,
-): Promise<Flow> {
+): Promise<Flow & { device: 'cpu' | 'cuda' }> {
   const o = optObject(opts, 'options');
   knownKeys(o, 'options', EXEC_KEYS);
   const { signal, ...exec } = execOptions(o, 'options');
@@ -198,11 +206,11 @@ export async function resizeFlow(
   const s = object(shape, 'shape');
   const width = int(s.width, 'shape.width', 1, 16384);
   const height = int(s.height, 'shape.height', 1, 16384);
-  const data = await runNative(
+  const r = await runNative(
     () => native().resizeFlow(f.data, { C: 2, H: f.height, W: f.width }, { C: 2, H: height, W: width }, exec),
     signal,
   );
-  return { data, width, height };
+  return { data: r.data, width, height, device: r.device };
 }
 
 export interface FlowMetrics {

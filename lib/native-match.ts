@@ -1,5 +1,4 @@
-/** Exact types of the native functions of the image-to-flow path (cpp/napi/match.cpp). */
-import type { NativeExec } from './native';
+/** Data types of the image-to-flow path's native functions (cpp/napi/match.cpp; signatures in native.ts). */
 
 export interface NativeDims {
   C: number;
@@ -25,7 +24,7 @@ export interface NativePyramid {
   levels: NativeFeatureLevel[];
 }
 
-export interface NativeMatchOptions extends NativeExec {
+export interface NativeMatchOptions {
   method: 'gocor' | 'correlation';
   globalSize: number;
   finestStride: number;
@@ -50,29 +49,4 @@ export interface NativeFlow {
   width: number;
   height: number;
   confidence?: Float32Array;
-  device: 'cpu' | 'cuda';
-}
-
-export interface NativeMatch {
-  extractFeatures(
-    image: Float32Array,
-    dims: NativeDims,
-    opts: NativeExec & { globalSize: number; finestStride: number; coarsestStride: number; withGlobal: boolean },
-  ): Promise<NativePyramid>;
-  matchImages(
-    a: Float32Array,
-    dimsA: NativeDims,
-    b: Float32Array,
-    dimsB: NativeDims,
-    opts: NativeMatchOptions,
-  ): Promise<NativeFlow>;
-  matchPyramids(a: NativePyramid, b: NativePyramid, opts: NativeMatchOptions): Promise<NativeFlow>;
-  warpImage(
-    b: Float32Array,
-    dimsB: NativeDims,
-    flow: Float32Array,
-    dimsFlow: NativeDims,
-    exec: NativeExec,
-  ): Promise<{ data: Float32Array; mask: Float32Array }>;
-  resizeFlow(flow: Float32Array, from: NativeDims, to: NativeDims, exec: NativeExec): Promise<Float32Array>;
 }
