@@ -60,13 +60,3 @@ export function fromNative(err: unknown, callerStack: Error): GocorError {
   if (callerFrames) out.stack = `GocorError: ${message}\n${callerFrames}`;
   return out;
 }
-
-/** Runs a native promise-returning call and maps its failure to a GocorError with the caller's stack. */
-export async function callNative<T>(fn: () => Promise<T>): Promise<T> {
-  const stack = captureStack();
-  try {
-    return await fn();
-  } catch (err) {
-    throw fromNative(err, stack);
-  }
-}

@@ -1,4 +1,4 @@
-/** Validation of the execution options shared by every compute call, and the native call queue. */
+/** The execution options every compute call takes (device, threads, signal), and the per-call memory limit. */
 import { GocorError } from './errors';
 import type { NativeExec } from './native';
 import type { ExecOptions } from './types';
@@ -35,13 +35,19 @@ export function memoryLimit(): number {
   return maxBytes;
 }
 
+/** A byte count for people: KiB below 1 MiB, MiB below 1 GiB, GiB above. */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024 ** 2) return `${Math.ceil(bytes / 1024)} KiB`;
+  if (bytes < 1024 ** 3) return `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(bytes / 1024 ** 3).toFixed(2)} GiB`;
+}
+
 /** Refuses work whose estimated memory exceeds the cap, before anything is allocated. */
 export function checkMemory(bytes: number, what: string, hint: string): void {
   if (bytes > maxBytes) {
-    const gib = (b: number) => `${(b / 1024 ** 3).toFixed(2)} GiB`;
     throw new GocorError(
       'ERR_GOCOR_TOO_LARGE',
-      `${what} needs about ${gib(bytes)}, over the memory limit of ${gib(maxBytes)}; ${hint} (or raise the limit with setMemoryLimit)`,
+      `${what} needs about ${formatBytes(bytes)}, over the memory limit of ${formatBytes(maxBytes)}; ${hint} (or raise the limit with setMemoryLimit)`,
     );
   }
 }

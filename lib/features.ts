@@ -5,7 +5,7 @@
 import { EXEC_KEYS, execOptions } from './exec';
 import { loadImage } from './image';
 import { native } from './native';
-import type { NativeFeatureLevel, NativePyramid } from './native-match';
+import type { NativeFeatureLevel } from './native-match';
 import { runNative } from './queue';
 import type { ExecOptions, FeatureMap, Image } from './types';
 import { bool, f32, int, invalid, knownKeys, object, optInt, optObject } from './validate';
@@ -24,6 +24,8 @@ export interface FeaturePyramid {
   imageWidth: number;
   imageHeight: number;
   levels: FeatureLevel[];
+  /** The backend that computed it (extractFeatures: always 'cpu', the descriptor is CPU code). */
+  device?: 'cpu' | 'cuda';
 }
 
 export interface ExtractFeaturesOptions extends ExecOptions {
@@ -72,11 +74,9 @@ export function checkImage(value: unknown, name: string): { data: Float32Array; 
   return { data, C, H, W };
 }
 
-/** An Image, or a path / Buffer decoded with loadImage (RGB). */
-export async function toImage(value: unknown, name: string): Promise<Image> {
-  if (typeof value === 'string' || value instanceof Uint8Array) return loadImage(value);
-  checkImage(value, name);
-  return value as Image;
+/** A path or encoded bytes, to be decoded with loadImage (RGB); anything else is taken for an Image. */
+export function isImageSource(value: unknown): value is string | Uint8Array {
+  return typeof value === 'string' || value instanceof Uint8Array;
 }
 
 export function fromNativeLevel(l: NativeFeatureLevel): FeatureLevel {
@@ -105,9 +105,10 @@ export async function extractFeatures(
   knownKeys(o, 'options', [...FEATURE_KEYS, ...EXEC_KEYS]);
   const s = featureSettings(o, 'options');
   const { signal, ...exec } = execOptions(o, 'options');
-  const img = await toImage(image, 'image');
-  const d = checkImage(img, 'image');
-  const r: NativePyramid = await runNative(
+  // An Image goes to the native call before the first await, which copies it (the caller may
+  // change it once this returns); a decoded image is ours.
+  const d = checkImage(isImageSource(image) ? await loadImage(image) : image, 'image');
+  const r = await runNative(
     () =>
       native().extractFeatures(
         d.data,
@@ -122,5 +123,10 @@ export async function extractFeatures(
       ),
     signal,
   );
-  return { imageWidth: r.imageWidth, imageHeight: r.imageHeight, levels: r.levels.map(fromNativeLevel) };
+  return {
+    imageWidth: r.imageWidth,
+    imageHeight: r.imageHeight,
+    levels: r.levels.map(fromNativeLevel),
+    device: r.device,
+  };
 }

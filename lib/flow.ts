@@ -3,12 +3,12 @@
  * A Flow is `{ data: [2, height, width] float32 (u plane, then v plane), width, height, confidence? }`
  * on the grid of image a, pointing into b: a(x) corresponds to b(x + flow(x)); x right, y down.
  */
-import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
 import { writeFileAtomic } from './atomic';
 import { GocorError } from './errors';
 import { EXEC_KEYS, execOptions } from './exec';
 import { checkImage } from './features';
+import { readRegularFile } from './files';
 import type { Flow } from './match';
 import { native } from './native';
 import { runNative } from './queue';
@@ -27,15 +27,20 @@ export function checkFlow(value: unknown, name: string): Flow {
   return { data, width, height, confidence: o.confidence };
 }
 
+function floSize(head: Buffer): number | undefined {
+  const ok =
+    head.length === 12 && head.readFloatLE(0) === FLO_MAGIC && head.readInt32LE(4) > 0 && head.readInt32LE(8) > 0;
+  return ok ? 12 + 8 * head.readInt32LE(4) * head.readInt32LE(8) : undefined;
+}
+
 /** Reads a Middlebury .flo file (path or bytes). Unknown vectors (|u| or |v| > 1e9) are kept as stored. */
 export async function readFlo(source: string | Uint8Array): Promise<Flow> {
   let buf: Buffer;
   const what = typeof source === 'string' ? source : 'buffer';
   if (typeof source === 'string') {
     if (source.length === 0) throw invalid('non-empty path', 'source', source);
-    buf = await readFile(source).catch((err: NodeJS.ErrnoException) => {
-      throw new GocorError('ERR_GOCOR_IO', `cannot read ${source}: ${err.code ?? err.message}`, { cause: err });
-    });
+    // A regular file only, and as long as its header says (PIEH, width, height, 8 bytes a pixel).
+    buf = await readRegularFile(source, '.flo file', floSize, 12);
   } else if (source instanceof Uint8Array) {
     buf = Buffer.from(source.buffer, source.byteOffset, source.byteLength);
   } else {
@@ -162,9 +167,14 @@ export async function flowToColor(flow: Flow, opts?: FlowToColorOptions): Promis
 
 /**
  * Brings image b onto a's grid along the flow: out(x) = b(x + flow(x)), bilinear, off the event loop.
- * Points that fall outside b are 0 and have `valid` 0 (`[height, width]`, else 1).
+ * Points that fall outside b are 0 and have `valid` 0 (`[height, width]`, else 1). CPU code:
+ * `device: 'cuda'` needs a usable GPU all the same (as every compute function), and `device` says 'cpu'.
  */
-export async function warpImage(b: Image, flow: Flow, opts?: ExecOptions): Promise<Image & { valid: Float32Array }> {
+export async function warpImage(
+  b: Image,
+  flow: Flow,
+  opts?: ExecOptions,
+): Promise<Image & { valid: Float32Array; device: 'cpu' | 'cuda' }> {
   const o = optObject(opts, 'options');
   knownKeys(o, 'options', EXEC_KEYS);
   const { signal, ...exec } = execOptions(o, 'options');
@@ -176,15 +186,18 @@ export async function warpImage(b: Image, flow: Flow, opts?: ExecOptions): Promi
       native().warpImage(img.data, { C: img.C, H: img.H, W: img.W }, f.data, { C: 2, H: f.height, W: f.width }, exec),
     signal,
   );
-  return { data: r.data, channels: img.C, height: f.height, width: f.width, valid: r.mask };
+  return { data: r.data, channels: img.C, height: f.height, width: f.width, valid: r.mask, device: r.device };
 }
 
-/** Resizes a flow to `{width, height}` (bilinear) and rescales its vectors to the new pixel size. */
+/**
+ * Resizes a flow to `{width, height}` (bilinear) and rescales its vectors to the new pixel size.
+ * CPU code; the device contract as for warpImage.
+ */
 export async function resizeFlow(
   flow: Flow,
   shape: { width: number; height: number },
   opts?: ExecOptions,
-): Promise<Flow> {
+): Promise<Flow & { device: 'cpu' | 'cuda' }> {
   const o = optObject(opts, 'options');
   knownKeys(o, 'options', EXEC_KEYS);
   const { signal, ...exec } = execOptions(o, 'options');
@@ -193,11 +206,11 @@ export async function resizeFlow(
   const s = object(shape, 'shape');
   const width = int(s.width, 'shape.width', 1, 16384);
   const height = int(s.height, 'shape.height', 1, 16384);
-  const data = await runNative(
+  const r = await runNative(
     () => native().resizeFlow(f.data, { C: 2, H: f.height, W: f.width }, { C: 2, H: height, W: width }, exec),
     signal,
   );
-  return { data, width, height };
+  return { data: r.data, width, height, device: r.device };
 }
 
 export interface FlowMetrics {

@@ -12,8 +12,16 @@
 import { GocorError } from './errors';
 import { checkMemory, EXEC_KEYS, execOptions } from './exec';
 import { featureMap } from './featuremap';
-import { checkImage, FEATURE_KEYS, type FeatureLevel, type FeaturePyramid, featureSettings, toImage } from './features';
-import { native } from './native';
+import {
+  checkImage,
+  FEATURE_KEYS,
+  type FeatureLevel,
+  type FeaturePyramid,
+  featureSettings,
+  isImageSource,
+} from './features';
+import { loadImage } from './image';
+import { type NativeExec, native } from './native';
 import type { NativeImageStages, NativeMatchOptions, NativePyramid } from './native-match';
 import { runNative } from './queue';
 import type { ExecOptions, FeatureMap, Image } from './types';
@@ -158,7 +166,7 @@ const AGGREGATE_RADIUS = 2;
 const TEXTURE = { radius: 4, gradient: 0.01 };
 
 interface Settings {
-  native: NativeMatchOptions;
+  native: NativeMatchOptions & NativeExec;
   signal?: AbortSignal;
   coarsestStride: number;
 }
@@ -296,7 +304,21 @@ export async function match(
       'options.coarsestStride applies to extractFeatures and matchFeatures only',
     );
   }
-  const [ia, ib] = await Promise.all([toImage(a, 'a'), toImage(b, 'b')]);
+  let ia = a as Image;
+  let ib = b as Image;
+  if (isImageSource(a) || isImageSource(b)) {
+    // Decoding awaits, so an Image given beside a path is copied first: the native call copies
+    // its inputs, but the caller may change an Image as soon as match returns its Promise.
+    const own = (v: Image, name: string): Image => {
+      const d = checkImage(v, name);
+      return { data: d.data.slice(), channels: d.C, height: d.H, width: d.W };
+    };
+    const [ownA, ownB] = [isImageSource(a) ? undefined : own(a, 'a'), isImageSource(b) ? undefined : own(b, 'b')];
+    [ia, ib] = await Promise.all([
+      ownA ?? loadImage(a as string | Uint8Array),
+      ownB ?? loadImage(b as string | Uint8Array),
+    ]);
+  }
   const da = checkImage(ia, 'a');
   const db = checkImage(ib, 'b');
   // Working set: per pixel the image, ~136/16 feature channels per pyramid level for a, b and b

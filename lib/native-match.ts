@@ -1,5 +1,4 @@
-/** Exact types of the native functions of the image-to-flow path (cpp/napi/match.cpp). */
-import type { NativeExec } from './native';
+/** Data types of the image-to-flow path's native functions (cpp/napi/match.cpp; signatures in native.ts). */
 
 export interface NativeDims {
   C: number;
@@ -37,7 +36,7 @@ export interface NativeImageStages {
   texture: { radius: number; gradient: number };
 }
 
-export interface NativeMatchOptions extends NativeExec, NativeImageStages {
+export interface NativeMatchOptions extends NativeImageStages {
   method: 'gocor' | 'correlation';
   globalSize: number;
   finestStride: number;
@@ -65,29 +64,4 @@ export interface NativeFlow {
   confidence?: Float32Array;
   occlusion?: Uint8Array;
   timings?: Record<string, number>;
-  device: 'cpu' | 'cuda';
-}
-
-export interface NativeMatch {
-  extractFeatures(
-    image: Float32Array,
-    dims: NativeDims,
-    opts: NativeExec & { globalSize: number; finestStride: number; coarsestStride: number; withGlobal: boolean },
-  ): Promise<NativePyramid>;
-  matchImages(
-    a: Float32Array,
-    dimsA: NativeDims,
-    b: Float32Array,
-    dimsB: NativeDims,
-    opts: NativeMatchOptions,
-  ): Promise<NativeFlow>;
-  matchPyramids(a: NativePyramid, b: NativePyramid, opts: NativeMatchOptions): Promise<NativeFlow>;
-  warpImage(
-    b: Float32Array,
-    dimsB: NativeDims,
-    flow: Float32Array,
-    dimsFlow: NativeDims,
-    exec: NativeExec,
-  ): Promise<{ data: Float32Array; mask: Float32Array }>;
-  resizeFlow(flow: Float32Array, from: NativeDims, to: NativeDims, exec: NativeExec): Promise<Float32Array>;
 }

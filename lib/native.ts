@@ -3,13 +3,30 @@
  * and gives it an exact type: the facade never calls an untyped native function.
  */
 import { GocorError } from './errors';
-import type { NativeMatch } from './native-match';
+import type { NativeDims, NativeFlow, NativeMatchOptions, NativePyramid } from './native-match';
 
 export type NativeDevice = 'auto' | 'cpu' | 'cuda';
 
 export interface NativeExec {
   device: NativeDevice;
+  /** 0: all threads of gocor's pool. */
   threads: number;
+}
+
+/** Every native result says where it ran. */
+export interface Ran {
+  device: 'cpu' | 'cuda';
+}
+
+/**
+ * A prepared native call: its inputs were copied into native memory when the binding function
+ * returned it, so the caller's arrays may change from then on (cpp/napi/worker.h).
+ */
+export interface NativeJob<T> {
+  /** Runs it off the event loop; once. */
+  start(): Promise<T & Ran>;
+  /** Before start: releases it. While it runs: it stops at its next stage boundary and rejects with ERR_GOCOR_ABORTED. */
+  cancel(): void;
 }
 
 export interface NativeDistanceFns {
@@ -54,7 +71,6 @@ export interface NativeGocorResult {
   volume: Float32Array;
   filter?: Float32Array;
   diagnostics?: NativeIterDiag[];
-  device: 'cpu' | 'cuda';
 }
 
 export interface NativeBackends {
@@ -79,7 +95,7 @@ export interface NativeBuildInfo {
   compiler: string;
 }
 
-export interface NativeCore {
+export interface NativeBinding {
   backends(): NativeBackends;
   buildInfo(): NativeBuildInfo;
   corrGlobal(
@@ -87,32 +103,51 @@ export interface NativeCore {
     query: Float32Array,
     dims: { B: number; C: number; H: number; W: number; Hq: number; Wq: number },
     exec: NativeExec,
-  ): Promise<{ data: Float32Array; device: 'cpu' | 'cuda' }>;
+  ): NativeJob<{ data: Float32Array }>;
   corrLocal(
     reference: Float32Array,
     query: Float32Array,
     dims: { B: number; C: number; H: number; W: number; R: number },
     exec: NativeExec,
-  ): Promise<{ data: Float32Array; device: 'cpu' | 'cuda' }>;
+  ): NativeJob<{ data: Float32Array }>;
   gocorGlobal(
     reference: Float32Array,
     query: Float32Array,
     dims: { B: number; C: number; H: number; W: number },
     params: NativeGlobalParams,
     opts: NativeExec & { numIter: number; applyQueryLoss: boolean; diagnostics: boolean; returnFilter: boolean },
-  ): Promise<NativeGocorResult>;
+  ): NativeJob<NativeGocorResult>;
   gocorLocal(
     reference: Float32Array,
     query: Float32Array,
     dims: { B: number; C: number; H: number; W: number },
     params: NativeLocalParams,
     opts: NativeExec & { numIter: number; searchRadius: number; diagnostics: boolean; returnFilter: boolean },
-  ): Promise<NativeGocorResult>;
+  ): NativeJob<NativeGocorResult>;
   defaultGlobalParams(channels: number, seed: number): NativeGlobalParams;
   defaultLocalParams(): NativeLocalParams;
+  extractFeatures(
+    image: Float32Array,
+    dims: NativeDims,
+    opts: NativeExec & { globalSize: number; finestStride: number; coarsestStride: number; withGlobal: boolean },
+  ): NativeJob<NativePyramid>;
+  matchImages(
+    a: Float32Array,
+    dimsA: NativeDims,
+    b: Float32Array,
+    dimsB: NativeDims,
+    opts: NativeMatchOptions & NativeExec,
+  ): NativeJob<NativeFlow>;
+  matchPyramids(a: NativePyramid, b: NativePyramid, opts: NativeMatchOptions & NativeExec): NativeJob<NativeFlow>;
+  warpImage(
+    b: Float32Array,
+    dimsB: NativeDims,
+    flow: Float32Array,
+    dimsFlow: NativeDims,
+    exec: NativeExec,
+  ): NativeJob<{ data: Float32Array; mask: Float32Array }>;
+  resizeFlow(flow: Float32Array, from: NativeDims, to: NativeDims, exec: NativeExec): NativeJob<{ data: Float32Array }>;
 }
-
-export type NativeBinding = NativeCore & NativeMatch;
 
 let cached: NativeBinding | undefined;
 
@@ -120,7 +155,8 @@ let cached: NativeBinding | undefined;
 export function native(): NativeBinding {
   if (cached) return cached;
   try {
-    // eslint-style require is deliberate: `bindings` resolves the .node file relative to this package.
+    // Loaded on first use rather than imported, so that a missing build is a GocorError at the
+    // first call (not an exception while importing gocor); module_root is this package's root.
     const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => unknown;
     const path = require('node:path') as typeof import('node:path');
     cached = bindings({ bindings: 'gocor', module_root: path.join(__dirname, '..') }) as NativeBinding;

@@ -2,9 +2,9 @@
  * NumPy .npy files (format versions 1 and 2): float32 / float64, little-endian, C order.
  * `loadNpy` turns a feature file `(C, H, W)` or `(B, C, H, W)` into a FeatureMap (float32).
  */
-import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from './atomic';
 import { GocorError } from './errors';
+import { openRegularFile, readExactly } from './files';
 import type { FeatureMap } from './types';
 import { invalid } from './validate';
 
@@ -16,41 +16,34 @@ export interface NpyArray {
 
 const MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]);
 
-async function readSource(source: string | Uint8Array, name: string): Promise<{ buf: Buffer; what: string }> {
-  if (typeof source === 'string') {
-    if (source.length === 0) throw invalid('non-empty path', name, source);
-    try {
-      return { buf: await readFile(source), what: source };
-    } catch (err) {
-      throw new GocorError(
-        'ERR_GOCOR_IO',
-        `cannot read ${source}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-        {
-          cause: err,
-        },
-      );
-    }
-  }
-  if (source instanceof Uint8Array) {
-    return {
-      buf: Buffer.from(source.buffer, source.byteOffset, source.byteLength),
-      what: `buffer of ${source.length} bytes`,
-    };
-  }
-  throw invalid('path, Buffer or Uint8Array', name, source);
+interface NpyHeader {
+  dtype: NpyArray['dtype'];
+  shape: number[];
+  /** Where the data starts and how many bytes it holds. */
+  offset: number;
+  dataBytes: number;
 }
 
-/** Parses a .npy file (path or bytes). Only float32/float64 little-endian C-order arrays are accepted. */
-export async function readNpy(source: string | Uint8Array): Promise<NpyArray> {
-  const { buf, what } = await readSource(source, 'source');
-  const bad = (why: string) => new GocorError('ERR_GOCOR_IO', `${what} is not a supported .npy file: ${why}`);
-  if (buf.length < 10 || !buf.subarray(0, 6).equals(MAGIC)) throw bad('missing the \\x93NUMPY magic');
-  const major = buf[6] as number;
+/** numpy itself refuses headers longer than 10000 bytes unless told otherwise; this allows more, not gigabytes. */
+const MAX_HEADER = 1 << 20;
+
+/** The length of the prefix that holds the header, from the first 12 bytes (`total`: bytes available). */
+function headerEnd(pre: Buffer, total: number, bad: (why: string) => GocorError): number {
+  if (total < 10 || pre.length < 10 || !pre.subarray(0, 6).equals(MAGIC)) throw bad('missing the \\x93NUMPY magic');
+  const major = pre[6] as number;
   if (major !== 1 && major !== 2 && major !== 3) throw bad(`format version ${major} is unknown`);
-  const headerLen = major === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
-  const start = major === 1 ? 10 : 12;
-  if (start + headerLen > buf.length) throw bad('the header is truncated');
-  const header = buf.toString(major === 3 ? 'utf8' : 'latin1', start, start + headerLen);
+  if (major !== 1 && pre.length < 12) throw bad('the header is truncated');
+  const headerLen = major === 1 ? pre.readUInt16LE(8) : pre.readUInt32LE(8);
+  if (headerLen > MAX_HEADER) throw bad(`a header of ${headerLen} bytes is implausible`);
+  const end = (major === 1 ? 10 : 12) + headerLen;
+  if (end > total) throw bad('the header is truncated');
+  return end;
+}
+
+/** Parses the header in `buf` (which holds at least the bytes up to headerEnd). */
+function parseHeader(buf: Buffer, end: number, bad: (why: string) => GocorError): NpyHeader {
+  const major = buf[6] as number;
+  const header = buf.toString(major === 3 ? 'utf8' : 'latin1', major === 1 ? 10 : 12, end);
   const descr = /'descr'\s*:\s*'([^']*)'/.exec(header)?.[1];
   const fortran = /'fortran_order'\s*:\s*(True|False)/.exec(header)?.[1];
   const shapeText = /'shape'\s*:\s*\(([^)]*)\)/.exec(header)?.[1];
@@ -61,23 +54,61 @@ export async function readNpy(source: string | Uint8Array): Promise<NpyArray> {
   if (descr === '<f4' || descr === '|f4') dtype = 'float32';
   else if (descr === '<f8' || descr === '|f8') dtype = 'float64';
   else throw bad(`dtype ${descr} is not supported (float32 or float64 little-endian)`);
-  const shape = shapeText
-    .split(',')
-    .map((s) => s.trim())
-    .filter((s) => s.length > 0)
-    .map((s) => Number(s));
-  if (shape.some((d) => !Number.isInteger(d) || d < 0)) throw bad(`shape (${shapeText}) is malformed`);
-  const count = shape.reduce((p, d) => p * d, 1);
+  const dims = shapeText.trim() === '' ? [] : shapeText.split(',').map((s) => s.trim());
+  // "(3,)" has one empty field after its comma; nothing else may be empty.
+  if (dims.length > 1 && dims[dims.length - 1] === '') dims.pop();
+  // Decimal digits only: Number() would also take 0x2, 2.0, 2e0 and round 9007199254740993.
+  const shape = dims.map((d) => (/^\d{1,16}$/.test(d) ? Number(d) : Number.NaN));
+  if (shape.some((d) => !Number.isSafeInteger(d))) throw bad(`shape (${shapeText}) is malformed`);
   const bytes = dtype === 'float32' ? 4 : 8;
-  const offset = start + headerLen;
-  if (buf.length - offset !== count * bytes) {
-    throw bad(`expected ${count * bytes} data bytes for shape (${shape.join(', ')}) but found ${buf.length - offset}`);
+  const dataBytes = shape.reduce((p, d) => p * d, bytes);
+  if (!Number.isSafeInteger(dataBytes)) throw bad(`shape (${shapeText}) is too large`);
+  return { dtype, shape, offset: end, dataBytes };
+}
+
+function sizeError(h: NpyHeader, found: number, bad: (why: string) => GocorError): GocorError {
+  return bad(`expected ${h.dataBytes} data bytes for shape (${h.shape.join(', ')}) but found ${found}`);
+}
+
+/** A path: header first, then exactly the data it announces, read straight into aligned memory. */
+async function readNpyFile(file: string): Promise<NpyArray> {
+  const bad = (why: string) => new GocorError('ERR_GOCOR_IO', `${file} is not a supported .npy file: ${why}`);
+  const { fh, size } = await openRegularFile(file, '.npy file');
+  try {
+    const pre = Buffer.alloc(Math.min(12, size));
+    await readExactly(fh, pre, 0, file);
+    const end = headerEnd(pre, size, bad);
+    const head = Buffer.alloc(end);
+    await readExactly(fh, head, 0, file);
+    const h = parseHeader(head, end, bad);
+    if (size - end !== h.dataBytes) throw sizeError(h, size - end, bad);
+    const raw = new Uint8Array(h.dataBytes);
+    await readExactly(fh, raw, end, file);
+    const data = h.dtype === 'float32' ? new Float32Array(raw.buffer) : new Float64Array(raw.buffer);
+    return { data, shape: h.shape, dtype: h.dtype };
+  } finally {
+    await fh.close();
   }
-  // Copy into an aligned buffer (the file's data offset need not be a multiple of 8).
-  const raw = new ArrayBuffer(count * bytes);
-  new Uint8Array(raw).set(buf.subarray(offset));
-  const data = dtype === 'float32' ? new Float32Array(raw) : new Float64Array(raw);
-  return { data, shape, dtype };
+}
+
+/** Parses a .npy file (path or bytes). Only float32/float64 little-endian C-order arrays are accepted. */
+export async function readNpy(source: string | Uint8Array): Promise<NpyArray> {
+  if (typeof source === 'string') {
+    if (source.length === 0) throw invalid('non-empty path', 'source', source);
+    return readNpyFile(source);
+  }
+  if (!(source instanceof Uint8Array)) throw invalid('path, Buffer or Uint8Array', 'source', source);
+  const what = `buffer of ${source.length} bytes`;
+  const bad = (why: string) => new GocorError('ERR_GOCOR_IO', `${what} is not a supported .npy file: ${why}`);
+  const buf = Buffer.from(source.buffer, source.byteOffset, source.byteLength);
+  const end = headerEnd(buf, buf.length, bad);
+  const h = parseHeader(buf, end, bad);
+  if (buf.length - end !== h.dataBytes) throw sizeError(h, buf.length - end, bad);
+  // Copy into an aligned buffer (the data offset need not be a multiple of 8), and away from the caller's.
+  const raw = new ArrayBuffer(h.dataBytes);
+  new Uint8Array(raw).set(buf.subarray(end));
+  const data = h.dtype === 'float32' ? new Float32Array(raw) : new Float64Array(raw);
+  return { data, shape: h.shape, dtype: h.dtype };
 }
 
 /** Encodes an array as .npy version 1.0 bytes (C order, little-endian). */

@@ -3,9 +3,9 @@
  * tensors carry the official names of spec section 11, with or without the checkpoint prefixes
  * (`corr.`, `corr.corr_module.`, `corr_module.`, `local_corr.`, `local_corr_2.` ... `local_corr_6.`).
  */
-import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from './atomic';
 import { GocorError } from './errors';
+import { readRegularFile } from './files';
 import { native } from './native';
 import { int } from './validate';
 
@@ -153,31 +153,65 @@ function scalar(t: Map<string, TensorRecord>, prefix: string, key: string): numb
   return tensor(t, prefix, key, (s) => s.length <= 1 && (s[0] ?? 1) === 1, 'a single value').data[0] as number;
 }
 
+/**
+ * What GOCor can run with, checked at load time so that a broken file is ERR_GOCOR_PARAMS naming the
+ * tensor. Official values: filter_reg 1e-2 (it enters squared, so a negative value means a broken
+ * file), log_step_length 0, R_theta 16 inner/output channels.
+ */
+export const PARAM_LIMITS = {
+  filterReg: [0, 1e3],
+  logStepLength: [-50, 50],
+  regDim: [1, 256],
+} as const;
+
+function inRange(value: number, [lo, hi]: readonly [number, number], full: string): number {
+  if (!(value >= lo && value <= hi))
+    throw paramError(`parameter tensor ${full} is ${value}, expected a value between ${lo} and ${hi}`);
+  return value;
+}
+
+/** filter_reg and log_step_length, range-checked. */
+function stepParams(t: Map<string, TensorRecord>, prefix: string): { filterReg: number; logStepLength: number } {
+  const reg = 'filter_optimizer.filter_reg';
+  const step = 'filter_optimizer.log_step_length';
+  return {
+    filterReg: inRange(scalar(t, prefix, reg), PARAM_LIMITS.filterReg, prefix + reg),
+    logStepLength: inRange(scalar(t, prefix, step), PARAM_LIMITS.logStepLength, prefix + step),
+  };
+}
+
+const inDims = (d: number | undefined) => d !== undefined && d >= PARAM_LIMITS.regDim[0] && d <= PARAM_LIMITS.regDim[1];
+
 function buildGlobal(t: Map<string, TensorRecord>, prefix: string): GlobalParams {
-  const fg = tensor(t, prefix, 'filter_initializer.target_fg', (s) => s.length === 1, 'shape [C]');
+  const fg = tensor(
+    t,
+    prefix,
+    'filter_initializer.target_fg',
+    (s) => s.length === 1 && s[0] !== 0,
+    'shape [C], C >= 1',
+  );
   const C = fg.shape[0] as number;
   const bg = tensor(t, prefix, 'filter_initializer.target_bg', [C], `shape [${C}]`);
   const w1 = tensor(
     t,
     prefix,
     'filter_optimizer.reg_layer.weight1',
-    (s) => s.length === 4 && s[1] === 1 && s[2] === 3 && s[3] === 3,
-    'shape [I, 1, 3, 3]',
+    (s) => s.length === 4 && s[1] === 1 && s[2] === 3 && s[3] === 3 && inDims(s[0]),
+    `shape [I, 1, 3, 3], I from ${PARAM_LIMITS.regDim.join(' to ')}`,
   );
   const I = w1.shape[0] as number;
   const w2 = tensor(
     t,
     prefix,
     'filter_optimizer.reg_layer.weight2',
-    (s) => s.length === 4 && s[1] === I && s[2] === 3 && s[3] === 3,
-    `shape [O, ${I}, 3, 3]`,
+    (s) => s.length === 4 && s[1] === I && s[2] === 3 && s[3] === 3 && inDims(s[0]),
+    `shape [O, ${I}, 3, 3], O from ${PARAM_LIMITS.regDim.join(' to ')}`,
   );
   return {
     kind: 'global',
     targetFg: Float32Array.from(fg.data),
     targetBg: Float32Array.from(bg.data),
-    logStepLength: scalar(t, prefix, 'filter_optimizer.log_step_length'),
-    filterReg: scalar(t, prefix, 'filter_optimizer.filter_reg'),
+    ...stepParams(t, prefix),
     steplengthReg: 0,
     regInterDim: I,
     regOutputDim: w2.shape[0] as number,
@@ -191,8 +225,7 @@ function buildLocal(t: Map<string, TensorRecord>, prefix: string): LocalParams {
   return {
     kind: 'local',
     scaling: scalar(t, prefix, 'filter_initializer.scaling'),
-    logStepLength: scalar(t, prefix, 'filter_optimizer.log_step_length'),
-    filterReg: scalar(t, prefix, 'filter_optimizer.filter_reg'),
+    ...stepParams(t, prefix),
     ...distFns(t, prefix),
   };
 }
@@ -245,10 +278,21 @@ export function paramsFromTensors(tensors: Record<string, TensorRecord>): GocorP
 
 // ---- safetensors --------------------------------------------------------------------------------
 
-function toF32(dtype: string, bytes: Uint8Array, name: string): Float32Array {
+const DTYPE_WIDTH = new Map([
+  ['F32', 4],
+  ['F64', 8],
+  ['F16', 2],
+  ['BF16', 2],
+]);
+
+function toF32(dtype: unknown, bytes: Uint8Array, name: string): Float32Array {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const width = { F32: 4, F64: 8, F16: 2, BF16: 2 }[dtype];
-  if (!width) throw paramError(`parameter tensor ${name} has dtype ${dtype}; supported: F32, F64, F16, BF16`);
+  const width = typeof dtype === 'string' ? DTYPE_WIDTH.get(dtype) : undefined;
+  if (!width) {
+    throw paramError(
+      `parameter tensor ${name} has dtype ${JSON.stringify(dtype)}; supported: ${[...DTYPE_WIDTH.keys()].join(', ')}`,
+    );
+  }
   if (bytes.byteLength % width !== 0)
     throw paramError(`parameter tensor ${name}: byte length ${bytes.byteLength} is not a multiple of ${width}`);
   const n = bytes.byteLength / width;
@@ -279,9 +323,10 @@ export function parseSafetensors(buf: Uint8Array): Record<string, TensorRecord> 
   const headerLen = Number(dv.getBigUint64(0, true));
   if (headerLen <= 1 || 8 + headerLen > buf.byteLength)
     throw paramError(`not a safetensors file: header length ${headerLen} does not fit in ${buf.byteLength} bytes`);
-  let header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
+  let header: Record<string, { dtype: unknown; shape: number[]; data_offsets: [number, number] }>;
+  const text = Buffer.from(buf.buffer, buf.byteOffset + 8, headerLen).toString('utf8');
   try {
-    header = JSON.parse(Buffer.from(buf.buffer, buf.byteOffset + 8, headerLen).toString('utf8'));
+    header = JSON.parse(text);
   } catch (err) {
     throw new GocorError(
       'ERR_GOCOR_PARAMS',
@@ -289,22 +334,65 @@ export function parseSafetensors(buf: Uint8Array): Record<string, TensorRecord> 
       { cause: err },
     );
   }
-  if (typeof header !== 'object' || header === null)
+  if (typeof header !== 'object' || header === null || Array.isArray(header))
     throw paramError('not a safetensors file: header is not an object');
+  const seen = new Set<string>();
+  for (const key of topLevelKeys(text)) {
+    if (seen.has(key)) throw paramError(`not a safetensors file: tensor ${key} is named twice in the header`);
+    if (key === '__proto__') throw paramError('not a safetensors file: __proto__ is not a tensor name');
+    seen.add(key);
+  }
   const base = 8 + headerLen;
-  const out: Record<string, TensorRecord> = {};
+  // A null-prototype record: no tensor name can reach Object.prototype.
+  const out: Record<string, TensorRecord> = Object.create(null);
+  const spans: { b: number; e: number; name: string }[] = [];
   for (const [name, info] of Object.entries(header)) {
     if (name === '__metadata__') continue;
     const offs = info?.data_offsets;
     if (!info || !Array.isArray(info.shape) || !Array.isArray(offs) || offs.length !== 2)
       throw paramError(`parameter tensor ${name}: malformed safetensors entry`);
+    if (!info.shape.every((d) => Number.isSafeInteger(d) && d >= 0))
+      throw paramError(`parameter tensor ${name}: shape ${JSON.stringify(info.shape)} is not a list of sizes`);
     const [b, e] = offs;
-    if (!Number.isInteger(b) || !Number.isInteger(e) || b < 0 || e < b || base + e > buf.byteLength) {
+    if (!Number.isSafeInteger(b) || !Number.isSafeInteger(e) || b < 0 || e < b || base + e > buf.byteLength) {
       throw paramError(`parameter tensor ${name}: data offsets [${b}, ${e}] lie outside the file`);
     }
-    out[name] = { shape: info.shape.map(Number), data: toF32(info.dtype, buf.subarray(base + b, base + e), name) };
+    spans.push({ b, e, name });
+    out[name] = { shape: info.shape, data: toF32(info.dtype, buf.subarray(base + b, base + e), name) };
+  }
+  // Each byte belongs to one tensor at most (empty tensors take none).
+  spans.sort((x, y) => x.b - y.b);
+  let end = 0;
+  let endName = '';
+  for (const sp of spans) {
+    if (sp.e === sp.b) continue;
+    if (sp.b < end) throw paramError(`parameter tensors ${endName} and ${sp.name}: data offsets overlap`);
+    end = sp.e;
+    endName = sp.name;
   }
   return out;
+}
+
+/** The keys of the outermost object of a JSON text that JSON.parse accepted, duplicates included, in order. */
+function topLevelKeys(text: string): string[] {
+  const keys: string[] = [];
+  let depth = 0;
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (j < text.length && text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      if (depth === 1 && expectKey) keys.push(JSON.parse(text.slice(i, j + 1)) as string);
+      expectKey = false;
+      i = j;
+    } else if (c === '{' || c === '[') {
+      depth++;
+      expectKey = depth === 1;
+    } else if (c === '}' || c === ']') depth--;
+    else if (c === ',' && depth === 1) expectKey = true;
+  }
+  return keys;
 }
 
 /** Serialises named float32 tensors as safetensors. */
@@ -379,15 +467,7 @@ export async function loadParams(
   source: string | Buffer | Uint8Array | Record<string, TensorRecord>,
 ): Promise<GocorParams> {
   if (typeof source === 'string') {
-    let bytes: Buffer;
-    try {
-      bytes = await readFile(source);
-    } catch (err) {
-      throw new GocorError('ERR_GOCOR_IO', `cannot read parameter file ${source}: ${(err as Error).message}`, {
-        cause: err,
-      });
-    }
-    return paramsFromTensors(parseSafetensors(bytes));
+    return paramsFromTensors(parseSafetensors(await readRegularFile(source, 'parameter file')));
   }
   if (source instanceof Uint8Array) return paramsFromTensors(parseSafetensors(source));
   if (typeof source === 'object' && source !== null) return paramsFromTensors(source);

@@ -1,15 +1,15 @@
 /**
  * gocor's native call queue. At most `limit` native jobs run at once (default: the number of CPU
  * cores, at least 2), so that many concurrent calls neither oversubscribe the cores nor fill
- * libuv's thread pool (which sharp and fs also need). Queued jobs can be cancelled with an AbortSignal.
+ * libuv's thread pool (which sharp and fs also need). An AbortSignal cancels a job while it waits
+ * and stops it at its next stage boundary while it runs.
  */
 import os from 'node:os';
 import { captureStack, fromNative, GocorError } from './errors';
+import type { NativeJob, Ran } from './native';
 
 interface Waiter {
   start: () => void;
-  signal?: AbortSignal;
-  onAbort?: () => void;
 }
 
 let limit = Math.max(2, os.availableParallelism?.() ?? os.cpus().length);
@@ -36,7 +36,6 @@ export function queueStats(): { running: number; waiting: number; limit: number 
 function pump(): void {
   while (running < limit && waiting.length > 0) {
     const w = waiting.shift() as Waiter;
-    if (w.signal && w.onAbort) w.signal.removeEventListener('abort', w.onAbort);
     running++;
     w.start();
   }
@@ -47,39 +46,74 @@ function abortError(signal: AbortSignal): GocorError {
   return new GocorError('ERR_GOCOR_ABORTED', `The operation was aborted (${reason})`);
 }
 
+// One 'abort' listener per signal, however many calls share it (more than 10 listeners on one
+// signal would print MaxListenersExceededWarning); each call adds and removes a handler here.
+const abortHandlers = new WeakMap<AbortSignal, Set<() => void>>();
+
+function onAbort(signal: AbortSignal, handler: () => void): () => void {
+  let handlers = abortHandlers.get(signal);
+  if (!handlers) {
+    const set = new Set<() => void>();
+    handlers = set;
+    abortHandlers.set(signal, set);
+    signal.addEventListener(
+      'abort',
+      () => {
+        abortHandlers.delete(signal);
+        for (const h of set) h();
+      },
+      { once: true },
+    );
+  }
+  handlers.add(handler);
+  return () => handlers.delete(handler);
+}
+
 /**
- * Runs `job` (which starts a native call) when a slot is free; maps native failures to
- * GocorError with the caller's stack.
+ * Prepares a native job now (`prepare` calls a binding function, which copies the inputs before
+ * it returns) and runs it when a slot is free; maps native failures to GocorError with the
+ * caller's stack. Call it before the first `await` of a public function, so that the caller's
+ * arrays are copied before the caller gets its Promise back.
  */
-export function runNative<T>(job: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+export function runNative<T>(prepare: () => NativeJob<T>, signal?: AbortSignal): Promise<T & Ran> {
   const stack = captureStack();
   if (signal?.aborted) return Promise.reject(abortError(signal));
-  return new Promise<T>((resolve, reject) => {
+  let job: NativeJob<T>;
+  try {
+    job = prepare();
+  } catch (err) {
+    return Promise.reject(fromNative(err, stack));
+  }
+  return new Promise<T & Ran>((resolve, reject) => {
+    let started = false;
     const waiter: Waiter = {
-      signal,
       start: () => {
-        let p: Promise<T>;
+        started = true;
+        let p: Promise<T & Ran>;
         try {
-          p = job();
+          p = job.start();
         } catch (err) {
           p = Promise.reject(err);
         }
-        p.then(resolve, (err) => reject(fromNative(err, stack))).finally(() => {
+        p.then(resolve, (err) => {
+          const aborted = (err as { code?: unknown })?.code === 'ERR_GOCOR_ABORTED';
+          reject(aborted && signal?.aborted ? abortError(signal) : fromNative(err, stack));
+        }).finally(() => {
+          unlisten?.();
           running--;
           pump();
         });
       },
     };
-    if (signal) {
-      waiter.onAbort = () => {
-        const i = waiting.indexOf(waiter);
-        if (i >= 0) {
-          waiting.splice(i, 1);
-          reject(abortError(signal));
-        }
-      };
-      signal.addEventListener('abort', waiter.onAbort, { once: true });
-    }
+    const unlisten =
+      signal &&
+      onAbort(signal, () => {
+        job.cancel();
+        if (started) return; // the native job rejects at its next stage boundary
+        waiting.splice(waiting.indexOf(waiter), 1);
+        unlisten?.();
+        reject(abortError(signal));
+      });
     waiting.push(waiter);
     pump();
   });

@@ -9,7 +9,10 @@ export interface ExecOptions {
   device?: DeviceOption;
   /** CPU threads for this call, 1..1024; default: all threads of gocor's shared pool. */
   threads?: number;
-  /** Cancels the call while it waits in gocor's queue (rejects with ERR_GOCOR_ABORTED). */
+  /**
+   * Cancels the call (it rejects with ERR_GOCOR_ABORTED): at once while it waits in gocor's queue,
+   * at its next stage boundary while it runs (match: between pyramid levels; GOCor: between iterations).
+   */
   signal?: AbortSignal;
 }
 

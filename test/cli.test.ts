@@ -25,12 +25,14 @@ import {
   imageInfo,
   ROOT,
   readFloFile,
+  readJsonl,
   readNpyFile,
   runCli,
   start,
   texture,
   writeFloFile,
   writeNpyFile,
+  writePairList,
   writeShiftedPair,
 } from './cli/fixtures';
 
@@ -78,16 +80,6 @@ function walk(dir: string): string[] {
 }
 
 const isTemp = (f: string) => /^\..+\.tmp$/.test(path.basename(f));
-
-function readJsonl(file: string): Record<string, unknown>[] {
-  const text = readFileSync(file, 'utf8');
-  if (text === '') return [];
-  expect(text.endsWith('\n')).toBe(true);
-  return text
-    .trimEnd()
-    .split('\n')
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
-}
 
 /** Checks the files of a complete pair folder: sizes, decodability, finite flow. */
 async function expectCompletePair(dir: string): Promise<Record<string, unknown>> {
@@ -277,7 +269,7 @@ describe('cli: batch with a corrupt and a missing pair', () => {
       );
       return;
     }
-    const rep = await runCli(['report', out, '--json']);
+    const rep = await runCli(['report', out, '--list', path.join(tmp, 'pairs.csv'), '--json']);
     expect(rep.code).toBe(0);
     const { path: html, pairs, failed } = JSON.parse(rep.stdout);
     expect([pairs, failed]).toEqual([5, 2]);
@@ -312,13 +304,6 @@ describe('cli: batch with a corrupt and a missing pair', () => {
   });
 });
 
-function pairList(n: number, name: string): string {
-  const lines = ['a,b'];
-  for (let k = 0; k < n; k++) lines.push(`data/p${(k % 3) + 1}a.png,data/p${(k % 3) + 1}b.png`);
-  writeFileSync(path.join(tmp, name), `${lines.join('\n')}\n`);
-  return path.join(tmp, name);
-}
-
 /** Resolves once `count` pair folders of `out` hold a result.json (polling), or rejects when the child exits first. */
 function waitForResults(child: ChildProcess, out: string, count: number): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -347,7 +332,7 @@ describe('cli: batch resume and interruption', () => {
   const N = 12;
 
   it('resumes after SIGKILL: complete pairs skipped, partial ones redone, no duplicate lines', async () => {
-    const list = pairList(N, 'resume.csv');
+    const list = writePairList(tmp, N, 'resume.csv');
     const out = path.join(tmp, 'out-resume');
     const { child, done } = start(process.execPath, [CLI, 'batch', list, '-o', out, '--quiet']);
     await waitForResults(child, out, 2);
@@ -389,7 +374,7 @@ describe('cli: batch resume and interruption', () => {
   }, 60_000);
 
   it('stops after the pairs in flight on SIGINT, exit 130, and resumes', async () => {
-    const list = pairList(N, 'sigint.csv');
+    const list = writePairList(tmp, N, 'sigint.csv');
     const out = path.join(tmp, 'out-sigint');
     const { child, done } = start(process.execPath, [CLI, 'batch', list, '-o', out, '--json']);
     await waitForResults(child, out, 1);

@@ -27,31 +27,30 @@ CudaInfo cuda_info() {
 #endif
 }
 
-Device resolve_device(Device requested) {
+Device resolve_device(Device requested, bool has_cuda) {
   if (requested == Device::Cpu) return Device::Cpu;
   CudaInfo info = cuda_info();
-  if (info.available) return Device::Cuda;
+  if (info.available) return has_cuda ? Device::Cuda : Device::Cpu;
   if (requested == Device::Auto) return Device::Cpu;
   throw Error(ErrorCode::CudaUnavailable,
               "device 'cuda' was requested but CUDA is unavailable: " + info.reason);
 }
 
+// A concrete device passes through (resolve_device only re-checks a Cuda against the cached
+// probe); Auto is resolved for callers that did not resolve it themselves.
 #ifdef GOCOR_WITH_CUDA
-#define GOCOR_DISPATCH(name, ...)                                    \
-  do {                                                               \
-    Exec run = ex;                                                   \
-    run.device = resolve_device(ex.device);                          \
-    if (run.device == Device::Cuda) return name##_cuda(__VA_ARGS__); \
-    return name##_cpu(__VA_ARGS__);                                  \
-  } while (0)
+#define GOCOR_CUDA_TWIN(name, ...) \
+  if (run.device == Device::Cuda) return name##_cuda(__VA_ARGS__)
 #else
-#define GOCOR_DISPATCH(name, ...)           \
-  do {                                      \
-    Exec run = ex;                          \
-    run.device = resolve_device(ex.device); \
-    return name##_cpu(__VA_ARGS__);         \
-  } while (0)
+#define GOCOR_CUDA_TWIN(name, ...)
 #endif
+#define GOCOR_DISPATCH(name, ...)                                           \
+  do {                                                                      \
+    Exec run = ex;                                                          \
+    if (run.device != Device::Cpu) run.device = resolve_device(run.device); \
+    GOCOR_CUDA_TWIN(name, __VA_ARGS__);                                     \
+    return name##_cpu(__VA_ARGS__);                                         \
+  } while (0)
 
 void corr_global(const float* reference, const float* query, float* out, const CorrGlobalShape& s,
                  const Exec& ex) {

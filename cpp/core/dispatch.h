@@ -13,9 +13,12 @@ namespace gocor {
 // What this build has and what this machine offers (CudaInfo.compiled is false without CUDA).
 CudaInfo cuda_info();
 
-// Auto -> Cuda when available, else Cpu. An explicit Cuda without a usable device throws
-// CudaUnavailable with the reason; nothing falls back silently after that.
-Device resolve_device(Device requested);
+// The device of one call, decided once (the binding does it before running the call): Cpu ->
+// Cpu; Cuda -> Cuda when a usable device is present, else throws CudaUnavailable with the reason;
+// Auto -> Cuda when usable, else Cpu. An operation without a CUDA twin (`has_cuda` false) gets Cpu
+// after the same check, so that 'cuda' means the same for every operation. The functions below
+// take an Exec whose device is already Cpu or Cuda (Auto is resolved again for direct callers).
+Device resolve_device(Device requested, bool has_cuda = true);
 
 void corr_global(const float* reference, const float* query, float* out, const CorrGlobalShape& s,
                  const Exec& ex);

@@ -1,11 +1,10 @@
 // Module entry: registers each area's functions. Loaded from lib/native.ts through `bindings`.
-#include <napi.h>
-
 #include "worker.h"
 
 namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  gocor_napi::init_jobs(env, exports);
   gocor_napi::init_info(env, exports);
   gocor_napi::init_correlation(env, exports);
   gocor_napi::init_gocor(env, exports);

@@ -1,4 +1,4 @@
-// gocorGlobal / gocorLocal workers and the official default parameters.
+// gocorGlobal / gocorLocal jobs and the official default parameters.
 #include "gocor.h"
 
 #include <cstring>
@@ -11,17 +11,9 @@
 namespace gocor_napi {
 namespace {
 
-std::vector<float> read_vec(const Napi::Object& o, const char* key) {
-  F32In in = read_f32(o.Get(key), key);
-  return std::vector<float>(in.data, in.data + in.length);
-}
-
 void read_bins(const Napi::Object& o, const char* key, float* dst) {
-  F32In in = read_f32(o.Get(key), key);
-  if (in.length != gocor::kNumDistBins) {
-    throw make_error(o.Env(), "ERR_GOCOR_SHAPE", std::string(key) + " must have 10 elements");
-  }
-  std::memcpy(dst, in.data, sizeof(float) * gocor::kNumDistBins);
+  std::vector<float> v = copy_f32(o.Get(key), key, gocor::kNumDistBins);
+  std::memcpy(dst, v.data(), sizeof(float) * gocor::kNumDistBins);
 }
 
 void read_dist(const Napi::Object& o, gocor::DistanceFns* d) {
@@ -42,151 +34,144 @@ void write_dist(Napi::Env env, Napi::Object o, const gocor::DistanceFns& d) {
   o.Set("maskLogit", f32(env, d.mask_logit, gocor::kNumDistBins));
 }
 
-struct GocorJob {
-  F32In ref, query;
-  gocor::Exec ex;
-  gocor::Device ran = gocor::Device::Cpu;
+struct GocorJob : Job {
+  std::vector<float> ref, query;
+  int B = 0, C = 0, H = 0, W = 0;
   bool want_filter = false, want_diag = false;
   F32Buffer volume, filter;
   std::vector<gocor::GocorIterDiag> diag;
+
+  void read_common(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object d = read_object(info[2], "dims");
+    B = read_int(d, "B", 0);
+    C = read_int(d, "C", 0);
+    H = read_int(d, "H", 0);
+    W = read_int(d, "W", 0);
+    const size_t n = count(env, {B, C, H, W}, "reference");
+    ref = copy_f32(info[0], "reference", n);
+    query = copy_f32(info[1], "query", n);
+    Napi::Object oo = read_object(info[4], "options");
+    read_exec(oo, *this);
+    want_diag = read_bool(oo, "diagnostics", false);
+    want_filter = read_bool(oo, "returnFilter", false);
+  }
+
+  napi_value result(Out& o) override {
+    napi_value r = o.object();
+    o.set(r, "volume", o.f32(std::move(volume)));
+    if (want_filter) o.set(r, "filter", o.f32(std::move(filter)));
+    if (want_diag) {
+      napi_value arr = o.array(diag.size());
+      for (size_t i = 0; i < diag.size(); ++i) {
+        const gocor::GocorIterDiag& d = diag[i];
+        napi_value e = o.object();
+        o.set(e, "batch", d.batch);
+        o.set(e, "iter", d.iter);
+        o.set(e, "lossRef", d.loss_ref);
+        o.set(e, "lossQuery", d.loss_query);
+        o.set(e, "lossReg", d.loss_reg);
+        o.set(e, "gradNorm", d.grad_norm);
+        o.set(e, "alpha", d.alpha);
+        o.set(e, "alphaMin", d.alpha_min);
+        o.set(e, "alphaMax", d.alpha_max);
+        o.set(arr, uint32_t(i), e);
+      }
+      o.set(r, "diagnostics", arr);
+    }
+    return r;
+  }
 };
 
-Napi::Value finish(Napi::Env env, GocorJob& job) {
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("volume", to_js(env, std::move(job.volume)));
-  if (job.want_filter) o.Set("filter", to_js(env, std::move(job.filter)));
-  if (job.want_diag) {
-    Napi::Array arr = Napi::Array::New(env, job.diag.size());
-    for (size_t i = 0; i < job.diag.size(); ++i) {
-      const gocor::GocorIterDiag& d = job.diag[i];
-      Napi::Object e = Napi::Object::New(env);
-      e.Set("batch", d.batch);
-      e.Set("iter", d.iter);
-      e.Set("lossRef", d.loss_ref);
-      e.Set("lossQuery", d.loss_query);
-      e.Set("lossReg", d.loss_reg);
-      e.Set("gradNorm", d.grad_norm);
-      e.Set("alpha", d.alpha);
-      e.Set("alphaMin", d.alpha_min);
-      e.Set("alphaMax", d.alpha_max);
-      arr.Set(static_cast<uint32_t>(i), e);
-    }
-    o.Set("diagnostics", arr);
+struct GocorGlobalJob : GocorJob {
+  gocor::GlobalGocorParams p;
+  gocor::GlobalGocorOptions o;
+  void run(const gocor::Exec& ex) override {
+    const size_t N = size_t(H) * W;
+    volume.resize(size_t(B) * N * N);
+    if (want_filter) filter.resize(size_t(B) * N * C);
+    gocor::gocor_global(p, o, ref.data(), query.data(), volume.data(),
+                        want_filter ? filter.data() : nullptr, gocor::GocorGlobalShape{B, C, H, W},
+                        ex, want_diag ? &diag : nullptr);
   }
-  o.Set("device", device_name(job.ran));
-  return o;
-}
+};
 
-// gocorGlobal(reference, query, {B,C,H,W}, params, {numIter, applyQueryLoss, device, threads,
-//             diagnostics, returnFilter}) -> Promise<{volume, filter?, diagnostics?, device}>
+struct GocorLocalJob : GocorJob {
+  gocor::LocalGocorParams p;
+  gocor::LocalGocorOptions o;
+  void run(const gocor::Exec& ex) override {
+    const size_t D = size_t(2 * o.search_radius + 1) * (2 * o.search_radius + 1);
+    volume.resize(size_t(B) * D * H * W);
+    if (want_filter) filter.resize(ref.size());
+    gocor::gocor_local(p, o, ref.data(), query.data(), volume.data(),
+                       want_filter ? filter.data() : nullptr, B, C, H, W, ex,
+                       want_diag ? &diag : nullptr);
+  }
+};
+
+// gocorGlobal(reference, query (B,C,H,W), {B,C,H,W}, params, {numIter, applyQueryLoss, device,
+//             threads, diagnostics, returnFilter})
+//   -> job of {volume (B, H*W, H, W), filter? (B, H*W, C), diagnostics?, device}
 Napi::Value GocorGlobal(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto job = std::make_shared<GocorJob>();
-  job->ref = read_f32(info[0], "reference");
-  job->query = read_f32(info[1], "query");
-  Napi::Object d = info[2].As<Napi::Object>();
-  gocor::GocorGlobalShape s{read_int(d, "B", 0), read_int(d, "C", 0), read_int(d, "H", 0),
-                            read_int(d, "W", 0)};
-  Napi::Object po = info[3].As<Napi::Object>();
-  gocor::GlobalGocorParams p;
-  p.target_fg = read_vec(po, "targetFg");
-  p.target_bg = read_vec(po, "targetBg");
-  p.log_step_length = static_cast<float>(read_number(po, "logStepLength", 0));
-  p.filter_reg = static_cast<float>(read_number(po, "filterReg", 1e-2));
-  p.steplength_reg = static_cast<float>(read_number(po, "steplengthReg", 0));
-  p.min_filter_reg = static_cast<float>(read_number(po, "minFilterReg", 1e-5));
-  p.reg_inter_dim = read_int(po, "regInterDim", 16);
-  p.reg_output_dim = read_int(po, "regOutputDim", 16);
-  p.reg_weight1 = read_vec(po, "regWeight1");
-  p.reg_weight2 = read_vec(po, "regWeight2");
+  auto job = std::make_unique<GocorGlobalJob>();
+  job->read_common(info);
+  Napi::Object po = read_object(info[3], "params");
+  gocor::GlobalGocorParams& p = job->p;
+  p.log_step_length = float(read_number(po, "logStepLength", p.log_step_length));
+  p.filter_reg = float(read_number(po, "filterReg", p.filter_reg));
+  p.steplength_reg = float(read_number(po, "steplengthReg", p.steplength_reg));
+  p.min_filter_reg = float(read_number(po, "minFilterReg", p.min_filter_reg));
+  p.reg_inter_dim = read_int(po, "regInterDim", 0);
+  p.reg_output_dim = read_int(po, "regOutputDim", 0);
+  const size_t I = count(env, {p.reg_inter_dim}, "regInterDim");
+  const size_t O = count(env, {p.reg_output_dim}, "regOutputDim");
+  p.target_fg = copy_f32(po.Get("targetFg"), "targetFg", size_t(job->C));
+  p.target_bg = copy_f32(po.Get("targetBg"), "targetBg", size_t(job->C));
+  p.reg_weight1 = copy_f32(po.Get("regWeight1"), "regWeight1", I * 9);
+  p.reg_weight2 = copy_f32(po.Get("regWeight2"), "regWeight2", O * I * 9);
   read_dist(po, &p.dist);
-  Napi::Object oo = info[4].As<Napi::Object>();
-  gocor::GlobalGocorOptions o;
-  o.num_iter = read_int(oo, "numIter", 3);
-  o.apply_query_loss = read_bool(oo, "applyQueryLoss", true);
-  job->ex = read_exec(oo);
-  job->want_diag = read_bool(oo, "diagnostics", false);
-  job->want_filter = read_bool(oo, "returnFilter", false);
-
-  size_t N = size_t(s.H) * s.W;
-  if (job->ref.length != size_t(s.B) * s.C * N || job->query.length != size_t(s.B) * s.C * N ||
-      p.target_fg.size() != size_t(s.C) || p.target_bg.size() != size_t(s.C) ||
-      p.reg_weight1.size() != size_t(p.reg_inter_dim) * 9 ||
-      p.reg_weight2.size() != size_t(p.reg_output_dim) * p.reg_inter_dim * 9) {
-    throw make_error(env, "ERR_GOCOR_SHAPE", "gocorGlobal: data lengths do not match the shape");
-  }
-  auto* w = new PromiseWorker(
-      env,
-      [job, s, p = std::move(p), o, N] {
-        job->ran = gocor::resolve_device(job->ex.device);
-        gocor::Exec ex = job->ex;
-        ex.device = job->ran;
-        job->volume.resize(size_t(s.B) * N * N);
-        if (job->want_filter) job->filter.resize(size_t(s.B) * N * s.C);
-        gocor::gocor_global(p, o, job->ref.data, job->query.data, job->volume.data(),
-                            job->want_filter ? job->filter.data() : nullptr, s, ex,
-                            job->want_diag ? &job->diag : nullptr);
-      },
-      [job](Napi::Env e) { return finish(e, *job); });
-  w->keep(info[0]);
-  w->keep(info[1]);
-  return w->queue_and_promise();
+  Napi::Object oo = read_object(info[4], "options");
+  job->o.num_iter = read_int(oo, "numIter", job->o.num_iter);
+  job->o.apply_query_loss = read_bool(oo, "applyQueryLoss", job->o.apply_query_loss);
+  return job_handle(env, std::move(job));
 }
 
-// gocorLocal(reference, query, {B,C,H,W}, params, {numIter, searchRadius, device, threads,
-//            diagnostics, returnFilter}) -> Promise<{volume, filter?, diagnostics?, device}>
+// gocorLocal(reference, query (B,C,H,W), {B,C,H,W}, params, {numIter, searchRadius, device,
+//            threads, diagnostics, returnFilter})
+//   -> job of {volume (B, (2R+1)^2, H, W), filter? (B,C,H,W), diagnostics?, device}
 Napi::Value GocorLocal(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto job = std::make_shared<GocorJob>();
-  job->ref = read_f32(info[0], "reference");
-  job->query = read_f32(info[1], "query");
-  Napi::Object d = info[2].As<Napi::Object>();
-  int B = read_int(d, "B", 0), C = read_int(d, "C", 0), H = read_int(d, "H", 0),
-      W = read_int(d, "W", 0);
-  Napi::Object po = info[3].As<Napi::Object>();
-  gocor::LocalGocorParams p;
-  p.scaling = static_cast<float>(read_number(po, "scaling", 1));
-  p.log_step_length = static_cast<float>(read_number(po, "logStepLength", 0));
-  p.filter_reg = static_cast<float>(read_number(po, "filterReg", 1e-2));
-  p.min_filter_reg = static_cast<float>(read_number(po, "minFilterReg", 1e-5));
+  auto job = std::make_unique<GocorLocalJob>();
+  job->read_common(info);
+  Napi::Object po = read_object(info[3], "params");
+  gocor::LocalGocorParams& p = job->p;
+  p.scaling = float(read_number(po, "scaling", p.scaling));
+  p.log_step_length = float(read_number(po, "logStepLength", p.log_step_length));
+  p.filter_reg = float(read_number(po, "filterReg", p.filter_reg));
+  p.min_filter_reg = float(read_number(po, "minFilterReg", p.min_filter_reg));
   read_dist(po, &p.dist);
-  Napi::Object oo = info[4].As<Napi::Object>();
-  gocor::LocalGocorOptions o;
-  o.num_iter = read_int(oo, "numIter", 3);
-  o.search_radius = read_int(oo, "searchRadius", 4);
-  job->ex = read_exec(oo);
-  job->want_diag = read_bool(oo, "diagnostics", false);
-  job->want_filter = read_bool(oo, "returnFilter", false);
-
-  size_t in_len = size_t(B) * C * H * W;
-  if (job->ref.length != in_len || job->query.length != in_len) {
-    throw make_error(env, "ERR_GOCOR_SHAPE", "gocorLocal: data lengths do not match the shape");
+  Napi::Object oo = read_object(info[4], "options");
+  job->o.num_iter = read_int(oo, "numIter", job->o.num_iter);
+  job->o.search_radius = read_int(oo, "searchRadius", job->o.search_radius);
+  if (job->o.search_radius < 1 || job->o.search_radius > 64) {
+    throw_invalid(env, "gocorLocal: searchRadius must be between 1 and 64");
   }
-  size_t D = size_t(2 * o.search_radius + 1) * (2 * o.search_radius + 1);
-  auto* w = new PromiseWorker(
-      env,
-      [job, p, o, B, C, H, W, D, in_len] {
-        job->ran = gocor::resolve_device(job->ex.device);
-        gocor::Exec ex = job->ex;
-        ex.device = job->ran;
-        job->volume.resize(size_t(B) * D * H * W);
-        if (job->want_filter) job->filter.resize(in_len);
-        gocor::gocor_local(p, o, job->ref.data, job->query.data, job->volume.data(),
-                           job->want_filter ? job->filter.data() : nullptr, B, C, H, W, ex,
-                           job->want_diag ? &job->diag : nullptr);
-      },
-      [job](Napi::Env e) { return finish(e, *job); });
-  w->keep(info[0]);
-  w->keep(info[1]);
-  return w->queue_and_promise();
+  return job_handle(env, std::move(job));
 }
 
 // defaultGlobalParams(C, seed) -> params object with the official initial values.
 Napi::Value DefaultGlobalParams(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int C = info[0].As<Napi::Number>().Int32Value();
-  double seed = info[1].As<Napi::Number>().DoubleValue();
-  gocor::GlobalGocorParams p = gocor::default_global_params(C, static_cast<uint64_t>(seed));
+  const double c = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0;
+  const double seed = info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : -1;
+  if (!(c >= 1 && c <= 65536 && c == int(c))) {
+    throw_invalid(env, "defaultGlobalParams: channels must be an integer between 1 and 65536");
+  }
+  if (!(seed >= 0 && seed <= 9007199254740991.0)) {
+    throw_invalid(env, "defaultGlobalParams: seed must be between 0 and 2^53-1");
+  }
+  gocor::GlobalGocorParams p = gocor::default_global_params(int(c), uint64_t(seed));
   Napi::Object o = Napi::Object::New(env);
   o.Set("targetFg", f32(env, p.target_fg.data(), p.target_fg.size()));
   o.Set("targetBg", f32(env, p.target_bg.data(), p.target_bg.size()));
@@ -218,10 +203,10 @@ Napi::Value DefaultLocalParams(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void init_gocor(Napi::Env env, Napi::Object exports) {
-  exports.Set("gocorGlobal", Napi::Function::New(env, GocorGlobal, "gocorGlobal"));
-  exports.Set("gocorLocal", Napi::Function::New(env, GocorLocal, "gocorLocal"));
-  exports.Set("defaultGlobalParams", Napi::Function::New(env, DefaultGlobalParams));
-  exports.Set("defaultLocalParams", Napi::Function::New(env, DefaultLocalParams));
+  export_function(env, exports, "gocorGlobal", GocorGlobal);
+  export_function(env, exports, "gocorLocal", GocorLocal);
+  export_function(env, exports, "defaultGlobalParams", DefaultGlobalParams);
+  export_function(env, exports, "defaultLocalParams", DefaultLocalParams);
 }
 
 }  // namespace gocor_napi

@@ -54,8 +54,8 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void init_info(Napi::Env env, Napi::Object exports) {
-  exports.Set("backends", Napi::Function::New(env, Backends, "backends"));
-  exports.Set("buildInfo", Napi::Function::New(env, BuildInfo, "buildInfo"));
+  export_function(env, exports, "backends", Backends);
+  export_function(env, exports, "buildInfo", BuildInfo);
 }
 
 }  // namespace gocor_napi

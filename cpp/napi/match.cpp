@@ -1,5 +1,5 @@
-// Feature extraction, dense matching, flow resizing and image warping workers (the image-to-flow
-// path). Arguments are copied into plain C++ values here; the work runs in a PromiseWorker.
+// Feature extraction, dense matching, flow resizing and image warping jobs (the image-to-flow
+// path). Arguments are copied into plain C++ values here; the work runs as a Job (worker.h).
 #include "match.h"
 
 #include <memory>
@@ -20,62 +20,59 @@ struct Dims {
 };
 
 Dims read_dims(const Napi::Value& v) {
-  Napi::Object o = v.As<Napi::Object>();
+  Napi::Object o = read_object(v, "dims");
   return {read_int(o, "C", 0), read_int(o, "H", 0), read_int(o, "W", 0)};
 }
 
-void check_len(Napi::Env env, const F32In& in, size_t want, const char* name) {
-  if (in.length != want) {
-    throw make_error(env, "ERR_GOCOR_SHAPE",
-                     std::string(name) + ": expected " + std::to_string(want) +
-                         " elements but received " + std::to_string(in.length));
-  }
+// A (C, H, W) image or flow argument, copied.
+std::vector<float> copy_image(const Napi::Value& v, const Dims& d, const char* name) {
+  return copy_f32(v, name, count(v.Env(), {d.C, d.H, d.W}, name));
 }
 
 // {imageWidth, imageHeight, levels: [{data, channels, height, width, strideX, strideY, global}]}
 // -> FeaturePyramid (the data is copied: the matcher needs contiguous owned levels anyway).
 gocor::FeaturePyramid read_pyramid(const Napi::Value& v, const char* name) {
   Napi::Env env = v.Env();
-  Napi::Object o = v.As<Napi::Object>();
+  Napi::Object o = read_object(v, name);
   gocor::FeaturePyramid p;
   p.image_w = read_int(o, "imageWidth", 0);
   p.image_h = read_int(o, "imageHeight", 0);
-  Napi::Array levels = o.Get("levels").As<Napi::Array>();
+  Napi::Value list = o.Get("levels");
+  if (!list.IsArray()) throw_invalid(env, std::string("Expected array for ") + name + ".levels");
+  Napi::Array levels = list.As<Napi::Array>();
   for (uint32_t i = 0; i < levels.Length(); ++i) {
-    Napi::Object lo = levels.Get(i).As<Napi::Object>();
+    Napi::Object lo = read_object(levels.Get(i), name);
     gocor::FeatureLevel lv;
     lv.C = read_int(lo, "channels", 0);
     lv.H = read_int(lo, "height", 0);
     lv.W = read_int(lo, "width", 0);
-    lv.stride_x = read_number(lo, "strideX", 1);
-    lv.stride_y = read_number(lo, "strideY", 1);
-    lv.global = read_bool(lo, "global", false);
-    F32In d = read_f32(lo.Get("data"), name);
-    check_len(env, d, size_t(lv.C) * lv.H * lv.W, name);
-    lv.data.assign(d.data, d.data + d.length);
+    lv.stride_x = read_number(lo, "strideX", lv.stride_x);
+    lv.stride_y = read_number(lo, "strideY", lv.stride_y);
+    lv.global = read_bool(lo, "global", lv.global);
+    lv.data = copy_f32(lo.Get("data"), name, count(env, {lv.C, lv.H, lv.W}, name));
     p.levels.push_back(std::move(lv));
   }
   return p;
 }
 
-Napi::Object write_pyramid(Napi::Env env, gocor::FeaturePyramid& p) {
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("imageWidth", p.image_w);
-  o.Set("imageHeight", p.image_h);
-  Napi::Array levels = Napi::Array::New(env, p.levels.size());
+napi_value write_pyramid(Out& out, gocor::FeaturePyramid& p) {
+  napi_value o = out.object();
+  out.set(o, "imageWidth", p.image_w);
+  out.set(o, "imageHeight", p.image_h);
+  napi_value levels = out.array(p.levels.size());
   for (size_t i = 0; i < p.levels.size(); ++i) {
     gocor::FeatureLevel& lv = p.levels[i];
-    Napi::Object lo = Napi::Object::New(env);
-    lo.Set("data", to_js(env, std::move(lv.data)));
-    lo.Set("channels", lv.C);
-    lo.Set("height", lv.H);
-    lo.Set("width", lv.W);
-    lo.Set("strideX", lv.stride_x);
-    lo.Set("strideY", lv.stride_y);
-    lo.Set("global", lv.global);
-    levels.Set(uint32_t(i), lo);
+    napi_value lo = out.object();
+    out.set(lo, "data", out.f32(std::move(lv.data)));
+    out.set(lo, "channels", lv.C);
+    out.set(lo, "height", lv.H);
+    out.set(lo, "width", lv.W);
+    out.set(lo, "strideX", lv.stride_x);
+    out.set(lo, "strideY", lv.stride_y);
+    out.set(lo, "global", out.boolean(lv.global));
+    out.set(levels, uint32_t(i), lo);
   }
-  o.Set("levels", levels);
+  out.set(o, "levels", levels);
   return o;
 }
 
@@ -106,14 +103,15 @@ gocor::MatchOptions read_match_options(const Napi::Object& o) {
   }
   Napi::Value tex = o.Get("texture");
   if (tex.IsObject()) {
-    m.texture_radius = read_int(tex.As<Napi::Object>(), "radius", m.texture_radius);
-    m.texture_gradient = float(read_number(tex.As<Napi::Object>(), "gradient", m.texture_gradient));
+    Napi::Object t = tex.As<Napi::Object>();
+    m.texture_radius = read_int(t, "radius", m.texture_radius);
+    m.texture_gradient = float(read_number(t, "gradient", m.texture_gradient));
   }
   m.median = read_bool(o, "median", m.median);
-  m.seed = static_cast<uint64_t>(read_number(o, "seed", 0));
+  m.seed = static_cast<uint64_t>(read_number(o, "seed", double(m.seed)));
   m.fitted_params = read_bool(o, "fittedParams", m.fitted_params);
-  m.out_w = read_int(o, "outWidth", 0);
-  m.out_h = read_int(o, "outHeight", 0);
+  m.out_w = read_int(o, "outWidth", m.out_w);
+  m.out_h = read_int(o, "outHeight", m.out_h);
   std::string conf =
       o.Get("confidence").IsString() ? o.Get("confidence").ToString().Utf8Value() : "peak";
   m.confidence = conf == "none"              ? gocor::MatchConfidence::None
@@ -122,172 +120,160 @@ gocor::MatchOptions read_match_options(const Napi::Object& o) {
   return m;
 }
 
-struct MatchJob {
-  F32In a, b;
+struct FeaturesJob : Job {
+  std::vector<float> image;
+  Dims d;
+  gocor::FeatureOptions fo;
+  gocor::FeaturePyramid pyramid;
+  void run(const gocor::Exec& ex) override {
+    pyramid = gocor::features_extract(gocor::ImageView{image.data(), d.C, d.H, d.W}, fo, ex);
+  }
+  napi_value result(Out& out) override { return write_pyramid(out, pyramid); }
+};
+
+// extractFeatures(image, {C,H,W}, {globalSize, finestStride, coarsestStride, withGlobal, device,
+//                 threads}) -> job of {imageWidth, imageHeight, levels, device}
+Napi::Value ExtractFeatures(const Napi::CallbackInfo& info) {
+  auto job = std::make_unique<FeaturesJob>();
+  job->has_cuda = false;  // the descriptor is CPU code
+  job->d = read_dims(info[1]);
+  job->image = copy_image(info[0], job->d, "image");
+  Napi::Object oo = read_object(info[2], "options");
+  gocor::FeatureOptions& fo = job->fo;
+  fo.global_size = read_int(oo, "globalSize", fo.global_size);
+  fo.finest_stride = read_int(oo, "finestStride", fo.finest_stride);
+  fo.coarsest_stride = read_int(oo, "coarsestStride", fo.coarsest_stride);
+  fo.with_global = read_bool(oo, "withGlobal", fo.with_global);
+  read_exec(oo, *job);
+  return job_handle(info.Env(), std::move(job));
+}
+
+struct MatchJob : Job {
+  std::vector<float> a, b;
   Dims da, db;
   gocor::FeaturePyramid pa, pb;
   bool from_images = true;
   gocor::MatchOptions opts;
-  gocor::Exec ex;
-  gocor::Device ran = gocor::Device::Cpu;
-  gocor::MatchResult result;
+  gocor::MatchResult result_;
+  void run(const gocor::Exec& ex) override {
+    result_ = from_images
+                  ? gocor::match_images(gocor::ImageView{a.data(), da.C, da.H, da.W},
+                                        gocor::ImageView{b.data(), db.C, db.H, db.W}, opts, ex)
+                  : gocor::match_pyramids(pa, pb, opts, ex);
+  }
+  napi_value result(Out& out) override {
+    napi_value o = out.object();
+    out.set(o, "width", result_.W);
+    out.set(o, "height", result_.H);
+    out.set(o, "data", out.f32(std::move(result_.flow)));
+    if (!result_.confidence.empty()) {
+      out.set(o, "confidence", out.f32(std::move(result_.confidence)));
+    }
+    if (!result_.occlusion.empty()) out.set(o, "occlusion", out.u8(std::move(result_.occlusion)));
+    if (!result_.timings.empty()) {
+      napi_value t = out.object();
+      for (const auto& [stage, ms] : result_.timings) out.set(t, stage, ms);
+      out.set(o, "timings", t);
+    }
+    return o;
+  }
 };
 
-// extractFeatures(image, {C,H,W}, {globalSize, finestStride, withGlobal, device, threads})
-//   -> Promise<{imageWidth, imageHeight, levels}>
-Napi::Value ExtractFeatures(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  F32In img = read_f32(info[0], "image");
-  Dims d = read_dims(info[1]);
-  check_len(env, img, size_t(d.C) * d.H * d.W, "image");
-  Napi::Object oo = info[2].As<Napi::Object>();
-  gocor::FeatureOptions fo;
-  fo.global_size = read_int(oo, "globalSize", fo.global_size);
-  fo.finest_stride = read_int(oo, "finestStride", fo.finest_stride);
-  fo.coarsest_stride = read_int(oo, "coarsestStride", 0);
-  fo.with_global = read_bool(oo, "withGlobal", true);
-  gocor::Exec ex = read_exec(oo);
-  auto pyr = std::make_shared<gocor::FeaturePyramid>();
-  auto* w = new PromiseWorker(
-      env,
-      [img, d, fo, ex, pyr] {
-        // Feature extraction is CPU code; the device option only has to be valid.
-        gocor::resolve_device(ex.device);
-        *pyr = gocor::features_extract(gocor::ImageView{img.data, d.C, d.H, d.W}, fo, ex);
-      },
-      [pyr](Napi::Env e) -> Napi::Value { return write_pyramid(e, *pyr); });
-  w->keep(info[0]);
-  return w->queue_and_promise();
-}
-
-Napi::Value finish_match(Napi::Env env, MatchJob& job) {
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("width", job.result.W);
-  o.Set("height", job.result.H);
-  o.Set("data", to_js(env, std::move(job.result.flow)));
-  if (!job.result.confidence.empty()) {
-    o.Set("confidence", to_js(env, std::move(job.result.confidence)));
-  }
-  if (!job.result.occlusion.empty()) {
-    const std::vector<uint8_t>& occ = job.result.occlusion;
-    Napi::Uint8Array arr = Napi::Uint8Array::New(env, occ.size());
-    std::copy(occ.begin(), occ.end(), arr.Data());
-    o.Set("occlusion", arr);
-  }
-  Napi::Object timings = Napi::Object::New(env);
-  for (const auto& [stage, ms] : job.result.timings) timings.Set(stage, ms);
-  o.Set("timings", timings);
-  o.Set("device", device_name(job.ran));
-  return o;
-}
-
-// matchImages(a, {C,H,W}, b, {C,H,W}, opts) -> Promise<{data, width, height, confidence?, device}>
+// matchImages(a, {C,H,W}, b, {C,H,W}, opts)
+//   -> job of {data (2,H,W), width, height, confidence? (H,W), occlusion? (H,W) uint8,
+//              timings, device}
 Napi::Value MatchImages(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto job = std::make_shared<MatchJob>();
-  job->a = read_f32(info[0], "a");
+  auto job = std::make_unique<MatchJob>();
   job->da = read_dims(info[1]);
-  job->b = read_f32(info[2], "b");
   job->db = read_dims(info[3]);
-  check_len(env, job->a, size_t(job->da.C) * job->da.H * job->da.W, "a");
-  check_len(env, job->b, size_t(job->db.C) * job->db.H * job->db.W, "b");
-  Napi::Object oo = info[4].As<Napi::Object>();
+  job->a = copy_image(info[0], job->da, "a");
+  job->b = copy_image(info[2], job->db, "b");
+  Napi::Object oo = read_object(info[4], "options");
   job->opts = read_match_options(oo);
-  job->ex = read_exec(oo);
-  auto* w = new PromiseWorker(
-      env,
-      [job] {
-        job->ran = gocor::resolve_device(job->ex.device);
-        gocor::Exec ex = job->ex;
-        ex.device = job->ran;
-        job->result = gocor::match_images(
-            gocor::ImageView{job->a.data, job->da.C, job->da.H, job->da.W},
-            gocor::ImageView{job->b.data, job->db.C, job->db.H, job->db.W}, job->opts, ex);
-      },
-      [job](Napi::Env e) { return finish_match(e, *job); });
-  w->keep(info[0]);
-  w->keep(info[2]);
-  return w->queue_and_promise();
+  read_exec(oo, *job);
+  return job_handle(info.Env(), std::move(job));
 }
 
-// matchPyramids(pyramidA, pyramidB, opts) -> Promise<{data, width, height, confidence?, device}>
+// matchPyramids(pyramidA, pyramidB, opts)
+//   -> job of {data (2,H,W), width, height, confidence? (H,W), device}
 Napi::Value MatchPyramids(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto job = std::make_shared<MatchJob>();
+  auto job = std::make_unique<MatchJob>();
+  job->from_images = false;
   job->pa = read_pyramid(info[0], "a");
   job->pb = read_pyramid(info[1], "b");
-  Napi::Object oo = info[2].As<Napi::Object>();
+  Napi::Object oo = read_object(info[2], "options");
   job->opts = read_match_options(oo);
-  job->ex = read_exec(oo);
-  auto* w = new PromiseWorker(
-      env,
-      [job] {
-        job->ran = gocor::resolve_device(job->ex.device);
-        gocor::Exec ex = job->ex;
-        ex.device = job->ran;
-        job->result = gocor::match_pyramids(job->pa, job->pb, job->opts, ex);
-      },
-      [job](Napi::Env e) { return finish_match(e, *job); });
-  return w->queue_and_promise();
+  read_exec(oo, *job);
+  return job_handle(info.Env(), std::move(job));
 }
 
-// warpImage(b, {C,H,W}, flow, {H,W}, exec) -> Promise<{data, mask}> (data (C,H,W), mask (H,W))
+struct WarpJob : Job {
+  std::vector<float> b, flow;
+  Dims db, df;
+  F32Buffer out, mask;
+  void run(const gocor::Exec& ex) override {
+    out.resize(size_t(db.C) * df.H * df.W);
+    mask.resize(size_t(df.H) * df.W);
+    gocor::flow_warp_image(b.data(), db.C, db.H, db.W, flow.data(), df.H, df.W, out.data(),
+                           mask.data(), ex);
+  }
+  napi_value result(Out& o) override {
+    napi_value r = o.object();
+    o.set(r, "data", o.f32(std::move(out)));
+    o.set(r, "mask", o.f32(std::move(mask)));
+    return r;
+  }
+};
+
+// warpImage(b, {C,H,W}, flow, {C: 2, H, W}, exec) -> job of {data (C,H,W), mask (H,W), device}
 Napi::Value WarpImage(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  F32In b = read_f32(info[0], "b");
-  Dims db = read_dims(info[1]);
-  F32In flow = read_f32(info[2], "flow");
-  Dims df = read_dims(info[3]);
-  check_len(env, b, size_t(db.C) * db.H * db.W, "b");
-  check_len(env, flow, size_t(2) * df.H * df.W, "flow");
-  gocor::Exec ex = read_exec(info[4].As<Napi::Object>());
-  auto out = std::make_shared<std::pair<F32Buffer, F32Buffer>>();
-  auto* w = new PromiseWorker(
-      env,
-      [b, db, flow, df, ex, out] {
-        out->first.resize(size_t(db.C) * df.H * df.W);
-        out->second.resize(size_t(df.H) * df.W);
-        gocor::flow_warp_image(b.data, db.C, db.H, db.W, flow.data, df.H, df.W, out->first.data(),
-                               out->second.data(), ex);
-      },
-      [out](Napi::Env e) -> Napi::Value {
-        Napi::Object o = Napi::Object::New(e);
-        o.Set("data", to_js(e, std::move(out->first)));
-        o.Set("mask", to_js(e, std::move(out->second)));
-        return o;
-      });
-  w->keep(info[0]);
-  w->keep(info[2]);
-  return w->queue_and_promise();
+  auto job = std::make_unique<WarpJob>();
+  job->has_cuda = false;
+  job->db = read_dims(info[1]);
+  job->df = read_dims(info[3]);
+  job->df.C = 2;
+  job->b = copy_image(info[0], job->db, "b");
+  job->flow = copy_image(info[2], job->df, "flow");
+  read_exec(read_object(info[4], "exec"), *job);
+  return job_handle(info.Env(), std::move(job));
 }
 
-// resizeFlow(flow, {H,W}, {H,W}, exec) -> Promise<Float32Array> (vectors rescaled)
+struct ResizeFlowJob : Job {
+  std::vector<float> flow;
+  Dims from, to;
+  F32Buffer out;
+  void run(const gocor::Exec& ex) override {
+    out.resize(size_t(2) * to.H * to.W);
+    gocor::flow_resize(flow.data(), from.H, from.W, out.data(), to.H, to.W, ex);
+  }
+  napi_value result(Out& o) override {
+    napi_value r = o.object();
+    o.set(r, "data", o.f32(std::move(out)));
+    return r;
+  }
+};
+
+// resizeFlow(flow, {H,W}, {H,W}, exec) -> job of {data (2,h,w), device} (vectors rescaled)
 Napi::Value ResizeFlow(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  F32In flow = read_f32(info[0], "flow");
-  Dims di = read_dims(info[1]), dout = read_dims(info[2]);
-  check_len(env, flow, size_t(2) * di.H * di.W, "flow");
-  gocor::Exec ex = read_exec(info[3].As<Napi::Object>());
-  auto out = std::make_shared<F32Buffer>();
-  auto* w = new PromiseWorker(
-      env,
-      [flow, di, dout, ex, out] {
-        out->resize(size_t(2) * dout.H * dout.W);
-        gocor::flow_resize(flow.data, di.H, di.W, out->data(), dout.H, dout.W, ex);
-      },
-      [out](Napi::Env e) -> Napi::Value { return to_js(e, std::move(*out)); });
-  w->keep(info[0]);
-  return w->queue_and_promise();
+  auto job = std::make_unique<ResizeFlowJob>();
+  job->has_cuda = false;
+  job->from = read_dims(info[1]);
+  job->to = read_dims(info[2]);
+  job->from.C = job->to.C = 2;
+  job->flow = copy_image(info[0], job->from, "flow");
+  count(info.Env(), {2, job->to.H, job->to.W}, "output");
+  read_exec(read_object(info[3], "exec"), *job);
+  return job_handle(info.Env(), std::move(job));
 }
 
 }  // namespace
 
 void init_match(Napi::Env env, Napi::Object exports) {
-  exports.Set("extractFeatures", Napi::Function::New(env, ExtractFeatures, "extractFeatures"));
-  exports.Set("matchImages", Napi::Function::New(env, MatchImages, "matchImages"));
-  exports.Set("matchPyramids", Napi::Function::New(env, MatchPyramids, "matchPyramids"));
-  exports.Set("warpImage", Napi::Function::New(env, WarpImage, "warpImage"));
-  exports.Set("resizeFlow", Napi::Function::New(env, ResizeFlow, "resizeFlow"));
+  export_function(env, exports, "extractFeatures", ExtractFeatures);
+  export_function(env, exports, "matchImages", MatchImages);
+  export_function(env, exports, "matchPyramids", MatchPyramids);
+  export_function(env, exports, "warpImage", WarpImage);
+  export_function(env, exports, "resizeFlow", ResizeFlow);
 }
 
 }  // namespace gocor_napi

@@ -2,102 +2,360 @@
 
 #include <exception>
 #include <new>
+#include <utility>
+
+#include "dispatch.h"
 
 namespace gocor_napi {
 
-F32In read_f32(const Napi::Value& v, const char* name) {
+Napi::Error make_error(Napi::Env env, const char* code, const std::string& message) {
+  Napi::Error err = Napi::Error::New(env, message);
+  err.Set("code", Napi::String::New(env, code));
+  return err;
+}
+
+void throw_invalid(Napi::Env env, const std::string& message) {
+  throw make_error(env, "ERR_GOCOR_INVALID_ARG", message);
+}
+
+namespace {
+
+Napi::Value field(const Napi::Object& o, const char* key, bool (Napi::Value::*is)() const,
+                  const char* what) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsUndefined() && !(v.*is)()) {
+    throw_invalid(o.Env(), std::string("Expected ") + what + " for " + key);
+  }
+  return v;
+}
+
+}  // namespace
+
+int32_t read_int(const Napi::Object& o, const char* key, int32_t fallback) {
+  Napi::Value v = field(o, key, &Napi::Value::IsNumber, "number");
+  return v.IsUndefined() ? fallback : v.As<Napi::Number>().Int32Value();
+}
+
+double read_number(const Napi::Object& o, const char* key, double fallback) {
+  Napi::Value v = field(o, key, &Napi::Value::IsNumber, "number");
+  return v.IsUndefined() ? fallback : v.As<Napi::Number>().DoubleValue();
+}
+
+bool read_bool(const Napi::Object& o, const char* key, bool fallback) {
+  Napi::Value v = field(o, key, &Napi::Value::IsBoolean, "boolean");
+  return v.IsUndefined() ? fallback : v.As<Napi::Boolean>().Value();
+}
+
+Napi::Object read_object(const Napi::Value& v, const char* name) {
+  if (!v.IsObject()) throw_invalid(v.Env(), std::string("Expected object for ") + name);
+  return v.As<Napi::Object>();
+}
+
+size_t count(Napi::Env env, std::initializer_list<int64_t> dims, const char* name) {
+  // 2^40 elements (4 TiB of float32) is far beyond any memory limit and keeps every later
+  // byte-size product exact.
+  constexpr uint64_t kMax = uint64_t(1) << 40;
+  uint64_t n = 1;
+  for (int64_t d : dims) {
+    if (d <= 0 || __builtin_mul_overflow(n, uint64_t(d), &n) || n > kMax) {
+      throw make_error(env, "ERR_GOCOR_SHAPE",
+                       std::string(name) + ": dimensions must be positive and of a sane size");
+    }
+  }
+  return size_t(n);
+}
+
+std::vector<float> copy_f32(const Napi::Value& v, const char* name) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
     throw_invalid(v.Env(), std::string("Expected Float32Array for ") + name);
   }
   Napi::Float32Array a = v.As<Napi::Float32Array>();
-  return F32In{a.Data(), a.ElementLength()};
+  const float* p = a.Data();
+  return p ? std::vector<float>(p, p + a.ElementLength()) : std::vector<float>();
 }
 
-int32_t read_int(const Napi::Object& o, const char* key, int32_t fallback) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsNumber()) throw_invalid(o.Env(), std::string("Expected number for ") + key);
-  return v.As<Napi::Number>().Int32Value();
+std::vector<float> copy_f32(const Napi::Value& v, const char* name, size_t length) {
+  std::vector<float> out = copy_f32(v, name);
+  if (out.size() != length) {
+    throw make_error(v.Env(), "ERR_GOCOR_SHAPE",
+                     std::string(name) + ": expected " + std::to_string(length) +
+                         " elements but received " + std::to_string(out.size()));
+  }
+  return out;
 }
 
-double read_number(const Napi::Object& o, const char* key, double fallback) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsNumber()) throw_invalid(o.Env(), std::string("Expected number for ") + key);
-  return v.As<Napi::Number>().DoubleValue();
+void read_exec(const Napi::Object& opts, Job& job) {
+  Napi::Value d = opts.Get("device");
+  std::string s = d.IsString() ? d.As<Napi::String>().Utf8Value() : "";
+  if (s == "auto")
+    job.exec.device = gocor::Device::Auto;
+  else if (s == "cpu")
+    job.exec.device = gocor::Device::Cpu;
+  else if (s == "cuda")
+    job.exec.device = gocor::Device::Cuda;
+  else
+    throw_invalid(opts.Env(), "Expected 'auto', 'cpu' or 'cuda' for device");
+  job.exec.threads = read_int(opts, "threads", job.exec.threads);
 }
 
-bool read_bool(const Napi::Object& o, const char* key, bool fallback) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsBoolean()) throw_invalid(o.Env(), std::string("Expected boolean for ") + key);
-  return v.As<Napi::Boolean>().Value();
+// ---- Out -------------------------------------------------------------------------------------
+
+// `v` by reference: it is read after the call that fills it (argument order is unspecified).
+napi_value Out::check(napi_status s, const napi_value& v) {
+  if (s != napi_ok || v == nullptr) ok_ = false;
+  return ok_ ? v : nullptr;
 }
 
-gocor::Device read_device(const Napi::Object& o) {
-  Napi::Value v = o.Get("device");
-  if (v.IsUndefined()) return gocor::Device::Auto;
-  std::string s = v.ToString().Utf8Value();
-  if (s == "auto") return gocor::Device::Auto;
-  if (s == "cpu") return gocor::Device::Cpu;
-  if (s == "cuda") return gocor::Device::Cuda;
-  throw_invalid(o.Env(), "Expected 'auto', 'cpu' or 'cuda' for device but received " + s);
+napi_value Out::object() {
+  napi_value v = nullptr;
+  return ok_ ? check(napi_create_object(env_, &v), v) : nullptr;
 }
 
-gocor::Exec read_exec(const Napi::Object& opts) {
-  gocor::Exec ex;
-  ex.device = read_device(opts);
-  ex.threads = read_int(opts, "threads", 0);
-  return ex;
+napi_value Out::array(size_t length) {
+  napi_value v = nullptr;
+  return ok_ ? check(napi_create_array_with_length(env_, length, &v), v) : nullptr;
 }
 
-Napi::Float32Array to_js(Napi::Env env, F32Buffer&& buf) {
-  size_t n = buf.size();
-  if (n == 0) return Napi::Float32Array::New(env, 0);
-  auto* holder = new F32Buffer(std::move(buf));
-  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
-      env, holder->data(), n * sizeof(float), [](Napi::Env, void*, F32Buffer* h) { delete h; },
-      holder);
-  return Napi::Float32Array::New(env, n, ab, 0);
+napi_value Out::number(double x) {
+  napi_value v = nullptr;
+  return ok_ ? check(napi_create_double(env_, x, &v), v) : nullptr;
 }
 
-void PromiseWorker::Execute() {
+napi_value Out::boolean(bool b) {
+  napi_value v = nullptr;
+  return ok_ ? check(napi_get_boolean(env_, b, &v), v) : nullptr;
+}
+
+napi_value Out::string(const char* s) {
+  napi_value v = nullptr;
+  return ok_ ? check(napi_create_string_utf8(env_, s, NAPI_AUTO_LENGTH, &v), v) : nullptr;
+}
+
+napi_value Out::f32(F32Buffer&& buf) {
+  if (!ok_) return nullptr;
+  const size_t n = buf.size();
+  napi_value ab = nullptr, ta = nullptr;
+  if (n == 0) {
+    void* unused = nullptr;
+    if (!check(napi_create_arraybuffer(env_, 0, &unused, &ab), ab)) return nullptr;
+  } else {
+    auto* holder = new F32Buffer(std::move(buf));
+    napi_status s = napi_create_external_arraybuffer(
+        env_, holder->data(), n * sizeof(float),
+        [](napi_env, void*, void* hint) { delete static_cast<F32Buffer*>(hint); }, holder, &ab);
+    if (s != napi_ok) {
+      delete holder;
+      ok_ = false;
+      return nullptr;
+    }
+  }
+  return check(napi_create_typedarray(env_, napi_float32_array, n, ab, 0, &ta), ta);
+}
+
+napi_value Out::u8(std::vector<uint8_t>&& buf) {
+  if (!ok_) return nullptr;
+  const size_t n = buf.size();
+  napi_value ab = nullptr, ta = nullptr;
+  if (n == 0) {
+    void* unused = nullptr;
+    if (!check(napi_create_arraybuffer(env_, 0, &unused, &ab), ab)) return nullptr;
+  } else {
+    auto* holder = new std::vector<uint8_t>(std::move(buf));
+    napi_status s = napi_create_external_arraybuffer(
+        env_, holder->data(), n,
+        [](napi_env, void*, void* hint) { delete static_cast<std::vector<uint8_t>*>(hint); },
+        holder, &ab);
+    if (s != napi_ok) {
+      delete holder;
+      ok_ = false;
+      return nullptr;
+    }
+  }
+  return check(napi_create_typedarray(env_, napi_uint8_array, n, ab, 0, &ta), ta);
+}
+
+void Out::set(napi_value object, const char* key, napi_value v) {
+  if (!ok_ || object == nullptr || v == nullptr) {
+    ok_ = false;
+    return;
+  }
+  if (napi_set_named_property(env_, object, key, v) != napi_ok) ok_ = false;
+}
+
+void Out::set(napi_value array, uint32_t index, napi_value v) {
+  if (!ok_ || array == nullptr || v == nullptr) {
+    ok_ = false;
+    return;
+  }
+  if (napi_set_element(env_, array, index, v) != napi_ok) ok_ = false;
+}
+
+// ---- running a job ---------------------------------------------------------------------------
+
+namespace {
+
+struct Work {
+  std::unique_ptr<Job> job;
+  std::shared_ptr<std::atomic<bool>> cancelled;
+  napi_deferred deferred = nullptr;
+  napi_async_work work = nullptr;
+  gocor::Device ran = gocor::Device::Cpu;
+  std::string code;  // empty: success
+  std::string message;
+};
+
+const char* device_name(gocor::Device d) {
+  return d == gocor::Device::Cuda ? "cuda" : "cpu";
+}
+
+void execute(napi_env, void* data) {
+  Work& w = *static_cast<Work*>(data);
   try {
-    compute_();
+    gocor::Exec ex = w.job->exec;
+    ex.cancel = w.cancelled.get();
+    gocor::check_cancel(ex);
+    ex.device = gocor::resolve_device(ex.device, w.job->has_cuda);
+    w.ran = ex.device;
+    w.job->run(ex);
+    // Aborted while running but past the last stage boundary: the result is discarded all the
+    // same, so that an abort before the Promise settles always rejects.
+    gocor::check_cancel(ex);
   } catch (const gocor::Error& e) {
-    code_ = gocor::error_code_name(e.code());
-    SetError(e.what());
+    w.code = gocor::error_code_name(e.code());
+    w.message = e.what();
   } catch (const std::bad_alloc&) {
-    code_ = "ERR_GOCOR_TOO_LARGE";
-    SetError("out of host memory");
+    w.code = "ERR_GOCOR_TOO_LARGE";
+    w.message = "out of host memory";
   } catch (const std::exception& e) {
-    code_ = "ERR_GOCOR_INTERNAL";
-    SetError(e.what());
+    w.code = "ERR_GOCOR_INTERNAL";
+    w.message = e.what();
   } catch (...) {
-    code_ = "ERR_GOCOR_INTERNAL";
-    SetError("unknown native error");
+    w.code = "ERR_GOCOR_INTERNAL";
+    w.message = "unknown native error";
   }
 }
 
-void PromiseWorker::OnOK() {
-  Napi::Env env = Env();
-  Napi::HandleScope scope(env);
-  try {
-    deferred_.Resolve(finish_(env));
-  } catch (const Napi::Error& e) {
-    deferred_.Reject(e.Value());
+void reject(napi_env env, const Work& w) {
+  napi_value code = nullptr, message = nullptr, err = nullptr;
+  if (napi_create_string_utf8(env, w.code.c_str(), NAPI_AUTO_LENGTH, &code) == napi_ok &&
+      napi_create_string_utf8(env, w.message.c_str(), NAPI_AUTO_LENGTH, &message) == napi_ok &&
+      napi_create_error(env, code, message, &err) == napi_ok) {
+    napi_reject_deferred(env, w.deferred, err);
   }
-  compute_ = nullptr;
-  finish_ = nullptr;
 }
 
-void PromiseWorker::OnError(const Napi::Error& e) {
-  Napi::Env env = Env();
-  Napi::HandleScope scope(env);
-  Napi::Error err = make_error(env, code_.c_str(), e.Message());
-  deferred_.Reject(err.Value());
-  compute_ = nullptr;
-  finish_ = nullptr;
+// Settles the promise. When the environment is shutting down (a worker thread was terminated)
+// the C API calls fail with a status; then nothing is settled and the result is dropped, since
+// no JS will ever observe it.
+void settle(napi_env env, Work& w) {
+  if (w.code.empty()) {
+    Out out(env);
+    napi_value v = nullptr;
+    try {
+      v = w.job->result(out);
+    } catch (...) {
+      v = nullptr;
+    }
+    out.set(v, "device", out.string(device_name(w.ran)));
+    if (out.ok() && napi_resolve_deferred(env, w.deferred, v) == napi_ok) return;
+    w.code = "ERR_GOCOR_INTERNAL";
+    w.message = "the result could not be handed to JavaScript";
+  }
+  reject(env, w);
+}
+
+void complete(napi_env env, napi_status status, void* data) {
+  std::unique_ptr<Work> w(static_cast<Work*>(data));
+  napi_delete_async_work(env, w->work);
+  // napi_cancelled: the environment was torn down before the work started.
+  if (status != napi_ok) return;
+  napi_handle_scope scope = nullptr;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  settle(env, *w);
+  napi_close_handle_scope(env, scope);
+}
+
+class JobHandle : public Napi::ObjectWrap<JobHandle> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(
+        env, "NativeJob",
+        {InstanceMethod<&JobHandle::start>("start"), InstanceMethod<&JobHandle::cancel>("cancel")});
+  }
+
+  explicit JobHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JobHandle>(info) {}
+
+  void set(std::unique_ptr<Job> job) { job_ = std::move(job); }
+
+ private:
+  Napi::Value start(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!job_) throw_invalid(env, "this native job was already started or cancelled");
+    auto w = std::make_unique<Work>();
+    w->job = std::move(job_);
+    w->cancelled = cancelled_;
+    napi_value promise = nullptr, name = nullptr;
+    if (napi_create_promise(env, &w->deferred, &promise) != napi_ok ||
+        napi_create_string_utf8(env, "gocor", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+        napi_create_async_work(env, nullptr, name, execute, complete, w.get(), &w->work) !=
+            napi_ok) {
+      throw Napi::Error::New(env);
+    }
+    if (napi_queue_async_work(env, w->work) != napi_ok) {
+      napi_delete_async_work(env, w->work);
+      throw Napi::Error::New(env);
+    }
+    w.release();  // owned by the async work until `complete`
+    return Napi::Value(env, promise);
+  }
+
+  // Before start: frees the copied inputs. While running: the job stops at its next stage
+  // boundary and rejects with ERR_GOCOR_ABORTED.
+  Napi::Value cancel(const Napi::CallbackInfo& info) {
+    cancelled_->store(true, std::memory_order_relaxed);
+    job_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::unique_ptr<Job> job_;
+  std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
+};
+
+// Per environment (the main thread and each worker thread load the addon separately).
+struct AddonData {
+  Napi::FunctionReference job_class;
+};
+
+}  // namespace
+
+Napi::Value job_handle(Napi::Env env, std::unique_ptr<Job> job) {
+  Napi::Object handle = env.GetInstanceData<AddonData>()->job_class.New({});
+  JobHandle::Unwrap(handle)->set(std::move(job));
+  return handle;
+}
+
+void export_function(Napi::Env env, Napi::Object exports, const char* name,
+                     Napi::Value (*fn)(const Napi::CallbackInfo&)) {
+  auto guarded = [fn](const Napi::CallbackInfo& info) -> Napi::Value {
+    try {
+      return fn(info);
+    } catch (const Napi::Error&) {
+      throw;
+    } catch (const gocor::Error& e) {
+      throw make_error(info.Env(), gocor::error_code_name(e.code()), e.what());
+    } catch (const std::bad_alloc&) {
+      throw make_error(info.Env(), "ERR_GOCOR_TOO_LARGE", "out of host memory");
+    } catch (const std::exception& e) {
+      throw make_error(info.Env(), "ERR_GOCOR_INTERNAL", e.what());
+    }
+  };
+  exports.Set(name, Napi::Function::New(env, guarded, name));
+}
+
+void init_jobs(Napi::Env env, Napi::Object) {
+  auto* data = new AddonData();
+  data->job_class = Napi::Persistent(JobHandle::define(env));
+  env.SetInstanceData(data);
 }
 
 }  // namespace gocor_napi

@@ -1,87 +1,104 @@
-// The binding's one pattern: JS arguments are read into plain C++ values on the main thread, a
-// PromiseWorker runs the computation on a libuv thread without touching V8, and OnOK converts the
-// result. Inputs that are typed arrays stay referenced until the worker is done.
+// The binding's one pattern. A native function reads its JS arguments into a Job on the main
+// thread, copying every array into memory the job owns (so the caller may resize, transfer or
+// overwrite its arrays as soon as the call returns), and returns a handle {start(): Promise,
+// cancel()}. start() runs the job on a libuv thread, which never touches V8; the completion builds
+// the result with calls that cannot throw, because a worker thread's environment may be shutting
+// down by then.
 #pragma once
 
+// A JS exception that cannot be thrown because the environment is terminating (a worker thread
+// ended with a call in flight) is dropped instead of becoming a C++ exception that aborts the
+// process. This header is the only one that includes napi.h, so the setting holds everywhere.
+#ifndef NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS
+#define NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS
+#endif
 #include <napi.h>
 
-#include <functional>
+#include <atomic>
+#include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "common.h"
 
 namespace gocor_napi {
 
-// Thrown on the main thread for malformed arguments that TypeScript validation should have caught.
-inline Napi::Error make_error(Napi::Env env, const char* code, const std::string& message) {
-  Napi::Error err = Napi::Error::New(env, message);
-  err.Set("code", Napi::String::New(env, code));
-  return err;
-}
+Napi::Error make_error(Napi::Env env, const char* code, const std::string& message);
+[[noreturn]] void throw_invalid(Napi::Env env, const std::string& message);
 
-[[noreturn]] inline void throw_invalid(Napi::Env env, const std::string& message) {
-  throw make_error(env, "ERR_GOCOR_INVALID_ARG", message);
-}
-
-// A float32 input viewed from C++: pointer and length, kept alive by a reference.
-struct F32In {
-  const float* data = nullptr;
-  size_t length = 0;
-};
-
-// Reads a Float32Array argument; `name` appears in the error message.
-F32In read_f32(const Napi::Value& v, const char* name);
+// Reads of option objects that TypeScript has validated and filled in. `fallback` is the core
+// struct's own default (never a literal here: defaults live in TypeScript); a mistyped value is a
+// bug in the caller of the raw binding and throws ERR_GOCOR_INVALID_ARG.
 int32_t read_int(const Napi::Object& o, const char* key, int32_t fallback);
 double read_number(const Napi::Object& o, const char* key, double fallback);
 bool read_bool(const Napi::Object& o, const char* key, bool fallback);
-gocor::Device read_device(const Napi::Object& o);
-// {device, threads} of an options object.
-gocor::Exec read_exec(const Napi::Object& opts);
-inline const char* device_name(gocor::Device d) {
-  return d == gocor::Device::Cuda ? "cuda" : "cpu";
-}
+Napi::Object read_object(const Napi::Value& v, const char* name);
 
-// Float32 output that owns its storage until it is handed to JS as an external ArrayBuffer
-// (no copy, and no allocation on the event loop for large volumes).
+// Element count of a tensor of the given dimensions; throws ERR_GOCOR_SHAPE unless every
+// dimension is positive and the product fits in memory arithmetic.
+size_t count(Napi::Env env, std::initializer_list<int64_t> dims, const char* name);
+
+// A Float32Array argument copied into owned memory (on the main thread, during the call);
+// throws ERR_GOCOR_SHAPE unless it holds exactly `length` elements.
+std::vector<float> copy_f32(const Napi::Value& v, const char* name, size_t length);
+// The same without a length check (parameter vectors whose length depends on other fields).
+std::vector<float> copy_f32(const Napi::Value& v, const char* name);
+
+// Float32 output owned by the job until it is handed to JS as an external ArrayBuffer (no copy).
 using F32Buffer = std::vector<float>;
-Napi::Float32Array to_js(Napi::Env env, F32Buffer&& buf);
 
-class PromiseWorker : public Napi::AsyncWorker {
+// Builds a result in the completion callback with the plain C API: every call is checked and
+// nothing throws. After the first failure (the environment is shutting down) the remaining calls
+// do nothing and the result is dropped.
+class Out {
  public:
-  using Compute = std::function<void()>;
-  using Finish = std::function<Napi::Value(Napi::Env)>;
-
-  PromiseWorker(Napi::Env env, Compute compute, Finish finish)
-      : Napi::AsyncWorker(env, "gocor"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        compute_(std::move(compute)),
-        finish_(std::move(finish)) {}
-
-  // Keeps a JS value (an input typed array) alive until the worker completes.
-  void keep(const Napi::Value& v) { refs_.emplace_back(Napi::Persistent(v)); }
-
-  Napi::Promise queue_and_promise() {
-    Queue();
-    return deferred_.Promise();
-  }
-
- protected:
-  void Execute() override;
-  void OnOK() override;
-  void OnError(const Napi::Error& e) override;
+  explicit Out(napi_env env) : env_(env) {}
+  bool ok() const { return ok_; }
+  napi_value object();
+  napi_value array(size_t length);
+  napi_value number(double v);
+  napi_value boolean(bool v);
+  napi_value string(const char* s);
+  napi_value f32(F32Buffer&& buf);            // zero-copy Float32Array
+  napi_value u8(std::vector<uint8_t>&& buf);  // zero-copy Uint8Array
+  void set(napi_value object, const char* key, napi_value v);
+  void set(napi_value array, uint32_t index, napi_value v);
+  void set(napi_value object, const char* key, double v) { set(object, key, number(v)); }
 
  private:
-  Napi::Promise::Deferred deferred_;
-  Compute compute_;
-  Finish finish_;
-  std::vector<Napi::Reference<Napi::Value>> refs_;
-  std::string code_ = "ERR_GOCOR_INTERNAL";
+  napi_value check(napi_status s, const napi_value& v);
+  napi_env env_;
+  bool ok_ = true;
 };
 
+// One native call. Subclasses hold the copied inputs and the outputs.
+class Job {
+ public:
+  virtual ~Job() = default;
+  // On a libuv thread, with ex.device already resolved by dispatch (Cpu or Cuda). Throws
+  // gocor::Error (or bad_alloc) on failure; polls ex.cancel through the core's check_cancel.
+  virtual void run(const gocor::Exec& ex) = 0;
+  // On the main thread after run succeeded: the result object ("device" is added to it).
+  virtual napi_value result(Out& out) = 0;
+
+  gocor::Exec exec;      // as requested: device Auto, Cpu or Cuda; threads
+  bool has_cuda = true;  // false: no CUDA twin, runs on the CPU once the device was checked
+};
+
+// Reads {device, threads} of an options object into job.exec.
+void read_exec(const Napi::Object& opts, Job& job);
+
+// The JS handle of a prepared job: {start(): Promise<result>, cancel(): void}.
+Napi::Value job_handle(Napi::Env env, std::unique_ptr<Job> job);
+
+// Registers `fn` on exports; any C++ exception it throws becomes a JS error with a gocor code.
+void export_function(Napi::Env env, Napi::Object exports, const char* name,
+                     Napi::Value (*fn)(const Napi::CallbackInfo&));
+
 // Each area registers its functions on the exports object.
+void init_jobs(Napi::Env env, Napi::Object exports);
 void init_info(Napi::Env env, Napi::Object exports);
 void init_correlation(Napi::Env env, Napi::Object exports);
 void init_gocor(Napi::Env env, Napi::Object exports);

@@ -127,7 +127,9 @@ export function batchCommand(): Command {
         process.off('SIGTERM', onSignal);
       }
       let report: string | undefined;
-      if (opts.report && !summary.interrupted) report = (await writeReport(out)).path;
+      if (opts.report && !summary.interrupted) {
+        report = (await writeReport(out, undefined, { files: pairs.flatMap((p) => [p.a, p.b]) })).path;
+      }
       if (opts.json) printJson({ ...summary, ...(report && { report }) });
       if (!opts.quiet) {
         const state = summary.interrupted

@@ -5,10 +5,12 @@
  * OUTDIR/results.jsonl (one line per pair, in pair order) is always rewritten whole and atomically
  * from those records, so a resumed run can never duplicate or tear a line.
  */
-import { mkdir, open, readFile, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { type FileHandle, link, open, readFile, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { GocorError } from '../errors';
-import { removeStaleTemps, writeFileAtomic } from './atomic';
+import { makeFolder, processAlive, removeStaleTemps, writeFileAtomic } from './atomic';
 import { completedPair, type MatchSettings, type PairResult, RESULT_FILE, runPair } from './pair';
 import type { PairSpec } from './pairs';
 import type { Progress } from './progress';
@@ -46,39 +48,131 @@ export interface StopSignal {
 
 type Line = PairResult & { dir: string };
 
-/** Holds OUTDIR for one process; a lock left by a killed run (its pid gone) is taken over. */
-async function lock(outDir: string): Promise<() => Promise<void>> {
-  const file = path.join(outDir, LOCK_FILE);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fh = await open(file, 'wx');
-      await fh.writeFile(String(process.pid));
-      await fh.close();
-      return () => unlink(file).catch(() => undefined);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
-        throw new GocorError('ERR_GOCOR_IO', `cannot create ${file}: ${(err as Error).message}`, { cause: err });
-      }
-      const pid = Number.parseInt(await readFile(file, 'utf8').catch(() => ''), 10);
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
-        throw new GocorError(
-          'ERR_GOCOR_IO',
-          `another gocor batch (pid ${pid}) is writing ${outDir}; wait for it or remove ${file}`,
-        );
-      }
-      await unlink(file).catch(() => undefined);
-    }
-  }
-  throw new GocorError('ERR_GOCOR_IO', `cannot lock ${outDir}`);
+/** The lock files this process holds: a second batch here on the same OUTDIR must not take one over. */
+const held = new Set<string>();
+
+interface LockState {
+  pid: number;
+  /** Which lock file this is (device, inode, change time, content): a new lock never has the same. */
+  identity: string;
+  ageMs: number;
 }
 
-function alive(pid: number): boolean {
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** The lock file's holder and identity, or undefined when there is none. */
+async function readLock(file: string): Promise<LockState | undefined> {
+  let fh: FileHandle;
   try {
-    process.kill(pid, 0);
+    // Non-blocking: a FIFO put there must not hang the batch before it has even started.
+    fh = await open(file, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new GocorError('ERR_GOCOR_IO', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    const st = await fh.stat({ bigint: true });
+    if (!st.isFile()) throw new GocorError('ERR_GOCOR_IO', `${file} is not a lock file; remove it`);
+    const { bytesRead, buffer } = await fh.read(Buffer.alloc(32), 0, 32, 0);
+    const text = buffer.toString('latin1', 0, bytesRead).trim();
+    const pid = /^\d{1,10}$/.test(text) ? Number(text) : 0;
+    return {
+      pid,
+      identity: `${st.dev}-${st.ino}-${st.ctimeNs}-${text.replace(/[^0-9]/g, '')}`,
+      ageMs: Date.now() - Number(st.mtimeMs),
+    };
+  } finally {
+    await fh.close();
+  }
+}
+
+function lockError(file: string, err: unknown): GocorError {
+  return new GocorError('ERR_GOCOR_IO', `cannot create ${file}: ${(err as Error).message}`, { cause: err });
+}
+
+/** Creates the lock file holding this pid, complete or not at all; false when a lock exists. */
+async function createLock(file: string): Promise<boolean> {
+  const tmp = `${file}.${process.pid}-${randomBytes(4).toString('hex')}.new`;
+  await writeFile(tmp, String(process.pid), { flag: 'wx' }).catch((err) => {
+    throw lockError(file, err);
+  });
+  try {
+    // link() fails with EEXIST when the lock exists and otherwise makes it appear with its content.
+    await link(tmp, file);
     return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return false;
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'ENOSYS' && code !== 'EMLINK') throw lockError(file, err);
+  } finally {
+    await unlink(tmp).catch(() => undefined);
   }
+  // A file system without hard links: O_EXCL create, then the pid (readers wait for it, see lockOutDir).
+  try {
+    await writeFile(file, String(process.pid), { flag: 'wx' });
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw lockError(file, err);
+  }
+}
+
+/**
+ * Holds OUTDIR for this process until the returned release is called. A lock whose process is gone
+ * (killed run) is taken over. Several batches may find the same stale lock at once, and "remove it,
+ * then create ours" is two steps, so a slow one could remove the lock another has just created.
+ * Hence only one process may remove a given stale lock: the one whose O_EXCL create of a takeover
+ * token named after that lock's identity succeeds. O_EXCL create is atomic (exactly one creator
+ * wins per name), and the winner removes the lock only if it is still that identity; the losers
+ * retry and find the winner's live lock. A token left by a process killed in mid-takeover blocks
+ * that takeover; the error then names both files to remove.
+ */
+export async function lockOutDir(outDir: string): Promise<() => Promise<void>> {
+  const file = path.join(outDir, LOCK_FILE);
+  const busy = (pid: number) =>
+    new GocorError(
+      'ERR_GOCOR_IO',
+      `another gocor batch (pid ${pid}) is writing ${outDir}; wait for it or remove ${file}`,
+    );
+  if (held.has(file)) throw busy(process.pid);
+  let token = '';
+  for (let attempt = 0; attempt < 200; attempt++) {
+    if (await createLock(file)) {
+      held.add(file);
+      return async () => {
+        held.delete(file);
+        const now = await readLock(file).catch(() => undefined);
+        if (now?.pid === process.pid) await unlink(file).catch(() => undefined);
+      };
+    }
+    const holder = await readLock(file);
+    if (!holder) continue;
+    if (holder.pid === 0 && holder.ageMs < 2000) {
+      await sleep(10); // being written without link(), or junk: junk is stale after 2 s
+      continue;
+    }
+    if (holder.pid !== 0 && (held.has(file) || (holder.pid !== process.pid && processAlive(holder.pid))))
+      throw busy(holder.pid);
+    token = `${file}.${holder.identity}.takeover`;
+    try {
+      await writeFile(token, String(process.pid), { flag: 'wx' });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+        throw new GocorError('ERR_GOCOR_IO', `cannot create ${token}: ${(err as Error).message}`, { cause: err });
+      }
+      await sleep(5 + 20 * Math.random());
+      continue;
+    }
+    try {
+      if ((await readLock(file))?.identity === holder.identity) await unlink(file);
+    } finally {
+      await unlink(token).catch(() => undefined);
+    }
+  }
+  throw new GocorError(
+    'ERR_GOCOR_IO',
+    `cannot lock ${outDir}: ${file} keeps changing${token ? ` (remove ${file} and ${token} if no gocor batch runs)` : ''}`,
+  );
 }
 
 async function previousRecord(pair: PairSpec, outDir: string): Promise<PairResult | undefined> {
@@ -97,8 +191,9 @@ export async function runBatch(
   stop: StopSignal,
 ): Promise<BatchSummary> {
   const started = Date.now();
-  await mkdir(opts.outDir, { recursive: true });
-  const unlock = await lock(opts.outDir);
+  await makeFolder(opts.outDir);
+  const unlock = await lockOutDir(opts.outDir);
+  let trailing: NodeJS.Timeout | undefined;
   try {
     await removeStaleTemps(opts.outDir);
     const lines = new Map<number, Line>();
@@ -121,7 +216,9 @@ export async function runBatch(
     const resultsPath = path.join(opts.outDir, RESULTS_FILE);
     let writing: Promise<void> = Promise.resolve();
     let lastWrite = 0;
-    let trailing: NodeJS.Timeout | undefined;
+    // The first failed rewrite (disk full, results.jsonl replaced by a folder): no new pair starts
+    // after it, since results.jsonl could not record it; the batch ends with this error.
+    let writeFailure: GocorError | undefined;
     // At most one rewrite a second (the file grows with the batch), but never more than a second stale.
     const writeResults = (force: boolean): Promise<void> => {
       const wait = 1000 - (Date.now() - lastWrite);
@@ -139,8 +236,12 @@ export async function runBatch(
         .sort((x, y) => x - y)
         .map((k) => `${JSON.stringify(lines.get(k))}\n`)
         .join('');
-      // Chained so that an older snapshot can never be renamed over a newer one.
-      writing = writing.then(() => writeFileAtomic(resultsPath, text));
+      // Chained so that an older snapshot can never be renamed over a newer one; never rejects.
+      writing = writing
+        .then(() => writeFileAtomic(resultsPath, text))
+        .catch((err: GocorError) => {
+          writeFailure ??= err;
+        });
       return writing;
     };
     await writeResults(true);
@@ -151,15 +252,24 @@ export async function runBatch(
     progress.update(counts());
 
     let next = 0;
+    // runPair records every problem of a pair; what it throws (the addon failing to load) ends the
+    // batch, but only once every worker has stopped, so no pair runs after the error line.
+    let fatal: unknown;
     const worker = async () => {
-      while (!stop.requested && next < todo.length) {
+      while (!stop.requested && !writeFailure && fatal === undefined && next < todo.length) {
         const pair = todo[next++] as PairSpec;
-        const rec = await runPair(
-          { a: pair.a, b: pair.b, gt: pair.gt, index: pair.index },
-          path.join(opts.outDir, pair.dir),
-          opts.settings,
-          pair.problem,
-        );
+        let rec: PairResult;
+        try {
+          rec = await runPair(
+            { a: pair.a, b: pair.b, gt: pair.gt, index: pair.index },
+            path.join(opts.outDir, pair.dir),
+            opts.settings,
+            pair.problem,
+          );
+        } catch (err) {
+          fatal ??= err;
+          return;
+        }
         lines.set(pair.index, { ...rec, dir: pair.dir });
         if (rec.status === 'ok') matched++;
         else {
@@ -171,8 +281,16 @@ export async function runBatch(
       }
     };
     await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.concurrency, todo.length)) }, worker));
+    if (fatal !== undefined) throw fatal;
+    // Once more after a failure too: if there is room again, results.jsonl catches up with the pairs.
     await writeResults(true);
-    progress.stop();
+    if (writeFailure) {
+      throw new GocorError(
+        'ERR_GOCOR_IO',
+        `${writeFailure.message}; stopped after the pairs in flight (their folders are complete): rerun the same command to resume`,
+        { cause: writeFailure },
+      );
+    }
 
     const seconds = (Date.now() - started) / 1000;
     const processed = matched + failed;
@@ -189,6 +307,8 @@ export async function runBatch(
       results: resultsPath,
     };
   } finally {
+    clearTimeout(trailing);
+    progress.stop();
     await unlock();
   }
 }

@@ -16,12 +16,24 @@ export function intArg(min: number, max: number): (value: string) => number {
   };
 }
 
-/** "G" or "G,L": steepest-descent iterations of the global and the local GOCor. */
+/** The library's ranges that the CLI checks while parsing (a usage error, exit 2, not a failure). */
+export const RANGES = {
+  /** match(): numIter.global / numIter.local. */
+  matchIters: [0, 20],
+  /** GlobalGOCor / LocalGOCor: numIter. */
+  gocorIters: [0, 64],
+  /** correlate(): local searchRadius; LocalGOCor's is narrower. */
+  correlationRadius: [0, 32],
+  gocorRadius: [1, 16],
+} as const;
+
+/** "G" or "G,L": steepest-descent iterations of the global and the local GOCor of match. */
 export function itersArg(value: string): { global: number; local?: number } {
   const parts = value.split(',');
-  const parse = intArg(0, 64);
+  const [lo, hi] = RANGES.matchIters;
+  const parse = intArg(lo, hi);
   if (parts.length > 2 || parts.some((p) => p.trim() === ''))
-    throw new InvalidArgumentError('expected K or KGLOBAL,KLOCAL (integers 0..64)');
+    throw new InvalidArgumentError(`expected K or KGLOBAL,KLOCAL (integers ${lo}..${hi})`);
   return parts.length === 1
     ? { global: parse(parts[0] as string) }
     : { global: parse(parts[0] as string), local: parse(parts[1] as string) };
@@ -73,6 +85,10 @@ export function matchOptionList(): Option[] {
     )
       .choices(['peak', 'forward-backward', 'none'])
       .default('peak'),
+    new Option(
+      '--allow-svg',
+      'decode SVG inputs (refused by default: librsvg embeds the files an SVG references from its folder)',
+    ),
   ];
 }
 
@@ -85,6 +101,7 @@ export interface MatchCliOptions {
   threads?: number;
   outputShape?: { width: number; height: number };
   confidence: 'peak' | 'forward-backward' | 'none';
+  allowSvg?: boolean;
 }
 
 export function matchSettings(o: MatchCliOptions): MatchSettings {
@@ -97,6 +114,7 @@ export function matchSettings(o: MatchCliOptions): MatchSettings {
   }
   if (o.threads !== undefined) s.threads = o.threads;
   if (o.outputShape) s.outputShape = o.outputShape;
+  if (o.allowSvg) s.allowSvg = true;
   return s;
 }
 

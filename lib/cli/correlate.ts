@@ -4,7 +4,7 @@ import { Command, Option } from 'commander';
 import { GocorError } from '../errors';
 import type { FeatureMap, Volume } from '../types';
 import { api } from './api';
-import { deviceOption, examples, intArg, printJson, threadsOption } from './common';
+import { deviceOption, EXIT, examples, intArg, printJson, RANGES, threadsOption } from './common';
 
 type Method = 'gocor-global' | 'gocor-local' | 'correlation-global' | 'correlation-local';
 
@@ -21,14 +21,26 @@ interface Opts {
   quiet?: boolean;
 }
 
-/** Computes the volume of `method` for reference and query feature maps (NCHW). */
+/** What is wrong with this combination of options (a usage error), or undefined. */
+export function optionProblem(o: Opts): string | undefined {
+  const local = o.method.endsWith('-local');
+  if (o.method.startsWith('correlation') && (o.params !== undefined || o.iters !== undefined))
+    return `--params and --iters apply to the gocor methods, not ${o.method}`;
+  if (o.level !== undefined && o.method !== 'gocor-local') return '--level applies to --method gocor-local';
+  if (o.searchRadius !== undefined) {
+    if (!local) return `--search-radius applies to the local methods, not ${o.method}`;
+    const [lo, hi] = o.method === 'gocor-local' ? RANGES.gocorRadius : RANGES.correlationRadius;
+    if (o.searchRadius < lo || o.searchRadius > hi)
+      return `--search-radius of ${o.method} must be an integer between ${lo} and ${hi}, not ${o.searchRadius}`;
+  }
+  return undefined;
+}
+
+/** Computes the volume of `method` for reference and query feature maps (NCHW); options checked by optionProblem. */
 export async function volumeOf(ref: FeatureMap, query: FeatureMap, o: Opts): Promise<Volume> {
   const g = api();
   const exec = { device: o.device, ...(o.threads !== undefined && { threads: o.threads }) };
   if (o.method.startsWith('correlation')) {
-    if (o.params !== undefined || o.iters !== undefined) {
-      throw new GocorError('ERR_GOCOR_INVALID_ARG', `--params and --iters apply to the gocor methods, not ${o.method}`);
-    }
     const mode = o.method === 'correlation-global' ? 'global' : 'local';
     return g.correlate(ref, query, {
       mode,
@@ -39,8 +51,6 @@ export async function volumeOf(ref: FeatureMap, query: FeatureMap, o: Opts): Pro
   const params = o.params !== undefined ? await g.loadParams(o.params) : undefined;
   const numIter = o.iters !== undefined ? { numIter: o.iters } : {};
   if (o.method === 'gocor-global') {
-    if (o.searchRadius !== undefined)
-      throw new GocorError('ERR_GOCOR_INVALID_ARG', '--search-radius applies to the local methods');
     if (params && !params.global)
       throw new GocorError('ERR_GOCOR_PARAMS', `${o.params} holds no global GOCor parameters`);
     return new g.GlobalGOCor({ ...(params?.global && { params: params.global }), ...numIter, ...exec }).correlate(
@@ -88,8 +98,17 @@ export function correlateCommand(): Command {
     )
     .option('--params <file>', 'GOCor parameters (.safetensors)')
     .option('--level <n>', 'local GOCor only: the level of a PWC-Net parameter file (local_corr_<n>.*)')
-    .addOption(new Option('--iters <k>', 'GOCor steepest-descent iterations (default 3)').argParser(intArg(0, 64)))
-    .addOption(new Option('--search-radius <r>', 'local methods: search radius R (default 4)').argParser(intArg(0, 32)))
+    .addOption(
+      new Option('--iters <k>', 'GOCor steepest-descent iterations (default 3)').argParser(
+        intArg(...RANGES.gocorIters),
+      ),
+    )
+    .addOption(
+      new Option(
+        '--search-radius <r>',
+        `local methods: search radius R (default 4; ${RANGES.gocorRadius.join('..')} for gocor-local, ${RANGES.correlationRadius.join('..')} for correlation-local)`,
+      ).argParser(intArg(...RANGES.correlationRadius)),
+    )
     .addOption(deviceOption())
     .addOption(threadsOption())
     .requiredOption('-o, --out <file>', 'output volume .npy')
@@ -103,7 +122,9 @@ export function correlateCommand(): Command {
         'gocor correlate f1.npy f2.npy --method correlation-local --search-radius 4 -o local.npy --json',
       ]),
     )
-    .action(async (refPath: string, queryPath: string, o: Opts) => {
+    .action(async (refPath: string, queryPath: string, o: Opts, cmd: Command) => {
+      const problem = optionProblem(o);
+      if (problem) cmd.error(`error: ${problem}`, { exitCode: EXIT.usage, code: 'gocor.usage' });
       const g = api();
       const t0 = process.hrtime.bigint();
       const [ref, query] = await Promise.all([g.loadNpy(refPath), g.loadNpy(queryPath)]);

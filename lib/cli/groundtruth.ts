@@ -6,6 +6,9 @@
 import path from 'node:path';
 import sharp from 'sharp';
 import { GocorError } from '../errors';
+import { checkMemory } from '../exec';
+import { readRegularFile } from '../files';
+import { MAX_IMAGE_PIXELS } from '../image';
 import { api, type Flow } from './api';
 
 export interface GroundTruth {
@@ -14,12 +17,19 @@ export interface GroundTruth {
   valid?: Uint8Array;
 }
 
-/** Unknown vectors of a .flo / .npy ground truth (> 1e9 or non-finite) are left out by flowMetrics itself. */
-export async function loadGroundTruth(file: string): Promise<GroundTruth> {
+/**
+ * Reads a ground truth; `expected` (the flow's size) lets a disparity PNG of another size be refused
+ * before decoding. Unknown vectors of a .flo / .npy ground truth (> 1e9 or non-finite) are left out
+ * by flowMetrics itself.
+ */
+export async function loadGroundTruth(
+  file: string,
+  expected?: { width: number; height: number },
+): Promise<GroundTruth> {
   const ext = path.extname(file).toLowerCase();
   if (ext === '.flo') return { flow: await api().readFlo(file) };
   if (ext === '.npy') return { flow: await npyFlow(file) };
-  if (ext === '.png') return disparityPng(file);
+  if (ext === '.png') return disparityPng(file, expected);
   throw new GocorError(
     'ERR_GOCOR_INVALID_ARG',
     `Expected a ground truth .flo, .npy or disparity .png but received ${file}`,
@@ -50,28 +60,58 @@ async function npyFlow(file: string): Promise<Flow> {
   );
 }
 
-async function disparityPng(file: string): Promise<GroundTruth> {
+/** Refused before decoding: more pixels than images may have, or than the memory limit allows. */
+async function disparityPng(file: string, expected?: { width: number; height: number }): Promise<GroundTruth> {
+  const bytes = await readRegularFile(file, 'disparity ground truth');
+  const open = () => sharp(bytes, { failOn: 'error', limitInputPixels: MAX_IMAGE_PIXELS });
+  let meta: sharp.Metadata;
   try {
-    const meta = await sharp(file).metadata();
-    const sixteen = meta.depth === 'ushort';
-    const { data, info } = await sharp(file)
+    meta = await open().metadata();
+  } catch (err) {
+    throw imageError(file, err);
+  }
+  const W = meta.width ?? 0;
+  const H = meta.height ?? 0;
+  const sixteen = meta.depth === 'ushort';
+  // Decoded channels, the extracted disparity, the flow (2 floats) and the valid mask, per pixel.
+  const perPixel = (meta.channels ?? 4) * (sixteen ? 2 : 1) + (sixteen ? 2 : 1) + 8 + 1;
+  checkMemory(W * H * perPixel, `reading disparity ground truth ${file} (${W}x${H})`, 'use a smaller ground truth');
+  if (expected && (W !== expected.width || H !== expected.height)) {
+    throw new GocorError(
+      'ERR_GOCOR_SHAPE',
+      `ground truth ${file} is ${W}x${H} but the flow is ${expected.width}x${expected.height}`,
+    );
+  }
+  try {
+    const { data, info } = await open()
       .extractChannel(0)
       .raw({ depth: sixteen ? 'ushort' : 'uchar' })
       .toBuffer({ resolveWithObject: true });
-    const W = info.width;
-    const H = info.height;
-    const values = sixteen ? new Uint16Array(data.buffer, data.byteOffset, W * H) : data;
-    const flow = new Float32Array(2 * W * H);
-    const valid = new Uint8Array(W * H);
-    for (let p = 0; p < W * H; p++) {
+    const n = info.width * info.height;
+    const values = sixteen ? new Uint16Array(data.buffer, data.byteOffset, n) : data;
+    const flow = new Float32Array(2 * n);
+    const valid = new Uint8Array(n);
+    for (let p = 0; p < n; p++) {
       const raw = values[p] as number;
       valid[p] = raw > 0 ? 1 : 0;
       flow[p] = raw > 0 ? -(sixteen ? raw / 256 : raw) : 0;
     }
-    return { flow: { data: flow, width: W, height: H }, valid };
+    return { flow: { data: flow, width: info.width, height: info.height }, valid };
   } catch (err) {
-    throw new GocorError('ERR_GOCOR_IMAGE', `cannot read disparity ground truth ${file}: ${(err as Error).message}`, {
-      cause: err,
-    });
+    throw imageError(file, err);
   }
+}
+
+function imageError(file: string, err: unknown): GocorError {
+  const msg = (err as Error).message;
+  if (/pixel limit/i.test(msg)) {
+    return new GocorError(
+      'ERR_GOCOR_TOO_LARGE',
+      `disparity ground truth ${file} has more than ${MAX_IMAGE_PIXELS} pixels`,
+      {
+        cause: err,
+      },
+    );
+  }
+  return new GocorError('ERR_GOCOR_IMAGE', `cannot read disparity ground truth ${file}: ${msg}`, { cause: err });
 }

@@ -3,13 +3,15 @@
  * and, last of all, result.json. result.json is the completion marker: a pair folder without it
  * (or with one that does not list the same inputs and options) is redone on the next batch run.
  */
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
 import { GocorError } from '../errors';
+import { checkMemory } from '../exec';
+import { decodeBytes, imageHeader } from '../image';
 import type { Image } from '../types';
 import { api, type Flow } from './api';
-import { removeStaleTemps, writeFileAtomic, writeJsonAtomic } from './atomic';
+import { makeFolder, removeStaleTemps, writeFileAtomic, writeJsonAtomic } from './atomic';
 import { loadGroundTruth } from './groundtruth';
 
 /** The output files of one pair, by role. */
@@ -42,6 +44,8 @@ export interface MatchSettings {
   threads?: number;
   outputShape?: { width: number; height: number };
   confidence: 'peak' | 'forwardBackward' | 'none';
+  /** Decode SVG inputs (refused by default: librsvg embeds files from the SVG's folder). */
+  allowSvg?: boolean;
 }
 
 export interface PairInput {
@@ -132,8 +136,9 @@ function errorRecord(err: unknown): { code: string; message: string } {
 }
 
 /**
- * Matches one pair into `outDir`. Never throws for a problem of the pair itself: the returned record
- * (also written as result.json) says `status: 'error'` with the GocorError code and message.
+ * Matches one pair into `outDir`. Never throws for a problem of the pair itself, its output folder and
+ * files included: the returned record (also written as result.json when the folder allows) says
+ * `status: 'error'` with the GocorError code and message.
  * `problem` marks a pair that is known to be unusable before any work (a malformed list line).
  */
 export async function runPair(
@@ -156,11 +161,19 @@ export async function runPair(
     gocor: g.version(),
     finishedAt: '',
   };
-  await mkdir(outDir, { recursive: true });
-  await removeStaleTemps(outDir);
   try {
+    await makeFolder(outDir);
+    await removeStaleTemps(outDir);
     if (problem) throw problem;
-    const [imgA, imgB] = await Promise.all([g.loadImage(input.a), g.loadImage(input.b)]);
+    const imageOpts = settings.allowSvg ? { allowSvg: true } : {};
+    // Both images are decoded at once: their headers say whether that fits, before any pixel is.
+    const [ha, hb] = await Promise.all([imageHeader(input.a, imageOpts), imageHeader(input.b, imageOpts)]);
+    checkMemory(
+      decodeBytes(ha) + decodeBytes(hb),
+      `decoding ${input.a} (${ha.width}x${ha.height}) and ${input.b} (${hb.width}x${hb.height})`,
+      'resize the images first',
+    );
+    const [imgA, imgB] = await Promise.all([g.loadImage(input.a, imageOpts), g.loadImage(input.b, imageOpts)]);
     record.a = { path: input.a, width: imgA.width, height: imgA.height };
     record.b = { path: input.b, width: imgB.width, height: imgB.height };
     const loadMs = ms(t0);
@@ -176,6 +189,7 @@ export async function runPair(
       flow.width === imgA.width && flow.height === imgA.height
         ? imgB
         : await g.loadImage(input.b, {
+            ...imageOpts,
             resize: {
               width: Math.max(1, Math.round((imgB.width * flow.width) / imgA.width)),
               height: Math.max(1, Math.round((imgB.height * flow.height) / imgA.height)),
@@ -204,12 +218,22 @@ export async function runPair(
     record.timings = undefined;
   }
   record.finishedAt = new Date().toISOString();
-  await writeJsonAtomic(path.join(outDir, RESULT_FILE), record);
+  try {
+    await writeJsonAtomic(path.join(outDir, RESULT_FILE), record);
+  } catch (err) {
+    // Without result.json the pair is not complete, whatever else was written: it fails here and is
+    // redone on the next run. A failure that came first (the folder itself) is the one to report.
+    if (record.status === 'ok') {
+      record.status = 'error';
+      record.error = errorRecord(err);
+      record.timings = undefined;
+    }
+  }
   return record;
 }
 
 async function metricsAgainst(flow: Flow, gtPath: string): Promise<PairMetrics> {
-  const gt = await loadGroundTruth(gtPath);
+  const gt = await loadGroundTruth(gtPath, flow);
   if (gt.flow.width !== flow.width || gt.flow.height !== flow.height) {
     throw new GocorError(
       'ERR_GOCOR_SHAPE',

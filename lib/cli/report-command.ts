@@ -3,6 +3,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Command } from 'commander';
 import { examples, printJson } from './common';
+import { readPairList } from './pairs';
 import { writeReport } from './report';
 
 export function reportCommand(): Command {
@@ -16,13 +17,24 @@ export function reportCommand(): Command {
     )
     .argument('<outdir>', 'the -o folder of gocor batch or gocor match')
     .option('-o, --out <dir>', 'report folder (default: OUTDIR/report)')
+    .option('--list <file>', "the batch's pair list: thumbnails of its images A and B")
+    .option('--dir <dir>', 'a folder of input images (the batch --dir, or where A and B of a match are)')
     .option('--json', 'print {path, pairs, ok, failed} as JSON')
     .addHelpText(
       'after',
-      examples(['gocor report out/', 'gocor report out/ -o /tmp/review && chromium /tmp/review/index.html']),
+      '\nThe report reads images inside OUTDIR only, and the inputs A and B named by --list or found in ' +
+        '--dir: a result.json cannot make it read (and show) any other file.\n' +
+        examples([
+          'gocor report out/ --list pairs.csv',
+          'gocor report out/ --dir frames/ -o /tmp/review && chromium /tmp/review/index.html',
+        ]),
     )
-    .action(async (outdir: string, opts: { out?: string; json?: boolean }) => {
-      const res = await writeReport(path.resolve(outdir), opts.out ? path.resolve(opts.out) : undefined);
+    .action(async (outdir: string, opts: { out?: string; list?: string; dir?: string; json?: boolean }) => {
+      const files = opts.list ? (await readPairList(opts.list)).flatMap((p) => [p.a, p.b]) : [];
+      const res = await writeReport(path.resolve(outdir), opts.out ? path.resolve(opts.out) : undefined, {
+        files,
+        folders: opts.dir ? [path.resolve(opts.dir)] : [],
+      });
       if (opts.json) printJson(res);
       else
         process.stderr.write(

@@ -3,12 +3,14 @@
  * thumbnails live in one folder (default OUTDIR/report/) that opens from disk without a server;
  * thumbnails link to the full-size outputs by relative paths.
  */
-import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
 import { GocorError } from '../errors';
+import { readRegularFile } from '../files';
+import { MAX_IMAGE_PIXELS } from '../image';
 import { writeFileAtomic } from './atomic';
-import { type PairResult, RESULT_FILE } from './pair';
+import { OUTPUT_FILES, type PairResult, RESULT_FILE } from './pair';
 
 const THUMB = 200;
 
@@ -20,9 +22,61 @@ interface Row {
   full: { flow?: string; warped?: string; confidence?: string };
 }
 
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+const finite = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+const obj = (v: unknown): Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+
+/**
+ * A result.json as the report may use it: every field of the type it should have (or left out), and
+ * only gocor's own output file names, whatever the file held. The page is built from this alone.
+ */
+export function cleanRecord(raw: unknown): PairResult | undefined {
+  const r = obj(raw);
+  const side = (v: unknown) => {
+    const o = obj(v);
+    const p = str(o.path);
+    return p === undefined ? undefined : { path: p, width: finite(o.width), height: finite(o.height) };
+  };
+  const a = side(r.a);
+  const b = side(r.b);
+  if (!a || !b) return undefined;
+  const m = obj(r.metrics);
+  const metrics = {
+    aepe: finite(m.aepe),
+    pck1: finite(m.pck1),
+    pck3: finite(m.pck3),
+    pck5: finite(m.pck5),
+    validPixels: finite(m.validPixels),
+  };
+  const totalMs = finite(obj(r.timings).totalMs);
+  const files: PairResult['files'] = {};
+  const listed = obj(r.files);
+  for (const [role, name] of Object.entries(OUTPUT_FILES) as [keyof typeof OUTPUT_FILES, string][]) {
+    if (listed[role] === name) files[role] = name;
+  }
+  const err = obj(r.error);
+  const index = r.index;
+  return {
+    status: r.status === 'ok' ? 'ok' : 'error',
+    ...(Number.isSafeInteger(index) && (index as number) > 0 && { index: index as number }),
+    a,
+    b,
+    method: str(r.method) ?? '',
+    options: {},
+    ...(metrics.aepe !== undefined && { metrics: metrics as PairResult['metrics'] }),
+    ...(totalMs !== undefined && { timings: { loadMs: 0, matchMs: 0, writeMs: 0, totalMs } }),
+    files,
+    ...(r.status !== 'ok' && { error: { code: str(err.code) ?? 'error', message: str(err.message) ?? '' } }),
+    gocor: str(r.gocor) ?? '',
+    finishedAt: str(r.finishedAt) ?? '',
+  };
+}
+
 async function readRecord(file: string): Promise<PairResult | undefined> {
   try {
-    return JSON.parse(await readFile(file, 'utf8')) as PairResult;
+    // A result.json is a few kilobytes; a regular file bounded by the memory limit, never a FIFO.
+    return cleanRecord(JSON.parse((await readRegularFile(file, 'result')).toString('utf8')));
   } catch {
     return undefined;
   }
@@ -54,14 +108,54 @@ export async function collectResults(outDir: string): Promise<{ dir: string; rec
   return out;
 }
 
+/**
+ * Which images the report may read: files inside OUTDIR (after symlinks), and the inputs the user
+ * named (the batch's pair list or folder). A result.json is data, not a permission: one naming
+ * ~/private.png must not put that image's thumbnail into a report that may be shared.
+ */
+export interface ReportInputs {
+  /** Image paths named by the user (absolute). */
+  files?: Iterable<string>;
+  /** Folders whose images (directly inside) may be read. */
+  folders?: Iterable<string>;
+}
+
+type Readable = (file: string) => Promise<string | undefined>;
+
+async function readableImages(outDir: string, inputs: ReportInputs): Promise<Readable> {
+  const real = async (p: string) => realpath(p).catch(() => undefined);
+  const root = (await real(outDir)) ?? path.resolve(outDir);
+  const files = new Set([...(inputs.files ?? [])].map((f) => path.resolve(f)));
+  const folders = new Set<string>();
+  for (const f of inputs.folders ?? []) folders.add((await real(f)) ?? path.resolve(f));
+  const inside = (p: string, dir: string) => {
+    const rel = path.relative(dir, p);
+    return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
+  };
+  // The path to read, or undefined: allowed, and a regular file (a FIFO would hang sharp).
+  return async (file) => {
+    if (!path.isAbsolute(file)) return undefined;
+    const target = await real(file);
+    if (!target) return undefined;
+    const allowed = files.has(path.resolve(file)) || inside(target, root) || folders.has(path.dirname(target));
+    if (!allowed) return undefined;
+    const st = await stat(target).catch(() => undefined);
+    return st?.isFile() ? target : undefined;
+  };
+}
+
 /** A thumbnail (JPEG) of `src` at exactly `size` or fitting in THUMB x THUMB; undefined if `src` is unreadable. */
 async function thumbnail(
-  src: string,
+  src: string | undefined,
   dst: string,
   size?: { width: number; height: number },
 ): Promise<{ width: number; height: number } | undefined> {
+  if (src === undefined) return undefined;
   try {
-    const pipeline = sharp(src).rotate();
+    const input = sharp(src, { failOn: 'error', limitInputPixels: MAX_IMAGE_PIXELS });
+    // SVG is rendered with the files it references: never in a report.
+    if ((await input.metadata()).format === 'svg') return undefined;
+    const pipeline = input.rotate();
     const resized = size
       ? pipeline.resize(size.width, size.height, { fit: 'fill' })
       : pipeline.resize(THUMB, THUMB, { fit: 'inside', withoutEnlargement: true });
@@ -76,8 +170,8 @@ async function thumbnail(
   }
 }
 
-function esc(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+function esc(s: unknown): string {
+  return String(s ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
 /** A URL path for a relative file path (each segment encoded, separators '/'). */
@@ -96,9 +190,17 @@ export interface ReportResult {
   failed: number;
 }
 
-/** Writes `<reportDir>/index.html` and `<reportDir>/thumbs/` for the results in `outDir`. */
-export async function writeReport(outDir: string, reportDir = path.join(outDir, 'report')): Promise<ReportResult> {
+/**
+ * Writes `<reportDir>/index.html` and `<reportDir>/thumbs/` for the results in `outDir`; images
+ * outside `outDir` are shown only when `inputs` names them.
+ */
+export async function writeReport(
+  outDir: string,
+  reportDir = path.join(outDir, 'report'),
+  inputs: ReportInputs = {},
+): Promise<ReportResult> {
   const records = await collectResults(outDir);
+  const readable = await readableImages(outDir, inputs);
   const thumbDir = path.join(reportDir, 'thumbs');
   await mkdir(thumbDir, { recursive: true });
   const rows: Row[] = [];
@@ -112,16 +214,17 @@ export async function writeReport(outDir: string, reportDir = path.join(outDir, 
       const row: Row = { rec, dir, thumbs: {}, full: {} };
       const t = (suffix: string) => path.join(thumbDir, `${key}-${suffix}.jpg`);
       const tref = (suffix: string) => href(path.join('thumbs', `${key}-${suffix}.jpg`));
-      const sizeA = await thumbnail(rec.a.path, t('a'));
+      const sizeA = await thumbnail(await readable(rec.a.path), t('a'));
       if (sizeA) row.thumbs.a = tref('a');
-      if (await thumbnail(rec.b.path, t('b'))) row.thumbs.b = tref('b');
+      if (await thumbnail(await readable(rec.b.path), t('b'))) row.thumbs.b = tref('b');
       if (rec.status === 'ok' && rec.files) {
+        const own = async (name: string) => readable(path.join(pairDir, name));
         // The warped B and the flow live on A's grid: same thumbnail size as A, so the overlay lines up.
-        if (rec.files.flowColor && (await thumbnail(path.join(pairDir, rec.files.flowColor), t('flow'), sizeA))) {
+        if (rec.files.flowColor && (await thumbnail(await own(rec.files.flowColor), t('flow'), sizeA))) {
           row.thumbs.flow = tref('flow');
           row.full.flow = rel(rec.files.flowColor);
         }
-        if (rec.files.warped && (await thumbnail(path.join(pairDir, rec.files.warped), t('warped'), sizeA))) {
+        if (rec.files.warped && (await thumbnail(await own(rec.files.warped), t('warped'), sizeA))) {
           row.thumbs.warped = tref('warped');
           row.full.warped = rel(rec.files.warped);
         }
@@ -163,18 +266,19 @@ function renderRow(r: Row, k: number): string {
       ? '<span class="ok">ok</span>'
       : `<span class="err">${esc(rec.error?.code ?? 'error')}</span><div class="msg">${esc(rec.error?.message ?? '')}</div>`;
   const sizes = rec.a.width ? `${rec.a.width}×${rec.a.height} → ${rec.b.width}×${rec.b.height}` : '';
-  return `<tr data-index="${index}" data-aepe="${aepe ?? ''}" data-pck1="${m?.pck1 ?? ''}" data-pck3="${m?.pck3 ?? ''}" data-pck5="${m?.pck5 ?? ''}" data-time="${time ?? ''}" data-status="${rec.status === 'ok' ? 0 : 1}">
-<td>${index}</td>
+  // Every value from result.json is escaped, numbers included (cleanRecord typed them; this is the second guard).
+  return `<tr data-index="${esc(index)}" data-aepe="${esc(aepe)}" data-pck1="${esc(m?.pck1)}" data-pck3="${esc(m?.pck3)}" data-pck5="${esc(m?.pck5)}" data-time="${esc(time)}" data-status="${rec.status === 'ok' ? 0 : 1}">
+<td>${esc(index)}</td>
 <td class="name"><div title="${esc(rec.a.path)}">${esc(name)}</div><div class="small" title="${esc(rec.b.path)}">${esc(path.basename(rec.b.path))}</div><div class="small">${esc(sizes)}</div></td>
 <td>${img(r.thumbs.a, 'A')}</td>
 <td>${img(r.thumbs.b, 'B')}</td>
 <td>${img(r.thumbs.flow, 'flow', r.full.flow)}</td>
 <td>${compare}</td>
-<td class="num">${fmt(aepe, 3)}</td>
-<td class="num">${fmt(m?.pck1 !== undefined ? m.pck1 * 100 : undefined, 1)}</td>
-<td class="num">${fmt(m?.pck3 !== undefined ? m.pck3 * 100 : undefined, 1)}</td>
-<td class="num">${fmt(m?.pck5 !== undefined ? m.pck5 * 100 : undefined, 1)}</td>
-<td class="num">${time !== undefined ? (time / 1000).toFixed(2) : ''}</td>
+<td class="num">${esc(fmt(aepe, 3))}</td>
+<td class="num">${esc(fmt(m?.pck1 !== undefined ? m.pck1 * 100 : undefined, 1))}</td>
+<td class="num">${esc(fmt(m?.pck3 !== undefined ? m.pck3 * 100 : undefined, 1))}</td>
+<td class="num">${esc(fmt(m?.pck5 !== undefined ? m.pck5 * 100 : undefined, 1))}</td>
+<td class="num">${esc(fmt(time !== undefined ? time / 1000 : undefined, 2))}</td>
 <td>${status}</td>
 </tr>`;
 }

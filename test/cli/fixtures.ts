@@ -183,6 +183,28 @@ export function readNpyFile(file: string): { shape: number[]; data: Float32Array
   return { shape, data };
 }
 
+/**
+ * Writes `<dir>/<name>`, a pair list of n pairs cycling over `data/p1a.png,data/p1b.png` ...
+ * `data/p3a.png,data/p3b.png` (pair i writes to `<i>-p<k>a`); returns its path.
+ */
+export function writePairList(dir: string, n: number, name: string): string {
+  const lines = ['a,b'];
+  for (let k = 0; k < n; k++) lines.push(`data/p${(k % 3) + 1}a.png,data/p${(k % 3) + 1}b.png`);
+  writeFileSync(path.join(dir, name), `${lines.join('\n')}\n`);
+  return path.join(dir, name);
+}
+
+/** The lines of a results.jsonl, each parsed; a last line without its newline (a torn write) throws. */
+export function readJsonl(file: string): Record<string, unknown>[] {
+  const text = readFileSync(file, 'utf8');
+  if (text === '') return [];
+  if (!text.endsWith('\n')) throw new Error(`${file} does not end with a newline: a torn write`);
+  return text
+    .trimEnd()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
 /** Decodes an image fully (throws if it does not decode) and returns its size and stored channel count. */
 export async function imageInfo(file: string): Promise<{ width: number; height: number; channels: number }> {
   const { info } = await sharp(file, { failOn: 'error' }).raw().toBuffer({ resolveWithObject: true });
