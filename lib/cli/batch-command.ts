@@ -90,8 +90,8 @@ export function batchCommand(): Command {
       else pairs = await readPairList(list as string);
 
       const settings = matchSettings(opts);
-      if (settings.threads === undefined && opts.concurrency > 1) {
-        settings.threads = Math.max(1, Math.floor(os.availableParallelism() / opts.concurrency));
+      if (settings.options.threads === undefined && opts.concurrency > 1) {
+        settings.options.threads = Math.max(1, Math.floor(os.availableParallelism() / opts.concurrency));
       }
       const mode = opts.quiet ? 'none' : process.stderr.isTTY ? 'bar' : 'lines';
       if (!opts.quiet && unpaired.length) {

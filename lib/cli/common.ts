@@ -1,6 +1,7 @@
 /** What every command shares: option parsers, output helpers and the one-line error format. */
 import { InvalidArgumentError, Option } from 'commander';
 import { GocorError } from '../errors';
+import type { MatchOptions } from '../match';
 import type { MatchSettings } from './pair';
 
 /** Exit codes: 0 success; 1 a failure (or, for batch, at least one failed pair); 2 usage; 130 interrupted. */
@@ -61,6 +62,10 @@ export function threadsOption(): Option {
 /** The matching options shared by `match` and `batch`. */
 export function matchOptionList(): Option[] {
   return [
+    new Option(
+      '-q, --quality <preset>',
+      "speed/accuracy preset: fast (one direction, no occlusion mask), balanced (default), best",
+    ).choices(['fast', 'balanced', 'best']),
     new Option('-m, --method <method>', 'GOCor or plain correlation in the same pipeline')
       .choices(['gocor', 'correlation'])
       .default('gocor'),
@@ -93,6 +98,7 @@ export function matchOptionList(): Option[] {
 }
 
 export interface MatchCliOptions {
+  quality?: 'fast' | 'balanced' | 'best';
   method: 'gocor' | 'correlation';
   globalSize?: number;
   iters?: { global: number; local?: number };
@@ -104,18 +110,16 @@ export interface MatchCliOptions {
   allowSvg?: boolean;
 }
 
+/** The CLI's options as `match` options (the one conversion; the library validates them). */
 export function matchSettings(o: MatchCliOptions): MatchSettings {
   const confidence = o.confidence === 'forward-backward' ? 'forwardBackward' : o.confidence;
-  const s: MatchSettings = { method: o.method, device: o.device, confidence, gocorParams: o.gocorParams };
-  if (o.globalSize !== undefined) s.globalSize = o.globalSize;
-  if (o.iters) {
-    s.numIterGlobal = o.iters.global;
-    s.numIterLocal = o.iters.local ?? o.iters.global;
-  }
-  if (o.threads !== undefined) s.threads = o.threads;
-  if (o.outputShape) s.outputShape = o.outputShape;
-  if (o.allowSvg) s.allowSvg = true;
-  return s;
+  const options: MatchOptions = { method: o.method, device: o.device, confidence, gocorParams: o.gocorParams };
+  if (o.quality !== undefined) options.quality = o.quality;
+  if (o.globalSize !== undefined) options.globalSize = o.globalSize;
+  if (o.iters) options.numIter = { global: o.iters.global, local: o.iters.local ?? o.iters.global };
+  if (o.threads !== undefined) options.threads = o.threads;
+  if (o.outputShape) options.outputShape = o.outputShape;
+  return { options, ...(o.allowSvg && { allowSvg: true }) };
 }
 
 /** The one error line: `gocor: ERR_GOCOR_X: message`. */

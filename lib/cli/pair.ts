@@ -9,6 +9,7 @@ import sharp from 'sharp';
 import { GocorError } from '../errors';
 import { checkMemory } from '../exec';
 import { decodeBytes, imageHeader } from '../image';
+import type { MatchOptions } from '../match';
 import type { Image } from '../types';
 import { api, type Flow } from './api';
 import { makeFolder, removeStaleTemps, writeFileAtomic, writeJsonAtomic } from './atomic';
@@ -20,6 +21,7 @@ export const OUTPUT_FILES = {
   flowColor: 'flow.png',
   warped: 'warped.png',
   confidence: 'confidence.png',
+  occlusion: 'occlusion.png',
 } as const;
 
 export const RESULT_FILE = 'result.json';
@@ -33,17 +35,12 @@ export interface PairMetrics {
   validPixels: number;
 }
 
-/** The matching options as the CLI collects them (already validated by the library when used). */
+/**
+ * The matching options as the CLI collects them: `options` is exactly what `match` gets (only what
+ * was set, so the library's defaults apply; the library validates it) and what result.json records.
+ */
 export interface MatchSettings {
-  method: 'gocor' | 'correlation';
-  globalSize?: number;
-  numIterGlobal?: number;
-  numIterLocal?: number;
-  gocorParams?: 'fitted' | 'initial';
-  device: 'auto' | 'cpu' | 'cuda';
-  threads?: number;
-  outputShape?: { width: number; height: number };
-  confidence: 'peak' | 'forwardBackward' | 'none';
+  options: MatchOptions;
   /** Decode SVG inputs (refused by default: librsvg embeds files from the SVG's folder). */
   allowSvg?: boolean;
 }
@@ -68,28 +65,13 @@ export interface PairResult {
   method: string;
   options: Record<string, unknown>;
   device?: string;
-  timings?: { loadMs: number; matchMs: number; writeMs: number; totalMs: number };
+  /** Milliseconds; `stages`: match's own per-stage times. */
+  timings?: { loadMs: number; matchMs: number; writeMs: number; totalMs: number; stages?: Record<string, number> };
   metrics?: PairMetrics;
   files?: Partial<Record<keyof typeof OUTPUT_FILES, string>>;
   error?: { code: string; message: string };
   gocor: string;
   finishedAt: string;
-}
-
-/** The options of `match` for these settings (only what was set, so the library's defaults apply). */
-export function matchOptions(s: MatchSettings): Record<string, unknown> {
-  const o: Record<string, unknown> = { method: s.method, device: s.device, confidence: s.confidence };
-  if (s.globalSize !== undefined) o.globalSize = s.globalSize;
-  if (s.numIterGlobal !== undefined || s.numIterLocal !== undefined) {
-    o.numIter = {
-      ...(s.numIterGlobal !== undefined && { global: s.numIterGlobal }),
-      ...(s.numIterLocal !== undefined && { local: s.numIterLocal }),
-    };
-  }
-  if (s.gocorParams !== undefined) o.gocorParams = s.gocorParams;
-  if (s.threads !== undefined) o.threads = s.threads;
-  if (s.outputShape) o.outputShape = s.outputShape;
-  return o;
 }
 
 /** CHW float [0,1] -> PNG (1 channel gray or 3 channel RGB). */
@@ -110,6 +92,16 @@ export async function imageToPng(img: Image): Promise<Buffer> {
 }
 
 /** [H, W] values in [0, 1] -> 8-bit gray PNG. */
+/** A 0/1 mask (H, W) -> 8-bit gray PNG, 255 where set. */
+export async function maskToPng(mask: Uint8Array, width: number, height: number): Promise<Buffer> {
+  const px = Buffer.allocUnsafe(width * height);
+  for (let i = 0; i < px.length; i++) px[i] = mask[i] ? 255 : 0;
+  return sharp(px, { raw: { width, height, channels: 1 } })
+    .toColourspace('b-w')
+    .png()
+    .toBuffer();
+}
+
 export async function confidenceToPng(conf: Float32Array, width: number, height: number): Promise<Buffer> {
   const px = Buffer.allocUnsafe(width * height);
   for (let p = 0; p < px.length; p++) {
@@ -149,15 +141,15 @@ export async function runPair(
 ): Promise<PairResult> {
   const t0 = process.hrtime.bigint();
   const g = api();
-  const options = matchOptions(settings);
+  const options = settings.options;
   const record: PairResult = {
     status: 'error',
     ...(input.index !== undefined && { index: input.index }),
     a: { path: input.a },
     b: { path: input.b },
     ...(input.gt && { gt: { path: input.gt } }),
-    method: settings.method,
-    options,
+    method: options.method ?? 'gocor',
+    options: { ...options },
     gocor: g.version(),
     finishedAt: '',
   };
@@ -210,8 +202,21 @@ export async function runPair(
       );
       files.confidence = OUTPUT_FILES.confidence;
     }
+    if (flow.occlusion) {
+      await writeFileAtomic(
+        path.join(outDir, OUTPUT_FILES.occlusion),
+        await maskToPng(flow.occlusion, flow.width, flow.height),
+      );
+      files.occlusion = OUTPUT_FILES.occlusion;
+    }
     record.files = files;
-    record.timings = { loadMs, matchMs, writeMs: ms(t2), totalMs: ms(t0) };
+    record.timings = {
+      loadMs,
+      matchMs,
+      writeMs: ms(t2),
+      totalMs: ms(t0),
+      ...(flow.timings && { stages: flow.timings }),
+    };
     record.status = 'ok';
   } catch (err) {
     record.error = errorRecord(err);
@@ -245,8 +250,8 @@ async function metricsAgainst(flow: Flow, gtPath: string): Promise<PairMetrics> 
 }
 
 /** The options that decide the result; the thread count does not, so a rerun may change it. */
-function fingerprint(options: Record<string, unknown>): string {
-  const { threads: _threads, ...rest } = options;
+function fingerprint(options: object): string {
+  const { threads: _threads, ...rest } = options as Record<string, unknown>;
   return JSON.stringify(rest);
 }
 
@@ -273,7 +278,7 @@ export async function completedPair(
   ) {
     return undefined;
   }
-  if (fingerprint(rec.options) !== fingerprint(matchOptions(settings))) return undefined;
+  if (fingerprint(rec.options) !== fingerprint(settings.options)) return undefined;
   const files = rec.files ?? {};
   if (!files.flow || !files.flowColor || !files.warped) return undefined;
   for (const name of Object.values(files)) {
