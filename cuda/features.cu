@@ -481,20 +481,6 @@ void features_compute_cuda(const ImageView& img, int Hf, int Wf, int cell, float
 
 namespace cuda_dev {
 
-void image_resize(const float* d_src, int planes, int H, int W, float* d_dst, int h, int w,
-                  float* d_mid, void* stream) {
-  cuda::check_resize(planes, H, W, h, w);
-  cuda::image_resize_device(d_src, planes, H, W, d_dst, h, w, d_mid,
-                            static_cast<cudaStream_t>(stream));
-}
-
-void image_gray(const float* d_img, int B, int C, int H, int W, float* d_gray, void* stream) {
-  const long long HW = (long long)H * W;
-  cuda::gray_kernel<<<cuda::ceil_div(B * HW, 256), 256, 0, static_cast<cudaStream_t>(stream)>>>(
-      d_img, d_gray, C, HW, B * HW);
-  cuda::check_launch("gray_kernel");
-}
-
 size_t features_workspace_bytes(int B, int H, int W, int Hf, int Wf, int cell) {
   return cuda::feat_layout(B, H, W, Hf, Wf, cell).total;
 }

@@ -1,12 +1,15 @@
-// Flow read-out, resampling and warping on the GPU: twins of cpp/core/flow.cpp's flow_resample,
-// flow_warp, flow_from_global_volume, flow_from_local_volume, flow_warp_image, flow_median3 and
-// flow_refine_symmetric, and of match.cpp's global_consistency_fill. Coordinates are computed in
-// double as on the CPU, and all arithmetic uses explicitly rounded multiplies and adds in the CPU's
-// order (__fmul_rn / __fadd_rn, __dmul_rn / __dadd_rn: the CPU build, baseline x86-64, has no FMA,
-// while this library is compiled with --fmad=true, which would fuse a * b + c in float and double),
-// so equal inputs give equal outputs to the last bit.
+// Flow read-out, resampling, warping and the checks of the image pipeline on the GPU: twins of
+// cpp/core/flow.cpp's flow_resample, flow_warp, flow_from_global_volume, flow_from_local_volume,
+// flow_warp_image, flow_median3, flow_refine_symmetric, flow_volume_aggregate, flow_consistency
+// and flow_texture_mask. Coordinates are computed in double as on the CPU, and all arithmetic uses
+// explicitly rounded multiplies and adds in the CPU's order (__fmul_rn / __fadd_rn, __dmul_rn /
+// __dadd_rn: the CPU build, baseline x86-64, has no FMA, while this library is compiled with
+// --fmad=true, which would fuse a * b + c in float and double), so equal inputs give equal outputs
+// to the last bit. The one exception is flow_volume_aggregate: the CPU keeps running sums over the
+// window, the GPU sums each window afresh (both in double), so the two may differ in the last bit.
 // Every device entry takes a batch of B independent fields laid out one after another.
 #include <cmath>
+#include <cstdint>
 
 #include "cuda_util.cuh"
 #include "flow.h"
@@ -268,124 +271,102 @@ __global__ void refine_kernel(const float* __restrict__ feat_a, FlowGrid ga,
   f[Na + o] = v;
 }
 
-// ---- global_consistency_fill (match.cpp): cyclic-consistency check and median fill ----
-// volume (B, Nb, Na) as read by global_readout_kernel. Step 1, per query cell t: back[t] = the
-// first reference cell with the largest score in row t (std::max_element's pick).
-__global__ void fill_back_kernel(const float* __restrict__ volume, long long Na, long long Nb,
-                                 int* __restrict__ back) {
-  const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+// ---- flow_volume_aggregate ----
+
+// volume (P, H, W) -> rows (P, H, W): the sum of each in-grid row window, in double.
+__global__ void aggregate_rows_kernel(const float* __restrict__ volume, double* __restrict__ rows,
+                                      int H, int W, int r) {
+  const int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y;
+  if (x >= W) return;
+  const long long row = ((long long)blockIdx.z * H + y) * W;
+  double s = 0;
+  for (int k = max(0, x - r); k <= min(W - 1, x + r); ++k)
+    s = __dadd_rn(s, double(volume[row + k]));
+  rows[row + x] = s;
+}
+
+// rows (P, H, W) -> volume (P, H, W): the column window of the row sums over the number of cells.
+__global__ void aggregate_cols_kernel(const double* __restrict__ rows, float* __restrict__ volume,
+                                      int H, int W, int r) {
+  const int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y;
+  if (x >= W) return;
+  const double* plane = rows + (long long)blockIdx.z * H * W;
+  const int y0 = max(0, y - r), y1 = min(H - 1, y + r);
+  double s = 0;
+  for (int k = y0; k <= y1; ++k) s = __dadd_rn(s, plane[(long long)k * W + x]);
+  const int nx = min(W - 1, x + r) - max(0, x - r) + 1;
+  volume[((long long)blockIdx.z * H + y) * W + x] = float(__ddiv_rn(s, double(nx * (y1 - y0 + 1))));
+}
+
+// ---- flow_consistency ----
+
+// fwd (B, 2, H, W), bwd (B, 2, Hb, Wb) -> valid (B, H, W) and error (B, H, W), each or null.
+__global__ void consistency_kernel(const float* __restrict__ fwd, int H, int W,
+                                   const float* __restrict__ bwd, int Hb, int Wb, float abs_tol,
+                                   float rel_tol, uint8_t* __restrict__ valid,
+                                   float* __restrict__ error) {
+  const int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y;
+  const long long b = blockIdx.z;
+  if (x >= W) return;
+  const long long N = (long long)H * W, Nb = (long long)Hb * Wb, i = (long long)y * W + x;
+  const float* f = fwd + b * 2 * N;
+  const float* g = bwd + b * 2 * Nb;
+  const float u = f[i], v = f[N + i];
+  const double bx = __dadd_rn(double(x), double(u)), by = __dadd_rn(double(y), double(v));
+  float e = INFINITY;
+  bool ok = false;
+  if (bx > -0.5 && by > -0.5 && bx < Wb - 0.5 && by < Hb - 0.5) {
+    const Bilinear t = bilinear_taps(bx, by, Hb, Wb);
+    const float bu = read(g, t), bv = read(g + Nb, t);
+    const float ex = __fadd_rn(u, bu), ey = __fadd_rn(v, bv);
+    const float e2 = __fadd_rn(__fmul_rn(ex, ex), __fmul_rn(ey, ey));
+    e = __fsqrt_rn(e2);
+    const float m2 =
+        __fadd_rn(__fadd_rn(__fadd_rn(__fmul_rn(u, u), __fmul_rn(v, v)), __fmul_rn(bu, bu)),
+                  __fmul_rn(bv, bv));
+    ok = e2 <= __fadd_rn(__fmul_rn(abs_tol, abs_tol), __fmul_rn(__fmul_rn(rel_tol, rel_tol), m2));
+  }
+  if (error != nullptr) error[b * N + i] = e;
+  if (valid != nullptr) valid[b * N + i] = ok;
+}
+
+// ---- flow_texture_mask ----
+
+// gray (B, H, W) -> prod (B, 3, H, W): gx^2, gy^2 and gx gy of the central differences (the
+// clamped neighbour at the border).
+__global__ void structure_products_kernel(const float* __restrict__ gray, float* __restrict__ prod,
+                                          int H, int W) {
+  const int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y;
+  const long long b = blockIdx.z;
+  if (x >= W) return;
+  const long long N = (long long)H * W;
+  const float* g = gray + b * N;
+  const long long row = (long long)y * W, up = (long long)max(y - 1, 0) * W,
+                  down = (long long)min(y + 1, H - 1) * W;
+  const float gx = __fmul_rn(0.5f, __fsub_rn(g[row + min(x + 1, W - 1)], g[row + max(x - 1, 0)]));
+  const float gy = __fmul_rn(0.5f, __fsub_rn(g[down + x], g[up + x]));
+  float* p = prod + b * 3 * N + row + x;
+  p[0] = __fmul_rn(gx, gx);
+  p[N] = __fmul_rn(gy, gy);
+  p[2 * N] = __fmul_rn(gx, gy);
+}
+
+// Window means (B, 3, H, W) of gx^2, gy^2, gx gy -> textured (B, H, W): the smaller eigenvalue of
+// the structure tensor, in double, is at least t.
+__global__ void min_eigen_kernel(const float* __restrict__ mean, long long N, double t,
+                                 uint8_t* __restrict__ textured) {
+  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   const long long b = blockIdx.y;
-  if (t >= Nb) return;
-  const float* row = volume + (b * Nb + t) * Na;
-  long long best = 0;
-  float bv = row[0];
-  for (long long r = 1; r < Na; ++r) {
-    if (bv < row[r]) {
-      bv = row[r];
-      best = r;
-    }
-  }
-  back[b * Nb + t] = int(best);
+  if (i >= N) return;
+  const float* m = mean + b * 3 * N;
+  const double a = m[i], c = m[N + i], xy = m[2 * N + i];
+  const double d = __dsub_rn(a, c);
+  const double root = __dsqrt_rn(__dadd_rn(__dmul_rn(__dmul_rn(0.25, d), d), __dmul_rn(xy, xy)));
+  textured[b * N + i] = __dsub_rn(__dmul_rn(0.5, __dadd_rn(a, c)), root) >= t;
 }
-
-// Step 2, per reference cell r: its best query cell t (the arg-max of the read-out), kept when
-// back[t] lies within one cell of r; kept cells are counted per item (integer atomics: exact).
-__global__ void fill_keep_kernel(const float* __restrict__ volume, FlowGrid ga, long long Nb,
-                                 const int* __restrict__ back, int* __restrict__ keep,
-                                 int* __restrict__ kept) {
-  const long long Na = (long long)ga.H * ga.W;
-  const long long r = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-  const long long b = blockIdx.y;
-  if (r >= Na) return;
-  const float* v = volume + b * Nb * Na + r;
-  long long fwd = 0;
-  float bv = v[0];
-  for (long long t = 1; t < Nb; ++t) {
-    if (v[t * Na] > bv) {
-      bv = v[t * Na];
-      fwd = t;
-    }
-  }
-  const long long rb = back[b * Nb + fwd];
-  const bool k = llabs(rb / ga.W - r / ga.W) <= 1 && llabs(rb % ga.W - r % ga.W) <= 1;
-  keep[b * Na + r] = k ? 1 : 0;
-  if (k) atomicAdd(kept + b, 1);
-}
-
-// The value of rank m (0-based, ascending) among the kept cells of the window rows y0..y1, columns
-// x0..x1 of plane p: what nth_element(u, u + m, u + n) leaves at u[m], found by counting (no list).
-__device__ float window_rank(const float* __restrict__ p, const int* __restrict__ keep, int W,
-                             int y0, int y1, int x0, int x1, int m) {
-  for (int y = y0; y <= y1; ++y) {
-    for (int x = x0; x <= x1; ++x) {
-      const long long s = (long long)y * W + x;
-      if (!keep[s]) continue;
-      const float c = p[s];
-      int less = 0, equal = 0;
-      for (int yy = y0; yy <= y1; ++yy) {
-        for (int xx = x0; xx <= x1; ++xx) {
-          const long long q = (long long)yy * W + xx;
-          if (!keep[q]) continue;
-          less += p[q] < c;
-          equal += p[q] == c;
-        }
-      }
-      if (less <= m && m < less + equal) return c;
-    }
-  }
-  return NAN;  // unreachable for finite flows
-}
-
-// Step 3, per rejected cell r (items with fewer than 3 or all cells kept are left alone): the
-// median of the kept cells in the smallest square window (radius k >= 1) holding at least 3 of
-// them. Only rejected cells are written and only kept cells are read, so it works in place.
-__global__ void fill_median_kernel(FlowGrid ga, const int* __restrict__ keep,
-                                   const int* __restrict__ kept, float* __restrict__ flow) {
-  const long long Na = (long long)ga.H * ga.W;
-  const long long r = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-  const long long b = blockIdx.y;
-  if (r >= Na) return;
-  const int nk = kept[b];
-  const int* kp = keep + b * Na;
-  if (nk < 3 || nk == Na || kp[r]) return;
-  const int ry = int(r / ga.W), rx = int(r % ga.W);
-  const int K = max(ga.H, ga.W);
-  int y0 = 0, y1 = 0, x0 = 0, x1 = 0, n = 0;
-  for (int k = 1; k < K; ++k) {
-    y0 = max(ry - k, 0);
-    y1 = min(ry + k, ga.H - 1);
-    x0 = max(rx - k, 0);
-    x1 = min(rx + k, ga.W - 1);
-    n = 0;
-    for (int y = y0; y <= y1; ++y)
-      for (int x = x0; x <= x1; ++x) n += kp[(long long)y * ga.W + x];
-    if (n >= 3) break;
-  }
-  float* f = flow + b * 2 * Na;
-  const float u = window_rank(f, kp, ga.W, y0, y1, x0, x1, n / 2);
-  const float v = window_rank(f + Na, kp, ga.W, y0, y1, x0, x1, n / 2);
-  f[r] = u;
-  f[Na + r] = v;
-}
-
-struct FillLayout {
-  size_t back, keep, kept, total;
-};
-
-FillLayout fill_layout(const FlowGrid& ga, const FlowGrid& gb, int B) {
-  auto a256 = [](size_t x) { return (x + 255) / 256 * 256; };
-  FillLayout l{};
-  l.back = 0;
-  l.keep = a256(size_t(B) * gb.H * gb.W * 4);
-  l.kept = l.keep + a256(size_t(B) * ga.H * ga.W * 4);
-  l.total = l.kept + a256(size_t(B) * 4);
-  return l;
-}
-
-// ---- flow_refine_photometric (flow.cpp), operation for operation --------------------------------
 
 // Box mean over the in-image part of the row / column window (planes, H, W); double sums as
-// box_mean.
+// flow.cpp's box_mean.
 __global__ void box_rows_kernel(const float* __restrict__ src, float* __restrict__ dst, int H,
                                 int W, int r) {
   const int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y;
@@ -408,72 +389,6 @@ __global__ void box_cols_kernel(const float* __restrict__ src, float* __restrict
   dst[((long long)blockIdx.z * H + y) * W + x] = float(__ddiv_rn(s, double(y1 - y0 + 1)));
 }
 
-__global__ void sub_kernel(float* __restrict__ z, const float* __restrict__ m, long long n) {
-  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n) z[i] = __fsub_rn(z[i], m[i]);
-}
-
-// read_inside of flow.cpp.
-__device__ __forceinline__ bool read_inside(const float* __restrict__ img, int H, int W, double x,
-                                            double y, float* v) {
-  if (!(x >= 0 && y >= 0 && x <= W - 1 && y <= H - 1)) return false;
-  *v = read(img, bilinear_taps(x, y, H, W));
-  return true;
-}
-
-// Per pixel: gradient and linearised difference products -> prod (B, 5, H, W) (zero outside b).
-__global__ void photo_prod_kernel(const float* __restrict__ A, const float* __restrict__ Bc,
-                                  const float* __restrict__ flow, float* __restrict__ prod, int H,
-                                  int W, int Hb, int Wb) {
-  const int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y;
-  const long long b = blockIdx.z;
-  if (x >= W) return;
-  const long long P = (long long)H * W, i = (long long)y * W + x;
-  const float* a = A + b * P;
-  const float* bc = Bc + b * (long long)Hb * Wb;
-  const float* f = flow + b * 2 * P;
-  float* pr = prod + b * 5 * P;
-  for (int k = 0; k < 5; ++k) pr[k * P + i] = 0.f;
-  const double bx = __dadd_rn(double(x), double(f[i])), by = __dadd_rn(double(y), double(f[P + i]));
-  float w0;
-  if (!read_inside(bc, Hb, Wb, bx, by, &w0)) return;
-  float l = w0, r = w0, u = w0, d = w0;
-  read_inside(bc, Hb, Wb, __dsub_rn(bx, 1.0), by, &l);
-  read_inside(bc, Hb, Wb, __dadd_rn(bx, 1.0), by, &r);
-  read_inside(bc, Hb, Wb, bx, __dsub_rn(by, 1.0), &u);
-  read_inside(bc, Hb, Wb, bx, __dadd_rn(by, 1.0), &d);
-  const float ax = (x > 0 && x + 1 < W) ? __fmul_rn(0.5f, __fsub_rn(a[i + 1], a[i - 1])) : 0.f;
-  const float ay = (y > 0 && y + 1 < H) ? __fmul_rn(0.5f, __fsub_rn(a[i + W], a[i - W])) : 0.f;
-  const float gx = __fmul_rn(0.5f, __fadd_rn(__fmul_rn(0.5f, __fsub_rn(r, l)), ax));
-  const float gy = __fmul_rn(0.5f, __fadd_rn(__fmul_rn(0.5f, __fsub_rn(d, u)), ay));
-  const float t =
-      __fsub_rn(__fsub_rn(w0, a[i]), __fadd_rn(__fmul_rn(gx, f[i]), __fmul_rn(gy, f[P + i])));
-  pr[i] = __fmul_rn(gx, gx);
-  pr[P + i] = __fmul_rn(gx, gy);
-  pr[2 * P + i] = __fmul_rn(gy, gy);
-  pr[3 * P + i] = __fmul_rn(gx, t);
-  pr[4 * P + i] = __fmul_rn(gy, t);
-}
-
-// Window sums (B, 5, H, W) -> each pixel's least-squares flow, where well conditioned.
-__global__ void photo_solve_kernel(const float* __restrict__ sum, float* __restrict__ flow,
-                                   long long P) {
-  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-  const long long b = blockIdx.y;
-  if (i >= P) return;
-  const float* s = sum + b * 5 * P;
-  float* f = flow + b * 2 * P;
-  const double sxx = s[i], sxy = s[P + i], syy = s[2 * P + i], sxt = s[3 * P + i],
-               syt = s[4 * P + i];
-  const double det = __dsub_rn(__dmul_rn(sxx, syy), __dmul_rn(sxy, sxy)), tr = __dadd_rn(sxx, syy);
-  if (!(tr >= 1e-6 && det > __dmul_rn(__dmul_rn(1e-3, tr), tr))) return;
-  const double u = -__ddiv_rn(__dsub_rn(__dmul_rn(syy, sxt), __dmul_rn(sxy, syt)), det);
-  const double v = -__ddiv_rn(__dsub_rn(__dmul_rn(sxx, syt), __dmul_rn(sxy, sxt)), det);
-  if (fabs(__dsub_rn(u, double(f[i]))) > 1 || fabs(__dsub_rn(v, double(f[P + i]))) > 1) return;
-  f[i] = float(u);
-  f[P + i] = float(v);
-}
-
 void box_mean_planes(const float* d_src, float* d_tmp, float* d_dst, int planes, int H, int W,
                      int r, cudaStream_t st) {
   dim3 block(128), grid(ceil_div(W, 128), H, planes);
@@ -481,16 +396,6 @@ void box_mean_planes(const float* d_src, float* d_tmp, float* d_dst, int planes,
   check_launch("box_rows_kernel");
   box_cols_kernel<<<grid, block, 0, st>>>(d_tmp, d_dst, H, W, r);
   check_launch("box_cols_kernel");
-}
-
-// gray (B, H, W) -> local contrast (B, H, W); d_tmp, d_m: B*H*W floats each.
-void local_contrast(const float* d_gray, float* d_out, float* d_tmp, float* d_m, int B, int H,
-                    int W, cudaStream_t st) {
-  box_mean_planes(d_gray, d_tmp, d_out, B, H, W, 1, st);
-  box_mean_planes(d_out, d_tmp, d_m, B, H, W, 4, st);
-  const long long n = (long long)B * H * W;
-  sub_kernel<<<ceil_div(n, 256), 256, 0, st>>>(d_out, d_m, n);
-  check_launch("sub_kernel");
 }
 
 void check_grid(const FlowGrid& g, const char* what) {
@@ -501,6 +406,25 @@ void check_grid(const FlowGrid& g, const char* what) {
 
 void check_batch(int B, const char* what) {
   if (B <= 0) throw Error(ErrorCode::Shape, std::string(what) + ": batch must be positive");
+}
+
+// The CPU twins' checks (flow.cpp), with their messages.
+void check_aggregate(int D, int H, int W, int radius) {
+  if (D <= 0 || H <= 0 || W <= 0 || radius < 0) {
+    throw Error(ErrorCode::Shape, "flow_volume_aggregate: sizes must be positive");
+  }
+}
+
+void check_consistency(int H, int W, int Hb, int Wb, float abs_tol, float rel_tol) {
+  if (H <= 0 || W <= 0 || Hb <= 0 || Wb <= 0 || !(abs_tol >= 0) || !(rel_tol >= 0)) {
+    throw Error(ErrorCode::Shape, "flow_consistency: sizes must be positive, tolerances >= 0");
+  }
+}
+
+void check_texture(int H, int W, int radius, float min_gradient) {
+  if (H <= 0 || W <= 0 || radius < 0 || !(min_gradient >= 0)) {
+    throw Error(ErrorCode::Shape, "flow_texture_mask: sizes must be positive");
+  }
 }
 
 }  // namespace
@@ -571,69 +495,6 @@ void flow_median3(const float* d_src, float* d_dst, int H, int W, int B, void* s
   cuda::check_launch("median3_kernel");
 }
 
-size_t photometric_workspace_bytes(int B, int H, int W, int Hb, int Wb) {
-  const size_t Pa = size_t(H) * W, Pb = size_t(Hb) * Wb, M = std::max(Pa, Pb);
-  return 4 * (2 * Pa + 2 * Pb + 5 * Pa + 5 * Pa + 5 * M) * size_t(B);
-}
-
-void flow_refine_photometric(const float* d_img_a, const float* d_img_b, int C, int H, int W,
-                             int Hb, int Wb, float* d_flow, int iterations, int radius,
-                             void* d_workspace, int B, void* stream) {
-  if (H <= 0 || W <= 0 || Hb <= 0 || Wb <= 0 || radius < 0 || iterations < 0 || C <= 0) {
-    throw Error(ErrorCode::Shape, "flow_refine_photometric: bad sizes");
-  }
-  cuda::check_batch(B, "flow_refine_photometric");
-  if (iterations == 0) return;
-  const cudaStream_t st = static_cast<cudaStream_t>(stream);
-  const long long Pa = (long long)H * W, Pb = (long long)Hb * Wb, M = std::max(Pa, Pb);
-  float* ws = static_cast<float*>(d_workspace);
-  float* ga = ws;
-  float* A = ga + B * Pa;
-  float* gb = A + B * Pa;
-  float* Bc = gb + B * Pb;
-  float* prod = Bc + B * Pb;
-  float* sum = prod + 5 * B * Pa;
-  float* tmp = sum + 5 * B * Pa;  // 5 * B * M floats
-  image_gray(d_img_a, B, C, H, W, ga, st);
-  image_gray(d_img_b, B, C, Hb, Wb, gb, st);
-  cuda::local_contrast(ga, A, tmp, tmp + B * M, B, H, W, st);
-  cuda::local_contrast(gb, Bc, tmp, tmp + B * M, B, Hb, Wb, st);
-  for (int it = 0; it < iterations; ++it) {
-    dim3 block(128), grid(cuda::ceil_div(W, 128), H, B);
-    cuda::photo_prod_kernel<<<grid, block, 0, st>>>(A, Bc, d_flow, prod, H, W, Hb, Wb);
-    cuda::check_launch("photo_prod_kernel");
-    cuda::box_mean_planes(prod, tmp, sum, 5 * B, H, W, radius, st);
-    cuda::photo_solve_kernel<<<dim3(cuda::ceil_div(Pa, 256), B), 256, 0, st>>>(sum, d_flow, Pa);
-    cuda::check_launch("photo_solve_kernel");
-  }
-}
-
-size_t global_fill_workspace_bytes(const FlowGrid& ga, const FlowGrid& gb, int B) {
-  return cuda::fill_layout(ga, gb, B).total;
-}
-
-void global_consistency_fill(const float* d_volume, const FlowGrid& ga, const FlowGrid& gb,
-                             float* d_flow, void* d_workspace, int B, void* stream) {
-  cuda::check_grid(ga, "global_consistency_fill");
-  cuda::check_grid(gb, "global_consistency_fill");
-  cuda::check_batch(B, "global_consistency_fill");
-  const cudaStream_t st = static_cast<cudaStream_t>(stream);
-  const cuda::FillLayout l = cuda::fill_layout(ga, gb, B);
-  char* ws = static_cast<char*>(d_workspace);
-  int* back = reinterpret_cast<int*>(ws + l.back);
-  int* keep = reinterpret_cast<int*>(ws + l.keep);
-  int* kept = reinterpret_cast<int*>(ws + l.kept);
-  const long long Na = (long long)ga.H * ga.W, Nb = (long long)gb.H * gb.W;
-  cuda::check(cudaMemsetAsync(kept, 0, size_t(B) * 4, st), "cudaMemsetAsync");
-  cuda::fill_back_kernel<<<dim3(cuda::ceil_div(Nb, 128), B), 128, 0, st>>>(d_volume, Na, Nb, back);
-  cuda::check_launch("fill_back_kernel");
-  const dim3 grid(cuda::ceil_div(Na, 128), B);
-  cuda::fill_keep_kernel<<<grid, 128, 0, st>>>(d_volume, ga, Nb, back, keep, kept);
-  cuda::check_launch("fill_keep_kernel");
-  cuda::fill_median_kernel<<<grid, 128, 0, st>>>(ga, keep, kept, d_flow);
-  cuda::check_launch("fill_median_kernel");
-}
-
 void flow_refine_symmetric(const float* d_feat_a, const FlowGrid& ga, const float* d_feat_b,
                            const FlowGrid& gb, int C, float* d_flow, int iterations, int B,
                            void* stream) {
@@ -645,6 +506,57 @@ void flow_refine_symmetric(const float* d_feat_a, const FlowGrid& ga, const floa
   cuda::refine_kernel<<<grid, block, 0, static_cast<cudaStream_t>(stream)>>>(
       d_feat_a, ga, d_feat_b, gb, C, d_flow, iterations);
   cuda::check_launch("refine_kernel");
+}
+
+size_t volume_aggregate_workspace_bytes(int D, int H, int W, int B) {
+  return sizeof(double) * size_t(B) * D * H * W;
+}
+
+void flow_volume_aggregate(float* d_volume, int D, int H, int W, int radius, void* d_workspace,
+                           int B, void* stream) {
+  cuda::check_aggregate(D, H, W, radius);
+  cuda::check_batch(B, "flow_volume_aggregate");
+  if (radius == 0) return;
+  const cudaStream_t st = static_cast<cudaStream_t>(stream);
+  double* rows = static_cast<double*>(d_workspace);
+  const dim3 block(128), grid(cuda::ceil_div(W, 128), H, unsigned(B) * D);
+  cuda::aggregate_rows_kernel<<<grid, block, 0, st>>>(d_volume, rows, H, W, radius);
+  cuda::check_launch("aggregate_rows_kernel");
+  cuda::aggregate_cols_kernel<<<grid, block, 0, st>>>(rows, d_volume, H, W, radius);
+  cuda::check_launch("aggregate_cols_kernel");
+}
+
+void flow_consistency(const float* d_fwd, int H, int W, const float* d_bwd, int Hb, int Wb,
+                      float abs_tol, float rel_tol, uint8_t* d_valid, float* d_error, int B,
+                      void* stream) {
+  cuda::check_consistency(H, W, Hb, Wb, abs_tol, rel_tol);
+  cuda::check_batch(B, "flow_consistency");
+  const dim3 block(128), grid(cuda::ceil_div(W, 128), H, B);
+  cuda::consistency_kernel<<<grid, block, 0, static_cast<cudaStream_t>(stream)>>>(
+      d_fwd, H, W, d_bwd, Hb, Wb, abs_tol, rel_tol, d_valid, d_error);
+  cuda::check_launch("consistency_kernel");
+}
+
+size_t texture_mask_workspace_bytes(int H, int W, int B) {
+  return sizeof(float) * 9 * size_t(B) * H * W;
+}
+
+void flow_texture_mask(const float* d_gray, int H, int W, int radius, float min_gradient,
+                       uint8_t* d_textured, void* d_workspace, int B, void* stream) {
+  cuda::check_texture(H, W, radius, min_gradient);
+  cuda::check_batch(B, "flow_texture_mask");
+  const cudaStream_t st = static_cast<cudaStream_t>(stream);
+  const long long N = (long long)H * W;
+  float* prod = static_cast<float*>(d_workspace);
+  float* tmp = prod + 3 * B * N;
+  float* mean = tmp + 3 * B * N;
+  cuda::structure_products_kernel<<<dim3(cuda::ceil_div(W, 128), H, B), 128, 0, st>>>(d_gray, prod,
+                                                                                      H, W);
+  cuda::check_launch("structure_products_kernel");
+  cuda::box_mean_planes(prod, tmp, mean, 3 * B, H, W, radius, st);
+  const double t = double(min_gradient) * min_gradient;  // as flow.cpp (a host multiply)
+  cuda::min_eigen_kernel<<<dim3(cuda::ceil_div(N, 256), B), 256, 0, st>>>(mean, N, t, d_textured);
+  cuda::check_launch("min_eigen_kernel");
 }
 
 }  // namespace cuda_dev
@@ -714,23 +626,6 @@ void flow_from_local_volume_cuda(const float* volume, int R, int H, int W, float
   st.sync();
 }
 
-void global_consistency_fill_cuda(const float* volume, const FlowGrid& ga, const FlowGrid& gb,
-                                  float* flow, const Exec& ex) {
-  cuda::check_grid(ga, "global_consistency_fill");
-  cuda::check_grid(gb, "global_consistency_fill");
-  cuda::require_device();
-  check_cancel(ex);
-  const size_t Na = size_t(ga.H) * ga.W, M = size_t(gb.H) * gb.W;
-  cuda::Stream st;
-  cuda::DeviceBuffer<float> d_v(M * Na), d_flow(2 * Na);
-  cuda::DeviceBuffer<char> d_ws(cuda_dev::global_fill_workspace_bytes(ga, gb, 1));
-  cuda::to_device(d_v.get(), volume, M * Na, st.get());
-  cuda::to_device(d_flow.get(), flow, 2 * Na, st.get());
-  cuda_dev::global_consistency_fill(d_v.get(), ga, gb, d_flow.get(), d_ws.get(), 1, st.get());
-  cuda::to_host(flow, d_flow.get(), 2 * Na, st.get());
-  st.sync();
-}
-
 void flow_warp_image_cuda(const float* b, int C, int Hb, int Wb, const float* flow, int H, int W,
                           float* out, float* mask, const Exec& ex) {
   if (C <= 0 || Hb <= 0 || Wb <= 0 || H <= 0 || W <= 0) {
@@ -784,23 +679,54 @@ void flow_refine_symmetric_cuda(const float* feat_a, const FlowGrid& ga, const f
   st.sync();
 }
 
-void flow_refine_photometric_cuda(const float* gray_a, int H, int W, const float* gray_b, int Hb,
-                                  int Wb, float* flow, int iterations, int radius, const Exec& ex) {
-  if (H <= 0 || W <= 0 || Hb <= 0 || Wb <= 0 || radius < 0 || iterations < 0) {
-    throw Error(ErrorCode::Shape, "flow_refine_photometric: bad sizes");
-  }
+void flow_volume_aggregate_cuda(float* volume, int D, int H, int W, int radius, const Exec& ex) {
+  cuda::check_aggregate(D, H, W, radius);
   cuda::require_device();
   check_cancel(ex);
-  const size_t Pa = size_t(H) * W, Pb = size_t(Hb) * Wb;
+  if (radius == 0) return;
+  const size_t n = size_t(D) * H * W;
   cuda::Stream st;
-  cuda::DeviceBuffer<float> d_a(Pa), d_b(Pb), d_flow(2 * Pa);
-  cuda::DeviceBuffer<char> d_ws(cuda_dev::photometric_workspace_bytes(1, H, W, Hb, Wb));
-  cuda::to_device(d_a.get(), gray_a, Pa, st.get());
-  cuda::to_device(d_b.get(), gray_b, Pb, st.get());
-  cuda::to_device(d_flow.get(), flow, 2 * Pa, st.get());
-  cuda_dev::flow_refine_photometric(d_a.get(), d_b.get(), 1, H, W, Hb, Wb, d_flow.get(), iterations,
-                                    radius, d_ws.get(), 1, st.get());
-  cuda::to_host(flow, d_flow.get(), 2 * Pa, st.get());
+  cuda::DeviceBuffer<float> d_v(n);
+  cuda::DeviceBuffer<char> d_ws(cuda_dev::volume_aggregate_workspace_bytes(D, H, W, 1));
+  cuda::to_device(d_v.get(), volume, n, st.get());
+  cuda_dev::flow_volume_aggregate(d_v.get(), D, H, W, radius, d_ws.get(), 1, st.get());
+  cuda::to_host(volume, d_v.get(), n, st.get());
+  st.sync();
+}
+
+void flow_consistency_cuda(const float* fwd, int H, int W, const float* bwd, int Hb, int Wb,
+                           float abs_tol, float rel_tol, uint8_t* valid, float* error,
+                           const Exec& ex) {
+  cuda::check_consistency(H, W, Hb, Wb, abs_tol, rel_tol);
+  cuda::require_device();
+  check_cancel(ex);
+  const size_t N = size_t(H) * W, Nb = size_t(Hb) * Wb;
+  cuda::Stream st;
+  cuda::DeviceBuffer<float> d_fwd(2 * N), d_bwd(2 * Nb), d_error(error ? N : 0);
+  cuda::DeviceBuffer<uint8_t> d_valid(valid ? N : 0);
+  cuda::to_device(d_fwd.get(), fwd, 2 * N, st.get());
+  cuda::to_device(d_bwd.get(), bwd, 2 * Nb, st.get());
+  cuda_dev::flow_consistency(d_fwd.get(), H, W, d_bwd.get(), Hb, Wb, abs_tol, rel_tol,
+                             d_valid.get(), d_error.get(), 1, st.get());
+  if (valid) cuda::to_host(valid, d_valid.get(), N, st.get());
+  if (error) cuda::to_host(error, d_error.get(), N, st.get());
+  st.sync();
+}
+
+void flow_texture_mask_cuda(const float* gray, int H, int W, int radius, float min_gradient,
+                            uint8_t* textured, const Exec& ex) {
+  cuda::check_texture(H, W, radius, min_gradient);
+  cuda::require_device();
+  check_cancel(ex);
+  const size_t N = size_t(H) * W;
+  cuda::Stream st;
+  cuda::DeviceBuffer<float> d_gray(N);
+  cuda::DeviceBuffer<uint8_t> d_tex(N);
+  cuda::DeviceBuffer<char> d_ws(cuda_dev::texture_mask_workspace_bytes(H, W, 1));
+  cuda::to_device(d_gray.get(), gray, N, st.get());
+  cuda_dev::flow_texture_mask(d_gray.get(), H, W, radius, min_gradient, d_tex.get(), d_ws.get(), 1,
+                              st.get());
+  cuda::to_host(textured, d_tex.get(), N, st.get());
   st.sync();
 }
 

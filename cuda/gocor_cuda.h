@@ -1,10 +1,13 @@
 // Host-only interface of the CUDA backend: no CUDA types, so ordinary C++ callers can include it.
 // Every function is the twin of a cpp/core function with the same signature (`_cpu` -> `_cuda`);
 // pointers are host pointers, the launcher moves data to and from the device itself.
-// Built only when GOCOR_WITH_CUDA is defined; dispatch.cpp is the only caller.
+// Built only when GOCOR_WITH_CUDA is defined. dispatch.cpp sends correlation and GOCor here; the
+// stage twins below are called by the parity program and the benchmark only, until they have passed
+// parity on a GPU (issue 11: the API never reaches an untested GPU path).
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -13,7 +16,6 @@
 #include "dense_features.h"
 #include "flow.h"
 #include "gocor.h"
-#include "match.h"
 
 namespace gocor {
 
@@ -46,7 +48,7 @@ void gocor_local_cuda(const LocalGocorParams& p, const LocalGocorOptions& o, con
                       const float* query, float* volume, float* filter_out, int B, int C, int H,
                       int W, const Exec& ex, std::vector<GocorIterDiag>* diag);
 
-// ---- the stages of match (cuda/features.cu, cuda/flow.cu) and match itself (cuda/match.cu) ----
+// ---- the stages of match (cuda/features.cu, cuda/flow.cu) ----
 // Same signatures and layouts as the cpp/core functions of the same name without _cuda.
 void image_resize_cuda(const float* src, int C, int H, int W, float* dst, int h, int w,
                        const Exec& ex);
@@ -62,30 +64,16 @@ void flow_from_local_volume_cuda(const float* volume, int R, int H, int W, float
                                  float* confidence, const Exec& ex);
 void flow_warp_image_cuda(const float* b, int C, int Hb, int Wb, const float* flow, int H, int W,
                           float* out, float* mask, const Exec& ex);
-// Twin of match.cpp's global_consistency_fill (private there; match_pyramids on a pyramid holding
-// only a stride-1 global level exposes it): volume (gb cells, ga cells) as read by
-// flow_from_global_volume, flow (2, ga) in pixels, updated in place: cells whose best match does
-// not come back to within one cell get the median of the kept cells in the smallest window with
-// >= 3.
-void global_consistency_fill_cuda(const float* volume, const FlowGrid& ga, const FlowGrid& gb,
-                                  float* flow, const Exec& ex);
 void flow_median3_cuda(float* flow, int H, int W, const Exec& ex);
-void flow_refine_photometric_cuda(const float* gray_a, int H, int W, const float* gray_b, int Hb,
-                                  int Wb, float* flow, int iterations, int radius, const Exec& ex);
 void flow_refine_symmetric_cuda(const float* feat_a, const FlowGrid& ga, const float* feat_b,
                                 const FlowGrid& gb, int C, float* flow, int iterations,
                                 const Exec& ex);
-// match_images on the GPU. The backend links nothing from gocor_core, so the caller passes the
-// GOCor parameters match_images uses: match_global_params(kFeatureChannels + 1, o.seed,
-// o.fitted_params) and default_local_params(). a and b must have the same channels and
-// size (CPU match_images also takes a b of another size; route those to the CPU).
-MatchResult match_images_cuda(const ImageView& a, const ImageView& b, const MatchOptions& o,
-                              const GlobalGocorParams& gp, const LocalGocorParams& lp,
-                              const Exec& ex);
-// B pairs at once on one stream (all 2B images the same channels and size) -> out[0..B-1].
-void match_images_batch_cuda(const ImageView* a, const ImageView* b, int B, const MatchOptions& o,
-                             const GlobalGocorParams& gp, const LocalGocorParams& lp,
-                             const Exec& ex, MatchResult* out);
+void flow_volume_aggregate_cuda(float* volume, int D, int H, int W, int radius, const Exec& ex);
+void flow_consistency_cuda(const float* fwd, int H, int W, const float* bwd, int Hb, int Wb,
+                           float abs_tol, float rel_tol, uint8_t* valid, float* error,
+                           const Exec& ex);
+void flow_texture_mask_cuda(const float* gray, int H, int W, int radius, float min_gradient,
+                            uint8_t* textured, const Exec& ex);
 #endif
 
 }  // namespace gocor

@@ -6,6 +6,7 @@
 #ifdef GOCOR_WITH_CUDA
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <utility>
@@ -14,7 +15,6 @@
 #include "correlation.h"
 #include "flow.h"
 #include "gocor.h"
-#include "match.h"
 
 namespace gocor {
 namespace cuda_dev {
@@ -62,11 +62,6 @@ void gocor_local(const LocalGocorParams& p, const LocalGocorOptions& o, const fl
                  int C, int H, int W, void* stream, std::vector<GocorIterDiag>* diag);
 
 // ---- match stages (cuda/features.cu, cuda/flow.cu), batched: B independent items back to back --
-// src (planes, H, W) -> dst (planes, h, w); d_mid holds planes*H*w floats.
-void image_resize(const float* d_src, int planes, int H, int W, float* d_dst, int h, int w,
-                  float* d_mid, void* stream);
-// images (B, C, H, W) -> gray (B, H, W), as image_gray (dense_features.h).
-void image_gray(const float* d_img, int B, int C, int H, int W, float* d_gray, void* stream);
 size_t features_workspace_bytes(int B, int H, int W, int Hf, int Wf, int cell);
 // images (B, C, H, W) -> d_out (B, kFeatureChannels, Hf, Wf), each image as features_compute.
 void features_compute(const float* d_img, int B, int C, int H, int W, int Hf, int Wf, int cell,
@@ -83,11 +78,6 @@ void flow_from_global_volume(const float* d_volume, const FlowGrid& ga, const Fl
 // volume (B, D, H, W) -> residual (B, 2, H, W), confidence (B, H, W) or null.
 void flow_from_local_volume(const float* d_volume, int R, int H, int W, float* d_residual,
                             float* d_confidence, int B, void* stream);
-size_t global_fill_workspace_bytes(const FlowGrid& ga, const FlowGrid& gb, int B);
-// volume (B, gb cells, ga cells), flow (B, 2, ga) updated in place, as global_consistency_fill;
-// d_workspace holds global_fill_workspace_bytes(ga, gb, B) bytes.
-void global_consistency_fill(const float* d_volume, const FlowGrid& ga, const FlowGrid& gb,
-                             float* d_flow, void* d_workspace, int B, void* stream);
 // b (B, C, Hb, Wb), flow (B, 2, H, W) -> out (B, C, H, W), mask (B, H, W) or null.
 void flow_warp_image(const float* d_b, int C, int Hb, int Wb, const float* d_flow, int H, int W,
                      float* d_out, float* d_mask, int B, void* stream);
@@ -97,22 +87,19 @@ void flow_median3(const float* d_src, float* d_dst, int H, int W, int B, void* s
 void flow_refine_symmetric(const float* d_feat_a, const FlowGrid& ga, const float* d_feat_b,
                            const FlowGrid& gb, int C, float* d_flow, int iterations, int B,
                            void* stream);
-size_t photometric_workspace_bytes(int B, int H, int W, int Hb, int Wb);
-// images a (B, C, H, W), b (B, C, Hb, Wb) -> flow (B, 2, H, W) refined in place, as
-// flow_refine_photometric on each item's gray images.
-void flow_refine_photometric(const float* d_img_a, const float* d_img_b, int C, int H, int W,
-                             int Hb, int Wb, float* d_flow, int iterations, int radius,
-                             void* d_workspace, int B, void* stream);
-
-// ---- the resident match (cuda/match.cu) ----
-size_t match_workspace_bytes(int B, int C, int H, int W, const MatchOptions& o);
-// images a, b (B, C, H, W) -> d_flow (B, 2, oh, ow), d_conf (B, oh, ow) (null: not wanted), where
-// (oh, ow) is (o.out_h, o.out_w) or (H, W); the algorithm of match_images, parameters as
-// match_images_cuda. d_workspace holds match_workspace_bytes(B, C, H, W, o) bytes.
-void match_batch(const MatchOptions& o, const GlobalGocorParams& gp, const LocalGocorParams& lp,
-                 const float* d_a, const float* d_b, int B, int C, int H, int W, float* d_flow,
-                 float* d_conf, void* d_workspace, void* stream);
-
+// Bytes of d_workspace flow_volume_aggregate needs (one double per volume element).
+size_t volume_aggregate_workspace_bytes(int D, int H, int W, int B);
+// volume (B, D, H, W) box-aggregated in place, as flow_volume_aggregate.
+void flow_volume_aggregate(float* d_volume, int D, int H, int W, int radius, void* d_workspace,
+                           int B, void* stream);
+// fwd (B, 2, H, W), bwd (B, 2, Hb, Wb) -> valid (B, H, W), error (B, H, W), each or null.
+void flow_consistency(const float* d_fwd, int H, int W, const float* d_bwd, int Hb, int Wb,
+                      float abs_tol, float rel_tol, uint8_t* d_valid, float* d_error, int B,
+                      void* stream);
+size_t texture_mask_workspace_bytes(int H, int W, int B);
+// gray (B, H, W) -> textured (B, H, W), as flow_texture_mask.
+void flow_texture_mask(const float* d_gray, int H, int W, int radius, float min_gradient,
+                       uint8_t* d_textured, void* d_workspace, int B, void* stream);
 }  // namespace cuda_dev
 }  // namespace gocor
 

@@ -183,12 +183,11 @@ void bench_gocor_local(void* st, int B, int C, int H, int W, int R, int K, int r
   emit(head, ms, e2e, (6.0 * K + 2) * B * P * D * C, 4.0 * B * (2 * C * P + D * P));
 }
 
-// The descriptor alone (the levels match_images builds for a 512x512 image with the default 24x24
-// global grid: 24x24 at cell 8, then 32x32, 64x64, 128x128 at cell 4) on B device-resident RGB
-// images, and the consistency check + median fill of B global read-outs. Both end in reductions
-// done in the CPU's order by one thread per sum (the per-channel means of the zero-mean step, the
-// arg-max rows of the check), so these lines show what that exactness costs.
-void bench_features_and_fill(void* st, int B, int reps) {
+// The descriptor alone, on B device-resident RGB images: the levels match_images builds for a
+// 512x512 image with the default 24x24 global grid (24x24 at cell 8, then 32x32, 64x64, 128x128 at
+// cell 4). The zero-mean step ends in per-channel means summed in the CPU's order by one thread
+// per sum, so these lines show what that exactness costs.
+void bench_features(void* st, int B, int reps) {
   const int C = 3, H = 512, W = 512;
   const size_t img = (size_t)C * H * W;
   std::vector<float> a = random_vec(B * img, 13);
@@ -208,58 +207,6 @@ void bench_features_and_fill(void* st, int B, int reps) {
         "\"cell\": %d, \"batch_ms\": %.3f, \"images_per_s\": %.0f}\n",
         B, H, W, l[0], l[1], l[2], median(ms), 1e3 * B / median(ms));
   }
-  const int G = o.global_size;
-  const size_t N = (size_t)G * G;
-  const FlowGrid g{G, G, double(W) / G, double(H) / G};
-  const std::vector<float> vol = random_vec(B * N * N, 14), flow(B * 2 * N);
-  Dev dv(vol.size() * 4, vol), dfill(flow.size() * 4),
-      dws(cuda_dev::global_fill_workspace_bytes(g, g, B));
-  const auto ms = cuda_dev::time_on_stream(st, 1, reps, [&] {
-    cuda_dev::flow_from_global_volume(dv.f(), g, g, dfill.f(), nullptr, B, st);
-    cuda_dev::global_consistency_fill(dv.f(), g, g, dfill.f(), dws.p, B, st);
-  });
-  std::printf(
-      "{\"bench\": \"global_readout_fill\", \"B\": %d, \"grid\": \"%dx%d\", \"batch_ms\": "
-      "%.3f, \"note\": \"random volume: few cells pass the check, the rest are filled from wide "
-      "windows (a slow case)\"}\n",
-      B, G, G, median(ms));
-  std::fflush(stdout);
-}
-
-// The whole match (zero-mean features, global GOCor on the 24x24 grid, its consistency-checked
-// read-out, three local GOCor levels, read-outs, warps, refinement) on B device-resident 512x512
-// RGB pairs: pairs/s from the median batch time, plus the end-to-end
-// host API (uploads and downloads of B pairs included).
-void bench_match(void* st, int B, MatchMethod method, int reps) {
-  const int C = 3, H = 512, W = 512;
-  const size_t img = (size_t)C * H * W;
-  std::vector<float> a = random_vec(B * img, 11), b = random_vec(B * img, 12);
-  for (auto& v : a) v = 0.5f + 0.5f * v;
-  for (auto& v : b) v = 0.5f + 0.5f * v;
-  MatchOptions o;
-  o.method = method;
-  const GlobalGocorParams gp = match_global_params(kFeatureChannels + 1, o.seed, o.fitted_params);
-  const LocalGocorParams lp = default_local_params();
-  Dev da(B * img * 4, a), db(B * img * 4, b), dflow((size_t)B * 2 * H * W * 4),
-      dconf((size_t)B * H * W * 4), dws(cuda_dev::match_workspace_bytes(B, C, H, W, o));
-  const auto ms = cuda_dev::time_on_stream(st, 1, reps, [&] {
-    cuda_dev::match_batch(o, gp, lp, da.f(), db.f(), B, C, H, W, dflow.f(), dconf.f(), dws.p, st);
-  });
-  std::vector<ImageView> va, vb;
-  for (int i = 0; i < B; ++i) {
-    va.push_back(ImageView{a.data() + i * img, C, H, W});
-    vb.push_back(ImageView{b.data() + i * img, C, H, W});
-  }
-  std::vector<MatchResult> res(B);
-  const double e2e = host_ms(
-      2, [&] { match_images_batch_cuda(va.data(), vb.data(), B, o, gp, lp, Exec{}, res.data()); });
-  const double k = median(ms);
-  std::printf(
-      "{\"bench\": \"match\", \"method\": \"%s\", \"B\": %d, \"H\": %d, \"W\": %d, "
-      "\"batch_ms\": %.3f, \"batch_ms_min\": %.3f, \"pairs_per_s\": %.1f, "
-      "\"e2e_batch_ms\": %.3f, \"e2e_pairs_per_s\": %.1f, \"workspace_mib\": %.0f}\n",
-      method == MatchMethod::Gocor ? "gocor" : "correlation", B, H, W, k, ms.front(), 1e3 * B / k,
-      e2e, 1e3 * B / e2e, cuda_dev::match_workspace_bytes(B, C, H, W, o) / 1048576.0);
   std::fflush(stdout);
 }
 
@@ -287,9 +234,7 @@ int main() {
     for (int C : {32, 96}) bench_corr_local(st, 8, C, 109, 256, 4, 10);
     for (int C : {32, 96}) bench_gocor_local(st, 8, C, 109, 256, 4, 3, 10);
     bench_gocor_local(st, 8, 96, 109, 256, 4, 7, 5);
-    bench_features_and_fill(st, 32, 5);
-    for (int B : {8, 32}) bench_match(st, B, MatchMethod::Gocor, 5);
-    bench_match(st, 32, MatchMethod::Correlation, 5);
+    bench_features(st, 32, 5);
     cuda_dev::stream_destroy(st);
   } catch (const std::exception& e) {
     std::printf("{\"bench\": \"error\", \"what\": \"%s\"}\n", e.what());

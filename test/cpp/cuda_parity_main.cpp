@@ -1,18 +1,33 @@
-// CUDA backend parity: every CUDA entry point against its CPU twin (the oracle), on seeded inputs
-// with odd and non-square sizes, batch > 1, radii up to 7 and the GOCor query term on and off;
-// small GOCor cases also against the float64 reference. Without a usable GPU it checks the
-// no-device contract instead (probe says unavailable, Device::Cuda throws CudaUnavailable,
-// Device::Auto computes on the CPU), prints "CUDA unavailable: <reason>" and exits 0.
+// CUDA backend parity, in the manner of ggml's test-backend-ops: one table of cases {op, shape,
+// tolerance}, each run through the CPU twin (the oracle) and the CUDA twin of the operation on the
+// same seeded inputs (odd and non-square sizes, radii up to 7, GOCor's query term on and off; small
+// GOCor cases also against the float64 reference).
 //
-// Volume tolerance (spec 12): |cuda - cpu| <= 2e-5 + 1e-4 |cpu|; filters 1e-4 + 1e-4 |cpu|.
-// Each line also prints the normalised MSE sum (cuda - cpu)^2 / sum cpu^2.
-// Final line: "N passed, M failed"; the exit status is 1 when anything failed.
+//   cuda_parity [--op NAME] [--perf] [--list]
+//     --op NAME  only the cases of operation NAME (the cpp/core function: corr_local,
+//                flow_consistency, ...; the CUDA twin is NAME_cuda)
+//     --perf     time the CPU twin and the CUDA twin of each case instead of comparing them:
+//                median wall time of the host-pointer calls (the CUDA figure includes allocation
+//                and the copies to and from the device, as a caller of the twin pays them)
+//     --list     print the table and exit (no GPU needed)
+//
+// Without a usable GPU it checks the no-device contract instead: the probe says unavailable,
+// Device::Cuda throws CudaUnavailable, Device::Auto computes on the CPU, and the CUDA twin of every
+// operation in the table throws CudaUnavailable; it prints "CUDA unavailable: <reason>", exits 0.
+//
+// Each comparison line prints max |cuda - cpu|, the worst ratio to the tolerance and the
+// normalised MSE sum (cuda - cpu)^2 / sum cpu^2. Final line: "N passed, M failed"; the exit
+// status is 1 when anything failed.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <functional>
+#include <map>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,7 +39,6 @@
 #include "flow.h"
 #include "gocor.h"
 #include "gocor_cuda.h"
-#include "match.h"
 #include "support/gocor_ref64.h"
 #include "support/test_data.h"
 
@@ -40,6 +54,16 @@ void report(bool ok, const std::string& line) {
   std::printf("%s %s\n", ok ? "ok  " : "FAIL", line.c_str());
   std::fflush(stdout);
   (ok ? g_passed : g_failed)++;
+}
+
+std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
+std::string fmt(const char* f, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, f);
+  std::vsnprintf(buf, sizeof buf, f, ap);
+  va_end(ap);
+  return buf;
 }
 
 // Deterministic N(0,1)-ish data (splitmix64 + Box-Muller).
@@ -65,15 +89,19 @@ std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.f) {
   return v;
 }
 
+// Element-wise |cuda - cpu| <= abs + rel |cpu|.
+struct Tol {
+  double abs, rel;
+};
+
 struct Cmp {
   double max_abs = 0, worst_ratio = 0, nmse = 0;
   bool ok = true;
 };
 
-// Element-wise |a - ref| <= abs_tol + rel_tol |ref|; worst_ratio is max |a-ref| / allowed.
+// Equal values (infinities included) differ by 0; NaN fails. worst_ratio is max |a-ref| / allowed.
 template <typename T>
-Cmp compare(const std::vector<float>& a, const std::vector<T>& ref, double abs_tol,
-            double rel_tol) {
+Cmp compare(const std::vector<float>& a, const std::vector<T>& ref, const Tol& tol) {
   Cmp c;
   double se = 0, sr = 0;
   if (a.size() != ref.size()) {
@@ -81,41 +109,23 @@ Cmp compare(const std::vector<float>& a, const std::vector<T>& ref, double abs_t
     return c;
   }
   for (size_t i = 0; i < a.size(); ++i) {
-    const double r = ref[i], d = std::fabs(double(a[i]) - r);
-    if (!(d <= abs_tol + rel_tol * std::fabs(r))) c.ok = false;  // NaN fails too
+    const double r = ref[i];
+    if (double(a[i]) == r) continue;
+    const double d = std::fabs(double(a[i]) - r), allowed = tol.abs + tol.rel * std::fabs(r);
+    if (!(d <= allowed)) c.ok = false;
     c.max_abs = std::max(c.max_abs, d);
-    c.worst_ratio = std::max(c.worst_ratio, d / (abs_tol + rel_tol * std::fabs(r)));
+    c.worst_ratio = std::max(c.worst_ratio, allowed > 0 ? d / allowed : INFINITY);
     se += d * d;
-    sr += r * r;
   }
+  for (const T& r : ref)
+    if (std::isfinite(double(r))) sr += double(r) * r;
   c.nmse = sr > 0 ? se / sr : se;
   return c;
 }
 
-std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
-std::string fmt(const char* f, ...) {
-  char buf[512];
-  va_list ap;
-  va_start(ap, f);
-  std::vsnprintf(buf, sizeof buf, f, ap);
-  va_end(ap);
-  return buf;
-}
-
 void report_cmp(const std::string& name, const Cmp& c) {
-  report(c.ok, fmt("%-58s max|d|=%.3g worst/tol=%.3f nmse=%.3g", name.c_str(), c.max_abs,
+  report(c.ok, fmt("%-62s max|d|=%.3g worst/tol=%.3f nmse=%.3g", name.c_str(), c.max_abs,
                    c.worst_ratio, c.nmse));
-}
-
-// Runs fn, reporting a failure (instead of dying) when it throws.
-bool guarded(const std::string& name, const std::function<void()>& fn) {
-  try {
-    fn();
-    return true;
-  } catch (const std::exception& e) {
-    report(false, name + ": threw " + e.what());
-    return false;
-  }
 }
 
 bool throws_code(const std::function<void()>& fn, ErrorCode code, std::string* what) {
@@ -132,106 +142,174 @@ bool throws_code(const std::function<void()>& fn, ErrorCode code, std::string* w
   return false;
 }
 
-// ---- no-GPU contract (runs everywhere) ---------------------------------------------------------
+// ---- the table ---------------------------------------------------------------------------------
 
-int run_unavailable(const CudaInfo& info) {
-  report(!info.available && !info.reason.empty(),
-         "cuda_info(): available=false with a reason (" + info.reason + ")");
-  const CorrGlobalShape s{2, 5, 3, 4, 2, 3};
-  const auto ref = randn((size_t)s.B * s.C * s.H * s.W, 1),
-             q = randn((size_t)s.B * s.C * s.Hq * s.Wq, 2);
-  std::vector<float> out((size_t)s.B * s.Hq * s.Wq * s.H * s.W), expect(out.size());
-  std::string what;
-  Exec cuda_ex;
-  cuda_ex.device = Device::Cuda;
-  bool thrown = throws_code([&] { corr_global(ref.data(), q.data(), out.data(), s, cuda_ex); },
-                            ErrorCode::CudaUnavailable, &what);
-  report(thrown, "corr_global(Device::Cuda) throws CudaUnavailable: " + what);
-  std::vector<float> lvol((size_t)2 * 9 * 3 * 4);
-  thrown = throws_code(
-      [&] {
-        gocor_local(default_local_params(), LocalGocorOptions{1, 1}, ref.data(), ref.data(),
-                    lvol.data(), nullptr, 2, 5, 3, 4, cuda_ex, nullptr);
-      },
-      ErrorCode::CudaUnavailable, &what);
-  report(thrown, "gocor_local(Device::Cuda) throws CudaUnavailable: " + what);
-  report(resolve_device(Device::Auto) == Device::Cpu, "resolve_device(Auto) == Cpu");
-  Exec auto_ex;
-  auto_ex.device = Device::Auto;
-  bool ok = guarded("corr_global(Device::Auto)",
-                    [&] { corr_global(ref.data(), q.data(), out.data(), s, auto_ex); });
-  if (ok) {
-    corr_global_naive(ref.data(), q.data(), expect.data(), s);
-    report_cmp("corr_global(Device::Auto) computes on the CPU", compare(out, expect, 1e-6, 1e-6));
-  }
-#ifdef GOCOR_WITH_CUDA
-  CudaInfo probe = cuda_probe();
-  report(probe.compiled && !probe.available && probe.reason == info.reason,
-         "cuda_probe(): compiled, unavailable, cached reason");
-  thrown = throws_code([&] { corr_global_cuda(ref.data(), q.data(), out.data(), s, Exec{}); },
-                       ErrorCode::CudaUnavailable, &what);
-  report(thrown, "corr_global_cuda() without a device throws CudaUnavailable: " + what);
-  const auto img = randn(3 * 20 * 24, 3);
-  std::vector<float> feat((size_t)kFeatureChannels * 5 * 6);
-  thrown = throws_code(
-      [&] {
-        features_compute_cuda(ImageView{img.data(), 3, 20, 24}, 5, 6, 4, feat.data(), Exec{});
-      },
-      ErrorCode::CudaUnavailable, &what);
-  report(thrown, "features_compute_cuda() without a device throws CudaUnavailable: " + what);
-  const FlowGrid g{3, 4, 1, 1};
-  std::vector<float> vol(12 * 12, 0.f), fl(2 * 12, 0.f);
-  thrown = throws_code([&] { global_consistency_fill_cuda(vol.data(), g, g, fl.data(), Exec{}); },
-                       ErrorCode::CudaUnavailable, &what);
-  report(thrown, "global_consistency_fill_cuda() without a device throws CudaUnavailable: " + what);
-  thrown = throws_code(
-      [&] {
-        flow_refine_photometric_cuda(vol.data(), 6, 12, vol.data(), 12, 6, vol.data(), 1, 7,
-                                     Exec{});
-      },
-      ErrorCode::CudaUnavailable, &what);
-  report(thrown, "flow_refine_photometric_cuda() without a device throws CudaUnavailable: " + what);
-#endif
-  std::printf("CUDA unavailable: %s\n", info.reason.c_str());
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+using Fn = std::function<void()>;
+
+// A case with its inputs made: each twin writes its own outputs; compare reports one line per
+// output, named after the case, against the case's tolerance.
+struct Trial {
+  Fn cpu, cuda;
+  std::function<void(const std::string& name, const Tol& tol)> compare;
+};
+
+struct Case {
+  std::string op;               // the cpp/core function; its CUDA twin is op + "_cuda"
+  std::string shape;            // what the case covers, printed with every line
+  Tol tol;                      // of the main output (exact outputs and masks say so on their line)
+  std::function<Trial()> make;  // seeded inputs, only for the cases that run
+  bool twin =
+      true;  // false: a GPU-only check in `cuda` (errors, concurrency): no perf, no no-device
+};
+
+template <typename St>
+std::shared_ptr<St> state() {
+  return std::make_shared<St>();
 }
 
 #ifdef GOCOR_WITH_CUDA
+
+// Two 0/1 masks that must agree except where the decision sits on its threshold: lo and hi are
+// the CPU twin's masks with the threshold moved by a relative 2^-20 either way (about 16 float32
+// ulps, far more than the rounding differences any twin may have, far less than any real error).
+// A pixel whose CPU decision changes between lo and hi is near the threshold; a disagreement
+// anywhere else fails.
+void report_mask(const std::string& name, const std::vector<uint8_t>& gpu,
+                 const std::vector<uint8_t>& cpu, const std::vector<uint8_t>& lo,
+                 const std::vector<uint8_t>& hi) {
+  size_t set = 0, near = 0, differ = 0, differ_far = 0;
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    set += cpu[i] != 0;
+    const bool is_near = lo[i] != hi[i];
+    near += is_near;
+    if ((gpu[i] != 0) != (cpu[i] != 0)) differ++, differ_far += !is_near;
+  }
+  const bool ok = gpu.size() == cpu.size() && differ_far == 0;
+  report(ok, fmt("%-62s set %zu/%zu, differ %zu (%zu near the threshold of %zu there)",
+                 name.c_str(), set, cpu.size(), differ, differ - differ_far, near));
+}
+
+// ---- inputs ------------------------------------------------------------------------------------
+
+// A smooth random texture in [0, 1]: noise blurred by three box passes, contrast stretched.
+std::vector<float> texture(int C, int H, int W, uint64_t seed) {
+  std::vector<float> img = randn((size_t)C * H * W, seed);
+  std::vector<float> tmp(img.size());
+  for (int pass = 0; pass < 3; ++pass) {
+    for (int c = 0; c < C; ++c)
+      for (int y = 0; y < H; ++y)
+        for (int x = 0; x < W; ++x) {
+          double s = 0;
+          for (int d = -2; d <= 2; ++d)
+            s += img[((size_t)c * H + y) * W + std::min(std::max(x + d, 0), W - 1)];
+          tmp[((size_t)c * H + y) * W + x] = float(s / 5);
+        }
+    for (int c = 0; c < C; ++c)
+      for (int y = 0; y < H; ++y)
+        for (int x = 0; x < W; ++x) {
+          double s = 0;
+          for (int d = -2; d <= 2; ++d)
+            s += tmp[((size_t)c * H + std::min(std::max(y + d, 0), H - 1)) * W + x];
+          img[((size_t)c * H + y) * W + x] = float(s / 5);
+        }
+  }
+  for (auto& v : img) v = std::min(1.f, std::max(0.f, 0.5f + 1.5f * v));
+  return img;
+}
+
+// b(x) = a(x - (dx, dy)) bilinearly (border clamped): the true flow a -> b is (dx, dy).
+std::vector<float> shifted(const std::vector<float>& a, int C, int H, int W, double dx, double dy) {
+  std::vector<float> b(a.size());
+  for (int c = 0; c < C; ++c)
+    for (int y = 0; y < H; ++y)
+      for (int x = 0; x < W; ++x) {
+        double sx = std::min(std::max(x - dx, 0.0), W - 1.0),
+               sy = std::min(std::max(y - dy, 0.0), H - 1.0);
+        int x0 = std::min(int(sx), W - 2), y0 = std::min(int(sy), H - 2);
+        double fx = sx - x0, fy = sy - y0;
+        auto at = [&](int yy, int xx) { return double(a[((size_t)c * H + yy) * W + xx]); };
+        b[((size_t)c * H + y) * W + x] =
+            float((1 - fy) * ((1 - fx) * at(y0, x0) + fx * at(y0, x0 + 1)) +
+                  fy * ((1 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1)));
+      }
+  return b;
+}
+
+// A flow (2, H, W): (u0, v0) plus N(0, sigma) per component.
+std::vector<float> noisy_flow(int H, int W, double u0, double v0, double sigma, uint64_t seed) {
+  Rng r(seed);
+  std::vector<float> f(2 * (size_t)H * W);
+  for (size_t i = 0; i < f.size(); ++i)
+    f[i] = float((i < f.size() / 2 ? u0 : v0) + sigma * r.normal());
+  return f;
+}
 
 // ---- plain correlation -------------------------------------------------------------------------
 
-void case_corr_global(const CorrGlobalShape& s, uint64_t seed) {
-  const auto ref = randn((size_t)s.B * s.C * s.H * s.W, seed);
-  const auto q = randn((size_t)s.B * s.C * s.Hq * s.Wq, seed + 1);
-  std::vector<float> cpu((size_t)s.B * s.Hq * s.Wq * s.H * s.W), gpu(cpu.size(), NAN);
-  const std::string name = fmt("corr_global B%d C%d %dx%d q%dx%d", s.B, s.C, s.H, s.W, s.Hq, s.Wq);
-  if (!guarded(name, [&] { corr_global_cuda(ref.data(), q.data(), gpu.data(), s, Exec{}); }))
-    return;
-  corr_global_cpu(ref.data(), q.data(), cpu.data(), s, Exec{});
-  // Raw N(0,1) features: products are O(sqrt(C)), so scale the absolute part by sqrt(C).
-  report_cmp(name, compare(gpu, cpu, 2e-5 * std::sqrt(double(s.C)), 1e-4));
+Trial corr_global_trial(CorrGlobalShape s, uint64_t seed) {
+  struct St {
+    std::vector<float> ref, q, cpu, gpu;
+  };
+  auto st = state<St>();
+  st->ref = randn((size_t)s.B * s.C * s.H * s.W, seed);
+  st->q = randn((size_t)s.B * s.C * s.Hq * s.Wq, seed + 1);
+  st->cpu.resize((size_t)s.B * s.Hq * s.Wq * s.H * s.W);
+  st->gpu.assign(st->cpu.size(), NAN);
+  return {[st, s] { corr_global_cpu(st->ref.data(), st->q.data(), st->cpu.data(), s, Exec{}); },
+          [st, s] { corr_global_cuda(st->ref.data(), st->q.data(), st->gpu.data(), s, Exec{}); },
+          [st](const std::string& name, const Tol& tol) {
+            report_cmp(name, compare(st->gpu, st->cpu, tol));
+          }};
 }
 
-void case_corr_local(const CorrLocalShape& s, uint64_t seed) {
-  const auto ref = randn((size_t)s.B * s.C * s.H * s.W, seed);
-  const auto q = randn(ref.size(), seed + 1);
-  const size_t D = (size_t)(2 * s.R + 1) * (2 * s.R + 1);
-  std::vector<float> cpu((size_t)s.B * D * s.H * s.W), gpu(cpu.size(), NAN);
-  std::string name = fmt("corr_local B%d C%d %dx%d R%d", s.B, s.C, s.H, s.W, s.R);
-  if (guarded(name, [&] { corr_local_cuda(ref.data(), q.data(), gpu.data(), s, Exec{}); })) {
-    corr_local_cpu(ref.data(), q.data(), cpu.data(), s, Exec{});
-    report_cmp(name, compare(gpu, cpu, 2e-5, 1e-4));
+// corr_local (adjoint false) or corr_local_adjoint (true) of one shape.
+Trial corr_local_trial(CorrLocalShape s, uint64_t seed, bool adjoint) {
+  struct St {
+    std::vector<float> ref, q, rho, cpu, gpu;
+  };
+  auto st = state<St>();
+  const size_t D = (size_t)(2 * s.R + 1) * (2 * s.R + 1), P = (size_t)s.B * s.H * s.W;
+  st->ref = randn(P * s.C, seed);
+  st->q = randn(P * s.C, seed + 1);
+  if (adjoint) st->rho = randn(P * D, seed + 2);
+  st->cpu.resize(adjoint ? P * s.C : P * D);
+  st->gpu.assign(st->cpu.size(), NAN);
+  Trial t;
+  if (adjoint) {
+    t.cpu = [st, s] {
+      corr_local_adjoint_cpu(st->rho.data(), st->q.data(), st->cpu.data(), s, {});
+    };
+    t.cuda = [st, s] {
+      corr_local_adjoint_cuda(st->rho.data(), st->q.data(), st->gpu.data(), s, Exec{});
+    };
+  } else {
+    t.cpu = [st, s] { corr_local_cpu(st->ref.data(), st->q.data(), st->cpu.data(), s, Exec{}); };
+    t.cuda = [st, s] { corr_local_cuda(st->ref.data(), st->q.data(), st->gpu.data(), s, Exec{}); };
   }
-  const auto rho = randn(cpu.size(), seed + 2);
-  std::vector<float> acpu(ref.size()), agpu(ref.size(), NAN);
-  name = fmt("corr_local_adjoint B%d C%d %dx%d R%d", s.B, s.C, s.H, s.W, s.R);
-  if (guarded(name,
-              [&] { corr_local_adjoint_cuda(rho.data(), q.data(), agpu.data(), s, Exec{}); })) {
-    corr_local_adjoint_cpu(rho.data(), q.data(), acpu.data(), s, Exec{});
-    // Sums of D products of N(0,1) values divided by C.
-    report_cmp(name, compare(agpu, acpu, 2e-5 * std::sqrt(double(D)) / s.C * 10, 1e-4));
-  }
+  t.compare = [st](const std::string& name, const Tol& tol) {
+    report_cmp(name, compare(st->gpu, st->cpu, tol));
+  };
+  return t;
+}
+
+// A 360 GB volume throws CudaOom (and the backend stays usable); C = 0 throws Shape.
+Trial corr_errors_trial() {
+  Trial t;
+  t.cuda = [] {
+    std::string what;
+    const CorrGlobalShape huge{1, 1, 1, 300000, 1, 300000};
+    std::vector<float> tiny_in(300000, 1.f), tiny_out(1);
+    bool thrown = throws_code(
+        [&] { corr_global_cuda(tiny_in.data(), tiny_in.data(), tiny_out.data(), huge, Exec{}); },
+        ErrorCode::CudaOom, &what);
+    report(thrown, "corr_global a 360 GB volume throws CudaOom: " + what);
+    const CorrGlobalShape bad{1, 0, 2, 2, 2, 2};
+    thrown = throws_code(
+        [&] { corr_global_cuda(tiny_in.data(), tiny_in.data(), tiny_out.data(), bad, Exec{}); },
+        ErrorCode::Shape, &what);
+    report(thrown, "corr_global C = 0 throws Shape: " + what);
+  };
+  return t;
 }
 
 // ---- GOCor -------------------------------------------------------------------------------------
@@ -285,546 +363,830 @@ void compare_diag(const std::string& name, const std::vector<GocorIterDiag>& a,
   }
   ok = ok && worst <= 1e-3;
   report(ok,
-         fmt("%-58s entries=%zu worst rel=%.3g", (name + " diagnostics").c_str(), a.size(), worst));
+         fmt("%-62s entries=%zu worst rel=%.3g", (name + " diagnostics").c_str(), a.size(), worst));
 }
 
-void case_gocor_global(const std::string& tag, const GlobalGocorParams& p,
-                       const GlobalGocorOptions& o, const GocorGlobalShape& s, uint64_t seed,
-                       bool with_ref64) {
+// GOCor volumes use the case's tolerance (spec 12: 2e-5 + 1e-4 |cpu|); the filters, which the
+// volume multiplies, 1e-4 + 1e-4 |cpu|; diagnostics a relative 1e-3.
+constexpr Tol kGocorVolume{2e-5, 1e-4}, kGocorFilter{1e-4, 1e-4};
+
+Trial gocor_global_trial(GlobalGocorParams p, GlobalGocorOptions o, GocorGlobalShape s,
+                         uint64_t seed, bool with_ref64) {
+  struct St {
+    std::vector<float> ref, q, vcpu, vgpu, fcpu, fgpu;
+    std::vector<GocorIterDiag> dcpu, dgpu;
+  };
+  auto st = state<St>();
   const int N = s.H * s.W;
-  auto ref = randn((size_t)s.B * s.C * N, seed), q = randn((size_t)s.B * s.C * N, seed + 1);
-  l2_normalise(ref, s.B, s.C, N);
-  l2_normalise(q, s.B, s.C, N);
-  std::vector<float> vcpu((size_t)s.B * N * N), vgpu(vcpu.size(), NAN);
-  std::vector<float> fcpu((size_t)s.B * N * s.C), fgpu(fcpu.size(), NAN);
-  std::vector<GocorIterDiag> dcpu, dgpu;
-  const std::string name = fmt("gocor_global %s B%d C%d %dx%d K%d q=%d", tag.c_str(), s.B, s.C, s.H,
-                               s.W, o.num_iter, int(o.apply_query_loss));
-  if (!guarded(name, [&] {
-        gocor_global_cuda(p, o, ref.data(), q.data(), vgpu.data(), fgpu.data(), s, Exec{}, &dgpu);
-      }))
-    return;
-  gocor_global_cpu(p, o, ref.data(), q.data(), vcpu.data(), fcpu.data(), s, Exec{}, &dcpu);
-  report_cmp(name + " volume", compare(vgpu, vcpu, 2e-5, 1e-4));
-  report_cmp(name + " filter", compare(fgpu, fcpu, 1e-4, 1e-4));
-  compare_diag(name, dgpu, dcpu);
-  if (with_ref64) {
-    std::vector<double> v64, f64;
-    gocor_ref::gocor_global_ref64(p, o, ref.data(), q.data(), s, &v64, &f64, nullptr);
-    report_cmp(name + " volume vs float64", compare(vgpu, v64, 2e-5, 1e-4));
-  }
+  st->ref = randn((size_t)s.B * s.C * N, seed);
+  st->q = randn((size_t)s.B * s.C * N, seed + 1);
+  l2_normalise(st->ref, s.B, s.C, N);
+  l2_normalise(st->q, s.B, s.C, N);
+  st->vcpu.resize((size_t)s.B * N * N);
+  st->vgpu.assign(st->vcpu.size(), NAN);
+  st->fcpu.resize((size_t)s.B * N * s.C);
+  st->fgpu.assign(st->fcpu.size(), NAN);
+  return {[st, p, o, s] {
+            gocor_global_cpu(p, o, st->ref.data(), st->q.data(), st->vcpu.data(), st->fcpu.data(),
+                             s, Exec{}, &st->dcpu);
+          },
+          [st, p, o, s] {
+            gocor_global_cuda(p, o, st->ref.data(), st->q.data(), st->vgpu.data(), st->fgpu.data(),
+                              s, Exec{}, &st->dgpu);
+          },
+          [st, p, o, s, with_ref64](const std::string& name, const Tol& tol) {
+            report_cmp(name + " volume", compare(st->vgpu, st->vcpu, tol));
+            report_cmp(name + " filter", compare(st->fgpu, st->fcpu, kGocorFilter));
+            compare_diag(name, st->dgpu, st->dcpu);
+            if (!with_ref64) return;
+            std::vector<double> v64, f64;
+            gocor_ref::gocor_global_ref64(p, o, st->ref.data(), st->q.data(), s, &v64, &f64,
+                                          nullptr);
+            report_cmp(name + " volume vs float64", compare(st->vgpu, v64, tol));
+          }};
 }
 
-void case_gocor_local(const std::string& tag, const LocalGocorParams& p, const LocalGocorOptions& o,
-                      int B, int C, int H, int W, uint64_t seed, bool with_ref64) {
-  const auto ref = randn((size_t)B * C * H * W, seed), q = randn(ref.size(), seed + 1);
-  const int R = o.search_radius;
-  const size_t D = (size_t)(2 * R + 1) * (2 * R + 1);
-  std::vector<float> vcpu((size_t)B * D * H * W), vgpu(vcpu.size(), NAN);
-  std::vector<float> fcpu(ref.size()), fgpu(ref.size(), NAN);
-  std::vector<GocorIterDiag> dcpu, dgpu;
-  const std::string name =
-      fmt("gocor_local %s B%d C%d %dx%d R%d K%d", tag.c_str(), B, C, H, W, R, o.num_iter);
-  if (!guarded(name, [&] {
-        gocor_local_cuda(p, o, ref.data(), q.data(), vgpu.data(), fgpu.data(), B, C, H, W, Exec{},
-                         &dgpu);
-      }))
-    return;
-  gocor_local_cpu(p, o, ref.data(), q.data(), vcpu.data(), fcpu.data(), B, C, H, W, Exec{}, &dcpu);
-  report_cmp(name + " volume", compare(vgpu, vcpu, 2e-5, 1e-4));
-  report_cmp(name + " filter", compare(fgpu, fcpu, 1e-4, 1e-4));
-  compare_diag(name, dgpu, dcpu);
-  if (with_ref64) {
-    std::vector<double> v64, f64;
-    gocor_ref::gocor_local_ref64(p, o, ref.data(), q.data(), B, C, H, W, &v64, &f64, nullptr);
-    report_cmp(name + " volume vs float64", compare(vgpu, v64, 2e-5, 1e-4));
-  }
+Trial gocor_local_trial(LocalGocorParams p, LocalGocorOptions o, int B, int C, int H, int W,
+                        uint64_t seed, bool with_ref64) {
+  struct St {
+    std::vector<float> ref, q, vcpu, vgpu, fcpu, fgpu;
+    std::vector<GocorIterDiag> dcpu, dgpu;
+  };
+  auto st = state<St>();
+  st->ref = randn((size_t)B * C * H * W, seed);
+  st->q = randn(st->ref.size(), seed + 1);
+  const size_t D = (size_t)(2 * o.search_radius + 1) * (2 * o.search_radius + 1);
+  st->vcpu.resize((size_t)B * D * H * W);
+  st->vgpu.assign(st->vcpu.size(), NAN);
+  st->fcpu.resize(st->ref.size());
+  st->fgpu.assign(st->ref.size(), NAN);
+  return {[=] {
+            gocor_local_cpu(p, o, st->ref.data(), st->q.data(), st->vcpu.data(), st->fcpu.data(), B,
+                            C, H, W, Exec{}, &st->dcpu);
+          },
+          [=] {
+            gocor_local_cuda(p, o, st->ref.data(), st->q.data(), st->vgpu.data(), st->fgpu.data(),
+                             B, C, H, W, Exec{}, &st->dgpu);
+          },
+          [=](const std::string& name, const Tol& tol) {
+            report_cmp(name + " volume", compare(st->vgpu, st->vcpu, tol));
+            report_cmp(name + " filter", compare(st->fgpu, st->fcpu, kGocorFilter));
+            compare_diag(name, st->dgpu, st->dcpu);
+            if (!with_ref64) return;
+            std::vector<double> v64, f64;
+            gocor_ref::gocor_local_ref64(p, o, st->ref.data(), st->q.data(), B, C, H, W, &v64, &f64,
+                                         nullptr);
+            report_cmp(name + " volume vs float64", compare(st->vgpu, v64, tol));
+          }};
 }
 
 // Several host threads calling at once (each call has its own stream) get their own results.
-void case_concurrent() {
-  const int B = 2, C = 24, H = 19, W = 23;
-  const LocalGocorParams p = perturbed_local(5);
-  const LocalGocorOptions o{3, 3};
-  const size_t D = 49;
-  std::vector<std::vector<float>> refs, outs, expect;
-  for (int i = 0; i < 4; ++i) {
-    refs.push_back(randn((size_t)B * C * H * W, 900 + i));
-    outs.emplace_back((size_t)B * D * H * W, NAN);
-    expect.emplace_back((size_t)B * D * H * W);
-  }
-  std::vector<std::thread> th;
-  std::vector<std::string> errors(4);
-  for (int i = 0; i < 4; ++i)
-    th.emplace_back([&, i] {
-      try {
-        gocor_local_cuda(p, o, refs[i].data(), refs[(i + 1) % 4].data(), outs[i].data(), nullptr, B,
-                         C, H, W, Exec{}, nullptr);
-      } catch (const std::exception& e) {
-        errors[i] = e.what();
-      }
-    });
-  for (auto& t : th) t.join();
-  bool ok = true;
-  double worst = 0;
-  for (int i = 0; i < 4; ++i) {
-    ok = ok && errors[i].empty();
-    gocor_local_cpu(p, o, refs[i].data(), refs[(i + 1) % 4].data(), expect[i].data(), nullptr, B, C,
-                    H, W, Exec{}, nullptr);
-    Cmp c = compare(outs[i], expect[i], 2e-5, 1e-4);
-    ok = ok && c.ok;
-    worst = std::max(worst, c.worst_ratio);
-  }
-  report(ok, fmt("4 concurrent gocor_local_cuda calls match the CPU (worst/tol=%.3f)%s", worst,
-                 errors[0].c_str()));
-}
-
-void case_errors() {
-  std::string what;
-  // 300000 x 300000 floats (360 GB) cannot be allocated: CudaOom, and the backend stays usable.
-  const CorrGlobalShape huge{1, 1, 1, 300000, 1, 300000};
-  std::vector<float> tiny_in(300000, 1.f), tiny_out(1);
-  bool thrown = throws_code(
-      [&] { corr_global_cuda(tiny_in.data(), tiny_in.data(), tiny_out.data(), huge, Exec{}); },
-      ErrorCode::CudaOom, &what);
-  report(thrown, "a 360 GB volume throws CudaOom: " + what);
-  const CorrGlobalShape bad{1, 0, 2, 2, 2, 2};
-  thrown = throws_code(
-      [&] { corr_global_cuda(tiny_in.data(), tiny_in.data(), tiny_out.data(), bad, Exec{}); },
-      ErrorCode::Shape, &what);
-  report(thrown, "C = 0 throws Shape: " + what);
-}
-
-// ---- match stages ------------------------------------------------------------------------------
-// These twins repeat the CPU's float32 operations in the CPU's order with explicitly rounded
-// multiplies and adds (the CPU build has no FMA contraction) and use double where it does, so the
-// expected difference is 0 in nearly every element. The bounds below are documented absolute
-// ones: a few float32 ulps of the values involved (resampled images and descriptors are O(1),
-// flows O(100) px), which a real indexing or formula error exceeds by orders of magnitude.
-
-// A smooth random texture in [0, 1]: noise blurred by three box passes, contrast stretched.
-std::vector<float> texture(int C, int H, int W, uint64_t seed) {
-  std::vector<float> img = randn((size_t)C * H * W, seed);
-  std::vector<float> tmp(img.size());
-  for (int pass = 0; pass < 3; ++pass) {
-    for (int c = 0; c < C; ++c)
-      for (int y = 0; y < H; ++y)
-        for (int x = 0; x < W; ++x) {
-          double s = 0;
-          for (int d = -2; d <= 2; ++d)
-            s += img[((size_t)c * H + y) * W + std::min(std::max(x + d, 0), W - 1)];
-          tmp[((size_t)c * H + y) * W + x] = float(s / 5);
-        }
-    for (int c = 0; c < C; ++c)
-      for (int y = 0; y < H; ++y)
-        for (int x = 0; x < W; ++x) {
-          double s = 0;
-          for (int d = -2; d <= 2; ++d)
-            s += tmp[((size_t)c * H + std::min(std::max(y + d, 0), H - 1)) * W + x];
-          img[((size_t)c * H + y) * W + x] = float(s / 5);
-        }
-  }
-  for (auto& v : img) v = std::min(1.f, std::max(0.f, 0.5f + 1.5f * v));
-  return img;
-}
-
-// b(x) = a(x - (dx, dy)) bilinearly (border clamped): the true flow a -> b is (dx, dy).
-std::vector<float> shifted(const std::vector<float>& a, int C, int H, int W, double dx, double dy) {
-  std::vector<float> b(a.size());
-  for (int c = 0; c < C; ++c)
-    for (int y = 0; y < H; ++y)
-      for (int x = 0; x < W; ++x) {
-        double sx = std::min(std::max(x - dx, 0.0), W - 1.0),
-               sy = std::min(std::max(y - dy, 0.0), H - 1.0);
-        int x0 = std::min(int(sx), W - 2), y0 = std::min(int(sy), H - 2);
-        double fx = sx - x0, fy = sy - y0;
-        auto at = [&](int yy, int xx) { return double(a[((size_t)c * H + yy) * W + xx]); };
-        b[((size_t)c * H + y) * W + x] =
-            float((1 - fy) * ((1 - fx) * at(y0, x0) + fx * at(y0, x0 + 1)) +
-                  fy * ((1 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1)));
-      }
-  return b;
-}
-
-void case_image_resize(int C, int H, int W, int h, int w, uint64_t seed) {
-  const auto src = texture(C, H, W, seed);
-  std::vector<float> cpu((size_t)C * h * w), gpu(cpu.size(), NAN);
-  const std::string name = fmt("image_resize C%d %dx%d -> %dx%d", C, H, W, h, w);
-  if (!guarded(name, [&] { image_resize_cuda(src.data(), C, H, W, gpu.data(), h, w, Exec{}); }))
-    return;
-  image_resize(src.data(), C, H, W, cpu.data(), h, w, Exec{});
-  report_cmp(name, compare(gpu, cpu, 1e-6, 0));
-}
-
-void case_features(int C, int H, int W, int Hf, int Wf, int cell, uint64_t seed) {
-  const auto img = texture(C, H, W, seed);
-  const ImageView v{img.data(), C, H, W};
-  std::vector<float> cpu((size_t)kFeatureChannels * Hf * Wf), gpu(cpu.size(), NAN);
-  const std::string name =
-      fmt("features_compute C%d %dx%d -> %dx%d cell %d", C, H, W, Hf, Wf, cell);
-  if (!guarded(name, [&] { features_compute_cuda(v, Hf, Wf, cell, gpu.data(), Exec{}); })) return;
-  features_compute(v, Hf, Wf, cell, cpu.data(), Exec{});
-  // features_compute ends with the zero-mean step (image mean descriptor subtracted, unit norm
-  // again), so this covers it. Every operation is meant to be bit-identical (max|d| = 0 expected);
-  // the bound is ~16 ulps of the unit-norm entries, and the line counts the differing entries.
-  Cmp c = compare(gpu, cpu, 1e-6, 0);
-  size_t differ = 0;
-  for (size_t i = 0; i < cpu.size(); ++i) differ += !(gpu[i] == cpu[i]);
-  // Zero-mean check on the CPU output itself (not a tautology: it fails if the step were dropped):
-  // the channel means of renormalised zero-mean rows are ~0 against a typical entry of 1/sqrt(136).
-  double worst_mean = 0;
-  const size_t N = (size_t)Hf * Wf;
-  for (int ch = 0; ch < kFeatureChannels; ++ch) {
-    double m = 0;
-    for (size_t n = 0; n < N; ++n) m += cpu[ch * N + n];
-    worst_mean = std::max(worst_mean, std::fabs(m / N));
-  }
-  c.ok = c.ok && (N < 2 || worst_mean < 0.02);
-  report(c.ok, fmt("%-58s max|d|=%.3g differing=%zu/%zu cpu max|channel mean|=%.3g", name.c_str(),
-                   c.max_abs, differ, cpu.size(), worst_mean));
-}
-
-// match.cpp's global_consistency_fill against its GPU twin. The CPU function is private; the oracle
-// is match_pyramids on pyramids holding only a global level of stride 1, whose output is exactly
-// flow_from_global_volume + global_consistency_fill (resampling a grid onto itself reads one tap
-// of weight 1). Features: b is a with its cells moved by (dx, dy) plus noise, and a share of b's
-// cells replaced by unrelated ones, so some cells pass the cyclic check and others are filled.
-void case_global_fill(int C, int H, int W, int dx, int dy, double junk, uint64_t seed) {
-  const int N = H * W;
-  auto fa = randn((size_t)C * N, seed);
-  auto fb = randn((size_t)C * N, seed + 1, 0.3f);
-  Rng r(seed + 2);
-  for (int y = 0; y < H; ++y)
-    for (int x = 0; x < W; ++x) {
-      if (r.uniform() < junk) continue;  // keep the unrelated noise cell
-      const int sy = std::min(std::max(y - dy, 0), H - 1),
-                sx = std::min(std::max(x - dx, 0), W - 1);
-      for (int c = 0; c < C; ++c) fb[(size_t)c * N + y * W + x] += fa[(size_t)c * N + sy * W + sx];
+Trial gocor_local_concurrent_trial() {
+  Trial t;
+  t.cuda = [] {
+    const int B = 2, C = 24, H = 19, W = 23;
+    const LocalGocorParams p = perturbed_local(5);
+    const LocalGocorOptions o{3, 3};
+    const size_t D = 49;
+    std::vector<std::vector<float>> refs, outs, expect;
+    for (int i = 0; i < 4; ++i) {
+      refs.push_back(randn((size_t)B * C * H * W, 900 + i));
+      outs.emplace_back((size_t)B * D * H * W, NAN);
+      expect.emplace_back((size_t)B * D * H * W);
     }
-  l2_normalise(fa, 1, C, N);
-  l2_normalise(fb, 1, C, N);
-  const std::string name =
-      fmt("global_consistency_fill C%d %dx%d shift (%d,%d) junk %.2f", C, H, W, dx, dy, junk);
-  Exec cpu_ex;
-  cpu_ex.device = Device::Cpu;
-  const FlowGrid g{H, W, 1, 1};
-  std::vector<float> vol((size_t)N * N), flow(2 * (size_t)N);
-  corr_global(fa.data(), fb.data(), vol.data(), CorrGlobalShape{1, C, H, W, H, W}, cpu_ex);
-  flow_from_global_volume(vol.data(), g, g, flow.data(), nullptr, cpu_ex);
-  FeaturePyramid pa, pb;
-  for (auto* pp : {&pa, &pb}) {
-    pp->image_h = H;
-    pp->image_w = W;
-    FeatureLevel lv;
-    lv.C = C;
-    lv.H = H;
-    lv.W = W;
-    lv.global = true;
-    lv.data = pp == &pa ? fa : fb;
-    pp->levels.push_back(std::move(lv));
-  }
-  MatchOptions o;
-  o.method = MatchMethod::Correlation;
-  o.confidence = MatchConfidence::None;
-  const MatchResult cpu = match_pyramids(pa, pb, o, cpu_ex);
-  size_t filled = 0;
-  for (size_t i = 0; i < flow.size(); ++i) filled += cpu.flow[i] != flow[i];
-  std::vector<float> gpu = flow;
-  if (!guarded(name, [&] { global_consistency_fill_cuda(vol.data(), g, g, gpu.data(), Exec{}); }))
-    return;
-  Cmp c = compare(gpu, cpu.flow, 0, 0);
-  // The case must exercise the fill: some components replaced, not all.
-  c.ok = c.ok && filled > 0 && filled < flow.size();
-  report(c.ok, fmt("%-58s exact: max|d|=%.3g, %zu of %zu flow components filled", name.c_str(),
-                   c.max_abs, filled, flow.size()));
+    std::vector<std::thread> th;
+    std::vector<std::string> errors(4);
+    for (int i = 0; i < 4; ++i)
+      th.emplace_back([&, i] {
+        try {
+          gocor_local_cuda(p, o, refs[i].data(), refs[(i + 1) % 4].data(), outs[i].data(), nullptr,
+                           B, C, H, W, Exec{}, nullptr);
+        } catch (const std::exception& e) {
+          errors[i] = e.what();
+        }
+      });
+    for (auto& x : th) x.join();
+    bool ok = true;
+    double worst = 0;
+    for (int i = 0; i < 4; ++i) {
+      ok = ok && errors[i].empty();
+      gocor_local_cpu(p, o, refs[i].data(), refs[(i + 1) % 4].data(), expect[i].data(), nullptr, B,
+                      C, H, W, Exec{}, nullptr);
+      Cmp c = compare(outs[i], expect[i], kGocorVolume);
+      ok = ok && c.ok;
+      worst = std::max(worst, c.worst_ratio);
+    }
+    report(ok, fmt("gocor_local 4 concurrent calls match the CPU (worst/tol=%.3f)%s", worst,
+                   errors[0].c_str()));
+  };
+  return t;
 }
 
-void case_flow_stages(uint64_t seed) {
-  Rng r(seed);
+// ---- features ----------------------------------------------------------------------------------
+// The match-stage twins below repeat the CPU's float32 operations in the CPU's order with
+// explicitly rounded multiplies and adds (the CPU build has no FMA contraction) and use double
+// where it does, so the expected difference is 0 in nearly every element. Their tolerances are
+// documented absolute ones: a few float32 ulps of the values involved (resampled images and
+// descriptors are O(1), flows O(100) px), which a real indexing or formula error exceeds by orders
+// of magnitude.
+
+Trial image_resize_trial(int C, int H, int W, int h, int w, uint64_t seed) {
+  struct St {
+    std::vector<float> src, cpu, gpu;
+  };
+  auto st = state<St>();
+  st->src = texture(C, H, W, seed);
+  st->cpu.resize((size_t)C * h * w);
+  st->gpu.assign(st->cpu.size(), NAN);
+  return {[=] { image_resize(st->src.data(), C, H, W, st->cpu.data(), h, w, Exec{}); },
+          [=] { image_resize_cuda(st->src.data(), C, H, W, st->gpu.data(), h, w, Exec{}); },
+          [st](const std::string& name, const Tol& tol) {
+            report_cmp(name, compare(st->gpu, st->cpu, tol));
+          }};
+}
+
+// blank: a constant image, whose descriptors must be exact zeros.
+Trial features_trial(int C, int H, int W, int Hf, int Wf, int cell, uint64_t seed, bool blank) {
+  struct St {
+    std::vector<float> img, cpu, gpu;
+  };
+  auto st = state<St>();
+  st->img = blank ? std::vector<float>((size_t)C * H * W, 0.5f) : texture(C, H, W, seed);
+  st->cpu.resize((size_t)kFeatureChannels * Hf * Wf);
+  st->gpu.assign(st->cpu.size(), NAN);
+  const ImageView v{st->img.data(), C, H, W};
+  return {[=] { features_compute(v, Hf, Wf, cell, st->cpu.data(), Exec{}); },
+          [=] { features_compute_cuda(v, Hf, Wf, cell, st->gpu.data(), Exec{}); },
+          [=](const std::string& name, const Tol& tol) {
+            // features_compute ends with the zero-mean step (image mean descriptor subtracted,
+            // unit norm again), so this covers it. Every operation is meant to be bit-identical;
+            // the line counts the differing entries.
+            Cmp c = compare(st->gpu, st->cpu, tol);
+            size_t differ = 0;
+            for (size_t i = 0; i < st->cpu.size(); ++i) differ += !(st->gpu[i] == st->cpu[i]);
+            // Zero-mean check on the CPU output itself (fails if the step were dropped): channel
+            // means of renormalised zero-mean rows are ~0 against a typical entry of 1/sqrt(136).
+            double worst_mean = 0;
+            const size_t N = (size_t)Hf * Wf;
+            for (int ch = 0; ch < kFeatureChannels; ++ch) {
+              double m = 0;
+              for (size_t n = 0; n < N; ++n) m += st->cpu[ch * N + n];
+              worst_mean = std::max(worst_mean, std::fabs(m / N));
+            }
+            c.ok = c.ok && (N < 2 || worst_mean < 0.02);
+            report(c.ok, fmt("%-62s max|d|=%.3g differing=%zu/%zu cpu max|channel mean|=%.3g",
+                             name.c_str(), c.max_abs, differ, st->cpu.size(), worst_mean));
+          }};
+}
+
+// ---- flow stages -------------------------------------------------------------------------------
+
+Trial flow_warp_trial(uint64_t seed) {
+  struct St {
+    std::vector<float> feat_b, flow, cpu, gpu;
+  };
+  auto st = state<St>();
   const FlowGrid gb{13, 17, 2.5, 3.0}, ga{11, 19, 3.0, 2.8};
   const int C = 7;
-  const size_t Na = (size_t)ga.H * ga.W, Nb = (size_t)gb.H * gb.W;
-  const auto feat_b = randn(C * Nb, seed + 1), feat_a = randn(C * Na, seed + 2);
-  std::vector<float> flow(2 * Na);
-  for (auto& f : flow) f = float(8 * r.normal());  // some points land outside b
-  {
-    std::vector<float> cpu(C * Na), gpu(cpu.size(), NAN);
-    if (guarded("flow_warp", [&] {
-          flow_warp_cuda(feat_b.data(), C, gb, flow.data(), ga, gpu.data(), Exec{});
-        })) {
-      flow_warp(feat_b.data(), C, gb, flow.data(), ga, cpu.data(), Exec{});
-      report_cmp("flow_warp C7 13x17 -> 11x19, flows +-8 px", compare(gpu, cpu, 1e-6, 1e-6));
-    }
-  }
-  {
-    const FlowGrid g2{23, 29, 1.3, 1.1};
-    std::vector<float> cpu(2 * (size_t)g2.H * g2.W), gpu(cpu.size(), NAN);
-    if (guarded("flow_resample",
-                [&] { flow_resample_cuda(flow.data(), ga, gpu.data(), g2, Exec{}); })) {
-      flow_resample(flow.data(), ga, cpu.data(), g2, Exec{});
-      report_cmp("flow_resample 11x19 -> 23x29", compare(gpu, cpu, 1e-6, 1e-6));
-    }
-  }
-  {
-    std::vector<float> cpu = flow, gpu = flow;
-    if (guarded("flow_median3", [&] { flow_median3_cuda(gpu.data(), ga.H, ga.W, Exec{}); })) {
-      flow_median3(cpu.data(), ga.H, ga.W, Exec{});
-      report_cmp("flow_median3 11x19 (exact)", compare(gpu, cpu, 0, 0));
-    }
-  }
-  {
-    // Global volume with a unique peak per reference cell and random neighbours around it.
-    const size_t M = Nb;
-    auto vol = randn(M * Na, seed + 3, 0.1f);
-    for (size_t q = 0; q < Na; ++q) vol[(size_t)(r.next() % M) * Na + q] += 1.f;
-    std::vector<float> cpu(2 * Na), gpu(cpu.size(), NAN), pc(Na), pg(Na, NAN);
-    if (guarded("flow_from_global_volume", [&] {
-          flow_from_global_volume_cuda(vol.data(), ga, gb, gpu.data(), pg.data(), Exec{});
-        })) {
-      flow_from_global_volume(vol.data(), ga, gb, cpu.data(), pc.data(), Exec{});
-      // Flows are differences of pixel positions up to ~50 px: a few ulps of 50.
-      report_cmp("flow_from_global_volume 11x19 <- 13x17 flow", compare(gpu, cpu, 1e-5, 0));
-      report_cmp("flow_from_global_volume peak", compare(pg, pc, 0, 0));
-    }
-  }
-  for (int R : {2, 4}) {
-    const int H = 13, W = 17, D = (2 * R + 1) * (2 * R + 1);
-    const auto vol = randn((size_t)D * H * W, seed + 10 + R);
-    std::vector<float> cpu(2 * (size_t)H * W), gpu(cpu.size(), NAN), cc((size_t)H * W),
-        cg(cc.size(), NAN);
-    const std::string name = fmt("flow_from_local_volume R%d 13x17", R);
-    if (guarded(name, [&] {
-          flow_from_local_volume_cuda(vol.data(), R, H, W, gpu.data(), cg.data(), Exec{});
-        })) {
-      flow_from_local_volume(vol.data(), R, H, W, cpu.data(), cc.data(), Exec{});
-      report_cmp(name + " residual", compare(gpu, cpu, 1e-6, 0));
-      report_cmp(name + " confidence", compare(cg, cc, 1e-6, 0));
-    }
-  }
-  {
-    const int Hb = 21, Wb = 26, H = 19, W = 23;
-    const auto img = texture(3, Hb, Wb, seed + 20);
-    std::vector<float> fl(2 * (size_t)H * W);
-    for (auto& f : fl) f = float(5 * r.normal());
-    std::vector<float> cpu(3 * (size_t)H * W), gpu(cpu.size(), NAN), mc((size_t)H * W),
-        mg(mc.size(), NAN);
-    if (guarded("flow_warp_image", [&] {
-          flow_warp_image_cuda(img.data(), 3, Hb, Wb, fl.data(), H, W, gpu.data(), mg.data(),
-                               Exec{});
-        })) {
-      flow_warp_image(img.data(), 3, Hb, Wb, fl.data(), H, W, cpu.data(), mc.data(), Exec{});
-      report_cmp("flow_warp_image C3 21x26 -> 19x23", compare(gpu, cpu, 1e-6, 0));
-      report_cmp("flow_warp_image mask (exact)", compare(mg, mc, 0, 0));
-    }
-  }
-  {
-    // Real descriptors of a shifted texture, flows near the truth: the refinement's regime.
-    const int H = 96, W = 112, Hf = 24, Wf = 28;
-    const auto a = texture(1, H, W, seed + 30), b = shifted(a, 1, H, W, 3.4, -2.2);
-    std::vector<float> fa((size_t)kFeatureChannels * Hf * Wf), fb(fa.size());
-    features_compute(ImageView{a.data(), 1, H, W}, Hf, Wf, 4, fa.data(), Exec{});
-    features_compute(ImageView{b.data(), 1, H, W}, Hf, Wf, 4, fb.data(), Exec{});
-    const FlowGrid g{Hf, Wf, 4.0, 4.0};
-    std::vector<float> f0(2 * (size_t)Hf * Wf);
-    for (size_t i = 0; i < f0.size(); ++i)
-      f0[i] = float((i < f0.size() / 2 ? 3.4 : -2.2) + 1.5 * r.normal());
-    std::vector<float> cpu = f0, gpu = f0;
-    if (guarded("flow_refine_symmetric", [&] {
-          flow_refine_symmetric_cuda(fa.data(), g, fb.data(), g, kFeatureChannels, gpu.data(), 3,
-                                     Exec{});
-        })) {
-      flow_refine_symmetric(fa.data(), g, fb.data(), g, kFeatureChannels, cpu.data(), 3, Exec{});
-      report_cmp("flow_refine_symmetric C136 24x28 3 iterations", compare(gpu, cpu, 1e-5, 0));
-    }
-  }
-  {
-    // The pixel-level photometric refinement: a shifted texture, b of another size, flows within
-    // 1.5 px of the truth, 3 rounds, radius 7 (match's).
-    const int H = 71, W = 83, Hb = 66, Wb = 90;
-    const auto src = texture(1, 80, 100, seed + 40);
-    std::vector<float> a((size_t)H * W), b((size_t)Hb * Wb);
-    for (int y = 0; y < H; ++y)
-      for (int x = 0; x < W; ++x) a[(size_t)y * W + x] = src[(size_t)y * 100 + x];
-    const auto bs = shifted(src, 1, 80, 100, 2.6, -1.3);
-    for (int y = 0; y < Hb; ++y)
-      for (int x = 0; x < Wb; ++x) b[(size_t)y * Wb + x] = bs[(size_t)y * 100 + x];
-    std::vector<float> f0(2 * (size_t)H * W);
-    for (size_t i = 0; i < f0.size(); ++i)
-      f0[i] = float((i < f0.size() / 2 ? 2.6 : -1.3) + 0.5 * r.normal());
-    std::vector<float> cpu = f0, gpu = f0;
-    if (guarded("flow_refine_photometric", [&] {
-          flow_refine_photometric_cuda(a.data(), H, W, b.data(), Hb, Wb, gpu.data(), 3, 7, Exec{});
-        })) {
-      flow_refine_photometric(a.data(), H, W, b.data(), Hb, Wb, cpu.data(), 3, 7, Exec{});
-      report_cmp("flow_refine_photometric 71x83 -> 66x90 3 rounds", compare(gpu, cpu, 1e-4, 0));
-    }
-  }
+  const size_t Na = (size_t)ga.H * ga.W;
+  st->feat_b = randn(C * (size_t)gb.H * gb.W, seed);
+  st->flow = randn(2 * Na, seed + 1, 8.f);  // some points land outside b
+  st->cpu.resize(C * Na);
+  st->gpu.assign(C * Na, NAN);
+  return {[=] { flow_warp(st->feat_b.data(), C, gb, st->flow.data(), ga, st->cpu.data(), {}); },
+          [=] {
+            flow_warp_cuda(st->feat_b.data(), C, gb, st->flow.data(), ga, st->gpu.data(), Exec{});
+          },
+          [st](const std::string& name, const Tol& tol) {
+            report_cmp(name, compare(st->gpu, st->cpu, tol));
+          }};
 }
 
-// The whole match on the GPU against the CPU's match_images on two 512x512 pairs, batched (B = 2)
-// through match_images_batch_cuda, with the default options: 24x24 global grid, zero-mean
-// descriptors, and the consistency-checked, median-filled global read-out. GOCor stages differ from
-// the CPU's at float32 rounding level and the pipeline takes arg-maxes, so a few cells may pick a
-// neighbouring peak: the check allows up to 1% of pixels more than 0.5 px apart and a median
-// difference under 0.01 px.
-void case_match() {
-  const int H = 512, W = 512;
-  const double shifts[2][2] = {{6.3, -4.7}, {-17.6, 9.2}};
-  std::vector<std::vector<float>> as, bs;
-  for (int i = 0; i < 2; ++i) {
-    as.push_back(texture(3, H, W, 700 + i));
-    bs.push_back(shifted(as.back(), 3, H, W, shifts[i][0], shifts[i][1]));
-  }
-  for (MatchMethod method : {MatchMethod::Gocor, MatchMethod::Correlation}) {
-    MatchOptions o;
-    o.method = method;
-    const char* mname = method == MatchMethod::Gocor ? "gocor" : "correlation";
-    ImageView va[2], vb[2];
-    for (int i = 0; i < 2; ++i) {
-      va[i] = ImageView{as[i].data(), 3, H, W};
-      vb[i] = ImageView{bs[i].data(), 3, H, W};
-    }
-    MatchResult gpu[2];
-    const std::string name = fmt("match_images_batch_cuda %s 2 pairs 512x512", mname);
-    if (!guarded(name, [&] {
-          match_images_batch_cuda(
-              va, vb, 2, o, match_global_params(kFeatureChannels + 1, o.seed, o.fitted_params),
-              default_local_params(), Exec{}, gpu);
-        }))
-      continue;
-    for (int i = 0; i < 2; ++i) {
-      const MatchResult cpu = match_images(va[i], vb[i], o, Exec{});
-      const size_t P = (size_t)H * W;
-      std::vector<double> d(P);
-      double gt_cpu = 0, gt_gpu = 0, conf_max = 0;
-      for (size_t k = 0; k < P; ++k) {
-        d[k] = std::hypot(gpu[i].flow[k] - cpu.flow[k], gpu[i].flow[P + k] - cpu.flow[P + k]);
-        gt_cpu += std::hypot(cpu.flow[k] - shifts[i][0], cpu.flow[P + k] - shifts[i][1]);
-        gt_gpu += std::hypot(gpu[i].flow[k] - shifts[i][0], gpu[i].flow[P + k] - shifts[i][1]);
-        if (!cpu.confidence.empty() && gpu[i].confidence.size() == P)
-          conf_max =
-              std::max(conf_max, double(std::fabs(gpu[i].confidence[k] - cpu.confidence[k])));
-      }
-      size_t over = 0;
-      for (double x : d) over += x > 0.5;
-      std::vector<double> s = d;
-      std::nth_element(s.begin(), s.begin() + P / 2, s.end());
-      const double med = s[P / 2], mx = *std::max_element(d.begin(), d.end());
-      const double frac = double(over) / P;
-      const bool ok = gpu[i].H == H && gpu[i].W == W && frac <= 0.01 && med <= 0.01;
-      report(ok, fmt("match %s pair %d shift (%.1f,%.1f): EPE(gpu-cpu) max %.3g median %.3g, "
-                     "%.3f%% px > 0.5; mean EPE vs truth cpu %.3f gpu %.3f; conf max|d| %.3g",
-                     mname, i, shifts[i][0], shifts[i][1], mx, med, 100 * frac, gt_cpu / P,
-                     gt_gpu / P, conf_max));
-    }
-  }
+Trial flow_resample_trial(FlowGrid gi, FlowGrid go, uint64_t seed) {
+  struct St {
+    std::vector<float> flow, cpu, gpu;
+  };
+  auto st = state<St>();
+  st->flow = randn(2 * (size_t)gi.H * gi.W, seed, 8.f);
+  st->cpu.resize(2 * (size_t)go.H * go.W);
+  st->gpu.assign(st->cpu.size(), NAN);
+  return {[=] { flow_resample(st->flow.data(), gi, st->cpu.data(), go, Exec{}); },
+          [=] { flow_resample_cuda(st->flow.data(), gi, st->gpu.data(), go, Exec{}); },
+          [st](const std::string& name, const Tol& tol) {
+            report_cmp(name, compare(st->gpu, st->cpu, tol));
+          }};
 }
 
-int run_available(const CudaInfo& info) {
-  std::printf("device: %s (cc %d.%d, %.1f GiB), runtime %d, driver %d\n", info.name.c_str(),
-              info.cc_major, info.cc_minor, info.total_memory / 1073741824.0, info.runtime_version,
-              info.driver_version);
-  // Dispatcher: Device::Cuda and Auto now go to the GPU.
-  report(resolve_device(Device::Auto) == Device::Cuda, "resolve_device(Auto) == Cuda");
+Trial flow_median3_trial(int H, int W, uint64_t seed) {
+  struct St {
+    std::vector<float> flow, cpu, gpu;
+  };
+  auto st = state<St>();
+  st->flow = randn(2 * (size_t)H * W, seed, 8.f);
+  return {[=] {
+            st->cpu = st->flow;
+            flow_median3(st->cpu.data(), H, W, Exec{});
+          },
+          [=] {
+            st->gpu = st->flow;
+            flow_median3_cuda(st->gpu.data(), H, W, Exec{});
+          },
+          [st](const std::string& name, const Tol& tol) {
+            report_cmp(name, compare(st->gpu, st->cpu, tol));
+          }};
+}
 
-  case_corr_global({2, 37, 13, 17, 11, 9}, 11);
-  case_corr_global({3, 64, 16, 16, 16, 16}, 12);
-  case_corr_global({1, 130, 33, 31, 29, 35}, 13);
-  case_corr_global({2, 128, 64, 64, 32, 32}, 14);
-  case_corr_global({1, 3, 1, 1, 1, 7}, 15);
+// A global volume with a unique peak per reference cell and random neighbours around it.
+Trial flow_from_global_volume_trial(FlowGrid ga, FlowGrid gb, uint64_t seed) {
+  struct St {
+    std::vector<float> vol, cpu, gpu, pc, pg;
+  };
+  auto st = state<St>();
+  const size_t Na = (size_t)ga.H * ga.W, M = (size_t)gb.H * gb.W;
+  st->vol = randn(M * Na, seed, 0.1f);
+  Rng r(seed + 1);
+  for (size_t q = 0; q < Na; ++q) st->vol[(size_t)(r.next() % M) * Na + q] += 1.f;
+  st->cpu.resize(2 * Na);
+  st->gpu.assign(2 * Na, NAN);
+  st->pc.resize(Na);
+  st->pg.assign(Na, NAN);
+  return {
+      [=] { flow_from_global_volume(st->vol.data(), ga, gb, st->cpu.data(), st->pc.data(), {}); },
+      [=] {
+        flow_from_global_volume_cuda(st->vol.data(), ga, gb, st->gpu.data(), st->pg.data(), Exec{});
+      },
+      [st](const std::string& name, const Tol& tol) {
+        report_cmp(name + " flow", compare(st->gpu, st->cpu, tol));
+        report_cmp(name + " peak (exact)", compare(st->pg, st->pc, Tol{0, 0}));
+      }};
+}
 
-  case_corr_local({2, 19, 13, 21, 1}, 21);
-  case_corr_local({2, 32, 16, 16, 4}, 22);
-  case_corr_local({1, 100, 29, 37, 4}, 23);
-  case_corr_local({2, 17, 11, 40, 7}, 24);
-  case_corr_local({1, 8, 5, 3, 0}, 25);
-  case_corr_local({1, 9, 3, 70, 2}, 26);
+Trial flow_from_local_volume_trial(int R, int H, int W, uint64_t seed) {
+  struct St {
+    std::vector<float> vol, cpu, gpu, cc, cg;
+  };
+  auto st = state<St>();
+  const size_t N = (size_t)H * W;
+  st->vol = randn((size_t)(2 * R + 1) * (2 * R + 1) * N, seed);
+  st->cpu.resize(2 * N);
+  st->gpu.assign(2 * N, NAN);
+  st->cc.resize(N);
+  st->cg.assign(N, NAN);
+  return {
+      [=] { flow_from_local_volume(st->vol.data(), R, H, W, st->cpu.data(), st->cc.data(), {}); },
+      [=] {
+        flow_from_local_volume_cuda(st->vol.data(), R, H, W, st->gpu.data(), st->cg.data(), Exec{});
+      },
+      [st](const std::string& name, const Tol& tol) {
+        report_cmp(name + " residual", compare(st->gpu, st->cpu, tol));
+        report_cmp(name + " confidence", compare(st->cg, st->cc, tol));
+      }};
+}
+
+Trial flow_warp_image_trial(int C, int Hb, int Wb, int H, int W, uint64_t seed) {
+  struct St {
+    std::vector<float> img, flow, cpu, gpu, mc, mg;
+  };
+  auto st = state<St>();
+  st->img = texture(C, Hb, Wb, seed);
+  st->flow = randn(2 * (size_t)H * W, seed + 1, 5.f);
+  const size_t N = (size_t)H * W;
+  st->cpu.resize(C * N);
+  st->gpu.assign(C * N, NAN);
+  st->mc.resize(N);
+  st->mg.assign(N, NAN);
+  return {[=] {
+            flow_warp_image(st->img.data(), C, Hb, Wb, st->flow.data(), H, W, st->cpu.data(),
+                            st->mc.data(), Exec{});
+          },
+          [=] {
+            flow_warp_image_cuda(st->img.data(), C, Hb, Wb, st->flow.data(), H, W, st->gpu.data(),
+                                 st->mg.data(), Exec{});
+          },
+          [st](const std::string& name, const Tol& tol) {
+            report_cmp(name, compare(st->gpu, st->cpu, tol));
+            report_cmp(name + " mask (exact)", compare(st->mg, st->mc, Tol{0, 0}));
+          }};
+}
+
+// Real descriptors of a shifted texture, flows near the truth: the refinement's regime.
+Trial flow_refine_symmetric_trial(int H, int W, int cell, int iterations, uint64_t seed) {
+  struct St {
+    std::vector<float> fa, fb, f0, cpu, gpu;
+  };
+  auto st = state<St>();
+  const int Hf = H / cell, Wf = W / cell;
+  const auto a = texture(1, H, W, seed), b = shifted(a, 1, H, W, 3.4, -2.2);
+  st->fa.resize((size_t)kFeatureChannels * Hf * Wf);
+  st->fb.resize(st->fa.size());
+  features_compute(ImageView{a.data(), 1, H, W}, Hf, Wf, cell, st->fa.data(), Exec{});
+  features_compute(ImageView{b.data(), 1, H, W}, Hf, Wf, cell, st->fb.data(), Exec{});
+  st->f0 = noisy_flow(Hf, Wf, 3.4, -2.2, 1.5, seed + 1);
+  const FlowGrid g{Hf, Wf, double(cell), double(cell)};
+  const int C = kFeatureChannels;
+  return {[=] {
+            st->cpu = st->f0;
+            flow_refine_symmetric(st->fa.data(), g, st->fb.data(), g, C, st->cpu.data(), iterations,
+                                  Exec{});
+          },
+          [=] {
+            st->gpu = st->f0;
+            flow_refine_symmetric_cuda(st->fa.data(), g, st->fb.data(), g, C, st->gpu.data(),
+                                       iterations, Exec{});
+          },
+          [st](const std::string& name, const Tol& tol) {
+            report_cmp(name, compare(st->gpu, st->cpu, tol));
+          }};
+}
+
+// flow_volume_aggregate's tolerance. The CPU keeps running double sums along each row and down
+// each column, the GPU sums each window afresh in double; both divide by the cell count and round
+// to float. With inputs |x| <= 1, every running total is at most (2r+1)^2, and the CPU makes at
+// most 2 (W + H) roundings of at most 2^-53 of that per output (row totals that leave the window
+// take their own rounding with them), the GPU fewer: the doubles differ by at most
+// delta = 4 (W + H) (2r+1)^2 2^-53. Rounding each to float adds half an ulp on either side, so
+// |cuda - cpu| <= delta + 2^-23 |cpu| (an ulp of x is at most 2^-23 |x|).
+Tol aggregate_tol(int H, int W, int r) {
+  return {4.0 * (W + H) * (2 * r + 1) * (2 * r + 1) * std::ldexp(1.0, -53), std::ldexp(1.0, -23)};
+}
+
+// volume uniform in [-1, 1) (the bound aggregate_tol assumes).
+Trial flow_volume_aggregate_trial(int D, int H, int W, int r, uint64_t seed) {
+  struct St {
+    std::vector<float> vol, cpu, gpu;
+  };
+  auto st = state<St>();
+  st->vol = gocor_test::random_vec((size_t)D * H * W, seed);
+  return {[=] {
+            st->cpu = st->vol;
+            flow_volume_aggregate(st->cpu.data(), D, H, W, r, Exec{});
+          },
+          [=] {
+            st->gpu = st->vol;
+            flow_volume_aggregate_cuda(st->gpu.data(), D, H, W, r, Exec{});
+          },
+          [st](const std::string& name, const Tol& tol) {
+            report_cmp(name, compare(st->gpu, st->cpu, tol));
+          }};
+}
+
+// A forward flow of (u0, v0) plus noise on a (H, W) grid, the backward flow on b's (Hb, Wb) grid
+// its negation plus noise of `sigma` px: errors spread across the tolerance, and the flows push
+// some pixels out of b's view. want_valid / want_error: which outputs are asked for (match asks
+// for the error alone with zero tolerances, for the forward-backward confidence).
+Trial flow_consistency_trial(int H, int W, int Hb, int Wb, float abs_tol, float rel_tol,
+                             double sigma, bool want_valid, bool want_error, uint64_t seed) {
+  struct St {
+    std::vector<float> fwd, bwd, ec, eg;
+    std::vector<uint8_t> vc, vg, lo, hi;
+  };
+  auto st = state<St>();
+  st->fwd = noisy_flow(H, W, 3.3, -2.1, 0.5, seed);
+  st->bwd = noisy_flow(Hb, Wb, -3.3, 2.1, sigma, seed + 1);
+  const size_t N = (size_t)H * W;
+  auto run = [st, H, W, Hb, Wb, N](bool cuda, float at, float rt, std::vector<uint8_t>* valid,
+                                   std::vector<float>* error) {
+    if (valid) valid->assign(N, 7);
+    if (error) error->assign(N, NAN);
+    (cuda ? flow_consistency_cuda : flow_consistency)(st->fwd.data(), H, W, st->bwd.data(), Hb, Wb,
+                                                      at, rt, valid ? valid->data() : nullptr,
+                                                      error ? error->data() : nullptr, Exec{});
+  };
+  return {[=] {
+            run(false, abs_tol, rel_tol, want_valid ? &st->vc : nullptr,
+                want_error ? &st->ec : nullptr);
+          },
+          [=] {
+            run(true, abs_tol, rel_tol, want_valid ? &st->vg : nullptr,
+                want_error ? &st->eg : nullptr);
+          },
+          [=](const std::string& name, const Tol& tol) {
+            if (want_error) {
+              size_t out = 0;
+              for (float e : st->ec) out += std::isinf(e);
+              report_cmp(name + fmt(" error (%zu out of view)", out), compare(st->eg, st->ec, tol));
+            }
+            if (!want_valid) return;
+            // Scaling both tolerances by s scales the threshold by s^2.
+            const float k = std::ldexp(1.f, -21);
+            run(false, abs_tol * (1 - k), rel_tol * (1 - k), &st->lo, nullptr);
+            run(false, abs_tol * (1 + k), rel_tol * (1 + k), &st->hi, nullptr);
+            report_mask(name + " valid", st->vg, st->vc, st->lo, st->hi);
+          }};
+}
+
+// A texture with a flat rectangle and a band of vertical stripes (structure in one direction
+// only), both of which the mask must reject, plus the textured rest.
+std::vector<float> texture_with_flats(int H, int W, uint64_t seed) {
+  std::vector<float> g = texture(1, H, W, seed);
+  for (int y = H / 5; y < H / 2; ++y)
+    for (int x = W / 6; x < W / 2; ++x) g[(size_t)y * W + x] = 0.4f;
+  for (int y = 3 * H / 5; y < 4 * H / 5; ++y)
+    for (int x = 0; x < W; ++x) g[(size_t)y * W + x] = 0.5f + 0.3f * std::sin(0.9f * x);
+  return g;
+}
+
+Trial flow_texture_mask_trial(int H, int W, int radius, float min_gradient, uint64_t seed) {
+  struct St {
+    std::vector<float> gray;
+    std::vector<uint8_t> cpu, gpu, lo, hi;
+  };
+  auto st = state<St>();
+  st->gray = texture_with_flats(H, W, seed);
+  const size_t N = (size_t)H * W;
+  auto run = [st, H, W, N, radius](bool cuda, float g, std::vector<uint8_t>* out) {
+    out->assign(N, 7);
+    (cuda ? flow_texture_mask_cuda : flow_texture_mask)(st->gray.data(), H, W, radius, g,
+                                                        out->data(), Exec{});
+  };
+  return {[=] { run(false, min_gradient, &st->cpu); }, [=] { run(true, min_gradient, &st->gpu); },
+          [=](const std::string& name, const Tol&) {
+            // The threshold is min_gradient^2: moving min_gradient by 2^-21 moves it by 2^-20.
+            const float k = std::ldexp(1.f, -21);
+            run(false, min_gradient * (1 - k), &st->lo);
+            run(false, min_gradient * (1 + k), &st->hi);
+            report_mask(name + " textured", st->gpu, st->cpu, st->lo, st->hi);
+          }};
+}
+
+// ---- the table ---------------------------------------------------------------------------------
+
+std::vector<Case> all_cases() {
+  std::vector<Case> t;
+  auto add = [&t](std::string op, std::string shape, Tol tol, std::function<Trial()> make) {
+    t.push_back(Case{std::move(op), std::move(shape), tol, std::move(make)});
+  };
+  constexpr Tol exact{0, 0};
+
+  // Raw N(0,1) features: global products are O(sqrt(C)), so the absolute part scales with it.
+  const std::vector<CorrGlobalShape> global_shapes{{2, 37, 13, 17, 11, 9},
+                                                   {3, 64, 16, 16, 16, 16},
+                                                   {1, 130, 33, 31, 29, 35},
+                                                   {2, 128, 64, 64, 32, 32},
+                                                   {1, 3, 1, 1, 1, 7}};
+  for (size_t i = 0; i < global_shapes.size(); ++i) {
+    const CorrGlobalShape s = global_shapes[i];
+    add("corr_global", fmt("B%d C%d %dx%d q%dx%d", s.B, s.C, s.H, s.W, s.Hq, s.Wq),
+        Tol{2e-5 * std::sqrt(double(s.C)), 1e-4}, [s, i] { return corr_global_trial(s, 11 + i); });
+  }
+  t.push_back(
+      Case{"corr_global", "errors: a 360 GB volume, C = 0", exact, corr_errors_trial, false});
   // Register-tiled radii 1..3 on rows of a multiple of 4 (16-byte staging), odd heights.
-  case_corr_local({2, 21, 13, 36, 1}, 27);
-  case_corr_local({2, 12, 9, 44, 2}, 28);
-  case_corr_local({1, 10, 17, 40, 3}, 29);
-
-  case_errors();
+  const std::vector<CorrLocalShape> local_shapes{
+      {2, 19, 13, 21, 1}, {2, 32, 16, 16, 4}, {1, 100, 29, 37, 4},
+      {2, 17, 11, 40, 7}, {1, 8, 5, 3, 0},    {1, 9, 3, 70, 2},
+      {2, 21, 13, 36, 1}, {2, 12, 9, 44, 2},  {1, 10, 17, 40, 3}};
+  for (size_t i = 0; i < local_shapes.size(); ++i) {
+    const CorrLocalShape s = local_shapes[i];
+    add("corr_local", fmt("B%d C%d %dx%d R%d", s.B, s.C, s.H, s.W, s.R), Tol{2e-5, 1e-4},
+        [s, i] { return corr_local_trial(s, 21 + i, false); });
+  }
+  for (size_t i = 0; i < local_shapes.size(); ++i) {
+    const CorrLocalShape s = local_shapes[i];
+    // Sums of D products of N(0,1) values divided by C.
+    const double D = (2 * s.R + 1) * (2 * s.R + 1);
+    add("corr_local_adjoint", fmt("B%d C%d %dx%d R%d", s.B, s.C, s.H, s.W, s.R),
+        Tol{2e-5 * std::sqrt(D) / s.C * 10, 1e-4},
+        [s, i] { return corr_local_trial(s, 21 + i, true); });
+  }
 
   // Global GOCor: init parameters (GLU-Net constructor) and perturbed ones, query term on/off.
-  case_gocor_global("init", default_global_params(16, 3), GlobalGocorOptions{3, true},
-                    {1, 16, 8, 8}, 31, true);
-  case_gocor_global("pert", perturbed_global(16, 4), GlobalGocorOptions{3, true}, {1, 16, 8, 8}, 32,
-                    true);
-  case_gocor_global("pert", perturbed_global(16, 5), GlobalGocorOptions{3, false}, {2, 16, 8, 8},
-                    33, true);
-  case_gocor_global("pert", perturbed_global(24, 6), GlobalGocorOptions{3, true}, {2, 24, 7, 9}, 34,
-                    false);
-  case_gocor_global("pert", perturbed_global(33, 7), GlobalGocorOptions{2, true}, {3, 33, 5, 12},
-                    35, false);
-  case_gocor_global("init", default_global_params(64, 8), GlobalGocorOptions{3, true},
-                    {2, 64, 16, 16}, 36, false);
-  case_gocor_global("pert", perturbed_global(64, 9), GlobalGocorOptions{3, true}, {2, 64, 16, 16},
-                    37, false);
-  case_gocor_global("pert", perturbed_global(48, 10), GlobalGocorOptions{3, false}, {2, 48, 13, 11},
-                    38, false);
-  case_gocor_global("pert", perturbed_global(16, 11), GlobalGocorOptions{1, true}, {1, 16, 1, 6},
-                    39, false);
-  case_gocor_global("init", default_global_params(32, 12), GlobalGocorOptions{0, true},
-                    {2, 32, 6, 6}, 40, false);
-  // Larger grids: the R^T R stencil's 64 x 64 query tiles (two tiles, 4-byte staging) and its
-  // 32 x 32 tiles with 16-byte staging.
-  case_gocor_global("pert", perturbed_global(16, 13), GlobalGocorOptions{2, true}, {2, 16, 66, 6},
-                    41, true);
-  case_gocor_global("pert", perturbed_global(24, 14), GlobalGocorOptions{2, true}, {2, 24, 24, 28},
-                    42, false);
-
-  // Local GOCor: K = 3 and 7 (spec 6), radius 4 (official) and others.
-  case_gocor_local("init", default_local_params(), LocalGocorOptions{3, 4}, 1, 32, 16, 16, 51,
-                   true);
-  case_gocor_local("pert", perturbed_local(1), LocalGocorOptions{7, 4}, 1, 32, 16, 16, 52, true);
-  case_gocor_local("pert", perturbed_local(2), LocalGocorOptions{3, 4}, 2, 37, 21, 19, 53, false);
-  case_gocor_local("pert", perturbed_local(3), LocalGocorOptions{3, 7}, 2, 16, 13, 29, 54, false);
-  case_gocor_local("pert", perturbed_local(4), LocalGocorOptions{2, 1}, 3, 96, 9, 17, 55, false);
-  case_gocor_local("init", default_local_params(), LocalGocorOptions{7, 2}, 1, 8, 40, 3, 56, false);
-
-  case_concurrent();
-
-  // Match stages and the whole match.
-  case_image_resize(3, 37, 53, 19, 71, 61);
-  case_image_resize(1, 512, 512, 128, 128, 62);
-  case_image_resize(2, 45, 31, 45, 31, 63);
-  case_features(3, 61, 83, 15, 21, 4, 64);
-  case_features(1, 96, 128, 16, 16, 8, 65);
-  case_features(3, 128, 128, 32, 32, 4, 66);
-  // The levels match_images builds for 512x512 (global 24x24 at cell 8, the finest 128x128 at
-  // cell 4: 16384 cells, several chunks of the ordered per-channel sums), and a blank image.
-  case_features(3, 512, 512, 24, 24, 8, 68);
-  case_features(1, 512, 512, 128, 128, 4, 69);
-  {
-    std::vector<float> blank(3 * 40 * 48, 0.5f), cpu((size_t)kFeatureChannels * 10 * 12),
-        gpu(cpu.size(), NAN);
-    if (guarded("features_compute blank", [&] {
-          features_compute_cuda(ImageView{blank.data(), 3, 40, 48}, 10, 12, 4, gpu.data(), Exec{});
-        })) {
-      features_compute(ImageView{blank.data(), 3, 40, 48}, 10, 12, 4, cpu.data(), Exec{});
-      report_cmp("features_compute blank image 40x48 -> 10x12 (zeros, exact)",
-                 compare(gpu, cpu, 0, 0));
-    }
+  struct G {
+    const char* tag;
+    int C;
+    uint64_t pseed;
+    GlobalGocorOptions o;
+    GocorGlobalShape s;
+    uint64_t seed;
+    bool ref64;
+  };
+  // Larger grids last: the R^T R stencil's 64 x 64 query tiles (two tiles, 4-byte staging) and
+  // its 32 x 32 tiles with 16-byte staging.
+  for (const G& g : std::vector<G>{{"init", 16, 3, {3, true}, {1, 16, 8, 8}, 31, true},
+                                   {"pert", 16, 4, {3, true}, {1, 16, 8, 8}, 32, true},
+                                   {"pert", 16, 5, {3, false}, {2, 16, 8, 8}, 33, true},
+                                   {"pert", 24, 6, {3, true}, {2, 24, 7, 9}, 34, false},
+                                   {"pert", 33, 7, {2, true}, {3, 33, 5, 12}, 35, false},
+                                   {"init", 64, 8, {3, true}, {2, 64, 16, 16}, 36, false},
+                                   {"pert", 64, 9, {3, true}, {2, 64, 16, 16}, 37, false},
+                                   {"pert", 48, 10, {3, false}, {2, 48, 13, 11}, 38, false},
+                                   {"pert", 16, 11, {1, true}, {1, 16, 1, 6}, 39, false},
+                                   {"init", 32, 12, {0, true}, {2, 32, 6, 6}, 40, false},
+                                   {"pert", 16, 13, {2, true}, {2, 16, 66, 6}, 41, true},
+                                   {"pert", 24, 14, {2, true}, {2, 24, 24, 28}, 42, false}}) {
+    add("gocor_global",
+        fmt("%s B%d C%d %dx%d K%d q=%d", g.tag, g.s.B, g.s.C, g.s.H, g.s.W, g.o.num_iter,
+            int(g.o.apply_query_loss)),
+        kGocorVolume, [g] {
+          const bool init = std::strcmp(g.tag, "init") == 0;
+          return gocor_global_trial(
+              init ? default_global_params(g.C, g.pseed) : perturbed_global(g.C, g.pseed), g.o, g.s,
+              g.seed, g.ref64);
+        });
   }
-  case_global_fill(16, 13, 11, 2, 1, 0.3, 70);
-  case_global_fill(24, 24, 24, -3, 2, 0.2, 71);
-  case_global_fill(8, 9, 17, 1, -2, 0.5, 72);
-  case_flow_stages(67);
-  case_match();
+  // Local GOCor: K = 3 and 7 (spec 6), radius 4 (official) and others.
+  struct L {
+    const char* tag;
+    uint64_t pseed;
+    LocalGocorOptions o;
+    int B, C, H, W;
+    uint64_t seed;
+    bool ref64;
+  };
+  for (const L& l : std::vector<L>{{"init", 0, {3, 4}, 1, 32, 16, 16, 51, true},
+                                   {"pert", 1, {7, 4}, 1, 32, 16, 16, 52, true},
+                                   {"pert", 2, {3, 4}, 2, 37, 21, 19, 53, false},
+                                   {"pert", 3, {3, 7}, 2, 16, 13, 29, 54, false},
+                                   {"pert", 4, {2, 1}, 3, 96, 9, 17, 55, false},
+                                   {"init", 0, {7, 2}, 1, 8, 40, 3, 56, false}}) {
+    add("gocor_local",
+        fmt("%s B%d C%d %dx%d R%d K%d", l.tag, l.B, l.C, l.H, l.W, l.o.search_radius, l.o.num_iter),
+        kGocorVolume, [l] {
+          const bool init = std::strcmp(l.tag, "init") == 0;
+          return gocor_local_trial(init ? default_local_params() : perturbed_local(l.pseed), l.o,
+                                   l.B, l.C, l.H, l.W, l.seed, l.ref64);
+        });
+  }
+  t.push_back(Case{"gocor_local", "4 host threads at once", kGocorVolume,
+                   gocor_local_concurrent_trial, false});
 
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  // Match stages. Resampled images are O(1): 1e-6 is ~16 ulps.
+  add("image_resize", "C3 37x53 -> 19x71", Tol{1e-6, 0},
+      [] { return image_resize_trial(3, 37, 53, 19, 71, 61); });
+  add("image_resize", "C1 512x512 -> 128x128", Tol{1e-6, 0},
+      [] { return image_resize_trial(1, 512, 512, 128, 128, 62); });
+  add("image_resize", "C2 45x31 -> 45x31", Tol{1e-6, 0},
+      [] { return image_resize_trial(2, 45, 31, 45, 31, 63); });
+  // Unit-norm descriptors: 1e-6 is ~16 ulps. The levels match_images builds for 512x512 (global
+  // 24x24 at cell 8, the finest 128x128 at cell 4: 16384 cells, several chunks of the ordered
+  // per-channel sums), and a blank image (exact zeros).
+  struct F {
+    int C, H, W, Hf, Wf, cell;
+    uint64_t seed;
+  };
+  for (const F& f : std::vector<F>{{3, 61, 83, 15, 21, 4, 64},
+                                   {1, 96, 128, 16, 16, 8, 65},
+                                   {3, 128, 128, 32, 32, 4, 66},
+                                   {3, 512, 512, 24, 24, 8, 68},
+                                   {1, 512, 512, 128, 128, 4, 69}}) {
+    add("features_compute", fmt("C%d %dx%d -> %dx%d cell %d", f.C, f.H, f.W, f.Hf, f.Wf, f.cell),
+        Tol{1e-6, 0},
+        [f] { return features_trial(f.C, f.H, f.W, f.Hf, f.Wf, f.cell, f.seed, false); });
+  }
+  add("features_compute", "blank C3 40x48 -> 10x12 cell 4 (zeros)", exact,
+      [] { return features_trial(3, 40, 48, 10, 12, 4, 0, true); });
+
+  add("flow_warp", "C7 13x17 -> 11x19, flows +-8 px", Tol{1e-6, 1e-6},
+      [] { return flow_warp_trial(67); });
+  add("flow_resample", "11x19 -> 23x29", Tol{1e-6, 1e-6}, [] {
+    return flow_resample_trial(FlowGrid{11, 19, 3.0, 2.8}, FlowGrid{23, 29, 1.3, 1.1}, 68);
+  });
+  add("flow_resample", "128x128 cell 4 -> 512x512", Tol{1e-6, 1e-6}, [] {
+    return flow_resample_trial(FlowGrid{128, 128, 4, 4}, FlowGrid{512, 512, 1, 1}, 69);
+  });
+  add("flow_median3", "11x19 (exact)", exact, [] { return flow_median3_trial(11, 19, 70); });
+  add("flow_median3", "128x128 (exact)", exact, [] { return flow_median3_trial(128, 128, 71); });
+  // Flows are differences of pixel positions up to ~50 px: a few ulps of 50.
+  add("flow_from_global_volume", "11x19 <- 13x17", Tol{1e-5, 0}, [] {
+    return flow_from_global_volume_trial(FlowGrid{11, 19, 3.0, 2.8}, FlowGrid{13, 17, 2.5, 3.0},
+                                         72);
+  });
+  add("flow_from_global_volume", "24x24 <- 24x24 cell 21.3", Tol{1e-5, 0}, [] {
+    const FlowGrid g{24, 24, 512.0 / 24, 512.0 / 24};
+    return flow_from_global_volume_trial(g, g, 73);
+  });
+  for (int R : {2, 4}) {
+    add("flow_from_local_volume", fmt("R%d 13x17", R), Tol{1e-6, 0},
+        [R] { return flow_from_local_volume_trial(R, 13, 17, 74 + R); });
+  }
+  add("flow_from_local_volume", "R4 128x128", Tol{1e-6, 0},
+      [] { return flow_from_local_volume_trial(4, 128, 128, 79); });
+  add("flow_warp_image", "C3 21x26 -> 19x23", Tol{1e-6, 0},
+      [] { return flow_warp_image_trial(3, 21, 26, 19, 23, 80); });
+  add("flow_warp_image", "C3 512x512 -> 512x512", Tol{1e-6, 0},
+      [] { return flow_warp_image_trial(3, 512, 512, 512, 512, 81); });
+  add("flow_refine_symmetric", "C136 24x28 cell 4, 3 iterations", Tol{1e-5, 0},
+      [] { return flow_refine_symmetric_trial(96, 112, 4, 3, 82); });
+
+  // The image pipeline's checks. R = 4 volumes (D = 81) aggregated over 5x5 cells as match does,
+  // windows wider than the grid, radius 0 (a no-op), and the finest level of a 512x512 pair.
+  struct A {
+    int D, H, W, r;
+  };
+  for (const A& a : std::vector<A>{
+           {81, 23, 31, 2}, {25, 9, 40, 3}, {9, 5, 3, 4}, {49, 7, 11, 0}, {81, 128, 128, 2}}) {
+    add("flow_volume_aggregate", fmt("D%d %dx%d r%d", a.D, a.H, a.W, a.r),
+        aggregate_tol(a.H, a.W, a.r),
+        [a] { return flow_volume_aggregate_trial(a.D, a.H, a.W, a.r, 90 + a.D + a.r); });
+  }
+  // Errors are exact (the twin repeats the CPU's float operations); the valid mask is exact
+  // except on the threshold (report_mask).
+  add("flow_consistency", "37x53 into 41x47, tol 0.75 px + 0.1", exact,
+      [] { return flow_consistency_trial(37, 53, 41, 47, 0.75f, 0.1f, 1.0, true, true, 95); });
+  add("flow_consistency", "64x48 into 48x64, tol 3 px + 0.1, valid only", exact,
+      [] { return flow_consistency_trial(64, 48, 48, 64, 3.f, 0.1f, 3.0, true, false, 96); });
+  add("flow_consistency", "61x67 into 61x67, tol 0, error only", exact,
+      [] { return flow_consistency_trial(61, 67, 61, 67, 0.f, 0.f, 1.0, false, true, 97); });
+  add("flow_consistency", "512x512 into 512x512, tol 0.75 px + 0.1", exact,
+      [] { return flow_consistency_trial(512, 512, 512, 512, 0.75f, 0.1f, 1.0, true, true, 98); });
+  // The mask is exact except on the threshold (report_mask). match's radius 4 and gradient 0.01,
+  // a window of one pixel, and a 512x384 image.
+  add("flow_texture_mask", "61x83 r4 gradient 0.01", exact,
+      [] { return flow_texture_mask_trial(61, 83, 4, 0.01f, 100); });
+  add("flow_texture_mask", "40x29 r1 gradient 0.02", exact,
+      [] { return flow_texture_mask_trial(40, 29, 1, 0.02f, 101); });
+  add("flow_texture_mask", "384x512 r4 gradient 0.01", exact,
+      [] { return flow_texture_mask_trial(384, 512, 4, 0.01f, 102); });
+  return t;
+}
+
+#else
+
+std::vector<Case> all_cases() {
+  return {};  // a build without the CUDA backend has no twins to compare
 }
 
 #endif  // GOCOR_WITH_CUDA
 
+// ---- running the table -------------------------------------------------------------------------
+
+std::string case_name(const Case& c) {
+  return c.op + " " + c.shape;
+}
+
+// Makes the case's inputs and runs fn on them; a throw is reported as a failure of the case.
+void with_trial(const Case& c, const std::function<void(Trial&)>& fn) {
+  try {
+    Trial t = c.make();
+    fn(t);
+  } catch (const std::exception& e) {
+    report(false, case_name(c) + ": threw " + e.what());
+  }
+}
+
+// The no-device contract (runs everywhere): dispatch, then the CUDA twin of every operation in
+// the selection (its first case) throws CudaUnavailable.
+int run_unavailable(const CudaInfo& info, const std::vector<Case>& cases, bool dispatch) {
+  report(!info.available && !info.reason.empty(),
+         "cuda_info(): available=false with a reason (" + info.reason + ")");
+  std::string what;
+  if (dispatch) {
+    const CorrGlobalShape s{2, 5, 3, 4, 2, 3};
+    const auto ref = randn((size_t)s.B * s.C * s.H * s.W, 1),
+               q = randn((size_t)s.B * s.C * s.Hq * s.Wq, 2);
+    std::vector<float> out((size_t)s.B * s.Hq * s.Wq * s.H * s.W), expect(out.size());
+    Exec cuda_ex;
+    cuda_ex.device = Device::Cuda;
+    bool thrown = throws_code([&] { corr_global(ref.data(), q.data(), out.data(), s, cuda_ex); },
+                              ErrorCode::CudaUnavailable, &what);
+    report(thrown, "corr_global(Device::Cuda) throws CudaUnavailable: " + what);
+    std::vector<float> lvol((size_t)2 * 9 * 3 * 4);
+    thrown = throws_code(
+        [&] {
+          gocor_local(default_local_params(), LocalGocorOptions{1, 1}, ref.data(), ref.data(),
+                      lvol.data(), nullptr, 2, 5, 3, 4, cuda_ex, nullptr);
+        },
+        ErrorCode::CudaUnavailable, &what);
+    report(thrown, "gocor_local(Device::Cuda) throws CudaUnavailable: " + what);
+    report(resolve_device(Device::Auto) == Device::Cpu, "resolve_device(Auto) == Cpu");
+    Exec auto_ex;
+    auto_ex.device = Device::Auto;
+    try {
+      corr_global(ref.data(), q.data(), out.data(), s, auto_ex);
+      corr_global_naive(ref.data(), q.data(), expect.data(), s);
+      report_cmp("corr_global(Device::Auto) computes on the CPU",
+                 compare(out, expect, Tol{1e-6, 1e-6}));
+    } catch (const std::exception& e) {
+      report(false, std::string("corr_global(Device::Auto): threw ") + e.what());
+    }
+  }
+#ifdef GOCOR_WITH_CUDA
+  if (dispatch) {
+    const CudaInfo probe = cuda_probe();
+    report(probe.compiled && !probe.available && probe.reason == info.reason,
+           "cuda_probe(): compiled, unavailable, cached reason");
+  }
+  std::map<std::string, bool> done;
+  for (const Case& c : cases) {
+    if (!c.twin || done[c.op]) continue;
+    done[c.op] = true;
+    with_trial(c, [&](Trial& t) {
+      const bool thrown = throws_code(t.cuda, ErrorCode::CudaUnavailable, &what);
+      report(thrown, c.op + "_cuda() without a device throws CudaUnavailable: " + what);
+    });
+  }
+#endif
+  std::printf("CUDA unavailable: %s\n", info.reason.c_str());
+  std::printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed == 0 ? 0 : 1;
+}
+
+#ifdef GOCOR_WITH_CUDA
+
+int run_available(const CudaInfo& info, const std::vector<Case>& cases, bool dispatch) {
+  std::printf("device: %s (cc %d.%d, %.1f GiB), runtime %d, driver %d\n", info.name.c_str(),
+              info.cc_major, info.cc_minor, info.total_memory / 1073741824.0, info.runtime_version,
+              info.driver_version);
+  // Dispatcher: Device::Cuda and Auto now go to the GPU.
+  if (dispatch)
+    report(resolve_device(Device::Auto) == Device::Cuda, "resolve_device(Auto) == Cuda");
+  for (const Case& c : cases) {
+    with_trial(c, [&](Trial& t) {
+      t.cuda();
+      if (t.cpu) t.cpu();
+      if (t.compare) t.compare(case_name(c), c.tol);
+    });
+  }
+  std::printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed == 0 ? 0 : 1;
+}
+
+// Median wall time of fn in milliseconds: one warm-up call, then enough calls for ~0.2 s (3 to 50).
+double median_ms(const Fn& fn) {
+  using clock = std::chrono::steady_clock;
+  auto once = [&] {
+    const auto a = clock::now();
+    fn();
+    return std::chrono::duration<double, std::milli>(clock::now() - a).count();
+  };
+  const double first = once();
+  const int reps = std::clamp(int(200.0 / std::max(first, 1e-3)), 3, 50);
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) t.push_back(once());
+  std::nth_element(t.begin(), t.begin() + reps / 2, t.end());
+  return t[reps / 2];
+}
+
+int run_perf(const CudaInfo& info, const std::vector<Case>& cases) {
+  std::printf(
+      "device: %s; host threads %u; times are medians of the host-pointer twins, the CUDA "
+      "ones with allocation and copies\n",
+      info.name.c_str(), std::thread::hardware_concurrency());
+  std::printf("%-24s %-48s %12s %12s %8s\n", "op", "shape", "cpu ms", "cuda ms", "cpu/cuda");
+  int failed = 0;
+  for (const Case& c : cases) {
+    if (!c.twin) continue;
+    try {
+      Trial t = c.make();
+      const double cpu = median_ms(t.cpu), cuda = median_ms(t.cuda);
+      std::printf("%-24s %-48s %12.3f %12.3f %8.2f\n", c.op.c_str(), c.shape.c_str(), cpu, cuda,
+                  cpu / cuda);
+    } catch (const std::exception& e) {
+      std::printf("%-24s %-48s threw %s\n", c.op.c_str(), c.shape.c_str(), e.what());
+      failed++;
+    }
+    std::fflush(stdout);
+  }
+  return failed == 0 ? 0 : 1;
+}
+
+#endif  // GOCOR_WITH_CUDA
+
+int usage(const char* msg) {
+  std::fprintf(stderr, "%s\nusage: cuda_parity [--op NAME] [--perf] [--list]\n", msg);
+  return 2;
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  std::string op;
+  bool perf = false, list = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--op" && i + 1 < argc) {
+      op = argv[++i];
+    } else if (a == "--perf") {
+      perf = true;
+    } else if (a == "--list") {
+      list = true;
+    } else {
+      return usage(("unknown argument: " + a).c_str());
+    }
+  }
+  std::vector<Case> cases = all_cases();
+  // "dispatch" selects the dispatcher's checks alone; no --op runs everything.
+  const bool dispatch = op.empty() || op == "dispatch";
+  if (!op.empty()) {
+    cases.erase(
+        std::remove_if(cases.begin(), cases.end(), [&](const Case& c) { return c.op != op; }),
+        cases.end());
+    if (cases.empty() && !dispatch) return usage(("no cases for op " + op).c_str());
+  }
+  if (list) {
+    for (const Case& c : cases) {
+      std::printf("%-24s %-48s tol %g + %g|cpu|%s\n", c.op.c_str(), c.shape.c_str(), c.tol.abs,
+                  c.tol.rel, c.twin ? "" : " (GPU-only check)");
+    }
+    return 0;
+  }
   const CudaInfo info = cuda_info();
 #ifdef GOCOR_WITH_CUDA
-  if (info.available) return run_available(info);
+  if (info.available) return perf ? run_perf(info, cases) : run_available(info, cases, dispatch);
 #endif
-  return run_unavailable(info);
+  if (perf) {
+    std::printf("CUDA unavailable: %s (no perf run)\n", info.reason.c_str());
+    return 0;
+  }
+  return run_unavailable(info, cases, dispatch);
 }

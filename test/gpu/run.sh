@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session: configure and build the CUDA targets for Hopper, list the device, run the CPU-vs-
-# CUDA parity program, then the benchmark. Everything is tee'd to $OUT/gpu_log.txt (or ./gpu_log.txt).
+# CUDA parity program (every case of its table), its perf mode (CPU twin vs CUDA twin per case),
+# then the kernel benchmark. Everything is tee'd to $OUT/gpu_log.txt (or ./gpu_log.txt).
 # Usage (repository root, on the GPU machine): bash test/gpu/run.sh
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
@@ -30,9 +31,14 @@ timeout 150 "$BUILD/cuda_parity" 2>&1 | tee -a "$LOG"
 parity=${PIPESTATUS[0]}
 log "parity exit $parity"
 
+log "parity --perf"
+timeout 150 "$BUILD/cuda_parity" --perf 2>&1 | tee -a "$LOG"
+perf=${PIPESTATUS[0]}
+log "parity --perf exit $perf"
+
 log "bench"
 timeout 150 "$BUILD/cuda_bench" 2>&1 | tee -a "$LOG"
 bench=${PIPESTATUS[0]}
 log "bench exit $bench"
 nvidia-smi --query-gpu=clocks.sm,temperature.gpu,power.draw --format=csv 2>&1 | tee -a "$LOG"
-[ "$parity" -eq 0 ] && [ "$bench" -eq 0 ]
+[ "$parity" -eq 0 ] && [ "$perf" -eq 0 ] && [ "$bench" -eq 0 ]
