@@ -167,6 +167,14 @@ std::shared_ptr<St> state() {
   return std::make_shared<St>();
 }
 
+// The usual comparison: the case's one output, st->gpu against st->cpu with its tolerance.
+template <typename St>
+std::function<void(const std::string&, const Tol&)> compare_one(std::shared_ptr<St> st) {
+  return [st](const std::string& name, const Tol& tol) {
+    report_cmp(name, compare(st->gpu, st->cpu, tol));
+  };
+}
+
 #ifdef GOCOR_WITH_CUDA
 
 // Two 0/1 masks that must agree except where the decision sits on its threshold: lo and hi are
@@ -257,9 +265,7 @@ Trial corr_global_trial(CorrGlobalShape s, uint64_t seed) {
   st->gpu.assign(st->cpu.size(), NAN);
   return {[st, s] { corr_global_cpu(st->ref.data(), st->q.data(), st->cpu.data(), s, Exec{}); },
           [st, s] { corr_global_cuda(st->ref.data(), st->q.data(), st->gpu.data(), s, Exec{}); },
-          [st](const std::string& name, const Tol& tol) {
-            report_cmp(name, compare(st->gpu, st->cpu, tol));
-          }};
+          compare_one(st)};
 }
 
 // corr_local (adjoint false) or corr_local_adjoint (true) of one shape.
@@ -286,9 +292,7 @@ Trial corr_local_trial(CorrLocalShape s, uint64_t seed, bool adjoint) {
     t.cpu = [st, s] { corr_local_cpu(st->ref.data(), st->q.data(), st->cpu.data(), s, Exec{}); };
     t.cuda = [st, s] { corr_local_cuda(st->ref.data(), st->q.data(), st->gpu.data(), s, Exec{}); };
   }
-  t.compare = [st](const std::string& name, const Tol& tol) {
-    report_cmp(name, compare(st->gpu, st->cpu, tol));
-  };
+  t.compare = compare_one(st);
   return t;
 }
 
@@ -500,9 +504,7 @@ Trial image_resize_trial(int C, int H, int W, int h, int w, uint64_t seed) {
   st->gpu.assign(st->cpu.size(), NAN);
   return {[=] { image_resize(st->src.data(), C, H, W, st->cpu.data(), h, w, Exec{}); },
           [=] { image_resize_cuda(st->src.data(), C, H, W, st->gpu.data(), h, w, Exec{}); },
-          [st](const std::string& name, const Tol& tol) {
-            report_cmp(name, compare(st->gpu, st->cpu, tol));
-          }};
+          compare_one(st)};
 }
 
 // blank: a constant image, whose descriptors must be exact zeros.
@@ -557,9 +559,7 @@ Trial flow_warp_trial(uint64_t seed) {
           [=] {
             flow_warp_cuda(st->feat_b.data(), C, gb, st->flow.data(), ga, st->gpu.data(), Exec{});
           },
-          [st](const std::string& name, const Tol& tol) {
-            report_cmp(name, compare(st->gpu, st->cpu, tol));
-          }};
+          compare_one(st)};
 }
 
 Trial flow_resample_trial(FlowGrid gi, FlowGrid go, uint64_t seed) {
@@ -572,9 +572,7 @@ Trial flow_resample_trial(FlowGrid gi, FlowGrid go, uint64_t seed) {
   st->gpu.assign(st->cpu.size(), NAN);
   return {[=] { flow_resample(st->flow.data(), gi, st->cpu.data(), go, Exec{}); },
           [=] { flow_resample_cuda(st->flow.data(), gi, st->gpu.data(), go, Exec{}); },
-          [st](const std::string& name, const Tol& tol) {
-            report_cmp(name, compare(st->gpu, st->cpu, tol));
-          }};
+          compare_one(st)};
 }
 
 Trial flow_median3_trial(int H, int W, uint64_t seed) {
@@ -591,9 +589,7 @@ Trial flow_median3_trial(int H, int W, uint64_t seed) {
             st->gpu = st->flow;
             flow_median3_cuda(st->gpu.data(), H, W, Exec{});
           },
-          [st](const std::string& name, const Tol& tol) {
-            report_cmp(name, compare(st->gpu, st->cpu, tol));
-          }};
+          compare_one(st)};
 }
 
 // A global volume with a unique peak per reference cell and random neighbours around it.
@@ -694,9 +690,7 @@ Trial flow_refine_symmetric_trial(int H, int W, int cell, int iterations, uint64
             flow_refine_symmetric_cuda(st->fa.data(), g, st->fb.data(), g, C, st->gpu.data(),
                                        iterations, Exec{});
           },
-          [st](const std::string& name, const Tol& tol) {
-            report_cmp(name, compare(st->gpu, st->cpu, tol));
-          }};
+          compare_one(st)};
 }
 
 // flow_volume_aggregate's tolerance. The CPU keeps running double sums along each row and down
@@ -725,9 +719,7 @@ Trial flow_volume_aggregate_trial(int D, int H, int W, int r, uint64_t seed) {
             st->gpu = st->vol;
             flow_volume_aggregate_cuda(st->gpu.data(), D, H, W, r, Exec{});
           },
-          [st](const std::string& name, const Tol& tol) {
-            report_cmp(name, compare(st->gpu, st->cpu, tol));
-          }};
+          compare_one(st)};
 }
 
 // A forward flow of (u0, v0) plus noise on a (H, W) grid, the backward flow on b's (Hb, Wb) grid
