@@ -195,9 +195,6 @@ void execute(napi_env, void* data) {
     ex.device = gocor::resolve_device(ex.device, w.job->has_cuda);
     w.ran = ex.device;
     w.job->run(ex);
-    // Aborted while running but past the last stage boundary: the result is discarded all the
-    // same, so that an abort before the Promise settles always rejects.
-    gocor::check_cancel(ex);
   } catch (const gocor::Error& e) {
     w.code = gocor::error_code_name(e.code());
     w.message = e.what();
