@@ -275,16 +275,21 @@ struct SeedGraph {
   int max_degree = 0;
 };
 
-// Set of undirected seed pairs with the smallest weight seen for each: open addressing with
-// linear probing on (smaller << 32) | larger, kept at most half full.
+// Set of undirected seed pairs (a < b) with the smallest weight seen for each: open addressing
+// with linear probing, kept at most half full. A pair's probe starts in a block of slots owned by
+// a (plus a few bits of b): the raster scan meets seeds in roughly increasing order, so its
+// lookups stay in a small, cached window of the table instead of missing all over it.
 class PairSet {
  public:
-  explicit PairSet(size_t expected) { rehash(std::max<size_t>(64, 2 * expected)); }
+  explicit PairSet(int n) : n_bits_(1) {
+    while ((1 << n_bits_) < n) ++n_bits_;
+    rehash(size_t{8} << n_bits_);
+  }
 
   void add(int32_t a, int32_t b, uint32_t w) {
-    const uint64_t k = a < b ? (static_cast<uint64_t>(a) << 32) | static_cast<uint32_t>(b)
-                             : (static_cast<uint64_t>(b) << 32) | static_cast<uint32_t>(a);
-    size_t i = slot(k);
+    if (b < a) std::swap(a, b);
+    const uint64_t k = (static_cast<uint64_t>(a) << 32) | static_cast<uint32_t>(b);
+    size_t i = slot(a, b);
     while (keys_[i] != kEmpty && keys_[i] != k) i = (i + 1) & mask_;
     if (keys_[i] == k) {
       weights_[i] = std::min(weights_[i], w);
@@ -307,18 +312,18 @@ class PairSet {
 
  private:
   static constexpr uint64_t kEmpty = ~uint64_t{0};
-  size_t slot(uint64_t k) const { return (k * 0x9E3779B97F4A7C15ull) >> shift_; }
+  size_t slot(int32_t a, int32_t b) const {
+    return ((static_cast<size_t>(a) << spread_bits_) + (static_cast<uint32_t>(b) & 7u)) & mask_;
+  }
   void rehash(size_t capacity) {
-    size_t cap = 64;
-    while (cap < capacity) cap <<= 1;
-    std::vector<uint64_t> keys(cap, kEmpty);
-    std::vector<uint32_t> weights(cap);
-    shift_ = 64;
-    for (size_t c = cap; c > 1; c >>= 1) --shift_;
-    mask_ = cap - 1;
+    std::vector<uint64_t> keys(capacity, kEmpty);
+    std::vector<uint32_t> weights(capacity);
+    mask_ = capacity - 1;
+    spread_bits_ = 0;
+    while ((size_t{1} << (spread_bits_ + n_bits_)) < capacity) ++spread_bits_;
     for (size_t i = 0; i < keys_.size(); ++i) {
       if (keys_[i] == kEmpty) continue;
-      size_t j = slot(keys_[i]);
+      size_t j = slot(static_cast<int32_t>(keys_[i] >> 32), static_cast<int32_t>(keys_[i]));
       while (keys[j] != kEmpty) j = (j + 1) & mask_;
       keys[j] = keys_[i];
       weights[j] = weights_[i];
@@ -330,7 +335,7 @@ class PairSet {
   std::vector<uint64_t> keys_;
   std::vector<uint32_t> weights_;
   size_t size_ = 0, mask_ = 0;
-  int shift_ = 0;
+  int n_bits_, spread_bits_ = 0;
 };
 
 SeedGraph seed_graph(const Grid& g, const uint16_t* cost, const uint64_t* key, int n,
@@ -338,7 +343,7 @@ SeedGraph seed_graph(const Grid& g, const uint16_t* cost, const uint64_t* key, i
   // Boundary pixel pairs in raster order, each unordered pair once (the 4 forward neighbours).
   // A cell boundary repeats the same seed pair along its length, so a pair equal to the last one
   // of its direction is merged on the spot, which spares most set lookups.
-  PairSet pairs(4 * static_cast<size_t>(n));
+  PairSet pairs(n);
   const int32_t Wp = g.Wp;
   const int32_t forward[4] = {1, Wp - 1, Wp, Wp + 1};
   for (int y = 0; y < g.H; ++y) {

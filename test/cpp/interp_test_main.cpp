@@ -1,5 +1,6 @@
 // Edge-aware flow interpolation tests: the geodesic Voronoi diagram against a plain per-seed
-// Dijkstra, exact reproduction of constant and affine flows, edge awareness on a two-region image,
+// Dijkstra, exact reproduction of constant and affine flows, the whole pipeline against a plain
+// one (flat costs), edge awareness on a two-region image,
 // thread independence, bad input; then a timing at 1024x436 (printed, not asserted).
 // Prints one line per check and "N passed, M failed"; exits non-zero on a failure.
 // Standalone build (CMake builds it as `interp`):
@@ -262,6 +263,165 @@ double two_region_fraction(int band_left, int band_right, float edge_cost) {
   return static_cast<double>(good) / total;
 }
 
+// The whole pipeline written out plainly, for a flat cost map (edge_cost 0: every pixel costs 32,
+// whatever the image), from the rules documented in interpolate.h: seeds per cell, plain per-seed
+// Dijkstra for the Voronoi cells, the seed graph from every boundary pair, a plain Dijkstra per
+// seed on that graph for the K nearest (ties to the smaller index), and the weighted fit solved in
+// double from its normal equations. Returns the (2, H, W) flow.
+std::vector<double> interpolate_reference(const Field& f, int stride, int K, double alpha,
+                                          bool affine) {
+  const int H = f.H, W = f.W;
+  std::vector<int32_t> seeds;
+  for (int y0 = 0; y0 < H; y0 += stride) {
+    for (int x0 = 0; x0 < W; x0 += stride) {
+      const int cx = x0 + stride / 2, cy = y0 + stride / 2;
+      int best = -1, best_d2 = 0;
+      for (int y = y0; y < std::min(H, y0 + stride); ++y) {
+        for (int x = x0; x < std::min(W, x0 + stride); ++x) {
+          const int d2 = (x - cx) * (x - cx) + (y - cy) * (y - cy);
+          if (f.valid[y * W + x] && (best < 0 || d2 < best_d2)) {
+            best = y * W + x;
+            best_d2 = d2;
+          }
+        }
+      }
+      if (best >= 0) seeds.push_back(best);
+    }
+  }
+  const int n = static_cast<int>(seeds.size());
+  const std::vector<uint16_t> cost(H * W, 32);
+  std::vector<uint64_t> dist(H * W, std::numeric_limits<uint64_t>::max());
+  std::vector<int> label(H * W, -1);
+  for (int s = 0; s < n; ++s) {
+    const std::vector<uint64_t> d = dijkstra_plain(cost, H, W, seeds[s]);
+    for (int i = 0; i < H * W; ++i) {
+      if (d[i] < dist[i]) {
+        dist[i] = d[i];
+        label[i] = s;
+      }
+    }
+  }
+  const uint64_t inf = std::numeric_limits<uint64_t>::max();
+  std::vector<uint64_t> edge(static_cast<size_t>(n) * n, inf);  // symmetric, min weight
+  for (int p = 0; p < H * W; ++p) {
+    for (int q = 0; q < H * W; ++q) {
+      const int dx = std::abs(p % W - q % W), dy = std::abs(p / W - q / W);
+      if (dx > 1 || dy > 1 || label[p] == label[q]) continue;
+      const uint64_t step = dx + dy == 2 ? (1448 * 64 + 512) / 1024 : 64;
+      const uint64_t w = dist[p] + step + dist[q];
+      uint64_t& e = edge[static_cast<size_t>(label[p]) * n + label[q]];
+      e = std::min(e, w);
+    }
+  }
+  std::vector<double> out(2 * H * W);
+  std::vector<double> model(6 * n);  // u0, dudx, dudy, v0, dvdx, dvdy about the seed
+  for (int a = 0; a < n; ++a) {
+    std::vector<uint64_t> d(n, inf);
+    std::vector<char> done(n, 0);
+    d[a] = 0;
+    std::vector<std::pair<uint64_t, int>> order;  // (distance, seed), settled in this order
+    for (;;) {
+      int b = -1;
+      for (int i = 0; i < n; ++i) {
+        if (!done[i] && d[i] != inf && (b < 0 || d[i] < d[b])) b = i;
+      }
+      if (b < 0) break;
+      done[b] = 1;
+      order.push_back({d[b], b});
+      for (int c = 0; c < n; ++c) {
+        if (edge[static_cast<size_t>(b) * n + c] != inf) {
+          d[c] = std::min(d[c], d[b] + edge[static_cast<size_t>(b) * n + c]);
+        }
+      }
+    }
+    std::sort(order.begin(), order.end());
+    order.resize(std::min<size_t>(order.size(), K));
+    const double ax = seeds[a] % W, ay = seeds[a] / W;
+    // Normal equations of the weighted fit of [1, x - ax, y - ay] (3x3), both flow planes.
+    double A[3][3] = {}, bu[3] = {}, bv[3] = {};
+    double sw = 0, swu = 0, swv = 0, sx = 0, sy = 0, sxx = 0, sxy = 0, syy = 0;
+    for (const auto& [dd, b] : order) {
+      const double w = std::exp(-alpha * static_cast<double>(dd) / 64);
+      const double r[3] = {1, seeds[b] % W - ax, seeds[b] / W - ay};
+      const double u = f.flow[seeds[b]], v = f.flow[H * W + seeds[b]];
+      for (int i = 0; i < 3; ++i) {
+        for (int j = 0; j < 3; ++j) A[i][j] += w * r[i] * r[j];
+        bu[i] += w * r[i] * u;
+        bv[i] += w * r[i] * v;
+      }
+      sw += w;
+      swu += w * u;
+      swv += w * v;
+      sx += w * r[1];
+      sy += w * r[2];
+      sxx += w * r[1] * r[1];
+      sxy += w * r[1] * r[2];
+      syy += w * r[2] * r[2];
+    }
+    double* m = &model[6 * a];
+    m[0] = swu / sw;
+    m[3] = swv / sw;
+    const double mx = sx / sw, my = sy / sw;
+    const double cxx = sxx / sw - mx * mx, cxy = sxy / sw - mx * my, cyy = syy / sw - my * my;
+    const double lambda_min =
+        0.5 * (cxx + cyy - std::sqrt((cxx - cyy) * (cxx - cyy) + 4 * cxy * cxy));
+    if (affine && order.size() >= 3 && lambda_min >= 0.05 * stride * stride) {
+      // Cramer's rule on the 3x3 system.
+      auto det3 = [](const double M[3][3]) {
+        return M[0][0] * (M[1][1] * M[2][2] - M[1][2] * M[2][1]) -
+               M[0][1] * (M[1][0] * M[2][2] - M[1][2] * M[2][0]) +
+               M[0][2] * (M[1][0] * M[2][1] - M[1][1] * M[2][0]);
+      };
+      const double D = det3(A);
+      for (int plane = 0; plane < 2; ++plane) {
+        const double* rhs = plane == 0 ? bu : bv;
+        for (int k = 0; k < 3; ++k) {
+          double M[3][3];
+          for (int i = 0; i < 3; ++i) {
+            for (int j = 0; j < 3; ++j) M[i][j] = j == k ? rhs[i] : A[i][j];
+          }
+          m[3 * plane + k] = det3(M) / D;
+        }
+      }
+    } else {
+      m[1] = m[2] = m[4] = m[5] = 0;
+    }
+  }
+  for (int i = 0; i < H * W; ++i) {
+    const double* m = &model[6 * label[i]];
+    const double dx = i % W - seeds[label[i]] % W, dy = i / W - seeds[label[i]] / W;
+    out[i] = m[0] + m[1] * dx + m[2] * dy;
+    out[H * W + i] = m[3] + m[4] * dx + m[5] * dy;
+  }
+  return out;
+}
+
+void test_against_reference() {
+  for (bool affine : {false, true}) {
+    Field f(1, 22, 29);
+    fill_scene(f, 13);
+    Uniform rng(3 * f.H * f.W, 17);
+    for (int i = 0; i < f.H * f.W; ++i) {
+      f.valid[i] = rng.next() >= 0.3;
+      f.flow[i] = static_cast<float>(4 * rng.next() - 2);
+      f.flow[f.H * f.W + i] = static_cast<float>(4 * rng.next() - 2);
+    }
+    gocor::InterpOptions o;
+    o.edge_cost = 0;
+    o.num_neighbors = 9;
+    o.affine = affine;
+    const std::vector<float> got = interpolate(f, o);
+    const std::vector<double> ref =
+        interpolate_reference(f, o.seed_stride, o.num_neighbors, o.alpha, affine);
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(got[i] - ref[i]));
+    char buf[120];
+    std::snprintf(buf, sizeof(buf), "max_abs=%.3g vs the plain pipeline (29x22, K 9, tol 1e-4)",
+                  worst);
+    report(worst <= 1e-4, affine ? "reference_pipeline_affine" : "reference_pipeline_average", buf);
+  }
+}
+
 void test_edge_awareness() {
   const float edge_cost = gocor::InterpOptions{}.edge_cost;
   char buf[160];
@@ -433,6 +593,7 @@ int main() {
     test_voronoi_cases();
     test_constant_flow();
     test_affine_flow();
+    test_against_reference();
     test_edge_awareness();
     test_no_seed_and_threads();
     test_bad_input();
