@@ -38,8 +38,8 @@ export async function correlate(reference: FeatureMap, query: FeatureMap, opts?:
       throw new GocorError('ERR_GOCOR_INVALID_ARG', 'options.searchRadius applies to mode "local" only');
     }
     const M = qry.H * qry.W;
-    checkMemory(4 * ref.B * M * ref.H * ref.W, 'this global correlation', 'use smaller feature maps');
     const dims = { B: ref.B, C: ref.C, H: ref.H, W: ref.W, Hq: qry.H, Wq: qry.W };
+    checkMemory(n.estimateBytes('corrGlobal', dims, nexec), 'this global correlation', 'use smaller feature maps');
     const r = await runNative(() => n.corrGlobal(ref.data, qry.data, dims, nexec), signal);
     return { data: r.data, shape: [ref.B, M, ref.H, ref.W], kind: 'global', device: r.device };
   }
@@ -52,8 +52,12 @@ export async function correlate(reference: FeatureMap, query: FeatureMap, opts?:
     );
   }
   const D = (2 * R + 1) ** 2;
-  checkMemory(4 * ref.B * D * ref.H * ref.W, 'this local correlation', 'use a smaller searchRadius or feature map');
   const dims = { B: ref.B, C: ref.C, H: ref.H, W: ref.W, R };
+  checkMemory(
+    n.estimateBytes('corrLocal', dims, nexec),
+    'this local correlation',
+    'use a smaller searchRadius or feature map',
+  );
   const r = await runNative(() => n.corrLocal(ref.data, qry.data, dims, nexec), signal);
   return { data: r.data, shape: [ref.B, D, ref.H, ref.W], kind: 'local', device: r.device };
 }

@@ -2,7 +2,7 @@
  * gocor's built-in dense descriptor (DAISY-like oriented-gradient histograms with spatial context,
  * 136 channels, unit L2 norm per cell; design and cost in cpp/core/features.cpp and docs/features.md).
  */
-import { EXEC_KEYS, execOptions } from './exec';
+import { checkMemory, EXEC_KEYS, execOptions } from './exec';
 import { loadImage } from './image';
 import { native } from './native';
 import type { NativeFeatureLevel } from './native-match';
@@ -108,21 +108,14 @@ export async function extractFeatures(
   // An Image goes to the native call before the first await, which copies it (the caller may
   // change it once this returns); a decoded image is ours.
   const d = checkImage(isImageSource(image) ? await loadImage(image) : image, 'image');
-  const r = await runNative(
-    () =>
-      native().extractFeatures(
-        d.data,
-        { C: d.C, H: d.H, W: d.W },
-        {
-          ...exec,
-          globalSize: s.globalSize,
-          finestStride: s.finestStride,
-          coarsestStride: s.coarsestStride,
-          withGlobal: s.withGlobal,
-        },
-      ),
-    signal,
+  const dims = { C: d.C, H: d.H, W: d.W };
+  const job = { ...exec, ...s };
+  checkMemory(
+    native().estimateBytes('extractFeatures', dims, job),
+    `features of a ${d.W}x${d.H} image`,
+    'resize the image first (loadImage(..., {resize})) or use a larger finestStride',
   );
+  const r = await runNative(() => native().extractFeatures(d.data, dims, job), signal);
   return {
     imageWidth: r.imageWidth,
     imageHeight: r.imageHeight,

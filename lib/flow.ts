@@ -6,7 +6,7 @@
 import sharp from 'sharp';
 import { writeFileAtomic } from './atomic';
 import { GocorError } from './errors';
-import { EXEC_KEYS, execOptions } from './exec';
+import { checkMemory, EXEC_KEYS, execOptions } from './exec';
 import { checkImage } from './features';
 import { readRegularFile } from './files';
 import type { Flow } from './match';
@@ -180,12 +180,14 @@ export async function warpImage(
   const { signal, ...exec } = execOptions(o, 'options');
   const img = checkImage(b, 'b');
   const f = checkFlow(flow, 'flow');
-  f32(f.data, 'flow.data', 2 * f.width * f.height, true);
-  const r = await runNative(
-    () =>
-      native().warpImage(img.data, { C: img.C, H: img.H, W: img.W }, f.data, { C: 2, H: f.height, W: f.width }, exec),
-    signal,
+  f32(f.data, 'flow.data', 2 * f.width * f.height, true, Number.POSITIVE_INFINITY);
+  const dims = { b: { C: img.C, H: img.H, W: img.W }, flow: { C: 2, H: f.height, W: f.width } };
+  checkMemory(
+    native().estimateBytes('warpImage', dims, exec),
+    `warping onto a ${f.width}x${f.height} grid`,
+    'use a smaller flow',
   );
+  const r = await runNative(() => native().warpImage(img.data, dims.b, f.data, dims.flow, exec), signal);
   return { data: r.data, channels: img.C, height: f.height, width: f.width, valid: r.mask, device: r.device };
 }
 
@@ -202,14 +204,13 @@ export async function resizeFlow(
   knownKeys(o, 'options', EXEC_KEYS);
   const { signal, ...exec } = execOptions(o, 'options');
   const f = checkFlow(flow, 'flow');
-  f32(f.data, 'flow.data', 2 * f.width * f.height, true);
+  f32(f.data, 'flow.data', 2 * f.width * f.height, true, Number.POSITIVE_INFINITY);
   const s = object(shape, 'shape');
   const width = int(s.width, 'shape.width', 1, 16384);
   const height = int(s.height, 'shape.height', 1, 16384);
-  const r = await runNative(
-    () => native().resizeFlow(f.data, { C: 2, H: f.height, W: f.width }, { C: 2, H: height, W: width }, exec),
-    signal,
-  );
+  const dims = { from: { C: 2, H: f.height, W: f.width }, to: { C: 2, H: height, W: width } };
+  checkMemory(native().estimateBytes('resizeFlow', dims, exec), `a ${width}x${height} flow`, 'use a smaller shape');
+  const r = await runNative(() => native().resizeFlow(f.data, dims.from, dims.to, exec), signal);
   return { data: r.data, width, height, device: r.device };
 }
 

@@ -6,7 +6,7 @@ import { type NativeExec, type NativeIterDiag, native } from './native';
 import { defaultGlobalParams, defaultLocalParams, type GlobalParams, type LocalParams } from './params';
 import { runNative } from './queue';
 import type { ExecOptions, FeatureMap, Volume } from './types';
-import { bool, f32, int, invalid, knownKeys, num, optInt, optObject } from './validate';
+import { bool, f32, int, invalid, knownKeys, MAX_VALUE, num, optInt, optObject } from './validate';
 
 /**
  * Per-iteration figures of the internal optimisation: `iter` counts from 0 (the first step); losses,
@@ -68,6 +68,12 @@ function distFns(p: Record<string, unknown>, name: string): void {
   f32(p.maskLogit, `${name}.maskLogit`, 10);
 }
 
+// Not part of the public parameter types, but the native side reads it when present.
+function minFilterReg(p: object): void {
+  const v = (p as { minFilterReg?: unknown }).minFilterReg;
+  if (v !== undefined) num(v, 'params.minFilterReg', 0, MAX_VALUE);
+}
+
 function checkGlobalParams(value: unknown): GlobalParams {
   const p = optObject(value, 'params') as unknown as GlobalParams;
   if (p.kind !== 'global') throw invalid("global parameters (kind: 'global')", 'params', value);
@@ -78,8 +84,9 @@ function checkGlobalParams(value: unknown): GlobalParams {
   f32(p.regWeight1, 'params.regWeight1', I * 9);
   f32(p.regWeight2, 'params.regWeight2', O * I * 9);
   num(p.logStepLength, 'params.logStepLength', -50, 50);
-  num(p.filterReg, 'params.filterReg');
-  num(p.steplengthReg, 'params.steplengthReg', 0);
+  num(p.filterReg, 'params.filterReg', -MAX_VALUE, MAX_VALUE);
+  num(p.steplengthReg, 'params.steplengthReg', 0, MAX_VALUE);
+  minFilterReg(p);
   distFns(p as unknown as Record<string, unknown>, 'params');
   return p;
 }
@@ -87,9 +94,10 @@ function checkGlobalParams(value: unknown): GlobalParams {
 function checkLocalParams(value: unknown): LocalParams {
   const p = optObject(value, 'params') as unknown as LocalParams;
   if (p.kind !== 'local') throw invalid("local parameters (kind: 'local')", 'params', value);
-  num(p.scaling, 'params.scaling');
+  num(p.scaling, 'params.scaling', -MAX_VALUE, MAX_VALUE);
   num(p.logStepLength, 'params.logStepLength', -50, 50);
-  num(p.filterReg, 'params.filterReg');
+  num(p.filterReg, 'params.filterReg', -MAX_VALUE, MAX_VALUE);
+  minFilterReg(p);
   distFns(p as unknown as Record<string, unknown>, 'params');
   return p;
 }
@@ -160,26 +168,22 @@ export class GlobalGOCor {
       );
     }
     const N = ref.H * ref.W;
-    // Volume plus the working set (a few N×N matrices per batch element).
+    const dims = { B: ref.B, C: ref.C, H: ref.H, W: ref.W };
+    const job = {
+      ...this.exec,
+      numIter: this.numIter,
+      applyQueryLoss: this.applyQueryLoss,
+      diagnostics: call.diagnostics,
+      returnFilter: call.returnFilter,
+    };
+    const n = native();
     checkMemory(
-      4 * ref.B * N * N * 4,
+      n.estimateBytes('gocorGlobal', dims, job),
       `global GOCor on a ${ref.H}x${ref.W} grid`,
       'use a smaller grid (e.g. match({globalSize}))',
     );
     const params = this.paramsFor(ref.C);
-    const dims = { B: ref.B, C: ref.C, H: ref.H, W: ref.W };
-    const n = native();
-    const r = await runNative(
-      () =>
-        n.gocorGlobal(ref.data, qry.data, dims, params, {
-          ...this.exec,
-          numIter: this.numIter,
-          applyQueryLoss: this.applyQueryLoss,
-          diagnostics: call.diagnostics,
-          returnFilter: call.returnFilter,
-        }),
-      call.signal,
-    );
+    const r = await runNative(() => n.gocorGlobal(ref.data, qry.data, dims, params, job), call.signal);
     return result('global', [ref.B, N, ref.H, ref.W], r);
   }
 }
@@ -217,24 +221,21 @@ export class LocalGOCor {
       );
     }
     const D = (2 * this.searchRadius + 1) ** 2;
+    const dims = { B: ref.B, C: ref.C, H: ref.H, W: ref.W };
+    const job = {
+      ...this.exec,
+      numIter: this.numIter,
+      searchRadius: this.searchRadius,
+      diagnostics: call.diagnostics,
+      returnFilter: call.returnFilter,
+    };
+    const n = native();
     checkMemory(
-      4 * ref.B * (D * 6 + ref.C * 4) * ref.H * ref.W,
+      n.estimateBytes('gocorLocal', dims, job),
       'this local GOCor',
       'use a smaller feature map or searchRadius',
     );
-    const dims = { B: ref.B, C: ref.C, H: ref.H, W: ref.W };
-    const n = native();
-    const r = await runNative(
-      () =>
-        n.gocorLocal(ref.data, qry.data, dims, this.params, {
-          ...this.exec,
-          numIter: this.numIter,
-          searchRadius: this.searchRadius,
-          diagnostics: call.diagnostics,
-          returnFilter: call.returnFilter,
-        }),
-      call.signal,
-    );
+    const r = await runNative(() => n.gocorLocal(ref.data, qry.data, dims, this.params, job), call.signal);
     return result('local', [ref.B, D, ref.H, ref.W], r);
   }
 }

@@ -296,6 +296,11 @@ export async function match(
     const pa = checkPyramid(a, 'a');
     const pb = checkPyramid(b, 'b');
     samePyramidLayout(pa, pb);
+    checkMemory(
+      native().estimateBytes('matchPyramids', { a: pa, b: pb }, s.native),
+      `matching feature pyramids of ${pa.imageWidth}x${pa.imageHeight} and ${pb.imageWidth}x${pb.imageHeight} images`,
+      'use smaller feature maps or outputShape',
+    );
     return runNative(() => native().matchPyramids(pa, pb, s.native), s.signal);
   }
   if (s.coarsestStride !== 0) {
@@ -321,19 +326,13 @@ export async function match(
   }
   const da = checkImage(ia, 'a');
   const db = checkImage(ib, 'b');
-  // Working set: per pixel the image, ~136/16 feature channels per pyramid level for a, b and b
-  // warped, the local volumes and flows (~52 floats in all), plus the global level's N×N matrices.
-  const G = s.native.globalSize;
+  const dims = { a: { C: da.C, H: da.H, W: da.W }, b: { C: db.C, H: db.H, W: db.W } };
   checkMemory(
-    208 * (da.H * da.W + db.H * db.W) + 32 * G ** 4,
+    native().estimateBytes('matchImages', dims, s.native),
     `matching a ${da.W}x${da.H} and a ${db.W}x${db.H} image`,
-    'resize the images first (loadImage(..., {resize})) or lower globalSize',
+    'resize the images first (loadImage(..., {resize})), lower globalSize or use a smaller outputShape',
   );
-  return runNative(
-    () =>
-      native().matchImages(da.data, { C: da.C, H: da.H, W: da.W }, db.data, { C: db.C, H: db.H, W: db.W }, s.native),
-    s.signal,
-  );
+  return runNative(() => native().matchImages(da.data, dims.a, db.data, dims.b, s.native), s.signal);
 }
 
 // Separable triangle-filter resampling of (C, H, W) to (C, h, w), antialiased when shrinking.

@@ -3,7 +3,7 @@
  * and gives it an exact type: the facade never calls an untyped native function.
  */
 import { GocorError } from './errors';
-import type { NativeDims, NativeFlow, NativeMatchOptions, NativePyramid } from './native-match';
+import type { NativeDims, NativeFeatureLevel, NativeFlow, NativeMatchOptions, NativePyramid } from './native-match';
 
 export type NativeDevice = 'auto' | 'cpu' | 'cuda';
 
@@ -95,50 +95,75 @@ export interface NativeBuildInfo {
   compiler: string;
 }
 
+type CorrGlobalDims = { B: number; C: number; H: number; W: number; Hq: number; Wq: number };
+type CorrLocalDims = { B: number; C: number; H: number; W: number; R: number };
+type GocorDims = { B: number; C: number; H: number; W: number };
+type GocorCall = NativeExec & { numIter: number; diagnostics: boolean; returnFilter: boolean };
+type GlobalGocorOptions = GocorCall & { applyQueryLoss: boolean };
+type LocalGocorOptions = GocorCall & { searchRadius: number };
+type FeatureOptions = NativeExec & {
+  globalSize: number;
+  finestStride: number;
+  coarsestStride: number;
+  withGlobal: boolean;
+};
+type MatchOptions = NativeMatchOptions & NativeExec;
+/** A pyramid's shapes (level data is not read). */
+type PyramidShape = Omit<NativePyramid, 'levels'> & { levels: Omit<NativeFeatureLevel, 'data'>[] };
+
 export interface NativeBinding {
   backends(): NativeBackends;
   buildInfo(): NativeBuildInfo;
+  /**
+   * Bytes a call would allocate (the binding's copies of its inputs, its outputs and the core's
+   * working set), from the same dims and options as the call itself, without its data.
+   */
+  estimateBytes(op: 'corrGlobal', dims: CorrGlobalDims, exec: NativeExec): number;
+  estimateBytes(op: 'corrLocal', dims: CorrLocalDims, exec: NativeExec): number;
+  estimateBytes(op: 'gocorGlobal', dims: GocorDims, opts: GlobalGocorOptions): number;
+  estimateBytes(op: 'gocorLocal', dims: GocorDims, opts: LocalGocorOptions): number;
+  estimateBytes(op: 'extractFeatures', dims: NativeDims, opts: FeatureOptions): number;
+  estimateBytes(op: 'matchImages', dims: { a: NativeDims; b: NativeDims }, opts: MatchOptions): number;
+  estimateBytes(op: 'matchPyramids', dims: { a: PyramidShape; b: PyramidShape }, opts: MatchOptions): number;
+  estimateBytes(op: 'warpImage', dims: { b: NativeDims; flow: NativeDims }, exec: NativeExec): number;
+  estimateBytes(op: 'resizeFlow', dims: { from: NativeDims; to: NativeDims }, exec: NativeExec): number;
   corrGlobal(
     reference: Float32Array,
     query: Float32Array,
-    dims: { B: number; C: number; H: number; W: number; Hq: number; Wq: number },
+    dims: CorrGlobalDims,
     exec: NativeExec,
   ): NativeJob<{ data: Float32Array }>;
   corrLocal(
     reference: Float32Array,
     query: Float32Array,
-    dims: { B: number; C: number; H: number; W: number; R: number },
+    dims: CorrLocalDims,
     exec: NativeExec,
   ): NativeJob<{ data: Float32Array }>;
   gocorGlobal(
     reference: Float32Array,
     query: Float32Array,
-    dims: { B: number; C: number; H: number; W: number },
+    dims: GocorDims,
     params: NativeGlobalParams,
-    opts: NativeExec & { numIter: number; applyQueryLoss: boolean; diagnostics: boolean; returnFilter: boolean },
+    opts: GlobalGocorOptions,
   ): NativeJob<NativeGocorResult>;
   gocorLocal(
     reference: Float32Array,
     query: Float32Array,
-    dims: { B: number; C: number; H: number; W: number },
+    dims: GocorDims,
     params: NativeLocalParams,
-    opts: NativeExec & { numIter: number; searchRadius: number; diagnostics: boolean; returnFilter: boolean },
+    opts: LocalGocorOptions,
   ): NativeJob<NativeGocorResult>;
   defaultGlobalParams(channels: number, seed: number): NativeGlobalParams;
   defaultLocalParams(): NativeLocalParams;
-  extractFeatures(
-    image: Float32Array,
-    dims: NativeDims,
-    opts: NativeExec & { globalSize: number; finestStride: number; coarsestStride: number; withGlobal: boolean },
-  ): NativeJob<NativePyramid>;
+  extractFeatures(image: Float32Array, dims: NativeDims, opts: FeatureOptions): NativeJob<NativePyramid>;
   matchImages(
     a: Float32Array,
     dimsA: NativeDims,
     b: Float32Array,
     dimsB: NativeDims,
-    opts: NativeMatchOptions & NativeExec,
+    opts: MatchOptions,
   ): NativeJob<NativeFlow>;
-  matchPyramids(a: NativePyramid, b: NativePyramid, opts: NativeMatchOptions & NativeExec): NativeJob<NativeFlow>;
+  matchPyramids(a: NativePyramid, b: NativePyramid, opts: MatchOptions): NativeJob<NativeFlow>;
   warpImage(
     b: Float32Array,
     dimsB: NativeDims,
@@ -151,6 +176,18 @@ export interface NativeBinding {
 
 let cached: NativeBinding | undefined;
 
+// The native code reads GOCOR_SIMD case-insensitively and ignores values it does not know; say so
+// once instead of silently running another instruction set than the one asked for.
+function warnUnknownSimd(): void {
+  const simd = process.env.GOCOR_SIMD;
+  if (simd && !['portable', 'avx2', 'avx512'].includes(simd.toLowerCase())) {
+    process.emitWarning(
+      `GOCOR_SIMD=${JSON.stringify(simd)} is not one of portable, avx2, avx512 and is ignored (CPU kernels: ${cached?.backends().cpu.simd})`,
+      { code: 'GOCOR_SIMD_UNKNOWN' },
+    );
+  }
+}
+
 /** The addon, loaded once on first use. A missing or broken build is a GocorError, not a crash. */
 export function native(): NativeBinding {
   if (cached) return cached;
@@ -160,6 +197,7 @@ export function native(): NativeBinding {
     const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => unknown;
     const path = require('node:path') as typeof import('node:path');
     cached = bindings({ bindings: 'gocor', module_root: path.join(__dirname, '..') }) as NativeBinding;
+    warnUnknownSimd();
     return cached;
   } catch (err) {
     throw new GocorError(

@@ -95,10 +95,12 @@ export function runNative<T>(prepare: () => NativeJob<T>, signal?: AbortSignal):
         } catch (err) {
           p = Promise.reject(err);
         }
-        p.then(resolve, (err) => {
-          const aborted = (err as { code?: unknown })?.code === 'ERR_GOCOR_ABORTED';
-          reject(aborted && signal?.aborted ? abortError(signal) : fromNative(err, stack));
-        }).finally(() => {
+        // An abort before this settles always rejects, also one that came after the native job's
+        // last stage boundary.
+        p.then(
+          (value) => (signal?.aborted ? reject(abortError(signal)) : resolve(value)),
+          (err) => reject(signal?.aborted ? abortError(signal) : fromNative(err, stack)),
+        ).finally(() => {
           unlisten?.();
           running--;
           pump();

@@ -81,8 +81,18 @@ export function knownKeys(opts: Record<string, unknown>, name: string, allowed: 
   }
 }
 
-/** A Float32Array of exactly `length` finite values (finiteness is checked when `finite`). */
-export function f32(value: unknown, name: string, length?: number, finite = true): Float32Array {
+/**
+ * Largest magnitude accepted in feature maps, images and GOCor parameters: far above any real
+ * data, far enough below float32's range (3.4e38) that the products and squares the computations
+ * form stay finite (README "Limits and failure behaviour").
+ */
+export const MAX_VALUE = 1e6;
+
+/**
+ * A Float32Array of exactly `length` values; when `finite`, each finite and of magnitude at most
+ * `maxAbs` (default MAX_VALUE).
+ */
+export function f32(value: unknown, name: string, length?: number, finite = true, maxAbs = MAX_VALUE): Float32Array {
   if (!(value instanceof Float32Array)) throw invalid('Float32Array', name, value);
   if (length !== undefined && value.length !== length) {
     throw new GocorError('ERR_GOCOR_SHAPE', `Expected ${length} elements for ${name} but received ${value.length}`);
@@ -90,8 +100,9 @@ export function f32(value: unknown, name: string, length?: number, finite = true
   if (finite) {
     for (let i = 0; i < value.length; i++) {
       const v = value[i] as number;
-      if (v - v !== 0) {
-        throw new GocorError('ERR_GOCOR_INVALID_ARG', `Expected finite values in ${name} but element ${i} is ${v}`);
+      if (!(v <= maxAbs && v >= -maxAbs)) {
+        const what = Number.isFinite(v) ? `values of magnitude at most ${maxAbs}` : 'finite values';
+        throw new GocorError('ERR_GOCOR_INVALID_ARG', `Expected ${what} in ${name} but element ${i} is ${v}`);
       }
     }
   }

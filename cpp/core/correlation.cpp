@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -33,6 +34,8 @@ Simd detect_with_env() {
   const char* env = std::getenv("GOCOR_SIMD");
   if (env == nullptr) return hw;
   std::string v(env);
+  // Case-insensitive (AVX2 = avx2); other values are ignored (lib/native.ts warns about them).
+  for (char& ch : v) ch = char(std::tolower(static_cast<unsigned char>(ch)));
   Simd want = hw;
   if (v == "portable") want = Simd::Portable;
   if (v == "avx2") want = Simd::Avx2;
@@ -329,6 +332,11 @@ void corr_global_cpu(const float* reference, const float* query, float* out,
     corr_detail::gemm_tn(kr, M, N, K, query + int64_t{b} * K * M, reference + int64_t{b} * K * N,
                          out + int64_t{b} * M * N, scratch.get(), ex);
   }
+}
+
+size_t corr_global_work_bytes(const CorrGlobalShape& s) {
+  return sizeof(float) * size_t(corr_detail::gemm_scratch_floats(corr_detail::active_kernels(),
+                                                                 s.Hq * s.Wq, s.H * s.W, s.C));
 }
 
 void corr_local_cpu(const float* reference, const float* query, float* out, const CorrLocalShape& s,

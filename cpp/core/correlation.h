@@ -22,6 +22,10 @@ struct CorrLocalShape {
 void corr_global_cpu(const float* reference, const float* query, float* out,
                      const CorrGlobalShape& s, const Exec& ex);
 
+// Host memory, in bytes, that corr_global_cpu allocates besides its inputs and output (packed
+// panels); corr_local_cpu allocates none.
+size_t corr_global_work_bytes(const CorrGlobalShape& s);
+
 // reference, query (B,C,H,W) -> out (B, (2R+1)^2, H, W):
 // out[b, (dy+R)(2R+1)+(dx+R), y, x] = (1/C) sum_c ref[b,c,y,x] * query[b,c,y+dy,x+dx], 0 outside.
 void corr_local_cpu(const float* reference, const float* query, float* out, const CorrLocalShape& s,

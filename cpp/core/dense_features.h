@@ -73,6 +73,12 @@ void features_compute(const ImageView& img, int Hf, int Wf, int cell, float* out
 // The pyramid the matcher uses: a global_size^2 level (if with_global) and local levels at the
 // strides of features_local_strides.
 FeaturePyramid features_extract(const ImageView& img, const FeatureOptions& o, const Exec& ex);
+// The levels features_extract makes for an H x W image (sizes, strides, kinds), without data.
+FeaturePyramid features_plan(int H, int W, const FeatureOptions& o);
+
+// Host memory, in bytes, that features_extract allocates for an H x W image: the pyramid it
+// returns plus the largest level's working set (`threads` as in Exec). The memory limit uses it.
+size_t features_extract_bytes(int H, int W, const FeatureOptions& o, int threads);
 
 // Resamples src (C, H, W) to dst (C, h, w) with a triangle filter widened by the scale factor when
 // shrinking (antialiased bilinear), pixel centres aligned.

@@ -305,32 +305,63 @@ void features_compute(const ImageView& img, int Hf, int Wf, int cell, float* out
       out[size_t(c) * N + n] = desc[n * kFeatureChannels + c];
 }
 
-FeaturePyramid features_extract(const ImageView& img, const FeatureOptions& o, const Exec& ex) {
-  if (img.C <= 0 || img.H <= 0 || img.W <= 0) {
-    throw Error(ErrorCode::Shape, "features_extract: image sizes must be positive");
-  }
+FeaturePyramid features_plan(int H, int W, const FeatureOptions& o) {
   FeaturePyramid pyr;
-  pyr.image_h = img.H;
-  pyr.image_w = img.W;
-  auto add = [&](int Hf, int Wf, int cell, bool global) {
+  pyr.image_h = H;
+  pyr.image_w = W;
+  auto add = [&](int Hf, int Wf, bool global) {
     FeatureLevel lv;
     lv.C = kFeatureChannels;
     lv.H = Hf;
     lv.W = Wf;
-    lv.stride_x = double(img.W) / Wf;
-    lv.stride_y = double(img.H) / Hf;
+    lv.stride_x = double(W) / Wf;
+    lv.stride_y = double(H) / Hf;
     lv.global = global;
-    lv.data.resize(size_t(lv.C) * Hf * Wf);
-    features_compute(img, Hf, Wf, cell, lv.data.data(), ex);
     pyr.levels.push_back(std::move(lv));
   };
-  if (o.with_global) add(o.global_size, o.global_size, kGlobalCell, true);
-  for (int s : features_local_strides(img.H, img.W, o)) {
-    int Hf = std::max(1, int(std::lround(double(img.H) / s)));
-    int Wf = std::max(1, int(std::lround(double(img.W) / s)));
-    add(Hf, Wf, kLocalCell, false);
+  if (o.with_global) add(o.global_size, o.global_size, true);
+  for (int s : features_local_strides(H, W, o)) {
+    add(std::max(1, int(std::lround(double(H) / s))), std::max(1, int(std::lround(double(W) / s))),
+        false);
   }
   return pyr;
+}
+
+FeaturePyramid features_extract(const ImageView& img, const FeatureOptions& o, const Exec& ex) {
+  if (img.C <= 0 || img.H <= 0 || img.W <= 0) {
+    throw Error(ErrorCode::Shape, "features_extract: image sizes must be positive");
+  }
+  FeaturePyramid pyr = features_plan(img.H, img.W, o);
+  for (FeatureLevel& lv : pyr.levels) {
+    lv.data.resize(size_t(lv.C) * lv.H * lv.W);
+    features_compute(img, lv.H, lv.W, lv.global ? kGlobalCell : kLocalCell, lv.data.data(), ex);
+  }
+  return pyr;
+}
+
+namespace {
+
+size_t features_compute_work_bytes(int H, int W, int Hf, int Wf, int cell, int threads) {
+  // features_compute: gray (H W) and the working image (P) live throughout, the two blur stacks
+  // (16 P) from the gradients on; then the largest of the resampler's middle image (H x Wk), one
+  // blur scratch plane per orientation in flight, or the descriptors (136 N) and norms (N).
+  const size_t Wk = size_t(Wf) * cell, P = size_t(Hf) * cell * Wk, N = size_t(Hf) * Wf;
+  const int t = threads <= 0 ? pool_size() : std::min(threads, pool_size());
+  const size_t peak =
+      std::max({size_t(H) * Wk, size_t(std::min(kOrient, t)) * P, (kFeatureChannels + 1) * N});
+  return sizeof(float) * (size_t(H) * W + 17 * P + peak);
+}
+
+}  // namespace
+
+size_t features_extract_bytes(int H, int W, const FeatureOptions& o, int threads) {
+  size_t pyramid = 0, work = 0;
+  for (const FeatureLevel& lv : features_plan(H, W, o).levels) {
+    pyramid += sizeof(float) * size_t(lv.C) * lv.H * lv.W;
+    work = std::max(work, features_compute_work_bytes(
+                              H, W, lv.H, lv.W, lv.global ? kGlobalCell : kLocalCell, threads));
+  }
+  return pyramid + work;
 }
 
 }  // namespace gocor

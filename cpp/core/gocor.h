@@ -85,10 +85,16 @@ void gocor_global_cpu(const GlobalGocorParams& p, const GlobalGocorOptions& o,
                       const float* reference, const float* query, float* volume, float* filter_out,
                       const GocorGlobalShape& s, const Exec& ex, std::vector<GocorIterDiag>* diag);
 
+// Host memory, in bytes, that gocor_global_cpu allocates besides its inputs and outputs (the
+// memory limit adds it to the volume). The batch elements share it.
+size_t gocor_global_work_bytes(const GocorGlobalShape& s, const GlobalGocorOptions& o);
+
 // reference, query (B,C,H,W) -> volume (B, (2R+1)^2, H, W) = (1/C) Corr(w, query).
 // filter_out (B,C,H,W) receives the final filters when non-null.
 void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, const float* reference,
                      const float* query, float* volume, float* filter_out, int B, int C, int H,
                      int W, const Exec& ex, std::vector<GocorIterDiag>* diag);
+// The same for gocor_local_cpu on (C, H, W) maps; `threads` as in Exec.
+size_t gocor_local_work_bytes(int C, int H, int W, const LocalGocorOptions& o, int threads);
 
 }  // namespace gocor

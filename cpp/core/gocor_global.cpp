@@ -400,4 +400,15 @@ void gocor_global_cpu(const GlobalGocorParams& p, const GlobalGocorOptions& o,
   }
 }
 
+size_t gocor_global_work_bytes(const GocorGlobalShape& s, const GlobalGocorOptions& o) {
+  // As allocated in gocor_global_cpu: F, G, w, grad (N x C); S, A (N x N); with the query term
+  // Q, PQ, U, PU (N x N) and the R^T R operator; the distance tables and per-row scalars.
+  const size_t N = size_t(s.H) * s.W, NN = N * N, NC = N * s.C;
+  const bool with_rtr = o.apply_query_loss && o.num_iter > 0;
+  size_t floats = 4 * NC + 2 * NN + (o.apply_query_loss ? 4 * NN : 0);
+  floats += 4 * size_t(2 * s.H - 1) * (2 * s.W - 1);
+  return sizeof(float) * floats + sizeof(double) * (4 * N + s.C) +
+         (with_rtr ? gocor_detail::RtROperator::bytes(s.H, s.W) : 0);
+}
+
 }  // namespace gocor

@@ -175,6 +175,12 @@ void gemm(int m, int n, int k, const float* a, int64_t lda, const float* b, int6
 
 namespace {
 
+// Floats of apply()'s scratch: N planes of H + 4 rows of the padded stride Wp + 4.
+size_t rtr_scratch_floats(int H, int W) {
+  const size_t rs = size_t(W + 15) / 16 * 16 + 4;
+  return size_t(H) * W * (size_t(H) + 4) * rs + 16;
+}
+
 // Bit (e + 1) is set when offset e in {-1, 0, 1} is a valid tap of the transposed convolution at
 // coordinate x of an axis of length len, i.e. when x - e lies inside the axis.
 int axis_mask(int x, int len) {
@@ -414,12 +420,18 @@ RtROperator::RtROperator(const GlobalGocorParams& p, int H, int W) : H_(H), W_(W
   }
 }
 
+size_t RtROperator::bytes(int H, int W) {
+  // axis_mask takes at most 3 values along an axis, so there are at most 27 coefficient tables.
+  const size_t tables = size_t(std::min(H, 3)) * std::min(W, 3) * std::min(H, 3);
+  return sizeof(float) * (tables * 625 * ((W + 15) / 16 * 16) + 16 + rtr_scratch_floats(H, W));
+}
+
 void RtROperator::apply(const float* x, float* y, std::vector<float>& scratch, int threads) const {
   const int H = H_, W = W_, N = H * W;
   // Plane r: rows of rs_ floats, two zero rows above and below the H query rows, two zero
   // columns left of each row and zeros right of it up to rs_ (the source's zero padding).
   const int64_t plane = static_cast<int64_t>(H + 4) * rs_;
-  const size_t need = static_cast<size_t>(N) * plane + 16;
+  const size_t need = rtr_scratch_floats(H, W);
   if (scratch.size() < need) scratch.resize(need);
   float* xp = scratch.data();
   parallel_chunks(N, threads, 16, [&](int64_t r0, int64_t r1) {

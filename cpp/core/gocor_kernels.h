@@ -49,6 +49,9 @@ class RtROperator {
   RtROperator(const GlobalGocorParams& p, int H, int W);
   // x, y (N x N, row-major [r][t]); y = P x. scratch is resized as needed (padded copy of x).
   void apply(const float* x, float* y, std::vector<float>& scratch, int threads) const;
+  // Host memory of the operator for an H x W grid plus apply()'s scratch, in bytes (for the
+  // memory limit).
+  static size_t bytes(int H, int W);
 
  private:
   int H_, W_, Wp_, rs_;  // Wp_: W rounded up to 16; rs_: padded query-row stride (Wp_ + 4)

@@ -396,4 +396,14 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
   }
 }
 
+size_t gocor_local_work_bytes(int C, int H, int W, const LocalGocorOptions& o, int threads) {
+  // As allocated in gocor_local_cpu: the padded strips of reference and query (fp, gp) and one
+  // work buffer per thread.
+  const int R = o.search_radius, D = (2 * R + 1) * (2 * R + 1), lanes = strip_isa().lanes;
+  const size_t nstrips = size_t(W + lanes - 1) / lanes, tw = size_t(lanes) + 2 * R;
+  const int t = threads <= 0 ? pool_size() : std::min(threads, pool_size());
+  return sizeof(float) *
+         (2 * size_t(H) * C * tw * nstrips + size_t(t) * ((2 * size_t(C) + 3 * D) * lanes + 16));
+}
+
 }  // namespace gocor

@@ -431,4 +431,97 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   return r;
 }
 
+namespace {
+
+// Peak bytes of match_full(a, b) besides the pyramids, stage by stage as it allocates.
+size_t match_full_bytes(const FeaturePyramid& a, const FeaturePyramid& b, const MatchOptions& o,
+                        bool confidence, int threads) {
+  constexpr size_t F = sizeof(float);
+  size_t peak = 0, flow = 0;  // flow: the running flow kept between stages
+  size_t first_local = 0;
+  if (a.levels[0].global) {
+    const FeatureLevel &l0 = a.levels[0], &m0 = b.levels[0];
+    const size_t N = size_t(l0.H) * l0.W, M = size_t(m0.H) * m0.W;
+    const int C = l0.C + 1;
+    const size_t work =
+        o.method == MatchMethod::Gocor
+            ? gocor_global_work_bytes(GocorGlobalShape{1, C, l0.H, l0.W},
+                                      GlobalGocorOptions{o.num_iter_global, o.apply_query_loss})
+            : corr_global_work_bytes(CorrGlobalShape{1, C, l0.H, l0.W, m0.H, m0.W});
+    // volume, the two biased copies, flow, and global_consistency_fill's indices and copy
+    peak = F * (N * M + size_t(C) * (N + M) + 2 * N) + work + 8 * (N + M) + N + F * 2 * N;
+    flow = F * 2 * N;
+    first_local = 1;
+  }
+  const int R = o.search_radius;
+  const size_t D = size_t(2 * R + 1) * (2 * R + 1);
+  for (size_t l = first_local; l < a.levels.size(); ++l) {
+    const FeatureLevel& la = a.levels[l];
+    const size_t N = size_t(la.H) * la.W;
+    const size_t work = o.method == MatchMethod::Gocor
+                            ? gocor_local_work_bytes(
+                                  la.C, la.H, la.W, LocalGocorOptions{o.num_iter_local, R}, threads)
+                            : 0;
+    // previous flow (and its median copy), cur, warped b, volume, residual, confidence
+    peak = std::max(peak, 2 * flow + F * (2 * N + size_t(la.C) * N + D * N + 3 * N) + work);
+    flow = F * 2 * N;
+  }
+  // the full-resolution flow, and the confidence resampled through two-plane copies
+  const size_t P = size_t(a.image_h) * a.image_w, last = flow / (2 * F);
+  peak = std::max(peak, flow + F * (last + 2 * P + (confidence ? P + 2 * last + 2 * P : 0)));
+  return peak;
+}
+
+}  // namespace
+
+size_t match_pyramids_work_bytes(const FeaturePyramid& a, const FeaturePyramid& b,
+                                 const MatchOptions& o, bool with_images, int threads) {
+  if (a.levels.empty() || a.levels.size() != b.levels.size()) {
+    throw Error(ErrorCode::Shape, "match: the pyramids need the same, non-zero number of levels");
+  }
+  constexpr size_t F = sizeof(float);
+  const size_t P = size_t(a.image_h) * a.image_w, Pb = size_t(b.image_h) * b.image_w;
+  const bool polish = with_images && o.photometric_iter > 0;
+  const bool fb = o.confidence == MatchConfidence::ForwardBackward;
+  // flow_refine_photometric on a p-pixel grid against pb pixels of b: the local contrast of both,
+  // the five products, their five window sums and one box-mean temporary.
+  auto photometric = [&](size_t p, size_t pb) { return polish ? F * (12 * p + pb) : 0; };
+  const size_t grays = polish ? F * (P + Pb) : 0;
+  size_t peak = match_full_bytes(a, b, o, o.confidence == MatchConfidence::Peak, threads);
+  const size_t held = F * (2 * P + (o.confidence == MatchConfidence::None ? 0 : P));
+  peak = std::max(peak, held + photometric(P, Pb));
+  if (fb) {
+    peak = std::max(peak, held + match_full_bytes(b, a, o, false, threads));
+    peak = std::max(peak, held + F * 2 * Pb + photometric(Pb, P));
+    peak = std::max(peak, held + F * (2 * Pb + 3 * P));  // b's flow warped onto a, its mask
+  }
+  const size_t out =
+      size_t(o.out_h > 0 ? o.out_h : a.image_h) * (o.out_w > 0 ? o.out_w : a.image_w);
+  if (out != P) {
+    // resized flow and confidence next to the full-resolution ones
+    const bool conf = o.confidence != MatchConfidence::None;
+    peak = std::max(peak, held + F * (2 * out + (conf ? 2 * P + 2 * out + out : 0)));
+  }
+  return grays + peak;
+}
+
+size_t match_images_bytes(int Ha, int Wa, int Hb, int Wb, const MatchOptions& o, int threads) {
+  FeatureOptions fo;
+  fo.global_size = o.global_size;
+  fo.finest_stride = o.finest_stride;
+  fo.with_global = o.use_global;
+  fo.coarsest_stride = features_local_strides(Ha, Wa, fo).front();
+  const FeaturePyramid pa = features_plan(Ha, Wa, fo), pb = features_plan(Hb, Wb, fo);
+  auto pyramid_bytes = [](const FeaturePyramid& p) {
+    size_t n = 0;
+    for (const FeatureLevel& lv : p.levels) n += sizeof(float) * size_t(lv.C) * lv.H * lv.W;
+    return n;
+  };
+  // a's features, then b's next to a's pyramid, then the matching next to both pyramids.
+  return std::max({features_extract_bytes(Ha, Wa, fo, threads),
+                   pyramid_bytes(pa) + features_extract_bytes(Hb, Wb, fo, threads),
+                   pyramid_bytes(pa) + pyramid_bytes(pb) +
+                       match_pyramids_work_bytes(pa, pb, o, true, threads)});
+}
+
 }  // namespace gocor

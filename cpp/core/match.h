@@ -98,4 +98,13 @@ MatchResult match_pyramids(const FeaturePyramid& a, const FeaturePyramid& b, con
 MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOptions& o,
                          const Exec& ex);
 
+// Host memory, in bytes, that match_pyramids allocates besides its pyramids (levels' C, H, W,
+// kinds and the image sizes are read; data may be empty), and that match_images allocates for an
+// Ha x Wa and an Hb x Wb image, result included; `threads` as in Exec. The peak of the stages as
+// they allocate: keep them next to the code when a stage changes (test/reliability/memory.test.ts
+// compares them with the measured peak).
+size_t match_pyramids_work_bytes(const FeaturePyramid& a, const FeaturePyramid& b,
+                                 const MatchOptions& o, bool with_images, int threads);
+size_t match_images_bytes(int Ha, int Wa, int Hb, int Wb, const MatchOptions& o, int threads);
+
 }  // namespace gocor

@@ -22,6 +22,7 @@ struct CorrGlobalJob : CorrJob {
   void run(const gocor::Exec& ex) override {
     out.resize(size_t(s.B) * s.Hq * s.Wq * s.H * s.W);
     gocor::corr_global(ref.data(), query.data(), out.data(), s, ex);
+    require_finite(out, "the correlation volume");
   }
 };
 
@@ -31,23 +32,44 @@ struct CorrLocalJob : CorrJob {
     const size_t D = size_t(2 * s.R + 1) * (2 * s.R + 1);
     out.resize(size_t(s.B) * D * s.H * s.W);
     gocor::corr_local(ref.data(), query.data(), out.data(), s, ex);
+    require_finite(out, "the correlation volume");
   }
 };
+
+gocor::CorrGlobalShape read_global_shape(Napi::Env env, const Napi::Object& d) {
+  gocor::CorrGlobalShape s{read_int(d, "B", 0), read_int(d, "C", 0),  read_int(d, "H", 0),
+                           read_int(d, "W", 0), read_int(d, "Hq", 0), read_int(d, "Wq", 0)};
+  count(env, {s.B, s.Hq, s.Wq, s.H, s.W}, "corrGlobal output");
+  count(env, {s.B, s.C, s.H, s.W}, "reference");
+  count(env, {s.B, s.C, s.Hq, s.Wq}, "query");
+  return s;
+}
+
+gocor::CorrLocalShape read_local_shape(Napi::Env env, const Napi::Object& d) {
+  gocor::CorrLocalShape s{read_int(d, "B", 0), read_int(d, "C", 0), read_int(d, "H", 0),
+                          read_int(d, "W", 0), read_int(d, "R", -1)};
+  if (s.R < 0 || s.R > 64) throw_invalid(env, "corrLocal: R must be between 0 and 64");
+  count(env, {s.B, s.C, s.H, s.W}, "reference");
+  return s;
+}
 
 // corrGlobal(reference (B,C,H,W), query (B,C,Hq,Wq), {B,C,H,W,Hq,Wq}, {device, threads})
 //   -> job of {data (B, Hq*Wq, H, W), device}
 Napi::Value CorrGlobal(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto job = std::make_unique<CorrGlobalJob>();
-  Napi::Object d = read_object(info[2], "dims");
-  gocor::CorrGlobalShape& s = job->s;
-  s = {read_int(d, "B", 0), read_int(d, "C", 0),  read_int(d, "H", 0),
-       read_int(d, "W", 0), read_int(d, "Hq", 0), read_int(d, "Wq", 0)};
-  count(env, {s.B, s.Hq, s.Wq, s.H, s.W}, "corrGlobal output");
-  job->ref = copy_f32(info[0], "reference", count(env, {s.B, s.C, s.H, s.W}, "reference"));
-  job->query = copy_f32(info[1], "query", count(env, {s.B, s.C, s.Hq, s.Wq}, "query"));
+  const gocor::CorrGlobalShape s = job->s = read_global_shape(env, read_object(info[2], "dims"));
+  job->ref = copy_f32(info[0], "reference", size_t(s.B) * s.C * s.H * s.W);
+  job->query = copy_f32(info[1], "query", size_t(s.B) * s.C * s.Hq * s.Wq);
   read_exec(read_object(info[3], "exec"), *job);
   return job_handle(env, std::move(job));
+}
+
+size_t corr_global_bytes(Napi::Env env, const Napi::Object& dims, const Napi::Object&) {
+  const gocor::CorrGlobalShape s = read_global_shape(env, dims);
+  const size_t in = size_t(s.B) * s.C * (size_t(s.H) * s.W + size_t(s.Hq) * s.Wq);
+  const size_t out = size_t(s.B) * s.Hq * s.Wq * s.H * s.W;
+  return sizeof(float) * (in + out) + gocor::corr_global_work_bytes(s);
 }
 
 // corrLocal(reference, query (B,C,H,W), {B,C,H,W,R}, {device, threads})
@@ -55,16 +77,18 @@ Napi::Value CorrGlobal(const Napi::CallbackInfo& info) {
 Napi::Value CorrLocal(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto job = std::make_unique<CorrLocalJob>();
-  Napi::Object d = read_object(info[2], "dims");
-  gocor::CorrLocalShape& s = job->s;
-  s = {read_int(d, "B", 0), read_int(d, "C", 0), read_int(d, "H", 0), read_int(d, "W", 0),
-       read_int(d, "R", -1)};
-  if (s.R < 0 || s.R > 64) throw_invalid(env, "corrLocal: R must be between 0 and 64");
-  const size_t n = count(env, {s.B, s.C, s.H, s.W}, "reference");
+  const gocor::CorrLocalShape s = job->s = read_local_shape(env, read_object(info[2], "dims"));
+  const size_t n = size_t(s.B) * s.C * s.H * s.W;
   job->ref = copy_f32(info[0], "reference", n);
   job->query = copy_f32(info[1], "query", n);
   read_exec(read_object(info[3], "exec"), *job);
   return job_handle(env, std::move(job));
+}
+
+size_t corr_local_bytes(Napi::Env env, const Napi::Object& dims, const Napi::Object&) {
+  const gocor::CorrLocalShape s = read_local_shape(env, dims);
+  const size_t D = size_t(2 * s.R + 1) * (2 * s.R + 1), HW = size_t(s.H) * s.W;
+  return sizeof(float) * (2 * size_t(s.B) * s.C * HW + size_t(s.B) * D * HW);
 }
 
 }  // namespace
@@ -72,6 +96,8 @@ Napi::Value CorrLocal(const Napi::CallbackInfo& info) {
 void init_correlation(Napi::Env env, Napi::Object exports) {
   export_function(env, exports, "corrGlobal", CorrGlobal);
   export_function(env, exports, "corrLocal", CorrLocal);
+  add_estimate(env, "corrGlobal", corr_global_bytes);
+  add_estimate(env, "corrLocal", corr_local_bytes);
 }
 
 }  // namespace gocor_napi

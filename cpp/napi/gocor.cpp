@@ -41,20 +41,29 @@ struct GocorJob : Job {
   F32Buffer volume, filter;
   std::vector<gocor::GocorIterDiag> diag;
 
-  void read_common(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    Napi::Object d = read_object(info[2], "dims");
+  // dims {B,C,H,W}; options {diagnostics, returnFilter, device, threads}.
+  void read_shape(Napi::Env env, const Napi::Object& d, const Napi::Object& oo) {
     B = read_int(d, "B", 0);
     C = read_int(d, "C", 0);
     H = read_int(d, "H", 0);
     W = read_int(d, "W", 0);
-    const size_t n = count(env, {B, C, H, W}, "reference");
+    count(env, {B, C, H, W}, "reference");
+    read_exec(oo, *this);
+    want_diag = read_bool(oo, "diagnostics", want_diag);
+    want_filter = read_bool(oo, "returnFilter", want_filter);
+  }
+
+  void read_common(const Napi::CallbackInfo& info) {
+    read_shape(info.Env(), read_object(info[2], "dims"), read_object(info[4], "options"));
+    const size_t n = size_t(B) * C * H * W;
     ref = copy_f32(info[0], "reference", n);
     query = copy_f32(info[1], "query", n);
-    Napi::Object oo = read_object(info[4], "options");
-    read_exec(oo, *this);
-    want_diag = read_bool(oo, "diagnostics", false);
-    want_filter = read_bool(oo, "returnFilter", false);
+  }
+
+  // The copied inputs and the outputs, in bytes.
+  size_t io_bytes(size_t volume_floats) const {
+    const size_t n = size_t(B) * C * H * W;
+    return sizeof(float) * (2 * n + volume_floats + (want_filter ? n : 0));
   }
 
   napi_value result(Out& o) override {
@@ -86,6 +95,15 @@ struct GocorJob : Job {
 struct GocorGlobalJob : GocorJob {
   gocor::GlobalGocorParams p;
   gocor::GlobalGocorOptions o;
+  void read_options(const Napi::Object& oo) {
+    o.num_iter = read_int(oo, "numIter", o.num_iter);
+    o.apply_query_loss = read_bool(oo, "applyQueryLoss", o.apply_query_loss);
+  }
+  size_t bytes() const {
+    const size_t N = size_t(H) * W;
+    return io_bytes(size_t(B) * N * N) +
+           gocor::gocor_global_work_bytes(gocor::GocorGlobalShape{B, C, H, W}, o);
+  }
   void run(const gocor::Exec& ex) override {
     const size_t N = size_t(H) * W;
     volume.resize(size_t(B) * N * N);
@@ -93,12 +111,25 @@ struct GocorGlobalJob : GocorJob {
     gocor::gocor_global(p, o, ref.data(), query.data(), volume.data(),
                         want_filter ? filter.data() : nullptr, gocor::GocorGlobalShape{B, C, H, W},
                         ex, want_diag ? &diag : nullptr);
+    require_finite(volume, "the GOCor volume");
   }
 };
 
 struct GocorLocalJob : GocorJob {
   gocor::LocalGocorParams p;
   gocor::LocalGocorOptions o;
+  void read_options(Napi::Env env, const Napi::Object& oo) {
+    o.num_iter = read_int(oo, "numIter", o.num_iter);
+    o.search_radius = read_int(oo, "searchRadius", o.search_radius);
+    if (o.search_radius < 1 || o.search_radius > 64) {
+      throw_invalid(env, "gocorLocal: searchRadius must be between 1 and 64");
+    }
+  }
+  size_t bytes() const {
+    const size_t D = size_t(2 * o.search_radius + 1) * (2 * o.search_radius + 1);
+    return io_bytes(size_t(B) * D * H * W) +
+           gocor::gocor_local_work_bytes(C, H, W, o, exec.threads);
+  }
   void run(const gocor::Exec& ex) override {
     const size_t D = size_t(2 * o.search_radius + 1) * (2 * o.search_radius + 1);
     volume.resize(size_t(B) * D * H * W);
@@ -106,6 +137,7 @@ struct GocorLocalJob : GocorJob {
     gocor::gocor_local(p, o, ref.data(), query.data(), volume.data(),
                        want_filter ? filter.data() : nullptr, B, C, H, W, ex,
                        want_diag ? &diag : nullptr);
+    require_finite(volume, "the GOCor volume");
   }
 };
 
@@ -131,9 +163,7 @@ Napi::Value GocorGlobal(const Napi::CallbackInfo& info) {
   p.reg_weight1 = copy_f32(po.Get("regWeight1"), "regWeight1", I * 9);
   p.reg_weight2 = copy_f32(po.Get("regWeight2"), "regWeight2", O * I * 9);
   read_dist(po, &p.dist);
-  Napi::Object oo = read_object(info[4], "options");
-  job->o.num_iter = read_int(oo, "numIter", job->o.num_iter);
-  job->o.apply_query_loss = read_bool(oo, "applyQueryLoss", job->o.apply_query_loss);
+  job->read_options(read_object(info[4], "options"));
   return job_handle(env, std::move(job));
 }
 
@@ -151,13 +181,23 @@ Napi::Value GocorLocal(const Napi::CallbackInfo& info) {
   p.filter_reg = float(read_number(po, "filterReg", p.filter_reg));
   p.min_filter_reg = float(read_number(po, "minFilterReg", p.min_filter_reg));
   read_dist(po, &p.dist);
-  Napi::Object oo = read_object(info[4], "options");
-  job->o.num_iter = read_int(oo, "numIter", job->o.num_iter);
-  job->o.search_radius = read_int(oo, "searchRadius", job->o.search_radius);
-  if (job->o.search_radius < 1 || job->o.search_radius > 64) {
-    throw_invalid(env, "gocorLocal: searchRadius must be between 1 and 64");
-  }
+  job->read_options(env, read_object(info[4], "options"));
   return job_handle(env, std::move(job));
+}
+
+// estimateBytes('gocorGlobal' | 'gocorLocal', {B,C,H,W}, the job's options)
+size_t gocor_global_bytes(Napi::Env env, const Napi::Object& dims, const Napi::Object& opts) {
+  GocorGlobalJob job;
+  job.read_shape(env, dims, opts);
+  job.read_options(opts);
+  return job.bytes();
+}
+
+size_t gocor_local_bytes(Napi::Env env, const Napi::Object& dims, const Napi::Object& opts) {
+  GocorLocalJob job;
+  job.read_shape(env, dims, opts);
+  job.read_options(env, opts);
+  return job.bytes();
 }
 
 // defaultGlobalParams(C, seed) -> params object with the official initial values.
@@ -207,6 +247,8 @@ void init_gocor(Napi::Env env, Napi::Object exports) {
   export_function(env, exports, "gocorLocal", GocorLocal);
   export_function(env, exports, "defaultGlobalParams", DefaultGlobalParams);
   export_function(env, exports, "defaultLocalParams", DefaultLocalParams);
+  add_estimate(env, "gocorGlobal", gocor_global_bytes);
+  add_estimate(env, "gocorLocal", gocor_local_bytes);
 }
 
 }  // namespace gocor_napi

@@ -30,8 +30,9 @@ std::vector<float> copy_image(const Napi::Value& v, const Dims& d, const char* n
 }
 
 // {imageWidth, imageHeight, levels: [{data, channels, height, width, strideX, strideY, global}]}
-// -> FeaturePyramid (the data is copied: the matcher needs contiguous owned levels anyway).
-gocor::FeaturePyramid read_pyramid(const Napi::Value& v, const char* name) {
+// -> FeaturePyramid (the data is copied: the matcher needs contiguous owned levels anyway;
+// without `with_data` only the shapes are read, for estimateBytes).
+gocor::FeaturePyramid read_pyramid(const Napi::Value& v, const char* name, bool with_data = true) {
   Napi::Env env = v.Env();
   Napi::Object o = read_object(v, name);
   gocor::FeaturePyramid p;
@@ -49,7 +50,8 @@ gocor::FeaturePyramid read_pyramid(const Napi::Value& v, const char* name) {
     lv.stride_x = read_number(lo, "strideX", lv.stride_x);
     lv.stride_y = read_number(lo, "strideY", lv.stride_y);
     lv.global = read_bool(lo, "global", lv.global);
-    lv.data = copy_f32(lo.Get("data"), name, count(env, {lv.C, lv.H, lv.W}, name));
+    const size_t n = count(env, {lv.C, lv.H, lv.W}, name);
+    if (with_data) lv.data = copy_f32(lo.Get("data"), name, n);
     p.levels.push_back(std::move(lv));
   }
   return p;
@@ -120,6 +122,15 @@ gocor::MatchOptions read_match_options(const Napi::Object& o) {
   return m;
 }
 
+gocor::FeatureOptions read_feature_options(const Napi::Object& oo) {
+  gocor::FeatureOptions fo;
+  fo.global_size = read_int(oo, "globalSize", fo.global_size);
+  fo.finest_stride = read_int(oo, "finestStride", fo.finest_stride);
+  fo.coarsest_stride = read_int(oo, "coarsestStride", fo.coarsest_stride);
+  fo.with_global = read_bool(oo, "withGlobal", fo.with_global);
+  return fo;
+}
+
 struct FeaturesJob : Job {
   std::vector<float> image;
   Dims d;
@@ -139,13 +150,17 @@ Napi::Value ExtractFeatures(const Napi::CallbackInfo& info) {
   job->d = read_dims(info[1]);
   job->image = copy_image(info[0], job->d, "image");
   Napi::Object oo = read_object(info[2], "options");
-  gocor::FeatureOptions& fo = job->fo;
-  fo.global_size = read_int(oo, "globalSize", fo.global_size);
-  fo.finest_stride = read_int(oo, "finestStride", fo.finest_stride);
-  fo.coarsest_stride = read_int(oo, "coarsestStride", fo.coarsest_stride);
-  fo.with_global = read_bool(oo, "withGlobal", fo.with_global);
+  job->fo = read_feature_options(oo);
   read_exec(oo, *job);
   return job_handle(info.Env(), std::move(job));
+}
+
+// estimateBytes('extractFeatures', {C,H,W}, the job's options)
+size_t features_bytes(Napi::Env env, const Napi::Object& dims, const Napi::Object& opts) {
+  const Dims d = read_dims(dims);
+  const size_t image = count(env, {d.C, d.H, d.W}, "image");
+  return sizeof(float) * image + gocor::features_extract_bytes(d.H, d.W, read_feature_options(opts),
+                                                               read_int(opts, "threads", 0));
 }
 
 struct MatchJob : Job {
@@ -207,6 +222,28 @@ Napi::Value MatchPyramids(const Napi::CallbackInfo& info) {
   return job_handle(info.Env(), std::move(job));
 }
 
+// estimateBytes('matchImages', {a: {C,H,W}, b: {C,H,W}}, the job's options)
+size_t match_images_bytes(Napi::Env env, const Napi::Object& dims, const Napi::Object& opts) {
+  const Dims da = read_dims(dims.Get("a")), db = read_dims(dims.Get("b"));
+  const size_t in = count(env, {da.C, da.H, da.W}, "a") + count(env, {db.C, db.H, db.W}, "b");
+  return sizeof(float) * in + gocor::match_images_bytes(da.H, da.W, db.H, db.W,
+                                                        read_match_options(opts),
+                                                        read_int(opts, "threads", 0));
+}
+
+// estimateBytes('matchPyramids', {a, b} (pyramids; level data not needed), the job's options)
+size_t match_pyramids_bytes(Napi::Env env, const Napi::Object& dims, const Napi::Object& opts) {
+  const gocor::FeaturePyramid pa = read_pyramid(dims.Get("a"), "a", false),
+                              pb = read_pyramid(dims.Get("b"), "b", false);
+  size_t in = 0;
+  for (const gocor::FeaturePyramid* p : {&pa, &pb})
+    for (const gocor::FeatureLevel& lv : p->levels) in += size_t(lv.C) * lv.H * lv.W;
+  count(env, {pa.image_h, pa.image_w}, "a");
+  count(env, {pb.image_h, pb.image_w}, "b");
+  return sizeof(float) * in + gocor::match_pyramids_work_bytes(pa, pb, read_match_options(opts),
+                                                               false, read_int(opts, "threads", 0));
+}
+
 struct WarpJob : Job {
   std::vector<float> b, flow;
   Dims db, df;
@@ -238,6 +275,14 @@ Napi::Value WarpImage(const Napi::CallbackInfo& info) {
   return job_handle(info.Env(), std::move(job));
 }
 
+// estimateBytes('warpImage', {b: {C,H,W}, flow: {H,W}}, exec)
+size_t warp_bytes(Napi::Env env, const Napi::Object& dims, const Napi::Object&) {
+  const Dims db = read_dims(dims.Get("b")), df = read_dims(dims.Get("flow"));
+  // b, and per pixel of the flow's grid: the flow (2), the warped image (C) and the mask (1)
+  return sizeof(float) *
+         (count(env, {db.C, db.H, db.W}, "b") + count(env, {2 + db.C + 1, df.H, df.W}, "flow"));
+}
+
 struct ResizeFlowJob : Job {
   std::vector<float> flow;
   Dims from, to;
@@ -252,6 +297,13 @@ struct ResizeFlowJob : Job {
     return r;
   }
 };
+
+// estimateBytes('resizeFlow', {from: {H,W}, to: {H,W}}, exec)
+size_t resize_flow_bytes(Napi::Env env, const Napi::Object& dims, const Napi::Object&) {
+  const Dims from = read_dims(dims.Get("from")), to = read_dims(dims.Get("to"));
+  return sizeof(float) *
+         (count(env, {2, from.H, from.W}, "flow") + count(env, {2, to.H, to.W}, "output"));
+}
 
 // resizeFlow(flow, {H,W}, {H,W}, exec) -> job of {data (2,h,w), device} (vectors rescaled)
 Napi::Value ResizeFlow(const Napi::CallbackInfo& info) {
@@ -274,6 +326,11 @@ void init_match(Napi::Env env, Napi::Object exports) {
   export_function(env, exports, "matchPyramids", MatchPyramids);
   export_function(env, exports, "warpImage", WarpImage);
   export_function(env, exports, "resizeFlow", ResizeFlow);
+  add_estimate(env, "extractFeatures", features_bytes);
+  add_estimate(env, "matchImages", match_images_bytes);
+  add_estimate(env, "matchPyramids", match_pyramids_bytes);
+  add_estimate(env, "warpImage", warp_bytes);
+  add_estimate(env, "resizeFlow", resize_flow_bytes);
 }
 
 }  // namespace gocor_napi

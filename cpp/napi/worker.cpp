@@ -1,6 +1,8 @@
 #include "worker.h"
 
+#include <cstring>
 #include <exception>
+#include <map>
 #include <new>
 #include <utility>
 
@@ -57,9 +59,11 @@ size_t count(Napi::Env env, std::initializer_list<int64_t> dims, const char* nam
   constexpr uint64_t kMax = uint64_t(1) << 40;
   uint64_t n = 1;
   for (int64_t d : dims) {
-    if (d <= 0 || __builtin_mul_overflow(n, uint64_t(d), &n) || n > kMax) {
-      throw make_error(env, "ERR_GOCOR_SHAPE",
-                       std::string(name) + ": dimensions must be positive and of a sane size");
+    if (d <= 0) {
+      throw make_error(env, "ERR_GOCOR_SHAPE", std::string(name) + ": dimensions must be positive");
+    }
+    if (__builtin_mul_overflow(n, uint64_t(d), &n) || n > kMax) {
+      throw make_error(env, "ERR_GOCOR_TOO_LARGE", std::string(name) + ": more than 2^40 elements");
     }
   }
   return size_t(n);
@@ -96,6 +100,23 @@ void read_exec(const Napi::Object& opts, Job& job) {
   else
     throw_invalid(opts.Env(), "Expected 'auto', 'cpu' or 'cuda' for device");
   job.exec.threads = read_int(opts, "threads", job.exec.threads);
+}
+
+void require_finite(const F32Buffer& v, const char* what) {
+  // Exponent bits all set: inf or NaN. Integer ops, so the loop vectorises.
+  uint32_t bad = 0;
+  for (float f : v) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, sizeof bits);
+    bad |= uint32_t((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  if (bad) {
+    throw gocor::Error(gocor::ErrorCode::InvalidArg,
+                       std::string(what) +
+                           " is not finite: float32 overflowed, so the features or parameters are "
+                           "far outside their usual ranges (feature values of order 1; GOCor "
+                           "parameters near their defaults or trained values)");
+  }
 }
 
 // ---- Out -------------------------------------------------------------------------------------
@@ -217,9 +238,6 @@ void execute(napi_env, void* data) {
     ex.device = gocor::resolve_device(ex.device, w.job->has_cuda);
     w.ran = ex.device;
     w.job->run(ex);
-    // Aborted while running but past the last stage boundary: the result is discarded all the
-    // same, so that an abort before the Promise settles always rejects.
-    gocor::check_cancel(ex);
   } catch (const gocor::Error& e) {
     w.code = gocor::error_code_name(e.code());
     w.message = e.what();
@@ -324,9 +342,25 @@ class JobHandle : public Napi::ObjectWrap<JobHandle> {
 // Per environment (the main thread and each worker thread load the addon separately).
 struct AddonData {
   Napi::FunctionReference job_class;
+  std::map<std::string, Estimate> estimates;
 };
 
+// estimateBytes(op, dims, options) -> number of bytes (see worker.h).
+Napi::Value EstimateBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string op = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  const auto& table = env.GetInstanceData<AddonData>()->estimates;
+  auto it = table.find(op);
+  if (it == table.end()) throw_invalid(env, "estimateBytes: unknown operation '" + op + "'");
+  return Napi::Number::New(
+      env, double(it->second(env, read_object(info[1], "dims"), read_object(info[2], "options"))));
+}
+
 }  // namespace
+
+void add_estimate(Napi::Env env, const char* op, Estimate fn) {
+  env.GetInstanceData<AddonData>()->estimates[op] = fn;
+}
 
 Napi::Value job_handle(Napi::Env env, std::unique_ptr<Job> job) {
   Napi::Object handle = env.GetInstanceData<AddonData>()->job_class.New({});
@@ -352,10 +386,11 @@ void export_function(Napi::Env env, Napi::Object exports, const char* name,
   exports.Set(name, Napi::Function::New(env, guarded, name));
 }
 
-void init_jobs(Napi::Env env, Napi::Object) {
+void init_jobs(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   data->job_class = Napi::Persistent(JobHandle::define(env));
   env.SetInstanceData(data);
+  export_function(env, exports, "estimateBytes", EstimateBytes);
 }
 
 }  // namespace gocor_napi

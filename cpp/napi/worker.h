@@ -37,7 +37,7 @@ bool read_bool(const Napi::Object& o, const char* key, bool fallback);
 Napi::Object read_object(const Napi::Value& v, const char* name);
 
 // Element count of a tensor of the given dimensions; throws ERR_GOCOR_SHAPE unless every
-// dimension is positive and the product fits in memory arithmetic.
+// dimension is positive, ERR_GOCOR_TOO_LARGE beyond 2^40 elements.
 size_t count(Napi::Env env, std::initializer_list<int64_t> dims, const char* name);
 
 // A Float32Array argument copied into owned memory (on the main thread, during the call);
@@ -48,6 +48,11 @@ std::vector<float> copy_f32(const Napi::Value& v, const char* name);
 
 // Float32 output owned by the job until it is handed to JS as an external ArrayBuffer (no copy).
 using F32Buffer = std::vector<float>;
+
+// A volume with a non-finite value is refused rather than returned (thrown from Job::run as
+// ERR_GOCOR_INVALID_ARG): float32 overflowed because features or parameters, although within
+// the bounds TypeScript checks, are far outside their usual ranges.
+void require_finite(const F32Buffer& v, const char* what);
 
 // Builds a result in the completion callback with the plain C API: every call is checked and
 // nothing throws. After the first failure (the environment is shutting down) the remaining calls
@@ -92,6 +97,12 @@ void read_exec(const Napi::Object& opts, Job& job);
 
 // The JS handle of a prepared job: {start(): Promise<result>, cancel(): void}.
 Napi::Value job_handle(Napi::Env env, std::unique_ptr<Job> job);
+
+// Bytes one call would allocate, from shapes and options alone: the binding's copies of the
+// inputs, the outputs, and the core's working set (its *_bytes functions, computed next to its
+// allocations). estimateBytes(op, dims, options) looks `op` up among the registered estimators.
+using Estimate = size_t (*)(Napi::Env env, const Napi::Object& dims, const Napi::Object& opts);
+void add_estimate(Napi::Env env, const char* op, Estimate fn);
 
 // Registers `fn` on exports; any C++ exception it throws becomes a JS error with a gocor code.
 void export_function(Napi::Env env, Napi::Object exports, const char* name,

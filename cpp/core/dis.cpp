@@ -1,0 +1,948 @@
+#include "dis.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "parallel.h"
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+namespace gocor {
+namespace {
+
+// ---- 4-lane vectors ----------------------------------------------------------------------------
+// The hot loops (patch warps, densification, the variational passes) are written on 4-float GCC
+// vectors: SSE2 / NEON without any -march flag, and the same speed at -O2 as at -O3 (at -O2 GCC
+// does not vectorise loops with run-time trip counts).
+
+typedef float v4 __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+
+inline __attribute__((always_inline)) v4 load4(const float* p) {
+  v4 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline __attribute__((always_inline)) void store4(float* p, v4 v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+inline v4 splat(float x) {
+  return v4{x, x, x, x};
+}
+inline float hsum(v4 v) {
+  return (v[0] + v[1]) + (v[2] + v[3]);
+}
+inline __attribute__((always_inline)) v4 vsqrt(v4 x) {
+#if defined(__SSE2__)
+  return _mm_sqrt_ps(x);
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+  return vsqrtq_f32(x);
+#else
+  return v4{std::sqrt(x[0]), std::sqrt(x[1]), std::sqrt(x[2]), std::sqrt(x[3])};
+#endif
+}
+inline __attribute__((always_inline)) v4 vmax(v4 a, v4 b) {
+#if defined(__SSE2__)
+  return _mm_max_ps(a, b);
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+  return vmaxq_f32(a, b);
+#else
+  return v4{std::max(a[0], b[0]), std::max(a[1], b[1]), std::max(a[2], b[2]), std::max(a[3], b[3])};
+#endif
+}
+inline __attribute__((always_inline)) v4 vmin(v4 a, v4 b) {
+#if defined(__SSE2__)
+  return _mm_min_ps(a, b);
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+  return vminq_f32(a, b);
+#else
+  return v4{std::min(a[0], b[0]), std::min(a[1], b[1]), std::min(a[2], b[2]), std::min(a[3], b[3])};
+#endif
+}
+inline __attribute__((always_inline)) v4 vabs(v4 a) {
+  return (v4)((v4i)a & v4i{0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff});
+}
+// Lanes of a where the mask is all ones, of b where it is zero.
+inline __attribute__((always_inline)) v4 vselect(v4i mask, v4 a, v4 b) {
+  return (v4)(((v4i)a & mask) | ((v4i)b & ~mask));
+}
+
+// floor(x) as an int for |x| < 2^31: std::floor is a libm call without SSE4.1.
+inline int floor_int(float x) {
+  const int i = int(x);
+  return i - (float(i) > x);
+}
+
+// ---- constants ---------------------------------------------------------------------------------
+
+// DIS and DeepFlow state their constants for 0..255 intensities; ours are in [0, 1].
+constexpr float kGrey = 255.f;
+// Robust penaliser Psi(s^2) = sqrt(s^2 + eps^2) of the variational energy (a smooth L1).
+constexpr float kEps2 = 1e-6f;
+// Each constancy term is divided by |its gradient|^2 + zeta^2 (DeepFlow's normalisation): the
+// linearised residual then measures flow error in pixels, so one weight suits faint and strong
+// texture alike; zeta keeps flat areas, whose gradient is mostly noise, from counting as much.
+constexpr float kZeta2 = (1.f / kGrey) * (1.f / kGrey);
+// Over-relaxation of the red-black SOR sweeps. With few sweeps per scale a strong one spreads
+// corrections furthest; on real pairs 1.9 beat 1.6 clearly and 1.95 no more.
+constexpr float kSorOmega = 1.9f;
+// Added to the diagonal of every pixel's 2x2 system: keeps it invertible where neither the data
+// nor the smoothness term says anything (alpha = 0 on a flat area), without moving any solution
+// that either term determines (their weights are >= ~1 there).
+constexpr float kDiagFloor = 1e-6f;
+
+// ---- planes ------------------------------------------------------------------------------------
+
+constexpr int kMargin = 4;  // floats before and after every row: vectors may read one pixel past
+
+// One (h, w) plane: rows of stride round_up(w, 4) + 2 kMargin, zero-initialised. The vector loops
+// handle each row in chunks of 4 pixels, so they also write the lanes between w and round_up(w, 4);
+// those stay finite and nothing reads them as pixels.
+struct Plane {
+  int h = 0, w = 0;
+  size_t stride = 0;
+  std::vector<float> buf;
+  Plane() = default;
+  Plane(int h_, int w_)
+      : h(h_), w(w_), stride(size_t((w_ + 3) & ~3) + 2 * kMargin), buf(size_t(h_) * stride, 0.f) {}
+  float* row(int y) { return buf.data() + size_t(y) * stride + kMargin; }
+  const float* row(int y) const { return buf.data() + size_t(y) * stride + kMargin; }
+  int chunks() const { return (w + 3) / 4; }
+};
+
+// An image at one scale with its central-difference gradients.
+struct Level {
+  Plane img, gx, gy;
+};
+
+Plane plane_from(const float* src, int h, int w) {
+  Plane p(h, w);
+  for (int y = 0; y < h; ++y) std::copy(src + size_t(y) * w, src + size_t(y + 1) * w, p.row(y));
+  return p;
+}
+
+// (h, w) -> ((h + 1) / 2, (w + 1) / 2). Pixel i of the result is centred at 2i + 0.5 of the input,
+// so that level s and full resolution are related by x_s = (x + 0.5) / 2^s - 0.5 exactly; the
+// binomial [1 3 3 1] / 8 over input pixels 2i - 1 .. 2i + 2 is symmetric about that centre and
+// removes most of what would alias. Borders replicate.
+Plane downsample(const Plane& in, const Exec& ex) {
+  const int h2 = (in.h + 1) / 2, w2 = (in.w + 1) / 2;
+  Plane tmp(in.h, w2), out(h2, w2);
+  parallel_for(in.h, ex.threads, [&](int64_t y) {
+    const float* r = in.row(int(y));
+    float* t = tmp.row(int(y));
+    const int last = in.w - 1;
+    for (int i = 0; i < w2; ++i) {
+      const int x = 2 * i;
+      t[i] = 0.125f * (r[std::max(x - 1, 0)] + 3.f * (r[x] + r[std::min(x + 1, last)]) +
+                       r[std::min(x + 2, last)]);
+    }
+  });
+  parallel_for(h2, ex.threads, [&](int64_t i) {
+    const int y = 2 * int(i), last = in.h - 1;
+    const float* r0 = tmp.row(std::max(y - 1, 0));
+    const float* r1 = tmp.row(y);
+    const float* r2 = tmp.row(std::min(y + 1, last));
+    const float* r3 = tmp.row(std::min(y + 2, last));
+    float* o = out.row(int(i));
+    for (int x = 0; x < 4 * out.chunks(); x += 4) {
+      store4(o + x, splat(0.125f) * (load4(r0 + x) + splat(3.f) * (load4(r1 + x) + load4(r2 + x)) +
+                                     load4(r3 + x)));
+    }
+  });
+  return out;
+}
+
+// Central differences, one-sided halves at the borders (replicated border).
+void gradients(Plane& img, Plane& gx, Plane& gy, const Exec& ex) {
+  gx = Plane(img.h, img.w);
+  gy = Plane(img.h, img.w);
+  parallel_for(img.h, ex.threads, [&](int64_t yy) {
+    const int y = int(yy), w = img.w;
+    float* r = img.row(y);
+    r[-1] = r[0];  // the margins replicate the border, so the vector loop needs no clamps
+    r[w] = r[w - 1];
+  });
+  parallel_for(img.h, ex.threads, [&](int64_t yy) {
+    const int y = int(yy);
+    const float* r = img.row(y);
+    const float* up = img.row(std::max(y - 1, 0));
+    const float* dn = img.row(std::min(y + 1, img.h - 1));
+    float* ox = gx.row(y);
+    float* oy = gy.row(y);
+    for (int x = 0; x < 4 * img.chunks(); x += 4) {
+      store4(ox + x, splat(0.5f) * (load4(r + x + 1) - load4(r + x - 1)));
+      store4(oy + x, splat(0.5f) * (load4(dn + x) - load4(up + x)));
+    }
+  });
+}
+
+// Pyramid levels 0 .. top of one image, with gradients where asked.
+std::vector<Level> pyramid(const float* img, int H, int W, int top, bool with_gradients,
+                           const Exec& ex) {
+  std::vector<Level> levels(size_t(top) + 1);
+  levels[0].img = plane_from(img, H, W);
+  for (int s = 1; s <= top; ++s) levels[size_t(s)].img = downsample(levels[size_t(s) - 1].img, ex);
+  if (with_gradients) {
+    for (Level& l : levels) gradients(l.img, l.gx, l.gy, ex);
+  }
+  return levels;
+}
+
+// Where a block of b, (X + c, Y + r) for c < cols, r < rows, is read bilinearly: integer corner
+// and fractions (one fractional offset serves the whole block, so the weights are computed once),
+// and whether every tap lies inside b. The form p + t (q - p) reproduces p exactly at t = 0: an
+// integer flow reads b's pixels unchanged.
+struct BlockTaps {
+  int ix, iy;
+  float ax, ay;
+  bool inside;
+};
+
+inline BlockTaps block_taps(const Plane& b, float X, float Y, int cols, int rows) {
+  // Beyond one pixel outside b every tap is a border pixel already; clamping first keeps the
+  // integer conversion defined for any flow.
+  X = std::clamp(X, -float(cols) - 1.f, float(b.w));
+  Y = std::clamp(Y, -float(rows) - 1.f, float(b.h));
+  const int ix = floor_int(X), iy = floor_int(Y);
+  return {ix, iy, X - float(ix), Y - float(iy),
+          ix >= 0 && ix + cols < b.w && iy >= 0 && iy + rows < b.h};
+}
+
+// Lanes c .. c + 3 of row r of an inside block.
+inline __attribute__((always_inline)) v4 block_read4(const Plane& b, const BlockTaps& t, int r,
+                                                     int c) {
+  const float* p0 = b.row(t.iy + r) + t.ix + c;
+  const float* p1 = b.row(t.iy + r + 1) + t.ix + c;
+  const v4 a0 = load4(p0), a1 = load4(p1);
+  const v4 top = a0 + splat(t.ax) * (load4(p0 + 1) - a0);
+  const v4 bottom = a1 + splat(t.ax) * (load4(p1 + 1) - a1);
+  return top + splat(t.ay) * (bottom - top);
+}
+
+// Any block, border replicated, into out (rows, row stride cols).
+void block_read_clamped(const Plane& b, const BlockTaps& t, int cols, int rows, float* out) {
+  for (int r = 0; r < rows; ++r) {
+    const float* p0 = b.row(std::clamp(t.iy + r, 0, b.h - 1));
+    const float* p1 = b.row(std::clamp(t.iy + r + 1, 0, b.h - 1));
+    float* o = out + size_t(r) * cols;
+    for (int c = 0; c < cols; ++c) {
+      const int x0 = std::clamp(t.ix + c, 0, b.w - 1), x1 = std::clamp(t.ix + c + 1, 0, b.w - 1);
+      const float top = p0[x0] + t.ax * (p0[x1] - p0[x0]);
+      const float bottom = p1[x0] + t.ax * (p1[x1] - p1[x0]);
+      o[c] = top + t.ay * (bottom - top);
+    }
+  }
+}
+
+// ---- patch inverse search ----------------------------------------------------------------------
+
+// Result of one patch: its flow and the mean of b's warped patch minus a's (the brightness offset
+// the mean-normalised comparison ignored; densification removes it again).
+struct PatchFlow {
+  float u, v, offset;
+};
+
+// Per-thread buffers of the patch search: p rows of pc = round_up(p, 4) floats; mask is 1 on the
+// patch and 0 on the lanes past p.
+struct PatchScratch {
+  int p, pc;
+  std::vector<float> mask, warped;
+  explicit PatchScratch(int p_) : p(p_), pc((p_ + 3) & ~3) {
+    mask.assign(size_t(p) * pc, 0.f);
+    warped.assign(size_t(p) * pc, 0.f);
+    for (int r = 0; r < p; ++r) std::fill_n(mask.begin() + r * pc, p, 1.f);
+  }
+};
+
+// Inverse-compositional Gauss-Newton for a translation of a's patch at (x0, y0) (inside a), from
+// (u0, v0). Patches are compared mean-normalised (robust to a brightness change, as in DIS); for
+// that SSD the Gauss-Newton direction uses the template gradient g minus its patch mean m, so the
+// Hessian of those centred gradients is built once and every step costs one warp of b (and
+// sum (g - m) e = sum g e - m sum e reads a's gradient as it is).
+PatchFlow search_patch(const Level& a, const Plane& b, int x0, int y0, int iters, float u0,
+                       float v0, PatchScratch& s) {
+  const int p = s.p, pc = s.pc, n = p * p;
+  auto rows = [&](int r) {
+    return std::array<const float*, 3>{a.img.row(y0 + r) + x0, a.gx.row(y0 + r) + x0,
+                                       a.gy.row(y0 + r) + x0};
+  };
+  v4 sgx = splat(0), sgy = sgx;
+  for (int r = 0; r < p; ++r) {
+    const auto [t, gx, gy] = rows(r);
+    for (int c = 0; c < pc; c += 4) {
+      const v4 m = load4(&s.mask[size_t(r) * pc + c]);
+      sgx += load4(gx + c) * m;
+      sgy += load4(gy + c) * m;
+    }
+  }
+  const float mgx = hsum(sgx) / float(n), mgy = hsum(sgy) / float(n);
+  v4 vxx = splat(0), vxy = vxx, vyy = vxx;
+  for (int r = 0; r < p; ++r) {
+    const auto [t, gx, gy] = rows(r);
+    for (int c = 0; c < pc; c += 4) {
+      const v4 m = load4(&s.mask[size_t(r) * pc + c]);
+      const v4 cx = (load4(gx + c) - splat(mgx)) * m, cy = (load4(gy + c) - splat(mgy)) * m;
+      vxx += cx * cx;
+      vxy += cx * cy;
+      vyy += cy * cy;
+    }
+  }
+  float hxx = hsum(vxx), hxy = hsum(vxy), hyy = hsum(vyy);
+  // Damping: a flat or single-edge patch has a near-singular Hessian whose inverse would throw the
+  // search far along noise. It only shortens steps: the fixed point (SSD gradient zero) is the
+  // same.
+  const float lam = 1e-3f * (hxx + hyy) + 1e-12f;
+  hxx += lam;
+  hyy += lam;
+  const float inv_det = 1.f / (hxx * hyy - hxy * hxy);
+  const float ixx = hyy * inv_det, ixy = -hxy * inv_det, iyy = hxx * inv_det;
+
+  PatchFlow start{u0, v0, 0.f}, best = start;
+  float best_ssd = 0;
+  float u = u0, v = v0;
+  for (int it = 0;; ++it) {
+    const BlockTaps tp = block_taps(b, float(x0) + u, float(y0) + v, pc, p);
+    if (!tp.inside) block_read_clamped(b, tp, pc, p, s.warped.data());
+    v4 se = splat(0), see = se, bx = se, by = se;
+    for (int r = 0; r < p; ++r) {
+      const auto [t, gx, gy] = rows(r);
+      for (int c = 0; c < pc; c += 4) {
+        const size_t i = size_t(r) * pc + c;
+        const v4 warped = tp.inside ? block_read4(b, tp, r, c) : load4(&s.warped[i]);
+        const v4 e = (warped - load4(t + c)) * load4(&s.mask[i]);
+        se += e;
+        see += e * e;
+        bx += load4(gx + c) * e;
+        by += load4(gy + c) * e;
+      }
+    }
+    const float sum_e = hsum(se), ssd = hsum(see) - sum_e * sum_e / float(n);
+    if (it == 0) {
+      start.offset = sum_e / float(n);
+      best = start;
+      best_ssd = ssd;
+    } else if (ssd < best_ssd) {
+      best = {u, v, sum_e / float(n)};
+      best_ssd = ssd;
+    }
+    if (it >= iters) break;
+    const float gx = hsum(bx) - mgx * sum_e, gy = hsum(by) - mgy * sum_e;
+    const float du = ixx * gx + ixy * gy, dv = ixy * gx + iyy * gy;
+    u -= du;
+    v -= dv;
+    // DIS's outlier check: a search that wanders further than a patch has lost its match.
+    if (std::fabs(u - u0) > float(p) || std::fabs(v - v0) > float(p)) return start;
+    // A step under 0.01 px: one more evaluation scores it, then stop (smaller thresholds
+    // changed no benchmark figure and cost evaluations).
+    if (du * du + dv * dv < 1e-4f) iters = it + 1;
+  }
+  return best;
+}
+
+// Top-left corners of patches of size p along n >= p pixels: every `stride`, plus one flush with
+// the far border so that every pixel is covered.
+std::vector<int> patch_starts(int n, int p, int stride) {
+  std::vector<int> s;
+  for (int v = 0; v + p <= n; v += stride) s.push_back(v);
+  if (s.back() + p < n) s.push_back(n - p);
+  return s;
+}
+
+// Patch search over the grid of one scale; the flow (fu, fv) of the scale holds the starts.
+std::vector<PatchFlow> search_level(const Level& a, const Plane& b, const Plane& fu,
+                                    const Plane& fv, const std::vector<int>& xs,
+                                    const std::vector<int>& ys, const DisOptions& o,
+                                    const Exec& ex) {
+  const int p = o.patch_size, nx = int(xs.size());
+  std::vector<PatchFlow> out(xs.size() * ys.size());
+  parallel_for(int64_t(ys.size()), ex.threads, [&](int64_t i) {
+    PatchScratch s(p);
+    const int y0 = ys[size_t(i)];
+    const float inv = 1.f / float(p * p);
+    for (int j = 0; j < nx; ++j) {
+      const int x0 = xs[size_t(j)];
+      // The mean of the dense flow over the patch rather than its centre value: it averages the
+      // seed's pixel noise away.
+      v4 su = splat(0), sv = su;
+      for (int r = 0; r < p; ++r) {
+        const float* ru = fu.row(y0 + r) + x0;
+        const float* rv = fv.row(y0 + r) + x0;
+        const float* m = &s.mask[size_t(r) * s.pc];
+        for (int c = 0; c < s.pc; c += 4) {
+          su += load4(ru + c) * load4(m + c);
+          sv += load4(rv + c) * load4(m + c);
+        }
+      }
+      out[size_t(i) * nx + j] =
+          search_patch(a, b, x0, y0, o.grad_iters, hsum(su) * inv, hsum(sv) * inv, s);
+    }
+  });
+  return out;
+}
+
+// Densification: each pixel's flow is the average of the patches covering it, weighted by
+// 1 / max(1, |b(x + u_i) - a(x) - offset_i|) in 0..255 units (DIS), so that at a motion boundary
+// the patch whose motion explains the pixel wins. The difference is mean-normalised with the
+// patch's offset, like the search that found u_i. Rows are independent: no shared accumulation.
+void densify(const Level& a, const Plane& b, const std::vector<PatchFlow>& patches,
+             const std::vector<int>& xs, const std::vector<int>& ys, int p, Plane& fu, Plane& fv,
+             const Exec& ex) {
+  const int w = a.img.w, nx = int(xs.size()), pc = (p + 3) & ~3;
+  std::vector<float> lane_mask(size_t(pc), 0.f);
+  std::fill_n(lane_mask.begin(), p, 1.f);
+  parallel_for(a.img.h, ex.threads, [&](int64_t yy) {
+    const int y = int(yy);
+    const size_t len = size_t(w) + pc;
+    std::vector<float> acc(3 * len, 0.f), seg(static_cast<size_t>(pc));
+    float* acc_u = acc.data();
+    float* acc_v = acc_u + len;
+    float* acc_w = acc_v + len;
+    const float* ar = a.img.row(y);
+    // Patch rows are sorted, so the ones covering y (ys[i] in (y - p, y]) are contiguous.
+    const size_t i_begin = std::upper_bound(ys.begin(), ys.end(), y - p) - ys.begin();
+    const size_t i_end = std::upper_bound(ys.begin(), ys.end(), y) - ys.begin();
+    for (size_t i = i_begin; i < i_end; ++i) {
+      for (int j = 0; j < nx; ++j) {
+        const PatchFlow& f = patches[i * nx + j];
+        const int x0 = xs[size_t(j)];
+        const BlockTaps tp = block_taps(b, float(x0) + f.u, float(y) + f.v, pc, 1);
+        if (!tp.inside) block_read_clamped(b, tp, pc, 1, seg.data());
+        const v4 off = splat(f.offset), vu = splat(f.u), vv = splat(f.v);
+        for (int c = 0; c < pc; c += 4) {
+          const v4 warped = tp.inside ? block_read4(b, tp, 0, c) : load4(&seg[size_t(c)]);
+          const v4 d = vabs(warped - load4(ar + x0 + c) - off) * splat(kGrey);
+          const v4 wt = load4(&lane_mask[size_t(c)]) / vmax(splat(1.f), d);
+          store4(acc_u + x0 + c, load4(acc_u + x0 + c) + wt * vu);
+          store4(acc_v + x0 + c, load4(acc_v + x0 + c) + wt * vv);
+          store4(acc_w + x0 + c, load4(acc_w + x0 + c) + wt);
+        }
+      }
+    }
+    float* ou = fu.row(y);
+    float* ov = fv.row(y);
+    for (int x = 0; x < w; ++x) {
+      ou[x] = acc_u[x] / acc_w[x];
+      ov[x] = acc_v[x] / acc_w[x];
+    }
+  });
+}
+
+// ---- variational refinement --------------------------------------------------------------------
+
+// A plane in checkerboard (red-black) layout: pixel (y, x) has colour c = (x + y) & 1 and sits in
+// half-plane c, row y, at index x >> 1. Each colour's pixels are contiguous, so an SOR half-sweep
+// is a plain vector loop that reads only the other colour and writes only its own. In row y the
+// pixels of colour c are x = 2k + q with q = (y + c) & 1; their left / right neighbours are the
+// other colour's k + q - 1 / k + q in the same row, their up / down neighbours the other colour's
+// k in rows y - 1 / y + 1.
+struct Checker {
+  int h = 0, w = 0;
+  size_t stride = 0;
+  std::vector<float> buf;
+  static size_t stride_for(int w) { return size_t(((w + 1) / 2 + 3) & ~3) + 2 * kMargin; }
+  // Resized and zeroed; the memory is reused when it is large enough.
+  void reset(int h_, int w_) {
+    h = h_;
+    w = w_;
+    stride = stride_for(w);
+    buf.assign(2 * size_t(h) * stride, 0.f);
+  }
+  float* row(int c, int y) { return buf.data() + (size_t(c) * h + y) * stride + kMargin; }
+  const float* row(int c, int y) const {
+    return buf.data() + (size_t(c) * h + y) * stride + kMargin;
+  }
+  int chunks() const { return ((w + 1) / 2 + 3) / 4; }
+};
+
+// Buffers of the variational stage, reserved once for the finest scale and reused by every scale
+// (coarse to fine they would otherwise be allocated, and faulted in, anew at each).
+struct VarBuffers {
+  Checker lin[9], flow[2], psi;
+  VarBuffers(int h, int w) {
+    for (Checker* c : {&lin[0], &lin[1], &lin[2], &lin[3], &lin[4], &lin[5], &lin[6], &lin[7],
+                       &lin[8], &flow[0], &flow[1], &psi}) {
+      c->buf.reserve(2 * size_t(h) * Checker::stride_for(w));
+    }
+  }
+};
+
+// Variational refinement at one scale (the energy of DeepFlow / Brox et al. 2004):
+//   E(w) = sum_x delta Psi(rho_c) + gamma Psi(rho_g) + alpha Psi(|grad u|^2 + |grad v|^2)
+// with rho_c the normalised brightness constancy (b(x + w) - a(x))^2 and rho_g the same for the x
+// and y gradients, both linearised once about the flow the scale starts from. Each iteration
+// freezes the smoothness weights Psi' at the current flow (lagged fixed point), which leaves one
+// 2x2 system per pixel coupled to its 4 neighbours, and runs one red-black SOR sweep on it in
+// which every pixel also re-evaluates its data weights at the current flow. Pixels of one colour
+// depend only on the other, so rows run in parallel and the result does not depend on the thread
+// count. Edges to pixels outside the image are dropped (Neumann boundary).
+class Variational {
+ public:
+  Variational(const Level& a, const Plane& b, Plane& fu, Plane& fv, const DisOptions& o,
+              VarBuffers& buf, const Exec& ex)
+      : a_(a), b_(b), fu_(fu), fv_(fv), o_(o), m_(buf), ex_(ex), h_(a.img.h), w_(a.img.w) {}
+
+  void run() {
+    masks();
+    linearise();
+    for (int k = 0; k < 2; ++k) {
+      Checker& f = m_.flow[k];
+      const Plane& src = k == 0 ? fu_ : fv_;
+      f.reset(h_, w_);
+      parallel_for(h_, ex_.threads, [&](int64_t y) { deinterleave(src.row(int(y)), int(y), f); });
+    }
+    m_.psi.reset(h_, w_);
+    parallel_for(h_, ex_.threads, [&](int64_t y) { smoothness_weights_row(1, int(y)); });
+    for (int k = 0; k < o_.var_iters; ++k) {
+      for (int c = 0; c < 2; ++c) {
+        parallel_for(h_, ex_.threads, [&](int64_t y) { sweep_row(c, int(y)); });
+      }
+    }
+    parallel_for(h_, ex_.threads, [&](int64_t y) {
+      interleave(m_.flow[0], int(y), fu_.row(int(y)));
+      interleave(m_.flow[1], int(y), fv_.row(int(y)));
+    });
+  }
+
+ private:
+  // Row y of a plane (w floats) into its two colours, and back. (One loop per colour: GCC 12
+  // miscompiles the single loop `out[x] = (x % 2 == q ? c0 : c1)[x >> 1]` under -fsanitize=shift.)
+  void deinterleave(const float* src, int y, Checker& dst) const {
+    float* c0 = dst.row(0, y);
+    float* c1 = dst.row(1, y);
+    const int q = y & 1;  // colour 0 starts at x = q in row y
+    for (int k = 0; 2 * k + q < w_; ++k) c0[k] = src[2 * k + q];
+    for (int k = 0; 2 * k + 1 - q < w_; ++k) c1[k] = src[2 * k + 1 - q];
+  }
+  void interleave(const Checker& src, int y, float* dst) const {
+    const float* c0 = src.row(0, y);
+    const float* c1 = src.row(1, y);
+    const int q = y & 1;
+    for (int k = 0; 2 * k + q < w_; ++k) dst[2 * k + q] = c0[k];
+    for (int k = 0; 2 * k + 1 - q < w_; ++k) dst[2 * k + 1 - q] = c1[k];
+  }
+
+  // 1 where the edge to the left / right neighbour exists: per column x (col_), and per q (the
+  // parity of a colour's first pixel in a row) and packed index k (m_, also 1 where x = 2k + q is
+  // a pixel at all).
+  void masks() {
+    const size_t span = size_t(4 * a_.img.chunks());
+    col_left_.assign(span, 0.f);
+    col_right_.assign(span, 0.f);
+    for (int x = 0; x < w_; ++x) {
+      col_left_[size_t(x)] = x > 0;
+      col_right_[size_t(x)] = x + 1 < w_;
+    }
+    const size_t n = size_t(4 * (((w_ + 1) / 2 + 3) / 4)) + 4;
+    for (int q = 0; q < 2; ++q) {
+      m_left_[q].assign(n, 0.f);
+      m_right_[q].assign(n, 0.f);
+      m_valid_[q].assign(n, 0.f);
+      for (size_t k = 0; k < n; ++k) {
+        const int x = 2 * int(k) + q;
+        m_left_[q][k] = x > 0 && x < w_;
+        m_right_[q][k] = x + 1 < w_;
+        m_valid_[q][k] = x < w_;
+      }
+    }
+  }
+
+  // b and its central differences at the start match of row y: out_b, out_gx, out_gy (w) and
+  // out_in, 1 where the match lies inside b. The differences of bilinear reads one pixel apart
+  // equal the bilinear read of b's central-difference gradient, so b needs no gradient planes:
+  // one set of fractions serves all 12 taps. Four pixels at a time: the taps are gathered lane by
+  // lane, the interpolation runs on vectors.
+  void warp_row(int y, float* out_b, float* out_gx, float* out_gy, float* out_in) const {
+    const Plane& B = b_;
+    const float* u = fu_.row(y);
+    const float* v = fv_.row(y);
+    const v4 wmax = splat(float(B.w - 1)), hmax = splat(float(B.h - 1)), zero = splat(0.f);
+    const v4 lo = splat(-2.f), hix = splat(float(B.w + 1)), hiy = splat(float(B.h));
+    const v4 half = splat(0.5f);
+    for (int x = 0; x < 4 * a_.img.chunks(); x += 4) {
+      const v4 X = v4{float(x), float(x + 1), float(x + 2), float(x + 3)} + load4(u + x);
+      const v4 Y = splat(float(y)) + load4(v + x);
+      const v4i in = (X >= zero) & (Y >= zero) & (X <= wmax) & (Y <= hmax);
+      store4(out_in + x, vselect(in, splat(1.f), zero));
+      // Clamped so that the integer conversion is defined; beyond that every tap is a border
+      // pixel anyway.
+      const v4 sx = vmin(vmax(X, lo), hix), sy = vmin(vmax(Y, lo), hiy);
+      v4i ix = __builtin_convertvector(sx, v4i), iy = __builtin_convertvector(sy, v4i);
+      ix += (__builtin_convertvector(ix, v4) > sx);  // truncation -> floor (true is -1)
+      iy += (__builtin_convertvector(iy, v4) > sy);
+      const v4 ax = sx - __builtin_convertvector(ix, v4), ay = sy - __builtin_convertvector(iy, v4);
+      const float* rows[4][4];  // [lane][j]: row iy - 1 + j of b
+      int cols[4][4];           // [lane][i]: column ix - 1 + i
+      for (int l = 0; l < 4; ++l) {
+        for (int j = 0; j < 4; ++j) {
+          rows[l][j] = B.row(std::clamp(iy[l] - 1 + j, 0, B.h - 1));
+          cols[l][j] = std::clamp(ix[l] - 1 + j, 0, B.w - 1);
+        }
+      }
+      auto tap = [&](int j, int i) {
+        return v4{rows[0][j][cols[0][i]], rows[1][j][cols[1][i]], rows[2][j][cols[2][i]],
+                  rows[3][j][cols[3][i]]};
+      };
+      auto lerp = [](v4 p, v4 q, v4 t) { return p + t * (q - p); };
+      // Horizontal interpolation at columns X - 1 (hm), X (h0), X + 1 (hp) of rows iy - 1 .. iy +
+      // 2, as far as the vertical steps below need them.
+      v4 h0[4], hm[2], hp[2];
+      for (int j = 0; j < 4; ++j) h0[j] = lerp(tap(j, 1), tap(j, 2), ax);
+      for (int j = 1; j < 3; ++j) {
+        hm[j - 1] = lerp(tap(j, 0), tap(j, 1), ax);
+        hp[j - 1] = lerp(tap(j, 2), tap(j, 3), ax);
+      }
+      store4(out_b + x, lerp(h0[1], h0[2], ay));
+      store4(out_gx + x, half * (lerp(hp[0], hp[1], ay) - lerp(hm[0], hm[1], ay)));
+      store4(out_gy + x, half * (lerp(h0[2], h0[3], ay) - lerp(h0[0], h0[1], ay)));
+    }
+  }
+
+  // Per pixel, the three linearised constancy residuals z + gx u + gy v (colour, x-gradient,
+  // y-gradient) of the flow (u, v), each divided by the square root of its normalisation:
+  // lin[3t] = z, lin[3t + 1] = gx, lin[3t + 2] = gy. z absorbs the start flow f (z = b(x + f) -
+  // a(x) - g . f), so the sweeps need no copy of f. Derivatives are the mean of a's and of the
+  // warped b's. Where the match leaves b the data term is zero. Bands of rows warp their own rows
+  // and one row above and below (the second-derivative stencils reach that far).
+  void linearise() {
+    for (Checker& q : m_.lin) q.reset(h_, w_);
+    constexpr int kBand = 16;
+    const size_t span = size_t(4 * a_.img.chunks()), lane = span + 2 * kMargin;
+    parallel_for((h_ + kBand - 1) / kBand, ex_.threads, [&](int64_t band) {
+      const int y0 = int(band) * kBand, y1 = std::min(h_, y0 + kBand);
+      const int r0 = std::max(y0 - 1, 0), r1 = std::min(y1 + 1, h_);
+      // Rows r0 .. r1 - 1 of b, b_x, b_y at the match and the inside mask; zero margins.
+      std::vector<float> warped(4 * size_t(r1 - r0) * lane, 0.f), tmp(9 * span);
+      auto row = [&](int k, int y) {
+        return warped.data() + (size_t(k) * (r1 - r0) + size_t(y - r0)) * lane + kMargin;
+      };
+      for (int y = r0; y < r1; ++y) {
+        warp_row(y, row(0, y), row(1, y), row(2, y), row(3, y));
+        for (int k = 1; k < 3; ++k) {  // replicated margins for the derivative stencils
+          row(k, y)[-1] = row(k, y)[0];
+          row(k, y)[w_] = row(k, y)[w_ - 1];
+        }
+      }
+      const v4 half = splat(0.5f), quarter = splat(0.25f), eighth = splat(0.125f);
+      const v4 zeta2 = splat(kZeta2), one = splat(1.f);
+      for (int y = y0; y < y1; ++y) {
+        const int yu = std::max(y - 1, 0), yd = std::min(y + 1, h_ - 1);
+        // a's gradient planes keep zero margins: their one-sided halves at the borders come from
+        // the column masks instead.
+        const float *gxa = a_.gx.row(y), *gxa_u = a_.gx.row(yu), *gxa_d = a_.gx.row(yd);
+        const float *gya = a_.gy.row(y), *gya_u = a_.gy.row(yu), *gya_d = a_.gy.row(yd);
+        const float *gxb = row(1, y), *gxb_u = row(1, yu), *gxb_d = row(1, yd);
+        const float *gyb = row(2, y), *gyb_u = row(2, yu), *gyb_d = row(2, yd);
+        const float *bw = row(0, y), *in = row(3, y), *ar = a_.img.row(y);
+        const float *fu = fu_.row(y), *fv = fv_.row(y);
+        for (size_t x = 0; x < span; x += 4) {
+          const v4 ml = load4(&col_left_[x]), mr = load4(&col_right_[x]);
+          const v4 gxa_c = load4(gxa + x), gya_c = load4(gya + x);
+          const v4 gxa_l = ml * load4(gxa + x - 1) + (one - ml) * gxa_c;
+          const v4 gxa_r = mr * load4(gxa + x + 1) + (one - mr) * gxa_c;
+          const v4 gya_l = ml * load4(gya + x - 1) + (one - ml) * gya_c;
+          const v4 gya_r = mr * load4(gya + x + 1) + (one - mr) * gya_c;
+          const v4 gxb_c = load4(gxb + x), gyb_c = load4(gyb + x);
+          const v4 ix = half * (gxa_c + gxb_c), iy = half * (gya_c + gyb_c);
+          const v4 ixx = quarter * (gxa_r - gxa_l + load4(gxb + x + 1) - load4(gxb + x - 1));
+          const v4 iyy =
+              quarter * (load4(gya_d + x) - load4(gya_u + x) + load4(gyb_d + x) - load4(gyb_u + x));
+          const v4 ixy =
+              eighth * (load4(gxa_d + x) - load4(gxa_u + x) + load4(gxb_d + x) - load4(gxb_u + x) +
+                        gya_r - gya_l + load4(gyb + x + 1) - load4(gyb + x - 1));
+          const v4 m = load4(in + x), f1 = load4(fu + x), f2 = load4(fv + x);
+          const v4 nc = m / vsqrt(ix * ix + iy * iy + zeta2);
+          const v4 nx = m / vsqrt(ixx * ixx + ixy * ixy + zeta2);
+          const v4 ny = m / vsqrt(ixy * ixy + iyy * iyy + zeta2);
+          const v4 out[9] = {nc * (load4(bw + x) - load4(ar + x) - ix * f1 - iy * f2),
+                             nc * ix,
+                             nc * iy,
+                             nx * (gxb_c - gxa_c - ixx * f1 - ixy * f2),
+                             nx * ixx,
+                             nx * ixy,
+                             ny * (gyb_c - gya_c - ixy * f1 - iyy * f2),
+                             ny * ixy,
+                             ny * iyy};
+          for (int k = 0; k < 9; ++k) store4(&tmp[size_t(k) * span + x], out[k]);
+        }
+        for (int k = 0; k < 9; ++k) deinterleave(&tmp[size_t(k) * span], y, m_.lin[k]);
+      }
+    });
+  }
+
+  // Flow values around the pixels k .. k + 3 of colour c in row y: own, left, right, up, down
+  // (the last four of the other colour).
+  struct Stencil {
+    v4 own, left, right, up, down;
+  };
+  Stencil stencil(const Checker& f, int c, int y, int k) const {
+    const int q = (y + c) & 1, o = 1 - c;
+    const int yu = std::max(y - 1, 0), yd = std::min(y + 1, h_ - 1);
+    return {load4(f.row(c, y) + k), load4(f.row(o, y) + k + q - 1), load4(f.row(o, y) + k + q),
+            load4(f.row(o, yu) + k), load4(f.row(o, yd) + k)};
+  }
+
+  // Psi'(|grad w|^2) at those pixels, gradients as the mean of the forward and backward
+  // differences whose edges exist (masks l, r, mu, md).
+  static v4 smoothness_weight(const Stencil& u, const Stencil& v, v4 l, v4 r, v4 mu, v4 md) {
+    const v4 half = splat(0.5f);
+    const v4 ux = half * (r * (u.right - u.own) + l * (u.own - u.left));
+    const v4 uy = half * (md * (u.down - u.own) + mu * (u.own - u.up));
+    const v4 vx = half * (r * (v.right - v.own) + l * (v.own - v.left));
+    const v4 vy = half * (md * (v.down - v.own) + mu * (v.own - v.up));
+    return half / vsqrt(ux * ux + uy * uy + vx * vx + vy * vy + splat(kEps2));
+  }
+
+  // One half-sweep over the pixels of colour c in row y. Each pixel first takes its smoothness
+  // weight at the current flow (the other colour's weights are from their own half-sweep, half an
+  // iteration old). Then, with the robust weights frozen, pixel i solves
+  //   (D + S) w_i = -d + sum_j s_ij w_j,   S = sum_j s_ij,   s_ij = alpha (psi_i + psi_j) / 2
+  // (D, d: the data term's matrix and vector, residual = z + g . w; the sum over the existing
+  // edges), and moves an over-relaxed step towards that solution. Reads only the other colour's
+  // rows y - 1 .. y + 1 and writes only its own row: rows run in parallel.
+  void sweep_row(int c, int y) {
+    const float alpha = o_.var_alpha, gamma = o_.var_gamma, delta = o_.var_delta;
+    const int q = (y + c) & 1, o = 1 - c;
+    const int yu = std::max(y - 1, 0), yd = std::min(y + 1, h_ - 1);
+    const v4 eps2 = splat(kEps2), floor = splat(kDiagFloor), omega = splat(kSorOmega);
+    const v4 hdelta = splat(0.5f * delta), hgamma = splat(0.5f * gamma), ha = splat(0.5f * alpha);
+    const v4 mu = splat(y > 0 ? 1.f : 0.f), md = splat(y + 1 < h_ ? 1.f : 0.f);
+    const float* L[9];
+    for (int k = 0; k < 9; ++k) L[k] = m_.lin[k].row(c, y);
+    const Checker& psi = m_.psi;
+    float *ou = m_.flow[0].row(c, y), *ov = m_.flow[1].row(c, y), *opsi = m_.psi.row(c, y);
+    const float *ml = m_left_[q].data(), *mr = m_right_[q].data(), *mv = m_valid_[q].data();
+    for (int k = 0; k < 4 * m_.psi.chunks(); k += 4) {
+      const Stencil u = stencil(m_.flow[0], c, y, k), v = stencil(m_.flow[1], c, y, k);
+      const v4 el = load4(ml + k), er = load4(mr + k), mcol = load4(mv + k);
+      const v4 pc = smoothness_weight(u, v, el, er, mu, md);
+      store4(opsi + k, pc);
+      v4 l[9];
+      for (int t = 0; t < 9; ++t) l[t] = load4(L[t] + k);
+      const v4 rc = l[0] + l[1] * u.own + l[2] * v.own;
+      const v4 rx = l[3] + l[4] * u.own + l[5] * v.own;
+      const v4 ry = l[6] + l[7] * u.own + l[8] * v.own;
+      const v4 wc = hdelta / vsqrt(rc * rc + eps2);
+      const v4 wg = hgamma / vsqrt(rx * rx + ry * ry + eps2);
+      const v4 d11 = wc * l[1] * l[1] + wg * (l[4] * l[4] + l[7] * l[7]);
+      const v4 d12 = wc * l[1] * l[2] + wg * (l[4] * l[5] + l[7] * l[8]);
+      const v4 d22 = wc * l[2] * l[2] + wg * (l[5] * l[5] + l[8] * l[8]);
+      const v4 d1 = wc * l[1] * l[0] + wg * (l[4] * l[3] + l[7] * l[6]);
+      const v4 d2 = wc * l[2] * l[0] + wg * (l[5] * l[3] + l[8] * l[6]);
+      const v4 sl = ha * (pc + load4(psi.row(o, y) + k + q - 1)) * el;
+      const v4 sr = ha * (pc + load4(psi.row(o, y) + k + q)) * er;
+      const v4 su = ha * (pc + load4(psi.row(o, yu) + k)) * mu * mcol;
+      const v4 sd = ha * (pc + load4(psi.row(o, yd) + k)) * md * mcol;
+      const v4 s = sl + sr + su + sd;
+      const v4 n1 = sl * u.left + sr * u.right + su * u.up + sd * u.down - d1;
+      const v4 n2 = sl * v.left + sr * v.right + su * v.up + sd * v.down - d2;
+      const v4 a11 = d11 + s + floor, a22 = d22 + s + floor;
+      const v4 inv_det = splat(1.f) / (a11 * a22 - d12 * d12);
+      const v4 nu = (a22 * n1 - d12 * n2) * inv_det, nv = (a11 * n2 - d12 * n1) * inv_det;
+      store4(ou + k, u.own + omega * (nu - u.own));
+      store4(ov + k, v.own + omega * (nv - v.own));
+    }
+  }
+
+  // The smoothness weights of colour c in row y before the first half-sweep.
+  void smoothness_weights_row(int c, int y) {
+    const int q = (y + c) & 1;
+    const v4 mu = splat(y > 0 ? 1.f : 0.f), md = splat(y + 1 < h_ ? 1.f : 0.f);
+    const float *ml = m_left_[q].data(), *mr = m_right_[q].data();
+    float* out = m_.psi.row(c, y);
+    for (int k = 0; k < 4 * m_.psi.chunks(); k += 4) {
+      const Stencil u = stencil(m_.flow[0], c, y, k), v = stencil(m_.flow[1], c, y, k);
+      store4(out + k, smoothness_weight(u, v, load4(ml + k), load4(mr + k), mu, md));
+    }
+  }
+
+  const Level& a_;
+  const Plane& b_;
+  Plane& fu_;
+  Plane& fv_;
+  const DisOptions& o_;
+  VarBuffers& m_;
+  const Exec& ex_;
+  const int h_, w_;
+  std::vector<float> col_left_, col_right_, m_left_[2], m_right_[2], m_valid_[2];
+};
+
+// ---- resampling of flow ------------------------------------------------------------------------
+
+// Flow of a coarser level (scale factor f = 2^k) -> (h, w): bilinear at the exact pixel map
+// x_coarse = (x + 0.5) / f - 0.5 (border clamped), vectors times f.
+Plane upsample(const Plane& in, int h, int w, int f, const Exec& ex) {
+  Plane out(h, w);
+  const float inv = 1.f / float(f);
+  std::vector<int> x0s(static_cast<size_t>(w)), x1s(static_cast<size_t>(w));
+  std::vector<float> axs(static_cast<size_t>(w));
+  for (int x = 0; x < w; ++x) {
+    const float X = std::clamp((float(x) + 0.5f) * inv - 0.5f, 0.f, float(in.w - 1));
+    x0s[size_t(x)] = std::min(int(X), in.w - 1);
+    x1s[size_t(x)] = std::min(x0s[size_t(x)] + 1, in.w - 1);
+    axs[size_t(x)] = X - float(x0s[size_t(x)]);
+  }
+  parallel_for(h, ex.threads, [&](int64_t yy) {
+    const float Y = std::clamp((float(yy) + 0.5f) * inv - 0.5f, 0.f, float(in.h - 1));
+    const int y0 = std::min(int(Y), in.h - 1), y1 = std::min(y0 + 1, in.h - 1);
+    const float ay = Y - float(y0);
+    const float* r0 = in.row(y0);
+    const float* r1 = in.row(y1);
+    float* o = out.row(int(yy));
+    for (int x = 0; x < w; ++x) {
+      const int x0 = x0s[size_t(x)], x1 = x1s[size_t(x)];
+      const float ax = axs[size_t(x)];
+      const float t = r0[x0] + ax * (r0[x1] - r0[x0]), d = r1[x0] + ax * (r1[x1] - r1[x0]);
+      o[x] = float(f) * (t + ay * (d - t));
+    }
+  });
+  return out;
+}
+
+// One flow component (H, W) -> (h, w) at scale f = 2^s: the mean over each f x f block (the part
+// inside the image at the borders), vectors divided by f.
+Plane area_down(const float* in, int H, int W, int h, int w, int f, const Exec& ex) {
+  Plane out(h, w);
+  parallel_for(h, ex.threads, [&](int64_t i) {
+    const int y0 = int(i) * f, y1 = std::min(y0 + f, H);
+    for (int j = 0; j < w; ++j) {
+      const int x0 = j * f, x1 = std::min(x0 + f, W);
+      float s = 0;
+      for (int y = y0; y < y1; ++y) {
+        for (int x = x0; x < x1; ++x) s += in[size_t(y) * W + x];
+      }
+      out.row(int(i))[j] = s / (float(f) * float((y1 - y0) * (x1 - x0)));
+    }
+  });
+  return out;
+}
+
+// ---- validation --------------------------------------------------------------------------------
+
+void check_options(const DisOptions& o, const char* fn) {
+  auto bad = [&](const char* name, const std::string& value, const char* range) {
+    throw Error(ErrorCode::InvalidArg, std::string(fn) + ": expected " + range + " for " + name +
+                                           " but received " + value);
+  };
+  auto integer = [&](const char* name, int v, int lo, int hi, const char* range) {
+    if (v < lo || v > hi) bad(name, std::to_string(v), range);
+  };
+  auto weight = [&](const char* name, float v) {
+    if (!(v >= 0) || !std::isfinite(v)) bad(name, std::to_string(v), "a finite number >= 0");
+  };
+  integer("patch_size", o.patch_size, 2, 128, "an integer in 2 .. 128");
+  integer("patch_stride", o.patch_stride, 1, o.patch_size, "an integer in 1 .. patch_size");
+  integer("finest_scale", o.finest_scale, 0, 20, "an integer in 0 .. 20");
+  integer("coarsest_scale", o.coarsest_scale, o.finest_scale, 20,
+          "an integer in finest_scale .. 20");
+  integer("grad_iters", o.grad_iters, 0, 10000, "an integer in 0 .. 10000");
+  integer("var_iters", o.var_iters, 0, 10000, "an integer in 0 .. 10000");
+  weight("var_alpha", o.var_alpha);
+  weight("var_gamma", o.var_gamma);
+  weight("var_delta", o.var_delta);
+}
+
+void check_images(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
+                  const float* flow, const char* fn) {
+  if (H <= 0 || W <= 0 || Hb <= 0 || Wb <= 0) {
+    throw Error(ErrorCode::Shape, std::string(fn) + ": image sizes must be positive, got a " +
+                                      std::to_string(H) + "x" + std::to_string(W) + ", b " +
+                                      std::to_string(Hb) + "x" + std::to_string(Wb));
+  }
+  if (gray_a == nullptr || gray_b == nullptr || flow == nullptr) {
+    throw Error(ErrorCode::InvalidArg, std::string(fn) + ": null image or flow pointer");
+  }
+}
+
+}  // namespace
+
+void flow_refine_dis(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
+                     float* flow, const DisOptions& o, const Exec& ex) {
+  const char* fn = "flow_refine_dis";
+  check_images(gray_a, H, W, gray_b, Hb, Wb, flow, fn);
+  check_options(o, fn);
+  const size_t P = size_t(H) * W;
+  if (!std::all_of(flow, flow + 2 * P, [](float v) { return std::isfinite(v); })) {
+    throw Error(ErrorCode::InvalidArg, std::string(fn) + ": the seed flow has a non-finite value");
+  }
+  // Level sizes of a; the search starts at the coarsest scale <= coarsest_scale that is >= 2
+  // patches across (fewer patches than that would have no neighbours to densify with), and never
+  // finer than finest_scale.
+  const int p = o.patch_size, f = o.finest_scale;
+  std::vector<int> hs{H}, ws{W};
+  while (int(hs.size()) <= o.coarsest_scale) {
+    hs.push_back((hs.back() + 1) / 2);
+    ws.push_back((ws.back() + 1) / 2);
+  }
+  int top = f;
+  for (int s = o.coarsest_scale; s > f; --s) {
+    if (std::min(hs[size_t(s)], ws[size_t(s)]) >= 2 * p) {
+      top = s;
+      break;
+    }
+  }
+  if (std::min(hs[size_t(top)], ws[size_t(top)]) < p) return;
+
+  const bool var = o.var_iters > 0;
+  const std::vector<Level> pa = pyramid(gray_a, H, W, top, true, ex);
+  const std::vector<Level> pb = pyramid(gray_b, Hb, Wb, top, false, ex);
+  check_cancel(ex);
+
+  VarBuffers var_buffers(var ? hs[size_t(f)] : 0, var ? ws[size_t(f)] : 0);
+  Plane fu = area_down(flow, H, W, hs[size_t(top)], ws[size_t(top)], 1 << top, ex);
+  Plane fv = area_down(flow + P, H, W, hs[size_t(top)], ws[size_t(top)], 1 << top, ex);
+  for (int s = top; s >= f; --s) {
+    const Level& a = pa[size_t(s)];
+    const Level& b = pb[size_t(s)];
+    if (s < top) {
+      fu = upsample(fu, a.img.h, a.img.w, 2, ex);
+      fv = upsample(fv, a.img.h, a.img.w, 2, ex);
+    }
+    const std::vector<int> xs = patch_starts(a.img.w, p, o.patch_stride);
+    const std::vector<int> ys = patch_starts(a.img.h, p, o.patch_stride);
+    const std::vector<PatchFlow> patches = search_level(a, b.img, fu, fv, xs, ys, o, ex);
+    densify(a, b.img, patches, xs, ys, p, fu, fv, ex);
+    if (var) Variational(a, b.img, fu, fv, o, var_buffers, ex).run();
+    check_cancel(ex);
+  }
+  if (f > 0) {
+    fu = upsample(fu, H, W, 1 << f, ex);
+    fv = upsample(fv, H, W, 1 << f, ex);
+  }
+  for (int y = 0; y < H; ++y) {
+    std::copy(fu.row(y), fu.row(y) + W, flow + size_t(y) * W);
+    std::copy(fv.row(y), fv.row(y) + W, flow + P + size_t(y) * W);
+  }
+}
+
+void dis_patch_search(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
+                      int x0, int y0, const DisOptions& o, float* uv) {
+  const char* fn = "dis_patch_search";
+  check_images(gray_a, H, W, gray_b, Hb, Wb, uv, fn);
+  check_options(o, fn);
+  const int p = o.patch_size;
+  if (x0 < 0 || y0 < 0 || x0 + p > W || y0 + p > H) {
+    throw Error(ErrorCode::Shape, std::string(fn) + ": the patch must lie inside a");
+  }
+  if (!std::isfinite(uv[0]) || !std::isfinite(uv[1])) {
+    throw Error(ErrorCode::InvalidArg, std::string(fn) + ": the start flow is not finite");
+  }
+  const Exec serial{Device::Cpu, 1, nullptr};
+  const std::vector<Level> pa = pyramid(gray_a, H, W, 0, true, serial);
+  const Plane b = plane_from(gray_b, Hb, Wb);
+  PatchScratch s(p);
+  const PatchFlow r = search_patch(pa[0], b, x0, y0, o.grad_iters, uv[0], uv[1], s);
+  uv[0] = r.u;
+  uv[1] = r.v;
+}
+
+}  // namespace gocor
