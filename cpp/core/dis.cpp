@@ -945,4 +945,14 @@ void dis_patch_search(const float* gray_a, int H, int W, const float* gray_b, in
   uv[1] = r.v;
 }
 
+size_t flow_refine_dis_work_bytes(int H, int W, int Hb, int Wb, const DisOptions& o) {
+  (void)o;
+  const size_t P = size_t(std::max(H, 0)) * std::max(W, 0),
+               Pb = size_t(std::max(Hb, 0)) * std::max(Wb, 0);
+  // a: image + 2 gradients, b: image + 2 gradients, over the pyramid (x 4/3); at the finest scale
+  // the flow (2), its upsampled copy (2), the densification sums (3) and about 24 planes of the
+  // variational refinement (data-term tensors, weights, increments).
+  return 4 * ((3 * P + 3 * Pb) * 4 / 3 + 31 * P);
+}
+
 }  // namespace gocor

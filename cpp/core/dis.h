@@ -5,6 +5,8 @@
 // flow(x)); plane 0 = u (x, right), plane 1 = v (y, down), in pixels; pixel centres at integers.
 #pragma once
 
+#include <cstddef>
+
 #include "common.h"  // gocor::Exec, gocor::Error, ErrorCode
 
 namespace gocor {
@@ -40,6 +42,11 @@ struct DisOptions {
 // Results do not depend on ex.threads.
 void flow_refine_dis(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
                      float* flow, const DisOptions& o, const Exec& ex);
+
+// Host bytes flow_refine_dis allocates (an upper estimate): the pyramids of a (with its gradient
+// planes) and b, about 4/3 of the finest planes each, the flow and patch-flow planes and the
+// variational refinement's planes at the finest scale.
+size_t flow_refine_dis_work_bytes(int H, int W, int Hb, int Wb, const DisOptions& o);
 
 // One patch of the inverse search at full resolution, the unit flow_refine_dis runs on every patch
 // of every scale (exposed for tests against a straightforward Lucas-Kanade): a's patch

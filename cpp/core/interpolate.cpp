@@ -713,4 +713,15 @@ void flow_interpolate(const float* image, int C, int H, int W, const float* flow
   });
 }
 
+size_t flow_interpolate_work_bytes(int C, int H, int W, const InterpOptions& o) {
+  (void)C;  // the edge map is built one channel at a time into the same planes
+  const size_t P = size_t(std::max(H, 0)) * std::max(W, 0);
+  const int s = std::max(1, o.seed_stride);
+  const size_t seeds = size_t((std::max(H, 0) + s - 1) / s) * ((std::max(W, 0) + s - 1) / s);
+  const size_t K = size_t(std::max(1, o.num_neighbors));
+  // per pixel: three float planes of the edge map, uint16 cost, uint64 key, int32 label, uint32
+  // distance; per seed: graph edges (about 8 neighbours), the K-nearest search state, the model.
+  return P * (3 * 4 + 2 + 8 + 4 + 4) + seeds * (8 * 16 + K * 16 + 256);
+}
+
 }  // namespace gocor

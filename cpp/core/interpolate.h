@@ -6,6 +6,7 @@
 // plane 1 = v (y), in pixels; x right, y down, pixel centres at integer coordinates.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "common.h"
@@ -66,6 +67,11 @@ struct InterpOptions {
 // Error(TooLarge) for an image past 2^31 pixels or whose distances could overflow 32 bits.
 void flow_interpolate(const float* image, int C, int H, int W, const float* flow,
                       const uint8_t* valid, float* out, const InterpOptions& o, const Exec& ex);
+
+// Host bytes flow_interpolate allocates for an H x W image with C channels (an upper estimate:
+// every seed-grid cell holding a seed; the edge map, costs, queue keys, labels and distances per
+// pixel, the seed graph and each seed's K neighbours and model).
+size_t flow_interpolate_work_bytes(int C, int H, int W, const InterpOptions& o);
 
 // The geodesic Voronoi diagram of flow_interpolate, exposed so it can be checked on its own.
 // cost (H, W) per-pixel cost >= 1 (flow_interpolate uses 1/32 px units: 32 for a flat pixel);

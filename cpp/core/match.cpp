@@ -433,9 +433,9 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
 
 namespace {
 
-// Peak bytes of match_full(a, b) besides the pyramids, stage by stage as it allocates.
-size_t match_full_bytes(const FeaturePyramid& a, const FeaturePyramid& b, const MatchOptions& o,
-                        bool confidence, int threads) {
+// Peak bytes of match_coarse(a, b), stage by stage as it allocates; the result included.
+size_t match_coarse_bytes(const FeaturePyramid& a, const FeaturePyramid& b, const MatchOptions& o,
+                          bool confidence, int threads) {
   constexpr size_t F = sizeof(float);
   size_t peak = 0, flow = 0;  // flow: the running flow kept between stages
   size_t first_local = 0;
@@ -462,14 +462,18 @@ size_t match_full_bytes(const FeaturePyramid& a, const FeaturePyramid& b, const 
                             ? gocor_local_work_bytes(
                                   la.C, la.H, la.W, LocalGocorOptions{o.num_iter_local, R}, threads)
                             : 0;
-    // previous flow (and its median copy), cur, warped b, volume, residual, confidence
-    peak = std::max(peak, 2 * flow + F * (2 * N + size_t(la.C) * N + D * N + 3 * N) + work);
+    // previous flow (and its median copy), cur, warped b, volume (and the aggregation's row sums
+    // in double for the planes in flight), residual, confidence
+    const size_t agg = o.aggregate_radius > 0 ? 8 * N * size_t(std::max(1, threads)) + 8 * N : 0;
+    peak = std::max(peak, 2 * flow + F * (2 * N + size_t(la.C) * N + D * N + 3 * N) + work + agg);
     flow = F * 2 * N;
   }
-  // the full-resolution flow, and the confidence resampled through two-plane copies
-  const size_t P = size_t(a.image_h) * a.image_w, last = flow / (2 * F);
-  peak = std::max(peak, flow + F * (last + 2 * P + (confidence ? P + 2 * last + 2 * P : 0)));
-  return peak;
+  return peak + (confidence ? flow / 2 : 0);
+}
+
+// Peak of resampling `planes` planes of a grid flow of `grid` bytes per plane to P pixels.
+size_t resample_bytes(size_t planes, size_t P) {
+  return sizeof(float) * (planes * P + 4 * P);
 }
 
 }  // namespace
@@ -481,28 +485,45 @@ size_t match_pyramids_work_bytes(const FeaturePyramid& a, const FeaturePyramid& 
   }
   constexpr size_t F = sizeof(float);
   const size_t P = size_t(a.image_h) * a.image_w, Pb = size_t(b.image_h) * b.image_w;
-  const bool polish = with_images && o.photometric_iter > 0;
+  const bool peak_conf = o.confidence == MatchConfidence::Peak;
   const bool fb = o.confidence == MatchConfidence::ForwardBackward;
-  // flow_refine_photometric on a p-pixel grid against pb pixels of b: the local contrast of both,
-  // the five products, their five window sums and one box-mean temporary.
-  auto photometric = [&](size_t p, size_t pb) { return polish ? F * (12 * p + pb) : 0; };
-  const size_t grays = polish ? F * (P + Pb) : 0;
-  size_t peak = match_full_bytes(a, b, o, o.confidence == MatchConfidence::Peak, threads);
+  const bool both = fb || (with_images && (o.fill || o.final_fill));
+  // The coarse flows at full resolution: a's (and its confidence), then b's while a's is held.
   const size_t held = F * (2 * P + (o.confidence == MatchConfidence::None ? 0 : P));
-  peak = std::max(peak, held + photometric(P, Pb));
-  if (fb) {
-    peak = std::max(peak, held + match_full_bytes(b, a, o, false, threads));
-    peak = std::max(peak, held + F * 2 * Pb + photometric(Pb, P));
-    peak = std::max(peak, held + F * (2 * Pb + 3 * P));  // b's flow warped onto a, its mask
+  size_t peak = match_coarse_bytes(a, b, o, peak_conf, threads) + resample_bytes(3, P);
+  if (both) {
+    peak =
+        std::max(peak, held + match_coarse_bytes(b, a, o, false, threads) + resample_bytes(2, Pb));
+  }
+  const size_t flows = held + (both ? F * 2 * Pb : 0);
+  if (with_images) {
+    // Gray images and texture masks, next to both flows (the pyramids are freed by then).
+    const size_t base = flows + F * (P + Pb) + (P + Pb);
+    // A fill: a copy of the other flow, the validity mask, the interpolation and its output.
+    auto fill = [&](const ImageView& img, size_t p) {
+      return F * 2 * p + 2 * p + F * 2 * p +
+             flow_interpolate_work_bytes(img.C >= 3 ? 3 : 1, img.H, img.W, o.interp);
+    };
+    const ImageView va{nullptr, 3, a.image_h, a.image_w}, vb{nullptr, 3, b.image_h, b.image_w};
+    if (o.fill) peak = std::max(peak, base + std::max(fill(va, P), fill(vb, Pb)));
+    if (o.dis) {
+      peak = std::max(peak, base + flow_refine_dis_work_bytes(a.image_h, a.image_w, b.image_h,
+                                                              b.image_w, o.dis_options));
+    }
+    if (o.final_fill) peak = std::max(peak, base + fill(va, P) + F * P + P);
+  } else if (fb) {
+    peak = std::max(peak, flows + F * P + P);  // the consistency error and mask
   }
   const size_t out =
       size_t(o.out_h > 0 ? o.out_h : a.image_h) * (o.out_w > 0 ? o.out_w : a.image_w);
   if (out != P) {
-    // resized flow and confidence next to the full-resolution ones
+    // to_output: the resized flow, confidence and occlusion next to the full-resolution ones; each
+    // resampled plane goes through a two-plane temporary (3 floats per output pixel).
     const bool conf = o.confidence != MatchConfidence::None;
-    peak = std::max(peak, held + F * (2 * out + (conf ? 2 * P + 2 * out + out : 0)));
+    const bool occ = with_images && o.final_fill;
+    peak = std::max(peak, flows + P + F * (2 * out + (conf ? out : 0) + 3 * out) + (occ ? out : 0));
   }
-  return grays + peak;
+  return peak;
 }
 
 size_t match_images_bytes(int Ha, int Wa, int Hb, int Wb, const MatchOptions& o, int threads) {

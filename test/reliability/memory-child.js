@@ -25,17 +25,22 @@ const img = (H, W) => ({
   width: W,
 });
 const exec = { device: 'cpu', threads: 0 };
+// What match() sends natively with the default options ('balanced', lib/match.ts's PRESETS).
 const matchDefaults = {
   ...exec,
   method: 'gocor',
   globalSize: 24,
-  finestStride: 4,
+  finestStride: 8,
   useGlobal: true,
   numIterGlobal: 3,
   numIterLocal: 7,
   applyQueryLoss: true,
   refineIter: 3,
-  photometricIter: 2,
+  aggregateRadius: 2,
+  fill: true,
+  finalFill: true,
+  dis: { coarsestScale: 3, patchSize: 8, patchStride: 4, gradIters: 16, varIters: 5 },
+  texture: { radius: 4, gradient: 0.01 },
   median: true,
   seed: 0,
   fittedParams: true,
