@@ -1,7 +1,10 @@
 // Host-only interface of the CUDA backend: no CUDA types, so ordinary C++ callers can include it.
-// Every function is the twin of a cpp/core function with the same signature (`_cpu` -> `_cuda`);
-// pointers are host pointers, the launcher moves data to and from the device itself.
-// Built only when GOCOR_WITH_CUDA is defined; dispatch.cpp is the only caller.
+// Each `_cuda` function is the twin of a cpp/core function with the same signature (`_cpu` or no
+// suffix -> `_cuda`; match_images_cuda also takes the parameters, match_images_batch_cuda has no
+// CPU twin); pointers are host pointers, the launcher moves data to and from the device itself.
+// Built only when GOCOR_WITH_CUDA is defined. dispatch.cpp sends the API's correlation and GOCor
+// calls here; the other functions are reached only by test/cpp/cuda_parity_main.cpp and the CUDA
+// benchmark until they have passed parity on a GPU.
 #pragma once
 
 #include <cstddef>
@@ -36,9 +39,6 @@ void corr_global_cuda(const float* reference, const float* query, float* out,
                       const CorrGlobalShape& s, const Exec& ex);
 void corr_local_cuda(const float* reference, const float* query, float* out,
                      const CorrLocalShape& s, const Exec& ex);
-// Twin of corr_local_adjoint_cpu: rho (B,D,H,W), query (B,C,H,W) -> out (B,C,H,W).
-void corr_local_adjoint_cuda(const float* rho, const float* query, float* out,
-                             const CorrLocalShape& s, const Exec& ex);
 void gocor_global_cuda(const GlobalGocorParams& p, const GlobalGocorOptions& o,
                        const float* reference, const float* query, float* volume, float* filter_out,
                        const GocorGlobalShape& s, const Exec& ex, std::vector<GocorIterDiag>* diag);
