@@ -1,5 +1,5 @@
-// Plain correlation on the GPU: the twins of cpp/core's corr_global_cpu, corr_local_cpu and
-// corr_local_adjoint_cpu (spec 5.1 and 7).
+// Plain correlation on the GPU: the twins of cpp/core's corr_global_cpu and corr_local_cpu (spec
+// 5.1 and 7).
 #include <string>
 
 #include "cuda_util.cuh"
@@ -190,25 +190,6 @@ void launch_corr_local_tiled(const float* d_ref, const float* d_query, float* d_
   check_launch("corr_local_tiled_kernel");
 }
 
-// rho (B,D,H,W), query (B,C,H,W) -> out (B,C,H,W).
-__global__ void corr_local_adjoint_kernel(const float* __restrict__ rho,
-                                          const float* __restrict__ query, float* __restrict__ out,
-                                          int C, int H, int W, int R) {
-  extern __shared__ __align__(16) float smem[];
-  const WinTile t = win_tile(R, H, W);
-  float* halo = smem;
-  float* win = smem + kWinCC * t.HY * t.HX;
-  const long long HW = (long long)H * W;
-  const int b = blockIdx.z, D = (2 * R + 1) * (2 * R + 1);
-  for (int k = 0; k < D; ++k) {
-    win[k * t.nt + t.tid] = t.inside ? __ldg(rho + (b * D + k) * HW + t.p) : 0.f;
-  }
-  const float inv_c = 1.f / C;
-  float* o = out + b * C * HW + t.p;
-  win_adjoint(halo, win, t, query + b * C * HW, C, H, W,
-              [&](int c, float v) { o[c * HW] = v * inv_c; });
-}
-
 template <typename Kernel>
 dim3 win_launch_setup(Kernel kernel, int R, int B, int H, int W, dim3* block, size_t* smem) {
   const int rows = win_tile_rows(R, smem);
@@ -264,17 +245,6 @@ void corr_local_device(const float* d_ref, const float* d_query, float* d_out,
   check_launch("corr_local_kernel");
 }
 
-void corr_local_adjoint_device(const float* d_rho, const float* d_query, float* d_out,
-                               const CorrLocalShape& s, cudaStream_t stream) {
-  check_local_shape(s);
-  dim3 block;
-  size_t smem = 0;
-  dim3 grid = win_launch_setup(corr_local_adjoint_kernel, s.R, s.B, s.H, s.W, &block, &smem);
-  corr_local_adjoint_kernel<<<grid, block, smem, stream>>>(d_rho, d_query, d_out, s.C, s.H, s.W,
-                                                           s.R);
-  check_launch("corr_local_adjoint_kernel");
-}
-
 }  // namespace cuda
 
 namespace {
@@ -320,23 +290,6 @@ void corr_local_cuda(const float* reference, const float* query, float* out,
   stream.sync();
 }
 
-void corr_local_adjoint_cuda(const float* rho, const float* query, float* out,
-                             const CorrLocalShape& s, const Exec& ex) {
-  cuda::check_local_shape(s);
-  cuda::require_device();
-  check_cancel(ex);
-  const size_t nin = (size_t)s.B * s.C * s.H * s.W;
-  const size_t D = (size_t)(2 * s.R + 1) * (2 * s.R + 1);
-  const size_t nrho = (size_t)s.B * D * s.H * s.W;
-  cuda::Stream stream;
-  cuda::DeviceBuffer<float> d_rho(nrho), d_q(nin), d_out(nin);
-  cuda::to_device(d_rho.get(), rho, nrho, stream.get());
-  cuda::to_device(d_q.get(), query, nin, stream.get());
-  cuda::corr_local_adjoint_device(d_rho.get(), d_q.get(), d_out.get(), s, stream.get());
-  cuda::to_host(out, d_out.get(), nin, stream.get());
-  stream.sync();
-}
-
 namespace cuda_dev {
 
 void corr_global(const float* d_ref, const float* d_query, float* d_out, const CorrGlobalShape& s,
@@ -348,11 +301,6 @@ void corr_global(const float* d_ref, const float* d_query, float* d_out, const C
 void corr_local(const float* d_ref, const float* d_query, float* d_out, const CorrLocalShape& s,
                 void* stream) {
   cuda::corr_local_device(d_ref, d_query, d_out, s, static_cast<cudaStream_t>(stream));
-}
-
-void corr_local_adjoint(const float* d_rho, const float* d_query, float* d_out,
-                        const CorrLocalShape& s, void* stream) {
-  cuda::corr_local_adjoint_device(d_rho, d_query, d_out, s, static_cast<cudaStream_t>(stream));
 }
 
 }  // namespace cuda_dev

@@ -38,9 +38,6 @@ void corr_global_cuda(const float* reference, const float* query, float* out,
                       const CorrGlobalShape& s, const Exec& ex);
 void corr_local_cuda(const float* reference, const float* query, float* out,
                      const CorrLocalShape& s, const Exec& ex);
-// Twin of corr_local_adjoint_cpu: rho (B,D,H,W), query (B,C,H,W) -> out (B,C,H,W).
-void corr_local_adjoint_cuda(const float* rho, const float* query, float* out,
-                             const CorrLocalShape& s, const Exec& ex);
 void gocor_global_cuda(const GlobalGocorParams& p, const GlobalGocorOptions& o,
                        const float* reference, const float* query, float* volume, float* filter_out,
                        const GocorGlobalShape& s, const Exec& ex, std::vector<GocorIterDiag>* diag);

@@ -37,9 +37,6 @@ void corr_global(const float* d_ref, const float* d_query, float* d_out, const C
                  void* stream);
 void corr_local(const float* d_ref, const float* d_query, float* d_out, const CorrLocalShape& s,
                 void* stream);
-// rho (B,D,H,W), query (B,C,H,W) -> out (B,C,H,W), the adjoint of corr_local in its first argument.
-void corr_local_adjoint(const float* d_rho, const float* d_query, float* d_out,
-                        const CorrLocalShape& s, void* stream);
 
 // Workspace (bytes of device memory) global GOCor needs for shape s and options o.
 size_t gocor_global_workspace_bytes(const GocorGlobalShape& s, const GlobalGocorOptions& o);

@@ -40,13 +40,11 @@ struct V {
 #define GEMM_MR 6
 #define GEMM_NV 2
 #define LOCAL_GMAX 6
-#define ADJ_CB 8
 #define KERNELS_FN kernels_impl
 #include "corr_kernels.inc"
 #undef GEMM_MR
 #undef GEMM_NV
 #undef LOCAL_GMAX
-#undef ADJ_CB
 #undef KERNELS_FN
 
 }  // namespace avx2

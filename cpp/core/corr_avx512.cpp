@@ -37,13 +37,11 @@ struct V {
 #define GEMM_MR 6
 #define GEMM_NV 4
 #define LOCAL_GMAX 12
-#define ADJ_CB 16
 #define KERNELS_FN kernels_impl
 #include "corr_kernels.inc"
 #undef GEMM_MR
 #undef GEMM_NV
 #undef LOCAL_GMAX
-#undef ADJ_CB
 #undef KERNELS_FN
 
 }  // namespace avx512

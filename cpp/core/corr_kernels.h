@@ -36,8 +36,6 @@ struct Kernels {
   // out (D, H, W) of one batch element: rows y0 .. y0+nrows-1 (nrows 1 or 2), every displacement
   // whose query row y+dy lies inside the image. Displacements outside the image are left untouched.
   void (*local_rows)(const LocalArgs& a, float* out, int y0, int nrows);
-  // out (C, H, W) of one batch element, row y; rho (D, H, W) of the same element.
-  void (*local_adjoint_row)(const LocalArgs& a, const float* rho, float* out, int y);
 };
 
 const Kernels& kernels_portable();

@@ -62,13 +62,11 @@ struct V {
 #define GEMM_MR 4
 #define GEMM_NV 2
 #define LOCAL_GMAX 4
-#define ADJ_CB 4
 #define KERNELS_FN kernels_impl
 #include "corr_kernels.inc"
 #undef GEMM_MR
 #undef GEMM_NV
 #undef LOCAL_GMAX
-#undef ADJ_CB
 #undef KERNELS_FN
 
 }  // namespace portable

@@ -367,24 +367,6 @@ void corr_local_cpu(const float* reference, const float* query, float* out, cons
   }
 }
 
-void corr_local_adjoint_cpu(const float* rho, const float* query, float* out,
-                            const CorrLocalShape& s, const Exec& ex) {
-  corr_detail::validate_local(rho, query, out, s, "corr_local_adjoint");
-  const Kernels& kr = corr_detail::active_kernels();
-  const int C = s.C, H = s.H, W = s.W, R = s.R, D1 = 2 * R + 1;
-  const int64_t HW = int64_t{H} * W, D = int64_t{D1} * D1;
-  for (int b = 0; b < s.B; ++b) {
-    check_cancel(ex);
-    const LocalArgs a{nullptr, query + b * C * HW, C, H, W, R};
-    const float* rb = rho + b * D * HW;
-    float* ob = out + b * C * HW;
-    parallel_for(H, ex.threads, [&](int64_t y) {
-      check_cancel(ex);
-      kr.local_adjoint_row(a, rb, ob, static_cast<int>(y));
-    });
-  }
-}
-
 void corr_global_naive(const float* reference, const float* query, float* out,
                        const CorrGlobalShape& s) {
   corr_detail::validate_global(reference, query, out, s);

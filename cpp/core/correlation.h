@@ -31,13 +31,8 @@ size_t corr_global_work_bytes(const CorrGlobalShape& s);
 void corr_local_cpu(const float* reference, const float* query, float* out, const CorrLocalShape& s,
                     const Exec& ex);
 
-// Adjoint of corr_local in its first argument:
-// rho (B,D,H,W), query (B,C,H,W) -> out (B,C,H,W):
-// out[b,c,y,x] = (1/C) sum_k rho[b,k,y,x] * query[b,c,y+dy_k,x+dx_k].
-void corr_local_adjoint_cpu(const float* rho, const float* query, float* out,
-                            const CorrLocalShape& s, const Exec& ex);
-
-// Straightforward twins: the specification of the three functions above, used as test oracles.
+// Straightforward twins of corr_global_cpu and corr_local_cpu: their specification, used as test
+// oracles.
 void corr_global_naive(const float* reference, const float* query, float* out,
                        const CorrGlobalShape& s);
 void corr_local_naive(const float* reference, const float* query, float* out,

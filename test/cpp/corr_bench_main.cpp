@@ -116,19 +116,6 @@ int main(int argc, char** argv) {
             flop / ((t == 1 ? cpu : ms) * 1e6));
         std::fflush(stdout);
       }
-      // The adjoint (used by local GOCor) has the same FLOP count.
-      std::vector<float> rho = random_vec_fast(size_t(D) * H * W, 5), adj(n);
-      gocor::Exec ex;
-      ex.threads = 1;
-      double cpu;
-      double ms =
-          time_ms([&] { gocor::corr_local_adjoint_cpu(rho.data(), g.data(), adj.data(), s, ex); },
-                  3, budget, &cpu);
-      std::printf(
-          "{\"op\":\"corr_local_adjoint\",\"simd\":\"%s\",\"H\":%d,\"W\":%d,\"C\":%d,\"R\":%d,"
-          "\"threads\":1,\"ms\":%.4f,\"gflops\":%.2f,\"cpu_ms\":%.4f,\"cpu_gflops\":%.2f}\n",
-          simd, H, W, C, R, ms, flop / (ms * 1e6), cpu, flop / (cpu * 1e6));
-      std::fflush(stdout);
     }
   }
   return 0;

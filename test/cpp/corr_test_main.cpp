@@ -1,6 +1,6 @@
-// Plain correlation on the CPU (global, local, local adjoint): every SIMD path this machine has
-// against a float64 reference, the straightforward twins, the adjoint identity, threads, errors,
-// and the conformance baselines. Prints one line per case and "N passed, M failed".
+// Plain correlation on the CPU (global, local): every SIMD path this machine has against a float64
+// reference, the straightforward twins, threads, errors, and the conformance baselines. Prints one
+// line per case and "N passed, M failed".
 //
 // Tolerance (derived, not guessed). Each output is a sum of n products. The fast kernels form
 // every product inside a float32 fused multiply-add and accumulate in float32 in some blocked
@@ -109,38 +109,6 @@ Ref64 local_ref(const std::vector<float>& f, const std::vector<float>& g, const 
   return r;
 }
 
-// out[b,c,y,x] = (1/C) sum_k rho[b,k,y,x] * query[b,c,y+dy,x+dx] (spec 5.1, adjoint).
-Ref64 adjoint_ref(const std::vector<float>& rho, const std::vector<float>& g,
-                  const CorrLocalShape& s) {
-  const int D1 = 2 * s.R + 1;
-  const int64_t HW = int64_t{s.H} * s.W, D = int64_t{D1} * D1;
-  Ref64 r;
-  r.val.assign(s.B * s.C * HW, 0.0);
-  r.abs.assign(s.B * s.C * HW, 0.0);
-  for (int b = 0; b < s.B; ++b) {
-    for (int c = 0; c < s.C; ++c) {
-      for (int y = 0; y < s.H; ++y) {
-        for (int x = 0; x < s.W; ++x) {
-          double v = 0, a = 0;
-          for (int dy = -s.R; dy <= s.R; ++dy) {
-            for (int dx = -s.R; dx <= s.R; ++dx) {
-              if (y + dy < 0 || y + dy >= s.H || x + dx < 0 || x + dx >= s.W) continue;
-              const int64_t k = (dy + s.R) * D1 + dx + s.R;
-              const double p = double{rho[(b * D + k) * HW + y * s.W + x]} *
-                               g[(b * s.C + c) * HW + (y + dy) * s.W + x + dx];
-              v += p;
-              a += std::fabs(p);
-            }
-          }
-          r.val[(b * s.C + c) * HW + y * s.W + x] = v / s.C;
-          r.abs[(b * s.C + c) * HW + y * s.W + x] = a / s.C;
-        }
-      }
-    }
-  }
-  return r;
-}
-
 // Checks |got - ref| <= gamma(n) * S elementwise; returns the worst error in units of u*S.
 bool check_bound(const std::vector<float>& got, const Ref64& r, double n, double* worst_ulps,
                  std::string* where) {
@@ -207,46 +175,22 @@ void test_local(const CorrLocalShape& s, uint64_t seed, bool also_naive) {
   const int64_t HW = int64_t{s.H} * s.W, D = int64_t{D1} * D1;
   auto f = random_vec(s.B * s.C * HW, seed);
   auto g = random_vec(s.B * s.C * HW, seed + 3);
-  auto rho = random_vec(s.B * D * HW, seed + 5);
   const Ref64 r = local_ref(f, g, s);
-  const Ref64 ra = adjoint_ref(rho, g, s);
-  std::vector<float> out(s.B * D * HW, -1234.5f), adj(s.B * s.C * HW, -1234.5f);
+  std::vector<float> out(s.B * D * HW, -1234.5f);
   Exec ex;
   ex.threads = 1;
   gocor::corr_local_cpu(f.data(), g.data(), out.data(), s, ex);
-  gocor::corr_local_adjoint_cpu(rho.data(), g.data(), adj.data(), s, ex);
   const std::string lvl = gocor::cpu_simd_level();
   double worst;
   std::string where;
   bool ok = check_bound(out, r, s.C + 8, &worst, &where);
   report(ok, "corr_local " + lvl + " " + lshape(s) + " max|err|/(uS)=" + fmt("%.2f", worst) +
                  (ok ? "" : " " + where));
-  ok = check_bound(adj, ra, double(D) + 8, &worst, &where);
-  report(ok, "corr_local_adjoint " + lvl + " " + lshape(s) +
-                 " max|err|/(uS)=" + fmt("%.2f", worst) + (ok ? "" : " " + where));
 
-  // <Corr(a,b), rho> == <a, Corr^T(rho,b)>, both sides in float64 from the float32 outputs; the
-  // two sides may differ only by the outputs' own error bounds weighted by the other factor.
-  double lhs = 0, rhs = 0, slack = 0;
-  const double gc = gamma_n(s.C + 8), gd = gamma_n(double(D) + 8);
-  for (size_t i = 0; i < out.size(); ++i) {
-    lhs += double{out[i]} * rho[i];
-    slack += gc * r.abs[i] * std::fabs(rho[i]);
-  }
-  for (size_t i = 0; i < adj.size(); ++i) {
-    rhs += double{f[i]} * adj[i];
-    slack += gd * ra.abs[i] * std::fabs(f[i]);
-  }
-  ok = std::fabs(lhs - rhs) <= slack + 1e-12;
-  report(ok, "adjoint identity " + lvl + " " + lshape(s) + " <Corr(a,b),rho>=" + fmt("%.9g", lhs) +
-                 " <a,CorrT(rho,b)>=" + fmt("%.9g", rhs) + " bound=" + fmt("%.2g", slack));
-
-  std::vector<float> out_mt(out.size(), -1234.5f), adj_mt(adj.size(), -1234.5f);
+  std::vector<float> out_mt(out.size(), -1234.5f);
   ex.threads = 0;
   gocor::corr_local_cpu(f.data(), g.data(), out_mt.data(), s, ex);
-  gocor::corr_local_adjoint_cpu(rho.data(), g.data(), adj_mt.data(), s, ex);
-  report(out_mt == out && adj_mt == adj,
-         "corr_local/adjoint threads=all equals threads=1 " + lvl + " " + lshape(s));
+  report(out_mt == out, "corr_local threads=all equals threads=1 " + lvl + " " + lshape(s));
   if (also_naive) {
     std::vector<float> nv(out.size());
     gocor::corr_local_naive(f.data(), g.data(), nv.data(), s);
@@ -329,8 +273,8 @@ void test_errors() {
   expect_error("corr_local R=-1", gocor::ErrorCode::InvalidArg, [&] {
     gocor::corr_local_cpu(a.data(), b.data(), o.data(), CorrLocalShape{1, 1, 4, 4, -1}, ex);
   });
-  expect_error("corr_local_adjoint H=0", gocor::ErrorCode::Shape, [&] {
-    gocor::corr_local_adjoint_cpu(a.data(), b.data(), o.data(), CorrLocalShape{1, 1, 0, 4, 1}, ex);
+  expect_error("corr_local H=0", gocor::ErrorCode::Shape, [&] {
+    gocor::corr_local_cpu(a.data(), b.data(), o.data(), CorrLocalShape{1, 1, 0, 4, 1}, ex);
   });
   std::atomic<bool> cancel{true};
   ex.cancel = &cancel;
@@ -339,9 +283,6 @@ void test_errors() {
   });
   expect_error("corr_local cancelled", gocor::ErrorCode::Aborted, [&] {
     gocor::corr_local_cpu(a.data(), b.data(), o.data(), CorrLocalShape{1, 4, 4, 4, 4}, ex);
-  });
-  expect_error("corr_local_adjoint cancelled", gocor::ErrorCode::Aborted, [&] {
-    gocor::corr_local_adjoint_cpu(o.data(), b.data(), a.data(), CorrLocalShape{1, 4, 4, 4, 1}, ex);
   });
 }
 

@@ -268,32 +268,20 @@ Trial corr_global_trial(CorrGlobalShape s, uint64_t seed) {
           compare_one(st)};
 }
 
-// corr_local (adjoint false) or corr_local_adjoint (true) of one shape.
-Trial corr_local_trial(CorrLocalShape s, uint64_t seed, bool adjoint) {
+// corr_local of one shape.
+Trial corr_local_trial(CorrLocalShape s, uint64_t seed) {
   struct St {
-    std::vector<float> ref, q, rho, cpu, gpu;
+    std::vector<float> ref, q, cpu, gpu;
   };
   auto st = state<St>();
   const size_t D = (size_t)(2 * s.R + 1) * (2 * s.R + 1), P = (size_t)s.B * s.H * s.W;
   st->ref = randn(P * s.C, seed);
   st->q = randn(P * s.C, seed + 1);
-  if (adjoint) st->rho = randn(P * D, seed + 2);
-  st->cpu.resize(adjoint ? P * s.C : P * D);
+  st->cpu.resize(P * D);
   st->gpu.assign(st->cpu.size(), NAN);
-  Trial t;
-  if (adjoint) {
-    t.cpu = [st, s] {
-      corr_local_adjoint_cpu(st->rho.data(), st->q.data(), st->cpu.data(), s, {});
-    };
-    t.cuda = [st, s] {
-      corr_local_adjoint_cuda(st->rho.data(), st->q.data(), st->gpu.data(), s, Exec{});
-    };
-  } else {
-    t.cpu = [st, s] { corr_local_cpu(st->ref.data(), st->q.data(), st->cpu.data(), s, Exec{}); };
-    t.cuda = [st, s] { corr_local_cuda(st->ref.data(), st->q.data(), st->gpu.data(), s, Exec{}); };
-  }
-  t.compare = compare_one(st);
-  return t;
+  return {[st, s] { corr_local_cpu(st->ref.data(), st->q.data(), st->cpu.data(), s, Exec{}); },
+          [st, s] { corr_local_cuda(st->ref.data(), st->q.data(), st->gpu.data(), s, Exec{}); },
+          compare_one(st)};
 }
 
 // A 360 GB volume throws CudaOom (and the backend stays usable); C = 0 throws Shape.
@@ -831,15 +819,7 @@ std::vector<Case> all_cases() {
   for (size_t i = 0; i < local_shapes.size(); ++i) {
     const CorrLocalShape s = local_shapes[i];
     add("corr_local", fmt("B%d C%d %dx%d R%d", s.B, s.C, s.H, s.W, s.R), Tol{2e-5, 1e-4},
-        [s, i] { return corr_local_trial(s, 21 + i, false); });
-  }
-  for (size_t i = 0; i < local_shapes.size(); ++i) {
-    const CorrLocalShape s = local_shapes[i];
-    // Sums of D products of N(0,1) values divided by C.
-    const double D = (2 * s.R + 1) * (2 * s.R + 1);
-    add("corr_local_adjoint", fmt("B%d C%d %dx%d R%d", s.B, s.C, s.H, s.W, s.R),
-        Tol{2e-5 * std::sqrt(D) / s.C * 10, 1e-4},
-        [s, i] { return corr_local_trial(s, 21 + i, true); });
+        [s, i] { return corr_local_trial(s, 21 + i); });
   }
 
   // Global GOCor: init parameters (GLU-Net constructor) and perturbed ones, query term on/off.
