@@ -2,78 +2,110 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "parallel.h"
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#elif defined(__ARM_NEON) && defined(__aarch64__)
-#include <arm_neon.h>
-#endif
+// The vector helpers and kernel bodies below are always inlined into their callers, the AVX2 entry
+// points included; their nominal ABI never matters.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace gocor {
 namespace {
 
-// ---- 4-lane vectors ----------------------------------------------------------------------------
-// The hot loops (patch warps, densification, the variational passes) are written on 4-float GCC
-// vectors: SSE2 / NEON without any -march flag, and the same speed at -O2 as at -O3 (at -O2 GCC
-// does not vectorise loops with run-time trip counts).
+// ---- vectors -----------------------------------------------------------------------------------
+// The hot loops run on GCC vectors of 4 floats (SSE2 / NEON without any -march flag, and about the
+// same speed at -O2 as at -O3, where GCC would not vectorise loops of run-time trip counts). The
+// patch search, densification, linearisation and SOR sweeps also have 8-float versions, compiled
+// for AVX2 + FMA and picked at run time (use_v8). Only generic vector operations are used (no
+// intrinsics), so one template body serves both widths.
 
 typedef float v4 __attribute__((vector_size(16)));
 typedef int32_t v4i __attribute__((vector_size(16)));
+typedef float v8 __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
 
-inline __attribute__((always_inline)) v4 load4(const float* p) {
-  v4 v;
+template <class V>
+struct Lanes;
+template <>
+struct Lanes<v4> {
+  using Int = v4i;
+  static constexpr int n = 4;
+};
+template <>
+struct Lanes<v8> {
+  using Int = v8i;
+  static constexpr int n = 8;
+};
+
+#if defined(__x86_64__) || defined(__i386__)
+#define DIS_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define DIS_TARGET_AVX2
+#endif
+#define DIS_INLINE inline __attribute__((always_inline))
+
+template <class V = v4>
+DIS_INLINE V load(const float* p) {
+  V v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
-inline __attribute__((always_inline)) void store4(float* p, v4 v) {
+template <class V>
+DIS_INLINE void store(float* p, const V& v) {
   std::memcpy(p, &v, sizeof(v));
 }
-inline v4 splat(float x) {
-  return v4{x, x, x, x};
+template <class V = v4>
+DIS_INLINE V splat(float x) {
+  return V{} + x;
 }
-inline float hsum(v4 v) {
-  return (v[0] + v[1]) + (v[2] + v[3]);
+// Sum of the lanes, pairwise (8 lanes: the halves added first).
+DIS_INLINE float hsum(const v4& v) {
+  return (v[0] + v[2]) + (v[1] + v[3]);
 }
-inline __attribute__((always_inline)) v4 vsqrt(v4 x) {
-#if defined(__SSE2__)
-  return _mm_sqrt_ps(x);
-#elif defined(__ARM_NEON) && defined(__aarch64__)
-  return vsqrtq_f32(x);
-#else
-  return v4{std::sqrt(x[0]), std::sqrt(x[1]), std::sqrt(x[2]), std::sqrt(x[3])};
-#endif
-}
-inline __attribute__((always_inline)) v4 vmax(v4 a, v4 b) {
-#if defined(__SSE2__)
-  return _mm_max_ps(a, b);
-#elif defined(__ARM_NEON) && defined(__aarch64__)
-  return vmaxq_f32(a, b);
-#else
-  return v4{std::max(a[0], b[0]), std::max(a[1], b[1]), std::max(a[2], b[2]), std::max(a[3], b[3])};
-#endif
-}
-inline __attribute__((always_inline)) v4 vmin(v4 a, v4 b) {
-#if defined(__SSE2__)
-  return _mm_min_ps(a, b);
-#elif defined(__ARM_NEON) && defined(__aarch64__)
-  return vminq_f32(a, b);
-#else
-  return v4{std::min(a[0], b[0]), std::min(a[1], b[1]), std::min(a[2], b[2]), std::min(a[3], b[3])};
-#endif
-}
-inline __attribute__((always_inline)) v4 vabs(v4 a) {
-  return (v4)((v4i)a & v4i{0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff});
+DIS_INLINE float hsum(const v8& v) {
+  v4 lo, hi;
+  std::memcpy(&lo, &v, sizeof(lo));
+  std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(lo), sizeof(hi));
+  return hsum(lo + hi);
 }
 // Lanes of a where the mask is all ones, of b where it is zero.
-inline __attribute__((always_inline)) v4 vselect(v4i mask, v4 a, v4 b) {
-  return (v4)(((v4i)a & mask) | ((v4i)b & ~mask));
+template <class V, class M>
+DIS_INLINE V vselect(const M& mask, const V& a, const V& b) {
+  using I = typename Lanes<V>::Int;
+  return (V)(((I)a & mask) | ((I)b & ~mask));
+}
+template <class V>
+DIS_INLINE V vmax(const V& a, const V& b) {
+  return vselect(a > b, a, b);
+}
+template <class V>
+DIS_INLINE V vmin(const V& a, const V& b) {
+  return vselect(a < b, a, b);
+}
+template <class V>
+DIS_INLINE V vabs(const V& a) {
+  using I = typename Lanes<V>::Int;
+  return (V)((I)a & 0x7fffffff);
+}
+// 1 / sqrt(x) for normal x > 0: a first guess from the bits and three Newton steps (within 2.5
+// ulp over 1e-8 .. 1e14), in plain vector operations.
+template <class V>
+DIS_INLINE V rsqrt(const V& x) {
+  using I = typename Lanes<V>::Int;
+  V y = (V)(0x5f375a86 - ((I)x >> 1));
+  const V hx = x * 0.5f;
+  y = y * (1.5f - hx * y * y);
+  y = y * (1.5f - hx * y * y);
+  y = y * (1.5f - hx * y * y);
+  return y;
 }
 
 // floor(x) as an int for |x| < 2^31: std::floor is a libm call without SSE4.1.
@@ -102,18 +134,19 @@ constexpr float kDiagFloor = 1e-6f;
 
 // ---- planes ------------------------------------------------------------------------------------
 
-constexpr int kMargin = 4;  // floats before and after every row: vectors may read one pixel past
+// Floats before and after every row: 8-lane loops read one pixel before the row and up to 8 past.
+constexpr int kMargin = 8;
 
-// One (h, w) plane: rows of stride round_up(w, 4) + 2 kMargin, zero-initialised. The vector loops
-// handle each row in chunks of 4 pixels, so they also write the lanes between w and round_up(w, 4);
-// those stay finite and nothing reads them as pixels.
+// One (h, w) plane: rows of stride round_up(w, 8) + 2 kMargin, zero-initialised. The vector loops
+// handle each row in whole vectors, so they also write the lanes between w and the next multiple
+// of their width; those stay finite and nothing reads them as pixels.
 struct Plane {
   int h = 0, w = 0;
   size_t stride = 0;
   std::vector<float> buf;
   Plane() = default;
   Plane(int h_, int w_)
-      : h(h_), w(w_), stride(size_t((w_ + 3) & ~3) + 2 * kMargin), buf(size_t(h_) * stride, 0.f) {}
+      : h(h_), w(w_), stride(size_t((w_ + 7) & ~7) + 2 * kMargin), buf(size_t(h_) * stride, 0.f) {}
   float* row(int y) { return buf.data() + size_t(y) * stride + kMargin; }
   const float* row(int y) const { return buf.data() + size_t(y) * stride + kMargin; }
   int chunks() const { return (w + 3) / 4; }
@@ -123,6 +156,12 @@ struct Plane {
 struct Level {
   Plane img, gx, gy;
 };
+
+Plane plane_constant(int h, int w, float value) {
+  Plane p(h, w);
+  std::fill(p.buf.begin(), p.buf.end(), value);
+  return p;
+}
 
 Plane plane_from(const float* src, int h, int w) {
   Plane p(h, w);
@@ -155,8 +194,8 @@ Plane downsample(const Plane& in, const Exec& ex) {
     const float* r3 = tmp.row(std::min(y + 2, last));
     float* o = out.row(int(i));
     for (int x = 0; x < 4 * out.chunks(); x += 4) {
-      store4(o + x, splat(0.125f) * (load4(r0 + x) + splat(3.f) * (load4(r1 + x) + load4(r2 + x)) +
-                                     load4(r3 + x)));
+      store(o + x, splat(0.125f) *
+                       (load(r0 + x) + splat(3.f) * (load(r1 + x) + load(r2 + x)) + load(r3 + x)));
     }
   });
   return out;
@@ -180,8 +219,8 @@ void gradients(Plane& img, Plane& gx, Plane& gy, const Exec& ex) {
     float* ox = gx.row(y);
     float* oy = gy.row(y);
     for (int x = 0; x < 4 * img.chunks(); x += 4) {
-      store4(ox + x, splat(0.5f) * (load4(r + x + 1) - load4(r + x - 1)));
-      store4(oy + x, splat(0.5f) * (load4(dn + x) - load4(up + x)));
+      store(ox + x, splat(0.5f) * (load(r + x + 1) - load(r + x - 1)));
+      store(oy + x, splat(0.5f) * (load(dn + x) - load(up + x)));
     }
   });
 }
@@ -218,15 +257,15 @@ inline BlockTaps block_taps(const Plane& b, float X, float Y, int cols, int rows
           ix >= 0 && ix + cols < b.w && iy >= 0 && iy + rows < b.h};
 }
 
-// Lanes c .. c + 3 of row r of an inside block.
-inline __attribute__((always_inline)) v4 block_read4(const Plane& b, const BlockTaps& t, int r,
-                                                     int c) {
+// Lanes c .. c + width - 1 of row r of an inside block.
+template <class V>
+DIS_INLINE V block_read(const Plane& b, const BlockTaps& t, int r, int c) {
   const float* p0 = b.row(t.iy + r) + t.ix + c;
   const float* p1 = b.row(t.iy + r + 1) + t.ix + c;
-  const v4 a0 = load4(p0), a1 = load4(p1);
-  const v4 top = a0 + splat(t.ax) * (load4(p0 + 1) - a0);
-  const v4 bottom = a1 + splat(t.ax) * (load4(p1 + 1) - a1);
-  return top + splat(t.ay) * (bottom - top);
+  const V a0 = load<V>(p0), a1 = load<V>(p1);
+  const V top = a0 + t.ax * (load<V>(p0 + 1) - a0);
+  const V bottom = a1 + t.ax * (load<V>(p1 + 1) - a1);
+  return top + t.ay * (bottom - top);
 }
 
 // Any block, border replicated, into out (rows, row stride cols).
@@ -252,12 +291,12 @@ struct PatchFlow {
   float u, v, offset;
 };
 
-// Per-thread buffers of the patch search: p rows of pc = round_up(p, 4) floats; mask is 1 on the
-// patch and 0 on the lanes past p.
+// Per-thread buffers of the patch search: p rows of pc = round_up(p, lanes) floats; mask is 1 on
+// the patch and 0 on the lanes past p.
 struct PatchScratch {
   int p, pc;
   std::vector<float> mask, warped;
-  explicit PatchScratch(int p_) : p(p_), pc((p_ + 3) & ~3) {
+  PatchScratch(int p_, int lanes) : p(p_), pc((p_ + lanes - 1) / lanes * lanes) {
     mask.assign(size_t(p) * pc, 0.f);
     warped.assign(size_t(p) * pc, 0.f);
     for (int r = 0; r < p; ++r) std::fill_n(mask.begin() + r * pc, p, 1.f);
@@ -269,29 +308,31 @@ struct PatchScratch {
 // that SSD the Gauss-Newton direction uses the template gradient g minus its patch mean m, so the
 // Hessian of those centred gradients is built once and every step costs one warp of b (and
 // sum (g - m) e = sum g e - m sum e reads a's gradient as it is).
-PatchFlow search_patch(const Level& a, const Plane& b, int x0, int y0, int iters, float u0,
-                       float v0, PatchScratch& s) {
+template <class V>
+DIS_INLINE PatchFlow search_patch(const Level& a, const Plane& b, int x0, int y0, int iters,
+                                  float u0, float v0, PatchScratch& s) {
   const int p = s.p, pc = s.pc, n = p * p;
   auto rows = [&](int r) {
     return std::array<const float*, 3>{a.img.row(y0 + r) + x0, a.gx.row(y0 + r) + x0,
                                        a.gy.row(y0 + r) + x0};
   };
-  v4 sgx = splat(0), sgy = sgx;
+  V sgx = splat<V>(0), sgy = sgx;
   for (int r = 0; r < p; ++r) {
     const auto [t, gx, gy] = rows(r);
-    for (int c = 0; c < pc; c += 4) {
-      const v4 m = load4(&s.mask[size_t(r) * pc + c]);
-      sgx += load4(gx + c) * m;
-      sgy += load4(gy + c) * m;
+    for (int c = 0; c < pc; c += Lanes<V>::n) {
+      const V m = load<V>(&s.mask[size_t(r) * pc + c]);
+      sgx += load<V>(gx + c) * m;
+      sgy += load<V>(gy + c) * m;
     }
   }
   const float mgx = hsum(sgx) / float(n), mgy = hsum(sgy) / float(n);
-  v4 vxx = splat(0), vxy = vxx, vyy = vxx;
+  V vxx = splat<V>(0), vxy = vxx, vyy = vxx;
   for (int r = 0; r < p; ++r) {
     const auto [t, gx, gy] = rows(r);
-    for (int c = 0; c < pc; c += 4) {
-      const v4 m = load4(&s.mask[size_t(r) * pc + c]);
-      const v4 cx = (load4(gx + c) - splat(mgx)) * m, cy = (load4(gy + c) - splat(mgy)) * m;
+    for (int c = 0; c < pc; c += Lanes<V>::n) {
+      const V m = load<V>(&s.mask[size_t(r) * pc + c]);
+      const V cx = (load<V>(gx + c) - splat<V>(mgx)) * m,
+              cy = (load<V>(gy + c) - splat<V>(mgy)) * m;
       vxx += cx * cx;
       vxy += cx * cy;
       vyy += cy * cy;
@@ -313,17 +354,17 @@ PatchFlow search_patch(const Level& a, const Plane& b, int x0, int y0, int iters
   for (int it = 0;; ++it) {
     const BlockTaps tp = block_taps(b, float(x0) + u, float(y0) + v, pc, p);
     if (!tp.inside) block_read_clamped(b, tp, pc, p, s.warped.data());
-    v4 se = splat(0), see = se, bx = se, by = se;
+    V se = splat<V>(0), see = se, bx = se, by = se;
     for (int r = 0; r < p; ++r) {
       const auto [t, gx, gy] = rows(r);
-      for (int c = 0; c < pc; c += 4) {
+      for (int c = 0; c < pc; c += Lanes<V>::n) {
         const size_t i = size_t(r) * pc + c;
-        const v4 warped = tp.inside ? block_read4(b, tp, r, c) : load4(&s.warped[i]);
-        const v4 e = (warped - load4(t + c)) * load4(&s.mask[i]);
+        const V warped = tp.inside ? block_read<V>(b, tp, r, c) : load<V>(&s.warped[i]);
+        const V e = (warped - load<V>(t + c)) * load<V>(&s.mask[i]);
         se += e;
         see += e * e;
-        bx += load4(gx + c) * e;
-        by += load4(gy + c) * e;
+        bx += load<V>(gx + c) * e;
+        by += load<V>(gy + c) * e;
       }
     }
     const float sum_e = hsum(se), ssd = hsum(see) - sum_e * sum_e / float(n);
@@ -358,83 +399,111 @@ std::vector<int> patch_starts(int n, int p, int stride) {
   return s;
 }
 
-// Patch search over the grid of one scale; the flow (fu, fv) of the scale holds the starts.
-std::vector<PatchFlow> search_level(const Level& a, const Plane& b, const Plane& fu,
-                                    const Plane& fv, const std::vector<int>& xs,
-                                    const std::vector<int>& ys, const DisOptions& o,
-                                    const Exec& ex) {
-  const int p = o.patch_size, nx = int(xs.size());
-  std::vector<PatchFlow> out(xs.size() * ys.size());
-  parallel_for(int64_t(ys.size()), ex.threads, [&](int64_t i) {
-    PatchScratch s(p);
-    const int y0 = ys[size_t(i)];
-    const float inv = 1.f / float(p * p);
-    for (int j = 0; j < nx; ++j) {
-      const int x0 = xs[size_t(j)];
-      // The mean of the dense flow over the patch rather than its centre value: it averages the
-      // seed's pixel noise away.
-      v4 su = splat(0), sv = su;
-      for (int r = 0; r < p; ++r) {
-        const float* ru = fu.row(y0 + r) + x0;
-        const float* rv = fv.row(y0 + r) + x0;
-        const float* m = &s.mask[size_t(r) * s.pc];
-        for (int c = 0; c < s.pc; c += 4) {
-          su += load4(ru + c) * load4(m + c);
-          sv += load4(rv + c) * load4(m + c);
-        }
+// The patches of grid row i (top-left corners xs[j], ys[i]) searched from the mean of the scale's
+// flow (fu, fv) over each patch, into out[j]. The mean rather than the centre value: it averages
+// the seed's pixel noise away.
+template <class V>
+DIS_INLINE void search_row(const Level& a, const Plane& b, const Plane& fu, const Plane& fv,
+                           const std::vector<int>& xs, int y0, const DisOptions& o,
+                           PatchFlow* out) {
+  const int p = o.patch_size;
+  PatchScratch s(p, Lanes<V>::n);
+  const float inv = 1.f / float(p * p);
+  for (size_t j = 0; j < xs.size(); ++j) {
+    const int x0 = xs[j];
+    V su = splat<V>(0), sv = su;
+    for (int r = 0; r < p; ++r) {
+      const float* ru = fu.row(y0 + r) + x0;
+      const float* rv = fv.row(y0 + r) + x0;
+      const float* m = &s.mask[size_t(r) * s.pc];
+      for (int c = 0; c < s.pc; c += Lanes<V>::n) {
+        su += load<V>(ru + c) * load<V>(m + c);
+        sv += load<V>(rv + c) * load<V>(m + c);
       }
-      out[size_t(i) * nx + j] =
-          search_patch(a, b, x0, y0, o.grad_iters, hsum(su) * inv, hsum(sv) * inv, s);
     }
-  });
-  return out;
+    out[j] = search_patch<V>(a, b, x0, y0, o.grad_iters, hsum(su) * inv, hsum(sv) * inv, s);
+  }
 }
 
-// Densification: each pixel's flow is the average of the patches covering it, weighted by
-// 1 / max(1, |b(x + u_i) - a(x) - offset_i|) in 0..255 units (DIS), so that at a motion boundary
-// the patch whose motion explains the pixel wins. The difference is mean-normalised with the
-// patch's offset, like the search that found u_i. Rows are independent: no shared accumulation.
-void densify(const Level& a, const Plane& b, const std::vector<PatchFlow>& patches,
-             const std::vector<int>& xs, const std::vector<int>& ys, int p, Plane& fu, Plane& fv,
-             const Exec& ex) {
-  const int w = a.img.w, nx = int(xs.size()), pc = (p + 3) & ~3;
-  std::vector<float> lane_mask(size_t(pc), 0.f);
+// Densification of row y: each pixel's flow is the average of the patches covering it, weighted
+// by 1 / max(1, |b(x + u_i) - a(x) - offset_i|) in 0..255 units (DIS), so that at a motion
+// boundary the patch whose motion explains the pixel wins. The difference is mean-normalised with
+// the patch's offset, like the search that found u_i. Rows are independent: no shared
+// accumulation.
+template <class V>
+DIS_INLINE void densify_row(const Level& a, const Plane& b, const std::vector<PatchFlow>& patches,
+                            const std::vector<int>& xs, const std::vector<int>& ys, int p, int y,
+                            Plane& fu, Plane& fv) {
+  constexpr int L = Lanes<V>::n;
+  const int w = a.img.w, nx = int(xs.size()), pc = (p + L - 1) / L * L;
+  const size_t len = size_t(w) + pc;
+  std::vector<float> acc(3 * len, 0.f), seg(size_t(pc), 0.f), lane_mask(size_t(pc), 0.f);
   std::fill_n(lane_mask.begin(), p, 1.f);
-  parallel_for(a.img.h, ex.threads, [&](int64_t yy) {
-    const int y = int(yy);
-    const size_t len = size_t(w) + pc;
-    std::vector<float> acc(3 * len, 0.f), seg(static_cast<size_t>(pc));
-    float* acc_u = acc.data();
-    float* acc_v = acc_u + len;
-    float* acc_w = acc_v + len;
-    const float* ar = a.img.row(y);
-    // Patch rows are sorted, so the ones covering y (ys[i] in (y - p, y]) are contiguous.
-    const size_t i_begin = std::upper_bound(ys.begin(), ys.end(), y - p) - ys.begin();
-    const size_t i_end = std::upper_bound(ys.begin(), ys.end(), y) - ys.begin();
-    for (size_t i = i_begin; i < i_end; ++i) {
-      for (int j = 0; j < nx; ++j) {
-        const PatchFlow& f = patches[i * nx + j];
-        const int x0 = xs[size_t(j)];
-        const BlockTaps tp = block_taps(b, float(x0) + f.u, float(y) + f.v, pc, 1);
-        if (!tp.inside) block_read_clamped(b, tp, pc, 1, seg.data());
-        const v4 off = splat(f.offset), vu = splat(f.u), vv = splat(f.v);
-        for (int c = 0; c < pc; c += 4) {
-          const v4 warped = tp.inside ? block_read4(b, tp, 0, c) : load4(&seg[size_t(c)]);
-          const v4 d = vabs(warped - load4(ar + x0 + c) - off) * splat(kGrey);
-          const v4 wt = load4(&lane_mask[size_t(c)]) / vmax(splat(1.f), d);
-          store4(acc_u + x0 + c, load4(acc_u + x0 + c) + wt * vu);
-          store4(acc_v + x0 + c, load4(acc_v + x0 + c) + wt * vv);
-          store4(acc_w + x0 + c, load4(acc_w + x0 + c) + wt);
-        }
+  float* acc_u = acc.data();
+  float* acc_v = acc_u + len;
+  float* acc_w = acc_v + len;
+  const float* ar = a.img.row(y);
+  // Patch rows are sorted, so the ones covering y (ys[i] in (y - p, y]) are contiguous.
+  const size_t i_begin = std::upper_bound(ys.begin(), ys.end(), y - p) - ys.begin();
+  const size_t i_end = std::upper_bound(ys.begin(), ys.end(), y) - ys.begin();
+  for (size_t i = i_begin; i < i_end; ++i) {
+    for (int j = 0; j < nx; ++j) {
+      const PatchFlow& f = patches[i * nx + j];
+      const int x0 = xs[size_t(j)];
+      const BlockTaps tp = block_taps(b, float(x0) + f.u, float(y) + f.v, pc, 1);
+      if (!tp.inside) block_read_clamped(b, tp, pc, 1, seg.data());
+      for (int c = 0; c < pc; c += L) {
+        const V warped = tp.inside ? block_read<V>(b, tp, 0, c) : load<V>(&seg[size_t(c)]);
+        const V d = vabs(warped - load<V>(ar + x0 + c) - f.offset) * kGrey;
+        const V wt = load<V>(&lane_mask[size_t(c)]) / vmax(splat<V>(1.f), d);
+        store(acc_u + x0 + c, load<V>(acc_u + x0 + c) + wt * f.u);
+        store(acc_v + x0 + c, load<V>(acc_v + x0 + c) + wt * f.v);
+        store(acc_w + x0 + c, load<V>(acc_w + x0 + c) + wt);
       }
     }
-    float* ou = fu.row(y);
-    float* ov = fv.row(y);
-    for (int x = 0; x < w; ++x) {
-      ou[x] = acc_u[x] / acc_w[x];
-      ov[x] = acc_v[x] / acc_w[x];
-    }
-  });
+  }
+  float* ou = fu.row(y);
+  float* ov = fv.row(y);
+  for (int x = 0; x < w; ++x) {
+    ou[x] = acc_u[x] / acc_w[x];
+    ov[x] = acc_v[x] / acc_w[x];
+  }
+}
+
+void search_row_v4(const Level& a, const Plane& b, const Plane& fu, const Plane& fv,
+                   const std::vector<int>& xs, int y0, const DisOptions& o, PatchFlow* out) {
+  search_row<v4>(a, b, fu, fv, xs, y0, o, out);
+}
+DIS_TARGET_AVX2 void search_row_v8(const Level& a, const Plane& b, const Plane& fu, const Plane& fv,
+                                   const std::vector<int>& xs, int y0, const DisOptions& o,
+                                   PatchFlow* out) {
+  search_row<v8>(a, b, fu, fv, xs, y0, o, out);
+}
+void densify_row_v4(const Level& a, const Plane& b, const std::vector<PatchFlow>& patches,
+                    const std::vector<int>& xs, const std::vector<int>& ys, int p, int y, Plane& fu,
+                    Plane& fv) {
+  densify_row<v4>(a, b, patches, xs, ys, p, y, fu, fv);
+}
+DIS_TARGET_AVX2 void densify_row_v8(const Level& a, const Plane& b,
+                                    const std::vector<PatchFlow>& patches,
+                                    const std::vector<int>& xs, const std::vector<int>& ys, int p,
+                                    int y, Plane& fu, Plane& fv) {
+  densify_row<v8>(a, b, patches, xs, ys, p, y, fu, fv);
+}
+
+// 8 lanes where the CPU has AVX2 and FMA, unless GOCOR_SIMD=portable (the switch the correlation
+// kernels honour too) asks for the baseline.
+bool use_v8() {
+#if defined(__x86_64__) || defined(__i386__)
+  if (const char* e = std::getenv("GOCOR_SIMD")) {
+    std::string v(e);
+    for (char& ch : v) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+    if (v == "portable") return false;
+  }
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
 }
 
 // ---- variational refinement --------------------------------------------------------------------
@@ -449,7 +518,8 @@ struct Checker {
   int h = 0, w = 0;
   size_t stride = 0;
   std::vector<float> buf;
-  static size_t stride_for(int w) { return size_t(((w + 1) / 2 + 3) & ~3) + 2 * kMargin; }
+  // Half-rows padded to a multiple of 8 pixels, which every vector loop may run to.
+  static size_t stride_for(int w) { return size_t(((w + 1) / 2 + 7) & ~7) + 2 * kMargin; }
   // Resized and zeroed; the memory is reused when it is large enough.
   void reset(int h_, int w_) {
     h = h_;
@@ -461,7 +531,7 @@ struct Checker {
   const float* row(int c, int y) const {
     return buf.data() + (size_t(c) * h + y) * stride + kMargin;
   }
-  int chunks() const { return ((w + 1) / 2 + 3) / 4; }
+  int span() const { return ((w + 1) / 2 + 7) & ~7; }
 };
 
 // Buffers of the variational stage, reserved once for the finest scale and reused by every scale
@@ -479,17 +549,26 @@ struct VarBuffers {
 // Variational refinement at one scale (the energy of DeepFlow / Brox et al. 2004):
 //   E(w) = sum_x delta Psi(rho_c) + gamma Psi(rho_g) + alpha Psi(|grad u|^2 + |grad v|^2)
 // with rho_c the normalised brightness constancy (b(x + w) - a(x))^2 and rho_g the same for the x
-// and y gradients, both linearised once about the flow the scale starts from. Each iteration
-// freezes the smoothness weights Psi' at the current flow (lagged fixed point), which leaves one
-// 2x2 system per pixel coupled to its 4 neighbours, and runs one red-black SOR sweep on it in
-// which every pixel also re-evaluates its data weights at the current flow. Pixels of one colour
-// depend only on the other, so rows run in parallel and the result does not depend on the thread
-// count. Edges to pixels outside the image are dropped (Neumann boundary).
+// and y gradients, both linearised once about the flow the scale starts from. The robust weights
+// Psi' are lagged (fixed point): each iteration is one red-black SOR sweep in which every pixel
+// first re-evaluates its own data and smoothness weights at the current flow, which leaves it a
+// 2x2 system coupled to its 4 neighbours, then moves towards that system's solution. Pixels of one
+// colour depend only on the other, so rows run in parallel and the result does not depend on the
+// thread count. Edges to pixels outside the image are dropped (Neumann boundary).
 class Variational {
  public:
   Variational(const Level& a, const Plane& b, Plane& fu, Plane& fv, const DisOptions& o,
-              VarBuffers& buf, const Exec& ex)
-      : a_(a), b_(b), fu_(fu), fv_(fv), o_(o), m_(buf), ex_(ex), h_(a.img.h), w_(a.img.w) {}
+              VarBuffers& buf, bool v8, const Exec& ex)
+      : a_(a),
+        b_(b),
+        fu_(fu),
+        fv_(fv),
+        o_(o),
+        m_(buf),
+        v8_(v8),
+        ex_(ex),
+        h_(a.img.h),
+        w_(a.img.w) {}
 
   void run() {
     masks();
@@ -501,10 +580,22 @@ class Variational {
       parallel_for(h_, ex_.threads, [&](int64_t y) { deinterleave(src.row(int(y)), int(y), f); });
     }
     m_.psi.reset(h_, w_);
-    parallel_for(h_, ex_.threads, [&](int64_t y) { smoothness_weights_row(1, int(y)); });
+    parallel_for(h_, ex_.threads, [&](int64_t y) {
+      if (v8_) {
+        smoothness_weights_row_v8(1, int(y));
+      } else {
+        smoothness_weights_row<v4>(1, int(y));
+      }
+    });
     for (int k = 0; k < o_.var_iters; ++k) {
       for (int c = 0; c < 2; ++c) {
-        parallel_for(h_, ex_.threads, [&](int64_t y) { sweep_row(c, int(y)); });
+        parallel_for(h_, ex_.threads, [&](int64_t y) {
+          if (v8_) {
+            sweep_row_v8(c, int(y));
+          } else {
+            sweep_row<v4>(c, int(y));
+          }
+        });
       }
     }
     parallel_for(h_, ex_.threads, [&](int64_t y) {
@@ -535,14 +626,14 @@ class Variational {
   // parity of a colour's first pixel in a row) and packed index k (m_, also 1 where x = 2k + q is
   // a pixel at all).
   void masks() {
-    const size_t span = size_t(4 * a_.img.chunks());
+    const size_t span = size_t(span_);
     col_left_.assign(span, 0.f);
     col_right_.assign(span, 0.f);
     for (int x = 0; x < w_; ++x) {
       col_left_[size_t(x)] = x > 0;
       col_right_[size_t(x)] = x + 1 < w_;
     }
-    const size_t n = size_t(4 * (((w_ + 1) / 2 + 3) / 4)) + 4;
+    const size_t n = size_t(((w_ + 1) / 2 + 7) & ~7) + 8;
     for (int q = 0; q < 2; ++q) {
       m_left_[q].assign(n, 0.f);
       m_right_[q].assign(n, 0.f);
@@ -561,49 +652,57 @@ class Variational {
   // equal the bilinear read of b's central-difference gradient, so b needs no gradient planes:
   // one set of fractions serves all 12 taps. Four pixels at a time: the taps are gathered lane by
   // lane, the interpolation runs on vectors.
-  void warp_row(int y, float* out_b, float* out_gx, float* out_gy, float* out_in) const {
+  template <class V>
+  DIS_INLINE void warp_row(int y, float* out_b, float* out_gx, float* out_gy, float* out_in) const {
+    using I = typename Lanes<V>::Int;
+    constexpr int L = Lanes<V>::n;
     const Plane& B = b_;
     const float* u = fu_.row(y);
     const float* v = fv_.row(y);
-    const v4 wmax = splat(float(B.w - 1)), hmax = splat(float(B.h - 1)), zero = splat(0.f);
-    const v4 lo = splat(-2.f), hix = splat(float(B.w + 1)), hiy = splat(float(B.h));
-    const v4 half = splat(0.5f);
-    for (int x = 0; x < 4 * a_.img.chunks(); x += 4) {
-      const v4 X = v4{float(x), float(x + 1), float(x + 2), float(x + 3)} + load4(u + x);
-      const v4 Y = splat(float(y)) + load4(v + x);
-      const v4i in = (X >= zero) & (Y >= zero) & (X <= wmax) & (Y <= hmax);
-      store4(out_in + x, vselect(in, splat(1.f), zero));
+    const V wmax = splat<V>(float(B.w - 1)), hmax = splat<V>(float(B.h - 1)), zero = splat<V>(0.f);
+    const V lo = splat<V>(-2.f), hix = splat<V>(float(B.w + 1)), hiy = splat<V>(float(B.h));
+    const V half = splat<V>(0.5f);
+    for (int x = 0; x < span_; x += L) {
+      V X = load<V>(u + x);
+#pragma GCC unroll 8
+      for (int l = 0; l < L; ++l) X[l] += float(x + l);
+      const V Y = splat<V>(float(y)) + load<V>(v + x);
+      const I in = (X >= zero) & (Y >= zero) & (X <= wmax) & (Y <= hmax);
+      store(out_in + x, vselect(in, splat<V>(1.f), zero));
       // Clamped so that the integer conversion is defined; beyond that every tap is a border
       // pixel anyway.
-      const v4 sx = vmin(vmax(X, lo), hix), sy = vmin(vmax(Y, lo), hiy);
-      v4i ix = __builtin_convertvector(sx, v4i), iy = __builtin_convertvector(sy, v4i);
-      ix += (__builtin_convertvector(ix, v4) > sx);  // truncation -> floor (true is -1)
-      iy += (__builtin_convertvector(iy, v4) > sy);
-      const v4 ax = sx - __builtin_convertvector(ix, v4), ay = sy - __builtin_convertvector(iy, v4);
-      const float* rows[4][4];  // [lane][j]: row iy - 1 + j of b
-      int cols[4][4];           // [lane][i]: column ix - 1 + i
-      for (int l = 0; l < 4; ++l) {
+      const V sx = vmin(vmax(X, lo), hix), sy = vmin(vmax(Y, lo), hiy);
+      I ix = __builtin_convertvector(sx, I), iy = __builtin_convertvector(sy, I);
+      ix += (__builtin_convertvector(ix, V) > sx);  // truncation -> floor (true is -1)
+      iy += (__builtin_convertvector(iy, V) > sy);
+      const V ax = sx - __builtin_convertvector(ix, V), ay = sy - __builtin_convertvector(iy, V);
+      const float* rows[L][4];  // [lane][j]: row iy - 1 + j of b
+      int cols[L][4];           // [lane][i]: column ix - 1 + i
+#pragma GCC unroll 8
+      for (int l = 0; l < L; ++l) {
         for (int j = 0; j < 4; ++j) {
           rows[l][j] = B.row(std::clamp(iy[l] - 1 + j, 0, B.h - 1));
           cols[l][j] = std::clamp(ix[l] - 1 + j, 0, B.w - 1);
         }
       }
       auto tap = [&](int j, int i) {
-        return v4{rows[0][j][cols[0][i]], rows[1][j][cols[1][i]], rows[2][j][cols[2][i]],
-                  rows[3][j][cols[3][i]]};
+        V t;
+#pragma GCC unroll 8
+        for (int l = 0; l < L; ++l) t[l] = rows[l][j][cols[l][i]];
+        return t;
       };
-      auto lerp = [](v4 p, v4 q, v4 t) { return p + t * (q - p); };
+      auto lerp = [](const V& p, const V& q, const V& t) { return p + t * (q - p); };
       // Horizontal interpolation at columns X - 1 (hm), X (h0), X + 1 (hp) of rows iy - 1 .. iy +
       // 2, as far as the vertical steps below need them.
-      v4 h0[4], hm[2], hp[2];
+      V h0[4], hm[2], hp[2];
       for (int j = 0; j < 4; ++j) h0[j] = lerp(tap(j, 1), tap(j, 2), ax);
       for (int j = 1; j < 3; ++j) {
         hm[j - 1] = lerp(tap(j, 0), tap(j, 1), ax);
         hp[j - 1] = lerp(tap(j, 2), tap(j, 3), ax);
       }
-      store4(out_b + x, lerp(h0[1], h0[2], ay));
-      store4(out_gx + x, half * (lerp(hp[0], hp[1], ay) - lerp(hm[0], hm[1], ay)));
-      store4(out_gy + x, half * (lerp(h0[2], h0[3], ay) - lerp(h0[0], h0[1], ay)));
+      store(out_b + x, lerp(h0[1], h0[2], ay));
+      store(out_gx + x, half * (lerp(hp[0], hp[1], ay) - lerp(hm[0], hm[1], ay)));
+      store(out_gy + x, half * (lerp(h0[2], h0[3], ay) - lerp(h0[0], h0[1], ay)));
     }
   }
 
@@ -615,91 +714,107 @@ class Variational {
   // and one row above and below (the second-derivative stencils reach that far).
   void linearise() {
     for (Checker& q : m_.lin) q.reset(h_, w_);
-    constexpr int kBand = 16;
-    const size_t span = size_t(4 * a_.img.chunks()), lane = span + 2 * kMargin;
     parallel_for((h_ + kBand - 1) / kBand, ex_.threads, [&](int64_t band) {
-      const int y0 = int(band) * kBand, y1 = std::min(h_, y0 + kBand);
-      const int r0 = std::max(y0 - 1, 0), r1 = std::min(y1 + 1, h_);
-      // Rows r0 .. r1 - 1 of b, b_x, b_y at the match and the inside mask; zero margins.
-      std::vector<float> warped(4 * size_t(r1 - r0) * lane, 0.f), tmp(9 * span);
-      auto row = [&](int k, int y) {
-        return warped.data() + (size_t(k) * (r1 - r0) + size_t(y - r0)) * lane + kMargin;
-      };
-      for (int y = r0; y < r1; ++y) {
-        warp_row(y, row(0, y), row(1, y), row(2, y), row(3, y));
-        for (int k = 1; k < 3; ++k) {  // replicated margins for the derivative stencils
-          row(k, y)[-1] = row(k, y)[0];
-          row(k, y)[w_] = row(k, y)[w_ - 1];
-        }
-      }
-      const v4 half = splat(0.5f), quarter = splat(0.25f), eighth = splat(0.125f);
-      const v4 zeta2 = splat(kZeta2), one = splat(1.f);
-      for (int y = y0; y < y1; ++y) {
-        const int yu = std::max(y - 1, 0), yd = std::min(y + 1, h_ - 1);
-        // a's gradient planes keep zero margins: their one-sided halves at the borders come from
-        // the column masks instead.
-        const float *gxa = a_.gx.row(y), *gxa_u = a_.gx.row(yu), *gxa_d = a_.gx.row(yd);
-        const float *gya = a_.gy.row(y), *gya_u = a_.gy.row(yu), *gya_d = a_.gy.row(yd);
-        const float *gxb = row(1, y), *gxb_u = row(1, yu), *gxb_d = row(1, yd);
-        const float *gyb = row(2, y), *gyb_u = row(2, yu), *gyb_d = row(2, yd);
-        const float *bw = row(0, y), *in = row(3, y), *ar = a_.img.row(y);
-        const float *fu = fu_.row(y), *fv = fv_.row(y);
-        for (size_t x = 0; x < span; x += 4) {
-          const v4 ml = load4(&col_left_[x]), mr = load4(&col_right_[x]);
-          const v4 gxa_c = load4(gxa + x), gya_c = load4(gya + x);
-          const v4 gxa_l = ml * load4(gxa + x - 1) + (one - ml) * gxa_c;
-          const v4 gxa_r = mr * load4(gxa + x + 1) + (one - mr) * gxa_c;
-          const v4 gya_l = ml * load4(gya + x - 1) + (one - ml) * gya_c;
-          const v4 gya_r = mr * load4(gya + x + 1) + (one - mr) * gya_c;
-          const v4 gxb_c = load4(gxb + x), gyb_c = load4(gyb + x);
-          const v4 ix = half * (gxa_c + gxb_c), iy = half * (gya_c + gyb_c);
-          const v4 ixx = quarter * (gxa_r - gxa_l + load4(gxb + x + 1) - load4(gxb + x - 1));
-          const v4 iyy =
-              quarter * (load4(gya_d + x) - load4(gya_u + x) + load4(gyb_d + x) - load4(gyb_u + x));
-          const v4 ixy =
-              eighth * (load4(gxa_d + x) - load4(gxa_u + x) + load4(gxb_d + x) - load4(gxb_u + x) +
-                        gya_r - gya_l + load4(gyb + x + 1) - load4(gyb + x - 1));
-          const v4 m = load4(in + x), f1 = load4(fu + x), f2 = load4(fv + x);
-          const v4 nc = m / vsqrt(ix * ix + iy * iy + zeta2);
-          const v4 nx = m / vsqrt(ixx * ixx + ixy * ixy + zeta2);
-          const v4 ny = m / vsqrt(ixy * ixy + iyy * iyy + zeta2);
-          const v4 out[9] = {nc * (load4(bw + x) - load4(ar + x) - ix * f1 - iy * f2),
-                             nc * ix,
-                             nc * iy,
-                             nx * (gxb_c - gxa_c - ixx * f1 - ixy * f2),
-                             nx * ixx,
-                             nx * ixy,
-                             ny * (gyb_c - gya_c - ixy * f1 - iyy * f2),
-                             ny * ixy,
-                             ny * iyy};
-          for (int k = 0; k < 9; ++k) store4(&tmp[size_t(k) * span + x], out[k]);
-        }
-        for (int k = 0; k < 9; ++k) deinterleave(&tmp[size_t(k) * span], y, m_.lin[k]);
+      if (v8_) {
+        linearise_band_v8(int(band));
+      } else {
+        linearise_band<v4>(int(band));
       }
     });
   }
+  static constexpr int kBand = 16;
+  template <class V>
+  DIS_INLINE void linearise_band(int band) {
+    const size_t span = size_t(span_), lane = span + 2 * kMargin;
+    const int y0 = band * kBand, y1 = std::min(h_, y0 + kBand);
+    const int r0 = std::max(y0 - 1, 0), r1 = std::min(y1 + 1, h_);
+    // Rows r0 .. r1 - 1 of b, b_x, b_y at the match and the inside mask; zero margins.
+    std::vector<float> warped(4 * size_t(r1 - r0) * lane, 0.f), tmp(9 * span);
+    auto row = [&](int k, int y) {
+      return warped.data() + (size_t(k) * (r1 - r0) + size_t(y - r0)) * lane + kMargin;
+    };
+    for (int y = r0; y < r1; ++y) {
+      warp_row<V>(y, row(0, y), row(1, y), row(2, y), row(3, y));
+      for (int k = 1; k < 3; ++k) {  // replicated margins for the derivative stencils
+        row(k, y)[-1] = row(k, y)[0];
+        row(k, y)[w_] = row(k, y)[w_ - 1];
+      }
+    }
+    const V half = splat<V>(0.5f), quarter = splat<V>(0.25f), eighth = splat<V>(0.125f);
+    const V zeta2 = splat<V>(kZeta2), one = splat<V>(1.f);
+    for (int y = y0; y < y1; ++y) {
+      const int yu = std::max(y - 1, 0), yd = std::min(y + 1, h_ - 1);
+      // a's gradient planes keep zero margins: their one-sided halves at the borders come from
+      // the column masks instead.
+      const float *gxa = a_.gx.row(y), *gxa_u = a_.gx.row(yu), *gxa_d = a_.gx.row(yd);
+      const float *gya = a_.gy.row(y), *gya_u = a_.gy.row(yu), *gya_d = a_.gy.row(yd);
+      const float *gxb = row(1, y), *gxb_u = row(1, yu), *gxb_d = row(1, yd);
+      const float *gyb = row(2, y), *gyb_u = row(2, yu), *gyb_d = row(2, yd);
+      const float *bw = row(0, y), *in = row(3, y), *ar = a_.img.row(y);
+      const float *fu = fu_.row(y), *fv = fv_.row(y);
+      for (size_t x = 0; x < span; x += Lanes<V>::n) {
+        const V ml = load<V>(&col_left_[x]), mr = load<V>(&col_right_[x]);
+        const V gxa_c = load<V>(gxa + x), gya_c = load<V>(gya + x);
+        const V gxa_l = ml * load<V>(gxa + x - 1) + (one - ml) * gxa_c;
+        const V gxa_r = mr * load<V>(gxa + x + 1) + (one - mr) * gxa_c;
+        const V gya_l = ml * load<V>(gya + x - 1) + (one - ml) * gya_c;
+        const V gya_r = mr * load<V>(gya + x + 1) + (one - mr) * gya_c;
+        const V gxb_c = load<V>(gxb + x), gyb_c = load<V>(gyb + x);
+        const V ix = half * (gxa_c + gxb_c), iy = half * (gya_c + gyb_c);
+        const V ixx = quarter * (gxa_r - gxa_l + load<V>(gxb + x + 1) - load<V>(gxb + x - 1));
+        const V iyy = quarter * (load<V>(gya_d + x) - load<V>(gya_u + x) + load<V>(gyb_d + x) -
+                                 load<V>(gyb_u + x));
+        const V ixy = eighth * (load<V>(gxa_d + x) - load<V>(gxa_u + x) + load<V>(gxb_d + x) -
+                                load<V>(gxb_u + x) + gya_r - gya_l + load<V>(gyb + x + 1) -
+                                load<V>(gyb + x - 1));
+        const V m = load<V>(in + x), f1 = load<V>(fu + x), f2 = load<V>(fv + x);
+        const V nc = m * rsqrt(ix * ix + iy * iy + zeta2);
+        const V nx = m * rsqrt(ixx * ixx + ixy * ixy + zeta2);
+        const V ny = m * rsqrt(ixy * ixy + iyy * iyy + zeta2);
+        const V out[9] = {nc * (load<V>(bw + x) - load<V>(ar + x) - ix * f1 - iy * f2),
+                          nc * ix,
+                          nc * iy,
+                          nx * (gxb_c - gxa_c - ixx * f1 - ixy * f2),
+                          nx * ixx,
+                          nx * ixy,
+                          ny * (gyb_c - gya_c - ixy * f1 - iyy * f2),
+                          ny * ixy,
+                          ny * iyy};
+#pragma GCC unroll 9
+        for (int k = 0; k < 9; ++k) store(&tmp[size_t(k) * span + x], out[k]);
+      }
+      for (int k = 0; k < 9; ++k) deinterleave(&tmp[size_t(k) * span], y, m_.lin[k]);
+    }
+  }
+  DIS_TARGET_AVX2 void linearise_band_v8(int band) {
+    linearise_band<v8>(band);
+  }
 
-  // Flow values around the pixels k .. k + 3 of colour c in row y: own, left, right, up, down
-  // (the last four of the other colour).
+  // Flow values around the pixels k .. k + width - 1 of colour c in row y: own, left, right, up,
+  // down (the last four of the other colour).
+  template <class V>
   struct Stencil {
-    v4 own, left, right, up, down;
+    V own, left, right, up, down;
   };
-  Stencil stencil(const Checker& f, int c, int y, int k) const {
+  template <class V>
+  DIS_INLINE Stencil<V> stencil(const Checker& f, int c, int y, int k) const {
     const int q = (y + c) & 1, o = 1 - c;
     const int yu = std::max(y - 1, 0), yd = std::min(y + 1, h_ - 1);
-    return {load4(f.row(c, y) + k), load4(f.row(o, y) + k + q - 1), load4(f.row(o, y) + k + q),
-            load4(f.row(o, yu) + k), load4(f.row(o, yd) + k)};
+    return {load<V>(f.row(c, y) + k), load<V>(f.row(o, y) + k + q - 1),
+            load<V>(f.row(o, y) + k + q), load<V>(f.row(o, yu) + k), load<V>(f.row(o, yd) + k)};
   }
 
   // Psi'(|grad w|^2) at those pixels, gradients as the mean of the forward and backward
   // differences whose edges exist (masks l, r, mu, md).
-  static v4 smoothness_weight(const Stencil& u, const Stencil& v, v4 l, v4 r, v4 mu, v4 md) {
-    const v4 half = splat(0.5f);
-    const v4 ux = half * (r * (u.right - u.own) + l * (u.own - u.left));
-    const v4 uy = half * (md * (u.down - u.own) + mu * (u.own - u.up));
-    const v4 vx = half * (r * (v.right - v.own) + l * (v.own - v.left));
-    const v4 vy = half * (md * (v.down - v.own) + mu * (v.own - v.up));
-    return half / vsqrt(ux * ux + uy * uy + vx * vx + vy * vy + splat(kEps2));
+  template <class V>
+  static DIS_INLINE V smoothness_weight(const Stencil<V>& u, const Stencil<V>& v, const V& l,
+                                        const V& r, const V& mu, const V& md) {
+    const V half = splat<V>(0.5f);
+    const V ux = half * (r * (u.right - u.own) + l * (u.own - u.left));
+    const V uy = half * (md * (u.down - u.own) + mu * (u.own - u.up));
+    const V vx = half * (r * (v.right - v.own) + l * (v.own - v.left));
+    const V vy = half * (md * (v.down - v.own) + mu * (v.own - v.up));
+    return half * rsqrt(ux * ux + uy * uy + vx * vx + vy * vy + splat<V>(kEps2));
   }
 
   // One half-sweep over the pixels of colour c in row y. Each pixel first takes its smoothness
@@ -709,60 +824,71 @@ class Variational {
   // (D, d: the data term's matrix and vector, residual = z + g . w; the sum over the existing
   // edges), and moves an over-relaxed step towards that solution. Reads only the other colour's
   // rows y - 1 .. y + 1 and writes only its own row: rows run in parallel.
-  void sweep_row(int c, int y) {
+  template <class V>
+  DIS_INLINE void sweep_row(int c, int y) {
     const float alpha = o_.var_alpha, gamma = o_.var_gamma, delta = o_.var_delta;
     const int q = (y + c) & 1, o = 1 - c;
     const int yu = std::max(y - 1, 0), yd = std::min(y + 1, h_ - 1);
-    const v4 eps2 = splat(kEps2), floor = splat(kDiagFloor), omega = splat(kSorOmega);
-    const v4 hdelta = splat(0.5f * delta), hgamma = splat(0.5f * gamma), ha = splat(0.5f * alpha);
-    const v4 mu = splat(y > 0 ? 1.f : 0.f), md = splat(y + 1 < h_ ? 1.f : 0.f);
+    const V eps2 = splat<V>(kEps2), floor = splat<V>(kDiagFloor), omega = splat<V>(kSorOmega);
+    const V hdelta = splat<V>(0.5f * delta), hgamma = splat<V>(0.5f * gamma),
+            ha = splat<V>(0.5f * alpha);
+    const V mu = splat<V>(y > 0 ? 1.f : 0.f), md = splat<V>(y + 1 < h_ ? 1.f : 0.f);
     const float* L[9];
     for (int k = 0; k < 9; ++k) L[k] = m_.lin[k].row(c, y);
     const Checker& psi = m_.psi;
     float *ou = m_.flow[0].row(c, y), *ov = m_.flow[1].row(c, y), *opsi = m_.psi.row(c, y);
     const float *ml = m_left_[q].data(), *mr = m_right_[q].data(), *mv = m_valid_[q].data();
-    for (int k = 0; k < 4 * m_.psi.chunks(); k += 4) {
-      const Stencil u = stencil(m_.flow[0], c, y, k), v = stencil(m_.flow[1], c, y, k);
-      const v4 el = load4(ml + k), er = load4(mr + k), mcol = load4(mv + k);
-      const v4 pc = smoothness_weight(u, v, el, er, mu, md);
-      store4(opsi + k, pc);
-      v4 l[9];
-      for (int t = 0; t < 9; ++t) l[t] = load4(L[t] + k);
-      const v4 rc = l[0] + l[1] * u.own + l[2] * v.own;
-      const v4 rx = l[3] + l[4] * u.own + l[5] * v.own;
-      const v4 ry = l[6] + l[7] * u.own + l[8] * v.own;
-      const v4 wc = hdelta / vsqrt(rc * rc + eps2);
-      const v4 wg = hgamma / vsqrt(rx * rx + ry * ry + eps2);
-      const v4 d11 = wc * l[1] * l[1] + wg * (l[4] * l[4] + l[7] * l[7]);
-      const v4 d12 = wc * l[1] * l[2] + wg * (l[4] * l[5] + l[7] * l[8]);
-      const v4 d22 = wc * l[2] * l[2] + wg * (l[5] * l[5] + l[8] * l[8]);
-      const v4 d1 = wc * l[1] * l[0] + wg * (l[4] * l[3] + l[7] * l[6]);
-      const v4 d2 = wc * l[2] * l[0] + wg * (l[5] * l[3] + l[8] * l[6]);
-      const v4 sl = ha * (pc + load4(psi.row(o, y) + k + q - 1)) * el;
-      const v4 sr = ha * (pc + load4(psi.row(o, y) + k + q)) * er;
-      const v4 su = ha * (pc + load4(psi.row(o, yu) + k)) * mu * mcol;
-      const v4 sd = ha * (pc + load4(psi.row(o, yd) + k)) * md * mcol;
-      const v4 s = sl + sr + su + sd;
-      const v4 n1 = sl * u.left + sr * u.right + su * u.up + sd * u.down - d1;
-      const v4 n2 = sl * v.left + sr * v.right + su * v.up + sd * v.down - d2;
-      const v4 a11 = d11 + s + floor, a22 = d22 + s + floor;
-      const v4 inv_det = splat(1.f) / (a11 * a22 - d12 * d12);
-      const v4 nu = (a22 * n1 - d12 * n2) * inv_det, nv = (a11 * n2 - d12 * n1) * inv_det;
-      store4(ou + k, u.own + omega * (nu - u.own));
-      store4(ov + k, v.own + omega * (nv - v.own));
+    for (int k = 0; k < m_.psi.span(); k += Lanes<V>::n) {
+      const Stencil<V> u = stencil<V>(m_.flow[0], c, y, k), v = stencil<V>(m_.flow[1], c, y, k);
+      const V el = load<V>(ml + k), er = load<V>(mr + k), mcol = load<V>(mv + k);
+      const V pc = smoothness_weight<V>(u, v, el, er, mu, md);
+      store(opsi + k, pc);
+      V l[9];
+#pragma GCC unroll 9
+      for (int t = 0; t < 9; ++t) l[t] = load<V>(L[t] + k);
+      const V rc = l[0] + l[1] * u.own + l[2] * v.own;
+      const V rx = l[3] + l[4] * u.own + l[5] * v.own;
+      const V ry = l[6] + l[7] * u.own + l[8] * v.own;
+      const V wc = hdelta * rsqrt(rc * rc + eps2);
+      const V wg = hgamma * rsqrt(rx * rx + ry * ry + eps2);
+      const V d11 = wc * l[1] * l[1] + wg * (l[4] * l[4] + l[7] * l[7]);
+      const V d12 = wc * l[1] * l[2] + wg * (l[4] * l[5] + l[7] * l[8]);
+      const V d22 = wc * l[2] * l[2] + wg * (l[5] * l[5] + l[8] * l[8]);
+      const V d1 = wc * l[1] * l[0] + wg * (l[4] * l[3] + l[7] * l[6]);
+      const V d2 = wc * l[2] * l[0] + wg * (l[5] * l[3] + l[8] * l[6]);
+      const V sl = ha * (pc + load<V>(psi.row(o, y) + k + q - 1)) * el;
+      const V sr = ha * (pc + load<V>(psi.row(o, y) + k + q)) * er;
+      const V su = ha * (pc + load<V>(psi.row(o, yu) + k)) * mu * mcol;
+      const V sd = ha * (pc + load<V>(psi.row(o, yd) + k)) * md * mcol;
+      const V s = sl + sr + su + sd;
+      const V n1 = sl * u.left + sr * u.right + su * u.up + sd * u.down - d1;
+      const V n2 = sl * v.left + sr * v.right + su * v.up + sd * v.down - d2;
+      const V a11 = d11 + s + floor, a22 = d22 + s + floor;
+      const V inv_det = splat<V>(1.f) / (a11 * a22 - d12 * d12);
+      const V nu = (a22 * n1 - d12 * n2) * inv_det, nv = (a11 * n2 - d12 * n1) * inv_det;
+      store(ou + k, u.own + omega * (nu - u.own));
+      store(ov + k, v.own + omega * (nv - v.own));
     }
   }
 
   // The smoothness weights of colour c in row y before the first half-sweep.
-  void smoothness_weights_row(int c, int y) {
+  template <class V>
+  DIS_INLINE void smoothness_weights_row(int c, int y) {
     const int q = (y + c) & 1;
-    const v4 mu = splat(y > 0 ? 1.f : 0.f), md = splat(y + 1 < h_ ? 1.f : 0.f);
+    const V mu = splat<V>(y > 0 ? 1.f : 0.f), md = splat<V>(y + 1 < h_ ? 1.f : 0.f);
     const float *ml = m_left_[q].data(), *mr = m_right_[q].data();
     float* out = m_.psi.row(c, y);
-    for (int k = 0; k < 4 * m_.psi.chunks(); k += 4) {
-      const Stencil u = stencil(m_.flow[0], c, y, k), v = stencil(m_.flow[1], c, y, k);
-      store4(out + k, smoothness_weight(u, v, load4(ml + k), load4(mr + k), mu, md));
+    for (int k = 0; k < m_.psi.span(); k += Lanes<V>::n) {
+      const Stencil<V> u = stencil<V>(m_.flow[0], c, y, k), v = stencil<V>(m_.flow[1], c, y, k);
+      store(out + k, smoothness_weight<V>(u, v, load<V>(ml + k), load<V>(mr + k), mu, md));
     }
+  }
+
+  DIS_TARGET_AVX2 void sweep_row_v8(int c, int y) {
+    sweep_row<v8>(c, y);
+  }
+  DIS_TARGET_AVX2 void smoothness_weights_row_v8(int c, int y) {
+    smoothness_weights_row<v8>(c, y);
   }
 
   const Level& a_;
@@ -771,41 +897,47 @@ class Variational {
   Plane& fv_;
   const DisOptions& o_;
   VarBuffers& m_;
+  const bool v8_;
   const Exec& ex_;
   const int h_, w_;
+  const int span_ = (w_ + 7) & ~7;  // row length the vector loops run to (a multiple of 8)
   std::vector<float> col_left_, col_right_, m_left_[2], m_right_[2], m_valid_[2];
 };
 
 // ---- resampling of flow ------------------------------------------------------------------------
 
-// Flow of a coarser level (scale factor f = 2^k) -> (h, w): bilinear at the exact pixel map
-// x_coarse = (x + 0.5) / f - 0.5 (border clamped), vectors times f.
-Plane upsample(const Plane& in, int h, int w, int f, const Exec& ex) {
-  Plane out(h, w);
+// Flow (u, v) of a coarser level (scale factor f = 2^k) -> (h, w), in place: bilinear at the
+// exact pixel map x_coarse = (x + 0.5) / f - 0.5 (border clamped), vectors times f.
+void upsample(Plane& u, Plane& v, int h, int w, int f, const Exec& ex) {
+  Plane ou(h, w), ov(h, w);
   const float inv = 1.f / float(f);
   std::vector<int> x0s(static_cast<size_t>(w)), x1s(static_cast<size_t>(w));
   std::vector<float> axs(static_cast<size_t>(w));
   for (int x = 0; x < w; ++x) {
-    const float X = std::clamp((float(x) + 0.5f) * inv - 0.5f, 0.f, float(in.w - 1));
-    x0s[size_t(x)] = std::min(int(X), in.w - 1);
-    x1s[size_t(x)] = std::min(x0s[size_t(x)] + 1, in.w - 1);
+    const float X = std::clamp((float(x) + 0.5f) * inv - 0.5f, 0.f, float(u.w - 1));
+    x0s[size_t(x)] = std::min(int(X), u.w - 1);
+    x1s[size_t(x)] = std::min(x0s[size_t(x)] + 1, u.w - 1);
     axs[size_t(x)] = X - float(x0s[size_t(x)]);
   }
   parallel_for(h, ex.threads, [&](int64_t yy) {
-    const float Y = std::clamp((float(yy) + 0.5f) * inv - 0.5f, 0.f, float(in.h - 1));
-    const int y0 = std::min(int(Y), in.h - 1), y1 = std::min(y0 + 1, in.h - 1);
+    const float Y = std::clamp((float(yy) + 0.5f) * inv - 0.5f, 0.f, float(u.h - 1));
+    const int y0 = std::min(int(Y), u.h - 1), y1 = std::min(y0 + 1, u.h - 1);
     const float ay = Y - float(y0);
-    const float* r0 = in.row(y0);
-    const float* r1 = in.row(y1);
-    float* o = out.row(int(yy));
-    for (int x = 0; x < w; ++x) {
-      const int x0 = x0s[size_t(x)], x1 = x1s[size_t(x)];
-      const float ax = axs[size_t(x)];
-      const float t = r0[x0] + ax * (r0[x1] - r0[x0]), d = r1[x0] + ax * (r1[x1] - r1[x0]);
-      o[x] = float(f) * (t + ay * (d - t));
+    for (int k = 0; k < 2; ++k) {
+      const Plane& in = k == 0 ? u : v;
+      const float* r0 = in.row(y0);
+      const float* r1 = in.row(y1);
+      float* o = (k == 0 ? ou : ov).row(int(yy));
+      for (int x = 0; x < w; ++x) {
+        const int x0 = x0s[size_t(x)], x1 = x1s[size_t(x)];
+        const float ax = axs[size_t(x)];
+        const float t = r0[x0] + ax * (r0[x1] - r0[x0]), d = r1[x0] + ax * (r1[x1] - r1[x0]);
+        o[x] = float(f) * (t + ay * (d - t));
+      }
     }
   });
-  return out;
+  u = std::move(ou);
+  v = std::move(ov);
 }
 
 // One flow component (H, W) -> (h, w) at scale f = 2^s: the mean over each f x f block (the part
@@ -892,7 +1024,7 @@ void flow_refine_dis(const float* gray_a, int H, int W, const float* gray_b, int
   }
   if (std::min(hs[size_t(top)], ws[size_t(top)]) < p) return;
 
-  const bool var = o.var_iters > 0;
+  const bool var = o.var_iters > 0, v8 = use_v8();
   const std::vector<Level> pa = pyramid(gray_a, H, W, top, true, ex);
   const std::vector<Level> pb = pyramid(gray_b, Hb, Wb, top, false, ex);
   check_cancel(ex);
@@ -904,19 +1036,23 @@ void flow_refine_dis(const float* gray_a, int H, int W, const float* gray_b, int
     const Level& a = pa[size_t(s)];
     const Level& b = pb[size_t(s)];
     if (s < top) {
-      fu = upsample(fu, a.img.h, a.img.w, 2, ex);
-      fv = upsample(fv, a.img.h, a.img.w, 2, ex);
+      upsample(fu, fv, a.img.h, a.img.w, 2, ex);
     }
     const std::vector<int> xs = patch_starts(a.img.w, p, o.patch_stride);
     const std::vector<int> ys = patch_starts(a.img.h, p, o.patch_stride);
-    const std::vector<PatchFlow> patches = search_level(a, b.img, fu, fv, xs, ys, o, ex);
-    densify(a, b.img, patches, xs, ys, p, fu, fv, ex);
-    if (var) Variational(a, b.img, fu, fv, o, var_buffers, ex).run();
+    std::vector<PatchFlow> patches(xs.size() * ys.size());
+    parallel_for(int64_t(ys.size()), ex.threads, [&](int64_t i) {
+      (v8 ? search_row_v8 : search_row_v4)(a, b.img, fu, fv, xs, ys[size_t(i)], o,
+                                           &patches[size_t(i) * xs.size()]);
+    });
+    parallel_for(a.img.h, ex.threads, [&](int64_t y) {
+      (v8 ? densify_row_v8 : densify_row_v4)(a, b.img, patches, xs, ys, p, int(y), fu, fv);
+    });
+    if (var) Variational(a, b.img, fu, fv, o, var_buffers, v8, ex).run();
     check_cancel(ex);
   }
   if (f > 0) {
-    fu = upsample(fu, H, W, 1 << f, ex);
-    fv = upsample(fv, H, W, 1 << f, ex);
+    upsample(fu, fv, H, W, 1 << f, ex);
   }
   for (int y = 0; y < H; ++y) {
     std::copy(fu.row(y), fu.row(y) + W, flow + size_t(y) * W);
@@ -939,8 +1075,10 @@ void dis_patch_search(const float* gray_a, int H, int W, const float* gray_b, in
   const Exec serial{Device::Cpu, 1, nullptr};
   const std::vector<Level> pa = pyramid(gray_a, H, W, 0, true, serial);
   const Plane b = plane_from(gray_b, Hb, Wb);
-  PatchScratch s(p);
-  const PatchFlow r = search_patch(pa[0], b, x0, y0, o.grad_iters, uv[0], uv[1], s);
+  std::vector<int> xs{x0};
+  PatchFlow r;
+  (use_v8() ? search_row_v8 : search_row_v4)(pa[0], b, plane_constant(H, W, uv[0]),
+                                             plane_constant(H, W, uv[1]), xs, y0, o, &r);
   uv[0] = r.u;
   uv[1] = r.v;
 }

@@ -9,6 +9,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   correlate,
+  extractFeatures,
   GlobalGOCor,
   GocorError,
   LocalGOCor,
@@ -16,8 +17,11 @@ import {
   loadImage,
   loadParams,
   match,
+  matchFeatures,
   memoryLimit,
+  resizeFlow,
   setMemoryLimit,
+  warpImage,
 } from '../../lib';
 import { anyValue, outcome, RUNS } from './support';
 
@@ -184,5 +188,114 @@ describe('reliability: the memory limit', () => {
       setMemoryLimit(before);
     }
     expect(() => setMemoryLimit(10)).toThrow(/memoryLimit/);
+  });
+});
+
+describe('reliability: arrays that change under a call', () => {
+  // Every compute function with its arrays on a plain, resizable or shared buffer, or detached
+  // before the call; right after the call returns they are shrunk, transferred away or overwritten
+  // with NaN. Either the call fails with a known code up front, or it gives the result of the
+  // values it was given (a crash would end this process). Worker termination: worker.test.ts.
+  const kinds = ['plain', 'resizable', 'shared', 'detached'] as const;
+  const acts = ['none', 'shrink', 'transfer', 'nan'] as const;
+  type Kind = (typeof kinds)[number];
+
+  function array(n: number, kind: Kind, seed: number): Float32Array {
+    const bytes = 4 * n;
+    const Resizable = ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => ArrayBuffer;
+    const buf =
+      kind === 'resizable'
+        ? new Resizable(bytes, { maxByteLength: bytes + 64 })
+        : kind === 'shared'
+          ? new SharedArrayBuffer(bytes)
+          : new ArrayBuffer(bytes);
+    const a = new Float32Array(buf);
+    for (let i = 0; i < n; i++) a[i] = 0.5 + 0.4 * Math.sin(i * 0.7 + seed);
+    if (kind === 'detached') structuredClone(buf, { transfer: [buf as ArrayBuffer] });
+    return a;
+  }
+
+  function act(a: Float32Array, what: (typeof acts)[number]): void {
+    if (a.buffer instanceof SharedArrayBuffer) {
+      if (what === 'nan') a.fill(Number.NaN);
+      return;
+    }
+    const buf = a.buffer as ArrayBuffer & { resizable?: boolean; resize?: (n: number) => void };
+    if (buf.byteLength === 0) return;
+    if (what === 'shrink' && buf.resizable) buf.resize?.(0);
+    if (what === 'transfer') structuredClone(buf, { transfer: [buf] });
+    if (what === 'nan') a.fill(Number.NaN);
+  }
+
+  const calls: Record<string, (m: (n: number) => Float32Array) => [Promise<unknown>, Float32Array[]]> = {
+    correlate: (m) => {
+      const a = m(4 * 6 * 5);
+      const b = m(4 * 6 * 5);
+      const f = (data: Float32Array) => ({ data, channels: 4, height: 6, width: 5 });
+      return [correlate(f(a), f(b)), [a, b]];
+    },
+    correlateLocal: (m) => {
+      const a = m(4 * 6 * 5);
+      const f = { data: a, channels: 4, height: 6, width: 5 };
+      return [correlate(f, f, { mode: 'local', searchRadius: 2 }), [a]];
+    },
+    GlobalGOCor: (m) => {
+      const a = m(4 * 5 * 5);
+      const f = { data: a, channels: 4, height: 5, width: 5 };
+      return [new GlobalGOCor({ numIter: 1 }).correlate(f, f), [a]];
+    },
+    LocalGOCor: (m) => {
+      const a = m(4 * 6 * 6);
+      const f = { data: a, channels: 4, height: 6, width: 6 };
+      return [new LocalGOCor({ numIter: 1 }).correlate(f, f), [a]];
+    },
+    extractFeatures: (m) => {
+      const a = m(24 * 32);
+      return [extractFeatures({ data: a, channels: 1, height: 24, width: 32 }, { globalSize: 4 }), [a]];
+    },
+    match: (m) => {
+      const a = m(24 * 32);
+      const b = m(24 * 32);
+      const img = (data: Float32Array) => ({ data, channels: 1, height: 24, width: 32 });
+      return [match(img(a), img(b), { globalSize: 4 }), [a, b]];
+    },
+    matchFeatures: (m) => {
+      const a = m(8 * 12 * 16);
+      const f = { data: a, channels: 8, height: 12, width: 16 };
+      return [matchFeatures(f, f, { globalSize: 4 }), [a]];
+    },
+    warpImage: (m) => {
+      const b = m(3 * 8 * 8);
+      const f = m(2 * 8 * 8);
+      return [warpImage({ data: b, channels: 3, height: 8, width: 8 }, { data: f, width: 8, height: 8 }), [b, f]];
+    },
+    resizeFlow: (m) => {
+      const f = m(2 * 8 * 8);
+      return [resizeFlow({ data: f, width: 8, height: 8 }, { width: 5, height: 11 }), [f]];
+    },
+  };
+
+  it('every compute function', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom(...Object.keys(calls)),
+        fc.constantFrom(...kinds),
+        fc.constantFrom(...acts),
+        fc.integer({ min: 0, max: 1000 }),
+        async (name, kind, what, seed) => {
+          const call = calls[name] as (typeof calls)[string];
+          const [pending, arrays] = call((n) => array(n, kind, seed));
+          for (const a of arrays) act(a, what);
+          const got = await outcome(() => pending.then((r) => r as { data: Float32Array }));
+          if (kind === 'detached') expect(got).not.toBe('ok');
+          if (got !== 'ok' || kind === 'detached') return;
+          const [again] = call((n) => array(n, 'plain', seed));
+          const a = (await pending) as { data?: Float32Array; levels?: { data: Float32Array }[] };
+          const b = (await again) as typeof a;
+          expect(a.data ?? a.levels?.[0]?.data).toEqual(b.data ?? b.levels?.[0]?.data);
+        },
+      ),
+      { numRuns: Math.ceil(RUNS / 10) },
+    );
   });
 });
