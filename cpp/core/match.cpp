@@ -411,8 +411,19 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
     std::vector<float> err;
     if (o.final_fill) {
       std::vector<uint8_t> valid;
-      fill_inconsistent(a, fwd, b, back, o.fine_tol, std::vector<uint8_t>(P, 1), o, ex, &valid,
-                        &err);
+      // A match within half a DIS patch of b's border was refined from a patch partly outside b
+      // (read clamped): consistent or not, it seeds nothing; its pixel is interpolated from the
+      // interior (an integer shift: 98.9 % -> 100 % of the overlap within 0.1 px).
+      const float m = o.dis ? 0.5f * o.dis_options.patch_size : 0.f;
+      std::vector<uint8_t> inner(P);
+      for (int y = 0; y < H; ++y) {
+        for (int x = 0; x < W; ++x) {
+          const size_t i = size_t(y) * W + x;
+          const float bx = x + fwd[i], by = y + fwd[P + i];
+          inner[i] = bx >= m && by >= m && bx <= b.W - 1 - m && by <= b.H - 1 - m;
+        }
+      }
+      fill_inconsistent(a, fwd, b, back, o.fine_tol, inner, o, ex, &valid, &err);
       occlusion.resize(P);
       for (size_t i = 0; i < P; ++i) occlusion[i] = !valid[i];
     } else {
