@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cctype>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -11,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "corr_kernels.h"
 #include "parallel.h"
 
 // The vector helpers and kernel bodies below are always inlined into their callers, the AVX2 entry
@@ -491,19 +491,10 @@ DIS_TARGET_AVX2 void densify_row_v8(const Level& a, const Plane& b,
   densify_row<v8>(a, b, patches, xs, ys, p, y, fu, fv);
 }
 
-// 8 lanes where the CPU has AVX2 and FMA, unless GOCOR_SIMD=portable (the switch the correlation
-// kernels honour too) asks for the baseline.
+// 8 lanes where the correlation kernels' level (corr_detail::simd_active: the CPU's, capped by
+// GOCOR_SIMD or simd_force) has AVX2 and FMA: one switch for every SIMD path of the core.
 bool use_v8() {
-#if defined(__x86_64__) || defined(__i386__)
-  if (const char* e = std::getenv("GOCOR_SIMD")) {
-    std::string v(e);
-    for (char& ch : v) ch = char(std::tolower(static_cast<unsigned char>(ch)));
-    if (v == "portable") return false;
-  }
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
+  return corr_detail::simd_active() != corr_detail::Simd::Portable;
 }
 
 // ---- variational refinement --------------------------------------------------------------------

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common.h"
+#include "corr_kernels.h"
 #include "dis.h"
 
 using gocor::DisOptions;
@@ -469,9 +470,9 @@ void check_numerics(bool quick) {
   {
     const std::vector<float> seed = make_seed(warp, 1.7, 0.3, 26);
     const std::vector<float> wide = refine(warp, seed, d);
-    setenv("GOCOR_SIMD", "portable", 1);
+    gocor::corr_detail::simd_force(gocor::corr_detail::Simd::Portable);
     const std::vector<float> portable = refine(warp, seed, d);
-    unsetenv("GOCOR_SIMD");
+    gocor::corr_detail::simd_unforce();
     const size_t P = size_t(warp.H) * warp.W;
     std::vector<double> diff;
     for (size_t i = 0; i < P; ++i) {
