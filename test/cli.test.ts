@@ -15,10 +15,9 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import {
   CLI,
   cliBuilt,
@@ -29,6 +28,7 @@ import {
   readNpyFile,
   runCli,
   start,
+  tempDir,
   texture,
   writeFloFile,
   writeNpyFile,
@@ -39,7 +39,7 @@ import {
 const S = 128;
 const TEX_W = 200;
 const CHROMIUM = '/usr/bin/chromium';
-const tmp = mkdtempSync(path.join(os.tmpdir(), 'gocor-cli-'));
+const tmp = tempDir('gocor-cli-');
 const data = path.join(tmp, 'data');
 const tex = texture(TEX_W, TEX_W, 7);
 
@@ -70,7 +70,6 @@ beforeAll(async () => {
     () => 4,
   );
 });
-afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 /** Every file under `dir`, recursively. */
 function walk(dir: string): string[] {
@@ -330,14 +329,19 @@ function waitForResults(child: ChildProcess, out: string, count: number): Promis
 
 describe('cli: batch resume and interruption', () => {
   const N = 12;
+  /** `gocor batch` over N pairs into tmp/out-<name>, sent `signal` once `after` pairs have results. */
+  async function interruptedBatch(name: string, flag: string, after: number, signal: NodeJS.Signals) {
+    const list = writePairList(tmp, N, `${name}.csv`);
+    const out = path.join(tmp, `out-${name}`);
+    const { child, done } = start(process.execPath, [CLI, 'batch', list, '-o', out, flag]);
+    await waitForResults(child, out, after);
+    child.kill(signal);
+    return { list, out, run: await done };
+  }
 
   it('resumes after SIGKILL: complete pairs skipped, partial ones redone, no duplicate lines', async () => {
-    const list = writePairList(tmp, N, 'resume.csv');
-    const out = path.join(tmp, 'out-resume');
-    const { child, done } = start(process.execPath, [CLI, 'batch', list, '-o', out, '--quiet']);
-    await waitForResults(child, out, 2);
-    child.kill('SIGKILL');
-    expect((await done).signal).toBe('SIGKILL');
+    const { list, out, run } = await interruptedBatch('resume', '--quiet', 2, 'SIGKILL');
+    expect(run.signal).toBe('SIGKILL');
 
     // Whatever the kill left is either complete or absent: every file present is valid.
     const dirs = readdirSync(out).filter((d) => /^\d+-/.test(d));
@@ -374,12 +378,8 @@ describe('cli: batch resume and interruption', () => {
   }, 60_000);
 
   it('stops after the pairs in flight on SIGINT, exit 130, and resumes', async () => {
-    const list = writePairList(tmp, N, 'sigint.csv');
-    const out = path.join(tmp, 'out-sigint');
-    const { child, done } = start(process.execPath, [CLI, 'batch', list, '-o', out, '--json']);
-    await waitForResults(child, out, 1);
-    child.kill('SIGINT');
-    const { code, stdout, stderr } = await done;
+    const { list, out, run } = await interruptedBatch('sigint', '--json', 1, 'SIGINT');
+    const { code, stdout, stderr } = run;
     expect(code).toBe(130);
     expect(stderr).toMatch(/stopping after the pairs in flight/);
     const summary = JSON.parse(stdout);
@@ -401,6 +401,9 @@ describe('cli: correlate', () => {
   const feats = (n: number, seed: number) =>
     Float32Array.from({ length: n }, (_, i) => Math.sin(1.7 * i + seed) * Math.cos(0.31 * i * seed));
   const C = 8;
+  /** `gocor correlate tmp/ref tmp/qry --method method -o out ...extra` */
+  const correlate = (ref: string, qry: string, method: string, out: string, ...extra: string[]) =>
+    runCli(['correlate', path.join(tmp, ref), path.join(tmp, qry), '--method', method, '-o', out, ...extra]);
 
   it('correlation-global matches float64 dot products', async () => {
     const ref = feats(C * 5 * 6, 1);
@@ -408,16 +411,7 @@ describe('cli: correlate', () => {
     writeNpyFile(path.join(tmp, 'ref.npy'), [1, C, 5, 6], ref);
     writeNpyFile(path.join(tmp, 'qry.npy'), [1, C, 4, 3], qry);
     const volPath = path.join(tmp, 'vol.npy');
-    const r = await runCli([
-      'correlate',
-      path.join(tmp, 'ref.npy'),
-      path.join(tmp, 'qry.npy'),
-      '--method',
-      'correlation-global',
-      '-o',
-      volPath,
-      '--json',
-    ]);
+    const r = await correlate('ref.npy', 'qry.npy', 'correlation-global', volPath, '--json');
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout).shape).toEqual([1, 12, 5, 6]);
     const vol = readNpyFile(volPath);
@@ -440,44 +434,18 @@ describe('cli: correlate', () => {
   it('gocor-local and gocor-global write [1, 81, H, W] and [1, H*W, H, W]; mismatched grids are one error line', async () => {
     writeNpyFile(path.join(tmp, 'qry2.npy'), [1, C, 5, 6], feats(C * 30, 3));
     const volPath = path.join(tmp, 'local.npy');
-    const r = await runCli([
-      'correlate',
-      path.join(tmp, 'ref.npy'),
-      path.join(tmp, 'qry2.npy'),
-      '--method',
-      'gocor-local',
-      '--iters',
-      '2',
-      '-o',
-      volPath,
-    ]);
+    const r = await correlate('ref.npy', 'qry2.npy', 'gocor-local', volPath, '--iters', '2');
     expect(r.code, r.stderr).toBe(0);
     const vol = readNpyFile(volPath);
     expect(vol.shape).toEqual([1, 81, 5, 6]);
     expect(vol.data.every(Number.isFinite)).toBe(true);
     const global = path.join(tmp, 'global.npy');
-    const g = await runCli([
-      'correlate',
-      path.join(tmp, 'ref.npy'),
-      path.join(tmp, 'qry2.npy'),
-      '--method',
-      'gocor-global',
-      '-o',
-      global,
-    ]);
+    const g = await correlate('ref.npy', 'qry2.npy', 'gocor-global', global);
     expect(g.code, g.stderr).toBe(0);
     const gv = readNpyFile(global);
     expect(gv.shape).toEqual([1, 30, 5, 6]);
     expect(gv.data.every(Number.isFinite)).toBe(true);
-    const bad = await runCli([
-      'correlate',
-      path.join(tmp, 'ref.npy'),
-      path.join(tmp, 'qry.npy'),
-      '--method',
-      'gocor-local',
-      '-o',
-      volPath,
-    ]);
+    const bad = await correlate('ref.npy', 'qry.npy', 'gocor-local', volPath);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/^gocor: ERR_GOCOR_SHAPE: /);
     expect(bad.stderr.trimEnd().split('\n')).toHaveLength(1);

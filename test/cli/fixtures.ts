@@ -4,9 +4,11 @@
  * and a helper that runs the real CLI as a child process.
  */
 import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
+import { afterAll } from 'vitest';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 /** The built CLI (npm run build:ts); GOCOR_CLI_DIST points elsewhere for a private build. */
@@ -14,6 +16,13 @@ export const CLI = path.join(ROOT, process.env.GOCOR_CLI_DIST ?? 'dist', 'cli.js
 
 export function cliBuilt(): boolean {
   return existsSync(CLI);
+}
+
+/** A new folder in the OS temporary directory, removed after the calling test file's tests. */
+export function tempDir(prefix: string): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }
 
 export interface CliRun {

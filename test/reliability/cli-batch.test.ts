@@ -4,24 +4,24 @@
  * stale lock raced by several batches, and temporary-looking files of the user in OUTDIR.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
-import os from 'node:os';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { lockOutDir } from '../../lib/cli/batch';
-import { CLI, cliBuilt, readJsonl, runCli, start, texture, writePairList, writeShiftedPair } from '../cli/fixtures';
+import {
+  CLI,
+  cliBuilt,
+  readJsonl,
+  runCli,
+  start,
+  tempDir,
+  texture,
+  writePairList,
+  writeShiftedPair,
+} from '../cli/fixtures';
 
 const S = 64;
-const tmp = mkdtempSync(path.join(os.tmpdir(), 'gocor-relbatch-'));
+const tmp = tempDir('gocor-relbatch-');
 const data = path.join(tmp, 'data');
 const LOCK = '.gocor-batch.lock';
 
@@ -40,7 +40,6 @@ beforeAll(async () => {
     );
   }
 });
-afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 /** The pair folders of `out` that hold a result.json, with its status. */
 function pairFolders(out: string): Map<string, string> {

@@ -4,25 +4,15 @@
  * holds, decode bombs, SVG, malformed safetensors and .npy headers, and CLI ranges the library refuses.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import {
-  closeSync,
-  ftruncateSync,
-  mkdtempSync,
-  openSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-  writeSync,
-} from 'node:fs';
-import os from 'node:os';
+import { closeSync, ftruncateSync, openSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_MAX_BYTES, loadImage, loadNpy, loadParams, readFlo, readNpy, setMemoryLimit } from '../../lib';
 import { encodeSafetensors } from '../../lib/params';
-import { CLI, cliBuilt, ROOT, runCli, texture, writeShiftedPair } from '../cli/fixtures';
+import { CLI, cliBuilt, ROOT, runCli, tempDir, texture, writeShiftedPair } from '../cli/fixtures';
 
-const tmp = mkdtempSync(path.join(os.tmpdir(), 'gocor-relinputs-'));
+const tmp = tempDir('gocor-relinputs-');
 const S = 64;
 const pairA = path.join(tmp, 'a.png');
 const pairB = path.join(tmp, 'b.png');
@@ -31,7 +21,6 @@ beforeAll(async () => {
   if (!cliBuilt()) throw new Error(`${CLI} is missing: run \`npm run build:ts\` before the tests`);
   await writeShiftedPair(texture(120, 120, 5), 120, S, { dx: 2, dy: 1 }, pairA, pairB);
 });
-afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 /** A FIFO at `name` (no writer ever opens it). */
 function fifo(name: string): string {

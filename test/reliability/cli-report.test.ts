@@ -2,22 +2,12 @@
  * `gocor report` over an OUTDIR whose result.json files were crafted: every field lands escaped in
  * the HTML, and no image outside OUTDIR is read unless the user named it (--list / --dir).
  */
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from 'node:fs';
-import os from 'node:os';
+import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, cliBuilt, runCli, texture, writeShiftedPair } from '../cli/fixtures';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { CLI, cliBuilt, runCli, tempDir, texture, writeShiftedPair } from '../cli/fixtures';
 
-const tmp = mkdtempSync(path.join(os.tmpdir(), 'gocor-relreport-'));
+const tmp = tempDir('gocor-relreport-');
 const out = path.join(tmp, 'out');
 const secret = path.join(tmp, 'private', 'secret.png');
 const inside = path.join(out, 'inputs', 'a.png');
@@ -55,7 +45,6 @@ beforeAll(async () => {
   });
   record('3-z', { status: 'error', index: 3, a: { path: 42 }, b: {}, error: { code: { x: 1 }, message: ['<s>'] } });
 });
-afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 describe('reliability: a report over crafted result.json files (item 9)', () => {
   it('escapes every field and reads images only inside OUTDIR', async () => {

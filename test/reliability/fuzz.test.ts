@@ -23,7 +23,7 @@ import {
   setMemoryLimit,
   warpImage,
 } from '../../lib';
-import { anyValue, outcome, RUNS } from './support';
+import { anyValue, optionsOf, outcome, RUNS } from './support';
 
 const dim = fc.oneof(fc.integer({ min: 1, max: 6 }), anyValue);
 
@@ -52,23 +52,16 @@ const featureMap = fc
 
 const maybeFeatureMap = fc.oneof({ weight: 4, arbitrary: featureMap }, { weight: 1, arbitrary: anyValue });
 
-const options = fc.oneof(
-  fc.constant(undefined),
-  fc.record(
-    {
-      mode: fc.oneof(fc.constantFrom('global', 'local'), anyValue),
-      searchRadius: fc.oneof(fc.integer({ min: 0, max: 5 }), anyValue),
-      device: fc.oneof(fc.constantFrom('auto', 'cpu', 'cuda'), anyValue),
-      threads: fc.oneof(fc.integer({ min: 1, max: 4 }), anyValue),
-      numIter: fc.oneof(fc.integer({ min: 0, max: 3 }), anyValue),
-      applyQueryLoss: fc.oneof(fc.boolean(), anyValue),
-      diagnostics: fc.oneof(fc.boolean(), anyValue),
-      bogus: anyValue,
-    },
-    { requiredKeys: [] },
-  ),
-  anyValue,
-);
+const options = optionsOf({
+  mode: fc.oneof(fc.constantFrom('global', 'local'), anyValue),
+  searchRadius: fc.oneof(fc.integer({ min: 0, max: 5 }), anyValue),
+  device: fc.oneof(fc.constantFrom('auto', 'cpu', 'cuda'), anyValue),
+  threads: fc.oneof(fc.integer({ min: 1, max: 4 }), anyValue),
+  numIter: fc.oneof(fc.integer({ min: 0, max: 3 }), anyValue),
+  applyQueryLoss: fc.oneof(fc.boolean(), anyValue),
+  diagnostics: fc.oneof(fc.boolean(), anyValue),
+  bogus: anyValue,
+});
 
 describe('reliability: random arguments at every entry point', () => {
   it('correlate', async () => {

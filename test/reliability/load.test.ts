@@ -3,18 +3,15 @@
  * stays responsive meanwhile, native threads stay bounded, and work can be cancelled.
  */
 import { readFileSync } from 'node:fs';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { describe, expect, it } from 'vitest';
 import { backends, correlate, GlobalGOCor, LocalGOCor } from '../../lib';
 import { randn } from '../support/ref';
+import { sequentialThenConcurrent } from './support';
 
 function threadCount(): number {
   const m = /Threads:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'));
   return m ? Number(m[1]) : 0;
 }
-
-const same = (a: Float32Array, b: Float32Array) =>
-  Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
 describe('reliability: load', () => {
   it('64 concurrent calls equal sequential ones; p99 event-loop delay < 50 ms; threads bounded', async () => {
@@ -38,26 +35,18 @@ describe('reliability: load', () => {
           return correlate(f, g, { mode: 'local' });
       }
     };
-    const sequential: Float32Array[] = [];
-    for (let i = 0; i < 64; i++) sequential.push((await job(i)).data);
-
-    const before = threadCount();
-    let peak = before;
-    const sampler = setInterval(() => {
-      peak = Math.max(peak, threadCount());
-    }, 5);
-    const h = monitorEventLoopDelay({ resolution: 1 });
-    h.enable();
-    const t0 = performance.now();
-    const results = await Promise.all(Array.from({ length: 64 }, (_, i) => job(i)));
-    const seconds = (performance.now() - t0) / 1000;
-    h.disable();
-    clearInterval(sampler);
-
-    results.forEach((r, i) => {
-      expect(same(r.data, sequential[i]!)).toBe(true);
+    // Threads are counted from after the sequential phase (which starts the pools) to the end.
+    let before = 0;
+    let peak = 0;
+    const { mismatches, seconds, p99 } = await sequentialThenConcurrent(64, job, () => {
+      before = threadCount();
+      peak = before;
+      const sampler = setInterval(() => {
+        peak = Math.max(peak, threadCount());
+      }, 5);
+      return () => clearInterval(sampler);
     });
-    const p99 = h.percentile(99) / 1e6;
+    expect(mismatches).toEqual([]);
     console.log(
       `load: 64 calls in ${seconds.toFixed(2)} s (${(64 / seconds).toFixed(1)} calls/s), p99 event-loop delay ${p99.toFixed(1)} ms, threads ${before} -> peak ${peak}`,
     );

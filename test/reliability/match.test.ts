@@ -3,12 +3,11 @@
  * readFlo and readNpy; 64 concurrent matches equal sequential ones with a responsive event loop;
  * 2,000 matches leave resident memory flat.
  */
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { flowMetrics, type Image, match, readFlo, readNpy, warpImage } from '../../lib';
 import { randn } from '../support/ref';
-import { anyValue, outcome, RUNS } from './support';
+import { anyValue, optionsOf, outcome, RUNS, sequentialThenConcurrent } from './support';
 
 /** A smooth random gray image (so matching has structure), size H x W. */
 function texture(H: number, W: number, seed: number): Image {
@@ -42,28 +41,21 @@ const image = fc.oneof(
   anyValue,
 );
 
-const matchOptions = fc.oneof(
-  fc.constant(undefined),
-  fc.record(
-    {
-      method: fc.oneof(fc.constantFrom('gocor', 'correlation'), anyValue),
-      globalSize: fc.oneof(fc.integer({ min: 2, max: 20 }), anyValue),
-      numIter: fc.oneof(
-        fc.record({ global: fc.integer({ min: 0, max: 3 }), local: fc.integer({ min: 0, max: 3 }) }),
-        anyValue,
-      ),
-      outputShape: fc.oneof(
-        fc.record({ width: fc.integer({ min: 1, max: 50 }), height: fc.integer({ min: 1, max: 50 }) }),
-        anyValue,
-      ),
-      confidence: fc.oneof(fc.constantFrom('none', 'peak', 'forwardBackward'), anyValue),
-      device: fc.oneof(fc.constantFrom('auto', 'cpu', 'cuda'), anyValue),
-      threads: fc.oneof(fc.integer({ min: 1, max: 2 }), anyValue),
-    },
-    { requiredKeys: [] },
+const matchOptions = optionsOf({
+  method: fc.oneof(fc.constantFrom('gocor', 'correlation'), anyValue),
+  globalSize: fc.oneof(fc.integer({ min: 2, max: 20 }), anyValue),
+  numIter: fc.oneof(
+    fc.record({ global: fc.integer({ min: 0, max: 3 }), local: fc.integer({ min: 0, max: 3 }) }),
+    anyValue,
   ),
-  anyValue,
-);
+  outputShape: fc.oneof(
+    fc.record({ width: fc.integer({ min: 1, max: 50 }), height: fc.integer({ min: 1, max: 50 }) }),
+    anyValue,
+  ),
+  confidence: fc.oneof(fc.constantFrom('none', 'peak', 'forwardBackward'), anyValue),
+  device: fc.oneof(fc.constantFrom('auto', 'cpu', 'cuda'), anyValue),
+  threads: fc.oneof(fc.integer({ min: 1, max: 2 }), anyValue),
+});
 
 describe('reliability: matching entry points under random arguments', () => {
   it('match', async () => {
@@ -109,17 +101,8 @@ describe('reliability: matching under load and over time', () => {
       const [a, b] = pairs[i % pairs.length]!;
       return match(a, b, { method: i % 2 ? 'gocor' : 'correlation', globalSize: 8 });
     };
-    const sequential = [];
-    for (let i = 0; i < 64; i++) sequential.push((await job(i)).data);
-    const h = monitorEventLoopDelay({ resolution: 1 });
-    h.enable();
-    const t0 = performance.now();
-    const results = await Promise.all(Array.from({ length: 64 }, (_, i) => job(i)));
-    const seconds = (performance.now() - t0) / 1000;
-    h.disable();
-    for (let i = 0; i < 64; i++)
-      expect(Buffer.from(results[i]!.data.buffer).equals(Buffer.from(sequential[i]!.buffer))).toBe(true);
-    const p99 = h.percentile(99) / 1e6;
+    const { mismatches, seconds, p99 } = await sequentialThenConcurrent(64, job);
+    expect(mismatches).toEqual([]);
     console.log(
       `load: 64 concurrent 96x96 matches in ${seconds.toFixed(2)} s (${(64 / seconds).toFixed(1)} pairs/s), p99 event-loop delay ${p99.toFixed(1)} ms`,
     );
