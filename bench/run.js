@@ -60,48 +60,59 @@ const cpu = (os.cpus()[0] || { model: 'unknown' }).model.trim();
 const header = `Machine: ${cpu}, ${os.cpus().length} threads, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}; ${new Date().toISOString().slice(0, 10)}`;
 const md = [header, ''];
 
-const corr = rows.filter((r) => r.op === 'corr_global');
+/** A markdown section: `title`, then a table with `columns` and one row of `cells(item)` per item. */
+function section(title, columns, items, cells) {
+  if (!items.length) return;
+  md.push(`### ${title}`, '', `| ${columns.join(' | ')} |`, `|${columns.map(() => '---').join('|')}|`);
+  for (const item of items) md.push(`| ${cells(item).join(' | ')} |`);
+  md.push('');
+}
+
+const fixed = (x, digits) => (x !== undefined ? x.toFixed(digits) : '–');
 const blas = rows.filter((r) => r.op === 'openblas_sgemm' || r.op === 'sgemm_openblas');
-if (corr.length) {
-  md.push('### Plain global correlation vs OpenBLAS sgemm (same shapes, same run)', '');
-  md.push(
-    '| positions N=M | C | threads | gocor ms | gocor GFLOP/s | OpenBLAS GFLOP/s | ratio |',
-    '|---|---|---|---|---|---|---|',
-  );
-  for (const r of corr) {
+section(
+  'Plain global correlation vs OpenBLAS sgemm (same shapes, same run)',
+  ['positions N=M', 'C', 'threads', 'gocor ms', 'gocor GFLOP/s', 'OpenBLAS GFLOP/s', 'ratio'],
+  rows.filter((r) => r.op === 'corr_global'),
+  (r) => {
     const b = blas.find((x) => x.N === r.N && x.C === r.C && (x.threads ?? 1) === r.threads);
-    const ratio = b ? (r.gflops / b.gflops).toFixed(2) : '–';
-    md.push(
-      `| ${r.N} | ${r.C} | ${r.threads} | ${r.ms.toFixed(3)} | ${r.gflops.toFixed(1)} | ${b ? b.gflops.toFixed(1) : '–'} | ${ratio} |`,
-    );
-  }
-  md.push('');
-}
-const local = rows.filter((r) => r.op === 'corr_local');
-if (local.length) {
-  md.push('### Plain local correlation (R = 4)', '');
-  md.push('| H×W | C | threads | ms | GFLOP/s |', '|---|---|---|---|---|');
-  for (const r of local)
-    md.push(`| ${r.H}×${r.W} | ${r.C} | ${r.threads} | ${r.ms.toFixed(3)} | ${r.gflops.toFixed(1)} |`);
-  md.push('');
-}
-const gocor = rows.filter((r) => String(r.op).startsWith('gocor'));
-if (gocor.length) {
-  md.push('### GOCor vs plain correlation', '');
-  md.push(
-    '| op | H×W | C | K | threads | GOCor ms | correlation ms | ratio | GFLOP/s performed |',
-    '|---|---|---|---|---|---|---|---|---|',
-  );
-  for (const r of gocor) {
+    return [
+      r.N,
+      r.C,
+      r.threads,
+      r.ms.toFixed(3),
+      r.gflops.toFixed(1),
+      fixed(b?.gflops, 1),
+      fixed(b && r.gflops / b.gflops, 2),
+    ];
+  },
+);
+section(
+  'Plain local correlation (R = 4)',
+  ['H×W', 'C', 'threads', 'ms', 'GFLOP/s'],
+  rows.filter((r) => r.op === 'corr_local'),
+  (r) => [`${r.H}×${r.W}`, r.C, r.threads, r.ms.toFixed(3), r.gflops.toFixed(1)],
+);
+section(
+  'GOCor vs plain correlation',
+  ['op', 'H×W', 'C', 'K', 'threads', 'GOCor ms', 'correlation ms', 'ratio', 'GFLOP/s performed'],
+  rows.filter((r) => String(r.op).startsWith('gocor')),
+  (r) => {
     const corrMs = r.corr_ms ?? r.plain_ms;
     const ratio = r.ratio ?? (corrMs ? r.ms / corrMs : undefined);
-    const gf = r.gflops_performed ?? r.gflops;
-    md.push(
-      `| ${r.op} | ${r.H}×${r.W} | ${r.C} | ${r.K} | ${r.threads} | ${r.ms.toFixed(2)} | ${corrMs !== undefined ? corrMs.toFixed(3) : '–'} | ${ratio !== undefined ? ratio.toFixed(1) : '–'} | ${gf !== undefined ? gf.toFixed(1) : '–'} |`,
-    );
-  }
-  md.push('');
-}
+    return [
+      r.op,
+      `${r.H}×${r.W}`,
+      r.C,
+      r.K,
+      r.threads,
+      r.ms.toFixed(2),
+      fixed(corrMs, 3),
+      fixed(ratio, 1),
+      fixed(r.gflops_performed ?? r.gflops, 1),
+    ];
+  },
+);
 const text = md.join('\n');
 console.log(text);
 fs.mkdirSync(outDir, { recursive: true });

@@ -114,6 +114,25 @@ function result(
 }
 
 /**
+ * reference, query (B,C,H,W) checked as feature maps of one batch, channel count and grid; `needs`
+ * and `hint` frame the message of a grid mismatch. Returns both and their common dims.
+ */
+function sameGridInputs(
+  reference: FeatureMap,
+  query: FeatureMap,
+  needs: string,
+  hint = '',
+): { ref: Dims; qry: Dims; dims: { B: number; C: number; H: number; W: number } } {
+  const ref = featureMap(reference, 'reference');
+  const qry = featureMap(query, 'query');
+  sameBatchAndChannels(ref, qry);
+  if (ref.H !== qry.H || ref.W !== qry.W) {
+    throw new GocorError('ERR_GOCOR_SHAPE', `${needs}, but received ${ref.H}x${ref.W} and ${qry.H}x${qry.W}${hint}`);
+  }
+  return { ref, qry, dims: { B: ref.B, C: ref.C, H: ref.H, W: ref.W } };
+}
+
+/**
  * Global GOCor (spec section 4). Reference and query must have the same grid (the query term
  * needs it). Output shape [B, H*W, H, W], element [b, qy*W+qx, y, x] = w(y,x)·query(qy,qx).
  * Inputs are used as given: GLU-Net L2-normalises them first (see `l2normalize`).
@@ -157,25 +176,15 @@ export class GlobalGOCor {
 
   /** reference, query (B,C,H,W) -> GocorResult with shape [B, H*W, H, W]. */
   async correlate(reference: FeatureMap, query: FeatureMap, opts?: CallOptions): Promise<GocorResult> {
-    const call = callOptions(opts);
-    const ref = featureMap(reference, 'reference');
-    const qry = featureMap(query, 'query');
-    sameBatchAndChannels(ref, qry);
-    if (ref.H !== qry.H || ref.W !== qry.W) {
-      throw new GocorError(
-        'ERR_GOCOR_SHAPE',
-        `global GOCor needs reference and query on the same grid (its query term R_θ is defined on the reference grid), but received ${ref.H}x${ref.W} and ${qry.H}x${qry.W}; resize the features first`,
-      );
-    }
+    const { signal, ...flags } = callOptions(opts);
+    const { ref, qry, dims } = sameGridInputs(
+      reference,
+      query,
+      'global GOCor needs reference and query on the same grid (its query term R_θ is defined on the reference grid)',
+      '; resize the features first',
+    );
     const N = ref.H * ref.W;
-    const dims = { B: ref.B, C: ref.C, H: ref.H, W: ref.W };
-    const job = {
-      ...this.exec,
-      numIter: this.numIter,
-      applyQueryLoss: this.applyQueryLoss,
-      diagnostics: call.diagnostics,
-      returnFilter: call.returnFilter,
-    };
+    const job = { ...this.exec, numIter: this.numIter, applyQueryLoss: this.applyQueryLoss, ...flags };
     const n = native();
     checkMemory(
       n.estimateBytes('gocorGlobal', dims, job),
@@ -183,7 +192,7 @@ export class GlobalGOCor {
       'use a smaller grid (e.g. match({globalSize}))',
     );
     const params = this.paramsFor(ref.C);
-    const r = await runNative(() => n.gocorGlobal(ref.data, qry.data, dims, params, job), call.signal);
+    const r = await runNative(() => n.gocorGlobal(ref.data, qry.data, dims, params, job), signal);
     return result('global', [ref.B, N, ref.H, ref.W], r);
   }
 }
@@ -210,32 +219,21 @@ export class LocalGOCor {
 
   /** reference, query (B,C,H,W) -> GocorResult with shape [B, (2R+1)^2, H, W]. */
   async correlate(reference: FeatureMap, query: FeatureMap, opts?: CallOptions): Promise<GocorResult> {
-    const call = callOptions(opts);
-    const ref = featureMap(reference, 'reference');
-    const qry = featureMap(query, 'query');
-    sameBatchAndChannels(ref, qry);
-    if (ref.H !== qry.H || ref.W !== qry.W) {
-      throw new GocorError(
-        'ERR_GOCOR_SHAPE',
-        `local GOCor needs reference and query of the same size, but received ${ref.H}x${ref.W} and ${qry.H}x${qry.W}`,
-      );
-    }
+    const { signal, ...flags } = callOptions(opts);
+    const { ref, qry, dims } = sameGridInputs(
+      reference,
+      query,
+      'local GOCor needs reference and query of the same size',
+    );
     const D = (2 * this.searchRadius + 1) ** 2;
-    const dims = { B: ref.B, C: ref.C, H: ref.H, W: ref.W };
-    const job = {
-      ...this.exec,
-      numIter: this.numIter,
-      searchRadius: this.searchRadius,
-      diagnostics: call.diagnostics,
-      returnFilter: call.returnFilter,
-    };
+    const job = { ...this.exec, numIter: this.numIter, searchRadius: this.searchRadius, ...flags };
     const n = native();
     checkMemory(
       n.estimateBytes('gocorLocal', dims, job),
       'this local GOCor',
       'use a smaller feature map or searchRadius',
     );
-    const r = await runNative(() => n.gocorLocal(ref.data, qry.data, dims, this.params, job), call.signal);
+    const r = await runNative(() => n.gocorLocal(ref.data, qry.data, dims, this.params, job), signal);
     return result('local', [ref.B, D, ref.H, ref.W], r);
   }
 }

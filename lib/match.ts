@@ -406,19 +406,20 @@ export function pyramidFromFeatureMap(
   const d = featureMap(map, 'map');
   if (d.B !== 1) throw invalid('batch 1', 'map.batch', d.B);
   const levels: FeatureLevel[] = [];
+  // A level of `data` (C, height, width), its strides in cells of the map.
+  const level = (data: Float32Array, height: number, width: number, global: boolean): FeatureLevel => ({
+    data,
+    batch: 1,
+    channels: d.C,
+    height,
+    width,
+    strideX: d.W / width,
+    strideY: d.H / height,
+    global,
+  });
   const G = Math.min(opts.globalSize, opts.minSide ?? Math.min(d.H, d.W));
   if (opts.global !== false) {
-    const g = l2normalizeCells(resample(d.data, d.C, d.H, d.W, G, G), d.C, G * G);
-    levels.push({
-      data: g,
-      batch: 1,
-      channels: d.C,
-      height: G,
-      width: G,
-      strideX: d.W / G,
-      strideY: d.H / G,
-      global: true,
-    });
+    levels.push(level(l2normalizeCells(resample(d.data, d.C, d.H, d.W, G, G), d.C, G * G), G, G, true));
   }
   let coarsest = opts.coarsestStride ?? 0;
   if (coarsest === 0) {
@@ -429,17 +430,7 @@ export function pyramidFromFeatureMap(
   for (let s = coarsest; s >= 1; s /= 2) {
     const h = Math.max(1, Math.round(d.H / s));
     const w = Math.max(1, Math.round(d.W / s));
-    const data = s === 1 ? d.data : resample(d.data, d.C, d.H, d.W, h, w);
-    levels.push({
-      data,
-      batch: 1,
-      channels: d.C,
-      height: h,
-      width: w,
-      strideX: d.W / w,
-      strideY: d.H / h,
-      global: false,
-    });
+    levels.push(level(s === 1 ? d.data : resample(d.data, d.C, d.H, d.W, h, w), h, w, false));
   }
   return { imageWidth: d.W, imageHeight: d.H, levels };
 }

@@ -16,10 +16,16 @@ void read_bins(const Napi::Object& o, const char* key, float* dst) {
   std::memcpy(dst, v.data(), sizeof(float) * gocor::kNumDistBins);
 }
 
-void read_dist(const Napi::Object& o, gocor::DistanceFns* d) {
-  read_bins(o, "label", d->label);
-  read_bins(o, "weight", d->weight);
-  read_bins(o, "maskLogit", d->mask_logit);
+// The fields global and local parameters share: step length, filter regularisation and the
+// functions of distance (absent numbers keep the defaults in *p).
+template <typename Params>
+void read_shared_params(const Napi::Object& o, Params* p) {
+  p->log_step_length = float(read_number(o, "logStepLength", p->log_step_length));
+  p->filter_reg = float(read_number(o, "filterReg", p->filter_reg));
+  p->min_filter_reg = float(read_number(o, "minFilterReg", p->min_filter_reg));
+  read_bins(o, "label", p->dist.label);
+  read_bins(o, "weight", p->dist.weight);
+  read_bins(o, "maskLogit", p->dist.mask_logit);
 }
 
 Napi::Float32Array f32(Napi::Env env, const float* p, size_t n) {
@@ -150,10 +156,8 @@ Napi::Value GocorGlobal(const Napi::CallbackInfo& info) {
   job->read_common(info);
   Napi::Object po = read_object(info[3], "params");
   gocor::GlobalGocorParams& p = job->p;
-  p.log_step_length = float(read_number(po, "logStepLength", p.log_step_length));
-  p.filter_reg = float(read_number(po, "filterReg", p.filter_reg));
+  read_shared_params(po, &p);
   p.steplength_reg = float(read_number(po, "steplengthReg", p.steplength_reg));
-  p.min_filter_reg = float(read_number(po, "minFilterReg", p.min_filter_reg));
   p.reg_inter_dim = read_int(po, "regInterDim", 0);
   p.reg_output_dim = read_int(po, "regOutputDim", 0);
   const size_t I = count(env, {p.reg_inter_dim}, "regInterDim");
@@ -162,7 +166,6 @@ Napi::Value GocorGlobal(const Napi::CallbackInfo& info) {
   p.target_bg = copy_f32(po.Get("targetBg"), "targetBg", size_t(job->C));
   p.reg_weight1 = copy_f32(po.Get("regWeight1"), "regWeight1", I * 9);
   p.reg_weight2 = copy_f32(po.Get("regWeight2"), "regWeight2", O * I * 9);
-  read_dist(po, &p.dist);
   job->read_options(read_object(info[4], "options"));
   return job_handle(env, std::move(job));
 }
@@ -177,10 +180,7 @@ Napi::Value GocorLocal(const Napi::CallbackInfo& info) {
   Napi::Object po = read_object(info[3], "params");
   gocor::LocalGocorParams& p = job->p;
   p.scaling = float(read_number(po, "scaling", p.scaling));
-  p.log_step_length = float(read_number(po, "logStepLength", p.log_step_length));
-  p.filter_reg = float(read_number(po, "filterReg", p.filter_reg));
-  p.min_filter_reg = float(read_number(po, "minFilterReg", p.min_filter_reg));
-  read_dist(po, &p.dist);
+  read_shared_params(po, &p);
   job->read_options(env, read_object(info[4], "options"));
   return job_handle(env, std::move(job));
 }

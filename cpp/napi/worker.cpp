@@ -152,7 +152,9 @@ napi_value Out::string(const char* s) {
   return ok_ ? check(napi_create_string_utf8(env_, s, NAPI_AUTO_LENGTH, &v), v) : nullptr;
 }
 
-napi_value Out::f32(F32Buffer&& buf) {
+// The array buffer owns the moved vector and frees it from its finalizer.
+template <typename T>
+napi_value Out::external(std::vector<T>& buf, napi_typedarray_type type) {
   if (!ok_) return nullptr;
   const size_t n = buf.size();
   napi_value ab = nullptr, ta = nullptr;
@@ -160,39 +162,26 @@ napi_value Out::f32(F32Buffer&& buf) {
     void* unused = nullptr;
     if (!check(napi_create_arraybuffer(env_, 0, &unused, &ab), ab)) return nullptr;
   } else {
-    auto* holder = new F32Buffer(std::move(buf));
+    auto* holder = new std::vector<T>(std::move(buf));
     napi_status s = napi_create_external_arraybuffer(
-        env_, holder->data(), n * sizeof(float),
-        [](napi_env, void*, void* hint) { delete static_cast<F32Buffer*>(hint); }, holder, &ab);
+        env_, holder->data(), n * sizeof(T),
+        [](napi_env, void*, void* hint) { delete static_cast<std::vector<T>*>(hint); }, holder,
+        &ab);
     if (s != napi_ok) {
       delete holder;
       ok_ = false;
       return nullptr;
     }
   }
-  return check(napi_create_typedarray(env_, napi_float32_array, n, ab, 0, &ta), ta);
+  return check(napi_create_typedarray(env_, type, n, ab, 0, &ta), ta);
+}
+
+napi_value Out::f32(F32Buffer&& buf) {
+  return external(buf, napi_float32_array);
 }
 
 napi_value Out::u8(std::vector<uint8_t>&& buf) {
-  if (!ok_) return nullptr;
-  const size_t n = buf.size();
-  napi_value ab = nullptr, ta = nullptr;
-  if (n == 0) {
-    void* unused = nullptr;
-    if (!check(napi_create_arraybuffer(env_, 0, &unused, &ab), ab)) return nullptr;
-  } else {
-    auto* holder = new std::vector<uint8_t>(std::move(buf));
-    napi_status s = napi_create_external_arraybuffer(
-        env_, holder->data(), n,
-        [](napi_env, void*, void* hint) { delete static_cast<std::vector<uint8_t>*>(hint); },
-        holder, &ab);
-    if (s != napi_ok) {
-      delete holder;
-      ok_ = false;
-      return nullptr;
-    }
-  }
-  return check(napi_create_typedarray(env_, napi_uint8_array, n, ab, 0, &ta), ta);
+  return external(buf, napi_uint8_array);
 }
 
 void Out::set(napi_value object, const char* key, napi_value v) {

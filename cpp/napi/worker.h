@@ -74,6 +74,9 @@ class Out {
 
  private:
   napi_value check(napi_status s, const napi_value& v);
+  // A typed array of `type` over buf's storage without a copy (f32, u8).
+  template <typename T>
+  napi_value external(std::vector<T>& buf, napi_typedarray_type type);
   napi_env env_;
   bool ok_ = true;
 };
