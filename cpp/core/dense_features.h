@@ -43,8 +43,7 @@ struct FeatureOptions {
   bool with_global = true;
 };
 
-// Nominal strides of the local levels, coarse to fine, for an H x W image (powers of two). Inline:
-// the CUDA backend, which links nothing from gocor_core, builds the same levels.
+// Nominal strides of the local levels, coarse to fine, for an H x W image (powers of two).
 inline std::vector<int> features_local_strides(int H, int W, const FeatureOptions& o) {
   int finest = std::max(1, o.finest_stride);
   int coarsest = o.coarsest_stride;
