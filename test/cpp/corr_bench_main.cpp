@@ -13,7 +13,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <functional>
 #include <string>
 #include <vector>
@@ -21,17 +20,13 @@
 #include "common.h"
 #include "correlation.h"
 #include "parallel.h"
+#include "support/harness.h"
 #include "support/test_data.h"
 
 namespace {
 
 using gocor_test::random_vec_fast;
-
-double thread_cpu_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
+using gocor_test::thread_cpu_ms;
 
 // Best wall time in ms of fn over repeats, after a warm-up; repeats shrink for long calls.
 // *cpu_ms: best CPU time of the calling thread, which on a shared machine is the better measure

@@ -18,14 +18,14 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <functional>
 #include <string>
 #include <vector>
 
 #include "common.h"
 #include "corr_kernels.h"
 #include "correlation.h"
+#include "support/conformance.h"
+#include "support/harness.h"
 #include "support/test_data.h"
 
 using gocor::CorrGlobalShape;
@@ -37,12 +37,9 @@ namespace {
 
 using gocor_test::random_vec;
 
-int g_passed = 0, g_failed = 0;
-
-void report(bool ok, const std::string& line) {
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", line.c_str());
-  (ok ? g_passed : g_failed)++;
-}
+using gocor_test::expect_throws;
+using gocor_test::fmt;
+using gocor_test::report;
 
 constexpr double kU = 5.9604644775390625e-08;  // 2^-24
 double gamma_n(double n) {
@@ -127,12 +124,6 @@ bool check_bound(const std::vector<float>& got, const Ref64& r, double n, double
   return ok;
 }
 
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
 std::string gshape(const CorrGlobalShape& s) {
   return "B" + std::to_string(s.B) + " C" + std::to_string(s.C) + " " + std::to_string(s.H) + "x" +
          std::to_string(s.W) + " q" + std::to_string(s.Hq) + "x" + std::to_string(s.Wq);
@@ -142,77 +133,46 @@ std::string lshape(const CorrLocalShape& s) {
          std::to_string(s.W) + " R" + std::to_string(s.R);
 }
 
-void test_global(const CorrGlobalShape& s, uint64_t seed, bool also_naive) {
-  const int64_t N = int64_t{s.H} * s.W, M = int64_t{s.Hq} * s.Wq;
-  auto f = random_vec(s.B * s.C * N, seed);
-  auto g = random_vec(s.B * s.C * M, seed + 7);
-  const Ref64 r = global_ref(f, g, s);
-  std::vector<float> out(s.B * M * N, -1234.5f);
+// One shape s of op (corr_global or corr_local) on reference f and query g: fast at 1 thread
+// within the bound of a sum of C products, at every thread bitwise equal to that (threads split
+// the output into tiles, never a sum), and, when given, the straightforward twin within its bound.
+template <typename Shape>
+void check_op(const std::string& op, const Shape& s, const std::string& shape,
+              const std::vector<float>& f, const std::vector<float>& g, const Ref64& r,
+              void (*fast)(const float*, const float*, float*, const Shape&, const Exec&),
+              void (*naive)(const float*, const float*, float*, const Shape&)) {
+  const std::string lvl = gocor::cpu_simd_level();
+  std::vector<float> out(r.val.size(), -1234.5f), out_mt(r.val.size(), -1234.5f);
   Exec ex;
   ex.threads = 1;
-  gocor::corr_global_cpu(f.data(), g.data(), out.data(), s, ex);
+  fast(f.data(), g.data(), out.data(), s, ex);
   double worst;
   std::string where;
   bool ok = check_bound(out, r, s.C + 8, &worst, &where);
-  report(ok, std::string("corr_global ") + gocor::cpu_simd_level() + " " + gshape(s) +
-                 " max|err|/(uS)=" + fmt("%.2f", worst) + (ok ? "" : " " + where));
-  // Threads split the output into tiles but never a sum, so the result is bitwise the same.
-  std::vector<float> out_mt(out.size(), -1234.5f);
+  report(ok, op + " " + lvl + " " + shape + " max|err|/(uS)=" + fmt("%.2f", worst) +
+                 (ok ? "" : " " + where));
   ex.threads = 0;
-  gocor::corr_global_cpu(f.data(), g.data(), out_mt.data(), s, ex);
-  report(out_mt == out, std::string("corr_global threads=all equals threads=1 ") +
-                            gocor::cpu_simd_level() + " " + gshape(s));
-  if (also_naive) {
-    std::vector<float> nv(out.size());
-    gocor::corr_global_naive(f.data(), g.data(), nv.data(), s);
-    ok = check_bound(nv, r, 2, &worst, &where);
-    report(ok, "corr_global_naive " + gshape(s) + (ok ? "" : " " + where));
-  }
+  fast(f.data(), g.data(), out_mt.data(), s, ex);
+  report(out_mt == out, op + " threads=all equals threads=1 " + lvl + " " + shape);
+  if (!naive) return;
+  std::vector<float> nv(out.size());
+  naive(f.data(), g.data(), nv.data(), s);
+  ok = check_bound(nv, r, 2, &worst, &where);
+  report(ok, op + "_naive " + shape + (ok ? "" : " " + where));
+}
+
+void test_global(const CorrGlobalShape& s, uint64_t seed, bool also_naive) {
+  const auto f = random_vec(size_t(s.B) * s.C * s.H * s.W, seed);
+  const auto g = random_vec(size_t(s.B) * s.C * s.Hq * s.Wq, seed + 7);
+  check_op("corr_global", s, gshape(s), f, g, global_ref(f, g, s), gocor::corr_global_cpu,
+           also_naive ? gocor::corr_global_naive : nullptr);
 }
 
 void test_local(const CorrLocalShape& s, uint64_t seed, bool also_naive) {
-  const int D1 = 2 * s.R + 1;
-  const int64_t HW = int64_t{s.H} * s.W, D = int64_t{D1} * D1;
-  auto f = random_vec(s.B * s.C * HW, seed);
-  auto g = random_vec(s.B * s.C * HW, seed + 3);
-  const Ref64 r = local_ref(f, g, s);
-  std::vector<float> out(s.B * D * HW, -1234.5f);
-  Exec ex;
-  ex.threads = 1;
-  gocor::corr_local_cpu(f.data(), g.data(), out.data(), s, ex);
-  const std::string lvl = gocor::cpu_simd_level();
-  double worst;
-  std::string where;
-  bool ok = check_bound(out, r, s.C + 8, &worst, &where);
-  report(ok, "corr_local " + lvl + " " + lshape(s) + " max|err|/(uS)=" + fmt("%.2f", worst) +
-                 (ok ? "" : " " + where));
-
-  std::vector<float> out_mt(out.size(), -1234.5f);
-  ex.threads = 0;
-  gocor::corr_local_cpu(f.data(), g.data(), out_mt.data(), s, ex);
-  report(out_mt == out, "corr_local threads=all equals threads=1 " + lvl + " " + lshape(s));
-  if (also_naive) {
-    std::vector<float> nv(out.size());
-    gocor::corr_local_naive(f.data(), g.data(), nv.data(), s);
-    ok = check_bound(nv, r, 2, &worst, &where);
-    report(ok, "corr_local_naive " + lshape(s) + (ok ? "" : " " + where));
-  }
-}
-
-std::string conformance_dir() {
-  if (const char* env = std::getenv("GOCOR_CONFORMANCE_DIR")) return env;
-  // Default: ../shared/conformance beside the repository root (this file is test/cpp/ in it).
-  std::string here = __FILE__;
-  for (int i = 0; i < 3; ++i) here = here.substr(0, here.find_last_of('/'));
-  return here + "/../shared/conformance";
-}
-
-bool read_floats(const std::string& path, size_t n, std::vector<float>* v) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  v->assign(n, 0.0f);
-  in.read(reinterpret_cast<char*>(v->data()), static_cast<std::streamsize>(n * sizeof(float)));
-  return static_cast<size_t>(in.gcount()) == n * sizeof(float) && in.peek() == EOF;
+  const auto f = random_vec(size_t(s.B) * s.C * s.H * s.W, seed);
+  const auto g = random_vec(size_t(s.B) * s.C * s.H * s.W, seed + 3);
+  check_op("corr_local", s, lshape(s), f, g, local_ref(f, g, s), gocor::corr_local_cpu,
+           also_naive ? gocor::corr_local_naive : nullptr);
 }
 
 // Spec 12: |got - expected| <= 2e-5 + 1e-4 |expected|.
@@ -222,9 +182,13 @@ void test_conformance(const std::string& dir, bool global) {
   const int C = global ? 16 : 32, H = global ? 8 : 16, W = H;
   const size_t n_in = size_t(C) * H * W, n_out = global ? size_t(H * W) * H * W : 81u * H * W;
   std::vector<float> f, g, expected;
-  if (!read_floats(c + "reference.bin", n_in, &f) || !read_floats(c + "query.bin", n_in, &g) ||
-      !read_floats(c + "baseline_correlation.bin", n_out, &expected)) {
-    report(false, "conformance " + c + ": cannot read the inputs (set GOCOR_CONFORMANCE_DIR)");
+  try {
+    f = conformance::read_f32(c + "reference.bin", n_in);
+    g = conformance::read_f32(c + "query.bin", n_in);
+    expected = conformance::read_f32(c + "baseline_correlation.bin", n_out);
+  } catch (const std::exception& e) {
+    report(false, "conformance " + c + ": cannot read the inputs (set GOCOR_CONFORMANCE_DIR)",
+           e.what());
     return;
   }
   std::vector<float> out(n_out, -1234.5f);
@@ -246,42 +210,27 @@ void test_conformance(const std::string& dir, bool global) {
                  " baseline_correlation " + lvl + " max|err|/tol=" + fmt("%.3g", worst));
 }
 
-template <typename Fn>
-void expect_error(const std::string& name, gocor::ErrorCode code, Fn fn) {
-  bool ok = false;
-  std::string what = "no exception";
-  try {
-    fn();
-  } catch (const gocor::Error& e) {
-    ok = e.code() == code;
-    what = std::string(gocor::error_code_name(e.code())) + ": " + e.what();
-  } catch (const std::exception& e) {
-    what = std::string("foreign exception: ") + e.what();
-  }
-  report(ok, name + " -> " + what);
-}
-
 void test_errors() {
   std::vector<float> a(64, 1.0f), b(64, 1.0f), o(81 * 64, 0.0f);
   Exec ex;
-  expect_error("corr_global C=0", gocor::ErrorCode::Shape, [&] {
+  expect_throws("corr_global C=0", gocor::ErrorCode::Shape, [&] {
     gocor::corr_global_cpu(a.data(), b.data(), o.data(), CorrGlobalShape{1, 0, 2, 2, 2, 2}, ex);
   });
-  expect_error("corr_global null query", gocor::ErrorCode::InvalidArg, [&] {
+  expect_throws("corr_global null query", gocor::ErrorCode::InvalidArg, [&] {
     gocor::corr_global_cpu(a.data(), nullptr, o.data(), CorrGlobalShape{1, 1, 2, 2, 2, 2}, ex);
   });
-  expect_error("corr_local R=-1", gocor::ErrorCode::InvalidArg, [&] {
+  expect_throws("corr_local R=-1", gocor::ErrorCode::InvalidArg, [&] {
     gocor::corr_local_cpu(a.data(), b.data(), o.data(), CorrLocalShape{1, 1, 4, 4, -1}, ex);
   });
-  expect_error("corr_local H=0", gocor::ErrorCode::Shape, [&] {
+  expect_throws("corr_local H=0", gocor::ErrorCode::Shape, [&] {
     gocor::corr_local_cpu(a.data(), b.data(), o.data(), CorrLocalShape{1, 1, 0, 4, 1}, ex);
   });
   std::atomic<bool> cancel{true};
   ex.cancel = &cancel;
-  expect_error("corr_global cancelled", gocor::ErrorCode::Aborted, [&] {
+  expect_throws("corr_global cancelled", gocor::ErrorCode::Aborted, [&] {
     gocor::corr_global_cpu(a.data(), b.data(), o.data(), CorrGlobalShape{1, 4, 4, 4, 4, 4}, ex);
   });
-  expect_error("corr_local cancelled", gocor::ErrorCode::Aborted, [&] {
+  expect_throws("corr_local cancelled", gocor::ErrorCode::Aborted, [&] {
     gocor::corr_local_cpu(a.data(), b.data(), o.data(), CorrLocalShape{1, 4, 4, 4, 4}, ex);
   });
 }
@@ -309,7 +258,7 @@ int main() {
       {1, 64, 16, 16, 4}, {1, 255, 7, 31, 7}, {1, 512, 6, 17, 4}, {1, 1024, 4, 5, 1},
       {2, 32, 20, 40, 7}, {1, 16, 3, 2, 7},   {1, 64, 33, 47, 0}, {1, 3, 11, 70, 4},
   };
-  const std::string dir = conformance_dir();
+  const std::string dir = conformance::default_dir();
   std::printf("conformance dir: %s\n", dir.c_str());
   const Simd top = gocor::corr_detail::simd_detected();
   for (int level = 0; level <= static_cast<int>(top); ++level) {
@@ -323,6 +272,5 @@ int main() {
   }
   gocor::corr_detail::simd_unforce();
   test_errors();
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  return gocor_test::finish();
 }

@@ -23,6 +23,7 @@
 #include "gocor_cuda.h"
 #include "gocor_cuda_device.cuh"
 #include "match.h"
+#include "support/harness.h"
 #include "support/test_data.h"
 
 using namespace gocor;
@@ -30,6 +31,7 @@ using namespace gocor;
 namespace {
 
 using gocor_test::l2_normalise;
+using gocor_test::median;
 using gocor_test::random_vec;
 
 constexpr double kPeakTflops = 67.0, kPeakTBs = 4.8;
@@ -47,11 +49,6 @@ struct Dev {
   Dev& operator=(const Dev&) = delete;
   float* f() const { return static_cast<float*>(p); }
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
 
 double host_ms(int reps, const std::function<void()>& fn) {
   std::vector<double> t;

@@ -21,7 +21,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -40,106 +39,37 @@
 #include "gocor.h"
 #include "gocor_cuda.h"
 #include "support/gocor_ref64.h"
+#include "support/harness.h"
 #include "support/test_data.h"
 
 using namespace gocor;
 
 namespace {
 
+using gocor_test::Cmp;
+using gocor_test::compare;
+using gocor_test::fmt;
 using gocor_test::l2_normalise;
+using gocor_test::report;
+using gocor_test::Rng;
+using gocor_test::throws_code;
+using gocor_test::Tol;
 
-int g_passed = 0, g_failed = 0;
-
-void report(bool ok, const std::string& line) {
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", line.c_str());
-  std::fflush(stdout);
-  (ok ? g_passed : g_failed)++;
+// A case's random stream: splitmix64 from a mix of the seed (N(0, 1) draws by Box-Muller).
+Rng seeded(uint64_t seed) {
+  return Rng{seed * 0x9E3779B97F4A7C15ull + 7};
 }
-
-std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
-std::string fmt(const char* f, ...) {
-  char buf[512];
-  va_list ap;
-  va_start(ap, f);
-  std::vsnprintf(buf, sizeof buf, f, ap);
-  va_end(ap);
-  return buf;
-}
-
-// Deterministic N(0,1)-ish data (splitmix64 + Box-Muller).
-struct Rng {
-  uint64_t s;
-  explicit Rng(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 7) {}
-  uint64_t next() {
-    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return (static_cast<double>(next() >> 11) + 1.0) / 9007199254740992.0; }
-  double normal() {
-    return std::sqrt(-2.0 * std::log(uniform())) * std::cos(6.283185307179586 * uniform());
-  }
-};
 
 std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.f) {
-  Rng r(seed);
+  Rng r = seeded(seed);
   std::vector<float> v(n);
   for (auto& x : v) x = static_cast<float>(r.normal()) * scale;
   return v;
 }
 
-// Element-wise |cuda - cpu| <= abs + rel |cpu|.
-struct Tol {
-  double abs, rel;
-};
-
-struct Cmp {
-  double max_abs = 0, worst_ratio = 0, nmse = 0;
-  bool ok = true;
-};
-
-// Equal values (infinities included) differ by 0; NaN fails. worst_ratio is max |a-ref| / allowed.
-template <typename T>
-Cmp compare(const std::vector<float>& a, const std::vector<T>& ref, const Tol& tol) {
-  Cmp c;
-  double se = 0, sr = 0;
-  if (a.size() != ref.size()) {
-    c.ok = false;
-    return c;
-  }
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double r = ref[i];
-    if (double(a[i]) == r) continue;
-    const double d = std::fabs(double(a[i]) - r), allowed = tol.abs + tol.rel * std::fabs(r);
-    if (!(d <= allowed)) c.ok = false;
-    c.max_abs = std::max(c.max_abs, d);
-    c.worst_ratio = std::max(c.worst_ratio, allowed > 0 ? d / allowed : INFINITY);
-    se += d * d;
-  }
-  for (const T& r : ref)
-    if (std::isfinite(double(r))) sr += double(r) * r;
-  c.nmse = sr > 0 ? se / sr : se;
-  return c;
-}
-
 void report_cmp(const std::string& name, const Cmp& c) {
   report(c.ok, fmt("%-62s max|d|=%.3g worst/tol=%.3f nmse=%.3g", name.c_str(), c.max_abs,
                    c.worst_ratio, c.nmse));
-}
-
-bool throws_code(const std::function<void()>& fn, ErrorCode code, std::string* what) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    *what = e.what();
-    return e.code() == code;
-  } catch (const std::exception& e) {
-    *what = e.what();
-    return false;
-  }
-  *what = "(no exception)";
-  return false;
 }
 
 // ---- the table ---------------------------------------------------------------------------------
@@ -245,7 +175,7 @@ std::vector<float> shifted(const std::vector<float>& a, int C, int H, int W, dou
 
 // A flow (2, H, W): (u0, v0) plus N(0, sigma) per component.
 std::vector<float> noisy_flow(int H, int W, double u0, double v0, double sigma, uint64_t seed) {
-  Rng r(seed);
+  Rng r = seeded(seed);
   std::vector<float> f(2 * (size_t)H * W);
   for (size_t i = 0; i < f.size(); ++i)
     f[i] = float((i < f.size() / 2 ? u0 : v0) + sigma * r.normal());
@@ -310,7 +240,7 @@ Trial corr_errors_trial() {
 // with R_theta weights large enough that the query term matters.
 GlobalGocorParams perturbed_global(int C, uint64_t seed) {
   GlobalGocorParams p = default_global_params(C, seed);
-  Rng r(seed + 100);
+  Rng r = seeded(seed + 100);
   for (int k = 0; k < kNumDistBins; ++k) {
     p.dist.label[k] += static_cast<float>(0.1 * r.normal());
     p.dist.weight[k] = static_cast<float>(1.0 + 0.3 * r.normal());
@@ -328,7 +258,7 @@ GlobalGocorParams perturbed_global(int C, uint64_t seed) {
 
 LocalGocorParams perturbed_local(uint64_t seed) {
   LocalGocorParams p = default_local_params();
-  Rng r(seed + 200);
+  Rng r = seeded(seed + 200);
   for (int k = 0; k < kNumDistBins; ++k) {
     p.dist.label[k] += static_cast<float>(0.1 * r.normal());
     p.dist.weight[k] = static_cast<float>(1.0 + 0.3 * r.normal());
@@ -588,7 +518,7 @@ Trial flow_from_global_volume_trial(FlowGrid ga, FlowGrid gb, uint64_t seed) {
   auto st = state<St>();
   const size_t Na = (size_t)ga.H * ga.W, M = (size_t)gb.H * gb.W;
   st->vol = randn(M * Na, seed, 0.1f);
-  Rng r(seed + 1);
+  Rng r = seeded(seed + 1);
   for (size_t q = 0; q < Na; ++q) st->vol[(size_t)(r.next() % M) * Na + q] += 1.f;
   st->cpu.resize(2 * Na);
   st->gpu.assign(2 * Na, NAN);
@@ -1049,8 +979,7 @@ int run_unavailable(const CudaInfo& info, const std::vector<Case>& cases, bool d
   }
 #endif
   std::printf("CUDA unavailable: %s\n", info.reason.c_str());
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  return gocor_test::finish();
 }
 
 #ifdef GOCOR_WITH_CUDA
@@ -1069,8 +998,7 @@ int run_available(const CudaInfo& info, const std::vector<Case>& cases, bool dis
       if (t.compare) t.compare(case_name(c), c.tol);
     });
   }
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  return gocor_test::finish();
 }
 
 // Median wall time of fn in milliseconds: one warm-up call, then enough calls for ~0.2 s (3 to 50).

@@ -15,28 +15,15 @@
 #include "common.h"
 #include "flow.h"
 #include "match.h"
+#include "support/harness.h"
 #include "support/test_data.h"
 
 using gocor::Exec;
 
 namespace {
 
-int g_passed = 0, g_failed = 0;
-
-void report(bool ok, const std::string& line) {
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", line.c_str());
-  (ok ? g_passed : g_failed)++;
-}
-
-template <typename F>
-bool throws(F&& f) {
-  try {
-    f();
-  } catch (const gocor::Error&) {
-    return true;
-  }
-  return false;
-}
+using gocor_test::expect_throws;
+using gocor_test::report;
 
 // flow_volume_aggregate: each plane's mean over the in-grid part of the (2r+1)^2 box, in double.
 void case_aggregate() {
@@ -68,8 +55,8 @@ void case_aggregate() {
     }
   }
   std::vector<float> v(4);
-  report(throws([&] { gocor::flow_volume_aggregate(v.data(), 1, 2, 2, -1, Exec{}); }),
-         "flow_volume_aggregate rejects a negative radius");
+  expect_throws("flow_volume_aggregate rejects a negative radius", gocor::ErrorCode::Shape,
+                [&] { gocor::flow_volume_aggregate(v.data(), 1, 2, 2, -1, Exec{}); });
 }
 
 // flow_consistency on flows with known answers: a constant flow and its exact inverse are
@@ -128,11 +115,9 @@ void case_consistency() {
     }
   report(accepted == inside,
          "flow_consistency: rel_tol 0.5 accepts a 1.1 px error on a 4.2 px flow");
-  report(throws([&] {
-           gocor::flow_consistency(fwd.data(), 0, W, bwd.data(), Hb, Wb, 1, 0, nullptr, nullptr,
-                                   Exec{});
-         }),
-         "flow_consistency rejects an empty grid");
+  expect_throws("flow_consistency rejects an empty grid", gocor::ErrorCode::Shape, [&] {
+    gocor::flow_consistency(fwd.data(), 0, W, bwd.data(), Hb, Wb, 1, 0, nullptr, nullptr, Exec{});
+  });
 }
 
 // flow_texture_mask: smaller eigenvalue of the box-averaged structure tensor, computed here in
@@ -234,6 +219,5 @@ int main() {
   case_consistency();
   case_texture();
   case_match();
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  return gocor_test::finish();
 }

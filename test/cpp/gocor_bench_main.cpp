@@ -13,7 +13,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <functional>
 #include <string>
 #include <vector>
@@ -21,27 +20,13 @@
 #include "correlation.h"
 #include "gocor.h"
 #include "parallel.h"
+#include "support/harness.h"
 #include "support/test_data.h"
 
 namespace {
 
 using gocor_test::random_vec_fast;
-
-// L2-normalise over channels, like GLU-Net's global inputs. x (C, P).
-void l2norm(std::vector<float>& x, int C, size_t P) {
-  for (size_t i = 0; i < P; ++i) {
-    double s = 0;
-    for (int c = 0; c < C; ++c) s += static_cast<double>(x[c * P + i]) * x[c * P + i];
-    const float inv = static_cast<float>(1.0 / std::sqrt(s + 1e-6));
-    for (int c = 0; c < C; ++c) x[c * P + i] *= inv;
-  }
-}
-
-double thread_cpu_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
+using gocor_test::thread_cpu_ms;
 
 // Best wall time; for single-thread rows the calling thread's CPU time instead, which a busy
 // shared machine disturbs far less (a run that lost its core shows it in wall time only).
@@ -65,8 +50,8 @@ double time_ms(const std::function<void()>& fn, int reps, bool cpu_time) {
 void bench_global(int H, int W, int C, int K, int threads, int reps) {
   const int N = H * W;
   auto ref = random_vec_fast(static_cast<size_t>(C) * N, 1), qry = random_vec_fast(ref.size(), 2);
-  l2norm(ref, C, N);
-  l2norm(qry, C, N);
+  gocor_test::l2_normalise(ref, 1, C, N);
+  gocor_test::l2_normalise(qry, 1, C, N);
   gocor::GlobalGocorParams p = gocor::default_global_params(C, 0);
   gocor::GlobalGocorOptions o;
   o.num_iter = K;

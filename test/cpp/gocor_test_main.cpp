@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -14,68 +15,30 @@
 #include "match.h"
 #include "support/conformance.h"
 #include "support/gocor_ref64.h"
+#include "support/harness.h"
+#include "support/test_data.h"
 
 namespace {
 
-int g_pass = 0, g_fail = 0;
+using gocor_test::expect_throws;
+using gocor_test::fmt;
+using gocor_test::report;
+using gocor_test::Rng;
 
-void report(bool ok, const std::string& name, const std::string& detail) {
-  std::printf("%s %s %s\n", ok ? "PASS" : "FAIL", name.c_str(), detail.c_str());
-  (ok ? g_pass : g_fail)++;
-}
-
-// Worst |got - exp| / (atol + rtol |exp|) over all elements (<= 1 passes) and the max |got - exp|.
+// Every element within atol + rtol |exp|; prints the max |got - exp| and the worst ratio to that
+// allowance (<= 1 passes).
 template <typename T>
 void expect_close(const std::string& name, const float* got, const T* exp, size_t n, double atol,
                   double rtol, const char* note = "") {
-  double worst = 0, max_abs = 0;
-  bool finite = true;
-  for (size_t i = 0; i < n; ++i) {
-    if (!std::isfinite(got[i])) finite = false;
-    const double d = std::fabs(static_cast<double>(got[i]) - static_cast<double>(exp[i]));
-    max_abs = std::max(max_abs, d);
-    worst = std::max(worst, d / (atol + rtol * std::fabs(static_cast<double>(exp[i]))));
-  }
-  char buf[200];
-  std::snprintf(buf, sizeof(buf), "max_abs=%.3g worst_ratio=%.3g (n=%zu)%s", max_abs, worst, n,
-                note);
-  report(finite && worst <= 1.0, name, buf);
-}
-
-void expect_near(const std::string& name, double got, double exp, double rel) {
-  char buf[160];
-  std::snprintf(buf, sizeof(buf), "got=%.9g expected=%.9g", got, exp);
-  report(std::fabs(got - exp) <= rel * std::fabs(exp) + 1e-12, name, buf);
-}
-
-void expect_throws(const std::string& name, gocor::ErrorCode code,
-                   const std::function<void()>& fn) {
-  try {
-    fn();
-    report(false, name, "no exception");
-  } catch (const gocor::Error& e) {
-    report(e.code() == code, name, std::string(gocor::error_code_name(e.code())) + ": " + e.what());
-  }
+  const gocor_test::Cmp c = gocor_test::compare(got, exp, n, {atol, rtol});
+  report(c.ok, name,
+         fmt("max_abs=%.3g worst_ratio=%.3g (n=%zu)%s", c.max_abs, c.worst_ratio, n, note));
 }
 
 // Spec-12 tolerances.
 constexpr double kVolAtol = 2e-5, kVolRtol = 1e-4, kFiltAtol = 1e-4, kFiltRtol = 1e-4;
 
 // ---- deterministic test data ---------------------------------------------------------------
-
-struct Rng {
-  uint64_t s;
-  uint64_t next() {
-    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return (static_cast<double>(next() >> 11) + 1.0) / 9007199254740992.0; }
-  double normal() {
-    return std::sqrt(-2.0 * std::log(uniform())) * std::cos(6.283185307179586 * uniform());
-  }
-};
 
 // ref = randn; query = 0.8 roll(ref, (1, 2)) + 0.6 randn (the conformance recipe), optionally
 // L2-normalised over channels like GLU-Net's global inputs.
@@ -245,40 +208,55 @@ void test_derived_maps(const std::string& dir) {
   }
 }
 
+// Outputs of one run at K steps: the fast path's volume and filter, the float64 reference's.
+struct ConformanceRun {
+  std::vector<float> vol, filt;
+  std::vector<double> rv, rf;
+};
+
+// For each parameter set of a case (case_dir/init, case_dir/perturbed) and each K of Ks, run(set
+// dir, K) against the set's files filter_iterK.bin and volume_iterK.bin (K = 0 has no volume).
+void expect_conformant(const std::string& tag, const std::string& case_dir,
+                       std::initializer_list<int> Ks,
+                       const std::function<ConformanceRun(const std::string&, int)>& run) {
+  for (const char* set : {"init", "perturbed"}) {
+    const std::string sd = case_dir + "/" + set;
+    for (int K : Ks) {
+      const ConformanceRun r = run(sd, K);
+      const std::string k = std::to_string(K), name = tag + set + ".iter" + k;
+      auto ef = conformance::read_f32(sd + "/filter_iter" + k + ".bin", r.filt.size());
+      expect_close(name + ".filter", r.filt.data(), ef.data(), ef.size(), kFiltAtol, kFiltRtol);
+      const std::vector<float> rff(r.rf.begin(), r.rf.end());  // compared in float32
+      expect_close(name + ".filter_ref64", rff.data(), ef.data(), ef.size(), kFiltAtol, kFiltRtol);
+      if (K == 0) continue;
+      auto ev = conformance::read_f32(sd + "/volume_iter" + k + ".bin", r.vol.size());
+      expect_close(name + ".volume", r.vol.data(), ev.data(), ev.size(), kVolAtol, kVolRtol);
+      const std::vector<float> rvf(r.rv.begin(), r.rv.end());
+      expect_close(name + ".volume_ref64", rvf.data(), ev.data(), ev.size(), kVolAtol, kVolRtol);
+    }
+  }
+}
+
 void test_global_conformance(const std::string& dir) {
   const int B = 1, C = 16, H = 8, W = 8, N = H * W;
   const std::string cd = dir + "/global_8x8_c16";
   auto ref = conformance::read_f32(cd + "/reference.bin", B * C * N);
   auto qry = conformance::read_f32(cd + "/query.bin", B * C * N);
-  for (const char* set : {"init", "perturbed"}) {
-    const std::string sd = cd + "/" + set;
-    gocor::GlobalGocorParams p = conformance::load_global_params(sd, C);
-    for (int K : {0, 1, 3}) {
-      gocor::GlobalGocorOptions o;
-      o.num_iter = K;
-      std::vector<float> vol(static_cast<size_t>(B) * N * N), filt(static_cast<size_t>(B) * N * C);
-      gocor::Exec ex;
-      ex.threads = 2;
-      gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), vol.data(), filt.data(), {B, C, H, W},
-                              ex, nullptr);
-      std::vector<double> rv, rf;
-      gocor_ref::gocor_global_ref64(p, o, ref.data(), qry.data(), {B, C, H, W}, &rv, &rf, nullptr);
-      const std::string tag =
-          std::string("conformance.global.") + set + ".iter" + std::to_string(K);
-      auto ef =
-          conformance::read_f32(sd + "/filter_iter" + std::to_string(K) + ".bin", filt.size());
-      expect_close(tag + ".filter", filt.data(), ef.data(), ef.size(), kFiltAtol, kFiltRtol);
-      std::vector<float> rff(rf.begin(), rf.end());
-      expect_close(tag + ".filter_ref64", rff.data(), ef.data(), ef.size(), kFiltAtol, kFiltRtol);
-      if (K > 0) {
-        auto ev =
-            conformance::read_f32(sd + "/volume_iter" + std::to_string(K) + ".bin", vol.size());
-        expect_close(tag + ".volume", vol.data(), ev.data(), ev.size(), kVolAtol, kVolRtol);
-        std::vector<float> rvf(rv.begin(), rv.end());
-        expect_close(tag + ".volume_ref64", rvf.data(), ev.data(), ev.size(), kVolAtol, kVolRtol);
-      }
-    }
-  }
+  expect_conformant("conformance.global.", cd, {0, 1, 3}, [&](const std::string& sd, int K) {
+    const gocor::GlobalGocorParams p = conformance::load_global_params(sd, C);
+    gocor::GlobalGocorOptions o;
+    o.num_iter = K;
+    ConformanceRun r;
+    r.vol.resize(static_cast<size_t>(B) * N * N);
+    r.filt.resize(static_cast<size_t>(B) * N * C);
+    gocor::Exec ex;
+    ex.threads = 2;
+    gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), r.vol.data(), r.filt.data(), {B, C, H, W},
+                            ex, nullptr);
+    gocor_ref::gocor_global_ref64(p, o, ref.data(), qry.data(), {B, C, H, W}, &r.rv, &r.rf,
+                                  nullptr);
+    return r;
+  });
   auto base = conformance::read_f32(cd + "/baseline_correlation.bin", N * N);
   // Sanity of the file reading and layout: the baseline is g_t . f_r in the volume layout.
   std::vector<float> mine(N * N);
@@ -297,34 +275,20 @@ void test_local_conformance(const std::string& dir) {
   const std::string cd = dir + "/local_16x16_c32";
   auto ref = conformance::read_f32(cd + "/reference.bin", B * C * P);
   auto qry = conformance::read_f32(cd + "/query.bin", B * C * P);
-  for (const char* set : {"init", "perturbed"}) {
-    const std::string sd = cd + "/" + set;
-    gocor::LocalGocorParams p = conformance::load_local_params(sd);
-    for (int K : {0, 1, 3, 7}) {
-      gocor::LocalGocorOptions o;
-      o.num_iter = K;
-      std::vector<float> vol(static_cast<size_t>(B) * 81 * P), filt(static_cast<size_t>(B) * C * P);
-      gocor::Exec ex;
-      ex.threads = 2;
-      gocor::gocor_local_cpu(p, o, ref.data(), qry.data(), vol.data(), filt.data(), B, C, H, W, ex,
-                             nullptr);
-      std::vector<double> rv, rf;
-      gocor_ref::gocor_local_ref64(p, o, ref.data(), qry.data(), B, C, H, W, &rv, &rf, nullptr);
-      const std::string tag = std::string("conformance.local.") + set + ".iter" + std::to_string(K);
-      auto ef =
-          conformance::read_f32(sd + "/filter_iter" + std::to_string(K) + ".bin", filt.size());
-      expect_close(tag + ".filter", filt.data(), ef.data(), ef.size(), kFiltAtol, kFiltRtol);
-      std::vector<float> rff(rf.begin(), rf.end());
-      expect_close(tag + ".filter_ref64", rff.data(), ef.data(), ef.size(), kFiltAtol, kFiltRtol);
-      if (K > 0) {
-        auto ev =
-            conformance::read_f32(sd + "/volume_iter" + std::to_string(K) + ".bin", vol.size());
-        expect_close(tag + ".volume", vol.data(), ev.data(), ev.size(), kVolAtol, kVolRtol);
-        std::vector<float> rvf(rv.begin(), rv.end());
-        expect_close(tag + ".volume_ref64", rvf.data(), ev.data(), ev.size(), kVolAtol, kVolRtol);
-      }
-    }
-  }
+  expect_conformant("conformance.local.", cd, {0, 1, 3, 7}, [&](const std::string& sd, int K) {
+    const gocor::LocalGocorParams p = conformance::load_local_params(sd);
+    gocor::LocalGocorOptions o;
+    o.num_iter = K;
+    ConformanceRun r;
+    r.vol.resize(static_cast<size_t>(B) * 81 * P);
+    r.filt.resize(static_cast<size_t>(B) * C * P);
+    gocor::Exec ex;
+    ex.threads = 2;
+    gocor::gocor_local_cpu(p, o, ref.data(), qry.data(), r.vol.data(), r.filt.data(), B, C, H, W,
+                           ex, nullptr);
+    gocor_ref::gocor_local_ref64(p, o, ref.data(), qry.data(), B, C, H, W, &r.rv, &r.rf, nullptr);
+    return r;
+  });
   auto base = conformance::read_f32(cd + "/baseline_correlation.bin", 81 * P);
   std::vector<float> mine(81 * P, 0.f);
   for (int k = 0; k < 81; ++k)
@@ -572,6 +536,5 @@ int main(int argc, char** argv) {
   test_threads_and_errors();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("time %.1f s\n", secs);
-  std::printf("%d passed, %d failed\n", g_pass, g_fail);
-  return g_fail == 0 ? 0 : 1;
+  return gocor_test::finish();
 }

@@ -3,9 +3,6 @@
 // one (flat costs), edge awareness on a two-region image,
 // thread independence, bad input; then a timing at 1024x436 (printed, not asserted).
 // Prints one line per check and "N passed, M failed"; exits non-zero on a failure.
-// Standalone build (CMake builds it as `interp`):
-//   g++ -O2 -std=c++17 -Icpp/core test/cpp/interp_test_main.cpp test/cpp/support/test_data.cpp
-//       cpp/core/interpolate.cpp cpp/core/parallel.cpp -lpthread -o /tmp/interp_test
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -19,28 +16,13 @@
 #include <vector>
 
 #include "interpolate.h"
+#include "support/harness.h"
 #include "support/test_data.h"
 
 namespace {
 
-int g_pass = 0, g_fail = 0;
-
-void report(bool ok, const std::string& name, const std::string& detail) {
-  std::printf("%s %s %s\n", ok ? "PASS" : "FAIL", name.c_str(), detail.c_str());
-  (ok ? g_pass : g_fail)++;
-}
-
-void expect_throws(const std::string& name, gocor::ErrorCode code,
-                   const std::function<void()>& fn) {
-  try {
-    fn();
-    report(false, name, "no exception");
-  } catch (const gocor::Error& e) {
-    // error_code_name lives in dispatch.cpp, which this program does not link: print the number.
-    report(e.code() == code, name,
-           "code " + std::to_string(static_cast<int>(e.code())) + ": " + e.what());
-  }
-}
+using gocor_test::expect_throws;
+using gocor_test::report;
 
 // Uniform numbers in [0, 1), drawn in order from n values of gocor_test::random_vec (splitmix64);
 // drawing more than n throws (std::out_of_range), which main reports as a failure.
@@ -601,6 +583,5 @@ int main() {
   } catch (const std::exception& e) {
     report(false, "unexpected_exception", e.what());
   }
-  std::printf("%d passed, %d failed\n", g_pass, g_fail);
-  return g_fail == 0 ? 0 : 1;
+  return gocor_test::finish();
 }

@@ -246,19 +246,10 @@ void gocor_global_ref64(const gocor::GlobalGocorParams& p, const gocor::GlobalGo
           w[static_cast<size_t>(r) * C + c] -=
               step * alpha[r] * grad[static_cast<size_t>(r) * C + c];
       }
-      if (diag != nullptr) {
-        gocor::GocorIterDiag d;
-        d.batch = b;
-        d.iter = it;
-        d.loss_ref = loss_ref;
-        d.loss_query = loss_query;
-        d.loss_reg = 0.5 * lambda * wn;
-        d.grad_norm = std::sqrt(num_all);
-        d.alpha = alpha_mean;
-        d.alpha_min = amin;
-        d.alpha_max = amax;
-        diag->push_back(d);
-      }
+      // {batch, iter, loss_ref, loss_query, loss_reg, grad_norm, alpha, alpha_min, alpha_max}
+      if (diag != nullptr)
+        diag->push_back({b, it, loss_ref, loss_query, 0.5 * lambda * wn, std::sqrt(num_all),
+                         alpha_mean, amin, amax});
     }
     std::vector<double> Q = dots(w, G);
     for (int r = 0; r < N; ++r)
@@ -347,18 +338,10 @@ void gocor_local_ref64(const gocor::LocalGocorParams& p, const gocor::LocalGocor
         }
       for (int c = 0; c < C; ++c)
         for (size_t i = 0; i < P; ++i) w[c * P + i] -= step * alpha[i] * grad[c * P + i];
-      if (diag != nullptr) {
-        gocor::GocorIterDiag d;
-        d.batch = b;
-        d.iter = it;
-        d.loss_ref = loss_ref;
-        d.loss_reg = 0.5 * lambda * wn;
-        d.grad_norm = std::sqrt(num_all);
-        d.alpha = amean;
-        d.alpha_min = amin;
-        d.alpha_max = amax;
-        diag->push_back(d);
-      }
+      // {batch, iter, loss_ref, loss_query, loss_reg, grad_norm, alpha, alpha_min, alpha_max}
+      if (diag != nullptr)
+        diag->push_back(
+            {b, it, loss_ref, 0.0, 0.5 * lambda * wn, std::sqrt(num_all), amean, amin, amax});
     }
     double* out = volume->data() + static_cast<size_t>(b) * D * P;
     for (int y = 0; y < H; ++y)

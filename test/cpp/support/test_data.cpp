@@ -4,16 +4,25 @@
 
 namespace gocor_test {
 
+uint64_t Rng::next() {
+  uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+double Rng::uniform() {
+  return (static_cast<double>(next() >> 11) + 1.0) / 9007199254740992.0;
+}
+
+double Rng::normal() {
+  return std::sqrt(-2.0 * std::log(uniform())) * std::cos(6.283185307179586 * uniform());
+}
+
 std::vector<float> random_vec(size_t n, uint64_t seed) {
   std::vector<float> v(n);
-  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (auto& x : v) {
-    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    x = static_cast<float>(static_cast<double>(z >> 40) / 8388608.0 - 1.0);
-  }
+  Rng rng{seed * 0x9E3779B97F4A7C15ull + 1};
+  for (auto& x : v) x = static_cast<float>(static_cast<double>(rng.next() >> 40) / 8388608.0 - 1.0);
   return v;
 }
 

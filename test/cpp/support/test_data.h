@@ -7,6 +7,15 @@
 
 namespace gocor_test {
 
+// splitmix64 from the raw state s: next() gives 64 random bits, uniform() a double in (0, 1],
+// normal() an N(0, 1) draw (Box-Muller, two uniforms per draw).
+struct Rng {
+  uint64_t s;
+  uint64_t next();
+  double uniform();
+  double normal();
+};
+
 // n floats uniform in [-1, 1) from splitmix64 (tests: well-mixed, independent of n).
 std::vector<float> random_vec(size_t n, uint64_t seed);
 
