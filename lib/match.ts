@@ -144,7 +144,7 @@ const PRESETS: Record<
     image: {
       fill: true,
       finalFill: true,
-      dis: { coarsestScale: 3, patchSize: 8, patchStride: 4, gradIters: 16, varIters: 5 },
+      dis: { coarsestScale: 3, patchSize: 8, patchStride: 2, gradIters: 16, varIters: 8 },
     },
   },
   best: {
@@ -154,7 +154,7 @@ const PRESETS: Record<
     image: {
       fill: true,
       finalFill: true,
-      dis: { coarsestScale: 3, patchSize: 8, patchStride: 2, gradIters: 16, varIters: 5 },
+      dis: { coarsestScale: 3, patchSize: 8, patchStride: 2, gradIters: 16, varIters: 8 },
     },
   },
 };

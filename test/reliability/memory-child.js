@@ -39,7 +39,7 @@ const matchDefaults = {
   aggregateRadius: 2,
   fill: true,
   finalFill: true,
-  dis: { coarsestScale: 3, patchSize: 8, patchStride: 4, gradIters: 16, varIters: 5 },
+  dis: { coarsestScale: 3, patchSize: 8, patchStride: 2, gradIters: 16, varIters: 8 },
   texture: { radius: 4, gradient: 0.01 },
   median: true,
   seed: 0,
