@@ -244,7 +244,11 @@ describe('match: numerics', () => {
         if (inA) continue;
         // Ignore a 3 px band around the square's outlines, where a 5 px patch straddles both layers.
         const near = (X: number, Y: number, x0: number, y0: number) =>
-          X >= x0 - 3 && X < x0 + 67 && Y >= y0 - 3 && Y < y0 + 67 && !(X >= x0 + 3 && X < x0 + 61 && Y >= y0 + 3 && Y < y0 + 61);
+          X >= x0 - 3 &&
+          X < x0 + 67 &&
+          Y >= y0 - 3 &&
+          Y < y0 + 67 &&
+          !(X >= x0 + 3 && X < x0 + 61 && Y >= y0 + 3 && Y < y0 + 61);
         if (near(x, y, fx, fy) || near(tx, ty, fx + dx, fy + dy)) continue;
         if (coveredInB) {
           occluded++;

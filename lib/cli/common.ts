@@ -63,8 +63,8 @@ export function threadsOption(): Option {
 export function matchOptionList(): Option[] {
   return [
     new Option(
-      '-q, --quality <preset>',
-      "speed/accuracy preset: fast (one direction, no occlusion mask), balanced (default), best",
+      '--quality <preset>',
+      'speed/accuracy preset: fast (one direction, no occlusion mask), balanced (default), best',
     ).choices(['fast', 'balanced', 'best']),
     new Option('-m, --method <method>', 'GOCor or plain correlation in the same pipeline')
       .choices(['gocor', 'correlation'])
