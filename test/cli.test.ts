@@ -153,12 +153,13 @@ describe('cli: bad input', () => {
     expect((await runCli(['match', 'a.png', 'b.png'])).code).toBe(2);
     expect((await runCli(['match', 'a.png', 'b.png', '-o', 'x', '--threads', '0'])).code).toBe(2);
     expect((await runCli(['match', 'a.png', 'b.png', '-o', 'x', '--gocor-params', 'trained'])).code).toBe(2);
+    expect((await runCli(['match', 'a.png', 'b.png', '-o', 'x', '--quality', 'slow'])).code).toBe(2);
     expect((await runCli(['frobnicate'])).code).toBe(2);
   });
 });
 
 describe('cli: match', () => {
-  it('writes the five files of one pair, with metrics against --gt', async () => {
+  it('writes the six files of one pair, with metrics against --gt', async () => {
     const out = path.join(tmp, 'out-match');
     const r = await runCli([
       'match',
@@ -176,6 +177,25 @@ describe('cli: match', () => {
     await expectCompletePair(out);
     expect(rec.options).toMatchObject({ method: 'gocor', device: 'auto', confidence: 'peak', gocorParams: 'fitted' });
     expect(rec.metrics.aepe).toBeCloseTo(metrics64(path.join(out, 'flow.flo'), -3, -2).aepe, 3);
+    expect(await imageInfo(path.join(out, 'occlusion.png'))).toEqual({ width: S, height: S, channels: 1 });
+    expect(Object.keys(rec.timings.stages)).toEqual(['features', 'coarse', 'fill', 'refine', 'finalFill', 'output']);
+  });
+  it('--quality fast: one direction, no occlusion mask', async () => {
+    const out = path.join(tmp, 'out-match-fast');
+    const r = await runCli([
+      'match',
+      path.join(data, 'p1a.png'),
+      path.join(data, 'p1b.png'),
+      '-o',
+      out,
+      '--quality',
+      'fast',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const rec = JSON.parse(readFileSync(path.join(out, 'result.json'), 'utf8'));
+    expect(rec.options.quality).toBe('fast');
+    expect(rec.files.occlusion).toBeUndefined();
+    expect(rec.metrics).toBeUndefined();
   });
 });
 
