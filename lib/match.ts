@@ -116,6 +116,13 @@ const MATCH_KEYS = [
   ...EXEC_KEYS,
 ] as const;
 
+// The image stages of 'balanced' and 'best' (they differ in the coarse levels only).
+const FULL_IMAGE_STAGES: Omit<NativeImageStages, 'texture'> = {
+  fill: true,
+  finalFill: true,
+  dis: { coarsestScale: 3, patchSize: 8, patchStride: 2, gradIters: 16, varIters: 8 },
+};
+
 // What each quality preset sets (the image stages are native options with no public knob; the
 // accuracy benchmark measured these values, bench/accuracy-results.md).
 const PRESETS: Record<
@@ -137,26 +144,8 @@ const PRESETS: Record<
       dis: { coarsestScale: 3, patchSize: 8, patchStride: 4, gradIters: 8, varIters: 1 },
     },
   },
-  balanced: {
-    finestStride: 8,
-    numIterLocal: 7,
-    refineIter: 3,
-    image: {
-      fill: true,
-      finalFill: true,
-      dis: { coarsestScale: 3, patchSize: 8, patchStride: 2, gradIters: 16, varIters: 8 },
-    },
-  },
-  best: {
-    finestStride: 4,
-    numIterLocal: 7,
-    refineIter: 3,
-    image: {
-      fill: true,
-      finalFill: true,
-      dis: { coarsestScale: 3, patchSize: 8, patchStride: 2, gradIters: 16, varIters: 8 },
-    },
-  },
+  balanced: { finestStride: 8, numIterLocal: 7, refineIter: 3, image: FULL_IMAGE_STAGES },
+  best: { finestStride: 4, numIterLocal: 7, refineIter: 3, image: FULL_IMAGE_STAGES },
 };
 
 // Local volumes are box-aggregated over 5x5 cells before the arg-max (flow_volume_aggregate).

@@ -158,19 +158,14 @@ describe('cli: bad input', () => {
   });
 });
 
+/** `gocor match` on the first fixture pair into `out`, with `extra` arguments. */
+const matchP1 = (out: string, ...extra: string[]) =>
+  runCli(['match', path.join(data, 'p1a.png'), path.join(data, 'p1b.png'), '-o', out, ...extra]);
+
 describe('cli: match', () => {
   it('writes the six files of one pair, with metrics against --gt', async () => {
     const out = path.join(tmp, 'out-match');
-    const r = await runCli([
-      'match',
-      path.join(data, 'p1a.png'),
-      path.join(data, 'p1b.png'),
-      '-o',
-      out,
-      '--gt',
-      path.join(data, 'p1.flo'),
-      '--json',
-    ]);
+    const r = await matchP1(out, '--gt', path.join(data, 'p1.flo'), '--json');
     expect(r.code, r.stderr).toBe(0);
     const rec = JSON.parse(r.stdout);
     expect(rec).toEqual(JSON.parse(readFileSync(path.join(out, 'result.json'), 'utf8')));
@@ -182,15 +177,7 @@ describe('cli: match', () => {
   });
   it('--quality fast: one direction, no occlusion mask', async () => {
     const out = path.join(tmp, 'out-match-fast');
-    const r = await runCli([
-      'match',
-      path.join(data, 'p1a.png'),
-      path.join(data, 'p1b.png'),
-      '-o',
-      out,
-      '--quality',
-      'fast',
-    ]);
+    const r = await matchP1(out, '--quality', 'fast');
     expect(r.code, r.stderr).toBe(0);
     const rec = JSON.parse(readFileSync(path.join(out, 'result.json'), 'utf8'));
     expect(rec.options.quality).toBe('fast');

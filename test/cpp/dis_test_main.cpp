@@ -15,6 +15,7 @@
 #include "common.h"
 #include "corr_kernels.h"
 #include "dis.h"
+#include "support/test_data.h"
 
 using gocor::DisOptions;
 using gocor::ErrorCode;
@@ -42,16 +43,7 @@ void expect_throws(const std::string& name, ErrorCode code, const std::function<
   }
 }
 
-struct Rng {
-  uint64_t s;
-  uint64_t next() {
-    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return double(next() >> 11) / 9007199254740992.0; }  // [0, 1)
-};
+using gocor_test::Rng;  // splitmix64; uniform() in (0, 1]
 
 // A smooth random texture defined everywhere: cubic B-splines through random lattices (a fine one
 // with `cell` px spacing for detail, a 4x coarser one for large-scale shading), so that any warp
