@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Proves the package works as a dependency: npm pack, install the tarball into an empty project
-# offline (from npm's cache, as a user behind a firewall would), then import it as ESM and CJS and
-# type-check a TypeScript consumer against the shipped .d.ts.
+# (from npm's cache where it can: --prefer-offline, since `npm ci` from a lockfile caches the
+# tarballs but not the registry metadata a fresh install resolves ranges with), then import it as
+# ESM and CJS and type-check a TypeScript consumer against the shipped .d.ts.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
@@ -14,7 +15,7 @@ echo "packed $tarball ($(du -h "$work/$tarball" | cut -f1))"
 mkdir "$work/app" && cd "$work/app"
 npm init -y >/dev/null
 # The consumer's build is CPU-only to keep this check short; the CUDA build is checked separately.
-GOCOR_CUDA=OFF npm install --offline --no-audit --no-fund "$work/$tarball" >/dev/null
+GOCOR_CUDA=OFF npm install --prefer-offline --no-audit --no-fund "$work/$tarball" >/dev/null
 
 cat > esm.mjs <<'JS'
 import { correlate, loadImage, backends, GocorError } from 'gocor';
