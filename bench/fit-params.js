@@ -5,9 +5,9 @@
 // GOCor's parameters are learnt (spec 4.7, 5.6); the official values come from training with VGG
 // / PWC-Net features and do not exist for gocor's hand-made descriptor. This script fits them, by
 // coordinate search (each coordinate tried one step up and down, steps halved every sweep), on
-// synthetic homography pairs made from images the accuracy benchmark does NOT use
-// (pairs/basketball1-2, pairs/rubberwhale1-2; seeds 7000+), so bench/accuracy.js measures the
-// result on held-out images. Objectives, one per stage of `match`:
+// synthetic homography pairs made from pairs/basketball1-2 and pairs/rubberwhale1-2 (seeds 7000+).
+// The synthetic sets of bench/accuracy.js do not use these images; its real pair
+// mbflow_rubberwhale has the same frames, so that one real pair is not held out from the fit. Objectives, one per stage of `match`:
 //  - global: fraction of global cells whose arg-max query cell lies within one cell of the truth;
 //  - local: b's level features sampled at the true match plus a smooth random offset of up to 2.5
 //    cells per axis (the error the local stage receives), fraction of cells whose read-out residual

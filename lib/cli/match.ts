@@ -37,7 +37,7 @@ export function matchCommand(): Command {
     .addHelpText(
       'after',
       examples([
-        'gocor match examples/rubberwhale1.png examples/rubberwhale2.png -o out/',
+        'gocor match examples/basketball1.png examples/basketball2.png -o out/',
         'gocor match a.jpg b.jpg -o out/ --method correlation --device cpu --threads 4',
         'gocor match a.png b.png -o out/ --iters 5,3 --output-shape 640x480 --json',
       ]),
