@@ -5,8 +5,9 @@
 // explicitly rounded multiplies and adds in the CPU's order (__fmul_rn / __fadd_rn, __dmul_rn /
 // __dadd_rn: the CPU build, baseline x86-64, has no FMA, while this library is compiled with
 // --fmad=true, which would fuse a * b + c in float and double), so equal inputs give equal outputs
-// to the last bit. The one exception is flow_volume_aggregate: the CPU keeps running sums over the
-// window, the GPU sums each window afresh (both in double), so the two may differ in the last bit.
+// to the last bit. The exceptions are flow_volume_aggregate and the window means inside
+// flow_texture_mask (which uses it): the CPU keeps running sums over the window, the GPU sums each
+// window afresh (both in double), so the two may differ in the last bit.
 // Every device entry takes a batch of B independent fields laid out one after another.
 #include <cmath>
 #include <cstdint>
@@ -365,39 +366,6 @@ __global__ void min_eigen_kernel(const float* __restrict__ mean, long long N, do
   textured[b * N + i] = __dsub_rn(__dmul_rn(0.5, __dadd_rn(a, c)), root) >= t;
 }
 
-// Box mean over the in-image part of the row / column window (planes, H, W); double sums as
-// flow.cpp's box_mean.
-__global__ void box_rows_kernel(const float* __restrict__ src, float* __restrict__ dst, int H,
-                                int W, int r) {
-  const int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y;
-  if (x >= W) return;
-  const float* row = src + ((long long)blockIdx.z * H + y) * W;
-  const int x0 = max(0, x - r), x1 = min(W - 1, x + r);
-  double s = 0;
-  for (int k = x0; k <= x1; ++k) s = __dadd_rn(s, double(row[k]));
-  dst[((long long)blockIdx.z * H + y) * W + x] = float(__ddiv_rn(s, double(x1 - x0 + 1)));
-}
-
-__global__ void box_cols_kernel(const float* __restrict__ src, float* __restrict__ dst, int H,
-                                int W, int r) {
-  const int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y;
-  if (x >= W) return;
-  const float* plane = src + (long long)blockIdx.z * H * W;
-  const int y0 = max(0, y - r), y1 = min(H - 1, y + r);
-  double s = 0;
-  for (int k = y0; k <= y1; ++k) s = __dadd_rn(s, double(plane[(long long)k * W + x]));
-  dst[((long long)blockIdx.z * H + y) * W + x] = float(__ddiv_rn(s, double(y1 - y0 + 1)));
-}
-
-void box_mean_planes(const float* d_src, float* d_tmp, float* d_dst, int planes, int H, int W,
-                     int r, cudaStream_t st) {
-  dim3 block(128), grid(ceil_div(W, 128), H, planes);
-  box_rows_kernel<<<grid, block, 0, st>>>(d_src, d_tmp, H, W, r);
-  check_launch("box_rows_kernel");
-  box_cols_kernel<<<grid, block, 0, st>>>(d_tmp, d_dst, H, W, r);
-  check_launch("box_cols_kernel");
-}
-
 void check_grid(const FlowGrid& g, const char* what) {
   if (g.H <= 0 || g.W <= 0 || !(g.sx > 0) || !(g.sy > 0)) {
     throw Error(ErrorCode::Shape, std::string(what) + ": grid sizes and strides must be positive");
@@ -538,7 +506,8 @@ void flow_consistency(const float* d_fwd, int H, int W, const float* d_bwd, int 
 }
 
 size_t texture_mask_workspace_bytes(int H, int W, int B) {
-  return sizeof(float) * 9 * size_t(B) * H * W;
+  // the three product planes, and the row sums of their window means (as flow_volume_aggregate)
+  return (sizeof(float) + sizeof(double)) * 3 * size_t(B) * H * W;
 }
 
 void flow_texture_mask(const float* d_gray, int H, int W, int radius, float min_gradient,
@@ -547,13 +516,19 @@ void flow_texture_mask(const float* d_gray, int H, int W, int radius, float min_
   cuda::check_batch(B, "flow_texture_mask");
   const cudaStream_t st = static_cast<cudaStream_t>(stream);
   const long long N = (long long)H * W;
-  float* prod = static_cast<float*>(d_workspace);
-  float* tmp = prod + 3 * B * N;
-  float* mean = tmp + 3 * B * N;
-  cuda::structure_products_kernel<<<dim3(cuda::ceil_div(W, 128), H, B), 128, 0, st>>>(d_gray, prod,
+  float* mean = static_cast<float*>(d_workspace);
+  double* rows = reinterpret_cast<double*>(mean + 3 * B * N);
+  cuda::structure_products_kernel<<<dim3(cuda::ceil_div(W, 128), H, B), 128, 0, st>>>(d_gray, mean,
                                                                                       H, W);
   cuda::check_launch("structure_products_kernel");
-  cuda::box_mean_planes(prod, tmp, mean, 3 * B, H, W, radius, st);
+  // The products' window means in place, with flow_volume_aggregate's kernels (as flow.cpp).
+  if (radius > 0) {
+    const dim3 block(128), grid(cuda::ceil_div(W, 128), H, 3u * unsigned(B));
+    cuda::aggregate_rows_kernel<<<grid, block, 0, st>>>(mean, rows, H, W, radius);
+    cuda::check_launch("aggregate_rows_kernel");
+    cuda::aggregate_cols_kernel<<<grid, block, 0, st>>>(rows, mean, H, W, radius);
+    cuda::check_launch("aggregate_cols_kernel");
+  }
   const double t = double(min_gradient) * min_gradient;  // as flow.cpp (a host multiply)
   cuda::min_eigen_kernel<<<dim3(cuda::ceil_div(N, 256), B), 256, 0, st>>>(mean, N, t, d_textured);
   cuda::check_launch("min_eigen_kernel");

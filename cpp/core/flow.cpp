@@ -43,29 +43,6 @@ inline float parabola(float sm, float s0, float sp) {
   return std::clamp(0.5f * (sm - sp) / den, -0.5f, 0.5f);
 }
 
-// Mean over the in-image part of a (2r+1)^2 box, separable.
-std::vector<float> box_mean(const float* src, int H, int W, int r, const Exec& ex) {
-  std::vector<float> tmp(size_t(H) * W), out(size_t(H) * W);
-  parallel_for(H, ex.threads, [&](int64_t y) {
-    const float* row = src + y * W;
-    for (int x = 0; x < W; ++x) {
-      double s = 0;
-      const int x0 = std::max(0, x - r), x1 = std::min(W - 1, x + r);
-      for (int k = x0; k <= x1; ++k) s += row[k];
-      tmp[size_t(y) * W + x] = float(s / (x1 - x0 + 1));
-    }
-  });
-  parallel_for(H, ex.threads, [&](int64_t y) {
-    const int y0 = std::max<int>(0, int(y) - r), y1 = std::min<int>(H - 1, int(y) + r);
-    for (int x = 0; x < W; ++x) {
-      double s = 0;
-      for (int k = y0; k <= y1; ++k) s += tmp[size_t(k) * W + x];
-      out[size_t(y) * W + x] = float(s / (y1 - y0 + 1));
-    }
-  });
-  return out;
-}
-
 }  // namespace
 
 void flow_resample(const float* flow_in, const FlowGrid& gi, float* flow_out, const FlowGrid& go,
@@ -333,7 +310,8 @@ void flow_texture_mask(const float* gray, int H, int W, int radius, float min_gr
     throw Error(ErrorCode::Shape, "flow_texture_mask: sizes must be positive");
   }
   const size_t N = size_t(H) * W;
-  std::vector<float> gxx(N), gyy(N), gxy(N);
+  std::vector<float> g(3 * N);  // planes gx^2, gy^2, gx gy
+  float *gxx = g.data(), *gyy = gxx + N, *gxy = gyy + N;
   parallel_for(H, ex.threads, [&](int64_t y) {
     const int ym = int(std::max<int64_t>(y - 1, 0)), yp = int(std::min<int64_t>(y + 1, H - 1));
     for (int x = 0; x < W; ++x) {
@@ -344,9 +322,10 @@ void flow_texture_mask(const float* gray, int H, int W, int radius, float min_gr
       gxx[i] = gx * gx, gyy[i] = gy * gy, gxy[i] = gx * gy;
     }
   });
-  const std::vector<float> mxx = box_mean(gxx.data(), H, W, radius, ex),
-                           myy = box_mean(gyy.data(), H, W, radius, ex),
-                           mxy = box_mean(gxy.data(), H, W, radius, ex);
+  // The three products' window means: the same box mean over in-grid cells as a volume's
+  // displacement planes get.
+  flow_volume_aggregate(g.data(), 3, H, W, radius, ex);
+  const float *mxx = g.data(), *myy = mxx + N, *mxy = myy + N;
   const double t = double(min_gradient) * min_gradient;
   parallel_for(H, ex.threads, [&](int64_t y) {
     for (int x = 0; x < W; ++x) {

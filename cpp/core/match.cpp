@@ -385,13 +385,15 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   pb = FeaturePyramid();
   check_cancel(ex);
   const std::vector<float> gray_a = image_gray(a), gray_b = image_gray(b);
-  std::vector<uint8_t> tex_a(P, 1), tex_b(size_t(b.H) * b.W, 1);
-  if (o.texture_gradient > 0) {
-    flow_texture_mask(gray_a.data(), H, W, o.texture_radius, o.texture_gradient, tex_a.data(), ex);
-    flow_texture_mask(gray_b.data(), b.H, b.W, o.texture_radius, o.texture_gradient, tex_b.data(),
-                      ex);
-  }
   if (o.fill) {
+    // Only the coarse fill reads the texture masks.
+    std::vector<uint8_t> tex_a(P, 1), tex_b(size_t(b.H) * b.W, 1);
+    if (o.texture_gradient > 0) {
+      flow_texture_mask(gray_a.data(), H, W, o.texture_radius, o.texture_gradient, tex_a.data(),
+                        ex);
+      flow_texture_mask(gray_b.data(), b.H, b.W, o.texture_radius, o.texture_gradient, tex_b.data(),
+                        ex);
+    }
     std::vector<float> fwd0 = fwd;
     fill_inconsistent(a, fwd, b, back, o.coarse_tol, tex_a, o, ex);
     fill_inconsistent(b, back, a, fwd0, o.coarse_tol, tex_b, o, ex);
@@ -482,7 +484,8 @@ size_t match_coarse_bytes(const FeaturePyramid& a, const FeaturePyramid& b, cons
   return peak + (confidence ? flow / 2 : 0);
 }
 
-// Peak of resampling `planes` planes of a grid flow of `grid` bytes per plane to P pixels.
+// Peak of resample_planes of `planes` grid planes to P pixels: the result and its two-plane
+// temporaries (the grid side is small next to P).
 size_t resample_bytes(size_t planes, size_t P) {
   return sizeof(float) * (planes * P + 4 * P);
 }
