@@ -56,7 +56,7 @@ export interface MatchOptions extends ExecOptions {
   /**
    * 'balanced' (default): GOCor coarse-to-fine to stride 8 in both directions, forward-backward
    * check, edge-aware interpolation of the rejected pixels, DIS refinement at pixel level, a second
-   * check and fill (occlusion mask). 'best': local levels down to stride 4 and a denser DIS.
+   * check and fill (occlusion mask). 'best': the same with local levels down to stride 4.
    * 'fast': one direction, coarse levels to stride 16, a light DIS; no occlusion mask.
    * The other options below override the preset's values.
    */
