@@ -14,7 +14,8 @@ namespace {
 
 // Columns of one im2col tile: about 4 MiB of float32 whatever the depth, a multiple of 16.
 int tile_columns(int64_t depth, int64_t positions) {
-  const int64_t cols = std::max<int64_t>(64, (int64_t(1) << 20) / std::max<int64_t>(depth, 1)) / 16 * 16;
+  const int64_t cols =
+      std::max<int64_t>(64, (int64_t(1) << 20) / std::max<int64_t>(depth, 1)) / 16 * 16;
   return static_cast<int>(std::min(cols, positions));
 }
 
@@ -41,7 +42,8 @@ void epilogue(const Conv& c, float* out, int64_t P, int threads) {
 
 }  // namespace
 
-void fold_batch_norm(Conv& c, const float* gamma, const float* beta, const float* mean, const float* var) {
+void fold_batch_norm(Conv& c, const float* gamma, const float* beta, const float* mean,
+                     const float* var) {
   c.bn_scale.resize(c.out);
   c.bn_shift.resize(c.out);
   for (int o = 0; o < c.out; ++o) {
@@ -54,15 +56,17 @@ void fold_batch_norm(Conv& c, const float* gamma, const float* beta, const float
 void set_deconv_weight(Deconv& d, const float* weight) {
   d.weight_t.assign(size_t(d.out) * 16 * d.in, 0.f);
   for (int i = 0; i < d.in; ++i)
-    for (int j = 0; j < d.out * 16; ++j) d.weight_t[size_t(j) * d.in + i] = weight[size_t(i) * d.out * 16 + j];
+    for (int j = 0; j < d.out * 16; ++j)
+      d.weight_t[size_t(j) * d.in + i] = weight[size_t(i) * d.out * 16 + j];
 }
 
 void conv2d(const Conv& c, const float* in, int H, int W, float* out, int threads) {
-  const int Ho = conv_out_size(H, c.k, c.stride, c.pad, c.dil), Wo = conv_out_size(W, c.k, c.stride, c.pad, c.dil);
+  const int Ho = conv_out_size(H, c.k, c.stride, c.pad, c.dil),
+            Wo = conv_out_size(W, c.k, c.stride, c.pad, c.dil);
   const int64_t P = int64_t(Ho) * Wo, K = int64_t(c.in) * c.k * c.k;
   if (c.k == 1 && c.stride == 1 && c.pad == 0) {
-    gocor_detail::gemm(c.out, static_cast<int>(P), static_cast<int>(K), c.weight.data(), K, in, P, false, out, P,
-                       false, threads);
+    gocor_detail::gemm(c.out, static_cast<int>(P), static_cast<int>(K), c.weight.data(), K, in, P,
+                       false, out, P, false, threads);
     epilogue(c, out, P, threads);
     return;
   }
@@ -97,14 +101,15 @@ void conv2d(const Conv& c, const float* in, int H, int W, float* out, int thread
         }
       }
     });
-    gocor_detail::gemm(c.out, n, static_cast<int>(K), c.weight.data(), K, col.data(), n, false, out + p0, P, false,
-                       threads);
+    gocor_detail::gemm(c.out, n, static_cast<int>(K), c.weight.data(), K, col.data(), n, false,
+                       out + p0, P, false, threads);
   }
   epilogue(c, out, P, threads);
 }
 
 void conv2d_naive(const Conv& c, const float* in, int H, int W, float* out) {
-  const int Ho = conv_out_size(H, c.k, c.stride, c.pad, c.dil), Wo = conv_out_size(W, c.k, c.stride, c.pad, c.dil);
+  const int Ho = conv_out_size(H, c.k, c.stride, c.pad, c.dil),
+            Wo = conv_out_size(W, c.k, c.stride, c.pad, c.dil);
   for (int o = 0; o < c.out; ++o)
     for (int y = 0; y < Ho; ++y)
       for (int x = 0; x < Wo; ++x) {
@@ -112,7 +117,8 @@ void conv2d_naive(const Conv& c, const float* in, int H, int W, float* out) {
         for (int i = 0; i < c.in; ++i)
           for (int ky = 0; ky < c.k; ++ky)
             for (int kx = 0; kx < c.k; ++kx) {
-              const int iy = c.stride * y - c.pad + c.dil * ky, ix = c.stride * x - c.pad + c.dil * kx;
+              const int iy = c.stride * y - c.pad + c.dil * ky,
+                        ix = c.stride * x - c.pad + c.dil * kx;
               if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
               acc += double(c.weight[((size_t(o) * c.in + i) * c.k + ky) * c.k + kx]) *
                      in[(size_t(i) * H + iy) * W + ix];
@@ -126,8 +132,8 @@ void conv2d_naive(const Conv& c, const float* in, int H, int W, float* out) {
 void conv_transpose2d(const Deconv& d, const float* in, int H, int W, float* out, int threads) {
   const int64_t P = int64_t(H) * W, Wo = 2 * W, Ho = 2 * H;
   std::vector<float> col(size_t(d.out) * 16 * P);
-  gocor_detail::gemm(d.out * 16, static_cast<int>(P), d.in, d.weight_t.data(), d.in, in, P, false, col.data(), P,
-                     false, threads);
+  gocor_detail::gemm(d.out * 16, static_cast<int>(P), d.in, d.weight_t.data(), d.in, in, P, false,
+                     col.data(), P, false, threads);
   // out[o, 2 iy - 1 + ky, 2 ix - 1 + kx] += col[o*16 + ky*4 + kx, iy*W + ix]: gathered per output
   // pixel (each has exactly 2x2 contributing taps inside or on the border of the input).
   parallel_for(d.out, threads, [&](int64_t o) {
@@ -149,11 +155,12 @@ void conv_transpose2d(const Deconv& d, const float* in, int H, int W, float* out
   });
 }
 
-void conv_transpose2d_naive(const float* weight, const float* bias, int Cin, int Cout, const float* in, int H,
-                            int W, float* out) {
+void conv_transpose2d_naive(const float* weight, const float* bias, int Cin, int Cout,
+                            const float* in, int H, int W, float* out) {
   const int Ho = 2 * H, Wo = 2 * W;
   std::vector<double> acc(size_t(Cout) * Ho * Wo);
-  for (int o = 0; o < Cout; ++o) std::fill(acc.begin() + size_t(o) * Ho * Wo, acc.begin() + size_t(o + 1) * Ho * Wo, bias[o]);
+  for (int o = 0; o < Cout; ++o)
+    std::fill(acc.begin() + size_t(o) * Ho * Wo, acc.begin() + size_t(o + 1) * Ho * Wo, bias[o]);
   for (int i = 0; i < Cin; ++i)
     for (int iy = 0; iy < H; ++iy)
       for (int ix = 0; ix < W; ++ix)
@@ -163,7 +170,8 @@ void conv_transpose2d_naive(const float* weight, const float* bias, int Cin, int
               const int Y = 2 * iy - 1 + ky, X = 2 * ix - 1 + kx;
               if (Y < 0 || Y >= Ho || X < 0 || X >= Wo) continue;
               acc[(size_t(o) * Ho + Y) * Wo + X] +=
-                  double(in[(size_t(i) * H + iy) * W + ix]) * weight[((size_t(i) * Cout + o) * 4 + ky) * 4 + kx];
+                  double(in[(size_t(i) * H + iy) * W + ix]) *
+                  weight[((size_t(i) * Cout + o) * 4 + ky) * 4 + kx];
             }
   for (size_t j = 0; j < acc.size(); ++j) out[j] = static_cast<float>(acc[j]);
 }
@@ -174,7 +182,8 @@ void leaky_relu(float* x, int64_t n) {
 
 void warp(const float* in, const float* flow, int C, int H, int W, bool with_mask, float* out) {
   const int64_t P = int64_t(H) * W;
-  const float sx = static_cast<float>(std::max(W - 1, 1)), sy = static_cast<float>(std::max(H - 1, 1));
+  const float sx = static_cast<float>(std::max(W - 1, 1)),
+              sy = static_cast<float>(std::max(H - 1, 1));
   const float hx = static_cast<float>(W - 1) / 2.f, hy = static_cast<float>(H - 1) / 2.f;
   for (int y = 0; y < H; ++y)
     for (int x = 0; x < W; ++x) {
@@ -203,13 +212,15 @@ void warp(const float* in, const float* flow, int C, int H, int W, bool with_mas
       for (int c = 0; c < C; ++c) {
         const float* src = in + int64_t(c) * P;
         out[int64_t(c) * P + p] =
-            zero ? 0.f : w[0] * src[at[0]] + w[1] * src[at[1]] + w[2] * src[at[2]] + w[3] * src[at[3]];
+            zero ? 0.f
+                 : w[0] * src[at[0]] + w[1] * src[at[1]] + w[2] * src[at[2]] + w[3] * src[at[3]];
       }
     }
 }
 
 void resize_bilinear(const float* in, int C, int Hi, int Wi, float* out, int Ho, int Wo) {
-  const float sy = static_cast<float>(Hi) / static_cast<float>(Ho), sx = static_cast<float>(Wi) / static_cast<float>(Wo);
+  const float sy = static_cast<float>(Hi) / static_cast<float>(Ho),
+              sx = static_cast<float>(Wi) / static_cast<float>(Wo);
   std::vector<int> x0(Wo), x1(Wo);
   std::vector<float> lx(Wo);
   for (int x = 0; x < Wo; ++x) {
@@ -256,7 +267,8 @@ void maxpool2(const float* in, int C, int H, int W, float* out) {
       for (int x = 0; x < Wo; ++x) {
         const float* r0 = in + (int64_t(c) * H + 2 * y) * W + 2 * x;
         const float* r1 = r0 + W;
-        out[(int64_t(c) * Ho + y) * Wo + x] = std::max(std::max(r0[0], r0[1]), std::max(r1[0], r1[1]));
+        out[(int64_t(c) * Ho + y) * Wo + x] =
+            std::max(std::max(r0[0], r0[1]), std::max(r1[0], r1[1]));
       }
 }
 

@@ -33,10 +33,13 @@ struct Deconv {
 };
 
 // Output size of a convolution along one axis: floor((n + 2p - d(k-1) - 1)/s) + 1.
-inline int conv_out_size(int n, int k, int s, int p, int d) { return (n + 2 * p - d * (k - 1) - 1) / s + 1; }
+inline int conv_out_size(int n, int k, int s, int p, int d) {
+  return (n + 2 * p - d * (k - 1) - 1) / s + 1;
+}
 
 // gamma, beta, mean, var (out) -> c.bn_scale, c.bn_shift (eps 1e-5).
-void fold_batch_norm(Conv& c, const float* gamma, const float* beta, const float* mean, const float* var);
+void fold_batch_norm(Conv& c, const float* gamma, const float* beta, const float* mean,
+                     const float* var);
 
 // official weight (in, out, 4, 4) -> d.weight_t (out*16, in).
 void set_deconv_weight(Deconv& d, const float* weight);
@@ -49,8 +52,8 @@ void conv2d_naive(const Conv& c, const float* in, int H, int W, float* out);
 // in (d.in, H, W) -> out (d.out, 2H, 2W).
 void conv_transpose2d(const Deconv& d, const float* in, int H, int W, float* out, int threads);
 // The same from the official (in, out, 4, 4) weight, straightforward loops in float64 (oracle).
-void conv_transpose2d_naive(const float* weight, const float* bias, int Cin, int Cout, const float* in,
-                            int H, int W, float* out);
+void conv_transpose2d_naive(const float* weight, const float* bias, int Cin, int Cout,
+                            const float* in, int H, int W, float* out);
 
 // x (n) <- LeakyReLU(0.1)(x).
 void leaky_relu(float* x, int64_t n);

@@ -13,12 +13,13 @@
 
 namespace {
 
+using gocor::nn::Act;
 using gocor_test::compare;
 using gocor_test::fmt;
 using gocor_test::report;
-using gocor::nn::Act;
 
-gocor::nn::Conv make_conv(int out, int in, int k, int stride, int dil, Act act, bool bn, uint64_t seed) {
+gocor::nn::Conv make_conv(int out, int in, int k, int stride, int dil, Act act, bool bn,
+                          uint64_t seed) {
   gocor::nn::Conv c;
   c.out = out;
   c.in = in;
@@ -30,8 +31,10 @@ gocor::nn::Conv make_conv(int out, int in, int k, int stride, int dil, Act act, 
   c.weight = gocor_test::random_vec(size_t(out) * in * k * k, seed);
   c.bias = gocor_test::random_vec(size_t(out), seed + 1);
   if (bn) {
-    std::vector<float> g = gocor_test::random_vec(out, seed + 2), b = gocor_test::random_vec(out, seed + 3),
-                       m = gocor_test::random_vec(out, seed + 4), v = gocor_test::random_vec(out, seed + 5);
+    std::vector<float> g = gocor_test::random_vec(out, seed + 2),
+                       b = gocor_test::random_vec(out, seed + 3),
+                       m = gocor_test::random_vec(out, seed + 4),
+                       v = gocor_test::random_vec(out, seed + 5);
     for (float& x : g) x = 1.f + 0.1f * x;
     for (float& x : v) x = 1.f + 0.5f * x;
     gocor::nn::fold_batch_norm(c, g.data(), b.data(), m.data(), v.data());
@@ -47,13 +50,13 @@ void test_conv() {
     int threads;
   };
   const Case cases[] = {
-      {16, 3, 3, 2, 1, 37, 41, Act::Leaky, false, 1},     // PWC pyramid: stride 2, odd sizes
-      {32, 117, 3, 1, 1, 24, 36, Act::Leaky, true, 2},    // decoder conv with batch norm
-      {24, 40, 3, 1, 8, 30, 33, Act::Leaky, false, 1},    // dilation 8 (context network)
-      {20, 16, 3, 1, 16, 20, 40, Act::None, false, 2},    // dilation larger than the image
-      {64, 64, 3, 1, 1, 96, 120, Act::Relu, false, 2},    // several im2col tiles (depth 576)
-      {2, 531, 3, 1, 1, 12, 18, Act::None, false, 1},     // predict_flow
-      {8, 12, 1, 1, 1, 9, 13, Act::Relu, false, 1},       // 1x1 path
+      {16, 3, 3, 2, 1, 37, 41, Act::Leaky, false, 1},   // PWC pyramid: stride 2, odd sizes
+      {32, 117, 3, 1, 1, 24, 36, Act::Leaky, true, 2},  // decoder conv with batch norm
+      {24, 40, 3, 1, 8, 30, 33, Act::Leaky, false, 1},  // dilation 8 (context network)
+      {20, 16, 3, 1, 16, 20, 40, Act::None, false, 2},  // dilation larger than the image
+      {64, 64, 3, 1, 1, 96, 120, Act::Relu, false, 2},  // several im2col tiles (depth 576)
+      {2, 531, 3, 1, 1, 12, 18, Act::None, false, 1},   // predict_flow
+      {8, 12, 1, 1, 1, 9, 13, Act::Relu, false, 1},     // 1x1 path
   };
   for (const Case& c : cases) {
     gocor::nn::Conv cv = make_conv(c.out, c.in, c.k, c.stride, c.dil, c.act, c.bn, 100 + c.in);
@@ -66,8 +69,9 @@ void test_conv() {
     // float32 sums of in*k*k products of magnitude <= 1: rounding ~ sqrt(depth) * 2^-24 * |sum|.
     const double tol = 1e-6 * std::sqrt(double(c.in * c.k * c.k)) * 8;
     const gocor_test::Cmp r = compare(got, ref, {tol, 1e-5});
-    report(r.ok, fmt("conv2d out=%d in=%d k=%d s=%d d=%d %dx%d bn=%d", c.out, c.in, c.k, c.stride, c.dil, c.H, c.W,
-                     int(c.bn)),
+    report(r.ok,
+           fmt("conv2d out=%d in=%d k=%d s=%d d=%d %dx%d bn=%d", c.out, c.in, c.k, c.stride, c.dil,
+               c.H, c.W, int(c.bn)),
            fmt("max |diff| %.2e (tol %.1e)", r.max_abs, tol));
   }
 }
@@ -88,7 +92,8 @@ void test_deconv() {
     gocor::nn::set_deconv_weight(d, w.data());
     std::vector<float> got(size_t(c.out) * 4 * c.H * c.W), ref(got.size());
     gocor::nn::conv_transpose2d(d, x.data(), c.H, c.W, got.data(), c.threads);
-    gocor::nn::conv_transpose2d_naive(w.data(), b.data(), c.in, c.out, x.data(), c.H, c.W, ref.data());
+    gocor::nn::conv_transpose2d_naive(w.data(), b.data(), c.in, c.out, x.data(), c.H, c.W,
+                                      ref.data());
     const double tol = 1e-6 * std::sqrt(double(c.in) * 4) * 8;
     const gocor_test::Cmp r = compare(got, ref, {tol, 1e-5});
     report(r.ok, fmt("conv_transpose2d in=%d out=%d %dx%d", c.in, c.out, c.H, c.W),
@@ -129,7 +134,8 @@ void test_warp() {
   const double edge = std::fabs(out[3 * W + W - 1] - 0.5 * at(0, 3, W - 1));
   report(mid < 1e-6 && edge < 1e-6, "warp half-pixel shift, no mask", fmt("%.2e %.2e", mid, edge));
   gocor::nn::warp(x.data(), flow.data(), C, H, W, true, out.data());
-  report(out[3 * W + W - 1] == 0.f && std::fabs(out[3 * W + 4] - 0.5 * (at(0, 3, 4) + at(0, 3, 5))) < 1e-6,
+  report(out[3 * W + W - 1] == 0.f &&
+             std::fabs(out[3 * W + 4] - 0.5 * (at(0, 3, 4) + at(0, 3, 5))) < 1e-6,
          "warp half-pixel shift, mask zeroes the partial sample");
 }
 
@@ -138,8 +144,8 @@ void test_resize() {
   const float in[2] = {1.f, 3.f};
   float out[4];
   gocor::nn::resize_bilinear(in, 1, 1, 2, out, 1, 4);
-  report(out[0] == 1.f && out[1] == 1.5f && out[2] == 2.5f && out[3] == 3.f, "resize_bilinear 1x2 -> 1x4",
-         fmt("%g %g %g %g", out[0], out[1], out[2], out[3]));
+  report(out[0] == 1.f && out[1] == 1.5f && out[2] == 2.5f && out[3] == 3.f,
+         "resize_bilinear 1x2 -> 1x4", fmt("%g %g %g %g", out[0], out[1], out[2], out[3]));
   // Area 5 -> 2: windows [0, 3) and [2, 5) (floor / ceil of i * 5 / 2).
   const float a[5] = {1, 2, 3, 4, 5};
   float b[2];
@@ -154,8 +160,10 @@ void test_resize() {
 void test_norms() {
   float x[4] = {3.f, 1.f, 4.f, 0.f};  // (C = 2, 1 x 2): pixel 0 = (3, 4), pixel 1 = (1, 0)
   gocor::nn::l2norm_channels(x, 2, 1, 2);
-  const double e0 = std::fabs(x[0] - 3.0 / std::sqrt(25.0 + 1e-6)) + std::fabs(x[2] - 4.0 / std::sqrt(25.0 + 1e-6));
-  report(e0 < 1e-7 && std::fabs(x[1] - 1.0 / std::sqrt(1.0 + 1e-6)) < 1e-7, "l2norm_channels", fmt("%.2e", e0));
+  const double e0 = std::fabs(x[0] - 3.0 / std::sqrt(25.0 + 1e-6)) +
+                    std::fabs(x[2] - 4.0 / std::sqrt(25.0 + 1e-6));
+  report(e0 < 1e-7 && std::fabs(x[1] - 1.0 / std::sqrt(1.0 + 1e-6)) < 1e-7, "l2norm_channels",
+         fmt("%.2e", e0));
   // Mutual matching on M[t][r] = [[2, 1], [4, 8]]: row maxima 2, 8; column maxima 4, 8.
   float v[4] = {2.f, 1.f, 4.f, 8.f};
   gocor::nn::mutual_matching(v, 2);
