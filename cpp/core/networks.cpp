@@ -291,11 +291,9 @@ Map local_corr(const LocalGocorParams* gp, int num_iter, const Map& ref, const M
   if (gp == nullptr) {
     corr_local(ref.data(), query.data(), out.data(), CorrLocalShape{1, ref.C, ref.H, ref.W, 4}, ex);
   } else {
-    LocalGocorOptions o;
-    o.num_iter = num_iter;
-    o.search_radius = 4;
-    gocor_local(*gp, o, ref.data(), query.data(), out.data(), nullptr, 1, ref.C, ref.H, ref.W, ex,
-                nullptr);
+    check_cancel(ex);
+    nn::gocor_local_f64(*gp, num_iter, ref.data(), query.data(), out.data(), ref.C, ref.H, ref.W,
+                        ex.threads);
   }
   nn::leaky_relu(out.data(), int64_t(out.v.size()));
   return out;
@@ -383,14 +381,10 @@ class PwcNet : public Network {
 
   size_t work_bytes(int H, int W) const override {
     // Two pyramids (about 16 ch at 1/2 plus smaller levels), the level-2 decoder's x (565 ch at
-    // 1/4), the im2col tile (4 MiB) and the local GOCor working set.
+    // 1/4), the im2col tile (4 MiB) and the local GOCor's double features.
     const size_t P2 = size_t(H / 2) * (W / 2), P4 = size_t(H / 4) * (W / 4);
-    size_t g = 0;
-    if (model_ == NetworkModel::PWCNet_GOCor) {
-      LocalGocorOptions o;
-      o.num_iter = opt_.num_iter_local;
-      g = gocor_local_work_bytes(32, H / 4, W / 4, o, 0);
-    }
+    // gocor_local_f64: both feature maps in double at the 1/4 level (32 channels).
+    const size_t g = model_ == NetworkModel::PWCNet_GOCor ? 2 * sizeof(double) * 32 * P4 : 0;
     return sizeof(float) * (2 * 2 * 16 * P2 + 3 * 600 * P4) + (size_t(5) << 20) + g;
   }
 
@@ -596,9 +590,7 @@ class GluNet : public Network {
       GlobalGocorOptions o;
       o.num_iter = opt_.num_iter_global;
       g = gocor_global_work_bytes(GocorGlobalShape{1, 512, 16, 16}, o);
-      LocalGocorOptions lo;
-      lo.num_iter = opt_.num_iter_local;
-      g += gocor_local_work_bytes(128, H / 4, W / 4, lo, 0);
+      g += 2 * sizeof(double) * 128 * P / 16;  // gocor_local_f64 at the 1/4 level
     }
     return sizeof(float) * (3 * 64 * P + 2 * 533 * P / 16 + 4 * 256 * P / 16) + (size_t(5) << 20) +
            g;

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "gocor.h"
+
 namespace gocor {
 namespace nn {
 
@@ -74,6 +76,12 @@ void l2norm_channels(float* x, int C, int H, int W);
 // v (N, N) as M[t][r] (t: query position, the channel axis; r: reference position) <- mutual
 // matching (spec 1.7): M * ((M / (max_r M + 1e-5)) * (M / (max_t M + 1e-5))).
 void mutual_matching(float* v, int N);
+
+// Local GOCor (gocor.md section 5, search radius 4) with float64 internals, as the networks run
+// it (networks.md 5.5: float32 internals amplify rounding through the local iterations):
+// reference, query (C, H, W) -> volume (81, H, W) = (1/C) Corr(w, query), rounded to float32.
+void gocor_local_f64(const LocalGocorParams& p, int num_iter, const float* reference,
+                     const float* query, float* volume, int C, int H, int W, int threads);
 
 }  // namespace nn
 }  // namespace gocor

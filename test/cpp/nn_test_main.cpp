@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "nn.h"
+#include "support/gocor_ref64.h"
 #include "support/harness.h"
 #include "support/test_data.h"
 
@@ -174,9 +175,40 @@ void test_norms() {
   report(worst < 1e-6, "mutual_matching", fmt("max rel diff %.2e", worst));
 }
 
+// The float64 local GOCor of the networks against the float64 reference of the test support
+// (written independently from the same specification): trained-looking parameters, sizes with a
+// border wider than the search radius and narrower than it.
+void test_gocor_local_f64() {
+  struct Case {
+    int C, H, W, iters;
+  };
+  const Case cases[] = {{32, 12, 18, 3}, {7, 3, 5, 2}, {64, 6, 9, 7}};
+  for (const Case& c : cases) {
+    gocor::LocalGocorParams p = gocor::default_local_params();
+    p.scaling = 0.8f;
+    p.log_step_length = -0.3f;
+    p.filter_reg = 0.05f;
+    const std::vector<float> r = gocor_test::random_vec(size_t(c.C) * c.H * c.W, 21 + c.C);
+    std::vector<float> q = gocor_test::random_vec(r.size(), 22 + c.C);
+    for (size_t i = 0; i < q.size(); ++i) q[i] = 0.7f * r[i] + 0.3f * q[i];
+    std::vector<float> got(size_t(81) * c.H * c.W);
+    gocor::nn::gocor_local_f64(p, c.iters, r.data(), q.data(), got.data(), c.C, c.H, c.W, 2);
+    gocor::LocalGocorOptions o;
+    o.num_iter = c.iters;
+    std::vector<double> ref, filter;
+    gocor_ref::gocor_local_ref64(p, o, r.data(), q.data(), 1, c.C, c.H, c.W, &ref, &filter,
+                                 nullptr);
+    // float64 throughout, one rounding to float32 at the end.
+    const gocor_test::Cmp cmp = compare(got, ref, {1e-7, 1e-6});
+    report(cmp.ok, fmt("gocor_local_f64 C=%d %dx%d K=%d", c.C, c.H, c.W, c.iters),
+           fmt("max |diff| %.2e", cmp.max_abs));
+  }
+}
+
 }  // namespace
 
 int main() {
+  test_gocor_local_f64();
   test_conv();
   test_deconv();
   test_warp();
