@@ -53,6 +53,58 @@ void fold_batch_norm(Conv& c, const float* gamma, const float* beta, const float
   }
 }
 
+void prepare_taps(Conv& c) {
+  const int kk = c.k * c.k;
+  c.taps.assign(size_t(kk) * c.out * c.in, 0.f);
+  for (int o = 0; o < c.out; ++o)
+    for (int i = 0; i < c.in; ++i)
+      for (int t = 0; t < kk; ++t)
+        c.taps[(size_t(t) * c.out + o) * c.in + i] = c.weight[(size_t(o) * c.in + i) * kk + t];
+}
+
+namespace {
+
+// Stride 1, output size = input size: out_wide (out, H*Wp) = sum over taps (ky, kx) of
+// taps[t] (out, in) x padded (in, H*Wp) shifted by (ky*d, kx*d); the Wp - W extra columns of each
+// row are discarded by the epilogue.
+void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, int threads) {
+  const int p = c.pad, d = c.dil, Hp = H + 2 * p, Wp = W + 2 * p;
+  const int64_t plane = int64_t(Hp) * Wp, n = int64_t(H) * Wp;
+  std::vector<float> padded(size_t(c.in) * plane + 2 * size_t(p) * c.k, 0.f),
+      wide(size_t(c.out) * n);
+  for (int i = 0; i < c.in; ++i)
+    for (int y = 0; y < H; ++y)
+      std::memcpy(&padded[size_t(i) * plane + size_t(y + p) * Wp + p],
+                  in + (int64_t(i) * H + y) * W, sizeof(float) * W);
+  // Column tiles whose output block (out x nb) stays in L2 across the taps' accumulations.
+  const int64_t nb = std::max<int64_t>(256, (int64_t(96) << 10) / std::max(c.out, 1)) / 64 * 64;
+  parallel_for((n + nb - 1) / nb, threads, [&](int64_t tile) {
+    const int64_t j0 = tile * nb, j1 = std::min(n, j0 + nb);
+    for (int t = 0; t < c.k * c.k; ++t) {
+      const int ky = t / c.k, kx = t % c.k;
+      gocor_detail::gemm(c.out, static_cast<int>(j1 - j0), c.in,
+                         c.taps.data() + size_t(t) * c.out * c.in, c.in,
+                         padded.data() + int64_t(ky) * d * Wp + int64_t(kx) * d + j0, plane, false,
+                         wide.data() + j0, n, t > 0, 1);
+    }
+  });
+  const bool bn = !c.bn_scale.empty();
+  parallel_for(c.out, threads, [&](int64_t o) {
+    const float b = c.bias[o], a = bn ? c.bn_scale[o] : 1.f, s = bn ? c.bn_shift[o] : 0.f;
+    for (int y = 0; y < H; ++y) {
+      const float* src = wide.data() + o * n + int64_t(y) * Wp;
+      float* dst = out + (o * H + y) * int64_t(W);
+      if (bn) {
+        for (int x = 0; x < W; ++x) dst[x] = activate((src[x] + b) * a + s, c.act);
+      } else {
+        for (int x = 0; x < W; ++x) dst[x] = activate(src[x] + b, c.act);
+      }
+    }
+  });
+}
+
+}  // namespace
+
 void set_deconv_weight(Deconv& d, const float* weight) {
   d.weight_t.assign(size_t(d.out) * 16 * d.in, 0.f);
   for (int i = 0; i < d.in; ++i)
@@ -64,6 +116,10 @@ void conv2d(const Conv& c, const float* in, int H, int W, float* out, int thread
   const int Ho = conv_out_size(H, c.k, c.stride, c.pad, c.dil),
             Wo = conv_out_size(W, c.k, c.stride, c.pad, c.dil);
   const int64_t P = int64_t(Ho) * Wo, K = int64_t(c.in) * c.k * c.k;
+  if (c.stride == 1 && !c.taps.empty() && 2 * c.pad == c.dil * (c.k - 1)) {
+    conv2d_shifted(c, in, H, W, out, threads);
+    return;
+  }
   if (c.k == 1 && c.stride == 1 && c.pad == 0) {
     gocor_detail::gemm(c.out, static_cast<int>(P), static_cast<int>(K), c.weight.data(), K, in, P,
                        false, out, P, false, threads);
@@ -90,12 +146,19 @@ void conv2d(const Conv& c, const float* in, int H, int W, float* out, int thread
           if (iy < 0 || iy >= H) {
             std::fill(d, d + (ox1 - ox0), 0.f);
           } else {
+            // ix = ox * stride + off lies inside [0, W) for ox in [lo, hi): zeros, a copy, zeros.
             const float* srow = src + int64_t(iy) * W;
             const int off = kx * c.dil - c.pad;
-            for (int ox = ox0; ox < ox1; ++ox) {
-              const int ix = ox * c.stride + off;
-              d[ox - ox0] = (ix >= 0 && ix < W) ? srow[ix] : 0.f;
+            const int lo = std::clamp(off < 0 ? (-off + c.stride - 1) / c.stride : 0, ox0, ox1);
+            const int hi =
+                std::clamp(W - off > 0 ? (W - off + c.stride - 1) / c.stride : 0, lo, ox1);
+            std::fill(d, d + (lo - ox0), 0.f);
+            if (c.stride == 1) {
+              std::memcpy(d + (lo - ox0), srow + lo + off, sizeof(float) * (hi - lo));
+            } else {
+              for (int ox = lo; ox < hi; ++ox) d[ox - ox0] = srow[ox * c.stride + off];
             }
+            std::fill(d + (hi - ox0), d + (ox1 - ox0), 0.f);
           }
           p += ox1 - ox0;
         }

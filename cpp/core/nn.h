@@ -25,6 +25,7 @@ struct Conv {
   std::vector<float> weight;  // (out, in, k, k)
   std::vector<float> bias;    // (out)
   std::vector<float> bn_scale, bn_shift;
+  std::vector<float> taps;  // (k*k, out, in): the weight per tap, filled by prepare_taps
 };
 
 // ConvTranspose2d k = 4, s = 2, p = 1 (the only one the networks use).
@@ -43,10 +44,15 @@ inline int conv_out_size(int n, int k, int s, int p, int d) {
 void fold_batch_norm(Conv& c, const float* gamma, const float* beta, const float* mean,
                      const float* var);
 
+// c.weight -> c.taps, for the shifted-view path of conv2d (stride 1, padding = dilation * (k-1)/2).
+void prepare_taps(Conv& c);
+
 // official weight (in, out, 4, 4) -> d.weight_t (out*16, in).
 void set_deconv_weight(Deconv& d, const float* weight);
 
-// in (c.in, H, W) -> out (c.out, Ho, Wo): im2col in column tiles on the packed GEMM.
+// in (c.in, H, W) -> out (c.out, Ho, Wo) on the packed GEMM. Stride 1 with taps prepared: one
+// GEMM per tap on a shifted view of the zero-padded input (an implicit im2col: no column matrix);
+// otherwise im2col in column tiles. Threads split the output columns.
 void conv2d(const Conv& c, const float* in, int H, int W, float* out, int threads);
 // The same, straightforward loops in float64 (test oracle).
 void conv2d_naive(const Conv& c, const float* in, int H, int W, float* out);

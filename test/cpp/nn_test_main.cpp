@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "corr_kernels.h"
 #include "nn.h"
 #include "support/gocor_ref64.h"
 #include "support/harness.h"
@@ -65,15 +66,19 @@ void test_conv() {
     const int Ho = gocor::nn::conv_out_size(c.H, c.k, c.stride, cv.pad, c.dil),
               Wo = gocor::nn::conv_out_size(c.W, c.k, c.stride, cv.pad, c.dil);
     std::vector<float> got(size_t(c.out) * Ho * Wo), ref(got.size());
-    gocor::nn::conv2d(cv, x.data(), c.H, c.W, got.data(), c.threads);
     gocor::nn::conv2d_naive(cv, x.data(), c.H, c.W, ref.data());
     // float32 sums of in*k*k products of magnitude <= 1: rounding ~ sqrt(depth) * 2^-24 * |sum|.
     const double tol = 1e-6 * std::sqrt(double(c.in * c.k * c.k)) * 8;
-    const gocor_test::Cmp r = compare(got, ref, {tol, 1e-5});
-    report(r.ok,
-           fmt("conv2d out=%d in=%d k=%d s=%d d=%d %dx%d bn=%d", c.out, c.in, c.k, c.stride, c.dil,
-               c.H, c.W, int(c.bn)),
-           fmt("max |diff| %.2e (tol %.1e)", r.max_abs, tol));
+    // Both paths: im2col, then (stride 1) the per-tap GEMMs on shifted views.
+    for (int path = 0; path < (c.stride == 1 ? 2 : 1); ++path) {
+      if (path == 1) gocor::nn::prepare_taps(cv);
+      gocor::nn::conv2d(cv, x.data(), c.H, c.W, got.data(), c.threads);
+      const gocor_test::Cmp r = compare(got, ref, {tol, 1e-5});
+      report(r.ok,
+             fmt("conv2d %s out=%d in=%d k=%d s=%d d=%d %dx%d bn=%d", path ? "taps" : "im2col",
+                 c.out, c.in, c.k, c.stride, c.dil, c.H, c.W, int(c.bn)),
+             fmt("max |diff| %.2e (tol %.1e)", r.max_abs, tol));
+    }
   }
 }
 
@@ -191,17 +196,24 @@ void test_gocor_local_f64() {
     const std::vector<float> r = gocor_test::random_vec(size_t(c.C) * c.H * c.W, 21 + c.C);
     std::vector<float> q = gocor_test::random_vec(r.size(), 22 + c.C);
     for (size_t i = 0; i < q.size(); ++i) q[i] = 0.7f * r[i] + 0.3f * q[i];
-    std::vector<float> got(size_t(81) * c.H * c.W);
-    gocor::nn::gocor_local_f64(p, c.iters, r.data(), q.data(), got.data(), c.C, c.H, c.W, 2);
     gocor::LocalGocorOptions o;
     o.num_iter = c.iters;
     std::vector<double> ref, filter;
     gocor_ref::gocor_local_ref64(p, o, r.data(), q.data(), 1, c.C, c.H, c.W, &ref, &filter,
                                  nullptr);
-    // float64 throughout, one rounding to float32 at the end.
-    const gocor_test::Cmp cmp = compare(got, ref, {1e-7, 1e-6});
-    report(cmp.ok, fmt("gocor_local_f64 C=%d %dx%d K=%d", c.C, c.H, c.W, c.iters),
-           fmt("max |diff| %.2e", cmp.max_abs));
+    using gocor::corr_detail::Simd;
+    for (Simd level : {Simd::Portable, Simd::Avx2, Simd::Avx512}) {
+      if (level > gocor::corr_detail::simd_detected()) continue;
+      gocor::corr_detail::simd_force(level);
+      std::vector<float> got(size_t(81) * c.H * c.W);
+      gocor::nn::gocor_local_f64(p, c.iters, r.data(), q.data(), got.data(), c.C, c.H, c.W, 2);
+      gocor::corr_detail::simd_unforce();
+      // float64 throughout, one rounding to float32 at the end.
+      const gocor_test::Cmp cmp = compare(got, ref, {1e-7, 1e-6});
+      report(cmp.ok,
+             fmt("gocor_local_f64 simd=%d C=%d %dx%d K=%d", int(level), c.C, c.H, c.W, c.iters),
+             fmt("max |diff| %.2e", cmp.max_abs));
+    }
   }
 }
 
