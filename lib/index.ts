@@ -43,6 +43,7 @@ export {
   loadNetwork,
   NETWORK_MODELS,
   Network,
+  type NetworkMatchOptions,
   type NetworkModel,
   type NetworkSource,
   networkTensors,

@@ -188,6 +188,15 @@ export interface NativeBinding {
     exec: NativeExec,
   ): NativeJob<{ estimates: NativeFlowEstimate[]; estimates256?: NativeFlowEstimate[] }>;
   networkWorkBytes(net: NativeNetwork, H: number, W: number): number;
+  networkMatch(
+    net: NativeNetwork,
+    a: Float32Array,
+    dimsA: NativeDims,
+    b: Float32Array,
+    dimsB: NativeDims,
+    outputShape: { H: number; W: number },
+    exec: NativeExec,
+  ): NativeJob<{ data: Float32Array; width: number; height: number }>;
 }
 
 /** A loaded network (an opaque native handle). */

@@ -4,12 +4,15 @@
  */
 import { GocorError } from './errors';
 import { checkMemory, EXEC_KEYS, execOptions } from './exec';
+import { checkImage, isImageSource } from './features';
 import { readRegularFile } from './files';
+import { loadImage } from './image';
+import type { Flow } from './match';
 import { type NativeExec, type NativeNetwork, native } from './native';
 import { parseSafetensors, type TensorRecord } from './params';
 import { runNative } from './queue';
-import type { ExecOptions } from './types';
-import { f32, invalid, knownKeys, object, optInt, optObject } from './validate';
+import type { ExecOptions, Image } from './types';
+import { f32, int, invalid, knownKeys, object, optInt, optObject } from './validate';
 
 export const NETWORK_MODELS = ['PWCNet', 'PWCNet_GOCor', 'GLUNet', 'GLUNet_GOCor'] as const;
 export type NetworkModel = (typeof NETWORK_MODELS)[number];
@@ -224,6 +227,67 @@ export class Network {
     }
     return { flowEstimates: estimates(r.estimates, B), device: r.device };
   }
+
+  /**
+   * Images in, flow out in gocor's convention: on a's grid (or `outputShape`), a(x) ~ b(x + flow(x)).
+   * The official `estimate_flow` with source = b and target = a, with its pre-processing (8-bit
+   * images; PWC: sizes rounded up to multiples of 64, BGR / 255; GLU: the full-resolution and
+   * 256×256 streams, ImageNet normalisation; a smaller image zero-padded at the top and left) and
+   * post-processing (bilinear upsampling of the final flow, ratio scaling). Images: Image objects
+   * (RGB or grey, values in [0, 1]), paths or encoded Buffers.
+   */
+  async match(
+    a: Image | string | Buffer | Uint8Array,
+    b: Image | string | Buffer | Uint8Array,
+    opts?: NetworkMatchOptions,
+  ): Promise<Flow & { device: 'cpu' | 'cuda' }> {
+    const o = optObject(opts, 'options');
+    knownKeys(o, 'options', ['outputShape', 'signal']);
+    const { signal } = execOptions(o, 'options');
+    const [ia, ib] = await Promise.all([isImageSource(a) ? loadImage(a) : a, isImageSource(b) ? loadImage(b) : b]);
+    const A = checkImage(ia, 'a');
+    const Bi = checkImage(ib, 'b');
+    if (A.C !== Bi.C) throw shapeError(`a has ${A.C} channels, b has ${Bi.C}: they must match`);
+    let H = A.H;
+    let W = A.W;
+    if (o.outputShape !== undefined) {
+      const s = object(o.outputShape, 'options.outputShape');
+      knownKeys(s, 'options.outputShape', ['width', 'height']);
+      W = int(s.width, 'options.outputShape.width', 1, 16384);
+      H = int(s.height, 'options.outputShape.height', 1, 16384);
+    }
+    // The network runs at the larger image's size rounded up to 64 (PWC) or at least 256 (GLU).
+    const Hn = Math.max(A.H, Bi.H, this.isGlu ? 256 : 64) + 64;
+    const Wn = Math.max(A.W, Bi.W, this.isGlu ? 256 : 64) + 64;
+    checkMemory(
+      4 * (A.data.length + Bi.data.length + 12 * Hn * Wn + 4 * H * W) + native().networkWorkBytes(this.#handle, Hn, Wn),
+      `${this.model} on ${A.W}x${A.H} and ${Bi.W}x${Bi.H} images`,
+      'use smaller images',
+    );
+    const handle = this.#handle;
+    const exec = this.#exec;
+    const r = await runNative(
+      () =>
+        native().networkMatch(
+          handle,
+          A.data,
+          { C: A.C, H: A.H, W: A.W },
+          Bi.data,
+          { C: Bi.C, H: Bi.H, W: Bi.W },
+          { H, W },
+          exec,
+        ),
+      signal,
+    );
+    return { data: r.data, width: r.width, height: r.height, device: r.device };
+  }
+}
+
+/** Options of Network.match. */
+export interface NetworkMatchOptions {
+  /** Grid of the returned flow (its vectors in pixels of that grid); default: a's size. */
+  outputShape?: { width: number; height: number };
+  signal?: AbortSignal;
 }
 
 /**

@@ -256,3 +256,112 @@ describe('official networks: strict loading and input checks', () => {
     );
   }, 60_000);
 });
+
+describe('official networks: match (pre- and post-processing around forward)', () => {
+  const ruleWeights = (model: NetworkModel) =>
+    weights(model, {
+      files: {},
+      state_dict: networkTensors(model).map((t) => [t.name, t.shape] as [string, number[]]),
+    });
+  // An 8-bit RGB image (values k / 255) with smooth structure, and the same shifted.
+  const image = (H: number, W: number, shift: number) => {
+    const data = new Float32Array(3 * H * W);
+    for (let c = 0; c < 3; c++)
+      for (let y = 0; y < H; y++)
+        for (let x = 0; x < W; x++) {
+          const v = 128 + 60 * Math.sin((x + shift) / (7 + c)) + 50 * Math.cos(y / (5 + 2 * c));
+          data[(c * H + y) * W + x] = Math.round(v) / 255;
+        }
+    return { data, channels: 3, height: H, width: W };
+  };
+  // Straightforward bilinear resize (align_corners False) of a (2, h, w) flow, channels scaled.
+  const upsample = (f: Float32Array, h: number, w: number, H: number, W: number, sx: number, sy: number) => {
+    const out = new Float32Array(2 * H * W);
+    const src = (o: number, s: number, n: number) => Math.max(0, (o + 0.5) * (n / s) - 0.5);
+    for (let c = 0; c < 2; c++)
+      for (let y = 0; y < H; y++)
+        for (let x = 0; x < W; x++) {
+          const fy = src(y, H, h);
+          const fx = src(x, W, w);
+          const y0 = Math.min(Math.floor(fy), h - 1);
+          const x0 = Math.min(Math.floor(fx), w - 1);
+          const y1 = Math.min(y0 + 1, h - 1);
+          const x1 = Math.min(x0 + 1, w - 1);
+          const ly = fy - y0;
+          const lx = fx - x0;
+          const at = (yy: number, xx: number) => f[(c * h + yy) * w + xx] as number;
+          const v =
+            (1 - ly) * ((1 - lx) * at(y0, x0) + lx * at(y0, x1)) + ly * ((1 - lx) * at(y1, x0) + lx * at(y1, x1));
+          out[(c * H + y) * W + x] = v * (c === 0 ? sx : sy);
+        }
+    return out;
+  };
+  const maxDiff = (a: Float32Array, b: Float32Array) =>
+    a.reduce((m, v, i) => Math.max(m, Math.abs(v - (b[i] as number))), 0);
+
+  it('PWC-Net: 20 x the upsampled final estimate of forward(reference = BGR(a), query = BGR(b))', async () => {
+    const net = await loadNetwork(ruleWeights('PWCNet'), { model: 'PWCNet', threads: 2 });
+    const H = 128;
+    const W = 192;
+    const a = image(H, W, 0);
+    const b = image(H, W, 3);
+    const bgr = (im: { data: Float32Array }) => {
+      const P = H * W;
+      const d = new Float32Array(3 * P);
+      for (let c = 0; c < 3; c++) d.set(im.data.subarray((2 - c) * P, (3 - c) * P), c * P);
+      return { data: d, shape: [1, 3, H, W] };
+    };
+    const f = await net.forward({ reference: bgr(a), query: bgr(b) });
+    const last = f.flowEstimates[4]!;
+    const want = upsample(
+      last.data.map((v) => 20 * v),
+      last.shape[2],
+      last.shape[3],
+      H,
+      W,
+      1,
+      1,
+    );
+    const got = await net.match(a, b);
+    expect([got.width, got.height]).toEqual([W, H]);
+    expect(maxDiff(got.data, want)).toBeLessThan(1e-4);
+    // outputShape: the same flow resized, its vectors scaled to the new grid.
+    const half = await net.match(a, b, { outputShape: { width: 96, height: 64 } });
+    const wantHalf = upsample(
+      last.data.map((v) => 20 * v),
+      last.shape[2],
+      last.shape[3],
+      64,
+      96,
+      0.5,
+      0.5,
+    );
+    expect(maxDiff(half.data, wantHalf)).toBeLessThan(1e-4);
+  }, 60_000);
+
+  it('GLU-Net: at 256x256 both streams are the ImageNet-normalised images; flow1 upsampled x4', async () => {
+    const net = await loadNetwork(ruleWeights('GLUNet'), { model: 'GLUNet', threads: 2 });
+    const a = image(256, 256, 0);
+    const b = image(256, 256, 4);
+    const norm = (im: { data: Float32Array }) => {
+      const mean = [0.485, 0.456, 0.406];
+      const std = [0.229, 0.224, 0.225];
+      const P = 256 * 256;
+      const d = new Float32Array(3 * P);
+      for (let i = 0; i < 3 * P; i++) {
+        const c = Math.floor(i / P);
+        d[i] = (Math.fround(Math.round((im.data[i] as number) * 255) / 255) - (mean[c] as number)) / (std[c] as number);
+      }
+      return { data: d, shape: [1, 3, 256, 256] };
+    };
+    const f = await net.forward({ target: norm(a), source: norm(b), target256: norm(a), source256: norm(b) });
+    const last = f.flowEstimates[1]!;
+    const want = upsample(last.data, last.shape[2], last.shape[3], 256, 256, 1, 1);
+    const got = await net.match(a, b);
+    expect(maxDiff(got.data, want)).toBeLessThan(1e-3);
+    // Different sizes: the flow is on a's grid.
+    const small = await net.match(image(200, 240, 0), b);
+    expect([small.width, small.height]).toEqual([240, 200]);
+    expect(small.data.every(Number.isFinite)).toBe(true);
+  }, 120_000);
+});

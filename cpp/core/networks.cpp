@@ -639,7 +639,106 @@ std::unique_ptr<Network> build(NetworkModel m, Loader& L, const NetworkOptions& 
   return std::make_unique<PwcNet>(m, L, o);
 }
 
+// (C, h, w) in [0, 1] -> (3, H, W) of 8-bit values (as floats), placed at the bottom right (the
+// official zero padding at the top and left).
+std::vector<float> to_u8_rgb(const float* img, int C, int h, int w, int H, int W) {
+  std::vector<float> out(size_t(3) * H * W, 0.f);
+  const int oy = H - h, ox = W - w;
+  for (int c = 0; c < 3; ++c) {
+    const float* src = img + int64_t(C >= 3 ? c : 0) * h * w;
+    for (int y = 0; y < h; ++y)
+      for (int x = 0; x < w; ++x) {
+        const float v = std::min(1.f, std::max(0.f, src[int64_t(y) * w + x]));
+        out[(int64_t(c) * H + y + oy) * W + x + ox] = std::nearbyint(v * 255.f);
+      }
+  }
+  return out;
+}
+
+// PWC-Net's pre-processing of one (3, H, W) 8-bit image to (3, Hn, Wn): resize, 8-bit, BGR / 255.
+std::vector<float> pwc_input(const std::vector<float>& u8, int H, int W, int Hn, int Wn) {
+  std::vector<float> r(size_t(3) * Hn * Wn);
+  if (Hn == H && Wn == W) {
+    r = u8;
+  } else {
+    nn::resize_bilinear(u8.data(), 3, H, W, r.data(), Hn, Wn);
+    for (float& v : r) v = std::min(255.f, std::max(0.f, std::nearbyint(v)));
+  }
+  std::vector<float> out(r.size());
+  const size_t P = size_t(Hn) * Wn;
+  for (int c = 0; c < 3; ++c)
+    for (size_t i = 0; i < P; ++i) out[c * P + i] = r[(2 - c) * P + i] / 255.f;
+  return out;
+}
+
+// GLU-Net's pre-processing of one (3, H, W) 8-bit image to (3, Hn, Wn): area resize, truncation
+// to 8 bits, / 255, ImageNet normalisation (RGB).
+std::vector<float> glu_input(const std::vector<float>& u8, int H, int W, int Hn, int Wn) {
+  static const float mean[3] = {0.485f, 0.456f, 0.406f}, stdev[3] = {0.229f, 0.224f, 0.225f};
+  std::vector<float> r(size_t(3) * Hn * Wn);
+  nn::resize_area(u8.data(), 3, H, W, r.data(), Hn, Wn);
+  const size_t P = size_t(Hn) * Wn;
+  for (int c = 0; c < 3; ++c)
+    for (size_t i = 0; i < P; ++i)
+      r[c * P + i] = (std::floor(r[c * P + i]) / 255.f - mean[c]) / stdev[c];
+  return r;
+}
+
+// flow (2, h, w) -> (2, Ho, Wo): bilinear (align_corners False), channels scaled by sx, sy.
+std::vector<float> resize_flow(const std::vector<float>& f, int h, int w, int Ho, int Wo, float sx,
+                               float sy) {
+  std::vector<float> out(size_t(2) * Ho * Wo);
+  nn::resize_bilinear(f.data(), 2, h, w, out.data(), Ho, Wo);
+  const size_t P = size_t(Ho) * Wo;
+  for (size_t i = 0; i < P; ++i) {
+    out[i] *= sx;
+    out[P + i] *= sy;
+  }
+  return out;
+}
+
 }  // namespace
+
+std::vector<float> network_match(const Network& net, const float* a, int C, int Ha, int Wa,
+                                 const float* b, int Hb, int Wb, int Ho, int Wo, const Exec& ex) {
+  const int H = std::max(Ha, Hb), W = std::max(Wa, Wb);
+  const std::vector<float> ua = to_u8_rgb(a, C, Ha, Wa, H, W), ub = to_u8_rgb(b, C, Hb, Wb, H, W);
+  int Hn, Wn;
+  NetworkOutput out;
+  float unit = 1.f;
+  if (is_glu(net.model())) {
+    Hn = H < 256 ? 256 : H / 8 * 8;
+    Wn = W < 256 ? 256 : W / 8 * 8;
+    const std::vector<float> t = glu_input(ua, H, W, Hn, Wn), s = glu_input(ub, H, W, Hn, Wn),
+                             t256 = glu_input(ua, H, W, 256, 256),
+                             s256 = glu_input(ub, H, W, 256, 256);
+    out = net.forward({t.data(), s.data(), t256.data(), s256.data()}, 1, Hn, Wn, 256, 256, ex);
+  } else {
+    Hn = (H + 63) / 64 * 64;
+    Wn = (W + 63) / 64 * 64;
+    const std::vector<float> t = pwc_input(ua, H, W, Hn, Wn), s = pwc_input(ub, H, W, Hn, Wn);
+    out = net.forward({t.data(), s.data()}, 1, Hn, Wn, 0, 0, ex);
+    unit = 20.f;  // PWC-Net's flows are in pixels / 20
+  }
+  FlowEstimate& e = out.estimates.back();
+  for (float& v : e.data) v *= unit;
+  const float rx = float(W) / float(Wn), ry = float(H) / float(Hn);
+  if (Ha == H && Hb == H && Wa == W && Wb == W)
+    return resize_flow(e.data, e.h, e.w, Ho, Wo, rx * float(Wo) / float(W),
+                       ry * float(Ho) / float(H));
+  // Different sizes: the flow on the padded grid, a's part of it, the two paddings' offset.
+  std::vector<float> full = resize_flow(e.data, e.h, e.w, H, W, rx, ry);
+  std::vector<float> crop(size_t(2) * Ha * Wa);
+  const int oy = H - Ha, ox = W - Wa;
+  const float shift[2] = {float(ox - (W - Wb)), float(oy - (H - Hb))};
+  for (int c = 0; c < 2; ++c)
+    for (int y = 0; y < Ha; ++y)
+      for (int x = 0; x < Wa; ++x)
+        crop[(size_t(c) * Ha + y) * Wa + x] =
+            full[(size_t(c) * H + y + oy) * W + x + ox] + shift[c];
+  if (Ho == Ha && Wo == Wa) return crop;
+  return resize_flow(crop, Ha, Wa, Ho, Wo, float(Wo) / float(Wa), float(Ho) / float(Ha));
+}
 
 bool parse_network_model(const std::string& name, NetworkModel* out) {
   static const std::pair<const char*, NetworkModel> table[] = {

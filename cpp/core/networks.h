@@ -65,6 +65,16 @@ class Network {
   virtual size_t work_bytes(int H, int W) const = 0;
 };
 
+// Images in, flow out (spec 2.6 / 3.7: the official estimate_flow with source = b, target = a):
+// a (C, Ha, Wa), b (C, Hb, Wb) in [0, 1], RGB (C = 3; C = 1 grey; a 4th channel is ignored) ->
+// flow (2, Ho, Wo) on a's grid resized to Ho x Wo, pointing into b, in pixels of that grid.
+// Pre-processing as the official code: 8-bit values, the smaller image zero-padded at the top and
+// left to the larger size; PWC: resized (gocor's bilinear resizer, not PIL's) to multiples of 64,
+// BGR / 255; GLU: area-resized to multiples of 8 (at least 256) and to 256 x 256, ImageNet
+// normalisation. Post-processing: final flow resized (bilinear) and scaled by the size ratios.
+std::vector<float> network_match(const Network& net, const float* a, int C, int Ha, int Wa,
+                                 const float* b, int Hb, int Wb, int Ho, int Wo, const Exec& ex);
+
 // Number of GLU-Net's extra iterative levels for width W (spec 3.5 step 9).
 int glu_extra_levels(int W);
 

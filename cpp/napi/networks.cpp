@@ -137,6 +137,48 @@ Napi::Value NetworkForward(const Napi::CallbackInfo& info) {
   return job_handle(env, std::move(job));
 }
 
+struct MatchJob : Job {
+  NetPtr net;
+  std::vector<float> a, b;
+  int C = 0, Ha = 0, Wa = 0, Hb = 0, Wb = 0, Ho = 0, Wo = 0;
+  F32Buffer flow;
+  void run(const gocor::Exec& ex) override {
+    flow = gocor::network_match(*net, a.data(), C, Ha, Wa, b.data(), Hb, Wb, Ho, Wo, ex);
+  }
+  napi_value result(Out& o) override {
+    napi_value r = o.object();
+    o.set(r, "data", o.f32(std::move(flow)));
+    o.set(r, "width", double(Wo));
+    o.set(r, "height", double(Ho));
+    return r;
+  }
+};
+
+// networkMatch(handle, a, {C,H,W}, b, {C,H,W}, {H, W} output grid, {device, threads})
+//   -> job of {data (2, H, W), width, height, device}: flow on a's grid into b.
+Napi::Value NetworkMatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto job = std::make_unique<MatchJob>();
+  job->net = read_network(env, info[0]);
+  Napi::Object da = read_object(info[2], "dimsA"), db = read_object(info[4], "dimsB"),
+               dout = read_object(info[5], "outputShape");
+  job->C = read_int(da, "C", 0);
+  job->Ha = read_int(da, "H", 0);
+  job->Wa = read_int(da, "W", 0);
+  job->Hb = read_int(db, "H", 0);
+  job->Wb = read_int(db, "W", 0);
+  job->Ho = read_int(dout, "H", 0);
+  job->Wo = read_int(dout, "W", 0);
+  if (read_int(db, "C", 0) != job->C)
+    throw_invalid(env, "networkMatch: a and b must have the same channels");
+  job->a = copy_f32(info[1], "a", count(env, {job->C, job->Ha, job->Wa}, "a"));
+  job->b = copy_f32(info[3], "b", count(env, {job->C, job->Hb, job->Wb}, "b"));
+  count(env, {job->Ho, job->Wo}, "outputShape");
+  read_exec(read_object(info[6], "options"), *job);
+  job->has_cuda = false;
+  return job_handle(env, std::move(job));
+}
+
 // networkWorkBytes(handle, H, W) -> bytes one batch element's forward allocates (memory limit).
 Napi::Value NetworkWorkBytes(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -154,6 +196,7 @@ void init_networks(Napi::Env env, Napi::Object exports) {
   export_function(env, exports, "networkCreate", NetworkCreate);
   export_function(env, exports, "networkForward", NetworkForward);
   export_function(env, exports, "networkWorkBytes", NetworkWorkBytes);
+  export_function(env, exports, "networkMatch", NetworkMatch);
 }
 
 }  // namespace gocor_napi
