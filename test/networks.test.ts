@@ -2,11 +2,12 @@
 // all four networks, with the weights regenerated here from the manifest's WEIGHTS rule (FNV-1a +
 // splitmix64 by tensor name; GOCor's own tensors from <network>_gocor_params.safetensors), checked
 // against the float64 outputs with the manifest's acceptance rule; strict loading; input checks.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { GocorError, loadNetwork, type NetworkModel, networkTensors, type TensorRecord } from '../lib';
-import { parseSafetensors } from '../lib/params';
+import { encodeSafetensors, parseSafetensors } from '../lib/params';
+import { cliBuilt, readFloFile, runCli, tempDir, texture, writeShiftedPair } from './cli/fixtures';
 import { REPO } from './support/ref';
 
 const DIR = process.env.GOCOR_NETWORKS_DIR ?? path.join(REPO, '..', 'shared', 'conformance', 'networks');
@@ -363,5 +364,46 @@ describe('official networks: match (pre- and post-processing around forward)', (
     const small = await net.match(image(200, 240, 0), b);
     expect([small.width, small.height]).toEqual([240, 200]);
     expect(small.data.every(Number.isFinite)).toBe(true);
+  }, 120_000);
+});
+
+describe.skipIf(!cliBuilt())('official networks: the CLI (gocor match --network FILE --model NAME)', () => {
+  const dir = tempDir('gocor-net-cli-');
+  it('writes the flow of Network.match on the same images, from a safetensors file', async () => {
+    const rec: Record<string, TensorRecord> = {};
+    for (const { name, shape } of networkTensors('PWCNet')) {
+      rec[name] = {
+        shape,
+        data: stream(
+          name,
+          shape.reduce((x, y) => x * y, 1),
+        ).map((v) => 0.05 * v),
+      };
+    }
+    const file = path.join(dir, 'pwcnet.safetensors');
+    writeFileSync(file, encodeSafetensors(rec));
+    const a = path.join(dir, 'a.png');
+    const b = path.join(dir, 'b.png');
+    await writeShiftedPair(texture(200, 200, 7), 200, 128, { dx: 3, dy: -2 }, a, b);
+    const out = path.join(dir, 'out');
+    const r = await runCli(['match', a, b, '-o', out, '--network', file, '--model', 'PWCNet', '--threads', '2']);
+    expect(r.stderr).toMatch(/128x128 flow/);
+    expect(r.code).toBe(0);
+    const result = JSON.parse(readFileSync(path.join(out, 'result.json'), 'utf8'));
+    expect(result.status).toBe('ok');
+    expect(result.method).toBe('PWCNet');
+    expect(result.options.network).toEqual({ file, model: 'PWCNet' });
+    const flo = readFloFile(path.join(out, 'flow.flo'));
+    const net = await loadNetwork(file, { model: 'PWCNet', threads: 2 });
+    const want = await net.match(a, b);
+    let worst = 0;
+    for (let i = 0; i < 128 * 128; i++) {
+      worst = Math.max(worst, Math.abs((flo.u[i] as number) - (want.data[i] as number)));
+      worst = Math.max(worst, Math.abs((flo.v[i] as number) - (want.data[128 * 128 + i] as number)));
+    }
+    expect(worst).toBeLessThan(1e-5);
+    const bad = await runCli(['match', a, b, '-o', out, '--network', file]);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/ERR_GOCOR_INVALID_ARG: --network FILE and --model NAME go together/);
   }, 120_000);
 });

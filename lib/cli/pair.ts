@@ -9,7 +9,8 @@ import sharp from 'sharp';
 import { GocorError } from '../errors';
 import { checkMemory } from '../exec';
 import { decodeBytes, imageHeader } from '../image';
-import type { MatchOptions } from '../match';
+import type { MatchOptions, MatchResult } from '../match';
+import type { Network, NetworkModel } from '../networks';
 import type { Image } from '../types';
 import { api, type Flow } from './api';
 import { makeFolder, removeStaleTemps, writeFileAtomic, writeJsonAtomic } from './atomic';
@@ -43,6 +44,29 @@ export interface MatchSettings {
   options: MatchOptions;
   /** Decode SVG inputs (refused by default: librsvg embeds files from the SVG's folder). */
   allowSvg?: boolean;
+  /** Run an official network (`--network FILE --model NAME`) instead of match. */
+  network?: { file: string; model: NetworkModel };
+}
+
+// Networks loaded once per process (a batch reuses them), by file and model.
+const networks = new Map<string, Promise<Network>>();
+
+function network(s: NonNullable<MatchSettings['network']>, options: MatchOptions): Promise<Network> {
+  const key = JSON.stringify([s.file, s.model, options.numIter, options.device, options.threads]);
+  let net = networks.get(key);
+  if (!net) {
+    const iters = options.numIter;
+    net = api().loadNetwork(s.file, {
+      model: s.model,
+      ...(iters?.global !== undefined && { numIterGlobal: iters.global }),
+      ...(iters?.local !== undefined && { numIterLocal: iters.local }),
+      ...(options.device !== undefined && { device: options.device }),
+      ...(options.threads !== undefined && { threads: options.threads }),
+    });
+    networks.set(key, net);
+    net.catch(() => networks.delete(key));
+  }
+  return net;
 }
 
 export interface PairInput {
@@ -148,8 +172,8 @@ export async function runPair(
     a: { path: input.a },
     b: { path: input.b },
     ...(input.gt && { gt: { path: input.gt } }),
-    method: options.method ?? 'gocor',
-    options: { ...options },
+    method: settings.network?.model ?? options.method ?? 'gocor',
+    options: { ...options, ...(settings.network && { network: settings.network }) },
     gocor: g.version(),
     finishedAt: '',
   };
@@ -170,7 +194,11 @@ export async function runPair(
     record.b = { path: input.b, width: imgB.width, height: imgB.height };
     const loadMs = ms(t0);
     const t1 = process.hrtime.bigint();
-    const flow = await g.match(imgA, imgB, options);
+    const flow: MatchResult = settings.network
+      ? await (await network(settings.network, options)).match(imgA, imgB, {
+          ...(options.outputShape && { outputShape: options.outputShape }),
+        })
+      : await g.match(imgA, imgB, options);
     const matchMs = ms(t1);
     const t2 = process.hrtime.bigint();
     record.flow = { width: flow.width, height: flow.height };
