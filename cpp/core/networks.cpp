@@ -94,7 +94,7 @@ nn::Conv load_conv(Loader& L, const std::string& wname, const std::string& bname
   c.act = act;
   copy_into(c.weight, L.take(wname, {out, in, 3, 3}), size_t(out) * in * 9);
   copy_into(c.bias, L.take(bname, {out}), size_t(out));
-  if (stride == 1) {
+  if (nn::conv_uses_taps(c)) {
     // The shifted-view path reads only the per-tap copy.
     nn::prepare_taps(c);
     std::vector<float>().swap(c.weight);

@@ -53,6 +53,11 @@ void fold_batch_norm(Conv& c, const float* gamma, const float* beta, const float
   }
 }
 
+bool conv_uses_taps(const Conv& c) {
+  // Few input channels make each tap's GEMM too shallow (its depth is c.in): im2col then.
+  return c.stride == 1 && c.in >= 16 && 2 * c.pad == c.dil * (c.k - 1);
+}
+
 void prepare_taps(Conv& c) {
   const int kk = c.k * c.k;
   c.taps.assign(size_t(kk) * c.out * c.in, 0.f);
@@ -70,34 +75,36 @@ namespace {
 void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, int threads) {
   const int p = c.pad, d = c.dil, Hp = H + 2 * p, Wp = W + 2 * p;
   const int64_t plane = int64_t(Hp) * Wp, n = int64_t(H) * Wp;
-  std::vector<float> padded(size_t(c.in) * plane + 2 * size_t(p) * c.k, 0.f),
-      wide(size_t(c.out) * n);
+  std::vector<float> padded(size_t(c.in) * plane + 2 * size_t(p) * c.k, 0.f);
   for (int i = 0; i < c.in; ++i)
     for (int y = 0; y < H; ++y)
       std::memcpy(&padded[size_t(i) * plane + size_t(y + p) * Wp + p],
                   in + (int64_t(i) * H + y) * W, sizeof(float) * W);
-  // Column tiles whose output block (out x nb) stays in L2 across the taps' accumulations.
+  // Column tiles whose output block (out x nb) stays in L2 across the taps' accumulations; each
+  // tile's epilogue writes its columns of the real (W-wide) rows.
   const int64_t nb = std::max<int64_t>(256, (int64_t(96) << 10) / std::max(c.out, 1)) / 64 * 64;
+  const bool bn = !c.bn_scale.empty();
   parallel_for((n + nb - 1) / nb, threads, [&](int64_t tile) {
-    const int64_t j0 = tile * nb, j1 = std::min(n, j0 + nb);
+    thread_local std::vector<float> block;
+    block.resize(size_t(c.out) * nb);
+    const int64_t j0 = tile * nb, j1 = std::min(n, j0 + nb), m = j1 - j0;
     for (int t = 0; t < c.k * c.k; ++t) {
       const int ky = t / c.k, kx = t % c.k;
-      gocor_detail::gemm(c.out, static_cast<int>(j1 - j0), c.in,
-                         c.taps.data() + size_t(t) * c.out * c.in, c.in,
-                         padded.data() + int64_t(ky) * d * Wp + int64_t(kx) * d + j0, plane, false,
-                         wide.data() + j0, n, t > 0, 1);
+      gocor_detail::gemm(c.out, static_cast<int>(m), c.in, c.taps.data() + size_t(t) * c.out * c.in,
+                         c.in, padded.data() + int64_t(ky) * d * Wp + int64_t(kx) * d + j0, plane,
+                         false, block.data(), nb, t > 0, 1);
     }
-  });
-  const bool bn = !c.bn_scale.empty();
-  parallel_for(c.out, threads, [&](int64_t o) {
-    const float b = c.bias[o], a = bn ? c.bn_scale[o] : 1.f, s = bn ? c.bn_shift[o] : 0.f;
-    for (int y = 0; y < H; ++y) {
-      const float* src = wide.data() + o * n + int64_t(y) * Wp;
-      float* dst = out + (o * H + y) * int64_t(W);
-      if (bn) {
-        for (int x = 0; x < W; ++x) dst[x] = activate((src[x] + b) * a + s, c.act);
-      } else {
-        for (int x = 0; x < W; ++x) dst[x] = activate(src[x] + b, c.act);
+    for (int o = 0; o < c.out; ++o) {
+      const float b = c.bias[o], a = bn ? c.bn_scale[o] : 1.f, s = bn ? c.bn_shift[o] : 0.f;
+      const float* src = block.data() + int64_t(o) * nb;
+      for (int64_t j = j0; j < j1;) {
+        // The run of row y = j / Wp from column j % Wp to the row's end or the tile's.
+        const int64_t y = j / Wp, x0 = j % Wp, x1 = std::min<int64_t>(Wp, x0 + (j1 - j));
+        float* dst = out + (int64_t(o) * H + y) * W;
+        for (int64_t x = x0; x < std::min<int64_t>(x1, W); ++x)
+          dst[x] =
+              activate(bn ? (src[j - j0 + x - x0] + b) * a + s : src[j - j0 + x - x0] + b, c.act);
+        j += x1 - x0;
       }
     }
   });
@@ -116,7 +123,7 @@ void conv2d(const Conv& c, const float* in, int H, int W, float* out, int thread
   const int Ho = conv_out_size(H, c.k, c.stride, c.pad, c.dil),
             Wo = conv_out_size(W, c.k, c.stride, c.pad, c.dil);
   const int64_t P = int64_t(Ho) * Wo, K = int64_t(c.in) * c.k * c.k;
-  if (c.stride == 1 && !c.taps.empty() && 2 * c.pad == c.dil * (c.k - 1)) {
+  if (!c.taps.empty() && conv_uses_taps(c)) {
     conv2d_shifted(c, in, H, W, out, threads);
     return;
   }

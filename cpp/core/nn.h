@@ -44,7 +44,9 @@ inline int conv_out_size(int n, int k, int s, int p, int d) {
 void fold_batch_norm(Conv& c, const float* gamma, const float* beta, const float* mean,
                      const float* var);
 
-// c.weight -> c.taps, for the shifted-view path of conv2d (stride 1, padding = dilation * (k-1)/2).
+// Whether conv2d takes the shifted-view path for c once its taps are prepared (stride 1, padding
+// = dilation * (k-1)/2, at least 16 input channels); c.weight -> c.taps for that path.
+bool conv_uses_taps(const Conv& c);
 void prepare_taps(Conv& c);
 
 // official weight (in, out, 4, 4) -> d.weight_t (out*16, in).
