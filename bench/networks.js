@@ -3,8 +3,9 @@
 // CPU forward times quoted in issue 15 (measured by the issue's author on this machine; PyTorch is
 // not installed here, so they cannot be re-measured in the same run). Weights: random with the
 // official fan-in scaling (speed does not depend on their values); GOCor modules: the official
-// initial values. Reports the median wall time and the process CPU time per forward (with one
-// thread the CPU time is the forward's own, robust to other load on a shared machine).
+// initial values. Reports the best of the runs (after a warm-up) of the wall time and of the
+// process CPU time per forward (with one thread the CPU time is the forward's own, robust to other
+// load on a shared machine).
 //   node bench/networks.js [--runs N] [--models PWCNet,GLUNet_GOCor] [--threads T]
 'use strict';
 const path = require('node:path');
@@ -88,8 +89,8 @@ async function main() {
       const c = process.cpuUsage(c0);
       cpu.push((c.user + c.system) / 1e6);
     }
-    const med = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
-    const row = { model, wall_s: med(wall), cpu_s: med(cpu), pytorch_s: PYTORCH_S[model] };
+    // Best of the runs, as the other CPU benchmarks (bench/README.md).
+    const row = { model, wall_s: Math.min(...wall), cpu_s: Math.min(...cpu), pytorch_s: PYTORCH_S[model] };
     row.ratio = row.cpu_s / row.pytorch_s;
     rows.push(row);
     console.error(JSON.stringify(row));
