@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <set>
 
 #include "dispatch.h"
@@ -304,6 +305,29 @@ Map local_corr(const LocalGocorParams* gp, int num_iter, const Map& ref, const M
   return out;
 }
 
+// A decoder's x (448 + od channels) with its input at channel 448: LeakyReLU(local correlation of
+// ref and query warped by flow * (sx, sy)) (query unwarped without a flow), then `extra` in order.
+Map decoder_input(const LocalGocorParams* gp, int num_iter, const Map& ref, const Map& query,
+                  const Map* flow, float sx, float sy, bool mask, int od,
+                  std::initializer_list<const Map*> extra, const Exec& ex) {
+  Map corr;
+  if (flow == nullptr) {
+    corr = local_corr(gp, num_iter, ref, query, ex);
+  } else {
+    Map sf = scaled(*flow, sx, sy), warped(query.C, ref.H, ref.W);
+    nn::warp(query.data(), sf.data(), query.C, ref.H, ref.W, mask, warped.data());
+    corr = local_corr(gp, num_iter, ref, warped, ex);
+  }
+  Map x(448 + od, ref.H, ref.W);
+  put(x, 448, corr);
+  int at = 448 + corr.C;
+  for (const Map* m : extra) {
+    put(x, at, *m);
+    at += m->C;
+  }
+  return x;
+}
+
 void append_estimate(std::vector<FlowEstimate>& list, size_t index, const Map& f, int b, int B) {
   if (list.size() <= index) list.resize(index + 1);
   FlowEstimate& e = list[index];
@@ -355,23 +379,12 @@ class PwcNet : public Network {
       for (int l = 6; l >= 2; --l) {
         check_cancel(ex);
         const Map& r = c1[l];
-        Map corr;
-        if (l == 6) {
-          corr = corr_at(l, r, c2[l], ex);
-        } else {
-          const float f = 20.f / float(1 << l);
-          Map warped(c2[l].C, r.H, r.W);
-          Map s = scaled(up_flow, f, f);
-          nn::warp(c2[l].data(), s.data(), c2[l].C, r.H, r.W, true, warped.data());
-          corr = corr_at(l, r, warped, ex);
-        }
-        x = Map(dec_[l].od + 448, r.H, r.W);
-        put(x, 448, corr);
-        if (l < 6) {
-          put(x, 448 + 81, r);
-          put(x, 448 + 81 + r.C, up_flow);
-          put(x, 448 + 81 + r.C + 2, up_feat);
-        }
+        const LocalGocorParams* gp = model_ == NetworkModel::PWCNet_GOCor ? &gocor_[l] : nullptr;
+        const float f = 20.f / float(1 << l);  // the warp's factor from pixels / 20 (spec 2.4)
+        x = l == 6 ? decoder_input(gp, opt_.num_iter_local, r, c2[l], nullptr, 1.f, 1.f, true,
+                                   dec_[l].od, {}, ex)
+                   : decoder_input(gp, opt_.num_iter_local, r, c2[l], &up_flow, f, f, true,
+                                   dec_[l].od, {&r, &up_flow, &up_feat}, ex);
         flow = dec_[l].run(x, ex.threads);
         if (l >= 3) {
           up_flow = deconv(deconv_[l], flow.data(), flow.H, flow.W, ex.threads);
@@ -394,10 +407,6 @@ class PwcNet : public Network {
   }
 
  private:
-  Map corr_at(int l, const Map& r, const Map& q, const Exec& ex) const {
-    return local_corr(model_ == NetworkModel::PWCNet_GOCor ? &gocor_[l] : nullptr,
-                      opt_.num_iter_local, r, q, ex);
-  }
   // c[1..6] of one image (3, H, W).
   std::vector<Map> pyramid(const float* img, int H, int W, const Exec& ex) const {
     std::vector<Map> c(7);
@@ -509,13 +518,8 @@ class GluNet : public Network {
       // Level 3 (32 x 32 of the 256 images).
       Map flow3;
       {
-        Map sf = scaled(up4, 32.f / float(W256), 32.f / float(H256));
-        Map warped(c23.C, c23.H, c23.W);
-        nn::warp(c23.data(), sf.data(), c23.C, c23.H, c23.W, false, warped.data());
-        Map corr = local_corr(lp, opt_.num_iter_local, c13, warped, ex);
-        Map x(531, c13.H, c13.W);
-        put(x, 448, corr);
-        put(x, 448 + 81, up4);
+        Map x = decoder_input(lp, opt_.num_iter_local, c13, c23, &up4, 32.f / float(W256),
+                              32.f / float(H256), false, 83, {&up4}, ex);
         Map res = dec3_.run(x, th);
         add(res, dc_.run(x, th));
         add(res, up4);
@@ -533,13 +537,8 @@ class GluNet : public Network {
         nn::resize_bilinear(flow3.data(), 2, flow3.H, flow3.W, upf.data(), hs, ws);
         nn::resize_area(c22.data(), c22.C, c22.H, c22.W, c2b.data(), hs, ws);
         nn::resize_area(c12.data(), c12.C, c12.H, c12.W, c1b.data(), hs, ws);
-        Map sf = scaled(upf, float(r), float(r));
-        Map warped(c2b.C, hs, ws);
-        nn::warp(c2b.data(), sf.data(), c2b.C, hs, ws, false, warped.data());
-        Map corr = local_corr(lp, opt_.num_iter_local, c1b, warped, ex);
-        Map x(531, hs, ws);
-        put(x, 448, corr);
-        put(x, 448 + 81, upf);
+        Map x = decoder_input(lp, opt_.num_iter_local, c1b, c2b, &upf, float(r), float(r), false,
+                              83, {&upf}, ex);
         Map res = dec2_.run(x, th);
         add(res, upf);
         flow3 = std::move(res);
@@ -551,17 +550,10 @@ class GluNet : public Network {
       check_cancel(ex);
       Map up3(2, H / 8, W / 8);
       nn::resize_bilinear(flow3.data(), 2, flow3.H, flow3.W, up3.data(), up3.H, up3.W);
-      Map x2(531, c12.H, c12.W), flow2;
-      {
-        Map sf = scaled(up3, 1.f / 8.f, 1.f / 8.f);
-        Map warped(c22.C, c22.H, c22.W);
-        nn::warp(c22.data(), sf.data(), c22.C, c22.H, c22.W, false, warped.data());
-        Map corr = local_corr(lp, opt_.num_iter_local, c12, warped, ex);
-        put(x2, 448, corr);
-        put(x2, 448 + 81, up3);
-        flow2 = dec2_.run(x2, th);
-        add(flow2, up3);
-      }
+      Map x2 = decoder_input(lp, opt_.num_iter_local, c12, c22, &up3, 1.f / 8.f, 1.f / 8.f, false,
+                             83, {&up3}, ex);
+      Map flow2 = dec2_.run(x2, th);
+      add(flow2, up3);
       Map up2 = deconv(deconv2_, flow2.data(), flow2.H, flow2.W, th);
       Map upfeat2 = deconv(upfeat2_, x2.data(), x2.H, x2.W, th);
       append_estimate(out.estimates, 0, flow2, b, B);
@@ -569,14 +561,8 @@ class GluNet : public Network {
       // Level 1 (1/4 of the original).
       check_cancel(ex);
       {
-        Map sf = scaled(up2, 1.f / 4.f, 1.f / 4.f);
-        Map warped(c21.C, c21.H, c21.W);
-        nn::warp(c21.data(), sf.data(), c21.C, c21.H, c21.W, false, warped.data());
-        Map corr = local_corr(lp, opt_.num_iter_local, c11, warped, ex);
-        Map x(533, c11.H, c11.W);
-        put(x, 448, corr);
-        put(x, 448 + 81, up2);
-        put(x, 448 + 83, upfeat2);
+        Map x = decoder_input(lp, opt_.num_iter_local, c11, c21, &up2, 1.f / 4.f, 1.f / 4.f, false,
+                              85, {&up2, &upfeat2}, ex);
         Map res = dec1_.run(x, th);
         add(res, ldc_.run(x, th));
         add(res, up2);

@@ -5,6 +5,9 @@
 // held pixel-major in double with the channels padded to a multiple of 8, so that every dot
 // product and update runs on whole vectors of the active instruction set
 // (corr_detail::simd_active).
+// The vector helpers are always inlined into the per-ISA entry points; their ABI never matters.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -14,9 +17,6 @@
 #include "gocor_kernels.h"
 #include "nn.h"
 #include "parallel.h"
-
-// The vector helpers are always inlined into the per-ISA entry points; their ABI never matters.
-#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace gocor {
 namespace nn {
@@ -36,11 +36,10 @@ struct Ctx {
   float* volume;  // (81, H, W)
 };
 
+// A vector of V's width from any double address (gocor_detail::loadu copies bytes).
 template <class V>
 inline __attribute__((always_inline)) V ld(const double* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(V));
-  return v;
+  return gocor_detail::loadu<V>(reinterpret_cast<const float*>(p));
 }
 
 template <class V>
