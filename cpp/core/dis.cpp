@@ -988,8 +988,8 @@ void check_images(const float* gray_a, int H, int W, const float* gray_b, int Hb
 
 }  // namespace
 
-void flow_refine_dis(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
-                     float* flow, const DisOptions& o, const Exec& ex) {
+void flow_refine_dis_cpu(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
+                         float* flow, const DisOptions& o, const Exec& ex) {
   const char* fn = "flow_refine_dis";
   check_images(gray_a, H, W, gray_b, Hb, Wb, flow, fn);
   check_options(o, fn);

@@ -25,6 +25,7 @@
 #include <numeric>
 
 #include "dense_features.h"
+#include "dispatch.h"
 #include "parallel.h"
 
 namespace gocor {
@@ -130,7 +131,8 @@ inline float sample(const float* p, int H, int W, double x, double y) {
 
 }  // namespace
 
-void image_resize(const float* src, int C, int H, int W, float* dst, int h, int w, const Exec& ex) {
+void image_resize_cpu(const float* src, int C, int H, int W, float* dst, int h, int w,
+                      const Exec& ex) {
   if (C <= 0 || H <= 0 || W <= 0 || h <= 0 || w <= 0) {
     throw Error(ErrorCode::Shape, "image_resize: sizes must be positive");
   }
@@ -172,7 +174,8 @@ std::vector<float> image_gray(const ImageView& img) {
   return gray;
 }
 
-void features_compute(const ImageView& img, int Hf, int Wf, int cell, float* out, const Exec& ex) {
+void features_compute_cpu(const ImageView& img, int Hf, int Wf, int cell, float* out,
+                          const Exec& ex) {
   if (img.C <= 0 || img.H <= 0 || img.W <= 0 || Hf <= 0 || Wf <= 0 || cell <= 0) {
     throw Error(ErrorCode::Shape, "features_compute: sizes must be positive");
   }
@@ -180,7 +183,7 @@ void features_compute(const ImageView& img, int Hf, int Wf, int cell, float* out
   const int Hk = Hf * cell, Wk = Wf * cell;
   const size_t P = size_t(Hk) * Wk;
   std::vector<float> work(P);
-  image_resize(gray.data(), 1, img.H, img.W, work.data(), Hk, Wk, ex);
+  image_resize_cpu(gray.data(), 1, img.H, img.W, work.data(), Hk, Wk, ex);
 
   // Oriented maps, then the two blur stacks: small = O * G(s1), large = small * G(sqrt(s2^2 -
   // s1^2)).
