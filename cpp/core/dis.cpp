@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "corr_kernels.h"
+#include "simd.h"
 #include "parallel.h"
 
 // The vector helpers and kernel bodies below are always inlined into their callers, the AVX2 entry

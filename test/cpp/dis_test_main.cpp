@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "common.h"
-#include "corr_kernels.h"
+#include "simd.h"
 #include "dis.h"
 #include "support/test_data.h"
 
