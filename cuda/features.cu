@@ -452,31 +452,23 @@ void features_device(const float* d_img, int B, int C, int H, int W, int Hf, int
 void image_resize_cuda(const float* src, int C, int H, int W, float* dst, int h, int w,
                        const Exec& ex) {
   cuda::check_resize(C, H, W, h, w);
-  cuda::require_device();
-  check_cancel(ex);
-  const size_t nin = size_t(C) * H * W, nout = size_t(C) * h * w;
-  cuda::Stream stream;
-  cuda::DeviceBuffer<float> d_src(nin), d_mid(size_t(C) * H * w), d_dst(nout);
-  cuda::to_device(d_src.get(), src, nin, stream.get());
-  cuda::image_resize_device(d_src.get(), C, H, W, d_dst.get(), h, w, d_mid.get(), stream.get());
-  cuda::to_host(dst, d_dst.get(), nout, stream.get());
-  stream.sync();
+  cuda::HostCall call(ex);
+  cuda::image_resize_device(call.in(src, size_t(C) * H * W), C, H, W,
+                            call.out(dst, size_t(C) * h * w), h, w,
+                            call.scratch<float>(size_t(C) * H * w), call.stream());
+  call.finish();
 }
 
 void features_compute_cuda(const ImageView& img, int Hf, int Wf, int cell, float* out,
                            const Exec& ex) {
   cuda::check_features(1, img.C, img.H, img.W, Hf, Wf, cell);
-  cuda::require_device();
-  check_cancel(ex);
+  cuda::HostCall call(ex);
   const size_t nin = size_t(img.C) * img.H * img.W, nout = size_t(kFeatureChannels) * Hf * Wf;
-  cuda::Stream stream;
-  cuda::DeviceBuffer<float> d_img(nin), d_out(nout);
-  cuda::DeviceBuffer<char> d_ws(cuda::feat_layout(1, img.H, img.W, Hf, Wf, cell).total);
-  cuda::to_device(d_img.get(), img.data, nin, stream.get());
-  cuda::features_device(d_img.get(), 1, img.C, img.H, img.W, Hf, Wf, cell, d_out.get(), d_ws.get(),
-                        stream.get());
-  cuda::to_host(out, d_out.get(), nout, stream.get());
-  stream.sync();
+  cuda::features_device(call.in(img.data, nin), 1, img.C, img.H, img.W, Hf, Wf, cell,
+                        call.out(out, nout),
+                        call.scratch<char>(cuda::feat_layout(1, img.H, img.W, Hf, Wf, cell).total),
+                        call.stream());
+  call.finish();
 }
 
 namespace cuda_dev {

@@ -843,22 +843,17 @@ void gocor_global_cuda(const GlobalGocorParams& p, const GlobalGocorOptions& o,
                        const GocorGlobalShape& s, const Exec& ex,
                        std::vector<GocorIterDiag>* diag) {
   cuda::check_global_args(p, o, s);
-  cuda::require_device();
-  check_cancel(ex);
+  cuda::HostCall call(ex);
   const size_t N = (size_t)s.H * s.W, nin = (size_t)s.B * s.C * N;
   const size_t nout = (size_t)s.B * N * N, nw = (size_t)s.B * N * s.C;
   const cuda::GlobalWorkspace ws =
       cuda::global_workspace(s, o, p.reg_inter_dim, p.reg_output_dim, diag != nullptr);
-  cuda::Stream stream;
-  cuda::DeviceBuffer<float> d_ref(nin), d_q(nin), d_w(nw), d_out(nout);
-  cuda::DeviceBuffer<char> d_ws(ws.total);
-  cuda::to_device(d_ref.get(), reference, nin, stream.get());
-  cuda::to_device(d_q.get(), query, nin, stream.get());
-  cuda::gocor_global_device(p, o, d_ref.get(), d_q.get(), d_out.get(), d_w.get(), d_ws.get(), s,
-                            stream.get(), &ex, diag);
-  cuda::to_host(volume, d_out.get(), nout, stream.get());
-  if (filter_out != nullptr) cuda::to_host(filter_out, d_w.get(), nw, stream.get());
-  stream.sync();
+  // The filter is the iterate: a device buffer even when the caller does not want it back.
+  float* d_w = filter_out != nullptr ? call.out(filter_out, nw) : call.scratch<float>(nw);
+  cuda::gocor_global_device(p, o, call.in(reference, nin), call.in(query, nin),
+                            call.out(volume, nout), d_w, call.scratch<char>(ws.total), s,
+                            call.stream(), &ex, diag);
+  call.finish();
 }
 
 namespace cuda_dev {
