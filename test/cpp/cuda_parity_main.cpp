@@ -32,12 +32,15 @@
 #include <vector>
 
 #include "common.h"
+#include "corr_kernels.h"
 #include "correlation.h"
 #include "dense_features.h"
+#include "dis.h"
 #include "dispatch.h"
 #include "flow.h"
 #include "gocor.h"
 #include "gocor_cuda.h"
+#include "interpolate.h"
 #include "support/gocor_ref64.h"
 #include "support/harness.h"
 #include "support/test_data.h"
@@ -719,6 +722,161 @@ Trial flow_texture_mask_trial(int H, int W, int radius, float min_gradient, uint
           }};
 }
 
+// ---- the dense stages: interpolation and DIS ----------------------------------------------------
+
+// Two motions split along an image edge: the texture's left part moves by (u1, v1), the right
+// part, brighter by 0.3 beyond a vertical step at x = W * 3 / 5, by (u2, v2); noise of 0.2 px;
+// `invalid` of the pixels untrusted (random), plus a rectangle (an occlusion) untrusted.
+struct TwoMotions {
+  std::vector<float> image, flow;
+  std::vector<uint8_t> valid;
+};
+
+TwoMotions two_motions(int C, int H, int W, double invalid, uint64_t seed) {
+  TwoMotions m;
+  m.image = texture(C, H, W, seed);
+  const int edge = W * 3 / 5;
+  for (int c = 0; c < C; ++c)
+    for (int y = 0; y < H; ++y)
+      for (int x = edge; x < W; ++x) {
+        float& v = m.image[((size_t)c * H + y) * W + x];
+        v = std::min(1.f, 0.7f * v + 0.3f);
+      }
+  const auto noise = noisy_flow(H, W, 0, 0, 0.2, seed + 1);
+  const size_t N = (size_t)H * W;
+  m.flow.resize(2 * N);
+  m.valid.assign(N, 1);
+  Rng r = seeded(seed + 2);
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W; ++x) {
+      const size_t i = (size_t)y * W + x;
+      const bool right = x >= edge;
+      m.flow[i] = noise[i] + float(right ? -4.5 : 2.25) + 0.01f * float(y);
+      m.flow[N + i] = noise[N + i] + float(right ? 1.5 : -3.25) - 0.02f * float(x);
+      if (r.uniform() < invalid) m.valid[i] = 0;
+      if (y > H / 4 && y < H / 2 && x > edge - W / 8 && x < edge + W / 10) m.valid[i] = 0;
+    }
+  return m;
+}
+
+// flow_interpolate's tolerance. The twin repeats the CPU's integer steps exactly (costs, the
+// geodesic Voronoi diagram with its tie rule, the seed graph, the K nearest in (distance, index)
+// order) and its float and double operations in order; the one value it may not reproduce is a
+// fit weight exp(-alpha d): correctly rounded on the GPU, glibc's expf (< 0.502 ulp) on the CPU,
+// so a weight may differ in its last bit, a relative 2^-24. The fit is a ratio of sums of
+// positive weights times coordinates and flows, so such a change moves the weighted mean flow by
+// at most 2^-23 times the spread of the K flows (under 16 px here) and the slopes, solved from
+// covariances at least min_spread = 0.8 px^2 across, by about as much per px of offset: the
+// output (offsets under 16 px) moves by well under 16 * 16 * 2^-22 = 6.1e-5 px. A wrong label or
+// tie, the failure this row is for, moves a pixel to another seed's model: 0.1 px or more.
+constexpr Tol kInterpTol{6.1e-5, 0};
+
+Trial flow_interpolate_trial(int C, int H, int W, double invalid, const InterpOptions& o,
+                             uint64_t seed, bool none_valid = false) {
+  struct St {
+    TwoMotions m;
+    std::vector<float> cpu, gpu;
+  };
+  auto st = state<St>();
+  st->m = two_motions(C, H, W, invalid, seed);
+  if (none_valid) std::fill(st->m.valid.begin(), st->m.valid.end(), 0);
+  const size_t N = (size_t)H * W;
+  st->cpu.assign(2 * N, NAN);
+  st->gpu.assign(2 * N, NAN);
+  auto run = [st, C, H, W, o](bool cuda, std::vector<float>& out) {
+    (cuda ? flow_interpolate_cuda : flow_interpolate)(st->m.image.data(), C, H, W,
+                                                      st->m.flow.data(), st->m.valid.data(),
+                                                      out.data(), o, Exec{});
+  };
+  return {[=] { run(false, st->cpu); }, [=] { run(true, st->gpu); }, compare_one(st)};
+}
+
+InterpOptions interp_options(int stride, int K, bool affine, float edge_sigma) {
+  InterpOptions o;
+  o.seed_stride = stride;
+  o.num_neighbors = K;
+  o.affine = affine;
+  o.edge_sigma = edge_sigma;
+  return o;
+}
+
+// DIS's parity criterion, from dis.h: the CPU's own SIMD levels (4 lanes vs 8 lanes with fused
+// multiply-adds) differ "only in rounding (under 1e-3 px for 99% of the pixels whose match lies
+// inside b)"; the iterative search and its thresholds let a rounding difference grow at a few
+// pixels. The GPU is held to the same: at least 99% of the in-view pixels within tol.abs = 1e-3 px
+// of the CPU, no non-finite value. It repeats the 4-lane order bit for bit, so against the CPU at its
+// portable level the line also counts the identical pixels (expected: all).
+void report_dis(const std::string& name, const std::vector<float>& got,
+                const std::vector<float>& ref, int H, int W, int Hb, int Wb, const Tol& tol) {
+  const size_t N = (size_t)H * W;
+  size_t in_view = 0, close = 0, identical = 0, bad = 0;
+  double worst = 0;
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W; ++x) {
+      const size_t i = (size_t)y * W + x;
+      if (!std::isfinite(got[i]) || !std::isfinite(got[N + i])) ++bad;
+      identical += got[i] == ref[i] && got[N + i] == ref[N + i];
+      const double bx = x + ref[i], by = y + ref[N + i];
+      if (!(bx >= 0 && by >= 0 && bx <= Wb - 1 && by <= Hb - 1)) continue;
+      ++in_view;
+      const double d = std::max(std::fabs(double(got[i]) - ref[i]),
+                                std::fabs(double(got[N + i]) - ref[N + i]));
+      close += d <= tol.abs;
+      worst = std::max(worst, d);
+    }
+  const bool ok = bad == 0 && in_view > 0 && double(close) >= 0.99 * double(in_view);
+  report(ok, fmt("%-62s %zu/%zu in view within %g px (max %.3g), %zu/%zu identical",
+                 name.c_str(), close, in_view, tol.abs, worst, identical, N));
+}
+
+// a: a texture; b: a shifted by (dx, dy) and cropped or padded to Hb x Wb; the seed is the true
+// flow plus 1 px of noise. The CPU twin runs at its portable level (the GPU's order) and at the
+// machine's default level.
+Trial flow_refine_dis_trial(int H, int W, int Hb, int Wb, double dx, double dy,
+                            const DisOptions& o, uint64_t seed) {
+  struct St {
+    std::vector<float> a, b, seed, cpu, cpu_default, gpu;
+  };
+  auto st = state<St>();
+  const int Hm = std::max(H, Hb), Wm = std::max(W, Wb);
+  const auto big = texture(1, Hm, Wm, seed);
+  const auto moved = shifted(big, 1, Hm, Wm, dx, dy);
+  st->a.resize((size_t)H * W);
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W; ++x) st->a[(size_t)y * W + x] = big[(size_t)y * Wm + x];
+  st->b.resize((size_t)Hb * Wb);
+  for (int y = 0; y < Hb; ++y)
+    for (int x = 0; x < Wb; ++x) st->b[(size_t)y * Wb + x] = moved[(size_t)y * Wm + x];
+  st->seed = noisy_flow(H, W, dx, dy, 1.0, seed + 1);
+  auto run = [st, H, W, Hb, Wb, o](bool cuda, std::vector<float>& flow) {
+    flow = st->seed;
+    (cuda ? flow_refine_dis_cuda : flow_refine_dis)(st->a.data(), H, W, st->b.data(), Hb, Wb,
+                                                    flow.data(), o, Exec{});
+  };
+  return {[=] {
+            corr_detail::simd_force(corr_detail::Simd::Portable);
+            run(false, st->cpu);
+            corr_detail::simd_unforce();
+          },
+          [=] { run(true, st->gpu); },
+          [=](const std::string& name, const Tol& tol) {
+            report_dis(name + " vs CPU portable", st->gpu, st->cpu, H, W, Hb, Wb, tol);
+            if (corr_detail::simd_detected() == corr_detail::Simd::Portable) return;
+            run(false, st->cpu_default);
+            report_dis(name + " vs CPU default SIMD", st->gpu, st->cpu_default, H, W, Hb, Wb, tol);
+          }};
+}
+
+DisOptions dis_options(int patch, int stride, int coarsest, int finest, int var_iters) {
+  DisOptions o;
+  o.patch_size = patch;
+  o.patch_stride = stride;
+  o.coarsest_scale = coarsest;
+  o.finest_scale = finest;
+  o.var_iters = var_iters;
+  return o;
+}
+
 // ---- the table ---------------------------------------------------------------------------------
 
 std::vector<Case> all_cases() {
@@ -899,6 +1057,33 @@ std::vector<Case> all_cases() {
       [] { return flow_texture_mask_trial(40, 29, 1, 0.02f, 101); });
   add("flow_texture_mask", "384x512 r4 gradient 0.01", exact,
       [] { return flow_texture_mask_trial(384, 512, 4, 0.01f, 102); });
+  // The sparse-to-dense fill: match's options (stride 4, K 32, affine), a weighted average with no
+  // blur, stride 1 among 70% untrusted pixels (long geodesic paths around the holes), grey and
+  // colour, a 256x320 image, and no trusted pixel at all (the flow comes back as it is).
+  add("flow_interpolate", "C3 61x83 stride 4 K32 affine, 10% untrusted", kInterpTol,
+      [] { return flow_interpolate_trial(3, 61, 83, 0.1, interp_options(4, 32, true, 1.f), 110); });
+  add("flow_interpolate", "C1 40x29 stride 3 K8 average, no blur", kInterpTol,
+      [] { return flow_interpolate_trial(1, 40, 29, 0.1, interp_options(3, 8, false, 0.f), 111); });
+  add("flow_interpolate", "C1 37x45 stride 1 K16 affine, 70% untrusted", kInterpTol,
+      [] { return flow_interpolate_trial(1, 37, 45, 0.7, interp_options(1, 16, true, 2.f), 112); });
+  add("flow_interpolate", "C3 256x320 stride 4 K32 affine, 5% untrusted", kInterpTol,
+      [] { return flow_interpolate_trial(3, 256, 320, 0.05, interp_options(4, 32, true, 1.f), 113); });
+  add("flow_interpolate", "C1 19x23 nothing trusted (a copy)", exact, [] {
+    return flow_interpolate_trial(1, 19, 23, 0, interp_options(4, 32, true, 1.f), 114, true);
+  });
+  // DIS (its criterion in report_dis): the defaults on a sub-pixel shift, b of another size with
+  // the result upsampled from scale 1 and no variational step, small patches at a fine stride,
+  // and an image smaller than a patch (the seed comes back unchanged).
+  constexpr Tol kDisTol{1e-3, 0};  // for 99% of the in-view pixels
+  add("flow_refine_dis", "64x80 shift (2.3, -1.4), defaults", kDisTol,
+      [] { return flow_refine_dis_trial(64, 80, 64, 80, 2.3, -1.4, DisOptions{}, 120); });
+  add("flow_refine_dis", "97x131 into 89x120, patch 6 stride 3, scales 3..1, no var", kDisTol, [] {
+    return flow_refine_dis_trial(97, 131, 89, 120, -3.6, 2.2, dis_options(6, 3, 3, 1, 0), 121);
+  });
+  add("flow_refine_dis", "256x320 shift (5.5, 3.25), defaults", kDisTol,
+      [] { return flow_refine_dis_trial(256, 320, 256, 320, 5.5, 3.25, DisOptions{}, 122); });
+  add("flow_refine_dis", "12x12 patch 16 (unchanged)", kDisTol,
+      [] { return flow_refine_dis_trial(12, 12, 12, 12, 1.5, 0.5, dis_options(16, 4, 3, 0, 5), 123); });
   return t;
 }
 
