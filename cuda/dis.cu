@@ -64,7 +64,9 @@ struct Plane {
   __device__ float at(int y, int x) const { return p[size_t(y) * w + x]; }
   __device__ float& at(int y, int x) { return p[size_t(y) * w + x]; }
   // Border-replicated read.
-  __device__ float clamped(int y, int x) const { return at(clampi(y, 0, h - 1), clampi(x, 0, w - 1)); }
+  __device__ float clamped(int y, int x) const {
+    return at(clampi(y, 0, h - 1), clampi(x, 0, w - 1));
+  }
 };
 
 // ---- pyramids ----------------------------------------------------------------------------------
@@ -79,7 +81,8 @@ __global__ void down_rows_kernel(Plane in, Plane out) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y;
   if (i >= out.w) return;
   const int x = 2 * i;
-  out.at(y, i) = binomial(in.clamped(y, x - 1), in.at(y, x), in.clamped(y, x + 1), in.clamped(y, x + 2));
+  out.at(y, i) =
+      binomial(in.clamped(y, x - 1), in.at(y, x), in.clamped(y, x + 1), in.clamped(y, x + 2));
 }
 
 // in (h, w2) -> out ((h + 1) / 2, w2): the vertical half.
@@ -87,7 +90,8 @@ __global__ void down_cols_kernel(Plane in, Plane out) {
   const int x = blockIdx.x * blockDim.x + threadIdx.x, i = blockIdx.y;
   if (x >= out.w) return;
   const int y = 2 * i;
-  out.at(i, x) = binomial(in.clamped(y - 1, x), in.at(y, x), in.clamped(y + 1, x), in.clamped(y + 2, x));
+  out.at(i, x) =
+      binomial(in.clamped(y - 1, x), in.at(y, x), in.clamped(y + 1, x), in.clamped(y + 2, x));
 }
 
 // Central differences with replicated borders.
@@ -151,7 +155,8 @@ __device__ __forceinline__ Taps block_taps(const Plane& b, float X, float Y, int
 
 // b at (ix + c, iy + r) + the fractions, borders replicated.
 __device__ __forceinline__ float block_read(const Plane& b, const Taps& t, int r, int c) {
-  const float top = rn::lerp(b.clamped(t.iy + r, t.ix + c), b.clamped(t.iy + r, t.ix + c + 1), t.ax);
+  const float top =
+      rn::lerp(b.clamped(t.iy + r, t.ix + c), b.clamped(t.iy + r, t.ix + c + 1), t.ax);
   const float bottom =
       rn::lerp(b.clamped(t.iy + r + 1, t.ix + c), b.clamped(t.iy + r + 1, t.ix + c + 1), t.ax);
   return rn::lerp(top, bottom, t.ay);
@@ -188,7 +193,8 @@ __global__ void search_kernel(Plane a, Plane agx, Plane agy, Plane b, Plane fu, 
   const float mgx = rn::div(hsum(sgx), float(n)), mgy = rn::div(hsum(sgy), float(n));
   float vxx[kLanes] = {}, vxy[kLanes] = {}, vyy[kLanes] = {};
   lanes([&](int r, int c, int l) {
-    const float cx = rn::sub(agx.at(y0 + r, x0 + c), mgx), cy = rn::sub(agy.at(y0 + r, x0 + c), mgy);
+    const float cx = rn::sub(agx.at(y0 + r, x0 + c), mgx),
+                cy = rn::sub(agy.at(y0 + r, x0 + c), mgy);
     vxx[l] = rn::add(vxx[l], rn::mul(cx, cx));
     vxy[l] = rn::add(vxy[l], rn::mul(cx, cy));
     vyy[l] = rn::add(vyy[l], rn::mul(cy, cy));
@@ -198,7 +204,8 @@ __global__ void search_kernel(Plane a, Plane agx, Plane agy, Plane b, Plane fu, 
   hxx = rn::add(hxx, lam);
   hyy = rn::add(hyy, lam);
   const float inv_det = rn::div(1.f, rn::sub(rn::mul(hxx, hyy), rn::mul(hxy, hxy)));
-  const float ixx = rn::mul(hyy, inv_det), ixy = rn::mul(-hxy, inv_det), iyy = rn::mul(hxx, inv_det);
+  const float ixx = rn::mul(hyy, inv_det), ixy = rn::mul(-hxy, inv_det),
+              iyy = rn::mul(hxx, inv_det);
 
   PatchFlow start{u0, v0, 0.f}, best = start;
   float best_ssd = 0, u = u0, v = v0;
@@ -256,7 +263,8 @@ __global__ void densify_kernel(Plane a, Plane b, const PatchFlow* __restrict__ p
       if (c < 0 || c >= p) continue;
       const PatchFlow f = patches[i * nx + j];
       const Taps tp = block_taps(b, rn::add(float(xs[j]), f.u), rn::add(float(y), f.v), pc, 1);
-      const float d = rn::mul(fabsf(rn::sub(rn::sub(block_read(b, tp, 0, c), ax), f.offset)), kGrey);
+      const float d =
+          rn::mul(fabsf(rn::sub(rn::sub(block_read(b, tp, 0, c), ax), f.offset)), kGrey);
       const float wt = rn::div(1.f, 1.f > d ? 1.f : d);
       acc_u = rn::add(acc_u, rn::mul(wt, f.u));
       acc_v = rn::add(acc_v, rn::mul(wt, f.v));
@@ -271,8 +279,8 @@ __global__ void densify_kernel(Plane a, Plane b, const PatchFlow* __restrict__ p
 
 // b, its x and y differences at the match (x + u, y + v), and 1 where the match lies inside b:
 // dis.cpp's warp_row for one pixel.
-__global__ void var_warp_kernel(Plane b, Plane fu, Plane fv, Plane out_b, Plane out_gx, Plane out_gy,
-                                Plane out_in) {
+__global__ void var_warp_kernel(Plane b, Plane fu, Plane fv, Plane out_b, Plane out_gx,
+                                Plane out_gy, Plane out_in) {
   const int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y;
   if (x >= fu.w) return;
   const float X = rn::add(fu.at(y, x), float(x)), Y = rn::add(float(y), fv.at(y, x));
@@ -311,8 +319,8 @@ __global__ void var_linearise_kernel(Plane a, Plane agx, Plane agy, Plane bw, Pl
   const float gya_l = ml ? agy.at(y, x - 1) : gya_c, gya_r = mr ? agy.at(y, x + 1) : gya_c;
   const float gxb_c = bgx.at(y, x), gyb_c = bgy.at(y, x);
   const float ix = rn::mul(0.5f, rn::add(gxa_c, gxb_c)), iy = rn::mul(0.5f, rn::add(gya_c, gyb_c));
-  const float ixx =
-      rn::mul(0.25f, rn::sub(rn::add(rn::sub(gxa_r, gxa_l), bgx.clamped(y, x + 1)), bgx.clamped(y, x - 1)));
+  const float ixx = rn::mul(
+      0.25f, rn::sub(rn::add(rn::sub(gxa_r, gxa_l), bgx.clamped(y, x + 1)), bgx.clamped(y, x - 1)));
   const float iyy = rn::mul(
       0.25f, rn::sub(rn::add(rn::sub(agy.at(yd, x), agy.at(yu, x)), bgy.at(yd, x)), bgy.at(yu, x)));
   float sxy = rn::sub(agx.at(yd, x), agx.at(yu, x));
@@ -372,9 +380,9 @@ __global__ void var_weights_kernel(SorArgs s, int c) {
   const int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y;
   const int w = s.fu.w, h = s.fu.h;
   if (x >= w || ((x + y) & 1) != c) return;
-  s.psi.at(y, x) = smoothness_weight(stencil(s.fu, y, x), stencil(s.fv, y, x), x > 0 ? 1.f : 0.f,
-                                     x + 1 < w ? 1.f : 0.f, y > 0 ? 1.f : 0.f,
-                                     y + 1 < h ? 1.f : 0.f);
+  s.psi.at(y, x) =
+      smoothness_weight(stencil(s.fu, y, x), stencil(s.fv, y, x), x > 0 ? 1.f : 0.f,
+                        x + 1 < w ? 1.f : 0.f, y > 0 ? 1.f : 0.f, y + 1 < h ? 1.f : 0.f);
 }
 
 // One half-sweep over the pixels of colour c: dis.cpp's sweep_row for one pixel.
@@ -390,17 +398,21 @@ __global__ void var_sweep_kernel(SorArgs s, int c) {
   const size_t i = size_t(y) * w + x;
   float l[9];
   for (int t = 0; t < 9; ++t) l[t] = s.lin.p[t][i];
-  auto res = [&](int t) { return rn::add(rn::add(l[t], rn::mul(l[t + 1], u.own)), rn::mul(l[t + 2], v.own)); };
+  auto res = [&](int t) {
+    return rn::add(rn::add(l[t], rn::mul(l[t + 1], u.own)), rn::mul(l[t + 2], v.own));
+  };
   const float rc = res(0), rx = res(3), ry = res(6);
   const float wc = rn::mul(0.5f * s.delta, rsqrt_newton(rn::add(rn::mul(rc, rc), kEps2)));
   const float wg = rn::mul(0.5f * s.gamma,
                            rsqrt_newton(rn::add(rn::add(rn::mul(rx, rx), rn::mul(ry, ry)), kEps2)));
   // wc l[i] l[j] + wg (l[i + 3] l[j + 3] + l[i + 6] l[j + 6])
   auto data = [&](int i1, int j1) {
-    return rn::add(rn::mul(rn::mul(wc, l[i1]), l[j1]),
-                   rn::mul(wg, rn::add(rn::mul(l[i1 + 3], l[j1 + 3]), rn::mul(l[i1 + 6], l[j1 + 6]))));
+    return rn::add(
+        rn::mul(rn::mul(wc, l[i1]), l[j1]),
+        rn::mul(wg, rn::add(rn::mul(l[i1 + 3], l[j1 + 3]), rn::mul(l[i1 + 6], l[j1 + 6]))));
   };
-  const float d11 = data(1, 1), d12 = data(1, 2), d22 = data(2, 2), d1 = data(1, 0), d2 = data(2, 0);
+  const float d11 = data(1, 1), d12 = data(1, 2), d22 = data(2, 2), d1 = data(1, 0),
+              d2 = data(2, 0);
   const Stencil ps = stencil(s.psi, y, x);
   const float ha = 0.5f * s.alpha;
   const float sl = rn::mul(rn::mul(ha, rn::add(pc, ps.left)), el);
@@ -414,7 +426,8 @@ __global__ void var_sweep_kernel(SorArgs s, int c) {
     return rn::sub(n, d);
   };
   const float n1 = pull(u, d1), n2 = pull(v, d2);
-  const float a11 = rn::add(rn::add(d11, sum), kDiagFloor), a22 = rn::add(rn::add(d22, sum), kDiagFloor);
+  const float a11 = rn::add(rn::add(d11, sum), kDiagFloor),
+              a22 = rn::add(rn::add(d22, sum), kDiagFloor);
   const float inv_det = rn::div(1.f, rn::sub(rn::mul(a11, a22), rn::mul(d12, d12)));
   const float nu = rn::mul(rn::sub(rn::mul(a22, n1), rn::mul(d12, n2)), inv_det);
   const float nv = rn::mul(rn::sub(rn::mul(a11, n2), rn::mul(d12, n1)), inv_det);
@@ -422,7 +435,8 @@ __global__ void var_sweep_kernel(SorArgs s, int c) {
   s.fv.at(y, x) = rn::add(v.own, rn::mul(kSorOmega, rn::sub(nv, v.own)));
 }
 
-__global__ void non_finite_kernel(const float* __restrict__ v, long long n, int* __restrict__ flag) {
+__global__ void non_finite_kernel(const float* __restrict__ v, long long n,
+                                  int* __restrict__ flag) {
   const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n && !isfinite(v[i])) *flag = 1;
 }
@@ -433,9 +447,9 @@ void check_args(const float* gray_a, int H, int W, const float* gray_b, int Hb, 
                 const float* flow, const DisOptions& o) {
   const std::string fn = "flow_refine_dis";
   if (H <= 0 || W <= 0 || Hb <= 0 || Wb <= 0) {
-    throw Error(ErrorCode::Shape, fn + ": image sizes must be positive, got a " + std::to_string(H) +
-                                      "x" + std::to_string(W) + ", b " + std::to_string(Hb) + "x" +
-                                      std::to_string(Wb));
+    throw Error(ErrorCode::Shape, fn + ": image sizes must be positive, got a " +
+                                      std::to_string(H) + "x" + std::to_string(W) + ", b " +
+                                      std::to_string(Hb) + "x" + std::to_string(Wb));
   }
   if (gray_a == nullptr || gray_b == nullptr || flow == nullptr) {
     throw Error(ErrorCode::InvalidArg, fn + ": null image or flow pointer");
@@ -449,13 +463,14 @@ void check_args(const float* gray_a, int H, int W, const float* gray_b, int Hb, 
     int v, lo, hi;
     const char* range;
   };
-  for (const Int& i : {Int{"patch_size", o.patch_size, 2, 128, "an integer in 2 .. 128"},
-                       Int{"patch_stride", o.patch_stride, 1, o.patch_size, "an integer in 1 .. patch_size"},
-                       Int{"finest_scale", o.finest_scale, 0, 20, "an integer in 0 .. 20"},
-                       Int{"coarsest_scale", o.coarsest_scale, o.finest_scale, 20,
-                           "an integer in finest_scale .. 20"},
-                       Int{"grad_iters", o.grad_iters, 0, 10000, "an integer in 0 .. 10000"},
-                       Int{"var_iters", o.var_iters, 0, 10000, "an integer in 0 .. 10000"}}) {
+  for (const Int& i :
+       {Int{"patch_size", o.patch_size, 2, 128, "an integer in 2 .. 128"},
+        Int{"patch_stride", o.patch_stride, 1, o.patch_size, "an integer in 1 .. patch_size"},
+        Int{"finest_scale", o.finest_scale, 0, 20, "an integer in 0 .. 20"},
+        Int{"coarsest_scale", o.coarsest_scale, o.finest_scale, 20,
+            "an integer in finest_scale .. 20"},
+        Int{"grad_iters", o.grad_iters, 0, 10000, "an integer in 0 .. 10000"},
+        Int{"var_iters", o.var_iters, 0, 10000, "an integer in 0 .. 10000"}}) {
     if (i.v < i.lo || i.v > i.hi) bad(i.name, std::to_string(i.v), i.range);
   }
   for (const auto& [name, v] : {std::pair<const char*, float>{"var_alpha", o.var_alpha},
@@ -540,19 +555,13 @@ void refine_device(const float* d_a, int H, int W, const float* d_b, int Hb, int
     }
   }
   const int p = o.patch_size, f = o.finest_scale;
-  std::vector<int> hs{H}, ws{W};
-  while (int(hs.size()) <= o.coarsest_scale) {
-    hs.push_back((hs.back() + 1) / 2);
-    ws.push_back((ws.back() + 1) / 2);
-  }
-  int top = f;
-  for (int s = o.coarsest_scale; s > f; --s) {
-    if (std::min(hs[size_t(s)], ws[size_t(s)]) >= 2 * p) {
-      top = s;
-      break;
-    }
-  }
-  if (std::min(hs[size_t(top)], ws[size_t(top)]) < p) return;
+  // Level sizes of a down to coarsest_scale, and the scale the search starts at (dis.cpp): the
+  // coarsest <= coarsest_scale at least 2 patches across, else finest_scale.
+  std::vector<int> hs(size_t(o.coarsest_scale) + 1, H), ws = std::vector<int>(hs.size(), W);
+  for (size_t s = 1; s < hs.size(); ++s) hs[s] = (hs[s - 1] + 1) / 2, ws[s] = (ws[s - 1] + 1) / 2;
+  int top = o.coarsest_scale;
+  while (top > f && std::min(hs[size_t(top)], ws[size_t(top)]) < 2 * p) --top;
+  if (std::min(hs[size_t(top)], ws[size_t(top)]) < p) return;  // smaller than a patch: unchanged
 
   Planes planes;
   const std::vector<Level> pa = pyramid(d_a, H, W, top, true, planes, st);
@@ -575,13 +584,14 @@ void refine_device(const float* d_a, int H, int W, const float* d_b, int Hb, int
       fu = nu;
       fv = nv;
     }
-    const std::vector<int> xs = patch_starts(w, p, o.patch_stride), ys = patch_starts(h, p, o.patch_stride);
+    const std::vector<int> xs = patch_starts(w, p, o.patch_stride),
+                           ys = patch_starts(h, p, o.patch_stride);
     const int nx = int(xs.size()), ny = int(ys.size());
     const int* d_xs = upload_vec(xs, starts, st);
     const int* d_ys = upload_vec(ys, starts, st);
     DeviceBuffer<PatchFlow> d_patches(size_t(nx) * ny);
-    search_kernel<<<ceil_div(nx * ny, 64), 64, 0, st>>>(a.img, a.gx, a.gy, b, fu, fv, d_xs, nx, d_ys,
-                                                        ny, p, o.grad_iters, d_patches.get());
+    search_kernel<<<ceil_div(nx * ny, 64), 64, 0, st>>>(a.img, a.gx, a.gy, b, fu, fv, d_xs, nx,
+                                                        d_ys, ny, p, o.grad_iters, d_patches.get());
     check_launch("search_kernel");
     densify_kernel<<<grid, 128, 0, st>>>(a.img, b, d_patches.get(), d_xs, nx, d_ys, ny, p, fu, fv);
     check_launch("densify_kernel");
@@ -592,7 +602,8 @@ void refine_device(const float* d_a, int H, int W, const float* d_b, int Hb, int
       check_launch("var_warp_kernel");
       SorArgs sor{fu, fv, planes.make(h, w), {}, o.var_alpha, o.var_gamma, o.var_delta};
       for (float*& q : sor.lin.p) q = planes.make(h, w).p;
-      var_linearise_kernel<<<grid, 128, 0, st>>>(a.img, a.gx, a.gy, bw, bgx, bgy, in, fu, fv, sor.lin);
+      var_linearise_kernel<<<grid, 128, 0, st>>>(a.img, a.gx, a.gy, bw, bgx, bgy, in, fu, fv,
+                                                 sor.lin);
       check_launch("var_linearise_kernel");
       check(cudaMemsetAsync(sor.psi.p, 0, size_t(h) * w * sizeof(float), st), "cudaMemset");
       var_weights_kernel<<<grid, 128, 0, st>>>(sor, 1);
@@ -612,7 +623,8 @@ void refine_device(const float* d_a, int H, int W, const float* d_b, int Hb, int
     check_launch("upsample_kernel");
   } else {
     check(cudaMemcpyAsync(d_flow, fu.p, P * sizeof(float), cudaMemcpyDeviceToDevice, st), "copy");
-    check(cudaMemcpyAsync(d_flow + P, fv.p, P * sizeof(float), cudaMemcpyDeviceToDevice, st), "copy");
+    check(cudaMemcpyAsync(d_flow + P, fv.p, P * sizeof(float), cudaMemcpyDeviceToDevice, st),
+          "copy");
   }
   check(cudaStreamSynchronize(st), "cudaStreamSynchronize");  // the planes go out of scope
 }
@@ -625,7 +637,8 @@ namespace cuda_dev {
 void flow_refine_dis(const float* d_gray_a, int H, int W, const float* d_gray_b, int Hb, int Wb,
                      float* d_flow, const DisOptions& o, void* stream) {
   cuda::check_args(d_gray_a, H, W, d_gray_b, Hb, Wb, d_flow, o);
-  cuda::refine_device(d_gray_a, H, W, d_gray_b, Hb, Wb, d_flow, o, static_cast<cudaStream_t>(stream));
+  cuda::refine_device(d_gray_a, H, W, d_gray_b, Hb, Wb, d_flow, o,
+                      static_cast<cudaStream_t>(stream));
 }
 
 }  // namespace cuda_dev
@@ -634,8 +647,8 @@ void flow_refine_dis_cuda(const float* gray_a, int H, int W, const float* gray_b
                           float* flow, const DisOptions& o, const Exec& ex) {
   cuda::check_args(gray_a, H, W, gray_b, Hb, Wb, flow, o);
   cuda::HostCall call(ex);
-  cuda::refine_device(call.in(gray_a, size_t(H) * W), H, W, call.in(gray_b, size_t(Hb) * Wb), Hb, Wb,
-                      call.inout(flow, 2 * size_t(H) * W), o, call.stream());
+  cuda::refine_device(call.in(gray_a, size_t(H) * W), H, W, call.in(gray_b, size_t(Hb) * Wb), Hb,
+                      Wb, call.inout(flow, 2 * size_t(H) * W), o, call.stream());
   call.finish();
 }
 

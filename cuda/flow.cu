@@ -56,6 +56,18 @@ __device__ __forceinline__ float parabola(float sm, float s0, float sp) {
   return fminf(fmaxf(__fdiv_rn(__fmul_rn(0.5f, __fsub_rn(sm, sp)), den), -0.5f), 0.5f);
 }
 
+// This thread's cell of a (B, ., ga) launch (grid: columns of 128 threads, rows, items) that
+// reads a grid gb: column j, row i, item b, the two grids' cell counts and the cell's offset o.
+struct GridCell {
+  int j, i;
+  long long b, Na, Nb, o;
+};
+__device__ __forceinline__ GridCell grid_cell(const FlowGrid& ga, const FlowGrid& gb) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x, i = blockIdx.y;
+  return {
+      j, i, blockIdx.z, (long long)ga.H * ga.W, (long long)gb.H * gb.W, (long long)i * ga.W + j};
+}
+
 // in (B, planes, gi) -> out (B, planes, go), bilinear in pixel coordinates.
 __global__ void resample_kernel(const float* __restrict__ in, FlowGrid gi, float* __restrict__ out,
                                 FlowGrid go, int planes) {
@@ -77,12 +89,8 @@ __global__ void resample_kernel(const float* __restrict__ in, FlowGrid gi, float
 // feat_b (B, C, gb), flow (B, 2, ga) -> out (B, C, ga).
 __global__ void warp_kernel(const float* __restrict__ feat_b, int C, FlowGrid gb,
                             const float* __restrict__ flow, FlowGrid ga, float* __restrict__ out) {
-  const int j = blockIdx.x * blockDim.x + threadIdx.x;
-  const int i = blockIdx.y;
-  const long long b = blockIdx.z;
+  const auto [j, i, b, Na, Nb, o] = grid_cell(ga, gb);
   if (j >= ga.W) return;
-  const long long Na = (long long)ga.H * ga.W, Nb = (long long)gb.H * gb.W;
-  const long long o = (long long)i * ga.W + j;
   const float* f = flow + b * 2 * Na;
   float* dst = out + b * C * Na + o;
   const double px = centre(j, ga.sx) + double(f[o]);
@@ -218,12 +226,8 @@ __global__ void median3_kernel(const float* __restrict__ src, float* __restrict_
 __global__ void refine_kernel(const float* __restrict__ feat_a, FlowGrid ga,
                               const float* __restrict__ feat_b, FlowGrid gb, int C,
                               float* __restrict__ flow, int iterations) {
-  const int j = blockIdx.x * blockDim.x + threadIdx.x;
-  const int i = blockIdx.y;
-  const long long b = blockIdx.z;
+  const auto [j, i, b, Na, Nb, o] = grid_cell(ga, gb);
   if (j >= ga.W) return;
-  const long long Na = (long long)ga.H * ga.W, Nb = (long long)gb.H * gb.W;
-  const long long o = (long long)i * ga.W + j;
   const float* fa = feat_a + b * C * Na;
   const float* fb = feat_b + b * C * Nb;
   float* f = flow + b * 2 * Na;
@@ -598,7 +602,8 @@ void flow_median3_cuda(float* flow, int H, int W, const Exec& ex) {
   if (H <= 0 || W <= 0) throw Error(ErrorCode::Shape, "flow_median3: sizes must be positive");
   cuda::HostCall call(ex);
   const size_t n = 2 * size_t(H) * W;
-  const float* d_src = call.in(static_cast<const float*>(flow), n);  // before out(): the median is not in place
+  const float* d_src =
+      call.in(static_cast<const float*>(flow), n);  // before out(): the median is not in place
   cuda_dev::flow_median3(d_src, call.out(flow, n), H, W, 1, call.stream());
   call.finish();
 }
@@ -612,8 +617,8 @@ void flow_refine_symmetric_cuda(const float* feat_a, const FlowGrid& ga, const f
   cuda::HostCall call(ex);
   const size_t Na = size_t(ga.H) * ga.W, Nb = size_t(gb.H) * gb.W;
   cuda_dev::flow_refine_symmetric(call.in(feat_a, size_t(C) * Na), ga,
-                                  call.in(feat_b, size_t(C) * Nb), gb, C,
-                                  call.inout(flow, 2 * Na), iterations, 1, call.stream());
+                                  call.in(feat_b, size_t(C) * Nb), gb, C, call.inout(flow, 2 * Na),
+                                  iterations, 1, call.stream());
   call.finish();
 }
 

@@ -708,34 +708,12 @@ void gocor_global_device(const GlobalGocorParams& p, const GlobalGocorOptions& o
   const float step = static_cast<float>(std::exp(double(p.log_step_length)));
   const long long NN = (long long)N * N, NC = (long long)N * C, CN = (long long)C * N;
 
-  // Operand descriptions of the products (batch strides in elements).
+  // Operand descriptions of the products (batch strides in elements; GemmArgs' field order).
   auto gemm_wf = [&](const float* A, const float* Bm, float* rowpart) {  // (N x C)(C x N)
-    GemmArgs g{};
-    g.M = N;
-    g.N = N;
-    g.K = C;
-    g.A = A;
-    g.lda = C;
-    g.strideA = NC;
-    g.B = Bm;
-    g.ldb = N;
-    g.strideB = CN;
-    g.rowpart = rowpart;
-    return g;
+    return GemmArgs{N, N, C, A, Bm, C, N, NC, CN, rowpart};
   };
   auto gemm_ef = [&](const float* A, const float* Bm) {  // (N x N)(N x C), B given as (C, N)
-    GemmArgs g{};
-    g.M = N;
-    g.N = C;
-    g.K = N;
-    g.A = A;
-    g.lda = N;
-    g.strideA = NN;
-    g.B = Bm;
-    g.ldb = N;
-    g.strideB = CN;
-    g.rowpart = nullptr;
-    return g;
+    return GemmArgs{N, C, N, A, Bm, N, N, NN, CN, nullptr};
   };
   constexpr Layout kR = Layout::kRowMajor, kC = Layout::kColMajor;
   const long long rows = (long long)B * N;

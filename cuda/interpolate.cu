@@ -25,6 +25,7 @@
 #include "gocor_cuda_device.cuh"
 #include "interpolate.h"
 #include "rounded.cuh"
+#include "separable.cuh"
 
 namespace gocor {
 namespace cuda {
@@ -35,7 +36,6 @@ constexpr int kCostUnits = 32;
 constexpr double kDistToPixels = 1.0 / (2 * kCostUnits);
 constexpr uint32_t kUnreached = 0xFFFFFFFFu;
 constexpr unsigned long long kNoKey = ~0ull;
-constexpr int kMaxTaps = 2 * 60 + 1;  // edge_sigma <= 20: radius ceil(3 sigma) <= 60
 
 __host__ __device__ inline uint32_t step_axial(uint32_t cp, uint32_t cq) {
   return cp + cq;
@@ -57,15 +57,14 @@ std::string number(double v) {
 // The CPU's checks, in its order and with its messages.
 void check_args(const float* image, int C, int H, int W, const float* flow, const uint8_t* valid,
                 const float* out, const InterpOptions& o) {
-  if (C != 1 && C != 3) fail(ErrorCode::Shape, "expected 1 or 3 image channels but received C=" +
-                                                   std::to_string(C));
-  if (H <= 0 || W <= 0) {
+  const std::string hw = std::to_string(H) + "x" + std::to_string(W);
+  if (C != 1 && C != 3) {
+    fail(ErrorCode::Shape, "expected 1 or 3 image channels but received C=" + std::to_string(C));
+  } else if (H <= 0 || W <= 0) {
     fail(ErrorCode::Shape, "expected a positive size but received H=" + std::to_string(H) +
                                " W=" + std::to_string(W));
-  }
-  if (static_cast<int64_t>(H + 2) * (W + 2) > std::numeric_limits<int32_t>::max()) {
-    fail(ErrorCode::TooLarge,
-         "image of " + std::to_string(H) + "x" + std::to_string(W) + " pixels is too large");
+  } else if (int64_t(H + 2) * (W + 2) > std::numeric_limits<int32_t>::max()) {
+    fail(ErrorCode::TooLarge, "image of " + hw + " pixels is too large");  // as the CPU's limit
   }
   if (image == nullptr || flow == nullptr || valid == nullptr || out == nullptr) {
     fail(ErrorCode::InvalidArg, "image, flow, valid and out must not be null");
@@ -83,7 +82,8 @@ void check_args(const float* image, int C, int H, int W, const float* flow, cons
     const char* expected;
   };
   for (const Range& r :
-       {Range{"seed_stride", double(o.seed_stride), 1, false, 256, true, "integer between 1 and 256"},
+       {Range{"seed_stride", double(o.seed_stride), 1, false, 256, true,
+              "integer between 1 and 256"},
         Range{"num_neighbors", double(o.num_neighbors), 1, false, 1024, true,
               "integer between 1 and 1024"},
         Range{"alpha", o.alpha, 0, false, INFINITY, false, "finite number >= 0"},
@@ -99,24 +99,19 @@ void check_args(const float* image, int C, int H, int W, const float* flow, cons
   const uint32_t cmax = static_cast<uint32_t>(std::lround(kCostUnits * (1 + o.edge_cost)));
   const uint64_t wmax = std::max(step_axial(cmax, cmax), step_diagonal(cmax, cmax));
   if (static_cast<uint64_t>(std::max(H, W) + 1) * wmax >= kUnreached) {
-    fail(ErrorCode::TooLarge, "geodesic distances of a " + std::to_string(H) + "x" +
-                                  std::to_string(W) + " image with costs up to " +
+    fail(ErrorCode::TooLarge, "geodesic distances of a " + hw + " image with costs up to " +
                                   std::to_string(cmax) + " overflow 32 bits");
   }
 }
 
 // ---- edge cost map -----------------------------------------------------------------------------
 
-struct EdgeTaps {
-  int r;
-  float k[kMaxTaps];
-};
-
-// The CPU's taps: a Gaussian of edge_sigma normalised in double, rounded to float.
-EdgeTaps edge_taps(float sigma) {
-  EdgeTaps t{};
+// The CPU's taps: a Gaussian of edge_sigma (radius ceil(3 sigma) <= 60, 0 for no blur) normalised
+// in double, rounded to float.
+BlurTaps edge_taps(float sigma) {
+  BlurTaps t{};
   t.r = sigma > 0 ? static_cast<int>(std::ceil(3 * sigma)) : 0;
-  for (int k = 0; k <= 2 * t.r; ++k) t.k[k] = 1.f;
+  t.k[0] = 1.f;
   if (t.r > 0) {
     double sum = 0;
     for (int k = -t.r; k <= t.r; ++k) {
@@ -126,29 +121,6 @@ EdgeTaps edge_taps(float sigma) {
     for (int k = 0; k <= 2 * t.r; ++k) t.k[k] = static_cast<float>(t.k[k] / sum);
   }
   return t;
-}
-
-// src (H, W) -> dst (H, W): the row pass, borders clamped, taps summed from 0 in order.
-__global__ void edge_blur_rows_kernel(const float* __restrict__ src, float* __restrict__ dst,
-                                      int H, int W, EdgeTaps t) {
-  const int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y;
-  if (x >= W) return;
-  const float* s = src + size_t(y) * W;
-  float acc = 0.f;
-  for (int k = 0; k <= 2 * t.r; ++k) acc = rn::add(acc, rn::mul(t.k[k], s[min(max(x + k - t.r, 0), W - 1)]));
-  dst[size_t(y) * W + x] = acc;
-}
-
-// The column pass, rows clamped.
-__global__ void edge_blur_cols_kernel(const float* __restrict__ src, float* __restrict__ dst,
-                                      int H, int W, EdgeTaps t) {
-  const int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y;
-  if (x >= W) return;
-  float acc = 0.f;
-  for (int k = -t.r; k <= t.r; ++k) {
-    acc = rn::add(acc, rn::mul(t.k[k + t.r], src[size_t(min(max(y + k, 0), H - 1)) * W + x]));
-  }
-  dst[size_t(y) * W + x] = acc;
 }
 
 // grad2 = max(grad2, |central difference gradient of smooth|^2); one-sided halves at borders.
@@ -179,7 +151,8 @@ __global__ void edge_cost_kernel(const float* __restrict__ grad2, long long N, f
   if (i >= N) return;
   const float s = rn::mul(grad2[i], inv_scale2);
   const float strength = s < 1.f ? s : 1.f;  // std::min(1.f, s)
-  cost[i] = static_cast<uint16_t>(kCostUnits + static_cast<int>(rn::add(rn::mul(scale, strength), 0.5f)));
+  cost[i] =
+      static_cast<uint16_t>(kCostUnits + static_cast<int>(rn::add(rn::mul(scale, strength), 0.5f)));
 }
 
 // ---- seeds -------------------------------------------------------------------------------------
@@ -246,7 +219,8 @@ __global__ void voronoi_relax_kernel(const uint16_t* __restrict__ cost, int H, i
       const unsigned long long kq = key[q];
       if (kq == kNoKey) continue;
       const uint32_t cq = cost[q];
-      const uint64_t nd = (kq >> 32) + (dx == 0 || dy == 0 ? step_axial(cp, cq) : step_diagonal(cp, cq));
+      const uint64_t nd =
+          (kq >> 32) + (dx == 0 || dy == 0 ? step_axial(cp, cq) : step_diagonal(cp, cq));
       if (nd >= kUnreached) continue;
       const unsigned long long cand = (nd << 32) | (kq & 0xFFFFFFFFull);
       if (cand < best) best = cand;
@@ -291,11 +265,12 @@ __global__ void seed_pairs_kernel(const uint16_t* __restrict__ cost,
     const unsigned long long kq = key[q];
     const int32_t b = static_cast<int32_t>(static_cast<uint32_t>(kq));
     if (b == a || b < 0) continue;
-    const uint32_t step = d == 0 || d == 2 ? step_axial(cost[p], cost[q]) : step_diagonal(cost[p], cost[q]);
+    const uint32_t step =
+        d == 0 || d == 2 ? step_axial(cost[p], cost[q]) : step_diagonal(cost[p], cost[q]);
     const uint64_t w64 = (kp >> 32) + step + (kq >> 32);
     const uint32_t w = static_cast<uint32_t>(w64 < max_weight ? w64 : max_weight);
-    const unsigned long long k = (static_cast<unsigned long long>(min(a, b)) << 32) |
-                                 static_cast<uint32_t>(max(a, b));
+    const unsigned long long k =
+        (static_cast<unsigned long long>(min(a, b)) << 32) | static_cast<uint32_t>(max(a, b));
     for (unsigned long long h = pair_hash(k) & mask;; h = (h + 1) & mask) {
       const unsigned long long prev = atomicCAS(&table_key[h], kNoKey, k);
       if (prev == kNoKey || prev == k) {
@@ -306,8 +281,8 @@ __global__ void seed_pairs_kernel(const uint16_t* __restrict__ cost,
   }
 }
 
-__global__ void seed_degree_kernel(const unsigned long long* __restrict__ table_key, long long slots,
-                                   int* __restrict__ degree) {
+__global__ void seed_degree_kernel(const unsigned long long* __restrict__ table_key,
+                                   long long slots, int* __restrict__ degree) {
   const long long h = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   if (h >= slots || table_key[h] == kNoKey) return;
   atomicAdd(&degree[table_key[h] >> 32], 1);
@@ -316,7 +291,8 @@ __global__ void seed_degree_kernel(const unsigned long long* __restrict__ table_
 
 __global__ void seed_edges_kernel(const unsigned long long* __restrict__ table_key,
                                   const uint32_t* __restrict__ table_weight, long long slots,
-                                  unsigned long long* __restrict__ fill, SeedEdge* __restrict__ edges) {
+                                  unsigned long long* __restrict__ fill,
+                                  SeedEdge* __restrict__ edges) {
   const long long h = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   if (h >= slots || table_key[h] == kNoKey) return;
   const int32_t a = int32_t(table_key[h] >> 32), b = int32_t(table_key[h] & 0xFFFFFFFFull);
@@ -413,8 +389,9 @@ __device__ inline unsigned long long heap_pop(unsigned long long* h, int& n) {
 
 // The CPU's nearest_seeds: the K seeds nearest to a on the seed graph in (distance, index) order,
 // a itself first; returns how many were found.
-__device__ int nearest_seeds(const long long* __restrict__ start, const SeedEdge* __restrict__ edges,
-                             int a, int K, const KnnScratch& s) {
+__device__ int nearest_seeds(const long long* __restrict__ start,
+                             const SeedEdge* __restrict__ edges, int a, int K,
+                             const KnnScratch& s) {
   for (int h = 0; h <= s.map_mask; ++h) s.map_seed[h] = -1;
   int hn = 0, count = 0;
   heap_push(s.heap, hn, static_cast<uint32_t>(a));
@@ -443,8 +420,8 @@ __device__ int nearest_seeds(const long long* __restrict__ start, const SeedEdge
 }
 
 // The CPU's fit_seed, operation for operation in double.
-__device__ Model fit_seed(const KnnScratch& s, int k, const float4* __restrict__ seeds,
-                          float decay, bool affine, double min_spread) {
+__device__ Model fit_seed(const KnnScratch& s, int k, const float4* __restrict__ seeds, float decay,
+                          bool affine, double min_spread) {
   const float4 a = seeds[s.nb[0]];
   double W = 0, sx = 0, sy = 0, su = 0, sv = 0;
   double sxx = 0, sxy = 0, syy = 0, sxu = 0, syu = 0, sxv = 0, syv = 0;
@@ -466,10 +443,15 @@ __device__ Model fit_seed(const KnnScratch& s, int k, const float4* __restrict__
     sxv = rn::add(sxv, rn::mul(wdx, v));
     syv = rn::add(syv, rn::mul(wdy, v));
   }
-  const double mx = rn::div(sx, W), my = rn::div(sy, W), mu = rn::div(su, W),
-               mv = rn::div(sv, W);
-  Model m{float(rn::add(double(a.x), mx)), float(rn::add(double(a.y), my)), float(mu), float(mv),
-          0.f, 0.f, 0.f, 0.f};
+  const double mx = rn::div(sx, W), my = rn::div(sy, W), mu = rn::div(su, W), mv = rn::div(sv, W);
+  Model m{float(rn::add(double(a.x), mx)),
+          float(rn::add(double(a.y), my)),
+          float(mu),
+          float(mv),
+          0.f,
+          0.f,
+          0.f,
+          0.f};
   if (!affine || k < 3) return m;
   auto cov = [&](double s2, double p, double q) { return rn::sub(rn::div(s2, W), rn::mul(p, q)); };
   const double cxx = cov(sxx, mx, mx), cxy = cov(sxy, mx, my), cyy = cov(syy, my, my);
@@ -517,8 +499,9 @@ __global__ void evaluate_kernel(const unsigned long long* __restrict__ key,
   out[HW + p] = rn::add(rn::add(m.v, rn::mul(m.dvdx, dx)), rn::mul(m.dvdy, dy));
 }
 
-__global__ void seed_values_kernel(const int32_t* __restrict__ seeds, int n, const float* __restrict__ flow,
-                                   int W, size_t HW, float4* __restrict__ out) {
+__global__ void seed_values_kernel(const int32_t* __restrict__ seeds, int n,
+                                   const float* __restrict__ flow, int W, size_t HW,
+                                   float4* __restrict__ out) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const int p = seeds[i];
@@ -559,16 +542,14 @@ void interpolate_device(const float* d_image, int C, int H, int W, const float* 
   DeviceBuffer<int32_t> d_seeds(n);
   to_device(d_seeds.get(), seeds.data(), n, st);
 
-  // Edge cost map.
-  const EdgeTaps taps = edge_taps(o.edge_sigma);
+  // Edge cost map: each channel blurred (separable.cuh, the CPU's order), its gradient's largest
+  // square over channels, quantised.
+  const BlurTaps taps = edge_taps(o.edge_sigma);
   DeviceBuffer<float> d_tmp(HW), d_smooth(HW), d_grad2(HW);
   DeviceBuffer<uint16_t> d_cost(HW);
   check(cudaMemsetAsync(d_grad2.get(), 0, HW * sizeof(float), st), "cudaMemset");
   for (int c = 0; c < C; ++c) {
-    edge_blur_rows_kernel<<<row_grid, row_block, 0, st>>>(d_image + c * HW, d_tmp.get(), H, W, taps);
-    check_launch("edge_blur_rows_kernel");
-    edge_blur_cols_kernel<<<row_grid, row_block, 0, st>>>(d_tmp.get(), d_smooth.get(), H, W, taps);
-    check_launch("edge_blur_cols_kernel");
+    filter_separable(d_image + c * HW, d_tmp.get(), d_smooth.get(), 1, H, W, H, W, taps, st);
     edge_gradient_kernel<<<row_grid, row_block, 0, st>>>(d_smooth.get(), d_grad2.get(), H, W);
     check_launch("edge_gradient_kernel");
   }
@@ -589,7 +570,8 @@ void interpolate_device(const float* d_image, int C, int H, int W, const float* 
   for (int changed = 1; changed != 0;) {
     check(cudaMemsetAsync(d_changed.get(), 0, sizeof(int), st), "cudaMemset");
     for (int i = 0; i < kBatch; ++i) {
-      voronoi_relax_kernel<<<tiles, tile, 0, st>>>(d_cost.get(), H, W, d_key.get(), d_changed.get());
+      voronoi_relax_kernel<<<tiles, tile, 0, st>>>(d_cost.get(), H, W, d_key.get(),
+                                                   d_changed.get());
       check_launch("voronoi_relax_kernel");
     }
     changed = download_vec(d_changed.get(), 1, st)[0];
@@ -611,7 +593,8 @@ void interpolate_device(const float* d_image, int C, int H, int W, const float* 
   check_launch("seed_pairs_kernel");
   DeviceBuffer<int> d_degree(n);
   check(cudaMemsetAsync(d_degree.get(), 0, n * sizeof(int), st), "cudaMemset");
-  seed_degree_kernel<<<ceil_div(slots, 256), 256, 0, st>>>(d_table_key.get(), slots, d_degree.get());
+  seed_degree_kernel<<<ceil_div(slots, 256), 256, 0, st>>>(d_table_key.get(), slots,
+                                                           d_degree.get());
   check_launch("seed_degree_kernel");
   const std::vector<int> degree = download_vec(d_degree.get(), n, st);
   std::vector<long long> start(n + 1, 0);
@@ -636,17 +619,17 @@ void interpolate_device(const float* d_image, int C, int H, int W, const float* 
   check_launch("seed_values_kernel");
   const KnnLayout layout = knn_layout(o.num_neighbors, max_degree);
   const size_t kScratchBudget = size_t(256) << 20;
-  const int chunk = int(std::max<size_t>(1, std::min<size_t>(n, kScratchBudget / layout.per_thread())));
+  const int chunk =
+      int(std::max<size_t>(1, std::min<size_t>(n, kScratchBudget / layout.per_thread())));
   DeviceBuffer<char> d_scratch(size_t(chunk) * layout.per_thread());
   DeviceBuffer<Model> d_models(n);
   const float decay = -o.alpha * static_cast<float>(kDistToPixels);
   const double min_spread = 0.05 * o.seed_stride * o.seed_stride;
   for (int a0 = 0; a0 < n; a0 += chunk) {
     const int count = std::min(chunk, n - a0);
-    knn_fit_kernel<<<ceil_div(count, 64), 64, 0, st>>>(d_start.get(), d_edges.get(),
-                                                       d_seed_values.get(), a0, count, layout,
-                                                       d_scratch.get(), decay, o.affine, min_spread,
-                                                       d_models.get());
+    knn_fit_kernel<<<ceil_div(count, 64), 64, 0, st>>>(
+        d_start.get(), d_edges.get(), d_seed_values.get(), a0, count, layout, d_scratch.get(),
+        decay, o.affine, min_spread, d_models.get());
     check_launch("knn_fit_kernel");
   }
   evaluate_kernel<<<row_grid, row_block, 0, st>>>(d_key.get(), d_models.get(), H, W, d_out);

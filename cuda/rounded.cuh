@@ -8,30 +8,16 @@ namespace gocor {
 namespace cuda {
 namespace rn {
 
-__device__ __forceinline__ float add(float a, float b) {
-  return __fadd_rn(a, b);
-}
-__device__ __forceinline__ float sub(float a, float b) {
-  return __fsub_rn(a, b);
-}
-__device__ __forceinline__ float mul(float a, float b) {
-  return __fmul_rn(a, b);
-}
-__device__ __forceinline__ float div(float a, float b) {
-  return __fdiv_rn(a, b);
-}
-__device__ __forceinline__ double add(double a, double b) {
-  return __dadd_rn(a, b);
-}
-__device__ __forceinline__ double sub(double a, double b) {
-  return __dsub_rn(a, b);
-}
-__device__ __forceinline__ double mul(double a, double b) {
-  return __dmul_rn(a, b);
-}
-__device__ __forceinline__ double div(double a, double b) {
-  return __ddiv_rn(a, b);
-}
+// name(a, b) for float and for double, each rounded once to nearest.
+#define GOCOR_RN_OP(name, float_op, double_op)                                       \
+  __device__ __forceinline__ float name(float a, float b) { return float_op(a, b); } \
+  __device__ __forceinline__ double name(double a, double b) { return double_op(a, b); }
+GOCOR_RN_OP(add, __fadd_rn, __dadd_rn)
+GOCOR_RN_OP(sub, __fsub_rn, __dsub_rn)
+GOCOR_RN_OP(mul, __fmul_rn, __dmul_rn)
+GOCOR_RN_OP(div, __fdiv_rn, __ddiv_rn)
+#undef GOCOR_RN_OP
+
 // p + t (q - p), the CPU's linear interpolation.
 __device__ __forceinline__ float lerp(float p, float q, float t) {
   return add(p, mul(t, sub(q, p)));

@@ -784,28 +784,23 @@ Trial flow_interpolate_trial(int C, int H, int W, double invalid, const InterpOp
   st->cpu.assign(2 * N, NAN);
   st->gpu.assign(2 * N, NAN);
   auto run = [st, C, H, W, o](bool cuda, std::vector<float>& out) {
-    (cuda ? flow_interpolate_cuda : flow_interpolate)(st->m.image.data(), C, H, W,
-                                                      st->m.flow.data(), st->m.valid.data(),
-                                                      out.data(), o, Exec{});
+    (cuda ? flow_interpolate_cuda : flow_interpolate)(
+        st->m.image.data(), C, H, W, st->m.flow.data(), st->m.valid.data(), out.data(), o, Exec{});
   };
   return {[=] { run(false, st->cpu); }, [=] { run(true, st->gpu); }, compare_one(st)};
 }
 
+// InterpOptions with the seed grid, K, the fit and the edge blur set (the rest default).
 InterpOptions interp_options(int stride, int K, bool affine, float edge_sigma) {
-  InterpOptions o;
-  o.seed_stride = stride;
-  o.num_neighbors = K;
-  o.affine = affine;
-  o.edge_sigma = edge_sigma;
-  return o;
+  return InterpOptions{stride, K, InterpOptions{}.alpha, affine, edge_sigma};
 }
 
 // DIS's parity criterion, from dis.h: the CPU's own SIMD levels (4 lanes vs 8 lanes with fused
 // multiply-adds) differ "only in rounding (under 1e-3 px for 99% of the pixels whose match lies
 // inside b)"; the iterative search and its thresholds let a rounding difference grow at a few
 // pixels. The GPU is held to the same: at least 99% of the in-view pixels within tol.abs = 1e-3 px
-// of the CPU, no non-finite value. It repeats the 4-lane order bit for bit, so against the CPU at its
-// portable level the line also counts the identical pixels (expected: all).
+// of the CPU, no non-finite value. It repeats the 4-lane order bit for bit, so against the CPU at
+// its portable level the line also counts the identical pixels (expected: all).
 void report_dis(const std::string& name, const std::vector<float>& got,
                 const std::vector<float>& ref, int H, int W, int Hb, int Wb, const Tol& tol) {
   const size_t N = (size_t)H * W;
@@ -819,21 +814,21 @@ void report_dis(const std::string& name, const std::vector<float>& got,
       const double bx = x + ref[i], by = y + ref[N + i];
       if (!(bx >= 0 && by >= 0 && bx <= Wb - 1 && by <= Hb - 1)) continue;
       ++in_view;
-      const double d = std::max(std::fabs(double(got[i]) - ref[i]),
-                                std::fabs(double(got[N + i]) - ref[N + i]));
+      const double d =
+          std::max(std::fabs(double(got[i]) - ref[i]), std::fabs(double(got[N + i]) - ref[N + i]));
       close += d <= tol.abs;
       worst = std::max(worst, d);
     }
   const bool ok = bad == 0 && in_view > 0 && double(close) >= 0.99 * double(in_view);
-  report(ok, fmt("%-62s %zu/%zu in view within %g px (max %.3g), %zu/%zu identical",
-                 name.c_str(), close, in_view, tol.abs, worst, identical, N));
+  report(ok, fmt("%-62s %zu/%zu in view within %g px (max %.3g), %zu/%zu identical", name.c_str(),
+                 close, in_view, tol.abs, worst, identical, N));
 }
 
 // a: a texture; b: a shifted by (dx, dy) and cropped or padded to Hb x Wb; the seed is the true
 // flow plus 1 px of noise. The CPU twin runs at its portable level (the GPU's order) and at the
 // machine's default level.
-Trial flow_refine_dis_trial(int H, int W, int Hb, int Wb, double dx, double dy,
-                            const DisOptions& o, uint64_t seed) {
+Trial flow_refine_dis_trial(int H, int W, int Hb, int Wb, double dx, double dy, const DisOptions& o,
+                            uint64_t seed) {
   struct St {
     std::vector<float> a, b, seed, cpu, cpu_default, gpu;
   };
@@ -867,14 +862,11 @@ Trial flow_refine_dis_trial(int H, int W, int Hb, int Wb, double dx, double dy,
           }};
 }
 
+// DisOptions with the patch grid, the scales and the variational iterations set.
 DisOptions dis_options(int patch, int stride, int coarsest, int finest, int var_iters) {
-  DisOptions o;
-  o.patch_size = patch;
-  o.patch_stride = stride;
-  o.coarsest_scale = coarsest;
-  o.finest_scale = finest;
-  o.var_iters = var_iters;
-  return o;
+  const DisOptions d;
+  return DisOptions{coarsest,  finest,      patch,       stride,     d.grad_iters,
+                    var_iters, d.var_alpha, d.var_gamma, d.var_delta};
 }
 
 // ---- the table ---------------------------------------------------------------------------------
@@ -1066,8 +1058,9 @@ std::vector<Case> all_cases() {
       [] { return flow_interpolate_trial(1, 40, 29, 0.1, interp_options(3, 8, false, 0.f), 111); });
   add("flow_interpolate", "C1 37x45 stride 1 K16 affine, 70% untrusted", kInterpTol,
       [] { return flow_interpolate_trial(1, 37, 45, 0.7, interp_options(1, 16, true, 2.f), 112); });
-  add("flow_interpolate", "C3 256x320 stride 4 K32 affine, 5% untrusted", kInterpTol,
-      [] { return flow_interpolate_trial(3, 256, 320, 0.05, interp_options(4, 32, true, 1.f), 113); });
+  add("flow_interpolate", "C3 256x320 stride 4 K32 affine, 5% untrusted", kInterpTol, [] {
+    return flow_interpolate_trial(3, 256, 320, 0.05, interp_options(4, 32, true, 1.f), 113);
+  });
   add("flow_interpolate", "C1 19x23 nothing trusted (a copy)", exact, [] {
     return flow_interpolate_trial(1, 19, 23, 0, interp_options(4, 32, true, 1.f), 114, true);
   });
@@ -1082,8 +1075,9 @@ std::vector<Case> all_cases() {
   });
   add("flow_refine_dis", "256x320 shift (5.5, 3.25), defaults", kDisTol,
       [] { return flow_refine_dis_trial(256, 320, 256, 320, 5.5, 3.25, DisOptions{}, 122); });
-  add("flow_refine_dis", "12x12 patch 16 (unchanged)", kDisTol,
-      [] { return flow_refine_dis_trial(12, 12, 12, 12, 1.5, 0.5, dis_options(16, 4, 3, 0, 5), 123); });
+  add("flow_refine_dis", "12x12 patch 16 (unchanged)", kDisTol, [] {
+    return flow_refine_dis_trial(12, 12, 12, 12, 1.5, 0.5, dis_options(16, 4, 3, 0, 5), 123);
+  });
   return t;
 }
 
