@@ -9,10 +9,10 @@
 // CPU's set of pairs with the same minimum weights (a hash table with atomic minima instead of the
 // raster scan; its rows are in another order, which the K-nearest search does not see: it settles
 // seeds in (distance, index) order whatever the order of the edges). Per seed the K nearest seeds
-// by Dijkstra (one thread, a binary heap and a small hash map of the seeds it reached) and the
-// weighted fit in double in the CPU's order. What is not bit-exact: the fit's weight
-// exp(-alpha d) is float(exp(double)), correctly rounded, where glibc's expf may differ by its
-// last bit; see the parity rows for the tolerance that follows.
+// by Dijkstra (one thread, a small hash map of the seeds it reached, scanned for the nearest) and
+// the weighted fit in double in the CPU's order. What is not bit-exact: the fit's weight exp(-alpha
+// d) is float(exp(double)), correctly rounded, where glibc's expf may differ by its last bit; see
+// the parity rows for the tolerance that follows.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -307,113 +307,91 @@ struct Model {
   float cx, cy, u, v, dudx, dudy, dvdx, dvdy;
 };
 
-// One thread's scratch for the K-nearest search: a binary min-heap of (distance << 32) | seed and
-// an open-addressing map seed -> best distance (0 once settled), both sized for one search
-// (at most 1 + (K - 1) max_degree entries).
+// One thread's scratch for the K-nearest search: an open-addressing map seed -> best distance
+// (kSettled once settled) and the list of its used slots, sized for one search (it reaches at
+// most 1 + (K - 1) max_degree seeds), and the K neighbours found.
+constexpr unsigned long long kSettled = 1ull << 33, kNotYet = 1ull << 32;
+
 struct KnnScratch {
-  unsigned long long* heap;
   int32_t* map_seed;
-  uint32_t* map_dist;
+  unsigned long long* map_dist;
+  int32_t* used;
   int32_t* nb;
   uint32_t* nbd;
   int map_mask;
 };
 
 struct KnnLayout {
-  int heap_cap, map_slots, K;
+  int reach, map_slots, K;
   __host__ __device__ size_t per_thread() const {
-    return size_t(heap_cap) * 8 + size_t(map_slots) * 8 + size_t(K) * 8;
+    return size_t(map_slots) * 12 + size_t(reach) * 4 + size_t(K) * 8;
   }
 };
 
 KnnLayout knn_layout(int K, int max_degree) {
   KnnLayout l;
   l.K = K;
-  l.heap_cap = K * std::max(max_degree, 1) + 1;
+  l.reach = ((K - 1) * std::max(max_degree, 1) + 2) &
+            ~1;  // even: keeps the next thread's map 8-byte aligned
   l.map_slots = 1;
-  while (l.map_slots < 2 * l.heap_cap) l.map_slots <<= 1;
+  while (l.map_slots < 2 * l.reach) l.map_slots <<= 1;
   return l;
 }
 
 __device__ inline KnnScratch knn_scratch(char* base, const KnnLayout& l, int t) {
   char* p = base + size_t(t) * l.per_thread();
   KnnScratch s;
-  s.heap = reinterpret_cast<unsigned long long*>(p);
-  s.map_seed = reinterpret_cast<int32_t*>(p + size_t(l.heap_cap) * 8);
-  s.map_dist = reinterpret_cast<uint32_t*>(p + size_t(l.heap_cap) * 8 + size_t(l.map_slots) * 4);
-  s.nb = reinterpret_cast<int32_t*>(p + size_t(l.heap_cap) * 8 + size_t(l.map_slots) * 8);
+  s.map_dist = reinterpret_cast<unsigned long long*>(p);
+  s.map_seed = reinterpret_cast<int32_t*>(p + size_t(l.map_slots) * 8);
+  s.used = s.map_seed + l.map_slots;
+  s.nb = s.used + l.reach;
   s.nbd = reinterpret_cast<uint32_t*>(s.nb + l.K);
   s.map_mask = l.map_slots - 1;
   return s;
 }
 
-// The slot of seed b in the map, claimed (with distance kUnreached) when absent.
-__device__ inline int map_slot(const KnnScratch& s, int32_t b) {
-  int h = int((uint32_t(b) * 2654435761u) & uint32_t(s.map_mask));
-  while (s.map_seed[h] != b) {
-    if (s.map_seed[h] < 0) {
-      s.map_seed[h] = b;
-      s.map_dist[h] = kUnreached;
-      break;
-    }
-    h = (h + 1) & s.map_mask;
-  }
-  return h;
-}
-
-__device__ inline void heap_push(unsigned long long* h, int& n, unsigned long long v) {
-  int i = n++;
-  while (i > 0) {
-    const int parent = (i - 1) / 2;
-    if (h[parent] <= v) break;
-    h[i] = h[parent];
-    i = parent;
-  }
-  h[i] = v;
-}
-
-__device__ inline unsigned long long heap_pop(unsigned long long* h, int& n) {
-  const unsigned long long top = h[0], v = h[--n];
-  int i = 0;
-  for (;;) {
-    int c = 2 * i + 1;
-    if (c >= n) break;
-    if (c + 1 < n && h[c + 1] < h[c]) ++c;
-    if (v <= h[c]) break;
-    h[i] = h[c];
-    i = c;
-  }
-  h[i] = v;
-  return top;
-}
-
-// The CPU's nearest_seeds: the K seeds nearest to a on the seed graph in (distance, index) order,
-// a itself first; returns how many were found.
+// The CPU's nearest_seeds (a Dijkstra on the seed graph): the K seeds nearest to a in (distance,
+// index) order, a itself first; returns how many were found. The CPU pops a heap; here each step
+// scans the reached, unsettled seeds for the smallest (distance << 32) | index, which settles the
+// same seeds in the same order.
 __device__ int nearest_seeds(const long long* __restrict__ start,
                              const SeedEdge* __restrict__ edges, int a, int K,
                              const KnnScratch& s) {
   for (int h = 0; h <= s.map_mask; ++h) s.map_seed[h] = -1;
-  int hn = 0, count = 0;
-  heap_push(s.heap, hn, static_cast<uint32_t>(a));
-  s.map_dist[map_slot(s, a)] = 0;
-  while (hn > 0) {
-    const unsigned long long top = heap_pop(s.heap, hn);
-    const int32_t b = int32_t(uint32_t(top));
-    const uint32_t db = uint32_t(top >> 32);
-    const int sb = map_slot(s, b);
-    if (db != s.map_dist[sb]) continue;  // stale: improved or settled
+  int reached = 0, count = 0;
+  // The slot of seed b, claimed (not yet reached) when absent.
+  auto slot = [&](int32_t b) {
+    int h = int((uint32_t(b) * 2654435761u) & uint32_t(s.map_mask));
+    while (s.map_seed[h] != b && s.map_seed[h] >= 0) h = (h + 1) & s.map_mask;
+    if (s.map_seed[h] < 0) {
+      s.map_seed[h] = b;
+      s.map_dist[h] = kNotYet;
+      s.used[reached++] = h;
+    }
+    return h;
+  };
+  s.map_dist[slot(a)] = 0;
+  while (count < K) {
+    unsigned long long best = ~0ull;
+    int bh = -1;
+    for (int r = 0; r < reached; ++r) {
+      const int h = s.used[r];
+      if (s.map_dist[h] >= kNotYet) continue;
+      const unsigned long long key = (s.map_dist[h] << 32) | uint32_t(s.map_seed[h]);
+      if (key < best) best = key, bh = h;
+    }
+    if (bh < 0) break;
+    const int32_t b = s.map_seed[bh];
+    const uint32_t db = uint32_t(s.map_dist[bh]);
+    s.map_dist[bh] = kSettled;
     s.nb[count] = b;
     s.nbd[count] = db;
     if (++count == K) break;
-    s.map_dist[sb] = 0;
     for (long long e = start[b]; e < start[b + 1]; ++e) {
       const SeedEdge x = edges[e];
       const uint32_t nd = db + x.weight;  // no overflow: the weights are capped (seed_pairs_kernel)
-      const int sx = map_slot(s, x.to);
-      if (nd < s.map_dist[sx]) {
-        s.map_dist[sx] = nd;
-        heap_push(s.heap, hn, (static_cast<unsigned long long>(nd) << 32) | uint32_t(x.to));
-      }
+      const int h = slot(x.to);
+      if (s.map_dist[h] != kSettled && nd < s.map_dist[h]) s.map_dist[h] = nd;
     }
   }
   return count;

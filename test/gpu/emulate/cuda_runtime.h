@@ -61,30 +61,18 @@ inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, int) {
 inline cudaError_t cudaStreamDestroy(cudaStream_t) {
   return 0;
 }
-inline float __fadd_rn(float a, float b) {
-  return a + b;
-}
-inline float __fsub_rn(float a, float b) {
-  return a - b;
-}
-inline float __fmul_rn(float a, float b) {
-  return a * b;
-}
-inline float __fdiv_rn(float a, float b) {
-  return a / b;
-}
-inline double __dadd_rn(double a, double b) {
-  return a + b;
-}
-inline double __dsub_rn(double a, double b) {
-  return a - b;
-}
-inline double __dmul_rn(double a, double b) {
-  return a * b;
-}
-inline double __ddiv_rn(double a, double b) {
-  return a / b;
-}
+// The rounded intrinsics: one IEEE operation each (emulate.sh compiles without contraction).
+#define EMU_RN(name, T, op) \
+  inline T name(T a, T b) { return a op b; }
+EMU_RN(__fadd_rn, float, +)
+EMU_RN(__fsub_rn, float, -)
+EMU_RN(__fmul_rn, float, *)
+EMU_RN(__fdiv_rn, float, /)
+EMU_RN(__dadd_rn, double, +)
+EMU_RN(__dsub_rn, double, -)
+EMU_RN(__dmul_rn, double, *)
+EMU_RN(__ddiv_rn, double, /)
+#undef EMU_RN
 inline int __float_as_int(float f) {
   int i;
   std::memcpy(&i, &f, 4);
