@@ -795,33 +795,47 @@ InterpOptions interp_options(int stride, int K, bool affine, float edge_sigma) {
   return InterpOptions{stride, K, InterpOptions{}.alpha, affine, edge_sigma};
 }
 
-// DIS's parity criterion, from dis.h: the CPU's own SIMD levels (4 lanes vs 8 lanes with fused
-// multiply-adds) differ "only in rounding (under 1e-3 px for 99% of the pixels whose match lies
-// inside b)"; the iterative search and its thresholds let a rounding difference grow at a few
-// pixels. The GPU is held to the same: at least 99% of the in-view pixels within tol.abs = 1e-3 px
-// of the CPU, no non-finite value. It repeats the 4-lane order bit for bit, so against the CPU at
-// its portable level the line also counts the identical pixels (expected: all).
-void report_dis(const std::string& name, const std::vector<float>& got,
-                const std::vector<float>& ref, int H, int W, int Hb, int Wb, const Tol& tol) {
-  const size_t N = (size_t)H * W;
-  size_t in_view = 0, close = 0, identical = 0, bad = 0;
+// How far one DIS flow is from another: of the pixels whose reference match lies inside b, how
+// many differ by more than tol.abs px in either component, and the largest difference; over all
+// pixels, how many are identical and how many are not finite.
+struct DisGap {
+  size_t in_view = 0, far = 0, identical = 0, bad = 0;
   double worst = 0;
+};
+
+DisGap dis_gap(const std::vector<float>& got, const std::vector<float>& ref, int H, int W, int Hb,
+               int Wb, const Tol& tol) {
+  const size_t N = (size_t)H * W;
+  DisGap g;
   for (int y = 0; y < H; ++y)
     for (int x = 0; x < W; ++x) {
       const size_t i = (size_t)y * W + x;
-      if (!std::isfinite(got[i]) || !std::isfinite(got[N + i])) ++bad;
-      identical += got[i] == ref[i] && got[N + i] == ref[N + i];
+      g.bad += !std::isfinite(got[i]) || !std::isfinite(got[N + i]);
+      g.identical += got[i] == ref[i] && got[N + i] == ref[N + i];
       const double bx = x + ref[i], by = y + ref[N + i];
       if (!(bx >= 0 && by >= 0 && bx <= Wb - 1 && by <= Hb - 1)) continue;
-      ++in_view;
+      ++g.in_view;
       const double d =
           std::max(std::fabs(double(got[i]) - ref[i]), std::fabs(double(got[N + i]) - ref[N + i]));
-      close += d <= tol.abs;
-      worst = std::max(worst, d);
+      g.far += !(d <= tol.abs);
+      g.worst = std::max(g.worst, d);
     }
-  const bool ok = bad == 0 && in_view > 0 && double(close) >= 0.99 * double(in_view);
-  report(ok, fmt("%-62s %zu/%zu in view within %g px (max %.3g), %zu/%zu identical", name.c_str(),
-                 close, in_view, tol.abs, worst, identical, N));
+  return g;
+}
+
+// DIS's parity, derived from the CPU's own rounding spread. dis.h: its SIMD levels (4 lanes, vs 8
+// lanes with fused multiply-adds) differ "only in rounding (under 1e-3 px for 99% of the pixels
+// whose match lies inside b)"; the search's thresholds let a rounding difference grow at a few
+// pixels (at 256x320, 0.7% of the values beyond 1e-3 px, the largest 0.24 px). The GPU repeats
+// the 4-lane order, so against the CPU at its portable level it is held to dis.h's bound (at most
+// 1% of the in-view pixels beyond tol.abs = 1e-3 px; the line counts identical pixels: all are
+// expected), and against the CPU at its default (AVX2) level to at most twice as many far pixels
+// as the CPU's portable level has against it, plus one (flash-attention's rule: no worse than 2x
+// a same-precision computation): the GPU's gap to AVX2 is that level's own rounding spread.
+void report_dis(const std::string& name, const DisGap& g, size_t allowed_far) {
+  const bool ok = g.bad == 0 && g.in_view > 0 && g.far <= allowed_far;
+  report(ok, fmt("%-62s %zu/%zu in view beyond 1e-3 px (allowed %zu, max %.3g), %zu identical",
+                 name.c_str(), g.far, g.in_view, allowed_far, g.worst, g.identical));
 }
 
 // a: a texture; b: a shifted by (dx, dy) and cropped or padded to Hb x Wb; the seed is the true
@@ -855,10 +869,13 @@ Trial flow_refine_dis_trial(int H, int W, int Hb, int Wb, double dx, double dy, 
           },
           [=] { run(true, st->gpu); },
           [=](const std::string& name, const Tol& tol) {
-            report_dis(name + " vs CPU portable", st->gpu, st->cpu, H, W, Hb, Wb, tol);
+            const DisGap portable = dis_gap(st->gpu, st->cpu, H, W, Hb, Wb, tol);
+            report_dis(name + " vs CPU portable", portable, portable.in_view / 100);
             if (corr_detail::simd_detected() == corr_detail::Simd::Portable) return;
             run(false, st->cpu_default);
-            report_dis(name + " vs CPU default SIMD", st->gpu, st->cpu_default, H, W, Hb, Wb, tol);
+            const DisGap own = dis_gap(st->cpu, st->cpu_default, H, W, Hb, Wb, tol);
+            report_dis(name + " vs CPU default SIMD",
+                       dis_gap(st->gpu, st->cpu_default, H, W, Hb, Wb, tol), 2 * own.far + 1);
           }};
 }
 
