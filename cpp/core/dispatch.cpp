@@ -101,8 +101,8 @@ constexpr StageInfo kStages[] = {
     {"flow_consistency", true, false},
     {"flow_texture_mask", true, false},
     {"flow_median3", true, false},
-    {"flow_interpolate", false, false},
-    {"flow_refine_dis", false, false},
+    {"flow_interpolate", true, false},
+    {"flow_refine_dis", true, false},
 };
 static_assert(sizeof(kStages) / sizeof(kStages[0]) == size_t(Stage::Count),
               "one kStages row per Stage");
@@ -227,12 +227,14 @@ void flow_median3(float* flow, int H, int W, const Exec& ex) {
 
 void flow_interpolate(const float* image, int C, int H, int W, const float* flow,
                       const uint8_t* valid, float* out, const InterpOptions& o, const Exec& ex) {
-  GOCOR_DISPATCH_CPU_ONLY(flow_interpolate, image, C, H, W, flow, valid, out, o, run);
+  GOCOR_DISPATCH_STAGE(Stage::FlowInterpolate, flow_interpolate, image, C, H, W, flow, valid, out,
+                       o, run);
 }
 
 void flow_refine_dis(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
                      float* flow, const DisOptions& o, const Exec& ex) {
-  GOCOR_DISPATCH_CPU_ONLY(flow_refine_dis, gray_a, H, W, gray_b, Hb, Wb, flow, o, run);
+  GOCOR_DISPATCH_STAGE(Stage::FlowRefineDis, flow_refine_dis, gray_a, H, W, gray_b, Hb, Wb, flow, o,
+                       run);
 }
 
 }  // namespace gocor
