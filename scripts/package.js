@@ -2,6 +2,9 @@
 // `npm run package`: writes every installable tarball this machine can build into pack/: the
 // platform package @gocor/<platform>-<arch> (the addon built by cmake-js in Release: CPU dispatch,
 // CUDA linked statically when nvcc is found; GOCOR_CUDA=AUTO|ON|OFF as for any build) and gocor.
+// gocor's tarball lists every platform package of npm/ as an optional dependency. The repository's
+// package.json does not: until they are published, npm could not resolve them, and `npm ci` refuses
+// a lockfile without them; so gocor is packed from a staged copy with them added.
 'use strict';
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -33,8 +36,6 @@ if (!fs.existsSync(platformPkgFile))
       .filter((d) => !d.includes('.'))
       .join(', ')})`,
   );
-if (pkg.optionalDependencies?.[name] !== pkg.version)
-  fail(`package.json's optionalDependencies must list "${name}": "${pkg.version}"`);
 
 // 1. The addon: Release, incremental in build/ (the same folder as `npm install`'s build).
 const cmakeJs = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });
@@ -63,12 +64,30 @@ if (platformPkg.version !== pkg.version) {
   fs.writeFileSync(platformPkgFile, `${JSON.stringify(platformPkg, null, 2)}\n`);
 }
 
-// 3. The tarballs (gocor's own `prepare` compiles the TypeScript; it ships no build).
+// 3. The tarballs. gocor: the TypeScript compiled, the files `npm pack` would take staged with the
+// optional dependencies added, packed without scripts.
 fs.mkdirSync(pack, { recursive: true });
 for (const f of fs.readdirSync(pack)) if (f.endsWith('.tgz')) fs.rmSync(path.join(pack, f));
-const files = [dir, root].map((cwd) =>
-  run('npm', ['pack', '--silent', '--pack-destination', pack], cwd).trim().split('\n').pop(),
-);
+run(process.execPath, [path.join(root, 'scripts', 'build-ts.js')], root);
+const stage = path.join(pack, '.stage');
+fs.rmSync(stage, { recursive: true, force: true });
+const [listing] = JSON.parse(run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], root));
+for (const { path: file } of listing.files) {
+  fs.mkdirSync(path.dirname(path.join(stage, file)), { recursive: true });
+  fs.copyFileSync(path.join(root, file), path.join(stage, file));
+}
+const platforms = fs
+  .readdirSync(path.join(root, 'npm'))
+  .filter((d) => fs.existsSync(path.join(root, 'npm', d, 'package.json')));
+const staged = { ...pkg, optionalDependencies: Object.fromEntries(platforms.map((p) => [`@gocor/${p}`, pkg.version])) };
+delete staged.scripts;
+delete staged.devDependencies;
+fs.writeFileSync(path.join(stage, 'package.json'), `${JSON.stringify(staged, null, 2)}\n`);
+const files = [
+  run('npm', ['pack', '--silent', '--ignore-scripts', '--pack-destination', pack], dir),
+  run('npm', ['pack', '--silent', '--ignore-scripts', '--pack-destination', pack], stage),
+].map((out) => out.trim().split('\n').pop());
+fs.rmSync(stage, { recursive: true, force: true });
 for (const f of files) {
   const size = (fs.statSync(path.join(pack, f)).size / 1024 / 1024).toFixed(1);
   console.log(`pack/${f} (${size} MB)`);
