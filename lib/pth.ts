@@ -729,38 +729,29 @@ export function isCheckpoint(buf: Uint8Array): boolean {
 
 type Data = CheckpointTensor['data'];
 
+const ARRAYS = {
+  float32: Float32Array,
+  float64: Float64Array,
+  int64: BigInt64Array,
+  int32: Int32Array,
+  int16: Int16Array,
+  int8: Int8Array,
+  uint8: Uint8Array,
+  bool: Uint8Array,
+} as const;
+
 /** The storage's elements as a typed array (float16/bfloat16 widened to float32). */
 function storageArray(ref: StorageRef, bytes: Uint8Array): Data {
-  const copy = new Uint8Array(bytes); // aligned, and detached from the file's buffer
-  const b = copy.buffer;
-  switch (ref.dtype) {
-    case 'float32':
-      return new Float32Array(b);
-    case 'float64':
-      return new Float64Array(b);
-    case 'int64':
-      return new BigInt64Array(b);
-    case 'int32':
-      return new Int32Array(b);
-    case 'int16':
-      return new Int16Array(b);
-    case 'int8':
-      return new Int8Array(b);
-    case 'uint8':
-    case 'bool':
-      return copy;
-    case 'float16':
-    case 'bfloat16': {
-      const h = new Uint16Array(b);
-      const out = new Float32Array(h.length);
-      const bits = new Uint32Array(out.buffer);
-      for (let i = 0; i < h.length; i++) {
-        if (ref.dtype === 'bfloat16') bits[i] = (h[i] as number) << 16;
-        else out[i] = halfToFloat(h[i] as number);
-      }
-      return out;
-    }
+  const b = new Uint8Array(bytes).buffer; // aligned, and detached from the file's buffer
+  if (ref.dtype !== 'float16' && ref.dtype !== 'bfloat16') return new ARRAYS[ref.dtype](b);
+  const h = new Uint16Array(b);
+  const out = new Float32Array(h.length);
+  const bits = new Uint32Array(out.buffer);
+  for (let i = 0; i < h.length; i++) {
+    if (ref.dtype === 'bfloat16') bits[i] = (h[i] as number) << 16;
+    else out[i] = halfToFloat(h[i] as number);
   }
+  return out;
 }
 
 /** IEEE half to float (exact). */

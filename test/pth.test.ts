@@ -71,20 +71,19 @@ function zip(entries: Array<[string, Uint8Array]>, deflate = new Set<string>()):
   for (const [name, data] of entries) {
     const packed = deflate.has(name) ? zlib.deflateRawSync(data) : Buffer.from(data);
     const n = Buffer.from(name);
-    const head = Buffer.alloc(30);
+    // The fields local header and central directory share: method, CRC, sizes, name length.
+    const common = (b: Buffer, at: number) => {
+      b.writeUInt16LE(deflate.has(name) ? 8 : 0, at);
+      b.writeUInt32LE(zlib.crc32(data), at + 6);
+      b.writeUInt32LE(packed.length, at + 10);
+      b.writeUInt32LE(data.length, at + 14);
+      b.writeUInt16LE(n.length, at + 18);
+      return b;
+    };
+    const head = common(Buffer.alloc(30), 8);
     head.writeUInt32LE(0x04034b50, 0);
-    head.writeUInt16LE(deflate.has(name) ? 8 : 0, 8);
-    head.writeUInt32LE(zlib.crc32(data), 14);
-    head.writeUInt32LE(packed.length, 18);
-    head.writeUInt32LE(data.length, 22);
-    head.writeUInt16LE(n.length, 26);
-    const cd = Buffer.alloc(46);
+    const cd = common(Buffer.alloc(46), 10);
     cd.writeUInt32LE(0x02014b50, 0);
-    cd.writeUInt16LE(deflate.has(name) ? 8 : 0, 10);
-    cd.writeUInt32LE(zlib.crc32(data), 16);
-    cd.writeUInt32LE(packed.length, 20);
-    cd.writeUInt32LE(data.length, 24);
-    cd.writeUInt16LE(n.length, 28);
     cd.writeUInt32LE(offset, 42);
     locals.push(head, n, packed);
     central.push(cd, n);
