@@ -12,6 +12,7 @@
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import { GocorError } from './errors';
+import { checkMemory } from './exec';
 import { readRegularFile } from './files';
 
 /** Element types of checkpoint tensors (torch dtype names). */
@@ -101,10 +102,15 @@ function counts(v: Value, what: string): number[] {
   return v as number[];
 }
 
-function describe(v: Value): string {
+/** A value for a message: short, and finite even for a list that holds itself. */
+function describe(v: Value, depth = 0): string {
   if (v instanceof Global) return v.name;
   if (v instanceof Map) return 'a dict';
-  if (Array.isArray(v)) return `(${v.map(describe).join(', ')})`;
+  if (Array.isArray(v)) {
+    if (depth >= 2) return '(…)';
+    const items = v.slice(0, 6).map((x) => describe(x, depth + 1));
+    return `(${items.join(', ')}${v.length > 6 ? `, … ${v.length} items` : ''})`;
+  }
   if (typeof v === 'string') return JSON.stringify(v);
   if (v === null) return 'None';
   if (typeof v === 'object') return (v as object).constructor?.name ?? 'an object';
@@ -596,6 +602,7 @@ async function zipRead(buf: Uint8Array, e: ZipEntry): Promise<Uint8Array> {
     throw ckptError(`zip entry ${e.name} lies outside the file (truncated file?)`);
   const raw = buf.subarray(start, start + e.compressedSize);
   let data: Uint8Array;
+  checkMemory(e.size, `checkpoint entry ${e.name}`, 'use a smaller checkpoint');
   if (e.method === 0) data = raw;
   else if (e.method === 8) {
     try {
@@ -764,10 +771,22 @@ export function halfToFloat(h: number): number {
   return s * 2 ** (e - 15) * (1 + f / 1024);
 }
 
+/** Whether strides are those of a row-major array of that shape (size-1 dimensions: any stride). */
+function isContiguous(shape: number[], stride: number[]): boolean {
+  let expect = 1;
+  for (let k = shape.length - 1; k >= 0; k--) {
+    if (shape[k] !== 1 && stride[k] !== expect) return false;
+    expect *= shape[k] as number;
+  }
+  return true;
+}
+
 /** The tensor's elements in row-major order, gathered through its strides. */
 function materialise(name: string, t: TensorRef, src: Data): CheckpointTensor {
   const { shape, stride, offset } = t;
   const n = shape.reduce((a, b) => a * b, 1);
+  // A view may repeat elements (stride 0), so its size is bounded by memory, not by its storage.
+  checkMemory(n * t.storage.width, `checkpoint tensor ${name} [${shape.join(', ')}]`, 'use a smaller checkpoint');
   const out = new (src.constructor as new (n: number) => Data)(n);
   if (n > 0) {
     const last = offset + shape.reduce((a, d, k) => a + (d - 1) * (stride[k] as number), 0);
@@ -776,6 +795,10 @@ function materialise(name: string, t: TensorRef, src: Data): CheckpointTensor {
         `tensor ${name} (size [${shape.join(', ')}], stride [${stride.join(', ')}], offset ${offset}) reaches element ${last} of a storage of ${t.storage.length}`,
       );
     const base = t.storage.base + offset;
+    if (isContiguous(shape, stride)) {
+      (out as Float32Array).set((src as Float32Array).subarray(base, base + n));
+      return { dtype: t.storage.dtype, shape: [...shape], data: out };
+    }
     const idx = new Array<number>(shape.length).fill(0);
     let at = base;
     for (let i = 0; i < n; i++) {

@@ -196,6 +196,8 @@ describe('readCheckpoint: dtypes, views and both layouts (checkpoints written he
     f32('t', 'a', storage12, { shape: [3, 2], stride: [1, 3] }),
     f32('off', 'a', storage12, { offset: 5, shape: [2], stride: [3] }),
     f32('bc', 'a', storage12, { offset: 4, shape: [2, 2], stride: [0, 1] }),
+    // Contiguous apart from the stride of a size-1 dimension (which torch leaves arbitrary).
+    f32('c1', 'a', storage12, { offset: 2, shape: [2, 1, 3], stride: [3, 99, 1] }),
     {
       ...f32('d', 'b', []),
       storage: 'DoubleStorage',
@@ -236,6 +238,7 @@ describe('readCheckpoint: dtypes, views and both layouts (checkpoints written he
         expect(got.t).toEqual({ dtype: 'float32', shape: [3, 2], data: Float32Array.of(0, 3, 1, 4, 2, 5) });
         expect(got.off!.data).toEqual(Float32Array.of(5, 8));
         expect(got.bc!.data).toEqual(Float32Array.of(4, 5, 4, 5));
+        expect(got.c1).toEqual({ dtype: 'float32', shape: [2, 1, 3], data: Float32Array.of(2, 3, 4, 5, 6, 7) });
         expect(got.d).toEqual({ dtype: 'float64', shape: [2], data: Float64Array.of(0.1, -2.5) });
         expect(got.h).toEqual({ dtype: 'float16', shape: [4], data: Float32Array.of(1.5, -2, 65504, 2 ** -24) });
         expect(got.bf).toEqual({ dtype: 'bfloat16', shape: [2], data: Float32Array.of(1.5, -0) });
@@ -311,6 +314,16 @@ describe('readCheckpoint: bad, corrupt and malicious checkpoints', () => {
       zipWith(Buffer.concat([PROTO2, glob('torch', 'FloatStorage'), Buffer.from(')R.')])),
       /REDUCE on torch\.FloatStorage is not allowed/,
     );
+  });
+
+  it('a list that holds itself, and a broadcast view beyond the memory limit', async () => {
+    const selfList = Buffer.concat([PROTO2, glob('torch._utils', '_rebuild_tensor_v2'), Buffer.from(']q\x00h\x00aR.')]);
+    await rejects(zip([['c/data.pkl', selfList]]), /_rebuild_tensor_v2 with arguments \(\(\(…\)\)\)/);
+    const huge = readCheckpoint(zipCheckpoint([f32('w', '0', [1], { shape: [1e6, 1e6], stride: [0, 0] })]));
+    await expect(huge).rejects.toMatchObject({
+      code: 'ERR_GOCOR_TOO_LARGE',
+      message: /checkpoint tensor w \[1000000, 1000000\]/,
+    });
   });
 
   it('truncated and corrupted files', async () => {
