@@ -749,9 +749,12 @@ const ARRAYS = {
 
 /** The storage's elements as a typed array (float16/bfloat16 widened to float32). */
 function storageArray(ref: StorageRef, bytes: Uint8Array): Data {
-  const b = new Uint8Array(bytes).buffer; // aligned, and detached from the file's buffer
-  if (ref.dtype !== 'float16' && ref.dtype !== 'bfloat16') return new ARRAYS[ref.dtype](b);
-  const h = new Uint16Array(b);
+  // A view of the file's bytes where they are aligned (torch aligns zip entries to 64 bytes; the
+  // tensors are copied out of it); a copy where not.
+  const aligned = bytes.byteOffset % ref.width === 0 ? bytes : new Uint8Array(bytes);
+  const [b, at, n] = [aligned.buffer as ArrayBuffer, aligned.byteOffset, aligned.byteLength / ref.width];
+  if (ref.dtype !== 'float16' && ref.dtype !== 'bfloat16') return new ARRAYS[ref.dtype](b, at, n);
+  const h = new Uint16Array(b, at, n);
   const out = new Float32Array(h.length);
   const bits = new Uint32Array(out.buffer);
   for (let i = 0; i < h.length; i++) {
