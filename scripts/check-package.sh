@@ -75,4 +75,19 @@ node node_modules/gocor/examples/match.js out >/dev/null
 [ -s out/flow.png ] && [ -s out/flow.flo ] || fail "the shipped example wrote nothing"
 echo "example ok: node node_modules/gocor/examples/match.js"
 npx --no-install gocor --version >/dev/null || fail "the gocor command does not run"
+
+# Without the platform package (and no local build) the first call names both and the build command.
+rm -rf "node_modules/@gocor/$platform"
+msg="$(node -e "try { require('gocor').backends() } catch (e) { console.log(e.code + ': ' + e.message) }")"
+for want in ERR_GOCOR_NATIVE_LOAD "@gocor/$platform" "no usable local build" "npx gocor-build"; do
+  [[ "$msg" == *"$want"* ]] || fail "load error without the platform package does not say '$want': $msg"
+done
+echo "without @gocor/$platform: ${msg:0:80}…"
+# GOCOR_CHECK_BUILD=1: build from source in the consumer (node-gyp there, CPU only; ~1-2 min) and use it.
+if [ "${GOCOR_CHECK_BUILD:-}" = 1 ]; then
+  npx --no-install gocor-build >build.log 2>&1 || { tail -20 build.log; fail "npx gocor-build failed"; }
+  NODE_DEBUG=gocor node -e "require('gocor').backends()" 2>&1 | grep -q "local build" || fail "the local build is not used"
+  node cjs.cjs >/dev/null
+  echo "npx gocor-build ok: $(node -p "require('gocor').buildInfo().buildSystem")"
+fi
 echo "package check passed"
