@@ -72,8 +72,11 @@ export interface MatchOptions extends ExecOptions {
   coarsestStride?: number;
   /** false: skip the global level and start from zero flow (small motions only). Default true. */
   global?: boolean;
-  /** GOCor iterations: global (0..20, default 3) and local (0..20, default 7, the authors' evaluation setting, spec 6; 'fast' 3). */
-  numIter?: { global?: number; local?: number };
+  /**
+   * GOCor iterations: one number for both stages, or global (0..20, default 3) and local (0..20,
+   * default 7, the authors' evaluation setting, spec 6; 'fast' 3).
+   */
+  numIter?: number | { global?: number; local?: number };
   numIterGlobal?: number;
   numIterLocal?: number;
   /** Global GOCor's query-frame term (spec 4.4), default true. */
@@ -178,10 +181,15 @@ function settings(opts: unknown): Settings {
         'Use options.numIter or options.numIterGlobal/numIterLocal, not both',
       );
     }
-    const n = object(o.numIter, 'options.numIter');
-    knownKeys(n, 'options.numIter', ['global', 'local']);
-    numIterGlobal = optInt(n.global, 'options.numIter.global', 0, 20, 3);
-    numIterLocal = optInt(n.local, 'options.numIter.local', 0, 20, preset.numIterLocal);
+    if (typeof o.numIter === 'number') {
+      numIterGlobal = optInt(o.numIter, 'options.numIter', 0, 20, 3);
+      numIterLocal = numIterGlobal;
+    } else {
+      const n = object(o.numIter, 'options.numIter');
+      knownKeys(n, 'options.numIter', ['global', 'local']);
+      numIterGlobal = optInt(n.global, 'options.numIter.global', 0, 20, 3);
+      numIterLocal = optInt(n.local, 'options.numIter.local', 0, 20, preset.numIterLocal);
+    }
   }
   let outWidth = 0;
   let outHeight = 0;
