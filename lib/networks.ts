@@ -10,6 +10,7 @@ import { loadImage } from './image';
 import type { Flow } from './match';
 import { type NativeExec, type NativeNetwork, native } from './native';
 import { parseSafetensors, type TensorRecord } from './params';
+import { checkpointTensors, isCheckpoint, toFloat32 } from './pth';
 import { runNative } from './queue';
 import type { ExecOptions, Image } from './types';
 import { f32, int, invalid, knownKeys, object, optInt, optObject } from './validate';
@@ -17,7 +18,7 @@ import { f32, int, invalid, knownKeys, object, optInt, optObject } from './valid
 export const NETWORK_MODELS = ['PWCNet', 'PWCNet_GOCor', 'GLUNet', 'GLUNet_GOCor'] as const;
 export type NetworkModel = (typeof NETWORK_MODELS)[number];
 
-/** Where the weights come from: a safetensors path, its bytes, or a record of tensors by official name. */
+/** Where the weights come from: a PyTorch checkpoint or safetensors file (path or bytes), or a record of tensors by official name. */
 export type NetworkSource = string | Buffer | Uint8Array | Record<string, TensorRecord>;
 
 export interface LoadNetworkOptions extends Omit<ExecOptions, 'signal'> {
@@ -89,15 +90,21 @@ function paramError(message: string): GocorError {
 
 const isCounter = (name: string) => name.endsWith('.num_batches_tracked');
 
-/**
- * The tensors of a source, by name. The one place that knows source formats: a `.pth` reader
- * plugs in here (one line) when it exists.
- */
+/** The tensors of a source, by name: the one place that knows source formats. */
 export async function sourceTensors(source: NetworkSource): Promise<Record<string, TensorRecord>> {
-  if (typeof source === 'string') return parseSafetensors(await readRegularFile(source, 'network weights'));
-  if (source instanceof Uint8Array) return parseSafetensors(source);
+  if (typeof source === 'string') return fileTensors(await readRegularFile(source, 'network weights'));
+  if (source instanceof Uint8Array) return fileTensors(source);
   if (typeof source === 'object' && source !== null) return source;
   throw invalid('safetensors path, Buffer or tensor record', 'source', source);
+}
+
+/** A PyTorch checkpoint (`.pth` / `.pth.tar`, with or without the state_dict wrapper) or safetensors. */
+async function fileTensors(buf: Uint8Array): Promise<Record<string, TensorRecord>> {
+  if (!isCheckpoint(buf)) return parseSafetensors(buf);
+  const out: Record<string, TensorRecord> = Object.create(null);
+  for (const [name, t] of Object.entries(await checkpointTensors(buf)))
+    out[name] = { shape: t.shape, data: toFloat32(t) };
+  return out;
 }
 
 /** Strict, like the official loader: every expected tensor present with its shape, nothing else. */

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "gocor_kernels.h"
+#include "gemm.h"
 #include "parallel.h"
 
 namespace gocor {

@@ -5,18 +5,14 @@
 // held pixel-major in double with the channels padded to a multiple of 8, so that every dot
 // product and update runs on whole vectors of the active instruction set
 // (corr_detail::simd_active).
-// The vector helpers are always inlined into the per-ISA entry points; their ABI never matters.
-#pragma GCC diagnostic ignored "-Wpsabi"
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
-#include "corr_kernels.h"
-#include "gocor_kernels.h"
 #include "nn.h"
 #include "parallel.h"
+#include "simd.h"
 
 namespace gocor {
 namespace nn {
@@ -36,14 +32,14 @@ struct Ctx {
   float* volume;  // (81, H, W)
 };
 
-// A vector of V's width from any double address (gocor_detail::loadu copies bytes).
+// A vector of V's width from any double address (simd::loadu copies bytes).
 template <class V>
-inline __attribute__((always_inline)) V ld(const double* p) {
-  return gocor_detail::loadu<V>(reinterpret_cast<const float*>(p));
+GOCOR_INLINE V ld(const double* p) {
+  return simd::loadu<V>(reinterpret_cast<const float*>(p));
 }
 
 template <class V>
-inline __attribute__((always_inline)) double dot(const double* a, const double* b, int Cp) {
+GOCOR_INLINE double dot(const double* a, const double* b, int Cp) {
   constexpr int L = sizeof(V) / sizeof(double);
   V s0{}, s1{};
   int c = 0;
@@ -60,7 +56,7 @@ inline __attribute__((always_inline)) double dot(const double* a, const double* 
 
 // y += a * x over Cp values.
 template <class V>
-inline __attribute__((always_inline)) void axpy(double a, const double* x, double* y, int Cp) {
+GOCOR_INLINE void axpy(double a, const double* x, double* y, int Cp) {
   constexpr int L = sizeof(V) / sizeof(double);
   for (int c = 0; c < Cp; c += L) {
     const V v = ld<V>(y + c) + a * ld<V>(x + c);
@@ -70,7 +66,7 @@ inline __attribute__((always_inline)) void axpy(double a, const double* x, doubl
 
 // Every pixel of row y: initialisation, num_iter steps, output (gocor.md 5.2-5.5).
 template <class V>
-inline __attribute__((always_inline)) void row_impl(const Ctx& k, int y) {
+GOCOR_INLINE void row_impl(const Ctx& k, int y) {
   const int Cp = k.Cp, H = k.H, W = k.W;
   const int64_t P = int64_t(H) * W;
   thread_local std::vector<double> wbuf, gbuf;
@@ -123,10 +119,10 @@ inline __attribute__((always_inline)) void row_impl(const Ctx& k, int y) {
   }
 }
 
-GOCOR_TARGET_AVX512 void row_avx512(const Ctx& k, int y) {
+GOCOR_KERNEL_AVX512 void row_avx512(const Ctx& k, int y) {
   row_impl<v8d>(k, y);
 }
-GOCOR_TARGET_AVX2 void row_avx2(const Ctx& k, int y) {
+GOCOR_KERNEL_AVX2 void row_avx2(const Ctx& k, int y) {
   row_impl<v4d>(k, y);
 }
 void row_portable(const Ctx& k, int y) {
@@ -167,12 +163,7 @@ void gocor_local_f64(const LocalGocorParams& p, int num_iter, const float* refer
       (double(C) * C);
   k.step = std::exp(double(p.log_step_length));
   k.scaling = p.scaling;
-  void (*row)(const Ctx&, int) = row_portable;
-  switch (corr_detail::simd_active()) {
-    case corr_detail::Simd::Avx512: row = row_avx512; break;
-    case corr_detail::Simd::Avx2: row = row_avx2; break;
-    default: break;
-  }
+  void (*row)(const Ctx&, int) = simd::simd_select(row_avx512, row_avx2, row_portable);
   parallel_for(H, threads, [&](int64_t y) { row(k, static_cast<int>(y)); });
 }
 

@@ -55,11 +55,14 @@ function network(s: NonNullable<MatchSettings['network']>, options: MatchOptions
   const key = JSON.stringify([s.file, s.model, options.numIter, options.device, options.threads]);
   let net = networks.get(key);
   if (!net) {
-    const iters = options.numIter;
+    // match's numIter: K for both stages, or {global, local}.
+    const it = options.numIter;
+    const global = typeof it === 'number' ? it : it?.global;
+    const local = typeof it === 'number' ? it : it?.local;
     net = api().loadNetwork(s.file, {
       model: s.model,
-      ...(iters?.global !== undefined && { numIterGlobal: iters.global }),
-      ...(iters?.local !== undefined && { numIterLocal: iters.local }),
+      ...(global !== undefined && { numIterGlobal: global }),
+      ...(local !== undefined && { numIterLocal: local }),
       ...(options.device !== undefined && { device: options.device }),
       ...(options.threads !== undefined && { threads: options.threads }),
     });

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "corr_kernels.h"
 #include "nn.h"
+#include "simd.h"
 #include "support/gocor_ref64.h"
 #include "support/harness.h"
 #include "support/test_data.h"
@@ -201,13 +201,13 @@ void test_gocor_local_f64() {
     std::vector<double> ref, filter;
     gocor_ref::gocor_local_ref64(p, o, r.data(), q.data(), 1, c.C, c.H, c.W, &ref, &filter,
                                  nullptr);
-    using gocor::corr_detail::Simd;
+    using gocor::simd::Simd;
     for (Simd level : {Simd::Portable, Simd::Avx2, Simd::Avx512}) {
-      if (level > gocor::corr_detail::simd_detected()) continue;
-      gocor::corr_detail::simd_force(level);
+      if (level > gocor::simd::simd_detected()) continue;
+      gocor::simd::simd_force(level);
       std::vector<float> got(size_t(81) * c.H * c.W);
       gocor::nn::gocor_local_f64(p, c.iters, r.data(), q.data(), got.data(), c.C, c.H, c.W, 2);
-      gocor::corr_detail::simd_unforce();
+      gocor::simd::simd_unforce();
       // float64 throughout, one rounding to float32 at the end.
       const gocor_test::Cmp cmp = compare(got, ref, {1e-7, 1e-6});
       report(cmp.ok,
