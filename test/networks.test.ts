@@ -8,6 +8,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { GocorError, loadNetwork, type NetworkModel, networkTensors, type TensorRecord } from '../lib';
 import { encodeSafetensors, parseSafetensors } from '../lib/params';
 import { cliBuilt, readFloFile, runCli, tempDir, texture, writeShiftedPair } from './cli/fixtures';
+import { bytesOf, legacyCheckpoint, type Spec, zipCheckpoint } from './support/checkpoint';
 import { REPO } from './support/ref';
 
 const DIR = process.env.GOCOR_NETWORKS_DIR ?? path.join(REPO, '..', 'shared', 'conformance', 'networks');
@@ -196,6 +197,53 @@ describe('official networks: strict loading and input checks', () => {
     expect((err as GocorError).code).toBe(code);
     expect((err as GocorError).message).toMatch(text);
   };
+
+  // The full network as a torch.save checkpoint: float32 tensors, int64 num_batches_tracked (none
+  // in PWC-Net), one storage per tensor.
+  const checkpoint = (rec: Record<string, TensorRecord>, legacy: boolean) => {
+    const specs: Spec[] = Object.entries(rec).map(([name, t], i) => ({
+      name,
+      storage: 'FloatStorage',
+      key: String(i),
+      bytes: bytesOf(t.data),
+      numel: t.data.length,
+      offset: 0,
+      shape: t.shape,
+      stride: t.shape.map((_, d) => t.shape.slice(d + 1).reduce((a, b) => a * b, 1)),
+    }));
+    return legacy ? legacyCheckpoint(specs) : zipCheckpoint(specs, { wrap: true });
+  };
+
+  it('a PyTorch checkpoint (zip with the state_dict wrapper, legacy bare) loads and computes what the record does', async () => {
+    const rec = pwc();
+    const img = (seed: string) => ({
+      data: stream(seed, 3 * 64 * 128).map((v) => 0.5 + 0.5 * v),
+      shape: [1, 3, 64, 128],
+    });
+    const want = await (await loadNetwork(rec, { model: 'PWCNet', threads: 2 })).forward({
+      reference: img('a'),
+      query: img('b'),
+    });
+    for (const legacy of [false, true]) {
+      const net = await loadNetwork(checkpoint(rec, legacy), { model: 'PWCNet', threads: 2 });
+      const got = await net.forward({ reference: img('a'), query: img('b') });
+      expect(got.flowEstimates[4]!.data).toEqual(want.flowEstimates[4]!.data);
+    }
+  }, 60_000);
+
+  it("the install issue's fixture checkpoints are read, then refused strictly (they hold a few tensors only)", async () => {
+    const dir = path.join(REPO, 'test', 'fixtures', 'checkpoints');
+    await rejects(
+      loadNetwork(path.join(dir, 'glunet_gocor_like.pth'), { model: 'GLUNet_GOCor' }),
+      'ERR_GOCOR_PARAMS',
+      /network tensor .* (is missing|has shape)|unexpected network tensor/,
+    );
+    await rejects(
+      loadNetwork(path.join(dir, 'pwcnet_gocor_like.pth.tar'), { model: 'PWCNet_GOCor' }),
+      'ERR_GOCOR_PARAMS',
+      /network tensor conv6_0\.0\.weight is missing/,
+    );
+  });
 
   it('a missing tensor is ERR_GOCOR_PARAMS naming it', async () => {
     const r = pwc();

@@ -93,7 +93,10 @@ export function matchOptionList(): Option[] {
     )
       .choices(['peak', 'forwardBackward', 'none'])
       .default('peak'),
-    new Option('--network <file>', 'run an official network from its weights (safetensors) instead of the matcher'),
+    new Option(
+      '--network <file>',
+      'run an official network from its weights (.pth checkpoint or safetensors) instead of the matcher',
+    ),
     new Option('--model <name>', 'the network of --network').choices([
       'PWCNet',
       'PWCNet_GOCor',
