@@ -144,25 +144,28 @@ void gocor_local_f64(const LocalGocorParams& p, int num_iter, const float* refer
   const int64_t P = int64_t(H) * W;
   const int Cp = (C + kPad - 1) / kPad * kPad;
   const std::vector<double> f = pixel_major(reference, C, Cp, P), g = pixel_major(query, C, Cp, P);
-  Ctx k;
-  k.f = f.data();
-  k.g = g.data();
-  k.C = C;
-  k.Cp = Cp;
-  k.H = H;
-  k.W = W;
-  k.num_iter = num_iter;
-  k.volume = volume;
+  const double lambda =
+      std::max(double(p.filter_reg) * p.filter_reg, double(p.min_filter_reg) * p.min_filter_reg) /
+      (double(C) * C);
+  Ctx k{f.data(),
+        g.data(),
+        C,
+        Cp,
+        H,
+        W,
+        num_iter,
+        1.0 / C,
+        lambda,
+        std::exp(double(p.log_step_length)),
+        double(p.scaling),
+        {},
+        {},
+        {},
+        volume};
   for (int d = 0; d < kD; ++d) {
     const int dy = d / kS - kR, dx = d % kS - kR;
     distance_fns_eval(p.dist, std::sqrt(double(dy * dy + dx * dx)), &k.yk[d], &k.vk[d], &k.mk[d]);
   }
-  k.invc = 1.0 / C;
-  k.lambda =
-      std::max(double(p.filter_reg) * p.filter_reg, double(p.min_filter_reg) * p.min_filter_reg) /
-      (double(C) * C);
-  k.step = std::exp(double(p.log_step_length));
-  k.scaling = p.scaling;
   void (*row)(const Ctx&, int) = simd::simd_select(row_avx512, row_avx2, row_portable);
   parallel_for(H, threads, [&](int64_t y) { row(k, static_cast<int>(y)); });
 }
