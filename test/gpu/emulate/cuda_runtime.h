@@ -15,6 +15,9 @@ using std::min;
 #define __device__
 #define __host__
 #define __forceinline__ inline
+// Compiles block-synchronised kernels, which emulate.sh does not run (see OPS there).
+#define __shared__ static
+inline void __syncthreads() {}
 typedef int cudaError_t;
 enum { cudaSuccess = 0, cudaErrorMemoryAllocation = 2 };
 enum cudaMemcpyKind { cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice };
@@ -73,6 +76,12 @@ EMU_RN(__dsub_rn, double, -)
 EMU_RN(__dmul_rn, double, *)
 EMU_RN(__ddiv_rn, double, /)
 #undef EMU_RN
+inline float __fsqrt_rn(float x) {
+  return std::sqrt(x);
+}
+inline double __dsqrt_rn(double x) {
+  return std::sqrt(x);
+}
 inline int __float_as_int(float f) {
   int i;
   std::memcpy(&i, &f, 4);

@@ -1,10 +1,13 @@
 """Writes the host stand-ins emulate.sh links with the parity program: cuda_probe() reports an
-(emulated) device, and every CUDA twin of gocor_cuda.h other than the emulated ones throws.
-Usage: stubs.py cuda/gocor_cuda.h OUT.cpp NAME..."""
+(emulated) device, and every CUDA twin of gocor_cuda.h that the emulated sources do not define
+throws. Usage: stubs.py cuda/gocor_cuda.h OUT.cpp SOURCE.cu..."""
 import re
 import sys
 
-header, out, emulated = sys.argv[1], sys.argv[2], set(sys.argv[3:])
+header, out = sys.argv[1], sys.argv[2]
+emulated = set()
+for source in sys.argv[3:]:
+    emulated |= set(re.findall(r"^void (\w+)_cuda\(", open(source).read(), re.M))
 lines = [
     '#include "cuda_util.cuh"',
     '#include "gocor_cuda.h"',

@@ -20,7 +20,7 @@ def split_top(text):
 
 src = open(sys.argv[1]).read()
 out, i = [], 0
-launch = re.compile(r"(\w+)<<<(.*?)>>>\(", re.S)
+launch = re.compile(r"((?:\w+::)*\w+(?:<[\w, ]+>)?)<<<(.*?)>>>\(", re.S)
 while (m := launch.search(src, i)) is not None:
     out.append(src[i : m.start()])
     j, depth = m.end(), 1
