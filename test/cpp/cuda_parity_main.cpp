@@ -9,7 +9,8 @@
 //     --perf     time the CPU twin and the CUDA twin of each case instead of comparing them:
 //                median wall time of the host-pointer calls (the CUDA figure includes allocation
 //                and the copies to and from the device, as a caller of the twin pays them)
-//     --list     print the table and exit (no GPU needed)
+//     --list     print the table and exit (no GPU needed), with where dispatch sends each
+//                operation on device 'cuda' (a stage of match: the CPU until it passed here)
 //
 // Without a usable GPU it checks the no-device contract instead: the probe says unavailable,
 // Device::Cuda throws CudaUnavailable, Device::Auto computes on the CPU, and the CUDA twin of every
@@ -32,7 +33,7 @@
 #include <vector>
 
 #include "common.h"
-#include "corr_kernels.h"
+#include "simd.h"
 #include "correlation.h"
 #include "dense_features.h"
 #include "dis.h"
@@ -423,7 +424,7 @@ Trial image_resize_trial(int C, int H, int W, int h, int w, uint64_t seed) {
   st->src = texture(C, H, W, seed);
   st->cpu.resize((size_t)C * h * w);
   st->gpu.assign(st->cpu.size(), NAN);
-  return {[=] { image_resize(st->src.data(), C, H, W, st->cpu.data(), h, w, Exec{}); },
+  return {[=] { image_resize_cpu(st->src.data(), C, H, W, st->cpu.data(), h, w, Exec{}); },
           [=] { image_resize_cuda(st->src.data(), C, H, W, st->gpu.data(), h, w, Exec{}); },
           compare_one(st)};
 }
@@ -438,7 +439,7 @@ Trial features_trial(int C, int H, int W, int Hf, int Wf, int cell, uint64_t see
   st->cpu.resize((size_t)kFeatureChannels * Hf * Wf);
   st->gpu.assign(st->cpu.size(), NAN);
   const ImageView v{st->img.data(), C, H, W};
-  return {[=] { features_compute(v, Hf, Wf, cell, st->cpu.data(), Exec{}); },
+  return {[=] { features_compute_cpu(v, Hf, Wf, cell, st->cpu.data(), Exec{}); },
           [=] { features_compute_cuda(v, Hf, Wf, cell, st->gpu.data(), Exec{}); },
           [=](const std::string& name, const Tol& tol) {
             // features_compute ends with the zero-mean step (image mean descriptor subtracted,
@@ -476,7 +477,7 @@ Trial flow_warp_trial(uint64_t seed) {
   st->flow = randn(2 * Na, seed + 1, 8.f);  // some points land outside b
   st->cpu.resize(C * Na);
   st->gpu.assign(C * Na, NAN);
-  return {[=] { flow_warp(st->feat_b.data(), C, gb, st->flow.data(), ga, st->cpu.data(), {}); },
+  return {[=] { flow_warp_cpu(st->feat_b.data(), C, gb, st->flow.data(), ga, st->cpu.data(), {}); },
           [=] {
             flow_warp_cuda(st->feat_b.data(), C, gb, st->flow.data(), ga, st->gpu.data(), Exec{});
           },
@@ -491,7 +492,7 @@ Trial flow_resample_trial(FlowGrid gi, FlowGrid go, uint64_t seed) {
   st->flow = randn(2 * (size_t)gi.H * gi.W, seed, 8.f);
   st->cpu.resize(2 * (size_t)go.H * go.W);
   st->gpu.assign(st->cpu.size(), NAN);
-  return {[=] { flow_resample(st->flow.data(), gi, st->cpu.data(), go, Exec{}); },
+  return {[=] { flow_resample_cpu(st->flow.data(), gi, st->cpu.data(), go, Exec{}); },
           [=] { flow_resample_cuda(st->flow.data(), gi, st->gpu.data(), go, Exec{}); },
           compare_one(st)};
 }
@@ -504,7 +505,7 @@ Trial flow_median3_trial(int H, int W, uint64_t seed) {
   st->flow = randn(2 * (size_t)H * W, seed, 8.f);
   return {[=] {
             st->cpu = st->flow;
-            flow_median3(st->cpu.data(), H, W, Exec{});
+            flow_median3_cpu(st->cpu.data(), H, W, Exec{});
           },
           [=] {
             st->gpu = st->flow;
@@ -527,15 +528,17 @@ Trial flow_from_global_volume_trial(FlowGrid ga, FlowGrid gb, uint64_t seed) {
   st->gpu.assign(2 * Na, NAN);
   st->pc.resize(Na);
   st->pg.assign(Na, NAN);
-  return {
-      [=] { flow_from_global_volume(st->vol.data(), ga, gb, st->cpu.data(), st->pc.data(), {}); },
-      [=] {
-        flow_from_global_volume_cuda(st->vol.data(), ga, gb, st->gpu.data(), st->pg.data(), Exec{});
-      },
-      [st](const std::string& name, const Tol& tol) {
-        report_cmp(name + " flow", compare(st->gpu, st->cpu, tol));
-        report_cmp(name + " peak (exact)", compare(st->pg, st->pc, Tol{0, 0}));
-      }};
+  return {[=] {
+            flow_from_global_volume_cpu(st->vol.data(), ga, gb, st->cpu.data(), st->pc.data(), {});
+          },
+          [=] {
+            flow_from_global_volume_cuda(st->vol.data(), ga, gb, st->gpu.data(), st->pg.data(),
+                                         Exec{});
+          },
+          [st](const std::string& name, const Tol& tol) {
+            report_cmp(name + " flow", compare(st->gpu, st->cpu, tol));
+            report_cmp(name + " peak (exact)", compare(st->pg, st->pc, Tol{0, 0}));
+          }};
 }
 
 Trial flow_from_local_volume_trial(int R, int H, int W, uint64_t seed) {
@@ -549,15 +552,17 @@ Trial flow_from_local_volume_trial(int R, int H, int W, uint64_t seed) {
   st->gpu.assign(2 * N, NAN);
   st->cc.resize(N);
   st->cg.assign(N, NAN);
-  return {
-      [=] { flow_from_local_volume(st->vol.data(), R, H, W, st->cpu.data(), st->cc.data(), {}); },
-      [=] {
-        flow_from_local_volume_cuda(st->vol.data(), R, H, W, st->gpu.data(), st->cg.data(), Exec{});
-      },
-      [st](const std::string& name, const Tol& tol) {
-        report_cmp(name + " residual", compare(st->gpu, st->cpu, tol));
-        report_cmp(name + " confidence", compare(st->cg, st->cc, tol));
-      }};
+  return {[=] {
+            flow_from_local_volume_cpu(st->vol.data(), R, H, W, st->cpu.data(), st->cc.data(), {});
+          },
+          [=] {
+            flow_from_local_volume_cuda(st->vol.data(), R, H, W, st->gpu.data(), st->cg.data(),
+                                        Exec{});
+          },
+          [st](const std::string& name, const Tol& tol) {
+            report_cmp(name + " residual", compare(st->gpu, st->cpu, tol));
+            report_cmp(name + " confidence", compare(st->cg, st->cc, tol));
+          }};
 }
 
 Trial flow_warp_image_trial(int C, int Hb, int Wb, int H, int W, uint64_t seed) {
@@ -573,8 +578,8 @@ Trial flow_warp_image_trial(int C, int Hb, int Wb, int H, int W, uint64_t seed) 
   st->mc.resize(N);
   st->mg.assign(N, NAN);
   return {[=] {
-            flow_warp_image(st->img.data(), C, Hb, Wb, st->flow.data(), H, W, st->cpu.data(),
-                            st->mc.data(), Exec{});
+            flow_warp_image_cpu(st->img.data(), C, Hb, Wb, st->flow.data(), H, W, st->cpu.data(),
+                                st->mc.data(), Exec{});
           },
           [=] {
             flow_warp_image_cuda(st->img.data(), C, Hb, Wb, st->flow.data(), H, W, st->gpu.data(),
@@ -596,15 +601,15 @@ Trial flow_refine_symmetric_trial(int H, int W, int cell, int iterations, uint64
   const auto a = texture(1, H, W, seed), b = shifted(a, 1, H, W, 3.4, -2.2);
   st->fa.resize((size_t)kFeatureChannels * Hf * Wf);
   st->fb.resize(st->fa.size());
-  features_compute(ImageView{a.data(), 1, H, W}, Hf, Wf, cell, st->fa.data(), Exec{});
-  features_compute(ImageView{b.data(), 1, H, W}, Hf, Wf, cell, st->fb.data(), Exec{});
+  features_compute_cpu(ImageView{a.data(), 1, H, W}, Hf, Wf, cell, st->fa.data(), Exec{});
+  features_compute_cpu(ImageView{b.data(), 1, H, W}, Hf, Wf, cell, st->fb.data(), Exec{});
   st->f0 = noisy_flow(Hf, Wf, 3.4, -2.2, 1.5, seed + 1);
   const FlowGrid g{Hf, Wf, double(cell), double(cell)};
   const int C = kFeatureChannels;
   return {[=] {
             st->cpu = st->f0;
-            flow_refine_symmetric(st->fa.data(), g, st->fb.data(), g, C, st->cpu.data(), iterations,
-                                  Exec{});
+            flow_refine_symmetric_cpu(st->fa.data(), g, st->fb.data(), g, C, st->cpu.data(),
+                                      iterations, Exec{});
           },
           [=] {
             st->gpu = st->f0;
@@ -634,7 +639,7 @@ Trial flow_volume_aggregate_trial(int D, int H, int W, int r, uint64_t seed) {
   st->vol = gocor_test::random_vec((size_t)D * H * W, seed);
   return {[=] {
             st->cpu = st->vol;
-            flow_volume_aggregate(st->cpu.data(), D, H, W, r, Exec{});
+            flow_volume_aggregate_cpu(st->cpu.data(), D, H, W, r, Exec{});
           },
           [=] {
             st->gpu = st->vol;
@@ -661,9 +666,9 @@ Trial flow_consistency_trial(int H, int W, int Hb, int Wb, float abs_tol, float 
                                    std::vector<float>* error) {
     if (valid) valid->assign(N, 7);
     if (error) error->assign(N, NAN);
-    (cuda ? flow_consistency_cuda : flow_consistency)(st->fwd.data(), H, W, st->bwd.data(), Hb, Wb,
-                                                      at, rt, valid ? valid->data() : nullptr,
-                                                      error ? error->data() : nullptr, Exec{});
+    (cuda ? flow_consistency_cuda : flow_consistency_cpu)(
+        st->fwd.data(), H, W, st->bwd.data(), Hb, Wb, at, rt, valid ? valid->data() : nullptr,
+        error ? error->data() : nullptr, Exec{});
   };
   return {[=] {
             run(false, abs_tol, rel_tol, want_valid ? &st->vc : nullptr,
@@ -709,8 +714,8 @@ Trial flow_texture_mask_trial(int H, int W, int radius, float min_gradient, uint
   const size_t N = (size_t)H * W;
   auto run = [st, H, W, N, radius](bool cuda, float g, std::vector<uint8_t>* out) {
     out->assign(N, 7);
-    (cuda ? flow_texture_mask_cuda : flow_texture_mask)(st->gray.data(), H, W, radius, g,
-                                                        out->data(), Exec{});
+    (cuda ? flow_texture_mask_cuda : flow_texture_mask_cpu)(st->gray.data(), H, W, radius, g,
+                                                            out->data(), Exec{});
   };
   return {[=] { run(false, min_gradient, &st->cpu); }, [=] { run(true, min_gradient, &st->gpu); },
           [=](const std::string& name, const Tol&) {
@@ -784,7 +789,7 @@ Trial flow_interpolate_trial(int C, int H, int W, double invalid, const InterpOp
   st->cpu.assign(2 * N, NAN);
   st->gpu.assign(2 * N, NAN);
   auto run = [st, C, H, W, o](bool cuda, std::vector<float>& out) {
-    (cuda ? flow_interpolate_cuda : flow_interpolate)(
+    (cuda ? flow_interpolate_cuda : flow_interpolate_cpu)(
         st->m.image.data(), C, H, W, st->m.flow.data(), st->m.valid.data(), out.data(), o, Exec{});
   };
   return {[=] { run(false, st->cpu); }, [=] { run(true, st->gpu); }, compare_one(st)};
@@ -859,8 +864,8 @@ Trial flow_refine_dis_trial(int H, int W, int Hb, int Wb, double dx, double dy, 
   st->seed = noisy_flow(H, W, dx, dy, 1.0, seed + 1);
   auto run = [st, H, W, Hb, Wb, o](bool cuda, std::vector<float>& flow) {
     flow = st->seed;
-    (cuda ? flow_refine_dis_cuda : flow_refine_dis)(st->a.data(), H, W, st->b.data(), Hb, Wb,
-                                                    flow.data(), o, Exec{});
+    (cuda ? flow_refine_dis_cuda : flow_refine_dis_cpu)(st->a.data(), H, W, st->b.data(), Hb, Wb,
+                                                        flow.data(), o, Exec{});
   };
   return {[=] {
             corr_detail::simd_force(corr_detail::Simd::Portable);
@@ -1243,6 +1248,16 @@ int usage(const char* msg) {
   return 2;
 }
 
+// Where dispatch sends the operation on Device::Cuda: a stage of match runs on its CUDA twin only
+// once the twin has passed this table on a GPU (dispatch.cpp's kStages), else on the CPU.
+const char* dispatch_route(const std::string& op) {
+  for (int i = 0; i < int(Stage::Count); ++i) {
+    if (op == stage_name(Stage(i)))
+      return stage_on_cuda(Stage(i)) ? "cuda" : "cpu, pending GPU parity";
+  }
+  return "cuda";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1271,8 +1286,9 @@ int main(int argc, char** argv) {
   }
   if (list) {
     for (const Case& c : cases) {
-      std::printf("%-24s %-48s tol %g + %g|cpu|%s\n", c.op.c_str(), c.shape.c_str(), c.tol.abs,
-                  c.tol.rel, c.twin ? "" : " (GPU-only check)");
+      std::printf("%-24s %-48s tol %g + %g|cpu|%s  [device cuda -> %s]\n", c.op.c_str(),
+                  c.shape.c_str(), c.tol.abs, c.tol.rel, c.twin ? "" : " (GPU-only check)",
+                  dispatch_route(c.op));
     }
     return 0;
   }
