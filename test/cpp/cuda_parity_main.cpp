@@ -33,7 +33,6 @@
 #include <vector>
 
 #include "common.h"
-#include "simd.h"
 #include "correlation.h"
 #include "dense_features.h"
 #include "dis.h"
@@ -42,6 +41,7 @@
 #include "gocor.h"
 #include "gocor_cuda.h"
 #include "interpolate.h"
+#include "simd.h"
 #include "support/gocor_ref64.h"
 #include "support/harness.h"
 #include "support/test_data.h"
