@@ -1,23 +1,22 @@
 #!/usr/bin/env bash
-# No-GPU run of the parity rows of the CUDA twins whose kernels a CPU can execute faithfully (the
-# dense stages, the flow stages, image_resize): their sources are compiled as host C++
+# No-GPU run of the parity rows of the CUDA twins whose kernels a CPU can execute (the dense
+# stages, the flow stages, the descriptor and resize): their sources are compiled as host C++
 # (test/gpu/emulate/: a stand-in cuda_runtime.h, launches rewritten into loops over blocks and
-# threads, the _rn intrinsics as plain IEEE operations) and linked into the parity program, which
-# then runs their rows of the table against the CPU twins as on a GPU. It checks the twins' logic,
-# rounding order and the rows' tolerances; what only a GPU shows (concurrency, memory, the
-# device's exp and sqrt, shared-memory kernels) is for run.sh.
+# threads, block-synchronised kernels as fibers, the _rn intrinsics as plain IEEE operations) and
+# linked into the parity program, which then runs their rows of the table against the CPU twins
+# as on a GPU. It checks the twins' logic, rounding order and the rows' tolerances; what only a
+# GPU shows (concurrency, memory, the device's exp and sqrt) is for run.sh.
 # Needs a built core (default build-test, from node scripts/test-cpp.js; a CUDA or a CPU build).
 # Usage (repository root): bash test/gpu/emulate.sh
 set -eu -o pipefail
 cd "$(dirname "$0")/../.."
 BUILD="${GOCOR_EMULATE_BUILD_DIR:-build-test}"
-# The emulated sources, and the ops whose rows run: those whose kernels use no shared memory or
-# block-level synchronisation, which a sequential loop over threads runs faithfully
-# (features_compute's block sums do, so its rows are left to run.sh).
+# The emulated sources, and the ops whose rows run: every twin whose kernels are plain C++ with
+# CUDA's indices (correlation and GOCor use warp intrinsics and inline PTX: run.sh only).
 SOURCES=(interpolate dis features flow)
-OPS=(flow_interpolate flow_refine_dis image_resize flow_warp flow_resample flow_median3
-  flow_from_global_volume flow_from_local_volume flow_warp_image flow_refine_symmetric
-  flow_volume_aggregate flow_consistency flow_texture_mask)
+OPS=(flow_interpolate flow_refine_dis image_resize features_compute flow_warp flow_resample
+  flow_median3 flow_from_global_volume flow_from_local_volume flow_warp_image
+  flow_refine_symmetric flow_volume_aggregate flow_consistency flow_texture_mask)
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 PY="$(command -v /usr/bin/python3 || command -v python3)"
