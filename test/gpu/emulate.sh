@@ -6,7 +6,8 @@
 # linked into the parity program, which then runs their rows of the table against the CPU twins
 # as on a GPU. It checks the twins' logic, rounding order and the rows' tolerances; what only a
 # GPU shows (concurrency, memory, the device's exp and sqrt) is for run.sh.
-# Needs a built core (default build-test, from node scripts/test-cpp.js; a CUDA or a CPU build).
+# Needs the core of a CUDA build (default build-test, from `node scripts/test-cpp.js --cuda=ON`):
+# its cuda_info() asks cuda_probe(), which the stand-ins answer with an (emulated) device.
 # Usage (repository root): bash test/gpu/emulate.sh
 set -eu -o pipefail
 cd "$(dirname "$0")/../.."
@@ -17,6 +18,11 @@ SOURCES=(interpolate dis features flow)
 OPS=(flow_interpolate flow_refine_dis image_resize features_compute flow_warp flow_resample
   flow_median3 flow_from_global_volume flow_from_local_volume flow_warp_image
   flow_refine_symmetric flow_volume_aggregate flow_consistency flow_texture_mask)
+if [ ! -f "$BUILD/libgocor_cuda.a" ]; then
+  echo "emulate.sh: $BUILD is not a CUDA build (no libgocor_cuda.a); run" \
+    "GOCOR_CUDA_ARCHITECTURES=90-real node scripts/test-cpp.js --cuda=ON first" >&2
+  exit 2
+fi
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 PY="$(command -v /usr/bin/python3 || command -v python3)"
