@@ -36,49 +36,29 @@ struct CudaInfo {
 // Never throws; probes the driver once and caches the answer.
 CudaInfo cuda_probe();
 
-void corr_global_cuda(const float* reference, const float* query, float* out,
-                      const CorrGlobalShape& s, const Exec& ex);
-void corr_local_cuda(const float* reference, const float* query, float* out,
-                     const CorrLocalShape& s, const Exec& ex);
-void gocor_global_cuda(const GlobalGocorParams& p, const GlobalGocorOptions& o,
-                       const float* reference, const float* query, float* volume, float* filter_out,
-                       const GocorGlobalShape& s, const Exec& ex, std::vector<GocorIterDiag>* diag);
-void gocor_local_cuda(const LocalGocorParams& p, const LocalGocorOptions& o, const float* reference,
-                      const float* query, float* volume, float* filter_out, int B, int C, int H,
-                      int W, const Exec& ex, std::vector<GocorIterDiag>* diag);
+// Every twin has its CPU twin's type (decltype of `name_cpu`, declared in cpp/core): the
+// signature is written once, and a twin that drifts from it does not compile.
+decltype(corr_global_cpu) corr_global_cuda;
+decltype(corr_local_cpu) corr_local_cuda;
+decltype(gocor_global_cpu) gocor_global_cuda;
+decltype(gocor_local_cpu) gocor_local_cuda;
 
-// ---- the stages of match (cuda/features.cu, cuda/flow.cu) ----
-// Same signatures and layouts as the cpp/core functions of the same name without _cuda.
-void image_resize_cuda(const float* src, int C, int H, int W, float* dst, int h, int w,
-                       const Exec& ex);
-void features_compute_cuda(const ImageView& img, int Hf, int Wf, int cell, float* out,
-                           const Exec& ex);
-void flow_resample_cuda(const float* flow_in, const FlowGrid& gi, float* flow_out,
-                        const FlowGrid& go, const Exec& ex);
-void flow_warp_cuda(const float* feat_b, int C, const FlowGrid& gb, const float* flow,
-                    const FlowGrid& ga, float* out, const Exec& ex);
-void flow_from_global_volume_cuda(const float* volume, const FlowGrid& ga, const FlowGrid& gb,
-                                  float* flow, float* peak, const Exec& ex);
-void flow_from_local_volume_cuda(const float* volume, int R, int H, int W, float* residual,
-                                 float* confidence, const Exec& ex);
-void flow_warp_image_cuda(const float* b, int C, int Hb, int Wb, const float* flow, int H, int W,
-                          float* out, float* mask, const Exec& ex);
-void flow_median3_cuda(float* flow, int H, int W, const Exec& ex);
-void flow_refine_symmetric_cuda(const float* feat_a, const FlowGrid& ga, const float* feat_b,
-                                const FlowGrid& gb, int C, float* flow, int iterations,
-                                const Exec& ex);
-void flow_volume_aggregate_cuda(float* volume, int D, int H, int W, int radius, const Exec& ex);
-void flow_consistency_cuda(const float* fwd, int H, int W, const float* bwd, int Hb, int Wb,
-                           float abs_tol, float rel_tol, uint8_t* valid, float* error,
-                           const Exec& ex);
-void flow_texture_mask_cuda(const float* gray, int H, int W, int radius, float min_gradient,
-                            uint8_t* textured, const Exec& ex);
-// cuda/interpolate.cu and cuda/dis.cu: the sparse-to-dense fill and the dense refinement.
-void flow_interpolate_cuda(const float* image, int C, int H, int W, const float* flow,
-                           const uint8_t* valid, float* out, const InterpOptions& o,
-                           const Exec& ex);
-void flow_refine_dis_cuda(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
-                          float* flow, const DisOptions& o, const Exec& ex);
+// ---- the stages of match (cuda/features.cu, cuda/flow.cu, cuda/interpolate.cu, cuda/dis.cu) ----
+decltype(image_resize_cpu) image_resize_cuda;
+decltype(features_compute_cpu) features_compute_cuda;
+decltype(flow_resample_cpu) flow_resample_cuda;
+decltype(flow_warp_cpu) flow_warp_cuda;
+decltype(flow_from_global_volume_cpu) flow_from_global_volume_cuda;
+decltype(flow_from_local_volume_cpu) flow_from_local_volume_cuda;
+decltype(flow_warp_image_cpu) flow_warp_image_cuda;
+decltype(flow_median3_cpu) flow_median3_cuda;
+decltype(flow_refine_symmetric_cpu) flow_refine_symmetric_cuda;
+decltype(flow_volume_aggregate_cpu) flow_volume_aggregate_cuda;
+decltype(flow_consistency_cpu) flow_consistency_cuda;
+decltype(flow_texture_mask_cpu) flow_texture_mask_cuda;
+// The sparse-to-dense fill and the dense refinement.
+decltype(flow_interpolate_cpu) flow_interpolate_cuda;
+decltype(flow_refine_dis_cpu) flow_refine_dis_cuda;
 #endif
 
 }  // namespace gocor

@@ -179,22 +179,25 @@ function result(
 }
 
 /**
- * reference, query (B,C,H,W) checked as feature maps of one batch, channel count and grid; `needs`
- * and `hint` frame the message of a grid mismatch. Returns both and their common dims.
+ * The inputs of one GOCor call: reference, query (B,C,H,W) checked as feature maps of one batch,
+ * channel count and grid (`needs` and `hint` frame the message of a grid mismatch), and the call's
+ * options. Returns both maps, their common dims, the signal and the per-call flags.
  */
-function sameGridInputs(
+function gocorInputs(
   reference: FeatureMap,
   query: FeatureMap,
+  opts: CallOptions | undefined,
   needs: string,
   hint = '',
-): { ref: Dims; qry: Dims; dims: { B: number; C: number; H: number; W: number } } {
+) {
+  const { signal, ...flags } = callOptions(opts);
   const ref = featureMap(reference, 'reference');
   const qry = featureMap(query, 'query');
   sameBatchAndChannels(ref, qry);
   if (ref.H !== qry.H || ref.W !== qry.W) {
     throw new GocorError('ERR_GOCOR_SHAPE', `${needs}, but received ${ref.H}x${ref.W} and ${qry.H}x${qry.W}${hint}`);
   }
-  return { ref, qry, dims: { B: ref.B, C: ref.C, H: ref.H, W: ref.W } };
+  return { ref, qry, dims: { B: ref.B, C: ref.C, H: ref.H, W: ref.W }, signal, flags };
 }
 
 /**
@@ -241,10 +244,10 @@ export class GlobalGOCor {
 
   /** reference, query (B,C,H,W) -> GocorResult with shape [B, H*W, H, W]. */
   async correlate(reference: FeatureMap, query: FeatureMap, opts?: CallOptions): Promise<GocorResult> {
-    const { signal, ...flags } = callOptions(opts);
-    const { ref, qry, dims } = sameGridInputs(
+    const { ref, qry, dims, signal, flags } = gocorInputs(
       reference,
       query,
+      opts,
       'global GOCor needs reference and query on the same grid (its query term R_θ is defined on the reference grid)',
       '; resize the features first',
     );
@@ -286,10 +289,10 @@ export class LocalGOCor {
 
   /** reference, query (B,C,H,W) -> GocorResult with shape [B, (2R+1)^2, H, W]. */
   async correlate(reference: FeatureMap, query: FeatureMap, opts?: CallOptions): Promise<GocorResult> {
-    const { signal, ...flags } = callOptions(opts);
-    const { ref, qry, dims } = sameGridInputs(
+    const { ref, qry, dims, signal, flags } = gocorInputs(
       reference,
       query,
+      opts,
       'local GOCor needs reference and query of the same size',
     );
     const D = (2 * this.searchRadius + 1) ** 2;

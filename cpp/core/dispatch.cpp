@@ -1,7 +1,5 @@
 #include "dispatch.h"
 
-#include <type_traits>
-
 namespace gocor {
 
 const char* error_code_name(ErrorCode code) {
@@ -133,9 +131,7 @@ bool stage_on_cuda(Stage s) {
 // A stage runs on its CUDA twin only when the device resolves to Cuda and the twin is cleared
 // (stage_on_cuda); otherwise on the CPU twin, with the Exec saying so.
 #ifdef GOCOR_WITH_CUDA
-#define GOCOR_STAGE_TWIN(stage, name, ...)                                      \
-  static_assert(std::is_same_v<decltype(&name##_cpu), decltype(&name##_cuda)>,  \
-                #name ": the CPU and CUDA twins must have the same signature"); \
+#define GOCOR_STAGE_TWIN(stage, name, ...) \
   if (run.device == Device::Cuda && stage_on_cuda(stage)) return name##_cuda(__VA_ARGS__)
 #else
 #define GOCOR_STAGE_TWIN(stage, name, ...)

@@ -24,21 +24,17 @@ CudaInfo cuda_info();
 // take an Exec whose device is already Cpu or Cuda (Auto is resolved again for direct callers).
 Device resolve_device(Device requested, bool has_cuda = true);
 
-void corr_global(const float* reference, const float* query, float* out, const CorrGlobalShape& s,
-                 const Exec& ex);
-void corr_local(const float* reference, const float* query, float* out, const CorrLocalShape& s,
-                const Exec& ex);
-void gocor_global(const GlobalGocorParams& p, const GlobalGocorOptions& o, const float* reference,
-                  const float* query, float* volume, float* filter_out, const GocorGlobalShape& s,
-                  const Exec& ex, std::vector<GocorIterDiag>* diag);
-void gocor_local(const LocalGocorParams& p, const LocalGocorOptions& o, const float* reference,
-                 const float* query, float* volume, float* filter_out, int B, int C, int H, int W,
-                 const Exec& ex, std::vector<GocorIterDiag>* diag);
+// Each dispatched operation `name` has the type of its CPU twin `name_cpu` (documented in
+// correlation.h, gocor.h, flow.h, dense_features.h, interpolate.h and dis.h).
+decltype(corr_global_cpu) corr_global;
+decltype(corr_local_cpu) corr_local;
+decltype(gocor_global_cpu) gocor_global;
+decltype(gocor_local_cpu) gocor_local;
 
 // ---- the stages of match ------------------------------------------------------------------
 // Each is the dispatched operation of the CPU twin `name_cpu` (its header documents the shapes)
-// and, where one exists, the CUDA twin `name_cuda` of the same signature (checked at compile
-// time). A twin serves Device::Cuda only once it has passed parity on a GPU
+// and, where one exists, the CUDA twin `name_cuda` (declared with the CPU twin's type in
+// gocor_cuda.h). A twin serves Device::Cuda only once it has passed parity on a GPU
 // (`bash test/gpu/run.sh`); until then the stage runs on the CPU whatever the device, and the
 // parity program lists it as pending (`cuda_parity --list`).
 enum class Stage {
@@ -65,30 +61,20 @@ bool stage_has_cuda_twin(Stage s);
 // True when dispatch sends the stage to its CUDA twin on Device::Cuda (twin passed GPU parity).
 bool stage_on_cuda(Stage s);
 
-void image_resize(const float* src, int C, int H, int W, float* dst, int h, int w, const Exec& ex);
-void features_compute(const ImageView& img, int Hf, int Wf, int cell, float* out, const Exec& ex);
-void flow_resample(const float* flow_in, const FlowGrid& gi, float* flow_out, const FlowGrid& go,
-                   const Exec& ex);
-void flow_resize(const float* flow, int H, int W, float* out, int h, int w, const Exec& ex);
-void flow_warp(const float* feat_b, int C, const FlowGrid& gb, const float* flow,
-               const FlowGrid& ga, float* out, const Exec& ex);
-void flow_from_global_volume(const float* volume, const FlowGrid& ga, const FlowGrid& gb,
-                             float* flow, float* peak, const Exec& ex);
-void flow_from_local_volume(const float* volume, int R, int H, int W, float* residual,
-                            float* confidence, const Exec& ex);
-void flow_warp_image(const float* b, int C, int Hb, int Wb, const float* flow, int H, int W,
-                     float* out, float* mask, const Exec& ex);
-void flow_refine_symmetric(const float* feat_a, const FlowGrid& ga, const float* feat_b,
-                           const FlowGrid& gb, int C, float* flow, int iterations, const Exec& ex);
-void flow_volume_aggregate(float* volume, int D, int H, int W, int radius, const Exec& ex);
-void flow_consistency(const float* fwd, int H, int W, const float* bwd, int Hb, int Wb,
-                      float abs_tol, float rel_tol, uint8_t* valid, float* error, const Exec& ex);
-void flow_texture_mask(const float* gray, int H, int W, int radius, float min_gradient,
-                       uint8_t* textured, const Exec& ex);
-void flow_median3(float* flow, int H, int W, const Exec& ex);
-void flow_interpolate(const float* image, int C, int H, int W, const float* flow,
-                      const uint8_t* valid, float* out, const InterpOptions& o, const Exec& ex);
-void flow_refine_dis(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
-                     float* flow, const DisOptions& o, const Exec& ex);
+decltype(image_resize_cpu) image_resize;
+decltype(features_compute_cpu) features_compute;
+decltype(flow_resample_cpu) flow_resample;
+decltype(flow_resize_cpu) flow_resize;
+decltype(flow_warp_cpu) flow_warp;
+decltype(flow_from_global_volume_cpu) flow_from_global_volume;
+decltype(flow_from_local_volume_cpu) flow_from_local_volume;
+decltype(flow_warp_image_cpu) flow_warp_image;
+decltype(flow_refine_symmetric_cpu) flow_refine_symmetric;
+decltype(flow_volume_aggregate_cpu) flow_volume_aggregate;
+decltype(flow_consistency_cpu) flow_consistency;
+decltype(flow_texture_mask_cpu) flow_texture_mask;
+decltype(flow_median3_cpu) flow_median3;
+decltype(flow_interpolate_cpu) flow_interpolate;
+decltype(flow_refine_dis_cpu) flow_refine_dis;
 
 }  // namespace gocor
