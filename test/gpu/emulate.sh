@@ -33,7 +33,7 @@ for f in "${SOURCES[@]}"; do
   cu+=("cuda/$f.cu") cpp+=("$TMP/$f.cpp")
   "$PY" test/gpu/emulate/transform.py "cuda/$f.cu" "$TMP/$f.cpp"
 done
-"$PY" test/gpu/emulate/stubs.py cuda/gocor_cuda.h "$TMP/stubs.cpp" "${cu[@]}"
+"$PY" test/gpu/emulate/stubs.py cuda/gocor_cuda.h cpp/core "$TMP/stubs.cpp" "${cu[@]}"
 g++ -std=c++17 -O2 -ffp-contract=off -DGOCOR_WITH_CUDA=1 -I"$TMP" -Itest/gpu/emulate -Icuda \
   -Icpp/core -Itest/cpp "${cpp[@]}" "$TMP/stubs.cpp" \
   test/cpp/cuda_parity_main.cpp test/cpp/support/*.cpp "$BUILD/libgocor_core.a" -lpthread \
