@@ -10,6 +10,7 @@ import { EXIT, errorLine, examples } from './cli/common';
 import { correlateCommand } from './cli/correlate';
 import { infoCommand } from './cli/info';
 import { matchCommand } from './cli/match';
+import { queueCommand } from './cli/queue-command';
 import { reportCommand } from './cli/report-command';
 
 export function program(): Command {
@@ -37,6 +38,7 @@ export function program(): Command {
     correlateCommand(),
     infoCommand(),
     benchCommand(),
+    queueCommand(),
   ]) {
     root.addCommand(cmd.showHelpAfterError('(add --help for usage)'));
   }
@@ -47,7 +49,8 @@ export function program(): Command {
     throw new CommanderError(EXIT.usage, err.code, err.message);
   };
   root.exitOverride(exitOverride);
-  for (const cmd of root.commands) cmd.exitOverride(exitOverride);
+  const nested = (c: Command): Command[] => c.commands.flatMap((sub) => [sub, ...nested(sub)]);
+  for (const cmd of nested(root)) cmd.exitOverride(exitOverride);
   return root;
 }
 
