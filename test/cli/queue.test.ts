@@ -32,6 +32,9 @@ const REDIS_SERVER = (() => {
   }
 })();
 
+if (!REDIS_SERVER)
+  console.warn('redis-server not found (Debian: apt-get install redis-server): the queue tests are skipped');
+
 const S = 64;
 const TEX_W = 120;
 const tmp = tempDir('gocor-queue-');
