@@ -26,6 +26,29 @@ function seconds(value: string): number {
   return n;
 }
 
+/**
+ * The pairs of a command's LIST or `--dir DIR` (exactly one of them, else a usage error). Files of
+ * DIR without a partner are named on stderr unless `quiet`.
+ */
+export async function commandPairs(
+  cmd: Command,
+  list: string | undefined,
+  dir: string | undefined,
+  quiet: boolean,
+): Promise<PairSpec[]> {
+  if ((list === undefined) === (dir === undefined)) {
+    cmd.error('error: give either a pair list or --dir DIR (not both)', { exitCode: EXIT.usage, code: 'gocor.usage' });
+  }
+  if (dir === undefined) return readPairList(list as string);
+  const { pairs, unpaired } = await pairFolder(path.resolve(dir));
+  if (!quiet && unpaired.length) {
+    const names = `${unpaired.slice(0, 5).join(', ')}${unpaired.length > 5 ? ', ...' : ''}`;
+    const name = cmd.parent?.parent ? `${cmd.parent.name()} ${cmd.name()}` : cmd.name();
+    process.stderr.write(`gocor ${name}: ${unpaired.length} file(s) without a partner ignored: ${names}\n`);
+  }
+  return pairs;
+}
+
 export function batchCommand(): Command {
   const cmd = new Command('batch')
     .summary('match many pairs from a list or a folder (resumable)')
@@ -78,27 +101,12 @@ export function batchCommand(): Command {
       ]),
     )
     .action(async (list: string | undefined, opts: Opts) => {
-      if ((list === undefined) === (opts.dir === undefined)) {
-        cmd.error('error: give either a pair list or --dir DIR (not both)', {
-          exitCode: EXIT.usage,
-          code: 'gocor.usage',
-        });
-      }
-      let pairs: PairSpec[];
-      let unpaired: string[] = [];
-      if (opts.dir !== undefined) ({ pairs, unpaired } = await pairFolder(path.resolve(opts.dir)));
-      else pairs = await readPairList(list as string);
-
+      const pairs = await commandPairs(cmd, list, opts.dir, !!opts.quiet);
       const settings = matchSettings(opts);
       if (settings.options.threads === undefined && opts.concurrency > 1) {
         settings.options.threads = Math.max(1, Math.floor(os.availableParallelism() / opts.concurrency));
       }
       const mode = opts.quiet ? 'none' : process.stderr.isTTY ? 'bar' : 'lines';
-      if (!opts.quiet && unpaired.length) {
-        process.stderr.write(
-          `gocor batch: ${unpaired.length} file(s) without a partner ignored: ${unpaired.slice(0, 5).join(', ')}${unpaired.length > 5 ? ', ...' : ''}\n`,
-        );
-      }
 
       const stop: StopSignal = { requested: false };
       const onSignal = () => {

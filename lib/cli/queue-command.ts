@@ -1,6 +1,7 @@
 /** `gocor queue add | worker | status`: batch matching spread over many workers through BullMQ on Redis. */
 import path from 'node:path';
 import { Command, Option } from 'commander';
+import { commandPairs } from './batch-command';
 import {
   EXIT,
   errorLine,
@@ -11,13 +12,19 @@ import {
   matchSettings,
   printJson,
 } from './common';
-import { type PairSpec, pairFolder, readPairList } from './pairs';
 import { formatDuration } from './progress';
 import { addPairs, type QueueStatus, type QueueTarget, queueStatus, startWorker } from './queue';
 
 interface TargetOpts {
   redis: string;
   queue: string;
+}
+
+interface AddOpts extends TargetOpts, MatchCliOptions {
+  out: string;
+  dir?: string;
+  attempts: number;
+  json?: boolean;
 }
 
 const target = (o: TargetOpts): QueueTarget => ({ redis: o.redis, queue: o.queue });
@@ -63,24 +70,9 @@ function addCommand(): Command {
         'gocor queue add --dir /shared/frames/ -o /shared/runs/ --queue q1',
       ]),
     )
-    .action(async (list: string | undefined, opts: TargetOpts & MatchCliOptions & Record<string, unknown>) => {
-      if ((list === undefined) === (opts.dir === undefined)) {
-        cmd.error('error: give either a pair list or --dir DIR (not both)', {
-          exitCode: EXIT.usage,
-          code: 'gocor.usage',
-        });
-      }
-      const pairs: PairSpec[] =
-        opts.dir !== undefined
-          ? (await pairFolder(path.resolve(opts.dir as string))).pairs
-          : await readPairList(list as string);
-      const summary = await addPairs(
-        target(opts),
-        pairs,
-        path.resolve(opts.out as string),
-        matchSettings(opts),
-        opts.attempts as number,
-      );
+    .action(async (list: string | undefined, opts: AddOpts) => {
+      const pairs = await commandPairs(cmd, list, opts.dir, !!opts.json);
+      const summary = await addPairs(target(opts), pairs, path.resolve(opts.out), matchSettings(opts), opts.attempts);
       if (opts.json) printJson(summary);
       else {
         process.stderr.write(

@@ -166,6 +166,23 @@ function median(values: Float64Array): number {
   return s[s.length >> 1] as number;
 }
 
+describe('cli: queue smoke and usage', () => {
+  it('has --help with examples for queue and each subcommand; a usage error exits 2', async () => {
+    for (const cmd of [[], ['add'], ['worker'], ['status']]) {
+      const r = await runCli(['queue', ...cmd, '--help']);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain('Examples:');
+      expect(r.stdout).toContain(`gocor queue ${cmd[0] ?? 'add'}`);
+    }
+    const both = await runCli(['queue', 'add', '-o', path.join(tmp, 'never')]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain('give either a pair list or --dir DIR');
+    const conc = await runCli(['queue', 'worker', '--concurrency', '0']);
+    expect(conc.code).toBe(2);
+    expect(conc.stderr).toContain('expected an integer between 1 and 64');
+  });
+});
+
 describe.skipIf(!REDIS_SERVER)('cli: queue on a real redis-server', () => {
   it('runs 22 pairs on three workers, one SIGKILLed mid-job, exactly once and in pair order', async () => {
     const list = path.join(tmp, 'pairs.csv');
