@@ -118,7 +118,7 @@ function ms(since: bigint): number {
   return Math.round(Number(process.hrtime.bigint() - since) / 1e4) / 100;
 }
 
-export function errorRecord(err: unknown): { code: string; message: string } {
+function errorRecord(err: unknown): { code: string; message: string } {
   if (err instanceof GocorError) return { code: err.code, message: err.message };
   const e = err as { code?: unknown; message?: unknown };
   return {
