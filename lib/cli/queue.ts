@@ -385,7 +385,7 @@ export async function startWorker(target: QueueTarget, wo: WorkerOptions): Promi
     autorun: false,
     lockDuration: wo.lockSeconds * 1000,
     stalledInterval: wo.lockSeconds * 1000,
-    // A pair whose worker died is retried; one whose workers died twice is failed, not retried forever.
+    // A dead worker's pair is given back twice; the third death fails it instead of retrying it forever.
     maxStalledCount: 2,
   });
   worker.on('error', (err) => debug(`queue: worker: ${err.message}`));

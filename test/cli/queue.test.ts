@@ -286,6 +286,45 @@ describe.skipIf(!REDIS_SERVER)('cli: queue on a real redis-server', () => {
     expect(await status('term')).toMatchObject({ total: 2, completed: 1, failed: 0, waiting: 1, active: 0 });
   }, 120_000);
 
+  it('a pair whose workers die three times is failed with its reason, and results.jsonl still says so', async () => {
+    const list = path.join(tmp, 'doomed.csv');
+    writeFileSync(list, 'data/biga.png,data/bigb.png\n');
+    const out = path.join(tmp, 'out-doomed');
+    const add = ['queue', 'add', list, '-o', out, '--redis', url, '--queue', 'doomed', '--quality', 'best'];
+    expect((await runCli(add)).code).toBe(0);
+    // BullMQ gives a dead worker's job back twice (maxStalledCount 2); the third death fails it.
+    for (let death = 1; death <= 3; death++) {
+      const w = worker('doomed');
+      await waitFor(
+        `death ${death}: the worker to start the pair`,
+        () => w.stderr().includes('pair 1 (1-biga) started'),
+        60_000,
+        5,
+      );
+      w.child.kill('SIGKILL');
+      await w.done;
+    }
+    const last = worker('doomed');
+    let s = await status('doomed');
+    await waitFor('the pair to be failed', async () => {
+      s = await status('doomed');
+      return s.failed === 1;
+    });
+    expect(s).toMatchObject({ total: 1, completed: 0, failed: 1, results: [path.join(out, 'results.jsonl')] });
+    const rows = readJsonl(path.join(out, 'results.jsonl'));
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({
+      index: 1,
+      dir: '1-biga',
+      status: 'error',
+      a: { path: path.join(data, 'biga.png') },
+    });
+    expect((rows[0]?.error as { message: string }).message).toMatch(/stalled/);
+    expect(walk(out).filter((f) => /\.tmp$/.test(f))).toEqual([]);
+    last.child.kill('SIGTERM');
+    expect((await last.done).code).toBe(0);
+  }, 150_000);
+
   it('Redis unreachable: one error line and exit 1 for add, worker and status', async () => {
     const port = await freePort();
     const dead = `redis://127.0.0.1:${port}`;
