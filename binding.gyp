@@ -20,7 +20,7 @@
         "GOCOR_BUILD_SYSTEM=\"node-gyp\""
       ],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=c++17"],
-      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-fno-math-errno"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-fno-math-errno", "-Wno-psabi"],
       "cflags!": ["-fno-exceptions"],
       "xcode_settings": {
         "GCC_ENABLE_CPP_EXCEPTIONS": "YES",

@@ -260,34 +260,24 @@ void check_global_shape(const CorrGlobalShape& s) {
 void corr_global_cuda(const float* reference, const float* query, float* out,
                       const CorrGlobalShape& s, const Exec& ex) {
   check_global_shape(s);
-  cuda::require_device();
-  check_cancel(ex);
+  cuda::HostCall call(ex);
   const size_t nref = (size_t)s.B * s.C * s.H * s.W, nq = (size_t)s.B * s.C * s.Hq * s.Wq;
   const size_t nout = (size_t)s.B * s.Hq * s.Wq * s.H * s.W;
-  cuda::Stream stream;
-  cuda::DeviceBuffer<float> d_ref(nref), d_q(nq), d_out(nout);
-  cuda::to_device(d_ref.get(), reference, nref, stream.get());
-  cuda::to_device(d_q.get(), query, nq, stream.get());
-  cuda::corr_global_device(d_ref.get(), d_q.get(), d_out.get(), s, stream.get());
-  cuda::to_host(out, d_out.get(), nout, stream.get());
-  stream.sync();
+  cuda::corr_global_device(call.in(reference, nref), call.in(query, nq), call.out(out, nout), s,
+                           call.stream());
+  call.finish();
 }
 
 void corr_local_cuda(const float* reference, const float* query, float* out,
                      const CorrLocalShape& s, const Exec& ex) {
   cuda::check_local_shape(s);
-  cuda::require_device();
-  check_cancel(ex);
+  cuda::HostCall call(ex);
   const size_t nin = (size_t)s.B * s.C * s.H * s.W;
   const size_t D = (size_t)(2 * s.R + 1) * (2 * s.R + 1);
   const size_t nout = (size_t)s.B * D * s.H * s.W;
-  cuda::Stream stream;
-  cuda::DeviceBuffer<float> d_ref(nin), d_q(nin), d_out(nout);
-  cuda::to_device(d_ref.get(), reference, nin, stream.get());
-  cuda::to_device(d_q.get(), query, nin, stream.get());
-  cuda::corr_local_device(d_ref.get(), d_q.get(), d_out.get(), s, stream.get());
-  cuda::to_host(out, d_out.get(), nout, stream.get());
-  stream.sync();
+  cuda::corr_local_device(call.in(reference, nin), call.in(query, nin), call.out(out, nout), s,
+                          call.stream());
+  call.finish();
 }
 
 namespace cuda_dev {

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "common.h"
 
@@ -36,6 +37,10 @@ inline void check(cudaError_t err, const char* what) {
 inline void check_launch(const char* kernel) {
   check(cudaGetLastError(), kernel);
 }
+
+// Throws CudaUnavailable (with the probe's reason) unless a device is usable; every launcher
+// starts with it so a direct call on a GPU-less machine fails cleanly instead of deep inside.
+void require_device();
 
 // Device memory owned for the lifetime of one call; freed on every path, including throws.
 template <typename T>
@@ -94,9 +99,69 @@ void to_host(T* dst, const T* src, size_t count, cudaStream_t s) {
   check(cudaMemcpyAsync(dst, src, count * sizeof(T), cudaMemcpyDeviceToHost, s), "copy to host");
 }
 
-// Throws CudaUnavailable (with the probe's reason) unless a device is usable; every launcher
-// starts with it so a direct call on a GPU-less machine fails cleanly instead of deep inside.
-void require_device();
+// The one sequence of every host-pointer twin: device check and cancellation (constructor), a
+// stream, device copies of the inputs, device buffers for the outputs, and finish(): the outputs
+// copied back to their host arrays and one synchronisation. A null host pointer gives a null
+// device pointer (an output not asked for). Buffers live until the call object goes; they are
+// freed before its stream.
+class HostCall {
+ public:
+  explicit HostCall(const Exec& ex) : ready_(prepare(ex)) {}
+
+  // A device copy of host[0 .. n).
+  template <typename T>
+  T* in(const T* host, size_t n) {
+    if (host == nullptr) return nullptr;
+    T* d = scratch<T>(n);
+    to_device(d, host, n, stream_.get());
+    return d;
+  }
+  // A device buffer of n elements that finish() copies to host.
+  template <typename T>
+  T* out(T* host, size_t n) {
+    if (host == nullptr) return nullptr;
+    T* d = scratch<T>(n);
+    back_.push_back({host, d, n * sizeof(T)});
+    return d;
+  }
+  // in and out: a host array updated in place.
+  template <typename T>
+  T* inout(T* host, size_t n) {
+    T* d = in<T>(host, n);
+    if (d != nullptr) back_.push_back({host, d, n * sizeof(T)});
+    return d;
+  }
+  // Device memory for n elements, not initialised.
+  template <typename T>
+  T* scratch(size_t n) {
+    buffers_.emplace_back(n * sizeof(T));
+    return reinterpret_cast<T*>(buffers_.back().get());
+  }
+  cudaStream_t stream() const { return stream_.get(); }
+  void finish() {
+    for (const Back& b : back_) {
+      check(cudaMemcpyAsync(b.host, b.device, b.bytes, cudaMemcpyDeviceToHost, stream_.get()),
+            "copy to host");
+    }
+    stream_.sync();
+  }
+
+ private:
+  struct Back {
+    void* host;
+    const void* device;
+    size_t bytes;
+  };
+  static bool prepare(const Exec& ex) {
+    require_device();
+    check_cancel(ex);
+    return true;
+  }
+  bool ready_;
+  Stream stream_;
+  std::vector<DeviceBuffer<char>> buffers_;
+  std::vector<Back> back_;
+};
 
 inline unsigned ceil_div(long long a, long long b) {
   return static_cast<unsigned>((a + b - 1) / b);

@@ -14,6 +14,7 @@
 #include "dense_features.h"
 #include "gocor_cuda.h"
 #include "gocor_cuda_device.cuh"
+#include "separable.cuh"
 
 namespace gocor {
 namespace cuda {
@@ -26,11 +27,6 @@ constexpr int kSamples = 1 + 2 * kRingPoints;
 constexpr double kRing1 = 1.25, kRing2 = 2.5;
 constexpr double kSigmaSmall = 0.9, kSigmaLarge = 1.5;
 constexpr double kHistFloor = 0.25;
-constexpr int kMaxBlurTaps = 511;  // blur kernels travel as a kernel parameter (cell <= ~70)
-
-__device__ __forceinline__ float madd(float acc, float a, float b) {
-  return __fadd_rn(acc, __fmul_rn(a, b));
-}
 
 // The taps of output o of a separable resampler from S to s samples, exactly as resample_taps in
 // features.cpp (double arithmetic, weights rounded to float then divided by their double sum);
@@ -59,31 +55,13 @@ __device__ __forceinline__ void resample_taps(int S, int s, int o, F f) {
   }
 }
 
-// src (P, H, W) -> mid (P, H, w): horizontal pass.
-__global__ void resize_rows_kernel(const float* __restrict__ src, float* __restrict__ mid,
-                                   long long rows, int W, int w) {
-  const int o = blockIdx.x * blockDim.x + threadIdx.x;
-  const long long r = (long long)blockIdx.y * blockDim.y + threadIdx.y;
-  if (o >= w || r >= rows) return;
-  const float* row = src + r * W;
-  float acc = 0.f;
-  resample_taps(W, w, o, [&](int i, float k) { acc = madd(acc, k, __ldg(row + i)); });
-  mid[r * w + o] = acc;
-}
-
-// mid (P, H, w) -> dst (P, h, w): vertical pass.
-__global__ void resize_cols_kernel(const float* __restrict__ mid, float* __restrict__ dst, int H,
-                                   int w, int h) {
-  const int x = blockIdx.x * blockDim.x + threadIdx.x;
-  const int o = blockIdx.y;
-  const long long plane = blockIdx.z;
-  if (x >= w) return;
-  const float* base = mid + plane * H * w + x;
-  float acc = 0.f;
-  resample_taps(H, h, o,
-                [&](int i, float k) { acc = madd(acc, k, __ldg(base + (long long)i * w)); });
-  dst[(plane * h + o) * w + x] = acc;
-}
+// The resampler's taps as a separable filter (separable.cuh).
+struct ResampleTaps {
+  template <typename F>
+  __device__ void operator()(int S, int s, int o, F f) const {
+    resample_taps(S, s, o, f);
+  }
+};
 
 // img (B, C, H, W) -> gray (B, H, W): luma for C >= 3 (alpha ignored), else the first plane.
 __global__ void gray_kernel(const float* __restrict__ img, float* __restrict__ gray, int C,
@@ -125,11 +103,6 @@ __global__ void orient_kernel(const float* __restrict__ work, float* __restrict_
   }
 }
 
-struct BlurTaps {
-  int r;
-  float k[kMaxBlurTaps];
-};
-
 // Gaussian taps as blur_plane builds them (radius ceil(3 sigma), float taps over their double sum).
 BlurTaps blur_taps(double sigma) {
   BlurTaps t{};
@@ -144,35 +117,6 @@ BlurTaps blur_taps(double sigma) {
   }
   for (int i = 0; i <= 2 * t.r; ++i) t.k[i] = float(t.k[i] / sum);
   return t;
-}
-
-// src (P, H, W) -> dst (P, H, W): row pass with replicated border (the order of blur_plane).
-__global__ void blur_rows_kernel(const float* __restrict__ src, float* __restrict__ dst, int H,
-                                 int W, BlurTaps t) {
-  const int x = blockIdx.x * blockDim.x + threadIdx.x;
-  const long long row = (long long)blockIdx.z * H + blockIdx.y;
-  if (x >= W) return;
-  const float* s = src + row * W;
-  float acc = 0.f;
-  for (int i = 0; i <= 2 * t.r; ++i) {
-    acc = madd(acc, t.k[i], __ldg(s + min(max(x + i - t.r, 0), W - 1)));
-  }
-  dst[row * W + x] = acc;
-}
-
-// src (P, H, W) -> dst (P, H, W): column pass with clamped rows.
-__global__ void blur_cols_kernel(const float* __restrict__ src, float* __restrict__ dst, int H,
-                                 int W, BlurTaps t) {
-  const int x = blockIdx.x * blockDim.x + threadIdx.x;
-  const int y = blockIdx.y;
-  const long long plane = blockIdx.z;
-  if (x >= W) return;
-  const float* s = src + plane * H * W + x;
-  float acc = 0.f;
-  for (int i = -t.r; i <= t.r; ++i) {
-    acc = madd(acc, t.k[i + t.r], __ldg(s + (long long)min(max(y + i, 0), H - 1) * W));
-  }
-  dst[(plane * H + y) * W + x] = acc;
 }
 
 struct SampleOffsets {
@@ -351,14 +295,7 @@ FeatLayout feat_layout(int B, int H, int W, int Hf, int Wf, int cell) {
 
 void image_resize_device(const float* d_src, long long planes, int H, int W, float* d_dst, int h,
                          int w, float* d_mid, cudaStream_t st) {
-  {
-    dim3 block(32, 8), grid(ceil_div(w, 32), ceil_div(planes * H, 8));
-    resize_rows_kernel<<<grid, block, 0, st>>>(d_src, d_mid, planes * H, W, w);
-    check_launch("resize_rows_kernel");
-  }
-  dim3 block(128), grid(ceil_div(w, 128), h, (unsigned)planes);
-  resize_cols_kernel<<<grid, block, 0, st>>>(d_mid, d_dst, H, w, h);
-  check_launch("resize_cols_kernel");
+  filter_separable(d_src, d_mid, d_dst, planes, H, W, h, w, ResampleTaps{}, st);
 }
 
 void blur_device(const float* src, float* dst, float* tmp, long long planes, int H, int W,
@@ -370,12 +307,7 @@ void blur_device(const float* src, float* dst, float* tmp, long long planes, int
     }
     return;
   }
-  const BlurTaps t = blur_taps(sigma);
-  dim3 block(128), grid(ceil_div(W, 128), H, (unsigned)planes);
-  blur_rows_kernel<<<grid, block, 0, st>>>(src, tmp, H, W, t);
-  check_launch("blur_rows_kernel");
-  blur_cols_kernel<<<grid, block, 0, st>>>(tmp, dst, H, W, t);
-  check_launch("blur_cols_kernel");
+  filter_separable(src, tmp, dst, planes, H, W, H, W, blur_taps(sigma), st);
 }
 
 void features_device(const float* d_img, int B, int C, int H, int W, int Hf, int Wf, int cell,
@@ -452,31 +384,22 @@ void features_device(const float* d_img, int B, int C, int H, int W, int Hf, int
 void image_resize_cuda(const float* src, int C, int H, int W, float* dst, int h, int w,
                        const Exec& ex) {
   cuda::check_resize(C, H, W, h, w);
-  cuda::require_device();
-  check_cancel(ex);
-  const size_t nin = size_t(C) * H * W, nout = size_t(C) * h * w;
-  cuda::Stream stream;
-  cuda::DeviceBuffer<float> d_src(nin), d_mid(size_t(C) * H * w), d_dst(nout);
-  cuda::to_device(d_src.get(), src, nin, stream.get());
-  cuda::image_resize_device(d_src.get(), C, H, W, d_dst.get(), h, w, d_mid.get(), stream.get());
-  cuda::to_host(dst, d_dst.get(), nout, stream.get());
-  stream.sync();
+  cuda::HostCall call(ex);
+  cuda::image_resize_device(call.in(src, size_t(C) * H * W), C, H, W,
+                            call.out(dst, size_t(C) * h * w), h, w,
+                            call.scratch<float>(size_t(C) * H * w), call.stream());
+  call.finish();
 }
 
 void features_compute_cuda(const ImageView& img, int Hf, int Wf, int cell, float* out,
                            const Exec& ex) {
   cuda::check_features(1, img.C, img.H, img.W, Hf, Wf, cell);
-  cuda::require_device();
-  check_cancel(ex);
+  cuda::HostCall call(ex);
   const size_t nin = size_t(img.C) * img.H * img.W, nout = size_t(kFeatureChannels) * Hf * Wf;
-  cuda::Stream stream;
-  cuda::DeviceBuffer<float> d_img(nin), d_out(nout);
-  cuda::DeviceBuffer<char> d_ws(cuda::feat_layout(1, img.H, img.W, Hf, Wf, cell).total);
-  cuda::to_device(d_img.get(), img.data, nin, stream.get());
-  cuda::features_device(d_img.get(), 1, img.C, img.H, img.W, Hf, Wf, cell, d_out.get(), d_ws.get(),
-                        stream.get());
-  cuda::to_host(out, d_out.get(), nout, stream.get());
-  stream.sync();
+  cuda::features_device(
+      call.in(img.data, nin), 1, img.C, img.H, img.W, Hf, Wf, cell, call.out(out, nout),
+      call.scratch<char>(cuda::feat_layout(1, img.H, img.W, Hf, Wf, cell).total), call.stream());
+  call.finish();
 }
 
 namespace cuda_dev {

@@ -56,6 +56,18 @@ __device__ __forceinline__ float parabola(float sm, float s0, float sp) {
   return fminf(fmaxf(__fdiv_rn(__fmul_rn(0.5f, __fsub_rn(sm, sp)), den), -0.5f), 0.5f);
 }
 
+// This thread's cell of a (B, ., ga) launch (grid: columns of 128 threads, rows, items) that
+// reads a grid gb: column j, row i, item b, the two grids' cell counts and the cell's offset o.
+struct GridCell {
+  int j, i;
+  long long b, Na, Nb, o;
+};
+__device__ __forceinline__ GridCell grid_cell(const FlowGrid& ga, const FlowGrid& gb) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x, i = blockIdx.y;
+  return {
+      j, i, blockIdx.z, (long long)ga.H * ga.W, (long long)gb.H * gb.W, (long long)i * ga.W + j};
+}
+
 // in (B, planes, gi) -> out (B, planes, go), bilinear in pixel coordinates.
 __global__ void resample_kernel(const float* __restrict__ in, FlowGrid gi, float* __restrict__ out,
                                 FlowGrid go, int planes) {
@@ -77,12 +89,8 @@ __global__ void resample_kernel(const float* __restrict__ in, FlowGrid gi, float
 // feat_b (B, C, gb), flow (B, 2, ga) -> out (B, C, ga).
 __global__ void warp_kernel(const float* __restrict__ feat_b, int C, FlowGrid gb,
                             const float* __restrict__ flow, FlowGrid ga, float* __restrict__ out) {
-  const int j = blockIdx.x * blockDim.x + threadIdx.x;
-  const int i = blockIdx.y;
-  const long long b = blockIdx.z;
+  const auto [j, i, b, Na, Nb, o] = grid_cell(ga, gb);
   if (j >= ga.W) return;
-  const long long Na = (long long)ga.H * ga.W, Nb = (long long)gb.H * gb.W;
-  const long long o = (long long)i * ga.W + j;
   const float* f = flow + b * 2 * Na;
   float* dst = out + b * C * Na + o;
   const double px = centre(j, ga.sx) + double(f[o]);
@@ -218,12 +226,8 @@ __global__ void median3_kernel(const float* __restrict__ src, float* __restrict_
 __global__ void refine_kernel(const float* __restrict__ feat_a, FlowGrid ga,
                               const float* __restrict__ feat_b, FlowGrid gb, int C,
                               float* __restrict__ flow, int iterations) {
-  const int j = blockIdx.x * blockDim.x + threadIdx.x;
-  const int i = blockIdx.y;
-  const long long b = blockIdx.z;
+  const auto [j, i, b, Na, Nb, o] = grid_cell(ga, gb);
   if (j >= ga.W) return;
-  const long long Na = (long long)ga.H * ga.W, Nb = (long long)gb.H * gb.W;
-  const long long o = (long long)i * ga.W + j;
   const float* fa = feat_a + b * C * Na;
   const float* fb = feat_b + b * C * Nb;
   float* f = flow + b * 2 * Na;
@@ -542,15 +546,11 @@ void flow_resample_cuda(const float* flow_in, const FlowGrid& gi, float* flow_ou
                         const FlowGrid& go, const Exec& ex) {
   cuda::check_grid(gi, "flow_resample");
   cuda::check_grid(go, "flow_resample");
-  cuda::require_device();
-  check_cancel(ex);
+  cuda::HostCall call(ex);
   const size_t ni = 2 * size_t(gi.H) * gi.W, no = 2 * size_t(go.H) * go.W;
-  cuda::Stream st;
-  cuda::DeviceBuffer<float> d_in(ni), d_out(no);
-  cuda::to_device(d_in.get(), flow_in, ni, st.get());
-  cuda_dev::flow_resample(d_in.get(), gi, d_out.get(), go, 1, 2, st.get());
-  cuda::to_host(flow_out, d_out.get(), no, st.get());
-  st.sync();
+  cuda_dev::flow_resample(call.in(flow_in, ni), gi, call.out(flow_out, no), go, 1, 2,
+                          call.stream());
+  call.finish();
 }
 
 void flow_warp_cuda(const float* feat_b, int C, const FlowGrid& gb, const float* flow,
@@ -558,47 +558,32 @@ void flow_warp_cuda(const float* feat_b, int C, const FlowGrid& gb, const float*
   cuda::check_grid(ga, "flow_warp");
   cuda::check_grid(gb, "flow_warp");
   if (C <= 0) throw Error(ErrorCode::Shape, "flow_warp: C must be positive");
-  cuda::require_device();
-  check_cancel(ex);
+  cuda::HostCall call(ex);
   const size_t Na = size_t(ga.H) * ga.W, Nb = size_t(gb.H) * gb.W;
-  cuda::Stream st;
-  cuda::DeviceBuffer<float> d_f(size_t(C) * Nb), d_flow(2 * Na), d_out(size_t(C) * Na);
-  cuda::to_device(d_f.get(), feat_b, size_t(C) * Nb, st.get());
-  cuda::to_device(d_flow.get(), flow, 2 * Na, st.get());
-  cuda_dev::flow_warp(d_f.get(), C, gb, d_flow.get(), ga, d_out.get(), 1, st.get());
-  cuda::to_host(out, d_out.get(), size_t(C) * Na, st.get());
-  st.sync();
+  cuda_dev::flow_warp(call.in(feat_b, size_t(C) * Nb), C, gb, call.in(flow, 2 * Na), ga,
+                      call.out(out, size_t(C) * Na), 1, call.stream());
+  call.finish();
 }
 
 void flow_from_global_volume_cuda(const float* volume, const FlowGrid& ga, const FlowGrid& gb,
                                   float* flow, float* peak, const Exec& ex) {
   cuda::check_grid(ga, "flow_from_global_volume");
   cuda::check_grid(gb, "flow_from_global_volume");
-  cuda::require_device();
-  check_cancel(ex);
+  cuda::HostCall call(ex);
   const size_t Na = size_t(ga.H) * ga.W, M = size_t(gb.H) * gb.W;
-  cuda::Stream st;
-  cuda::DeviceBuffer<float> d_v(M * Na), d_flow(2 * Na), d_peak(peak ? Na : 0);
-  cuda::to_device(d_v.get(), volume, M * Na, st.get());
-  cuda_dev::flow_from_global_volume(d_v.get(), ga, gb, d_flow.get(), d_peak.get(), 1, st.get());
-  cuda::to_host(flow, d_flow.get(), 2 * Na, st.get());
-  if (peak) cuda::to_host(peak, d_peak.get(), Na, st.get());
-  st.sync();
+  cuda_dev::flow_from_global_volume(call.in(volume, M * Na), ga, gb, call.out(flow, 2 * Na),
+                                    call.out(peak, Na), 1, call.stream());
+  call.finish();
 }
 
 void flow_from_local_volume_cuda(const float* volume, int R, int H, int W, float* residual,
                                  float* confidence, const Exec& ex) {
   if (R < 0 || H <= 0 || W <= 0) throw Error(ErrorCode::Shape, "flow_from_local_volume: bad sizes");
-  cuda::require_device();
-  check_cancel(ex);
+  cuda::HostCall call(ex);
   const size_t N = size_t(H) * W, D = size_t(2 * R + 1) * (2 * R + 1);
-  cuda::Stream st;
-  cuda::DeviceBuffer<float> d_v(D * N), d_res(2 * N), d_conf(confidence ? N : 0);
-  cuda::to_device(d_v.get(), volume, D * N, st.get());
-  cuda_dev::flow_from_local_volume(d_v.get(), R, H, W, d_res.get(), d_conf.get(), 1, st.get());
-  cuda::to_host(residual, d_res.get(), 2 * N, st.get());
-  if (confidence) cuda::to_host(confidence, d_conf.get(), N, st.get());
-  st.sync();
+  cuda_dev::flow_from_local_volume(call.in(volume, D * N), R, H, W, call.out(residual, 2 * N),
+                                   call.out(confidence, N), 1, call.stream());
+  call.finish();
 }
 
 void flow_warp_image_cuda(const float* b, int C, int Hb, int Wb, const float* flow, int H, int W,
@@ -606,32 +591,21 @@ void flow_warp_image_cuda(const float* b, int C, int Hb, int Wb, const float* fl
   if (C <= 0 || Hb <= 0 || Wb <= 0 || H <= 0 || W <= 0) {
     throw Error(ErrorCode::Shape, "flow_warp_image: sizes must be positive");
   }
-  cuda::require_device();
-  check_cancel(ex);
+  cuda::HostCall call(ex);
   const size_t N = size_t(H) * W, Nb = size_t(Hb) * Wb;
-  cuda::Stream st;
-  cuda::DeviceBuffer<float> d_b(size_t(C) * Nb), d_flow(2 * N), d_out(size_t(C) * N),
-      d_mask(mask ? N : 0);
-  cuda::to_device(d_b.get(), b, size_t(C) * Nb, st.get());
-  cuda::to_device(d_flow.get(), flow, 2 * N, st.get());
-  cuda_dev::flow_warp_image(d_b.get(), C, Hb, Wb, d_flow.get(), H, W, d_out.get(), d_mask.get(), 1,
-                            st.get());
-  cuda::to_host(out, d_out.get(), size_t(C) * N, st.get());
-  if (mask) cuda::to_host(mask, d_mask.get(), N, st.get());
-  st.sync();
+  cuda_dev::flow_warp_image(call.in(b, size_t(C) * Nb), C, Hb, Wb, call.in(flow, 2 * N), H, W,
+                            call.out(out, size_t(C) * N), call.out(mask, N), 1, call.stream());
+  call.finish();
 }
 
 void flow_median3_cuda(float* flow, int H, int W, const Exec& ex) {
   if (H <= 0 || W <= 0) throw Error(ErrorCode::Shape, "flow_median3: sizes must be positive");
-  cuda::require_device();
-  check_cancel(ex);
+  cuda::HostCall call(ex);
   const size_t n = 2 * size_t(H) * W;
-  cuda::Stream st;
-  cuda::DeviceBuffer<float> d_src(n), d_dst(n);
-  cuda::to_device(d_src.get(), flow, n, st.get());
-  cuda_dev::flow_median3(d_src.get(), d_dst.get(), H, W, 1, st.get());
-  cuda::to_host(flow, d_dst.get(), n, st.get());
-  st.sync();
+  const float* d_src =
+      call.in(static_cast<const float*>(flow), n);  // before out(): the median is not in place
+  cuda_dev::flow_median3(d_src, call.out(flow, n), H, W, 1, call.stream());
+  call.finish();
 }
 
 void flow_refine_symmetric_cuda(const float* feat_a, const FlowGrid& ga, const float* feat_b,
@@ -640,69 +614,44 @@ void flow_refine_symmetric_cuda(const float* feat_a, const FlowGrid& ga, const f
   cuda::check_grid(ga, "flow_refine_symmetric");
   cuda::check_grid(gb, "flow_refine_symmetric");
   if (C <= 0) throw Error(ErrorCode::Shape, "flow_refine_symmetric: C must be positive");
-  cuda::require_device();
-  check_cancel(ex);
+  cuda::HostCall call(ex);
   const size_t Na = size_t(ga.H) * ga.W, Nb = size_t(gb.H) * gb.W;
-  cuda::Stream st;
-  cuda::DeviceBuffer<float> d_a(size_t(C) * Na), d_b(size_t(C) * Nb), d_flow(2 * Na);
-  cuda::to_device(d_a.get(), feat_a, size_t(C) * Na, st.get());
-  cuda::to_device(d_b.get(), feat_b, size_t(C) * Nb, st.get());
-  cuda::to_device(d_flow.get(), flow, 2 * Na, st.get());
-  cuda_dev::flow_refine_symmetric(d_a.get(), ga, d_b.get(), gb, C, d_flow.get(), iterations, 1,
-                                  st.get());
-  cuda::to_host(flow, d_flow.get(), 2 * Na, st.get());
-  st.sync();
+  cuda_dev::flow_refine_symmetric(call.in(feat_a, size_t(C) * Na), ga,
+                                  call.in(feat_b, size_t(C) * Nb), gb, C, call.inout(flow, 2 * Na),
+                                  iterations, 1, call.stream());
+  call.finish();
 }
 
 void flow_volume_aggregate_cuda(float* volume, int D, int H, int W, int radius, const Exec& ex) {
   cuda::check_aggregate(D, H, W, radius);
-  cuda::require_device();
-  check_cancel(ex);
+  cuda::HostCall call(ex);
   if (radius == 0) return;
-  const size_t n = size_t(D) * H * W;
-  cuda::Stream st;
-  cuda::DeviceBuffer<float> d_v(n);
-  cuda::DeviceBuffer<char> d_ws(cuda_dev::volume_aggregate_workspace_bytes(D, H, W, 1));
-  cuda::to_device(d_v.get(), volume, n, st.get());
-  cuda_dev::flow_volume_aggregate(d_v.get(), D, H, W, radius, d_ws.get(), 1, st.get());
-  cuda::to_host(volume, d_v.get(), n, st.get());
-  st.sync();
+  cuda_dev::flow_volume_aggregate(
+      call.inout(volume, size_t(D) * H * W), D, H, W, radius,
+      call.scratch<char>(cuda_dev::volume_aggregate_workspace_bytes(D, H, W, 1)), 1, call.stream());
+  call.finish();
 }
 
 void flow_consistency_cuda(const float* fwd, int H, int W, const float* bwd, int Hb, int Wb,
                            float abs_tol, float rel_tol, uint8_t* valid, float* error,
                            const Exec& ex) {
   cuda::check_consistency(H, W, Hb, Wb, abs_tol, rel_tol);
-  cuda::require_device();
-  check_cancel(ex);
+  cuda::HostCall call(ex);
   const size_t N = size_t(H) * W, Nb = size_t(Hb) * Wb;
-  cuda::Stream st;
-  cuda::DeviceBuffer<float> d_fwd(2 * N), d_bwd(2 * Nb), d_error(error ? N : 0);
-  cuda::DeviceBuffer<uint8_t> d_valid(valid ? N : 0);
-  cuda::to_device(d_fwd.get(), fwd, 2 * N, st.get());
-  cuda::to_device(d_bwd.get(), bwd, 2 * Nb, st.get());
-  cuda_dev::flow_consistency(d_fwd.get(), H, W, d_bwd.get(), Hb, Wb, abs_tol, rel_tol,
-                             d_valid.get(), d_error.get(), 1, st.get());
-  if (valid) cuda::to_host(valid, d_valid.get(), N, st.get());
-  if (error) cuda::to_host(error, d_error.get(), N, st.get());
-  st.sync();
+  cuda_dev::flow_consistency(call.in(fwd, 2 * N), H, W, call.in(bwd, 2 * Nb), Hb, Wb, abs_tol,
+                             rel_tol, call.out(valid, N), call.out(error, N), 1, call.stream());
+  call.finish();
 }
 
 void flow_texture_mask_cuda(const float* gray, int H, int W, int radius, float min_gradient,
                             uint8_t* textured, const Exec& ex) {
   cuda::check_texture(H, W, radius, min_gradient);
-  cuda::require_device();
-  check_cancel(ex);
+  cuda::HostCall call(ex);
   const size_t N = size_t(H) * W;
-  cuda::Stream st;
-  cuda::DeviceBuffer<float> d_gray(N);
-  cuda::DeviceBuffer<uint8_t> d_tex(N);
-  cuda::DeviceBuffer<char> d_ws(cuda_dev::texture_mask_workspace_bytes(H, W, 1));
-  cuda::to_device(d_gray.get(), gray, N, st.get());
-  cuda_dev::flow_texture_mask(d_gray.get(), H, W, radius, min_gradient, d_tex.get(), d_ws.get(), 1,
-                              st.get());
-  cuda::to_host(textured, d_tex.get(), N, st.get());
-  st.sync();
+  cuda_dev::flow_texture_mask(call.in(gray, N), H, W, radius, min_gradient, call.out(textured, N),
+                              call.scratch<char>(cuda_dev::texture_mask_workspace_bytes(H, W, 1)),
+                              1, call.stream());
+  call.finish();
 }
 
 }  // namespace gocor

@@ -14,8 +14,10 @@
 #include "common.h"
 #include "correlation.h"
 #include "dense_features.h"
+#include "dis.h"
 #include "flow.h"
 #include "gocor.h"
+#include "interpolate.h"
 
 namespace gocor {
 
@@ -71,6 +73,12 @@ void flow_consistency_cuda(const float* fwd, int H, int W, const float* bwd, int
                            const Exec& ex);
 void flow_texture_mask_cuda(const float* gray, int H, int W, int radius, float min_gradient,
                             uint8_t* textured, const Exec& ex);
+// cuda/interpolate.cu and cuda/dis.cu: the sparse-to-dense fill and the dense refinement.
+void flow_interpolate_cuda(const float* image, int C, int H, int W, const float* flow,
+                           const uint8_t* valid, float* out, const InterpOptions& o,
+                           const Exec& ex);
+void flow_refine_dis_cuda(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
+                          float* flow, const DisOptions& o, const Exec& ex);
 #endif
 
 }  // namespace gocor

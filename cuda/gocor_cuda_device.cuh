@@ -13,8 +13,10 @@
 #include <vector>
 
 #include "correlation.h"
+#include "dis.h"
 #include "flow.h"
 #include "gocor.h"
+#include "interpolate.h"
 
 namespace gocor {
 namespace cuda_dev {
@@ -97,6 +99,15 @@ size_t texture_mask_workspace_bytes(int H, int W, int B);
 // gray (B, H, W) -> textured (B, H, W), as flow_texture_mask.
 void flow_texture_mask(const float* d_gray, int H, int W, int radius, float min_gradient,
                        uint8_t* d_textured, void* d_workspace, int B, void* stream);
+// image (C, H, W), flow (2, H, W), valid (H, W) -> out (2, H, W), as flow_interpolate (one item).
+// Allocates its own scratch (its size depends on the seeds found) and synchronises the stream:
+// the seed count and the seed graph's rows are read back on the way.
+void flow_interpolate(const float* d_image, int C, int H, int W, const float* d_flow,
+                      const uint8_t* d_valid, float* d_out, const InterpOptions& o, void* stream);
+// gray_a (H, W), gray_b (Hb, Wb), flow (2, H, W) refined in place, as flow_refine_dis (one item).
+// Allocates its own pyramids and planes and synchronises the stream before it returns.
+void flow_refine_dis(const float* d_gray_a, int H, int W, const float* d_gray_b, int Hb, int Wb,
+                     float* d_flow, const DisOptions& o, void* stream);
 }  // namespace cuda_dev
 }  // namespace gocor
 

@@ -708,34 +708,12 @@ void gocor_global_device(const GlobalGocorParams& p, const GlobalGocorOptions& o
   const float step = static_cast<float>(std::exp(double(p.log_step_length)));
   const long long NN = (long long)N * N, NC = (long long)N * C, CN = (long long)C * N;
 
-  // Operand descriptions of the products (batch strides in elements).
+  // Operand descriptions of the products (batch strides in elements; GemmArgs' field order).
   auto gemm_wf = [&](const float* A, const float* Bm, float* rowpart) {  // (N x C)(C x N)
-    GemmArgs g{};
-    g.M = N;
-    g.N = N;
-    g.K = C;
-    g.A = A;
-    g.lda = C;
-    g.strideA = NC;
-    g.B = Bm;
-    g.ldb = N;
-    g.strideB = CN;
-    g.rowpart = rowpart;
-    return g;
+    return GemmArgs{N, N, C, A, Bm, C, N, NC, CN, rowpart};
   };
   auto gemm_ef = [&](const float* A, const float* Bm) {  // (N x N)(N x C), B given as (C, N)
-    GemmArgs g{};
-    g.M = N;
-    g.N = C;
-    g.K = N;
-    g.A = A;
-    g.lda = N;
-    g.strideA = NN;
-    g.B = Bm;
-    g.ldb = N;
-    g.strideB = CN;
-    g.rowpart = nullptr;
-    return g;
+    return GemmArgs{N, C, N, A, Bm, N, N, NN, CN, nullptr};
   };
   constexpr Layout kR = Layout::kRowMajor, kC = Layout::kColMajor;
   const long long rows = (long long)B * N;
@@ -843,22 +821,17 @@ void gocor_global_cuda(const GlobalGocorParams& p, const GlobalGocorOptions& o,
                        const GocorGlobalShape& s, const Exec& ex,
                        std::vector<GocorIterDiag>* diag) {
   cuda::check_global_args(p, o, s);
-  cuda::require_device();
-  check_cancel(ex);
+  cuda::HostCall call(ex);
   const size_t N = (size_t)s.H * s.W, nin = (size_t)s.B * s.C * N;
   const size_t nout = (size_t)s.B * N * N, nw = (size_t)s.B * N * s.C;
   const cuda::GlobalWorkspace ws =
       cuda::global_workspace(s, o, p.reg_inter_dim, p.reg_output_dim, diag != nullptr);
-  cuda::Stream stream;
-  cuda::DeviceBuffer<float> d_ref(nin), d_q(nin), d_w(nw), d_out(nout);
-  cuda::DeviceBuffer<char> d_ws(ws.total);
-  cuda::to_device(d_ref.get(), reference, nin, stream.get());
-  cuda::to_device(d_q.get(), query, nin, stream.get());
-  cuda::gocor_global_device(p, o, d_ref.get(), d_q.get(), d_out.get(), d_w.get(), d_ws.get(), s,
-                            stream.get(), &ex, diag);
-  cuda::to_host(volume, d_out.get(), nout, stream.get());
-  if (filter_out != nullptr) cuda::to_host(filter_out, d_w.get(), nw, stream.get());
-  stream.sync();
+  // The filter is the iterate: a device buffer even when the caller does not want it back.
+  float* d_w = filter_out != nullptr ? call.out(filter_out, nw) : call.scratch<float>(nw);
+  cuda::gocor_global_device(p, o, call.in(reference, nin), call.in(query, nin),
+                            call.out(volume, nout), d_w, call.scratch<char>(ws.total), s,
+                            call.stream(), &ex, diag);
+  call.finish();
 }
 
 namespace cuda_dev {

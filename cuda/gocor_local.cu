@@ -257,22 +257,17 @@ void gocor_local_cuda(const LocalGocorParams& p, const LocalGocorOptions& o, con
                       const float* query, float* volume, float* filter_out, int B, int C, int H,
                       int W, const Exec& ex, std::vector<GocorIterDiag>* diag) {
   cuda::check_local_args(o, B, C, H, W);
-  cuda::require_device();
-  check_cancel(ex);
+  cuda::HostCall call(ex);
   const int R = o.search_radius;
   const size_t nin = (size_t)B * C * H * W;
   const size_t nout = (size_t)B * (2 * R + 1) * (2 * R + 1) * H * W;
   const cuda::LocalWorkspace ws = cuda::local_workspace(B, C, H, W, R, o.num_iter, diag != nullptr);
-  cuda::Stream stream;
-  cuda::DeviceBuffer<float> d_ref(nin), d_q(nin), d_w(nin), d_out(nout);
-  cuda::DeviceBuffer<char> d_ws(ws.total);
-  cuda::to_device(d_ref.get(), reference, nin, stream.get());
-  cuda::to_device(d_q.get(), query, nin, stream.get());
-  cuda::gocor_local_device(p, o, d_ref.get(), d_q.get(), d_out.get(), d_w.get(), d_ws.get(), B, C,
-                           H, W, stream.get(), diag);
-  cuda::to_host(volume, d_out.get(), nout, stream.get());
-  if (filter_out != nullptr) cuda::to_host(filter_out, d_w.get(), nin, stream.get());
-  stream.sync();
+  // The filter is the iterate: a device buffer even when the caller does not want it back.
+  float* d_w = filter_out != nullptr ? call.out(filter_out, nin) : call.scratch<float>(nin);
+  cuda::gocor_local_device(p, o, call.in(reference, nin), call.in(query, nin),
+                           call.out(volume, nout), d_w, call.scratch<char>(ws.total), B, C, H, W,
+                           call.stream(), diag);
+  call.finish();
 }
 
 namespace cuda_dev {

@@ -62,6 +62,26 @@ __device__ inline void win_load_halo(float* halo, const WinTile& t, const float*
   }
 }
 
+// Loads the halo of channels c0 .. c0 + kWinCC - 1 of feat; every thread of the block calls it.
+__device__ __forceinline__ void win_sync_halo(float* halo, const WinTile& t, const float* feat,
+                                              int c0, int C, int H, int W) {
+  __syncthreads();
+  win_load_halo(halo, t, feat, c0, C, H, W);
+  __syncthreads();
+}
+
+// fn(k, h) for every window offset k = (dy+R)(2R+1) + (dx+R), h pointing at the halo sample of
+// p + d_k in the first loaded channel (channel cc at h[cc * HY * HX]).
+template <typename Fn>
+__device__ __forceinline__ void win_each(const float* halo, const WinTile& t, Fn fn) {
+  const int S = 2 * t.R + 1;
+  int k = 0;
+  for (int dy = 0; dy < S; ++dy) {
+    const float* hrow = halo + (t.ty + dy) * t.HX + t.tx;
+    for (int dx = 0; dx < S; ++dx, ++k) fn(k, hrow + dx);
+  }
+}
+
 // win[k*nt + tid] = sum_c src[c, p] * feat[c, p + d_k]  (unscaled), k = (dy+R)(2R+1) + (dx+R).
 // src and feat are one batch element's (C,H,W). Every thread of the block must call it.
 __device__ inline void win_scores(float* halo, float* win, const WinTile& t, const float* src,
@@ -70,24 +90,18 @@ __device__ inline void win_scores(float* halo, float* win, const WinTile& t, con
   for (int k = 0; k < D; ++k) win[k * t.nt + t.tid] = 0.f;
   const long long HW = (long long)H * W;
   for (int c0 = 0; c0 < C; c0 += kWinCC) {
-    __syncthreads();
-    win_load_halo(halo, t, feat, c0, C, H, W);
-    __syncthreads();
+    win_sync_halo(halo, t, feat, c0, C, H, W);
     float v[kWinCC];
 #pragma unroll
     for (int cc = 0; cc < kWinCC; ++cc) {
       v[cc] = (t.inside && c0 + cc < C) ? src[(c0 + cc) * HW + t.p] : 0.f;
     }
-    int k = 0;
-    for (int dy = 0; dy < S; ++dy) {
-      const float* hrow = halo + (t.ty + dy) * t.HX + t.tx;
-      for (int dx = 0; dx < S; ++dx, ++k) {
-        float a = win[k * t.nt + t.tid];
+    win_each(halo, t, [&](int k, const float* h) {
+      float a = win[k * t.nt + t.tid];
 #pragma unroll
-        for (int cc = 0; cc < kWinCC; ++cc) a = fmaf(v[cc], hrow[cc * plane + dx], a);
-        win[k * t.nt + t.tid] = a;
-      }
-    }
+      for (int cc = 0; cc < kWinCC; ++cc) a = fmaf(v[cc], h[cc * plane], a);
+      win[k * t.nt + t.tid] = a;
+    });
   }
 }
 
@@ -95,23 +109,17 @@ __device__ inline void win_scores(float* halo, float* win, const WinTile& t, con
 template <typename Sink>
 __device__ inline void win_adjoint(float* halo, const float* win, const WinTile& t,
                                    const float* feat, int C, int H, int W, Sink sink) {
-  const int S = 2 * t.R + 1, plane = t.HY * t.HX;
+  const int plane = t.HY * t.HX;
   for (int c0 = 0; c0 < C; c0 += kWinCC) {
-    __syncthreads();
-    win_load_halo(halo, t, feat, c0, C, H, W);
-    __syncthreads();
+    win_sync_halo(halo, t, feat, c0, C, H, W);
     float g[kWinCC];
 #pragma unroll
     for (int cc = 0; cc < kWinCC; ++cc) g[cc] = 0.f;
-    int k = 0;
-    for (int dy = 0; dy < S; ++dy) {
-      const float* hrow = halo + (t.ty + dy) * t.HX + t.tx;
-      for (int dx = 0; dx < S; ++dx, ++k) {
-        const float coef = win[k * t.nt + t.tid];
+    win_each(halo, t, [&](int k, const float* h) {
+      const float coef = win[k * t.nt + t.tid];
 #pragma unroll
-        for (int cc = 0; cc < kWinCC; ++cc) g[cc] = fmaf(coef, hrow[cc * plane + dx], g[cc]);
-      }
-    }
+      for (int cc = 0; cc < kWinCC; ++cc) g[cc] = fmaf(coef, h[cc * plane], g[cc]);
+    });
     if (t.inside) {
 #pragma unroll
       for (int cc = 0; cc < kWinCC; ++cc)

@@ -6,7 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { batchCommand } from './cli/batch-command';
 import { benchCommand } from './cli/bench';
-import { EXIT, errorLine, examples } from './cli/common';
+import { EXIT, errorLine, examples, usageLine } from './cli/common';
 import { correlateCommand } from './cli/correlate';
 import { infoCommand } from './cli/info';
 import { matchCommand } from './cli/match';
@@ -20,7 +20,6 @@ export function program(): Command {
       'GOCor (globally optimised correlation volumes, NeurIPS 2020): dense matching of image pairs and correlation volumes',
     )
     .version(version, '-V, --version')
-    .showHelpAfterError('(add --help for usage)')
     .addHelpText(
       'after',
       examples([
@@ -40,7 +39,7 @@ export function program(): Command {
     benchCommand(),
     queueCommand(),
   ]) {
-    root.addCommand(cmd.showHelpAfterError('(add --help for usage)'));
+    root.addCommand(cmd);
   }
   // Usage errors exit with 2 (as most Unix tools do); failures of the work itself with 1.
   const exitOverride = (err: CommanderError) => {
@@ -48,9 +47,12 @@ export function program(): Command {
       throw err;
     throw new CommanderError(EXIT.usage, err.code, err.message);
   };
-  root.exitOverride(exitOverride);
+  // commander's own error output (its message, then a hint on a second line) is replaced by main's one line.
+  const quiet = { outputError: () => {} };
+  root.exitOverride(exitOverride).configureOutput(quiet);
+  // Subcommands of subcommands too (`gocor queue add`).
   const nested = (c: Command): Command[] => c.commands.flatMap((sub) => [sub, ...nested(sub)]);
-  for (const cmd of nested(root)) cmd.exitOverride(exitOverride);
+  for (const cmd of nested(root)) cmd.exitOverride(exitOverride).configureOutput(quiet);
   return root;
 }
 
@@ -64,9 +66,12 @@ export async function main(argv: string[]): Promise<void> {
     await program().parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
-      // commander has already printed its message (or the help).
-      process.exitCode =
-        err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? EXIT.ok : err.exitCode;
+      // Help and version were printed by commander; a usage error is the one documented line.
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') process.exitCode = EXIT.ok;
+      else {
+        process.stderr.write(`${usageLine(err.message)}\n`);
+        process.exitCode = err.exitCode;
+      }
       return;
     }
     process.stderr.write(`${errorLine(err)}\n`);

@@ -2,6 +2,11 @@
  * Flow tools: Middlebury .flo I/O, the Middlebury colour coding, warping, resizing and metrics.
  * A Flow is `{ data: [2, height, width] float32 (u plane, then v plane), width, height, confidence? }`
  * on the grid of image a, pointing into b: a(x) corresponds to b(x + flow(x)); x right, y down.
+ *
+ * Sync or async, one rule for the whole API: a function that reads or writes a file, encodes an
+ * image or runs native code returns a Promise and does that work off the event loop (readFlo,
+ * writeFlo, flowToColor, warpImage, resizeFlow); a function that only does one pass of arithmetic
+ * over arrays already in memory returns its result directly (flowMetrics, encodeFlo, l2normalize).
  */
 import sharp from 'sharp';
 import { writeFileAtomic } from './atomic';

@@ -3,7 +3,13 @@ import { GocorError } from './errors';
 import { checkMemory, execOptions } from './exec';
 import { type Dims, featureMap, sameBatchAndChannels } from './featuremap';
 import { type NativeExec, type NativeIterDiag, native } from './native';
-import { defaultGlobalParams, defaultLocalParams, type GlobalParams, type LocalParams } from './params';
+import {
+  defaultGlobalParams,
+  defaultLocalParams,
+  type GlobalParams,
+  type GocorParams,
+  type LocalParams,
+} from './params';
 import { runNative } from './queue';
 import type { ExecOptions, FeatureMap, Volume } from './types';
 import { bool, f32, int, invalid, knownKeys, MAX_VALUE, num, optInt, optObject } from './validate';
@@ -29,8 +35,11 @@ export interface CallOptions {
 }
 
 export interface GlobalGOCorOptions extends Omit<ExecOptions, 'signal'> {
-  /** Trained or default parameters; default: the official initial values for the input's channel count (seed 0). */
-  params?: GlobalParams;
+  /**
+   * Trained or default parameters: global ones, or what `loadParams` returns (its global part is
+   * used); default: the official initial values for the input's channel count (seed 0).
+   */
+  params?: GlobalParams | GocorParams;
   /** Steepest-descent iterations K, 0..64, default 3. */
   numIter?: number;
   /** The query-frame term `½‖R_θ(w·g)‖²`, default true (as GLU-Net-GOCor). */
@@ -40,8 +49,13 @@ export interface GlobalGOCorOptions extends Omit<ExecOptions, 'signal'> {
 }
 
 export interface LocalGOCorOptions extends Omit<ExecOptions, 'signal'> {
-  /** Default: the official initial values. */
-  params?: LocalParams;
+  /**
+   * Local parameters, or what `loadParams` returns: its shared local part (`local_corr.*`), or with
+   * `level` one of PWC-Net's per-level modules (`local_corr_<level>.*`). Default: the official initial values.
+   */
+  params?: LocalParams | GocorParams;
+  /** With `params` from `loadParams`: the PWC-Net level ('2' ... '6') whose module to use. */
+  level?: '2' | '3' | '4' | '5' | '6';
   /** Steepest-descent iterations K, 0..64, default 3. */
   numIter?: number;
   /** Search radius R, 1..16, default 4 (the official size; other radii are gocor's extension). */
@@ -74,8 +88,33 @@ function minFilterReg(p: object): void {
   if (v !== undefined) num(v, 'params.minFilterReg', 0, MAX_VALUE);
 }
 
+/** What loadParams returns (no `kind`, a `localLevels` record), told apart from one module's parameters. */
+function isFileParams(p: Record<string, unknown>): boolean {
+  return p.kind === undefined && typeof p.localLevels === 'object' && p.localLevels !== null;
+}
+
+/** The modules a loadParams result holds, for messages. */
+function heldModules(p: GocorParams): string {
+  const held = [
+    ...(p.global ? ['global (corr.corr_module.*)'] : []),
+    ...(p.local ? ['local (local_corr.*)'] : []),
+    ...Object.keys(p.localLevels).map((l) => `level ${l} (local_corr_${l}.*)`),
+  ];
+  return held.join(', ');
+}
+
 function checkGlobalParams(value: unknown): GlobalParams {
-  const p = optObject(value, 'params') as unknown as GlobalParams;
+  const o = optObject(value, 'params');
+  if (isFileParams(o)) {
+    const file = o as unknown as GocorParams;
+    if (!file.global)
+      throw new GocorError(
+        'ERR_GOCOR_PARAMS',
+        `params hold no global GOCor module, only ${heldModules(file)}; use LocalGOCor for local modules`,
+      );
+    return checkGlobalParams(file.global);
+  }
+  const p = o as unknown as GlobalParams;
   if (p.kind !== 'global') throw invalid("global parameters (kind: 'global')", 'params', value);
   const I = int(p.regInterDim, 'params.regInterDim', 1, 256);
   const O = int(p.regOutputDim, 'params.regOutputDim', 1, 256);
@@ -91,8 +130,30 @@ function checkGlobalParams(value: unknown): GlobalParams {
   return p;
 }
 
-function checkLocalParams(value: unknown): LocalParams {
-  const p = optObject(value, 'params') as unknown as LocalParams;
+const LEVELS = ['2', '3', '4', '5', '6'] as const;
+
+function checkLocalParams(value: unknown, level: unknown): LocalParams {
+  const o = optObject(value, 'params');
+  if (level !== undefined && !LEVELS.includes(level as (typeof LEVELS)[number]))
+    throw invalid(`one of ${LEVELS.map((l) => `'${l}'`).join(', ')}`, 'options.level', level);
+  if (isFileParams(o)) {
+    const file = o as unknown as GocorParams;
+    const picked = level === undefined ? file.local : file.localLevels[level as string];
+    if (!picked) {
+      const want =
+        level === undefined ? 'shared local GOCor module (local_corr.*)' : `level ${level} (local_corr_${level}.*)`;
+      const hint =
+        level === undefined && Object.keys(file.localLevels).length > 0 ? `; pick one with options.level` : '';
+      throw new GocorError('ERR_GOCOR_PARAMS', `params hold no ${want}, only ${heldModules(file)}${hint}`);
+    }
+    return checkLocalParams(picked, undefined);
+  }
+  if (level !== undefined)
+    throw new GocorError(
+      'ERR_GOCOR_INVALID_ARG',
+      `options.level picks a module of the parameters loadParams returns, but options.params are one module's (kind: ${describeKind(o)})`,
+    );
+  const p = o as unknown as LocalParams;
   if (p.kind !== 'local') throw invalid("local parameters (kind: 'local')", 'params', value);
   num(p.scaling, 'params.scaling', -MAX_VALUE, MAX_VALUE);
   num(p.logStepLength, 'params.logStepLength', -50, 50);
@@ -100,6 +161,10 @@ function checkLocalParams(value: unknown): LocalParams {
   minFilterReg(p);
   distFns(p as unknown as Record<string, unknown>, 'params');
   return p;
+}
+
+function describeKind(o: Record<string, unknown>): string {
+  return typeof o.kind === 'string' ? `'${o.kind}'` : String(o.kind);
 }
 
 function result(
@@ -209,10 +274,12 @@ export class LocalGOCor {
 
   constructor(opts?: LocalGOCorOptions) {
     const o = optObject(opts, 'options');
-    knownKeys(o, 'options', ['params', 'numIter', 'searchRadius', 'device', 'threads']);
+    knownKeys(o, 'options', ['params', 'level', 'numIter', 'searchRadius', 'device', 'threads']);
     this.numIter = optInt(o.numIter, 'options.numIter', 0, 64, 3);
     this.searchRadius = optInt(o.searchRadius, 'options.searchRadius', 1, 16, 4);
-    this.params = o.params !== undefined ? checkLocalParams(o.params) : defaultLocalParams();
+    if (o.params === undefined && o.level !== undefined)
+      throw new GocorError('ERR_GOCOR_INVALID_ARG', 'options.level needs options.params (what loadParams returns)');
+    this.params = o.params !== undefined ? checkLocalParams(o.params, o.level) : defaultLocalParams();
     const { signal: _s, ...exec } = execOptions(o, 'options');
     this.exec = exec;
   }

@@ -1,6 +1,6 @@
 /** Image decoding with sharp: PNG, JPEG, WebP, TIFF (and whatever else libvips reads) to CHW float32 in [0, 1]. */
 import { stat } from 'node:fs/promises';
-import sharp from 'sharp';
+import sharp, { type Metadata } from 'sharp';
 import { GocorError } from './errors';
 import { checkMemory } from './exec';
 import type { Image } from './types';
@@ -66,7 +66,7 @@ function decodeError(what: string, err: unknown): GocorError {
 }
 
 async function readHeader(src: Source, allowSvg: boolean): Promise<ImageHeader> {
-  let meta: sharp.Metadata;
+  let meta: Metadata;
   try {
     meta = await sharp(src.input, { failOn: 'error', limitInputPixels: MAX_IMAGE_PIXELS }).metadata();
   } catch (err) {

@@ -46,5 +46,6 @@ export {
   saveParams,
   type TensorRecord,
 } from './params';
+export { type CheckpointDtype, type CheckpointTensor, readCheckpoint } from './pth';
 export { queueStats, setConcurrency } from './queue';
 export type { DeviceOption, ExecOptions, FeatureMap, Image, Volume } from './types';

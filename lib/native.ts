@@ -1,7 +1,9 @@
 /**
- * Loads the compiled addon (with `bindings`, which searches build/Release and the node-gyp layout)
+ * Loads the compiled addon (a local build, found with `bindings`, or the prebuilt platform package)
  * and gives it an exact type: the facade never calls an untyped native function.
  */
+import { join } from 'node:path';
+import { debuglog } from 'node:util';
 import { GocorError } from './errors';
 import type { NativeDims, NativeFeatureLevel, NativeFlow, NativeMatchOptions, NativePyramid } from './native-match';
 
@@ -188,22 +190,60 @@ function warnUnknownSimd(): void {
   }
 }
 
-/** The addon, loaded once on first use. A missing or broken build is a GocorError, not a crash. */
+/** The prebuilt addon's package for this machine (an optional dependency of gocor), e.g. `@gocor/linux-x64`. */
+export const PLATFORM_PACKAGE = `@gocor/${process.platform}-${process.arch}`;
+
+/** The command that builds the addon from source inside an installed gocor (scripts/install.js). */
+export const BUILD_FROM_SOURCE = 'npx gocor-build';
+
+const debug = debuglog('gocor');
+
+function localReason(err: unknown): string {
+  const line = firstLine(err);
+  return /Could not locate the bindings file/.test(line) ? 'no build/Release/gocor.node' : line;
+}
+
+function firstLine(err: unknown): string {
+  return String((err as Error)?.message ?? err).split('\n')[0] as string;
+}
+
+/**
+ * The addon, loaded once on first use. A local build (built from source in this package's folder:
+ * the cmake-js/node-gyp layouts that `bindings` searches) comes first, so that building from source
+ * takes effect; then the prebuilt platform package. If neither loads, the GocorError names both
+ * and the build-from-source command. Never a crash.
+ */
 export function native(): NativeBinding {
   if (cached) return cached;
+  // Loaded on first use rather than imported, so that a missing build is a GocorError at the
+  // first call (not an exception while importing gocor); module_root is this package's root.
+  const root = join(__dirname, '..');
+  let localError: unknown;
   try {
-    // Loaded on first use rather than imported, so that a missing build is a GocorError at the
-    // first call (not an exception while importing gocor); module_root is this package's root.
     const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => unknown;
-    const path = require('node:path') as typeof import('node:path');
-    cached = bindings({ bindings: 'gocor', module_root: path.join(__dirname, '..') }) as NativeBinding;
-    warnUnknownSimd();
-    return cached;
+    cached = bindings({ bindings: 'gocor', module_root: root }) as NativeBinding;
+    debug('native addon: local build under %s', root);
   } catch (err) {
-    throw new GocorError(
-      'ERR_GOCOR_NATIVE_LOAD',
-      `gocor's native addon could not be loaded (${(err as Error).message}); run \`npm rebuild gocor\` or see the README's build section`,
-      { cause: err },
-    );
+    localError = err;
   }
+  if (!cached) {
+    try {
+      const file = require.resolve(`${PLATFORM_PACKAGE}/gocor.node`);
+      cached = require(file) as NativeBinding;
+      debug('native addon: prebuilt %s', file);
+    } catch (err) {
+      const missing = (err as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND';
+      throw new GocorError(
+        'ERR_GOCOR_NATIVE_LOAD',
+        `gocor's native addon could not be loaded: the prebuilt package ${PLATFORM_PACKAGE} ${
+          missing
+            ? 'is not installed (an optional dependency: installed with --omit=optional, or no prebuilt exists for this platform)'
+            : `failed to load (${firstLine(err)})`
+        }, and there is no usable local build under ${root} (${localReason(localError)}). Install ${PLATFORM_PACKAGE} or build from source: ${BUILD_FROM_SOURCE} (cmake-js, or node-gyp; see the README's build section)`,
+        { cause: err },
+      );
+    }
+  }
+  warnUnknownSimd();
+  return cached;
 }

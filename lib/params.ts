@@ -7,6 +7,7 @@ import { writeFileAtomic } from './atomic';
 import { GocorError } from './errors';
 import { readRegularFile } from './files';
 import { native } from './native';
+import { checkpointTensors, halfToFloat, isCheckpoint, toFloat32 } from './pth';
 import { int } from './validate';
 
 /** Global GOCor parameters (GLU-Net-GOCor). Shapes: targetFg/targetBg (C); regWeight1 (I,1,3,3); regWeight2 (O,I,3,3); label/weight/maskLogit (10). */
@@ -307,15 +308,6 @@ function toF32(dtype: unknown, bytes: Uint8Array, name: string): Float32Array {
   return out;
 }
 
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * 2 ** -14 * (f / 1024);
-  if (e === 31) return f ? Number.NaN : s * Number.POSITIVE_INFINITY;
-  return s * 2 ** (e - 15) * (1 + f / 1024);
-}
-
 /** Parses a safetensors buffer into named float32 tensors. */
 export function parseSafetensors(buf: Uint8Array): Record<string, TensorRecord> {
   if (buf.byteLength < 8) throw paramError('not a safetensors file: shorter than its 8-byte header length');
@@ -459,17 +451,44 @@ export function paramsToTensors(params: GocorParams | GlobalParams | LocalParams
   return out;
 }
 
+/** Official GOCor tensor names in a checkpoint (spec 11), after an optional DataParallel `module.`. */
+const CHECKPOINT_NAME = /^(?:module\.)?((?:corr\.corr_module\.|local_corr(?:_[2-6])?\.)(.+))$/;
+
+function isCheckpointGocorName(name: string): boolean {
+  const m = CHECKPOINT_NAME.exec(name);
+  if (!m) return false;
+  return (m[1]?.startsWith('corr.') ? GLOBAL_NAMES : LOCAL_NAMES).includes(m[2] as string);
+}
+
+/** GOCor's tensors of a PyTorch checkpoint by their official names; every other tensor is ignored (and not read). */
+async function paramsFromCheckpoint(buf: Uint8Array): Promise<GocorParams> {
+  const found = await checkpointTensors(buf, isCheckpointGocorName);
+  const tensors: Record<string, TensorRecord> = Object.create(null);
+  for (const [name, t] of Object.entries(found)) {
+    tensors[(CHECKPOINT_NAME.exec(name) as RegExpExecArray)[1] as string] = { shape: t.shape, data: toFloat32(t) };
+  }
+  if (Object.keys(tensors).length === 0)
+    throw paramError(
+      'the checkpoint holds no GOCor tensors (corr.corr_module.*, local_corr.*, local_corr_2..6.*; spec section 11)',
+    );
+  return paramsFromTensors(tensors);
+}
+
+function paramsFromBytes(buf: Uint8Array): Promise<GocorParams> | GocorParams {
+  return isCheckpoint(buf) ? paramsFromCheckpoint(buf) : paramsFromTensors(parseSafetensors(buf));
+}
+
 /**
- * Reads GOCor parameters from a safetensors file path, its bytes, or a plain object of
- * `{name: {shape, data}}`. Wrong names, shapes or non-finite values reject with ERR_GOCOR_PARAMS naming the tensor.
+ * Reads GOCor parameters from a file path or its bytes — safetensors, or a PyTorch checkpoint
+ * (`.pth`/`.pth.tar`, zip or legacy format; its GOCor tensors by their official names, everything
+ * else ignored) — or from a plain object of `{name: {shape, data}}`. Wrong names, shapes or
+ * non-finite values reject with ERR_GOCOR_PARAMS naming the tensor.
  */
 export async function loadParams(
   source: string | Buffer | Uint8Array | Record<string, TensorRecord>,
 ): Promise<GocorParams> {
-  if (typeof source === 'string') {
-    return paramsFromTensors(parseSafetensors(await readRegularFile(source, 'parameter file')));
-  }
-  if (source instanceof Uint8Array) return paramsFromTensors(parseSafetensors(source));
+  if (typeof source === 'string') return paramsFromBytes(await readRegularFile(source, 'parameter file'));
+  if (source instanceof Uint8Array) return paramsFromBytes(source);
   if (typeof source === 'object' && source !== null) return paramsFromTensors(source);
   throw new GocorError(
     'ERR_GOCOR_INVALID_ARG',

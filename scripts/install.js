@@ -1,7 +1,10 @@
 #!/usr/bin/env node
-// npm's install step: builds the native addon. CMake (cmake-js) is the main build and compiles
-// the CUDA backend when nvcc is found (GOCOR_CUDA=AUTO|ON|OFF). Where CMake is missing, or with
-// GOCOR_BUILD=gyp, the CPU-only variant is built with node-gyp from binding.gyp.
+// Builds the native addon from source: `npx gocor-build` in a project that installed gocor (which
+// otherwise loads the prebuilt @gocor/<platform>-<arch> package and has no install script), and,
+// with --pretest, the first step of this repository's `npm test`.
+// CMake (cmake-js) is the main build and compiles the CUDA backend when nvcc is found
+// (GOCOR_CUDA=AUTO|ON|OFF). Where CMake or cmake-js is missing, or with GOCOR_BUILD=gyp, the
+// CPU-only variant is built with node-gyp from binding.gyp (npm ships node-gyp).
 'use strict';
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -25,8 +28,17 @@ function hasCmake() {
   return !r.error && r.status === 0;
 }
 
-function buildCmake() {
-  const cmakeJs = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });
+// cmake-js is a development dependency: present in this repository, absent in a consumer's
+// node_modules unless installed (`npm install --no-save cmake-js`).
+function cmakeJsPath() {
+  try {
+    return require.resolve('cmake-js/bin/cmake-js', { paths: [root, process.cwd()] });
+  } catch {
+    return undefined;
+  }
+}
+
+function buildCmake(cmakeJs) {
   const args = [cmakeJs, 'compile', '--out', 'build'];
   if (process.env.GOCOR_CUDA) args.push(`--CDGOCOR_CUDA=${process.env.GOCOR_CUDA}`);
   args.push('--parallel', jobs());
@@ -58,18 +70,28 @@ function buildGyp() {
   return run('node-gyp', args);
 }
 
+// `npm test` builds first (this repository's fresh clone: `npm install` then `npm test`; gocor has
+// no install or prepare script, which npm's --strict-allow-scripts would refuse in consumers). An
+// existing node-gyp build (build/config.gypi) is kept as it is; a cmake-js build is brought up to date.
+if (process.argv.includes('--pretest') && fs.existsSync(path.join(root, 'build', 'config.gypi'))) process.exit(0);
+
 const mode = (process.env.GOCOR_BUILD || 'auto').toLowerCase();
+const cmakeJs = cmakeJsPath();
 let result;
 if (mode === 'gyp') {
   log('building the CPU-only addon with node-gyp (GOCOR_BUILD=gyp)');
   result = buildGyp();
-} else if (hasCmake()) {
-  result = buildCmake();
+} else if (hasCmake() && cmakeJs) {
+  result = buildCmake(cmakeJs);
 } else if (mode === 'cmake') {
-  log('GOCOR_BUILD=cmake but cmake was not found on PATH');
+  log(
+    `GOCOR_BUILD=cmake but ${cmakeJs ? 'cmake was not found on PATH' : 'cmake-js is not installed (npm install --no-save cmake-js)'}`,
+  );
   process.exit(1);
 } else {
-  log('cmake not found: building the CPU-only addon with node-gyp');
+  log(
+    `${cmakeJs ? 'cmake not found' : 'cmake-js not installed'}: building the CPU-only addon with node-gyp (for the CUDA backend: cmake, nvcc and \`npm install --no-save cmake-js\`, then npx gocor-build)`,
+  );
   result = buildGyp();
 }
 if (!result.ok) {

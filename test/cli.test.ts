@@ -155,6 +155,11 @@ describe('cli: bad input', () => {
     expect((await runCli(['match', 'a.png', 'b.png', '-o', 'x', '--gocor-params', 'trained'])).code).toBe(2);
     expect((await runCli(['match', 'a.png', 'b.png', '-o', 'x', '--quality', 'slow'])).code).toBe(2);
     expect((await runCli(['frobnicate'])).code).toBe(2);
+    // One documented line, no commander hint line.
+    const r = await runCli(['match', 'a.png', 'b.png', '-o', 'x', '--quality', 'slow']);
+    expect(r.stderr.trimEnd().split('\n')).toEqual([
+      "gocor: ERR_GOCOR_INVALID_ARG: option '--quality <preset>' argument 'slow' is invalid. Allowed choices are fast, balanced, best. (see gocor --help)",
+    ]);
   });
 });
 

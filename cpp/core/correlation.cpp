@@ -1,257 +1,180 @@
-// Plain feature correlation on the CPU: drivers (validation, packing, blocking, threads) in the
-// baseline ISA, inner loops in the SIMD kernels of corr_kernels.h chosen at run time.
+// Plain feature correlation on the CPU: global = the packed GEMM (gemm.h); local = the kernel below,
+// one entry per SIMD level (simd.h) chosen at run time.
 #include "correlation.h"
 
 #include <algorithm>
-#include <atomic>
-#include <cctype>
-#include <cstdlib>
 #include <cstring>
-#include <new>
 #include <string>
 
-#include "corr_kernels.h"
+#include "gemm.h"
 #include "parallel.h"
+#include "simd.h"
 
 namespace gocor {
 namespace corr_detail {
 namespace {
 
-Simd detect_hardware() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("fma")) {
-    return Simd::Avx512;
-  }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Simd::Avx2;
-#endif
-  return Simd::Portable;
-}
-
-Simd detect_with_env() {
-  Simd hw = detect_hardware();
-  const char* env = std::getenv("GOCOR_SIMD");
-  if (env == nullptr) return hw;
-  std::string v(env);
-  // Case-insensitive (AVX2 = avx2); other values are ignored (lib/native.ts warns about them).
-  for (char& ch : v) ch = char(std::tolower(static_cast<unsigned char>(ch)));
-  Simd want = hw;
-  if (v == "portable") want = Simd::Portable;
-  if (v == "avx2") want = Simd::Avx2;
-  if (v == "avx512") want = Simd::Avx512;
-  // The variable can only lower the level: asking for more than the CPU has would crash.
-  return static_cast<int>(want) < static_cast<int>(hw) ? want : hw;
-}
-
-std::atomic<int> g_forced{-1};
-
-const Kernels& active_kernels() {
-  switch (simd_active()) {
-    case Simd::Avx512: return kernels_avx512();
-    case Simd::Avx2: return kernels_avx2();
-    default: return kernels_portable();
-  }
-}
-
-// 64-byte aligned scratch; an allocation failure becomes a TooLarge error, not std::bad_alloc.
-float* aligned_alloc_floats(int64_t n) {
-  try {
-    return static_cast<float*>(
-        ::operator new(static_cast<size_t>(n) * sizeof(float), std::align_val_t(64)));
-  } catch (const std::bad_alloc&) {
-    throw Error(ErrorCode::TooLarge, "correlation: cannot allocate " + std::to_string(n * 4) +
-                                         " bytes of scratch memory");
-  }
-}
-void aligned_free_floats(float* p) {
-  ::operator delete(p, std::align_val_t(64));
-}
-
-// Packing buffers of the calling thread, kept between calls: a fresh multi-MiB allocation is
-// mapped anew by the OS every time and its page faults cost as much as a small GEMM. Requests
-// above kKeepFloats are served once and released.
-class Scratch {
- public:
-  explicit Scratch(int64_t n) {
-    constexpr int64_t kKeepFloats = int64_t{32} << 20;  // 128 MiB
-    if (n > kKeepFloats) {
-      own_ = aligned_alloc_floats(n);
-      p_ = own_;
-      return;
-    }
-    Cache& c = cache();
-    if (c.in_use) {  // re-entered on this thread: do not share the cached block
-      own_ = aligned_alloc_floats(n);
-      p_ = own_;
-      return;
-    }
-    if (c.size < n) {
-      aligned_free_floats(c.p);
-      c.p = nullptr;
-      c.size = 0;
-      c.p = aligned_alloc_floats(n);
-      c.size = n;
-    }
-    c.in_use = true;
-    p_ = c.p;
-  }
-  ~Scratch() {
-    if (own_ != nullptr) {
-      aligned_free_floats(own_);
-    } else {
-      cache().in_use = false;
-    }
-  }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  float* get() const { return p_; }
-
- private:
-  struct Cache {
-    float* p = nullptr;
-    int64_t size = 0;
-    bool in_use = false;
-    ~Cache() { aligned_free_floats(p); }
-  };
-  static Cache& cache() {
-    static thread_local Cache c;
-    return c;
-  }
-  float* p_ = nullptr;
-  float* own_ = nullptr;
+// Arguments of the local correlation kernel for one batch element, read in place:
+// ref and query (C, H, W).
+struct LocalArgs {
+  const float* ref;
+  const float* query;
+  int C, H, W, R;
 };
 
-// Cache blocking of the GEMM: a KC-deep A micro-panel (MR x KC) stays in L1 while the micro-kernel
-// walks the NC columns of a KC x NC block of B held in L2; C tiles of MC x NC are the units of work
-// shared between threads.
-// Measured on Zen 5 (1 MiB L2, 48 KiB L1): KC = 512 keeps C <= 512 in one pass over C.
-constexpr int kKc = 512;
-constexpr int kNc = 256;
-constexpr int kMc = 96;
+// Channels per pass of the local kernel (see local_rows).
+constexpr int kLocalChunk = 64;
 
-// Copies of P floats for the narrow A panels, with a constant size so that they compile to a few
-// moves instead of a library call per k (which made packing A cost a third of a 256 x 256 GEMM).
-template <int P>
-void pack_full_panel(const float* x, int K, int L, float* o) {
-  for (int k = 0; k < K; ++k, x += L, o += P) std::memcpy(o, x, sizeof(float) * P);
-}
-
-// Packs panels p0 .. p1-1 of a k-major matrix X (K x L, row stride L), P columns each:
-// out[((panel - first) * K + k) * P + i] = X[k, panel * P + i], zero past L.
-void pack_panels(const float* x, int K, int L, int P, float* out, int64_t first, int64_t p0,
-                 int64_t p1) {
-  for (int64_t p = p0; p < p1; ++p) {
-    const int l0 = static_cast<int>(p * P);
-    const int n = std::min(P, L - l0);
-    float* o = out + (p - first) * static_cast<int64_t>(K) * P;
-    if (n == P && P == 4) {
-      pack_full_panel<4>(x + l0, K, L, o);
-      continue;
-    }
-    if (n == P && P == 6) {
-      pack_full_panel<6>(x + l0, K, L, o);
-      continue;
-    }
-    for (int k = 0; k < K; ++k, o += P) {
-      const float* src = x + static_cast<int64_t>(k) * L + l0;
-      std::memcpy(o, src, sizeof(float) * n);
-      if (n < P) std::memset(o + n, 0, sizeof(float) * (P - n));
+// One strip of V::W pixels at column xs, ROWS reference rows (y0, y0+1) against one query row,
+// G consecutive displacements dx0 .. dx0+G-1:  out[g][x] = (sum_c r[c][x] * q[c][x + dx0 + g]) / C.
+// Inputs are read in place (NCHW, channel stride cs). r0, r1: reference at (c=0, y, xs);
+// q: query at (c=0, yq, xs + dx0); o0, o1: output of the first displacement, displacement stride
+// os. EDGE strips mask every load to the image (the query outside it is zero) and store nvalid
+// lanes; interior strips use plain loads.
+// Channels are summed in chunks: `add` adds the partial sums already in the output, `scale` divides
+// by C (the last chunk). A chunk's rows stay in L1/L2 while the strips walk them.
+template <class V, int G, int ROWS, bool EDGE>
+GOCOR_INLINE void local_block(int C, const float* r0, const float* r1, const float* q, int64_t cs, float* o0,
+                 float* o1, int64_t os, int xq0, int W, int nvalid, bool add, float scale) {
+  typename V::T acc0[G], acc1[G];
+  int lo[G], hi[G];
+#pragma GCC unroll 16
+  for (int g = 0; g < G; ++g) {
+    acc0[g] = V::zero();
+    acc1[g] = V::zero();
+    lo[g] = std::min(V::W, std::max(0, -(xq0 + g)));
+    hi[g] = std::max(0, std::min(V::W, W - (xq0 + g)));
+  }
+  for (int c = 0; c < C; ++c) {
+    const int64_t off = c * cs;
+    typename V::T a0 = EDGE ? V::load_lanes(r0 + off, 0, nvalid) : V::loadu(r0 + off);
+    typename V::T a1 = ROWS < 2 ? a0
+                       : EDGE   ? V::load_lanes(r1 + off, 0, nvalid)
+                                : V::loadu(r1 + off);
+#pragma GCC unroll 16
+    for (int g = 0; g < G; ++g) {
+      typename V::T qv = EDGE ? V::load_lanes(q + off + g, lo[g], hi[g]) : V::loadu(q + off + g);
+      acc0[g] = V::fma(a0, qv, acc0[g]);
+      if (ROWS > 1) acc1[g] = V::fma(a1, qv, acc1[g]);
     }
   }
-}
-
-// Which operands gemm_tn packs in full. A full panel can be read in place (row stride M or N);
-// packing pays off only when the in-place rows are far apart, so that a panel's kc rows no longer
-// share cache lines or TLB pages with the next panel's.
-struct PackPlan {
-  bool a, b;
-};
-PackPlan pack_plan(int M, int N, int K) {
-  (void)N;
-  (void)K;
-  // A panels are MR (4 or 6) floats wide: read in place, one k row touches one or two cache
-  // lines, and the 64 kB - 1 MB of rows it spans stay in L1/L2 while the micro-kernel walks the
-  // column panels. Rows more than 4 KiB apart alias in L1 (measured: 1024 positions faster in
-  // place, 4096 faster packed). B panels are 64 floats wide and always packed: read in place they
-  // were slower at 1024 positions and no faster at 256.
-  return {M > 1024, true};
-}
-
-// Floats of packing scratch gemm_tn needs: the operands it packs in full, otherwise their last
-// partial panel only; each part rounded to 64 bytes.
-int64_t gemm_scratch_floats(const Kernels& kr, int M, int N, int K) {
-  const PackPlan plan = pack_plan(M, N, K);
-  const int64_t mp = (M + kr.mr - 1) / kr.mr, np = (N + kr.nr - 1) / kr.nr;
-  const int64_t a = (plan.a ? mp : 1) * kr.mr * int64_t{K};
-  const int64_t b = (plan.b ? np : 1) * kr.nr * int64_t{K};
-  return (a + 15) / 16 * 16 + (b + 15) / 16 * 16;
-}
-
-// out (M x N, row-major) = At^T * Bm for At (K x M, row-major) and Bm (K x N, row-major).
-// scratch: gemm_scratch_floats(kr, M, N, K) floats, 64-byte aligned.
-void gemm_tn(const Kernels& kr, int M, int N, int K, const float* At, const float* Bm, float* out,
-             float* scratch, const Exec& ex) {
-  const int MR = kr.mr, NR = kr.nr;
-  const int mp = (M + MR - 1) / MR, np = (N + NR - 1) / NR;
-  const PackPlan plan = pack_plan(M, N, K);
-  const int mfull = M / MR, nfull = N / NR;
-  float* ap = scratch;
-  float* bp = scratch + ((plan.a ? mp : 1) * int64_t{MR} * K + 15) / 16 * 16;
-  // Packed panels: all of an operand, or only its last partial panel (rows past M or N are zero).
-  if (plan.a) {
-    parallel_chunks(mp, ex.threads, 16,
-                    [&](int64_t p0, int64_t p1) { pack_panels(At, K, M, MR, ap, 0, p0, p1); });
-  } else if (mfull < mp) {
-    pack_panels(At, K, M, MR, ap, mfull, mfull, mp);
-  }
-  if (plan.b) {
-    parallel_chunks(np, ex.threads, 4,
-                    [&](int64_t p0, int64_t p1) { pack_panels(Bm, K, N, NR, bp, 0, p0, p1); });
-  } else if (nfull < np) {
-    pack_panels(Bm, K, N, NR, bp, nfull, nfull, np);
-  }
-  check_cancel(ex);
-
-  // Panels per work tile; shrink the tiles when there would be too few to keep every thread busy.
-  const int threads = ex.threads <= 0 ? pool_size() : std::min(ex.threads, pool_size());
-  int mc = std::max(1, kMc / MR), nc = std::max(1, kNc / NR);
-  while (threads > 1 &&
-         static_cast<int64_t>((mp + mc - 1) / mc) * ((np + nc - 1) / nc) < 4 * threads &&
-         (mc > 1 || nc > 1)) {
-    if (nc >= mc && nc > 1) {
-      nc = (nc + 1) / 2;
+#pragma GCC unroll 16
+  for (int g = 0; g < G; ++g) {
+    float* p0 = o0 + g * os;
+    float* p1 = o1 + g * os;
+    if (add) {
+      acc0[g] = acc0[g] + (EDGE ? V::load_n(p0, nvalid) : V::loadu(p0));
+      if (ROWS > 1) acc1[g] = acc1[g] + (EDGE ? V::load_n(p1, nvalid) : V::loadu(p1));
+    }
+    if (scale != 1.0f) {
+      acc0[g] = acc0[g] / scale;
+      if (ROWS > 1) acc1[g] = acc1[g] / scale;
+    }
+    if (!EDGE) {
+      V::storeu(p0, acc0[g]);
+      if (ROWS > 1) V::storeu(p1, acc1[g]);
     } else {
-      mc = (mc + 1) / 2;
+      V::store_n(p0, acc0[g], nvalid);
+      if (ROWS > 1) V::store_n(p1, acc1[g], nvalid);
     }
   }
-  const int tm = (mp + mc - 1) / mc, tn = (np + nc - 1) / nc;
-  parallel_for(static_cast<int64_t>(tm) * tn, ex.threads, [&](int64_t t) {
-    check_cancel(ex);
-    const int ip0 = static_cast<int>(t / tn) * mc, jp0 = static_cast<int>(t % tn) * nc;
-    const int ip1 = std::min(mp, ip0 + mc), jp1 = std::min(np, jp0 + nc);
-    for (int k0 = 0; k0 < K; k0 += kKc) {
-      const int kc = std::min(kKc, K - k0);
-      for (int ip = ip0; ip < ip1; ++ip) {
-        const bool a_packed = plan.a || ip >= mfull;
-        const float* a = a_packed
-                             ? ap + (static_cast<int64_t>(ip - (plan.a ? 0 : mfull)) * K + k0) * MR
-                             : At + static_cast<int64_t>(k0) * M + int64_t{ip} * MR;
-        const int64_t lda = a_packed ? MR : M;
-        const int i0 = ip * MR;
-        for (int jp = jp0; jp < jp1; ++jp) {
-          const bool b_packed = plan.b || jp >= nfull;
-          const float* b =
-              b_packed ? bp + (static_cast<int64_t>(jp - (plan.b ? 0 : nfull)) * K + k0) * NR
-                       : Bm + static_cast<int64_t>(k0) * N + int64_t{jp} * NR;
-          const int64_t ldb = b_packed ? NR : N;
-          const int j0 = jp * NR;
-          kr.gemm_ukr(kc, a, lda, b, ldb, out + static_cast<int64_t>(i0) * N + j0, N,
-                      std::min(MR, M - i0), std::min(NR, N - j0), k0 > 0);
+}
+
+template <class V, int GMAX, int ROWS, bool EDGE>
+GOCOR_INLINE void local_block_n(int g, int C, const float* r0, const float* r1, const float* q, int64_t cs,
+                   float* o0, float* o1, int64_t os, int xq0, int W, int nvalid, bool add,
+                   float scale) {
+#define GOCOR_LOCAL_CASE(n)                                                                  \
+  case n:                                                                                    \
+    local_block<V, (n <= GMAX ? n : 1), ROWS, EDGE>(C, r0, r1, q, cs, o0, o1, os, xq0, W, \
+                                                       nvalid, add, scale);                  \
+    break;
+  switch (g) {
+    GOCOR_LOCAL_CASE(1)
+    GOCOR_LOCAL_CASE(2)
+    GOCOR_LOCAL_CASE(3)
+    GOCOR_LOCAL_CASE(4)
+    GOCOR_LOCAL_CASE(5)
+    GOCOR_LOCAL_CASE(6)
+    GOCOR_LOCAL_CASE(7)
+    GOCOR_LOCAL_CASE(8)
+    GOCOR_LOCAL_CASE(9)
+    GOCOR_LOCAL_CASE(10)
+    GOCOR_LOCAL_CASE(11)
+    GOCOR_LOCAL_CASE(12)
+    default: break;
+  }
+#undef GOCOR_LOCAL_CASE
+}
+
+// Rows y0 .. y0+nrows-1 of out (D, H, W). Each query row is read once per strip and serves both
+// reference rows (at displacements dy and dy-1), which halves the query loads per multiply-add.
+template <class V, int GMAX>
+GOCOR_INLINE void local_rows(const LocalArgs& a, float* out, int y0, int nrows) {
+  const int R = a.R, C = a.C, H = a.H, W = a.W;
+  const int D1 = 2 * R + 1;
+  const int64_t HW = static_cast<int64_t>(H) * W;
+  const int ngroups = (D1 + GMAX - 1) / GMAX;
+  const int gbase = D1 / ngroups, gextra = D1 % ngroups;
+  const int ylast = y0 + nrows - 1;
+  // Chunks of channels outer, then query rows, then strips: the chunk of the two reference rows
+  // and of one query row (about 200 KiB) stays in L2 while the strips walk it, and one strip's
+  // lines (about 16 KiB) in L1 across the displacement groups.
+  for (int c0 = 0; c0 < C; c0 += kLocalChunk) {
+    const int cn = std::min(kLocalChunk, C - c0);
+    const bool add = c0 > 0;
+    const float scale = c0 + cn == C ? static_cast<float>(C) : 1.0f;
+    const float* ref = a.ref + c0 * HW;
+    const float* query = a.query + c0 * HW;
+    for (int yq = std::max(0, y0 - R); yq <= std::min(H - 1, ylast + R); ++yq) {
+      const bool v0 = yq - y0 <= R;
+      const bool v1 = nrows > 1 && yq - ylast >= -R;
+      for (int xs = 0; xs < W; xs += V::W) {
+        const int nvalid = std::min(V::W, W - xs);
+        const bool edge = xs - R < 0 || xs + V::W + R > W;
+        const float* r0 = ref + int64_t{y0} * W + xs;
+        const float* r1 = ref + int64_t{ylast} * W + xs;
+        int dx0 = -R;
+        for (int gi = 0; gi < ngroups; ++gi) {
+          const int g = gbase + (gi < gextra ? 1 : 0);
+          const float* q = query + int64_t{yq} * W + xs + dx0;
+          // Output of displacement (yq - y, dx0) at row y; only formed for a valid row.
+          float* o0 =
+              v0 ? out + ((yq - y0 + R) * D1 + dx0 + R) * HW + int64_t{y0} * W + xs : nullptr;
+          float* o1 =
+              v1 ? out + ((yq - ylast + R) * D1 + dx0 + R) * HW + int64_t{ylast} * W + xs : nullptr;
+          const float* ra = v0 ? r0 : r1;
+          float* oa = v0 ? o0 : o1;
+          const int xq0 = xs + dx0;
+          if (v0 && v1 && !edge) {
+            local_block_n<V, GMAX, 2, false>(g, cn, r0, r1, q, HW, o0, o1, HW, xq0, W, nvalid, add, scale);
+          } else if (v0 && v1) {
+            local_block_n<V, GMAX, 2, true>(g, cn, r0, r1, q, HW, o0, o1, HW, xq0, W, nvalid, add, scale);
+          } else if (!edge) {
+            local_block_n<V, GMAX, 1, false>(g, cn, ra, ra, q, HW, oa, oa, HW, xq0, W, nvalid, add, scale);
+          } else {
+            local_block_n<V, GMAX, 1, true>(g, cn, ra, ra, q, HW, oa, oa, HW, xq0, W, nvalid, add, scale);
+          }
+          dx0 += g;
         }
       }
     }
-  });
+  }
+}
+
+
+// Rows y0 .. y0+nrows-1 (nrows 1 or 2) of out (D, H, W) of one batch element, every displacement
+// whose query row y+dy lies inside the image (the others are left untouched). Displacements per
+// register block: 12 on AVX-512 (32 zmm), 6 on AVX2 (16 ymm), 4 portable.
+using LocalRowsFn = void (*)(const LocalArgs&, float*, int, int);
+GOCOR_KERNEL_AVX512 void local_rows_avx512(const LocalArgs& a, float* out, int y0, int nrows) {
+  local_rows<simd::Vec16, 12>(a, out, y0, nrows);
+}
+GOCOR_KERNEL_AVX2 void local_rows_avx2(const LocalArgs& a, float* out, int y0, int nrows) {
+  local_rows<simd::Vec8, 6>(a, out, y0, nrows);
+}
+GOCOR_KERNEL_PORTABLE void local_rows_portable(const LocalArgs& a, float* out, int y0, int nrows) {
+  local_rows<simd::Vec4, 4>(a, out, y0, nrows);
 }
 
 void require(bool ok, ErrorCode code, const std::string& what) {
@@ -288,61 +211,38 @@ void validate_local(const float* a, const float* b, const float* out, const Corr
 
 }  // namespace
 
-Simd simd_detected() {
-  static const Simd level = detect_with_env();
-  return level;
-}
-
-Simd simd_active() {
-  const int f = g_forced.load(std::memory_order_relaxed);
-  const Simd d = simd_detected();
-  return (f >= 0 && f < static_cast<int>(d)) ? static_cast<Simd>(f) : d;
-}
-
-void simd_force(Simd level) {
-  g_forced.store(static_cast<int>(level));
-}
-void simd_unforce() {
-  g_forced.store(-1);
-}
-
 }  // namespace corr_detail
 
-using corr_detail::Kernels;
 using corr_detail::LocalArgs;
-using corr_detail::Scratch;
 
 const char* cpu_simd_level() {
-  switch (corr_detail::simd_active()) {
-    case corr_detail::Simd::Avx512: return "avx512";
-    case corr_detail::Simd::Avx2: return "avx2";
-    default: return "portable";
-  }
+  return simd::simd_name(simd::simd_active());
 }
 
 void corr_global_cpu(const float* reference, const float* query, float* out,
                      const CorrGlobalShape& s, const Exec& ex) {
   corr_detail::validate_global(reference, query, out, s);
-  const Kernels& kr = corr_detail::active_kernels();
   const int N = s.H * s.W, M = s.Hq * s.Wq, K = s.C;
-  Scratch scratch(corr_detail::gemm_scratch_floats(kr, M, N, K));
   for (int b = 0; b < s.B; ++b) {
     check_cancel(ex);
     // out_b (M x N) = Q^T F with Q = query_b viewed (C x M) and F = reference_b viewed (C x N).
-    corr_detail::gemm_tn(kr, M, N, K, query + int64_t{b} * K * M, reference + int64_t{b} * K * N,
-                         out + int64_t{b} * M * N, scratch.get(), ex);
+    gocor_detail::gemm(gocor_detail::GemmArgs{M, N, K, query + int64_t{b} * K * M, M, true,
+                                              reference + int64_t{b} * K * N, N, false,
+                                              out + int64_t{b} * M * N, N, false},
+                       ex.threads);
   }
 }
 
 size_t corr_global_work_bytes(const CorrGlobalShape& s) {
-  return sizeof(float) * size_t(corr_detail::gemm_scratch_floats(corr_detail::active_kernels(),
-                                                                 s.Hq * s.Wq, s.H * s.W, s.C));
+  return gocor_detail::gemm_scratch_bytes(s.Hq * s.Wq, s.H * s.W, s.C, true);
 }
 
 void corr_local_cpu(const float* reference, const float* query, float* out, const CorrLocalShape& s,
                     const Exec& ex) {
   corr_detail::validate_local(reference, query, out, s, "corr_local");
-  const Kernels& kr = corr_detail::active_kernels();
+  const corr_detail::LocalRowsFn local_rows =
+      simd::simd_select(corr_detail::local_rows_avx512, corr_detail::local_rows_avx2,
+                        corr_detail::local_rows_portable);
   const int C = s.C, H = s.H, W = s.W, R = s.R, D1 = 2 * R + 1;
   const int64_t HW = int64_t{H} * W, D = int64_t{D1} * D1;
   for (int b = 0; b < s.B; ++b) {
@@ -362,7 +262,7 @@ void corr_local_cpu(const float* reference, const float* query, float* out, cons
           }
         }
       }
-      kr.local_rows(a, ob, y0, nrows);
+      local_rows(a, ob, y0, nrows);
     });
   }
 }

@@ -67,7 +67,8 @@ std::vector<float> image_gray(const ImageView& img);
 // image (C, H, W) -> out (kFeatureChannels, Hf, Wf): one descriptor per cell of an Hf x Wf grid
 // over the image; `cell` is how many working pixels one cell spans (the image is resampled to (Hf *
 // cell, Wf * cell) first). Each descriptor has unit L2 norm (or is zero on a blank image).
-void features_compute(const ImageView& img, int Hf, int Wf, int cell, float* out, const Exec& ex);
+void features_compute_cpu(const ImageView& img, int Hf, int Wf, int cell, float* out,
+                          const Exec& ex);
 
 // The pyramid the matcher uses: a global_size^2 level (if with_global) and local levels at the
 // strides of features_local_strides.
@@ -81,6 +82,7 @@ size_t features_extract_bytes(int H, int W, const FeatureOptions& o, int threads
 
 // Resamples src (C, H, W) to dst (C, h, w) with a triangle filter widened by the scale factor when
 // shrinking (antialiased bilinear), pixel centres aligned.
-void image_resize(const float* src, int C, int H, int W, float* dst, int h, int w, const Exec& ex);
+void image_resize_cpu(const float* src, int C, int H, int W, float* dst, int h, int w,
+                      const Exec& ex);
 
 }  // namespace gocor

@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "corr_kernels.h"
+#include "simd.h"
 #include "parallel.h"
 
 // The vector helpers and kernel bodies below are always inlined into their callers, the AVX2 entry
@@ -988,8 +988,8 @@ void check_images(const float* gray_a, int H, int W, const float* gray_b, int Hb
 
 }  // namespace
 
-void flow_refine_dis(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
-                     float* flow, const DisOptions& o, const Exec& ex) {
+void flow_refine_dis_cpu(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
+                         float* flow, const DisOptions& o, const Exec& ex) {
   const char* fn = "flow_refine_dis";
   check_images(gray_a, H, W, gray_b, Hb, Wb, flow, fn);
   check_options(o, fn);

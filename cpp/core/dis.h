@@ -42,8 +42,8 @@ struct DisOptions {
 // Results do not depend on ex.threads; on x86 CPUs with AVX2 + FMA the hot loops run 8 lanes wide
 // (GOCOR_SIMD=portable: 4), which changes results only in rounding (under 1e-3 px for 99% of the
 // pixels whose match lies inside b).
-void flow_refine_dis(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
-                     float* flow, const DisOptions& o, const Exec& ex);
+void flow_refine_dis_cpu(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
+                         float* flow, const DisOptions& o, const Exec& ex);
 
 // Host bytes flow_refine_dis allocates (an upper estimate): the pyramids of a (with its gradient
 // planes) and b, about 4/3 of the finest planes each, the flow and patch-flow planes and the

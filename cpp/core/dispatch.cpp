@@ -1,5 +1,7 @@
 #include "dispatch.h"
 
+#include <type_traits>
+
 namespace gocor {
 
 const char* error_code_name(ErrorCode code) {
@@ -72,6 +74,167 @@ void gocor_local(const LocalGocorParams& p, const LocalGocorOptions& o, const fl
                  const float* query, float* volume, float* filter_out, int B, int C, int H, int W,
                  const Exec& ex, std::vector<GocorIterDiag>* diag) {
   GOCOR_DISPATCH(gocor_local, p, o, reference, query, volume, filter_out, B, C, H, W, run, diag);
+}
+
+// ---- the stages of match ------------------------------------------------------------------
+
+namespace {
+
+struct StageInfo {
+  const char* name;
+  bool twin;     // a CUDA twin exists (in a CUDA build)
+  bool on_cuda;  // ... and has passed parity on a GPU, so dispatch sends Device::Cuda to it
+};
+
+// One row per Stage, in its order. No stage twin has run on a GPU yet (issue 17).
+constexpr StageInfo kStages[] = {
+    {"image_resize", true, false},
+    {"features_compute", true, false},
+    {"flow_resample", true, false},
+    {"flow_resize", false, false},
+    {"flow_warp", true, false},
+    {"flow_from_global_volume", true, false},
+    {"flow_from_local_volume", true, false},
+    {"flow_warp_image", true, false},
+    {"flow_refine_symmetric", true, false},
+    {"flow_volume_aggregate", true, false},
+    {"flow_consistency", true, false},
+    {"flow_texture_mask", true, false},
+    {"flow_median3", true, false},
+    {"flow_interpolate", true, false},
+    {"flow_refine_dis", true, false},
+};
+static_assert(sizeof(kStages) / sizeof(kStages[0]) == size_t(Stage::Count),
+              "one kStages row per Stage");
+
+const StageInfo& info(Stage s) {
+  return kStages[size_t(s)];
+}
+
+}  // namespace
+
+const char* stage_name(Stage s) {
+  return info(s).name;
+}
+
+bool stage_has_cuda_twin(Stage s) {
+#ifdef GOCOR_WITH_CUDA
+  return info(s).twin;
+#else
+  (void)s;
+  return false;
+#endif
+}
+
+bool stage_on_cuda(Stage s) {
+  return stage_has_cuda_twin(s) && info(s).on_cuda;
+}
+
+// A stage runs on its CUDA twin only when the device resolves to Cuda and the twin is cleared
+// (stage_on_cuda); otherwise on the CPU twin, with the Exec saying so.
+#ifdef GOCOR_WITH_CUDA
+#define GOCOR_STAGE_TWIN(stage, name, ...)                                      \
+  static_assert(std::is_same_v<decltype(&name##_cpu), decltype(&name##_cuda)>,  \
+                #name ": the CPU and CUDA twins must have the same signature"); \
+  if (run.device == Device::Cuda && stage_on_cuda(stage)) return name##_cuda(__VA_ARGS__)
+#else
+#define GOCOR_STAGE_TWIN(stage, name, ...)
+#endif
+#define GOCOR_DISPATCH_STAGE(stage, name, ...)                              \
+  do {                                                                      \
+    Exec run = ex;                                                          \
+    if (run.device != Device::Cpu) run.device = resolve_device(run.device); \
+    GOCOR_STAGE_TWIN(stage, name, __VA_ARGS__);                             \
+    run.device = Device::Cpu;                                               \
+    return name##_cpu(__VA_ARGS__);                                         \
+  } while (0)
+// A stage without a CUDA twin yet: the device is still checked (so 'cuda' means the same for
+// every operation), then the CPU twin runs.
+#define GOCOR_DISPATCH_CPU_ONLY(name, ...)                                  \
+  do {                                                                      \
+    Exec run = ex;                                                          \
+    if (run.device != Device::Cpu) run.device = resolve_device(run.device); \
+    run.device = Device::Cpu;                                               \
+    return name##_cpu(__VA_ARGS__);                                         \
+  } while (0)
+
+void image_resize(const float* src, int C, int H, int W, float* dst, int h, int w, const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::ImageResize, image_resize, src, C, H, W, dst, h, w, run);
+}
+
+void features_compute(const ImageView& img, int Hf, int Wf, int cell, float* out, const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::FeaturesCompute, features_compute, img, Hf, Wf, cell, out, run);
+}
+
+void flow_resample(const float* flow_in, const FlowGrid& gi, float* flow_out, const FlowGrid& go,
+                   const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::FlowResample, flow_resample, flow_in, gi, flow_out, go, run);
+}
+
+void flow_resize(const float* flow, int H, int W, float* out, int h, int w, const Exec& ex) {
+  GOCOR_DISPATCH_CPU_ONLY(flow_resize, flow, H, W, out, h, w, run);
+}
+
+void flow_warp(const float* feat_b, int C, const FlowGrid& gb, const float* flow,
+               const FlowGrid& ga, float* out, const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::FlowWarp, flow_warp, feat_b, C, gb, flow, ga, out, run);
+}
+
+void flow_from_global_volume(const float* volume, const FlowGrid& ga, const FlowGrid& gb,
+                             float* flow, float* peak, const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::FlowFromGlobalVolume, flow_from_global_volume, volume, ga, gb, flow,
+                       peak, run);
+}
+
+void flow_from_local_volume(const float* volume, int R, int H, int W, float* residual,
+                            float* confidence, const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::FlowFromLocalVolume, flow_from_local_volume, volume, R, H, W,
+                       residual, confidence, run);
+}
+
+void flow_warp_image(const float* b, int C, int Hb, int Wb, const float* flow, int H, int W,
+                     float* out, float* mask, const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::FlowWarpImage, flow_warp_image, b, C, Hb, Wb, flow, H, W, out, mask,
+                       run);
+}
+
+void flow_refine_symmetric(const float* feat_a, const FlowGrid& ga, const float* feat_b,
+                           const FlowGrid& gb, int C, float* flow, int iterations, const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::FlowRefineSymmetric, flow_refine_symmetric, feat_a, ga, feat_b, gb, C,
+                       flow, iterations, run);
+}
+
+void flow_volume_aggregate(float* volume, int D, int H, int W, int radius, const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::FlowVolumeAggregate, flow_volume_aggregate, volume, D, H, W, radius,
+                       run);
+}
+
+void flow_consistency(const float* fwd, int H, int W, const float* bwd, int Hb, int Wb,
+                      float abs_tol, float rel_tol, uint8_t* valid, float* error, const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::FlowConsistency, flow_consistency, fwd, H, W, bwd, Hb, Wb, abs_tol,
+                       rel_tol, valid, error, run);
+}
+
+void flow_texture_mask(const float* gray, int H, int W, int radius, float min_gradient,
+                       uint8_t* textured, const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::FlowTextureMask, flow_texture_mask, gray, H, W, radius, min_gradient,
+                       textured, run);
+}
+
+void flow_median3(float* flow, int H, int W, const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::FlowMedian3, flow_median3, flow, H, W, run);
+}
+
+void flow_interpolate(const float* image, int C, int H, int W, const float* flow,
+                      const uint8_t* valid, float* out, const InterpOptions& o, const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::FlowInterpolate, flow_interpolate, image, C, H, W, flow, valid, out,
+                       o, run);
+}
+
+void flow_refine_dis(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
+                     float* flow, const DisOptions& o, const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::FlowRefineDis, flow_refine_dis, gray_a, H, W, gray_b, Hb, Wb, flow, o,
+                       run);
 }
 
 }  // namespace gocor

@@ -25,6 +25,7 @@
 #include <numeric>
 
 #include "dense_features.h"
+#include "dispatch.h"
 #include "parallel.h"
 
 namespace gocor {
@@ -130,7 +131,8 @@ inline float sample(const float* p, int H, int W, double x, double y) {
 
 }  // namespace
 
-void image_resize(const float* src, int C, int H, int W, float* dst, int h, int w, const Exec& ex) {
+void image_resize_cpu(const float* src, int C, int H, int W, float* dst, int h, int w,
+                      const Exec& ex) {
   if (C <= 0 || H <= 0 || W <= 0 || h <= 0 || w <= 0) {
     throw Error(ErrorCode::Shape, "image_resize: sizes must be positive");
   }
@@ -172,7 +174,8 @@ std::vector<float> image_gray(const ImageView& img) {
   return gray;
 }
 
-void features_compute(const ImageView& img, int Hf, int Wf, int cell, float* out, const Exec& ex) {
+void features_compute_cpu(const ImageView& img, int Hf, int Wf, int cell, float* out,
+                          const Exec& ex) {
   if (img.C <= 0 || img.H <= 0 || img.W <= 0 || Hf <= 0 || Wf <= 0 || cell <= 0) {
     throw Error(ErrorCode::Shape, "features_compute: sizes must be positive");
   }
@@ -180,40 +183,10 @@ void features_compute(const ImageView& img, int Hf, int Wf, int cell, float* out
   const int Hk = Hf * cell, Wk = Wf * cell;
   const size_t P = size_t(Hk) * Wk;
   std::vector<float> work(P);
-  image_resize(gray.data(), 1, img.H, img.W, work.data(), Hk, Wk, ex);
+  image_resize_cpu(gray.data(), 1, img.H, img.W, work.data(), Hk, Wk, ex);
 
-  // Oriented maps, then the two blur stacks: small = O * G(s1), large = small * G(sqrt(s2^2 -
-  // s1^2)).
-  std::vector<float> small(kOrient * P), large(kOrient * P);
-  float cosk[kOrient], sink[kOrient];
-  for (int k = 0; k < kOrient; ++k) {
-    cosk[k] = float(std::cos(k * M_PI / 4));
-    sink[k] = float(std::sin(k * M_PI / 4));
-  }
-  parallel_for(Hk, ex.threads, [&](int64_t y) {
-    const float* up = work.data() + size_t(std::max<int64_t>(y - 1, 0)) * Wk;
-    const float* dn = work.data() + size_t(std::min<int64_t>(y + 1, Hk - 1)) * Wk;
-    const float* row = work.data() + size_t(y) * Wk;
-    for (int x = 0; x < Wk; ++x) {
-      float gx = 0.5f * (row[std::min(x + 1, Wk - 1)] - row[std::max(x - 1, 0)]);
-      float gy = 0.5f * (dn[x] - up[x]);
-      for (int k = 0; k < kOrient; ++k) {
-        small[k * P + size_t(y) * Wk + x] = std::max(0.f, gx * cosk[k] + gy * sink[k]);
-      }
-    }
-  });
-  const double s1 = kSigmaSmall * cell, s2 = kSigmaLarge * cell;
-  parallel_for(kOrient, ex.threads, [&](int64_t k) {
-    std::vector<float> tmp(P);
-    float* sm = small.data() + k * P;
-    blur_plane(sm, Hk, Wk, s1, tmp.data());
-    float* lg = large.data() + k * P;
-    std::copy(sm, sm + P, lg);
-    blur_plane(lg, Hk, Wk, std::sqrt(s2 * s2 - s1 * s1), tmp.data());
-  });
-  check_cancel(ex);
-
-  // Sample the 17 histograms of each cell.
+  // The 17 sample points of a cell's histograms: the centre (small blur), a ring at kRing1 (small
+  // blur) and a ring at kRing2 (large blur).
   constexpr int kSamples = 1 + 2 * kRingPoints;
   double ox[kSamples], oy[kSamples];
   bool use_large[kSamples];
@@ -230,23 +203,45 @@ void features_compute(const ImageView& img, int Hf, int Wf, int cell, float* out
   }
   const size_t N = size_t(Hf) * Wf;
   std::vector<float> desc(N * kFeatureChannels);  // (N, 136) while normalising
-  std::vector<float> centre_norm(N);
-  parallel_for(Hf, ex.threads, [&](int64_t i) {
-    for (int j = 0; j < Wf; ++j) {
-      size_t n = size_t(i) * Wf + j;
-      float* d = desc.data() + n * kFeatureChannels;
-      double cx = (j + 0.5) * cell - 0.5, cy = (i + 0.5) * cell - 0.5;
-      for (int s = 0; s < kSamples; ++s) {
-        const float* stack = use_large[s] ? large.data() : small.data();
-        for (int k = 0; k < kOrient; ++k) {
-          d[s * kOrient + k] = sample(stack + k * P, Hk, Wk, cx + ox[s], cy + oy[s]);
+  const double s1 = kSigmaSmall * cell, s2 = kSigmaLarge * cell;
+  // One orientation k per task: its oriented gradient map, the small blur O_k * G(s1) and the
+  // large one, small * G(sqrt(s2^2 - s1^2)), then channel k of every histogram of every cell.
+  // Three planes per task in flight (not two stacks of kOrient planes).
+  parallel_for(kOrient, ex.threads, [&](int64_t k) {
+    const float ck = float(std::cos(k * M_PI / 4)), sk = float(std::sin(k * M_PI / 4));
+    std::vector<float> small(P), large(P), tmp(P);
+    for (int y = 0; y < Hk; ++y) {
+      const float* up = work.data() + size_t(std::max(y - 1, 0)) * Wk;
+      const float* dn = work.data() + size_t(std::min(y + 1, Hk - 1)) * Wk;
+      const float* row = work.data() + size_t(y) * Wk;
+      for (int x = 0; x < Wk; ++x) {
+        float gx = 0.5f * (row[std::min(x + 1, Wk - 1)] - row[std::max(x - 1, 0)]);
+        float gy = 0.5f * (dn[x] - up[x]);
+        small[size_t(y) * Wk + x] = std::max(0.f, gx * ck + gy * sk);
+      }
+    }
+    blur_plane(small.data(), Hk, Wk, s1, tmp.data());
+    large = small;
+    blur_plane(large.data(), Hk, Wk, std::sqrt(s2 * s2 - s1 * s1), tmp.data());
+    for (int i = 0; i < Hf; ++i) {
+      for (int j = 0; j < Wf; ++j) {
+        float* d = desc.data() + (size_t(i) * Wf + j) * kFeatureChannels;
+        const double cx = (j + 0.5) * cell - 0.5, cy = (i + 0.5) * cell - 0.5;
+        for (int s = 0; s < kSamples; ++s) {
+          d[s * kOrient + k] =
+              sample(use_large[s] ? large.data() : small.data(), Hk, Wk, cx + ox[s], cy + oy[s]);
         }
       }
-      double c2 = 0;
-      for (int k = 0; k < kOrient; ++k) c2 += double(d[k]) * d[k];
-      centre_norm[n] = float(std::sqrt(c2));
     }
   });
+  check_cancel(ex);
+  std::vector<float> centre_norm(N);
+  for (size_t n = 0; n < N; ++n) {
+    const float* d = desc.data() + n * kFeatureChannels;
+    double c2 = 0;
+    for (int k = 0; k < kOrient; ++k) c2 += double(d[k]) * d[k];
+    centre_norm[n] = float(std::sqrt(c2));
+  }
   double mean_norm = std::accumulate(centre_norm.begin(), centre_norm.end(), 0.0) / double(N);
   const double floor_norm = std::max(kHistFloor * mean_norm, 1e-12);
   parallel_for(Hf, ex.threads, [&](int64_t i) {
@@ -342,14 +337,14 @@ FeaturePyramid features_extract(const ImageView& img, const FeatureOptions& o, c
 namespace {
 
 size_t features_compute_work_bytes(int H, int W, int Hf, int Wf, int cell, int threads) {
-  // features_compute: gray (H W) and the working image (P) live throughout, the two blur stacks
-  // (16 P) from the gradients on; then the largest of the resampler's middle image (H x Wk), one
-  // blur scratch plane per orientation in flight, or the descriptors (136 N) and norms (N).
+  // features_compute: gray (H W) and the working image (P) live throughout; then the larger of the
+  // resampler's middle image (H x Wk) and, from the orientation tasks on, the descriptors and norms
+  // (137 N) with three planes (3 P) per task in flight.
   const size_t Wk = size_t(Wf) * cell, P = size_t(Hf) * cell * Wk, N = size_t(Hf) * Wf;
   const int t = threads <= 0 ? pool_size() : std::min(threads, pool_size());
   const size_t peak =
-      std::max({size_t(H) * Wk, size_t(std::min(kOrient, t)) * P, (kFeatureChannels + 1) * N});
-  return sizeof(float) * (size_t(H) * W + 17 * P + peak);
+      std::max(size_t(H) * Wk, (kFeatureChannels + 1) * N + size_t(std::min(kOrient, t)) * 3 * P);
+  return sizeof(float) * (size_t(H) * W + P + peak);
 }
 
 }  // namespace

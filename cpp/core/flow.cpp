@@ -45,8 +45,8 @@ inline float parabola(float sm, float s0, float sp) {
 
 }  // namespace
 
-void flow_resample(const float* flow_in, const FlowGrid& gi, float* flow_out, const FlowGrid& go,
-                   const Exec& ex) {
+void flow_resample_cpu(const float* flow_in, const FlowGrid& gi, float* flow_out,
+                       const FlowGrid& go, const Exec& ex) {
   check_grid(gi, "flow_resample");
   check_grid(go, "flow_resample");
   const size_t Ni = size_t(gi.H) * gi.W, No = size_t(go.H) * go.W;
@@ -63,13 +63,13 @@ void flow_resample(const float* flow_in, const FlowGrid& gi, float* flow_out, co
   });
 }
 
-void flow_resize(const float* flow, int H, int W, float* out, int h, int w, const Exec& ex) {
+void flow_resize_cpu(const float* flow, int H, int W, float* out, int h, int w, const Exec& ex) {
   if (H <= 0 || W <= 0 || h <= 0 || w <= 0) {
     throw Error(ErrorCode::Shape, "flow_resize: sizes must be positive");
   }
   // The output grid, seen in input pixels, has cells of W/w x H/h pixels.
   FlowGrid gi{H, W, 1, 1}, go{h, w, double(W) / w, double(H) / h};
-  flow_resample(flow, gi, out, go, ex);
+  flow_resample_cpu(flow, gi, out, go, ex);
   const size_t No = size_t(h) * w;
   const float kx = float(double(w) / W), ky = float(double(h) / H);
   for (size_t i = 0; i < No; ++i) {
@@ -78,8 +78,8 @@ void flow_resize(const float* flow, int H, int W, float* out, int h, int w, cons
   }
 }
 
-void flow_warp(const float* feat_b, int C, const FlowGrid& gb, const float* flow,
-               const FlowGrid& ga, float* out, const Exec& ex) {
+void flow_warp_cpu(const float* feat_b, int C, const FlowGrid& gb, const float* flow,
+                   const FlowGrid& ga, float* out, const Exec& ex) {
   check_grid(ga, "flow_warp");
   check_grid(gb, "flow_warp");
   const size_t Na = size_t(ga.H) * ga.W, Nb = size_t(gb.H) * gb.W;
@@ -99,8 +99,8 @@ void flow_warp(const float* feat_b, int C, const FlowGrid& gb, const float* flow
   });
 }
 
-void flow_from_global_volume(const float* volume, const FlowGrid& ga, const FlowGrid& gb,
-                             float* flow, float* peak, const Exec& ex) {
+void flow_from_global_volume_cpu(const float* volume, const FlowGrid& ga, const FlowGrid& gb,
+                                 float* flow, float* peak, const Exec& ex) {
   check_grid(ga, "flow_from_global_volume");
   check_grid(gb, "flow_from_global_volume");
   const size_t Na = size_t(ga.H) * ga.W;
@@ -128,8 +128,8 @@ void flow_from_global_volume(const float* volume, const FlowGrid& ga, const Flow
   });
 }
 
-void flow_from_local_volume(const float* volume, int R, int H, int W, float* residual,
-                            float* confidence, const Exec& ex) {
+void flow_from_local_volume_cpu(const float* volume, int R, int H, int W, float* residual,
+                                float* confidence, const Exec& ex) {
   if (R < 0 || H <= 0 || W <= 0) throw Error(ErrorCode::Shape, "flow_from_local_volume: bad sizes");
   const int S = 2 * R + 1;
   const int D = S * S;
@@ -167,8 +167,8 @@ void flow_from_local_volume(const float* volume, int R, int H, int W, float* res
   });
 }
 
-void flow_warp_image(const float* b, int C, int Hb, int Wb, const float* flow, int H, int W,
-                     float* out, float* mask, const Exec& ex) {
+void flow_warp_image_cpu(const float* b, int C, int Hb, int Wb, const float* flow, int H, int W,
+                         float* out, float* mask, const Exec& ex) {
   if (C <= 0 || Hb <= 0 || Wb <= 0 || H <= 0 || W <= 0) {
     throw Error(ErrorCode::Shape, "flow_warp_image: sizes must be positive");
   }
@@ -189,15 +189,56 @@ void flow_warp_image(const float* b, int C, int Hb, int Wb, const float* flow, i
   });
 }
 
-void flow_refine_symmetric(const float* feat_a, const FlowGrid& ga, const float* feat_b,
-                           const FlowGrid& gb, int C, float* flow, int iterations, const Exec& ex) {
+namespace {
+
+// (C, N) planes -> (N, C) rows, so that one sample's channels are contiguous.
+std::vector<float> channels_last(const float* f, int C, size_t N, const Exec& ex) {
+  std::vector<float> out(size_t(C) * N);
+  parallel_for(int64_t((N + 255) / 256), ex.threads, [&](int64_t blk) {
+    const size_t n0 = size_t(blk) * 256, n1 = std::min(N, n0 + 256);
+    for (int c = 0; c < C; ++c)
+      for (size_t n = n0; n < n1; ++n) out[n * C + c] = f[size_t(c) * N + n];
+  });
+  return out;
+}
+
+// Dot product over C channels of two bilinear reads of channels-last maps (each channel read as
+// `read` does), summed in 16 independent lanes so that the compiler vectorises it.
+float bilinear_dot(const float* a, const Bilinear& ta, const float* b, const Bilinear& tb, int C) {
+  const float *a00 = a + ta.i00 * C, *a01 = a + ta.i01 * C, *a10 = a + ta.i10 * C,
+              *a11 = a + ta.i11 * C;
+  const float *b00 = b + tb.i00 * C, *b01 = b + tb.i01 * C, *b10 = b + tb.i10 * C,
+              *b11 = b + tb.i11 * C;
+  constexpr int L = 16;
+  float lane[L] = {};
+  auto step = [&](int c, int k) {
+    const float va = ta.w00 * a00[c] + ta.w01 * a01[c] + ta.w10 * a10[c] + ta.w11 * a11[c];
+    const float vb = tb.w00 * b00[c] + tb.w01 * b01[c] + tb.w10 * b10[c] + tb.w11 * b11[c];
+    lane[k] += va * vb;
+  };
+  int c = 0;
+  for (; c + L <= C; c += L)
+    for (int k = 0; k < L; ++k) step(c + k, k);
+  for (int k = 0; c < C; ++c, ++k) step(c, k);
+  for (int w = L / 2; w > 0; w /= 2)
+    for (int k = 0; k < w; ++k) lane[k] += lane[k + w];
+  return lane[0];
+}
+
+}  // namespace
+
+void flow_refine_symmetric_cpu(const float* feat_a, const FlowGrid& ga, const float* feat_b,
+                               const FlowGrid& gb, int C, float* flow, int iterations,
+                               const Exec& ex) {
   check_grid(ga, "flow_refine_symmetric");
   check_grid(gb, "flow_refine_symmetric");
+  if (iterations <= 0) return;
   const size_t Na = size_t(ga.H) * ga.W, Nb = size_t(gb.H) * gb.W;
+  const std::vector<float> fa = channels_last(feat_a, C, Na, ex),
+                           fb = channels_last(feat_b, C, Nb, ex);
   constexpr double h = 0.5;
   for (int it = 0; it < iterations; ++it) {
     parallel_for(ga.H, ex.threads, [&](int64_t i) {
-      std::vector<float> va(C), vb(C);
       for (int j = 0; j < ga.W; ++j) {
         size_t o = size_t(i) * ga.W + j;
         float score[3][3];
@@ -213,11 +254,8 @@ void flow_refine_symmetric(const float* feat_a, const FlowGrid& ga, const float*
               ok = false;
               break;
             }
-            Bilinear ta = bilinear_taps(ax, ay, ga.H, ga.W), tb = bilinear_taps(bx, by, gb.H, gb.W);
-            float acc = 0;
-            for (int c = 0; c < C; ++c)
-              acc += read(feat_a + c * Na, ta) * read(feat_b + c * Nb, tb);
-            score[dy + 1][dx + 1] = acc;
+            score[dy + 1][dx + 1] = bilinear_dot(fa.data(), bilinear_taps(ax, ay, ga.H, ga.W),
+                                                 fb.data(), bilinear_taps(bx, by, gb.H, gb.W), C);
           }
         }
         if (!ok) continue;
@@ -239,7 +277,7 @@ void flow_refine_symmetric(const float* feat_a, const FlowGrid& ga, const float*
   }
 }
 
-void flow_volume_aggregate(float* volume, int D, int H, int W, int radius, const Exec& ex) {
+void flow_volume_aggregate_cpu(float* volume, int D, int H, int W, int radius, const Exec& ex) {
   if (D <= 0 || H <= 0 || W <= 0 || radius < 0) {
     throw Error(ErrorCode::Shape, "flow_volume_aggregate: sizes must be positive");
   }
@@ -277,8 +315,9 @@ void flow_volume_aggregate(float* volume, int D, int H, int W, int radius, const
   });
 }
 
-void flow_consistency(const float* fwd, int H, int W, const float* bwd, int Hb, int Wb,
-                      float abs_tol, float rel_tol, uint8_t* valid, float* error, const Exec& ex) {
+void flow_consistency_cpu(const float* fwd, int H, int W, const float* bwd, int Hb, int Wb,
+                          float abs_tol, float rel_tol, uint8_t* valid, float* error,
+                          const Exec& ex) {
   if (H <= 0 || W <= 0 || Hb <= 0 || Wb <= 0 || !(abs_tol >= 0) || !(rel_tol >= 0)) {
     throw Error(ErrorCode::Shape, "flow_consistency: sizes must be positive, tolerances >= 0");
   }
@@ -304,8 +343,8 @@ void flow_consistency(const float* fwd, int H, int W, const float* bwd, int Hb, 
   });
 }
 
-void flow_texture_mask(const float* gray, int H, int W, int radius, float min_gradient,
-                       uint8_t* textured, const Exec& ex) {
+void flow_texture_mask_cpu(const float* gray, int H, int W, int radius, float min_gradient,
+                           uint8_t* textured, const Exec& ex) {
   if (H <= 0 || W <= 0 || radius < 0 || !(min_gradient >= 0)) {
     throw Error(ErrorCode::Shape, "flow_texture_mask: sizes must be positive");
   }
@@ -324,7 +363,7 @@ void flow_texture_mask(const float* gray, int H, int W, int radius, float min_gr
   });
   // The three products' window means: the same box mean over in-grid cells as a volume's
   // displacement planes get.
-  flow_volume_aggregate(g.data(), 3, H, W, radius, ex);
+  flow_volume_aggregate_cpu(g.data(), 3, H, W, radius, ex);
   const float *mxx = g.data(), *myy = mxx + N, *mxy = myy + N;
   const double t = double(min_gradient) * min_gradient;
   parallel_for(H, ex.threads, [&](int64_t y) {
@@ -337,7 +376,7 @@ void flow_texture_mask(const float* gray, int H, int W, int radius, float min_gr
   });
 }
 
-void flow_median3(float* flow, int H, int W, const Exec& ex) {
+void flow_median3_cpu(float* flow, int H, int W, const Exec& ex) {
   const size_t N = size_t(H) * W;
   std::vector<float> src(flow, flow + 2 * N);
   parallel_for(2 * int64_t(H), ex.threads, [&](int64_t ci) {

@@ -12,7 +12,6 @@
 #include <memory>
 #include <mutex>
 
-#include "corr_kernels.h"
 #include "gocor.h"
 #include "gocor_kernels.h"
 #include "parallel.h"
@@ -110,35 +109,32 @@ struct RowFns {
   double (*jt)(const DistTables&, const float*, const float*, int, int, int);
 };
 
-GOCOR_TARGET_AVX512 double residual_avx512(const DistTables& t, const float* s, float* a, int r,
+GOCOR_KERNEL_AVX512 double residual_avx512(const DistTables& t, const float* s, float* a, int r,
                                            int H, int W) {
   return residual_row_body(t, s, a, r, H, W);
 }
-GOCOR_TARGET_AVX2 double residual_avx2(const DistTables& t, const float* s, float* a, int r, int H,
+GOCOR_KERNEL_AVX2 double residual_avx2(const DistTables& t, const float* s, float* a, int r, int H,
                                        int W) {
   return residual_row_body(t, s, a, r, H, W);
 }
-double residual_portable(const DistTables& t, const float* s, float* a, int r, int H, int W) {
+GOCOR_KERNEL_PORTABLE double residual_portable(const DistTables& t, const float* s, float* a, int r, int H, int W) {
   return residual_row_body(t, s, a, r, H, W);
 }
-GOCOR_TARGET_AVX512 double jt_avx512(const DistTables& t, const float* s, const float* tr, int r,
+GOCOR_KERNEL_AVX512 double jt_avx512(const DistTables& t, const float* s, const float* tr, int r,
                                      int H, int W) {
   return jt_row_body(t, s, tr, r, H, W);
 }
-GOCOR_TARGET_AVX2 double jt_avx2(const DistTables& t, const float* s, const float* tr, int r, int H,
+GOCOR_KERNEL_AVX2 double jt_avx2(const DistTables& t, const float* s, const float* tr, int r, int H,
                                  int W) {
   return jt_row_body(t, s, tr, r, H, W);
 }
-double jt_portable(const DistTables& t, const float* s, const float* tr, int r, int H, int W) {
+GOCOR_KERNEL_PORTABLE double jt_portable(const DistTables& t, const float* s, const float* tr, int r, int H, int W) {
   return jt_row_body(t, s, tr, r, H, W);
 }
 
 RowFns row_fns() {
-  switch (corr_detail::simd_active()) {
-    case corr_detail::Simd::Avx512: return {residual_avx512, jt_avx512};
-    case corr_detail::Simd::Avx2: return {residual_avx2, jt_avx2};
-    default: return {residual_portable, jt_portable};
-  }
+  return simd::simd_select(RowFns{residual_avx512, jt_avx512}, RowFns{residual_avx2, jt_avx2},
+                           RowFns{residual_portable, jt_portable});
 }
 
 struct GlobalWork {

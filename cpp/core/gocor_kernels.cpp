@@ -4,172 +4,10 @@
 #include <cstdint>
 #include <cstring>
 
-#include "corr_kernels.h"
 #include "parallel.h"
-
-// The vector helpers below are always inlined into one ISA's entry point; their ABI never matters.
-#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace gocor {
 namespace gocor_detail {
-namespace {
-
-// GCC vector extensions: each ISA's entry point below (explicit target attributes, chosen at run
-// time by corr_detail::simd_active(), which honours GOCOR_SIMD) lowers them to its own
-// instructions. Vector widths and tiles are per ISA so that every accumulator stays in a register:
-// AVX-512 has 32 zmm, AVX2 and SSE have 16 ymm / xmm.
-typedef float v16 __attribute__((vector_size(64)));
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v4 __attribute__((vector_size(16)));
-
-constexpr int kKc = 128, kNc = 256, kMc = 128;
-constexpr int kMrMax = 8, kNrMax = 32;  // largest tile (AVX-512), sizes the packing buffers
-
-// Buffers aligned to 64 bytes so that packed panels load with aligned vector moves.
-struct AlignedBuf {
-  std::vector<float> v;
-  float* get(size_t n) {
-    if (v.size() < n + 16) v.resize(n + 16);
-    auto addr = reinterpret_cast<uintptr_t>(v.data());
-    return v.data() + ((64 - addr % 64) % 64) / sizeof(float);
-  }
-};
-
-// a rows [0, mc) x cols [0, kc) -> micro-panels of mr rows, k-major: ap[(ip * kc + k) * mr + i].
-void pack_a(const float* a, int64_t lda, int mc, int kc, int mr_tile, float* ap) {
-  for (int ip = 0; ip < mc; ip += mr_tile) {
-    float* dst = ap + static_cast<int64_t>(ip) * kc;
-    const int mr = std::min(mr_tile, mc - ip);
-    for (int k = 0; k < kc; ++k) {
-      for (int i = 0; i < mr; ++i) dst[k * mr_tile + i] = a[(ip + i) * lda + k];
-      for (int i = mr; i < mr_tile; ++i) dst[k * mr_tile + i] = 0.f;
-    }
-  }
-}
-
-// b block (kc x nc) -> strips of nr columns, k-major: bp[(jp * kc + k) * nr + j].
-void pack_b(const float* b, int64_t ldb, bool trans, int kc, int nc, int nr_tile, float* bp) {
-  for (int jp = 0; jp < nc; jp += nr_tile) {
-    float* dst = bp + static_cast<int64_t>(jp) * kc;
-    const int nr = std::min(nr_tile, nc - jp);
-    if (!trans) {
-      for (int k = 0; k < kc; ++k) {
-        const float* src = b + k * ldb + jp;
-        for (int j = 0; j < nr; ++j) dst[k * nr_tile + j] = src[j];
-        for (int j = nr; j < nr_tile; ++j) dst[k * nr_tile + j] = 0.f;
-      }
-    } else {
-      for (int j = 0; j < nr; ++j) {
-        const float* src = b + (jp + j) * ldb;
-        for (int k = 0; k < kc; ++k) dst[k * nr_tile + j] = src[k];
-      }
-      for (int j = nr; j < nr_tile; ++j)
-        for (int k = 0; k < kc; ++k) dst[k * nr_tile + j] = 0.f;
-    }
-  }
-}
-
-// MR x (NV vectors of V) tile of c: MR * NV accumulators, NV loads of b and one broadcast of a
-// live at once (AVX-512 8 x 2 zmm = 19 of 32; AVX2 6 x 2 ymm and SSE 6 x 2 xmm = 15 of 16).
-template <class V, int MR, int NV>
-inline __attribute__((always_inline)) void micro_kernel(int kc, const float* ap, const float* bp,
-                                                        float* c, int64_t ldc, int m, int n,
-                                                        bool acc) {
-  constexpr int L = sizeof(V) / sizeof(float), NR = NV * L;
-  V cr[MR][NV];
-  for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < NV; ++v) cr[i][v] = V{};
-  for (int k = 0; k < kc; ++k) {
-    V b[NV];
-    for (int v = 0; v < NV; ++v) b[v] = *reinterpret_cast<const V*>(bp + k * NR + v * L);
-    const float* a = ap + k * MR;
-    for (int i = 0; i < MR; ++i)
-      for (int v = 0; v < NV; ++v) cr[i][v] += a[i] * b[v];
-  }
-  if (m == MR && n == NR) {
-    for (int i = 0; i < MR; ++i)
-      for (int v = 0; v < NV; ++v) {
-        float* dst = c + i * ldc + v * L;
-        storeu<V>(dst, acc ? loadu<V>(dst) + cr[i][v] : cr[i][v]);
-      }
-    return;
-  }
-  for (int i = 0; i < m; ++i) {
-    float tile[NR];
-    std::memcpy(tile, &cr[i][0], sizeof(tile));
-    for (int j = 0; j < n; ++j) c[i * ldc + j] = acc ? c[i * ldc + j] + tile[j] : tile[j];
-  }
-}
-
-template <class V, int MR, int NV>
-inline __attribute__((always_inline)) void macro_body(int mc, int nc, int kc, const float* ap,
-                                                      const float* bp, float* c, int64_t ldc,
-                                                      bool acc) {
-  constexpr int NR = NV * static_cast<int>(sizeof(V) / sizeof(float));
-  for (int jp = 0; jp < nc; jp += NR)
-    for (int ip = 0; ip < mc; ip += MR)
-      micro_kernel<V, MR, NV>(kc, ap + static_cast<int64_t>(ip) * kc,
-                              bp + static_cast<int64_t>(jp) * kc, c + ip * ldc + jp, ldc,
-                              std::min(MR, mc - ip), std::min(NR, nc - jp), acc);
-}
-
-GOCOR_TARGET_AVX512 void macro_avx512(int mc, int nc, int kc, const float* ap, const float* bp,
-                                      float* c, int64_t ldc, bool acc) {
-  macro_body<v16, 8, 2>(mc, nc, kc, ap, bp, c, ldc, acc);
-}
-GOCOR_TARGET_AVX2 void macro_avx2(int mc, int nc, int kc, const float* ap, const float* bp,
-                                  float* c, int64_t ldc, bool acc) {
-  macro_body<v8, 6, 2>(mc, nc, kc, ap, bp, c, ldc, acc);
-}
-void macro_portable(int mc, int nc, int kc, const float* ap, const float* bp, float* c, int64_t ldc,
-                    bool acc) {
-  macro_body<v4, 6, 2>(mc, nc, kc, ap, bp, c, ldc, acc);
-}
-
-struct GemmIsa {
-  int mr, nr;
-  void (*macro)(int, int, int, const float*, const float*, float*, int64_t, bool);
-};
-
-GemmIsa gemm_isa() {
-  switch (corr_detail::simd_active()) {
-    case corr_detail::Simd::Avx512: return {8, 32, macro_avx512};
-    case corr_detail::Simd::Avx2: return {6, 16, macro_avx2};
-    default: return {6, 8, macro_portable};
-  }
-}
-
-}  // namespace
-
-void gemm(int m, int n, int k, const float* a, int64_t lda, const float* b, int64_t ldb,
-          bool b_trans, float* c, int64_t ldc, bool accumulate, int threads) {
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0) {
-    if (!accumulate)
-      for (int i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.f);
-    return;
-  }
-  const GemmIsa isa = gemm_isa();
-  // Row blocks a multiple of the tile height, so only the last block has a partial tile.
-  const int mcb = kMc / isa.mr * isa.mr;
-  const int tasks = (m + mcb - 1) / mcb;
-  parallel_for(tasks, threads, [&](int64_t t) {
-    thread_local AlignedBuf abuf, bbuf;
-    const int i0 = static_cast<int>(t) * mcb, mc = std::min(mcb, m - i0);
-    float* ap = abuf.get(static_cast<size_t>(kMc + kMrMax) * kKc);
-    float* bp = bbuf.get(static_cast<size_t>(kNc + kNrMax) * kKc);
-    for (int k0 = 0; k0 < k; k0 += kKc) {
-      const int kc = std::min(kKc, k - k0);
-      pack_a(a + i0 * lda + k0, lda, mc, kc, isa.mr, ap);
-      for (int j0 = 0; j0 < n; j0 += kNc) {
-        const int nc = std::min(kNc, n - j0);
-        const float* bsrc = b_trans ? b + j0 * ldb + k0 : b + k0 * ldb + j0;
-        pack_b(bsrc, ldb, b_trans, kc, nc, isa.nr, bp);
-        isa.macro(mc, nc, kc, ap, bp, c + i0 * ldc + j0, ldc, accumulate || k0 > 0);
-      }
-    }
-  });
-}
 
 // ---- R_theta^T R_theta ---------------------------------------------------------------------
 
@@ -336,14 +174,14 @@ inline __attribute__((always_inline)) void rtr_rows_body(const RtrArgs& a, int r
   }
 }
 
-GOCOR_TARGET_AVX512 void rtr_rows_avx512(const RtrArgs& a, int r0, int r1) {
-  rtr_rows_body<v16, false>(a, r0, r1);
+GOCOR_KERNEL_AVX512 void rtr_rows_avx512(const RtrArgs& a, int r0, int r1) {
+  rtr_rows_body<simd::v16, false>(a, r0, r1);
 }
-GOCOR_TARGET_AVX2 void rtr_rows_avx2(const RtrArgs& a, int r0, int r1) {
-  rtr_rows_body<v8, true>(a, r0, r1);
+GOCOR_KERNEL_AVX2 void rtr_rows_avx2(const RtrArgs& a, int r0, int r1) {
+  rtr_rows_body<simd::v8, true>(a, r0, r1);
 }
-void rtr_rows_portable(const RtrArgs& a, int r0, int r1) {
-  rtr_rows_body<v4, true>(a, r0, r1);
+GOCOR_KERNEL_PORTABLE void rtr_rows_portable(const RtrArgs& a, int r0, int r1) {
+  rtr_rows_body<simd::v4, true>(a, r0, r1);
 }
 
 }  // namespace
@@ -451,12 +289,8 @@ void RtROperator::apply(const float* x, float* y, std::vector<float>& scratch, i
   for (int i = 0; i < H; ++i) my[i] = axis_mask(i, H);
   for (int i = 0; i < W; ++i) mx[i] = axis_mask(i, W);
   RtrArgs a{xp, y, H, W, Wp_, rs_, aligned64(coef_), cls_index_.data(), my.data(), mx.data()};
-  void (*rows)(const RtrArgs&, int, int) = rtr_rows_portable;
-  switch (corr_detail::simd_active()) {
-    case corr_detail::Simd::Avx512: rows = rtr_rows_avx512; break;
-    case corr_detail::Simd::Avx2: rows = rtr_rows_avx2; break;
-    default: break;
-  }
+  void (*rows)(const RtrArgs&, int, int) =
+      simd::simd_select(rtr_rows_avx512, rtr_rows_avx2, rtr_rows_portable);
   parallel_chunks(N, threads, 4, [&](int64_t r0, int64_t r1) {
     rows(a, static_cast<int>(r0), static_cast<int>(r1));
   });

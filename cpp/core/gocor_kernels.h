@@ -1,43 +1,20 @@
-// Internal building blocks of the CPU GOCor (not part of the public API): a packed float32 GEMM
-// and the fused 4-D operator R_theta^T R_theta of the global query term (spec 4.4/4.5).
+// Internal building blocks of the CPU GOCor (not part of the public API): the packed float32 GEMM
+// (gemm.h) and the fused 4-D operator R_theta^T R_theta of the global query term (spec 4.4/4.5).
 #pragma once
 
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
+#include "gemm.h"
 #include "gocor.h"
-
-// One entry point per ISA (explicit targets: GCC's target_clones("avx2,fma") would make separate
-// "avx2" and "fma" clones), picked at run time by corr_detail::simd_active() (honours GOCOR_SIMD).
-#if defined(__x86_64__) || defined(__i386__)
-#define GOCOR_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,fma")))
-#define GOCOR_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#else
-#define GOCOR_TARGET_AVX512
-#define GOCOR_TARGET_AVX2
-#endif
+#include "simd.h"
 
 namespace gocor {
 namespace gocor_detail {
 
-// Vector of `V`'s width read from / written to any float address.
-template <class V>
-inline __attribute__((always_inline)) V loadu(const float* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(V));
-  return v;
-}
-template <class V>
-inline __attribute__((always_inline)) void storeu(float* p, V v) {
-  std::memcpy(p, &v, sizeof(V));
-}
-
-// c (m x n, row stride ldc) = or += a (m x k, row stride lda) * b, where b is (k x n, row stride
-// ldb) when b_trans is false, or b is given as its transpose (n x k, row stride ldb) when true.
-// Rows of c are split over `threads` threads of the shared pool.
-void gemm(int m, int n, int k, const float* a, int64_t lda, const float* b, int64_t ldb,
-          bool b_trans, float* c, int64_t ldc, bool accumulate, int threads);
+// The SIMD layer's names as the GOCor kernels use them.
+using simd::loadu;
+using simd::storeu;
 
 // P = R_theta^T R_theta on an N x N score matrix X[r][t] (r: reference position, t: query
 // position, both on the same H x W grid). R_theta = K2 (reference axes, I->O) o K1 (query axes,

@@ -11,13 +11,9 @@
 #include <cmath>
 #include <cstring>
 
-#include "corr_kernels.h"
 #include "gocor.h"
 #include "gocor_kernels.h"
 #include "parallel.h"
-
-// The vector helpers below are always inlined into target clones; their nominal ABI never matters.
-#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace gocor {
 namespace {
@@ -27,9 +23,9 @@ using gocor_detail::storeu;
 
 // One strip is one native vector of pixels: 16 lanes on AVX-512, 8 on AVX2, 4 on SSE (a 16-lane
 // GCC vector on AVX2 is split into ymm halves, and its stores go through the stack: 5x slower).
-typedef float v16 __attribute__((vector_size(64)));
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v4 __attribute__((vector_size(16)));
+using simd::v16;
+using simd::v4;
+using simd::v8;
 // Displacements of one row kept in registers at once: 9 accumulators + the filter vector, 10 of
 // the 16 (AVX2, SSE) or 32 (AVX-512) vector registers.
 constexpr int kDxBlock = 9;
@@ -236,15 +232,15 @@ inline __attribute__((always_inline)) void local_strip_body(const LocalCtx& c, i
 
 using StripFn = void (*)(const LocalCtx&, int, int, float*, float*, float*, RowDiag*);
 
-GOCOR_TARGET_AVX512 void local_strip_avx512(const LocalCtx& c, int y, int x0, float* work,
+GOCOR_KERNEL_AVX512 void local_strip_avx512(const LocalCtx& c, int y, int x0, float* work,
                                             float* vol, float* filt, RowDiag* diag) {
   local_strip_body<v16>(c, y, x0, work, vol, filt, diag);
 }
-GOCOR_TARGET_AVX2 void local_strip_avx2(const LocalCtx& c, int y, int x0, float* work, float* vol,
+GOCOR_KERNEL_AVX2 void local_strip_avx2(const LocalCtx& c, int y, int x0, float* work, float* vol,
                                         float* filt, RowDiag* diag) {
   local_strip_body<v8>(c, y, x0, work, vol, filt, diag);
 }
-void local_strip_portable(const LocalCtx& c, int y, int x0, float* work, float* vol, float* filt,
+GOCOR_KERNEL_PORTABLE void local_strip_portable(const LocalCtx& c, int y, int x0, float* work, float* vol, float* filt,
                           RowDiag* diag) {
   local_strip_body<v4>(c, y, x0, work, vol, filt, diag);
 }
@@ -255,11 +251,8 @@ struct StripIsa {
 };
 
 StripIsa strip_isa() {
-  switch (corr_detail::simd_active()) {
-    case corr_detail::Simd::Avx512: return {local_strip_avx512, 16};
-    case corr_detail::Simd::Avx2: return {local_strip_avx2, 8};
-    default: return {local_strip_portable, 4};
-  }
+  return simd::simd_select(StripIsa{local_strip_avx512, 16}, StripIsa{local_strip_avx2, 8},
+                           StripIsa{local_strip_portable, 4});
 }
 
 }  // namespace

@@ -644,8 +644,9 @@ void flow_interpolate_voronoi(const uint16_t* cost, int H, int W, const int32_t*
   }
 }
 
-void flow_interpolate(const float* image, int C, int H, int W, const float* flow,
-                      const uint8_t* valid, float* out, const InterpOptions& o, const Exec& ex) {
+void flow_interpolate_cpu(const float* image, int C, int H, int W, const float* flow,
+                          const uint8_t* valid, float* out, const InterpOptions& o,
+                          const Exec& ex) {
   if (C != 1 && C != 3) {
     fail(ErrorCode::Shape, "expected 1 or 3 image channels but received C=" + std::to_string(C));
   }

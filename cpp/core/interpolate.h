@@ -65,8 +65,8 @@ struct InterpOptions {
 // depend on ex.threads (the per-seed fits run in parallel, each on its own data).
 // Throws Error(Shape) for bad sizes, Error(InvalidArg) for bad options or pointers,
 // Error(TooLarge) for an image past 2^31 pixels or whose distances could overflow 32 bits.
-void flow_interpolate(const float* image, int C, int H, int W, const float* flow,
-                      const uint8_t* valid, float* out, const InterpOptions& o, const Exec& ex);
+void flow_interpolate_cpu(const float* image, int C, int H, int W, const float* flow,
+                          const uint8_t* valid, float* out, const InterpOptions& o, const Exec& ex);
 
 // Host bytes flow_interpolate allocates for an H x W image with C channels (an upper estimate:
 // every seed-grid cell holding a seed; the edge map, costs, queue keys, labels and distances per

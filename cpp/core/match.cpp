@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <string>
 
 #include "dispatch.h"
 #include "flow.h"
 #include "gocor.h"
+#include "parallel.h"
 
 namespace gocor {
 
@@ -313,6 +315,23 @@ class StageClock {
   std::chrono::steady_clock::time_point last_;
 };
 
+// Runs f(0, ex') and f(1, ex') -- one stage for image a and for image b -- side by side, each on
+// half of the call's threads, or one after the other with one thread or on a GPU. The stages give
+// the same result for any thread count, so this changes only how the cores are used: the serial
+// parts of one side (the geodesic Voronoi of the interpolation, small loops between parallel ones)
+// overlap with the other side's work. Exceptions propagate (the first one).
+void each_side(const Exec& ex, const std::function<void(int, const Exec&)>& f) {
+  const int t = ex.threads <= 0 ? pool_size() : std::min(ex.threads, pool_size());
+  if (t < 2 || ex.device != Device::Cpu) {
+    f(0, ex);
+    f(1, ex);
+    return;
+  }
+  Exec half = ex;
+  half.threads = t / 2;
+  parallel_for(2, 2, [&](int64_t side) { f(int(side), half); });
+}
+
 // exp(-e^2 / (2 sigma^2)) of a forward-backward error, sigma = 1.5 px (0 out of view).
 float consistency_confidence(float e) {
   return std::isfinite(e) ? std::exp(-e * e / (2 * 1.5f * 1.5f)) : 0.f;
@@ -356,10 +375,12 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   fo.with_global = o.use_global;
   std::vector<int> strides = features_local_strides(a.H, a.W, fo);
   fo.coarsest_stride = strides.front();
-  FeaturePyramid pa = features_extract(a, fo, ex);
-  check_cancel(ex);
-  FeaturePyramid pb = features_extract(b, fo, ex);
-  check_cancel(ex);
+  FeaturePyramid pyr[2];
+  each_side(ex, [&](int side, const Exec& run) {
+    pyr[side] = features_extract(side == 0 ? a : b, fo, run);
+    check_cancel(run);
+  });
+  FeaturePyramid &pa = pyr[0], &pb = pyr[1];
   check_pyramids(pa, pb);
   clock.lap("features");
 
@@ -370,33 +391,41 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   const size_t P = size_t(H) * W;
   const FlowGrid full_a{H, W, 1, 1}, full_b{b.H, b.W, 1, 1};
 
-  GridFlow ca = match_coarse(pa, pb, o, ex, peak);
-  std::vector<float> fwd = resample_planes(ca.flow, 2, ca.grid, full_a, ex), back, conf;
-  if (peak) {
-    conf = ca.confidence.empty() ? std::vector<float>(P, 0.f)
-                                 : resample_planes(ca.confidence, 1, ca.grid, full_a, ex);
-  }
-  if (both) {
-    GridFlow cb = match_coarse(pb, pa, o, ex, false);
-    back = resample_planes(cb.flow, 2, cb.grid, full_b, ex);
-  }
+  // The coarse flows a -> b (with the peak confidence) and b -> a, at full resolution.
+  std::vector<float> fwd, back, conf;
+  each_side(ex, [&](int side, const Exec& run) {
+    if (side == 1 && !both) return;
+    GridFlow c =
+        side == 0 ? match_coarse(pa, pb, o, run, peak) : match_coarse(pb, pa, o, run, false);
+    (side == 0 ? fwd : back) = resample_planes(c.flow, 2, c.grid, side == 0 ? full_a : full_b, run);
+    if (side == 0 && peak) {
+      conf = c.confidence.empty() ? std::vector<float>(P, 0.f)
+                                  : resample_planes(c.confidence, 1, c.grid, full_a, run);
+    }
+  });
   clock.lap("coarse");
   pa = FeaturePyramid();
   pb = FeaturePyramid();
   check_cancel(ex);
   const std::vector<float> gray_a = image_gray(a), gray_b = image_gray(b);
   if (o.fill) {
-    // Only the coarse fill reads the texture masks.
-    std::vector<uint8_t> tex_a(P, 1), tex_b(size_t(b.H) * b.W, 1);
-    if (o.texture_gradient > 0) {
-      flow_texture_mask(gray_a.data(), H, W, o.texture_radius, o.texture_gradient, tex_a.data(),
-                        ex);
-      flow_texture_mask(gray_b.data(), b.H, b.W, o.texture_radius, o.texture_gradient, tex_b.data(),
-                        ex);
-    }
-    std::vector<float> fwd0 = fwd;
-    fill_inconsistent(a, fwd, b, back, o.coarse_tol, tex_a, o, ex);
-    fill_inconsistent(b, back, a, fwd0, o.coarse_tol, tex_b, o, ex);
+    // Each side's flow is checked against the other side's coarse flow (not yet filled) and its
+    // rejected pixels are interpolated; only the coarse fill reads the texture masks.
+    const std::vector<float> fwd0 = fwd, back0 = back;
+    each_side(ex, [&](int side, const Exec& run) {
+      const ImageView& img = side == 0 ? a : b;
+      const std::vector<float>& gray = side == 0 ? gray_a : gray_b;
+      std::vector<uint8_t> tex(size_t(img.H) * img.W, 1);
+      if (o.texture_gradient > 0) {
+        flow_texture_mask(gray.data(), img.H, img.W, o.texture_radius, o.texture_gradient,
+                          tex.data(), run);
+      }
+      if (side == 0) {
+        fill_inconsistent(a, fwd, b, back0, o.coarse_tol, tex, o, run);
+      } else {
+        fill_inconsistent(b, back, a, fwd0, o.coarse_tol, tex, o, run);
+      }
+    });
     check_cancel(ex);
     clock.lap("fill");
   }
@@ -504,10 +533,18 @@ size_t match_pyramids_work_bytes(const FeaturePyramid& a, const FeaturePyramid& 
   const bool both = fb || (with_images && (o.fill || o.final_fill));
   // The coarse flows at full resolution: a's (and its confidence), then b's while a's is held.
   const size_t held = F * (2 * P + (o.confidence == MatchConfidence::None ? 0 : P));
-  size_t peak = match_coarse_bytes(a, b, o, peak_conf, threads) + resample_bytes(3, P);
+  // match_images runs the two sides of a stage side by side when it has two threads or more
+  // (each_side), each on half of them.
+  const int t = threads <= 0 ? pool_size() : std::min(threads, pool_size());
+  const bool sides = with_images && t >= 2;
+  const int side_threads = sides ? t / 2 : threads;
+  const size_t coarse_a =
+      match_coarse_bytes(a, b, o, peak_conf, side_threads) + resample_bytes(3, P);
+  size_t peak = coarse_a;
   if (both) {
-    peak =
-        std::max(peak, held + match_coarse_bytes(b, a, o, false, threads) + resample_bytes(2, Pb));
+    const size_t coarse_b =
+        match_coarse_bytes(b, a, o, false, side_threads) + resample_bytes(2, Pb);
+    peak = sides ? held + coarse_a + coarse_b : std::max(peak, held + coarse_b);
   }
   const size_t flows = held + (both ? F * 2 * Pb : 0);
   if (with_images) {
@@ -519,7 +556,11 @@ size_t match_pyramids_work_bytes(const FeaturePyramid& a, const FeaturePyramid& 
              flow_interpolate_work_bytes(img.C >= 3 ? 3 : 1, img.H, img.W, o.interp);
     };
     const ImageView va{nullptr, 3, a.image_h, a.image_w}, vb{nullptr, 3, b.image_h, b.image_w};
-    if (o.fill) peak = std::max(peak, base + std::max(fill(va, P), fill(vb, Pb)));
+    if (o.fill) {
+      // Both coarse flows are copied first; the two sides' fills run side by side or in turn.
+      const size_t fa = fill(va, P), fb = fill(vb, Pb);
+      peak = std::max(peak, base + F * 2 * (P + Pb) + (sides ? fa + fb : std::max(fa, fb)));
+    }
     if (o.dis) {
       peak = std::max(peak, base + flow_refine_dis_work_bytes(a.image_h, a.image_w, b.image_h,
                                                               b.image_w, o.dis_options));
@@ -552,11 +593,15 @@ size_t match_images_bytes(int Ha, int Wa, int Hb, int Wb, const MatchOptions& o,
     for (const FeatureLevel& lv : p.levels) n += sizeof(float) * size_t(lv.C) * lv.H * lv.W;
     return n;
   };
-  // a's features, then b's next to a's pyramid, then the matching next to both pyramids.
-  return std::max({features_extract_bytes(Ha, Wa, fo, threads),
-                   pyramid_bytes(pa) + features_extract_bytes(Hb, Wb, fo, threads),
-                   pyramid_bytes(pa) + pyramid_bytes(pb) +
-                       match_pyramids_work_bytes(pa, pb, o, true, threads)});
+  // a's features and b's (side by side with two threads or more, each on half of them; else b's
+  // next to a's pyramid), then the matching next to both pyramids.
+  const int t = threads <= 0 ? pool_size() : std::min(threads, pool_size());
+  const size_t features =
+      t >= 2 ? features_extract_bytes(Ha, Wa, fo, t / 2) + features_extract_bytes(Hb, Wb, fo, t / 2)
+             : std::max(features_extract_bytes(Ha, Wa, fo, threads),
+                        pyramid_bytes(pa) + features_extract_bytes(Hb, Wb, fo, threads));
+  return std::max(features, pyramid_bytes(pa) + pyramid_bytes(pb) +
+                                match_pyramids_work_bytes(pa, pb, o, true, threads));
 }
 
 }  // namespace gocor

@@ -146,7 +146,7 @@ struct FeaturesJob : Job {
 //                 threads}) -> job of {imageWidth, imageHeight, levels, device}
 Napi::Value ExtractFeatures(const Napi::CallbackInfo& info) {
   auto job = std::make_unique<FeaturesJob>();
-  job->has_cuda = false;  // the descriptor is CPU code
+  job->has_cuda = gocor::stage_on_cuda(gocor::Stage::FeaturesCompute);
   job->d = read_dims(info[1]);
   job->image = copy_image(info[0], job->d, "image");
   Napi::Object oo = read_object(info[2], "options");
@@ -265,7 +265,7 @@ struct WarpJob : Job {
 // warpImage(b, {C,H,W}, flow, {C: 2, H, W}, exec) -> job of {data (C,H,W), mask (H,W), device}
 Napi::Value WarpImage(const Napi::CallbackInfo& info) {
   auto job = std::make_unique<WarpJob>();
-  job->has_cuda = false;
+  job->has_cuda = gocor::stage_on_cuda(gocor::Stage::FlowWarpImage);
   job->db = read_dims(info[1]);
   job->df = read_dims(info[3]);
   job->df.C = 2;
@@ -308,7 +308,7 @@ size_t resize_flow_bytes(Napi::Env env, const Napi::Object& dims, const Napi::Ob
 // resizeFlow(flow, {H,W}, {H,W}, exec) -> job of {data (2,h,w), device} (vectors rescaled)
 Napi::Value ResizeFlow(const Napi::CallbackInfo& info) {
   auto job = std::make_unique<ResizeFlowJob>();
-  job->has_cuda = false;
+  job->has_cuda = gocor::stage_on_cuda(gocor::Stage::FlowResize);
   job->from = read_dims(info[1]);
   job->to = read_dims(info[2]);
   job->from.C = job->to.C = 2;

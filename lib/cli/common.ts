@@ -88,7 +88,7 @@ export function matchOptionList(): Option[] {
       '--confidence <kind>',
       'per-pixel confidence: volume peak ratio, forward-backward consistency (a second match), or none',
     )
-      .choices(['peak', 'forward-backward', 'none'])
+      .choices(['peak', 'forwardBackward', 'none'])
       .default('peak'),
     new Option(
       '--allow-svg',
@@ -106,14 +106,18 @@ export interface MatchCliOptions {
   device: 'auto' | 'cpu' | 'cuda';
   threads?: number;
   outputShape?: { width: number; height: number };
-  confidence: 'peak' | 'forward-backward' | 'none';
+  confidence: 'peak' | 'forwardBackward' | 'none';
   allowSvg?: boolean;
 }
 
 /** The CLI's options as `match` options (the one conversion; the library validates them). */
 export function matchSettings(o: MatchCliOptions): MatchSettings {
-  const confidence = o.confidence === 'forward-backward' ? 'forwardBackward' : o.confidence;
-  const options: MatchOptions = { method: o.method, device: o.device, confidence, gocorParams: o.gocorParams };
+  const options: MatchOptions = {
+    method: o.method,
+    device: o.device,
+    confidence: o.confidence,
+    gocorParams: o.gocorParams,
+  };
   if (o.quality !== undefined) options.quality = o.quality;
   if (o.globalSize !== undefined) options.globalSize = o.globalSize;
   if (o.iters) options.numIter = { global: o.iters.global, local: o.iters.local ?? o.iters.global };
@@ -128,6 +132,15 @@ export function errorLine(err: unknown): string {
   const e = err as { code?: unknown; message?: unknown };
   const code = typeof e?.code === 'string' && e.code.startsWith('ERR_GOCOR') ? e.code : 'ERR_GOCOR_INTERNAL';
   return `gocor: ${code}: ${typeof e?.message === 'string' ? e.message : String(err)}`;
+}
+
+/** A usage error (commander's message, `error: ...`) as the one error line, code ERR_GOCOR_INVALID_ARG. */
+export function usageLine(message: string): string {
+  const text = message
+    .replace(/^error: /, '')
+    .replace(/\s*\n\s*/g, ' ')
+    .trim();
+  return `gocor: ERR_GOCOR_INVALID_ARG: ${text} (see gocor --help)`;
 }
 
 export function printJson(value: unknown): void {

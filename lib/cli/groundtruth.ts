@@ -4,7 +4,7 @@
  * the true flow is then (-d, 0).
  */
 import path from 'node:path';
-import sharp from 'sharp';
+import sharp, { type Metadata } from 'sharp';
 import { GocorError } from '../errors';
 import { checkMemory } from '../exec';
 import { readRegularFile } from '../files';
@@ -64,7 +64,7 @@ async function npyFlow(file: string): Promise<Flow> {
 async function disparityPng(file: string, expected?: { width: number; height: number }): Promise<GroundTruth> {
   const bytes = await readRegularFile(file, 'disparity ground truth');
   const open = () => sharp(bytes, { failOn: 'error', limitInputPixels: MAX_IMAGE_PIXELS });
-  let meta: sharp.Metadata;
+  let meta: Metadata;
   try {
     meta = await open().metadata();
   } catch (err) {

@@ -217,7 +217,7 @@ export function queueCommand(): Command {
       ]),
     );
   for (const sub of [addCommand(), workerCommand(), statusCommand()]) {
-    cmd.addCommand(sub.showHelpAfterError('(add --help for usage)'));
+    cmd.addCommand(sub);
   }
   return cmd;
 }

@@ -176,10 +176,10 @@ describe('cli: queue smoke and usage', () => {
     }
     const both = await runCli(['queue', 'add', '-o', path.join(tmp, 'never')]);
     expect(both.code).toBe(2);
-    expect(both.stderr).toContain('give either a pair list or --dir DIR');
+    expect(both.stderr).toMatch(/^gocor: ERR_GOCOR_INVALID_ARG: give either a pair list or --dir DIR .*\n$/);
     const conc = await runCli(['queue', 'worker', '--concurrency', '0']);
     expect(conc.code).toBe(2);
-    expect(conc.stderr).toContain('expected an integer between 1 and 64');
+    expect(conc.stderr).toMatch(/^gocor: ERR_GOCOR_INVALID_ARG: .*expected an integer between 1 and 64.*\n$/);
   });
 });
 

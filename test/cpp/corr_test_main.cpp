@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "common.h"
-#include "corr_kernels.h"
+#include "simd.h"
 #include "correlation.h"
 #include "support/conformance.h"
 #include "support/harness.h"

@@ -9,7 +9,8 @@
 //     --perf     time the CPU twin and the CUDA twin of each case instead of comparing them:
 //                median wall time of the host-pointer calls (the CUDA figure includes allocation
 //                and the copies to and from the device, as a caller of the twin pays them)
-//     --list     print the table and exit (no GPU needed)
+//     --list     print the table and exit (no GPU needed), with where dispatch sends each
+//                operation on device 'cuda' (a stage of match: the CPU until it passed here)
 //
 // Without a usable GPU it checks the no-device contract instead: the probe says unavailable,
 // Device::Cuda throws CudaUnavailable, Device::Auto computes on the CPU, and the CUDA twin of every
@@ -32,12 +33,15 @@
 #include <vector>
 
 #include "common.h"
+#include "simd.h"
 #include "correlation.h"
 #include "dense_features.h"
+#include "dis.h"
 #include "dispatch.h"
 #include "flow.h"
 #include "gocor.h"
 #include "gocor_cuda.h"
+#include "interpolate.h"
 #include "support/gocor_ref64.h"
 #include "support/harness.h"
 #include "support/test_data.h"
@@ -420,7 +424,7 @@ Trial image_resize_trial(int C, int H, int W, int h, int w, uint64_t seed) {
   st->src = texture(C, H, W, seed);
   st->cpu.resize((size_t)C * h * w);
   st->gpu.assign(st->cpu.size(), NAN);
-  return {[=] { image_resize(st->src.data(), C, H, W, st->cpu.data(), h, w, Exec{}); },
+  return {[=] { image_resize_cpu(st->src.data(), C, H, W, st->cpu.data(), h, w, Exec{}); },
           [=] { image_resize_cuda(st->src.data(), C, H, W, st->gpu.data(), h, w, Exec{}); },
           compare_one(st)};
 }
@@ -435,7 +439,7 @@ Trial features_trial(int C, int H, int W, int Hf, int Wf, int cell, uint64_t see
   st->cpu.resize((size_t)kFeatureChannels * Hf * Wf);
   st->gpu.assign(st->cpu.size(), NAN);
   const ImageView v{st->img.data(), C, H, W};
-  return {[=] { features_compute(v, Hf, Wf, cell, st->cpu.data(), Exec{}); },
+  return {[=] { features_compute_cpu(v, Hf, Wf, cell, st->cpu.data(), Exec{}); },
           [=] { features_compute_cuda(v, Hf, Wf, cell, st->gpu.data(), Exec{}); },
           [=](const std::string& name, const Tol& tol) {
             // features_compute ends with the zero-mean step (image mean descriptor subtracted,
@@ -473,7 +477,7 @@ Trial flow_warp_trial(uint64_t seed) {
   st->flow = randn(2 * Na, seed + 1, 8.f);  // some points land outside b
   st->cpu.resize(C * Na);
   st->gpu.assign(C * Na, NAN);
-  return {[=] { flow_warp(st->feat_b.data(), C, gb, st->flow.data(), ga, st->cpu.data(), {}); },
+  return {[=] { flow_warp_cpu(st->feat_b.data(), C, gb, st->flow.data(), ga, st->cpu.data(), {}); },
           [=] {
             flow_warp_cuda(st->feat_b.data(), C, gb, st->flow.data(), ga, st->gpu.data(), Exec{});
           },
@@ -488,7 +492,7 @@ Trial flow_resample_trial(FlowGrid gi, FlowGrid go, uint64_t seed) {
   st->flow = randn(2 * (size_t)gi.H * gi.W, seed, 8.f);
   st->cpu.resize(2 * (size_t)go.H * go.W);
   st->gpu.assign(st->cpu.size(), NAN);
-  return {[=] { flow_resample(st->flow.data(), gi, st->cpu.data(), go, Exec{}); },
+  return {[=] { flow_resample_cpu(st->flow.data(), gi, st->cpu.data(), go, Exec{}); },
           [=] { flow_resample_cuda(st->flow.data(), gi, st->gpu.data(), go, Exec{}); },
           compare_one(st)};
 }
@@ -501,7 +505,7 @@ Trial flow_median3_trial(int H, int W, uint64_t seed) {
   st->flow = randn(2 * (size_t)H * W, seed, 8.f);
   return {[=] {
             st->cpu = st->flow;
-            flow_median3(st->cpu.data(), H, W, Exec{});
+            flow_median3_cpu(st->cpu.data(), H, W, Exec{});
           },
           [=] {
             st->gpu = st->flow;
@@ -524,15 +528,17 @@ Trial flow_from_global_volume_trial(FlowGrid ga, FlowGrid gb, uint64_t seed) {
   st->gpu.assign(2 * Na, NAN);
   st->pc.resize(Na);
   st->pg.assign(Na, NAN);
-  return {
-      [=] { flow_from_global_volume(st->vol.data(), ga, gb, st->cpu.data(), st->pc.data(), {}); },
-      [=] {
-        flow_from_global_volume_cuda(st->vol.data(), ga, gb, st->gpu.data(), st->pg.data(), Exec{});
-      },
-      [st](const std::string& name, const Tol& tol) {
-        report_cmp(name + " flow", compare(st->gpu, st->cpu, tol));
-        report_cmp(name + " peak (exact)", compare(st->pg, st->pc, Tol{0, 0}));
-      }};
+  return {[=] {
+            flow_from_global_volume_cpu(st->vol.data(), ga, gb, st->cpu.data(), st->pc.data(), {});
+          },
+          [=] {
+            flow_from_global_volume_cuda(st->vol.data(), ga, gb, st->gpu.data(), st->pg.data(),
+                                         Exec{});
+          },
+          [st](const std::string& name, const Tol& tol) {
+            report_cmp(name + " flow", compare(st->gpu, st->cpu, tol));
+            report_cmp(name + " peak (exact)", compare(st->pg, st->pc, Tol{0, 0}));
+          }};
 }
 
 Trial flow_from_local_volume_trial(int R, int H, int W, uint64_t seed) {
@@ -546,15 +552,17 @@ Trial flow_from_local_volume_trial(int R, int H, int W, uint64_t seed) {
   st->gpu.assign(2 * N, NAN);
   st->cc.resize(N);
   st->cg.assign(N, NAN);
-  return {
-      [=] { flow_from_local_volume(st->vol.data(), R, H, W, st->cpu.data(), st->cc.data(), {}); },
-      [=] {
-        flow_from_local_volume_cuda(st->vol.data(), R, H, W, st->gpu.data(), st->cg.data(), Exec{});
-      },
-      [st](const std::string& name, const Tol& tol) {
-        report_cmp(name + " residual", compare(st->gpu, st->cpu, tol));
-        report_cmp(name + " confidence", compare(st->cg, st->cc, tol));
-      }};
+  return {[=] {
+            flow_from_local_volume_cpu(st->vol.data(), R, H, W, st->cpu.data(), st->cc.data(), {});
+          },
+          [=] {
+            flow_from_local_volume_cuda(st->vol.data(), R, H, W, st->gpu.data(), st->cg.data(),
+                                        Exec{});
+          },
+          [st](const std::string& name, const Tol& tol) {
+            report_cmp(name + " residual", compare(st->gpu, st->cpu, tol));
+            report_cmp(name + " confidence", compare(st->cg, st->cc, tol));
+          }};
 }
 
 Trial flow_warp_image_trial(int C, int Hb, int Wb, int H, int W, uint64_t seed) {
@@ -570,8 +578,8 @@ Trial flow_warp_image_trial(int C, int Hb, int Wb, int H, int W, uint64_t seed) 
   st->mc.resize(N);
   st->mg.assign(N, NAN);
   return {[=] {
-            flow_warp_image(st->img.data(), C, Hb, Wb, st->flow.data(), H, W, st->cpu.data(),
-                            st->mc.data(), Exec{});
+            flow_warp_image_cpu(st->img.data(), C, Hb, Wb, st->flow.data(), H, W, st->cpu.data(),
+                                st->mc.data(), Exec{});
           },
           [=] {
             flow_warp_image_cuda(st->img.data(), C, Hb, Wb, st->flow.data(), H, W, st->gpu.data(),
@@ -593,15 +601,15 @@ Trial flow_refine_symmetric_trial(int H, int W, int cell, int iterations, uint64
   const auto a = texture(1, H, W, seed), b = shifted(a, 1, H, W, 3.4, -2.2);
   st->fa.resize((size_t)kFeatureChannels * Hf * Wf);
   st->fb.resize(st->fa.size());
-  features_compute(ImageView{a.data(), 1, H, W}, Hf, Wf, cell, st->fa.data(), Exec{});
-  features_compute(ImageView{b.data(), 1, H, W}, Hf, Wf, cell, st->fb.data(), Exec{});
+  features_compute_cpu(ImageView{a.data(), 1, H, W}, Hf, Wf, cell, st->fa.data(), Exec{});
+  features_compute_cpu(ImageView{b.data(), 1, H, W}, Hf, Wf, cell, st->fb.data(), Exec{});
   st->f0 = noisy_flow(Hf, Wf, 3.4, -2.2, 1.5, seed + 1);
   const FlowGrid g{Hf, Wf, double(cell), double(cell)};
   const int C = kFeatureChannels;
   return {[=] {
             st->cpu = st->f0;
-            flow_refine_symmetric(st->fa.data(), g, st->fb.data(), g, C, st->cpu.data(), iterations,
-                                  Exec{});
+            flow_refine_symmetric_cpu(st->fa.data(), g, st->fb.data(), g, C, st->cpu.data(),
+                                      iterations, Exec{});
           },
           [=] {
             st->gpu = st->f0;
@@ -631,7 +639,7 @@ Trial flow_volume_aggregate_trial(int D, int H, int W, int r, uint64_t seed) {
   st->vol = gocor_test::random_vec((size_t)D * H * W, seed);
   return {[=] {
             st->cpu = st->vol;
-            flow_volume_aggregate(st->cpu.data(), D, H, W, r, Exec{});
+            flow_volume_aggregate_cpu(st->cpu.data(), D, H, W, r, Exec{});
           },
           [=] {
             st->gpu = st->vol;
@@ -658,9 +666,9 @@ Trial flow_consistency_trial(int H, int W, int Hb, int Wb, float abs_tol, float 
                                    std::vector<float>* error) {
     if (valid) valid->assign(N, 7);
     if (error) error->assign(N, NAN);
-    (cuda ? flow_consistency_cuda : flow_consistency)(st->fwd.data(), H, W, st->bwd.data(), Hb, Wb,
-                                                      at, rt, valid ? valid->data() : nullptr,
-                                                      error ? error->data() : nullptr, Exec{});
+    (cuda ? flow_consistency_cuda : flow_consistency_cpu)(
+        st->fwd.data(), H, W, st->bwd.data(), Hb, Wb, at, rt, valid ? valid->data() : nullptr,
+        error ? error->data() : nullptr, Exec{});
   };
   return {[=] {
             run(false, abs_tol, rel_tol, want_valid ? &st->vc : nullptr,
@@ -706,8 +714,8 @@ Trial flow_texture_mask_trial(int H, int W, int radius, float min_gradient, uint
   const size_t N = (size_t)H * W;
   auto run = [st, H, W, N, radius](bool cuda, float g, std::vector<uint8_t>* out) {
     out->assign(N, 7);
-    (cuda ? flow_texture_mask_cuda : flow_texture_mask)(st->gray.data(), H, W, radius, g,
-                                                        out->data(), Exec{});
+    (cuda ? flow_texture_mask_cuda : flow_texture_mask_cpu)(st->gray.data(), H, W, radius, g,
+                                                            out->data(), Exec{});
   };
   return {[=] { run(false, min_gradient, &st->cpu); }, [=] { run(true, min_gradient, &st->gpu); },
           [=](const std::string& name, const Tol&) {
@@ -717,6 +725,170 @@ Trial flow_texture_mask_trial(int H, int W, int radius, float min_gradient, uint
             run(false, min_gradient * (1 + k), &st->hi);
             report_mask(name + " textured", st->gpu, st->cpu, st->lo, st->hi);
           }};
+}
+
+// ---- the dense stages: interpolation and DIS ----------------------------------------------------
+
+// Two motions split along an image edge: the texture's left part moves by (u1, v1), the right
+// part, brighter by 0.3 beyond a vertical step at x = W * 3 / 5, by (u2, v2); noise of 0.2 px;
+// `invalid` of the pixels untrusted (random), plus a rectangle (an occlusion) untrusted.
+struct TwoMotions {
+  std::vector<float> image, flow;
+  std::vector<uint8_t> valid;
+};
+
+TwoMotions two_motions(int C, int H, int W, double invalid, uint64_t seed) {
+  TwoMotions m;
+  m.image = texture(C, H, W, seed);
+  const int edge = W * 3 / 5;
+  for (int c = 0; c < C; ++c)
+    for (int y = 0; y < H; ++y)
+      for (int x = edge; x < W; ++x) {
+        float& v = m.image[((size_t)c * H + y) * W + x];
+        v = std::min(1.f, 0.7f * v + 0.3f);
+      }
+  const auto noise = noisy_flow(H, W, 0, 0, 0.2, seed + 1);
+  const size_t N = (size_t)H * W;
+  m.flow.resize(2 * N);
+  m.valid.assign(N, 1);
+  Rng r = seeded(seed + 2);
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W; ++x) {
+      const size_t i = (size_t)y * W + x;
+      const bool right = x >= edge;
+      m.flow[i] = noise[i] + float(right ? -4.5 : 2.25) + 0.01f * float(y);
+      m.flow[N + i] = noise[N + i] + float(right ? 1.5 : -3.25) - 0.02f * float(x);
+      if (r.uniform() < invalid) m.valid[i] = 0;
+      if (y > H / 4 && y < H / 2 && x > edge - W / 8 && x < edge + W / 10) m.valid[i] = 0;
+    }
+  return m;
+}
+
+// flow_interpolate's tolerance. The twin repeats the CPU's integer steps exactly (costs, the
+// geodesic Voronoi diagram with its tie rule, the seed graph, the K nearest in (distance, index)
+// order) and its float and double operations in order; the one value it may not reproduce is a
+// fit weight exp(-alpha d): correctly rounded on the GPU, glibc's expf (< 0.502 ulp) on the CPU,
+// so a weight may differ in its last bit, a relative 2^-24. The fit is a ratio of sums of
+// positive weights times coordinates and flows, so such a change moves the weighted mean flow by
+// at most 2^-23 times the spread of the K flows (under 16 px here) and the slopes, solved from
+// covariances at least min_spread = 0.8 px^2 across, by about as much per px of offset: the
+// output (offsets under 16 px) moves by well under 16 * 16 * 2^-22 = 6.1e-5 px. A wrong label or
+// tie, the failure this row is for, moves a pixel to another seed's model: 0.1 px or more.
+constexpr Tol kInterpTol{6.1e-5, 0};
+
+Trial flow_interpolate_trial(int C, int H, int W, double invalid, const InterpOptions& o,
+                             uint64_t seed, bool none_valid = false) {
+  struct St {
+    TwoMotions m;
+    std::vector<float> cpu, gpu;
+  };
+  auto st = state<St>();
+  st->m = two_motions(C, H, W, invalid, seed);
+  if (none_valid) std::fill(st->m.valid.begin(), st->m.valid.end(), 0);
+  const size_t N = (size_t)H * W;
+  st->cpu.assign(2 * N, NAN);
+  st->gpu.assign(2 * N, NAN);
+  auto run = [st, C, H, W, o](bool cuda, std::vector<float>& out) {
+    (cuda ? flow_interpolate_cuda : flow_interpolate_cpu)(
+        st->m.image.data(), C, H, W, st->m.flow.data(), st->m.valid.data(), out.data(), o, Exec{});
+  };
+  return {[=] { run(false, st->cpu); }, [=] { run(true, st->gpu); }, compare_one(st)};
+}
+
+// InterpOptions with the seed grid, K, the fit and the edge blur set (the rest default).
+InterpOptions interp_options(int stride, int K, bool affine, float edge_sigma) {
+  return InterpOptions{stride, K, InterpOptions{}.alpha, affine, edge_sigma};
+}
+
+// How far one DIS flow is from another: of the pixels whose reference match lies inside b, how
+// many differ by more than tol.abs px in either component, and the largest difference; over all
+// pixels, how many are identical and how many are not finite.
+struct DisGap {
+  size_t in_view = 0, far = 0, identical = 0, bad = 0;
+  double worst = 0;
+};
+
+DisGap dis_gap(const std::vector<float>& got, const std::vector<float>& ref, int H, int W, int Hb,
+               int Wb, const Tol& tol) {
+  const size_t N = (size_t)H * W;
+  DisGap g;
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W; ++x) {
+      const size_t i = (size_t)y * W + x;
+      g.bad += !std::isfinite(got[i]) || !std::isfinite(got[N + i]);
+      g.identical += got[i] == ref[i] && got[N + i] == ref[N + i];
+      const double bx = x + ref[i], by = y + ref[N + i];
+      if (!(bx >= 0 && by >= 0 && bx <= Wb - 1 && by <= Hb - 1)) continue;
+      ++g.in_view;
+      const double d =
+          std::max(std::fabs(double(got[i]) - ref[i]), std::fabs(double(got[N + i]) - ref[N + i]));
+      g.far += !(d <= tol.abs);
+      g.worst = std::max(g.worst, d);
+    }
+  return g;
+}
+
+// DIS's parity, derived from the CPU's own rounding spread. dis.h: its SIMD levels (4 lanes, vs 8
+// lanes with fused multiply-adds) differ "only in rounding (under 1e-3 px for 99% of the pixels
+// whose match lies inside b)"; the search's thresholds let a rounding difference grow at a few
+// pixels (at 256x320, 0.7% of the values beyond 1e-3 px, the largest 0.24 px). The GPU repeats
+// the 4-lane order, so against the CPU at its portable level it is held to dis.h's bound (at most
+// 1% of the in-view pixels beyond tol.abs = 1e-3 px; the line counts identical pixels: all are
+// expected), and against the CPU at its default (AVX2) level to at most twice as many far pixels
+// as the CPU's portable level has against it, plus one (flash-attention's rule: no worse than 2x
+// a same-precision computation): the GPU's gap to AVX2 is that level's own rounding spread.
+void report_dis(const std::string& name, const DisGap& g, size_t allowed_far) {
+  const bool ok = g.bad == 0 && g.in_view > 0 && g.far <= allowed_far;
+  report(ok, fmt("%-62s %zu/%zu in view beyond 1e-3 px (allowed %zu, max %.3g), %zu identical",
+                 name.c_str(), g.far, g.in_view, allowed_far, g.worst, g.identical));
+}
+
+// a: a texture; b: a shifted by (dx, dy) and cropped or padded to Hb x Wb; the seed is the true
+// flow plus 1 px of noise. The CPU twin runs at its portable level (the GPU's order) and at the
+// machine's default level.
+Trial flow_refine_dis_trial(int H, int W, int Hb, int Wb, double dx, double dy, const DisOptions& o,
+                            uint64_t seed) {
+  struct St {
+    std::vector<float> a, b, seed, cpu, cpu_default, gpu;
+  };
+  auto st = state<St>();
+  const int Hm = std::max(H, Hb), Wm = std::max(W, Wb);
+  const auto big = texture(1, Hm, Wm, seed);
+  const auto moved = shifted(big, 1, Hm, Wm, dx, dy);
+  st->a.resize((size_t)H * W);
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W; ++x) st->a[(size_t)y * W + x] = big[(size_t)y * Wm + x];
+  st->b.resize((size_t)Hb * Wb);
+  for (int y = 0; y < Hb; ++y)
+    for (int x = 0; x < Wb; ++x) st->b[(size_t)y * Wb + x] = moved[(size_t)y * Wm + x];
+  st->seed = noisy_flow(H, W, dx, dy, 1.0, seed + 1);
+  auto run = [st, H, W, Hb, Wb, o](bool cuda, std::vector<float>& flow) {
+    flow = st->seed;
+    (cuda ? flow_refine_dis_cuda : flow_refine_dis_cpu)(st->a.data(), H, W, st->b.data(), Hb, Wb,
+                                                        flow.data(), o, Exec{});
+  };
+  return {[=] {
+            corr_detail::simd_force(corr_detail::Simd::Portable);
+            run(false, st->cpu);
+            corr_detail::simd_unforce();
+          },
+          [=] { run(true, st->gpu); },
+          [=](const std::string& name, const Tol& tol) {
+            const DisGap portable = dis_gap(st->gpu, st->cpu, H, W, Hb, Wb, tol);
+            report_dis(name + " vs CPU portable", portable, portable.in_view / 100);
+            if (corr_detail::simd_detected() == corr_detail::Simd::Portable) return;
+            run(false, st->cpu_default);
+            const DisGap own = dis_gap(st->cpu, st->cpu_default, H, W, Hb, Wb, tol);
+            report_dis(name + " vs CPU default SIMD",
+                       dis_gap(st->gpu, st->cpu_default, H, W, Hb, Wb, tol), 2 * own.far + 1);
+          }};
+}
+
+// DisOptions with the patch grid, the scales and the variational iterations set.
+DisOptions dis_options(int patch, int stride, int coarsest, int finest, int var_iters) {
+  const DisOptions d;
+  return DisOptions{coarsest,  finest,      patch,       stride,     d.grad_iters,
+                    var_iters, d.var_alpha, d.var_gamma, d.var_delta};
 }
 
 // ---- the table ---------------------------------------------------------------------------------
@@ -899,6 +1071,35 @@ std::vector<Case> all_cases() {
       [] { return flow_texture_mask_trial(40, 29, 1, 0.02f, 101); });
   add("flow_texture_mask", "384x512 r4 gradient 0.01", exact,
       [] { return flow_texture_mask_trial(384, 512, 4, 0.01f, 102); });
+  // The sparse-to-dense fill: match's options (stride 4, K 32, affine), a weighted average with no
+  // blur, stride 1 among 70% untrusted pixels (long geodesic paths around the holes), grey and
+  // colour, a 256x320 image, and no trusted pixel at all (the flow comes back as it is).
+  add("flow_interpolate", "C3 61x83 stride 4 K32 affine, 10% untrusted", kInterpTol,
+      [] { return flow_interpolate_trial(3, 61, 83, 0.1, interp_options(4, 32, true, 1.f), 110); });
+  add("flow_interpolate", "C1 40x29 stride 3 K8 average, no blur", kInterpTol,
+      [] { return flow_interpolate_trial(1, 40, 29, 0.1, interp_options(3, 8, false, 0.f), 111); });
+  add("flow_interpolate", "C1 37x45 stride 1 K16 affine, 70% untrusted", kInterpTol,
+      [] { return flow_interpolate_trial(1, 37, 45, 0.7, interp_options(1, 16, true, 2.f), 112); });
+  add("flow_interpolate", "C3 256x320 stride 4 K32 affine, 5% untrusted", kInterpTol, [] {
+    return flow_interpolate_trial(3, 256, 320, 0.05, interp_options(4, 32, true, 1.f), 113);
+  });
+  add("flow_interpolate", "C1 19x23 nothing trusted (a copy)", exact, [] {
+    return flow_interpolate_trial(1, 19, 23, 0, interp_options(4, 32, true, 1.f), 114, true);
+  });
+  // DIS (its criterion in report_dis): the defaults on a sub-pixel shift, b of another size with
+  // the result upsampled from scale 1 and no variational step, small patches at a fine stride,
+  // and an image smaller than a patch (the seed comes back unchanged).
+  constexpr Tol kDisTol{1e-3, 0};  // for 99% of the in-view pixels
+  add("flow_refine_dis", "64x80 shift (2.3, -1.4), defaults", kDisTol,
+      [] { return flow_refine_dis_trial(64, 80, 64, 80, 2.3, -1.4, DisOptions{}, 120); });
+  add("flow_refine_dis", "97x131 into 89x120, patch 6 stride 3, scales 3..1, no var", kDisTol, [] {
+    return flow_refine_dis_trial(97, 131, 89, 120, -3.6, 2.2, dis_options(6, 3, 3, 1, 0), 121);
+  });
+  add("flow_refine_dis", "256x320 shift (5.5, 3.25), defaults", kDisTol,
+      [] { return flow_refine_dis_trial(256, 320, 256, 320, 5.5, 3.25, DisOptions{}, 122); });
+  add("flow_refine_dis", "12x12 patch 16 (unchanged)", kDisTol, [] {
+    return flow_refine_dis_trial(12, 12, 12, 12, 1.5, 0.5, dis_options(16, 4, 3, 0, 5), 123);
+  });
   return t;
 }
 
@@ -1047,6 +1248,16 @@ int usage(const char* msg) {
   return 2;
 }
 
+// Where dispatch sends the operation on Device::Cuda: a stage of match runs on its CUDA twin only
+// once the twin has passed this table on a GPU (dispatch.cpp's kStages), else on the CPU.
+const char* dispatch_route(const std::string& op) {
+  for (int i = 0; i < int(Stage::Count); ++i) {
+    if (op == stage_name(Stage(i)))
+      return stage_on_cuda(Stage(i)) ? "cuda" : "cpu, pending GPU parity";
+  }
+  return "cuda";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1075,8 +1286,9 @@ int main(int argc, char** argv) {
   }
   if (list) {
     for (const Case& c : cases) {
-      std::printf("%-24s %-48s tol %g + %g|cpu|%s\n", c.op.c_str(), c.shape.c_str(), c.tol.abs,
-                  c.tol.rel, c.twin ? "" : " (GPU-only check)");
+      std::printf("%-24s %-48s tol %g + %g|cpu|%s  [device cuda -> %s]\n", c.op.c_str(),
+                  c.shape.c_str(), c.tol.abs, c.tol.rel, c.twin ? "" : " (GPU-only check)",
+                  dispatch_route(c.op));
     }
     return 0;
   }

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "common.h"
-#include "corr_kernels.h"
+#include "simd.h"
 #include "dis.h"
 #include "support/test_data.h"
 
@@ -246,7 +246,7 @@ std::string describe(const Stats& s) {
 std::vector<float> refine(const Pair& p, std::vector<float> flow, const DisOptions& o,
                           int threads = 1) {
   const Exec ex{gocor::Device::Cpu, threads, nullptr};
-  gocor::flow_refine_dis(p.a.data(), p.H, p.W, p.b.data(), p.Hb, p.Wb, flow.data(), o, ex);
+  gocor::flow_refine_dis_cpu(p.a.data(), p.H, p.W, p.b.data(), p.Hb, p.Wb, flow.data(), o, ex);
   return flow;
 }
 
@@ -316,7 +316,7 @@ void check_bad_input() {
   const Exec ex{gocor::Device::Cpu, 1, nullptr};
   auto call = [&](int h, int w, int hb, int wb, const DisOptions& o) {
     return [=, &a, &flow] {
-      gocor::flow_refine_dis(a.data(), h, w, a.data(), hb, wb, flow.data(), o, ex);
+      gocor::flow_refine_dis_cpu(a.data(), h, w, a.data(), hb, wb, flow.data(), o, ex);
     };
   };
   const DisOptions d;
@@ -347,8 +347,9 @@ void check_bad_input() {
                 call(H, W, H, W, with([](DisOptions& o) { o.var_alpha = -1; })));
   expect_throws("bad_input var_delta=nan", ErrorCode::InvalidArg,
                 call(H, W, H, W, with([](DisOptions& o) { o.var_delta = std::nanf(""); })));
-  expect_throws("bad_input null image", ErrorCode::InvalidArg,
-                [&] { gocor::flow_refine_dis(nullptr, H, W, a.data(), H, W, flow.data(), d, ex); });
+  expect_throws("bad_input null image", ErrorCode::InvalidArg, [&] {
+    gocor::flow_refine_dis_cpu(nullptr, H, W, a.data(), H, W, flow.data(), d, ex);
+  });
   flow[17] = std::nanf("");
   expect_throws("bad_input non-finite seed", ErrorCode::InvalidArg, call(H, W, H, W, d));
   flow[17] = 0.f;
@@ -373,8 +374,8 @@ void check_shapes() {
   {
     const int H = 6, W = 5;
     std::vector<float> a(size_t(H) * W, 0.3f), flow(2 * size_t(H) * W, 1.25f);
-    gocor::flow_refine_dis(a.data(), H, W, a.data(), H, W, flow.data(), DisOptions{},
-                           Exec{gocor::Device::Cpu, 1, nullptr});
+    gocor::flow_refine_dis_cpu(a.data(), H, W, a.data(), H, W, flow.data(), DisOptions{},
+                               Exec{gocor::Device::Cpu, 1, nullptr});
     const bool same = std::all_of(flow.begin(), flow.end(), [](float v) { return v == 1.25f; });
     report(same, "shapes 6x5 smaller than a patch: seed unchanged", "");
   }
@@ -525,8 +526,8 @@ void print_timing(bool quick) {
     for (int rep = 0; rep < 5; ++rep) {
       std::vector<float> flow = seed;
       const double t0 = thread_cpu_ms();
-      gocor::flow_refine_dis(p.a.data(), p.H, p.W, p.b.data(), p.Hb, p.Wb, flow.data(), o,
-                             Exec{gocor::Device::Cpu, 1, nullptr});
+      gocor::flow_refine_dis_cpu(p.a.data(), p.H, p.W, p.b.data(), p.Hb, p.Wb, flow.data(), o,
+                                 Exec{gocor::Device::Cpu, 1, nullptr});
       best = std::min(best, thread_cpu_ms() - t0);
       s = epe(p, flow);
     }

@@ -44,7 +44,7 @@ void case_aggregate() {
       std::vector<float> out = vol;
       Exec ex;
       ex.threads = threads;
-      gocor::flow_volume_aggregate(out.data(), D, H, W, r, ex);
+      gocor::flow_volume_aggregate_cpu(out.data(), D, H, W, r, ex);
       double worst = 0;
       for (size_t i = 0; i < out.size(); ++i)
         worst = std::max(worst, double(std::fabs(out[i] - ref[i])));
@@ -56,7 +56,7 @@ void case_aggregate() {
   }
   std::vector<float> v(4);
   expect_throws("flow_volume_aggregate rejects a negative radius", gocor::ErrorCode::Shape,
-                [&] { gocor::flow_volume_aggregate(v.data(), 1, 2, 2, -1, Exec{}); });
+                [&] { gocor::flow_volume_aggregate_cpu(v.data(), 1, 2, 2, -1, Exec{}); });
 }
 
 // flow_consistency on flows with known answers: a constant flow and its exact inverse are
@@ -75,8 +75,8 @@ void case_consistency() {
       bwd[size_t(y) * Wb + x] += 1.f, bwd[Nb + size_t(y) * Wb + x] += 0.5f;
   std::vector<uint8_t> valid(N);
   std::vector<float> err(N);
-  gocor::flow_consistency(fwd.data(), H, W, bwd.data(), Hb, Wb, 0.5f, 0.f, valid.data(), err.data(),
-                          Exec{});
+  gocor::flow_consistency_cpu(fwd.data(), H, W, bwd.data(), Hb, Wb, 0.5f, 0.f, valid.data(),
+                              err.data(), Exec{});
   int wrong = 0;
   for (int y = 0; y < H; ++y)
     for (int x = 0; x < W; ++x) {
@@ -104,8 +104,8 @@ void case_consistency() {
   report(wrong == 0, "flow_consistency 20x30 -> 24x26: error and test as the reference (" +
                          std::to_string(wrong) + " differ)");
   // Relative tolerance: the same pair with rel_tol large enough accepts the patch too.
-  gocor::flow_consistency(fwd.data(), H, W, bwd.data(), Hb, Wb, 0.5f, 0.5f, valid.data(), nullptr,
-                          Exec{});
+  gocor::flow_consistency_cpu(fwd.data(), H, W, bwd.data(), Hb, Wb, 0.5f, 0.5f, valid.data(),
+                              nullptr, Exec{});
   int accepted = 0, inside = 0;
   for (int y = 0; y < H; ++y)
     for (int x = 0; x < W; ++x) {
@@ -116,7 +116,8 @@ void case_consistency() {
   report(accepted == inside,
          "flow_consistency: rel_tol 0.5 accepts a 1.1 px error on a 4.2 px flow");
   expect_throws("flow_consistency rejects an empty grid", gocor::ErrorCode::Shape, [&] {
-    gocor::flow_consistency(fwd.data(), 0, W, bwd.data(), Hb, Wb, 1, 0, nullptr, nullptr, Exec{});
+    gocor::flow_consistency_cpu(fwd.data(), 0, W, bwd.data(), Hb, Wb, 1, 0, nullptr, nullptr,
+                                Exec{});
   });
 }
 
@@ -132,7 +133,7 @@ void case_texture() {
       g[size_t(y) * W + x] = x < 6 ? 0.5f : x < 12 ? 0.1f * x : ((x / 2 + y / 2) % 2 ? 0.9f : 0.1f);
     }
   std::vector<uint8_t> mask(g.size());
-  gocor::flow_texture_mask(g.data(), H, W, r, t, mask.data(), Exec{});
+  gocor::flow_texture_mask_cpu(g.data(), H, W, r, t, mask.data(), Exec{});
   int wrong = 0, near = 0;
   auto px = [&](int y, int x) {
     return double(g[size_t(std::clamp(y, 0, H - 1)) * W + std::clamp(x, 0, W - 1)]);

@@ -140,8 +140,8 @@ std::vector<float> interpolate(const Field& f, const gocor::InterpOptions& o, in
   std::vector<float> out(2 * f.H * f.W);
   gocor::Exec ex;
   ex.threads = threads;
-  gocor::flow_interpolate(f.image.data(), f.C, f.H, f.W, f.flow.data(), f.valid.data(), out.data(),
-                          o, ex);
+  gocor::flow_interpolate_cpu(f.image.data(), f.C, f.H, f.W, f.flow.data(), f.valid.data(),
+                              out.data(), o, ex);
   return out;
 }
 
@@ -461,7 +461,7 @@ void test_bad_input() {
   const gocor::Exec ex;
   auto call = [&](int C, int H, int W, const float* flow, const uint8_t* valid, float* o_,
                   const gocor::InterpOptions& o) {
-    gocor::flow_interpolate(f.image.data(), C, H, W, flow, valid, o_, o, ex);
+    gocor::flow_interpolate_cpu(f.image.data(), C, H, W, flow, valid, o_, o, ex);
   };
   const gocor::InterpOptions d;
   expect_throws("bad_channels", ErrorCode::Shape,

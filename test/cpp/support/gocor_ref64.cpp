@@ -18,29 +18,15 @@ double sigma_d(double s, double a) {
   return 0.5 * (1 - a) * sgn(s) + 0.5 * (1 + a);
 }
 
-// 3x3 cross-correlation on an H x W grid, zero padding: out[y,x] += sum w[a] in[y+ay-1, x+ax-1].
-void conv3(const double* in, double* out, const float* w, int H, int W) {
+// 3x3 cross-correlation on an H x W grid, zero padding: out[y,x] += sum w[a] in[y+d(ay-1),
+// x+d(ax-1)] with d = +1; d = -1 is its transpose.
+void conv3(const double* in, double* out, const float* w, int H, int W, int d) {
   for (int y = 0; y < H; ++y)
     for (int x = 0; x < W; ++x) {
       double acc = 0;
       for (int ay = 0; ay < 3; ++ay)
         for (int ax = 0; ax < 3; ++ax) {
-          int yy = y + ay - 1, xx = x + ax - 1;
-          if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
-          acc += w[ay * 3 + ax] * in[yy * W + xx];
-        }
-      out[y * W + x] += acc;
-    }
-}
-
-// Transposed twin of conv3: out[y,x] += sum w[a] in[y-ay+1, x-ax+1].
-void conv3_t(const double* in, double* out, const float* w, int H, int W) {
-  for (int y = 0; y < H; ++y)
-    for (int x = 0; x < W; ++x) {
-      double acc = 0;
-      for (int ay = 0; ay < 3; ++ay)
-        for (int ax = 0; ax < 3; ++ax) {
-          int yy = y - ay + 1, xx = x - ax + 1;
+          int yy = y + d * (ay - 1), xx = x + d * (ax - 1);
           if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
           acc += w[ay * 3 + ax] * in[yy * W + xx];
         }
@@ -61,61 +47,55 @@ void add_scaled_row(double* __restrict out, double w, const double* __restrict i
   for (; t < n; ++t) out[t] += w * in[t];
 }
 
-// R_theta on Q (N x N, [r][t]) -> q (O, N, N).
+// K2 over the reference axes (d = +1): dst[o][r][t] = sum_i sum_b W2[o,i,b] src[i][r + b - 1][t],
+// zero outside the reference grid; d = -1, its transpose: dst[i][r][t] = sum_o sum_b W2[o,i,b]
+// src[o][r - b + 1][t]. Written as whole rows over t (the same sum, in cache order).
+std::vector<double> apply_k2(const gocor::GlobalGocorParams& p, const std::vector<double>& src,
+                             int H, int W, int d) {
+  const int N = H * W, I = p.reg_inter_dim, O = p.reg_output_dim;
+  const int outs = d > 0 ? O : I, ins = d > 0 ? I : O;
+  std::vector<double> dst(static_cast<size_t>(outs) * N * N, 0.0);
+  for (int r = 0; r < N; ++r) {
+    const int ry = r / W, rx = r % W;
+    for (int m = 0; m < outs; ++m) {
+      double* out = &dst[(static_cast<size_t>(m) * N + r) * N];
+      for (int k = 0; k < ins; ++k)
+        for (int by = 0; by < 3; ++by)
+          for (int bx = 0; bx < 3; ++bx) {
+            const int yy = ry + d * (by - 1), xx = rx + d * (bx - 1);
+            if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
+            const int o = d > 0 ? m : k, i = d > 0 ? k : m;
+            const double wv = p.reg_weight2[(o * I + i) * 9 + by * 3 + bx];
+            add_scaled_row(out, wv, &src[(static_cast<size_t>(k) * N + yy * W + xx) * N], N);
+          }
+    }
+  }
+  return dst;
+}
+
+// R_theta on Q (N x N, [r][t]) -> q (O, N, N): K1 over the query axes (a 2-D conv of each
+// reference position's row of scores), then K2.
 std::vector<double> apply_r(const gocor::GlobalGocorParams& p, const std::vector<double>& Q, int H,
                             int W) {
-  const int N = H * W, I = p.reg_inter_dim, O = p.reg_output_dim;
-  std::vector<double> X(static_cast<size_t>(I) * N * N, 0.0),
-      q(static_cast<size_t>(O) * N * N, 0.0);
-  // K1 over the query axes: a 2-D conv of each reference position's row of scores.
+  const int N = H * W, I = p.reg_inter_dim;
+  std::vector<double> X(static_cast<size_t>(I) * N * N, 0.0);
   for (int i = 0; i < I; ++i)
     for (int r = 0; r < N; ++r)
       conv3(&Q[static_cast<size_t>(r) * N], &X[(static_cast<size_t>(i) * N + r) * N],
-            &p.reg_weight1[i * 9], H, W);
-  // K2 over the reference axes: q[o][r][t] = sum_i sum_b W2[o,i,b] X[i][r + b - 1][t], zero
-  // outside the reference grid. Written as whole rows over t (the same sum, in cache order).
-  for (int r = 0; r < N; ++r) {
-    const int ry = r / W, rx = r % W;
-    for (int o = 0; o < O; ++o) {
-      double* out = &q[(static_cast<size_t>(o) * N + r) * N];
-      for (int i = 0; i < I; ++i)
-        for (int by = 0; by < 3; ++by)
-          for (int bx = 0; bx < 3; ++bx) {
-            const int yy = ry + by - 1, xx = rx + bx - 1;
-            if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
-            const double wv = p.reg_weight2[(o * I + i) * 9 + by * 3 + bx];
-            add_scaled_row(out, wv, &X[(static_cast<size_t>(i) * N + yy * W + xx) * N], N);
-          }
-    }
-  }
-  return q;
+            &p.reg_weight1[i * 9], H, W, 1);
+  return apply_k2(p, X, H, W, 1);
 }
 
-// R_theta^T: q (O, N, N) -> (N x N).
+// R_theta^T: q (O, N, N) -> (N x N): K2^T, then K1^T row by row.
 std::vector<double> apply_rt(const gocor::GlobalGocorParams& p, const std::vector<double>& q, int H,
                              int W) {
-  const int N = H * W, I = p.reg_inter_dim, O = p.reg_output_dim;
-  std::vector<double> X(static_cast<size_t>(I) * N * N, 0.0), Qt(static_cast<size_t>(N) * N, 0.0);
-  // K2^T over the reference axes: X[i][r][t] = sum_o sum_b W2[o,i,b] q[o][r - b + 1][t].
-  for (int r = 0; r < N; ++r) {
-    const int ry = r / W, rx = r % W;
-    for (int i = 0; i < I; ++i) {
-      double* out = &X[(static_cast<size_t>(i) * N + r) * N];
-      for (int o = 0; o < O; ++o)
-        for (int by = 0; by < 3; ++by)
-          for (int bx = 0; bx < 3; ++bx) {
-            const int yy = ry - by + 1, xx = rx - bx + 1;
-            if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
-            const double wv = p.reg_weight2[(o * I + i) * 9 + by * 3 + bx];
-            add_scaled_row(out, wv, &q[(static_cast<size_t>(o) * N + yy * W + xx) * N], N);
-          }
-    }
-  }
-  // K1^T over the query axes, row by row.
+  const int N = H * W, I = p.reg_inter_dim;
+  const std::vector<double> X = apply_k2(p, q, H, W, -1);
+  std::vector<double> Qt(static_cast<size_t>(N) * N, 0.0);
   for (int i = 0; i < I; ++i)
     for (int r = 0; r < N; ++r)
-      conv3_t(&X[(static_cast<size_t>(i) * N + r) * N], &Qt[static_cast<size_t>(r) * N],
-              &p.reg_weight1[i * 9], H, W);
+      conv3(&X[(static_cast<size_t>(i) * N + r) * N], &Qt[static_cast<size_t>(r) * N],
+            &p.reg_weight1[i * 9], H, W, -1);
   return Qt;
 }
 

@@ -1,0 +1,303 @@
+// The one packed GEMM (gemm.h): operands packed into micro-panels, a register-tiled micro-kernel
+// per SIMD level (simd.h), cache blocking over k, tiles of C shared between threads.
+#include "gemm.h"
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "common.h"
+#include "parallel.h"
+#include "simd.h"
+
+namespace gocor {
+namespace gocor_detail {
+namespace {
+
+// C tile (m x n of MR x NV*W) = or += A panel (kc x MR, row stride lda) * B panel (kc x NV*W, row
+// stride ldb). Fused multiply-adds in float32, one accumulator per output, over k in order, so the
+// result does not depend on whether a panel was packed or read in place.
+template <class V, int MR, int NV>
+GOCOR_INLINE void gemm_ukr(int kc, const float* a, int64_t lda, const float* b, int64_t ldb,
+                           float* c, int64_t ldc, int m, int n, bool acc) {
+  using T = typename V::T;
+  constexpr int NR = NV * V::W;
+  T r[MR][NV];
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) r[i][j] = V::zero();
+  }
+  for (int k = 0; k < kc; ++k) {
+    T bv[NV];
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) bv[j] = V::loadu(b + j * V::W);
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+      const T av = V::set1(a[i]);
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) r[i][j] = V::fma(av, bv[j], r[i][j]);
+    }
+    a += lda;
+    b += ldb;
+  }
+  if (m == MR && n == NR) {
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) {
+        float* p = c + i * ldc + j * V::W;
+        V::storeu(p, acc ? r[i][j] + V::loadu(p) : r[i][j]);
+      }
+    }
+    return;
+  }
+  // Edge tile: every register is visited with a constant index (so the tile stays in registers
+  // above); rows and lanes past the matrix are masked off.
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) {
+      const int lanes = std::min(n - j * V::W, V::W);
+      if (i >= m || lanes <= 0) continue;
+      float* p = c + i * ldc + j * V::W;
+      V::store_n(p, acc ? r[i][j] + V::load_n(p, lanes) : r[i][j], lanes);
+    }
+  }
+}
+
+using UkrFn = void (*)(int, const float*, int64_t, const float*, int64_t, float*, int64_t, int,
+                       int, bool);
+
+// AVX-512: 6 x 64 tile, 24 accumulators + 4 B vectors + 1 broadcast of 32 zmm. AVX2: 6 x 16,
+// 12 + 2 + 1 of 16 ymm. Portable: 4 x 8 in two 4-lane vectors.
+GOCOR_KERNEL_AVX512 void ukr_avx512(int kc, const float* a, int64_t lda, const float* b,
+                                    int64_t ldb, float* c, int64_t ldc, int m, int n, bool acc) {
+  gemm_ukr<simd::Vec16, 6, 4>(kc, a, lda, b, ldb, c, ldc, m, n, acc);
+}
+GOCOR_KERNEL_AVX2 void ukr_avx2(int kc, const float* a, int64_t lda, const float* b, int64_t ldb,
+                                float* c, int64_t ldc, int m, int n, bool acc) {
+  gemm_ukr<simd::Vec8, 6, 2>(kc, a, lda, b, ldb, c, ldc, m, n, acc);
+}
+GOCOR_KERNEL_PORTABLE void ukr_portable(int kc, const float* a, int64_t lda, const float* b,
+                                        int64_t ldb, float* c, int64_t ldc, int m, int n,
+                                        bool acc) {
+  gemm_ukr<simd::Vec4, 4, 2>(kc, a, lda, b, ldb, c, ldc, m, n, acc);
+}
+
+struct Ukr {
+  UkrFn fn;
+  int mr, nr;
+};
+Ukr active_ukr() {
+  return simd::simd_select(Ukr{ukr_avx512, 6, 64}, Ukr{ukr_avx2, 6, 16}, Ukr{ukr_portable, 4, 8});
+}
+
+// 64-byte aligned scratch; an allocation failure becomes a TooLarge error, not std::bad_alloc.
+float* aligned_alloc_floats(int64_t n) {
+  try {
+    return static_cast<float*>(
+        ::operator new(static_cast<size_t>(n) * sizeof(float), std::align_val_t(64)));
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::TooLarge,
+                "gemm: cannot allocate " + std::to_string(n * 4) + " bytes of scratch memory");
+  }
+}
+void aligned_free_floats(float* p) {
+  ::operator delete(p, std::align_val_t(64));
+}
+
+// Packing buffers of the calling thread, kept between calls: a fresh multi-MiB allocation is
+// mapped anew by the OS every time and its page faults cost as much as a small GEMM. Requests
+// above kKeepFloats are served once and released.
+class Scratch {
+ public:
+  explicit Scratch(int64_t n) {
+    constexpr int64_t kKeepFloats = int64_t{32} << 20;  // 128 MiB
+    Cache& c = cache();
+    if (n > kKeepFloats || c.in_use) {  // too large, or re-entered on this thread
+      own_ = aligned_alloc_floats(n);
+      p_ = own_;
+      return;
+    }
+    if (c.size < n) {
+      aligned_free_floats(c.p);
+      c.p = nullptr;
+      c.size = 0;
+      c.p = aligned_alloc_floats(n);
+      c.size = n;
+    }
+    c.in_use = true;
+    p_ = c.p;
+  }
+  ~Scratch() {
+    if (own_ != nullptr) {
+      aligned_free_floats(own_);
+    } else {
+      cache().in_use = false;
+    }
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  float* get() const { return p_; }
+
+ private:
+  struct Cache {
+    float* p = nullptr;
+    int64_t size = 0;
+    bool in_use = false;
+    ~Cache() { aligned_free_floats(p); }
+  };
+  static Cache& cache() {
+    static thread_local Cache c;
+    return c;
+  }
+  float* p_ = nullptr;
+  float* own_ = nullptr;
+};
+
+// Cache blocking: a KC-deep A micro-panel (MR x KC) stays in L1 while the micro-kernel walks the
+// NC columns of a KC x NC block of B held in L2; C tiles of MC x NC are the units of work shared
+// between threads. Measured on Zen 5 (1 MiB L2, 48 KiB L1): KC = 512 keeps C <= 512 in one pass.
+constexpr int kKc = 512;
+constexpr int kNc = 256;
+constexpr int kMc = 96;
+
+// Copies of P floats with a constant size, so that they compile to a few moves instead of a
+// library call per k (which made packing A cost a third of a 256 x 256 GEMM).
+template <int P>
+void pack_full_panel(const float* x, int64_t sk, int K, float* o) {
+  for (int k = 0; k < K; ++k, x += sk, o += P) std::memcpy(o, x, sizeof(float) * P);
+}
+
+// Packs panels p0 .. p1-1 of an operand X with K rows (the reduction index) of L elements, element
+// (k, l) at x[k * sk + l * sl], into P-wide k-major panels:
+// out[((panel - first) * K + k) * P + i] = X(k, panel * P + i), zero past L.
+void pack_panels(const float* x, int64_t sk, int64_t sl, int K, int L, int P, float* out,
+                 int64_t first, int64_t p0, int64_t p1) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const int l0 = static_cast<int>(p * P);
+    const int n = std::min(P, L - l0);
+    float* o = out + (p - first) * static_cast<int64_t>(K) * P;
+    if (sl != 1) {  // transposed source: gather each column's run of k
+      for (int i = 0; i < n; ++i) {
+        const float* src = x + (l0 + i) * sl;
+        for (int k = 0; k < K; ++k) o[static_cast<int64_t>(k) * P + i] = src[k * sk];
+      }
+      for (int k = 0; k < K; ++k)
+        for (int i = n; i < P; ++i) o[static_cast<int64_t>(k) * P + i] = 0.f;
+      continue;
+    }
+    if (n == P && P == 4) {
+      pack_full_panel<4>(x + l0, sk, K, o);
+      continue;
+    }
+    if (n == P && P == 6) {
+      pack_full_panel<6>(x + l0, sk, K, o);
+      continue;
+    }
+    for (int k = 0; k < K; ++k, o += P) {
+      const float* src = x + k * sk + l0;
+      std::memcpy(o, src, sizeof(float) * n);
+      if (n < P) std::memset(o + n, 0, sizeof(float) * (P - n));
+    }
+  }
+}
+
+// Whether A is packed in full. A k-major A can be read in place (row stride lda); packing pays
+// off only when the in-place rows are far apart: A panels are MR (4 or 6) floats wide, one k row
+// touches one or two cache lines, and the rows stay in L1/L2 while the micro-kernel walks the
+// column panels, but rows more than 4 KiB apart alias in L1 (measured: 1024 positions faster in
+// place, 4096 faster packed). B panels are 64 floats wide and always packed: read in place they
+// were slower at 1024 positions and no faster at 256.
+bool pack_a_fully(int m, bool a_trans) {
+  return !a_trans || m > 1024;
+}
+
+// Floats of packing scratch: A in full or only its last partial panel, and B in full; each part
+// rounded to 64 bytes.
+int64_t scratch_floats(const Ukr& u, int m, int n, int k, bool a_trans) {
+  const int64_t mp = (m + u.mr - 1) / u.mr, np = (n + u.nr - 1) / u.nr;
+  const int64_t a = (pack_a_fully(m, a_trans) ? mp : 1) * u.mr * int64_t{k};
+  const int64_t b = np * u.nr * int64_t{k};
+  return (a + 15) / 16 * 16 + (b + 15) / 16 * 16;
+}
+
+}  // namespace
+
+size_t gemm_scratch_bytes(int m, int n, int k, bool a_trans) {
+  return sizeof(float) * static_cast<size_t>(scratch_floats(active_ukr(), m, n, k, a_trans));
+}
+
+void gemm(const GemmArgs& g, int threads) {
+  const int M = g.m, N = g.n, K = g.k;
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!g.accumulate)
+      for (int i = 0; i < M; ++i) std::fill(g.c + i * g.ldc, g.c + i * g.ldc + N, 0.f);
+    return;
+  }
+  const Ukr u = active_ukr();
+  const int MR = u.mr, NR = u.nr;
+  const int mp = (M + MR - 1) / MR, np = (N + NR - 1) / NR;
+  const bool pack_a = pack_a_fully(M, g.a_trans);
+  const int mfull = M / MR;
+  // Strides of op(a) and op(b) as (k, index) operands.
+  const int64_t ask = g.a_trans ? g.lda : 1, asl = g.a_trans ? 1 : g.lda;
+  const int64_t bsk = g.b_trans ? 1 : g.ldb, bsl = g.b_trans ? g.ldb : 1;
+  Scratch scratch(scratch_floats(u, M, N, K, g.a_trans));
+  float* ap = scratch.get();
+  float* bp = ap + ((pack_a ? mp : 1) * int64_t{MR} * K + 15) / 16 * 16;
+  // Packed panels: all of an operand, or only A's last partial panel (rows past M are zero).
+  if (pack_a) {
+    parallel_chunks(mp, threads, 16,
+                    [&](int64_t p0, int64_t p1) { pack_panels(g.a, ask, asl, K, M, MR, ap, 0, p0, p1); });
+  } else if (mfull < mp) {
+    pack_panels(g.a, ask, asl, K, M, MR, ap, mfull, mfull, mp);
+  }
+  parallel_chunks(np, threads, 4,
+                  [&](int64_t p0, int64_t p1) { pack_panels(g.b, bsk, bsl, K, N, NR, bp, 0, p0, p1); });
+
+  // Panels per work tile; shrink the tiles when there would be too few to keep every thread busy.
+  const int nthreads = threads <= 0 ? pool_size() : std::min(threads, pool_size());
+  int mc = std::max(1, kMc / MR), nc = std::max(1, kNc / NR);
+  while (nthreads > 1 &&
+         static_cast<int64_t>((mp + mc - 1) / mc) * ((np + nc - 1) / nc) < 4 * nthreads &&
+         (mc > 1 || nc > 1)) {
+    if (nc >= mc && nc > 1) {
+      nc = (nc + 1) / 2;
+    } else {
+      mc = (mc + 1) / 2;
+    }
+  }
+  const int tm = (mp + mc - 1) / mc, tn = (np + nc - 1) / nc;
+  parallel_for(static_cast<int64_t>(tm) * tn, threads, [&](int64_t t) {
+    const int ip0 = static_cast<int>(t / tn) * mc, jp0 = static_cast<int>(t % tn) * nc;
+    const int ip1 = std::min(mp, ip0 + mc), jp1 = std::min(np, jp0 + nc);
+    for (int k0 = 0; k0 < K; k0 += kKc) {
+      const int kc = std::min(kKc, K - k0);
+      for (int ip = ip0; ip < ip1; ++ip) {
+        const bool a_packed = pack_a || ip >= mfull;
+        const float* a = a_packed ? ap + (static_cast<int64_t>(ip - (pack_a ? 0 : mfull)) * K + k0) * MR
+                                  : g.a + k0 * ask + int64_t{ip} * MR;
+        const int64_t lda = a_packed ? MR : ask;
+        const int i0 = ip * MR;
+        for (int jp = jp0; jp < jp1; ++jp) {
+          const float* b = bp + (static_cast<int64_t>(jp) * K + k0) * NR;
+          const int j0 = jp * NR;
+          u.fn(kc, a, lda, b, NR, g.c + static_cast<int64_t>(i0) * g.ldc + j0, g.ldc,
+               std::min(MR, M - i0), std::min(NR, N - j0), g.accumulate || k0 > 0);
+        }
+      }
+    }
+  });
+}
+
+void gemm(int m, int n, int k, const float* a, int64_t lda, const float* b, int64_t ldb,
+          bool b_trans, float* c, int64_t ldc, bool accumulate, int threads) {
+  gemm(GemmArgs{m, n, k, a, lda, false, b, ldb, b_trans, c, ldc, accumulate}, threads);
+}
+
+}  // namespace gocor_detail
+}  // namespace gocor

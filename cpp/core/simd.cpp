@@ -1,0 +1,71 @@
+// Level detection and selection of the SIMD layer (simd.h).
+#include "simd.h"
+
+#include <atomic>
+#include <cctype>
+#include <cstdlib>
+#include <string>
+
+namespace gocor {
+namespace simd {
+namespace {
+
+Simd detect_hardware() {
+#if GOCOR_SIMD_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("fma")) {
+    return Simd::Avx512;
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Simd::Avx2;
+#endif
+  return Simd::Portable;
+}
+
+Simd detect_with_env() {
+  Simd hw = detect_hardware();
+  const char* env = std::getenv("GOCOR_SIMD");
+  if (env == nullptr) return hw;
+  std::string v(env);
+  // Case-insensitive (AVX2 = avx2); other values are ignored (lib/native.ts warns about them).
+  for (char& ch : v) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  Simd want = hw;
+  if (v == "portable") want = Simd::Portable;
+  if (v == "avx2") want = Simd::Avx2;
+  if (v == "avx512") want = Simd::Avx512;
+  // The variable can only lower the level: asking for more than the CPU has would crash.
+  return static_cast<int>(want) < static_cast<int>(hw) ? want : hw;
+}
+
+std::atomic<int> g_forced{-1};
+
+}  // namespace
+
+Simd simd_detected() {
+  static const Simd level = detect_with_env();
+  return level;
+}
+
+Simd simd_active() {
+  const int f = g_forced.load(std::memory_order_relaxed);
+  const Simd d = simd_detected();
+  return (f >= 0 && f < static_cast<int>(d)) ? static_cast<Simd>(f) : d;
+}
+
+void simd_force(Simd level) {
+  g_forced.store(static_cast<int>(level));
+}
+void simd_unforce() {
+  g_forced.store(-1);
+}
+
+const char* simd_name(Simd level) {
+  switch (level) {
+    case Simd::Avx512: return "avx512";
+    case Simd::Avx2: return "avx2";
+    default: return "portable";
+  }
+}
+
+}  // namespace simd
+}  // namespace gocor
