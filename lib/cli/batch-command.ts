@@ -3,7 +3,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { type BatchSummary, runBatch, type StopSignal } from './batch';
-import { EXIT, examples, intArg, type MatchCliOptions, matchOptionList, matchSettings, printJson } from './common';
+import {
+  EXIT,
+  examples,
+  intArg,
+  type MatchCliOptions,
+  matchOptionList,
+  matchSettings,
+  onStopSignals,
+  printJson,
+} from './common';
 import { type PairSpec, pairFolder, readPairList } from './pairs';
 import { createProgress } from './progress';
 import { writeReport } from './report';
@@ -109,17 +118,11 @@ export function batchCommand(): Command {
       const mode = opts.quiet ? 'none' : process.stderr.isTTY ? 'bar' : 'lines';
 
       const stop: StopSignal = { requested: false };
-      const onSignal = () => {
-        if (stop.requested) {
-          process.stderr.write('gocor batch: interrupted again, quitting now\n');
-          process.exit(EXIT.interrupted);
-        }
+      const offSignals = onStopSignals('batch', () => {
         stop.requested = true;
         if (!opts.quiet)
           process.stderr.write('\ngocor batch: stopping after the pairs in flight (Ctrl-C again to quit now)\n');
-      };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
+      });
       let summary: BatchSummary;
       const out = path.resolve(opts.out);
       try {
@@ -131,8 +134,7 @@ export function batchCommand(): Command {
           stop,
         );
       } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
+        offSignals();
       }
       let report: string | undefined;
       if (opts.report && !summary.interrupted) {

@@ -10,6 +10,7 @@ import {
   type MatchCliOptions,
   matchOptionList,
   matchSettings,
+  onStopSignals,
   printJson,
 } from './common';
 import { formatDuration } from './progress';
@@ -140,19 +141,11 @@ function workerCommand(): Command {
           lockSeconds: opts.lockDuration,
           log,
         });
-        let stopping: Promise<void> | undefined;
         const stop = new Promise<void>((resolve) => {
-          const onSignal = () => {
-            if (stopping) {
-              process.stderr.write('gocor queue: interrupted again, quitting now\n');
-              process.exit(EXIT.interrupted);
-            }
+          onStopSignals('queue', () => {
             log('stopping after the pairs in flight (signal again to quit now)');
-            stopping = worker.close();
-            void stopping.then(resolve, resolve);
-          };
-          process.on('SIGINT', onSignal);
-          process.on('SIGTERM', onSignal);
+            void worker.close().then(resolve, resolve);
+          });
         });
         log(`worker ${process.pid} on queue ${opts.queue}, concurrency ${opts.concurrency}`);
         try {
