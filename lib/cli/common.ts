@@ -143,6 +143,29 @@ export function usageLine(message: string): string {
   return `gocor: ERR_GOCOR_INVALID_ARG: ${text} (see gocor --help)`;
 }
 
+/**
+ * SIGINT / SIGTERM for a command that stops after the work in flight: the first signal calls
+ * `first`; a second one says so and quits at once (exit 130). Returns the function that removes
+ * the handlers.
+ */
+export function onStopSignals(command: string, first: () => void): () => void {
+  let seen = false;
+  const onSignal = () => {
+    if (seen) {
+      process.stderr.write(`gocor ${command}: interrupted again, quitting now\n`);
+      process.exit(EXIT.interrupted);
+    }
+    seen = true;
+    first();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  };
+}
+
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }

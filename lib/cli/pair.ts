@@ -127,6 +127,21 @@ function errorRecord(err: unknown): { code: string; message: string } {
   };
 }
 
+/** The record of a pair before any work: `status: 'error'` until the work sets it 'ok'. */
+export function pendingRecord(input: PairInput, settings: MatchSettings): PairResult {
+  return {
+    status: 'error',
+    ...(input.index !== undefined && { index: input.index }),
+    a: { path: input.a },
+    b: { path: input.b },
+    ...(input.gt && { gt: { path: input.gt } }),
+    method: settings.options.method ?? 'gocor',
+    options: { ...settings.options },
+    gocor: api().version(),
+    finishedAt: '',
+  };
+}
+
 /**
  * Matches one pair into `outDir`. Never throws for a problem of the pair itself, its output folder and
  * files included: the returned record (also written as result.json when the folder allows) says
@@ -142,17 +157,7 @@ export async function runPair(
   const t0 = process.hrtime.bigint();
   const g = api();
   const options = settings.options;
-  const record: PairResult = {
-    status: 'error',
-    ...(input.index !== undefined && { index: input.index }),
-    a: { path: input.a },
-    b: { path: input.b },
-    ...(input.gt && { gt: { path: input.gt } }),
-    method: options.method ?? 'gocor',
-    options: { ...options },
-    gocor: g.version(),
-    finishedAt: '',
-  };
+  const record = pendingRecord(input, settings);
   try {
     await makeFolder(outDir);
     await removeStaleTemps(outDir);
@@ -250,7 +255,7 @@ async function metricsAgainst(flow: Flow, gtPath: string): Promise<PairMetrics> 
 }
 
 /** The options that decide the result; the thread count does not, so a rerun may change it. */
-function fingerprint(options: object): string {
+export function fingerprint(options: object): string {
   const { threads: _threads, ...rest } = options as Record<string, unknown>;
   return JSON.stringify(rest);
 }
