@@ -29,7 +29,7 @@ export const RANGES = {
 } as const;
 
 /** "G" or "G,L": steepest-descent iterations of the global and the local GOCor of match. */
-export function itersArg(value: string): { global: number; local?: number } {
+export function numIterArg(value: string): { global: number; local?: number } {
   const parts = value.split(',');
   const [lo, hi] = RANGES.matchIters;
   const parse = intArg(lo, hi);
@@ -70,8 +70,8 @@ export function matchOptionList(): Option[] {
       .choices(['gocor', 'correlation'])
       .default('gocor'),
     new Option('--global-size <n>', 'cells per side of the global stage (default 24)').argParser(intArg(4, 48)),
-    new Option('--iters <k>', 'GOCor iterations: K for both stages, or KGLOBAL,KLOCAL (default 3,7)').argParser(
-      itersArg,
+    new Option('--num-iter <k>', 'GOCor iterations: K for both stages, or KGLOBAL,KLOCAL (default 3,7)').argParser(
+      numIterArg,
     ),
     new Option(
       '--gocor-params <kind>',
@@ -101,7 +101,7 @@ export interface MatchCliOptions {
   quality?: 'fast' | 'balanced' | 'best';
   method: 'gocor' | 'correlation';
   globalSize?: number;
-  iters?: { global: number; local?: number };
+  numIter?: { global: number; local?: number };
   gocorParams: 'fitted' | 'initial';
   device: 'auto' | 'cpu' | 'cuda';
   threads?: number;
@@ -120,7 +120,7 @@ export function matchSettings(o: MatchCliOptions): MatchSettings {
   };
   if (o.quality !== undefined) options.quality = o.quality;
   if (o.globalSize !== undefined) options.globalSize = o.globalSize;
-  if (o.iters) options.numIter = { global: o.iters.global, local: o.iters.local ?? o.iters.global };
+  if (o.numIter) options.numIter = { global: o.numIter.global, local: o.numIter.local ?? o.numIter.global };
   if (o.threads !== undefined) options.threads = o.threads;
   if (o.outputShape) options.outputShape = o.outputShape;
   return { options, ...(o.allowSvg && { allowSvg: true }) };
