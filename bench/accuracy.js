@@ -24,7 +24,7 @@
 //   --pairs N               pairs per synthetic level (default 15, homography 15)
 //   --methods a,b,...       from gocor, gocor-fast, gocor-balanced, gocor-best, correlation, dis, deepflow,
 //                           farneback (default: all the build supports)
-//   --gocor-options JSON    extra match options for every gocor method, e.g. '{"numIterLocal":3}'
+//   --gocor-options JSON    extra match options for every gocor method, e.g. '{"numIter":{"local":3}}'
 //   --out FILE              results markdown (default bench/accuracy-results.md, written by a full
 //                           default run only unless --out is given)
 //   --json FILE             every per-pair number, for scripts

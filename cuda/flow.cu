@@ -221,8 +221,11 @@ __global__ void median3_kernel(const float* __restrict__ src, float* __restrict_
   dst[plane * H * W + (long long)i * W + j] = v[n / 2];
 }
 
+constexpr int kDotLanes = 16;  // flow.cpp's bilinear_dot
+
 // feat_a (B, C, ga), feat_b (B, C, gb), flow (B, 2, ga) updated in place. A cell's update reads
 // only its own flow, so all iterations run in one thread.
+
 __global__ void refine_kernel(const float* __restrict__ feat_a, FlowGrid ga,
                               const float* __restrict__ feat_b, FlowGrid gb, int C,
                               float* __restrict__ flow, int iterations) {
@@ -251,11 +254,23 @@ __global__ void refine_kernel(const float* __restrict__ feat_a, FlowGrid ga,
         }
         const Bilinear ta = bilinear_taps(ax, ay, ga.H, ga.W);
         const Bilinear tb = bilinear_taps(bx, by, gb.H, gb.W);
-        float acc = 0.f;
-        for (int c = 0; c < C; ++c) {
-          acc = __fadd_rn(acc, __fmul_rn(read(fa + c * Na, ta), read(fb + c * Nb, tb)));
+        // The CPU's bilinear_dot: channel c into lane c % 16, then the lanes added pairwise.
+        float lane[kDotLanes] = {};
+        for (int c0 = 0; c0 < C; c0 += kDotLanes) {
+#pragma unroll
+          for (int k = 0; k < kDotLanes; ++k) {
+            const int c = c0 + k;
+            if (c < C) {
+              lane[k] = __fadd_rn(lane[k], __fmul_rn(read(fa + c * Na, ta), read(fb + c * Nb, tb)));
+            }
+          }
         }
-        score[dy + 1][dx + 1] = acc;
+#pragma unroll
+        for (int w = kDotLanes / 2; w > 0; w /= 2) {
+#pragma unroll
+          for (int k = 0; k < w; ++k) lane[k] = __fadd_rn(lane[k], lane[k + w]);
+        }
+        score[dy + 1][dx + 1] = lane[0];
       }
     }
     if (!ok) continue;

@@ -4,6 +4,8 @@
 // given the source and output lengths: BlurTaps here, the resampler's in features.cu.
 #pragma once
 
+#include <algorithm>
+
 #include "cuda_util.cuh"
 
 namespace gocor {
@@ -25,17 +27,19 @@ struct BlurTaps {
   }
 };
 
-// src (rows, W) -> dst (rows, w).
+// src (rows, W) -> dst (rows, w); rows in a grid-stride loop (any count fits the grid).
 template <typename Taps>
 __global__ void filter_rows_kernel(const float* __restrict__ src, float* __restrict__ dst,
                                    long long rows, int W, int w, Taps t) {
   const int o = blockIdx.x * blockDim.x + threadIdx.x;
-  const long long r = (long long)blockIdx.y * blockDim.y + threadIdx.y;
-  if (o >= w || r >= rows) return;
-  const float* row = src + r * W;
-  float acc = 0.f;
-  t(W, w, o, [&](int i, float k) { acc = madd(acc, k, __ldg(row + i)); });
-  dst[r * w + o] = acc;
+  if (o >= w) return;
+  for (long long r = (long long)blockIdx.y * blockDim.y + threadIdx.y; r < rows;
+       r += (long long)gridDim.y * blockDim.y) {
+    const float* row = src + r * W;
+    float acc = 0.f;
+    t(W, w, o, [&](int i, float k) { acc = madd(acc, k, __ldg(row + i)); });
+    dst[r * w + o] = acc;
+  }
 }
 
 // src (P, H, w) -> dst (P, h, w).
@@ -56,7 +60,7 @@ __global__ void filter_cols_kernel(const float* __restrict__ src, float* __restr
 template <typename Taps>
 void filter_separable(const float* src, float* tmp, float* dst, long long planes, int H, int W,
                       int h, int w, const Taps& t, cudaStream_t st) {
-  const dim3 rb(32, 8), rg(ceil_div(w, 32), ceil_div(planes * H, 8));
+  const dim3 rb(32, 8), rg(ceil_div(w, 32), std::min(ceil_div(planes * H, 8), 65535u));
   filter_rows_kernel<<<rg, rb, 0, st>>>(src, tmp, planes * H, W, w, t);
   check_launch("filter_rows_kernel");
   filter_cols_kernel<<<dim3(ceil_div(w, 128), h, unsigned(planes)), 128, 0, st>>>(tmp, dst, H, w, h,

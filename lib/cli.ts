@@ -10,6 +10,7 @@ import { EXIT, errorLine, examples, usageLine } from './cli/common';
 import { correlateCommand } from './cli/correlate';
 import { infoCommand } from './cli/info';
 import { matchCommand } from './cli/match';
+import { queueCommand } from './cli/queue-command';
 import { reportCommand } from './cli/report-command';
 
 export function program(): Command {
@@ -36,6 +37,7 @@ export function program(): Command {
     correlateCommand(),
     infoCommand(),
     benchCommand(),
+    queueCommand(),
   ]) {
     root.addCommand(cmd);
   }
@@ -48,7 +50,9 @@ export function program(): Command {
   // commander's own error output (its message, then a hint on a second line) is replaced by main's one line.
   const quiet = { outputError: () => {} };
   root.exitOverride(exitOverride).configureOutput(quiet);
-  for (const cmd of root.commands) cmd.exitOverride(exitOverride).configureOutput(quiet);
+  // Subcommands of subcommands too (`gocor queue add`).
+  const nested = (c: Command): Command[] => c.commands.flatMap((sub) => [sub, ...nested(sub)]);
+  for (const cmd of nested(root)) cmd.exitOverride(exitOverride).configureOutput(quiet);
   return root;
 }
 

@@ -77,8 +77,6 @@ export interface MatchOptions extends ExecOptions {
    * default 7, the authors' evaluation setting, spec 6; 'fast' 3).
    */
   numIter?: number | { global?: number; local?: number };
-  numIterGlobal?: number;
-  numIterLocal?: number;
   /** Global GOCor's query-frame term (spec 4.4), default true. */
   applyQueryLoss?: boolean;
   /** Symmetric sub-cell refinement rounds at the finest level, 0..10, default 3 ('fast' 0). */
@@ -108,8 +106,6 @@ const MATCH_KEYS = [
   'method',
   ...FEATURE_KEYS,
   'numIter',
-  'numIterGlobal',
-  'numIterLocal',
   'applyQueryLoss',
   'refineIter',
   'median',
@@ -172,24 +168,19 @@ function settings(opts: unknown): Settings {
   const quality = oneOf(o.quality, 'options.quality', ['fast', 'balanced', 'best'] as const, 'balanced');
   const preset = PRESETS[quality];
   const f = featureSettings(o, 'options', preset.finestStride);
-  let numIterGlobal = optInt(o.numIterGlobal, 'options.numIterGlobal', 0, 20, 3);
-  let numIterLocal = optInt(o.numIterLocal, 'options.numIterLocal', 0, 20, preset.numIterLocal);
-  if (o.numIter !== undefined) {
-    if (o.numIterGlobal !== undefined || o.numIterLocal !== undefined) {
-      throw new GocorError(
-        'ERR_GOCOR_INVALID_ARG',
-        'Use options.numIter or options.numIterGlobal/numIterLocal, not both',
-      );
+  let numIterGlobal = 3;
+  let numIterLocal = preset.numIterLocal;
+  if (typeof o.numIter === 'number') {
+    numIterGlobal = optInt(o.numIter, 'options.numIter', 0, 20, 3);
+    numIterLocal = numIterGlobal;
+  } else if (o.numIter !== undefined) {
+    if (typeof o.numIter !== 'object' || o.numIter === null || Array.isArray(o.numIter)) {
+      throw invalid('integer between 0 and 20 or {global, local}', 'options.numIter', o.numIter);
     }
-    if (typeof o.numIter === 'number') {
-      numIterGlobal = optInt(o.numIter, 'options.numIter', 0, 20, 3);
-      numIterLocal = numIterGlobal;
-    } else {
-      const n = object(o.numIter, 'options.numIter');
-      knownKeys(n, 'options.numIter', ['global', 'local']);
-      numIterGlobal = optInt(n.global, 'options.numIter.global', 0, 20, 3);
-      numIterLocal = optInt(n.local, 'options.numIter.local', 0, 20, preset.numIterLocal);
-    }
+    const n = o.numIter as Record<string, unknown>;
+    knownKeys(n, 'options.numIter', ['global', 'local']);
+    numIterGlobal = optInt(n.global, 'options.numIter.global', 0, 20, 3);
+    numIterLocal = optInt(n.local, 'options.numIter.local', 0, 20, preset.numIterLocal);
   }
   let outWidth = 0;
   let outHeight = 0;

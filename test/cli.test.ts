@@ -446,7 +446,7 @@ describe('cli: correlate', () => {
   it('gocor-local and gocor-global write [1, 81, H, W] and [1, H*W, H, W]; mismatched grids are one error line', async () => {
     writeNpyFile(path.join(tmp, 'qry2.npy'), [1, C, 5, 6], feats(C * 30, 3));
     const volPath = path.join(tmp, 'local.npy');
-    const r = await correlate('ref.npy', 'qry2.npy', 'gocor-local', volPath, '--iters', '2');
+    const r = await correlate('ref.npy', 'qry2.npy', 'gocor-local', volPath, '--num-iter', '2');
     expect(r.code, r.stderr).toBe(0);
     const vol = readNpyFile(volPath);
     expect(vol.shape).toEqual([1, 81, 5, 6]);

@@ -63,7 +63,7 @@ describe('match: bad input', () => {
     );
     await expect(match(img, img, { globalSize: 3 })).rejects.toMatchObject({ code: 'ERR_GOCOR_INVALID_ARG' });
     await expect(match(img, img, { finestStride: 3 })).rejects.toThrow(/power of two/);
-    await expect(match(img, img, { numIter: { global: 1 }, numIterLocal: 2 })).rejects.toMatchObject({
+    await expect(match(img, img, { numIter: { global: 1, locale: 2 } as never })).rejects.toMatchObject({
       code: 'ERR_GOCOR_INVALID_ARG',
     });
     await expect(match(img, img, { outputShape: { width: 0, height: 5 } })).rejects.toThrow(

@@ -3,7 +3,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { type BatchSummary, runBatch, type StopSignal } from './batch';
-import { EXIT, examples, intArg, type MatchCliOptions, matchOptionList, matchSettings, printJson } from './common';
+import {
+  EXIT,
+  examples,
+  intArg,
+  type MatchCliOptions,
+  matchOptionList,
+  matchSettings,
+  onStopSignals,
+  printJson,
+} from './common';
 import { type PairSpec, pairFolder, readPairList } from './pairs';
 import { createProgress } from './progress';
 import { writeReport } from './report';
@@ -24,6 +33,29 @@ function seconds(value: string): number {
   if (!Number.isFinite(n) || n < 0.1 || n > 86400)
     throw new InvalidArgumentError('expected seconds between 0.1 and 86400');
   return n;
+}
+
+/**
+ * The pairs of a command's LIST or `--dir DIR` (exactly one of them, else a usage error). Files of
+ * DIR without a partner are named on stderr unless `quiet`.
+ */
+export async function commandPairs(
+  cmd: Command,
+  list: string | undefined,
+  dir: string | undefined,
+  quiet: boolean,
+): Promise<PairSpec[]> {
+  if ((list === undefined) === (dir === undefined)) {
+    cmd.error('error: give either a pair list or --dir DIR (not both)', { exitCode: EXIT.usage, code: 'gocor.usage' });
+  }
+  if (dir === undefined) return readPairList(list as string);
+  const { pairs, unpaired } = await pairFolder(path.resolve(dir));
+  if (!quiet && unpaired.length) {
+    const names = `${unpaired.slice(0, 5).join(', ')}${unpaired.length > 5 ? ', ...' : ''}`;
+    const name = cmd.parent?.parent ? `${cmd.parent.name()} ${cmd.name()}` : cmd.name();
+    process.stderr.write(`gocor ${name}: ${unpaired.length} file(s) without a partner ignored: ${names}\n`);
+  }
+  return pairs;
 }
 
 export function batchCommand(): Command {
@@ -78,40 +110,19 @@ export function batchCommand(): Command {
       ]),
     )
     .action(async (list: string | undefined, opts: Opts) => {
-      if ((list === undefined) === (opts.dir === undefined)) {
-        cmd.error('error: give either a pair list or --dir DIR (not both)', {
-          exitCode: EXIT.usage,
-          code: 'gocor.usage',
-        });
-      }
-      let pairs: PairSpec[];
-      let unpaired: string[] = [];
-      if (opts.dir !== undefined) ({ pairs, unpaired } = await pairFolder(path.resolve(opts.dir)));
-      else pairs = await readPairList(list as string);
-
+      const pairs = await commandPairs(cmd, list, opts.dir, !!opts.quiet);
       const settings = matchSettings(opts);
       if (settings.options.threads === undefined && opts.concurrency > 1) {
         settings.options.threads = Math.max(1, Math.floor(os.availableParallelism() / opts.concurrency));
       }
       const mode = opts.quiet ? 'none' : process.stderr.isTTY ? 'bar' : 'lines';
-      if (!opts.quiet && unpaired.length) {
-        process.stderr.write(
-          `gocor batch: ${unpaired.length} file(s) without a partner ignored: ${unpaired.slice(0, 5).join(', ')}${unpaired.length > 5 ? ', ...' : ''}\n`,
-        );
-      }
 
       const stop: StopSignal = { requested: false };
-      const onSignal = () => {
-        if (stop.requested) {
-          process.stderr.write('gocor batch: interrupted again, quitting now\n');
-          process.exit(EXIT.interrupted);
-        }
+      const offSignals = onStopSignals('batch', () => {
         stop.requested = true;
         if (!opts.quiet)
           process.stderr.write('\ngocor batch: stopping after the pairs in flight (Ctrl-C again to quit now)\n');
-      };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
+      });
       let summary: BatchSummary;
       const out = path.resolve(opts.out);
       try {
@@ -123,8 +134,7 @@ export function batchCommand(): Command {
           stop,
         );
       } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
+        offSignals();
       }
       let report: string | undefined;
       if (opts.report && !summary.interrupted) {

@@ -46,7 +46,16 @@ export interface StopSignal {
   requested: boolean;
 }
 
-type Line = PairResult & { dir: string };
+/** One line of results.jsonl: the pair's record and its folder under OUTDIR. */
+export type ResultLine = PairResult & { dir: string };
+
+/** results.jsonl's text: one JSON line per pair, in pair order. */
+export function resultsText(lines: Map<number, ResultLine>): string {
+  return [...lines.keys()]
+    .sort((x, y) => x - y)
+    .map((k) => `${JSON.stringify(lines.get(k))}\n`)
+    .join('');
+}
 
 /** The lock files this process holds: a second batch here on the same OUTDIR must not take one over. */
 const held = new Set<string>();
@@ -196,7 +205,7 @@ export async function runBatch(
   let trailing: NodeJS.Timeout | undefined;
   try {
     await removeStaleTemps(opts.outDir);
-    const lines = new Map<number, Line>();
+    const lines = new Map<number, ResultLine>();
     const todo: PairSpec[] = [];
     let skipped = 0;
     for (const pair of pairs) {
@@ -232,10 +241,7 @@ export async function runBatch(
       clearTimeout(trailing);
       trailing = undefined;
       lastWrite = Date.now();
-      const text = [...lines.keys()]
-        .sort((x, y) => x - y)
-        .map((k) => `${JSON.stringify(lines.get(k))}\n`)
-        .join('');
+      const text = resultsText(lines);
       // Chained so that an older snapshot can never be renamed over a newer one; never rejects.
       writing = writing
         .then(() => writeFileAtomic(resultsPath, text))

@@ -8,7 +8,7 @@ interface Opts {
   size: number;
   localSize: number;
   channels: number;
-  iters: number;
+  numIter: number;
   repeat: number;
   device: 'auto' | 'cpu' | 'cuda';
   threads?: number;
@@ -55,7 +55,7 @@ export function benchCommand(): Command {
     .addOption(new Option('--size <n>', 'global grid side (H = W = n)').argParser(intArg(2, 128)).default(32))
     .addOption(new Option('--local-size <n>', 'local grid side').argParser(intArg(2, 1024)).default(64))
     .addOption(new Option('--channels <c>', 'feature channels').argParser(intArg(1, 4096)).default(256))
-    .addOption(new Option('--iters <k>', 'GOCor iterations').argParser(intArg(0, 64)).default(3))
+    .addOption(new Option('--num-iter <k>', 'GOCor iterations').argParser(intArg(0, 64)).default(3))
     .addOption(new Option('--repeat <n>', 'timed calls per case').argParser(intArg(1, 1000)).default(5))
     .addOption(deviceOption())
     .addOption(threadsOption())
@@ -71,8 +71,8 @@ export function benchCommand(): Command {
       const gq = features(o.channels, o.size, o.size, 2);
       const lr = features(o.channels, o.localSize, o.localSize, 3);
       const lq = features(o.channels, o.localSize, o.localSize, 4);
-      const globalGocor = new g.GlobalGOCor({ numIter: o.iters, ...exec });
-      const localGocor = new g.LocalGOCor({ numIter: o.iters, ...exec });
+      const globalGocor = new g.GlobalGOCor({ numIter: o.numIter, ...exec });
+      const localGocor = new g.LocalGOCor({ numIter: o.numIter, ...exec });
       const cases = [
         {
           name: 'correlation-global',
@@ -92,13 +92,13 @@ export function benchCommand(): Command {
         results.push({ name: c.name, grid: c.grid, channels: o.channels, ...(await timeIt(o.repeat, c.run)) });
       const out = {
         version: g.version(),
-        iters: o.iters,
+        numIter: o.numIter,
         repeat: o.repeat,
         threads: o.threads ?? g.backends().cpu.threads,
         results,
       };
       if (o.json) return printJson(out);
-      const lines = [`gocor bench (${o.channels} channels, GOCor ${o.iters} iterations, median of ${o.repeat})`];
+      const lines = [`gocor bench (${o.channels} channels, GOCor ${o.numIter} iterations, median of ${o.repeat})`];
       for (const r of results)
         lines.push(
           `  ${r.name.padEnd(19)} ${r.grid.padStart(9)}  ${r.medianMs.toFixed(2).padStart(9)} ms  (${r.device})`,

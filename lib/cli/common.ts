@@ -32,7 +32,7 @@ export const RANGES = {
 } as const;
 
 /** "G" or "G,L": steepest-descent iterations of the global and the local GOCor of match. */
-export function itersArg(value: string): { global: number; local?: number } {
+export function numIterArg(value: string): { global: number; local?: number } {
   const parts = value.split(',');
   const [lo, hi] = RANGES.matchIters;
   const parse = intArg(lo, hi);
@@ -73,8 +73,8 @@ export function matchOptionList(): Option[] {
       .choices(['gocor', 'correlation'])
       .default('gocor'),
     new Option('--global-size <n>', 'cells per side of the global stage (default 24)').argParser(intArg(4, 48)),
-    new Option('--iters <k>', 'GOCor iterations: K for both stages, or KGLOBAL,KLOCAL (default 3,7)').argParser(
-      itersArg,
+    new Option('--num-iter <k>', 'GOCor iterations: K for both stages, or KGLOBAL,KLOCAL (default 3,7)').argParser(
+      numIterArg,
     ),
     new Option(
       '--gocor-params <kind>',
@@ -114,7 +114,7 @@ export interface MatchCliOptions {
   quality?: 'fast' | 'balanced' | 'best';
   method: 'gocor' | 'correlation';
   globalSize?: number;
-  iters?: { global: number; local?: number };
+  numIter?: { global: number; local?: number };
   gocorParams: 'fitted' | 'initial';
   device: 'auto' | 'cpu' | 'cuda';
   threads?: number;
@@ -135,7 +135,7 @@ export function matchSettings(o: MatchCliOptions): MatchSettings {
   };
   if (o.quality !== undefined) options.quality = o.quality;
   if (o.globalSize !== undefined) options.globalSize = o.globalSize;
-  if (o.iters) options.numIter = { global: o.iters.global, local: o.iters.local ?? o.iters.global };
+  if (o.numIter) options.numIter = { global: o.numIter.global, local: o.numIter.local ?? o.numIter.global };
   if (o.threads !== undefined) options.threads = o.threads;
   if (o.outputShape) options.outputShape = o.outputShape;
   if ((o.network === undefined) !== (o.model === undefined))
@@ -159,6 +159,29 @@ export function usageLine(message: string): string {
     .replace(/\s*\n\s*/g, ' ')
     .trim();
   return `gocor: ERR_GOCOR_INVALID_ARG: ${text} (see gocor --help)`;
+}
+
+/**
+ * SIGINT / SIGTERM for a command that stops after the work in flight: the first signal calls
+ * `first`; a second one says so and quits at once (exit 130). Returns the function that removes
+ * the handlers.
+ */
+export function onStopSignals(command: string, first: () => void): () => void {
+  let seen = false;
+  const onSignal = () => {
+    if (seen) {
+      process.stderr.write(`gocor ${command}: interrupted again, quitting now\n`);
+      process.exit(EXIT.interrupted);
+    }
+    seen = true;
+    first();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  };
 }
 
 export function printJson(value: unknown): void {

@@ -12,7 +12,7 @@ interface Opts {
   method: Method;
   params?: string;
   level?: string;
-  iters?: number;
+  numIter?: number;
   searchRadius?: number;
   device: 'auto' | 'cpu' | 'cuda';
   threads?: number;
@@ -24,8 +24,8 @@ interface Opts {
 /** What is wrong with this combination of options (a usage error), or undefined. */
 export function optionProblem(o: Opts): string | undefined {
   const local = o.method.endsWith('-local');
-  if (o.method.startsWith('correlation') && (o.params !== undefined || o.iters !== undefined))
-    return `--params and --iters apply to the gocor methods, not ${o.method}`;
+  if (o.method.startsWith('correlation') && (o.params !== undefined || o.numIter !== undefined))
+    return `--params and --num-iter apply to the gocor methods, not ${o.method}`;
   if (o.level !== undefined && o.method !== 'gocor-local') return '--level applies to --method gocor-local';
   if (o.searchRadius !== undefined) {
     if (!local) return `--search-radius applies to the local methods, not ${o.method}`;
@@ -49,7 +49,7 @@ export async function volumeOf(ref: FeatureMap, query: FeatureMap, o: Opts): Pro
     });
   }
   const params = o.params !== undefined ? await g.loadParams(o.params) : undefined;
-  const numIter = o.iters !== undefined ? { numIter: o.iters } : {};
+  const numIter = o.numIter !== undefined ? { numIter: o.numIter } : {};
   if (o.method === 'gocor-global') {
     if (params && !params.global)
       throw new GocorError('ERR_GOCOR_PARAMS', `${o.params} holds no global GOCor parameters`);
@@ -99,7 +99,7 @@ export function correlateCommand(): Command {
     .option('--params <file>', 'GOCor parameters (.safetensors)')
     .option('--level <n>', 'local GOCor only: the level of a PWC-Net parameter file (local_corr_<n>.*)')
     .addOption(
-      new Option('--iters <k>', 'GOCor steepest-descent iterations (default 3)').argParser(
+      new Option('--num-iter <k>', 'GOCor steepest-descent iterations (default 3)').argParser(
         intArg(...RANGES.gocorIters),
       ),
     )
@@ -118,7 +118,7 @@ export function correlateCommand(): Command {
       'after',
       examples([
         'gocor correlate ref.npy query.npy --method gocor-global -o volume.npy',
-        'gocor correlate f1.npy f2.npy --method gocor-local --params glunet_gocor.safetensors --iters 3 -o local.npy',
+        'gocor correlate f1.npy f2.npy --method gocor-local --params glunet_gocor.safetensors --num-iter 3 -o local.npy',
         'gocor correlate f1.npy f2.npy --method correlation-local --search-radius 4 -o local.npy --json',
       ]),
     )

@@ -39,7 +39,7 @@ export function matchCommand(): Command {
       examples([
         'gocor match examples/basketball1.png examples/basketball2.png -o out/',
         'gocor match a.jpg b.jpg -o out/ --method correlation --device cpu --threads 4',
-        'gocor match a.png b.png -o out/ --iters 5,3 --output-shape 640x480 --json',
+        'gocor match a.png b.png -o out/ --num-iter 5,3 --output-shape 640x480 --json',
       ]),
     )
     .action(async (a: string, b: string, opts: Opts) => {

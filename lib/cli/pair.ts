@@ -154,6 +154,26 @@ function errorRecord(err: unknown): { code: string; message: string } {
   };
 }
 
+/** The record of a pair before any work: `status: 'error'` until the work sets it 'ok'. */
+/** The options result.json records: match's, and the network when one runs instead. */
+function recordedOptions(settings: MatchSettings): Record<string, unknown> {
+  return { ...settings.options, ...(settings.network && { network: settings.network }) };
+}
+
+export function pendingRecord(input: PairInput, settings: MatchSettings): PairResult {
+  return {
+    status: 'error',
+    ...(input.index !== undefined && { index: input.index }),
+    a: { path: input.a },
+    b: { path: input.b },
+    ...(input.gt && { gt: { path: input.gt } }),
+    method: settings.network?.model ?? settings.options.method ?? 'gocor',
+    options: recordedOptions(settings),
+    gocor: api().version(),
+    finishedAt: '',
+  };
+}
+
 /**
  * Matches one pair into `outDir`. Never throws for a problem of the pair itself, its output folder and
  * files included: the returned record (also written as result.json when the folder allows) says
@@ -169,17 +189,7 @@ export async function runPair(
   const t0 = process.hrtime.bigint();
   const g = api();
   const options = settings.options;
-  const record: PairResult = {
-    status: 'error',
-    ...(input.index !== undefined && { index: input.index }),
-    a: { path: input.a },
-    b: { path: input.b },
-    ...(input.gt && { gt: { path: input.gt } }),
-    method: settings.network?.model ?? options.method ?? 'gocor',
-    options: { ...options, ...(settings.network && { network: settings.network }) },
-    gocor: g.version(),
-    finishedAt: '',
-  };
+  const record = pendingRecord(input, settings);
   try {
     await makeFolder(outDir);
     await removeStaleTemps(outDir);
@@ -281,7 +291,7 @@ async function metricsAgainst(flow: Flow, gtPath: string): Promise<PairMetrics> 
 }
 
 /** The options that decide the result; the thread count does not, so a rerun may change it. */
-function fingerprint(options: object): string {
+export function fingerprint(options: object): string {
   const { threads: _threads, ...rest } = options as Record<string, unknown>;
   return JSON.stringify(rest);
 }
@@ -309,7 +319,7 @@ export async function completedPair(
   ) {
     return undefined;
   }
-  if (fingerprint(rec.options) !== fingerprint(settings.options)) return undefined;
+  if (fingerprint(rec.options) !== fingerprint(recordedOptions(settings))) return undefined;
   const files = rec.files ?? {};
   if (!files.flow || !files.flowColor || !files.warped) return undefined;
   for (const name of Object.values(files)) {

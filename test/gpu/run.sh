@@ -49,7 +49,7 @@ log "summary"
   echo "parity: $(grep -c '^PASS' "$OUT/parity.txt") passed, $(grep -c '^FAIL' "$OUT/parity.txt") failed (exit $parity)"
   # Lines are "PASS|FAIL <op> <case> ...": checks per operation.
   awk '/^(PASS|FAIL) / { n[$2]++; if ($1 == "FAIL") f[$2]++ }
-       END { for (op in n) printf "  %-28s %3d checks, %d failed\n", op, n[op], f[op] }' \
+       END { for (op in n) printf "  %-34s %3d checks, %d failed\n", op, n[op], f[op] }' \
     "$OUT/parity.txt" | sort
   grep '^FAIL' "$OUT/parity.txt" | head -40
   echo "parity --perf exit $perf, bench exit $bench"

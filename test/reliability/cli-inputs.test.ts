@@ -291,8 +291,8 @@ describe('reliability: SVG, parameter and .npy headers, CLI ranges (item 10)', (
 
   it('CLI: ranges the library refuses are usage errors (exit 2); -o a file is ERR_GOCOR_IO', async () => {
     const o = ['-o', path.join(tmp, 'out-range')];
-    expect((await runCli(['match', pairA, pairB, ...o, '--iters', '21'])).code).toBe(2);
-    expect((await runCli(['match', pairA, pairB, ...o, '--iters', '3,21'])).code).toBe(2);
+    expect((await runCli(['match', pairA, pairB, ...o, '--num-iter', '21'])).code).toBe(2);
+    expect((await runCli(['match', pairA, pairB, ...o, '--num-iter', '3,21'])).code).toBe(2);
     const npy = path.join(tmp, 'f.npy');
     writeFileSync(npy, Buffer.concat([npyHeader('(1, 4, 3, 3)'), Buffer.alloc(4 * 36)]));
     const corr = (...args: string[]) => runCli(['correlate', npy, npy, '-o', path.join(tmp, 'v.npy'), ...args]);
@@ -301,7 +301,7 @@ describe('reliability: SVG, parameter and .npy headers, CLI ranges (item 10)', (
     expect(zero.stderr).toMatch(/search-radius of gocor-local must be an integer between 1 and 16/);
     expect((await corr('--method', 'gocor-local', '--search-radius', '17')).code).toBe(2);
     expect((await corr('--method', 'gocor-global', '--search-radius', '2')).code).toBe(2);
-    expect((await corr('--method', 'correlation-local', '--iters', '2')).code).toBe(2);
+    expect((await corr('--method', 'correlation-local', '--num-iter', '2')).code).toBe(2);
     const ok = await corr('--method', 'correlation-local', '--search-radius', '0', '--quiet');
     expect(ok.code, ok.stderr).toBe(0);
   }, 60_000);

@@ -31,7 +31,7 @@ describe('reliability: the CLI under random arguments', () => {
       '-o',
       '--method',
       '--global-size',
-      '--iters',
+      '--num-iter',
       '--device',
       '--threads',
       '--output-shape',

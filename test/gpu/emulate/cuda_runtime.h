@@ -3,18 +3,23 @@
 // blocks and threads in order, atomics as plain operations, the _rn intrinsics as IEEE operations
 // compiled without contraction). Only what those two files use is here.
 #pragma once
+#include <ucontext.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <vector>
 using std::max;
 using std::min;
 #define __global__
 #define __device__
 #define __host__
 #define __forceinline__ inline
+// Shared memory: one block runs at a time, so a function's static is its block's.
+#define __shared__ static
 typedef int cudaError_t;
 enum { cudaSuccess = 0, cudaErrorMemoryAllocation = 2 };
 enum cudaMemcpyKind { cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice };
@@ -73,6 +78,12 @@ EMU_RN(__dsub_rn, double, -)
 EMU_RN(__dmul_rn, double, *)
 EMU_RN(__ddiv_rn, double, /)
 #undef EMU_RN
+inline float __fsqrt_rn(float x) {
+  return std::sqrt(x);
+}
+inline double __dsqrt_rn(double x) {
+  return std::sqrt(x);
+}
 inline int __float_as_int(float f) {
   int i;
   std::memcpy(&i, &f, 4);
@@ -129,4 +140,63 @@ inline void emu_launch(dim3 g, dim3 b, const std::function<void()>& fn) {
               threadIdx = dim3(tx, ty, tz);
               fn();
             }
+}
+
+// Kernels that synchronise their block (transform.py finds them) run each thread of a block as a
+// fiber: __syncthreads() returns to the scheduler, which resumes the block's threads in turn, so
+// every thread reaches a barrier before any passes it.
+struct EmuBlock {
+  std::vector<ucontext_t> fiber;
+  std::vector<std::vector<char>> stack;
+  std::vector<char> done;
+  ucontext_t scheduler;
+  const std::function<void()>* fn = nullptr;
+  unsigned current = 0;
+};
+inline EmuBlock emu_block;
+inline bool emu_in_fiber = false;
+
+inline void __syncthreads() {
+  if (emu_in_fiber) swapcontext(&emu_block.fiber[emu_block.current], &emu_block.scheduler);
+}
+
+inline void emu_fiber_main() {
+  (*emu_block.fn)();
+  emu_block.done[emu_block.current] = 1;  // then uc_link: back to the scheduler
+}
+
+inline void emu_launch_sync(dim3 g, dim3 b, const std::function<void()>& fn) {
+  gridDim = g;
+  blockDim = b;
+  EmuBlock& e = emu_block;
+  const unsigned n = b.x * b.y * b.z;
+  e.fn = &fn;
+  e.fiber.resize(n);
+  e.stack.resize(n);
+  e.done.assign(n, 0);
+  for (unsigned block = 0; block < g.x * g.y * g.z; ++block) {
+    const dim3 bi(block % g.x, block / g.x % g.y, block / (g.x * g.y));
+    for (unsigned t = 0; t < n; ++t) {
+      e.stack[t].resize(256 << 10);
+      getcontext(&e.fiber[t]);
+      e.fiber[t].uc_stack.ss_sp = e.stack[t].data();
+      e.fiber[t].uc_stack.ss_size = e.stack[t].size();
+      e.fiber[t].uc_link = &e.scheduler;
+      makecontext(&e.fiber[t], emu_fiber_main, 0);
+      e.done[t] = 0;
+    }
+    for (unsigned left = n; left > 0;) {
+      left = 0;
+      for (unsigned t = 0; t < n; ++t) {
+        if (e.done[t]) continue;
+        blockIdx = bi;
+        threadIdx = dim3(t % b.x, t / b.x % b.y, t / (b.x * b.y));
+        e.current = t;
+        emu_in_fiber = true;
+        swapcontext(&e.scheduler, &e.fiber[t]);
+        emu_in_fiber = false;
+        left += !e.done[t];
+      }
+    }
+  }
 }
