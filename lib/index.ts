@@ -35,6 +35,22 @@ export {
 } from './gocor';
 export { type LoadImageOptions, loadImage } from './image';
 export { type Flow, type MatchOptions, type MatchResult, match, matchFeatures, pyramidFromFeatureMap } from './match';
+export {
+  type FlowEstimate,
+  type GluInputs,
+  type GluOutput,
+  type LoadNetworkOptions,
+  loadNetwork,
+  NETWORK_MODELS,
+  Network,
+  type NetworkMatchOptions,
+  type NetworkModel,
+  type NetworkSource,
+  networkTensors,
+  type PwcInputs,
+  type PwcOutput,
+  type Tensor,
+} from './networks';
 export { loadNpy, type NpyArray, readNpy, writeNpy } from './npy';
 export {
   defaultGlobalParams,

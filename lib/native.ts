@@ -174,6 +174,40 @@ export interface NativeBinding {
     exec: NativeExec,
   ): NativeJob<{ data: Float32Array; mask: Float32Array }>;
   resizeFlow(flow: Float32Array, from: NativeDims, to: NativeDims, exec: NativeExec): NativeJob<{ data: Float32Array }>;
+  // ---- the official networks (cpp/napi/networks.cpp) ----
+  networkTensors(model: string): [string, number[]][];
+  networkCreate(
+    model: string,
+    names: string[],
+    shapes: number[][],
+    data: Float32Array[],
+    opts: { numIterGlobal: number; numIterLocal: number },
+  ): NativeNetwork;
+  networkForward(
+    net: NativeNetwork,
+    inputs: Float32Array[],
+    dims: { B: number; H: number; W: number; H256?: number; W256?: number },
+    exec: NativeExec,
+  ): NativeJob<{ estimates: NativeFlowEstimate[]; estimates256?: NativeFlowEstimate[] }>;
+  networkWorkBytes(net: NativeNetwork, H: number, W: number): number;
+  networkMatch(
+    net: NativeNetwork,
+    a: Float32Array,
+    dimsA: NativeDims,
+    b: Float32Array,
+    dimsB: NativeDims,
+    outputShape: { H: number; W: number },
+    exec: NativeExec,
+  ): NativeJob<{ data: Float32Array; width: number; height: number }>;
+}
+
+/** A loaded network (an opaque native handle). */
+export type NativeNetwork = { readonly __nativeNetwork: unique symbol };
+/** One flow estimate of a network forward: data (B, 2, h, w). */
+export interface NativeFlowEstimate {
+  h: number;
+  w: number;
+  data: Float32Array;
 }
 
 let cached: NativeBinding | undefined;

@@ -1,7 +1,10 @@
 /** What every command shares: option parsers, output helpers and the one-line error format. */
+
+import path from 'node:path';
 import { InvalidArgumentError, Option } from 'commander';
 import { GocorError } from '../errors';
 import type { MatchOptions } from '../match';
+import type { NetworkModel } from '../networks';
 import type { MatchSettings } from './pair';
 
 /** Exit codes: 0 success; 1 a failure (or, for batch, at least one failed pair); 2 usage; 130 interrupted. */
@@ -91,6 +94,16 @@ export function matchOptionList(): Option[] {
       .choices(['peak', 'forwardBackward', 'none'])
       .default('peak'),
     new Option(
+      '--network <file>',
+      'run an official network from its weights (.pth checkpoint or safetensors) instead of the matcher',
+    ),
+    new Option('--model <name>', 'the network of --network').choices([
+      'PWCNet',
+      'PWCNet_GOCor',
+      'GLUNet',
+      'GLUNet_GOCor',
+    ]),
+    new Option(
       '--allow-svg',
       'decode SVG inputs (refused by default: librsvg embeds the files an SVG references from its folder)',
     ),
@@ -108,6 +121,8 @@ export interface MatchCliOptions {
   outputShape?: { width: number; height: number };
   confidence: 'peak' | 'forwardBackward' | 'none';
   allowSvg?: boolean;
+  network?: string;
+  model?: NetworkModel;
 }
 
 /** The CLI's options as `match` options (the one conversion; the library validates them). */
@@ -123,7 +138,10 @@ export function matchSettings(o: MatchCliOptions): MatchSettings {
   if (o.numIter) options.numIter = { global: o.numIter.global, local: o.numIter.local ?? o.numIter.global };
   if (o.threads !== undefined) options.threads = o.threads;
   if (o.outputShape) options.outputShape = o.outputShape;
-  return { options, ...(o.allowSvg && { allowSvg: true }) };
+  if ((o.network === undefined) !== (o.model === undefined))
+    throw new GocorError('ERR_GOCOR_INVALID_ARG', '--network FILE and --model NAME go together');
+  const network = o.network && o.model ? { file: path.resolve(o.network), model: o.model } : undefined;
+  return { options, ...(o.allowSvg && { allowSvg: true }), ...(network && { network }) };
 }
 
 /** The one error line: `gocor: ERR_GOCOR_X: message`. */

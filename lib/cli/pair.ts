@@ -9,7 +9,8 @@ import sharp from 'sharp';
 import { GocorError } from '../errors';
 import { checkMemory } from '../exec';
 import { decodeBytes, imageHeader } from '../image';
-import type { MatchOptions } from '../match';
+import type { MatchOptions, MatchResult } from '../match';
+import type { Network, NetworkModel } from '../networks';
 import type { Image } from '../types';
 import { api, type Flow } from './api';
 import { makeFolder, removeStaleTemps, writeFileAtomic, writeJsonAtomic } from './atomic';
@@ -43,6 +44,32 @@ export interface MatchSettings {
   options: MatchOptions;
   /** Decode SVG inputs (refused by default: librsvg embeds files from the SVG's folder). */
   allowSvg?: boolean;
+  /** Run an official network (`--network FILE --model NAME`) instead of match. */
+  network?: { file: string; model: NetworkModel };
+}
+
+// Networks loaded once per process (a batch reuses them), by file and model.
+const networks = new Map<string, Promise<Network>>();
+
+function network(s: NonNullable<MatchSettings['network']>, options: MatchOptions): Promise<Network> {
+  const key = JSON.stringify([s.file, s.model, options.numIter, options.device, options.threads]);
+  let net = networks.get(key);
+  if (!net) {
+    // match's numIter: K for both stages, or {global, local}.
+    const it = options.numIter;
+    const global = typeof it === 'number' ? it : it?.global;
+    const local = typeof it === 'number' ? it : it?.local;
+    net = api().loadNetwork(s.file, {
+      model: s.model,
+      ...(global !== undefined && { numIterGlobal: global }),
+      ...(local !== undefined && { numIterLocal: local }),
+      ...(options.device !== undefined && { device: options.device }),
+      ...(options.threads !== undefined && { threads: options.threads }),
+    });
+    networks.set(key, net);
+    net.catch(() => networks.delete(key));
+  }
+  return net;
 }
 
 export interface PairInput {
@@ -128,6 +155,11 @@ function errorRecord(err: unknown): { code: string; message: string } {
 }
 
 /** The record of a pair before any work: `status: 'error'` until the work sets it 'ok'. */
+/** The options result.json records: match's, and the network when one runs instead. */
+function recordedOptions(settings: MatchSettings): Record<string, unknown> {
+  return { ...settings.options, ...(settings.network && { network: settings.network }) };
+}
+
 export function pendingRecord(input: PairInput, settings: MatchSettings): PairResult {
   return {
     status: 'error',
@@ -135,8 +167,8 @@ export function pendingRecord(input: PairInput, settings: MatchSettings): PairRe
     a: { path: input.a },
     b: { path: input.b },
     ...(input.gt && { gt: { path: input.gt } }),
-    method: settings.options.method ?? 'gocor',
-    options: { ...settings.options },
+    method: settings.network?.model ?? settings.options.method ?? 'gocor',
+    options: recordedOptions(settings),
     gocor: api().version(),
     finishedAt: '',
   };
@@ -175,7 +207,11 @@ export async function runPair(
     record.b = { path: input.b, width: imgB.width, height: imgB.height };
     const loadMs = ms(t0);
     const t1 = process.hrtime.bigint();
-    const flow = await g.match(imgA, imgB, options);
+    const flow: MatchResult = settings.network
+      ? await (await network(settings.network, options)).match(imgA, imgB, {
+          ...(options.outputShape && { outputShape: options.outputShape }),
+        })
+      : await g.match(imgA, imgB, options);
     const matchMs = ms(t1);
     const t2 = process.hrtime.bigint();
     record.flow = { width: flow.width, height: flow.height };
@@ -283,7 +319,7 @@ export async function completedPair(
   ) {
     return undefined;
   }
-  if (fingerprint(rec.options) !== fingerprint(settings.options)) return undefined;
+  if (fingerprint(rec.options) !== fingerprint(recordedOptions(settings))) return undefined;
   const files = rec.files ?? {};
   if (!files.flow || !files.flowColor || !files.warped) return undefined;
   for (const name of Object.values(files)) {

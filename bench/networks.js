@@ -1,0 +1,112 @@
+#!/usr/bin/env node
+// Forward time of the official networks at 384x576 on one CPU thread, against the official PyTorch
+// CPU forward times quoted in issue 15 (measured by the issue's author on this machine; PyTorch is
+// not installed here, so they cannot be re-measured in the same run). Weights: random with the
+// official fan-in scaling (speed does not depend on their values); GOCor modules: the official
+// initial values. Reports the best of the runs (after a warm-up) of the wall time and of the
+// process CPU time per forward (with one thread the CPU time is the forward's own, robust to other
+// load on a shared machine).
+//   node bench/networks.js [--runs N] [--models PWCNet,GLUNet_GOCor] [--threads T]
+'use strict';
+const path = require('node:path');
+const dist = path.join(__dirname, '..', 'dist');
+const { loadNetwork, networkTensors, defaultGlobalParams, defaultLocalParams } = require(dist);
+const { paramsToTensors } = require(path.join(dist, 'params'));
+
+const arg = (name, fallback) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : fallback;
+};
+const runs = Number(arg('runs', '3'));
+const threads = Number(arg('threads', '1'));
+const models = arg('models', 'PWCNet,PWCNet_GOCor,GLUNet,GLUNet_GOCor').split(',');
+// Issue 15: the official PyTorch CPU forward at 384x576, one thread, seconds.
+const PYTORCH_S = { PWCNet: 0.95, PWCNet_GOCor: 1.18, GLUNet: 3.7, GLUNet_GOCor: 5.0 };
+const H = 384;
+const W = 576;
+
+function lcg(seed) {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 31 - 1; // [-1, 1)
+  };
+}
+
+function weights(model) {
+  const rnd = lcg(12345);
+  const rec = {};
+  for (const { name, shape } of networkTensors(model)) {
+    if (name.endsWith('num_batches_tracked')) continue;
+    const n = shape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(n);
+    const b = shape.length === 4 ? Math.sqrt(6 / (shape[1] * shape[2] * shape[3])) : 0;
+    const base = name.endsWith('running_var') || (shape.length === 1 && name.endsWith('.weight')) ? 1 : 0;
+    for (let i = 0; i < n; i++) data[i] = shape.length === 4 ? b * rnd() : base + 0.1 * rnd();
+    rec[name] = { shape, data };
+  }
+  if (model === 'PWCNet_GOCor') {
+    const levels = {};
+    for (const l of ['2', '3', '4', '5', '6']) levels[l] = defaultLocalParams();
+    Object.assign(rec, paramsToTensors({ localLevels: levels }));
+  } else if (model === 'GLUNet_GOCor') {
+    Object.assign(
+      rec,
+      paramsToTensors({ global: defaultGlobalParams(512), local: defaultLocalParams(), localLevels: {} }),
+    );
+  }
+  return rec;
+}
+
+function image(shape, seed) {
+  const rnd = lcg(seed);
+  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+  for (let i = 0; i < data.length; i++) data[i] = 0.5 + 0.5 * rnd();
+  return { data, shape };
+}
+
+async function main() {
+  const rows = [];
+  for (const model of models) {
+    const net = await loadNetwork(weights(model), { model, threads });
+    const glu = model.startsWith('GLU');
+    const inputs = glu
+      ? {
+          target: image([1, 3, H, W], 1),
+          source: image([1, 3, H, W], 2),
+          target256: image([1, 3, 256, 256], 3),
+          source256: image([1, 3, 256, 256], 4),
+        }
+      : { reference: image([1, 3, H, W], 1), query: image([1, 3, H, W], 2) };
+    await net.forward(inputs); // warm-up
+    const wall = [];
+    const cpu = [];
+    for (let r = 0; r < runs; r++) {
+      const c0 = process.cpuUsage();
+      const t0 = process.hrtime.bigint();
+      await net.forward(inputs);
+      wall.push(Number(process.hrtime.bigint() - t0) / 1e9);
+      const c = process.cpuUsage(c0);
+      cpu.push((c.user + c.system) / 1e6);
+    }
+    // Best of the runs, as the other CPU benchmarks (bench/README.md).
+    const row = { model, wall_s: Math.min(...wall), cpu_s: Math.min(...cpu), pytorch_s: PYTORCH_S[model] };
+    row.ratio = row.cpu_s / row.pytorch_s;
+    rows.push(row);
+    console.error(JSON.stringify(row));
+  }
+  console.log(
+    `\n| network (384x576, ${threads} thread${threads > 1 ? 's' : ''}) | gocor wall (s) | gocor CPU (s) | PyTorch CPU (s, issue 15) | gocor / PyTorch |`,
+  );
+  console.log('|---|---|---|---|---|');
+  for (const r of rows) {
+    console.log(
+      `| ${r.model} | ${r.wall_s.toFixed(2)} | ${r.cpu_s.toFixed(2)} | ${r.pytorch_s.toFixed(2)} | ${r.ratio.toFixed(2)} |`,
+    );
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,371 @@
+// Layer operations of the official networks (nn.h).
+#include "nn.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "gemm.h"
+#include "parallel.h"
+
+namespace gocor {
+namespace nn {
+namespace {
+
+// Columns of one im2col tile: about 4 MiB of float32 whatever the depth, a multiple of 16.
+int tile_columns(int64_t depth, int64_t positions) {
+  const int64_t cols =
+      std::max<int64_t>(64, (int64_t(1) << 20) / std::max<int64_t>(depth, 1)) / 16 * 16;
+  return static_cast<int>(std::min(cols, positions));
+}
+
+inline float activate(float v, Act a) {
+  if (a == Act::Relu) return v > 0.f ? v : 0.f;
+  if (a == Act::Leaky) return v > 0.f ? v : 0.1f * v;
+  return v;
+}
+
+// out (c.out, P) <- act((out + bias) * bn_scale + bn_shift).
+void epilogue(const Conv& c, float* out, int64_t P, int threads) {
+  const bool bn = !c.bn_scale.empty();
+  parallel_for(c.out, threads, [&](int64_t o) {
+    float* row = out + o * P;
+    const float b = c.bias[o];
+    const float a = bn ? c.bn_scale[o] : 1.f, s = bn ? c.bn_shift[o] : 0.f;
+    if (bn) {
+      for (int64_t p = 0; p < P; ++p) row[p] = activate((row[p] + b) * a + s, c.act);
+    } else {
+      for (int64_t p = 0; p < P; ++p) row[p] = activate(row[p] + b, c.act);
+    }
+  });
+}
+
+}  // namespace
+
+void fold_batch_norm(Conv& c, const float* gamma, const float* beta, const float* mean,
+                     const float* var) {
+  c.bn_scale.resize(c.out);
+  c.bn_shift.resize(c.out);
+  for (int o = 0; o < c.out; ++o) {
+    const float a = gamma[o] / std::sqrt(var[o] + 1e-5f);
+    c.bn_scale[o] = a;
+    c.bn_shift[o] = beta[o] - mean[o] * a;
+  }
+}
+
+bool conv_uses_taps(const Conv& c) {
+  // Few input channels make each tap's GEMM too shallow (its depth is c.in): im2col then.
+  return c.stride == 1 && c.in >= 16 && 2 * c.pad == c.dil * (c.k - 1);
+}
+
+void prepare_taps(Conv& c) {
+  const int kk = c.k * c.k;
+  c.taps.assign(size_t(kk) * c.out * c.in, 0.f);
+  for (int o = 0; o < c.out; ++o)
+    for (int i = 0; i < c.in; ++i)
+      for (int t = 0; t < kk; ++t)
+        c.taps[(size_t(t) * c.out + o) * c.in + i] = c.weight[(size_t(o) * c.in + i) * kk + t];
+}
+
+namespace {
+
+// Stride 1, output size = input size: out_wide (out, H*Wp) = sum over taps (ky, kx) of
+// taps[t] (out, in) x padded (in, H*Wp) shifted by (ky*d, kx*d); the Wp - W extra columns of each
+// row are discarded by the epilogue.
+void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, int threads) {
+  const int p = c.pad, d = c.dil, Hp = H + 2 * p, Wp = W + 2 * p;
+  const int64_t plane = int64_t(Hp) * Wp, n = int64_t(H) * Wp;
+  std::vector<float> padded(size_t(c.in) * plane + 2 * size_t(p) * c.k, 0.f);
+  for (int i = 0; i < c.in; ++i)
+    for (int y = 0; y < H; ++y)
+      std::memcpy(&padded[size_t(i) * plane + size_t(y + p) * Wp + p],
+                  in + (int64_t(i) * H + y) * W, sizeof(float) * W);
+  // Column tiles whose output block (out x nb) stays in L2 across the taps' accumulations; each
+  // tile's epilogue writes its columns of the real (W-wide) rows.
+  const int64_t nb = std::max<int64_t>(256, (int64_t(96) << 10) / std::max(c.out, 1)) / 64 * 64;
+  const bool bn = !c.bn_scale.empty();
+  parallel_for((n + nb - 1) / nb, threads, [&](int64_t tile) {
+    thread_local std::vector<float> block;
+    block.resize(size_t(c.out) * nb);
+    const int64_t j0 = tile * nb, j1 = std::min(n, j0 + nb), m = j1 - j0;
+    for (int t = 0; t < c.k * c.k; ++t) {
+      const int ky = t / c.k, kx = t % c.k;
+      gocor_detail::gemm(c.out, static_cast<int>(m), c.in, c.taps.data() + size_t(t) * c.out * c.in,
+                         c.in, padded.data() + int64_t(ky) * d * Wp + int64_t(kx) * d + j0, plane,
+                         false, block.data(), nb, t > 0, 1);
+    }
+    for (int o = 0; o < c.out; ++o) {
+      const float b = c.bias[o], a = bn ? c.bn_scale[o] : 1.f, s = bn ? c.bn_shift[o] : 0.f;
+      const float* src = block.data() + int64_t(o) * nb;
+      for (int64_t j = j0; j < j1;) {
+        // The run of row y = j / Wp from column j % Wp to the row's end or the tile's.
+        const int64_t y = j / Wp, x0 = j % Wp, x1 = std::min<int64_t>(Wp, x0 + (j1 - j));
+        float* dst = out + (int64_t(o) * H + y) * W;
+        for (int64_t x = x0; x < std::min<int64_t>(x1, W); ++x)
+          dst[x] =
+              activate(bn ? (src[j - j0 + x - x0] + b) * a + s : src[j - j0 + x - x0] + b, c.act);
+        j += x1 - x0;
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void set_deconv_weight(Deconv& d, const float* weight) {
+  d.weight_t.assign(size_t(d.out) * 16 * d.in, 0.f);
+  for (int i = 0; i < d.in; ++i)
+    for (int j = 0; j < d.out * 16; ++j)
+      d.weight_t[size_t(j) * d.in + i] = weight[size_t(i) * d.out * 16 + j];
+}
+
+void conv2d(const Conv& c, const float* in, int H, int W, float* out, int threads) {
+  const int Ho = conv_out_size(H, c.k, c.stride, c.pad, c.dil),
+            Wo = conv_out_size(W, c.k, c.stride, c.pad, c.dil);
+  const int64_t P = int64_t(Ho) * Wo, K = int64_t(c.in) * c.k * c.k;
+  if (!c.taps.empty() && conv_uses_taps(c)) {
+    conv2d_shifted(c, in, H, W, out, threads);
+    return;
+  }
+  if (c.k == 1 && c.stride == 1 && c.pad == 0) {
+    gocor_detail::gemm(c.out, static_cast<int>(P), static_cast<int>(K), c.weight.data(), K, in, P,
+                       false, out, P, false, threads);
+    epilogue(c, out, P, threads);
+    return;
+  }
+  const int nb = tile_columns(K, P);
+  std::vector<float> col(size_t(K) * nb);
+  for (int64_t p0 = 0; p0 < P; p0 += nb) {
+    const int n = static_cast<int>(std::min<int64_t>(nb, P - p0));
+    // Row r = (ci, ky, kx) of the tile: the input sample of each output position p0 .. p0+n-1.
+    parallel_chunks(K, threads, 16, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int ci = static_cast<int>(r / (c.k * c.k)), ky = static_cast<int>(r / c.k % c.k),
+                  kx = static_cast<int>(r % c.k);
+        const float* src = in + int64_t(ci) * H * W;
+        float* dst = col.data() + r * n;
+        int64_t p = p0;
+        while (p < p0 + n) {
+          const int oy = static_cast<int>(p / Wo), ox0 = static_cast<int>(p % Wo);
+          const int ox1 = static_cast<int>(std::min<int64_t>(Wo, ox0 + (p0 + n - p)));
+          const int iy = oy * c.stride - c.pad + ky * c.dil;
+          float* d = dst + (p - p0);
+          if (iy < 0 || iy >= H) {
+            std::fill(d, d + (ox1 - ox0), 0.f);
+          } else {
+            // ix = ox * stride + off lies inside [0, W) for ox in [lo, hi): zeros, a copy, zeros.
+            const float* srow = src + int64_t(iy) * W;
+            const int off = kx * c.dil - c.pad;
+            const int lo = std::clamp(off < 0 ? (-off + c.stride - 1) / c.stride : 0, ox0, ox1);
+            const int hi =
+                std::clamp(W - off > 0 ? (W - off + c.stride - 1) / c.stride : 0, lo, ox1);
+            std::fill(d, d + (lo - ox0), 0.f);
+            if (c.stride == 1) {
+              std::memcpy(d + (lo - ox0), srow + lo + off, sizeof(float) * (hi - lo));
+            } else {
+              for (int ox = lo; ox < hi; ++ox) d[ox - ox0] = srow[ox * c.stride + off];
+            }
+            std::fill(d + (hi - ox0), d + (ox1 - ox0), 0.f);
+          }
+          p += ox1 - ox0;
+        }
+      }
+    });
+    gocor_detail::gemm(c.out, n, static_cast<int>(K), c.weight.data(), K, col.data(), n, false,
+                       out + p0, P, false, threads);
+  }
+  epilogue(c, out, P, threads);
+}
+
+void conv2d_naive(const Conv& c, const float* in, int H, int W, float* out) {
+  const int Ho = conv_out_size(H, c.k, c.stride, c.pad, c.dil),
+            Wo = conv_out_size(W, c.k, c.stride, c.pad, c.dil);
+  for (int o = 0; o < c.out; ++o)
+    for (int y = 0; y < Ho; ++y)
+      for (int x = 0; x < Wo; ++x) {
+        double acc = 0;
+        for (int i = 0; i < c.in; ++i)
+          for (int ky = 0; ky < c.k; ++ky)
+            for (int kx = 0; kx < c.k; ++kx) {
+              const int iy = c.stride * y - c.pad + c.dil * ky,
+                        ix = c.stride * x - c.pad + c.dil * kx;
+              if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+              acc += double(c.weight[((size_t(o) * c.in + i) * c.k + ky) * c.k + kx]) *
+                     in[(size_t(i) * H + iy) * W + ix];
+            }
+        double v = acc + c.bias[o];
+        if (!c.bn_scale.empty()) v = v * c.bn_scale[o] + c.bn_shift[o];
+        out[(size_t(o) * Ho + y) * Wo + x] = activate(static_cast<float>(v), c.act);
+      }
+}
+
+void conv_transpose2d(const Deconv& d, const float* in, int H, int W, float* out, int threads) {
+  const int64_t P = int64_t(H) * W, Wo = 2 * W, Ho = 2 * H;
+  std::vector<float> col(size_t(d.out) * 16 * P);
+  gocor_detail::gemm(d.out * 16, static_cast<int>(P), d.in, d.weight_t.data(), d.in, in, P, false,
+                     col.data(), P, false, threads);
+  // out[o, 2 iy - 1 + ky, 2 ix - 1 + kx] += col[o*16 + ky*4 + kx, iy*W + ix]: gathered per output
+  // pixel (each has exactly 2x2 contributing taps inside or on the border of the input).
+  parallel_for(d.out, threads, [&](int64_t o) {
+    for (int64_t Y = 0; Y < Ho; ++Y)
+      for (int64_t X = 0; X < Wo; ++X) {
+        float acc = d.bias[o];
+        // ky with (Y + 1 - ky) even: ky in {(Y+1)%2, (Y+1)%2 + 2}.
+        for (int ky = int((Y + 1) & 1); ky < 4; ky += 2) {
+          const int64_t iy = (Y + 1 - ky) / 2;
+          if (iy < 0 || iy >= H) continue;
+          for (int kx = int((X + 1) & 1); kx < 4; kx += 2) {
+            const int64_t ix = (X + 1 - kx) / 2;
+            if (ix < 0 || ix >= W) continue;
+            acc += col[(size_t(o) * 16 + ky * 4 + kx) * P + iy * W + ix];
+          }
+        }
+        out[(o * Ho + Y) * Wo + X] = acc;
+      }
+  });
+}
+
+void conv_transpose2d_naive(const float* weight, const float* bias, int Cin, int Cout,
+                            const float* in, int H, int W, float* out) {
+  const int Ho = 2 * H, Wo = 2 * W;
+  std::vector<double> acc(size_t(Cout) * Ho * Wo);
+  for (int o = 0; o < Cout; ++o)
+    std::fill(acc.begin() + size_t(o) * Ho * Wo, acc.begin() + size_t(o + 1) * Ho * Wo, bias[o]);
+  for (int i = 0; i < Cin; ++i)
+    for (int iy = 0; iy < H; ++iy)
+      for (int ix = 0; ix < W; ++ix)
+        for (int o = 0; o < Cout; ++o)
+          for (int ky = 0; ky < 4; ++ky)
+            for (int kx = 0; kx < 4; ++kx) {
+              const int Y = 2 * iy - 1 + ky, X = 2 * ix - 1 + kx;
+              if (Y < 0 || Y >= Ho || X < 0 || X >= Wo) continue;
+              acc[(size_t(o) * Ho + Y) * Wo + X] +=
+                  double(in[(size_t(i) * H + iy) * W + ix]) *
+                  weight[((size_t(i) * Cout + o) * 4 + ky) * 4 + kx];
+            }
+  for (size_t j = 0; j < acc.size(); ++j) out[j] = static_cast<float>(acc[j]);
+}
+
+void leaky_relu(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] > 0.f ? x[i] : 0.1f * x[i];
+}
+
+void warp(const float* in, const float* flow, int C, int H, int W, bool with_mask, float* out) {
+  const int64_t P = int64_t(H) * W;
+  const float sx = static_cast<float>(std::max(W - 1, 1)),
+              sy = static_cast<float>(std::max(H - 1, 1));
+  const float hx = static_cast<float>(W - 1) / 2.f, hy = static_cast<float>(H - 1) / 2.f;
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W; ++x) {
+      const int64_t p = int64_t(y) * W + x;
+      const float px = static_cast<float>(x) + flow[p], py = static_cast<float>(y) + flow[P + p];
+      const float gx = (2.f * px) / sx - 1.f, gy = (2.f * py) / sy - 1.f;
+      const float ix = (gx + 1.f) * hx, iy = (gy + 1.f) * hy;
+      float w[4] = {0, 0, 0, 0};
+      int64_t at[4] = {0, 0, 0, 0};
+      float m = 0.f;
+      if (std::isfinite(ix) && std::isfinite(iy) && std::fabs(ix) < 1e9f && std::fabs(iy) < 1e9f) {
+        const float fx = std::floor(ix), fy = std::floor(iy);
+        const float tx = ix - fx, ty = iy - fy;
+        const int x0 = static_cast<int>(fx), y0 = static_cast<int>(fy);
+        const float cw[4] = {(1.f - tx) * (1.f - ty), tx * (1.f - ty), (1.f - tx) * ty, tx * ty};
+        const int cx[4] = {x0, x0 + 1, x0, x0 + 1}, cy[4] = {y0, y0, y0 + 1, y0 + 1};
+        for (int j = 0; j < 4; ++j) {
+          if (cx[j] >= 0 && cx[j] < W && cy[j] >= 0 && cy[j] < H) {
+            w[j] = cw[j];
+            at[j] = int64_t(cy[j]) * W + cx[j];
+            m += cw[j];
+          }
+        }
+      }
+      const bool zero = with_mask && !(m >= 0.9999f);
+      for (int c = 0; c < C; ++c) {
+        const float* src = in + int64_t(c) * P;
+        out[int64_t(c) * P + p] =
+            zero ? 0.f
+                 : w[0] * src[at[0]] + w[1] * src[at[1]] + w[2] * src[at[2]] + w[3] * src[at[3]];
+      }
+    }
+}
+
+void resize_bilinear(const float* in, int C, int Hi, int Wi, float* out, int Ho, int Wo) {
+  const float sy = static_cast<float>(Hi) / static_cast<float>(Ho),
+              sx = static_cast<float>(Wi) / static_cast<float>(Wo);
+  std::vector<int> x0(Wo), x1(Wo);
+  std::vector<float> lx(Wo);
+  for (int x = 0; x < Wo; ++x) {
+    const float s = std::max(0.f, (static_cast<float>(x) + 0.5f) * sx - 0.5f);
+    x0[x] = std::min(static_cast<int>(s), Wi - 1);
+    x1[x] = std::min(x0[x] + 1, Wi - 1);
+    lx[x] = s - static_cast<float>(x0[x]);
+  }
+  for (int y = 0; y < Ho; ++y) {
+    const float s = std::max(0.f, (static_cast<float>(y) + 0.5f) * sy - 0.5f);
+    const int y0 = std::min(static_cast<int>(s), Hi - 1), y1 = std::min(y0 + 1, Hi - 1);
+    const float ly = s - static_cast<float>(y0);
+    for (int c = 0; c < C; ++c) {
+      const float* r0 = in + (int64_t(c) * Hi + y0) * Wi;
+      const float* r1 = in + (int64_t(c) * Hi + y1) * Wi;
+      float* o = out + (int64_t(c) * Ho + y) * Wo;
+      for (int x = 0; x < Wo; ++x) {
+        const float a = (1.f - lx[x]) * r0[x0[x]] + lx[x] * r0[x1[x]];
+        const float b = (1.f - lx[x]) * r1[x0[x]] + lx[x] * r1[x1[x]];
+        o[x] = (1.f - ly) * a + ly * b;
+      }
+    }
+  }
+}
+
+void resize_area(const float* in, int C, int Hi, int Wi, float* out, int Ho, int Wo) {
+  for (int c = 0; c < C; ++c)
+    for (int i = 0; i < Ho; ++i) {
+      const int64_t ys = int64_t(i) * Hi / Ho, ye = (int64_t(i + 1) * Hi + Ho - 1) / Ho;
+      for (int j = 0; j < Wo; ++j) {
+        const int64_t xs = int64_t(j) * Wi / Wo, xe = (int64_t(j + 1) * Wi + Wo - 1) / Wo;
+        float sum = 0.f;
+        for (int64_t y = ys; y < ye; ++y)
+          for (int64_t x = xs; x < xe; ++x) sum += in[(int64_t(c) * Hi + y) * Wi + x];
+        out[(int64_t(c) * Ho + i) * Wo + j] = sum / static_cast<float>((ye - ys) * (xe - xs));
+      }
+    }
+}
+
+void maxpool2(const float* in, int C, int H, int W, float* out) {
+  const int Ho = H / 2, Wo = W / 2;
+  for (int c = 0; c < C; ++c)
+    for (int y = 0; y < Ho; ++y)
+      for (int x = 0; x < Wo; ++x) {
+        const float* r0 = in + (int64_t(c) * H + 2 * y) * W + 2 * x;
+        const float* r1 = r0 + W;
+        out[(int64_t(c) * Ho + y) * Wo + x] =
+            std::max(std::max(r0[0], r0[1]), std::max(r1[0], r1[1]));
+      }
+}
+
+void l2norm_channels(float* x, int C, int H, int W) {
+  const int64_t P = int64_t(H) * W;
+  for (int64_t p = 0; p < P; ++p) {
+    double s = 0;
+    for (int c = 0; c < C; ++c) s += double(x[c * P + p]) * x[c * P + p];
+    const float n = std::sqrt(static_cast<float>(s) + 1e-6f);
+    for (int c = 0; c < C; ++c) x[c * P + p] /= n;
+  }
+}
+
+void mutual_matching(float* v, int N) {
+  std::vector<float> a(N, -INFINITY), b(N, -INFINITY);
+  for (int t = 0; t < N; ++t)
+    for (int r = 0; r < N; ++r) {
+      const float m = v[int64_t(t) * N + r];
+      a[t] = std::max(a[t], m);
+      b[r] = std::max(b[r], m);
+    }
+  for (int t = 0; t < N; ++t)
+    for (int r = 0; r < N; ++r) {
+      float& m = v[int64_t(t) * N + r];
+      m = m * ((m / (a[t] + 1e-5f)) * (m / (b[r] + 1e-5f)));
+    }
+}
+
+}  // namespace nn
+}  // namespace gocor
