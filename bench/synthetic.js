@@ -404,25 +404,17 @@ function flowScore(flow, gt, mask) {
   if (flow.width !== gt.width || flow.height !== gt.height) {
     throw new Error(`flow is ${flow.width}x${flow.height} but gt is ${gt.width}x${gt.height}`);
   }
-  let sum = 0;
-  let p1 = 0;
-  let p3 = 0;
-  let p5 = 0;
-  let count = 0;
+  const errors = [];
   for (let i = 0; i < n; i++) {
-    if (mask && !mask[i]) continue;
     const gu = gt.data[i];
     const gv = gt.data[n + i];
-    if (!(Math.abs(gu) <= 1e9 && Math.abs(gv) <= 1e9)) continue;
-    const e = Math.hypot(flow.data[i] - gu, flow.data[n + i] - gv);
-    sum += e;
-    if (e < 1) p1++;
-    if (e < 3) p3++;
-    if (e < 5) p5++;
-    count++;
+    const known = Math.abs(gu) <= 1e9 && Math.abs(gv) <= 1e9;
+    if (known && (!mask || mask[i])) errors.push(Math.hypot(flow.data[i] - gu, flow.data[n + i] - gv));
   }
-  if (count === 0) return { aepe: Number.NaN, pck1: Number.NaN, pck3: Number.NaN, pck5: Number.NaN, count };
-  return { aepe: sum / count, pck1: p1 / count, pck3: p3 / count, pck5: p5 / count, count };
+  const count = errors.length;
+  const below = (t) => (count ? errors.filter((e) => e < t).length / count : Number.NaN);
+  const aepe = count ? errors.reduce((s, e) => s + e, 0) / count : Number.NaN;
+  return { aepe, pck1: below(1), pck3: below(3), pck5: below(5), count };
 }
 
 // Writes an Image ([C, H, W] in [0, 1], C = 1 or 3) as an 8-bit PNG.

@@ -265,6 +265,8 @@ export class GlobalGOCor {
   }
 }
 
+const LOCAL_SAME_GRID = 'local GOCor needs reference and query of the same size';
+
 /**
  * Local GOCor (spec section 5). Output shape [B, (2R+1)^2, H, W],
  * element [b, (dy+R)(2R+1)+(dx+R), y, x] = (1/C) w(y,x)·query(y+dy, x+dx), 0 outside.
@@ -289,20 +291,11 @@ export class LocalGOCor {
 
   /** reference, query (B,C,H,W) -> GocorResult with shape [B, (2R+1)^2, H, W]. */
   async correlate(reference: FeatureMap, query: FeatureMap, opts?: CallOptions): Promise<GocorResult> {
-    const { ref, qry, dims, signal, flags } = gocorInputs(
-      reference,
-      query,
-      opts,
-      'local GOCor needs reference and query of the same size',
-    );
+    const { ref, qry, dims, signal, flags } = gocorInputs(reference, query, opts, LOCAL_SAME_GRID);
     const D = (2 * this.searchRadius + 1) ** 2;
     const job = { ...this.exec, numIter: this.numIter, searchRadius: this.searchRadius, ...flags };
     const n = native();
-    checkMemory(
-      n.estimateBytes('gocorLocal', dims, job),
-      'this local GOCor',
-      'use a smaller feature map or searchRadius',
-    );
+    checkMemory(n.estimateBytes('gocorLocal', dims, job), 'this local GOCor', 'use a smaller map or searchRadius');
     const r = await runNative(() => n.gocorLocal(ref.data, qry.data, dims, this.params, job), signal);
     return result('local', [ref.B, D, ref.H, ref.W], r);
   }
