@@ -35,7 +35,7 @@ GOCOR_INLINE void gemm_ukr(int kc, const float* a, int64_t lda, const float* b, 
     for (int j = 0; j < NV; ++j) bv[j] = V::loadu(b + j * V::W);
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
-      const T av = V::set1(a[i]);
+      const float av = a[i];
 #pragma GCC unroll 8
       for (int j = 0; j < NV; ++j) r[i][j] = V::fma(av, bv[j], r[i][j]);
     }
