@@ -67,8 +67,8 @@ GOCOR_INLINE void gemm_ukr(int kc, const float* a, int64_t lda, const float* b, 
   }
 }
 
-using UkrFn = void (*)(int, const float*, int64_t, const float*, int64_t, float*, int64_t, int,
-                       int, bool);
+using UkrFn = void (*)(int, const float*, int64_t, const float*, int64_t, float*, int64_t, int, int,
+                       bool);
 
 // AVX-512: 6 x 64 tile, 24 accumulators + 4 B vectors + 1 broadcast of 32 zmm. AVX2: 6 x 16,
 // 12 + 2 + 1 of 16 ymm. Portable: 4 x 8 in two 4-lane vectors.
@@ -251,13 +251,15 @@ void gemm(const GemmArgs& g, int threads) {
   float* bp = ap + ((pack_a ? mp : 1) * int64_t{MR} * K + 15) / 16 * 16;
   // Packed panels: all of an operand, or only A's last partial panel (rows past M are zero).
   if (pack_a) {
-    parallel_chunks(mp, threads, 16,
-                    [&](int64_t p0, int64_t p1) { pack_panels(g.a, ask, asl, K, M, MR, ap, 0, p0, p1); });
+    parallel_chunks(mp, threads, 16, [&](int64_t p0, int64_t p1) {
+      pack_panels(g.a, ask, asl, K, M, MR, ap, 0, p0, p1);
+    });
   } else if (mfull < mp) {
     pack_panels(g.a, ask, asl, K, M, MR, ap, mfull, mfull, mp);
   }
-  parallel_chunks(np, threads, 4,
-                  [&](int64_t p0, int64_t p1) { pack_panels(g.b, bsk, bsl, K, N, NR, bp, 0, p0, p1); });
+  parallel_chunks(np, threads, 4, [&](int64_t p0, int64_t p1) {
+    pack_panels(g.b, bsk, bsl, K, N, NR, bp, 0, p0, p1);
+  });
 
   // Panels per work tile; shrink the tiles when there would be too few to keep every thread busy.
   const int nthreads = threads <= 0 ? pool_size() : std::min(threads, pool_size());
@@ -279,8 +281,9 @@ void gemm(const GemmArgs& g, int threads) {
       const int kc = std::min(kKc, K - k0);
       for (int ip = ip0; ip < ip1; ++ip) {
         const bool a_packed = pack_a || ip >= mfull;
-        const float* a = a_packed ? ap + (static_cast<int64_t>(ip - (pack_a ? 0 : mfull)) * K + k0) * MR
-                                  : g.a + k0 * ask + int64_t{ip} * MR;
+        const float* a = a_packed
+                             ? ap + (static_cast<int64_t>(ip - (pack_a ? 0 : mfull)) * K + k0) * MR
+                             : g.a + k0 * ask + int64_t{ip} * MR;
         const int64_t lda = a_packed ? MR : ask;
         const int i0 = ip * MR;
         for (int jp = jp0; jp < jp1; ++jp) {
