@@ -171,6 +171,17 @@ void pack_full_panel(const float* x, int64_t sk, int K, float* o) {
   for (int k = 0; k < K; ++k, x += sk, o += P) std::memcpy(o, x, sizeof(float) * P);
 }
 
+// The same for a source whose P columns are rows of stride sl (element k of column i at
+// x[i * sl + k * sk]).
+template <int P>
+void pack_gather_panel(const float* x, int64_t sk, int64_t sl, int K, float* o) {
+  const float* col[P];
+  for (int i = 0; i < P; ++i) col[i] = x + i * sl;
+  for (int k = 0; k < K; ++k, o += P) {
+    for (int i = 0; i < P; ++i) o[i] = col[i][k * sk];
+  }
+}
+
 // Packs panels p0 .. p1-1 of an operand X with K rows (the reduction index) of L elements, element
 // (k, l) at x[k * sk + l * sl], into P-wide k-major panels:
 // out[((panel - first) * K + k) * P + i] = X(k, panel * P + i), zero past L.
@@ -180,13 +191,17 @@ void pack_panels(const float* x, int64_t sk, int64_t sl, int K, int L, int P, fl
     const int l0 = static_cast<int>(p * P);
     const int n = std::min(P, L - l0);
     float* o = out + (p - first) * static_cast<int64_t>(K) * P;
-    if (sl != 1) {  // transposed source: gather each column's run of k
-      for (int i = 0; i < n; ++i) {
-        const float* src = x + (l0 + i) * sl;
-        for (int k = 0; k < K; ++k) o[static_cast<int64_t>(k) * P + i] = src[k * sk];
+    if (sl != 1) {  // source rows run along k: gather, k outer so the panel is written in order
+      if (n == P && P == 6) {
+        pack_gather_panel<6>(x + l0 * sl, sk, sl, K, o);
+      } else if (n == P && P == 4) {
+        pack_gather_panel<4>(x + l0 * sl, sk, sl, K, o);
+      } else {
+        for (int k = 0; k < K; ++k, o += P) {
+          for (int i = 0; i < n; ++i) o[i] = x[(l0 + i) * sl + k * sk];
+          for (int i = n; i < P; ++i) o[i] = 0.f;
+        }
       }
-      for (int k = 0; k < K; ++k)
-        for (int i = n; i < P; ++i) o[static_cast<int64_t>(k) * P + i] = 0.f;
       continue;
     }
     if (n == P && P == 4) {
