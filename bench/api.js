@@ -14,6 +14,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const gocor = require('..');
+const { mulberry32 } = require('./synthetic');
 
 const quick = process.argv.includes('--quick');
 const asJson = process.argv.includes('--json');
@@ -22,19 +23,8 @@ const only = onlyArg > 0 ? Number(process.argv[onlyArg + 1]) : undefined;
 const runs = (target) => only === undefined || only === target;
 const OFFICIAL_MS = 136; // the official PyTorch module, 16x16x512, K = 3, one thread (issue 16)
 
-function rng(seed) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function features(C, H, W, seed) {
-  const r = rng(seed);
+  const r = mulberry32(seed);
   const data = new Float32Array(C * H * W);
   for (let i = 0; i < data.length; i++) data[i] = r() * 2 - 1;
   return { data, channels: C, height: H, width: W };
