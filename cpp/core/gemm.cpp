@@ -223,11 +223,13 @@ void pack_panels(const float* x, int64_t sk, int64_t sl, int K, int L, int P, fl
 // Whether A is packed in full. A k-major A can be read in place (row stride lda); packing pays
 // off only when the in-place rows are far apart: A panels are MR (4 or 6) floats wide, one k row
 // touches one or two cache lines, and the rows stay in L1/L2 while the micro-kernel walks the
-// column panels, but rows more than 4 KiB apart alias in L1 (measured: 1024 positions faster in
-// place, 4096 faster packed). B panels are 64 floats wide and always packed: read in place they
-// were slower at 1024 positions and no faster at 256.
+// column panels, but rows 4 KiB or more apart alias in L1. Measured: 256 positions faster in place
+// (packing was a third of the time); 1024 positions faster in place on Zen 5 but 1.4-2x slower on
+// this Intel Xeon at C = 512 (34 vs 47-68 GFLOP/s) and no faster at C = 64/256; 4096 faster packed.
+// B panels are 64 floats wide and always packed: read in place they were slower at 1024 positions
+// and no faster at 256.
 bool pack_a_fully(int m, bool a_trans) {
-  return !a_trans || m > 1024;
+  return !a_trans || m > 512;
 }
 
 // Floats of packing scratch: A in full or only its last partial panel, and B in full; each part
