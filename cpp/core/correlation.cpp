@@ -1,5 +1,5 @@
-// Plain feature correlation on the CPU: global = the packed GEMM (gemm.h); local = the kernel below,
-// one entry per SIMD level (simd.h) chosen at run time.
+// Plain feature correlation on the CPU: global = the packed GEMM (gemm.h); local = the kernel
+// below, one entry per SIMD level (simd.h) chosen at run time.
 #include "correlation.h"
 
 #include <algorithm>
@@ -34,8 +34,9 @@ constexpr int kLocalChunk = 64;
 // Channels are summed in chunks: `add` adds the partial sums already in the output, `scale` divides
 // by C (the last chunk). A chunk's rows stay in L1/L2 while the strips walk them.
 template <class V, int G, int ROWS, bool EDGE>
-GOCOR_INLINE void local_block(int C, const float* r0, const float* r1, const float* q, int64_t cs, float* o0,
-                 float* o1, int64_t os, int xq0, int W, int nvalid, bool add, float scale) {
+GOCOR_INLINE void local_block(int C, const float* r0, const float* r1, const float* q, int64_t cs,
+                              float* o0, float* o1, int64_t os, int xq0, int W, int nvalid,
+                              bool add, float scale) {
   typename V::T acc0[G], acc1[G];
   int lo[G], hi[G];
 #pragma GCC unroll 16
@@ -81,13 +82,13 @@ GOCOR_INLINE void local_block(int C, const float* r0, const float* r1, const flo
 }
 
 template <class V, int GMAX, int ROWS, bool EDGE>
-GOCOR_INLINE void local_block_n(int g, int C, const float* r0, const float* r1, const float* q, int64_t cs,
-                   float* o0, float* o1, int64_t os, int xq0, int W, int nvalid, bool add,
-                   float scale) {
-#define GOCOR_LOCAL_CASE(n)                                                                  \
-  case n:                                                                                    \
-    local_block<V, (n <= GMAX ? n : 1), ROWS, EDGE>(C, r0, r1, q, cs, o0, o1, os, xq0, W, \
-                                                       nvalid, add, scale);                  \
+GOCOR_INLINE void local_block_n(int g, int C, const float* r0, const float* r1, const float* q,
+                                int64_t cs, float* o0, float* o1, int64_t os, int xq0, int W,
+                                int nvalid, bool add, float scale) {
+#define GOCOR_LOCAL_CASE(n)                                                                       \
+  case n:                                                                                         \
+    local_block<V, (n <= GMAX ? n : 1), ROWS, EDGE>(C, r0, r1, q, cs, o0, o1, os, xq0, W, nvalid, \
+                                                    add, scale);                                  \
     break;
   switch (g) {
     GOCOR_LOCAL_CASE(1)
@@ -147,13 +148,17 @@ GOCOR_INLINE void local_rows(const LocalArgs& a, float* out, int y0, int nrows) 
           float* oa = v0 ? o0 : o1;
           const int xq0 = xs + dx0;
           if (v0 && v1 && !edge) {
-            local_block_n<V, GMAX, 2, false>(g, cn, r0, r1, q, HW, o0, o1, HW, xq0, W, nvalid, add, scale);
+            local_block_n<V, GMAX, 2, false>(g, cn, r0, r1, q, HW, o0, o1, HW, xq0, W, nvalid, add,
+                                             scale);
           } else if (v0 && v1) {
-            local_block_n<V, GMAX, 2, true>(g, cn, r0, r1, q, HW, o0, o1, HW, xq0, W, nvalid, add, scale);
+            local_block_n<V, GMAX, 2, true>(g, cn, r0, r1, q, HW, o0, o1, HW, xq0, W, nvalid, add,
+                                            scale);
           } else if (!edge) {
-            local_block_n<V, GMAX, 1, false>(g, cn, ra, ra, q, HW, oa, oa, HW, xq0, W, nvalid, add, scale);
+            local_block_n<V, GMAX, 1, false>(g, cn, ra, ra, q, HW, oa, oa, HW, xq0, W, nvalid, add,
+                                             scale);
           } else {
-            local_block_n<V, GMAX, 1, true>(g, cn, ra, ra, q, HW, oa, oa, HW, xq0, W, nvalid, add, scale);
+            local_block_n<V, GMAX, 1, true>(g, cn, ra, ra, q, HW, oa, oa, HW, xq0, W, nvalid, add,
+                                            scale);
           }
           dx0 += g;
         }
@@ -161,7 +166,6 @@ GOCOR_INLINE void local_rows(const LocalArgs& a, float* out, int y0, int nrows) 
     }
   }
 }
-
 
 // Rows y0 .. y0+nrows-1 (nrows 1 or 2) of out (D, H, W) of one batch element, every displacement
 // whose query row y+dy lies inside the image (the others are left untouched). Displacements per

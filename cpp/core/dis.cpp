@@ -10,8 +10,8 @@
 #include <utility>
 #include <vector>
 
-#include "simd.h"
 #include "parallel.h"
+#include "simd.h"
 
 // The vector helpers and kernel bodies below are always inlined into their callers, the AVX2 entry
 // points included; their nominal ABI never matters.

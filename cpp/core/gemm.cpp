@@ -35,7 +35,7 @@ GOCOR_INLINE void gemm_ukr(int kc, const float* a, int64_t lda, const float* b, 
     for (int j = 0; j < NV; ++j) bv[j] = V::loadu(b + j * V::W);
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
-      const T av = V::set1(a[i]);
+      const float av = a[i];
 #pragma GCC unroll 8
       for (int j = 0; j < NV; ++j) r[i][j] = V::fma(av, bv[j], r[i][j]);
     }
@@ -67,8 +67,8 @@ GOCOR_INLINE void gemm_ukr(int kc, const float* a, int64_t lda, const float* b, 
   }
 }
 
-using UkrFn = void (*)(int, const float*, int64_t, const float*, int64_t, float*, int64_t, int,
-                       int, bool);
+using UkrFn = void (*)(int, const float*, int64_t, const float*, int64_t, float*, int64_t, int, int,
+                       bool);
 
 // AVX-512: 6 x 64 tile, 24 accumulators + 4 B vectors + 1 broadcast of 32 zmm. AVX2: 6 x 16,
 // 12 + 2 + 1 of 16 ymm. Portable: 4 x 8 in two 4-lane vectors.
@@ -171,6 +171,17 @@ void pack_full_panel(const float* x, int64_t sk, int K, float* o) {
   for (int k = 0; k < K; ++k, x += sk, o += P) std::memcpy(o, x, sizeof(float) * P);
 }
 
+// The same for a source whose P columns are rows of stride sl (element k of column i at
+// x[i * sl + k * sk]).
+template <int P>
+void pack_gather_panel(const float* x, int64_t sk, int64_t sl, int K, float* o) {
+  const float* col[P];
+  for (int i = 0; i < P; ++i) col[i] = x + i * sl;
+  for (int k = 0; k < K; ++k, o += P) {
+    for (int i = 0; i < P; ++i) o[i] = col[i][k * sk];
+  }
+}
+
 // Packs panels p0 .. p1-1 of an operand X with K rows (the reduction index) of L elements, element
 // (k, l) at x[k * sk + l * sl], into P-wide k-major panels:
 // out[((panel - first) * K + k) * P + i] = X(k, panel * P + i), zero past L.
@@ -180,13 +191,17 @@ void pack_panels(const float* x, int64_t sk, int64_t sl, int K, int L, int P, fl
     const int l0 = static_cast<int>(p * P);
     const int n = std::min(P, L - l0);
     float* o = out + (p - first) * static_cast<int64_t>(K) * P;
-    if (sl != 1) {  // transposed source: gather each column's run of k
-      for (int i = 0; i < n; ++i) {
-        const float* src = x + (l0 + i) * sl;
-        for (int k = 0; k < K; ++k) o[static_cast<int64_t>(k) * P + i] = src[k * sk];
+    if (sl != 1) {  // source rows run along k: gather, k outer so the panel is written in order
+      if (n == P && P == 6) {
+        pack_gather_panel<6>(x + l0 * sl, sk, sl, K, o);
+      } else if (n == P && P == 4) {
+        pack_gather_panel<4>(x + l0 * sl, sk, sl, K, o);
+      } else {
+        for (int k = 0; k < K; ++k, o += P) {
+          for (int i = 0; i < n; ++i) o[i] = x[(l0 + i) * sl + k * sk];
+          for (int i = n; i < P; ++i) o[i] = 0.f;
+        }
       }
-      for (int k = 0; k < K; ++k)
-        for (int i = n; i < P; ++i) o[static_cast<int64_t>(k) * P + i] = 0.f;
       continue;
     }
     if (n == P && P == 4) {
@@ -208,11 +223,13 @@ void pack_panels(const float* x, int64_t sk, int64_t sl, int K, int L, int P, fl
 // Whether A is packed in full. A k-major A can be read in place (row stride lda); packing pays
 // off only when the in-place rows are far apart: A panels are MR (4 or 6) floats wide, one k row
 // touches one or two cache lines, and the rows stay in L1/L2 while the micro-kernel walks the
-// column panels, but rows more than 4 KiB apart alias in L1 (measured: 1024 positions faster in
-// place, 4096 faster packed). B panels are 64 floats wide and always packed: read in place they
-// were slower at 1024 positions and no faster at 256.
+// column panels, but rows 4 KiB or more apart alias in L1. Measured: 256 positions faster in place
+// (packing was a third of the time); 1024 positions faster in place on Zen 5 but 1.4-2x slower on
+// this Intel Xeon at C = 512 (34 vs 47-68 GFLOP/s) and no faster at C = 64/256; 4096 faster packed.
+// B panels are 64 floats wide and always packed: read in place they were slower at 1024 positions
+// and no faster at 256.
 bool pack_a_fully(int m, bool a_trans) {
-  return !a_trans || m > 1024;
+  return !a_trans || m > 512;
 }
 
 // Floats of packing scratch: A in full or only its last partial panel, and B in full; each part
@@ -251,13 +268,15 @@ void gemm(const GemmArgs& g, int threads) {
   float* bp = ap + ((pack_a ? mp : 1) * int64_t{MR} * K + 15) / 16 * 16;
   // Packed panels: all of an operand, or only A's last partial panel (rows past M are zero).
   if (pack_a) {
-    parallel_chunks(mp, threads, 16,
-                    [&](int64_t p0, int64_t p1) { pack_panels(g.a, ask, asl, K, M, MR, ap, 0, p0, p1); });
+    parallel_chunks(mp, threads, 16, [&](int64_t p0, int64_t p1) {
+      pack_panels(g.a, ask, asl, K, M, MR, ap, 0, p0, p1);
+    });
   } else if (mfull < mp) {
     pack_panels(g.a, ask, asl, K, M, MR, ap, mfull, mfull, mp);
   }
-  parallel_chunks(np, threads, 4,
-                  [&](int64_t p0, int64_t p1) { pack_panels(g.b, bsk, bsl, K, N, NR, bp, 0, p0, p1); });
+  parallel_chunks(np, threads, 4, [&](int64_t p0, int64_t p1) {
+    pack_panels(g.b, bsk, bsl, K, N, NR, bp, 0, p0, p1);
+  });
 
   // Panels per work tile; shrink the tiles when there would be too few to keep every thread busy.
   const int nthreads = threads <= 0 ? pool_size() : std::min(threads, pool_size());
@@ -279,8 +298,9 @@ void gemm(const GemmArgs& g, int threads) {
       const int kc = std::min(kKc, K - k0);
       for (int ip = ip0; ip < ip1; ++ip) {
         const bool a_packed = pack_a || ip >= mfull;
-        const float* a = a_packed ? ap + (static_cast<int64_t>(ip - (pack_a ? 0 : mfull)) * K + k0) * MR
-                                  : g.a + k0 * ask + int64_t{ip} * MR;
+        const float* a = a_packed
+                             ? ap + (static_cast<int64_t>(ip - (pack_a ? 0 : mfull)) * K + k0) * MR
+                             : g.a + k0 * ask + int64_t{ip} * MR;
         const int64_t lda = a_packed ? MR : ask;
         const int i0 = ip * MR;
         for (int jp = jp0; jp < jp1; ++jp) {

@@ -117,7 +117,8 @@ GOCOR_KERNEL_AVX2 double residual_avx2(const DistTables& t, const float* s, floa
                                        int W) {
   return residual_row_body(t, s, a, r, H, W);
 }
-GOCOR_KERNEL_PORTABLE double residual_portable(const DistTables& t, const float* s, float* a, int r, int H, int W) {
+GOCOR_KERNEL_PORTABLE double residual_portable(const DistTables& t, const float* s, float* a, int r,
+                                               int H, int W) {
   return residual_row_body(t, s, a, r, H, W);
 }
 GOCOR_KERNEL_AVX512 double jt_avx512(const DistTables& t, const float* s, const float* tr, int r,
@@ -128,7 +129,8 @@ GOCOR_KERNEL_AVX2 double jt_avx2(const DistTables& t, const float* s, const floa
                                  int W) {
   return jt_row_body(t, s, tr, r, H, W);
 }
-GOCOR_KERNEL_PORTABLE double jt_portable(const DistTables& t, const float* s, const float* tr, int r, int H, int W) {
+GOCOR_KERNEL_PORTABLE double jt_portable(const DistTables& t, const float* s, const float* tr,
+                                         int r, int H, int W) {
   return jt_row_body(t, s, tr, r, H, W);
 }
 

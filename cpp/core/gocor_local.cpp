@@ -240,8 +240,8 @@ GOCOR_KERNEL_AVX2 void local_strip_avx2(const LocalCtx& c, int y, int x0, float*
                                         float* filt, RowDiag* diag) {
   local_strip_body<v8>(c, y, x0, work, vol, filt, diag);
 }
-GOCOR_KERNEL_PORTABLE void local_strip_portable(const LocalCtx& c, int y, int x0, float* work, float* vol, float* filt,
-                          RowDiag* diag) {
+GOCOR_KERNEL_PORTABLE void local_strip_portable(const LocalCtx& c, int y, int x0, float* work,
+                                                float* vol, float* filt, RowDiag* diag) {
   local_strip_body<v4>(c, y, x0, work, vol, filt, diag);
 }
 

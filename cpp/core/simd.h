@@ -78,7 +78,7 @@ GOCOR_INLINE void storeu(float* p, V v) {
 }
 
 // Common operations of the three vector types: T (a GCC vector: + - * / work on it), W lanes,
-// zero, set1, loadu, storeu, fma (a * b + c, fused where the level has FMA), load_n / store_n
+// zero, loadu, storeu, fma (a * b + c, fused where the level has FMA), load_n / store_n
 // (lanes [0, n)), load_lanes (lanes [lo, hi) from memory, the others zero; masked-off lanes are
 // not accessed, so p may point before or past a row). Only the masked operations differ per level.
 template <class TT>
@@ -86,10 +86,12 @@ struct VecBase {
   using T = TT;
   static constexpr int W = sizeof(T) / sizeof(float);
   static GOCOR_INLINE T zero() { return T{}; }
-  static GOCOR_INLINE T set1(float x) { return T{} + x; }
   static GOCOR_INLINE T loadu(const float* p) { return simd::loadu<T>(p); }
   static GOCOR_INLINE void storeu(float* p, T v) { simd::storeu<T>(p, v); }
   static GOCOR_INLINE T fma(T a, T b, T c) { return a * b + c; }
+  // A scalar a is broadcast by the multiplication itself (building a vector of it first, in the
+  // baseline-ISA template before it is inlined into an entry point, may go through the stack).
+  static GOCOR_INLINE T fma(float a, T b, T c) { return a * b + c; }
 };
 
 // Masked operations as lane loops (the portable level; the wider levels off x86).

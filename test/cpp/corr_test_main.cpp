@@ -22,8 +22,8 @@
 #include <vector>
 
 #include "common.h"
-#include "simd.h"
 #include "correlation.h"
+#include "simd.h"
 #include "support/conformance.h"
 #include "support/harness.h"
 #include "support/test_data.h"

@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "common.h"
-#include "simd.h"
 #include "dis.h"
+#include "simd.h"
 #include "support/test_data.h"
 
 using gocor::DisOptions;
