@@ -34,10 +34,15 @@ Napi::Float32Array f32(Napi::Env env, const float* p, size_t n) {
   return a;
 }
 
-void write_dist(Napi::Env env, Napi::Object o, const gocor::DistanceFns& d) {
-  o.Set("label", f32(env, d.label, gocor::kNumDistBins));
-  o.Set("weight", f32(env, d.weight, gocor::kNumDistBins));
-  o.Set("maskLogit", f32(env, d.mask_logit, gocor::kNumDistBins));
+// The inverse of read_shared_params.
+template <typename Params>
+void write_shared_params(Napi::Env env, Napi::Object o, const Params& p) {
+  o.Set("logStepLength", p.log_step_length);
+  o.Set("filterReg", p.filter_reg);
+  o.Set("minFilterReg", p.min_filter_reg);
+  o.Set("label", f32(env, p.dist.label, gocor::kNumDistBins));
+  o.Set("weight", f32(env, p.dist.weight, gocor::kNumDistBins));
+  o.Set("maskLogit", f32(env, p.dist.mask_logit, gocor::kNumDistBins));
 }
 
 struct GocorJob : Job {
@@ -101,9 +106,21 @@ struct GocorJob : Job {
 struct GocorGlobalJob : GocorJob {
   gocor::GlobalGocorParams p;
   gocor::GlobalGocorOptions o;
-  void read_options(const Napi::Object& oo) {
+  void read_options(Napi::Env, const Napi::Object& oo) {
     o.num_iter = read_int(oo, "numIter", o.num_iter);
     o.apply_query_loss = read_bool(oo, "applyQueryLoss", o.apply_query_loss);
+  }
+  void read_params(Napi::Env env, const Napi::Object& po) {
+    read_shared_params(po, &p);
+    p.steplength_reg = float(read_number(po, "steplengthReg", p.steplength_reg));
+    p.reg_inter_dim = read_int(po, "regInterDim", 0);
+    p.reg_output_dim = read_int(po, "regOutputDim", 0);
+    const size_t I = count(env, {p.reg_inter_dim}, "regInterDim");
+    const size_t O = count(env, {p.reg_output_dim}, "regOutputDim");
+    p.target_fg = copy_f32(po.Get("targetFg"), "targetFg", size_t(C));
+    p.target_bg = copy_f32(po.Get("targetBg"), "targetBg", size_t(C));
+    p.reg_weight1 = copy_f32(po.Get("regWeight1"), "regWeight1", I * 9);
+    p.reg_weight2 = copy_f32(po.Get("regWeight2"), "regWeight2", O * I * 9);
   }
   size_t bytes() const {
     const size_t N = size_t(H) * W;
@@ -131,6 +148,10 @@ struct GocorLocalJob : GocorJob {
       throw_invalid(env, "gocorLocal: searchRadius must be between 1 and 64");
     }
   }
+  void read_params(Napi::Env, const Napi::Object& po) {
+    p.scaling = float(read_number(po, "scaling", p.scaling));
+    read_shared_params(po, &p);
+  }
   size_t bytes() const {
     const size_t D = size_t(2 * o.search_radius + 1) * (2 * o.search_radius + 1);
     return io_bytes(size_t(B) * D * H * W) +
@@ -150,51 +171,22 @@ struct GocorLocalJob : GocorJob {
 // gocorGlobal(reference, query (B,C,H,W), {B,C,H,W}, params, {numIter, applyQueryLoss, device,
 //             threads, diagnostics, returnFilter})
 //   -> job of {volume (B, H*W, H, W), filter? (B, H*W, C), diagnostics?, device}
-Napi::Value GocorGlobal(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto job = std::make_unique<GocorGlobalJob>();
-  job->read_common(info);
-  Napi::Object po = read_object(info[3], "params");
-  gocor::GlobalGocorParams& p = job->p;
-  read_shared_params(po, &p);
-  p.steplength_reg = float(read_number(po, "steplengthReg", p.steplength_reg));
-  p.reg_inter_dim = read_int(po, "regInterDim", 0);
-  p.reg_output_dim = read_int(po, "regOutputDim", 0);
-  const size_t I = count(env, {p.reg_inter_dim}, "regInterDim");
-  const size_t O = count(env, {p.reg_output_dim}, "regOutputDim");
-  p.target_fg = copy_f32(po.Get("targetFg"), "targetFg", size_t(job->C));
-  p.target_bg = copy_f32(po.Get("targetBg"), "targetBg", size_t(job->C));
-  p.reg_weight1 = copy_f32(po.Get("regWeight1"), "regWeight1", I * 9);
-  p.reg_weight2 = copy_f32(po.Get("regWeight2"), "regWeight2", O * I * 9);
-  job->read_options(read_object(info[4], "options"));
-  return job_handle(env, std::move(job));
-}
-
 // gocorLocal(reference, query (B,C,H,W), {B,C,H,W}, params, {numIter, searchRadius, device,
 //            threads, diagnostics, returnFilter})
 //   -> job of {volume (B, (2R+1)^2, H, W), filter? (B,C,H,W), diagnostics?, device}
-Napi::Value GocorLocal(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto job = std::make_unique<GocorLocalJob>();
+template <class GocorJobT>
+Napi::Value gocor_call(const Napi::CallbackInfo& info) {
+  auto job = std::make_unique<GocorJobT>();
   job->read_common(info);
-  Napi::Object po = read_object(info[3], "params");
-  gocor::LocalGocorParams& p = job->p;
-  p.scaling = float(read_number(po, "scaling", p.scaling));
-  read_shared_params(po, &p);
-  job->read_options(env, read_object(info[4], "options"));
-  return job_handle(env, std::move(job));
+  job->read_params(info.Env(), read_object(info[3], "params"));
+  job->read_options(info.Env(), read_object(info[4], "options"));
+  return job_handle(info.Env(), std::move(job));
 }
 
 // estimateBytes('gocorGlobal' | 'gocorLocal', {B,C,H,W}, the job's options)
-size_t gocor_global_bytes(Napi::Env env, const Napi::Object& dims, const Napi::Object& opts) {
-  GocorGlobalJob job;
-  job.read_shape(env, dims, opts);
-  job.read_options(opts);
-  return job.bytes();
-}
-
-size_t gocor_local_bytes(Napi::Env env, const Napi::Object& dims, const Napi::Object& opts) {
-  GocorLocalJob job;
+template <class GocorJobT>
+size_t gocor_bytes(Napi::Env env, const Napi::Object& dims, const Napi::Object& opts) {
+  GocorJobT job;
   job.read_shape(env, dims, opts);
   job.read_options(env, opts);
   return job.bytes();
@@ -215,15 +207,12 @@ Napi::Value DefaultGlobalParams(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("targetFg", f32(env, p.target_fg.data(), p.target_fg.size()));
   o.Set("targetBg", f32(env, p.target_bg.data(), p.target_bg.size()));
-  o.Set("logStepLength", p.log_step_length);
-  o.Set("filterReg", p.filter_reg);
   o.Set("steplengthReg", p.steplength_reg);
-  o.Set("minFilterReg", p.min_filter_reg);
   o.Set("regInterDim", p.reg_inter_dim);
   o.Set("regOutputDim", p.reg_output_dim);
   o.Set("regWeight1", f32(env, p.reg_weight1.data(), p.reg_weight1.size()));
   o.Set("regWeight2", f32(env, p.reg_weight2.data(), p.reg_weight2.size()));
-  write_dist(env, o, p.dist);
+  write_shared_params(env, o, p);
   return o;
 }
 
@@ -233,22 +222,19 @@ Napi::Value DefaultLocalParams(const Napi::CallbackInfo& info) {
   gocor::LocalGocorParams p = gocor::default_local_params();
   Napi::Object o = Napi::Object::New(env);
   o.Set("scaling", p.scaling);
-  o.Set("logStepLength", p.log_step_length);
-  o.Set("filterReg", p.filter_reg);
-  o.Set("minFilterReg", p.min_filter_reg);
-  write_dist(env, o, p.dist);
+  write_shared_params(env, o, p);
   return o;
 }
 
 }  // namespace
 
 void init_gocor(Napi::Env env, Napi::Object exports) {
-  export_function(env, exports, "gocorGlobal", GocorGlobal);
-  export_function(env, exports, "gocorLocal", GocorLocal);
+  export_function(env, exports, "gocorGlobal", gocor_call<GocorGlobalJob>);
+  export_function(env, exports, "gocorLocal", gocor_call<GocorLocalJob>);
   export_function(env, exports, "defaultGlobalParams", DefaultGlobalParams);
   export_function(env, exports, "defaultLocalParams", DefaultLocalParams);
-  add_estimate(env, "gocorGlobal", gocor_global_bytes);
-  add_estimate(env, "gocorLocal", gocor_local_bytes);
+  add_estimate(env, "gocorGlobal", gocor_bytes<GocorGlobalJob>);
+  add_estimate(env, "gocorLocal", gocor_bytes<GocorLocalJob>);
 }
 
 }  // namespace gocor_napi
