@@ -23,12 +23,31 @@ import { stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { debuglog } from 'node:util';
-import { type Job, type JobType, Queue, type RedisClient, type RedisOptions, UnrecoverableError, Worker } from 'bullmq';
+import type { Job, JobType, Queue, RedisClient, RedisOptions, Worker } from 'bullmq';
 import { GocorError, type GocorErrorCode } from '../errors';
 import { makeFolder, writeFileAtomic } from './atomic';
 import { RESULTS_FILE, type ResultLine, resultsText } from './batch';
 import { completedPair, fingerprint, type MatchSettings, type PairResult, pendingRecord, runPair } from './pair';
 import type { PairSpec } from './pairs';
+
+// bullmq is an optional peer dependency, loaded on the first queue command: gocor's own install
+// runs no scripts, and bullmq brings msgpackr-extract, which has one (npm's --strict-allow-scripts
+// would refuse it). Only `gocor queue` needs it.
+type BullMQ = typeof import('bullmq');
+let bullmqModule: BullMQ | undefined;
+function bullmq(): BullMQ {
+  if (!bullmqModule) {
+    try {
+      bullmqModule = require('bullmq') as BullMQ;
+    } catch (err) {
+      throw new GocorError(
+        'ERR_GOCOR_IO',
+        `gocor queue needs the optional package bullmq: run \`npm install bullmq@^5\` where gocor is installed (${(err as Error).message.split('\n')[0]})`,
+      );
+    }
+  }
+  return bullmqModule;
+}
 
 const debug = debuglog('gocor');
 
@@ -201,7 +220,7 @@ export function pairJobId(outDir: string, pair: PairSpec, settings: MatchSetting
 }
 
 function queueOf(target: QueueTarget, redis: RedisConnection): Queue {
-  const q = new Queue(target.queue, { connection: redis.options });
+  const q = new (bullmq().Queue)(target.queue, { connection: redis.options });
   // Errors of the connection surface where it is awaited; the emitter must not throw them again.
   q.on('error', (err) => debug(`queue: redis: ${err.message}`));
   return q;
@@ -376,10 +395,10 @@ export async function startWorker(target: QueueTarget, wo: WorkerOptions): Promi
     wo.log(
       `pair ${pair.index} (${pair.dir}) failed${last ? '' : ` (attempt ${job.attemptsMade + 1} of ${attempts}, will retry)`}: ${message}`,
     );
-    throw problem ? new UnrecoverableError(message) : new Error(message);
+    throw problem ? new (bullmq().UnrecoverableError)(message) : new Error(message);
   };
 
-  const worker = new Worker<PairJob>(target.queue, processor, {
+  const worker = new (bullmq().Worker)<PairJob>(target.queue, processor, {
     connection: redis.options,
     concurrency: wo.concurrency,
     autorun: false,

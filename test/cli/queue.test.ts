@@ -181,6 +181,18 @@ describe('cli: queue smoke and usage', () => {
     expect(conc.code).toBe(2);
     expect(conc.stderr).toMatch(/^gocor: ERR_GOCOR_INVALID_ARG: .*expected an integer between 1 and 64.*\n$/);
   });
+
+  it('without the optional bullmq package: one line naming it and the install command, exit 1', async () => {
+    const hide = path.join(__dirname, 'without-bullmq.cjs');
+    const r = await runCli(['queue', 'status', '--redis', 'redis://127.0.0.1:1', '--queue', 'x'], {
+      env: { ...process.env, NODE_OPTIONS: `--require ${hide}` },
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(
+      /^gocor: ERR_GOCOR_IO: gocor queue needs the optional package bullmq: run `npm install bullmq@\^5` .*\n$/,
+    );
+    expect(r.stderr.split('\n')).toHaveLength(2);
+  });
 });
 
 describe.skipIf(!REDIS_SERVER)('cli: queue on a real redis-server', () => {
