@@ -36,21 +36,27 @@ Device resolve_device(Device requested, bool has_cuda) {
               "device 'cuda' was requested but CUDA is unavailable: " + info.reason);
 }
 
-// A concrete device passes through (resolve_device only re-checks a Cuda against the cached
-// probe); Auto is resolved for callers that did not resolve it themselves.
+// Every dispatched operation routes the same way: the device is checked (a concrete device passes
+// through, resolve_device only re-checks a Cuda against the cached probe; Auto is resolved for
+// callers that did not resolve it themselves); the CUDA twin runs when the device is Cuda and
+// `to_cuda` holds; otherwise the CPU twin, with the Exec saying so.
 #ifdef GOCOR_WITH_CUDA
-#define GOCOR_CUDA_TWIN(name, ...) \
-  if (run.device == Device::Cuda) return name##_cuda(__VA_ARGS__)
+#define GOCOR_CUDA_TWIN(to_cuda, name, ...) \
+  if (run.device == Device::Cuda && (to_cuda)) return name##_cuda(__VA_ARGS__)
 #else
-#define GOCOR_CUDA_TWIN(name, ...)
+#define GOCOR_CUDA_TWIN(to_cuda, name, ...)
 #endif
-#define GOCOR_DISPATCH(name, ...)                                           \
+#define GOCOR_ROUTE(twin, name, ...)                                        \
   do {                                                                      \
     Exec run = ex;                                                          \
     if (run.device != Device::Cpu) run.device = resolve_device(run.device); \
-    GOCOR_CUDA_TWIN(name, __VA_ARGS__);                                     \
+    twin;                                                                   \
+    run.device = Device::Cpu;                                               \
     return name##_cpu(__VA_ARGS__);                                         \
   } while (0)
+// Correlation and GOCor: their twins have passed parity on a GPU.
+#define GOCOR_DISPATCH(name, ...) \
+  GOCOR_ROUTE(GOCOR_CUDA_TWIN(true, name, __VA_ARGS__), name, __VA_ARGS__)
 
 void corr_global(const float* reference, const float* query, float* out, const CorrGlobalShape& s,
                  const Exec& ex) {
@@ -115,44 +121,20 @@ const char* stage_name(Stage s) {
   return info(s).name;
 }
 
-bool stage_has_cuda_twin(Stage s) {
+bool stage_on_cuda(Stage s) {
 #ifdef GOCOR_WITH_CUDA
-  return info(s).twin;
+  return info(s).twin && info(s).on_cuda;
 #else
   (void)s;
   return false;
 #endif
 }
 
-bool stage_on_cuda(Stage s) {
-  return stage_has_cuda_twin(s) && info(s).on_cuda;
-}
-
-// A stage runs on its CUDA twin only when the device resolves to Cuda and the twin is cleared
-// (stage_on_cuda); otherwise on the CPU twin, with the Exec saying so.
-#ifdef GOCOR_WITH_CUDA
-#define GOCOR_STAGE_TWIN(stage, name, ...) \
-  if (run.device == Device::Cuda && stage_on_cuda(stage)) return name##_cuda(__VA_ARGS__)
-#else
-#define GOCOR_STAGE_TWIN(stage, name, ...)
-#endif
-#define GOCOR_DISPATCH_STAGE(stage, name, ...)                              \
-  do {                                                                      \
-    Exec run = ex;                                                          \
-    if (run.device != Device::Cpu) run.device = resolve_device(run.device); \
-    GOCOR_STAGE_TWIN(stage, name, __VA_ARGS__);                             \
-    run.device = Device::Cpu;                                               \
-    return name##_cpu(__VA_ARGS__);                                         \
-  } while (0)
-// A stage without a CUDA twin yet: the device is still checked (so 'cuda' means the same for
-// every operation), then the CPU twin runs.
-#define GOCOR_DISPATCH_CPU_ONLY(name, ...)                                  \
-  do {                                                                      \
-    Exec run = ex;                                                          \
-    if (run.device != Device::Cpu) run.device = resolve_device(run.device); \
-    run.device = Device::Cpu;                                               \
-    return name##_cpu(__VA_ARGS__);                                         \
-  } while (0)
+// A stage of match: its CUDA twin only once cleared (stage_on_cuda). A stage without a twin yet
+// has the device checked all the same (so 'cuda' means the same for every operation).
+#define GOCOR_DISPATCH_STAGE(stage, name, ...) \
+  GOCOR_ROUTE(GOCOR_CUDA_TWIN(stage_on_cuda(stage), name, __VA_ARGS__), name, __VA_ARGS__)
+#define GOCOR_DISPATCH_CPU_ONLY(name, ...) GOCOR_ROUTE((void)0, name, __VA_ARGS__)
 
 void image_resize(const float* src, int C, int H, int W, float* dst, int h, int w, const Exec& ex) {
   GOCOR_DISPATCH_STAGE(Stage::ImageResize, image_resize, src, C, H, W, dst, h, w, run);

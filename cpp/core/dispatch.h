@@ -56,8 +56,6 @@ enum class Stage {
   Count
 };
 const char* stage_name(Stage s);
-// True when the stage has a CUDA twin (in this build).
-bool stage_has_cuda_twin(Stage s);
 // True when dispatch sends the stage to its CUDA twin on Device::Cuda (twin passed GPU parity).
 bool stage_on_cuda(Stage s);
 
