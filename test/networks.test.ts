@@ -281,7 +281,10 @@ describe('official networks: strict loading and input checks', () => {
   // twin has passed GPU parity yet) give a CPU network whose results say so and agree to the bit;
   // 'cuda' without a usable GPU is ERR_GOCOR_CUDA_UNAVAILABLE at load, with the probe's reason.
   it("device: resolved once at load; 'cuda' without a GPU rejects, 'auto' falls back to the CPU", async () => {
-    const img = (seed: string) => ({ data: stream(seed, 3 * 64 * 64).map((v) => 0.5 + 0.5 * v), shape: [1, 3, 64, 64] });
+    const img = (seed: string) => ({
+      data: stream(seed, 3 * 64 * 64).map((v) => 0.5 + 0.5 * v),
+      shape: [1, 3, 64, 64],
+    });
     const cpu = await loadNetwork(pwc(), { model: 'PWCNet', device: 'cpu', threads: 1 });
     const auto = await loadNetwork(pwc(), { model: 'PWCNet', device: 'auto', threads: 1 });
     expect(cpu.device).toBe('cpu');
