@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # No-GPU run of the parity rows of the CUDA twins whose kernels a CPU can execute (the dense
-# stages, the flow stages, the descriptor and resize, the networks' layers): their sources are compiled as host C++
-# (test/gpu/emulate/: a stand-in cuda_runtime.h, launches rewritten into loops over blocks and
-# threads, block-synchronised kernels as fibers, the _rn intrinsics as plain IEEE operations) and
-# linked into the parity program, which then runs their rows of the table against the CPU twins
-# as on a GPU. It checks the twins' logic, rounding order and the rows' tolerances; what only a
+# stages, the flow stages, the descriptor and resize, the networks' layers): their sources are
+# compiled as host C++ (test/gpu/emulate/: a stand-in cuda_runtime.h, launches rewritten into
+# loops over blocks and threads, block-synchronised kernels as fibers, the _rn intrinsics as plain
+# IEEE operations) and linked into the parity program, which then runs their rows of the table
+# against the CPU twins as on a GPU. It checks the twins' logic, rounding order and the rows' tolerances; what only a
 # GPU shows (concurrency, memory, the device's exp and sqrt) is for run.sh.
 # Needs the core of a CUDA build (default build-test, from `node scripts/test-cpp.js --cuda=ON`):
 # its cuda_info() asks cuda_probe(), which the stand-ins answer with an (emulated) device.
