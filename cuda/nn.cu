@@ -346,9 +346,8 @@ void maxpool2(const float* d_in, int C, int H, int W, float* d_out, void* stream
 
 void l2norm_channels(float* d_x, int C, int H, int W, void* stream) {
   const long long P = (long long)H * W;
-  cuda::
-      l2norm_channels_kernel<<<cuda::ceil_div(P, 128), 128, 0, static_cast<cudaStream_t>(stream)>>>(
-          d_x, C, P);
+  const cudaStream_t st = static_cast<cudaStream_t>(stream);
+  cuda::l2norm_channels_kernel<<<cuda::ceil_div(P, 128), 128, 0, st>>>(d_x, C, P);
   cuda::check_launch("l2norm_channels_kernel");
 }
 
@@ -427,22 +426,25 @@ void warp_cuda(const float* in, const float* flow, int C, int H, int W, bool wit
   call.finish();
 }
 
+// The resizers' twins: in (C, Hi, Wi) -> out (C, Ho, Wo) through the device entry `resize`.
+template <typename Resize>
+void resize_twin(const char* op, Resize resize, const float* in, int C, int Hi, int Wi, float* out,
+                 int Ho, int Wo, const Exec& ex) {
+  cuda::check_positive(op, {C, Hi, Wi, Ho, Wo});
+  cuda::HostCall call(ex);
+  resize(call.in(in, size_t(C) * Hi * Wi), C, Hi, Wi, call.out(out, size_t(C) * Ho * Wo), Ho, Wo,
+         call.stream());
+  call.finish();
+}
+
 void resize_bilinear_cuda(const float* in, int C, int Hi, int Wi, float* out, int Ho, int Wo,
                           const Exec& ex) {
-  cuda::check_positive("nn::resize_bilinear", {C, Hi, Wi, Ho, Wo});
-  cuda::HostCall call(ex);
-  cuda_dev::nn::resize_bilinear(call.in(in, size_t(C) * Hi * Wi), C, Hi, Wi,
-                                call.out(out, size_t(C) * Ho * Wo), Ho, Wo, call.stream());
-  call.finish();
+  resize_twin("nn::resize_bilinear", cuda_dev::nn::resize_bilinear, in, C, Hi, Wi, out, Ho, Wo, ex);
 }
 
 void resize_area_cuda(const float* in, int C, int Hi, int Wi, float* out, int Ho, int Wo,
                       const Exec& ex) {
-  cuda::check_positive("nn::resize_area", {C, Hi, Wi, Ho, Wo});
-  cuda::HostCall call(ex);
-  cuda_dev::nn::resize_area(call.in(in, size_t(C) * Hi * Wi), C, Hi, Wi,
-                            call.out(out, size_t(C) * Ho * Wo), Ho, Wo, call.stream());
-  call.finish();
+  resize_twin("nn::resize_area", cuda_dev::nn::resize_area, in, C, Hi, Wi, out, Ho, Wo, ex);
 }
 
 void maxpool2_cuda(const float* in, int C, int H, int W, float* out, const Exec& ex) {

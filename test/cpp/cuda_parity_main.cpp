@@ -20,6 +20,7 @@
 // normalised MSE sum (cuda - cpu)^2 / sum cpu^2. Final line: "N passed, M failed"; the exit
 // status is 1 when anything failed.
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -1137,12 +1138,11 @@ void add_nn_cases(std::vector<Case>& t) {
     seed += 5;
   }
   // Flow and feature upsampling: deconv 2 -> 2, PWC-Net's upfeat (597 -> 2), GLU's (531 -> 2).
-  add("nn::conv_transpose2d", "2->2 16x12", derived,
-      [] { return nn_conv_transpose2d_trial(2, 2, 16, 12, 360); });
-  add("nn::conv_transpose2d", "597->2 8x8", derived,
-      [] { return nn_conv_transpose2d_trial(597, 2, 8, 8, 361); });
-  add("nn::conv_transpose2d", "531->2 7x9", derived,
-      [] { return nn_conv_transpose2d_trial(531, 2, 7, 9, 362); });
+  for (const std::array<int, 4>& d :
+       std::vector<std::array<int, 4>>{{2, 2, 16, 12}, {597, 2, 8, 8}, {531, 2, 7, 9}}) {
+    add("nn::conv_transpose2d", fmt("%d->%d %dx%d", d[0], d[1], d[2], d[3]), derived,
+        [d] { return nn_conv_transpose2d_trial(d[0], d[1], d[2], d[3], 360 + d[0]); });
+  }
   // The rest repeat the CPU's operations in order: exact.
   for (int64_t n : {int64_t(81) * 16 * 16, int64_t(1001)}) {
     add("nn::leaky_relu", fmt("n %lld", (long long)n), exact, [n] {
@@ -1177,32 +1177,33 @@ void add_nn_cases(std::vector<Case>& t) {
     int C, Hi, Wi, Ho, Wo;
   };
   // Flow upsampling, PWC-Net's input resize, the identity; GLU's area resizes of its inputs and
-  // of 256-channel features.
-  for (const Rs& r :
-       std::vector<Rs>{{2, 32, 32, 64, 48}, {3, 100, 70, 64, 64}, {2, 37, 29, 37, 29}}) {
-    add("nn::resize_bilinear", fmt("C%d %dx%d -> %dx%d", r.C, r.Hi, r.Wi, r.Ho, r.Wo), exact, [r] {
-      return nn_map_trial(
-          randn(size_t(r.C) * r.Hi * r.Wi, 390), size_t(r.C) * r.Ho * r.Wo,
-          [r](const float* in, float* out) {
-            nn::resize_bilinear_cpu(in, r.C, r.Hi, r.Wi, out, r.Ho, r.Wo, Exec{});
-          },
-          [r](const float* in, float* out) {
-            nn::resize_bilinear_cuda(in, r.C, r.Hi, r.Wi, out, r.Ho, r.Wo, Exec{});
-          });
-    });
-  }
-  for (const Rs& r :
-       std::vector<Rs>{{3, 300, 260, 256, 256}, {256, 24, 20, 9, 7}, {1, 1, 5, 1, 2}}) {
-    add("nn::resize_area", fmt("C%d %dx%d -> %dx%d", r.C, r.Hi, r.Wi, r.Ho, r.Wo), exact, [r] {
-      return nn_map_trial(
-          randn(size_t(r.C) * r.Hi * r.Wi, 391), size_t(r.C) * r.Ho * r.Wo,
-          [r](const float* in, float* out) {
-            nn::resize_area_cpu(in, r.C, r.Hi, r.Wi, out, r.Ho, r.Wo, Exec{});
-          },
-          [r](const float* in, float* out) {
-            nn::resize_area_cuda(in, r.C, r.Hi, r.Wi, out, r.Ho, r.Wo, Exec{});
-          });
-    });
+  // of 256-channel features. Both resizers have one signature.
+  struct ResizeOp {
+    const char* op;
+    decltype(&nn::resize_area_cpu) cpu, cuda;
+    std::vector<Rs> shapes;
+  };
+  for (const ResizeOp& o :
+       std::vector<ResizeOp>{{"nn::resize_bilinear",
+                              nn::resize_bilinear_cpu,
+                              nn::resize_bilinear_cuda,
+                              {{2, 32, 32, 64, 48}, {3, 100, 70, 64, 64}, {2, 37, 29, 37, 29}}},
+                             {"nn::resize_area",
+                              nn::resize_area_cpu,
+                              nn::resize_area_cuda,
+                              {{3, 300, 260, 256, 256}, {256, 24, 20, 9, 7}, {1, 1, 5, 1, 2}}}}) {
+    for (const Rs& r : o.shapes) {
+      add(o.op, fmt("C%d %dx%d -> %dx%d", r.C, r.Hi, r.Wi, r.Ho, r.Wo), exact, [r, o] {
+        return nn_map_trial(
+            randn(size_t(r.C) * r.Hi * r.Wi, 390), size_t(r.C) * r.Ho * r.Wo,
+            [r, f = o.cpu](const float* in, float* out) {
+              f(in, r.C, r.Hi, r.Wi, out, r.Ho, r.Wo, Exec{});
+            },
+            [r, f = o.cuda](const float* in, float* out) {
+              f(in, r.C, r.Hi, r.Wi, out, r.Ho, r.Wo, Exec{});
+            });
+      });
+    }
   }
   for (const Rs& r : std::vector<Rs>{{64, 32, 32, 16, 16}, {5, 7, 9, 3, 4}}) {
     add("nn::maxpool2", fmt("C%d %dx%d", r.C, r.Hi, r.Wi), exact, [r] {
