@@ -1495,6 +1495,11 @@ int run_unavailable(const CudaInfo& info, const std::vector<Case>& cases, bool d
         },
         ErrorCode::CudaUnavailable, &what);
     report(thrown, "gocor_local(Device::Cuda) throws CudaUnavailable: " + what);
+    // A layer of the networks (its twin pending GPU parity) checks the device all the same.
+    std::vector<float> x = ref, expect_x = ref;
+    thrown = throws_code([&] { nn::leaky_relu(x.data(), int64_t(x.size()), cuda_ex); },
+                         ErrorCode::CudaUnavailable, &what);
+    report(thrown, "nn::leaky_relu(Device::Cuda) throws CudaUnavailable: " + what);
     report(resolve_device(Device::Auto) == Device::Cpu, "resolve_device(Auto) == Cpu");
     Exec auto_ex;
     auto_ex.device = Device::Auto;
@@ -1503,8 +1508,12 @@ int run_unavailable(const CudaInfo& info, const std::vector<Case>& cases, bool d
       corr_global_naive(ref.data(), q.data(), expect.data(), s);
       report_cmp("corr_global(Device::Auto) computes on the CPU",
                  compare(out, expect, Tol{1e-6, 1e-6}));
+      nn::leaky_relu(x.data(), int64_t(x.size()), auto_ex);
+      for (float& v : expect_x) v = v > 0.f ? v : 0.1f * v;
+      report_cmp("nn::leaky_relu(Device::Auto) computes on the CPU",
+                 compare(x, expect_x, Tol{0, 0}));
     } catch (const std::exception& e) {
-      report(false, std::string("corr_global(Device::Auto): threw ") + e.what());
+      report(false, std::string("Device::Auto: threw ") + e.what());
     }
   }
 #ifdef GOCOR_WITH_CUDA
