@@ -72,6 +72,7 @@ decltype(resize_area_cpu) resize_area_cuda;
 decltype(maxpool2_cpu) maxpool2_cuda;
 decltype(l2norm_channels_cpu) l2norm_channels_cuda;
 decltype(mutual_matching_cpu) mutual_matching_cuda;
+decltype(gocor_local_f64_cpu) gocor_local_f64_cuda;
 }  // namespace nn
 #endif
 

@@ -140,6 +140,12 @@ void maxpool2(const float* d_in, int C, int H, int W, float* d_out, void* stream
 void l2norm_channels(float* d_x, int C, int H, int W, void* stream);
 // v (N, N) in place; d_workspace holds 2N floats (the row and column maxima).
 void mutual_matching(float* d_v, int N, float* d_workspace, void* stream);
+// Bytes of d_workspace gocor_local_f64 needs: the filters and gradients, 2 C H W doubles.
+size_t gocor_local_f64_workspace_bytes(int C, int H, int W);
+// reference, query (C, H, W) -> volume (81, H, W), as nn::gocor_local_f64.
+void gocor_local_f64(const LocalGocorParams& p, int num_iter, const float* d_ref,
+                     const float* d_query, float* d_volume, int C, int H, int W,
+                     double* d_workspace, void* stream);
 }  // namespace nn
 }  // namespace cuda_dev
 }  // namespace gocor

@@ -1,6 +1,6 @@
 // The layers of the official networks on the GPU: twins of cpp/core/nn.h's conv2d,
-// conv_transpose2d, leaky_relu, warp, resize_bilinear, resize_area, maxpool2, l2norm_channels and
-// mutual_matching (one image (C, H, W) per call, as the CPU twins).
+// conv_transpose2d, leaky_relu, warp, resize_bilinear, resize_area, maxpool2, l2norm_channels,
+// mutual_matching and gocor_local_f64 (one image (C, H, W) per call, as the CPU twins).
 // The convolutions are implicit GEMMs (shared-memory tiles of the weight and of the input samples,
 // no column matrix) whose float32 sums run in another order than the CPU's packed GEMM: they agree
 // with it to the bound that order allows (the parity rows derive it from K and sum |w x|). Every
@@ -8,6 +8,7 @@
 // CPU builds for baseline x86-64 without FMA, nvcc would fuse), so it gives the CPU's bits.
 // The host twins are checks and one cuda::HostCall around the device entries (cuda_dev::nn::),
 // which a device-resident forward chains without copies.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "cuda_util.cuh"
+#include "dist_table.cuh"
 #include "gocor_cuda.h"
 #include "gocor_cuda_device.cuh"
 #include "nn.h"
@@ -259,6 +261,82 @@ __global__ void mutual_matching_kernel(float* v, int N, const float* __restrict_
   m = rn::mul(m, rn::mul(ra, rb));
 }
 
+// ---- local GOCor in float64 (the networks' local correlation layer) ----------------------------
+// One thread per pixel, the CPU twin's operations in its order (nn_gocor64.cpp): its filter
+// initialised from the pixel's reference feature, num_iter steepest-descent steps against the
+// reference features of its 9 x 9 window, then the correlation with the query window. Features
+// are read as (C, H, W) floats widened to double; the pixel's filter and gradient live in the
+// (2, C, H*W) double workspace, channel-major so that neighbouring threads read neighbouring
+// addresses.
+constexpr int kLocalR = 4, kLocalS = 2 * kLocalR + 1, kLocalD = kLocalS * kLocalS;
+
+struct Gocor64Args {
+  int C, H, W, num_iter;
+  double invc, lambda, step, scaling;
+  double yk[kLocalD], vk[kLocalD], mk[kLocalD];
+};
+
+__global__ void gocor_local_f64_kernel(const Gocor64Args k, const float* __restrict__ f,
+                                       const float* __restrict__ g, double* __restrict__ ws,
+                                       float* __restrict__ volume) {
+  const long long P = (long long)k.H * k.W;
+  const long long pix = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (pix >= P) return;
+  const int y = int(pix / k.W), x = int(pix % k.W), C = k.C;
+  double* w = ws + pix;
+  double* grad = ws + (long long)C * P + pix;
+  long long q[kLocalD];  // the in-image displacements' pixels, and their displacement
+  int ks[kLocalD], n = 0;
+  double J[kLocalD];
+  for (int d = 0; d < kLocalD; ++d) {
+    const int qy = y + d / kLocalS - kLocalR, qx = x + d % kLocalS - kLocalR;
+    if (qy < 0 || qy >= k.H || qx < 0 || qx >= k.W) continue;
+    ks[n] = d;
+    q[n++] = (long long)qy * k.W + qx;
+  }
+  // dot(a, b) of two channel-major vectors (stride P) in double, in channel order.
+  auto dot = [&](const double* a, const float* bf, const double* bd, long long b0) {
+    double s = 0;
+    for (int c = 0; c < C; ++c)
+      s = rn::add(s, rn::mul(a[c * P], bf != nullptr ? double(bf[c * P + b0]) : bd[c * P]));
+    return s;
+  };
+  double norm = 0;
+  for (int c = 0; c < C; ++c) {
+    const double v = f[c * P + pix];
+    norm = rn::add(norm, rn::mul(v, v));
+  }
+  norm = rn::add(rn::mul(norm, k.invc), 1e-6);
+  for (int c = 0; c < C; ++c) w[c * P] = rn::div(rn::mul(k.scaling, double(f[c * P + pix])), norm);
+  for (int it = 0; it < k.num_iter; ++it) {
+    for (int c = 0; c < C; ++c) grad[c * P] = rn::mul(k.lambda, w[c * P]);
+    for (int j = 0; j < n; ++j) {
+      const int d = ks[j];
+      const double s = rn::mul(dot(w, f, nullptr, q[j]), k.invc), m = k.mk[d];
+      const double sg = s > 0 ? 1.0 : (s < 0 ? -1.0 : 0.0);
+      const double hm = rn::mul(0.5, rn::sub(1.0, m)), hp = rn::mul(0.5, rn::add(1.0, m));
+      const double sigma = rn::add(rn::mul(hm, fabs(s)), rn::mul(hp, s));
+      J[j] = rn::mul(k.vk[d], rn::add(rn::mul(hm, sg), hp));
+      const double a = rn::mul(rn::mul(rn::mul(J[j], k.vk[d]), rn::sub(sigma, k.yk[d])), k.invc);
+      for (int c = 0; c < C; ++c)
+        grad[c * P] = rn::add(grad[c * P], rn::mul(a, double(f[c * P + q[j]])));
+    }
+    const double num = dot(grad, nullptr, grad, 0);
+    double den = rn::mul(k.lambda, num);
+    for (int j = 0; j < n; ++j) {
+      const double t = rn::mul(rn::mul(J[j], dot(grad, f, nullptr, q[j])), k.invc);
+      den = rn::add(den, rn::mul(t, t));
+    }
+    const double a = -rn::mul(k.step, rn::div(num, fmax(den, 1e-8)));
+    for (int c = 0; c < C; ++c) w[c * P] = rn::add(w[c * P], rn::mul(a, grad[c * P]));
+  }
+  for (int d = 0, j = 0; d < kLocalD; ++d) {
+    double v = 0;
+    if (j < n && ks[j] == d) v = rn::mul(dot(w, g, nullptr, q[j++]), k.invc);
+    volume[d * P + pix] = float(v);
+  }
+}
+
 // ---- checks ------------------------------------------------------------------------------------
 
 void check_positive(const char* op, std::initializer_list<long long> sizes) {
@@ -349,6 +427,38 @@ void l2norm_channels(float* d_x, int C, int H, int W, void* stream) {
   const cudaStream_t st = static_cast<cudaStream_t>(stream);
   cuda::l2norm_channels_kernel<<<cuda::ceil_div(P, 128), 128, 0, st>>>(d_x, C, P);
   cuda::check_launch("l2norm_channels_kernel");
+}
+
+size_t gocor_local_f64_workspace_bytes(int C, int H, int W) {
+  return sizeof(double) * 2 * size_t(C) * H * W;
+}
+
+void gocor_local_f64(const LocalGocorParams& p, int num_iter, const float* d_ref,
+                     const float* d_query, float* d_volume, int C, int H, int W,
+                     double* d_workspace, void* stream) {
+  cuda::Gocor64Args k{};
+  k.C = C;
+  k.H = H;
+  k.W = W;
+  k.num_iter = num_iter;
+  k.invc = 1.0 / C;
+  k.lambda =
+      std::max(double(p.filter_reg) * p.filter_reg, double(p.min_filter_reg) * p.min_filter_reg) /
+      (double(C) * C);
+  k.step = std::exp(double(p.log_step_length));
+  k.scaling = double(p.scaling);
+  for (int d = 0; d < cuda::kLocalD; ++d) {
+    const int dy = d / cuda::kLocalS - cuda::kLocalR, dx = d % cuda::kLocalS - cuda::kLocalR;
+    const cuda::DistValues e = cuda::dist_eval(p.dist, std::sqrt(double(dy * dy + dx * dx)));
+    k.yk[d] = e.y;
+    k.vk[d] = e.v;
+    k.mk[d] = e.m;
+  }
+  const long long P = (long long)H * W;
+  const cudaStream_t st = static_cast<cudaStream_t>(stream);
+  cuda::gocor_local_f64_kernel<<<cuda::ceil_div(P, 128), 128, 0, st>>>(k, d_ref, d_query,
+                                                                       d_workspace, d_volume);
+  cuda::check_launch("gocor_local_f64_kernel");
 }
 
 void mutual_matching(float* d_v, int N, float* d_workspace, void* stream) {
@@ -467,6 +577,20 @@ void mutual_matching_cuda(float* v, int N, const Exec& ex) {
   cuda::HostCall call(ex);
   cuda_dev::nn::mutual_matching(call.inout(v, size_t(N) * N), N, call.scratch<float>(2 * size_t(N)),
                                 call.stream());
+  call.finish();
+}
+
+void gocor_local_f64_cuda(const LocalGocorParams& p, int num_iter, const float* reference,
+                          const float* query, float* volume, int C, int H, int W, const Exec& ex) {
+  cuda::check_positive("nn::gocor_local_f64", {C, H, W});
+  if (num_iter < 0) throw Error(ErrorCode::Shape, "nn::gocor_local_f64: negative num_iter");
+  cuda::HostCall call(ex);
+  const size_t n = size_t(C) * H * W;
+  cuda_dev::nn::gocor_local_f64(
+      p, num_iter, call.in(reference, n), call.in(query, n),
+      call.out(volume, size_t(cuda::kLocalD) * H * W), C, H, W,
+      call.scratch<double>(cuda_dev::nn::gocor_local_f64_workspace_bytes(C, H, W) / sizeof(double)),
+      call.stream());
   call.finish();
 }
 

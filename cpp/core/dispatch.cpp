@@ -116,7 +116,7 @@ constexpr StageInfo kStages[] = {
     {"nn::maxpool2", true, false},
     {"nn::l2norm_channels", true, false},
     {"nn::mutual_matching", true, false},
-    {"nn::gocor_local_f64", false, false},
+    {"nn::gocor_local_f64", true, false},
 };
 static_assert(sizeof(kStages) / sizeof(kStages[0]) == size_t(Stage::Count),
               "one kStages row per Stage");
@@ -276,7 +276,8 @@ void mutual_matching(float* v, int N, const Exec& ex) {
 
 void gocor_local_f64(const LocalGocorParams& p, int num_iter, const float* reference,
                      const float* query, float* volume, int C, int H, int W, const Exec& ex) {
-  GOCOR_DISPATCH_CPU_ONLY(gocor_local_f64, p, num_iter, reference, query, volume, C, H, W, run);
+  GOCOR_DISPATCH_STAGE(Stage::NnGocorLocalF64, gocor_local_f64, p, num_iter, reference, query,
+                       volume, C, H, W, run);
 }
 
 }  // namespace nn

@@ -1232,6 +1232,38 @@ void add_nn_cases(std::vector<Case>& t) {
           [N](float* v) { nn::mutual_matching_cuda(v, N, Exec{}); });
     });
   }
+  // The networks' float64 local GOCor (radius 4): PWC-Net-GOCor's levels 2 (32 channels) and 6
+  // (196), GLU-Net-GOCor's 1/4 level (128), K = 3 and 7, initial and perturbed parameters, and
+  // no iteration. Both twins keep every intermediate in double and round the volume to float32
+  // once; their sums run in different orders (the CPU's in SIMD lanes), so the doubles differ by
+  // a few ulps of double, amplified by the iterations far less than to a float32 ulp (2^-29
+  // relative). Two such doubles round to the same float or to neighbours: |d| <= 2^-23 |cpu|,
+  // plus 1e-12 for values near zero.
+  struct G64 {
+    const char* tag;
+    int C, H, W, K;
+  };
+  for (const G64& g : std::vector<G64>{{"init", 32, 16, 24, 3},
+                                       {"pert", 196, 5, 7, 7},
+                                       {"pert", 128, 12, 10, 3},
+                                       {"pert", 8, 3, 4, 0}}) {
+    add("nn::gocor_local_f64", fmt("%s C%d %dx%d K%d", g.tag, g.C, g.H, g.W, g.K),
+        Tol{1e-12, std::ldexp(1.0, -23)}, [g] {
+          const LocalGocorParams p =
+              std::strcmp(g.tag, "init") == 0 ? default_local_params() : perturbed_local(g.C);
+          const size_t n = size_t(g.C) * g.H * g.W;
+          std::vector<float> in = randn(n, 395, 0.5f), q = randn(n, 396, 0.5f);
+          in.insert(in.end(), q.begin(), q.end());
+          return nn_map_trial(
+              std::move(in), size_t(81) * g.H * g.W,
+              [g, p, n](const float* x, float* out) {
+                nn::gocor_local_f64_cpu(p, g.K, x, x + n, out, g.C, g.H, g.W, Exec{});
+              },
+              [g, p, n](const float* x, float* out) {
+                nn::gocor_local_f64_cuda(p, g.K, x, x + n, out, g.C, g.H, g.W, Exec{});
+              });
+        });
+  }
 }
 
 // ---- the table ---------------------------------------------------------------------------------

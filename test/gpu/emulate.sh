@@ -19,7 +19,7 @@ OPS=(flow_interpolate flow_refine_dis image_resize features_compute flow_warp fl
   flow_median3 flow_from_global_volume flow_from_local_volume flow_warp_image
   flow_refine_symmetric flow_volume_aggregate flow_consistency flow_texture_mask
   nn::conv2d nn::conv_transpose2d nn::leaky_relu nn::warp nn::resize_bilinear nn::resize_area
-  nn::maxpool2 nn::l2norm_channels nn::mutual_matching)
+  nn::maxpool2 nn::l2norm_channels nn::mutual_matching nn::gocor_local_f64)
 if [ ! -f "$BUILD/libgocor_cuda.a" ]; then
   echo "emulate.sh: $BUILD is not a CUDA build (no libgocor_cuda.a); run" \
     "GOCOR_CUDA_ARCHITECTURES=90-real node scripts/test-cpp.js --cuda=ON first" >&2
