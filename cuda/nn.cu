@@ -254,9 +254,10 @@ __global__ void matching_max_kernel(const float* __restrict__ v, int N, bool row
 
 __global__ void mutual_matching_kernel(float* v, int N, const float* __restrict__ a,
                                        const float* __restrict__ b) {
-  const int r = blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y;
-  if (r >= N) return;
-  float& m = v[(long long)t * N + r];
+  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= (long long)N * N) return;
+  const int t = int(i / N), r = int(i % N);
+  float& m = v[i];
   const float ra = rn::div(m, rn::add(a[t], 1e-5f)), rb = rn::div(m, rn::add(b[r], 1e-5f));
   m = rn::mul(m, rn::mul(ra, rb));
 }
@@ -469,7 +470,7 @@ void mutual_matching(float* d_v, int N, float* d_workspace, void* stream) {
   cuda::check_launch("matching_max_kernel");
   cuda::matching_max_kernel<<<cuda::ceil_div(N, 128), 128, 0, st>>>(d_v, N, false, b);
   cuda::check_launch("matching_max_kernel");
-  cuda::mutual_matching_kernel<<<dim3(cuda::ceil_div(N, 128), N), 128, 0, st>>>(d_v, N, a, b);
+  cuda::mutual_matching_kernel<<<cuda::ceil_div((long long)N * N, 256), 256, 0, st>>>(d_v, N, a, b);
   cuda::check_launch("mutual_matching_kernel");
 }
 
