@@ -2,8 +2,8 @@
 // Every function is the twin of a cpp/core function with the same signature (`_cpu` -> `_cuda`);
 // pointers are host pointers, the launcher moves data to and from the device itself.
 // Built only when GOCOR_WITH_CUDA is defined. dispatch.cpp sends correlation and GOCor here; the
-// stage twins below are called by the parity program and the benchmark only, until they have passed
-// parity on a GPU (issue 11: the API never reaches an untested GPU path).
+// stage and layer twins below are called by the parity program and the benchmark only, until they
+// have passed parity on a GPU (issue 11: the API never reaches an untested GPU path).
 #pragma once
 
 #include <cstddef>
@@ -18,6 +18,7 @@
 #include "flow.h"
 #include "gocor.h"
 #include "interpolate.h"
+#include "nn.h"
 
 namespace gocor {
 
@@ -59,6 +60,20 @@ decltype(flow_texture_mask_cpu) flow_texture_mask_cuda;
 // The sparse-to-dense fill and the dense refinement.
 decltype(flow_interpolate_cpu) flow_interpolate_cuda;
 decltype(flow_refine_dis_cpu) flow_refine_dis_cuda;
+
+// ---- the layers of the official networks (cuda/nn.cu) ----
+namespace nn {
+decltype(conv2d_cpu) conv2d_cuda;
+decltype(conv_transpose2d_cpu) conv_transpose2d_cuda;
+decltype(leaky_relu_cpu) leaky_relu_cuda;
+decltype(warp_cpu) warp_cuda;
+decltype(resize_bilinear_cpu) resize_bilinear_cuda;
+decltype(resize_area_cpu) resize_area_cuda;
+decltype(maxpool2_cpu) maxpool2_cuda;
+decltype(l2norm_channels_cpu) l2norm_channels_cuda;
+decltype(mutual_matching_cpu) mutual_matching_cuda;
+decltype(gocor_local_f64_cpu) gocor_local_f64_cuda;
+}  // namespace nn
 #endif
 
 }  // namespace gocor

@@ -1,6 +1,7 @@
 // Device-resident entry points of the CUDA backend, for benchmarks that time kernels without the
-// host<->device copies. Host-only C++ (no CUDA types: streams are passed as void* holding a
-// cudaStream_t), so ordinary .cpp programs can include it. Pointers named d_* are device pointers.
+// host<->device copies and for device-resident pipelines that chain them. Host-only C++ (no CUDA
+// types: streams are passed as void* holding a cudaStream_t), so ordinary .cpp programs can
+// include it. Pointers named d_* are device pointers.
 #pragma once
 
 #ifdef GOCOR_WITH_CUDA
@@ -17,6 +18,7 @@
 #include "flow.h"
 #include "gocor.h"
 #include "interpolate.h"
+#include "nn.h"
 
 namespace gocor {
 namespace cuda_dev {
@@ -108,6 +110,43 @@ void flow_interpolate(const float* d_image, int C, int H, int W, const float* d_
 // Allocates its own pyramids and planes and synchronises the stream before it returns.
 void flow_refine_dis(const float* d_gray_a, int H, int W, const float* d_gray_b, int Hb, int Wb,
                      float* d_flow, const DisOptions& o, void* stream);
+
+// ---- the layers of the official networks (cuda/nn.cu), one image per call, as nn.h's twins ----
+namespace nn {
+// A convolution's shape and its device arrays: weight (out, in, k, k), or (k*k, out, in) when
+// taps (nn::Conv's per-tap copy); bias (out); bn_scale, bn_shift (out) or null.
+struct ConvDevice {
+  int out = 0, in = 0, k = 3, stride = 1, pad = 1, dil = 1;
+  gocor::nn::Act act = gocor::nn::Act::None;
+  bool taps = false;
+  const float* weight = nullptr;
+  const float* bias = nullptr;
+  const float* bn_scale = nullptr;
+  const float* bn_shift = nullptr;
+};
+// in (c.in, H, W) -> out (c.out, Ho, Wo), as nn::conv2d (bias, batch norm, activation fused).
+void conv2d(const ConvDevice& c, const float* d_in, int H, int W, float* d_out, void* stream);
+// weight_t (Cout*16, Cin), bias (Cout), in (Cin, H, W) -> out (Cout, 2H, 2W).
+void conv_transpose2d(const float* d_weight_t, const float* d_bias, int Cin, int Cout,
+                      const float* d_in, int H, int W, float* d_out, void* stream);
+void leaky_relu(float* d_x, int64_t n, void* stream);
+void warp(const float* d_in, const float* d_flow, int C, int H, int W, bool with_mask, float* d_out,
+          void* stream);
+void resize_bilinear(const float* d_in, int C, int Hi, int Wi, float* d_out, int Ho, int Wo,
+                     void* stream);
+void resize_area(const float* d_in, int C, int Hi, int Wi, float* d_out, int Ho, int Wo,
+                 void* stream);
+void maxpool2(const float* d_in, int C, int H, int W, float* d_out, void* stream);
+void l2norm_channels(float* d_x, int C, int H, int W, void* stream);
+// v (N, N) in place; d_workspace holds 2N floats (the row and column maxima).
+void mutual_matching(float* d_v, int N, float* d_workspace, void* stream);
+// Bytes of d_workspace gocor_local_f64 needs: the filters and gradients, 2 C H W doubles.
+size_t gocor_local_f64_workspace_bytes(int C, int H, int W);
+// reference, query (C, H, W) -> volume (81, H, W), as nn::gocor_local_f64.
+void gocor_local_f64(const LocalGocorParams& p, int num_iter, const float* d_ref,
+                     const float* d_query, float* d_volume, int C, int H, int W,
+                     double* d_workspace, void* stream);
+}  // namespace nn
 }  // namespace cuda_dev
 }  // namespace gocor
 

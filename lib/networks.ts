@@ -2,7 +2,7 @@
  * The official GOCor networks — PWC-Net, PWC-Net-GOCor, GLU-Net, GLU-Net-GOCor — from their
  * checkpoints' tensors (the official state_dict names), run natively off the event loop.
  */
-import { GocorError } from './errors';
+import { captureStack, fromNative, GocorError } from './errors';
 import { checkMemory, EXEC_KEYS, execOptions } from './exec';
 import { checkImage, isImageSource } from './features';
 import { readRegularFile } from './files';
@@ -155,12 +155,15 @@ function estimates(list: { h: number; w: number; data: Float32Array }[], B: numb
 /** A loaded network. */
 export class Network {
   readonly model: NetworkModel;
+  /** Where its layers run, resolved once by loadNetwork from its `device` option. */
+  readonly device: 'cpu' | 'cuda';
   readonly #handle: NativeNetwork;
   readonly #exec: NativeExec;
 
   /** @internal use loadNetwork */
-  constructor(model: NetworkModel, handle: NativeNetwork, exec: NativeExec) {
+  constructor(model: NetworkModel, handle: NativeNetwork, exec: NativeExec & { device: 'cpu' | 'cuda' }) {
     this.model = model;
+    this.device = exec.device;
     this.#handle = handle;
     this.#exec = exec;
   }
@@ -300,7 +303,10 @@ export interface NetworkMatchOptions {
 /**
  * Loads one of the official networks from its weights (official state_dict names). Strict like the
  * official loader: a missing, unexpected or mis-shaped tensor rejects with ERR_GOCOR_PARAMS naming it;
- * `num_batches_tracked` counters may be absent (they are unused in inference).
+ * `num_batches_tracked` counters may be absent (they are unused in inference). `device` is resolved
+ * once, at load (`network.device` says the result): `'cuda'` without a usable GPU rejects with
+ * ERR_GOCOR_CUDA_UNAVAILABLE, `'auto'` falls back to the CPU; each layer runs on its CUDA twin only
+ * once that twin has passed GPU parity (`cuda_parity --list` shows where each goes).
  */
 export async function loadNetwork(source: NetworkSource, opts: LoadNetworkOptions): Promise<Network> {
   const o = object(opts, 'options');
@@ -309,6 +315,14 @@ export async function loadNetwork(source: NetworkSource, opts: LoadNetworkOption
   const numIterGlobal = optInt(o.numIterGlobal, 'options.numIterGlobal', 0, 64, 3);
   const numIterLocal = optInt(o.numIterLocal, 'options.numIterLocal', 0, 64, numIterGlobal);
   const { device, threads } = execOptions(o, 'options');
+  // The device is resolved once, here, before the weights are read: 'cuda' without a usable GPU
+  // rejects with ERR_GOCOR_CUDA_UNAVAILABLE, 'auto' falls back to the CPU.
+  let resolved: 'cpu' | 'cuda';
+  try {
+    resolved = native().networkDevice({ device, threads });
+  } catch (err) {
+    throw fromNative(err, captureStack());
+  }
   const tensors = await sourceTensors(source);
   const use = checkTensors(model, tensors);
   const handle = native().networkCreate(
@@ -318,5 +332,5 @@ export async function loadNetwork(source: NetworkSource, opts: LoadNetworkOption
     use.map((n) => (tensors[n] as TensorRecord).data),
     { numIterGlobal, numIterLocal },
   );
-  return new Network(model, handle, { device, threads });
+  return new Network(model, handle, { device: resolved, threads });
 }

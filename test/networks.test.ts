@@ -5,7 +5,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { GocorError, loadNetwork, type NetworkModel, networkTensors, type TensorRecord } from '../lib';
+import { backends, GocorError, loadNetwork, type NetworkModel, networkTensors, type TensorRecord } from '../lib';
 import { encodeSafetensors, parseSafetensors } from '../lib/params';
 import { cliBuilt, readFloFile, runCli, tempDir, texture, writeShiftedPair } from './cli/fixtures';
 import { bytesOf, legacyCheckpoint, type Spec, zipCheckpoint } from './support/checkpoint';
@@ -276,6 +276,39 @@ describe('official networks: strict loading and input checks', () => {
     await rejects(loadNetwork(pwc(), { model: 'FlowNet' as NetworkModel }), 'ERR_GOCOR_INVALID_ARG', /options\.model/);
     await rejects(loadNetwork(pwc(), { model: 'PWCNet', numIterLocal: 99 }), 'ERR_GOCOR_INVALID_ARG', /numIterLocal/);
   });
+
+  // The device is resolved once, by loadNetwork: 'cpu' and 'auto' (no GPU here, and no layer's CUDA
+  // twin has passed GPU parity yet) give a CPU network whose results say so and agree to the bit;
+  // 'cuda' without a usable GPU is ERR_GOCOR_CUDA_UNAVAILABLE at load, with the probe's reason.
+  it("device: resolved once at load; 'cuda' without a GPU rejects, 'auto' falls back to the CPU", async () => {
+    const img = (seed: string) => ({
+      data: stream(seed, 3 * 64 * 64).map((v) => 0.5 + 0.5 * v),
+      shape: [1, 3, 64, 64],
+    });
+    const cpu = await loadNetwork(pwc(), { model: 'PWCNet', device: 'cpu', threads: 1 });
+    const auto = await loadNetwork(pwc(), { model: 'PWCNet', device: 'auto', threads: 1 });
+    expect(cpu.device).toBe('cpu');
+    expect(auto.device).toBe('cpu');
+    const a = await cpu.forward({ reference: img('a'), query: img('b') });
+    const b = await auto.forward({ reference: img('a'), query: img('b') });
+    expect(a.device).toBe('cpu');
+    expect(b.device).toBe('cpu');
+    expect(b.flowEstimates[4]!.data).toEqual(a.flowEstimates[4]!.data);
+    if (backends().cuda.available) {
+      expect((await loadNetwork(pwc(), { model: 'PWCNet', device: 'cuda' })).device).toBe('cpu');
+      return;
+    }
+    await rejects(
+      loadNetwork(pwc(), { model: 'PWCNet', device: 'cuda' }),
+      'ERR_GOCOR_CUDA_UNAVAILABLE',
+      /device 'cuda' was requested but CUDA is unavailable: \S/,
+    );
+    await rejects(
+      loadNetwork(pwc(), { model: 'PWCNet', device: 'gpu' as 'cuda' }),
+      'ERR_GOCOR_INVALID_ARG',
+      /options\.device/,
+    );
+  }, 60_000);
 
   it('forward: shapes of every estimate at 128x192, batch 2; bad sizes are ERR_GOCOR_SHAPE', async () => {
     const net = await loadNetwork(pwc(), { model: 'PWCNet', threads: 2 });

@@ -90,7 +90,7 @@ struct StageInfo {
   bool on_cuda;  // ... and has passed parity on a GPU, so dispatch sends Device::Cuda to it
 };
 
-// One row per Stage, in its order. No stage twin has run on a GPU yet (issue 17).
+// One row per Stage, in its order. No stage or layer twin has run on a GPU yet (issue 17).
 constexpr StageInfo kStages[] = {
     {"image_resize", true, false},
     {"features_compute", true, false},
@@ -107,6 +107,16 @@ constexpr StageInfo kStages[] = {
     {"flow_median3", true, false},
     {"flow_interpolate", true, false},
     {"flow_refine_dis", true, false},
+    {"nn::conv2d", true, false},
+    {"nn::conv_transpose2d", true, false},
+    {"nn::leaky_relu", true, false},
+    {"nn::warp", true, false},
+    {"nn::resize_bilinear", true, false},
+    {"nn::resize_area", true, false},
+    {"nn::maxpool2", true, false},
+    {"nn::l2norm_channels", true, false},
+    {"nn::mutual_matching", true, false},
+    {"nn::gocor_local_f64", true, false},
 };
 static_assert(sizeof(kStages) / sizeof(kStages[0]) == size_t(Stage::Count),
               "one kStages row per Stage");
@@ -214,5 +224,62 @@ void flow_refine_dis(const float* gray_a, int H, int W, const float* gray_b, int
   GOCOR_DISPATCH_STAGE(Stage::FlowRefineDis, flow_refine_dis, gray_a, H, W, gray_b, Hb, Wb, flow, o,
                        run);
 }
+
+// ---- the layers of the networks -------------------------------------------------------------
+
+namespace nn {
+
+bool any_layer_on_cuda() {
+  for (int s = int(Stage::NnConv2d); s < int(Stage::Count); ++s)
+    if (stage_on_cuda(Stage(s))) return true;
+  return false;
+}
+
+void conv2d(const Conv& c, const float* in, int H, int W, float* out, const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::NnConv2d, conv2d, c, in, H, W, out, run);
+}
+
+void conv_transpose2d(const Deconv& d, const float* in, int H, int W, float* out, const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::NnConvTranspose2d, conv_transpose2d, d, in, H, W, out, run);
+}
+
+void leaky_relu(float* x, int64_t n, const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::NnLeakyRelu, leaky_relu, x, n, run);
+}
+
+void warp(const float* in, const float* flow, int C, int H, int W, bool with_mask, float* out,
+          const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::NnWarp, warp, in, flow, C, H, W, with_mask, out, run);
+}
+
+void resize_bilinear(const float* in, int C, int Hi, int Wi, float* out, int Ho, int Wo,
+                     const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::NnResizeBilinear, resize_bilinear, in, C, Hi, Wi, out, Ho, Wo, run);
+}
+
+void resize_area(const float* in, int C, int Hi, int Wi, float* out, int Ho, int Wo,
+                 const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::NnResizeArea, resize_area, in, C, Hi, Wi, out, Ho, Wo, run);
+}
+
+void maxpool2(const float* in, int C, int H, int W, float* out, const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::NnMaxpool2, maxpool2, in, C, H, W, out, run);
+}
+
+void l2norm_channels(float* x, int C, int H, int W, const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::NnL2normChannels, l2norm_channels, x, C, H, W, run);
+}
+
+void mutual_matching(float* v, int N, const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::NnMutualMatching, mutual_matching, v, N, run);
+}
+
+void gocor_local_f64(const LocalGocorParams& p, int num_iter, const float* reference,
+                     const float* query, float* volume, int C, int H, int W, const Exec& ex) {
+  GOCOR_DISPATCH_STAGE(Stage::NnGocorLocalF64, gocor_local_f64, p, num_iter, reference, query,
+                       volume, C, H, W, run);
+}
+
+}  // namespace nn
 
 }  // namespace gocor

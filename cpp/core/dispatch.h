@@ -11,6 +11,7 @@
 #include "gocor.h"
 #include "gocor_cuda.h"
 #include "interpolate.h"
+#include "nn.h"
 
 namespace gocor {
 
@@ -25,13 +26,13 @@ CudaInfo cuda_info();
 Device resolve_device(Device requested, bool has_cuda = true);
 
 // Each dispatched operation `name` has the type of its CPU twin `name_cpu` (documented in
-// correlation.h, gocor.h, flow.h, dense_features.h, interpolate.h and dis.h).
+// correlation.h, gocor.h, flow.h, dense_features.h, interpolate.h, dis.h and nn.h).
 decltype(corr_global_cpu) corr_global;
 decltype(corr_local_cpu) corr_local;
 decltype(gocor_global_cpu) gocor_global;
 decltype(gocor_local_cpu) gocor_local;
 
-// ---- the stages of match ------------------------------------------------------------------
+// ---- the stages of match and the layers of the networks ----------------------------------
 // Each is the dispatched operation of the CPU twin `name_cpu` (its header documents the shapes)
 // and, where one exists, the CUDA twin `name_cuda` (declared with the CPU twin's type in
 // gocor_cuda.h). A twin serves Device::Cuda only once it has passed parity on a GPU
@@ -53,6 +54,17 @@ enum class Stage {
   FlowMedian3,
   FlowInterpolate,
   FlowRefineDis,
+  // The layers of the official networks (nn.h; networks.cpp calls only these).
+  NnConv2d,
+  NnConvTranspose2d,
+  NnLeakyRelu,
+  NnWarp,
+  NnResizeBilinear,
+  NnResizeArea,
+  NnMaxpool2,
+  NnL2normChannels,
+  NnMutualMatching,
+  NnGocorLocalF64,
   Count
 };
 const char* stage_name(Stage s);
@@ -74,5 +86,21 @@ decltype(flow_texture_mask_cpu) flow_texture_mask;
 decltype(flow_median3_cpu) flow_median3;
 decltype(flow_interpolate_cpu) flow_interpolate;
 decltype(flow_refine_dis_cpu) flow_refine_dis;
+
+namespace nn {
+decltype(conv2d_cpu) conv2d;
+decltype(conv_transpose2d_cpu) conv_transpose2d;
+decltype(leaky_relu_cpu) leaky_relu;
+decltype(warp_cpu) warp;
+decltype(resize_bilinear_cpu) resize_bilinear;
+decltype(resize_area_cpu) resize_area;
+decltype(maxpool2_cpu) maxpool2;
+decltype(l2norm_channels_cpu) l2norm_channels;
+decltype(mutual_matching_cpu) mutual_matching;
+decltype(gocor_local_f64_cpu) gocor_local_f64;
+// True when dispatch sends at least one layer to its CUDA twin on Device::Cuda (the networks'
+// jobs resolve their device with it).
+bool any_layer_on_cuda();
+}  // namespace nn
 
 }  // namespace gocor

@@ -196,19 +196,19 @@ struct Map {
   size_t plane() const { return size_t(H) * W; }
 };
 
-Map conv(const nn::Conv& c, const float* in, int H, int W, int threads) {
+Map conv(const nn::Conv& c, const float* in, int H, int W, const Exec& ex) {
   Map out(c.out, nn::conv_out_size(H, c.k, c.stride, c.pad, c.dil),
           nn::conv_out_size(W, c.k, c.stride, c.pad, c.dil));
-  nn::conv2d(c, in, H, W, out.data(), threads);
+  nn::conv2d(c, in, H, W, out.data(), ex);
   return out;
 }
-Map conv(const nn::Conv& c, const Map& in, int threads) {
-  return conv(c, in.data(), in.H, in.W, threads);
+Map conv(const nn::Conv& c, const Map& in, const Exec& ex) {
+  return conv(c, in.data(), in.H, in.W, ex);
 }
 
-Map deconv(const nn::Deconv& d, const float* in, int H, int W, int threads) {
+Map deconv(const nn::Deconv& d, const float* in, int H, int W, const Exec& ex) {
   Map out(d.out, 2 * H, 2 * W);
-  nn::conv_transpose2d(d, in, H, W, out.data(), threads);
+  nn::conv_transpose2d(d, in, H, W, out.data(), ex);
   return out;
 }
 
@@ -249,13 +249,13 @@ struct DenseDecoder {
   }
   // x: (od + 448, H, W) with the decoder input already at channel 448; fills the rest, returns
   // the flow (2, H, W).
-  Map run(Map& x, int threads) const {
+  Map run(Map& x, const Exec& ex) const {
     const size_t P = x.plane();
     for (int j = 0; j < 5; ++j) {
       const int out_at = offset(j), in_at = out_at + kOut[j];
-      nn::conv2d(conv[j], x.data() + in_at * P, x.H, x.W, x.data() + out_at * P, threads);
+      nn::conv2d(conv[j], x.data() + in_at * P, x.H, x.W, x.data() + out_at * P, ex);
     }
-    return gocor::conv(predict, x, threads);
+    return gocor::conv(predict, x, ex);
   }
 };
 constexpr int DenseDecoder::kOut[5];
@@ -273,9 +273,9 @@ struct Context {
     }
     conv[6] = load_plain(L, name + "7", 2, 32);
   }
-  Map run(const Map& x, int threads) const {
-    Map a = gocor::conv(conv[0], x, threads);
-    for (int j = 1; j < 7; ++j) a = gocor::conv(conv[j], a, threads);
+  Map run(const Map& x, const Exec& ex) const {
+    Map a = gocor::conv(conv[0], x, ex);
+    for (int j = 1; j < 7; ++j) a = gocor::conv(conv[j], a, ex);
     return a;
   }
 };
@@ -299,9 +299,9 @@ Map local_corr(const LocalGocorParams* gp, int num_iter, const Map& ref, const M
   } else {
     check_cancel(ex);
     nn::gocor_local_f64(*gp, num_iter, ref.data(), query.data(), out.data(), ref.C, ref.H, ref.W,
-                        ex.threads);
+                        ex);
   }
-  nn::leaky_relu(out.data(), int64_t(out.v.size()));
+  nn::leaky_relu(out.data(), int64_t(out.v.size()), ex);
   return out;
 }
 
@@ -315,7 +315,7 @@ Map decoder_input(const LocalGocorParams* gp, int num_iter, const Map& ref, cons
     corr = local_corr(gp, num_iter, ref, query, ex);
   } else {
     Map sf = scaled(*flow, sx, sy), warped(query.C, ref.H, ref.W);
-    nn::warp(query.data(), sf.data(), query.C, ref.H, ref.W, mask, warped.data());
+    nn::warp(query.data(), sf.data(), query.C, ref.H, ref.W, mask, warped.data(), ex);
     corr = local_corr(gp, num_iter, ref, warped, ex);
   }
   Map x(448 + od, ref.H, ref.W);
@@ -385,12 +385,12 @@ class PwcNet : public Network {
                                    dec_[l].od, {}, ex)
                    : decoder_input(gp, opt_.num_iter_local, r, c2[l], &up_flow, f, f, true,
                                    dec_[l].od, {&r, &up_flow, &up_feat}, ex);
-        flow = dec_[l].run(x, ex.threads);
+        flow = dec_[l].run(x, ex);
         if (l >= 3) {
-          up_flow = deconv(deconv_[l], flow.data(), flow.H, flow.W, ex.threads);
-          up_feat = deconv(upfeat_[l], x.data(), x.H, x.W, ex.threads);
+          up_flow = deconv(deconv_[l], flow.data(), flow.H, flow.W, ex);
+          up_feat = deconv(upfeat_[l], x.data(), x.H, x.W, ex);
         }
-        if (l == 2) add(flow, ctx_.run(x, ex.threads));
+        if (l == 2) add(flow, ctx_.run(x, ex));
         append_estimate(out.estimates, size_t(6 - l), flow, b, B);
       }
     }
@@ -410,9 +410,9 @@ class PwcNet : public Network {
   // c[1..6] of one image (3, H, W).
   std::vector<Map> pyramid(const float* img, int H, int W, const Exec& ex) const {
     std::vector<Map> c(7);
-    Map a = conv(pyr_[0], img, H, W, ex.threads);
+    Map a = conv(pyr_[0], img, H, W, ex);
     for (int i = 1; i < 18; ++i) {
-      a = conv(pyr_[i], a, ex.threads);
+      a = conv(pyr_[i], a, ex);
       if (i % 3 == 2) c[i / 3 + 1] = a;
     }
     return c;
@@ -469,7 +469,6 @@ class GluNet : public Network {
                         int W256, const Exec& ex) const override {
     NetworkOutput out;
     const size_t n = size_t(3) * H * W, n256 = size_t(3) * H256 * W256;
-    const int th = ex.threads;
     const LocalGocorParams* lp = model_ == NetworkModel::GLUNet_GOCor ? &local_ : nullptr;
     for (int b = 0; b < B; ++b) {
       std::vector<Map> t = vgg(in[0] + b * n, H, W, 3, ex), s = vgg(in[1] + b * n, H, W, 3, ex);
@@ -481,25 +480,25 @@ class GluNet : public Network {
 
       // Level 4: global correlation on L2-normalised features, mapping decoder.
       Map f = c14, g = c24;
-      nn::l2norm_channels(f.data(), f.C, f.H, f.W);
-      nn::l2norm_channels(g.data(), g.C, g.H, g.W);
+      nn::l2norm_channels(f.data(), f.C, f.H, f.W, ex);
+      nn::l2norm_channels(g.data(), g.C, g.H, g.W, ex);
       const int h4 = f.H, w4 = f.W, N4 = h4 * w4;
       Map x4(N4 + 2, h4, w4);
       if (model_ == NetworkModel::GLUNet) {
         corr_global(f.data(), g.data(), x4.data(), CorrGlobalShape{1, f.C, h4, w4, g.H, g.W}, ex);
-        nn::mutual_matching(x4.data(), N4);
+        nn::mutual_matching(x4.data(), N4, ex);
         for (int64_t i = 0; i < int64_t(N4) * N4; ++i) x4.v[i] = std::max(x4.v[i], 0.f);
-        nn::l2norm_channels(x4.data(), N4, h4, w4);
+        nn::l2norm_channels(x4.data(), N4, h4, w4, ex);
       } else {
         GlobalGocorOptions o;
         o.num_iter = opt_.num_iter_global;
         o.apply_query_loss = true;
         gocor_global(global_, o, f.data(), g.data(), x4.data(), nullptr,
                      GocorGlobalShape{1, f.C, h4, w4}, ex, nullptr);
-        nn::leaky_relu(x4.data(), int64_t(N4) * N4);
+        nn::leaky_relu(x4.data(), int64_t(N4) * N4, ex);
       }
-      Map a = conv(map_[0], x4, th);
-      for (int j = 1; j < 6; ++j) a = conv(map_[j], a, th);
+      Map a = conv(map_[0], x4, ex);
+      for (int j = 1; j < 6; ++j) a = conv(map_[j], a, ex);
       Map flow4(2, h4, w4);
       {
         const float dx = 16.f / float(W256), dy = 16.f / float(H256);
@@ -512,7 +511,7 @@ class GluNet : public Network {
             flow4.v[size_t(N4) + p] = (Y - float(y)) / dy;
           }
       }
-      Map up4 = deconv(deconv4_, flow4.data(), h4, w4, th);
+      Map up4 = deconv(deconv4_, flow4.data(), h4, w4, ex);
       check_cancel(ex);
 
       // Level 3 (32 x 32 of the 256 images).
@@ -520,8 +519,8 @@ class GluNet : public Network {
       {
         Map x = decoder_input(lp, opt_.num_iter_local, c13, c23, &up4, 32.f / float(W256),
                               32.f / float(H256), false, 83, {&up4}, ex);
-        Map res = dec3_.run(x, th);
-        add(res, dc_.run(x, th));
+        Map res = dec3_.run(x, ex);
+        add(res, dc_.run(x, ex));
         add(res, up4);
         flow3 = std::move(res);
       }
@@ -534,12 +533,12 @@ class GluNet : public Network {
         const double r = 1.0 / (8.0 * double(1 << (NL - k)));
         const int hs = int(std::floor(H * r)), ws = int(std::floor(W * r));
         Map upf(2, hs, ws), c2b(c22.C, hs, ws), c1b(c12.C, hs, ws);
-        nn::resize_bilinear(flow3.data(), 2, flow3.H, flow3.W, upf.data(), hs, ws);
-        nn::resize_area(c22.data(), c22.C, c22.H, c22.W, c2b.data(), hs, ws);
-        nn::resize_area(c12.data(), c12.C, c12.H, c12.W, c1b.data(), hs, ws);
+        nn::resize_bilinear(flow3.data(), 2, flow3.H, flow3.W, upf.data(), hs, ws, ex);
+        nn::resize_area(c22.data(), c22.C, c22.H, c22.W, c2b.data(), hs, ws, ex);
+        nn::resize_area(c12.data(), c12.C, c12.H, c12.W, c1b.data(), hs, ws, ex);
         Map x = decoder_input(lp, opt_.num_iter_local, c1b, c2b, &upf, float(r), float(r), false,
                               83, {&upf}, ex);
-        Map res = dec2_.run(x, th);
+        Map res = dec2_.run(x, ex);
         add(res, upf);
         flow3 = std::move(res);
       }
@@ -549,13 +548,13 @@ class GluNet : public Network {
       // Level 2 (1/8 of the original).
       check_cancel(ex);
       Map up3(2, H / 8, W / 8);
-      nn::resize_bilinear(flow3.data(), 2, flow3.H, flow3.W, up3.data(), up3.H, up3.W);
+      nn::resize_bilinear(flow3.data(), 2, flow3.H, flow3.W, up3.data(), up3.H, up3.W, ex);
       Map x2 = decoder_input(lp, opt_.num_iter_local, c12, c22, &up3, 1.f / 8.f, 1.f / 8.f, false,
                              83, {&up3}, ex);
-      Map flow2 = dec2_.run(x2, th);
+      Map flow2 = dec2_.run(x2, ex);
       add(flow2, up3);
-      Map up2 = deconv(deconv2_, flow2.data(), flow2.H, flow2.W, th);
-      Map upfeat2 = deconv(upfeat2_, x2.data(), x2.H, x2.W, th);
+      Map up2 = deconv(deconv2_, flow2.data(), flow2.H, flow2.W, ex);
+      Map upfeat2 = deconv(upfeat2_, x2.data(), x2.H, x2.W, ex);
       append_estimate(out.estimates, 0, flow2, b, B);
 
       // Level 1 (1/4 of the original).
@@ -563,8 +562,8 @@ class GluNet : public Network {
       {
         Map x = decoder_input(lp, opt_.num_iter_local, c11, c21, &up2, 1.f / 4.f, 1.f / 4.f, false,
                               85, {&up2, &upfeat2}, ex);
-        Map res = dec1_.run(x, th);
-        add(res, ldc_.run(x, th));
+        Map res = dec1_.run(x, ex);
+        add(res, ldc_.run(x, ex));
         add(res, up2);
         append_estimate(out.estimates, 1, res, b, B);
       }
@@ -596,11 +595,11 @@ class GluNet : public Network {
     for (int k = 0; k <= last; ++k) {
       for (int j = 0; j < nconv[k]; ++j) {
         const nn::Conv& cv = vgg_[first_conv[k] + j];
-        a = k == 0 && j == 0 ? conv(cv, img, H, W, ex.threads) : conv(cv, a, ex.threads);
+        a = k == 0 && j == 0 ? conv(cv, img, H, W, ex) : conv(cv, a, ex);
       }
       if (k > 0) {
         Map p(a.C, a.H / 2, a.W / 2);
-        nn::maxpool2(a.data(), a.C, a.H, a.W, p.data());
+        nn::maxpool2(a.data(), a.C, a.H, a.W, p.data(), ex);
         a = std::move(p);
       }
       if (k >= 2) c[k] = a;
@@ -642,12 +641,13 @@ std::vector<float> to_u8_rgb(const float* img, int C, int h, int w, int H, int W
 }
 
 // PWC-Net's pre-processing of one (3, H, W) 8-bit image to (3, Hn, Wn): resize, 8-bit, BGR / 255.
-std::vector<float> pwc_input(const std::vector<float>& u8, int H, int W, int Hn, int Wn) {
+std::vector<float> pwc_input(const std::vector<float>& u8, int H, int W, int Hn, int Wn,
+                             const Exec& ex) {
   std::vector<float> r(size_t(3) * Hn * Wn);
   if (Hn == H && Wn == W) {
     r = u8;
   } else {
-    nn::resize_bilinear(u8.data(), 3, H, W, r.data(), Hn, Wn);
+    nn::resize_bilinear(u8.data(), 3, H, W, r.data(), Hn, Wn, ex);
     for (float& v : r) v = std::min(255.f, std::max(0.f, std::nearbyint(v)));
   }
   std::vector<float> out(r.size());
@@ -659,10 +659,11 @@ std::vector<float> pwc_input(const std::vector<float>& u8, int H, int W, int Hn,
 
 // GLU-Net's pre-processing of one (3, H, W) 8-bit image to (3, Hn, Wn): area resize, truncation
 // to 8 bits, / 255, ImageNet normalisation (RGB).
-std::vector<float> glu_input(const std::vector<float>& u8, int H, int W, int Hn, int Wn) {
+std::vector<float> glu_input(const std::vector<float>& u8, int H, int W, int Hn, int Wn,
+                             const Exec& ex) {
   static const float mean[3] = {0.485f, 0.456f, 0.406f}, stdev[3] = {0.229f, 0.224f, 0.225f};
   std::vector<float> r(size_t(3) * Hn * Wn);
-  nn::resize_area(u8.data(), 3, H, W, r.data(), Hn, Wn);
+  nn::resize_area(u8.data(), 3, H, W, r.data(), Hn, Wn, ex);
   const size_t P = size_t(Hn) * Wn;
   for (int c = 0; c < 3; ++c)
     for (size_t i = 0; i < P; ++i)
@@ -672,9 +673,9 @@ std::vector<float> glu_input(const std::vector<float>& u8, int H, int W, int Hn,
 
 // flow (2, h, w) -> (2, Ho, Wo): bilinear (align_corners False), channels scaled by sx, sy.
 std::vector<float> resize_flow(const std::vector<float>& f, int h, int w, int Ho, int Wo, float sx,
-                               float sy) {
+                               float sy, const Exec& ex) {
   std::vector<float> out(size_t(2) * Ho * Wo);
-  nn::resize_bilinear(f.data(), 2, h, w, out.data(), Ho, Wo);
+  nn::resize_bilinear(f.data(), 2, h, w, out.data(), Ho, Wo, ex);
   const size_t P = size_t(Ho) * Wo;
   for (size_t i = 0; i < P; ++i) {
     out[i] *= sx;
@@ -695,14 +696,16 @@ std::vector<float> network_match(const Network& net, const float* a, int C, int 
   if (is_glu(net.model())) {
     Hn = H < 256 ? 256 : H / 8 * 8;
     Wn = W < 256 ? 256 : W / 8 * 8;
-    const std::vector<float> t = glu_input(ua, H, W, Hn, Wn), s = glu_input(ub, H, W, Hn, Wn),
-                             t256 = glu_input(ua, H, W, 256, 256),
-                             s256 = glu_input(ub, H, W, 256, 256);
+    const std::vector<float> t = glu_input(ua, H, W, Hn, Wn, ex),
+                             s = glu_input(ub, H, W, Hn, Wn, ex),
+                             t256 = glu_input(ua, H, W, 256, 256, ex),
+                             s256 = glu_input(ub, H, W, 256, 256, ex);
     out = net.forward({t.data(), s.data(), t256.data(), s256.data()}, 1, Hn, Wn, 256, 256, ex);
   } else {
     Hn = (H + 63) / 64 * 64;
     Wn = (W + 63) / 64 * 64;
-    const std::vector<float> t = pwc_input(ua, H, W, Hn, Wn), s = pwc_input(ub, H, W, Hn, Wn);
+    const std::vector<float> t = pwc_input(ua, H, W, Hn, Wn, ex),
+                             s = pwc_input(ub, H, W, Hn, Wn, ex);
     out = net.forward({t.data(), s.data()}, 1, Hn, Wn, 0, 0, ex);
     unit = 20.f;  // PWC-Net's flows are in pixels / 20
   }
@@ -711,9 +714,9 @@ std::vector<float> network_match(const Network& net, const float* a, int C, int 
   const float rx = float(W) / float(Wn), ry = float(H) / float(Hn);
   if (Ha == H && Hb == H && Wa == W && Wb == W)
     return resize_flow(e.data, e.h, e.w, Ho, Wo, rx * float(Wo) / float(W),
-                       ry * float(Ho) / float(H));
+                       ry * float(Ho) / float(H), ex);
   // Different sizes: the flow on the padded grid, a's part of it, the two paddings' offset.
-  std::vector<float> full = resize_flow(e.data, e.h, e.w, H, W, rx, ry);
+  std::vector<float> full = resize_flow(e.data, e.h, e.w, H, W, rx, ry, ex);
   std::vector<float> crop(size_t(2) * Ha * Wa);
   const int oy = H - Ha, ox = W - Wa;
   const float shift[2] = {float(ox - (W - Wb)), float(oy - (H - Hb))};
@@ -723,7 +726,7 @@ std::vector<float> network_match(const Network& net, const float* a, int C, int 
         crop[(size_t(c) * Ha + y) * Wa + x] =
             full[(size_t(c) * H + y + oy) * W + x + ox] + shift[c];
   if (Ho == Ha && Wo == Wa) return crop;
-  return resize_flow(crop, Ha, Wa, Ho, Wo, float(Wo) / float(Wa), float(Ho) / float(Ha));
+  return resize_flow(crop, Ha, Wa, Ho, Wo, float(Wo) / float(Wa), float(Ho) / float(Ha), ex);
 }
 
 bool parse_network_model(const std::string& name, NetworkModel* out) {

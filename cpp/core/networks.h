@@ -57,7 +57,9 @@ class Network {
   virtual NetworkModel model() const = 0;
   // PWC: inputs = {reference, query} (B,3,H,W), H and W multiples of 64.
   // GLU: inputs = {target, source} (B,3,H,W), H and W multiples of 8, then {target256, source256}
-  // (B,3,H256,W256). ex.device is Cpu (the layers have no CUDA twins yet). Thread-safe (const).
+  // (B,3,H256,W256). Every layer is a dispatched operation (nn:: in dispatch.h): ex.device is the
+  // job's resolved device, and each layer runs on its CUDA twin only once that twin has passed GPU
+  // parity (today none has, so the CPU computes whatever the device). Thread-safe (const).
   virtual NetworkOutput forward(const std::vector<const float*>& inputs, int B, int H, int W,
                                 int H256, int W256, const Exec& ex) const = 0;
   // Bytes forward allocates for one batch element at H x W (the largest level's activations and

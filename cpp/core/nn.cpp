@@ -119,7 +119,8 @@ void set_deconv_weight(Deconv& d, const float* weight) {
       d.weight_t[size_t(j) * d.in + i] = weight[size_t(i) * d.out * 16 + j];
 }
 
-void conv2d(const Conv& c, const float* in, int H, int W, float* out, int threads) {
+void conv2d_cpu(const Conv& c, const float* in, int H, int W, float* out, const Exec& ex) {
+  const int threads = ex.threads;
   const int Ho = conv_out_size(H, c.k, c.stride, c.pad, c.dil),
             Wo = conv_out_size(W, c.k, c.stride, c.pad, c.dil);
   const int64_t P = int64_t(Ho) * Wo, K = int64_t(c.in) * c.k * c.k;
@@ -199,7 +200,9 @@ void conv2d_naive(const Conv& c, const float* in, int H, int W, float* out) {
       }
 }
 
-void conv_transpose2d(const Deconv& d, const float* in, int H, int W, float* out, int threads) {
+void conv_transpose2d_cpu(const Deconv& d, const float* in, int H, int W, float* out,
+                          const Exec& ex) {
+  const int threads = ex.threads;
   const int64_t P = int64_t(H) * W, Wo = 2 * W, Ho = 2 * H;
   std::vector<float> col(size_t(d.out) * 16 * P);
   gocor_detail::gemm(d.out * 16, static_cast<int>(P), d.in, d.weight_t.data(), d.in, in, P, false,
@@ -246,11 +249,12 @@ void conv_transpose2d_naive(const float* weight, const float* bias, int Cin, int
   for (size_t j = 0; j < acc.size(); ++j) out[j] = static_cast<float>(acc[j]);
 }
 
-void leaky_relu(float* x, int64_t n) {
+void leaky_relu_cpu(float* x, int64_t n, const Exec&) {
   for (int64_t i = 0; i < n; ++i) x[i] = x[i] > 0.f ? x[i] : 0.1f * x[i];
 }
 
-void warp(const float* in, const float* flow, int C, int H, int W, bool with_mask, float* out) {
+void warp_cpu(const float* in, const float* flow, int C, int H, int W, bool with_mask, float* out,
+              const Exec&) {
   const int64_t P = int64_t(H) * W;
   const float sx = static_cast<float>(std::max(W - 1, 1)),
               sy = static_cast<float>(std::max(H - 1, 1));
@@ -288,7 +292,8 @@ void warp(const float* in, const float* flow, int C, int H, int W, bool with_mas
     }
 }
 
-void resize_bilinear(const float* in, int C, int Hi, int Wi, float* out, int Ho, int Wo) {
+void resize_bilinear_cpu(const float* in, int C, int Hi, int Wi, float* out, int Ho, int Wo,
+                         const Exec&) {
   const float sy = static_cast<float>(Hi) / static_cast<float>(Ho),
               sx = static_cast<float>(Wi) / static_cast<float>(Wo);
   std::vector<int> x0(Wo), x1(Wo);
@@ -316,7 +321,8 @@ void resize_bilinear(const float* in, int C, int Hi, int Wi, float* out, int Ho,
   }
 }
 
-void resize_area(const float* in, int C, int Hi, int Wi, float* out, int Ho, int Wo) {
+void resize_area_cpu(const float* in, int C, int Hi, int Wi, float* out, int Ho, int Wo,
+                     const Exec&) {
   for (int c = 0; c < C; ++c)
     for (int i = 0; i < Ho; ++i) {
       const int64_t ys = int64_t(i) * Hi / Ho, ye = (int64_t(i + 1) * Hi + Ho - 1) / Ho;
@@ -330,7 +336,7 @@ void resize_area(const float* in, int C, int Hi, int Wi, float* out, int Ho, int
     }
 }
 
-void maxpool2(const float* in, int C, int H, int W, float* out) {
+void maxpool2_cpu(const float* in, int C, int H, int W, float* out, const Exec&) {
   const int Ho = H / 2, Wo = W / 2;
   for (int c = 0; c < C; ++c)
     for (int y = 0; y < Ho; ++y)
@@ -342,7 +348,7 @@ void maxpool2(const float* in, int C, int H, int W, float* out) {
       }
 }
 
-void l2norm_channels(float* x, int C, int H, int W) {
+void l2norm_channels_cpu(float* x, int C, int H, int W, const Exec&) {
   const int64_t P = int64_t(H) * W;
   for (int64_t p = 0; p < P; ++p) {
     double s = 0;
@@ -352,7 +358,7 @@ void l2norm_channels(float* x, int C, int H, int W) {
   }
 }
 
-void mutual_matching(float* v, int N) {
+void mutual_matching_cpu(float* v, int N, const Exec&) {
   std::vector<float> a(N, -INFINITY), b(N, -INFINITY);
   for (int t = 0; t < N; ++t)
     for (int r = 0; r < N; ++r) {

@@ -2,7 +2,8 @@
 // one image (C, H, W) per call: batch elements never interact, the networks loop over them.
 // Each function works over plain pointers with its shapes in a one-line comment; the
 // straightforward twins of the fast convolutions (conv2d_naive, conv_transpose2d_naive) are the
-// test oracles.
+// test oracles. Each layer `x_cpu` is the CPU twin of the dispatched operation `nn::x`
+// (dispatch.h), which the networks call; its CUDA twin `x_cuda` is in cuda/nn.cu.
 #pragma once
 
 #include <cstdint>
@@ -55,41 +56,45 @@ void set_deconv_weight(Deconv& d, const float* weight);
 // in (c.in, H, W) -> out (c.out, Ho, Wo) on the packed GEMM. Stride 1 with taps prepared: one
 // GEMM per tap on a shifted view of the zero-padded input (an implicit im2col: no column matrix);
 // otherwise im2col in column tiles. Threads split the output columns.
-void conv2d(const Conv& c, const float* in, int H, int W, float* out, int threads);
+void conv2d_cpu(const Conv& c, const float* in, int H, int W, float* out, const Exec& ex);
 // The same, straightforward loops in float64 (test oracle).
 void conv2d_naive(const Conv& c, const float* in, int H, int W, float* out);
 
 // in (d.in, H, W) -> out (d.out, 2H, 2W).
-void conv_transpose2d(const Deconv& d, const float* in, int H, int W, float* out, int threads);
+void conv_transpose2d_cpu(const Deconv& d, const float* in, int H, int W, float* out,
+                          const Exec& ex);
 // The same from the official (in, out, 4, 4) weight, straightforward loops in float64 (oracle).
 void conv_transpose2d_naive(const float* weight, const float* bias, int Cin, int Cout,
                             const float* in, int H, int W, float* out);
 
 // x (n) <- LeakyReLU(0.1)(x).
-void leaky_relu(float* x, int64_t n);
+void leaky_relu_cpu(float* x, int64_t n, const Exec& ex);
 
 // in (C, H, W), flow (2, H, W) in pixels of that grid -> out (C, H, W): in sampled at
 // (x + u, y + v), bilinear, zero padding, align_corners=True (spec 1.4); with_mask: PWC-Net's
 // validity mask (samples whose in-range corner weights sum below 0.9999 are zeroed).
-void warp(const float* in, const float* flow, int C, int H, int W, bool with_mask, float* out);
+void warp_cpu(const float* in, const float* flow, int C, int H, int W, bool with_mask, float* out,
+              const Exec& ex);
 
 // in (C, Hi, Wi) -> out (C, Ho, Wo): bilinear, align_corners=False (spec 1.5), values unscaled.
-void resize_bilinear(const float* in, int C, int Hi, int Wi, float* out, int Ho, int Wo);
+void resize_bilinear_cpu(const float* in, int C, int Hi, int Wi, float* out, int Ho, int Wo,
+                         const Exec& ex);
 // in (C, Hi, Wi) -> out (C, Ho, Wo): area (adaptive average pooling, spec 1.5).
-void resize_area(const float* in, int C, int Hi, int Wi, float* out, int Ho, int Wo);
+void resize_area_cpu(const float* in, int C, int Hi, int Wi, float* out, int Ho, int Wo,
+                     const Exec& ex);
 // in (C, H, W) -> out (C, H/2, W/2): MaxPool2d(2, 2), floor mode.
-void maxpool2(const float* in, int C, int H, int W, float* out);
+void maxpool2_cpu(const float* in, int C, int H, int W, float* out, const Exec& ex);
 // x (C, H, W) <- x / sqrt(sum_c x^2 + 1e-6) per pixel (FeatureL2Norm).
-void l2norm_channels(float* x, int C, int H, int W);
+void l2norm_channels_cpu(float* x, int C, int H, int W, const Exec& ex);
 // v (N, N) as M[t][r] (t: query position, the channel axis; r: reference position) <- mutual
 // matching (spec 1.7): M * ((M / (max_r M + 1e-5)) * (M / (max_t M + 1e-5))).
-void mutual_matching(float* v, int N);
+void mutual_matching_cpu(float* v, int N, const Exec& ex);
 
 // Local GOCor (gocor.md section 5, search radius 4) with float64 internals, as the networks run
 // it (networks.md 5.5: float32 internals amplify rounding through the local iterations):
 // reference, query (C, H, W) -> volume (81, H, W) = (1/C) Corr(w, query), rounded to float32.
-void gocor_local_f64(const LocalGocorParams& p, int num_iter, const float* reference,
-                     const float* query, float* volume, int C, int H, int W, int threads);
+void gocor_local_f64_cpu(const LocalGocorParams& p, int num_iter, const float* reference,
+                         const float* query, float* volume, int C, int H, int W, const Exec& ex);
 
 }  // namespace nn
 }  // namespace gocor

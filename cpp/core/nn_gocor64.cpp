@@ -139,8 +139,8 @@ std::vector<double> pixel_major(const float* x, int C, int Cp, int64_t P) {
 
 }  // namespace
 
-void gocor_local_f64(const LocalGocorParams& p, int num_iter, const float* reference,
-                     const float* query, float* volume, int C, int H, int W, int threads) {
+void gocor_local_f64_cpu(const LocalGocorParams& p, int num_iter, const float* reference,
+                         const float* query, float* volume, int C, int H, int W, const Exec& ex) {
   const int64_t P = int64_t(H) * W;
   const int Cp = (C + kPad - 1) / kPad * kPad;
   const std::vector<double> f = pixel_major(reference, C, Cp, P), g = pixel_major(query, C, Cp, P);
@@ -167,7 +167,7 @@ void gocor_local_f64(const LocalGocorParams& p, int num_iter, const float* refer
     distance_fns_eval(p.dist, std::sqrt(double(dy * dy + dx * dx)), &k.yk[d], &k.vk[d], &k.mk[d]);
   }
   void (*row)(const Ctx&, int) = simd::simd_select(row_avx512, row_avx2, row_portable);
-  parallel_for(H, threads, [&](int64_t y) { row(k, static_cast<int>(y)); });
+  parallel_for(H, ex.threads, [&](int64_t y) { row(k, static_cast<int>(y)); });
 }
 
 }  // namespace nn

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "dispatch.h"
 #include "worker.h"
 
 namespace gocor_napi {
@@ -133,7 +134,7 @@ Napi::Value NetworkForward(const Napi::CallbackInfo& info) {
   for (uint32_t i = 0; i < in.Length(); ++i)
     job->inputs.push_back(copy_f32(in.Get(i), "input", i < 2 ? n : n256));
   read_exec(read_object(info[3], "options"), *job);
-  job->has_cuda = false;
+  job->has_cuda = gocor::nn::any_layer_on_cuda();
   return job_handle(env, std::move(job));
 }
 
@@ -175,8 +176,19 @@ Napi::Value NetworkMatch(const Napi::CallbackInfo& info) {
   job->b = copy_f32(info[3], "b", count(env, {job->C, job->Hb, job->Wb}, "b"));
   count(env, {job->Ho, job->Wo}, "outputShape");
   read_exec(read_object(info[6], "options"), *job);
-  job->has_cuda = false;
+  job->has_cuda = gocor::nn::any_layer_on_cuda();
   return job_handle(env, std::move(job));
+}
+
+// networkDevice({device, threads}) -> 'cpu' | 'cuda': the device a network's layers run on,
+// resolved once when it is loaded (dispatch's resolve_device, with the layers' CUDA route): 'cuda'
+// without a usable GPU throws ERR_GOCOR_CUDA_UNAVAILABLE; 'auto' is 'cpu' there, and stays 'cpu' on
+// a GPU until a layer's twin has passed GPU parity.
+Napi::Value NetworkDevice(const Napi::CallbackInfo& info) {
+  MatchJob probe;  // any job: read_exec parses the options as for every call
+  read_exec(read_object(info[0], "options"), probe);
+  const gocor::Device d = gocor::resolve_device(probe.exec.device, gocor::nn::any_layer_on_cuda());
+  return Napi::String::New(info.Env(), d == gocor::Device::Cuda ? "cuda" : "cpu");
 }
 
 // networkWorkBytes(handle, H, W) -> bytes one batch element's forward allocates (memory limit).
@@ -197,6 +209,7 @@ void init_networks(Napi::Env env, Napi::Object exports) {
   export_function(env, exports, "networkForward", NetworkForward);
   export_function(env, exports, "networkWorkBytes", NetworkWorkBytes);
   export_function(env, exports, "networkMatch", NetworkMatch);
+  export_function(env, exports, "networkDevice", NetworkDevice);
 }
 
 }  // namespace gocor_napi

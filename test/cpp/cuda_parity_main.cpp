@@ -20,6 +20,7 @@
 // normalised MSE sum (cuda - cpu)^2 / sum cpu^2. Final line: "N passed, M failed"; the exit
 // status is 1 when anything failed.
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -41,6 +42,7 @@
 #include "gocor.h"
 #include "gocor_cuda.h"
 #include "interpolate.h"
+#include "nn.h"
 #include "simd.h"
 #include "support/gocor_ref64.h"
 #include "support/harness.h"
@@ -891,6 +893,379 @@ DisOptions dis_options(int patch, int stride, int coarsest, int finest, int var_
                     var_iters, d.var_alpha, d.var_gamma, d.var_delta};
 }
 
+// ---- the layers of the networks --------------------------------------------------------------
+
+// The tolerance of a row whose comparison derives a bound per element (--list says so).
+constexpr Tol kDerivedTol{-1, -1};
+
+// got against ref with a bound per element: d_i <= bound_i (exact equality always passes).
+Cmp compare_bounded(const std::vector<float>& got, const std::vector<float>& ref,
+                    const std::vector<double>& bound) {
+  Cmp c;
+  c.ok = got.size() == ref.size() && bound.size() == ref.size();
+  double se = 0, sr = 0;
+  for (size_t i = 0; c.ok && i < ref.size(); ++i) {
+    const double r = ref[i], d = std::fabs(double(got[i]) - r);
+    sr += r * r;
+    if (double(got[i]) == r) continue;
+    if (!(d <= bound[i])) c.ok = false;
+    c.max_abs = std::max(c.max_abs, d);
+    c.worst_ratio = std::max(c.worst_ratio, bound[i] > 0 ? d / bound[i] : INFINITY);
+    se += d * d;
+  }
+  c.nmse = sr > 0 ? se / sr : se;
+  return c;
+}
+
+// A float32 sum of K products in any order (blocked, fused or not) is within gamma_K sum |w x| of
+// the exact value, gamma_K = K u / (1 - K u), u = 2^-24; the epilogue's bias add, batch-norm
+// scale and shift add two roundings of the result. The CPU twin (packed GEMM) and the CUDA twin
+// (shared-memory tiles) sum in different orders, so each lies within that bound of the float64
+// oracle and within twice it of the other: bound_i = sides * (gamma_{K+2} sum_abs_i |scale| +
+// 2u |ref_i|).
+std::vector<double> sum_order_bound(const std::vector<float>& sum_abs,
+                                    const std::vector<float>& ref, int64_t K,
+                                    const std::vector<float>& scale, int64_t plane, double sides) {
+  const double u = std::ldexp(1.0, -24), gamma = double(K + 2) * u / (1 - double(K + 2) * u);
+  std::vector<double> b(ref.size());
+  for (size_t i = 0; i < b.size(); ++i) {
+    const double a = scale.empty() ? 1.0 : std::fabs(scale[i / plane]);
+    b[i] = sides * (gamma * double(sum_abs[i]) * a + 2 * u * std::fabs(ref[i]));
+  }
+  return b;
+}
+
+// The flash-attention rule on top of the per-element bound (which allows any order's worst case):
+// the CUDA twin's rms error against the float64 oracle is at most twice the CPU twin's, plus one
+// ulp of the outputs' rms.
+void report_rms_rule(const std::string& name, const std::vector<float>& gpu,
+                     const std::vector<float>& cpu, const std::vector<float>& ref) {
+  double eg = 0, ec = 0, r2 = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    eg += (double(gpu[i]) - ref[i]) * (double(gpu[i]) - ref[i]);
+    ec += (double(cpu[i]) - ref[i]) * (double(cpu[i]) - ref[i]);
+    r2 += double(ref[i]) * ref[i];
+  }
+  const double n = double(std::max<size_t>(ref.size(), 1)), rg = std::sqrt(eg / n),
+               rc = std::sqrt(ec / n), slack = std::ldexp(std::sqrt(r2 / n), -23);
+  report(gpu.size() == ref.size() && rg <= 2 * rc + slack,
+         fmt("%-62s rms err cuda %.3g, cpu %.3g (allowed 2x + %.2g)",
+             (name + " vs float64, rms").c_str(), rg, rc, slack));
+}
+
+std::vector<float> abs_of(std::vector<float> v) {
+  for (float& x : v) x = std::fabs(x);
+  return v;
+}
+
+struct ConvShape {
+  int in, out, k, stride, dil, H, W;
+  nn::Act act;
+  bool bn, taps;  // taps: the weight replaced by its per-tap copy, as load_conv does
+};
+
+std::string conv_name(const ConvShape& s) {
+  static const char* acts[] = {"none", "relu", "leaky"};
+  return fmt("%d->%d k%d s%d d%d %dx%d %s%s%s", s.in, s.out, s.k, s.stride, s.dil, s.H, s.W,
+             acts[int(s.act)], s.bn ? " bn" : "", s.taps ? " taps" : "");
+}
+
+Trial nn_conv2d_trial(ConvShape s, uint64_t seed) {
+  struct St {
+    nn::Conv c;
+    std::vector<float> x, cpu, gpu, ref, sum_abs;
+    int64_t K = 0, plane = 0;
+  };
+  auto st = state<St>();
+  nn::Conv& c = st->c;
+  c.in = s.in;
+  c.out = s.out;
+  c.k = s.k;
+  c.stride = s.stride;
+  c.dil = s.dil;
+  c.pad = s.k == 1 ? 0 : s.dil;
+  c.act = s.act;
+  st->K = int64_t(s.in) * s.k * s.k;
+  c.weight = randn(size_t(s.out) * st->K, seed, float(std::sqrt(2.0 / double(st->K))));
+  c.bias = randn(size_t(s.out), seed + 1, 0.1f);
+  if (s.bn) {
+    c.bn_scale = randn(size_t(s.out), seed + 2, 0.3f);
+    for (float& v : c.bn_scale) v += 1.f;
+    c.bn_shift = randn(size_t(s.out), seed + 3, 0.1f);
+  }
+  st->x = randn(size_t(s.in) * s.H * s.W, seed + 4);
+  const int Ho = nn::conv_out_size(s.H, c.k, c.stride, c.pad, c.dil),
+            Wo = nn::conv_out_size(s.W, c.k, c.stride, c.pad, c.dil);
+  st->plane = int64_t(Ho) * Wo;
+  const size_t n = size_t(s.out) * st->plane;
+  st->ref.resize(n);
+  nn::conv2d_naive(c, st->x.data(), s.H, s.W, st->ref.data());
+  nn::Conv a = c;  // sum |w x| + |bias| per output: the same loops on absolute values
+  a.weight = abs_of(c.weight);
+  a.bias = abs_of(c.bias);
+  a.bn_scale.clear();
+  a.bn_shift.clear();
+  a.act = nn::Act::None;
+  st->sum_abs.resize(n);
+  nn::conv2d_naive(a, abs_of(st->x).data(), s.H, s.W, st->sum_abs.data());
+  if (s.taps) {
+    nn::prepare_taps(c);
+    std::vector<float>().swap(c.weight);
+  }
+  st->cpu.resize(n);
+  st->gpu.assign(n, NAN);
+  return {[st, s] { nn::conv2d_cpu(st->c, st->x.data(), s.H, s.W, st->cpu.data(), Exec{}); },
+          [st, s] { nn::conv2d_cuda(st->c, st->x.data(), s.H, s.W, st->gpu.data(), Exec{}); },
+          [st](const std::string& name, const Tol&) {
+            for (double sides : {2.0, 1.0}) {
+              const auto& other = sides == 2 ? st->cpu : st->ref;
+              report_cmp(name + (sides == 2 ? " vs CPU" : " vs float64"),
+                         compare_bounded(st->gpu, other,
+                                         sum_order_bound(st->sum_abs, other, st->K, st->c.bn_scale,
+                                                         st->plane, sides)));
+            }
+            report_rms_rule(name, st->gpu, st->cpu, st->ref);
+          }};
+}
+
+Trial nn_conv_transpose2d_trial(int in, int out, int H, int W, uint64_t seed) {
+  struct St {
+    nn::Deconv d;
+    std::vector<float> w, x, cpu, gpu, ref, sum_abs;
+  };
+  auto st = state<St>();
+  st->d.in = in;
+  st->d.out = out;
+  st->w = randn(size_t(in) * out * 16, seed, float(std::sqrt(1.0 / in)));
+  st->d.bias = randn(size_t(out), seed + 1, 0.1f);
+  nn::set_deconv_weight(st->d, st->w.data());
+  st->x = randn(size_t(in) * H * W, seed + 2);
+  const size_t n = size_t(out) * 4 * H * W;
+  st->ref.resize(n);
+  st->sum_abs.resize(n);
+  nn::conv_transpose2d_naive(st->w.data(), st->d.bias.data(), in, out, st->x.data(), H, W,
+                             st->ref.data());
+  nn::conv_transpose2d_naive(abs_of(st->w).data(), abs_of(st->d.bias).data(), in, out,
+                             abs_of(st->x).data(), H, W, st->sum_abs.data());
+  st->cpu.resize(n);
+  st->gpu.assign(n, NAN);
+  // Each output sums at most 4 in products and the bias, in some order: K = 4 in + 4 covers it.
+  return {
+      [st, H, W] { nn::conv_transpose2d_cpu(st->d, st->x.data(), H, W, st->cpu.data(), Exec{}); },
+      [st, H, W] { nn::conv_transpose2d_cuda(st->d, st->x.data(), H, W, st->gpu.data(), Exec{}); },
+      [st, in](const std::string& name, const Tol&) {
+        for (double sides : {2.0, 1.0}) {
+          const auto& other = sides == 2 ? st->cpu : st->ref;
+          report_cmp(name + (sides == 2 ? " vs CPU" : " vs float64"),
+                     compare_bounded(
+                         st->gpu, other,
+                         sum_order_bound(st->sum_abs, other, 4 * int64_t(in) + 4, {}, 1, sides)));
+        }
+        report_rms_rule(name, st->gpu, st->cpu, st->ref);
+      }};
+}
+
+// An in-place layer x -> f(x) (leaky_relu, l2norm_channels, mutual_matching): both twins start
+// from the same input.
+template <typename Cpu, typename Cuda>
+Trial nn_inplace_trial(std::vector<float> x, Cpu cpu, Cuda cuda) {
+  struct St {
+    std::vector<float> x, cpu, gpu;
+  };
+  auto st = state<St>();
+  st->x = std::move(x);
+  return {[st, cpu] {
+            st->cpu = st->x;
+            cpu(st->cpu.data());
+          },
+          [st, cuda] {
+            st->gpu = st->x;
+            cuda(st->gpu.data());
+          },
+          compare_one(st)};
+}
+
+// A layer in (n_in) -> out (n_out) with both twins writing their own output.
+template <typename Cpu, typename Cuda>
+Trial nn_map_trial(std::vector<float> in, size_t n_out, Cpu cpu, Cuda cuda) {
+  struct St {
+    std::vector<float> in, cpu, gpu;
+  };
+  auto st = state<St>();
+  st->in = std::move(in);
+  st->cpu.resize(n_out);
+  st->gpu.assign(n_out, NAN);
+  return {[st, cpu] { cpu(st->in.data(), st->cpu.data()); },
+          [st, cuda] { cuda(st->in.data(), st->gpu.data()); }, compare_one(st)};
+}
+
+// The warp's input: C feature planes then the flow (2, H, W) of N(0, sigma) pixels, a few of them
+// far outside the image (the mask's zero case).
+std::vector<float> warp_input(int C, int H, int W, double sigma, uint64_t seed) {
+  std::vector<float> v = randn(size_t(C) * H * W, seed);
+  std::vector<float> f = noisy_flow(H, W, 0.3, -0.2, sigma, seed + 1);
+  for (size_t i = 0; i < f.size(); i += 37) f[i] *= 40.f;
+  v.insert(v.end(), f.begin(), f.end());
+  return v;
+}
+
+void add_nn_cases(std::vector<Case>& t) {
+  auto add = [&t](std::string op, std::string shape, Tol tol, std::function<Trial()> make) {
+    t.push_back(Case{std::move(op), std::move(shape), tol, std::move(make)});
+  };
+  constexpr Tol exact{0, 0};
+  using nn::Act;
+  // The networks' convolutions at small sizes: PWC-Net's strided pyramid (3 -> 16, im2col) and
+  // its shifted-view levels (taps), a dense decoder's 565 -> 128 and prediction 565 -> 2 (a
+  // partial tile), the context network's dilations 4 and 16 with batch norm (GLU), GLU's VGG (3
+  // -> 64 ReLU, 64 -> 128 ReLU taps) and mapping decoder (258 -> 128 batch norm ReLU), 1x1 and
+  // odd sizes. The tolerance is derived per element (sum_order_bound).
+  const Tol derived = kDerivedTol;
+  uint64_t seed = 300;
+  for (const ConvShape& s :
+       std::vector<ConvShape>{{3, 16, 3, 2, 1, 64, 48, Act::Leaky, false, false},
+                              {16, 16, 3, 1, 1, 32, 24, Act::Leaky, false, true},
+                              {16, 32, 3, 2, 1, 31, 23, Act::Leaky, false, false},
+                              {565, 128, 3, 1, 1, 8, 8, Act::Leaky, false, true},
+                              {565, 2, 3, 1, 1, 8, 8, Act::None, false, true},
+                              {128, 128, 3, 1, 4, 12, 12, Act::Leaky, true, true},
+                              {96, 64, 3, 1, 16, 10, 14, Act::Leaky, true, false},
+                              {3, 64, 3, 1, 1, 32, 32, Act::Relu, false, false},
+                              {64, 128, 3, 1, 1, 16, 16, Act::Relu, false, true},
+                              {258, 128, 3, 1, 1, 16, 16, Act::Relu, true, true},
+                              {37, 21, 1, 1, 1, 9, 13, Act::None, false, false}}) {
+    add("nn::conv2d", conv_name(s), derived, [s, seed] { return nn_conv2d_trial(s, seed); });
+    seed += 5;
+  }
+  // Flow and feature upsampling: deconv 2 -> 2, PWC-Net's upfeat (597 -> 2), GLU's (531 -> 2).
+  for (const std::array<int, 4>& d :
+       std::vector<std::array<int, 4>>{{2, 2, 16, 12}, {597, 2, 8, 8}, {531, 2, 7, 9}}) {
+    add("nn::conv_transpose2d", fmt("%d->%d %dx%d", d[0], d[1], d[2], d[3]), derived,
+        [d] { return nn_conv_transpose2d_trial(d[0], d[1], d[2], d[3], 360 + d[0]); });
+  }
+  // The rest repeat the CPU's operations in order: exact.
+  for (int64_t n : {int64_t(81) * 16 * 16, int64_t(1001)}) {
+    add("nn::leaky_relu", fmt("n %lld", (long long)n), exact, [n] {
+      return nn_inplace_trial(
+          randn(size_t(n), 370), [n](float* x) { nn::leaky_relu_cpu(x, n, Exec{}); },
+          [n](float* x) { nn::leaky_relu_cuda(x, n, Exec{}); });
+    });
+  }
+  struct Wp {
+    int C, H, W;
+    double sigma;
+    bool mask;
+  };
+  for (const Wp& w : std::vector<Wp>{{32, 48, 40, 3.0, true},
+                                     {196, 4, 4, 1.0, true},
+                                     {128, 16, 16, 2.0, false},
+                                     {3, 1, 9, 2.0, true}}) {
+    add("nn::warp", fmt("C%d %dx%d flow N(0, %g)%s", w.C, w.H, w.W, w.sigma, w.mask ? " mask" : ""),
+        exact, [w] {
+          const size_t n = size_t(w.C) * w.H * w.W;
+          return nn_map_trial(
+              warp_input(w.C, w.H, w.W, w.sigma, 380), n,
+              [w, n](const float* in, float* out) {
+                nn::warp_cpu(in, in + n, w.C, w.H, w.W, w.mask, out, Exec{});
+              },
+              [w, n](const float* in, float* out) {
+                nn::warp_cuda(in, in + n, w.C, w.H, w.W, w.mask, out, Exec{});
+              });
+        });
+  }
+  struct Rs {
+    int C, Hi, Wi, Ho, Wo;
+  };
+  // Flow upsampling, PWC-Net's input resize, the identity; GLU's area resizes of its inputs and
+  // of 256-channel features. Both resizers have one signature.
+  struct ResizeOp {
+    const char* op;
+    decltype(&nn::resize_area_cpu) cpu, cuda;
+    std::vector<Rs> shapes;
+  };
+  for (const ResizeOp& o :
+       std::vector<ResizeOp>{{"nn::resize_bilinear",
+                              nn::resize_bilinear_cpu,
+                              nn::resize_bilinear_cuda,
+                              {{2, 32, 32, 64, 48}, {3, 100, 70, 64, 64}, {2, 37, 29, 37, 29}}},
+                             {"nn::resize_area",
+                              nn::resize_area_cpu,
+                              nn::resize_area_cuda,
+                              {{3, 300, 260, 256, 256}, {256, 24, 20, 9, 7}, {1, 1, 5, 1, 2}}}}) {
+    for (const Rs& r : o.shapes) {
+      add(o.op, fmt("C%d %dx%d -> %dx%d", r.C, r.Hi, r.Wi, r.Ho, r.Wo), exact, [r, o] {
+        return nn_map_trial(
+            randn(size_t(r.C) * r.Hi * r.Wi, 390), size_t(r.C) * r.Ho * r.Wo,
+            [r, f = o.cpu](const float* in, float* out) {
+              f(in, r.C, r.Hi, r.Wi, out, r.Ho, r.Wo, Exec{});
+            },
+            [r, f = o.cuda](const float* in, float* out) {
+              f(in, r.C, r.Hi, r.Wi, out, r.Ho, r.Wo, Exec{});
+            });
+      });
+    }
+  }
+  for (const Rs& r : std::vector<Rs>{{64, 32, 32, 16, 16}, {5, 7, 9, 3, 4}}) {
+    add("nn::maxpool2", fmt("C%d %dx%d", r.C, r.Hi, r.Wi), exact, [r] {
+      return nn_map_trial(
+          randn(size_t(r.C) * r.Hi * r.Wi, 392), size_t(r.C) * r.Ho * r.Wo,
+          [r](const float* in, float* out) { nn::maxpool2_cpu(in, r.C, r.Hi, r.Wi, out, Exec{}); },
+          [r](const float* in, float* out) {
+            nn::maxpool2_cuda(in, r.C, r.Hi, r.Wi, out, Exec{});
+          });
+    });
+  }
+  // GLU-Net's level 4: 512-channel features and the 256-channel correlation, 16 x 16.
+  for (int C : {512, 256, 3}) {
+    add("nn::l2norm_channels", fmt("C%d 16x16", C), exact, [C] {
+      return nn_inplace_trial(
+          randn(size_t(C) * 256, 393),
+          [C](float* x) { nn::l2norm_channels_cpu(x, C, 16, 16, Exec{}); },
+          [C](float* x) { nn::l2norm_channels_cuda(x, C, 16, 16, Exec{}); });
+    });
+  }
+  // The correlation of unit features: values in [-1, 1].
+  for (int N : {256, 13}) {
+    add("nn::mutual_matching", fmt("N %d", N), exact, [N] {
+      return nn_inplace_trial(
+          randn(size_t(N) * N, 394, 0.4f), [N](float* v) { nn::mutual_matching_cpu(v, N, Exec{}); },
+          [N](float* v) { nn::mutual_matching_cuda(v, N, Exec{}); });
+    });
+  }
+  // The networks' float64 local GOCor (radius 4): PWC-Net-GOCor's levels 2 (32 channels) and 6
+  // (196), GLU-Net-GOCor's 1/4 level (128), K = 3 and 7, initial and perturbed parameters, and
+  // no iteration. Both twins keep every intermediate in double and round the volume to float32
+  // once; their sums run in different orders (the CPU's in SIMD lanes), so the doubles differ by
+  // a few ulps of double, amplified by the iterations far less than to a float32 ulp (2^-29
+  // relative). Two such doubles round to the same float or to neighbours: |d| <= 2^-23 |cpu|,
+  // plus 1e-12 for values near zero.
+  struct G64 {
+    const char* tag;
+    int C, H, W, K;
+  };
+  for (const G64& g : std::vector<G64>{{"init", 32, 16, 24, 3},
+                                       {"pert", 196, 5, 7, 7},
+                                       {"pert", 128, 12, 10, 3},
+                                       {"pert", 8, 3, 4, 0}}) {
+    add("nn::gocor_local_f64", fmt("%s C%d %dx%d K%d", g.tag, g.C, g.H, g.W, g.K),
+        Tol{1e-12, std::ldexp(1.0, -23)}, [g] {
+          const LocalGocorParams p =
+              std::strcmp(g.tag, "init") == 0 ? default_local_params() : perturbed_local(g.C);
+          const size_t n = size_t(g.C) * g.H * g.W;
+          std::vector<float> in = randn(n, 395, 0.5f), q = randn(n, 396, 0.5f);
+          in.insert(in.end(), q.begin(), q.end());
+          return nn_map_trial(
+              std::move(in), size_t(81) * g.H * g.W,
+              [g, p, n](const float* x, float* out) {
+                nn::gocor_local_f64_cpu(p, g.K, x, x + n, out, g.C, g.H, g.W, Exec{});
+              },
+              [g, p, n](const float* x, float* out) {
+                nn::gocor_local_f64_cuda(p, g.K, x, x + n, out, g.C, g.H, g.W, Exec{});
+              });
+        });
+  }
+}
+
 // ---- the table ---------------------------------------------------------------------------------
 
 std::vector<Case> all_cases() {
@@ -1100,6 +1475,7 @@ std::vector<Case> all_cases() {
   add("flow_refine_dis", "12x12 patch 16 (unchanged)", kDisTol, [] {
     return flow_refine_dis_trial(12, 12, 12, 12, 1.5, 0.5, dis_options(16, 4, 3, 0, 5), 123);
   });
+  add_nn_cases(t);
   return t;
 }
 
@@ -1151,6 +1527,11 @@ int run_unavailable(const CudaInfo& info, const std::vector<Case>& cases, bool d
         },
         ErrorCode::CudaUnavailable, &what);
     report(thrown, "gocor_local(Device::Cuda) throws CudaUnavailable: " + what);
+    // A layer of the networks (its twin pending GPU parity) checks the device all the same.
+    std::vector<float> x = ref, expect_x = ref;
+    thrown = throws_code([&] { nn::leaky_relu(x.data(), int64_t(x.size()), cuda_ex); },
+                         ErrorCode::CudaUnavailable, &what);
+    report(thrown, "nn::leaky_relu(Device::Cuda) throws CudaUnavailable: " + what);
     report(resolve_device(Device::Auto) == Device::Cpu, "resolve_device(Auto) == Cpu");
     Exec auto_ex;
     auto_ex.device = Device::Auto;
@@ -1159,8 +1540,12 @@ int run_unavailable(const CudaInfo& info, const std::vector<Case>& cases, bool d
       corr_global_naive(ref.data(), q.data(), expect.data(), s);
       report_cmp("corr_global(Device::Auto) computes on the CPU",
                  compare(out, expect, Tol{1e-6, 1e-6}));
+      nn::leaky_relu(x.data(), int64_t(x.size()), auto_ex);
+      for (float& v : expect_x) v = v > 0.f ? v : 0.1f * v;
+      report_cmp("nn::leaky_relu(Device::Auto) computes on the CPU",
+                 compare(x, expect_x, Tol{0, 0}));
     } catch (const std::exception& e) {
-      report(false, std::string("corr_global(Device::Auto): threw ") + e.what());
+      report(false, std::string("Device::Auto: threw ") + e.what());
     }
   }
 #ifdef GOCOR_WITH_CUDA
@@ -1286,9 +1671,10 @@ int main(int argc, char** argv) {
   }
   if (list) {
     for (const Case& c : cases) {
-      std::printf("%-24s %-48s tol %g + %g|cpu|%s  [device cuda -> %s]\n", c.op.c_str(),
-                  c.shape.c_str(), c.tol.abs, c.tol.rel, c.twin ? "" : " (GPU-only check)",
-                  dispatch_route(c.op));
+      const std::string tol = c.tol.abs < 0 ? std::string("tol derived per element")
+                                            : fmt("tol %g + %g|cpu|", c.tol.abs, c.tol.rel);
+      std::printf("%-24s %-48s %s%s  [device cuda -> %s]\n", c.op.c_str(), c.shape.c_str(),
+                  tol.c_str(), c.twin ? "" : " (GPU-only check)", dispatch_route(c.op));
     }
     return 0;
   }

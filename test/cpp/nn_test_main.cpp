@@ -72,7 +72,8 @@ void test_conv() {
     // Both paths: im2col, then (stride 1) the per-tap GEMMs on shifted views.
     for (int path = 0; path < (c.stride == 1 ? 2 : 1); ++path) {
       if (path == 1) gocor::nn::prepare_taps(cv);
-      gocor::nn::conv2d(cv, x.data(), c.H, c.W, got.data(), c.threads);
+      gocor::nn::conv2d_cpu(cv, x.data(), c.H, c.W, got.data(),
+                            gocor::Exec{gocor::Device::Cpu, c.threads, nullptr});
       const gocor_test::Cmp r = compare(got, ref, {tol, 1e-5});
       report(r.ok,
              fmt("conv2d %s out=%d in=%d k=%d s=%d d=%d %dx%d bn=%d", path ? "taps" : "im2col",
@@ -97,7 +98,8 @@ void test_deconv() {
     d.bias = b;
     gocor::nn::set_deconv_weight(d, w.data());
     std::vector<float> got(size_t(c.out) * 4 * c.H * c.W), ref(got.size());
-    gocor::nn::conv_transpose2d(d, x.data(), c.H, c.W, got.data(), c.threads);
+    gocor::nn::conv_transpose2d_cpu(d, x.data(), c.H, c.W, got.data(),
+                                    gocor::Exec{gocor::Device::Cpu, c.threads, nullptr});
     gocor::nn::conv_transpose2d_naive(w.data(), b.data(), c.in, c.out, x.data(), c.H, c.W,
                                       ref.data());
     const double tol = 1e-6 * std::sqrt(double(c.in) * 4) * 8;
@@ -118,7 +120,7 @@ void test_warp() {
     flow[H * W + p] = -1.f;
   }
   for (int mask = 0; mask < 2; ++mask) {
-    gocor::nn::warp(x.data(), flow.data(), C, H, W, mask != 0, out.data());
+    gocor::nn::warp_cpu(x.data(), flow.data(), C, H, W, mask != 0, out.data(), gocor::Exec{});
     double worst = 0;
     for (int c = 0; c < C; ++c)
       for (int y = 0; y < H; ++y)
@@ -135,11 +137,11 @@ void test_warp() {
     flow[p] = 0.5f;
     flow[H * W + p] = 0.f;
   }
-  gocor::nn::warp(x.data(), flow.data(), C, H, W, false, out.data());
+  gocor::nn::warp_cpu(x.data(), flow.data(), C, H, W, false, out.data(), gocor::Exec{});
   const double mid = std::fabs(out[3 * W + 4] - 0.5 * (at(0, 3, 4) + at(0, 3, 5)));
   const double edge = std::fabs(out[3 * W + W - 1] - 0.5 * at(0, 3, W - 1));
   report(mid < 1e-6 && edge < 1e-6, "warp half-pixel shift, no mask", fmt("%.2e %.2e", mid, edge));
-  gocor::nn::warp(x.data(), flow.data(), C, H, W, true, out.data());
+  gocor::nn::warp_cpu(x.data(), flow.data(), C, H, W, true, out.data(), gocor::Exec{});
   report(out[3 * W + W - 1] == 0.f &&
              std::fabs(out[3 * W + 4] - 0.5 * (at(0, 3, 4) + at(0, 3, 5))) < 1e-6,
          "warp half-pixel shift, mask zeroes the partial sample");
@@ -149,30 +151,30 @@ void test_resize() {
   // 2 -> 4 bilinear (align_corners False): source positions -0.25 (clamped 0), 0.25, 0.75, 1.25.
   const float in[2] = {1.f, 3.f};
   float out[4];
-  gocor::nn::resize_bilinear(in, 1, 1, 2, out, 1, 4);
+  gocor::nn::resize_bilinear_cpu(in, 1, 1, 2, out, 1, 4, gocor::Exec{});
   report(out[0] == 1.f && out[1] == 1.5f && out[2] == 2.5f && out[3] == 3.f,
          "resize_bilinear 1x2 -> 1x4", fmt("%g %g %g %g", out[0], out[1], out[2], out[3]));
   // Area 5 -> 2: windows [0, 3) and [2, 5) (floor / ceil of i * 5 / 2).
   const float a[5] = {1, 2, 3, 4, 5};
   float b[2];
-  gocor::nn::resize_area(a, 1, 1, 5, b, 1, 2);
+  gocor::nn::resize_area_cpu(a, 1, 1, 5, b, 1, 2, gocor::Exec{});
   report(b[0] == 2.f && b[1] == 4.f, "resize_area 1x5 -> 1x2", fmt("%g %g", b[0], b[1]));
   const float m[8] = {1, 5, 2, 0, 3, 4, -1, 9};
   float q[2];
-  gocor::nn::maxpool2(m, 1, 2, 4, q);
+  gocor::nn::maxpool2_cpu(m, 1, 2, 4, q, gocor::Exec{});
   report(q[0] == 5.f && q[1] == 9.f, "maxpool2 2x4", fmt("%g %g", q[0], q[1]));
 }
 
 void test_norms() {
   float x[4] = {3.f, 1.f, 4.f, 0.f};  // (C = 2, 1 x 2): pixel 0 = (3, 4), pixel 1 = (1, 0)
-  gocor::nn::l2norm_channels(x, 2, 1, 2);
+  gocor::nn::l2norm_channels_cpu(x, 2, 1, 2, gocor::Exec{});
   const double e0 = std::fabs(x[0] - 3.0 / std::sqrt(25.0 + 1e-6)) +
                     std::fabs(x[2] - 4.0 / std::sqrt(25.0 + 1e-6));
   report(e0 < 1e-7 && std::fabs(x[1] - 1.0 / std::sqrt(1.0 + 1e-6)) < 1e-7, "l2norm_channels",
          fmt("%.2e", e0));
   // Mutual matching on M[t][r] = [[2, 1], [4, 8]]: row maxima 2, 8; column maxima 4, 8.
   float v[4] = {2.f, 1.f, 4.f, 8.f};
-  gocor::nn::mutual_matching(v, 2);
+  gocor::nn::mutual_matching_cpu(v, 2, gocor::Exec{});
   const double want[4] = {2.0 * (2 / 2.00001) * (2 / 4.00001), 1.0 * (1 / 2.00001) * (1 / 8.00001),
                           4.0 * (4 / 8.00001) * (4 / 4.00001), 8.0 * (8 / 8.00001) * (8 / 8.00001)};
   double worst = 0;
@@ -206,7 +208,8 @@ void test_gocor_local_f64() {
       if (level > gocor::simd::simd_detected()) continue;
       gocor::simd::simd_force(level);
       std::vector<float> got(size_t(81) * c.H * c.W);
-      gocor::nn::gocor_local_f64(p, c.iters, r.data(), q.data(), got.data(), c.C, c.H, c.W, 2);
+      gocor::nn::gocor_local_f64_cpu(p, c.iters, r.data(), q.data(), got.data(), c.C, c.H, c.W,
+                                     gocor::Exec{gocor::Device::Cpu, 2, nullptr});
       gocor::simd::simd_unforce();
       // float64 throughout, one rounding to float32 at the end.
       const gocor_test::Cmp cmp = compare(got, ref, {1e-7, 1e-6});
