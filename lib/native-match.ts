@@ -30,6 +30,8 @@ export interface NativeImageStages {
   fill: boolean;
   /** Check + interpolation of the refined flow (occlusion mask). */
   finalFill: boolean;
+  /** DIS from zero flow in both directions, fused with the refined flows (flow_fuse); needs dis and fill or finalFill. */
+  zeroHypothesis: boolean;
   /** DIS refinement (flow_refine_dis); null: none. */
   dis: { coarsestScale: number; patchSize: number; patchStride: number; gradIters: number; varIters: number } | null;
   /** flow_texture_mask of the coarse fill; gradient 0: off. */

@@ -107,6 +107,7 @@ constexpr StageInfo kStages[] = {
     {"flow_median3", true, false},
     {"flow_interpolate", true, false},
     {"flow_refine_dis", true, false},
+    {"flow_fuse", false, false},
 };
 static_assert(sizeof(kStages) / sizeof(kStages[0]) == size_t(Stage::Count),
               "one kStages row per Stage");
@@ -213,6 +214,13 @@ void flow_refine_dis(const float* gray_a, int H, int W, const float* gray_b, int
                      float* flow, const DisOptions& o, const Exec& ex) {
   GOCOR_DISPATCH_STAGE(Stage::FlowRefineDis, flow_refine_dis, gray_a, H, W, gray_b, Hb, Wb, flow, o,
                        run);
+}
+
+void flow_fuse(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
+               const float* candidates, const float* fb_error, int K, const FuseOptions& o,
+               float* flow, uint8_t* choice, const Exec& ex) {
+  GOCOR_DISPATCH_CPU_ONLY(flow_fuse, gray_a, H, W, gray_b, Hb, Wb, candidates, fb_error, K, o, flow,
+                          choice, run);
 }
 
 }  // namespace gocor

@@ -93,6 +93,7 @@ gocor::MatchOptions read_match_options(const Napi::Object& o) {
   m.aggregate_radius = read_int(o, "aggregateRadius", m.aggregate_radius);
   m.fill = read_bool(o, "fill", m.fill);
   m.final_fill = read_bool(o, "finalFill", m.final_fill);
+  m.zero_hypothesis = read_bool(o, "zeroHypothesis", m.zero_hypothesis);
   Napi::Value dis = o.Get("dis");
   m.dis = dis.IsObject();
   if (m.dis) {
