@@ -26,7 +26,8 @@ void gradients(const float* img, int H, int W, float* gx, float* gy, const Exec&
 
 // Bilinear sample of p (H, W) at (x, y), which lies inside [0, W-1] x [0, H-1].
 float sample(const float* p, int H, int W, float x, float y) {
-  const int x0 = std::min(int(x), W - 2 < 0 ? 0 : W - 2), y0 = std::min(int(y), H - 2 < 0 ? 0 : H - 2);
+  const int x0 = std::min(int(x), W - 2 < 0 ? 0 : W - 2),
+            y0 = std::min(int(y), H - 2 < 0 ? 0 : H - 2);
   const int x1 = std::min(x0 + 1, W - 1), y1 = std::min(y0 + 1, H - 1);
   const float fx = x - x0, fy = y - y0;
   const float top = p[size_t(y0) * W + x0] * (1 - fx) + p[size_t(y0) * W + x1] * fx;
@@ -72,8 +73,8 @@ void flow_fuse_cpu(const float* gray_a, int H, int W, const float* gray_b, int H
   if (!gray_a || !gray_b || !candidates || !flow) {
     throw Error(ErrorCode::InvalidArg, fn + ": null pointer");
   }
-  if (K < 1 || K > 255 || o.radius < 0 || o.radius > 64 || !(o.photo_tol > 0) ||
-      !(o.fb_tol > 0) || !(o.fb_weight >= 0) || !(o.margin >= 0)) {
+  if (K < 1 || K > 255 || o.radius < 0 || o.radius > 64 || !(o.photo_tol > 0) || !(o.fb_tol > 0) ||
+      !(o.fb_weight >= 0) || !(o.margin >= 0)) {
     throw Error(ErrorCode::InvalidArg, fn + ": invalid options");
   }
   const size_t P = size_t(H) * W, Pb = size_t(Hb) * Wb;

@@ -365,8 +365,8 @@ void fuse_zero_hypothesis(const ImageView& a, const std::vector<float>& gray_a, 
     std::copy(zero[side].begin(), zero[side].end(), cand.begin() + 2 * P);
     flow_consistency(refined[side]->data(), img.H, img.W, refined[1 - side]->data(), other.H,
                      other.W, 0, 0, nullptr, err.data(), run);
-    flow_consistency(zero[side].data(), img.H, img.W, zero[1 - side].data(), other.H, other.W, 0,
-                     0, nullptr, err.data() + P, run);
+    flow_consistency(zero[side].data(), img.H, img.W, zero[1 - side].data(), other.H, other.W, 0, 0,
+                     nullptr, err.data() + P, run);
     fused[side].resize(2 * P);
     flow_fuse((side == 0 ? gray_a : gray_b).data(), img.H, img.W,
               (side == 0 ? gray_b : gray_a).data(), other.H, other.W, cand.data(), err.data(), 2,
@@ -613,13 +613,13 @@ size_t match_pyramids_work_bytes(const FeaturePyramid& a, const FeaturePyramid& 
       // fuse_zero_hypothesis: both zero-flow DIS results, then per side its two candidates and
       // errors, the fused flow and flow_fuse's gradients, costs and box-filter rows.
       const size_t zero = F * 2 * (P + Pb);
-      const size_t dis = std::max(
-          flow_refine_dis_work_bytes(a.image_h, a.image_w, b.image_h, b.image_w,
-                                     o.zero_dis_options),
-          flow_refine_dis_work_bytes(b.image_h, b.image_w, a.image_h, a.image_w,
-                                     o.zero_dis_options));
+      const size_t dis = std::max(flow_refine_dis_work_bytes(a.image_h, a.image_w, b.image_h,
+                                                             b.image_w, o.zero_dis_options),
+                                  flow_refine_dis_work_bytes(b.image_h, b.image_w, a.image_h,
+                                                             a.image_w, o.zero_dis_options));
       const size_t fa = F * (13 * P + 2 * Pb), fb = F * (13 * Pb + 2 * P);
-      peak = std::max(peak, base + zero + (sides ? 2 * dis + fa + fb : std::max(dis, std::max(fa, fb))));
+      peak = std::max(peak,
+                      base + zero + (sides ? 2 * dis + fa + fb : std::max(dis, std::max(fa, fb))));
     }
     if (o.final_fill) peak = std::max(peak, base + fill(va, P) + F * P + P);
   } else if (fb) {

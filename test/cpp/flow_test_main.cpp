@@ -233,8 +233,8 @@ void case_fuse() {
           const double d =
               std::fabs(a[i] - bil([&](int yy, int xx) { return double(b[size_t(yy) * W + xx]); },
                                    bx, by)) +
-              std::fabs(grad(a, y, x, 0) - bil([&](int yy, int xx) { return grad(b, yy, xx, 0); },
-                                               bx, by)) +
+              std::fabs(grad(a, y, x, 0) -
+                        bil([&](int yy, int xx) { return grad(b, yy, xx, 0); }, bx, by)) +
               std::fabs(grad(a, y, x, 1) -
                         bil([&](int yy, int xx) { return grad(b, yy, xx, 1); }, bx, by));
           photo = std::min(d / o.photo_tol, 1.0);
@@ -283,13 +283,13 @@ void case_fuse() {
     report(wrong == 0, gocor_test::fmt("flow_fuse 40x48, 2 candidates, radius 3, threads %d: "
                                        "choice as the reference (%d differ, %d ties)",
                                        threads, wrong, close));
-    report(right >= 0.95 * counted,
-           gocor_test::fmt("flow_fuse keeps the right candidate on %d of %d pixels", right,
-                           counted));
+    report(
+        right >= 0.95 * counted,
+        gocor_test::fmt("flow_fuse keeps the right candidate on %d of %d pixels", right, counted));
   }
   expect_throws("flow_fuse rejects K = 0", gocor::ErrorCode::InvalidArg, [&] {
-    gocor::flow_fuse_cpu(a.data(), H, W, b.data(), H, W, cand.data(), err.data(), 0, o,
-                         out.data(), nullptr, Exec{});
+    gocor::flow_fuse_cpu(a.data(), H, W, b.data(), H, W, cand.data(), err.data(), 0, o, out.data(),
+                         nullptr, Exec{});
   });
 }
 
