@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "flow.h"
 #include "parallel.h"
 
 namespace gocor {
@@ -33,34 +34,6 @@ float sample(const float* p, int H, int W, float x, float y) {
   const float top = p[size_t(y0) * W + x0] * (1 - fx) + p[size_t(y0) * W + x1] * fx;
   const float bot = p[size_t(y1) * W + x0] * (1 - fx) + p[size_t(y1) * W + x1] * fx;
   return top * (1 - fy) + bot * fy;
-}
-
-// Mean of c (H, W) over the in-grid part of the (2r+1)^2 window around each pixel, in place.
-void box_mean(float* c, int H, int W, int r, const Exec& ex) {
-  if (r == 0) return;
-  std::vector<float> rows(size_t(H) * W);
-  parallel_for(H, ex.threads, [&](int64_t y) {
-    const float* in = c + size_t(y) * W;
-    std::vector<double> pre(size_t(W) + 1, 0.0);
-    for (int x = 0; x < W; ++x) pre[size_t(x) + 1] = pre[size_t(x)] + in[x];
-    for (int x = 0; x < W; ++x) {
-      const int a = std::max(x - r, 0), b = std::min(x + r, W - 1);
-      rows[size_t(y) * W + x] = float((pre[size_t(b) + 1] - pre[size_t(a)]) / (b - a + 1));
-    }
-  });
-  const int64_t chunks = (W + 63) / 64;
-  parallel_for(chunks, ex.threads, [&](int64_t ch) {
-    const int xa = int(ch) * 64, xb = std::min(xa + 64, W);
-    std::vector<double> pre(size_t(H) + 1);
-    for (int x = xa; x < xb; ++x) {
-      pre[0] = 0.0;
-      for (int y = 0; y < H; ++y) pre[size_t(y) + 1] = pre[size_t(y)] + rows[size_t(y) * W + x];
-      for (int y = 0; y < H; ++y) {
-        const int a = std::max(y - r, 0), b = std::min(y + r, H - 1);
-        c[size_t(y) * W + x] = float((pre[size_t(b) + 1] - pre[size_t(a)]) / (b - a + 1));
-      }
-    }
-  });
 }
 
 }  // namespace
@@ -102,9 +75,10 @@ void flow_fuse_cpu(const float* gray_a, int H, int W, const float* gray_b, int H
         c[i] = photo + o.fb_weight * fb;
       }
     });
-    box_mean(c, H, W, o.radius, ex);
     check_cancel(ex);
   }
+  // The box mean of every cost plane (the local volumes' aggregation, over K planes).
+  flow_volume_aggregate_cpu(cost.data(), K, H, W, o.radius, ex);
   parallel_for(H, ex.threads, [&](int64_t y) {
     for (int x = 0; x < W; ++x) {
       const size_t i = size_t(y) * W + x;

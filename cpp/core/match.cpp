@@ -611,13 +611,14 @@ size_t match_pyramids_work_bytes(const FeaturePyramid& a, const FeaturePyramid& 
     }
     if (o.dis && both && o.zero_hypothesis) {
       // fuse_zero_hypothesis: both zero-flow DIS results, then per side its two candidates and
-      // errors, the fused flow and flow_fuse's gradients, costs and box-filter rows.
+      // errors, the fused flow and flow_fuse's gradients, costs and the aggregation's rows
+      // (double).
       const size_t zero = F * 2 * (P + Pb);
       const size_t dis = std::max(flow_refine_dis_work_bytes(a.image_h, a.image_w, b.image_h,
                                                              b.image_w, o.zero_dis_options),
                                   flow_refine_dis_work_bytes(b.image_h, b.image_w, a.image_h,
                                                              a.image_w, o.zero_dis_options));
-      const size_t fa = F * (13 * P + 2 * Pb), fb = F * (13 * Pb + 2 * P);
+      const size_t fa = F * (16 * P + 2 * Pb), fb = F * (16 * Pb + 2 * P);
       peak = std::max(peak,
                       base + zero + (sides ? 2 * dis + fa + fb : std::max(dis, std::max(fa, fb))));
     }
