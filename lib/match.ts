@@ -56,10 +56,8 @@ export interface MatchOptions extends ExecOptions {
   /**
    * 'balanced' (default): GOCor coarse-to-fine to stride 8 in both directions, forward-backward
    * check, edge-aware interpolation of the rejected pixels, DIS refinement at pixel level, a second
-   * check and fill (occlusion mask); where the coarse stage is wrong (large motion on blurred
-   * ground), DIS from zero flow is a second hypothesis, fused pixel by pixel by matching cost and
-   * forward-backward consistency before the second check. 'best': the same with local levels down
-   * to stride 4 and a denser DIS search.
+   * check and fill (occlusion mask). 'best': the same with local levels down to stride 4 and a
+   * denser DIS search.
    * 'fast': one direction, coarse levels to stride 16, a light DIS; no occlusion mask.
    * The other options below override the preset's values.
    */
@@ -124,8 +122,7 @@ const MATCH_KEYS = [
 const fullImageStages = (patchStride: number, gradIters: number): Omit<NativeImageStages, 'texture'> => ({
   fill: true,
   finalFill: true,
-  zeroHypothesis: true,
-  dis: { coarsestScale: 3, patchSize: 8, patchStride, gradIters, varIters: 8 },
+  dis: { coarsestScale: 3, patchSize: 8, patchStride, gradIters, varIters: 8, spatialPropagation: true },
 });
 
 // What each quality preset sets (the image stages are native options with no public knob; the
@@ -146,8 +143,7 @@ const PRESETS: Record<
     image: {
       fill: false,
       finalFill: false,
-      zeroHypothesis: false,
-      dis: { coarsestScale: 3, patchSize: 8, patchStride: 4, gradIters: 8, varIters: 1 },
+      dis: { coarsestScale: 3, patchSize: 8, patchStride: 4, gradIters: 8, varIters: 1, spatialPropagation: true },
     },
   },
   balanced: { finestStride: 8, numIterLocal: 7, refineIter: 3, image: fullImageStages(3, 12) },

@@ -30,10 +30,16 @@ export interface NativeImageStages {
   fill: boolean;
   /** Check + interpolation of the refined flow (occlusion mask). */
   finalFill: boolean;
-  /** DIS from zero flow in both directions, fused with the refined flows (flow_fuse); needs dis and fill or finalFill. */
-  zeroHypothesis: boolean;
   /** DIS refinement (flow_refine_dis); null: none. */
-  dis: { coarsestScale: number; patchSize: number; patchStride: number; gradIters: number; varIters: number } | null;
+  dis: {
+    coarsestScale: number;
+    patchSize: number;
+    patchStride: number;
+    gradIters: number;
+    varIters: number;
+    /** Spatial propagation of the patch search (DisOptions::spatial_propagation). */
+    spatialPropagation: boolean;
+  } | null;
   /** flow_texture_mask of the coarse fill; gradient 0: off. */
   texture: { radius: number; gradient: number };
 }

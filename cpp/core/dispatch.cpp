@@ -107,7 +107,6 @@ constexpr StageInfo kStages[] = {
     {"flow_median3", true, false},
     {"flow_interpolate", true, false},
     {"flow_refine_dis", true, false},
-    {"flow_fuse", false, false},
 };
 static_assert(sizeof(kStages) / sizeof(kStages[0]) == size_t(Stage::Count),
               "one kStages row per Stage");
@@ -212,15 +211,11 @@ void flow_interpolate(const float* image, int C, int H, int W, const float* flow
 
 void flow_refine_dis(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
                      float* flow, const DisOptions& o, const Exec& ex) {
+  if (o.spatial_propagation) {  // the CUDA twin has no spatial propagation
+    GOCOR_DISPATCH_CPU_ONLY(flow_refine_dis, gray_a, H, W, gray_b, Hb, Wb, flow, o, run);
+  }
   GOCOR_DISPATCH_STAGE(Stage::FlowRefineDis, flow_refine_dis, gray_a, H, W, gray_b, Hb, Wb, flow, o,
                        run);
-}
-
-void flow_fuse(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
-               const float* candidates, const float* fb_error, int K, const FuseOptions& o,
-               float* flow, uint8_t* choice, const Exec& ex) {
-  GOCOR_DISPATCH_CPU_ONLY(flow_fuse, gray_a, H, W, gray_b, Hb, Wb, candidates, fb_error, K, o, flow,
-                          choice, run);
 }
 
 }  // namespace gocor

@@ -8,7 +8,6 @@
 #include "dense_features.h"
 #include "dis.h"
 #include "flow.h"
-#include "fuse.h"
 #include "gocor.h"
 #include "gocor_cuda.h"
 #include "interpolate.h"
@@ -26,7 +25,7 @@ CudaInfo cuda_info();
 Device resolve_device(Device requested, bool has_cuda = true);
 
 // Each dispatched operation `name` has the type of its CPU twin `name_cpu` (documented in
-// correlation.h, gocor.h, flow.h, dense_features.h, interpolate.h, dis.h and fuse.h).
+// correlation.h, gocor.h, flow.h, dense_features.h, interpolate.h and dis.h).
 decltype(corr_global_cpu) corr_global;
 decltype(corr_local_cpu) corr_local;
 decltype(gocor_global_cpu) gocor_global;
@@ -54,7 +53,6 @@ enum class Stage {
   FlowMedian3,
   FlowInterpolate,
   FlowRefineDis,
-  FlowFuse,
   Count
 };
 const char* stage_name(Stage s);
@@ -76,6 +74,5 @@ decltype(flow_texture_mask_cpu) flow_texture_mask;
 decltype(flow_median3_cpu) flow_median3;
 decltype(flow_interpolate_cpu) flow_interpolate;
 decltype(flow_refine_dis_cpu) flow_refine_dis;
-decltype(flow_fuse_cpu) flow_fuse;
 
 }  // namespace gocor

@@ -337,45 +337,6 @@ float consistency_confidence(float e) {
   return std::isfinite(e) ? std::exp(-e * e / (2 * 1.5f * 1.5f)) : 0.f;
 }
 
-// The second hypothesis and the fusion (MatchOptions::zero_hypothesis): fwd (2, a.H, a.W) and
-// back (2, b.H, b.W), the refined flows, are each replaced by the per-pixel fusion of themselves
-// with DIS from zero flow in the same direction; each hypothesis's consistency error is measured
-// against the same hypothesis in the other direction.
-void fuse_zero_hypothesis(const ImageView& a, const std::vector<float>& gray_a, const ImageView& b,
-                          const std::vector<float>& gray_b, std::vector<float>& fwd,
-                          std::vector<float>& back, const MatchOptions& o, const Exec& ex) {
-  std::vector<float> zero[2];
-  each_side(ex, [&](int side, const Exec& run) {
-    const ImageView& img = side == 0 ? a : b;
-    const ImageView& other = side == 0 ? b : a;
-    zero[side].assign(2 * size_t(img.H) * img.W, 0.f);
-    flow_refine_dis((side == 0 ? gray_a : gray_b).data(), img.H, img.W,
-                    (side == 0 ? gray_b : gray_a).data(), other.H, other.W, zero[side].data(),
-                    o.zero_dis_options, run);
-  });
-  check_cancel(ex);
-  const std::vector<float>* refined[2] = {&fwd, &back};
-  std::vector<float> fused[2];
-  each_side(ex, [&](int side, const Exec& run) {
-    const ImageView& img = side == 0 ? a : b;
-    const ImageView& other = side == 0 ? b : a;
-    const size_t P = size_t(img.H) * img.W;
-    std::vector<float> cand(4 * P), err(2 * P);
-    std::copy(refined[side]->begin(), refined[side]->end(), cand.begin());
-    std::copy(zero[side].begin(), zero[side].end(), cand.begin() + 2 * P);
-    flow_consistency(refined[side]->data(), img.H, img.W, refined[1 - side]->data(), other.H,
-                     other.W, 0, 0, nullptr, err.data(), run);
-    flow_consistency(zero[side].data(), img.H, img.W, zero[1 - side].data(), other.H, other.W, 0, 0,
-                     nullptr, err.data() + P, run);
-    fused[side].resize(2 * P);
-    flow_fuse((side == 0 ? gray_a : gray_b).data(), img.H, img.W,
-              (side == 0 ? gray_b : gray_a).data(), other.H, other.W, cand.data(), err.data(), 2,
-              o.fuse, fused[side].data(), nullptr, run);
-  });
-  fwd.swap(fused[0]);
-  back.swap(fused[1]);
-}
-
 }  // namespace
 
 MatchResult match_pyramids(const FeaturePyramid& a, const FeaturePyramid& b, const MatchOptions& o,
@@ -475,11 +436,6 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
     }
     check_cancel(ex);
     clock.lap("refine");
-  }
-  if (o.dis && both && o.zero_hypothesis) {
-    fuse_zero_hypothesis(a, gray_a, b, gray_b, fwd, back, o, ex);
-    check_cancel(ex);
-    clock.lap("fuse");
   }
   std::vector<uint8_t> occlusion;
   if (o.final_fill || fb_conf) {
@@ -608,19 +564,6 @@ size_t match_pyramids_work_bytes(const FeaturePyramid& a, const FeaturePyramid& 
     if (o.dis) {
       peak = std::max(peak, base + flow_refine_dis_work_bytes(a.image_h, a.image_w, b.image_h,
                                                               b.image_w, o.dis_options));
-    }
-    if (o.dis && both && o.zero_hypothesis) {
-      // fuse_zero_hypothesis: both zero-flow DIS results, then per side its two candidates and
-      // errors, the fused flow and flow_fuse's gradients, costs and the aggregation's rows
-      // (double).
-      const size_t zero = F * 2 * (P + Pb);
-      const size_t dis = std::max(flow_refine_dis_work_bytes(a.image_h, a.image_w, b.image_h,
-                                                             b.image_w, o.zero_dis_options),
-                                  flow_refine_dis_work_bytes(b.image_h, b.image_w, a.image_h,
-                                                             a.image_w, o.zero_dis_options));
-      const size_t fa = F * (16 * P + 2 * Pb), fb = F * (16 * Pb + 2 * P);
-      peak = std::max(peak,
-                      base + zero + (sides ? 2 * dis + fa + fb : std::max(dis, std::max(fa, fb))));
     }
     if (o.final_fill) peak = std::max(peak, base + fill(va, P) + F * P + P);
   } else if (fb) {

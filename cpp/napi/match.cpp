@@ -93,7 +93,6 @@ gocor::MatchOptions read_match_options(const Napi::Object& o) {
   m.aggregate_radius = read_int(o, "aggregateRadius", m.aggregate_radius);
   m.fill = read_bool(o, "fill", m.fill);
   m.final_fill = read_bool(o, "finalFill", m.final_fill);
-  m.zero_hypothesis = read_bool(o, "zeroHypothesis", m.zero_hypothesis);
   Napi::Value dis = o.Get("dis");
   m.dis = dis.IsObject();
   if (m.dis) {
@@ -103,6 +102,8 @@ gocor::MatchOptions read_match_options(const Napi::Object& o) {
     m.dis_options.patch_stride = read_int(d, "patchStride", m.dis_options.patch_stride);
     m.dis_options.grad_iters = read_int(d, "gradIters", m.dis_options.grad_iters);
     m.dis_options.var_iters = read_int(d, "varIters", m.dis_options.var_iters);
+    m.dis_options.spatial_propagation =
+        read_bool(d, "spatialPropagation", m.dis_options.spatial_propagation);
   }
   Napi::Value tex = o.Get("texture");
   if (tex.IsObject()) {

@@ -1,7 +1,6 @@
 // The matcher's small flow stages of flow.h against straightforward references written here:
 // flow_volume_aggregate (a box mean per displacement plane), flow_consistency (forward-backward
-// error and test), flow_texture_mask (the structure tensor's smaller eigenvalue) and flow_fuse
-// (fuse.h: the aggregated cost of each flow hypothesis), plus
+// error and test) and flow_texture_mask (the structure tensor's smaller eigenvalue), plus
 // match_images on an identity pair and an integer shift. Prints one line per case and
 // "N passed, M failed".
 #include <algorithm>
@@ -15,7 +14,6 @@
 
 #include "common.h"
 #include "flow.h"
-#include "fuse.h"
 #include "match.h"
 #include "support/harness.h"
 #include "support/test_data.h"
@@ -181,118 +179,6 @@ std::vector<float> texture(int H, int W, int dx, int dy) {
   return img;
 }
 
-// flow_fuse against a straightforward reference (costs in double, one window sum per pixel), and
-// on what it is for: of two flows, each wrong in its own region, it keeps the right one.
-void case_fuse() {
-  const int H = 40, W = 48, K = 2, dx = 3, dy = -2;
-  const size_t P = size_t(H) * W;
-  const std::vector<float> a = texture(H, W, 0, 0), b = texture(H, W, dx, dy);
-  // Candidate 0 is right except in the square [8, 24)^2 (off by 6 px); candidate 1 is right only
-  // there (zero flow elsewhere).
-  std::vector<float> cand(size_t(K) * 2 * P);
-  auto inside_square = [](int y, int x) { return y >= 8 && y < 24 && x >= 8 && x < 24; };
-  for (int y = 0; y < H; ++y)
-    for (int x = 0; x < W; ++x) {
-      const size_t i = size_t(y) * W + x;
-      const bool sq = inside_square(y, x);
-      cand[i] = sq ? dx + 6.f : float(dx);
-      cand[P + i] = float(dy);
-      cand[2 * P + i] = sq ? float(dx) : 0.f;
-      cand[3 * P + i] = sq ? float(dy) : 0.f;
-    }
-  std::vector<float> err = gocor_test::random_vec(size_t(K) * P, 23);
-  for (size_t i = 0; i < err.size(); ++i) {
-    err[i] = 2.5f * (err[i] + 1.f);  // [0, 5] px
-    if (i % 97 == 0) err[i] = std::numeric_limits<float>::infinity();
-  }
-  gocor::FuseOptions o;
-  o.radius = 3;
-  o.margin = 0.05f;
-  // The reference: gradients by central differences (one-sided at the border), b read
-  // bilinearly, every term in double.
-  auto grad = [&](const std::vector<float>& img, int y, int x, int axis) {
-    const int y0 = axis ? std::max(y - 1, 0) : y, y1 = axis ? std::min(y + 1, H - 1) : y;
-    const int x0 = axis ? x : std::max(x - 1, 0), x1 = axis ? x : std::min(x + 1, W - 1);
-    const int n = axis ? y1 - y0 : x1 - x0;
-    return n ? (double(img[size_t(y1) * W + x1]) - img[size_t(y0) * W + x0]) / n : 0.0;
-  };
-  auto bil = [&](auto at, double px, double py) {
-    const int x0 = std::min(int(px), W - 2), y0 = std::min(int(py), H - 2);
-    const double fx = px - x0, fy = py - y0;
-    return (1 - fy) * ((1 - fx) * at(y0, x0) + fx * at(y0, x0 + 1)) +
-           fy * ((1 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1));
-  };
-  std::vector<double> pix(size_t(K) * P);
-  for (int k = 0; k < K; ++k)
-    for (int y = 0; y < H; ++y)
-      for (int x = 0; x < W; ++x) {
-        const size_t i = size_t(y) * W + x;
-        const double bx = x + cand[k * 2 * P + i], by = y + cand[k * 2 * P + P + i];
-        double photo = 1;
-        if (bx >= 0 && by >= 0 && bx <= W - 1 && by <= H - 1) {
-          const double d =
-              std::fabs(a[i] - bil([&](int yy, int xx) { return double(b[size_t(yy) * W + xx]); },
-                                   bx, by)) +
-              std::fabs(grad(a, y, x, 0) -
-                        bil([&](int yy, int xx) { return grad(b, yy, xx, 0); }, bx, by)) +
-              std::fabs(grad(a, y, x, 1) -
-                        bil([&](int yy, int xx) { return grad(b, yy, xx, 1); }, bx, by));
-          photo = std::min(d / o.photo_tol, 1.0);
-        }
-        const double e = err[k * P + i];
-        const double fb = std::isfinite(e) ? std::min(e / o.fb_tol, 1.0) : 1.0;
-        pix[k * P + i] = photo + o.fb_weight * fb;
-      }
-  std::vector<float> out(2 * P);
-  std::vector<uint8_t> choice(P);
-  for (int threads : {1, 2}) {
-    Exec ex;
-    ex.threads = threads;
-    gocor::flow_fuse_cpu(a.data(), H, W, b.data(), H, W, cand.data(), err.data(), K, o, out.data(),
-                         choice.data(), ex);
-    int wrong = 0, close = 0, right = 0, counted = 0;
-    for (int y = 0; y < H; ++y)
-      for (int x = 0; x < W; ++x) {
-        double c[K];
-        for (int k = 0; k < K; ++k) {
-          double s = 0;
-          int n = 0;
-          for (int yy = std::max(0, y - o.radius); yy <= std::min(H - 1, y + o.radius); ++yy)
-            for (int xx = std::max(0, x - o.radius); xx <= std::min(W - 1, x + o.radius); ++xx, ++n)
-              s += pix[k * P + size_t(yy) * W + xx];
-          c[k] = s / n + (k ? o.margin : 0.0);
-        }
-        const size_t i = size_t(y) * W + x;
-        const int want = c[1] < c[0] ? 1 : 0;
-        if (std::fabs(c[1] - c[0]) < 1e-4) {
-          ++close;  // within float rounding of a tie: either choice is right
-        } else if (choice[i] != want || out[i] != cand[want * 2 * P + i] ||
-                   out[P + i] != cand[want * 2 * P + P + i]) {
-          ++wrong;
-        }
-        // Pixels whose window lies in one region: the right candidate must win there.
-        bool pure = true;
-        for (int yy = y - o.radius; yy <= y + o.radius; ++yy)
-          for (int xx = x - o.radius; xx <= x + o.radius; ++xx)
-            pure = pure && inside_square(yy, xx) == inside_square(y, x);
-        if (pure && x + dx + 6 < W - 1 && y + dy > 0) {
-          ++counted;
-          right += choice[i] == (inside_square(y, x) ? 1 : 0);
-        }
-      }
-    report(wrong == 0, gocor_test::fmt("flow_fuse 40x48, 2 candidates, radius 3, threads %d: "
-                                       "choice as the reference (%d differ, %d ties)",
-                                       threads, wrong, close));
-    report(
-        right >= 0.95 * counted,
-        gocor_test::fmt("flow_fuse keeps the right candidate on %d of %d pixels", right, counted));
-  }
-  expect_throws("flow_fuse rejects K = 0", gocor::ErrorCode::InvalidArg, [&] {
-    gocor::flow_fuse_cpu(a.data(), H, W, b.data(), H, W, cand.data(), err.data(), 0, o, out.data(),
-                         nullptr, Exec{});
-  });
-}
-
 // match_images end to end: an identity pair gives zero flow; an integer shift is recovered.
 void case_match() {
   const int H = 160, W = 192;
@@ -333,7 +219,6 @@ int main() {
   case_aggregate();
   case_consistency();
   case_texture();
-  case_fuse();
   case_match();
   return gocor_test::finish();
 }
