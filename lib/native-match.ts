@@ -31,7 +31,15 @@ export interface NativeImageStages {
   /** Check + interpolation of the refined flow (occlusion mask). */
   finalFill: boolean;
   /** DIS refinement (flow_refine_dis); null: none. */
-  dis: { coarsestScale: number; patchSize: number; patchStride: number; gradIters: number; varIters: number } | null;
+  dis: {
+    coarsestScale: number;
+    patchSize: number;
+    patchStride: number;
+    gradIters: number;
+    varIters: number;
+    /** Spatial propagation of the patch search (DisOptions::spatial_propagation). */
+    spatialPropagation: boolean;
+  } | null;
   /** flow_texture_mask of the coarse fill; gradient 0: off. */
   texture: { radius: number; gradient: number };
 }

@@ -102,6 +102,8 @@ gocor::MatchOptions read_match_options(const Napi::Object& o) {
     m.dis_options.patch_stride = read_int(d, "patchStride", m.dis_options.patch_stride);
     m.dis_options.grad_iters = read_int(d, "gradIters", m.dis_options.grad_iters);
     m.dis_options.var_iters = read_int(d, "varIters", m.dis_options.var_iters);
+    m.dis_options.spatial_propagation =
+        read_bool(d, "spatialPropagation", m.dis_options.spatial_propagation);
   }
   Napi::Value tex = o.Get("texture");
   if (tex.IsObject()) {
