@@ -229,22 +229,26 @@ std::vector<float> resample_planes(const std::vector<float>& src, int C, const F
   return out;
 }
 
-// A consistency check and an edge-aware fill of one flow from the other direction's flow.
-// flow (2, H, W) on image img's grid, other (2, Hb, Wb) the reverse flow; replaced by the
-// interpolation of its consistent pixels (unchanged when fewer than 1 % are consistent: nothing
-// reliable to spread). `error` gets the consistency error when non-null.
-void fill_inconsistent(const ImageView& img, std::vector<float>& flow, const ImageView& other_img,
-                       const std::vector<float>& other, float tol,
-                       const std::vector<uint8_t>& textured, const MatchOptions& o, const Exec& ex,
-                       std::vector<uint8_t>* valid_out = nullptr,
-                       std::vector<float>* error = nullptr) {
+// The consistency check of fill_inconsistent: valid (H, W) = flow (2, H, W) agrees with the
+// reverse flow other (2, Hb, Wb) within tol; `error` gets the consistency error when non-null.
+std::vector<uint8_t> consistent(const std::vector<float>& flow, int H, int W,
+                                const std::vector<float>& other, int Hb, int Wb, float tol,
+                                const MatchOptions& o, const Exec& ex,
+                                std::vector<float>* error = nullptr) {
+  std::vector<uint8_t> valid(size_t(H) * W);
+  if (error) error->resize(valid.size());
+  flow_consistency(flow.data(), H, W, other.data(), Hb, Wb, tol, o.rel_tol, valid.data(),
+                   error ? error->data() : nullptr, ex);
+  return valid;
+}
+
+// The edge-aware fill of fill_inconsistent: flow (2, H, W) on image img's grid is replaced by the
+// interpolation of its pixels that are valid (consistent) and textured, where it is not (unchanged
+// when fewer than 1 % are: nothing reliable to spread). valid becomes valid & textured.
+void fill_invalid(const ImageView& img, std::vector<float>& flow, std::vector<uint8_t>& valid,
+                  const std::vector<uint8_t>& textured, const MatchOptions& o, const Exec& ex) {
   const int H = img.H, W = img.W;
   const size_t P = size_t(H) * W;
-  std::vector<uint8_t> valid(P);
-  if (error) error->resize(P);
-  flow_consistency(flow.data(), H, W, other.data(), other_img.H, other_img.W, tol, o.rel_tol,
-                   valid.data(), error ? error->data() : nullptr, ex);
-  if (valid_out) *valid_out = valid;
   size_t kept = 0;
   for (size_t i = 0; i < P; ++i) kept += valid[i] &= textured[i];
   if (kept * 100 >= P) {
@@ -256,6 +260,22 @@ void fill_inconsistent(const ImageView& img, std::vector<float>& flow, const Ima
       if (!valid[i]) flow[i] = out[i], flow[P + i] = out[P + i];
     }
   }
+}
+
+// A consistency check and an edge-aware fill of one flow from the other direction's flow.
+// flow (2, H, W) on image img's grid, other (2, Hb, Wb) the reverse flow; replaced by the
+// interpolation of its consistent pixels (unchanged when fewer than 1 % are consistent: nothing
+// reliable to spread). `valid_out` gets the consistency mask, `error` the consistency error, when
+// non-null.
+void fill_inconsistent(const ImageView& img, std::vector<float>& flow, const ImageView& other_img,
+                       const std::vector<float>& other, float tol,
+                       const std::vector<uint8_t>& textured, const MatchOptions& o, const Exec& ex,
+                       std::vector<uint8_t>* valid_out = nullptr,
+                       std::vector<float>* error = nullptr) {
+  std::vector<uint8_t> valid =
+      consistent(flow, img.H, img.W, other, other_img.H, other_img.W, tol, o, ex, error);
+  if (valid_out) *valid_out = valid;
+  fill_invalid(img, flow, valid, textured, o, ex);
 }
 
 void check_options(const MatchOptions& o) {
@@ -365,7 +385,7 @@ MatchResult match_pyramids(const FeaturePyramid& a, const FeaturePyramid& b, con
 }
 
 MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOptions& o,
-                         const Exec& ex) {
+                         const Exec& ex, std::vector<float>* b_pixels) {
   check_options(o);
   std::vector<std::pair<const char*, double>> timings;
   StageClock clock(timings);
@@ -375,11 +395,17 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   fo.with_global = o.use_global;
   std::vector<int> strides = features_local_strides(a.H, a.W, fo);
   fo.coarsest_stride = strides.front();
+  // The gray images, made once: the descriptor of every level starts from them (a one-channel
+  // image is its own gray), and DIS refines on them.
+  std::vector<float> gray[2];
   FeaturePyramid pyr[2];
   each_side(ex, [&](int side, const Exec& run) {
-    pyr[side] = features_extract(side == 0 ? a : b, fo, run);
+    const ImageView& img = side == 0 ? a : b;
+    gray[side] = image_gray(img);
+    pyr[side] = features_extract(ImageView{gray[side].data(), 1, img.H, img.W}, fo, run);
     check_cancel(run);
   });
+  const std::vector<float> &gray_a = gray[0], &gray_b = gray[1];
   FeaturePyramid &pa = pyr[0], &pb = pyr[1];
   check_pyramids(pa, pb);
   clock.lap("features");
@@ -391,44 +417,48 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   const size_t P = size_t(H) * W;
   const FlowGrid full_a{H, W, 1, 1}, full_b{b.H, b.W, 1, 1};
 
-  // The coarse flows a -> b (with the peak confidence) and b -> a, at full resolution.
-  std::vector<float> fwd, back, conf;
+  // The coarse flows a -> b and b -> a, at full resolution; the peak confidence stays on a's
+  // grid until the output (resampled there, it would sit through every later stage).
+  std::vector<float> fwd, back;
+  GridFlow conf_grid;
   each_side(ex, [&](int side, const Exec& run) {
     if (side == 1 && !both) return;
     GridFlow c =
         side == 0 ? match_coarse(pa, pb, o, run, peak) : match_coarse(pb, pa, o, run, false);
     (side == 0 ? fwd : back) = resample_planes(c.flow, 2, c.grid, side == 0 ? full_a : full_b, run);
     if (side == 0 && peak) {
-      conf = c.confidence.empty() ? std::vector<float>(P, 0.f)
-                                  : resample_planes(c.confidence, 1, c.grid, full_a, run);
+      conf_grid.grid = c.grid;
+      conf_grid.confidence = std::move(c.confidence);
     }
   });
   clock.lap("coarse");
   pa = FeaturePyramid();
   pb = FeaturePyramid();
   check_cancel(ex);
-  const std::vector<float> gray_a = image_gray(a), gray_b = image_gray(b);
   if (o.fill) {
-    // Each side's flow is checked against the other side's coarse flow (not yet filled) and its
-    // rejected pixels are interpolated; only the coarse fill reads the texture masks.
-    const std::vector<float> fwd0 = fwd, back0 = back;
+    // Each side's flow is checked against the other side's coarse flow (not yet filled), both
+    // checks before either fill, and its rejected pixels are interpolated; only the coarse fill
+    // reads the texture masks.
+    std::vector<uint8_t> valid[2];
+    each_side(ex, [&](int side, const Exec& run) {
+      valid[side] = side == 0 ? consistent(fwd, H, W, back, b.H, b.W, o.coarse_tol, o, run)
+                              : consistent(back, b.H, b.W, fwd, H, W, o.coarse_tol, o, run);
+    });
     each_side(ex, [&](int side, const Exec& run) {
       const ImageView& img = side == 0 ? a : b;
-      const std::vector<float>& gray = side == 0 ? gray_a : gray_b;
       std::vector<uint8_t> tex(size_t(img.H) * img.W, 1);
       if (o.texture_gradient > 0) {
-        flow_texture_mask(gray.data(), img.H, img.W, o.texture_radius, o.texture_gradient,
+        flow_texture_mask(gray[side].data(), img.H, img.W, o.texture_radius, o.texture_gradient,
                           tex.data(), run);
       }
-      if (side == 0) {
-        fill_inconsistent(a, fwd, b, back0, o.coarse_tol, tex, o, run);
-      } else {
-        fill_inconsistent(b, back, a, fwd0, o.coarse_tol, tex, o, run);
-      }
+      fill_invalid(img, side == 0 ? fwd : back, valid[side], tex, o, run);
+      valid[side] = std::vector<uint8_t>();
     });
     check_cancel(ex);
     clock.lap("fill");
   }
+  // Nothing reads b's colours from here on: a caller that lent them has them freed.
+  if (b_pixels) *b_pixels = std::vector<float>();
   if (o.dis) {
     flow_refine_dis(gray_a.data(), H, W, gray_b.data(), b.H, b.W, fwd.data(), o.dis_options, ex);
     if (both) {
@@ -462,10 +492,16 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
       flow_consistency(fwd.data(), H, W, back.data(), b.H, b.W, 0, 0, nullptr, err.data(), ex);
     }
     if (fb_conf) {
-      conf.resize(P);
+      conf_grid.confidence.resize(P);
+      std::vector<float>& conf = conf_grid.confidence;
       for (size_t i = 0; i < P; ++i) conf[i] = consistency_confidence(err[i]);
     }
     clock.lap("finalFill");
+  }
+  std::vector<float> conf = std::move(conf_grid.confidence);
+  if (peak) {
+    conf = conf.empty() ? std::vector<float>(P, 0.f)
+                        : resample_planes(conf, 1, conf_grid.grid, full_a, ex);
   }
   MatchResult r = to_output(std::move(fwd), std::move(conf), std::move(occlusion), H, W, o, ex);
   clock.lap("output");
