@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -571,9 +572,11 @@ class Variational {
         h_(a.img.h),
         w_(a.img.w) {}
 
-  void run() {
+  // `linearised` is called once the data term is linearised: from then on neither image is read.
+  void run(const std::function<void()>& linearised) {
     masks();
     linearise();
+    if (linearised) linearised();
     for (int k = 0; k < 2; ++k) {
       Checker& f = m_.flow[k];
       const Plane& src = k == 0 ? fu_ : fv_;
@@ -1049,9 +1052,12 @@ void flow_refine_dis_cpu(const float* gray_a, int H, int W, const float* gray_b,
     parallel_for(a.img.h, ex.threads, [&](int64_t y) {
       (v8 ? densify_row_v8 : densify_row_v4)(a, b.img, patches, xs, ys, p, int(y), fu, fv);
     });
-    if (var) Variational(a, b.img, fu, fv, o, var_buffers, v8, ex).run();
-    // A scale's levels are done with: freeing them keeps them out of the finest scale's peak.
-    if (s > f) pa[size_t(s)] = Level(), pb[size_t(s)] = Level();
+    // A scale's levels are freed once done with: a coarser one before the finest scale, the
+    // finest one as soon as the variational refinement has linearised (its sweeps read neither
+    // image), so that they are not resident with its planes.
+    auto release = [&] { pa[size_t(s)] = Level(), pb[size_t(s)] = Level(); };
+    if (var) Variational(a, b.img, fu, fv, o, var_buffers, v8, ex).run(release);
+    if (s > f) release();
     check_cancel(ex);
   }
   if (f > 0) {
@@ -1087,13 +1093,15 @@ void dis_patch_search(const float* gray_a, int H, int W, const float* gray_b, in
 }
 
 size_t flow_refine_dis_work_bytes(int H, int W, int Hb, int Wb, const DisOptions& o) {
-  (void)o;
-  const size_t P = size_t(std::max(H, 0)) * std::max(W, 0),
-               Pb = size_t(std::max(Hb, 0)) * std::max(Wb, 0);
-  // a: image + 2 gradients, b: image + 2 gradients, over the pyramid (x 4/3); at the finest scale
-  // the flow (2), its upsampled copy (2), the densification sums (3) and about 24 planes of the
-  // variational refinement (data-term tensors, weights, increments).
-  return 4 * ((3 * P + 3 * Pb) * 4 / 3 + 31 * P);
+  // Planes are padded: rows of up to W + 24 floats (checker planes: two half-rows of up to
+  // W / 2 + 24). The peak is at the finest scale (the coarser levels are freed before it): a's
+  // image and gradients (3 planes) and b's image, the flow (2), and the variational refinement's
+  // 12 planes (its linearised data term, flow and smoothness weights; a's and b's planes are
+  // freed once it has linearised). Without it, the upsampled flow's two planes next to the old.
+  const size_t Pa = size_t(std::max(H, 0)) * (std::max(W, 0) + 24),
+               Pb = size_t(std::max(Hb, 0)) * (std::max(Wb, 0) + 24),
+               Pc = size_t(std::max(H, 0)) * (std::max(W, 0) + 48);
+  return sizeof(float) * (3 * Pa + Pb + 2 * Pa + (o.var_iters > 0 ? 12 * Pc : 2 * Pa));
 }
 
 }  // namespace gocor

@@ -159,6 +159,8 @@ GridFlow match_coarse(const FeaturePyramid& a, const FeaturePyramid& b, const Ma
       go.apply_query_loss = o.apply_query_loss;
       gocor_global(p, go, fa.data(), fb.data(), volume.data(), nullptr,
                    GocorGlobalShape{1, C, l0.H, l0.W}, ex, nullptr);
+      // Its buffers, kept per thread for a next call, would sit through the local levels.
+      gocor_global_release_thread_buffers();
     } else {
       corr_global(fa.data(), fb.data(), volume.data(),
                   CorrGlobalShape{1, C, l0.H, l0.W, m0.H, m0.W}, ex);
@@ -395,17 +397,15 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   fo.with_global = o.use_global;
   std::vector<int> strides = features_local_strides(a.H, a.W, fo);
   fo.coarsest_stride = strides.front();
-  // The gray images, made once: the descriptor of every level starts from them (a one-channel
-  // image is its own gray), and DIS refines on them.
-  std::vector<float> gray[2];
+  // The descriptor of every level starts from the gray image: made once per image (a one-channel
+  // image is its own gray), not once per level.
   FeaturePyramid pyr[2];
   each_side(ex, [&](int side, const Exec& run) {
     const ImageView& img = side == 0 ? a : b;
-    gray[side] = image_gray(img);
-    pyr[side] = features_extract(ImageView{gray[side].data(), 1, img.H, img.W}, fo, run);
+    const std::vector<float> gray = image_gray(img);
+    pyr[side] = features_extract(ImageView{gray.data(), 1, img.H, img.W}, fo, run);
     check_cancel(run);
   });
-  const std::vector<float> &gray_a = gray[0], &gray_b = gray[1];
   FeaturePyramid &pa = pyr[0], &pb = pyr[1];
   check_pyramids(pa, pb);
   clock.lap("features");
@@ -417,24 +417,29 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   const size_t P = size_t(H) * W;
   const FlowGrid full_a{H, W, 1, 1}, full_b{b.H, b.W, 1, 1};
 
-  // The coarse flows a -> b and b -> a, at full resolution; the peak confidence stays on a's
-  // grid until the output (resampled there, it would sit through every later stage).
-  std::vector<float> fwd, back;
-  GridFlow conf_grid;
-  each_side(ex, [&](int side, const Exec& run) {
-    if (side == 1 && !both) return;
-    GridFlow c =
-        side == 0 ? match_coarse(pa, pb, o, run, peak) : match_coarse(pb, pa, o, run, false);
-    (side == 0 ? fwd : back) = resample_planes(c.flow, 2, c.grid, side == 0 ? full_a : full_b, run);
-    if (side == 0 && peak) {
-      conf_grid.grid = c.grid;
-      conf_grid.confidence = std::move(c.confidence);
-    }
-  });
-  clock.lap("coarse");
+  // The coarse flows a -> b and b -> a, at full resolution. The two sides run one after the
+  // other, each on all threads: side by side, their finest local levels (GOCor's tiles, the warped
+  // features, the volume: ~70 MB each on a 1282x1110 image) would be resident together. Both are
+  // resampled to full resolution once both are done; the peak confidence stays on a's grid until
+  // the output (resampled there, it would sit through every later stage).
+  GridFlow coarse[2];
+  for (int side = 0; side < (both ? 2 : 1); ++side) {
+    coarse[side] =
+        side == 0 ? match_coarse(pa, pb, o, ex, peak) : match_coarse(pb, pa, o, ex, false);
+    check_cancel(ex);
+  }
+  // Local GOCor keeps tens of MB per thread for its next call; the pipeline makes no more.
+  gocor_local_release_thread_buffers();
   pa = FeaturePyramid();
   pb = FeaturePyramid();
-  check_cancel(ex);
+  std::vector<float> fwd = resample_planes(coarse[0].flow, 2, coarse[0].grid, full_a, ex), back;
+  if (both) back = resample_planes(coarse[1].flow, 2, coarse[1].grid, full_b, ex);
+  GridFlow conf_grid{coarse[0].grid, {}, std::move(coarse[0].confidence)};
+  coarse[0] = coarse[1] = GridFlow();
+  clock.lap("coarse");
+  // Made again rather than held through the coarse stage's peak (a few ms).
+  const std::vector<float> gray[2] = {image_gray(a), image_gray(b)};
+  const std::vector<float> &gray_a = gray[0], &gray_b = gray[1];
   if (o.fill) {
     // Each side's flow is checked against the other side's coarse flow (not yet filled), both
     // checks before either fill, and its rejected pixels are interpolated; only the coarse fill
@@ -555,6 +560,62 @@ size_t resample_bytes(size_t planes, size_t P) {
   return sizeof(float) * (planes * P + 4 * P);
 }
 
+// Peak of to_output when the output size differs from a's: the resized flow, confidence and
+// occlusion next to the full-resolution ones (`held` bytes, P pixels); each resampled plane goes
+// through a two-plane temporary (3 floats per output pixel).
+size_t output_bytes(size_t held, size_t P, const MatchOptions& o, bool occlusion, int Ha,
+                    int Wa) {
+  const size_t out = size_t(o.out_h > 0 ? o.out_h : Ha) * (o.out_w > 0 ? o.out_w : Wa);
+  if (out == P) return 0;
+  const bool conf = o.confidence != MatchConfidence::None;
+  return held + P + sizeof(float) * (2 * out + (conf ? out : 0) + 3 * out) + (occlusion ? out : 0);
+}
+
+// Peaks of match_images after its features: the coarse stage (next to the pyramids) and the
+// stages after it (the pyramids freed).
+struct ImageStageBytes {
+  size_t coarse, after;
+};
+ImageStageBytes image_stage_bytes(const FeaturePyramid& a, const FeaturePyramid& b,
+                                  const MatchOptions& o, int threads) {
+  constexpr size_t F = sizeof(float);
+  const size_t P = size_t(a.image_h) * a.image_w, Pb = size_t(b.image_h) * b.image_w;
+  const bool both = o.fill || o.final_fill || o.confidence == MatchConfidence::ForwardBackward;
+  // The two coarse sides in turn, on all threads (their grid flows are small); then both flows
+  // resampled to full resolution, the peak confidence kept on the grid.
+  const size_t coarse =
+      std::max(match_coarse_bytes(a, b, o, o.confidence == MatchConfidence::Peak, threads),
+               both ? match_coarse_bytes(b, a, o, false, threads) : 0);
+  size_t flows = F * 2 * (P + (both ? Pb : 0));
+  size_t peak = flows + resample_bytes(0, P);
+  // The gray images next to both flows.
+  const size_t base = flows + F * (P + Pb);
+  // A fill: the validity and texture masks, the interpolation and its output.
+  auto fill = [&](int h, int w, size_t p) {
+    return 2 * p + F * 2 * p + flow_interpolate_work_bytes(3, h, w, o.interp);
+  };
+  // The stages after the coarse one run their two sides side by side (each_side) when they have
+  // two threads or more.
+  const int t = threads <= 0 ? pool_size() : std::min(threads, pool_size());
+  if (o.fill) {
+    // Both consistency masks first; then the two sides' fills, side by side or in turn.
+    const size_t fa = fill(a.image_h, a.image_w, P), fb = fill(b.image_h, b.image_w, Pb);
+    peak = std::max(peak, base + P + Pb + (t >= 2 ? fa + fb : std::max(fa, fb)));
+  }
+  if (o.dis) {
+    peak = std::max(peak, base + flow_refine_dis_work_bytes(a.image_h, a.image_w, b.image_h,
+                                                            b.image_w, o.dis_options));
+  }
+  // The final fill and its consistency error and mask, then the confidence at full resolution.
+  if (o.final_fill) peak = std::max(peak, base + fill(a.image_h, a.image_w, P) + F * P + P);
+  if (o.confidence != MatchConfidence::None) {
+    peak = std::max(peak, flows + P + resample_bytes(1, P));
+    flows += F * P;
+  }
+  peak = std::max(peak, output_bytes(flows, P, o, o.final_fill, a.image_h, a.image_w));
+  return {coarse, peak};
+}
+
 }  // namespace
 
 size_t match_pyramids_work_bytes(const FeaturePyramid& a, const FeaturePyramid& b,
@@ -562,59 +623,25 @@ size_t match_pyramids_work_bytes(const FeaturePyramid& a, const FeaturePyramid& 
   if (a.levels.empty() || a.levels.size() != b.levels.size()) {
     throw Error(ErrorCode::Shape, "match: the pyramids need the same, non-zero number of levels");
   }
+  if (with_images) {
+    const ImageStageBytes st = image_stage_bytes(a, b, o, threads);
+    return std::max(st.coarse, st.after);
+  }
   constexpr size_t F = sizeof(float);
   const size_t P = size_t(a.image_h) * a.image_w, Pb = size_t(b.image_h) * b.image_w;
-  const bool peak_conf = o.confidence == MatchConfidence::Peak;
   const bool fb = o.confidence == MatchConfidence::ForwardBackward;
-  const bool both = fb || (with_images && (o.fill || o.final_fill));
-  // The coarse flows at full resolution: a's (and its confidence), then b's while a's is held.
+  // match_pyramids: a's coarse flow at full resolution (and its confidence), then b's while a's
+  // is held.
   const size_t held = F * (2 * P + (o.confidence == MatchConfidence::None ? 0 : P));
-  // match_images runs the two sides of a stage side by side when it has two threads or more
-  // (each_side), each on half of them.
-  const int t = threads <= 0 ? pool_size() : std::min(threads, pool_size());
-  const bool sides = with_images && t >= 2;
-  const int side_threads = sides ? t / 2 : threads;
-  const size_t coarse_a =
-      match_coarse_bytes(a, b, o, peak_conf, side_threads) + resample_bytes(3, P);
-  size_t peak = coarse_a;
-  if (both) {
-    const size_t coarse_b =
-        match_coarse_bytes(b, a, o, false, side_threads) + resample_bytes(2, Pb);
-    peak = sides ? held + coarse_a + coarse_b : std::max(peak, held + coarse_b);
+  size_t peak = match_coarse_bytes(a, b, o, o.confidence == MatchConfidence::Peak, threads) +
+                resample_bytes(3, P);
+  if (fb) {
+    peak = std::max(peak, held + match_coarse_bytes(b, a, o, false, threads) +
+                              resample_bytes(2, Pb));
   }
-  const size_t flows = held + (both ? F * 2 * Pb : 0);
-  if (with_images) {
-    // Gray images and texture masks, next to both flows (the pyramids are freed by then).
-    const size_t base = flows + F * (P + Pb) + (P + Pb);
-    // A fill: a copy of the other flow, the validity mask, the interpolation and its output.
-    auto fill = [&](const ImageView& img, size_t p) {
-      return F * 2 * p + 2 * p + F * 2 * p +
-             flow_interpolate_work_bytes(img.C >= 3 ? 3 : 1, img.H, img.W, o.interp);
-    };
-    const ImageView va{nullptr, 3, a.image_h, a.image_w}, vb{nullptr, 3, b.image_h, b.image_w};
-    if (o.fill) {
-      // Both coarse flows are copied first; the two sides' fills run side by side or in turn.
-      const size_t fa = fill(va, P), fb = fill(vb, Pb);
-      peak = std::max(peak, base + F * 2 * (P + Pb) + (sides ? fa + fb : std::max(fa, fb)));
-    }
-    if (o.dis) {
-      peak = std::max(peak, base + flow_refine_dis_work_bytes(a.image_h, a.image_w, b.image_h,
-                                                              b.image_w, o.dis_options));
-    }
-    if (o.final_fill) peak = std::max(peak, base + fill(va, P) + F * P + P);
-  } else if (fb) {
-    peak = std::max(peak, flows + F * P + P);  // the consistency error and mask
-  }
-  const size_t out =
-      size_t(o.out_h > 0 ? o.out_h : a.image_h) * (o.out_w > 0 ? o.out_w : a.image_w);
-  if (out != P) {
-    // to_output: the resized flow, confidence and occlusion next to the full-resolution ones; each
-    // resampled plane goes through a two-plane temporary (3 floats per output pixel).
-    const bool conf = o.confidence != MatchConfidence::None;
-    const bool occ = with_images && o.final_fill;
-    peak = std::max(peak, flows + P + F * (2 * out + (conf ? out : 0) + 3 * out) + (occ ? out : 0));
-  }
-  return peak;
+  const size_t flows = held + (fb ? F * 2 * Pb : 0);
+  if (fb) peak = std::max(peak, flows + F * P + P);  // the consistency error and mask
+  return std::max(peak, output_bytes(flows, P, o, false, a.image_h, a.image_w));
 }
 
 size_t match_images_bytes(int Ha, int Wa, int Hb, int Wb, const MatchOptions& o, int threads) {
@@ -629,15 +656,18 @@ size_t match_images_bytes(int Ha, int Wa, int Hb, int Wb, const MatchOptions& o,
     for (const FeatureLevel& lv : p.levels) n += sizeof(float) * size_t(lv.C) * lv.H * lv.W;
     return n;
   };
-  // a's features and b's (side by side with two threads or more, each on half of them; else b's
-  // next to a's pyramid), then the matching next to both pyramids.
+  // a's features and b's, each from its gray image (side by side with two threads or more, each
+  // on half of them; else b's next to a's pyramid), then the coarse stage next to both pyramids,
+  // then the stages after it.
   const int t = threads <= 0 ? pool_size() : std::min(threads, pool_size());
+  const size_t ga = sizeof(float) * size_t(Ha) * Wa, gb = sizeof(float) * size_t(Hb) * Wb;
   const size_t features =
-      t >= 2 ? features_extract_bytes(Ha, Wa, fo, t / 2) + features_extract_bytes(Hb, Wb, fo, t / 2)
-             : std::max(features_extract_bytes(Ha, Wa, fo, threads),
-                        pyramid_bytes(pa) + features_extract_bytes(Hb, Wb, fo, threads));
-  return std::max(features, pyramid_bytes(pa) + pyramid_bytes(pb) +
-                                match_pyramids_work_bytes(pa, pb, o, true, threads));
+      t >= 2 ? ga + features_extract_bytes(Ha, Wa, fo, t / 2) + gb +
+                   features_extract_bytes(Hb, Wb, fo, t / 2)
+             : std::max(ga + features_extract_bytes(Ha, Wa, fo, threads),
+                        pyramid_bytes(pa) + gb + features_extract_bytes(Hb, Wb, fo, threads));
+  const ImageStageBytes st = image_stage_bytes(pa, pb, o, threads);
+  return std::max({features, pyramid_bytes(pa) + pyramid_bytes(pb) + st.coarse, st.after});
 }
 
 }  // namespace gocor
