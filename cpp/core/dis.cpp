@@ -269,20 +269,29 @@ DIS_INLINE V block_read(const Plane& b, const BlockTaps& t, int r, int c) {
   return top + t.ay * (bottom - top);
 }
 
-// Any block, border replicated, into out (rows, row stride cols <= kMaxBlockCols). The clamped
-// column indices are found once per block, and each source row is interpolated horizontally once
-// (row r's bottom line is row r + 1's top line): the same operations per value as clamping every
-// tap, a fraction of the work. Kept out of line so that it compiles for the baseline ISA (no fused
-// multiply-adds) whichever kernel calls it.
+// Any block, border replicated, into out (rows, row stride cols <= kMaxBlockCols). Each source
+// row's clamped taps are gathered once into a contiguous line (read in place where no column is
+// clamped) and interpolated horizontally once (row r's bottom line is row r + 1's top line), in
+// loops the compiler vectorises: the same operations per value as clamping every tap. Kept out of
+// line so that it compiles for the baseline ISA (no fused multiply-adds) whichever kernel calls it.
 constexpr int kMaxBlockCols = 136;  // patch_size <= 128 rounded up to 8 lanes
 __attribute__((noinline)) void block_read_clamped(const Plane& b, const BlockTaps& t, int cols,
                                                   int rows, float* out) {
+  const bool inner_cols = t.ix >= 0 && t.ix + cols < b.w;
   int xs[kMaxBlockCols + 1];
-  float lines[2][kMaxBlockCols];
-  for (int c = 0; c <= cols; ++c) xs[c] = std::clamp(t.ix + c, 0, b.w - 1);
+  if (!inner_cols) {
+    for (int c = 0; c <= cols; ++c) xs[c] = std::clamp(t.ix + c, 0, b.w - 1);
+  }
+  float taps[kMaxBlockCols + 1], lines[2][kMaxBlockCols];
   auto line = [&](int r, float* l) {
     const float* p = b.row(std::clamp(t.iy + r, 0, b.h - 1));
-    for (int c = 0; c < cols; ++c) l[c] = p[xs[c]] + t.ax * (p[xs[c + 1]] - p[xs[c]]);
+    if (inner_cols) {
+      p += t.ix;
+    } else {
+      for (int c = 0; c <= cols; ++c) taps[c] = p[xs[c]];
+      p = taps;
+    }
+    for (int c = 0; c < cols; ++c) l[c] = p[c] + t.ax * (p[c + 1] - p[c]);
   };
   line(0, lines[0]);
   for (int r = 0; r < rows; ++r) {
