@@ -4,6 +4,9 @@
 #include <chrono>
 #include <cmath>
 #include <functional>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <string>
 
 #include "dispatch.h"
@@ -319,6 +322,11 @@ class StageClock {
  public:
   explicit StageClock(std::vector<std::pair<const char*, double>>& t) : t_(t), last_(now()) {}
   void lap(const char* stage) {
+#ifdef __GLIBC__
+    // What the stage freed into glibc's arenas (small blocks, fragments) goes back to the system
+    // before the next stage's peak: with two threads, ~20 MB on a 1282x1110 pair.
+    malloc_trim(0);
+#endif
     const auto n = now();
     const double ms = std::chrono::duration<double, std::milli>(n - last_).count();
     last_ = n;
