@@ -56,7 +56,9 @@ async function timeMatch(a, b, threads) {
     wall.push(Number(process.hrtime.bigint() - t) / 1e6);
     const d = process.cpuUsage(c);
     cpu.push((d.user + d.system) / 1e3);
-    for (const [k, v] of Object.entries(r.timings ?? {})) (stages[k] ??= []).push(v);
+    for (const [k, v] of Object.entries(r.timings ?? {})) {
+      stages[k] = [...(stages[k] ?? []), v];
+    }
   }
   const stageMs = Object.fromEntries(Object.entries(stages).map(([k, v]) => [k, median(v)]));
   return { cpu_ms: median(cpu), wall_ms: median(wall), stages: stageMs };

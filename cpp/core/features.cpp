@@ -116,14 +116,15 @@ GOCOR_INLINE void blur_plane_body(float* p, int H, int W, const std::vector<floa
 // same sequence of separately rounded multiplies and adds as in the baseline build, so the
 // descriptor keeps its bits whichever entry runs.
 #if GOCOR_SIMD_X86
-__attribute__((target("avx2"), flatten, noinline)) void blur_plane_avx2(
-    float* p, int H, int W, const std::vector<float>& k, float* tmp) {
+__attribute__((target("avx2"), flatten, noinline)) void blur_plane_avx2(float* p, int H, int W,
+                                                                        const std::vector<float>& k,
+                                                                        float* tmp) {
   blur_plane_body(p, H, W, k, tmp);
 }
 #endif
 __attribute__((flatten, noinline)) void blur_plane_portable(float* p, int H, int W,
-                                                           const std::vector<float>& k,
-                                                           float* tmp) {
+                                                            const std::vector<float>& k,
+                                                            float* tmp) {
   blur_plane_body(p, H, W, k, tmp);
 }
 

@@ -202,7 +202,6 @@ void axpy(float* y, const float* x, float beta, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] -= beta * x[i];
 }
 
-
 thread_local GlobalWork global_work;  // gocor_global_cpu's buffers
 
 }  // namespace

@@ -255,7 +255,6 @@ StripIsa strip_isa() {
                            StripIsa{local_strip_portable, 4});
 }
 
-
 thread_local std::vector<float> local_tiles_f, local_tiles_g;  // gocor_local_cpu's tiles
 
 }  // namespace

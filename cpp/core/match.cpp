@@ -340,7 +340,9 @@ class StageClock {
   }
 
  private:
-  static std::chrono::steady_clock::time_point now() { return std::chrono::steady_clock::now(); }
+  static std::chrono::steady_clock::time_point now() {
+    return std::chrono::steady_clock::now();
+  }
   std::vector<std::pair<const char*, double>>& t_;
   std::chrono::steady_clock::time_point last_;
 };
@@ -447,7 +449,8 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   clock.lap("coarse");
   // Made again rather than held through the coarse stage's peak (a few ms).
   const std::vector<float> gray[2] = {image_gray(a), image_gray(b)};
-  const std::vector<float> &gray_a = gray[0], &gray_b = gray[1];
+  const std::vector<float>& gray_a = gray[0];
+  const std::vector<float>& gray_b = gray[1];
   if (o.fill) {
     // Each side's flow is checked against the other side's coarse flow (not yet filled), both
     // checks before either fill, and its rejected pixels are interpolated; only the coarse fill
@@ -571,8 +574,7 @@ size_t resample_bytes(size_t planes, size_t P) {
 // Peak of to_output when the output size differs from a's: the resized flow, confidence and
 // occlusion next to the full-resolution ones (`held` bytes, P pixels); each resampled plane goes
 // through a two-plane temporary (3 floats per output pixel).
-size_t output_bytes(size_t held, size_t P, const MatchOptions& o, bool occlusion, int Ha,
-                    int Wa) {
+size_t output_bytes(size_t held, size_t P, const MatchOptions& o, bool occlusion, int Ha, int Wa) {
   const size_t out = size_t(o.out_h > 0 ? o.out_h : Ha) * (o.out_w > 0 ? o.out_w : Wa);
   if (out == P) return 0;
   const bool conf = o.confidence != MatchConfidence::None;
@@ -644,8 +646,8 @@ size_t match_pyramids_work_bytes(const FeaturePyramid& a, const FeaturePyramid& 
   size_t peak = match_coarse_bytes(a, b, o, o.confidence == MatchConfidence::Peak, threads) +
                 resample_bytes(3, P);
   if (fb) {
-    peak = std::max(peak, held + match_coarse_bytes(b, a, o, false, threads) +
-                              resample_bytes(2, Pb));
+    peak =
+        std::max(peak, held + match_coarse_bytes(b, a, o, false, threads) + resample_bytes(2, Pb));
   }
   const size_t flows = held + (fb ? F * 2 * Pb : 0);
   if (fb) peak = std::max(peak, flows + F * P + P);  // the consistency error and mask

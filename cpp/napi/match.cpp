@@ -176,8 +176,7 @@ struct MatchJob : Job {
   void run(const gocor::Exec& ex) override {
     result_ = from_images
                   ? gocor::match_images(gocor::ImageView{a.data(), da.C, da.H, da.W},
-                                        gocor::ImageView{b.data(), db.C, db.H, db.W}, opts, ex,
-                                        &b)
+                                        gocor::ImageView{b.data(), db.C, db.H, db.W}, opts, ex, &b)
                   : gocor::match_pyramids(pa, pb, opts, ex);
   }
   napi_value result(Out& out) override {
