@@ -348,13 +348,14 @@ class StageClock {
 };
 
 // Runs f(0, ex') and f(1, ex') -- one stage for image a and for image b -- side by side, each on
-// half of the call's threads, or one after the other with one thread or on a GPU. The stages give
-// the same result for any thread count, so this changes only how the cores are used: the serial
-// parts of one side (the geodesic Voronoi of the interpolation, small loops between parallel ones)
-// overlap with the other side's work. Exceptions propagate (the first one).
-void each_side(const Exec& ex, const std::function<void(int, const Exec&)>& f) {
+// half of the call's threads, or one after the other on all of them with one thread, on a GPU or
+// when not `together`. The stages give the same result for any thread count, so this changes only
+// how the cores are used: the serial parts of one side (the geodesic Voronoi of the
+// interpolation, small loops between parallel ones) overlap with the other side's work.
+// Exceptions propagate (the first one).
+void each_side(const Exec& ex, bool together, const std::function<void(int, const Exec&)>& f) {
   const int t = ex.threads <= 0 ? pool_size() : std::min(ex.threads, pool_size());
-  if (t < 2 || ex.device != Device::Cpu) {
+  if (t < 2 || ex.device != Device::Cpu || !together) {
     f(0, ex);
     f(1, ex);
     return;
@@ -362,6 +363,33 @@ void each_side(const Exec& ex, const std::function<void(int, const Exec&)>& f) {
   Exec half = ex;
   half.threads = t / 2;
   parallel_for(2, 2, [&](int64_t side) { f(int(side), half); });
+}
+
+size_t match_coarse_bytes(const FeaturePyramid& a, const FeaturePyramid& b, const MatchOptions& o,
+                          bool confidence, int threads);
+
+// The coarse stage and DIS run their two sides side by side only while both working sets together
+// stay under this (a 512x512 pair: ~20 MB of coarse levels, ~40 MB of DIS planes); larger images
+// run them in turn on all threads, lest their buffers be resident together (a 1282x1110 pair:
+// ~150 MB of coarse levels, ~200 MB of DIS planes).
+constexpr size_t kSideBySideBytes = size_t{64} << 20;
+
+int threads_of(int threads) {
+  return threads <= 0 ? pool_size() : std::min(threads, pool_size());
+}
+
+bool coarse_side_by_side(const FeaturePyramid& a, const FeaturePyramid& b, const MatchOptions& o,
+                         int threads) {
+  const int half = threads_of(threads) / 2;
+  return half >= 1 && match_coarse_bytes(a, b, o, o.confidence == MatchConfidence::Peak, half) +
+                              match_coarse_bytes(b, a, o, false, half) <=
+                          kSideBySideBytes;
+}
+
+bool dis_side_by_side(int H, int W, int Hb, int Wb, const MatchOptions& o) {
+  return flow_refine_dis_work_bytes(H, W, Hb, Wb, o.dis_options) +
+             flow_refine_dis_work_bytes(Hb, Wb, H, W, o.dis_options) <=
+         kSideBySideBytes;
 }
 
 // exp(-e^2 / (2 sigma^2)) of a forward-backward error, sigma = 1.5 px (0 out of view).
@@ -410,7 +438,7 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   // The descriptor of every level starts from the gray image: made once per image (a one-channel
   // image is its own gray), not once per level.
   FeaturePyramid pyr[2];
-  each_side(ex, [&](int side, const Exec& run) {
+  each_side(ex, true, [&](int side, const Exec& run) {
     const ImageView& img = side == 0 ? a : b;
     const std::vector<float> gray = image_gray(img);
     pyr[side] = features_extract(ImageView{gray.data(), 1, img.H, img.W}, fo, run);
@@ -427,18 +455,20 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   const size_t P = size_t(H) * W;
   const FlowGrid full_a{H, W, 1, 1}, full_b{b.H, b.W, 1, 1};
 
-  // The coarse flows a -> b and b -> a, at full resolution. The two sides run one after the
-  // other, each on all threads: side by side, their finest local levels (GOCor's tiles, the warped
-  // features, the volume: ~70 MB each on a 1282x1110 image) would be resident together. Both are
-  // resampled to full resolution once both are done; the peak confidence stays on a's grid until
-  // the output (resampled there, it would sit through every later stage).
+  // The coarse flows a -> b and b -> a (side by side while small, kSideBySideBytes), resampled to
+  // full resolution once both are done; the peak confidence stays on a's grid until the output
+  // (resampled there, it would sit through every later stage).
   GridFlow coarse[2];
-  for (int side = 0; side < (both ? 2 : 1); ++side) {
+  const bool coarse_together = both && coarse_side_by_side(pa, pb, o, ex.threads);
+  each_side(ex, coarse_together, [&](int side, const Exec& run) {
+    if (side == 1 && !both) return;
     coarse[side] =
-        side == 0 ? match_coarse(pa, pb, o, ex, peak) : match_coarse(pb, pa, o, ex, false);
-    check_cancel(ex);
-  }
-  // Local GOCor keeps tens of MB per thread for its next call; the pipeline makes no more.
+        side == 0 ? match_coarse(pa, pb, o, run, peak) : match_coarse(pb, pa, o, run, false);
+    // Local GOCor keeps tens of MB per thread for its next call; the pipeline makes no more (in
+    // turn, the second side reuses the first one's).
+    if (coarse_together) gocor_local_release_thread_buffers();
+    check_cancel(run);
+  });
   gocor_local_release_thread_buffers();
   pa = FeaturePyramid();
   pb = FeaturePyramid();
@@ -456,11 +486,11 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
     // checks before either fill, and its rejected pixels are interpolated; only the coarse fill
     // reads the texture masks.
     std::vector<uint8_t> valid[2];
-    each_side(ex, [&](int side, const Exec& run) {
+    each_side(ex, true, [&](int side, const Exec& run) {
       valid[side] = side == 0 ? consistent(fwd, H, W, back, b.H, b.W, o.coarse_tol, o, run)
                               : consistent(back, b.H, b.W, fwd, H, W, o.coarse_tol, o, run);
     });
-    each_side(ex, [&](int side, const Exec& run) {
+    each_side(ex, true, [&](int side, const Exec& run) {
       const ImageView& img = side == 0 ? a : b;
       std::vector<uint8_t> tex(size_t(img.H) * img.W, 1);
       if (o.texture_gradient > 0) {
@@ -476,10 +506,15 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   // Nothing reads b's colours from here on: a caller that lent them has them freed.
   if (b_pixels) *b_pixels = std::vector<float>();
   if (o.dis) {
-    flow_refine_dis(gray_a.data(), H, W, gray_b.data(), b.H, b.W, fwd.data(), o.dis_options, ex);
-    if (both) {
-      flow_refine_dis(gray_b.data(), b.H, b.W, gray_a.data(), H, W, back.data(), o.dis_options, ex);
-    }
+    each_side(ex, both && dis_side_by_side(H, W, b.H, b.W, o), [&](int side, const Exec& run) {
+      if (side == 0) {
+        flow_refine_dis(gray_a.data(), H, W, gray_b.data(), b.H, b.W, fwd.data(), o.dis_options,
+                        run);
+      } else if (both) {
+        flow_refine_dis(gray_b.data(), b.H, b.W, gray_a.data(), H, W, back.data(), o.dis_options,
+                        run);
+      }
+    });
     check_cancel(ex);
     clock.lap("refine");
   }
@@ -591,11 +626,16 @@ ImageStageBytes image_stage_bytes(const FeaturePyramid& a, const FeaturePyramid&
   constexpr size_t F = sizeof(float);
   const size_t P = size_t(a.image_h) * a.image_w, Pb = size_t(b.image_h) * b.image_w;
   const bool both = o.fill || o.final_fill || o.confidence == MatchConfidence::ForwardBackward;
-  // The two coarse sides in turn, on all threads (their grid flows are small); then both flows
-  // resampled to full resolution, the peak confidence kept on the grid.
+  const bool peak_conf = o.confidence == MatchConfidence::Peak;
+  // The two coarse sides side by side on half of the threads each, or in turn on all of them (their
+  // grid flows are small); then both flows resampled to full resolution, the peak confidence kept
+  // on the grid.
+  const int half = threads_of(threads) / 2;
   const size_t coarse =
-      std::max(match_coarse_bytes(a, b, o, o.confidence == MatchConfidence::Peak, threads),
-               both ? match_coarse_bytes(b, a, o, false, threads) : 0);
+      both && coarse_side_by_side(a, b, o, threads)
+          ? match_coarse_bytes(a, b, o, peak_conf, half) + match_coarse_bytes(b, a, o, false, half)
+          : std::max(match_coarse_bytes(a, b, o, peak_conf, threads),
+                     both ? match_coarse_bytes(b, a, o, false, threads) : 0);
   size_t flows = F * 2 * (P + (both ? Pb : 0));
   size_t peak = flows + resample_bytes(0, P);
   // The gray images next to both flows.
@@ -604,17 +644,20 @@ ImageStageBytes image_stage_bytes(const FeaturePyramid& a, const FeaturePyramid&
   auto fill = [&](int h, int w, size_t p) {
     return 2 * p + F * 2 * p + flow_interpolate_work_bytes(3, h, w, o.interp);
   };
-  // The stages after the coarse one run their two sides side by side (each_side) when they have
-  // two threads or more.
-  const int t = threads <= 0 ? pool_size() : std::min(threads, pool_size());
+  // The fills run their two sides side by side (each_side) with two threads or more.
+  const int t = threads_of(threads);
   if (o.fill) {
     // Both consistency masks first; then the two sides' fills, side by side or in turn.
     const size_t fa = fill(a.image_h, a.image_w, P), fb = fill(b.image_h, b.image_w, Pb);
     peak = std::max(peak, base + P + Pb + (t >= 2 ? fa + fb : std::max(fa, fb)));
   }
   if (o.dis) {
-    peak = std::max(peak, base + flow_refine_dis_work_bytes(a.image_h, a.image_w, b.image_h,
-                                                            b.image_w, o.dis_options));
+    // DIS of a -> b and of b -> a, side by side (while small, with two threads) or in turn.
+    const int H = a.image_h, W = a.image_w, Hb = b.image_h, Wb = b.image_w;
+    const size_t da = flow_refine_dis_work_bytes(H, W, Hb, Wb, o.dis_options),
+                 db = both ? flow_refine_dis_work_bytes(Hb, Wb, H, W, o.dis_options) : 0;
+    const bool together = both && t >= 2 && dis_side_by_side(H, W, Hb, Wb, o);
+    peak = std::max(peak, base + (together ? da + db : std::max(da, db)));
   }
   // The final fill and its consistency error and mask, then the confidence at full resolution.
   if (o.final_fill) peak = std::max(peak, base + fill(a.image_h, a.image_w, P) + F * P + P);
