@@ -240,11 +240,16 @@ void features_compute_cpu(const ImageView& img, int Hf, int Wf, int cell, float*
       const float* up = work.data() + size_t(std::max(y - 1, 0)) * Wk;
       const float* dn = work.data() + size_t(std::min(y + 1, Hk - 1)) * Wk;
       const float* row = work.data() + size_t(y) * Wk;
-      for (int x = 0; x < Wk; ++x) {
-        float gx = 0.5f * (row[std::min(x + 1, Wk - 1)] - row[std::max(x - 1, 0)]);
+      float* o = small.data() + size_t(y) * Wk;
+      auto at = [&](int x, int xl, int xr) {
+        float gx = 0.5f * (row[xr] - row[xl]);
         float gy = 0.5f * (dn[x] - up[x]);
-        small[size_t(y) * Wk + x] = std::max(0.f, gx * ck + gy * sk);
-      }
+        o[x] = std::max(0.f, gx * ck + gy * sk);
+      };
+      // The border columns clamp their neighbour; the interior loop has no clamps and vectorises.
+      at(0, 0, std::min(1, Wk - 1));
+      for (int x = 1; x < Wk - 1; ++x) at(x, x - 1, x + 1);
+      if (Wk > 1) at(Wk - 1, Wk - 2, Wk - 1);
     }
     blur_plane(small.data(), Hk, Wk, s1, tmp.data());
     large = small;
