@@ -545,15 +545,13 @@ struct Checker {
   int span() const { return ((w + 1) / 2 + 7) & ~7; }
 };
 
-// Buffers of the variational stage, reserved once for the finest scale and reused by every scale
-// (coarse to fine they would otherwise be allocated, and faulted in, anew at each).
+// Buffers of the variational stage. The linearised data term is reserved once for the finest
+// scale and reused by every scale (coarse to fine it would otherwise be allocated, and faulted in,
+// anew at each); the flow and weights are made anew at each scale (see run()).
 struct VarBuffers {
   Checker lin[9], flow[2], psi;
   VarBuffers(int h, int w) {
-    for (Checker* c : {&lin[0], &lin[1], &lin[2], &lin[3], &lin[4], &lin[5], &lin[6], &lin[7],
-                       &lin[8], &flow[0], &flow[1], &psi}) {
-      c->buf.reserve(2 * size_t(h) * Checker::stride_for(w));
-    }
+    for (Checker& c : lin) c.buf.reserve(2 * size_t(h) * Checker::stride_for(w));
   }
 };
 
@@ -584,6 +582,9 @@ class Variational {
   // `linearised` is called once the data term is linearised: from then on neither image is read.
   void run(const std::function<void()>& linearised) {
     masks();
+    // The previous scale's flow and weights are stale: freed rather than resident through the
+    // linearisation, this scale's peak.
+    for (Checker* c : {&m_.flow[0], &m_.flow[1], &m_.psi}) std::vector<float>().swap(c->buf);
     linearise();
     if (linearised) linearised();
     for (int k = 0; k < 2; ++k) {

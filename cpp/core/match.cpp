@@ -478,7 +478,7 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   coarse[0] = coarse[1] = GridFlow();
   clock.lap("coarse");
   // Made again rather than held through the coarse stage's peak (a few ms).
-  const std::vector<float> gray[2] = {image_gray(a), image_gray(b)};
+  std::vector<float> gray[2] = {image_gray(a), image_gray(b)};
   const std::vector<float>& gray_a = gray[0];
   const std::vector<float>& gray_b = gray[1];
   if (o.fill) {
@@ -518,6 +518,7 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
     check_cancel(ex);
     clock.lap("refine");
   }
+  gray[0] = gray[1] = std::vector<float>();  // DIS was their last reader
   std::vector<uint8_t> occlusion;
   if (o.final_fill || fb_conf) {
     std::vector<float> err;
