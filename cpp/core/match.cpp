@@ -134,7 +134,9 @@ void global_consistency_fill(const float* volume, const FlowGrid& ga, const Flow
 }
 
 // The coarse-to-fine flow of a onto b on the finest level's grid (or the global grid when there
-// is no local level), and that level's peak ratio (when `confidence` is non-null).
+// is no local level), and that level's peak ratio (when `confidence` is non-null). `lean`: global
+// GOCor's per-thread buffers are freed as soon as the global level is done (they would sit
+// through the local levels' peak; kept, a next call on this thread reuses them).
 struct GridFlow {
   FlowGrid grid{0, 0, 1, 1};
   std::vector<float> flow;        // (2, grid.H, grid.W) in pixels
@@ -142,7 +144,7 @@ struct GridFlow {
 };
 
 GridFlow match_coarse(const FeaturePyramid& a, const FeaturePyramid& b, const MatchOptions& o,
-                      const Exec& ex, bool want_confidence) {
+                      const Exec& ex, bool want_confidence, bool lean = false) {
   GridFlow out;
   std::vector<float>& flow = out.flow;
   FlowGrid& g_prev = out.grid;
@@ -162,8 +164,7 @@ GridFlow match_coarse(const FeaturePyramid& a, const FeaturePyramid& b, const Ma
       go.apply_query_loss = o.apply_query_loss;
       gocor_global(p, go, fa.data(), fb.data(), volume.data(), nullptr,
                    GocorGlobalShape{1, C, l0.H, l0.W}, ex, nullptr);
-      // Its buffers, kept per thread for a next call, would sit through the local levels.
-      gocor_global_release_thread_buffers();
+      if (lean) gocor_global_release_thread_buffers();
     } else {
       corr_global(fa.data(), fb.data(), volume.data(),
                   CorrGlobalShape{1, C, l0.H, l0.W, m0.H, m0.W}, ex);
@@ -462,14 +463,16 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   const bool coarse_together = both && coarse_side_by_side(pa, pb, o, ex.threads);
   each_side(ex, coarse_together, [&](int side, const Exec& run) {
     if (side == 1 && !both) return;
-    coarse[side] =
-        side == 0 ? match_coarse(pa, pb, o, run, peak) : match_coarse(pb, pa, o, run, false);
-    // Local GOCor keeps tens of MB per thread for its next call; the pipeline makes no more (in
-    // turn, the second side reuses the first one's).
-    if (coarse_together) gocor_local_release_thread_buffers();
+    coarse[side] = side == 0 ? match_coarse(pa, pb, o, run, peak, !coarse_together)
+                             : match_coarse(pb, pa, o, run, false, !coarse_together);
+    // GOCor keeps tens of MB per thread for its next call; the pipeline makes no more (in turn,
+    // the second side reuses the first one's local buffers).
+    if (coarse_together)
+      gocor_local_release_thread_buffers(), gocor_global_release_thread_buffers();
     check_cancel(run);
   });
   gocor_local_release_thread_buffers();
+  gocor_global_release_thread_buffers();
   pa = FeaturePyramid();
   pb = FeaturePyramid();
   std::vector<float> fwd = resample_planes(coarse[0].flow, 2, coarse[0].grid, full_a, ex), back;
