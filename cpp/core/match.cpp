@@ -371,9 +371,9 @@ size_t match_coarse_bytes(const FeaturePyramid& a, const FeaturePyramid& b, cons
 
 // The coarse stage and DIS run their two sides side by side only while both working sets together
 // stay under this (a 512x512 pair: ~20 MB of coarse levels, ~40 MB of DIS planes); larger images
-// run them in turn on all threads, lest their buffers be resident together (a 1282x1110 pair:
-// ~150 MB of coarse levels, ~200 MB of DIS planes).
-constexpr size_t kSideBySideBytes = size_t{64} << 20;
+// run them in turn on all threads, lest their buffers be resident together (measured peaks above
+// the live estimate there: a 1024x768 pair's coarse stage side by side 125 MB, in turn 75 MB).
+constexpr size_t kSideBySideBytes = size_t{48} << 20;
 
 int threads_of(int threads) {
   return threads <= 0 ? pool_size() : std::min(threads, pool_size());
@@ -463,16 +463,14 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   const bool coarse_together = both && coarse_side_by_side(pa, pb, o, ex.threads);
   each_side(ex, coarse_together, [&](int side, const Exec& run) {
     if (side == 1 && !both) return;
-    coarse[side] = side == 0 ? match_coarse(pa, pb, o, run, peak, !coarse_together)
-                             : match_coarse(pb, pa, o, run, false, !coarse_together);
-    // GOCor keeps tens of MB per thread for its next call; the pipeline makes no more (in turn,
-    // the second side reuses the first one's local buffers).
-    if (coarse_together)
-      gocor_local_release_thread_buffers(), gocor_global_release_thread_buffers();
+    coarse[side] = side == 0 ? match_coarse(pa, pb, o, run, peak, true)
+                             : match_coarse(pb, pa, o, run, false, true);
+    // Local GOCor keeps tens of MB per thread for its next call; the pipeline makes no more (in
+    // turn, the second side reuses the first one's).
+    if (coarse_together) gocor_local_release_thread_buffers();
     check_cancel(run);
   });
   gocor_local_release_thread_buffers();
-  gocor_global_release_thread_buffers();
   pa = FeaturePyramid();
   pb = FeaturePyramid();
   std::vector<float> fwd = resample_planes(coarse[0].flow, 2, coarse[0].grid, full_a, ex), back;
