@@ -327,9 +327,9 @@ void init_match(Napi::Env env, Napi::Object exports) {
 #ifdef __GLIBC__
   // glibc raises its mmap threshold to the size of every large block freed (up to 32 MiB), after
   // which match's stage buffers come from the heap and stay resident, fragmented, once freed: on
-  // a 1282x1110 pair ~100 MB above the live peak. A fixed threshold keeps the large ones (an image
-  // plane of 1 M pixels and up) mapped and returns them to the system when freed; smaller ones are
-  // reused from the heap (no page faults) and trimmed between match's stages.
+  // a 1282x1110 pair ~100 MB above the live peak. A fixed threshold keeps the large ones (float
+  // planes of half a million pixels and up) mapped and returns them to the system when freed;
+  // smaller ones are reused from the heap (no page faults) and trimmed between match's stages.
   mallopt(M_MMAP_THRESHOLD, 2 << 20);
 #endif
   export_function(env, exports, "extractFeatures", ExtractFeatures);
