@@ -255,7 +255,14 @@ StripIsa strip_isa() {
                            StripIsa{local_strip_portable, 4});
 }
 
+thread_local std::vector<float> local_tiles_f, local_tiles_g;  // gocor_local_cpu's tiles
+
 }  // namespace
+
+void gocor_local_release_thread_buffers() {
+  std::vector<float>().swap(local_tiles_f);
+  std::vector<float>().swap(local_tiles_g);
+}
 
 void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, const float* reference,
                      const float* query, float* volume, float* filter_out, int B, int C, int H,
@@ -292,9 +299,8 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
                         (static_cast<double>(C) * C);
   // Tiles live per thread between calls (fresh pages cost as much as a fast call); every element
   // is rewritten below. Large buffers are released after the call.
-  thread_local std::vector<float> fp_keep, gp_keep;
-  std::vector<float>& fp = fp_keep;
-  std::vector<float>& gp = gp_keep;
+  std::vector<float>& fp = local_tiles_f;
+  std::vector<float>& gp = local_tiles_g;
   struct Release {
     std::vector<float>& f;
     std::vector<float>& g;
