@@ -250,14 +250,17 @@ void free_block(float* p, size_t cap) {
 
 FreshF32::FreshF32(size_t n) : n_(n) {
   if (n == 0) return;
+
   const size_t bytes = n * sizeof(float);
+  const bool huge = bytes >= kHugePage;
+  cap_ = huge ? (bytes + kHugePage - 1) / kHugePage * kHugePage : (bytes + 63) / 64 * 64;
   if (bytes >= kPoolFrom) {
     std::lock_guard<std::mutex> lock(g_pool_mutex);
-    // The smallest kept block that fits and wastes at most an eighth of itself.
+    // The smallest kept block that fits and is at most an eighth larger than a fresh one.
     size_t best = g_pool.size();
     for (size_t i = 0; i < g_pool.size(); ++i) {
       const size_t c = g_pool[i].cap;
-      if (c >= bytes && c - bytes <= c / 8 && (best == g_pool.size() || c < g_pool[best].cap))
+      if (c >= bytes && c <= cap_ + cap_ / 8 && (best == g_pool.size() || c < g_pool[best].cap))
         best = i;
     }
     if (best < g_pool.size()) {
@@ -268,8 +271,6 @@ FreshF32::FreshF32(size_t n) : n_(n) {
       return;
     }
   }
-  const bool huge = bytes >= kHugePage;
-  cap_ = huge ? (bytes + kHugePage - 1) / kHugePage * kHugePage : (bytes + 63) / 64 * 64;
   try {
     p_ = static_cast<float*>(::operator new(cap_, std::align_val_t(huge ? kHugePage : 64)));
   } catch (const std::bad_alloc&) {
