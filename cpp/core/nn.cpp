@@ -43,7 +43,8 @@ GOCOR_INLINE void bias_act_v(const float* src, float* dst, int64_t n, float b, f
   };
   int64_t i = 0;
   for (; i + V::W <= n; i += V::W) V::storeu(dst + i, f(V::loadu(src + i)));
-  if (i < n) V::store_n(dst + i, f(V::load_n(src + i, static_cast<int>(n - i))), static_cast<int>(n - i));
+  if (i < n)
+    V::store_n(dst + i, f(V::load_n(src + i, static_cast<int>(n - i))), static_cast<int>(n - i));
 }
 using BiasActFn = void (*)(const float*, float*, int64_t, float, float, float, bool, Act);
 GOCOR_KERNEL_AVX512 void bias_act_avx512(const float* src, float* dst, int64_t n, float b, float a,
@@ -71,8 +72,7 @@ BiasActFn active_bias_act() {
 // out (c.out, P) <- act((out + bias) * bn_scale + bn_shift).
 void epilogue(const Conv& c, float* out, int64_t P, int threads) {
   const BiasActFn fn = active_bias_act();
-  parallel_for(c.out, threads,
-               [&](int64_t o) { bias_act(fn, c, o, out + o * P, out + o * P, P); });
+  parallel_for(c.out, threads, [&](int64_t o) { bias_act(fn, c, o, out + o * P, out + o * P, P); });
 }
 
 }  // namespace
@@ -115,11 +115,17 @@ class HugeFloats {
     if (align_ == kHuge) madvise(p_, bytes_, MADV_HUGEPAGE);
 #endif
   }
-  ~HugeFloats() { ::operator delete(p_, bytes_, std::align_val_t(align_)); }
+  ~HugeFloats() {
+    ::operator delete(p_, bytes_, std::align_val_t(align_));
+  }
   HugeFloats(const HugeFloats&) = delete;
   HugeFloats& operator=(const HugeFloats&) = delete;
-  float* data() const { return p_; }
-  float& operator[](size_t i) const { return p_[i]; }
+  float* data() const {
+    return p_;
+  }
+  float& operator[](size_t i) const {
+    return p_[i];
+  }
 
  private:
   static constexpr size_t kHuge = size_t{2} << 20;
@@ -176,8 +182,8 @@ void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, in
       const int64_t y = j / Wp, x0 = j % Wp, x1 = std::min<int64_t>(Wp, x0 + (j1 - j));
       if (x0 < W) {
         for (int o = 0; o < c.out; ++o)
-          bias_act(fn, c, o, block.data() + int64_t(o) * nb + (j - j0), out + (int64_t(o) * H + y) * W + x0,
-                   std::min<int64_t>(x1, W) - x0);
+          bias_act(fn, c, o, block.data() + int64_t(o) * nb + (j - j0),
+                   out + (int64_t(o) * H + y) * W + x0, std::min<int64_t>(x1, W) - x0);
       }
       j += x1 - x0;
     }

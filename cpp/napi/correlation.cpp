@@ -44,8 +44,8 @@ float max_norm(const FreshF32& x, int B, int C, size_t P) {
 // Refuses a volume of products <ref, query> * scale that overflowed float32. By Cauchy-Schwarz
 // every product is at most max|ref| * max|query| * scale; when that bound (with a wide margin for
 // the float32 rounding of the sums) is finite the volume is, and the pass over it is skipped.
-void require_finite_products(const FreshF32& out, const FreshF32& ref, const FreshF32& query, int B, int C, size_t Pr, size_t Pq,
-                             double scale) {
+void require_finite_products(const FreshF32& out, const FreshF32& ref, const FreshF32& query, int B,
+                             int C, size_t Pr, size_t Pq, double scale) {
   const double bound = double(max_norm(ref, B, C, Pr)) * max_norm(query, B, C, Pq) * scale;
   if (bound < 0.25 * FLT_MAX) return;  // false for NaN too
   require_finite(out.data(), out.size(), "the correlation volume");

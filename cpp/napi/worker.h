@@ -40,11 +40,12 @@ Napi::Object read_object(const Napi::Value& v, const char* name);
 // dimension is positive, ERR_GOCOR_TOO_LARGE beyond 2^40 elements.
 size_t count(Napi::Env env, std::initializer_list<int64_t> dims, const char* name);
 
-// Float32 memory that its job writes in full (a correlation volume, a copied input): 64-byte aligned and never
-// zero-filled; from 2 MiB up it is asked for as 2 MiB transparent huge pages. Handed to JS without
-// a copy; when JS drops it, a block of 1 MiB or more is kept (kKeepBytes in all, the least recently freed
-// given back first) for a later output of the same or a little smaller size, so a call repeated
-// on a shape pays neither page faults nor the kernel's clearing of fresh pages. Move-only.
+// Float32 memory that its job writes in full (a correlation volume, a copied input): 64-byte
+// aligned and never zero-filled; from 2 MiB up it is asked for as 2 MiB transparent huge pages.
+// Handed to JS without a copy; when JS drops it, a block of 1 MiB or more is kept (kKeepBytes in
+// all, the least recently freed given back first) for a later output of the same or a little
+// smaller size, so a call repeated on a shape pays neither page faults nor the kernel's clearing of
+// fresh pages. Move-only.
 class FreshF32 {
  public:
   static constexpr size_t kKeepBytes = size_t{96} << 20;
@@ -84,7 +85,6 @@ FreshF32 copy_fresh_f32(const Napi::Value& v, const char* name, size_t length);
 
 // Float32 output owned by the job until it is handed to JS as an external ArrayBuffer (no copy).
 using F32Buffer = std::vector<float>;
-
 
 // A volume with a non-finite value is refused rather than returned (thrown from Job::run as
 // ERR_GOCOR_INVALID_ARG): float32 overflowed because features or parameters, although within
