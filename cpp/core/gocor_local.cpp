@@ -321,17 +321,25 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
     const float* gb = query + static_cast<int64_t>(b) * C * P;
     parallel_chunks(H, ex.threads, 4, [&](int64_t y0, int64_t y1) {
       for (int64_t y = y0; y < y1; ++y)
-        for (int st = 0; st < nstrips; ++st)
+        for (int st = 0; st < nstrips; ++st) {
+          // Columns j of the tile hold x = st * lanes + j - R: inside the image for j in [lo, hi).
+          const int x0 = st * lanes - R, lo = std::max(0, -x0), hi = std::min(tw, W - x0);
           for (int ch = 0; ch < C; ++ch) {
             float* df = &fp[y * ys + st * ss + ch * tw];
             float* dg = &gp[y * ys + st * ss + ch * tw];
-            for (int j = 0; j < tw; ++j) {
-              const int x = st * lanes + j - R;
-              const bool in = x >= 0 && x < W;
-              df[j] = in ? fb[ch * P + y * W + x] : 0.f;
-              dg[j] = in ? gb[ch * P + y * W + x] : 0.f;
+            const int64_t src = ch * P + y * W + x0;
+            if (lo > 0) {  // first strip
+              std::fill(df, df + lo, 0.f);
+              std::fill(dg, dg + lo, 0.f);
+            }
+            std::memcpy(df + lo, fb + src + lo, sizeof(float) * (hi - lo));
+            std::memcpy(dg + lo, gb + src + lo, sizeof(float) * (hi - lo));
+            if (hi < tw) {  // last strips
+              std::fill(df + hi, df + tw, 0.f);
+              std::fill(dg + hi, dg + tw, 0.f);
             }
           }
+        }
     });
     LocalCtx ctx{fp.data(),
                  gp.data(),
