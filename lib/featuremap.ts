@@ -13,8 +13,13 @@ export interface Dims {
 
 const MAX_SIDE = 1 << 16;
 
-/** Checks a FeatureMap (NCHW float32, finite values) and returns its dimensions. */
-export function featureMap(value: unknown, name: string): Dims {
+/**
+ * Checks a FeatureMap's shape (NCHW float32) and returns its dimensions. Its values are checked
+ * where they are first read: by the native copy that takes them into a computation (finite, at
+ * most MAX_VALUE in magnitude, checked as they are copied: one pass instead of a JavaScript one
+ * before it), or with `values: true` by a caller that computes on them in JavaScript.
+ */
+export function featureMap(value: unknown, name: string, values = false): Dims {
   const o = object(value, name) as Partial<FeatureMap>;
   const B = o.batch === undefined ? 1 : int(o.batch, `${name}.batch`, 1, 4096);
   const C = int(o.channels, `${name}.channels`, 1, 1 << 16);
@@ -28,7 +33,7 @@ export function featureMap(value: unknown, name: string): Dims {
       `Expected ${name}.data to hold batch*channels*height*width = ${B}*${C}*${H}*${W} = ${expected} values but received ${o.data.length}`,
     );
   }
-  f32(o.data, `${name}.data`);
+  if (values) f32(o.data, `${name}.data`);
   return { data: o.data, B, C, H, W };
 }
 

@@ -306,7 +306,7 @@ export class LocalGOCor {
  * x / sqrt(sum_c x_c^2 + 1e-6). Returns a new FeatureMap (NCHW).
  */
 export function l2normalize(map: FeatureMap): FeatureMap {
-  const d: Dims = featureMap(map, 'featureMap');
+  const d: Dims = featureMap(map, 'featureMap', true);
   const out = new Float32Array(d.data.length);
   const plane = d.H * d.W;
   for (let b = 0; b < d.B; b++) {

@@ -396,7 +396,7 @@ export function pyramidFromFeatureMap(
   map: FeatureMap,
   opts: { globalSize: number; coarsestStride?: number; global?: boolean; minSide?: number },
 ): FeaturePyramid {
-  const d = featureMap(map, 'map');
+  const d = featureMap(map, 'map', true);
   if (d.B !== 1) throw invalid('batch 1', 'map.batch', d.B);
   const levels: FeatureLevel[] = [];
   // A level of `data` (C, height, width), its strides in cells of the map.
@@ -436,8 +436,8 @@ export function pyramidFromFeatureMap(
  */
 export async function matchFeatures(a: FeatureMap, b: FeatureMap, opts?: MatchOptions): Promise<MatchResult> {
   const s = settings(opts);
-  const da = featureMap(a, 'a');
-  const db = featureMap(b, 'b');
+  const da = featureMap(a, 'a', true);
+  const db = featureMap(b, 'b', true);
   if (da.C !== db.C) {
     throw new GocorError(
       'ERR_GOCOR_SHAPE',

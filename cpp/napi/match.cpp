@@ -54,7 +54,10 @@ gocor::FeaturePyramid read_pyramid(const Napi::Value& v, const char* name, bool 
     lv.stride_y = read_number(lo, "strideY", lv.stride_y);
     lv.global = read_bool(lo, "global", lv.global);
     const size_t n = count(env, {lv.C, lv.H, lv.W}, name);
-    if (with_data) lv.data = copy_f32(lo.Get("data"), name, n);
+    if (with_data) {
+      lv.data = copy_features_vector(lo.Get("data"),
+                                     std::string(name) + ".levels[" + std::to_string(i) + "]", n);
+    }
     p.levels.push_back(std::move(lv));
   }
   return p;

@@ -79,9 +79,19 @@ class FreshF32 {
 std::vector<float> copy_f32(const Napi::Value& v, const char* name, size_t length);
 // The same without a length check (parameter vectors whose length depends on other fields).
 std::vector<float> copy_f32(const Napi::Value& v, const char* name);
-// The same into a FreshF32 (inputs of a few MiB that a call repeated on a shape would otherwise
-// map afresh each time: their page faults cost as much as a large part of a correlation).
-FreshF32 copy_fresh_f32(const Napi::Value& v, const char* name, size_t length);
+// The bound on feature values: lib/validate.ts's MAX_VALUE (README "Limits and failure
+// behaviour"), far above real data and far enough below float32's range that the products the
+// correlations and GOCor form stay finite.
+constexpr float kMaxFeatureValue = 1e6f;
+// A feature map's data (Float32Array of `length` elements) copied into a FreshF32 (inputs of a few
+// MiB that a call repeated on a shape would otherwise map afresh each time: their page faults cost
+// as much as a large part of a correlation). The one check of feature values: every value finite
+// and at most kMaxFeatureValue in magnitude, checked as it is copied (ERR_GOCOR_INVALID_ARG naming
+// `name`.data and the first element out of bounds); TypeScript checks the shapes only.
+FreshF32 copy_features(const Napi::Value& v, const char* name, size_t length);
+// The same into a vector (a pyramid level of match).
+std::vector<float> copy_features_vector(const Napi::Value& v, const std::string& name,
+                                        size_t length);
 
 // Float32 output owned by the job until it is handed to JS as an external ArrayBuffer (no copy).
 using F32Buffer = std::vector<float>;

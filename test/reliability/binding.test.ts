@@ -6,7 +6,15 @@
 import { spawnSync } from 'node:child_process';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { correlate, defaultGlobalParams, defaultLocalParams, GlobalGOCor, LocalGOCor } from '../../lib';
+import {
+  correlate,
+  defaultGlobalParams,
+  defaultLocalParams,
+  extractFeatures,
+  GlobalGOCor,
+  LocalGOCor,
+  match,
+} from '../../lib';
 import { native } from '../../lib/native';
 import { randn } from '../support/ref';
 import { anyValue, RUNS } from './support';
@@ -63,6 +71,42 @@ describe('reliability: absurd but finite inputs are refused', () => {
         ),
       });
     }
+  });
+
+  it('the native copy names the first bad element, past its first chunk, and keeps the bound at 1e6', async () => {
+    // 64 channels x 16 x 16 = 16384 values: element 9000 lies in the copy's third 4096-value chunk.
+    const map = (i: number, v: number) => {
+      const data = randn(64 * 16 * 16, 5);
+      if (i >= 0) data[i] = v;
+      return { data, channels: 64, height: 16, width: 16 };
+    };
+    await expect(correlate(map(9000, Number.NaN), map(-1, 0))).rejects.toMatchObject({
+      code: 'ERR_GOCOR_INVALID_ARG',
+      message: 'Expected finite values in reference.data but element 9000 is NaN',
+    });
+    await expect(new LocalGOCor().correlate(map(-1, 0), map(16383, -2e6))).rejects.toMatchObject({
+      code: 'ERR_GOCOR_INVALID_ARG',
+      message: 'Expected values of magnitude at most 1000000 in query.data but element 16383 is -2000000',
+    });
+    // At the bound itself: accepted, as TypeScript's MAX_VALUE does.
+    await expect(correlate(map(3, 1e6), map(-1, 0))).resolves.toMatchObject({ kind: 'global' });
+    // A level of a FeaturePyramid given to match.
+    const pyr = await extractFeatures({
+      data: randn(3 * 64 * 64, 7).map((v) => 0.5 + 0.1 * v),
+      channels: 3,
+      width: 64,
+      height: 64,
+    });
+    const bad = {
+      ...pyr,
+      levels: pyr.levels.map((l, i) =>
+        i === 1 ? { ...l, data: l.data.map((v, j) => (j === 5 ? Number.POSITIVE_INFINITY : v)) } : l,
+      ),
+    };
+    await expect(match(pyr, bad)).rejects.toMatchObject({
+      code: 'ERR_GOCOR_INVALID_ARG',
+      message: 'Expected finite values in b.levels[1].data but element 5 is Infinity',
+    });
   });
 
   it('GOCor parameters beyond 1e6 (filterReg 1e30: all-NaN volumes before)', () => {
