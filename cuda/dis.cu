@@ -1,9 +1,11 @@
 // Dense Inverse Search refinement on the GPU: the twin of cpp/core/dis.cpp's flow_refine_dis,
 // step for step: the pyramids, the area-averaged seed, per scale the inverse search of every
-// patch (one thread each), the densification (one thread per pixel, its covering patches in the
-// CPU's order) and the variational refinement (warp, linearisation, red-black SOR sweeps over
-// the plain pixel grid: a pixel of colour (x + y) & 1 reads only the other colour, as in the
-// CPU's checkerboard layout), then the upsampling to the next scale.
+// patch (one thread each; with spatial propagation, two sweeps of one block per stripe of 32
+// patch rows, its rows walked as an anti-diagonal wavefront), the densification (one thread per
+// pixel, its covering patches in the CPU's order) and the variational refinement (warp,
+// linearisation, red-black SOR sweeps over the plain pixel grid: a pixel of colour (x + y) & 1
+// reads only the other colour, as in the CPU's checkerboard layout), then the upsampling to the
+// next scale.
 // Rounding: every float operation is the CPU's, in its order, rounded on its own (rounded.cuh),
 // and the sums over a patch are kept in four lanes (column mod 4) added pairwise at the end, as
 // the CPU's 4-lane (portable) kernels do; the reciprocal square root is the CPU's bit guess with
