@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -268,18 +269,37 @@ DIS_INLINE V block_read(const Plane& b, const BlockTaps& t, int r, int c) {
   return top + t.ay * (bottom - top);
 }
 
-// Any block, border replicated, into out (rows, row stride cols).
-void block_read_clamped(const Plane& b, const BlockTaps& t, int cols, int rows, float* out) {
-  for (int r = 0; r < rows; ++r) {
-    const float* p0 = b.row(std::clamp(t.iy + r, 0, b.h - 1));
-    const float* p1 = b.row(std::clamp(t.iy + r + 1, 0, b.h - 1));
-    float* o = out + size_t(r) * cols;
-    for (int c = 0; c < cols; ++c) {
-      const int x0 = std::clamp(t.ix + c, 0, b.w - 1), x1 = std::clamp(t.ix + c + 1, 0, b.w - 1);
-      const float top = p0[x0] + t.ax * (p0[x1] - p0[x0]);
-      const float bottom = p1[x0] + t.ax * (p1[x1] - p1[x0]);
-      o[c] = top + t.ay * (bottom - top);
+// Any block, border replicated, into out (rows, row stride cols <= kMaxBlockCols). Each source
+// row's clamped taps are gathered once into a contiguous line (read in place where no column is
+// clamped) and interpolated horizontally once (row r's bottom line is row r + 1's top line), in
+// loops the compiler vectorises: the same operations per value as clamping every tap. Kept out of
+// line so that it compiles for the baseline ISA (no fused multiply-adds) whichever kernel calls it.
+constexpr int kMaxBlockCols = 136;  // patch_size <= 128 rounded up to 8 lanes
+__attribute__((noinline)) void block_read_clamped(const Plane& b, const BlockTaps& t, int cols,
+                                                  int rows, float* out) {
+  const bool inner_cols = t.ix >= 0 && t.ix + cols < b.w;
+  int xs[kMaxBlockCols + 1];
+  if (!inner_cols) {
+    for (int c = 0; c <= cols; ++c) xs[c] = std::clamp(t.ix + c, 0, b.w - 1);
+  }
+  float taps[kMaxBlockCols + 1], lines[2][kMaxBlockCols];
+  auto line = [&](int r, float* l) {
+    const float* p = b.row(std::clamp(t.iy + r, 0, b.h - 1));
+    if (inner_cols) {
+      p += t.ix;
+    } else {
+      for (int c = 0; c <= cols; ++c) taps[c] = p[xs[c]];
+      p = taps;
     }
+    for (int c = 0; c < cols; ++c) l[c] = p[c] + t.ax * (p[c + 1] - p[c]);
+  };
+  line(0, lines[0]);
+  for (int r = 0; r < rows; ++r) {
+    const float* top = lines[r & 1];
+    float* bottom = lines[(r + 1) & 1];
+    line(r + 1, bottom);
+    float* o = out + size_t(r) * cols;
+    for (int c = 0; c < cols; ++c) o[c] = top[c] + t.ay * (bottom[c] - top[c]);
   }
 }
 
@@ -577,15 +597,13 @@ struct Checker {
   int span() const { return ((w + 1) / 2 + 7) & ~7; }
 };
 
-// Buffers of the variational stage, reserved once for the finest scale and reused by every scale
-// (coarse to fine they would otherwise be allocated, and faulted in, anew at each).
+// Buffers of the variational stage. The linearised data term is reserved once for the finest
+// scale and reused by every scale (coarse to fine it would otherwise be allocated, and faulted in,
+// anew at each); the flow and weights are made anew at each scale (see run()).
 struct VarBuffers {
   Checker lin[9], flow[2], psi;
   VarBuffers(int h, int w) {
-    for (Checker* c : {&lin[0], &lin[1], &lin[2], &lin[3], &lin[4], &lin[5], &lin[6], &lin[7],
-                       &lin[8], &flow[0], &flow[1], &psi}) {
-      c->buf.reserve(2 * size_t(h) * Checker::stride_for(w));
-    }
+    for (Checker& c : lin) c.buf.reserve(2 * size_t(h) * Checker::stride_for(w));
   }
 };
 
@@ -613,9 +631,14 @@ class Variational {
         h_(a.img.h),
         w_(a.img.w) {}
 
-  void run() {
+  // `linearised` is called once the data term is linearised: from then on neither image is read.
+  void run(const std::function<void()>& linearised) {
     masks();
+    // The previous scale's flow and weights are stale: freed rather than resident through the
+    // linearisation, this scale's peak.
+    for (Checker* c : {&m_.flow[0], &m_.flow[1], &m_.psi}) std::vector<float>().swap(c->buf);
     linearise();
+    if (linearised) linearised();
     for (int k = 0; k < 2; ++k) {
       Checker& f = m_.flow[k];
       const Plane& src = k == 0 ? fu_ : fv_;
@@ -1068,8 +1091,8 @@ void flow_refine_dis_cpu(const float* gray_a, int H, int W, const float* gray_b,
   if (std::min(hs[size_t(top)], ws[size_t(top)]) < p) return;
 
   const bool var = o.var_iters > 0, v8 = use_v8();
-  const std::vector<Level> pa = pyramid(gray_a, H, W, top, true, ex);
-  const std::vector<Level> pb = pyramid(gray_b, Hb, Wb, top, false, ex);
+  std::vector<Level> pa = pyramid(gray_a, H, W, top, true, ex);
+  std::vector<Level> pb = pyramid(gray_b, Hb, Wb, top, false, ex);
   check_cancel(ex);
 
   VarBuffers var_buffers(var ? hs[size_t(f)] : 0, var ? ws[size_t(f)] : 0);
@@ -1111,7 +1134,12 @@ void flow_refine_dis_cpu(const float* gray_a, int H, int W, const float* gray_b,
     parallel_for(a.img.h, ex.threads, [&](int64_t y) {
       (v8 ? densify_row_v8 : densify_row_v4)(a, b.img, patches, xs, ys, p, int(y), fu, fv);
     });
-    if (var) Variational(a, b.img, fu, fv, o, var_buffers, v8, ex).run();
+    // A scale's levels are freed once done with: a coarser one before the finest scale, the
+    // finest one as soon as the variational refinement has linearised (its sweeps read neither
+    // image), so that they are not resident with its planes.
+    auto release = [&] { pa[size_t(s)] = Level(), pb[size_t(s)] = Level(); };
+    if (var) Variational(a, b.img, fu, fv, o, var_buffers, v8, ex).run(release);
+    if (s > f) release();
     check_cancel(ex);
   }
   if (f > 0) {
@@ -1147,13 +1175,15 @@ void dis_patch_search(const float* gray_a, int H, int W, const float* gray_b, in
 }
 
 size_t flow_refine_dis_work_bytes(int H, int W, int Hb, int Wb, const DisOptions& o) {
-  (void)o;
-  const size_t P = size_t(std::max(H, 0)) * std::max(W, 0),
-               Pb = size_t(std::max(Hb, 0)) * std::max(Wb, 0);
-  // a: image + 2 gradients, b: image + 2 gradients, over the pyramid (x 4/3); at the finest scale
-  // the flow (2), its upsampled copy (2), the densification sums (3) and about 24 planes of the
-  // variational refinement (data-term tensors, weights, increments).
-  return 4 * ((3 * P + 3 * Pb) * 4 / 3 + 31 * P);
+  // Planes are padded: rows of up to W + 24 floats (checker planes: two half-rows of up to
+  // W / 2 + 24). The peak is at the finest scale (the coarser levels are freed before it): a's
+  // image and gradients (3 planes) and b's image, the flow (2), and the variational refinement's
+  // 12 planes (its linearised data term, flow and smoothness weights; a's and b's planes are
+  // freed once it has linearised). Without it, the upsampled flow's two planes next to the old.
+  const size_t Pa = size_t(std::max(H, 0)) * (std::max(W, 0) + 24),
+               Pb = size_t(std::max(Hb, 0)) * (std::max(Wb, 0) + 24),
+               Pc = size_t(std::max(H, 0)) * (std::max(W, 0) + 48);
+  return sizeof(float) * (3 * Pa + Pb + 2 * Pa + (o.var_iters > 0 ? 12 * Pc : 2 * Pa));
 }
 
 }  // namespace gocor

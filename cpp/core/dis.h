@@ -54,9 +54,8 @@ struct DisOptions {
 void flow_refine_dis_cpu(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
                          float* flow, const DisOptions& o, const Exec& ex);
 
-// Host bytes flow_refine_dis allocates (an upper estimate): the pyramids of a (with its gradient
-// planes) and b, about 4/3 of the finest planes each, the flow and patch-flow planes and the
-// variational refinement's planes at the finest scale.
+// Host bytes flow_refine_dis allocates at its peak (an upper estimate), at the finest scale: a's
+// image and gradient planes and b's image, the flow planes and the variational refinement's.
 size_t flow_refine_dis_work_bytes(int H, int W, int Hb, int Wb, const DisOptions& o);
 
 // One patch of the inverse search at full resolution, the unit flow_refine_dis runs on every patch

@@ -70,6 +70,17 @@ GOCOR_INLINE void gemm_ukr(int kc, const float* a, int64_t lda, const float* b, 
 using UkrFn = void (*)(int, const float*, int64_t, const float*, int64_t, float*, int64_t, int, int,
                        bool);
 
+// One full B panel of a row-major operand: K rows of NV vectors, row k at x + k * sk. Vector
+// copies inline (a library memcpy call per 256-byte row made packing a fifth of a convolution).
+template <class V, int NV>
+GOCOR_INLINE void pack_rows(const float* x, int64_t sk, int K, float* o) {
+  for (int k = 0; k < K; ++k, x += sk, o += NV * V::W) {
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) V::storeu(o + j * V::W, V::loadu(x + j * V::W));
+  }
+}
+using PackFn = void (*)(const float*, int64_t, int, float*);
+
 // AVX-512: 6 x 64 tile, 24 accumulators + 4 B vectors + 1 broadcast of 32 zmm. AVX2: 6 x 16,
 // 12 + 2 + 1 of 16 ymm. Portable: 4 x 8 in two 4-lane vectors.
 GOCOR_KERNEL_AVX512 void ukr_avx512(int kc, const float* a, int64_t lda, const float* b,
@@ -86,12 +97,25 @@ GOCOR_KERNEL_PORTABLE void ukr_portable(int kc, const float* a, int64_t lda, con
   gemm_ukr<simd::Vec4, 4, 2>(kc, a, lda, b, ldb, c, ldc, m, n, acc);
 }
 
+GOCOR_KERNEL_AVX512 void pack_rows_avx512(const float* x, int64_t sk, int K, float* o) {
+  pack_rows<simd::Vec16, 4>(x, sk, K, o);
+}
+GOCOR_KERNEL_AVX2 void pack_rows_avx2(const float* x, int64_t sk, int K, float* o) {
+  pack_rows<simd::Vec8, 2>(x, sk, K, o);
+}
+GOCOR_KERNEL_PORTABLE void pack_rows_portable(const float* x, int64_t sk, int K, float* o) {
+  pack_rows<simd::Vec4, 2>(x, sk, K, o);
+}
+
 struct Ukr {
   UkrFn fn;
   int mr, nr;
+  PackFn pack_b;  // a full nr-wide B panel from contiguous rows
 };
 Ukr active_ukr() {
-  return simd::simd_select(Ukr{ukr_avx512, 6, 64}, Ukr{ukr_avx2, 6, 16}, Ukr{ukr_portable, 4, 8});
+  return simd::simd_select(Ukr{ukr_avx512, 6, 64, pack_rows_avx512},
+                           Ukr{ukr_avx2, 6, 16, pack_rows_avx2},
+                           Ukr{ukr_portable, 4, 8, pack_rows_portable});
 }
 
 // 64-byte aligned scratch; an allocation failure becomes a TooLarge error, not std::bad_alloc.
@@ -185,8 +209,9 @@ void pack_gather_panel(const float* x, int64_t sk, int64_t sl, int K, float* o) 
 // Packs panels p0 .. p1-1 of an operand X with K rows (the reduction index) of L elements, element
 // (k, l) at x[k * sk + l * sl], into P-wide k-major panels:
 // out[((panel - first) * K + k) * P + i] = X(k, panel * P + i), zero past L.
+// pack_rows, when given, packs the full P-wide panels of a source with sl == 1.
 void pack_panels(const float* x, int64_t sk, int64_t sl, int K, int L, int P, float* out,
-                 int64_t first, int64_t p0, int64_t p1) {
+                 int64_t first, int64_t p0, int64_t p1, PackFn pack_rows = nullptr) {
   for (int64_t p = p0; p < p1; ++p) {
     const int l0 = static_cast<int>(p * P);
     const int n = std::min(P, L - l0);
@@ -202,6 +227,10 @@ void pack_panels(const float* x, int64_t sk, int64_t sl, int K, int L, int P, fl
           for (int i = n; i < P; ++i) o[i] = 0.f;
         }
       }
+      continue;
+    }
+    if (n == P && pack_rows != nullptr) {
+      pack_rows(x + l0, sk, K, o);
       continue;
     }
     if (n == P && P == 4) {
@@ -275,7 +304,7 @@ void gemm(const GemmArgs& g, int threads) {
     pack_panels(g.a, ask, asl, K, M, MR, ap, mfull, mfull, mp);
   }
   parallel_chunks(np, threads, 4, [&](int64_t p0, int64_t p1) {
-    pack_panels(g.b, bsk, bsl, K, N, NR, bp, 0, p0, p1);
+    pack_panels(g.b, bsk, bsl, K, N, NR, bp, 0, p0, p1, u.pack_b);
   });
 
   // Panels per work tile; shrink the tiles when there would be too few to keep every thread busy.

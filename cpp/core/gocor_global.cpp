@@ -202,7 +202,13 @@ void axpy(float* y, const float* x, float beta, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] -= beta * x[i];
 }
 
+thread_local GlobalWork global_work;  // gocor_global_cpu's buffers
+
 }  // namespace
+
+void gocor_global_release_thread_buffers() {
+  global_work = GlobalWork();
+}
 
 void gocor_global_cpu(const GlobalGocorParams& p, const GlobalGocorOptions& o,
                       const float* reference, const float* query, float* volume, float* filter_out,
@@ -231,8 +237,7 @@ void gocor_global_cpu(const GlobalGocorParams& p, const GlobalGocorOptions& o,
   // Buffers live per thread between calls: allocating and faulting in fresh pages every call
   // costs about as much as the whole computation at GLU-Net size. Every element is written
   // before it is read, so reuse needs no clearing.
-  thread_local GlobalWork work;
-  GlobalWork& wk = work;
+  GlobalWork& wk = global_work;
   struct Release {
     GlobalWork& w;
     ~Release() { w.trim(); }

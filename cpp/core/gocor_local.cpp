@@ -255,7 +255,14 @@ StripIsa strip_isa() {
                            StripIsa{local_strip_portable, 4});
 }
 
+thread_local std::vector<float> local_tiles_f, local_tiles_g;  // gocor_local_cpu's tiles
+
 }  // namespace
+
+void gocor_local_release_thread_buffers() {
+  std::vector<float>().swap(local_tiles_f);
+  std::vector<float>().swap(local_tiles_g);
+}
 
 void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, const float* reference,
                      const float* query, float* volume, float* filter_out, int B, int C, int H,
@@ -292,9 +299,8 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
                         (static_cast<double>(C) * C);
   // Tiles live per thread between calls (fresh pages cost as much as a fast call); every element
   // is rewritten below. Large buffers are released after the call.
-  thread_local std::vector<float> fp_keep, gp_keep;
-  std::vector<float>& fp = fp_keep;
-  std::vector<float>& gp = gp_keep;
+  std::vector<float>& fp = local_tiles_f;
+  std::vector<float>& gp = local_tiles_g;
   struct Release {
     std::vector<float>& f;
     std::vector<float>& g;
@@ -315,17 +321,25 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
     const float* gb = query + static_cast<int64_t>(b) * C * P;
     parallel_chunks(H, ex.threads, 4, [&](int64_t y0, int64_t y1) {
       for (int64_t y = y0; y < y1; ++y)
-        for (int st = 0; st < nstrips; ++st)
+        for (int st = 0; st < nstrips; ++st) {
+          // Columns j of the tile hold x = st * lanes + j - R: inside the image for j in [lo, hi).
+          const int x0 = st * lanes - R, lo = std::max(0, -x0), hi = std::min(tw, W - x0);
           for (int ch = 0; ch < C; ++ch) {
             float* df = &fp[y * ys + st * ss + ch * tw];
             float* dg = &gp[y * ys + st * ss + ch * tw];
-            for (int j = 0; j < tw; ++j) {
-              const int x = st * lanes + j - R;
-              const bool in = x >= 0 && x < W;
-              df[j] = in ? fb[ch * P + y * W + x] : 0.f;
-              dg[j] = in ? gb[ch * P + y * W + x] : 0.f;
+            const int64_t src = ch * P + y * W + x0;
+            if (lo > 0) {  // first strip
+              std::fill(df, df + lo, 0.f);
+              std::fill(dg, dg + lo, 0.f);
+            }
+            std::memcpy(df + lo, fb + src + lo, sizeof(float) * (hi - lo));
+            std::memcpy(dg + lo, gb + src + lo, sizeof(float) * (hi - lo));
+            if (hi < tw) {  // last strips
+              std::fill(df + hi, df + tw, 0.f);
+              std::fill(dg + hi, dg + tw, 0.f);
             }
           }
+        }
     });
     LocalCtx ctx{fp.data(),
                  gp.data(),

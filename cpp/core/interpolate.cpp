@@ -716,13 +716,16 @@ void flow_interpolate_cpu(const float* image, int C, int H, int W, const float* 
 
 size_t flow_interpolate_work_bytes(int C, int H, int W, const InterpOptions& o) {
   (void)C;  // the edge map is built one channel at a time into the same planes
-  const size_t P = size_t(std::max(H, 0)) * std::max(W, 0);
+  const size_t P = size_t(std::max(H, 0) + 2) * (std::max(W, 0) + 2);
   const int s = std::max(1, o.seed_stride);
   const size_t seeds = size_t((std::max(H, 0) + s - 1) / s) * ((std::max(W, 0) + s - 1) / s);
-  const size_t K = size_t(std::max(1, o.num_neighbors));
-  // per pixel: three float planes of the edge map, uint16 cost, uint64 key, int32 label, uint32
-  // distance; per seed: graph edges (about 8 neighbours), the K-nearest search state, the model.
-  return P * (3 * 4 + 2 + 8 + 4 + 4) + seeds * (8 * 16 + K * 16 + 256);
+  // Per pixel: the uint16 cost map with the edge map's three float planes, later with the uint64
+  // Voronoi keys. Per seed: its index, then the boundary pair set (8 to 16 slots of 12 bytes per
+  // seed, twice that while it grows) or the seed graph (about 12 edges of 8 bytes), the seeds'
+  // flows, models and one K-nearest search state per thread (8 bytes per seed each; up to 2).
+  const size_t pixels = P * (2 + std::max(3 * 4, 8));
+  const size_t per_seed = 4 + std::max<size_t>(2 * 16 * 12, 8 + 12 * 8 + 16 + 32 + 2 * 8);
+  return pixels + seeds * per_seed;
 }
 
 }  // namespace gocor

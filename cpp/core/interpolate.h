@@ -69,8 +69,8 @@ void flow_interpolate_cpu(const float* image, int C, int H, int W, const float* 
                           const uint8_t* valid, float* out, const InterpOptions& o, const Exec& ex);
 
 // Host bytes flow_interpolate allocates for an H x W image with C channels (an upper estimate:
-// every seed-grid cell holding a seed; the edge map, costs, queue keys, labels and distances per
-// pixel, the seed graph and each seed's K neighbours and model).
+// every seed-grid cell holding a seed; the edge map, costs and queue keys per pixel, the seed
+// graph, the seeds' models and the K-nearest search states).
 size_t flow_interpolate_work_bytes(int C, int H, int W, const InterpOptions& o);
 
 // The geodesic Voronoi diagram of flow_interpolate, exposed so it can be checked on its own.

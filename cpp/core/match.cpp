@@ -4,6 +4,9 @@
 #include <chrono>
 #include <cmath>
 #include <functional>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <string>
 
 #include "dispatch.h"
@@ -131,7 +134,9 @@ void global_consistency_fill(const float* volume, const FlowGrid& ga, const Flow
 }
 
 // The coarse-to-fine flow of a onto b on the finest level's grid (or the global grid when there
-// is no local level), and that level's peak ratio (when `confidence` is non-null).
+// is no local level), and that level's peak ratio (when `confidence` is non-null). `lean`: global
+// GOCor's per-thread buffers are freed as soon as the global level is done (they would sit
+// through the local levels' peak; kept, a next call on this thread reuses them).
 struct GridFlow {
   FlowGrid grid{0, 0, 1, 1};
   std::vector<float> flow;        // (2, grid.H, grid.W) in pixels
@@ -139,7 +144,7 @@ struct GridFlow {
 };
 
 GridFlow match_coarse(const FeaturePyramid& a, const FeaturePyramid& b, const MatchOptions& o,
-                      const Exec& ex, bool want_confidence) {
+                      const Exec& ex, bool want_confidence, bool lean = false) {
   GridFlow out;
   std::vector<float>& flow = out.flow;
   FlowGrid& g_prev = out.grid;
@@ -159,6 +164,7 @@ GridFlow match_coarse(const FeaturePyramid& a, const FeaturePyramid& b, const Ma
       go.apply_query_loss = o.apply_query_loss;
       gocor_global(p, go, fa.data(), fb.data(), volume.data(), nullptr,
                    GocorGlobalShape{1, C, l0.H, l0.W}, ex, nullptr);
+      if (lean) gocor_global_release_thread_buffers();
     } else {
       corr_global(fa.data(), fb.data(), volume.data(),
                   CorrGlobalShape{1, C, l0.H, l0.W, m0.H, m0.W}, ex);
@@ -229,22 +235,26 @@ std::vector<float> resample_planes(const std::vector<float>& src, int C, const F
   return out;
 }
 
-// A consistency check and an edge-aware fill of one flow from the other direction's flow.
-// flow (2, H, W) on image img's grid, other (2, Hb, Wb) the reverse flow; replaced by the
-// interpolation of its consistent pixels (unchanged when fewer than 1 % are consistent: nothing
-// reliable to spread). `error` gets the consistency error when non-null.
-void fill_inconsistent(const ImageView& img, std::vector<float>& flow, const ImageView& other_img,
-                       const std::vector<float>& other, float tol,
-                       const std::vector<uint8_t>& textured, const MatchOptions& o, const Exec& ex,
-                       std::vector<uint8_t>* valid_out = nullptr,
-                       std::vector<float>* error = nullptr) {
+// The consistency check of fill_inconsistent: valid (H, W) = flow (2, H, W) agrees with the
+// reverse flow other (2, Hb, Wb) within tol; `error` gets the consistency error when non-null.
+std::vector<uint8_t> consistent(const std::vector<float>& flow, int H, int W,
+                                const std::vector<float>& other, int Hb, int Wb, float tol,
+                                const MatchOptions& o, const Exec& ex,
+                                std::vector<float>* error = nullptr) {
+  std::vector<uint8_t> valid(size_t(H) * W);
+  if (error) error->resize(valid.size());
+  flow_consistency(flow.data(), H, W, other.data(), Hb, Wb, tol, o.rel_tol, valid.data(),
+                   error ? error->data() : nullptr, ex);
+  return valid;
+}
+
+// The edge-aware fill of fill_inconsistent: flow (2, H, W) on image img's grid is replaced by the
+// interpolation of its pixels that are valid (consistent) and textured, where it is not (unchanged
+// when fewer than 1 % are: nothing reliable to spread). valid becomes valid & textured.
+void fill_invalid(const ImageView& img, std::vector<float>& flow, std::vector<uint8_t>& valid,
+                  const std::vector<uint8_t>& textured, const MatchOptions& o, const Exec& ex) {
   const int H = img.H, W = img.W;
   const size_t P = size_t(H) * W;
-  std::vector<uint8_t> valid(P);
-  if (error) error->resize(P);
-  flow_consistency(flow.data(), H, W, other.data(), other_img.H, other_img.W, tol, o.rel_tol,
-                   valid.data(), error ? error->data() : nullptr, ex);
-  if (valid_out) *valid_out = valid;
   size_t kept = 0;
   for (size_t i = 0; i < P; ++i) kept += valid[i] &= textured[i];
   if (kept * 100 >= P) {
@@ -256,6 +266,22 @@ void fill_inconsistent(const ImageView& img, std::vector<float>& flow, const Ima
       if (!valid[i]) flow[i] = out[i], flow[P + i] = out[P + i];
     }
   }
+}
+
+// A consistency check and an edge-aware fill of one flow from the other direction's flow.
+// flow (2, H, W) on image img's grid, other (2, Hb, Wb) the reverse flow; replaced by the
+// interpolation of its consistent pixels (unchanged when fewer than 1 % are consistent: nothing
+// reliable to spread). `valid_out` gets the consistency mask, `error` the consistency error, when
+// non-null.
+void fill_inconsistent(const ImageView& img, std::vector<float>& flow, const ImageView& other_img,
+                       const std::vector<float>& other, float tol,
+                       const std::vector<uint8_t>& textured, const MatchOptions& o, const Exec& ex,
+                       std::vector<uint8_t>* valid_out = nullptr,
+                       std::vector<float>* error = nullptr) {
+  std::vector<uint8_t> valid =
+      consistent(flow, img.H, img.W, other, other_img.H, other_img.W, tol, o, ex, error);
+  if (valid_out) *valid_out = valid;
+  fill_invalid(img, flow, valid, textured, o, ex);
 }
 
 void check_options(const MatchOptions& o) {
@@ -297,6 +323,11 @@ class StageClock {
  public:
   explicit StageClock(std::vector<std::pair<const char*, double>>& t) : t_(t), last_(now()) {}
   void lap(const char* stage) {
+#ifdef __GLIBC__
+    // What the stage freed into glibc's arenas (small blocks, fragments) goes back to the system
+    // before the next stage's peak: with two threads, ~20 MB on a 1282x1110 pair.
+    malloc_trim(0);
+#endif
     const auto n = now();
     const double ms = std::chrono::duration<double, std::milli>(n - last_).count();
     last_ = n;
@@ -310,19 +341,22 @@ class StageClock {
   }
 
  private:
-  static std::chrono::steady_clock::time_point now() { return std::chrono::steady_clock::now(); }
+  static std::chrono::steady_clock::time_point now() {
+    return std::chrono::steady_clock::now();
+  }
   std::vector<std::pair<const char*, double>>& t_;
   std::chrono::steady_clock::time_point last_;
 };
 
 // Runs f(0, ex') and f(1, ex') -- one stage for image a and for image b -- side by side, each on
-// half of the call's threads, or one after the other with one thread or on a GPU. The stages give
-// the same result for any thread count, so this changes only how the cores are used: the serial
-// parts of one side (the geodesic Voronoi of the interpolation, small loops between parallel ones)
-// overlap with the other side's work. Exceptions propagate (the first one).
-void each_side(const Exec& ex, const std::function<void(int, const Exec&)>& f) {
+// half of the call's threads, or one after the other on all of them with one thread, on a GPU or
+// when not `together`. The stages give the same result for any thread count, so this changes only
+// how the cores are used: the serial parts of one side (the geodesic Voronoi of the
+// interpolation, small loops between parallel ones) overlap with the other side's work.
+// Exceptions propagate (the first one).
+void each_side(const Exec& ex, bool together, const std::function<void(int, const Exec&)>& f) {
   const int t = ex.threads <= 0 ? pool_size() : std::min(ex.threads, pool_size());
-  if (t < 2 || ex.device != Device::Cpu) {
+  if (t < 2 || ex.device != Device::Cpu || !together) {
     f(0, ex);
     f(1, ex);
     return;
@@ -330,6 +364,33 @@ void each_side(const Exec& ex, const std::function<void(int, const Exec&)>& f) {
   Exec half = ex;
   half.threads = t / 2;
   parallel_for(2, 2, [&](int64_t side) { f(int(side), half); });
+}
+
+size_t match_coarse_bytes(const FeaturePyramid& a, const FeaturePyramid& b, const MatchOptions& o,
+                          bool confidence, int threads);
+
+// The coarse stage and DIS run their two sides side by side only while both working sets together
+// stay under this (a 512x512 pair: ~20 MB of coarse levels, ~40 MB of DIS planes); larger images
+// run them in turn on all threads, lest their buffers be resident together (measured peaks above
+// the live estimate there: a 1024x768 pair's coarse stage side by side 125 MB, in turn 75 MB).
+constexpr size_t kSideBySideBytes = size_t{48} << 20;
+
+int threads_of(int threads) {
+  return threads <= 0 ? pool_size() : std::min(threads, pool_size());
+}
+
+bool coarse_side_by_side(const FeaturePyramid& a, const FeaturePyramid& b, const MatchOptions& o,
+                         int threads) {
+  const int half = threads_of(threads) / 2;
+  return half >= 1 && match_coarse_bytes(a, b, o, o.confidence == MatchConfidence::Peak, half) +
+                              match_coarse_bytes(b, a, o, false, half) <=
+                          kSideBySideBytes;
+}
+
+bool dis_side_by_side(int H, int W, int Hb, int Wb, const MatchOptions& o) {
+  return flow_refine_dis_work_bytes(H, W, Hb, Wb, o.dis_options) +
+             flow_refine_dis_work_bytes(Hb, Wb, H, W, o.dis_options) <=
+         kSideBySideBytes;
 }
 
 // exp(-e^2 / (2 sigma^2)) of a forward-backward error, sigma = 1.5 px (0 out of view).
@@ -365,7 +426,7 @@ MatchResult match_pyramids(const FeaturePyramid& a, const FeaturePyramid& b, con
 }
 
 MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOptions& o,
-                         const Exec& ex) {
+                         const Exec& ex, std::vector<float>* b_pixels) {
   check_options(o);
   std::vector<std::pair<const char*, double>> timings;
   StageClock clock(timings);
@@ -375,9 +436,13 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   fo.with_global = o.use_global;
   std::vector<int> strides = features_local_strides(a.H, a.W, fo);
   fo.coarsest_stride = strides.front();
+  // The descriptor of every level starts from the gray image: made once per image (a one-channel
+  // image is its own gray), not once per level.
   FeaturePyramid pyr[2];
-  each_side(ex, [&](int side, const Exec& run) {
-    pyr[side] = features_extract(side == 0 ? a : b, fo, run);
+  each_side(ex, true, [&](int side, const Exec& run) {
+    const ImageView& img = side == 0 ? a : b;
+    const std::vector<float> gray = image_gray(img);
+    pyr[side] = features_extract(ImageView{gray.data(), 1, img.H, img.W}, fo, run);
     check_cancel(run);
   });
   FeaturePyramid &pa = pyr[0], &pb = pyr[1];
@@ -391,52 +456,70 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   const size_t P = size_t(H) * W;
   const FlowGrid full_a{H, W, 1, 1}, full_b{b.H, b.W, 1, 1};
 
-  // The coarse flows a -> b (with the peak confidence) and b -> a, at full resolution.
-  std::vector<float> fwd, back, conf;
-  each_side(ex, [&](int side, const Exec& run) {
+  // The coarse flows a -> b and b -> a (side by side while small, kSideBySideBytes), resampled to
+  // full resolution once both are done; the peak confidence stays on a's grid until the output
+  // (resampled there, it would sit through every later stage).
+  GridFlow coarse[2];
+  const bool coarse_together = both && coarse_side_by_side(pa, pb, o, ex.threads);
+  each_side(ex, coarse_together, [&](int side, const Exec& run) {
     if (side == 1 && !both) return;
-    GridFlow c =
-        side == 0 ? match_coarse(pa, pb, o, run, peak) : match_coarse(pb, pa, o, run, false);
-    (side == 0 ? fwd : back) = resample_planes(c.flow, 2, c.grid, side == 0 ? full_a : full_b, run);
-    if (side == 0 && peak) {
-      conf = c.confidence.empty() ? std::vector<float>(P, 0.f)
-                                  : resample_planes(c.confidence, 1, c.grid, full_a, run);
-    }
+    coarse[side] = side == 0 ? match_coarse(pa, pb, o, run, peak, true)
+                             : match_coarse(pb, pa, o, run, false, true);
+    // Local GOCor keeps tens of MB per thread for its next call; the pipeline makes no more (in
+    // turn, the second side reuses the first one's).
+    if (coarse_together) gocor_local_release_thread_buffers();
+    check_cancel(run);
   });
-  clock.lap("coarse");
+  gocor_local_release_thread_buffers();
   pa = FeaturePyramid();
   pb = FeaturePyramid();
-  check_cancel(ex);
-  const std::vector<float> gray_a = image_gray(a), gray_b = image_gray(b);
+  std::vector<float> fwd = resample_planes(coarse[0].flow, 2, coarse[0].grid, full_a, ex), back;
+  if (both) back = resample_planes(coarse[1].flow, 2, coarse[1].grid, full_b, ex);
+  GridFlow conf_grid{coarse[0].grid, {}, std::move(coarse[0].confidence)};
+  coarse[0] = coarse[1] = GridFlow();
+  clock.lap("coarse");
+  // Made again rather than held through the coarse stage's peak (a few ms).
+  std::vector<float> gray[2] = {image_gray(a), image_gray(b)};
+  const std::vector<float>& gray_a = gray[0];
+  const std::vector<float>& gray_b = gray[1];
   if (o.fill) {
-    // Each side's flow is checked against the other side's coarse flow (not yet filled) and its
-    // rejected pixels are interpolated; only the coarse fill reads the texture masks.
-    const std::vector<float> fwd0 = fwd, back0 = back;
-    each_side(ex, [&](int side, const Exec& run) {
+    // Each side's flow is checked against the other side's coarse flow (not yet filled), both
+    // checks before either fill, and its rejected pixels are interpolated; only the coarse fill
+    // reads the texture masks.
+    std::vector<uint8_t> valid[2];
+    each_side(ex, true, [&](int side, const Exec& run) {
+      valid[side] = side == 0 ? consistent(fwd, H, W, back, b.H, b.W, o.coarse_tol, o, run)
+                              : consistent(back, b.H, b.W, fwd, H, W, o.coarse_tol, o, run);
+    });
+    each_side(ex, true, [&](int side, const Exec& run) {
       const ImageView& img = side == 0 ? a : b;
-      const std::vector<float>& gray = side == 0 ? gray_a : gray_b;
       std::vector<uint8_t> tex(size_t(img.H) * img.W, 1);
       if (o.texture_gradient > 0) {
-        flow_texture_mask(gray.data(), img.H, img.W, o.texture_radius, o.texture_gradient,
+        flow_texture_mask(gray[side].data(), img.H, img.W, o.texture_radius, o.texture_gradient,
                           tex.data(), run);
       }
-      if (side == 0) {
-        fill_inconsistent(a, fwd, b, back0, o.coarse_tol, tex, o, run);
-      } else {
-        fill_inconsistent(b, back, a, fwd0, o.coarse_tol, tex, o, run);
-      }
+      fill_invalid(img, side == 0 ? fwd : back, valid[side], tex, o, run);
+      valid[side] = std::vector<uint8_t>();
     });
     check_cancel(ex);
     clock.lap("fill");
   }
+  // Nothing reads b's colours from here on: a caller that lent them has them freed.
+  if (b_pixels) *b_pixels = std::vector<float>();
   if (o.dis) {
-    flow_refine_dis(gray_a.data(), H, W, gray_b.data(), b.H, b.W, fwd.data(), o.dis_options, ex);
-    if (both) {
-      flow_refine_dis(gray_b.data(), b.H, b.W, gray_a.data(), H, W, back.data(), o.dis_options, ex);
-    }
+    each_side(ex, both && dis_side_by_side(H, W, b.H, b.W, o), [&](int side, const Exec& run) {
+      if (side == 0) {
+        flow_refine_dis(gray_a.data(), H, W, gray_b.data(), b.H, b.W, fwd.data(), o.dis_options,
+                        run);
+      } else if (both) {
+        flow_refine_dis(gray_b.data(), b.H, b.W, gray_a.data(), H, W, back.data(), o.dis_options,
+                        run);
+      }
+    });
     check_cancel(ex);
     clock.lap("refine");
   }
+  gray[0] = gray[1] = std::vector<float>();  // DIS was their last reader
   std::vector<uint8_t> occlusion;
   if (o.final_fill || fb_conf) {
     std::vector<float> err;
@@ -462,10 +545,16 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
       flow_consistency(fwd.data(), H, W, back.data(), b.H, b.W, 0, 0, nullptr, err.data(), ex);
     }
     if (fb_conf) {
-      conf.resize(P);
+      conf_grid.confidence.resize(P);
+      std::vector<float>& conf = conf_grid.confidence;
       for (size_t i = 0; i < P; ++i) conf[i] = consistency_confidence(err[i]);
     }
     clock.lap("finalFill");
+  }
+  std::vector<float> conf = std::move(conf_grid.confidence);
+  if (peak) {
+    conf = conf.empty() ? std::vector<float>(P, 0.f)
+                        : resample_planes(conf, 1, conf_grid.grid, full_a, ex);
   }
   MatchResult r = to_output(std::move(fwd), std::move(conf), std::move(occlusion), H, W, o, ex);
   clock.lap("output");
@@ -519,6 +608,69 @@ size_t resample_bytes(size_t planes, size_t P) {
   return sizeof(float) * (planes * P + 4 * P);
 }
 
+// Peak of to_output when the output size differs from a's: the resized flow, confidence and
+// occlusion next to the full-resolution ones (`held` bytes, P pixels); each resampled plane goes
+// through a two-plane temporary (3 floats per output pixel).
+size_t output_bytes(size_t held, size_t P, const MatchOptions& o, bool occlusion, int Ha, int Wa) {
+  const size_t out = size_t(o.out_h > 0 ? o.out_h : Ha) * (o.out_w > 0 ? o.out_w : Wa);
+  if (out == P) return 0;
+  const bool conf = o.confidence != MatchConfidence::None;
+  return held + P + sizeof(float) * (2 * out + (conf ? out : 0) + 3 * out) + (occlusion ? out : 0);
+}
+
+// Peaks of match_images after its features: the coarse stage (next to the pyramids) and the
+// stages after it (the pyramids freed).
+struct ImageStageBytes {
+  size_t coarse, after;
+};
+ImageStageBytes image_stage_bytes(const FeaturePyramid& a, const FeaturePyramid& b,
+                                  const MatchOptions& o, int threads) {
+  constexpr size_t F = sizeof(float);
+  const size_t P = size_t(a.image_h) * a.image_w, Pb = size_t(b.image_h) * b.image_w;
+  const bool both = o.fill || o.final_fill || o.confidence == MatchConfidence::ForwardBackward;
+  const bool peak_conf = o.confidence == MatchConfidence::Peak;
+  // The two coarse sides side by side on half of the threads each, or in turn on all of them (their
+  // grid flows are small); then both flows resampled to full resolution, the peak confidence kept
+  // on the grid.
+  const int half = threads_of(threads) / 2;
+  const size_t coarse =
+      both && coarse_side_by_side(a, b, o, threads)
+          ? match_coarse_bytes(a, b, o, peak_conf, half) + match_coarse_bytes(b, a, o, false, half)
+          : std::max(match_coarse_bytes(a, b, o, peak_conf, threads),
+                     both ? match_coarse_bytes(b, a, o, false, threads) : 0);
+  size_t flows = F * 2 * (P + (both ? Pb : 0));
+  size_t peak = flows + resample_bytes(0, P);
+  // The gray images next to both flows.
+  const size_t base = flows + F * (P + Pb);
+  // A fill: the validity and texture masks, the interpolation and its output.
+  auto fill = [&](int h, int w, size_t p) {
+    return 2 * p + F * 2 * p + flow_interpolate_work_bytes(3, h, w, o.interp);
+  };
+  // The fills run their two sides side by side (each_side) with two threads or more.
+  const int t = threads_of(threads);
+  if (o.fill) {
+    // Both consistency masks first; then the two sides' fills, side by side or in turn.
+    const size_t fa = fill(a.image_h, a.image_w, P), fb = fill(b.image_h, b.image_w, Pb);
+    peak = std::max(peak, base + P + Pb + (t >= 2 ? fa + fb : std::max(fa, fb)));
+  }
+  if (o.dis) {
+    // DIS of a -> b and of b -> a, side by side (while small, with two threads) or in turn.
+    const int H = a.image_h, W = a.image_w, Hb = b.image_h, Wb = b.image_w;
+    const size_t da = flow_refine_dis_work_bytes(H, W, Hb, Wb, o.dis_options),
+                 db = both ? flow_refine_dis_work_bytes(Hb, Wb, H, W, o.dis_options) : 0;
+    const bool together = both && t >= 2 && dis_side_by_side(H, W, Hb, Wb, o);
+    peak = std::max(peak, base + (together ? da + db : std::max(da, db)));
+  }
+  // The final fill and its consistency error and mask, then the confidence at full resolution.
+  if (o.final_fill) peak = std::max(peak, base + fill(a.image_h, a.image_w, P) + F * P + P);
+  if (o.confidence != MatchConfidence::None) {
+    peak = std::max(peak, flows + P + resample_bytes(1, P));
+    flows += F * P;
+  }
+  peak = std::max(peak, output_bytes(flows, P, o, o.final_fill, a.image_h, a.image_w));
+  return {coarse, peak};
+}
+
 }  // namespace
 
 size_t match_pyramids_work_bytes(const FeaturePyramid& a, const FeaturePyramid& b,
@@ -526,59 +678,25 @@ size_t match_pyramids_work_bytes(const FeaturePyramid& a, const FeaturePyramid& 
   if (a.levels.empty() || a.levels.size() != b.levels.size()) {
     throw Error(ErrorCode::Shape, "match: the pyramids need the same, non-zero number of levels");
   }
+  if (with_images) {
+    const ImageStageBytes st = image_stage_bytes(a, b, o, threads);
+    return std::max(st.coarse, st.after);
+  }
   constexpr size_t F = sizeof(float);
   const size_t P = size_t(a.image_h) * a.image_w, Pb = size_t(b.image_h) * b.image_w;
-  const bool peak_conf = o.confidence == MatchConfidence::Peak;
   const bool fb = o.confidence == MatchConfidence::ForwardBackward;
-  const bool both = fb || (with_images && (o.fill || o.final_fill));
-  // The coarse flows at full resolution: a's (and its confidence), then b's while a's is held.
+  // match_pyramids: a's coarse flow at full resolution (and its confidence), then b's while a's
+  // is held.
   const size_t held = F * (2 * P + (o.confidence == MatchConfidence::None ? 0 : P));
-  // match_images runs the two sides of a stage side by side when it has two threads or more
-  // (each_side), each on half of them.
-  const int t = threads <= 0 ? pool_size() : std::min(threads, pool_size());
-  const bool sides = with_images && t >= 2;
-  const int side_threads = sides ? t / 2 : threads;
-  const size_t coarse_a =
-      match_coarse_bytes(a, b, o, peak_conf, side_threads) + resample_bytes(3, P);
-  size_t peak = coarse_a;
-  if (both) {
-    const size_t coarse_b =
-        match_coarse_bytes(b, a, o, false, side_threads) + resample_bytes(2, Pb);
-    peak = sides ? held + coarse_a + coarse_b : std::max(peak, held + coarse_b);
+  size_t peak = match_coarse_bytes(a, b, o, o.confidence == MatchConfidence::Peak, threads) +
+                resample_bytes(3, P);
+  if (fb) {
+    peak =
+        std::max(peak, held + match_coarse_bytes(b, a, o, false, threads) + resample_bytes(2, Pb));
   }
-  const size_t flows = held + (both ? F * 2 * Pb : 0);
-  if (with_images) {
-    // Gray images and texture masks, next to both flows (the pyramids are freed by then).
-    const size_t base = flows + F * (P + Pb) + (P + Pb);
-    // A fill: a copy of the other flow, the validity mask, the interpolation and its output.
-    auto fill = [&](const ImageView& img, size_t p) {
-      return F * 2 * p + 2 * p + F * 2 * p +
-             flow_interpolate_work_bytes(img.C >= 3 ? 3 : 1, img.H, img.W, o.interp);
-    };
-    const ImageView va{nullptr, 3, a.image_h, a.image_w}, vb{nullptr, 3, b.image_h, b.image_w};
-    if (o.fill) {
-      // Both coarse flows are copied first; the two sides' fills run side by side or in turn.
-      const size_t fa = fill(va, P), fb = fill(vb, Pb);
-      peak = std::max(peak, base + F * 2 * (P + Pb) + (sides ? fa + fb : std::max(fa, fb)));
-    }
-    if (o.dis) {
-      peak = std::max(peak, base + flow_refine_dis_work_bytes(a.image_h, a.image_w, b.image_h,
-                                                              b.image_w, o.dis_options));
-    }
-    if (o.final_fill) peak = std::max(peak, base + fill(va, P) + F * P + P);
-  } else if (fb) {
-    peak = std::max(peak, flows + F * P + P);  // the consistency error and mask
-  }
-  const size_t out =
-      size_t(o.out_h > 0 ? o.out_h : a.image_h) * (o.out_w > 0 ? o.out_w : a.image_w);
-  if (out != P) {
-    // to_output: the resized flow, confidence and occlusion next to the full-resolution ones; each
-    // resampled plane goes through a two-plane temporary (3 floats per output pixel).
-    const bool conf = o.confidence != MatchConfidence::None;
-    const bool occ = with_images && o.final_fill;
-    peak = std::max(peak, flows + P + F * (2 * out + (conf ? out : 0) + 3 * out) + (occ ? out : 0));
-  }
-  return peak;
+  const size_t flows = held + (fb ? F * 2 * Pb : 0);
+  if (fb) peak = std::max(peak, flows + F * P + P);  // the consistency error and mask
+  return std::max(peak, output_bytes(flows, P, o, false, a.image_h, a.image_w));
 }
 
 size_t match_images_bytes(int Ha, int Wa, int Hb, int Wb, const MatchOptions& o, int threads) {
@@ -593,15 +711,18 @@ size_t match_images_bytes(int Ha, int Wa, int Hb, int Wb, const MatchOptions& o,
     for (const FeatureLevel& lv : p.levels) n += sizeof(float) * size_t(lv.C) * lv.H * lv.W;
     return n;
   };
-  // a's features and b's (side by side with two threads or more, each on half of them; else b's
-  // next to a's pyramid), then the matching next to both pyramids.
+  // a's features and b's, each from its gray image (side by side with two threads or more, each
+  // on half of them; else b's next to a's pyramid), then the coarse stage next to both pyramids,
+  // then the stages after it.
   const int t = threads <= 0 ? pool_size() : std::min(threads, pool_size());
+  const size_t ga = sizeof(float) * size_t(Ha) * Wa, gb = sizeof(float) * size_t(Hb) * Wb;
   const size_t features =
-      t >= 2 ? features_extract_bytes(Ha, Wa, fo, t / 2) + features_extract_bytes(Hb, Wb, fo, t / 2)
-             : std::max(features_extract_bytes(Ha, Wa, fo, threads),
-                        pyramid_bytes(pa) + features_extract_bytes(Hb, Wb, fo, threads));
-  return std::max(features, pyramid_bytes(pa) + pyramid_bytes(pb) +
-                                match_pyramids_work_bytes(pa, pb, o, true, threads));
+      t >= 2 ? ga + features_extract_bytes(Ha, Wa, fo, t / 2) + gb +
+                   features_extract_bytes(Hb, Wb, fo, t / 2)
+             : std::max(ga + features_extract_bytes(Ha, Wa, fo, threads),
+                        pyramid_bytes(pa) + gb + features_extract_bytes(Hb, Wb, fo, threads));
+  const ImageStageBytes st = image_stage_bytes(pa, pb, o, threads);
+  return std::max({features, pyramid_bytes(pa) + pyramid_bytes(pb) + st.coarse, st.after});
 }
 
 }  // namespace gocor

@@ -102,8 +102,10 @@ MatchResult match_pyramids(const FeaturePyramid& a, const FeaturePyramid& b, con
 // in both directions (when a stage needs the reverse flow); forward-backward check, pixels without
 // 2-D structure and inconsistent ones filled by flow_interpolate (fill); flow_refine_dis of both
 // flows; a second check whose failures are filled again and reported as `occlusion` (final_fill).
+// b_pixels, when given, is the storage b.data points into, lent by the caller: it is freed as soon
+// as no stage reads b's colours any more (after the coarse fill), which lowers the peak.
 MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOptions& o,
-                         const Exec& ex);
+                         const Exec& ex, std::vector<float>* b_pixels = nullptr);
 
 // Host memory, in bytes, that match_pyramids allocates besides its pyramids (levels' C, H, W,
 // kinds and the image sizes are read; data may be empty), and that match_images allocates for an

@@ -1,12 +1,16 @@
 // Layer operations of the official networks (nn.h).
 #include "nn.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <new>
 
 #include "gemm.h"
 #include "parallel.h"
+#include "simd.h"
 
 namespace gocor {
 namespace nn {
@@ -25,19 +29,50 @@ inline float activate(float v, Act a) {
   return v;
 }
 
+// dst[i] = act((src[i] + b) * a + s) (without batch norm: act(src[i] + b)), i < n, with vectors of
+// the active SIMD level (the compiler left the leaky select scalar).
+template <class V>
+GOCOR_INLINE void bias_act_v(const float* src, float* dst, int64_t n, float b, float a, float s,
+                             bool bn, Act act) {
+  using T = typename V::T;
+  const auto f = [&](T v) {
+    v = bn ? (v + b) * a + s : v + b;
+    if (act == Act::Relu) return v > T{} ? v : T{};
+    if (act == Act::Leaky) return v > T{} ? v : 0.1f * v;
+    return v;
+  };
+  int64_t i = 0;
+  for (; i + V::W <= n; i += V::W) V::storeu(dst + i, f(V::loadu(src + i)));
+  if (i < n)
+    V::store_n(dst + i, f(V::load_n(src + i, static_cast<int>(n - i))), static_cast<int>(n - i));
+}
+using BiasActFn = void (*)(const float*, float*, int64_t, float, float, float, bool, Act);
+GOCOR_KERNEL_AVX512 void bias_act_avx512(const float* src, float* dst, int64_t n, float b, float a,
+                                         float s, bool bn, Act act) {
+  bias_act_v<simd::Vec16>(src, dst, n, b, a, s, bn, act);
+}
+GOCOR_KERNEL_AVX2 void bias_act_avx2(const float* src, float* dst, int64_t n, float b, float a,
+                                     float s, bool bn, Act act) {
+  bias_act_v<simd::Vec8>(src, dst, n, b, a, s, bn, act);
+}
+GOCOR_KERNEL_PORTABLE void bias_act_portable(const float* src, float* dst, int64_t n, float b,
+                                             float a, float s, bool bn, Act act) {
+  bias_act_v<simd::Vec4>(src, dst, n, b, a, s, bn, act);
+}
+
+// The epilogue of output channel o over n values (src may be dst).
+void bias_act(BiasActFn fn, const Conv& c, int64_t o, const float* src, float* dst, int64_t n) {
+  const bool bn = !c.bn_scale.empty();
+  fn(src, dst, n, c.bias[o], bn ? c.bn_scale[o] : 1.f, bn ? c.bn_shift[o] : 0.f, bn, c.act);
+}
+BiasActFn active_bias_act() {
+  return simd::simd_select(bias_act_avx512, bias_act_avx2, bias_act_portable);
+}
+
 // out (c.out, P) <- act((out + bias) * bn_scale + bn_shift).
 void epilogue(const Conv& c, float* out, int64_t P, int threads) {
-  const bool bn = !c.bn_scale.empty();
-  parallel_for(c.out, threads, [&](int64_t o) {
-    float* row = out + o * P;
-    const float b = c.bias[o];
-    const float a = bn ? c.bn_scale[o] : 1.f, s = bn ? c.bn_shift[o] : 0.f;
-    if (bn) {
-      for (int64_t p = 0; p < P; ++p) row[p] = activate((row[p] + b) * a + s, c.act);
-    } else {
-      for (int64_t p = 0; p < P; ++p) row[p] = activate(row[p] + b, c.act);
-    }
-  });
+  const BiasActFn fn = active_bias_act();
+  parallel_for(c.out, threads, [&](int64_t o) { bias_act(fn, c, o, out + o * P, out + o * P, P); });
 }
 
 }  // namespace
@@ -69,43 +104,129 @@ void prepare_taps(Conv& c) {
 
 namespace {
 
+// Uninitialised float scratch (a convolution's padded input, im2col tiles, transposed-conv
+// columns). From 2 MiB up: 2 MiB transparent huge pages (a hint), and one block per thread of at
+// most kKeep bytes is kept between calls, so a forward does not have the kernel clear fresh pages
+// for every layer (that was 6% of PWC-Net); below 2 MiB the allocator's own reuse suffices.
+class HugeFloats {
+ public:
+  explicit HugeFloats(size_t n) {
+    const size_t bytes = n * sizeof(float);
+    if (bytes < kHuge) {
+      bytes_ = (bytes + 63) / 64 * 64;
+      p_ = static_cast<float*>(::operator new(bytes_, std::align_val_t(64)));
+      return;
+    }
+    bytes_ = (bytes + kHuge - 1) / kHuge * kHuge;
+    Cache& c = cache();
+    if (bytes_ <= kKeep && !c.in_use) {
+      if (c.bytes < bytes_) {
+        c.reset();
+        c.p = huge_alloc(bytes_);
+        c.bytes = bytes_;
+      }
+      c.in_use = true;
+      p_ = c.p;
+      cached_ = true;
+      return;
+    }
+    p_ = huge_alloc(bytes_);
+  }
+  ~HugeFloats() {
+    if (cached_) {
+      cache().in_use = false;
+    } else {
+      ::operator delete(p_, bytes_, std::align_val_t(bytes_ >= kHuge ? kHuge : 64));
+    }
+  }
+  HugeFloats(const HugeFloats&) = delete;
+  HugeFloats& operator=(const HugeFloats&) = delete;
+  float* data() const { return p_; }
+  float& operator[](size_t i) const { return p_[i]; }
+
+ private:
+  static constexpr size_t kHuge = size_t{2} << 20;
+  static constexpr size_t kKeep = size_t{64} << 20;
+  static float* huge_alloc(size_t bytes) {
+    auto* p = static_cast<float*>(::operator new(bytes, std::align_val_t(kHuge)));
+#ifdef MADV_HUGEPAGE
+    madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+    return p;
+  }
+  struct Cache {
+    float* p = nullptr;
+    size_t bytes = 0;
+    bool in_use = false;
+    void reset() {
+      if (p != nullptr) ::operator delete(p, bytes, std::align_val_t(kHuge));
+      p = nullptr;
+      bytes = 0;
+    }
+    ~Cache() { reset(); }
+  };
+  static Cache& cache() {
+    static thread_local Cache c;
+    return c;
+  }
+  size_t bytes_ = 0;
+  float* p_ = nullptr;
+  bool cached_ = false;
+};
+
 // Stride 1, output size = input size: out_wide (out, H*Wp) = sum over taps (ky, kx) of
 // taps[t] (out, in) x padded (in, H*Wp) shifted by (ky*d, kx*d); the Wp - W extra columns of each
 // row are discarded by the epilogue.
 void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, int threads) {
   const int p = c.pad, d = c.dil, Hp = H + 2 * p, Wp = W + 2 * p;
   const int64_t plane = int64_t(Hp) * Wp, n = int64_t(H) * Wp;
-  std::vector<float> padded(size_t(c.in) * plane + 2 * size_t(p) * c.k, 0.f);
-  for (int i = 0; i < c.in; ++i)
-    for (int y = 0; y < H; ++y)
-      std::memcpy(&padded[size_t(i) * plane + size_t(y + p) * Wp + p],
-                  in + (int64_t(i) * H + y) * W, sizeof(float) * W);
+  // Written once (the image rows copied, only the border zeroed), in huge pages when granted.
+  const size_t tail = 2 * size_t(p) * c.k;  // the last views read up to 2p past the last plane
+  HugeFloats padded(size_t(c.in) * plane + tail);
+  parallel_for(c.in, threads, [&](int64_t i) {
+    float* dst = padded.data() + i * plane;
+    std::memset(dst, 0, sizeof(float) * size_t(p) * Wp);
+    for (int y = 0; y < H; ++y) {
+      float* row = dst + int64_t(y + p) * Wp;
+      std::memset(row, 0, sizeof(float) * p);
+      std::memcpy(row + p, in + (i * H + y) * W, sizeof(float) * W);
+      std::memset(row + p + W, 0, sizeof(float) * p);
+    }
+    std::memset(dst + int64_t(H + p) * Wp, 0, sizeof(float) * size_t(p) * Wp);
+  });
+  std::memset(padded.data() + size_t(c.in) * plane, 0, sizeof(float) * tail);
   // Column tiles whose output block (out x nb) stays in L2 across the taps' accumulations; each
   // tile's epilogue writes its columns of the real (W-wide) rows.
   const int64_t nb = std::max<int64_t>(256, (int64_t(96) << 10) / std::max(c.out, 1)) / 64 * 64;
-  const bool bn = !c.bn_scale.empty();
+  // Input channels per block: as even as possible, at most 128 (measured at 565 -> 128 channels,
+  // 96x144: 64, 128, 192 and all gave 182-187, 170-177, 182-183 and 204-206 ms).
+  const int nblocks = (c.in + 127) / 128, cb = (c.in + nblocks - 1) / nblocks;
+  const BiasActFn fn = active_bias_act();
   parallel_for((n + nb - 1) / nb, threads, [&](int64_t tile) {
     thread_local std::vector<float> block;
     block.resize(size_t(c.out) * nb);
     const int64_t j0 = tile * nb, j1 = std::min(n, j0 + nb), m = j1 - j0;
-    for (int t = 0; t < c.k * c.k; ++t) {
-      const int ky = t / c.k, kx = t % c.k;
-      gocor_detail::gemm(c.out, static_cast<int>(m), c.in, c.taps.data() + size_t(t) * c.out * c.in,
-                         c.in, padded.data() + int64_t(ky) * d * Wp + int64_t(kx) * d + j0, plane,
-                         false, block.data(), nb, t > 0, 1);
-    }
-    for (int o = 0; o < c.out; ++o) {
-      const float b = c.bias[o], a = bn ? c.bn_scale[o] : 1.f, s = bn ? c.bn_shift[o] : 0.f;
-      const float* src = block.data() + int64_t(o) * nb;
-      for (int64_t j = j0; j < j1;) {
-        // The run of row y = j / Wp from column j % Wp to the row's end or the tile's.
-        const int64_t y = j / Wp, x0 = j % Wp, x1 = std::min<int64_t>(Wp, x0 + (j1 - j));
-        float* dst = out + (int64_t(o) * H + y) * W;
-        for (int64_t x = x0; x < std::min<int64_t>(x1, W); ++x)
-          dst[x] =
-              activate(bn ? (src[j - j0 + x - x0] + b) * a + s : src[j - j0 + x - x0] + b, c.act);
-        j += x1 - x0;
+    // Channel blocks outermost: a block's rows of the tile's input stay in L2 across the taps
+    // (all channels at once did not fit, and packing each tap's view then read from L3).
+    for (int c0 = 0; c0 < c.in; c0 += cb) {
+      const int cn = std::min(cb, c.in - c0);
+      for (int t = 0; t < c.k * c.k; ++t) {
+        const int ky = t / c.k, kx = t % c.k;
+        gocor_detail::gemm(c.out, static_cast<int>(m), cn,
+                           c.taps.data() + size_t(t) * c.out * c.in + c0, c.in,
+                           padded.data() + c0 * plane + int64_t(ky) * d * Wp + int64_t(kx) * d + j0,
+                           plane, false, block.data(), nb, t > 0 || c0 > 0, 1);
       }
+    }
+    for (int64_t j = j0; j < j1;) {
+      // The run of row y = j / Wp from column j % Wp to the row's end or the tile's.
+      const int64_t y = j / Wp, x0 = j % Wp, x1 = std::min<int64_t>(Wp, x0 + (j1 - j));
+      if (x0 < W) {
+        for (int o = 0; o < c.out; ++o)
+          bias_act(fn, c, o, block.data() + int64_t(o) * nb + (j - j0),
+                   out + (int64_t(o) * H + y) * W + x0, std::min<int64_t>(x1, W) - x0);
+      }
+      j += x1 - x0;
     }
   });
 }
@@ -135,7 +256,7 @@ void conv2d_cpu(const Conv& c, const float* in, int H, int W, float* out, const 
     return;
   }
   const int nb = tile_columns(K, P);
-  std::vector<float> col(size_t(K) * nb);
+  HugeFloats col(size_t(K) * nb);  // every element written before it is read
   for (int64_t p0 = 0; p0 < P; p0 += nb) {
     const int n = static_cast<int>(std::min<int64_t>(nb, P - p0));
     // Row r = (ci, ky, kx) of the tile: the input sample of each output position p0 .. p0+n-1.
@@ -204,7 +325,7 @@ void conv_transpose2d_cpu(const Deconv& d, const float* in, int H, int W, float*
                           const Exec& ex) {
   const int threads = ex.threads;
   const int64_t P = int64_t(H) * W, Wo = 2 * W, Ho = 2 * H;
-  std::vector<float> col(size_t(d.out) * 16 * P);
+  HugeFloats col(size_t(d.out) * 16 * P);  // written in full by the GEMM
   gocor_detail::gemm(d.out * 16, static_cast<int>(P), d.in, d.weight_t.data(), d.in, in, P, false,
                      col.data(), P, false, threads);
   // out[o, 2 iy - 1 + ky, 2 ix - 1 + kx] += col[o*16 + ky*4 + kx, iy*W + ix]: gathered per output

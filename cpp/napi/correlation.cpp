@@ -1,8 +1,6 @@
 // corrGlobal / corrLocal: plain feature correlation.
 #include "correlation.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
@@ -15,25 +13,10 @@
 namespace gocor_napi {
 namespace {
 
-// Sizes `out` to n floats. The volume is written in full right after, so its pages are first
-// asked for as transparent huge pages: zero-filling a fresh multi-MiB buffer 4 KiB page by page
-// costs a third of a global correlation (one fault per page); 2 MiB pages fault 512 times less.
-void size_volume(F32Buffer& out, size_t n) {
-  out.reserve(n);
-#ifdef MADV_HUGEPAGE
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-  const auto begin = reinterpret_cast<uintptr_t>(out.data());
-  const uintptr_t lo = (begin + kHuge - 1) / kHuge * kHuge;
-  const uintptr_t hi = (begin + n * sizeof(float)) / kHuge * kHuge;
-  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // a hint only
-#endif
-  out.resize(n);
-}
-
 // Largest Euclidean norm over channels among the P feature vectors of each batch element of x
 // (B, C, P); NaN or inf when x holds one. Float sums of squares (4 lanes): their relative error,
 // at most C * 2^-24, is far inside the margin require_finite_products leaves.
-float max_norm(const std::vector<float>& x, int B, int C, size_t P) {
+float max_norm(const FreshF32& x, int B, int C, size_t P) {
   using gocor::simd::v4;
   std::vector<float> sq(P + 4);
   v4 best{};
@@ -61,17 +44,16 @@ float max_norm(const std::vector<float>& x, int B, int C, size_t P) {
 // Refuses a volume of products <ref, query> * scale that overflowed float32. By Cauchy-Schwarz
 // every product is at most max|ref| * max|query| * scale; when that bound (with a wide margin for
 // the float32 rounding of the sums) is finite the volume is, and the pass over it is skipped.
-void require_finite_products(const F32Buffer& out, const std::vector<float>& ref,
-                             const std::vector<float>& query, int B, int C, size_t Pr, size_t Pq,
-                             double scale) {
+void require_finite_products(const FreshF32& out, const FreshF32& ref, const FreshF32& query, int B,
+                             int C, size_t Pr, size_t Pq, double scale) {
   const double bound = double(max_norm(ref, B, C, Pr)) * max_norm(query, B, C, Pq) * scale;
   if (bound < 0.25 * FLT_MAX) return;  // false for NaN too
-  require_finite(out, "the correlation volume");
+  require_finite(out.data(), out.size(), "the correlation volume");
 }
 
 struct CorrJob : Job {
-  std::vector<float> ref, query;
-  F32Buffer out;
+  FreshF32 ref, query;
+  FreshF32 out;  // written in full by the kernel
   napi_value result(Out& o) override {
     napi_value r = o.object();
     o.set(r, "data", o.f32(std::move(out)));
@@ -82,7 +64,7 @@ struct CorrJob : Job {
 struct CorrGlobalJob : CorrJob {
   gocor::CorrGlobalShape s;
   void run(const gocor::Exec& ex) override {
-    size_volume(out, size_t(s.B) * s.Hq * s.Wq * s.H * s.W);
+    out = FreshF32(size_t(s.B) * s.Hq * s.Wq * s.H * s.W);
     gocor::corr_global(ref.data(), query.data(), out.data(), s, ex);
     require_finite_products(out, ref, query, s.B, s.C, size_t(s.H) * s.W, size_t(s.Hq) * s.Wq, 1.0);
   }
@@ -92,7 +74,7 @@ struct CorrLocalJob : CorrJob {
   gocor::CorrLocalShape s;
   void run(const gocor::Exec& ex) override {
     const size_t D = size_t(2 * s.R + 1) * (2 * s.R + 1);
-    size_volume(out, size_t(s.B) * D * s.H * s.W);
+    out = FreshF32(size_t(s.B) * D * s.H * s.W);
     gocor::corr_local(ref.data(), query.data(), out.data(), s, ex);
     const size_t P = size_t(s.H) * s.W;
     require_finite_products(out, ref, query, s.B, s.C, P, P, 1.0 / s.C);
@@ -122,8 +104,8 @@ Napi::Value CorrGlobal(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto job = std::make_unique<CorrGlobalJob>();
   const gocor::CorrGlobalShape s = job->s = read_global_shape(env, read_object(info[2], "dims"));
-  job->ref = copy_f32(info[0], "reference", size_t(s.B) * s.C * s.H * s.W);
-  job->query = copy_f32(info[1], "query", size_t(s.B) * s.C * s.Hq * s.Wq);
+  job->ref = copy_fresh_f32(info[0], "reference", size_t(s.B) * s.C * s.H * s.W);
+  job->query = copy_fresh_f32(info[1], "query", size_t(s.B) * s.C * s.Hq * s.Wq);
   read_exec(read_object(info[3], "exec"), *job);
   return job_handle(env, std::move(job));
 }
@@ -142,8 +124,8 @@ Napi::Value CorrLocal(const Napi::CallbackInfo& info) {
   auto job = std::make_unique<CorrLocalJob>();
   const gocor::CorrLocalShape s = job->s = read_local_shape(env, read_object(info[2], "dims"));
   const size_t n = size_t(s.B) * s.C * s.H * s.W;
-  job->ref = copy_f32(info[0], "reference", n);
-  job->query = copy_f32(info[1], "query", n);
+  job->ref = copy_fresh_f32(info[0], "reference", n);
+  job->query = copy_fresh_f32(info[1], "query", n);
   read_exec(read_object(info[3], "exec"), *job);
   return job_handle(env, std::move(job));
 }

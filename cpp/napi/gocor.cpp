@@ -46,10 +46,10 @@ void write_shared_params(Napi::Env env, Napi::Object o, const Params& p) {
 }
 
 struct GocorJob : Job {
-  std::vector<float> ref, query;
+  FreshF32 ref, query;
   int B = 0, C = 0, H = 0, W = 0;
   bool want_filter = false, want_diag = false;
-  F32Buffer volume, filter;
+  FreshF32 volume, filter;  // written in full by the core
   std::vector<gocor::GocorIterDiag> diag;
 
   // dims {B,C,H,W}; options {diagnostics, returnFilter, device, threads}.
@@ -67,8 +67,8 @@ struct GocorJob : Job {
   void read_common(const Napi::CallbackInfo& info) {
     read_shape(info.Env(), read_object(info[2], "dims"), read_object(info[4], "options"));
     const size_t n = size_t(B) * C * H * W;
-    ref = copy_f32(info[0], "reference", n);
-    query = copy_f32(info[1], "query", n);
+    ref = copy_fresh_f32(info[0], "reference", n);
+    query = copy_fresh_f32(info[1], "query", n);
   }
 
   // The copied inputs and the outputs, in bytes.
@@ -129,12 +129,12 @@ struct GocorGlobalJob : GocorJob {
   }
   void run(const gocor::Exec& ex) override {
     const size_t N = size_t(H) * W;
-    volume.resize(size_t(B) * N * N);
-    if (want_filter) filter.resize(size_t(B) * N * C);
+    volume = FreshF32(size_t(B) * N * N);
+    if (want_filter) filter = FreshF32(size_t(B) * N * C);
     gocor::gocor_global(p, o, ref.data(), query.data(), volume.data(),
                         want_filter ? filter.data() : nullptr, gocor::GocorGlobalShape{B, C, H, W},
                         ex, want_diag ? &diag : nullptr);
-    require_finite(volume, "the GOCor volume");
+    require_finite(volume.data(), volume.size(), "the GOCor volume");
   }
 };
 
@@ -159,12 +159,12 @@ struct GocorLocalJob : GocorJob {
   }
   void run(const gocor::Exec& ex) override {
     const size_t D = size_t(2 * o.search_radius + 1) * (2 * o.search_radius + 1);
-    volume.resize(size_t(B) * D * H * W);
-    if (want_filter) filter.resize(ref.size());
+    volume = FreshF32(size_t(B) * D * H * W);
+    if (want_filter) filter = FreshF32(ref.size());
     gocor::gocor_local(p, o, ref.data(), query.data(), volume.data(),
                        want_filter ? filter.data() : nullptr, B, C, H, W, ex,
                        want_diag ? &diag : nullptr);
-    require_finite(volume, "the GOCor volume");
+    require_finite(volume.data(), volume.size(), "the GOCor volume");
   }
 };
 

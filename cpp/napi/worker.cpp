@@ -1,8 +1,11 @@
 #include "worker.h"
 
+#include <sys/mman.h>
+
 #include <cstring>
 #include <exception>
 #include <map>
+#include <mutex>
 #include <new>
 #include <utility>
 
@@ -69,22 +72,40 @@ size_t count(Napi::Env env, std::initializer_list<int64_t> dims, const char* nam
   return size_t(n);
 }
 
-std::vector<float> copy_f32(const Napi::Value& v, const char* name) {
+namespace {
+
+// The Float32Array argument v; with `length`, one of exactly that many elements.
+Napi::Float32Array f32_argument(const Napi::Value& v, const char* name, const size_t* length) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
     throw_invalid(v.Env(), std::string("Expected Float32Array for ") + name);
   }
   Napi::Float32Array a = v.As<Napi::Float32Array>();
+  if (length != nullptr && a.ElementLength() != *length) {
+    throw make_error(v.Env(), "ERR_GOCOR_SHAPE",
+                     std::string(name) + ": expected " + std::to_string(*length) +
+                         " elements but received " + std::to_string(a.ElementLength()));
+  }
+  return a;
+}
+
+}  // namespace
+
+std::vector<float> copy_f32(const Napi::Value& v, const char* name) {
+  Napi::Float32Array a = f32_argument(v, name, nullptr);
   const float* p = a.Data();
   return p ? std::vector<float>(p, p + a.ElementLength()) : std::vector<float>();
 }
 
 std::vector<float> copy_f32(const Napi::Value& v, const char* name, size_t length) {
-  std::vector<float> out = copy_f32(v, name);
-  if (out.size() != length) {
-    throw make_error(v.Env(), "ERR_GOCOR_SHAPE",
-                     std::string(name) + ": expected " + std::to_string(length) +
-                         " elements but received " + std::to_string(out.size()));
-  }
+  Napi::Float32Array a = f32_argument(v, name, &length);
+  const float* p = a.Data();
+  return p ? std::vector<float>(p, p + length) : std::vector<float>();
+}
+
+FreshF32 copy_fresh_f32(const Napi::Value& v, const char* name, size_t length) {
+  Napi::Float32Array a = f32_argument(v, name, &length);
+  FreshF32 out(length);
+  if (length > 0) std::memcpy(out.data(), a.Data(), sizeof(float) * length);
   return out;
 }
 
@@ -102,12 +123,12 @@ void read_exec(const Napi::Object& opts, Job& job) {
   job.exec.threads = read_int(opts, "threads", job.exec.threads);
 }
 
-void require_finite(const F32Buffer& v, const char* what) {
+void require_finite(const float* v, size_t n, const char* what) {
   // Exponent bits all set: inf or NaN. Integer ops, so the loop vectorises.
   uint32_t bad = 0;
-  for (float f : v) {
+  for (size_t i = 0; i < n; ++i) {
     uint32_t bits;
-    std::memcpy(&bits, &f, sizeof bits);
+    std::memcpy(&bits, v + i, sizeof bits);
     bad |= uint32_t((bits & 0x7f800000u) == 0x7f800000u);
   }
   if (bad) {
@@ -178,6 +199,117 @@ napi_value Out::external(std::vector<T>& buf, napi_typedarray_type type) {
 
 napi_value Out::f32(F32Buffer&& buf) {
   return external(buf, napi_float32_array);
+}
+
+napi_value Out::f32(FreshF32&& buf) {
+  if (!ok_) return nullptr;
+  const size_t n = buf.size();
+  if (n == 0) return f32(F32Buffer());
+  size_t cap = 0;
+  float* p = buf.release(cap);
+  napi_value ab = nullptr, ta = nullptr;
+  // The hint carries the block's capacity; the finalizer hands the block back to the pool.
+  auto* hint = reinterpret_cast<void*>(static_cast<uintptr_t>(cap));
+  if (napi_create_external_arraybuffer(
+          env_, p, n * sizeof(float),
+          [](napi_env, void* data, void* h) {
+            FreshF32::recycle(static_cast<float*>(data),
+                              static_cast<size_t>(reinterpret_cast<uintptr_t>(h)));
+          },
+          hint, &ab) != napi_ok) {
+    FreshF32::recycle(p, cap);
+    ok_ = false;
+    return nullptr;
+  }
+  return check(napi_create_typedarray(env_, napi_float32_array, n, ab, 0, &ta), ta);
+}
+
+// ---- FreshF32's blocks -------------------------------------------------------------------------
+
+namespace {
+
+constexpr size_t kHugePage = size_t{2} << 20;
+constexpr size_t kPoolFrom = size_t{1} << 20;  // smaller blocks are freed, not kept
+
+struct Block {
+  float* p;
+  size_t cap;
+};
+// Kept blocks, least recently freed first. Blocks are taken on libuv threads and given back on
+// the main thread (finalizers), hence the lock.
+std::mutex g_pool_mutex;
+std::vector<Block> g_pool;
+size_t g_pool_bytes = 0;
+
+// Blocks of 2 MiB or more are whole huge pages, 2 MiB aligned; smaller ones 64-byte aligned.
+void free_block(float* p, size_t cap) {
+  ::operator delete(p, cap, std::align_val_t(cap >= kHugePage ? kHugePage : 64));
+}
+
+}  // namespace
+
+FreshF32::FreshF32(size_t n) : n_(n) {
+  if (n == 0) return;
+
+  const size_t bytes = n * sizeof(float);
+  const bool huge = bytes >= kHugePage;
+  cap_ = huge ? (bytes + kHugePage - 1) / kHugePage * kHugePage : (bytes + 63) / 64 * 64;
+  if (bytes >= kPoolFrom) {
+    std::lock_guard<std::mutex> lock(g_pool_mutex);
+    // The smallest kept block that fits and is at most an eighth larger than a fresh one.
+    size_t best = g_pool.size();
+    for (size_t i = 0; i < g_pool.size(); ++i) {
+      const size_t c = g_pool[i].cap;
+      if (c >= bytes && c <= cap_ + cap_ / 8 && (best == g_pool.size() || c < g_pool[best].cap))
+        best = i;
+    }
+    if (best < g_pool.size()) {
+      p_ = g_pool[best].p;
+      cap_ = g_pool[best].cap;
+      g_pool_bytes -= cap_;
+      g_pool.erase(g_pool.begin() + static_cast<std::ptrdiff_t>(best));
+      return;
+    }
+  }
+  try {
+    p_ = static_cast<float*>(::operator new(cap_, std::align_val_t(huge ? kHugePage : 64)));
+  } catch (const std::bad_alloc&) {
+    throw gocor::Error(gocor::ErrorCode::TooLarge,
+                       "cannot allocate " + std::to_string(bytes) + " bytes for the output");
+  }
+#ifdef MADV_HUGEPAGE
+  if (huge) madvise(p_, cap_, MADV_HUGEPAGE);  // a hint only: 512 times fewer page faults
+#endif
+}
+
+FreshF32& FreshF32::operator=(FreshF32&& o) noexcept {
+  if (this != &o) {
+    recycle(p_, cap_);
+    p_ = o.p_;
+    n_ = o.n_;
+    cap_ = o.cap_;
+    o.p_ = nullptr;
+  }
+  return *this;
+}
+
+void FreshF32::recycle(float* p, size_t cap) {
+  if (p == nullptr) return;
+  if (cap < kPoolFrom || cap > kKeepBytes) {
+    free_block(p, cap);
+    return;
+  }
+  std::vector<Block> evicted;
+  {
+    std::lock_guard<std::mutex> lock(g_pool_mutex);
+    g_pool.push_back({p, cap});
+    g_pool_bytes += cap;
+    size_t drop = 0;
+    while (g_pool_bytes > kKeepBytes) g_pool_bytes -= g_pool[drop++].cap;
+    evicted.assign(g_pool.begin(), g_pool.begin() + static_cast<std::ptrdiff_t>(drop));
+    g_pool.erase(g_pool.begin(), g_pool.begin() + static_cast<std::ptrdiff_t>(drop));
+  }
+  for (const Block& b : evicted) free_block(b.p, b.cap);
 }
 
 napi_value Out::u8(std::vector<uint8_t>&& buf) {

@@ -40,11 +40,48 @@ Napi::Object read_object(const Napi::Value& v, const char* name);
 // dimension is positive, ERR_GOCOR_TOO_LARGE beyond 2^40 elements.
 size_t count(Napi::Env env, std::initializer_list<int64_t> dims, const char* name);
 
+// Float32 memory that its job writes in full (a correlation volume, a copied input): 64-byte
+// aligned and never zero-filled; from 2 MiB up it is asked for as 2 MiB transparent huge pages.
+// Handed to JS without a copy; when JS drops it, a block of 1 MiB or more is kept (kKeepBytes in
+// all, the least recently freed given back first) for a later output of the same or a little
+// smaller size, so a call repeated on a shape pays neither page faults nor the kernel's clearing of
+// fresh pages. Move-only.
+class FreshF32 {
+ public:
+  static constexpr size_t kKeepBytes = size_t{96} << 20;
+  FreshF32() = default;
+  explicit FreshF32(size_t n);  // n floats, contents undefined; TooLarge when out of memory
+  FreshF32(FreshF32&& o) noexcept : p_(o.p_), n_(o.n_), cap_(o.cap_) { o.p_ = nullptr; }
+  FreshF32& operator=(FreshF32&& o) noexcept;
+  FreshF32(const FreshF32&) = delete;
+  FreshF32& operator=(const FreshF32&) = delete;
+  ~FreshF32() { recycle(p_, cap_); }
+  float* data() const { return p_; }
+  size_t size() const { return p_ ? n_ : 0; }
+  float* begin() const { return p_; }
+  float* end() const { return p_ + size(); }
+  // Gives up ownership: the block (of `capacity` bytes) goes back through recycle().
+  float* release(size_t& capacity) {
+    capacity = cap_;
+    float* p = p_;
+    p_ = nullptr;
+    return p;
+  }
+  static void recycle(float* p, size_t capacity);
+
+ private:
+  float* p_ = nullptr;
+  size_t n_ = 0, cap_ = 0;
+};
+
 // A Float32Array argument copied into owned memory (on the main thread, during the call);
 // throws ERR_GOCOR_SHAPE unless it holds exactly `length` elements.
 std::vector<float> copy_f32(const Napi::Value& v, const char* name, size_t length);
 // The same without a length check (parameter vectors whose length depends on other fields).
 std::vector<float> copy_f32(const Napi::Value& v, const char* name);
+// The same into a FreshF32 (inputs of a few MiB that a call repeated on a shape would otherwise
+// map afresh each time: their page faults cost as much as a large part of a correlation).
+FreshF32 copy_fresh_f32(const Napi::Value& v, const char* name, size_t length);
 
 // Float32 output owned by the job until it is handed to JS as an external ArrayBuffer (no copy).
 using F32Buffer = std::vector<float>;
@@ -52,7 +89,10 @@ using F32Buffer = std::vector<float>;
 // A volume with a non-finite value is refused rather than returned (thrown from Job::run as
 // ERR_GOCOR_INVALID_ARG): float32 overflowed because features or parameters, although within
 // the bounds TypeScript checks, are far outside their usual ranges.
-void require_finite(const F32Buffer& v, const char* what);
+void require_finite(const float* v, size_t n, const char* what);
+inline void require_finite(const F32Buffer& v, const char* what) {
+  require_finite(v.data(), v.size(), what);
+}
 
 // Builds a result in the completion callback with the plain C API: every call is checked and
 // nothing throws. After the first failure (the environment is shutting down) the remaining calls
@@ -67,6 +107,7 @@ class Out {
   napi_value boolean(bool v);
   napi_value string(const char* s);
   napi_value f32(F32Buffer&& buf);            // zero-copy Float32Array
+  napi_value f32(FreshF32&& buf);             // zero-copy Float32Array
   napi_value u8(std::vector<uint8_t>&& buf);  // zero-copy Uint8Array
   void set(napi_value object, const char* key, napi_value v);
   void set(napi_value array, uint32_t index, napi_value v);
