@@ -1,9 +1,11 @@
 // Dense Inverse Search refinement on the GPU: the twin of cpp/core/dis.cpp's flow_refine_dis,
 // step for step: the pyramids, the area-averaged seed, per scale the inverse search of every
-// patch (one thread each), the densification (one thread per pixel, its covering patches in the
-// CPU's order) and the variational refinement (warp, linearisation, red-black SOR sweeps over
-// the plain pixel grid: a pixel of colour (x + y) & 1 reads only the other colour, as in the
-// CPU's checkerboard layout), then the upsampling to the next scale.
+// patch (one thread each; with spatial propagation, two sweeps of one block per stripe of 32
+// patch rows, its rows walked as an anti-diagonal wavefront), the densification (one thread per
+// pixel, its covering patches in the CPU's order) and the variational refinement (warp,
+// linearisation, red-black SOR sweeps over the plain pixel grid: a pixel of colour (x + y) & 1
+// reads only the other colour, as in the CPU's checkerboard layout), then the upsampling to the
+// next scale.
 // Rounding: every float operation is the CPU's, in its order, rounded on its own (rounded.cuh),
 // and the sums over a patch are kept in four lanes (column mod 4) added pairwise at the end, as
 // the CPU's 4-lane (portable) kernels do; the reciprocal square root is the CPU's bit guess with
@@ -162,37 +164,62 @@ __device__ __forceinline__ float block_read(const Plane& b, const Taps& t, int r
   return rn::lerp(top, bottom, t.ay);
 }
 
-// dis.cpp's search_row and search_patch for the patch at (xs[j], ys[i]): the start is the mean
-// flow over the patch, then inverse-compositional Gauss-Newton on the mean-normalised SSD.
-__global__ void search_kernel(Plane a, Plane agx, Plane agy, Plane b, Plane fu, Plane fv,
-                              const int* __restrict__ xs, int nx, const int* __restrict__ ys,
-                              int ny, int p, int max_iters, PatchFlow* __restrict__ out) {
-  const int t = blockIdx.x * blockDim.x + threadIdx.x;
-  if (t >= nx * ny) return;
-  const int x0 = xs[t % nx], y0 = ys[t / nx];
-  const int pc = (p + kLanes - 1) / kLanes * kLanes, n = p * p;
-  // Every patch sum visits rows, then columns in lanes of 4 (column c in lane c % 4).
-  auto lanes = [&](auto&& fn) {
-    for (int r = 0; r < p; ++r) {
-      for (int c = 0; c < p; ++c) fn(r, c, c % kLanes);
-    }
-  };
+// Every patch sum visits rows, then columns in lanes of 4 (column c in lane c % 4), as the CPU's
+// 4-lane kernels do.
+template <class Fn>
+__device__ __forceinline__ void patch_lanes(int p, Fn&& fn) {
+  for (int r = 0; r < p; ++r) {
+    for (int c = 0; c < p; ++c) fn(r, c, c % kLanes);
+  }
+}
+
+// dis.cpp's patch_mean: the mean of the scale's flow (fu, fv) over the patch at (x0, y0).
+__device__ PatchFlow patch_mean(const Plane& fu, const Plane& fv, int x0, int y0, int p) {
   float su[kLanes] = {}, sv[kLanes] = {};
-  lanes([&](int r, int c, int l) {
+  patch_lanes(p, [&](int r, int c, int l) {
     su[l] = rn::add(su[l], fu.at(y0 + r, x0 + c));
     sv[l] = rn::add(sv[l], fv.at(y0 + r, x0 + c));
   });
   const float inv = 1.f / float(p * p);
-  const float u0 = rn::mul(hsum(su), inv), v0 = rn::mul(hsum(sv), inv);
+  return {rn::mul(hsum(su), inv), rn::mul(hsum(sv), inv), 0.f};
+}
 
+// A's patch at (x0, y0) against b read at (x0 + u, y0 + v): the sum of e = b - a, the
+// mean-normalised SSD, and the sums of a's gradients times e (one evaluation of search_patch).
+struct PatchEval {
+  float sum_e, ssd, bx, by;
+};
+
+__device__ PatchEval patch_eval(const Plane& a, const Plane& agx, const Plane& agy, const Plane& b,
+                                int x0, int y0, int p, float u, float v) {
+  const int pc = (p + kLanes - 1) / kLanes * kLanes, n = p * p;
+  const Taps tp = block_taps(b, rn::add(float(x0), u), rn::add(float(y0), v), pc, p);
+  float se[kLanes] = {}, see[kLanes] = {}, bx[kLanes] = {}, by[kLanes] = {};
+  patch_lanes(p, [&](int r, int c, int l) {
+    const float e = rn::sub(block_read(b, tp, r, c), a.at(y0 + r, x0 + c));
+    se[l] = rn::add(se[l], e);
+    see[l] = rn::add(see[l], rn::mul(e, e));
+    bx[l] = rn::add(bx[l], rn::mul(agx.at(y0 + r, x0 + c), e));
+    by[l] = rn::add(by[l], rn::mul(agy.at(y0 + r, x0 + c), e));
+  });
+  const float sum_e = hsum(se);
+  return {sum_e, rn::sub(hsum(see), rn::div(rn::mul(sum_e, sum_e), float(n))), hsum(bx), hsum(by)};
+}
+
+// dis.cpp's search_patch: inverse-compositional Gauss-Newton on the mean-normalised SSD of a's
+// patch at (x0, y0), from (u0, v0), at most max_iters steps.
+__device__ PatchFlow search_patch(const Plane& a, const Plane& agx, const Plane& agy,
+                                  const Plane& b, int x0, int y0, int p, int max_iters, float u0,
+                                  float v0) {
+  const int n = p * p;
   float sgx[kLanes] = {}, sgy[kLanes] = {};
-  lanes([&](int r, int c, int l) {
+  patch_lanes(p, [&](int r, int c, int l) {
     sgx[l] = rn::add(sgx[l], agx.at(y0 + r, x0 + c));
     sgy[l] = rn::add(sgy[l], agy.at(y0 + r, x0 + c));
   });
   const float mgx = rn::div(hsum(sgx), float(n)), mgy = rn::div(hsum(sgy), float(n));
   float vxx[kLanes] = {}, vxy[kLanes] = {}, vyy[kLanes] = {};
-  lanes([&](int r, int c, int l) {
+  patch_lanes(p, [&](int r, int c, int l) {
     const float cx = rn::sub(agx.at(y0 + r, x0 + c), mgx),
                 cy = rn::sub(agy.at(y0 + r, x0 + c), mgy);
     vxx[l] = rn::add(vxx[l], rn::mul(cx, cx));
@@ -211,39 +238,76 @@ __global__ void search_kernel(Plane a, Plane agx, Plane agy, Plane b, Plane fu, 
   float best_ssd = 0, u = u0, v = v0;
   int iters = max_iters;
   for (int it = 0;; ++it) {
-    const Taps tp = block_taps(b, rn::add(float(x0), u), rn::add(float(y0), v), pc, p);
-    float se[kLanes] = {}, see[kLanes] = {}, bx[kLanes] = {}, by[kLanes] = {};
-    lanes([&](int r, int c, int l) {
-      const float e = rn::sub(block_read(b, tp, r, c), a.at(y0 + r, x0 + c));
-      se[l] = rn::add(se[l], e);
-      see[l] = rn::add(see[l], rn::mul(e, e));
-      bx[l] = rn::add(bx[l], rn::mul(agx.at(y0 + r, x0 + c), e));
-      by[l] = rn::add(by[l], rn::mul(agy.at(y0 + r, x0 + c), e));
-    });
-    const float sum_e = hsum(se);
-    const float ssd = rn::sub(hsum(see), rn::div(rn::mul(sum_e, sum_e), float(n)));
+    const PatchEval ev = patch_eval(a, agx, agy, b, x0, y0, p, u, v);
     if (it == 0) {
-      start.offset = rn::div(sum_e, float(n));
+      start.offset = rn::div(ev.sum_e, float(n));
       best = start;
-      best_ssd = ssd;
-    } else if (ssd < best_ssd) {
-      best = {u, v, rn::div(sum_e, float(n))};
-      best_ssd = ssd;
+      best_ssd = ev.ssd;
+    } else if (ev.ssd < best_ssd) {
+      best = {u, v, rn::div(ev.sum_e, float(n))};
+      best_ssd = ev.ssd;
     }
     if (it >= iters) break;
-    const float gx = rn::sub(hsum(bx), rn::mul(mgx, sum_e));
-    const float gy = rn::sub(hsum(by), rn::mul(mgy, sum_e));
+    const float gx = rn::sub(ev.bx, rn::mul(mgx, ev.sum_e));
+    const float gy = rn::sub(ev.by, rn::mul(mgy, ev.sum_e));
     const float du = rn::add(rn::mul(ixx, gx), rn::mul(ixy, gy));
     const float dv = rn::add(rn::mul(ixy, gx), rn::mul(iyy, gy));
     u = rn::sub(u, du);
     v = rn::sub(v, dv);
-    if (fabsf(rn::sub(u, u0)) > float(p) || fabsf(rn::sub(v, v0)) > float(p)) {
-      best = start;
-      break;
-    }
+    if (fabsf(rn::sub(u, u0)) > float(p) || fabsf(rn::sub(v, v0)) > float(p)) return start;
     if (rn::add(rn::mul(du, du), rn::mul(dv, dv)) < 1e-4f) iters = it + 1;
   }
-  out[t] = best;
+  return best;
+}
+
+// dis.cpp's search_row for the patch at (xs[j], ys[i]): the search from the mean flow over the
+// patch, one thread per patch.
+__global__ void search_kernel(Plane a, Plane agx, Plane agy, Plane b, Plane fu, Plane fv,
+                              const int* __restrict__ xs, int nx, const int* __restrict__ ys,
+                              int ny, int p, int max_iters, PatchFlow* __restrict__ out) {
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= nx * ny) return;
+  const int x0 = xs[t % nx], y0 = ys[t / nx];
+  const PatchFlow m = patch_mean(fu, fv, x0, y0, p);
+  out[t] = search_patch(a, agx, agy, b, x0, y0, p, max_iters, m.u, m.v);
+}
+
+// Patch rows per stripe of the spatial propagation (dis.cpp's kStripe): one block each.
+constexpr int kStripe = 32;
+
+// One sweep of dis.cpp's propagate_stripe over the patch rows [i0, i1) of block i0 / kStripe,
+// forward (top left first; starts: the mean flow over the patch) or backward (bottom right first;
+// starts: the forward sweep's results); `iters` steps each. A patch starts from a neighbour's
+// flow when that neighbour's SSD is below `ratio` times its start's. A patch depends only on its
+// already swept neighbours in its row and the row before it, so thread k of the block takes the
+// k-th swept row of the stripe and its m-th patch at step k + m: each anti-diagonal runs in
+// parallel after the two neighbours it reads, and every patch sees the inputs it has in the
+// CPU's sequential walk. patches (ny, nx) is read and written in place.
+__global__ void propagate_kernel(Plane a, Plane agx, Plane agy, Plane b, Plane fu, Plane fv,
+                                 const int* __restrict__ xs, int nx, const int* __restrict__ ys,
+                                 int ny, int p, bool backward, int iters, float ratio,
+                                 PatchFlow* patches) {
+  const int i0 = blockIdx.x * kStripe, i1 = min(i0 + kStripe, ny), k = threadIdx.x;
+  const int d = backward ? 1 : -1;  // towards the swept neighbours
+  const int steps = nx + (i1 - i0) - 1;
+  for (int step = 0; step < steps; ++step) {
+    const int m = step - k;
+    if (i0 + k < i1 && m >= 0 && m < nx) {
+      const int i = backward ? i1 - 1 - k : i0 + k, j = backward ? nx - 1 - m : m;
+      const int x0 = xs[j], y0 = ys[i];
+      PatchFlow& cur = patches[size_t(i) * nx + j];
+      PatchFlow start = backward ? cur : patch_mean(fu, fv, x0, y0, p);
+      float best = patch_eval(a, agx, agy, b, x0, y0, p, start.u, start.v).ssd;
+      auto consider = [&](const PatchFlow& n) {
+        const float ssd = patch_eval(a, agx, agy, b, x0, y0, p, n.u, n.v).ssd;
+        if (ssd < rn::mul(ratio, best)) best = ssd, start = n;
+      };
+      if (j + d >= 0 && j + d < nx) consider(patches[size_t(i) * nx + j + d]);
+      if (k > 0) consider(patches[size_t(i + d) * nx + j]);
+      cur = search_patch(a, agx, agy, b, x0, y0, p, iters, start.u, start.v);
+    }
+    __syncthreads();  // this step's patches are written before the next step reads them
+  }
 }
 
 // dis.cpp's densify_row for one pixel: the patches covering it in (row, column) order, each
@@ -590,9 +654,22 @@ void refine_device(const float* d_a, int H, int W, const float* d_b, int Hb, int
     const int* d_xs = upload_vec(xs, starts, st);
     const int* d_ys = upload_vec(ys, starts, st);
     DeviceBuffer<PatchFlow> d_patches(size_t(nx) * ny);
-    search_kernel<<<ceil_div(nx * ny, 64), 64, 0, st>>>(a.img, a.gx, a.gy, b, fu, fv, d_xs, nx,
-                                                        d_ys, ny, p, o.grad_iters, d_patches.get());
-    check_launch("search_kernel");
+    if (o.spatial_propagation) {
+      // dis.cpp: two sweeps with half of grad_iters each; at the finest scale a neighbour's SSD
+      // must be 20 % lower to replace a start, at coarser ones 10 %.
+      const float ratio = s == f ? 0.8f : 0.9f;
+      for (int pass = 0; pass < 2; ++pass) {
+        const int iters = pass == 0 ? o.grad_iters / 2 : o.grad_iters - o.grad_iters / 2;
+        propagate_kernel<<<ceil_div(ny, kStripe), kStripe, 0, st>>>(
+            a.img, a.gx, a.gy, b, fu, fv, d_xs, nx, d_ys, ny, p, pass == 1, iters, ratio,
+            d_patches.get());
+        check_launch("propagate_kernel");
+      }
+    } else {
+      search_kernel<<<ceil_div(nx * ny, 64), 64, 0, st>>>(
+          a.img, a.gx, a.gy, b, fu, fv, d_xs, nx, d_ys, ny, p, o.grad_iters, d_patches.get());
+      check_launch("search_kernel");
+    }
     densify_kernel<<<grid, 128, 0, st>>>(a.img, b, d_patches.get(), d_xs, nx, d_ys, ny, p, fu, fv);
     check_launch("densify_kernel");
     if (o.var_iters > 0) {

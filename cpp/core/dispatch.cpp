@@ -221,9 +221,6 @@ void flow_interpolate(const float* image, int C, int H, int W, const float* flow
 
 void flow_refine_dis(const float* gray_a, int H, int W, const float* gray_b, int Hb, int Wb,
                      float* flow, const DisOptions& o, const Exec& ex) {
-  if (o.spatial_propagation) {  // the CUDA twin has no spatial propagation
-    GOCOR_DISPATCH_CPU_ONLY(flow_refine_dis, gray_a, H, W, gray_b, Hb, Wb, flow, o, run);
-  }
   GOCOR_DISPATCH_STAGE(Stage::FlowRefineDis, flow_refine_dis, gray_a, H, W, gray_b, Hb, Wb, flow, o,
                        run);
 }

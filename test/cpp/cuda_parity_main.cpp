@@ -846,12 +846,17 @@ void report_dis(const std::string& name, const DisGap& g, size_t allowed_far) {
 }
 
 // a: a texture; b: a shifted by (dx, dy) and cropped or padded to Hb x Wb; the seed is the true
-// flow plus 1 px of noise. The CPU twin runs at its portable level (the GPU's order) and at the
-// machine's default level.
+// flow plus 1 px of noise, and, where `wrong` is not 0, off by (wrong, -wrong / 2) px over the
+// middle third of the columns and the middle half of the rows: a region the search alone cannot
+// pull back, which spatial propagation repairs from the neighbours around it. The CPU twin runs
+// at its portable level (the GPU's order) and at the machine's default level. With propagation,
+// the row also checks that it tells a twin that skips it: the CPU without propagation must be
+// further from the CPU with it than the parity allows, and leave the wrong region wrong (under
+// half of it within 0.5 px of the true flow) where the CPU with it repairs it (90 %).
 Trial flow_refine_dis_trial(int H, int W, int Hb, int Wb, double dx, double dy, const DisOptions& o,
-                            uint64_t seed) {
+                            uint64_t seed, double wrong = 0) {
   struct St {
-    std::vector<float> a, b, seed, cpu, cpu_default, gpu;
+    std::vector<float> a, b, seed, cpu, cpu_default, gpu, cpu_plain;
   };
   auto st = state<St>();
   const int Hm = std::max(H, Hb), Wm = std::max(W, Wb);
@@ -864,11 +869,18 @@ Trial flow_refine_dis_trial(int H, int W, int Hb, int Wb, double dx, double dy, 
   for (int y = 0; y < Hb; ++y)
     for (int x = 0; x < Wb; ++x) st->b[(size_t)y * Wb + x] = moved[(size_t)y * Wm + x];
   st->seed = noisy_flow(H, W, dx, dy, 1.0, seed + 1);
-  auto run = [st, H, W, Hb, Wb, o](bool cuda, std::vector<float>& flow) {
+  const size_t N = (size_t)H * W;
+  for (int y = H / 4; y < 3 * H / 4 && wrong != 0; ++y)
+    for (int x = W / 3; x < 2 * W / 3; ++x) {
+      st->seed[(size_t)y * W + x] += float(wrong);
+      st->seed[N + (size_t)y * W + x] -= float(wrong / 2);
+    }
+  auto run_with = [st, H, W, Hb, Wb](bool cuda, std::vector<float>& flow, const DisOptions& d) {
     flow = st->seed;
     (cuda ? flow_refine_dis_cuda : flow_refine_dis_cpu)(st->a.data(), H, W, st->b.data(), Hb, Wb,
-                                                        flow.data(), o, Exec{});
+                                                        flow.data(), d, Exec{});
   };
+  auto run = [run_with, o](bool cuda, std::vector<float>& flow) { run_with(cuda, flow, o); };
   return {[=] {
             corr_detail::simd_force(corr_detail::Simd::Portable);
             run(false, st->cpu);
@@ -878,6 +890,31 @@ Trial flow_refine_dis_trial(int H, int W, int Hb, int Wb, double dx, double dy, 
           [=](const std::string& name, const Tol& tol) {
             const DisGap portable = dis_gap(st->gpu, st->cpu, H, W, Hb, Wb, tol);
             report_dis(name + " vs CPU portable", portable, portable.in_view / 100);
+            if (o.spatial_propagation) {
+              DisOptions plain = o;
+              plain.spatial_propagation = false;
+              corr_detail::simd_force(corr_detail::Simd::Portable);
+              run_with(false, st->cpu_plain, plain);
+              corr_detail::simd_unforce();
+              const DisGap skip = dis_gap(st->cpu_plain, st->cpu, H, W, Hb, Wb, tol);
+              // Of the wrong region, the pixels within 0.5 px of the true flow: what the sweeps
+              // repaired (the search alone cannot).
+              auto repaired = [&](const std::vector<float>& f) {
+                size_t n = 0, good = 0;
+                for (int y = H / 4; y < 3 * H / 4; ++y)
+                  for (int x = W / 3; x < 2 * W / 3; ++x, ++n) {
+                    const size_t i = (size_t)y * W + x;
+                    good += std::fabs(f[i] - dx) < 0.5 && std::fabs(f[N + i] - dy) < 0.5;
+                  }
+                return 100.0 * double(good) / double(std::max<size_t>(n, 1));
+              };
+              const double with = repaired(st->cpu), without = repaired(st->cpu_plain);
+              report(skip.far > portable.in_view / 100 && with >= 90 && without < 50,
+                     fmt("%-62s %zu/%zu in view beyond 1e-3 px (must exceed %zu); wrong region "
+                         "repaired %.1f%% with, %.1f%% without",
+                         (name + " CPU without propagation").c_str(), skip.far, skip.in_view,
+                         portable.in_view / 100, with, without));
+            }
             if (corr_detail::simd_detected() == corr_detail::Simd::Portable) return;
             run(false, st->cpu_default);
             const DisGap own = dis_gap(st->cpu, st->cpu_default, H, W, Hb, Wb, tol);
@@ -887,10 +924,11 @@ Trial flow_refine_dis_trial(int H, int W, int Hb, int Wb, double dx, double dy, 
 }
 
 // DisOptions with the patch grid, the scales and the variational iterations set.
-DisOptions dis_options(int patch, int stride, int coarsest, int finest, int var_iters) {
+DisOptions dis_options(int patch, int stride, int coarsest, int finest, int var_iters,
+                       bool propagation = false) {
   const DisOptions d;
-  return DisOptions{coarsest,  finest,      patch,       stride,     d.grad_iters,
-                    var_iters, d.var_alpha, d.var_gamma, d.var_delta};
+  return DisOptions{coarsest,  finest,      patch,       stride,      d.grad_iters,
+                    var_iters, d.var_alpha, d.var_gamma, d.var_delta, propagation};
 }
 
 // ---- the layers of the networks --------------------------------------------------------------
@@ -1474,6 +1512,28 @@ std::vector<Case> all_cases() {
       [] { return flow_refine_dis_trial(256, 320, 256, 320, 5.5, 3.25, DisOptions{}, 122); });
   add("flow_refine_dis", "12x12 patch 16 (unchanged)", kDisTol, [] {
     return flow_refine_dis_trial(12, 12, 12, 12, 1.5, 0.5, dis_options(16, 4, 3, 0, 5), 123);
+  });
+  // Spatial propagation (two sweeps in stripes of 32 patch rows), each seed with a wrong region
+  // the sweeps must repair: one scale without and with the variational step (17 and 47 patch rows:
+  // one stripe, two), b of another size over scales 2..1, and the defaults (match's preset) over
+  // 4 scales at 280x320 (69 patch rows at scale 0: three stripes, the last one of 5 rows).
+  add("flow_refine_dis", "propagation 72x96 scale 0, no var, 12 px wrong region", kDisTol, [] {
+    return flow_refine_dis_trial(72, 96, 72, 96, 3.3, -1.6, dis_options(8, 4, 0, 0, 0, true), 124,
+                                 12);
+  });
+  add("flow_refine_dis", "propagation 192x136 scale 0, var 5, 14 px wrong region", kDisTol, [] {
+    return flow_refine_dis_trial(192, 136, 192, 136, -2.6, 4.2, dis_options(8, 4, 0, 0, 5, true),
+                                 125, 14);
+  });
+  add("flow_refine_dis",
+      "propagation 131x163 into 120x150, patch 6 stride 3, scales 2..1, 30 px wrong", kDisTol, [] {
+        return flow_refine_dis_trial(131, 163, 120, 150, 4.6, 1.2, dis_options(6, 3, 2, 1, 5, true),
+                                     126, 30);
+      });
+  add("flow_refine_dis", "propagation 280x320 defaults, 72 px wrong region", kDisTol, [] {
+    DisOptions o;
+    o.spatial_propagation = true;
+    return flow_refine_dis_trial(280, 320, 280, 320, 5.5, 3.25, o, 127, 72);
   });
   add_nn_cases(t);
   return t;
