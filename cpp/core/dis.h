@@ -38,7 +38,7 @@ struct DisOptions {
   // why). A motion the coarser scale missed spreads from the
   // patches that found it (Sintel's blurred ground, large motion: DIS from zero flow 20 -> 53 %
   // PCK-5 there in OpenCV). Rows are swept in stripes of 32 patch rows, whatever the threads.
-  // Runs on the CPU (the CUDA twin has no propagation).
+  // The CUDA twin repeats it: one block per stripe, its rows as a wavefront (the CPU's inputs).
   bool spatial_propagation = false;
 };
 

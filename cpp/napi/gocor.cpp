@@ -67,8 +67,8 @@ struct GocorJob : Job {
   void read_common(const Napi::CallbackInfo& info) {
     read_shape(info.Env(), read_object(info[2], "dims"), read_object(info[4], "options"));
     const size_t n = size_t(B) * C * H * W;
-    ref = copy_fresh_f32(info[0], "reference", n);
-    query = copy_fresh_f32(info[1], "query", n);
+    ref = copy_features(info[0], "reference", n);
+    query = copy_features(info[1], "query", n);
   }
 
   // The copied inputs and the outputs, in bytes.
