@@ -9,7 +9,10 @@
 //     runs one match (getrusage maxRSS), at one and two threads, next to the RSS the process had
 //     before matching (Node + sharp + the decoded images).
 // Needs the built addon (npm run build) and ../shared/data/pairs/aloe{L,R}.jpg.
-//   node bench/match-speed.js [--reps N] [--json] [--quality fast|balanced|best]
+//   node bench/match-speed.js [--reps N] [--json] [--quality fast|balanced|best] [--options JSON]
+//                             [--no-rss]
+// --options: more match options for every call (e.g. '{"numIter":{"local":3}}'); --no-rss: the
+// 512x512 timings only (no aloe RSS processes).
 'use strict';
 const { spawnSync } = require('node:child_process');
 const path = require('node:path');
@@ -22,6 +25,15 @@ const arg = (name, fallback) => {
 const reps = Number(arg('--reps', 9));
 const quality = arg('--quality', 'balanced');
 const asJson = process.argv.includes('--json');
+const withRss = !process.argv.includes('--no-rss');
+let extra;
+try {
+  extra = JSON.parse(arg('--options', '{}'));
+} catch (err) {
+  console.error(`--options: not JSON (${err.message})`);
+  process.exit(2);
+}
+const matchOptions = (threads) => ({ ...extra, threads, quality });
 const PAIRS = path.resolve(__dirname, '../../shared/data/pairs');
 const A = path.join(PAIRS, 'aloeL.jpg');
 const B = path.join(PAIRS, 'aloeR.jpg');
@@ -48,7 +60,7 @@ function crop(im, x0, y0, w, h) {
 async function timeOne(a, b, threads) {
   const c = process.cpuUsage();
   const t = process.hrtime.bigint();
-  const r = await gocor.match(a, b, { threads, quality });
+  const r = await gocor.match(a, b, matchOptions(threads));
   const wall = Number(process.hrtime.bigint() - t) / 1e6;
   const d = process.cpuUsage(c);
   return { cpu: (d.user + d.system) / 1e3, wall, stages: r.timings ?? {} };
@@ -58,7 +70,7 @@ async function timeOne(a, b, threads) {
 // the median CPU time, and the best wall time with that call's stage times.
 async function timeMatch(a, b) {
   const runs = { 1: [], 2: [] };
-  for (const t of [1, 2]) await gocor.match(a, b, { threads: t, quality });
+  for (const t of [1, 2]) await gocor.match(a, b, matchOptions(t));
   for (let i = 0; i < reps; i++) {
     for (const t of [1, 2]) runs[t].push(await timeOne(a, b, t));
   }
@@ -75,7 +87,7 @@ async function rssChild(threads) {
   const b = await gocor.loadImage(B);
   const before = process.memoryUsage().rss;
   const t = process.hrtime.bigint();
-  const r = await gocor.match(a, b, { threads, quality });
+  const r = await gocor.match(a, b, matchOptions(threads));
   const wall = Number(process.hrtime.bigint() - t) / 1e6;
   process.stdout.write(
     JSON.stringify({
@@ -91,9 +103,13 @@ async function rssChild(threads) {
 }
 
 function rss(threads) {
-  const p = spawnSync(process.execPath, [__filename, '--rss-child', String(threads), '--quality', quality], {
-    encoding: 'utf8',
-  });
+  const p = spawnSync(
+    process.execPath,
+    [__filename, '--rss-child', String(threads), '--quality', quality, '--options', JSON.stringify(extra)],
+    {
+      encoding: 'utf8',
+    },
+  );
   if (p.status !== 0) throw new Error(`RSS child failed: ${p.stderr}`);
   return JSON.parse(p.stdout);
 }
@@ -110,20 +126,20 @@ async function main() {
   const ca = crop(a, 300, 300, 512, 512);
   const cb = crop(b, 300, 300, 512, 512);
   const { one, two } = await timeMatch(ca, cb);
-  const rss1 = rss(1);
-  const rss2 = rss(2);
+  const rsses = withRss ? [rss(1), rss(2)] : [];
   const result = {
     quality,
+    options: extra,
     reps,
     pair512: { one, two, scaling: one.wall_ms / two.wall_ms },
-    aloe: { one: rss1, two: rss2 },
+    ...(withRss ? { aloe: { one: rsses[0], two: rsses[1] } } : {}),
   };
   if (asJson) {
     console.log(JSON.stringify(result, null, 2));
     return;
   }
   console.log(
-    `match, quality '${quality}', 512x512 crop of aloe, ${reps} rounds: CPU median, wall and stages of the best call`,
+    `match, quality '${quality}'${Object.keys(extra).length ? ` + ${JSON.stringify(extra)}` : ''}, 512x512 crop of aloe, ${reps} rounds: CPU median, wall and stages of the best call`,
   );
   console.log(
     `  1 thread : ${one.cpu_ms.toFixed(0)} ms CPU, ${one.wall_ms.toFixed(0)} ms wall (${fmtStages(one.stages)})`,
@@ -132,7 +148,7 @@ async function main() {
     `  2 threads: ${two.cpu_ms.toFixed(0)} ms CPU, ${two.wall_ms.toFixed(0)} ms wall (${fmtStages(two.stages)})`,
   );
   console.log(`  speed-up 1 -> 2 threads (best wall): ${result.pair512.scaling.toFixed(2)}x`);
-  for (const r of [rss1, rss2]) {
+  for (const r of rsses) {
     console.log(
       `aloe ${r.width}x${r.height}, ${r.threads} thread(s): peak RSS ${r.peak_rss_mb.toFixed(0)} MB ` +
         `(${r.rss_before_mb.toFixed(0)} MB before match), ${r.wall_ms.toFixed(0)} ms wall (${fmtStages(r.stages)})`,
