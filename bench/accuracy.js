@@ -180,13 +180,19 @@ async function chairsPairs() {
   return out;
 }
 
-// The earlier set: one homography per pair on a gray crop (b's pixels outside the source are black
-// and the matches that land there are not counted).
-async function homographyPairs() {
+// The gray sources of the homography and similarity sets: { name, img }.
+async function graySources() {
   const sources = [];
   for (const rel of ['cc0/astronaut.png', 'cc0/brick.png', 'cc0/camera.png', 'cc0/chelsea.png', 'cc0/coffee.png']) {
     sources.push({ name: path.basename(rel).replace(/\..*$/, ''), img: await syn.loadGray(path.join(syn.DATA, rel)) });
   }
+  return sources;
+}
+
+// The earlier set: one homography per pair on a gray crop (b's pixels outside the source are black
+// and the matches that land there are not counted).
+async function homographyPairs() {
+  const sources = await graySources();
   const out = [];
   for (const [li, level] of syn.LEVELS.entries()) {
     const rnd = syn.mulberry32(1000 + li);
@@ -214,10 +220,7 @@ async function homographyPairs() {
 // Large rotations and zooms: one similarity per pair on a gray crop (b's pixels outside the source
 // are black and the matches that land there are not counted).
 async function similarityPairs() {
-  const sources = [];
-  for (const rel of ['cc0/astronaut.png', 'cc0/brick.png', 'cc0/camera.png', 'cc0/chelsea.png', 'cc0/coffee.png']) {
-    sources.push({ name: path.basename(rel).replace(/\..*$/, ''), img: await syn.loadGray(path.join(syn.DATA, rel)) });
-  }
+  const sources = await graySources();
   const rnd = syn.mulberry32(2000);
   const out = [];
   for (let p = 0; p < PAIRS; p++) {
