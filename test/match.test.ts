@@ -212,6 +212,17 @@ describe('match: numerics', () => {
     expect(flowMetrics(off, g, overlap).pck5).toBeLessThan(0.5);
   });
 
+  it('similarity search on an ordinary pair: b as it is wins, the flow is the same as without it', async () => {
+    const a = crop(astro, 120, 110, 256);
+    const b = crop(astro, 120 - 23, 110 + 11, 256);
+    const off = await match(a, b, { similaritySearch: false });
+    const always = await match(a, b, { similaritySearch: 'always' });
+    expect(always.timings?.similarity).toBeGreaterThan(0);
+    expect(Buffer.from(always.data.buffer).equals(Buffer.from(off.data.buffer))).toBe(true);
+    // 'auto': the coarse flows agree, no search
+    expect((await match(a, b)).timings?.similarity).toBeUndefined();
+  });
+
   it('identity: every pixel within 0.05 px of zero flow, no occlusion, at every quality', async () => {
     const a = crop(astro, 128, 96, 256);
     for (const quality of ['fast', 'balanced', 'best'] as const) {
