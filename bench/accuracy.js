@@ -9,7 +9,9 @@
 //  - synthetic "chairs": Flying-Chairs-style pairs (bench/synthetic.js makeChairsPair): a background
 //    under a random homography with 2-4 textured layers, each under its own affine motion, so there
 //    are occlusions and independent motions; two displacement levels. The set to tune on;
-//  - homography (only with --only homography): the earlier single-homography synthetic levels.
+//  - homography (only with --only homography): the earlier single-homography synthetic levels;
+//  - similarity (only with --only similarity): a cc0 crop and the same view rotated by 30-180 degrees
+//    and zoomed 1.5-3x in or out (bench/synthetic.js makeSimilarityPair), the Oxford bark/boat kind.
 // Methods: gocor's match (variants by `quality` when the build has it), the same pipeline with plain
 // correlation (method: 'correlation', the ablation of GOCor), and OpenCV's DIS (medium preset),
 // DeepFlow and Farneback through /usr/bin/python3 (bench/peers.py, one call for all pairs; results
@@ -19,7 +21,7 @@
 // pair: the call alone on decoded images (gocor at 1 thread and at all threads; peers at 1 thread).
 //
 // Options:
-//   --only real|synthetic|aloe|homography   (comma-separated list; default: real, synthetic, aloe)
+//   --only real|synthetic|aloe|homography|similarity   (comma-separated list; default: real, synthetic, aloe)
 //   --quick                 one real pair per family, 3 pairs per synthetic level
 //   --pairs N               pairs per synthetic level (default 15, homography 15)
 //   --methods a,b,...       from gocor, gocor-fast, gocor-balanced, gocor-best, correlation, dis, deepflow,
@@ -44,7 +46,7 @@ const { args, arg } = syn.cliArgs();
 const t0Run = Date.now();
 const loadStart = os.loadavg()[0].toFixed(1);
 const QUICK = args.includes('--quick');
-const SETS = ['real', 'synthetic', 'aloe', 'homography'];
+const SETS = ['real', 'synthetic', 'aloe', 'homography', 'similarity'];
 const ONLY = arg('--only', 'real,synthetic,aloe').split(',');
 for (const s of ONLY) if (!SETS.includes(s)) fail(`--only: expected one of ${SETS.join(', ')} but received ${s}`);
 const PAIRS = Number(arg('--pairs', QUICK ? 3 : 15));
@@ -79,6 +81,7 @@ const FAMILY_ORDER = [
   'aloe',
   ...syn.CHAIRS_LEVELS.map((l) => l.name),
   ...syn.LEVELS.map((l) => `homography-${l.name}`),
+  'similarity',
 ];
 
 function fail(msg) {
@@ -177,13 +180,19 @@ async function chairsPairs() {
   return out;
 }
 
-// The earlier set: one homography per pair on a gray crop (b's pixels outside the source are black
-// and the matches that land there are not counted).
-async function homographyPairs() {
+// The gray sources of the homography and similarity sets: { name, img }.
+async function graySources() {
   const sources = [];
   for (const rel of ['cc0/astronaut.png', 'cc0/brick.png', 'cc0/camera.png', 'cc0/chelsea.png', 'cc0/coffee.png']) {
     sources.push({ name: path.basename(rel).replace(/\..*$/, ''), img: await syn.loadGray(path.join(syn.DATA, rel)) });
   }
+  return sources;
+}
+
+// The earlier set: one homography per pair on a gray crop (b's pixels outside the source are black
+// and the matches that land there are not counted).
+async function homographyPairs() {
+  const sources = await graySources();
   const out = [];
   for (const [li, level] of syn.LEVELS.entries()) {
     const rnd = syn.mulberry32(1000 + li);
@@ -204,6 +213,32 @@ async function homographyPairs() {
         truth: async () => ({ gt: pair.gt, valid: pair.valid }),
       });
     }
+  }
+  return out;
+}
+
+// Large rotations and zooms: one similarity per pair on a gray crop (b's pixels outside the source
+// are black and the matches that land there are not counted).
+async function similarityPairs() {
+  const sources = await graySources();
+  const rnd = syn.mulberry32(2000);
+  const out = [];
+  for (let p = 0; p < PAIRS; p++) {
+    const src = sources[p % sources.length];
+    const [angle, zoom] = syn.randomSimilarity(rnd);
+    const pair = syn.makeSimilarityPair(src.img, angle, zoom, rnd);
+    const dir = path.join(CACHE, 'pairs', 'similarity', String(p).padStart(2, '0'));
+    await syn.writePng(pair.a, path.join(dir, 'a.png'));
+    await syn.writePng(pair.b, path.join(dir, 'b.png'));
+    out.push({
+      id: `similarity/${String(p).padStart(2, '0')}-${src.name}-r${Math.round(angle)}-z${zoom.toFixed(2)}`,
+      family: 'similarity',
+      set: 'similarity',
+      a: path.join(dir, 'a.png'),
+      b: path.join(dir, 'b.png'),
+      size: `${syn.SIZE}x${syn.SIZE}`,
+      truth: async () => ({ gt: pair.gt, valid: pair.valid }),
+    });
   }
   return out;
 }
@@ -529,6 +564,7 @@ async function main() {
   if (ONLY.includes('aloe')) pairs.push(aloePair());
   if (ONLY.includes('synthetic')) pairs.push(...(await chairsPairs()));
   if (ONLY.includes('homography')) pairs.push(...(await homographyPairs()));
+  if (ONLY.includes('similarity')) pairs.push(...(await similarityPairs()));
 
   const peers = runPeers(
     requested.filter((m) => PEER_METHODS.includes(m)),

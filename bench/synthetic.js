@@ -99,6 +99,45 @@ function sample(S, x, y) {
   );
 }
 
+// The pair of a warp: a = the SIZE crop of S at (ox, oy); b(y) = readB(y) (S's value read through
+// the inverse warp, -1 outside S: black) with photometric jitter (gain, bias, gamma) and noise;
+// flow(x) = forward(x) - x, valid where forward(x) lies in b and b reads S there.
+function warpedPair(S, ox, oy, readB, forward, rnd) {
+  const c = SIZE;
+  const gain = 0.8 + 0.4 * rnd();
+  const bias = 0.1 * rnd() - 0.05;
+  const gamma = 0.85 + 0.3 * rnd();
+  const a = new Float32Array(c * c);
+  const b = new Float32Array(c * c);
+  const inS = new Uint8Array(c * c);
+  for (let y = 0; y < c; y++) {
+    for (let x = 0; x < c; x++) {
+      a[y * c + x] = S.data[(y + oy) * S.width + x + ox];
+      const v = readB(x, y);
+      inS[y * c + x] = v >= 0 ? 1 : 0;
+      const noise = 0.01 * (rnd() + rnd() + rnd() - 1.5);
+      b[y * c + x] = v < 0 ? 0 : Math.min(1, Math.max(0, gain * v ** gamma + bias + noise));
+    }
+  }
+  const gt = new Float32Array(2 * c * c);
+  const valid = new Uint8Array(c * c);
+  for (let y = 0; y < c; y++) {
+    for (let x = 0; x < c; x++) {
+      const [u, v] = forward(x, y);
+      gt[y * c + x] = u - x;
+      gt[c * c + y * c + x] = v - y;
+      const inside = u >= 0 && v >= 0 && u <= c - 1 && v <= c - 1;
+      valid[y * c + x] = inside && inS[Math.round(v) * c + Math.round(u)] ? 1 : 0;
+    }
+  }
+  return {
+    a: { data: a, channels: 1, height: c, width: c },
+    b: { data: b, channels: 1, height: c, width: c },
+    gt: { data: gt, width: c, height: c },
+    valid,
+  };
+}
+
 // a = centred SIZE crop of S; b(y) = S(Hinv(y) + offset) with photometric jitter; flow(x) = H(x) - x.
 function makePair(S, mag, rnd) {
   const c = SIZE;
@@ -116,39 +155,68 @@ function makePair(S, mag, rnd) {
   const dst = src.map(([x, y]) => [x + tx + U() * 0.4 * mag * c, y + ty + U() * 0.4 * mag * c]);
   const H = solveHomography(src, dst);
   const Hi = solveHomography(dst, src);
-  const gain = 0.8 + 0.4 * rnd();
-  const bias = 0.1 * rnd() - 0.05;
-  const gamma = 0.85 + 0.3 * rnd();
-  const a = new Float32Array(c * c);
-  const b = new Float32Array(c * c);
-  const inS = new Uint8Array(c * c);
-  for (let y = 0; y < c; y++) {
-    for (let x = 0; x < c; x++) {
-      a[y * c + x] = S.data[(y + oy) * S.width + x + ox];
+  return warpedPair(
+    S,
+    ox,
+    oy,
+    (x, y) => {
       const [sx, sy] = apply(Hi, x, y);
-      const v = sample(S, sx + ox, sy + oy);
-      inS[y * c + x] = v >= 0 ? 1 : 0;
-      const noise = 0.01 * (rnd() + rnd() + rnd() - 1.5);
-      b[y * c + x] = v < 0 ? 0 : Math.min(1, Math.max(0, gain * v ** gamma + bias + noise));
-    }
-  }
-  const gt = new Float32Array(2 * c * c);
-  const valid = new Uint8Array(c * c);
-  for (let y = 0; y < c; y++) {
-    for (let x = 0; x < c; x++) {
-      const [u, v] = apply(H, x, y);
-      gt[y * c + x] = u - x;
-      gt[c * c + y * c + x] = v - y;
-      const inside = u >= 0 && v >= 0 && u <= c - 1 && v <= c - 1;
-      valid[y * c + x] = inside && inS[Math.round(v) * c + Math.round(u)] ? 1 : 0;
-    }
-  }
-  return {
-    a: { data: a, channels: 1, height: c, width: c },
-    b: { data: b, channels: 1, height: c, width: c },
-    gt: { data: gt, width: c, height: c },
-    valid,
+      return sample(S, sx + ox, sy + oy);
+    },
+    (x, y) => apply(H, x, y),
+    rnd,
+  );
+}
+
+// ---- Similarity pairs: large rotations and zooms (the Oxford bark/boat kind) ----
+
+// Rotation (degrees) and zoom ranges of the `similarity` set: b is a rotated by 30..180 degrees
+// (either sign) and zoomed by 1.5..3 (in or out, log-uniform), about a random point near the centre.
+const SIMILARITY = { minRotation: 30, maxRotation: 180, minZoom: 1.5, maxZoom: 3 };
+
+// a = centred SIZE crop of the gray source S; b(y) = S(offset + M^-1(y)) with M(x) = zoom Rot(angle)
+// (x - c) + c + shift, the similarity a -> b, b's pixels outside S black; flow(x) = M(x) - x, valid
+// where M(x) lies in b and reads S. Photometric jitter and noise as in makePair. `angle` in degrees.
+function makeSimilarityPair(S, angle, zoom, rnd) {
+  const c = SIZE;
+  const ox = Math.floor((S.width - c) / 2);
+  const oy = Math.floor((S.height - c) / 2);
+  const th = (angle * Math.PI) / 180;
+  const ca = zoom * Math.cos(th);
+  const sa = zoom * Math.sin(th);
+  const cc = (c - 1) / 2;
+  const sx = (2 * rnd() - 1) * 0.1 * c;
+  const sy = (2 * rnd() - 1) * 0.1 * c;
+  const M = (x, y) => [ca * (x - cc) - sa * (y - cc) + cc + sx, sa * (x - cc) + ca * (y - cc) + cc + sy];
+  const Mi = (u, v) => {
+    const x = u - cc - sx;
+    const y = v - cc - sy;
+    const k = zoom * zoom;
+    return [(ca * x + sa * y) / k + cc, (-sa * x + ca * y) / k + cc];
   };
+  // zooming out of S: b averages a zoom x zoom footprint per pixel (a photo, not a point sample)
+  const n = zoom < 1 ? Math.ceil(1 / zoom) : 1;
+  const readB = (x, y) => {
+    let v = 0;
+    for (let j = 0; j < n; j++) {
+      for (let i = 0; i < n; i++) {
+        const [qx, qy] = Mi(x + (i + 0.5) / n - 0.5, y + (j + 0.5) / n - 0.5);
+        const s = sample(S, qx + ox, qy + oy);
+        if (s < 0) return -1;
+        v += s / (n * n);
+      }
+    }
+    return v;
+  };
+  return warpedPair(S, ox, oy, readB, M, rnd);
+}
+
+// A random similarity of the `similarity` set: [angle (degrees), zoom].
+function randomSimilarity(rnd) {
+  const { minRotation, maxRotation, minZoom, maxZoom } = SIMILARITY;
+  const angle = (minRotation + (maxRotation - minRotation) * rnd()) * (rnd() < 0.5 ? -1 : 1);
+  const zoom = Math.exp(Math.log(minZoom) + (Math.log(maxZoom) - Math.log(minZoom)) * rnd());
+  return [angle, rnd() < 0.5 ? zoom : 1 / zoom];
 }
 
 // ---- Flying-Chairs-style pairs: layers with their own motions over a moving background ----
@@ -443,6 +511,9 @@ module.exports = {
   loadGray,
   loadRgb,
   makePair,
+  SIMILARITY,
+  makeSimilarityPair,
+  randomSimilarity,
   makeChairsPair,
   chairsSet,
   flowScore,

@@ -99,6 +99,15 @@ export interface MatchOptions extends ExecOptions {
    * match otherwise); 'none'.
    */
   confidence?: 'none' | 'peak' | 'forwardBackward';
+  /**
+   * Large rotations and zooms between a and b (images, not 'fast'): 'auto' (default) checks the
+   * coarse flows and, when few of them are even roughly forward-backward consistent, tries 84
+   * rotations (30 degree steps) and zooms (1/2.8..2.8) of b at a coarse grid; the best one, when it
+   * clearly beats b as it is, warps b and the pipeline runs again on the warped b (the flow still
+   * points into the original b). 'always': search on every pair; false: never. Costs nothing when
+   * the check passes; about 1-3 s per pair when the search runs.
+   */
+  similaritySearch?: 'auto' | 'always' | false;
 }
 
 const MATCH_KEYS = [
@@ -113,6 +122,7 @@ const MATCH_KEYS = [
   'gocorParams',
   'outputShape',
   'confidence',
+  'similaritySearch',
   ...EXEC_KEYS,
 ] as const;
 
@@ -222,8 +232,17 @@ function settings(opts: unknown): Settings {
       outWidth,
       outHeight,
       confidence: oneOf(o.confidence, 'options.confidence', ['none', 'peak', 'forwardBackward'] as const, 'peak'),
+      similaritySearch: similaritySearch(o.similaritySearch),
     },
   };
+}
+
+// options.similaritySearch: 'auto' (default) | 'always' | false -> the native 'auto' | 'always' | 'off'.
+function similaritySearch(v: unknown): 'auto' | 'always' | 'off' {
+  if (v === undefined || v === 'auto') return 'auto';
+  if (v === 'always') return 'always';
+  if (v === false) return 'off';
+  throw invalid("'auto', 'always' or false", 'options.similaritySearch', v);
 }
 
 function isPyramid(v: unknown): v is FeaturePyramid {

@@ -62,6 +62,8 @@ export interface NativeMatchOptions extends NativeImageStages {
   outWidth: number;
   outHeight: number;
   confidence: 'none' | 'peak' | 'forwardBackward';
+  /** Similarity search of the image pipeline (cpp/core/match.cpp similarity_search). */
+  similaritySearch?: 'auto' | 'always' | 'off';
 }
 
 export interface NativeFlow {

@@ -73,6 +73,10 @@ describe('match: bad input', () => {
     await expect(match(img, img, { gocorParams: 'trained' as 'fitted' })).rejects.toThrow(
       /Expected one of 'fitted', 'initial' for options.gocorParams but received "trained"/,
     );
+    await expect(match(img, img, { similaritySearch: true as false })).rejects.toMatchObject({
+      code: 'ERR_GOCOR_INVALID_ARG',
+      message: expect.stringMatching(/options.similaritySearch.*true/),
+    });
   });
   it('rejects malformed images and mixed inputs', async () => {
     await expect(match({ ...img, data: new Float32Array(5) }, img)).rejects.toMatchObject({ code: 'ERR_GOCOR_SHAPE' });
@@ -170,6 +174,53 @@ describe('match: numerics', () => {
     const m = flowMetrics(f, g, interior(size, 32));
     expect(medianError(f, g, interior(size, 32))).toBeLessThan(0.75);
     expect(m.pck3).toBeGreaterThan(0.9);
+  });
+
+  it('large rotation and zoom: b = a rotated by 90 degrees and zoomed 2x, found by the similarity search', async () => {
+    // M(x) = 2 Rot90 (x - c) + c + (6, -4) maps a to b; b(y) = S(M^-1(y)) (b shows a's centre
+    // quarter, magnified); flow(x) = M(x) - x where M(x) lies in b.
+    const size = 384;
+    const x0 = 64;
+    const y0 = 64;
+    const c = (size - 1) / 2;
+    const M = (x: number, y: number) => [-2 * (y - c) + c + 6, 2 * (x - c) + c - 4] as const;
+    const Mi = (u: number, v: number) => [(v - c + 4) / 2 + c, -(u - c - 6) / 2 + c] as const;
+    const a = crop(astro, x0, y0, size);
+    const b = new Float32Array(size * size);
+    const gt = new Float32Array(2 * size * size);
+    const overlap = new Uint8Array(size * size);
+    for (let y = 0; y < size; y++) {
+      for (let x = 0; x < size; x++) {
+        const [sx, sy] = Mi(x, y);
+        b[y * size + x] = bilinear(astro, sx + x0, sy + y0);
+        const [u, v] = M(x, y);
+        gt[y * size + x] = u - x;
+        gt[size * size + y * size + x] = v - y;
+        // the overlap, 8 px of b away from b's border
+        overlap[y * size + x] = u >= 8 && v >= 8 && u <= size - 9 && v <= size - 9 ? 1 : 0;
+      }
+    }
+    const B: Image = { data: b, channels: 1, height: size, width: size };
+    const f = await match(a, B);
+    const g = { data: gt, width: size, height: size };
+    expect(f.timings?.similarity).toBeGreaterThan(0);
+    expect(medianError(f, g, overlap)).toBeLessThan(0.5);
+    expect(flowMetrics(f, g, overlap).pck1).toBeGreaterThan(0.9);
+    // Without the search the pipeline cannot follow it.
+    const off = await match(a, B, { similaritySearch: false });
+    expect(off.timings?.similarity).toBeUndefined();
+    expect(flowMetrics(off, g, overlap).pck5).toBeLessThan(0.5);
+  });
+
+  it('similarity search on an ordinary pair: b as it is wins, the flow is the same as without it', async () => {
+    const a = crop(astro, 120, 110, 256);
+    const b = crop(astro, 120 - 23, 110 + 11, 256);
+    const off = await match(a, b, { similaritySearch: false });
+    const always = await match(a, b, { similaritySearch: 'always' });
+    expect(always.timings?.similarity).toBeGreaterThan(0);
+    expect(Buffer.from(always.data.buffer).equals(Buffer.from(off.data.buffer))).toBe(true);
+    // 'auto': the coarse flows agree, no search
+    expect((await match(a, b)).timings?.similarity).toBeUndefined();
   });
 
   it('identity: every pixel within 0.05 px of zero flow, no occlusion, at every quality', async () => {

@@ -1,6 +1,7 @@
 #include "match.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <functional>
@@ -398,6 +399,337 @@ float consistency_confidence(float e) {
   return std::isfinite(e) ? std::exp(-e * e / (2 * 1.5f * 1.5f)) : 0.f;
 }
 
+// ---- Similarity search: large rotations and zooms between a and b ----
+//
+// The descriptor is neither rotation- nor scale-invariant: past ~20 degrees or a zoom of ~1.5 the
+// global stage finds few true matches and the pipeline cannot recover (Oxford bark 1 -> 3, a zoom
+// with a rotation: PCK-5 0 for gocor and every peer). When few coarse matches are consistent,
+// similarity_search renders one image rotated and scaled by each of a small set of similarity
+// hypotheses on a coarse grid, correlates it globally with the other image and scores the
+// hypothesis by the mutual nearest neighbours that agree on one translation (a geometric
+// verification); the best similarity warps b and the pipeline runs again on the warped b.
+
+// y = (a x - b y + tx, b x + a y + ty): a rotation by atan2(b, a), a zoom by hypot(a, b), a shift.
+struct Similarity {
+  double a = 1, b = 0, tx = 0, ty = 0;
+  double scale() const { return std::hypot(a, b); }
+  void apply(double x, double y, double& u, double& v) const {
+    u = a * x - b * y + tx;
+    v = b * x + a * y + ty;
+  }
+  Similarity inverse() const {
+    const double s2 = a * a + b * b, ia = a / s2, ib = -b / s2;
+    return {ia, ib, -(ia * tx - ib * ty), -(ib * tx + ia * ty)};
+  }
+  // (*this) o y: y first.
+  Similarity after(const Similarity& y) const {
+    Similarity r{a * y.a - b * y.b, a * y.b + b * y.a, 0, 0};
+    apply(y.tx, y.ty, r.tx, r.ty);
+    return r;
+  }
+};
+
+// An image (C, H, W) resized by 1/s (antialiased, image_resize) when s > 1.25 source pixels per
+// output pixel, so that a render that shrinks it averages each output pixel's footprint.
+struct Shrunk {
+  std::vector<float> storage;
+  const float* data;
+  int C, H, W;
+  double fx = 1, fy = 1;  // this image's pixels per source pixel
+};
+Shrunk shrink(const float* img, int C, int H, int W, double s, const Exec& ex) {
+  Shrunk r{{}, img, C, H, W};
+  if (s <= 1.25) return r;
+  r.H = std::max(1, int(std::lround(H / s)));
+  r.W = std::max(1, int(std::lround(W / s)));
+  r.storage.resize(size_t(C) * r.H * r.W);
+  image_resize(img, C, H, W, r.storage.data(), r.H, r.W, ex);
+  r.data = r.storage.data();
+  r.fx = double(r.W) / W;
+  r.fy = double(r.H) / H;
+  return r;
+}
+
+// out (C, h, w): the source image read bilinearly at M(q) (source pixels) for each pixel q, through
+// its shrunk copy src; mask (h, w): 1 where M(q) lies in the image, else 0 (out 0 there).
+void render_similarity(const Shrunk& src, const Similarity& M, int h, int w, float* out,
+                       float* mask, const Exec& ex) {
+  const size_t n = size_t(h) * w;
+  std::vector<float> flow(2 * n);
+  for (int y = 0; y < h; ++y) {
+    for (int x = 0; x < w; ++x) {
+      double u, v;
+      M.apply(x, y, u, v);
+      flow[size_t(y) * w + x] = float((u + 0.5) * src.fx - 0.5 - x);
+      flow[n + size_t(y) * w + x] = float((v + 0.5) * src.fy - 0.5 - y);
+    }
+  }
+  flow_warp_image(src.data, src.C, src.H, src.W, flow.data(), h, w, out, mask, ex);
+}
+
+// The search's grid: the frame image gets about kSearchCells cells of kSearchCell pixels (its
+// aspect kept); the other image is rendered at the same pixels per cell under each hypothesis:
+// rotations in steps of kSearchRotation degrees (the descriptor tolerates about half a step) and
+// zooms of kSearchZoom^k, k = 0..kSearchZooms-1 (either image the larger). The frame is always the
+// image shown smaller (zoomed out) and the rendered one is shrunk into its scale on a canvas of its
+// own, so that any translation is found: 12 rotations x 7 zooms, 84 global correlations of at most
+// ~kSearchCells^2 cells. The best hypothesis is then refined by similarity fits to its agreeing
+// matches (kSearchRefine rounds, each rendered and matched again).
+constexpr int kSearchCells = 1024;
+constexpr int kSearchCell = 8;
+constexpr int kSearchRotation = 30;
+constexpr double kSearchZoom = 1.4142135623730951;
+constexpr int kSearchZooms = 4;
+constexpr int kSearchRefine = 3;
+
+// Features (kFeatureChannels, gh, gw) of `img` rendered through M on a gh x gw grid of
+// kSearchCell-pixel cells, and which cells lie (90 %) inside the image.
+void search_features(const Shrunk& img, const Similarity& M, int gh, int gw,
+                     std::vector<float>& feat, std::vector<uint8_t>& inside, const Exec& ex) {
+  const int h = gh * kSearchCell, w = gw * kSearchCell;
+  std::vector<float> canvas(size_t(h) * w), mask(size_t(h) * w);
+  render_similarity(img, M, h, w, canvas.data(), mask.data(), ex);
+  feat.resize(size_t(kFeatureChannels) * gh * gw);
+  features_compute(ImageView{canvas.data(), 1, h, w}, gh, gw, kSearchCell, feat.data(), ex);
+  inside.assign(size_t(gh) * gw, 0);
+  for (int i = 0; i < gh; ++i) {
+    for (int j = 0; j < gw; ++j) {
+      double m = 0;
+      for (int y = i * kSearchCell; y < (i + 1) * kSearchCell; ++y)
+        for (int x = j * kSearchCell; x < (j + 1) * kSearchCell; ++x) m += mask[size_t(y) * w + x];
+      inside[size_t(i) * gw + j] = m >= 0.9 * kSearchCell * kSearchCell;
+    }
+  }
+}
+
+// Matches of the rendered image's features fr (C, rh, rw) in the frame's fm (C, mh, mw) that
+// agree on one translation: the mutual nearest neighbours of their global correlation (the best
+// frame cell's best rendered cell within one cell), binned by displacement in cells; those of the
+// best 3 x 3 bins. Returns the similarity (rendered canvas pixels -> frame canvas pixels) fitted
+// to them by least squares, and their count.
+struct Agreement {
+  int count = 0;
+  Similarity F;
+};
+Agreement agreeing_matches(const std::vector<float>& fr, const std::vector<uint8_t>& in_r, int rh,
+                           int rw, const std::vector<float>& fm, const std::vector<uint8_t>& in_m,
+                           int mh, int mw, const Exec& ex) {
+  const int Nr = rh * rw, Nm = mh * mw;
+  std::vector<float> vol(size_t(Nr) * Nm);
+  corr_global(fr.data(), fm.data(), vol.data(),
+              CorrGlobalShape{1, kFeatureChannels, rh, rw, mh, mw}, ex);
+  std::vector<int> back(Nm, -1), fwd(Nr, -1);
+  std::vector<float> best_r(Nr, -1e30f);
+  for (int t = 0; t < Nm; ++t) {
+    if (!in_m[t]) continue;
+    const float* row = vol.data() + size_t(t) * Nr;
+    float best = -1e30f;
+    for (int r = 0; r < Nr; ++r) {
+      if (!in_r[r]) continue;
+      if (row[r] > best) best = row[r], back[t] = r;
+      if (row[r] > best_r[r]) best_r[r] = row[r], fwd[r] = t;
+    }
+  }
+  const int HW = rw + mw, HH = rh + mh;  // displacement bins (dx + rw, dy + rh)
+  std::vector<int> hist(size_t(HW) * HH, 0);
+  std::vector<std::pair<int, int>> pairs;  // (r, t)
+  for (int r = 0; r < Nr; ++r) {
+    const int t = fwd[r];
+    if (t < 0 || back[t] < 0) continue;
+    const int r2 = back[t];
+    if (std::abs(r2 / rw - r / rw) > 1 || std::abs(r2 % rw - r % rw) > 1) continue;
+    ++hist[size_t(t / mw - r / rw + rh) * HW + t % mw - r % rw + rw];
+    pairs.emplace_back(r, t);
+  }
+  Agreement ag;
+  int bx = 0, by = 0;
+  for (int y = 0; y < HH; ++y) {
+    for (int x = 0; x < HW; ++x) {
+      int c = 0;
+      for (int yy = std::max(0, y - 1); yy <= std::min(HH - 1, y + 1); ++yy)
+        for (int xx = std::max(0, x - 1); xx <= std::min(HW - 1, x + 1); ++xx)
+          c += hist[size_t(yy) * HW + xx];
+      if (c > ag.count) ag.count = c, bx = x - rw, by = y - rh;
+    }
+  }
+  // Least-squares similarity q = F(p) over the agreeing pairs (cell centres in canvas pixels);
+  // a pure shift when they are too few or span no area.
+  double sp[2] = {0, 0}, sq[2] = {0, 0};
+  std::vector<std::array<double, 4>> in;
+  for (const auto& [r, t] : pairs) {
+    const int dx = t % mw - r % rw, dy = t / mw - r / rw;
+    if (std::abs(dx - bx) > 1 || std::abs(dy - by) > 1) continue;
+    const double px = (r % rw + 0.5) * kSearchCell - 0.5, py = (r / rw + 0.5) * kSearchCell - 0.5;
+    const double qx = (t % mw + 0.5) * kSearchCell - 0.5, qy = (t / mw + 0.5) * kSearchCell - 0.5;
+    in.push_back({px, py, qx, qy});
+    sp[0] += px, sp[1] += py, sq[0] += qx, sq[1] += qy;
+  }
+  if (in.empty()) return ag;
+  const double n = double(in.size());
+  for (double& v : sp) v /= n;
+  for (double& v : sq) v /= n;
+  double pp = 0, dot = 0, cross = 0;
+  for (const auto& e : in) {
+    const double px = e[0] - sp[0], py = e[1] - sp[1], qx = e[2] - sq[0], qy = e[3] - sq[1];
+    pp += px * px + py * py;
+    dot += px * qx + py * qy;
+    cross += px * qy - py * qx;
+  }
+  Similarity F{1, 0, 0, 0};
+  if (in.size() >= 6 && pp > 4.0 * kSearchCell * kSearchCell * n) F = {dot / pp, cross / pp, 0, 0};
+  double ux, uy;
+  F.apply(sp[0], sp[1], ux, uy);
+  F.tx = sq[0] - ux;
+  F.ty = sq[1] - uy;
+  ag.F = F;
+  return ag;
+}
+
+struct SimilarityScore {
+  Similarity S;   // a's pixels -> b's pixels
+  int count = 0;  // agreeing matches
+};
+
+// The frame image of a search direction (dir 0: b, shown smaller than a; 1: a) on its grid.
+struct SearchFrame {
+  int mh = 0, mw = 0;
+  double f = 1;     // frame canvas pixels per frame image pixel
+  Similarity m_of;  // frame canvas pixel -> frame image pixel
+  std::vector<float> feat;
+  std::vector<uint8_t> inside;
+};
+
+// One hypothesis: the rendered image R (HR x WR; `sr` its copy shrunk for zoom k, shrink(R, 1 /
+// (fr.f k))) at zoom k (R pixels -> frame pixels) and rotation deg against the frame; its agreeing
+// matches and the fitted similarity R pixels -> frame pixels.
+SimilarityScore score_hypothesis(const Shrunk& sr, int HR, int WR, const SearchFrame& fr, double k,
+                                 double deg, const Exec& ex) {
+  constexpr double kPi = 3.14159265358979323846;
+  SimilarityScore sc;
+  const double g = fr.f * k;  // canvas pixels per R pixel
+  const double c = std::cos(deg * kPi / 180), s = std::sin(deg * kPi / 180);
+  const int rw =
+      std::max(2, int(std::lround(g * (WR * std::abs(c) + HR * std::abs(s)) / kSearchCell)));
+  const int rh =
+      std::max(2, int(std::lround(g * (WR * std::abs(s) + HR * std::abs(c)) / kSearchCell)));
+  if (double(rw) * rh > 4.0 * kSearchCells) return sc;
+  // canvas pixel q -> R pixel cR + Rot(-deg) (q - cq) / g
+  Similarity r_of{c / g, -s / g, 0, 0};
+  double ux, uy;
+  r_of.apply(0.5 * (rw * kSearchCell - 1), 0.5 * (rh * kSearchCell - 1), ux, uy);
+  r_of.tx = 0.5 * (WR - 1) - ux;
+  r_of.ty = 0.5 * (HR - 1) - uy;
+  std::vector<float> feat;
+  std::vector<uint8_t> inside;
+  search_features(sr, r_of, rh, rw, feat, inside, ex);
+  const Agreement ag = agreeing_matches(feat, inside, rh, rw, fr.feat, fr.inside, fr.mh, fr.mw, ex);
+  // R pixel -> R canvas -> F -> frame canvas -> frame pixel
+  sc.S = fr.m_of.after(ag.F).after(r_of.inverse());
+  sc.count = ag.count;
+  return sc;
+}
+
+// The best similarity a -> b of the search and its count of agreeing matches, and that count for b
+// as it is (no rotation or zoom, any shift).
+struct SearchResult {
+  SimilarityScore best, identity;
+};
+SearchResult similarity_scores(const float* gray_a, int Ha, int Wa, const float* gray_b, int Hb,
+                               int Wb, const Exec& ex) {
+  SearchResult res;
+  SearchFrame frames[2];
+  int best_dir = 0;
+  SimilarityScore best_T;  // R pixels -> frame pixels
+  for (int dir = 0; dir < 2; ++dir) {
+    const float* gm = dir == 0 ? gray_b : gray_a;
+    const float* gr = dir == 0 ? gray_a : gray_b;
+    const int HM = dir == 0 ? Hb : Ha, WM = dir == 0 ? Wb : Wa;
+    const int HR = dir == 0 ? Ha : Hb, WR = dir == 0 ? Wa : Wb;
+    SearchFrame& fr = frames[dir];
+    const double f0 = std::min(
+        1.0, std::sqrt(double(kSearchCells) * kSearchCell * kSearchCell / (double(HM) * WM)));
+    fr.mw = std::max(2, int(std::lround(WM * f0 / kSearchCell)));
+    fr.mh = std::max(2, int(std::lround(HM * f0 / kSearchCell)));
+    fr.f = std::min(double(fr.mw) * kSearchCell / WM, double(fr.mh) * kSearchCell / HM);
+    fr.m_of = {1 / fr.f, 0, 0.5 / fr.f - 0.5, 0.5 / fr.f - 0.5};
+    search_features(shrink(gm, 1, HM, WM, 1 / fr.f, ex), fr.m_of, fr.mh, fr.mw, fr.feat, fr.inside,
+                    ex);
+    for (int z = dir; z < kSearchZooms; ++z) {
+      const double k = std::pow(kSearchZoom, -z);
+      const Shrunk sr = shrink(gr, 1, HR, WR, 1 / (fr.f * k), ex);
+      for (int deg = 0; deg < 360; deg += kSearchRotation) {
+        const SimilarityScore sc = score_hypothesis(sr, HR, WR, fr, k, deg, ex);
+        if (dir == 0 && z == 0 && deg == 0) res.identity = sc;
+        if (sc.count > best_T.count) best_T = sc, best_dir = dir;
+      }
+      check_cancel(ex);
+    }
+  }
+  // Refinement: the fitted similarity's zoom and rotation as a hypothesis of their own.
+  const int HR = best_dir == 0 ? Ha : Hb, WR = best_dir == 0 ? Wa : Wb;
+  for (int it = 0; it < kSearchRefine && best_T.count > 0; ++it) {
+    const double k = best_T.S.scale(),
+                 deg = std::atan2(best_T.S.b, best_T.S.a) * 180 / 3.14159265358979323846;
+    const Shrunk sr =
+        shrink(best_dir == 0 ? gray_a : gray_b, 1, HR, WR, 1 / (frames[best_dir].f * k), ex);
+    const SimilarityScore sc = score_hypothesis(sr, HR, WR, frames[best_dir], k, deg, ex);
+    if (sc.count < best_T.count) break;
+    best_T = sc;
+  }
+  res.best = best_T;
+  if (best_dir == 1) res.best.S = best_T.S.inverse();
+  return res;
+}
+
+// The search's decision: the best hypothesis when it has at least kSearchMinCount agreeing matches
+// and kSearchMargin times as many as b as it is, else none.
+constexpr int kSearchMinCount = 12;
+constexpr double kSearchMargin = 2.0;
+bool similarity_search(const float* gray_a, int Ha, int Wa, const float* gray_b, int Hb, int Wb,
+                       const Exec& ex, Similarity& S) {
+  const SearchResult r = similarity_scores(gray_a, Ha, Wa, gray_b, Hb, Wb, ex);
+  if (r.best.count < kSearchMinCount || r.best.count < kSearchMargin * r.identity.count)
+    return false;
+  S = r.best.S;
+  return true;
+}
+
+// The coarse stage failed when fewer than kSimilarityTrigger of a's pixels have forward-backward
+// coarse flows that agree within half a global cell (kSimilarityTolMin px at least). Measured
+// (bench/accuracy.js): real pairs 0.58 (Sintel market) to 1.0, the chairs 0.44 to 0.9; Oxford
+// bark 1 -> 3 (zoom 1.8, rotation 149 degrees) 0.05; cc0 crops rotated by 30 degrees 0.14-0.32.
+constexpr double kSimilarityTrigger = 0.4;
+constexpr float kSimilarityTolMin = 8.f;
+
+// match_images of a and of b warped by S (b read at S(x) on a's grid, shrunk first when S
+// zooms out of b), without a search of its own and at a's size; its flow composed back into b:
+// flow(x) = S(x + flow'(x)) - x, and out-of-b matches added to the occlusion mask.
+MatchResult match_warped(const ImageView& a, const ImageView& b, const Similarity& S,
+                         const MatchOptions& o, const Exec& ex) {
+  const int H = a.H, W = a.W;
+  const size_t P = size_t(H) * W;
+  std::vector<float> bw(size_t(b.C) * P), mask(P);
+  render_similarity(shrink(b.data, b.C, b.H, b.W, S.scale(), ex), S, H, W, bw.data(), mask.data(),
+                    ex);
+  mask = std::vector<float>();
+  MatchOptions o2 = o;
+  o2.similarity_search = MatchOptions::SimilaritySearch::Off;
+  o2.out_h = o2.out_w = 0;
+  MatchResult r = match_images(a, ImageView{bw.data(), b.C, H, W}, o2, ex);
+  for (int y = 0; y < H; ++y) {
+    for (int x = 0; x < W; ++x) {
+      const size_t i = size_t(y) * W + x;
+      double u, v;
+      S.apply(x + r.flow[i], y + r.flow[P + i], u, v);
+      r.flow[i] = float(u - x);
+      r.flow[P + i] = float(v - y);
+      if (!r.occlusion.empty() && (u < 0 || v < 0 || u > b.W - 1 || v > b.H - 1))
+        r.occlusion[i] = 1;
+    }
+  }
+  return r;
+}
+
 }  // namespace
 
 MatchResult match_pyramids(const FeaturePyramid& a, const FeaturePyramid& b, const MatchOptions& o,
@@ -491,6 +823,43 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
       valid[side] = side == 0 ? consistent(fwd, H, W, back, b.H, b.W, o.coarse_tol, o, run)
                               : consistent(back, b.H, b.W, fwd, H, W, o.coarse_tol, o, run);
     });
+    // Few coarse matches even roughly consistent: b may be rotated or zoomed beyond what the
+    // descriptor follows (similarity_search; the check costs one consistency pass).
+    if (o.similarity_search != MatchOptions::SimilaritySearch::Off) {
+      bool search = o.similarity_search == MatchOptions::SimilaritySearch::Always;
+      if (!search) {
+        std::vector<float> err(P);
+        flow_consistency(fwd.data(), H, W, back.data(), b.H, b.W, 0, 0, nullptr, err.data(), ex);
+        const float tol =
+            std::max(kSimilarityTolMin, float(std::sqrt(double(P)) / (2 * o.global_size)));
+        size_t rough = 0;
+        for (float e : err) rough += e <= tol;
+        search = double(rough) < kSimilarityTrigger * double(P);
+      }
+      Similarity S;
+      const bool found =
+          search && similarity_search(gray_a.data(), H, W, gray_b.data(), b.H, b.W, ex, S);
+      if (search) clock.lap("similarity");
+      if (found) {
+        fwd = back = std::vector<float>();
+        valid[0] = valid[1] = std::vector<uint8_t>();
+        gray[0] = gray[1] = std::vector<float>();
+        MatchResult r = match_warped(a, b, S, o, ex);
+        if (b_pixels) *b_pixels = std::vector<float>();
+        for (const auto& [stage, ms] : r.timings) {
+          auto it = std::find_if(timings.begin(), timings.end(),
+                                 [&](const auto& e) { return std::string(e.first) == stage; });
+          if (it == timings.end())
+            timings.emplace_back(stage, ms);
+          else
+            it->second += ms;
+        }
+        MatchResult out = to_output(std::move(r.flow), std::move(r.confidence),
+                                    std::move(r.occlusion), H, W, o, ex);
+        out.timings = std::move(timings);
+        return out;
+      }
+    }
     each_side(ex, true, [&](int side, const Exec& run) {
       const ImageView& img = side == 0 ? a : b;
       std::vector<uint8_t> tex(size_t(img.H) * img.W, 1);
@@ -722,7 +1091,21 @@ size_t match_images_bytes(int Ha, int Wa, int Hb, int Wb, const MatchOptions& o,
              : std::max(ga + features_extract_bytes(Ha, Wa, fo, threads),
                         pyramid_bytes(pa) + gb + features_extract_bytes(Hb, Wb, fo, threads));
   const ImageStageBytes st = image_stage_bytes(pa, pb, o, threads);
-  return std::max({features, pyramid_bytes(pa) + pyramid_bytes(pb) + st.coarse, st.after});
+  size_t total = std::max({features, pyramid_bytes(pa) + pyramid_bytes(pb) + st.coarse, st.after});
+  if (o.similarity_search != MatchOptions::SimilaritySearch::Off && o.fill) {
+    // The search (a volume of at most 4 x kSearchCells^2 cells and its features, next to both
+    // flows and gray images), then the pipeline again on b warped to a's size (3 channels at most)
+    // with the flows freed.
+    const size_t P = size_t(Ha) * Wa, Pb = size_t(Hb) * Wb,
+                 cells = 4 * size_t(kSearchCells) * 11 / 10;
+    const size_t search = sizeof(float) * (cells * cells / 4 + 2 * cells * kFeatureChannels +
+                                           3 * (P + Pb) + 2 * kSearchCells * 64);
+    MatchOptions o2 = o;
+    o2.similarity_search = MatchOptions::SimilaritySearch::Off;
+    total = std::max(
+        {total, search, match_images_bytes(Ha, Wa, Ha, Wa, o2, threads) + sizeof(float) * 3 * P});
+  }
+  return total;
 }
 
 }  // namespace gocor

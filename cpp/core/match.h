@@ -61,6 +61,13 @@ struct MatchOptions {
     d.spatial_propagation = true;
     return d;
   }();
+  // Similarity search (match_images only, with the reverse flow): when few coarse matches are
+  // forward-backward consistent (kSimilarityTrigger), rotations and zooms of b are tried at a
+  // coarse grid (similarity_search in match.cpp); the best one, when it clearly beats b as it is,
+  // warps b and the pipeline runs again on the warped b (flow composed back into b).
+  // Off, Auto (the check decides), Always (the search runs on every pair).
+  enum class SimilaritySearch { Off, Auto, Always };
+  SimilaritySearch similarity_search = SimilaritySearch::Auto;
   uint64_t seed = 0;  // seed of the global GOCor regulariser's initial weights
   bool fitted_params =
       true;  // GOCor parameters fitted to the built-in descriptor (false: spec 4.7 init)

@@ -118,6 +118,12 @@ gocor::MatchOptions read_match_options(const Napi::Object& o) {
     m.texture_gradient = float(read_number(t, "gradient", m.texture_gradient));
   }
   m.median = read_bool(o, "median", m.median);
+  if (o.Get("similaritySearch").IsString()) {
+    const std::string ss = o.Get("similaritySearch").ToString().Utf8Value();
+    m.similarity_search = ss == "off"      ? gocor::MatchOptions::SimilaritySearch::Off
+                          : ss == "always" ? gocor::MatchOptions::SimilaritySearch::Always
+                                           : gocor::MatchOptions::SimilaritySearch::Auto;
+  }
   m.seed = static_cast<uint64_t>(read_number(o, "seed", double(m.seed)));
   m.fitted_params = read_bool(o, "fittedParams", m.fitted_params);
   m.out_w = read_int(o, "outWidth", m.out_w);
