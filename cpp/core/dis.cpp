@@ -278,6 +278,23 @@ constexpr int kMaxBlockCols = 136;  // patch_size <= 128 rounded up to 8 lanes
 __attribute__((noinline)) void block_read_clamped(const Plane& b, const BlockTaps& t, int cols,
                                                   int rows, float* out) {
   const bool inner_cols = t.ix >= 0 && t.ix + cols < b.w;
+  if (t.ix + cols < 0 || t.ix >= b.w - 1) {
+    // Wholly left or right of b (most clamped blocks: flow that points out of view), so every tap
+    // column is the same border column and each line is one value, computed as the loops below
+    // compute each of its lanes.
+    const int x = t.ix < 0 ? 0 : b.w - 1;
+    auto value = [&](int r) {
+      const float v = b.row(std::clamp(t.iy + r, 0, b.h - 1))[x];
+      return v + t.ax * (v - v);
+    };
+    float top = value(0);
+    for (int r = 0; r < rows; ++r) {
+      const float bottom = value(r + 1);
+      std::fill_n(out + size_t(r) * cols, cols, top + t.ay * (bottom - top));
+      top = bottom;
+    }
+    return;
+  }
   int xs[kMaxBlockCols + 1];
   if (!inner_cols) {
     for (int c = 0; c <= cols; ++c) xs[c] = std::clamp(t.ix + c, 0, b.w - 1);
