@@ -260,7 +260,9 @@ void fill_invalid(const ImageView& img, std::vector<float>& flow, std::vector<ui
   if (kept * 100 >= P) {
     std::vector<float> out(2 * P);
     const int C = img.C >= 3 ? 3 : 1;
-    flow_interpolate(img.data, C, H, W, flow.data(), valid.data(), out.data(), o.interp, ex);
+    InterpOptions io = o.interp;
+    io.keep_valid = true;  // only the invalid pixels' values are read: only their seeds are fitted
+    flow_interpolate(img.data, C, H, W, flow.data(), valid.data(), out.data(), io, ex);
     // Consistent pixels keep their own flow: the fit only smooths them.
     for (size_t i = 0; i < P; ++i) {
       if (!valid[i]) flow[i] = out[i], flow[P + i] = out[P + i];
