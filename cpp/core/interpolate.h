@@ -60,8 +60,9 @@ struct InterpOptions {
 // non-finite flow is never trusted); out (2, H, W), which may not overlap flow.
 // Every pixel, valid ones included, gets the model of its geodesically nearest seed evaluated at
 // the pixel (EpicFlow's output: it also smooths the noise of the trusted flow; a caller that wants
-// the trusted values kept copies them back). With no valid seed at all out is a copy of flow:
-// there is nothing to interpolate from, and the caller's fallback stays in its hands.
+// the trusted values kept copies them back, or sets keep_valid). With no valid seed at all out is
+// a copy of flow: there is nothing to interpolate from, and the caller's fallback stays in its
+// hands.
 // Steps: edge cost map; seeds; multi-source Dijkstra on the pixel grid giving each pixel its
 // nearest seed (the geodesic Voronoi diagram, flow_interpolate_voronoi); a seed graph whose edges
 // join seeds with touching Voronoi cells, weighted by the shortest geodesic path through their
