@@ -324,7 +324,7 @@ MatchResult to_output(std::vector<float>&& flow, std::vector<float>&& conf,
 // `trim`: what the stage freed into glibc's arenas (small blocks, fragments) goes back to the
 // system before the next stage's peak: with two threads, ~20 MB on a 1282x1110 pair. Below a
 // 1-Mpixel pair (kTrimPixels) the freed blocks stay for the next stage to reuse: trimming them
-// made every stage fault its memory in again (a 512x512 pair: ~9500 page faults per match, ~4 %
+// made every stage fault its memory in again (a 512x512 pair: ~9500 page faults per match, a few %
 // of its CPU time) for a resident set that is small anyway.
 constexpr size_t kTrimPixels = size_t{1} << 20;
 class StageClock {
