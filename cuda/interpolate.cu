@@ -464,13 +464,20 @@ __global__ void knn_fit_kernel(const long long* __restrict__ start,
   models[a0 + t] = fit_seed(s, k, seeds, decay, affine, min_spread);
 }
 
-// Every pixel: the model of its Voronoi cell's seed, evaluated at the pixel.
+// Every pixel: the model of its Voronoi cell's seed, evaluated at the pixel (with keep_valid, a
+// trusted pixel's own flow: valid and finite, as the CPU's).
 __global__ void evaluate_kernel(const unsigned long long* __restrict__ key,
-                                const Model* __restrict__ models, int H, int W,
+                                const Model* __restrict__ models, const float* __restrict__ flow,
+                                const uint8_t* __restrict__ valid, bool keep_valid, int H, int W,
                                 float* __restrict__ out) {
   const int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y;
   if (x >= W) return;
   const size_t p = size_t(y) * W + x, HW = size_t(H) * W;
+  if (keep_valid && valid[p] != 0 && isfinite(flow[p]) && isfinite(flow[HW + p])) {
+    out[p] = flow[p];
+    out[HW + p] = flow[HW + p];
+    return;
+  }
   const Model m = models[uint32_t(key[p])];
   const float dx = rn::sub(float(x), m.cx), dy = rn::sub(float(y), m.cy);
   out[p] = rn::add(rn::add(m.u, rn::mul(m.dudx, dx)), rn::mul(m.dudy, dy));
@@ -610,7 +617,8 @@ void interpolate_device(const float* d_image, int C, int H, int W, const float* 
         decay, o.affine, min_spread, d_models.get());
     check_launch("knn_fit_kernel");
   }
-  evaluate_kernel<<<row_grid, row_block, 0, st>>>(d_key.get(), d_models.get(), H, W, d_out);
+  evaluate_kernel<<<row_grid, row_block, 0, st>>>(d_key.get(), d_models.get(), d_flow, d_valid,
+                                                  o.keep_valid, H, W, d_out);
   check_launch("evaluate_kernel");
   check(cudaStreamSynchronize(st), "cudaStreamSynchronize");  // the buffers above go out of scope
 }

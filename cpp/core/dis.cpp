@@ -278,6 +278,23 @@ constexpr int kMaxBlockCols = 136;  // patch_size <= 128 rounded up to 8 lanes
 __attribute__((noinline)) void block_read_clamped(const Plane& b, const BlockTaps& t, int cols,
                                                   int rows, float* out) {
   const bool inner_cols = t.ix >= 0 && t.ix + cols < b.w;
+  if (t.ix + cols < 0 || t.ix >= b.w - 1) {
+    // Wholly left or right of b (most clamped blocks: flow that points out of view), so every tap
+    // column is the same border column and each line is one value, computed as the loops below
+    // compute each of its lanes.
+    const int x = t.ix < 0 ? 0 : b.w - 1;
+    auto value = [&](int r) {
+      const float v = b.row(std::clamp(t.iy + r, 0, b.h - 1))[x];
+      return v + t.ax * (v - v);
+    };
+    float top = value(0);
+    for (int r = 0; r < rows; ++r) {
+      const float bottom = value(r + 1);
+      std::fill_n(out + size_t(r) * cols, cols, top + t.ay * (bottom - top));
+      top = bottom;
+    }
+    return;
+  }
   int xs[kMaxBlockCols + 1];
   if (!inner_cols) {
     for (int c = 0; c <= cols; ++c) xs[c] = std::clamp(t.ix + c, 0, b.w - 1);
@@ -323,22 +340,28 @@ struct PatchScratch {
   }
 };
 
-// Inverse-compositional Gauss-Newton for a translation of a's patch at (x0, y0) (inside a), from
-// (u0, v0). Patches are compared mean-normalised (robust to a brightness change, as in DIS); for
-// that SSD the Gauss-Newton direction uses the template gradient g minus its patch mean m, so the
-// Hessian of those centred gradients is built once and every step costs one warp of b (and
-// sum (g - m) e = sum g e - m sum e reads a's gradient as it is).
+// The Gauss-Newton set-up of a's patch at (x0, y0) (inside a): the patch mean of its gradient
+// and the inverse of its centred-gradient Hessian. Patches are compared mean-normalised (robust to
+// a brightness change, as in DIS); for that SSD the Gauss-Newton direction uses the template
+// gradient g minus its patch mean m, so the Hessian of those centred gradients is built once per
+// patch and every step costs one warp of b (and sum (g - m) e = sum g e - m sum e reads a's
+// gradient as it is).
+struct PatchTemplate {
+  int x0, y0;
+  float mgx, mgy, ixx, ixy, iyy;
+};
+
+// Rows r of a's image and gradients at the patch.
+DIS_INLINE std::array<const float*, 3> patch_rows(const Level& a, int x0, int y0, int r) {
+  return {a.img.row(y0 + r) + x0, a.gx.row(y0 + r) + x0, a.gy.row(y0 + r) + x0};
+}
+
 template <class V>
-DIS_INLINE PatchFlow search_patch(const Level& a, const Plane& b, int x0, int y0, int iters,
-                                  float u0, float v0, PatchScratch& s, float* ssd_out = nullptr) {
+DIS_INLINE PatchTemplate patch_template(const Level& a, int x0, int y0, const PatchScratch& s) {
   const int p = s.p, pc = s.pc, n = p * p;
-  auto rows = [&](int r) {
-    return std::array<const float*, 3>{a.img.row(y0 + r) + x0, a.gx.row(y0 + r) + x0,
-                                       a.gy.row(y0 + r) + x0};
-  };
   V sgx = splat<V>(0), sgy = sgx;
   for (int r = 0; r < p; ++r) {
-    const auto [t, gx, gy] = rows(r);
+    const auto [t, gx, gy] = patch_rows(a, x0, y0, r);
     for (int c = 0; c < pc; c += Lanes<V>::n) {
       const V m = load<V>(&s.mask[size_t(r) * pc + c]);
       sgx += load<V>(gx + c) * m;
@@ -348,7 +371,7 @@ DIS_INLINE PatchFlow search_patch(const Level& a, const Plane& b, int x0, int y0
   const float mgx = hsum(sgx) / float(n), mgy = hsum(sgy) / float(n);
   V vxx = splat<V>(0), vxy = vxx, vyy = vxx;
   for (int r = 0; r < p; ++r) {
-    const auto [t, gx, gy] = rows(r);
+    const auto [t, gx, gy] = patch_rows(a, x0, y0, r);
     for (int c = 0; c < pc; c += Lanes<V>::n) {
       const V m = load<V>(&s.mask[size_t(r) * pc + c]);
       const V cx = (load<V>(gx + c) - splat<V>(mgx)) * m,
@@ -366,39 +389,64 @@ DIS_INLINE PatchFlow search_patch(const Level& a, const Plane& b, int x0, int y0
   hxx += lam;
   hyy += lam;
   const float inv_det = 1.f / (hxx * hyy - hxy * hxy);
-  const float ixx = hyy * inv_det, ixy = -hxy * inv_det, iyy = hxx * inv_det;
+  return {x0, y0, mgx, mgy, hyy * inv_det, -hxy * inv_det, hxx * inv_det};
+}
 
-  PatchFlow start{u0, v0, 0.f}, best = start;
-  float best_ssd = 0;
+// One evaluation of the patch at flow (u, v): the sum of e = (b warped - a) over the patch, its
+// mean-normalised SSD, and the lane sums of a's gradients times e (the Gauss-Newton step's).
+template <class V>
+struct PatchEval {
+  float sum_e, ssd;
+  V bx, by;
+};
+
+template <class V>
+DIS_INLINE PatchEval<V> eval_patch(const Level& a, const Plane& b, const PatchTemplate& pt, float u,
+                                   float v, PatchScratch& s) {
+  const int p = s.p, pc = s.pc, n = p * p;
+  const BlockTaps tp = block_taps(b, float(pt.x0) + u, float(pt.y0) + v, pc, p);
+  if (!tp.inside) block_read_clamped(b, tp, pc, p, s.warped.data());
+  V se = splat<V>(0), see = se, bx = se, by = se;
+  for (int r = 0; r < p; ++r) {
+    const auto [t, gx, gy] = patch_rows(a, pt.x0, pt.y0, r);
+    for (int c = 0; c < pc; c += Lanes<V>::n) {
+      const size_t i = size_t(r) * pc + c;
+      const V warped = tp.inside ? block_read<V>(b, tp, r, c) : load<V>(&s.warped[i]);
+      const V e = (warped - load<V>(t + c)) * load<V>(&s.mask[i]);
+      se += e;
+      see += e * e;
+      bx += load<V>(gx + c) * e;
+      by += load<V>(gy + c) * e;
+    }
+  }
+  const float sum_e = hsum(se);
+  return {sum_e, hsum(see) - sum_e * sum_e / float(n), bx, by};
+}
+
+// Inverse-compositional Gauss-Newton for a translation of the patch pt from (u0, v0), whose
+// evaluation `first` the caller has made: at most `iters` steps, the visited flow of lowest SSD
+// kept (the start when no step lowered it, or when the search wandered off).
+template <class V>
+DIS_INLINE PatchFlow search_patch_from(const Level& a, const Plane& b, const PatchTemplate& pt,
+                                       int iters, float u0, float v0, const PatchEval<V>& first,
+                                       PatchScratch& s) {
+  const int p = s.p, n = p * p;
+  const PatchFlow start{u0, v0, first.sum_e / float(n)};
+  PatchFlow best = start;
+  float best_ssd = first.ssd;
   float u = u0, v = v0;
+  PatchEval<V> e = first;
   for (int it = 0;; ++it) {
-    const BlockTaps tp = block_taps(b, float(x0) + u, float(y0) + v, pc, p);
-    if (!tp.inside) block_read_clamped(b, tp, pc, p, s.warped.data());
-    V se = splat<V>(0), see = se, bx = se, by = se;
-    for (int r = 0; r < p; ++r) {
-      const auto [t, gx, gy] = rows(r);
-      for (int c = 0; c < pc; c += Lanes<V>::n) {
-        const size_t i = size_t(r) * pc + c;
-        const V warped = tp.inside ? block_read<V>(b, tp, r, c) : load<V>(&s.warped[i]);
-        const V e = (warped - load<V>(t + c)) * load<V>(&s.mask[i]);
-        se += e;
-        see += e * e;
-        bx += load<V>(gx + c) * e;
-        by += load<V>(gy + c) * e;
+    if (it > 0) {
+      e = eval_patch<V>(a, b, pt, u, v, s);
+      if (e.ssd < best_ssd) {
+        best = {u, v, e.sum_e / float(n)};
+        best_ssd = e.ssd;
       }
     }
-    const float sum_e = hsum(se), ssd = hsum(see) - sum_e * sum_e / float(n);
-    if (it == 0) {
-      start.offset = sum_e / float(n);
-      best = start;
-      best_ssd = ssd;
-    } else if (ssd < best_ssd) {
-      best = {u, v, sum_e / float(n)};
-      best_ssd = ssd;
-    }
     if (it >= iters) break;
-    const float gx = hsum(bx) - mgx * sum_e, gy = hsum(by) - mgy * sum_e;
-    const float du = ixx * gx + ixy * gy, dv = ixy * gx + iyy * gy;
+    const float gx = hsum(e.bx) - pt.mgx * e.sum_e, gy = hsum(e.by) - pt.mgy * e.sum_e;
+    const float du = pt.ixx * gx + pt.ixy * gy, dv = pt.ixy * gx + pt.iyy * gy;
     u -= du;
     v -= dv;
     // DIS's outlier check: a search that wanders further than a patch has lost its match.
@@ -407,8 +455,15 @@ DIS_INLINE PatchFlow search_patch(const Level& a, const Plane& b, int x0, int y0
     // changed no benchmark figure and cost evaluations).
     if (du * du + dv * dv < 1e-4f) iters = it + 1;
   }
-  if (ssd_out) *ssd_out = best_ssd;  // (iters 0: the start's SSD, what propagation compares)
   return best;
+}
+
+// The whole search of a's patch at (x0, y0) from (u0, v0).
+template <class V>
+DIS_INLINE PatchFlow search_patch(const Level& a, const Plane& b, int x0, int y0, int iters,
+                                  float u0, float v0, PatchScratch& s) {
+  const PatchTemplate pt = patch_template<V>(a, x0, y0, s);
+  return search_patch_from<V>(a, b, pt, iters, u0, v0, eval_patch<V>(a, b, pt, u0, v0, s), s);
 }
 
 // Top-left corners of patches of size p along n >= p pixels: every `stride`, plus one flush with
@@ -470,16 +525,16 @@ DIS_INLINE void propagate_stripe(const Level& a, const Plane& b, const Plane& fu
       const int j = backward ? nx - 1 - m : m;
       PatchFlow& cur = patches[size_t(i) * nx + j];
       PatchFlow start = backward ? cur : patch_mean<V>(fu, fv, xs[size_t(j)], ys[size_t(i)], s);
-      float best;
-      search_patch<V>(a, b, xs[size_t(j)], ys[size_t(i)], 0, start.u, start.v, s, &best);
+      // The patch's set-up is made once; the chosen start's evaluation starts the search.
+      const PatchTemplate pt = patch_template<V>(a, xs[size_t(j)], ys[size_t(i)], s);
+      PatchEval<V> best = eval_patch<V>(a, b, pt, start.u, start.v, s);
       auto consider = [&](const PatchFlow& n) {
-        float ssd;
-        search_patch<V>(a, b, xs[size_t(j)], ys[size_t(i)], 0, n.u, n.v, s, &ssd);
-        if (ssd < ratio * best) best = ssd, start = n;
+        const PatchEval<V> e = eval_patch<V>(a, b, pt, n.u, n.v, s);
+        if (e.ssd < ratio * best.ssd) best = e, start = n;
       };
       if (j + d >= 0 && j + d < nx) consider(patches[size_t(i) * nx + j + d]);
       if (k > 0) consider(patches[size_t(i + d) * nx + j]);
-      cur = search_patch<V>(a, b, xs[size_t(j)], ys[size_t(i)], iters, start.u, start.v, s);
+      cur = search_patch_from<V>(a, b, pt, iters, start.u, start.v, best, s);
     }
   }
 }

@@ -224,14 +224,18 @@ void edge_cost_map(const float* image, int C, const Grid& g, const InterpOptions
   }
 }
 
+// Whether pixel i's flow is trusted: valid and finite (flow (2, HW)).
+inline bool trusted(const float* flow, const uint8_t* valid, size_t HW, size_t i) {
+  return valid[i] != 0 && std::isfinite(flow[i]) && std::isfinite(flow[HW + i]);
+}
+
 // Seeds (padded indices): per seed_stride cell the valid pixel nearest to the cell centre, ties to
 // the first in raster order; the last row and column of cells may be partial.
 std::vector<int32_t> pick_seeds(const Grid& g, const float* flow, const uint8_t* valid, int s) {
   const int H = g.H, W = g.W;
   const size_t HW = static_cast<size_t>(H) * W;
   auto usable = [&](int x, int y) {
-    const size_t i = static_cast<size_t>(y) * W + x;
-    return valid[i] != 0 && std::isfinite(flow[i]) && std::isfinite(flow[HW + i]);
+    return trusted(flow, valid, HW, static_cast<size_t>(y) * W + x);
   };
   std::vector<int32_t> seeds;
   for (int y0 = 0; y0 < H; y0 += s) {
@@ -685,16 +689,34 @@ void flow_interpolate_cpu(const float* image, int C, int H, int W, const float* 
     const size_t p = static_cast<size_t>(y) * W + x;
     seed[i] = {static_cast<float>(x), static_cast<float>(y), flow[p], flow[HW + p]};
   }
+  // The seeds to fit, in increasing order (KnnScratch's runs need it): every seed, or with
+  // keep_valid those whose cells hold an untrusted pixel.
+  std::vector<int32_t> fit;
+  if (o.keep_valid) {
+    std::vector<uint8_t> needed(n, 0);
+    for (int y = 0; y < H; ++y) {
+      const uint64_t* row = key.data() + g.at(0, y);
+      for (int x = 0; x < W; ++x) {
+        if (!trusted(flow, valid, HW, static_cast<size_t>(y) * W + x)) needed[key_seed(row[x])] = 1;
+      }
+    }
+    for (int a = 0; a < n; ++a) {
+      if (needed[a]) fit.push_back(a);
+    }
+  } else {
+    fit.resize(n);
+    for (int a = 0; a < n; ++a) fit[a] = a;
+  }
   // Slopes need the neighbours to spread over 0.05 seed steps^2 across their thinnest direction
   // (a triangle of adjacent seeds spreads over 0.11): below, the fit extrapolates noise.
   const double min_spread = 0.05 * o.seed_stride * o.seed_stride;
   std::vector<Model> models(n);
-  parallel_chunks(n, ex.threads, 256, [&](int64_t a0, int64_t a1) {
+  parallel_chunks(static_cast<int64_t>(fit.size()), ex.threads, 256, [&](int64_t i0, int64_t i1) {
     check_cancel(ex);
     KnnScratch s(n, o.num_neighbors, sg.max_degree);
-    for (int64_t a = a0; a < a1; ++a) {
-      nearest_seeds(sg, static_cast<int>(a), o.num_neighbors, s);
-      models[a] = fit_seed(s, seed.data(), o.alpha, o.affine, min_spread);
+    for (int64_t i = i0; i < i1; ++i) {
+      nearest_seeds(sg, fit[i], o.num_neighbors, s);
+      models[fit[i]] = fit_seed(s, seed.data(), o.alpha, o.affine, min_spread);
     }
   });
   check_cancel(ex);
@@ -702,9 +724,15 @@ void flow_interpolate_cpu(const float* image, int C, int H, int W, const float* 
   parallel_chunks(H, ex.threads, 16, [&](int64_t y0, int64_t y1) {
     for (int64_t y = y0; y < y1; ++y) {
       const uint64_t* row = key.data() + g.at(0, static_cast<int>(y));
-      float* ou = out + y * W;
-      float* ov = out + HW + y * W;
+      const size_t r = static_cast<size_t>(y) * W;
+      float* ou = out + r;
+      float* ov = out + HW + r;
       for (int x = 0; x < W; ++x) {
+        if (o.keep_valid && trusted(flow, valid, HW, r + x)) {
+          ou[x] = flow[r + x];
+          ov[x] = flow[HW + r + x];
+          continue;
+        }
         const Model& m = models[key_seed(row[x])];
         const float dx = static_cast<float>(x) - m.cx, dy = static_cast<float>(y) - m.cy;
         ou[x] = m.u + m.dudx * dx + m.dudy * dy;
@@ -722,9 +750,10 @@ size_t flow_interpolate_work_bytes(int C, int H, int W, const InterpOptions& o) 
   // Per pixel: the uint16 cost map with the edge map's three float planes, later with the uint64
   // Voronoi keys. Per seed: its index, then the boundary pair set (8 to 16 slots of 12 bytes per
   // seed, twice that while it grows) or the seed graph (about 12 edges of 8 bytes), the seeds'
-  // flows, models and one K-nearest search state per thread (8 bytes per seed each; up to 2).
+  // flows, models and one K-nearest search state per thread (8 bytes per seed each; up to 2),
+  // with the list of seeds to fit and their flags (5).
   const size_t pixels = P * (2 + std::max(3 * 4, 8));
-  const size_t per_seed = 4 + std::max<size_t>(2 * 16 * 12, 8 + 12 * 8 + 16 + 32 + 2 * 8);
+  const size_t per_seed = 4 + std::max<size_t>(2 * 16 * 12, 8 + 12 * 8 + 16 + 32 + 2 * 8 + 5);
   return pixels + seeds * per_seed;
 }
 

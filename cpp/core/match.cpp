@@ -261,7 +261,9 @@ void fill_invalid(const ImageView& img, std::vector<float>& flow, std::vector<ui
   if (kept * 100 >= P) {
     std::vector<float> out(2 * P);
     const int C = img.C >= 3 ? 3 : 1;
-    flow_interpolate(img.data, C, H, W, flow.data(), valid.data(), out.data(), o.interp, ex);
+    InterpOptions io = o.interp;
+    io.keep_valid = true;  // only the invalid pixels' values are read: only their seeds are fitted
+    flow_interpolate(img.data, C, H, W, flow.data(), valid.data(), out.data(), io, ex);
     // Consistent pixels keep their own flow: the fit only smooths them.
     for (size_t i = 0; i < P; ++i) {
       if (!valid[i]) flow[i] = out[i], flow[P + i] = out[P + i];
@@ -320,14 +322,19 @@ MatchResult to_output(std::vector<float>&& flow, std::vector<float>&& conf,
 }
 
 // Adds the time since the last lap to the stage's entry of `timings` (first use appends it).
+// `trim`: what the stage freed into glibc's arenas (small blocks, fragments) goes back to the
+// system before the next stage's peak: with two threads, ~20 MB on a 1282x1110 pair. Below a
+// 1-Mpixel pair (kTrimPixels) the freed blocks stay for the next stage to reuse: trimming them
+// made every stage fault its memory in again (a 512x512 pair: ~9500 page faults per match, a few %
+// of its CPU time) for a resident set that is small anyway.
+constexpr size_t kTrimPixels = size_t{1} << 20;
 class StageClock {
  public:
-  explicit StageClock(std::vector<std::pair<const char*, double>>& t) : t_(t), last_(now()) {}
+  StageClock(std::vector<std::pair<const char*, double>>& t, bool trim)
+      : t_(t), last_(now()), trim_(trim) {}
   void lap(const char* stage) {
 #ifdef __GLIBC__
-    // What the stage freed into glibc's arenas (small blocks, fragments) goes back to the system
-    // before the next stage's peak: with two threads, ~20 MB on a 1282x1110 pair.
-    malloc_trim(0);
+    if (trim_) malloc_trim(0);
 #endif
     const auto n = now();
     const double ms = std::chrono::duration<double, std::milli>(n - last_).count();
@@ -347,6 +354,7 @@ class StageClock {
   }
   std::vector<std::pair<const char*, double>>& t_;
   std::chrono::steady_clock::time_point last_;
+  bool trim_;
 };
 
 // Runs f(0, ex') and f(1, ex') -- one stage for image a and for image b -- side by side, each on
@@ -761,7 +769,7 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
                          const Exec& ex, std::vector<float>* b_pixels) {
   check_options(o);
   std::vector<std::pair<const char*, double>> timings;
-  StageClock clock(timings);
+  StageClock clock(timings, size_t(a.H) * a.W + size_t(b.H) * b.W >= kTrimPixels);
   FeatureOptions fo;
   fo.global_size = o.global_size;
   fo.finest_stride = o.finest_stride;

@@ -1493,6 +1493,12 @@ std::vector<Case> all_cases() {
       [] { return flow_interpolate_trial(1, 40, 29, 0.1, interp_options(3, 8, false, 0.f), 111); });
   add("flow_interpolate", "C1 37x45 stride 1 K16 affine, 70% untrusted", kInterpTol,
       [] { return flow_interpolate_trial(1, 37, 45, 0.7, interp_options(1, 16, true, 2.f), 112); });
+  add("flow_interpolate",
+      "C3 61x83 stride 4 K32 average, keep_valid (match's fills), 30% untrusted", kInterpTol, [] {
+        InterpOptions o = interp_options(4, 32, false, 1.f);
+        o.keep_valid = true;
+        return flow_interpolate_trial(3, 61, 83, 0.3, o, 113);
+      });
   add("flow_interpolate", "C3 256x320 stride 4 K32 affine, 5% untrusted", kInterpTol, [] {
     return flow_interpolate_trial(3, 256, 320, 0.05, interp_options(4, 32, true, 1.f), 113);
   });

@@ -454,6 +454,47 @@ void test_no_seed_and_threads() {
          "(200x150, 1 thread vs the pool; stride 4 K 32 and stride 1 K 1)");
 }
 
+// keep_valid: the trusted pixels (valid and finite) keep their own flow bit for bit, the others
+// get exactly the values of the full interpolation (only their seeds are fitted).
+void test_keep_valid() {
+  Field g(3, 150, 200);
+  fill_scene(g, 5);
+  Uniform rng(3 * g.H * g.W, 9);
+  for (int y = 0; y < g.H; ++y) {
+    for (int x = 0; x < g.W; ++x) {
+      // Untrusted: 10 % scattered and a block, as occlusions leave them.
+      g.valid[y * g.W + x] = rng.next() >= 0.1 && !(x > 120 && x < 150 && y > 40 && y < 90);
+      g.u(x, y) = static_cast<float>(3 * std::sin(0.05 * x) + rng.next());
+      g.v(x, y) = static_cast<float>(2 * std::cos(0.04 * y) + rng.next());
+    }
+  }
+  g.u(7, 9) = NAN;  // valid but not finite: untrusted
+  gocor::InterpOptions o;
+  o.affine = false;
+  const std::vector<float> full = interpolate(g, o, 1);
+  o.keep_valid = true;
+  const size_t N = static_cast<size_t>(g.H) * g.W;
+  size_t kept = 0, filled = 0, wrong = 0;
+  for (int threads : {1, 0}) {
+    const std::vector<float> got = interpolate(g, o, threads);
+    for (size_t i = 0; i < N; ++i) {
+      const bool trusted =
+          g.valid[i] != 0 && std::isfinite(g.flow[i]) && std::isfinite(g.flow[N + i]);
+      const float* want = trusted ? g.flow.data() : full.data();
+      const bool same = std::memcmp(&got[i], &want[i], sizeof(float)) == 0 &&
+                        std::memcmp(&got[N + i], &want[N + i], sizeof(float)) == 0;
+      wrong += !same;
+      (trusted ? kept : filled) += threads == 1;
+    }
+  }
+  char buf[160];
+  std::snprintf(buf, sizeof(buf),
+                "%zu trusted pixels kept, %zu untrusted equal to the full interpolation, %zu "
+                "differ (1 thread and the pool; 200x150)",
+                kept, filled, wrong);
+  report(wrong == 0 && kept > 0 && filled > 0, "keep_valid_bitwise", buf);
+}
+
 void test_bad_input() {
   using gocor::ErrorCode;
   Field f(3, 10, 12);
@@ -578,6 +619,7 @@ int main() {
     test_against_reference();
     test_edge_awareness();
     test_no_seed_and_threads();
+    test_keep_valid();
     test_bad_input();
     time_interpolate();
   } catch (const std::exception& e) {
