@@ -320,8 +320,11 @@ void gemm(const GemmArgs& g, int threads) {
     }
   }
   const int tm = (mp + mc - 1) / mc, tn = (np + nc - 1) / nc;
+  // Tiles down the rows of C first: a column block of packed B (KC x NC, 256 KiB at K = 256)
+  // stays in L2 across all of A instead of being fetched again for every tile (4096 x 4096 x 256:
+  // 4 MiB of B read once per column block, not 683 times).
   parallel_for(static_cast<int64_t>(tm) * tn, threads, [&](int64_t t) {
-    const int ip0 = static_cast<int>(t / tn) * mc, jp0 = static_cast<int>(t % tn) * nc;
+    const int ip0 = static_cast<int>(t % tm) * mc, jp0 = static_cast<int>(t / tm) * nc;
     const int ip1 = std::min(mp, ip0 + mc), jp1 = std::min(np, jp0 + nc);
     for (int k0 = 0; k0 < K; k0 += kKc) {
       const int kc = std::min(kKc, K - k0);

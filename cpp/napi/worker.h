@@ -45,10 +45,11 @@ size_t count(Napi::Env env, std::initializer_list<int64_t> dims, const char* nam
 // Handed to JS without a copy; when JS drops it, a block of 1 MiB or more is kept (kKeepBytes in
 // all, the least recently freed given back first) for a later output of the same or a little
 // smaller size, so a call repeated on a shape pays neither page faults nor the kernel's clearing of
-// fresh pages. Move-only.
+// fresh pages. V8 collects a dropped volume only some calls later (four 64 MiB volumes of a
+// repeated 4096-position correlation were alive at once), hence room for four of those. Move-only.
 class FreshF32 {
  public:
-  static constexpr size_t kKeepBytes = size_t{96} << 20;
+  static constexpr size_t kKeepBytes = size_t{256} << 20;
   FreshF32() = default;
   explicit FreshF32(size_t n);  // n floats, contents undefined; TooLarge when out of memory
   FreshF32(FreshF32&& o) noexcept : p_(o.p_), n_(o.n_), cap_(o.cap_) { o.p_ = nullptr; }
