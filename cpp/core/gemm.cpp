@@ -261,19 +261,45 @@ bool pack_a_fully(int m, bool a_trans) {
   return !a_trans || m > 512;
 }
 
-// Floats of packing scratch: A in full or only its last partial panel, and B in full; each part
-// rounded to 64 bytes.
-int64_t scratch_floats(const Ukr& u, int m, int n, int k, bool a_trans) {
-  const int64_t mp = (m + u.mr - 1) / u.mr, np = (n + u.nr - 1) / u.nr;
-  const int64_t a = (pack_a_fully(m, a_trans) ? mp : 1) * u.mr * int64_t{k};
-  const int64_t b = np * u.nr * int64_t{k};
-  return (a + 15) / 16 * 16 + (b + 15) / 16 * 16;
+// Floats of packing scratch: A in full or only its last partial panel, and B in full, each
+// rounded to 64 bytes; none for an operand given packed.
+int64_t scratch_a_floats(const Ukr& u, int m, int k, bool a_trans, bool given) {
+  const int64_t mp = (m + u.mr - 1) / u.mr;
+  return given ? 0 : ((pack_a_fully(m, a_trans) ? mp : 1) * u.mr * int64_t{k} + 15) / 16 * 16;
+}
+int64_t scratch_b_floats(const Ukr& u, int n, int k, bool given) {
+  const int64_t np = (n + u.nr - 1) / u.nr;
+  return given ? 0 : (np * u.nr * int64_t{k} + 15) / 16 * 16;
 }
 
 }  // namespace
 
 size_t gemm_scratch_bytes(int m, int n, int k, bool a_trans) {
-  return sizeof(float) * static_cast<size_t>(scratch_floats(active_ukr(), m, n, k, a_trans));
+  const Ukr u = active_ukr();
+  return sizeof(float) * static_cast<size_t>(scratch_a_floats(u, m, k, a_trans, false) +
+                                             scratch_b_floats(u, n, k, false));
+}
+
+int gemm_panel_width(GemmSide side) {
+  const Ukr u = active_ukr();
+  return side == GemmSide::A ? u.mr : u.nr;
+}
+
+int64_t gemm_packed_floats(GemmSide side, int K, int L) {
+  const int64_t P = gemm_panel_width(side);
+  return (L + P - 1) / P * P * int64_t{K};
+}
+
+void gemm_pack_rows(GemmSide side, const float* x, int64_t ldx, int k0, int k1, int K, int L,
+                    float* out) {
+  const Ukr u = active_ukr();
+  const int P = side == GemmSide::A ? u.mr : u.nr;
+  const int64_t np = (L + P - 1) / P;
+  // Each panel is packed on its own, as a (k1 - k0)-row operand written at its rows' place.
+  for (int64_t p = 0; p < np; ++p) {
+    pack_panels(x + k0 * ldx, ldx, 1, k1 - k0, L, P, out + (p * K + k0) * P, p, p, p + 1,
+                side == GemmSide::B ? u.pack_b : nullptr);
+  }
 }
 
 void gemm(const GemmArgs& g, int threads) {
@@ -287,25 +313,31 @@ void gemm(const GemmArgs& g, int threads) {
   const Ukr u = active_ukr();
   const int MR = u.mr, NR = u.nr;
   const int mp = (M + MR - 1) / MR, np = (N + NR - 1) / NR;
-  const bool pack_a = pack_a_fully(M, g.a_trans);
+  const bool a_given = g.a_packed != nullptr, b_given = g.b_packed != nullptr;
+  const bool pack_a = a_given || pack_a_fully(M, g.a_trans);
   const int mfull = M / MR;
   // Strides of op(a) and op(b) as (k, index) operands.
   const int64_t ask = g.a_trans ? g.lda : 1, asl = g.a_trans ? 1 : g.lda;
   const int64_t bsk = g.b_trans ? 1 : g.ldb, bsl = g.b_trans ? g.ldb : 1;
-  Scratch scratch(scratch_floats(u, M, N, K, g.a_trans));
-  float* ap = scratch.get();
-  float* bp = ap + ((pack_a ? mp : 1) * int64_t{MR} * K + 15) / 16 * 16;
+  const int64_t a_floats = scratch_a_floats(u, M, K, g.a_trans, a_given);
+  Scratch scratch(a_floats + scratch_b_floats(u, N, K, b_given));
+  float* a_scratch = scratch.get();
+  float* b_scratch = a_scratch + a_floats;
+  const float* ap = a_given ? g.a_packed : a_scratch;
+  const float* bp = b_given ? g.b_packed : b_scratch;
   // Packed panels: all of an operand, or only A's last partial panel (rows past M are zero).
-  if (pack_a) {
+  if (pack_a && !a_given) {
     parallel_chunks(mp, threads, 16, [&](int64_t p0, int64_t p1) {
-      pack_panels(g.a, ask, asl, K, M, MR, ap, 0, p0, p1);
+      pack_panels(g.a, ask, asl, K, M, MR, a_scratch, 0, p0, p1);
     });
-  } else if (mfull < mp) {
-    pack_panels(g.a, ask, asl, K, M, MR, ap, mfull, mfull, mp);
+  } else if (!pack_a && mfull < mp) {
+    pack_panels(g.a, ask, asl, K, M, MR, a_scratch, mfull, mfull, mp);
   }
-  parallel_chunks(np, threads, 4, [&](int64_t p0, int64_t p1) {
-    pack_panels(g.b, bsk, bsl, K, N, NR, bp, 0, p0, p1, u.pack_b);
-  });
+  if (!b_given) {
+    parallel_chunks(np, threads, 4, [&](int64_t p0, int64_t p1) {
+      pack_panels(g.b, bsk, bsl, K, N, NR, b_scratch, 0, p0, p1, u.pack_b);
+    });
+  }
 
   // Panels per work tile; shrink the tiles when there would be too few to keep every thread busy.
   const int nthreads = threads <= 0 ? pool_size() : std::min(threads, pool_size());

@@ -161,11 +161,42 @@ void check_op(const std::string& op, const Shape& s, const std::string& shape,
   report(ok, op + "_naive " + shape + (ok ? "" : " " + where));
 }
 
+// The packed entry on inputs packed a few channels at a time (as the binding packs them while
+// it copies them in), at 1 thread and at all: bitwise equal to corr_global_cpu, whose values the
+// float64 bound checks (the GEMM's sums do not depend on where a panel was packed).
+void test_global_packed(const CorrGlobalShape& s, const std::vector<float>& f,
+                        const std::vector<float>& g) {
+  using gocor::CorrInput;
+  const size_t n_out = size_t(s.B) * s.Hq * s.Wq * s.H * s.W;
+  std::vector<float> want(n_out), got(n_out, -1234.5f), got_mt(n_out, -1234.5f);
+  Exec ex;
+  ex.threads = 1;
+  gocor::corr_global_cpu(f.data(), g.data(), want.data(), s, ex);
+  std::vector<float> fp(gocor::corr_global_packed_floats(CorrInput::Reference, s), NAN);
+  std::vector<float> gp(gocor::corr_global_packed_floats(CorrInput::Query, s), NAN);
+  const size_t N = size_t(s.H) * s.W, M = size_t(s.Hq) * s.Wq;
+  for (int b = 0; b < s.B; ++b) {
+    for (int c0 = 0; c0 < s.C; c0 += 3) {
+      const int c1 = std::min(s.C, c0 + 3);
+      gocor::corr_global_pack(CorrInput::Reference, s, f.data() + b * s.C * N, b, c0, c1,
+                              fp.data());
+      gocor::corr_global_pack(CorrInput::Query, s, g.data() + b * s.C * M, b, c0, c1, gp.data());
+    }
+  }
+  gocor::corr_global_packed_cpu(fp.data(), gp.data(), got.data(), s, ex);
+  ex.threads = 0;
+  gocor::corr_global_packed_cpu(fp.data(), gp.data(), got_mt.data(), s, ex);
+  report(got == want && got_mt == want, "corr_global_packed equals corr_global " +
+                                            std::string(gocor::cpu_simd_level()) + " " +
+                                            gshape(s));
+}
+
 void test_global(const CorrGlobalShape& s, uint64_t seed, bool also_naive) {
   const auto f = random_vec(size_t(s.B) * s.C * s.H * s.W, seed);
   const auto g = random_vec(size_t(s.B) * s.C * s.Hq * s.Wq, seed + 7);
   check_op("corr_global", s, gshape(s), f, g, global_ref(f, g, s), gocor::corr_global_cpu,
            also_naive ? gocor::corr_global_naive : nullptr);
+  test_global_packed(s, f, g);
 }
 
 void test_local(const CorrLocalShape& s, uint64_t seed, bool also_naive) {
