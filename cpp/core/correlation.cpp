@@ -246,8 +246,9 @@ void global_gemms(const float* reference, const float* query, bool packed, float
   const int64_t qn = packed ? packed_floats_per_batch(CorrInput::Query, s) : int64_t{K} * M;
   for (int b = 0; b < s.B; ++b) {
     check_cancel(ex);
-    gocor_detail::GemmArgs g{M,     N, K, query + b * qn, M, true, reference + b * rn, N, false,
-                             out + int64_t{b} * M * N, N, false};
+    const float* q = query + b * qn;
+    const float* f = reference + b * rn;
+    gocor_detail::GemmArgs g{M, N, K, q, M, true, f, N, false, out + int64_t{b} * M * N, N, false};
     if (packed) {
       g.a_packed = g.a;
       g.b_packed = g.b;

@@ -187,8 +187,7 @@ void test_global_packed(const CorrGlobalShape& s, const std::vector<float>& f,
   ex.threads = 0;
   gocor::corr_global_packed_cpu(fp.data(), gp.data(), got_mt.data(), s, ex);
   report(got == want && got_mt == want, "corr_global_packed equals corr_global " +
-                                            std::string(gocor::cpu_simd_level()) + " " +
-                                            gshape(s));
+                                            std::string(gocor::cpu_simd_level()) + " " + gshape(s));
 }
 
 void test_global(const CorrGlobalShape& s, uint64_t seed, bool also_naive) {
@@ -197,6 +196,42 @@ void test_global(const CorrGlobalShape& s, uint64_t seed, bool also_naive) {
   check_op("corr_global", s, gshape(s), f, g, global_ref(f, g, s), gocor::corr_global_cpu,
            also_naive ? gocor::corr_global_naive : nullptr);
   test_global_packed(s, f, g);
+}
+
+// A volume large enough for the GEMM's non-temporal stores (4096 x 4096, 64 MiB): into 64-byte
+// aligned memory it streams, one float past it (unaligned) it stores as usual; both within the
+// float64 bound and bitwise equal, at 1 thread and at all.
+void test_global_streamed(uint64_t seed) {
+  const CorrGlobalShape s{1, 3, 64, 64, 64, 64};
+  const auto f = random_vec(size_t(s.C) * s.H * s.W, seed);
+  const auto g = random_vec(size_t(s.C) * s.Hq * s.Wq, seed + 7);
+  const Ref64 r = global_ref(f, g, s);
+  const size_t n = r.val.size();
+  std::vector<float> buf(n + 32, NAN), buf_mt(n + 32, NAN), plain(n + 1, NAN);
+  auto aligned = [](std::vector<float>& v) {
+    float* p = v.data();
+    while (reinterpret_cast<uintptr_t>(p) % 64 != 0) ++p;
+    return p;
+  };
+  float* streamed = aligned(buf);
+  float* streamed_mt = aligned(buf_mt);
+  float* unaligned =
+      reinterpret_cast<uintptr_t>(plain.data()) % 64 == 0 ? plain.data() + 1 : plain.data();
+  Exec ex;
+  ex.threads = 1;
+  gocor::corr_global_cpu(f.data(), g.data(), streamed, s, ex);
+  gocor::corr_global_cpu(f.data(), g.data(), unaligned, s, ex);
+  ex.threads = 0;
+  gocor::corr_global_cpu(f.data(), g.data(), streamed_mt, s, ex);
+  const std::vector<float> got(streamed, streamed + n);
+  double worst;
+  std::string where;
+  const bool ok = check_bound(got, r, s.C + 8, &worst, &where);
+  const bool same = std::equal(got.begin(), got.end(), unaligned) &&
+                    std::equal(got.begin(), got.end(), streamed_mt);
+  report(ok && same, "corr_global streamed stores " + std::string(gocor::cpu_simd_level()) + " " +
+                         gshape(s) + " max|err|/(uS)=" + fmt("%.2f", worst) +
+                         (same ? "" : " differs from plain stores") + (ok ? "" : " " + where));
 }
 
 void test_local(const CorrLocalShape& s, uint64_t seed, bool also_naive) {
@@ -297,6 +332,7 @@ int main() {
     const bool first = level == 0;  // the naive twins do not depend on the level
     uint64_t seed = 1;
     for (const auto& s : globals) test_global(s, seed++, first);
+    test_global_streamed(seed++);
     for (const auto& s : locals) test_local(s, seed++, first);
     test_conformance(dir, true);
     test_conformance(dir, false);
