@@ -252,6 +252,9 @@ void global_gemms(const float* reference, const float* query, bool packed, float
     if (packed) {
       g.a_packed = g.a;
       g.b_packed = g.b;
+      // The packed entry serves the binding, whose volume goes to the caller; match and the
+      // networks read theirs at once and keep plain stores.
+      g.c_final = true;
     }
     gocor_detail::gemm(g, ex.threads);
   }

@@ -38,7 +38,8 @@ size_t corr_global_packed_floats(CorrInput which, const CorrGlobalShape& s);
 void corr_global_pack(CorrInput which, const CorrGlobalShape& s, const float* x, int b, int c0,
                       int c1, float* packed);
 // reference_packed, query_packed (as corr_global_pack leaves them) -> out (B, Hq*Wq, H, W), the
-// same values as corr_global_cpu.
+// same values as corr_global_cpu. `out` is taken to be a result for the caller, not read again
+// soon: a large one (16 MiB or more, 64-byte aligned) is written with non-temporal stores.
 void corr_global_packed_cpu(const float* reference_packed, const float* query_packed, float* out,
                             const CorrGlobalShape& s, const Exec& ex);
 

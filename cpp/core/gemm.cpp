@@ -218,10 +218,11 @@ class Scratch {
 constexpr int kKc = 512;
 constexpr int kNc = 256;
 constexpr int kMc = 96;
-// C of this many floats or more (16 MiB: beyond any L2 and a good part of a shared L3), written
-// once (no accumulation, one k block), is stored non-temporally: no read for ownership of lines
-// that would be evicted before they are read again. 4096 x 4096 x 64: ~10 % less time; at 4 MiB
-// (1024 positions) no difference, so smaller outputs keep plain stores.
+// A final C (GemmArgs::c_final) of this many floats or more (16 MiB: beyond any L2 and a good part
+// of a shared L3), written once (no accumulation, one k block), is stored non-temporally: no read
+// for ownership of lines that would be evicted before they are read again. 4096 x 4096 x 64: ~10 %
+// less time; at 4 MiB (1024 positions) no difference, so smaller outputs keep plain stores. Other
+// results (a layer's output that the next layer reads at once) keep plain stores.
 constexpr int64_t kStreamFloats = int64_t{4} << 20;
 
 // Copies of P floats with a constant size, so that they compile to a few moves instead of a
@@ -388,7 +389,7 @@ void gemm(const GemmArgs& g, int threads) {
     }
   }
   const int tm = (mp + mc - 1) / mc, tn = (np + nc - 1) / nc;
-  const bool stream = !g.accumulate && K <= kKc && int64_t{M} * N >= kStreamFloats &&
+  const bool stream = g.c_final && !g.accumulate && K <= kKc && int64_t{M} * N >= kStreamFloats &&
                       reinterpret_cast<uintptr_t>(g.c) % 64 == 0 && g.ldc % 16 == 0;
   // Tiles down the rows of C first: a column block of packed B (KC x NC, 256 KiB at K = 256)
   // stays in L2 across all of A instead of being fetched again for every tile (4096 x 4096 x 256:

@@ -30,6 +30,10 @@ struct GemmArgs {
   bool accumulate;
   const float* a_packed = nullptr;
   const float* b_packed = nullptr;
+  // C is a result that will not be read again soon (a correlation volume handed to the caller):
+  // when it is large (16 MiB or more), written once and 64-byte aligned, it is written with
+  // non-temporal stores, which skip reading each line in before it is overwritten.
+  bool c_final = false;
 };
 void gemm(const GemmArgs& g, int threads);
 
