@@ -41,6 +41,20 @@ describe('correlate: bad input', () => {
     nan[3] = Number.NaN;
     await expect(correlate({ ...fm, data: nan }, fm)).rejects.toBeInstanceOf(GocorError);
   });
+  it('names the first value out of bounds, in any batch element, for both maps', async () => {
+    const fm2 = { data: new Float32Array(2 * 3 * 4 * 5), batch: 2, channels: 3, height: 4, width: 5 };
+    const query = new Float32Array(fm2.data.length);
+    query[77] = Number.POSITIVE_INFINITY;
+    query[100] = Number.NaN;
+    await expect(correlate(fm2, { ...fm2, data: query })).rejects.toThrow(
+      /Expected finite values in query\.data but element 77 is Infinity/,
+    );
+    const reference = new Float32Array(fm2.data.length);
+    reference[119] = -2e6;
+    await expect(correlate({ ...fm2, data: reference }, fm2)).rejects.toThrow(
+      /Expected values of magnitude at most 1000000 in reference\.data but element 119 is -2000000/,
+    );
+  });
   it('rejects cuda when unavailable with its own code', async () => {
     if (backends().cuda.available) return;
     await expect(correlate(fm, fm, { device: 'cuda' })).rejects.toMatchObject({ code: 'ERR_GOCOR_CUDA_UNAVAILABLE' });

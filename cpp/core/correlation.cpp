@@ -223,22 +223,68 @@ const char* cpu_simd_level() {
   return simd::simd_name(simd::simd_active());
 }
 
-void corr_global_cpu(const float* reference, const float* query, float* out,
-                     const CorrGlobalShape& s, const Exec& ex) {
+namespace {
+
+// The GEMM side an input is, and its number of positions.
+gocor_detail::GemmSide side_of(CorrInput which) {
+  return which == CorrInput::Query ? gocor_detail::GemmSide::A : gocor_detail::GemmSide::B;
+}
+int positions_of(CorrInput which, const CorrGlobalShape& s) {
+  return which == CorrInput::Query ? s.Hq * s.Wq : s.H * s.W;
+}
+int64_t packed_floats_per_batch(CorrInput which, const CorrGlobalShape& s) {
+  return gocor_detail::gemm_packed_floats(side_of(which), s.C, positions_of(which, s));
+}
+
+// out_b (M x N) = Q^T F for every batch element, Q = query_b viewed (C x M) and F = reference_b
+// viewed (C x N), both plain or both packed (corr_global_pack).
+void global_gemms(const float* reference, const float* query, bool packed, float* out,
+                  const CorrGlobalShape& s, const Exec& ex) {
   corr_detail::validate_global(reference, query, out, s);
   const int N = s.H * s.W, M = s.Hq * s.Wq, K = s.C;
+  const int64_t rn = packed ? packed_floats_per_batch(CorrInput::Reference, s) : int64_t{K} * N;
+  const int64_t qn = packed ? packed_floats_per_batch(CorrInput::Query, s) : int64_t{K} * M;
   for (int b = 0; b < s.B; ++b) {
     check_cancel(ex);
-    // out_b (M x N) = Q^T F with Q = query_b viewed (C x M) and F = reference_b viewed (C x N).
-    gocor_detail::gemm(gocor_detail::GemmArgs{M, N, K, query + int64_t{b} * K * M, M, true,
-                                              reference + int64_t{b} * K * N, N, false,
-                                              out + int64_t{b} * M * N, N, false},
-                       ex.threads);
+    const float* q = query + b * qn;
+    const float* f = reference + b * rn;
+    gocor_detail::GemmArgs g{M, N, K, q, M, true, f, N, false, out + int64_t{b} * M * N, N, false};
+    if (packed) {
+      g.a_packed = g.a;
+      g.b_packed = g.b;
+      // The packed entry serves the binding, whose volume goes to the caller; match and the
+      // networks read theirs at once and keep plain stores.
+      g.c_final = true;
+    }
+    gocor_detail::gemm(g, ex.threads);
   }
+}
+
+}  // namespace
+
+void corr_global_cpu(const float* reference, const float* query, float* out,
+                     const CorrGlobalShape& s, const Exec& ex) {
+  global_gemms(reference, query, false, out, s, ex);
 }
 
 size_t corr_global_work_bytes(const CorrGlobalShape& s) {
   return gocor_detail::gemm_scratch_bytes(s.Hq * s.Wq, s.H * s.W, s.C, true);
+}
+
+size_t corr_global_packed_floats(CorrInput which, const CorrGlobalShape& s) {
+  return static_cast<size_t>(s.B) * static_cast<size_t>(packed_floats_per_batch(which, s));
+}
+
+void corr_global_pack(CorrInput which, const CorrGlobalShape& s, const float* x, int b, int c0,
+                      int c1, float* packed) {
+  const int L = positions_of(which, s);
+  gocor_detail::gemm_pack_rows(side_of(which), x, L, c0, c1, s.C, L,
+                               packed + b * packed_floats_per_batch(which, s));
+}
+
+void corr_global_packed_cpu(const float* reference_packed, const float* query_packed, float* out,
+                            const CorrGlobalShape& s, const Exec& ex) {
+  global_gemms(reference_packed, query_packed, true, out, s, ex);
 }
 
 void corr_local_cpu(const float* reference, const float* query, float* out, const CorrLocalShape& s,

@@ -27,11 +27,36 @@ struct CorrJob : Job {
 
 struct CorrGlobalJob : CorrJob {
   gocor::CorrGlobalShape s;
+  bool packed = false;  // ref and query in the GEMM's packed layout (copy_packed)
   void run(const gocor::Exec& ex) override {
     out = FreshF32(size_t(s.B) * s.Hq * s.Wq * s.H * s.W);
-    gocor::corr_global(ref.data(), query.data(), out.data(), s, ex);
+    if (packed) {
+      gocor::corr_global_packed_cpu(ref.data(), query.data(), out.data(), s, ex);
+    } else {
+      gocor::corr_global(ref.data(), query.data(), out.data(), s, ex);
+    }
   }
 };
+
+// A feature map (B, C, positions) copied straight into the packed layout the CPU GEMM reads
+// (corr_global_pack), checked by take_features as it is, so that the GEMM packs nothing: one pass
+// over the input per call instead of two. Chunks of whole channel rows, about 32 KiB.
+FreshF32 copy_packed(const Napi::Value& v, const char* name, gocor::CorrInput which,
+                     const gocor::CorrGlobalShape& s) {
+  const size_t L = which == gocor::CorrInput::Query ? size_t(s.Hq) * s.Wq : size_t(s.H) * s.W;
+  const size_t per = size_t(s.C) * L;  // one batch element
+  FreshF32 out(gocor::corr_global_packed_floats(which, s));
+  const size_t rows = std::max<size_t>(1, 8192 / L);
+  take_features(v, name, size_t(s.B) * per, rows * L, [&](const float* src, size_t i0, size_t n) {
+    for (size_t i = i0; i < i0 + n;) {  // whole rows; a chunk may span two batch elements
+      const size_t b = i / per, c0 = i % per / L;
+      const size_t c1 = std::min(size_t(s.C), c0 + (i0 + n - i) / L);
+      gocor::corr_global_pack(which, s, src + b * per, int(b), int(c0), int(c1), out.data());
+      i += (c1 - c0) * L;
+    }
+  });
+  return out;
+}
 
 struct CorrLocalJob : CorrJob {
   gocor::CorrLocalShape s;
@@ -65,9 +90,21 @@ Napi::Value CorrGlobal(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto job = std::make_unique<CorrGlobalJob>();
   const gocor::CorrGlobalShape s = job->s = read_global_shape(env, read_object(info[2], "dims"));
-  job->ref = copy_features(info[0], "reference", size_t(s.B) * s.C * s.H * s.W);
-  job->query = copy_features(info[1], "query", size_t(s.B) * s.C * s.Hq * s.Wq);
   read_exec(read_object(info[3], "exec"), *job);
+  // Packed on the way in when the call surely runs on the CPU (the device is resolved on the
+  // worker thread, after the copy); otherwise copied as they are, for the dispatched twins.
+#ifdef GOCOR_WITH_CUDA
+  job->packed = job->exec.device == gocor::Device::Cpu;
+#else
+  job->packed = true;
+#endif
+  if (job->packed) {
+    job->ref = copy_packed(info[0], "reference", gocor::CorrInput::Reference, s);
+    job->query = copy_packed(info[1], "query", gocor::CorrInput::Query, s);
+  } else {
+    job->ref = copy_features(info[0], "reference", size_t(s.B) * s.C * s.H * s.W);
+    job->query = copy_features(info[1], "query", size_t(s.B) * s.C * s.Hq * s.Wq);
+  }
   return job_handle(env, std::move(job));
 }
 

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <new>
@@ -107,71 +108,83 @@ std::vector<float> copy_f32(const Napi::Value& v, const char* name, size_t lengt
 
 namespace {
 
-// Copies n floats from src to dst and checks each against kMaxFeatureValue, one L1-sized chunk at a
-// time (the check reads what the copy just wrote): |v| <= x exactly when the bits of |v| are at
-// most those of x, so the check is integer operations that vectorise, and NaN fails it. Throws
-// ERR_GOCOR_INVALID_ARG naming `name`.data and the first element out of bounds.
-void copy_checked(Napi::Env env, float* dst, const float* src, size_t n, const std::string& name) {
-  // 4 lanes of GCC's generic vectors (the addon is built for the baseline ISA: SSE2 on x86-64),
-  // copied and compared in one pass; signed compares (SSE2 has no unsigned one, and |bits| and the
-  // limit are both below 2^31).
+// Whether any of x[0 .. n) is NaN, infinite or above kMaxFeatureValue in magnitude: |v| <= x
+// exactly when the bits of |v| are at most those of x, so the check is integer operations that
+// vectorise, and NaN fails it. 4 lanes of GCC's generic vectors (the addon is built for the
+// baseline ISA: SSE2 on x86-64); signed compares (SSE2 has no unsigned one, and |bits| and the
+// limit are both below 2^31).
+bool any_out_of_bounds(const float* x, size_t n) {
   typedef int32_t i32x4 __attribute__((vector_size(16)));
   uint32_t limit;
   std::memcpy(&limit, &kMaxFeatureValue, sizeof limit);
-  constexpr size_t kChunk = 4096;
-  for (size_t i0 = 0; i0 < n; i0 += kChunk) {
-    const size_t m = std::min(kChunk, n - i0);
-    i32x4 bad4 = {};
-    size_t i = i0;
-    for (; i + 4 <= i0 + m; i += 4) {
-      i32x4 v;
-      std::memcpy(&v, src + i, sizeof v);
-      std::memcpy(dst + i, &v, sizeof v);
-      bad4 |= (v & 0x7fffffff) > int32_t(limit);
-    }
-    uint32_t bad = 0;
-    for (; i < i0 + m; ++i) {
-      uint32_t bits;
-      std::memcpy(&bits, src + i, sizeof bits);
-      std::memcpy(dst + i, &bits, sizeof bits);
-      bad |= uint32_t((bits & 0x7fffffffu) > limit);
-    }
-    for (int l = 0; l < 4; ++l) bad |= uint32_t(bad4[l]);
-    if (!bad) continue;
-    for (size_t i = i0; i < i0 + m; ++i) {
-      const float x = dst[i];
-      if (x <= kMaxFeatureValue && x >= -kMaxFeatureValue) continue;
-      char value[32];
-      if (std::isnan(x)) {
-        std::snprintf(value, sizeof value, "NaN");
-      } else if (std::isinf(x)) {
-        std::snprintf(value, sizeof value, x > 0 ? "Infinity" : "-Infinity");
-      } else {
-        std::snprintf(value, sizeof value, "%.9g", double(x));
-      }
-      throw make_error(
-          env, "ERR_GOCOR_INVALID_ARG",
-          std::string("Expected ") +
-              (std::isfinite(x) ? "values of magnitude at most 1000000" : "finite values") +
-              " in " + name + ".data but element " + std::to_string(i) + " is " + value);
-    }
+  i32x4 bad4 = {};
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    i32x4 v;
+    std::memcpy(&v, x + i, sizeof v);
+    bad4 |= (v & 0x7fffffff) > int32_t(limit);
   }
+  uint32_t bad = 0;
+  for (; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, x + i, sizeof bits);
+    bad |= uint32_t((bits & 0x7fffffffu) > limit);
+  }
+  for (int l = 0; l < 4; ++l) bad |= uint32_t(bad4[l]);
+  return bad != 0;
 }
+
+// ERR_GOCOR_INVALID_ARG naming `name`.data and the first element of x[i0 .. i0+n) out of bounds.
+[[noreturn]] void throw_out_of_bounds(Napi::Env env, const float* x, size_t i0, size_t n,
+                                      const std::string& name) {
+  size_t i = i0;
+  while (i + 1 < i0 + n && x[i] <= kMaxFeatureValue && x[i] >= -kMaxFeatureValue) ++i;
+  const float v = x[i];
+  char value[32];
+  if (std::isnan(v)) {
+    std::snprintf(value, sizeof value, "NaN");
+  } else if (std::isinf(v)) {
+    std::snprintf(value, sizeof value, v > 0 ? "Infinity" : "-Infinity");
+  } else {
+    std::snprintf(value, sizeof value, "%.9g", double(v));
+  }
+  throw make_error(
+      env, "ERR_GOCOR_INVALID_ARG",
+      std::string("Expected ") +
+          (std::isfinite(v) ? "values of magnitude at most 1000000" : "finite values") + " in " +
+          name + ".data but element " + std::to_string(i) + " is " + value);
+}
+
+// Floats per chunk of copy_features: the check reads what the copy just read, still in L1.
+constexpr size_t kCopyChunk = 4096;
 
 }  // namespace
 
+void take_features(const Napi::Value& v, const std::string& name, size_t length, size_t chunk,
+                   const std::function<void(const float* src, size_t i0, size_t n)>& take) {
+  Napi::Float32Array a = f32_argument(v, name.c_str(), &length);
+  const float* src = a.Data();
+  for (size_t i0 = 0; i0 < length; i0 += chunk) {
+    const size_t n = std::min(chunk, length - i0);
+    take(src, i0, n);
+    if (any_out_of_bounds(src + i0, n)) throw_out_of_bounds(v.Env(), src, i0, n, name);
+  }
+}
+
 FreshF32 copy_features(const Napi::Value& v, const char* name, size_t length) {
-  Napi::Float32Array a = f32_argument(v, name, &length);
   FreshF32 out(length);
-  copy_checked(v.Env(), out.data(), a.Data(), length, name);
+  take_features(v, name, length, kCopyChunk, [&](const float* src, size_t i0, size_t n) {
+    std::memcpy(out.data() + i0, src + i0, n * sizeof(float));
+  });
   return out;
 }
 
 std::vector<float> copy_features_vector(const Napi::Value& v, const std::string& name,
                                         size_t length) {
-  Napi::Float32Array a = f32_argument(v, name.c_str(), &length);
   std::vector<float> out(length);
-  copy_checked(v.Env(), out.data(), a.Data(), length, name);
+  take_features(v, name, length, kCopyChunk, [&](const float* src, size_t i0, size_t n) {
+    std::memcpy(out.data() + i0, src + i0, n * sizeof(float));
+  });
   return out;
 }
 

@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -45,10 +46,11 @@ size_t count(Napi::Env env, std::initializer_list<int64_t> dims, const char* nam
 // Handed to JS without a copy; when JS drops it, a block of 1 MiB or more is kept (kKeepBytes in
 // all, the least recently freed given back first) for a later output of the same or a little
 // smaller size, so a call repeated on a shape pays neither page faults nor the kernel's clearing of
-// fresh pages. Move-only.
+// fresh pages. V8 collects a dropped volume only some calls later (four 64 MiB volumes of a
+// repeated 4096-position correlation were alive at once), hence room for four of those. Move-only.
 class FreshF32 {
  public:
-  static constexpr size_t kKeepBytes = size_t{96} << 20;
+  static constexpr size_t kKeepBytes = size_t{256} << 20;
   FreshF32() = default;
   explicit FreshF32(size_t n);  // n floats, contents undefined; TooLarge when out of memory
   FreshF32(FreshF32&& o) noexcept : p_(o.p_), n_(o.n_), cap_(o.cap_) { o.p_ = nullptr; }
@@ -83,11 +85,17 @@ std::vector<float> copy_f32(const Napi::Value& v, const char* name);
 // behaviour"), far above real data and far enough below float32's range that the products the
 // correlations and GOCor form stay finite.
 constexpr float kMaxFeatureValue = 1e6f;
-// A feature map's data (Float32Array of `length` elements) copied into a FreshF32 (inputs of a few
-// MiB that a call repeated on a shape would otherwise map afresh each time: their page faults cost
-// as much as a large part of a correlation). The one check of feature values: every value finite
-// and at most kMaxFeatureValue in magnitude, checked as it is copied (ERR_GOCOR_INVALID_ARG naming
-// `name`.data and the first element out of bounds); TypeScript checks the shapes only.
+// The one check of feature values, made as the binding copies a feature map's data (`name`.data,
+// a Float32Array of exactly `length` elements, else ERR_GOCOR_SHAPE) into a job: chunk by chunk,
+// take(src, i0, n) copies elements i0 .. i0+n-1 of src (n = chunk but for the last) wherever and
+// in whatever layout the job keeps them, then they are checked while still in L1: every value
+// finite and at most kMaxFeatureValue in magnitude (ERR_GOCOR_INVALID_ARG naming `name`.data and
+// the first element out of bounds). TypeScript checks the shapes only.
+void take_features(const Napi::Value& v, const std::string& name, size_t length, size_t chunk,
+                   const std::function<void(const float* src, size_t i0, size_t n)>& take);
+// A feature map's data copied as it is into a FreshF32 (inputs of a few MiB that a call repeated
+// on a shape would otherwise map afresh each time: their page faults cost as much as a large part
+// of a correlation), checked by take_features.
 FreshF32 copy_features(const Napi::Value& v, const char* name, size_t length);
 // The same into a vector (a pyramid level of match).
 std::vector<float> copy_features_vector(const Napi::Value& v, const std::string& name,

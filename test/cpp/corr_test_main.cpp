@@ -161,11 +161,86 @@ void check_op(const std::string& op, const Shape& s, const std::string& shape,
   report(ok, op + "_naive " + shape + (ok ? "" : " " + where));
 }
 
+// Both inputs packed for corr_global_packed_cpu, `rows` channels at a time (the rest NaN).
+void pack_inputs(const CorrGlobalShape& s, const std::vector<float>& f, const std::vector<float>& g,
+                 int rows, std::vector<float>* fp, std::vector<float>* gp) {
+  using gocor::CorrInput;
+  fp->assign(gocor::corr_global_packed_floats(CorrInput::Reference, s), NAN);
+  gp->assign(gocor::corr_global_packed_floats(CorrInput::Query, s), NAN);
+  const size_t N = size_t(s.H) * s.W, M = size_t(s.Hq) * s.Wq;
+  for (int b = 0; b < s.B; ++b) {
+    for (int c0 = 0; c0 < s.C; c0 += rows) {
+      const int c1 = std::min(s.C, c0 + rows);
+      gocor::corr_global_pack(CorrInput::Reference, s, f.data() + b * s.C * N, b, c0, c1,
+                              fp->data());
+      gocor::corr_global_pack(CorrInput::Query, s, g.data() + b * s.C * M, b, c0, c1, gp->data());
+    }
+  }
+}
+
+// The packed entry on inputs packed a few channels at a time (as the binding packs them while
+// it copies them in), at 1 thread and at all: bitwise equal to corr_global_cpu, whose values the
+// float64 bound checks (the GEMM's sums do not depend on where a panel was packed).
+void test_global_packed(const CorrGlobalShape& s, const std::vector<float>& f,
+                        const std::vector<float>& g) {
+  const size_t n_out = size_t(s.B) * s.Hq * s.Wq * s.H * s.W;
+  std::vector<float> want(n_out), got(n_out, -1234.5f), got_mt(n_out, -1234.5f);
+  Exec ex;
+  ex.threads = 1;
+  gocor::corr_global_cpu(f.data(), g.data(), want.data(), s, ex);
+  std::vector<float> fp, gp;
+  pack_inputs(s, f, g, 3, &fp, &gp);
+  gocor::corr_global_packed_cpu(fp.data(), gp.data(), got.data(), s, ex);
+  ex.threads = 0;
+  gocor::corr_global_packed_cpu(fp.data(), gp.data(), got_mt.data(), s, ex);
+  report(got == want && got_mt == want, "corr_global_packed equals corr_global " +
+                                            std::string(gocor::cpu_simd_level()) + " " + gshape(s));
+}
+
 void test_global(const CorrGlobalShape& s, uint64_t seed, bool also_naive) {
   const auto f = random_vec(size_t(s.B) * s.C * s.H * s.W, seed);
   const auto g = random_vec(size_t(s.B) * s.C * s.Hq * s.Wq, seed + 7);
   check_op("corr_global", s, gshape(s), f, g, global_ref(f, g, s), gocor::corr_global_cpu,
            also_naive ? gocor::corr_global_naive : nullptr);
+  test_global_packed(s, f, g);
+}
+
+// A volume large enough for the packed entry's non-temporal stores (4096 x 4096, 64 MiB): into
+// 64-byte aligned memory it streams, one float past it (unaligned) it stores as usual; both within
+// the float64 bound and bitwise equal, at 1 thread and at all.
+void test_global_streamed(uint64_t seed) {
+  const CorrGlobalShape s{1, 3, 64, 64, 64, 64};
+  const auto f = random_vec(size_t(s.C) * s.H * s.W, seed);
+  const auto g = random_vec(size_t(s.C) * s.Hq * s.Wq, seed + 7);
+  const Ref64 r = global_ref(f, g, s);
+  const size_t n = r.val.size();
+  std::vector<float> buf(n + 32, NAN), buf_mt(n + 32, NAN), plain(n + 1, NAN);
+  auto aligned = [](std::vector<float>& v) {
+    float* p = v.data();
+    while (reinterpret_cast<uintptr_t>(p) % 64 != 0) ++p;
+    return p;
+  };
+  float* streamed = aligned(buf);
+  float* streamed_mt = aligned(buf_mt);
+  float* unaligned =
+      reinterpret_cast<uintptr_t>(plain.data()) % 64 == 0 ? plain.data() + 1 : plain.data();
+  std::vector<float> fp, gp;
+  pack_inputs(s, f, g, s.C, &fp, &gp);
+  Exec ex;
+  ex.threads = 1;
+  gocor::corr_global_packed_cpu(fp.data(), gp.data(), streamed, s, ex);
+  gocor::corr_global_packed_cpu(fp.data(), gp.data(), unaligned, s, ex);
+  ex.threads = 0;
+  gocor::corr_global_packed_cpu(fp.data(), gp.data(), streamed_mt, s, ex);
+  const std::vector<float> got(streamed, streamed + n);
+  double worst;
+  std::string where;
+  const bool ok = check_bound(got, r, s.C + 8, &worst, &where);
+  const bool same = std::equal(got.begin(), got.end(), unaligned) &&
+                    std::equal(got.begin(), got.end(), streamed_mt);
+  report(ok && same, "corr_global streamed stores " + std::string(gocor::cpu_simd_level()) + " " +
+                         gshape(s) + " max|err|/(uS)=" + fmt("%.2f", worst) +
+                         (same ? "" : " differs from plain stores") + (ok ? "" : " " + where));
 }
 
 void test_local(const CorrLocalShape& s, uint64_t seed, bool also_naive) {
@@ -266,6 +341,7 @@ int main() {
     const bool first = level == 0;  // the naive twins do not depend on the level
     uint64_t seed = 1;
     for (const auto& s : globals) test_global(s, seed++, first);
+    test_global_streamed(seed++);
     for (const auto& s : locals) test_local(s, seed++, first);
     test_conformance(dir, true);
     test_conformance(dir, false);
