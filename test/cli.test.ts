@@ -154,6 +154,7 @@ describe('cli: bad input', () => {
     expect((await runCli(['match', 'a.png', 'b.png', '-o', 'x', '--threads', '0'])).code).toBe(2);
     expect((await runCli(['match', 'a.png', 'b.png', '-o', 'x', '--gocor-params', 'trained'])).code).toBe(2);
     expect((await runCli(['match', 'a.png', 'b.png', '-o', 'x', '--quality', 'slow'])).code).toBe(2);
+    expect((await runCli(['match', 'a.png', 'b.png', '-o', 'x', '--similarity-search', 'never'])).code).toBe(2);
     expect((await runCli(['frobnicate'])).code).toBe(2);
     // One documented line, no commander hint line.
     const r = await runCli(['match', 'a.png', 'b.png', '-o', 'x', '--quality', 'slow']);
@@ -175,17 +176,24 @@ describe('cli: match', () => {
     const rec = JSON.parse(r.stdout);
     expect(rec).toEqual(JSON.parse(readFileSync(path.join(out, 'result.json'), 'utf8')));
     await expectCompletePair(out);
-    expect(rec.options).toMatchObject({ method: 'gocor', device: 'auto', confidence: 'peak', gocorParams: 'fitted' });
+    expect(rec.options).toMatchObject({
+      method: 'gocor',
+      device: 'auto',
+      confidence: 'peak',
+      gocorParams: 'fitted',
+      similaritySearch: 'auto',
+    });
     expect(rec.metrics.aepe).toBeCloseTo(metrics64(path.join(out, 'flow.flo'), -3, -2).aepe, 3);
     expect(await imageInfo(path.join(out, 'occlusion.png'))).toEqual({ width: S, height: S, channels: 1 });
     expect(Object.keys(rec.timings.stages)).toEqual(['features', 'coarse', 'fill', 'refine', 'finalFill', 'output']);
   });
   it('--quality fast: one direction, no occlusion mask', async () => {
     const out = path.join(tmp, 'out-match-fast');
-    const r = await matchP1(out, '--quality', 'fast');
+    const r = await matchP1(out, '--quality', 'fast', '--similarity-search', 'off');
     expect(r.code, r.stderr).toBe(0);
     const rec = JSON.parse(readFileSync(path.join(out, 'result.json'), 'utf8'));
     expect(rec.options.quality).toBe('fast');
+    expect(rec.options.similaritySearch).toBe(false);
     expect(rec.files.occlusion).toBeUndefined();
     expect(rec.metrics).toBeUndefined();
   });

@@ -73,9 +73,10 @@ export function matchOptionList(): Option[] {
       .choices(['gocor', 'correlation'])
       .default('gocor'),
     new Option('--global-size <n>', 'cells per side of the global stage (default 24)').argParser(intArg(4, 48)),
-    new Option('--num-iter <k>', 'GOCor iterations: K for both stages, or KGLOBAL,KLOCAL (default 3,7)').argParser(
-      numIterArg,
-    ),
+    new Option(
+      '--num-iter <k>',
+      'GOCor iterations: K for both stages, or KGLOBAL,KLOCAL (default 3,3; best 3,7)',
+    ).argParser(numIterArg),
     new Option(
       '--gocor-params <kind>',
       "GOCor's parameters: fitted to the built-in descriptor, or the spec's initial values (untrained)",
@@ -93,6 +94,12 @@ export function matchOptionList(): Option[] {
     )
       .choices(['peak', 'forwardBackward', 'none'])
       .default('peak'),
+    new Option(
+      '--similarity-search <mode>',
+      'large rotations and zooms: auto (search when the coarse flows are inconsistent), always, or off',
+    )
+      .choices(['auto', 'always', 'off'])
+      .default('auto'),
     new Option(
       '--network <file>',
       'run an official network from its weights (.pth checkpoint or safetensors) instead of the matcher',
@@ -120,6 +127,7 @@ export interface MatchCliOptions {
   threads?: number;
   outputShape?: { width: number; height: number };
   confidence: 'peak' | 'forwardBackward' | 'none';
+  similaritySearch: 'auto' | 'always' | 'off';
   allowSvg?: boolean;
   network?: string;
   model?: NetworkModel;
@@ -132,6 +140,7 @@ export function matchSettings(o: MatchCliOptions): MatchSettings {
     device: o.device,
     confidence: o.confidence,
     gocorParams: o.gocorParams,
+    similaritySearch: o.similaritySearch === 'off' ? false : o.similaritySearch,
   };
   if (o.quality !== undefined) options.quality = o.quality;
   if (o.globalSize !== undefined) options.globalSize = o.globalSize;
