@@ -54,8 +54,11 @@ inline __attribute__((always_inline)) void rtr_tile(const float* tab, const floa
   // row's total (two-level summation keeps the rounding error of the 625-term sums near that of
   // 25 terms); small tiles keep several partials per row so the multiply-add latency stays hidden.
   constexpr int NA = T >= 4 ? 1 : (T == 1 ? 5 : 3);
-  V acc[T];
-  for (int j = 0; j < T; ++j) acc[j] = V{};
+  // The totals live in memory (touched once per reference tap): in registers beside the T
+  // partials, T + 4 source rows and a coefficient they made the compiler spill inside the
+  // multiply-add loop.
+  alignas(64) float acc[T][L];
+  std::memset(acc, 0, sizeof(acc));
   const int64_t plane_stride = static_cast<int64_t>(H + 4) * rs;
   for (int dry = kHalf ? 0 : -2; dry <= 2; ++dry) {
     const int sy = ry + dry;
@@ -99,18 +102,17 @@ inline __attribute__((always_inline)) void rtr_tile(const float* tab, const floa
       for (int j = 0; j < T; ++j) {
         V p = part[j][0];
         for (int k = 1; k < NA; ++k) p += part[j][k];
-        acc[j] += twice ? p + p : p;
+        storeu<V>(acc[j], loadu<V>(acc[j]) + (twice ? p + p : p));
       }
+      asm volatile("" ::: "memory");  // keep the totals in memory
     }
   }
   const int x0 = c0 * L, n = std::min(L, W - x0);
   for (int j = 0; j < T; ++j) {
     if (n == L) {
-      storeu<V>(out + j * W + x0, acc[j]);
+      std::memcpy(out + j * W + x0, acc[j], sizeof(acc[j]));
     } else {
-      float tmp[L];
-      std::memcpy(tmp, &acc[j], sizeof(tmp));
-      for (int i = 0; i < n; ++i) out[j * W + x0 + i] = tmp[i];
+      for (int i = 0; i < n; ++i) out[j * W + x0 + i] = acc[j][i];
     }
   }
 }
