@@ -31,10 +31,15 @@
 // or, when target_fg and target_bg are constant vectors (w0_r = u_r f_r - v_r mu), read off the
 // Gram matrix: Z_0[r] = u_r Gm[r] - v_r (mu X^T). The filters, when asked for, are tracked as
 // w = c w0 + Cw X (c per row, Cw N x 2N) and formed once at the end.
+// Accuracy: Gm is used centred, Gm = Gc + cv 1^T + 1 cv^T + q (Gc = Xc Xc^T, Xc = X - 1 m^T, m the
+// mean feature): features after a ReLU are all positive and strongly correlated, so Y Gm would
+// cancel large products and ||grad_r||^2 = Y_r Gm Y_r^T lose the square of that cancellation's
+// digits (GLU-Net-GOCor's golden flows: 8.8e-4 from float64 uncentred, 6.1e-5 centred, 6.9e-5 in
+// the direct form); the rank-one terms are added in float64.
 // Per iteration 4(1+q) N^3 instead of 4(1+q) N^2 C FLOPs (q = query term), plus about 2(1+q)N^2C
 // once for Gm: the Gram form wins when C is large against N (GLU-Net: N = 256, C = 512).
 // Memory per batch element: direct: six N x N float matrices (S, Q, PQ, A/T, U, PU) plus a padded
-// copy; Gram: thirteen (Gm, Z, Y, TU') plus PU, and Cw when the filters are asked for.
+// copy; Gram: thirteen (Gm, Z, Y, TU') plus PU, Xc (2N x C), and Cw when the filters are asked for.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -307,9 +312,9 @@ inline __attribute__((always_inline)) void gram_pass_a_body(const DistTables& t,
 }
 
 // Pass B of reference row r, after TU' = Y Gm and PU' = P U'. out = {sum (J (lambda S + T'))^2,
-// Y.TU', <lambda Q + U', lambda PQ + PU'>} (the last two over the query half only with the query
-// term). half: pu holds h with <U', h> = <U', P U'> instead (the last iteration, which needs only
-// the quadratic form), and the last sum is lambda^2 <Q, PQ> + 2 lambda <U', PQ> + <U', h>.
+// <lambda Q + U', lambda PQ + PU'>} (the latter 0 without the query term). half: pu holds h with
+// <U', h> = <U', P U'> instead (the last iteration, which needs only the quadratic form), and the
+// second sum is lambda^2 <Q, PQ> + 2 lambda <U', PQ> + <U', h>.
 template <class V>
 inline __attribute__((always_inline)) void gram_pass_b_body(const DistTables& t, const GramRow& g,
                                                             float lambda, bool query, bool half,
@@ -342,16 +347,14 @@ inline __attribute__((always_inline)) void gram_pass_b_body(const DistTables& t,
     if (sy % kFoldRows == kFoldRows - 1 || sy == H - 1) den += fold<V>(acc, tail);
   }
   out[0] = den;
-  out[1] = dot_rows(g.y, g.tu, N);
-  out[2] = 0;
+  out[1] = 0;
   if (query) {
-    const double upq = dot_rows(g.y + N, g.tu + N, N);
-    out[1] += upq;
     if (half) {
       const double l = lambda;
-      out[2] = l * l * dot_rows(g.z + N, g.y + N, N) + 2 * l * upq + dot_rows(g.tu + N, g.pu, N);
+      out[1] = l * l * dot_rows(g.z + N, g.y + N, N) + 2 * l * dot_rows(g.y + N, g.tu + N, N) +
+               dot_rows(g.tu + N, g.pu, N);
     } else {
-      out[2] = dot_affine(lambda, g.z + N, g.tu + N, g.y + N, g.pu, N);
+      out[1] = dot_affine(lambda, g.z + N, g.tu + N, g.y + N, g.pu, N);
     }
   }
 }
@@ -388,14 +391,14 @@ struct GlobalWork {
   // Both forms: X = [F; G] position-major (2N x C), w (N x C), scratch (the stencil's padded copy).
   // Direct: grad (N x C); S, A, Q, PQ, U, PU (N x N). Gram: Gm (2N x 2N); Z, Y, TU (N x 2N);
   // PU (N x N); Cw (N x 2N, only when the filters are asked for).
-  std::vector<float> X, w, grad, S, A, Q, PQ, U, PU, Gm, Z, Y, TU, Cw, scratch;
+  std::vector<float> X, Xc, w, grad, S, A, Q, PQ, U, PU, Gm, Z, Y, TU, Cw, scratch;
   // Large problems give their memory back after the call; small ones keep it for the next.
   void trim() {
     size_t total = 0;
-    for (auto* v : {&X, &w, &grad, &S, &A, &Q, &PQ, &U, &PU, &Gm, &Z, &Y, &TU, &Cw, &scratch})
+    for (auto* v : {&X, &Xc, &w, &grad, &S, &A, &Q, &PQ, &U, &PU, &Gm, &Z, &Y, &TU, &Cw, &scratch})
       total += v->capacity();
     if (total * sizeof(float) <= (size_t{64} << 20)) return;
-    for (auto* v : {&X, &w, &grad, &S, &A, &Q, &PQ, &U, &PU, &Gm, &Z, &Y, &TU, &Cw, &scratch})
+    for (auto* v : {&X, &Xc, &w, &grad, &S, &A, &Q, &PQ, &U, &PU, &Gm, &Z, &Y, &TU, &Cw, &scratch})
       std::vector<float>().swap(*v);
   }
 };
@@ -668,13 +671,39 @@ void run_gram(const GlobalCtx& c, GlobalWork& wk, int b, const GramInit& init, f
   Gm.resize(static_cast<int64_t>(grows) * N2);
   for (auto* v : {&Z, &Y, &TU}) v->resize(NN2);
   if (query) PU.resize(static_cast<int64_t>(N) * N);
+  wk.Xc.resize(static_cast<int64_t>(N2) * C);
   if (filters != nullptr) {
     Cw.assign(NN2, 0.f);
   }
-  gram_matrix(Xt, N2, grows, C, Gm.data(), th);
+  // The centred Gram matrix Gc = Xc Xc^T, Xc = X - 1 m^T (m the mean of the 2N rows, float):
+  // Gm_ij = Gc_ij + cv_i + cv_j + q with cv_j = xc_j . m, q = m . m. Features after a ReLU share a
+  // large common component: Gm's entries are then all large and positive while Y's rows mix
+  // signs, and products with Gm itself would lose digits to cancellation (||grad_r||^2 = Y_r Gm
+  // Y_r^T most of all); the common part goes through the float64 rank-one terms instead.
+  std::vector<float> mf(C);
+  std::vector<double> cv(N2, 0.0);
+  double q = 0;
+  float* Xc = wk.Xc.data();
+  parallel_chunks(C, th, 32, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      const float* xk = Xt + k * N2;
+      double sum = 0;
+      for (int j = 0; j < N2; ++j) sum += xk[j];
+      mf[k] = static_cast<float>(sum / N2);
+      float* ck = Xc + k * N2;
+      for (int j = 0; j < N2; ++j) ck[j] = xk[j] - mf[k];
+    }
+  });
+  for (int k = 0; k < C; ++k) {
+    const float* ck = Xc + static_cast<int64_t>(k) * N2;
+    const double m = mf[k];
+    q += m * m;
+    for (int j = 0; j < N2; ++j) cv[j] += m * ck[j];
+  }
+  gram_matrix(Xc, N2, grows, C, Gm.data(), th);
   // Z0 = w0 X^T.
-  std::vector<double> n = init.n, wg(N), gg(N), den_ref(N), ytu(N), dq(N), alpha(N), cw0(N, 1.0);
-  std::vector<double> pa(3 * static_cast<size_t>(N)), pb(3 * static_cast<size_t>(N));
+  std::vector<double> n = init.n, wg(N), gg(N), den_ref(N), ytu(N), alpha(N), cw0(N, 1.0);
+  std::vector<double> pa(3 * static_cast<size_t>(N)), pb(2 * static_cast<size_t>(N));
   if (init.span) {
     // mx_j = mu . x_j; Z0[r] = u_r Gm[r] - v_r mx.
     std::vector<double> mx(N2, 0.0);
@@ -687,7 +716,8 @@ void run_gram(const GlobalCtx& c, GlobalWork& wk, int b, const GramInit& init, f
       for (int64_t r = r0; r < r1; ++r) {
         const double u = init.u[r], v = init.v[r];
         for (int j = 0; j < N2; ++j)
-          Z[r * N2 + j] = static_cast<float>(u * Gm[r * N2 + j] - v * mx[j]);
+          Z[r * N2 + j] =
+              static_cast<float>(u * (Gm[r * N2 + j] + cv[r] + cv[j] + q) - v * mx[j]);
       }
     });
   } else {
@@ -714,23 +744,39 @@ void run_gram(const GlobalCtx& c, GlobalWork& wk, int b, const GramInit& init, f
       wn += n[r];
       wg[r] = c.lambda_d * n[r] + pa[3 * r + 1] + pa[3 * r + 2];
     }
-    // TU' = Y Gm, PU' = P U'.
+    // TU' = Y Gm = Y Gc + (Y_r . cv + s_r q) + s_r cv_j with s_r = sum of Y_r, and
+    // Y_r . TU'_r = Y_r . (Y Gc)_r + 2 s_r (Y_r . cv) + s_r^2 q (the ||grad||^2 term).
     gemm(N, N2, grows, Y.data(), N2, Gm.data(), N2, false, TU.data(), N2, false, th);
+    parallel_chunks(N, th, 16, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* y = &Y[r * N2];
+        float* tu = &TU[r * N2];
+        double sr = 0, yv = 0;
+        for (int j = 0; j < grows; ++j) {
+          sr += y[j];
+          yv += y[j] * cv[j];
+        }
+        ytu[r] = dot_rows(y, tu, grows) + 2 * sr * yv + sr * sr * q;
+        const double a = yv + sr * q;
+        for (int j = 0; j < N2; ++j) tu[j] = static_cast<float>(tu[j] + (a + sr * cv[j]));
+      }
+    });
+    // PU' = P U'.
     // The last iteration needs P U' only in <U', P U'>: the half-cost quadratic form.
     const bool half = it == c.K - 1;
     if (query) c.rtr->apply(TU.data() + N, N2, PU.data(), N, wk.scratch, th, half);
-    // Pass B: sum (J T)^2, Y.TU', ||R U||^2 per row.
+    // Pass B: sum (J T)^2 and ||R U||^2 per row.
     parallel_chunks(N, th, 8, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r)
         fns.pass_b(c.tables, row(r), c.lambda, query, half, static_cast<int>(r), H, W,
-                   &pb[3 * r]);
+                   &pb[2 * r]);
     });
     double den_q = 0;
     for (int r = 0; r < N; ++r) {
       const double yz = pa[3 * r + 1] + pa[3 * r + 2];
-      gg[r] = c.lambda_d * (c.lambda_d * n[r] + 2 * yz) + pb[3 * r + 1];
-      den_ref[r] = pb[3 * r];
-      den_q += pb[3 * r + 2];
+      gg[r] = c.lambda_d * (c.lambda_d * n[r] + 2 * yz) + ytu[r];
+      den_ref[r] = pb[2 * r];
+      den_q += pb[2 * r + 1];
     }
     double num_all = 0;
     step_lengths(c, gg, den_ref, den_q, &alpha, &num_all);
@@ -962,6 +1008,7 @@ size_t gocor_global_work_bytes(const GocorGlobalShape& s, const GlobalGocorOptio
   const bool may_gram = use_gram(N, s.C, o.num_iter, q, true, false);
   const bool must_gram = use_gram(N, s.C, o.num_iter, q, false, true);
   size_t floats = 3 * NC + (must_gram ? gram : may_gram ? std::max(direct, gram) : direct);
+  if (may_gram) floats += 2 * NC;  // Xc
   floats += 4 * size_t(2 * s.H - 1) * (2 * s.W - 1);
   return sizeof(float) * floats + sizeof(double) * (16 * N + s.C) +
          (with_rtr ? gocor_detail::RtROperator::bytes(s.H, s.W) : 0);
