@@ -41,9 +41,9 @@
 // Memory per batch element: direct: six N x N float matrices (S, Q, PQ, A/T, U, PU) plus a padded
 // copy; Gram: thirteen (Gm, Z, Y, TU') plus PU, Xc (2N x C), and Cw when the filters are asked for.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
-#include <atomic>
 #include <memory>
 #include <mutex>
 
@@ -192,8 +192,7 @@ inline __attribute__((always_inline)) double dot_rows(const float* a, const floa
 
 // Sum of (k a[i] + b[i]) * (k c[i] + d[i]), summed like dot_rows.
 inline __attribute__((always_inline)) double dot_affine(float k, const float* a, const float* b,
-                                                        const float* c, const float* d,
-                                                        int64_t n) {
+                                                        const float* c, const float* d, int64_t n) {
   double acc = 0;
   for (int64_t i0 = 0; i0 < n; i0 += 1024) {
     const int64_t i1 = std::min(n, i0 + 1024);
@@ -365,17 +364,17 @@ struct GramFns {
   void (*pass_b)(const DistTables&, const GramRow&, float, bool, bool, int, int, int, double*);
 };
 
-#define GOCOR_GRAM_ENTRIES(ISA, KERNEL, V)                                                         \
-  KERNEL void gram_a_##ISA(const DistTables& t, const GramRow& g, float beta, float decay,        \
-                           bool update, bool query, int r, int H, int W, double* out) {           \
-    if (update)                                                                                   \
-      gram_pass_a_body<V, true>(t, g, beta, decay, query, r, H, W, out);                             \
-    else                                                                                          \
-      gram_pass_a_body<V, false>(t, g, beta, decay, query, r, H, W, out);                            \
-  }                                                                                               \
-  KERNEL void gram_b_##ISA(const DistTables& t, const GramRow& g, float lambda, bool query,      \
-                           bool half, int r, int H, int W, double* out) {                         \
-    gram_pass_b_body<V>(t, g, lambda, query, half, r, H, W, out);                                 \
+#define GOCOR_GRAM_ENTRIES(ISA, KERNEL, V)                                                  \
+  KERNEL void gram_a_##ISA(const DistTables& t, const GramRow& g, float beta, float decay,  \
+                           bool update, bool query, int r, int H, int W, double* out) {     \
+    if (update)                                                                             \
+      gram_pass_a_body<V, true>(t, g, beta, decay, query, r, H, W, out);                    \
+    else                                                                                    \
+      gram_pass_a_body<V, false>(t, g, beta, decay, query, r, H, W, out);                   \
+  }                                                                                         \
+  KERNEL void gram_b_##ISA(const DistTables& t, const GramRow& g, float lambda, bool query, \
+                           bool half, int r, int H, int W, double* out) {                   \
+    gram_pass_b_body<V>(t, g, lambda, query, half, r, H, W, out);                           \
   }
 GOCOR_GRAM_ENTRIES(avx512, GOCOR_KERNEL_AVX512, simd::Vec16)
 GOCOR_GRAM_ENTRIES(avx2, GOCOR_KERNEL_AVX2, simd::Vec8)
@@ -716,8 +715,7 @@ void run_gram(const GlobalCtx& c, GlobalWork& wk, int b, const GramInit& init, f
       for (int64_t r = r0; r < r1; ++r) {
         const double u = init.u[r], v = init.v[r];
         for (int j = 0; j < N2; ++j)
-          Z[r * N2 + j] =
-              static_cast<float>(u * (Gm[r * N2 + j] + cv[r] + cv[j] + q) - v * mx[j]);
+          Z[r * N2 + j] = static_cast<float>(u * (Gm[r * N2 + j] + cv[r] + cv[j] + q) - v * mx[j]);
       }
     });
   } else {
@@ -768,8 +766,7 @@ void run_gram(const GlobalCtx& c, GlobalWork& wk, int b, const GramInit& init, f
     // Pass B: sum (J T)^2 and ||R U||^2 per row.
     parallel_chunks(N, th, 8, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r)
-        fns.pass_b(c.tables, row(r), c.lambda, query, half, static_cast<int>(r), H, W,
-                   &pb[2 * r]);
+        fns.pass_b(c.tables, row(r), c.lambda, query, half, static_cast<int>(r), H, W, &pb[2 * r]);
     });
     double den_q = 0;
     for (int r = 0; r < N; ++r) {
@@ -958,11 +955,10 @@ void gocor_global_cpu(const GlobalGocorParams& p, const GlobalGocorOptions& o,
   ctx.lambda = static_cast<float>(ctx.lambda_d);
   ctx.step = std::exp(static_cast<double>(p.log_step_length));
   // Constant target_fg and target_bg put w0_r in span{f_r, mu}: Z0 then comes from the Gram matrix.
-  const bool const_targets =
-      std::all_of(p.target_fg.begin(), p.target_fg.end(),
-                  [&](float v) { return v == p.target_fg[0]; }) &&
-      std::all_of(p.target_bg.begin(), p.target_bg.end(),
-                  [&](float v) { return v == p.target_bg[0]; });
+  const bool const_targets = std::all_of(p.target_fg.begin(), p.target_fg.end(),
+                                         [&](float v) { return v == p.target_fg[0]; }) &&
+                             std::all_of(p.target_bg.begin(), p.target_bg.end(),
+                                         [&](float v) { return v == p.target_bg[0]; });
   const bool gram = use_gram(N, C, o.num_iter, query_loss, const_targets, filter_out != nullptr);
 
   // Buffers live per thread between calls: allocating and faulting in fresh pages every call

@@ -39,7 +39,8 @@ void expect_close(const std::string& name, const float* got, const T* exp, size_
 // Spec-12 tolerances.
 constexpr double kVolAtol = 2e-5, kVolRtol = 1e-4, kFiltAtol = 1e-4, kFiltRtol = 1e-4;
 
-// The form gocor_global_cpu is forced to (gocor_global.cpp: direct or Gram), part of each global tag.
+// The form gocor_global_cpu is forced to (gocor_global.cpp: direct or Gram), part of each global
+// tag.
 const char* g_form = "auto";
 
 // ---- deterministic test data ---------------------------------------------------------------
@@ -246,21 +247,22 @@ void test_global_conformance(const std::string& dir) {
   const std::string cd = dir + "/global_8x8_c16";
   auto ref = conformance::read_f32(cd + "/reference.bin", B * C * N);
   auto qry = conformance::read_f32(cd + "/query.bin", B * C * N);
-  expect_conformant(std::string("conformance.global.") + g_form + ".", cd, {0, 1, 3}, [&](const std::string& sd, int K) {
-    const gocor::GlobalGocorParams p = conformance::load_global_params(sd, C);
-    gocor::GlobalGocorOptions o;
-    o.num_iter = K;
-    ConformanceRun r;
-    r.vol.resize(static_cast<size_t>(B) * N * N);
-    r.filt.resize(static_cast<size_t>(B) * N * C);
-    gocor::Exec ex;
-    ex.threads = 2;
-    gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), r.vol.data(), r.filt.data(), {B, C, H, W},
-                            ex, nullptr);
-    gocor_ref::gocor_global_ref64(p, o, ref.data(), qry.data(), {B, C, H, W}, &r.rv, &r.rf,
-                                  nullptr);
-    return r;
-  });
+  expect_conformant(std::string("conformance.global.") + g_form + ".", cd, {0, 1, 3},
+                    [&](const std::string& sd, int K) {
+                      const gocor::GlobalGocorParams p = conformance::load_global_params(sd, C);
+                      gocor::GlobalGocorOptions o;
+                      o.num_iter = K;
+                      ConformanceRun r;
+                      r.vol.resize(static_cast<size_t>(B) * N * N);
+                      r.filt.resize(static_cast<size_t>(B) * N * C);
+                      gocor::Exec ex;
+                      ex.threads = 2;
+                      gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), r.vol.data(),
+                                              r.filt.data(), {B, C, H, W}, ex, nullptr);
+                      gocor_ref::gocor_global_ref64(p, o, ref.data(), qry.data(), {B, C, H, W},
+                                                    &r.rv, &r.rf, nullptr);
+                      return r;
+                    });
   auto base = conformance::read_f32(cd + "/baseline_correlation.bin", N * N);
   // Sanity of the file reading and layout: the baseline is g_t . f_r in the volume layout.
   std::vector<float> mine(N * N);
@@ -357,9 +359,9 @@ void global_case(int B, int C, int H, int W, int K, bool query, int I, int O, fl
   o.num_iter = K;
   o.apply_query_loss = query;
   char tag[200];
-  std::snprintf(tag, sizeof(tag), "global.%s.vs_ref64.B%d_C%d_%dx%d_K%d_%s_I%dO%d_slr%g%s%s", g_form,
-                B, C, H, W, K, query ? "query" : "noquery", p.reg_inter_dim, p.reg_output_dim, slr,
-                init_params ? "_init" : "", linear_sigma ? "_linear" : "");
+  std::snprintf(tag, sizeof(tag), "global.%s.vs_ref64.B%d_C%d_%dx%d_K%d_%s_I%dO%d_slr%g%s%s",
+                g_form, B, C, H, W, K, query ? "query" : "noquery", p.reg_inter_dim,
+                p.reg_output_dim, slr, init_params ? "_init" : "", linear_sigma ? "_linear" : "");
   std::vector<float> ref, qry;
   std::vector<double> rv, rf;
   std::vector<gocor::GocorIterDiag> dg, dr;
@@ -506,8 +508,8 @@ int main(int argc, char** argv) {
     }
     // Global: non-square, batch 2, C 2..512, query term on and off, steplength_reg, 16x16 and 32x32
     // (32x32 with linear sigma: too many scores to screen, see global_case).
-    // C = 1 is left out on purpose: with one channel a*b - c^2 = 0, the initializer returns w = 0 up
-    // to rounding, and every score's sign (hence sigma') is rounding noise in any precision.
+    // C = 1 is left out on purpose: with one channel a*b - c^2 = 0, the initializer returns w = 0
+    // up to rounding, and every score's sign (hence sigma') is rounding noise in any precision.
     global_case(2, 2, 3, 5, 3, true, 16, 16, 0.f, 11, false);
     global_case(1, 7, 5, 4, 3, true, 16, 16, 0.1f, 12, false);
     global_case(2, 40, 6, 9, 3, true, 16, 16, 0.f, 13, false);
