@@ -358,23 +358,55 @@ inline __attribute__((always_inline)) void gram_pass_b_body(const DistTables& t,
   }
 }
 
+// The centring terms of one row (run_gram): with s = sum of y, yv = y . cv (over [0, k), in float64
+// lanes), tu[j] += (yv + s q) + s cv[j] over [0, n2); returns y . tu_before + 2 s yv + s^2 q.
+inline __attribute__((always_inline)) double gram_centre_body(const float* y, float* tu,
+                                                              const double* cv, double q, int k,
+                                                              int n2) {
+  double ls[8] = {}, lv[8] = {};
+  int j = 0;
+  for (; j + 8 <= k; j += 8)
+    for (int l = 0; l < 8; ++l) {
+      ls[l] += y[j + l];
+      lv[l] += y[j + l] * cv[j + l];
+    }
+  for (; j < k; ++j) {
+    ls[0] += y[j];
+    lv[0] += y[j] * cv[j];
+  }
+  double s = 0, yv = 0;
+  for (int l = 0; l < 8; ++l) {
+    s += ls[l];
+    yv += lv[l];
+  }
+  const double out = dot_rows(y, tu, k) + 2 * s * yv + s * s * q;
+  const double a = yv + s * q;
+  for (j = 0; j < n2; ++j) tu[j] = static_cast<float>(tu[j] + (a + s * cv[j]));
+  return out;
+}
+
 struct GramFns {
   void (*pass_a)(const DistTables&, const GramRow&, float, float, bool, bool, int, int, int,
                  double*);
   void (*pass_b)(const DistTables&, const GramRow&, float, bool, bool, int, int, int, double*);
+  double (*centre)(const float*, float*, const double*, double, int, int);
 };
 
-#define GOCOR_GRAM_ENTRIES(ISA, KERNEL, V)                                                  \
-  KERNEL void gram_a_##ISA(const DistTables& t, const GramRow& g, float beta, float decay,  \
-                           bool update, bool query, int r, int H, int W, double* out) {     \
-    if (update)                                                                             \
-      gram_pass_a_body<V, true>(t, g, beta, decay, query, r, H, W, out);                    \
-    else                                                                                    \
-      gram_pass_a_body<V, false>(t, g, beta, decay, query, r, H, W, out);                   \
-  }                                                                                         \
-  KERNEL void gram_b_##ISA(const DistTables& t, const GramRow& g, float lambda, bool query, \
-                           bool half, int r, int H, int W, double* out) {                   \
-    gram_pass_b_body<V>(t, g, lambda, query, half, r, H, W, out);                           \
+#define GOCOR_GRAM_ENTRIES(ISA, KERNEL, V)                                                      \
+  KERNEL void gram_a_##ISA(const DistTables& t, const GramRow& g, float beta, float decay,      \
+                           bool update, bool query, int r, int H, int W, double* out) {         \
+    if (update)                                                                                 \
+      gram_pass_a_body<V, true>(t, g, beta, decay, query, r, H, W, out);                        \
+    else                                                                                        \
+      gram_pass_a_body<V, false>(t, g, beta, decay, query, r, H, W, out);                       \
+  }                                                                                             \
+  KERNEL void gram_b_##ISA(const DistTables& t, const GramRow& g, float lambda, bool query,     \
+                           bool half, int r, int H, int W, double* out) {                       \
+    gram_pass_b_body<V>(t, g, lambda, query, half, r, H, W, out);                               \
+  }                                                                                             \
+  KERNEL double gram_centre_##ISA(const float* y, float* tu, const double* cv, double q, int k, \
+                                  int n2) {                                                     \
+    return gram_centre_body(y, tu, cv, q, k, n2);                                               \
   }
 GOCOR_GRAM_ENTRIES(avx512, GOCOR_KERNEL_AVX512, simd::Vec16)
 GOCOR_GRAM_ENTRIES(avx2, GOCOR_KERNEL_AVX2, simd::Vec8)
@@ -382,8 +414,9 @@ GOCOR_GRAM_ENTRIES(portable, GOCOR_KERNEL_PORTABLE, simd::Vec4)
 #undef GOCOR_GRAM_ENTRIES
 
 GramFns gram_fns() {
-  return simd::simd_select(GramFns{gram_a_avx512, gram_b_avx512}, GramFns{gram_a_avx2, gram_b_avx2},
-                           GramFns{gram_a_portable, gram_b_portable});
+  return simd::simd_select(GramFns{gram_a_avx512, gram_b_avx512, gram_centre_avx512},
+                           GramFns{gram_a_avx2, gram_b_avx2, gram_centre_avx2},
+                           GramFns{gram_a_portable, gram_b_portable, gram_centre_portable});
 }
 
 struct GlobalWork {
@@ -746,18 +779,8 @@ void run_gram(const GlobalCtx& c, GlobalWork& wk, int b, const GramInit& init, f
     // Y_r . TU'_r = Y_r . (Y Gc)_r + 2 s_r (Y_r . cv) + s_r^2 q (the ||grad||^2 term).
     gemm(N, N2, grows, Y.data(), N2, Gm.data(), N2, false, TU.data(), N2, false, th);
     parallel_chunks(N, th, 16, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const float* y = &Y[r * N2];
-        float* tu = &TU[r * N2];
-        double sr = 0, yv = 0;
-        for (int j = 0; j < grows; ++j) {
-          sr += y[j];
-          yv += y[j] * cv[j];
-        }
-        ytu[r] = dot_rows(y, tu, grows) + 2 * sr * yv + sr * sr * q;
-        const double a = yv + sr * q;
-        for (int j = 0; j < N2; ++j) tu[j] = static_cast<float>(tu[j] + (a + sr * cv[j]));
-      }
+      for (int64_t r = r0; r < r1; ++r)
+        ytu[r] = fns.centre(&Y[r * N2], &TU[r * N2], cv.data(), q, grows, N2);
     });
     // PU' = P U'.
     // The last iteration needs P U' only in <U', P U'>: the half-cost quadratic form.
