@@ -174,37 +174,35 @@ RowFns row_fns() {
                            RowFns{residual_portable, jt_portable});
 }
 
-// Sum of a[i] * b[i]: float partial sums in 16 independent lanes (vectorised), folded into a
-// double every 1024 elements so long rows keep float32-level relative accuracy.
-inline __attribute__((always_inline)) double dot_rows(const float* a, const float* b, int64_t n) {
+// Sum of term(i) over [0, n): float partial sums in 16 independent lanes (vectorised), folded into
+// a double every 1024 elements so long rows keep float32-level relative accuracy.
+template <class Term>
+inline __attribute__((always_inline)) double lane_sum(int64_t n, Term term) {
   double acc = 0;
   for (int64_t i0 = 0; i0 < n; i0 += 1024) {
     const int64_t i1 = std::min(n, i0 + 1024);
     float lanes[16] = {};
     int64_t i = i0;
     for (; i + 16 <= i1; i += 16)
-      for (int l = 0; l < 16; ++l) lanes[l] += a[i + l] * b[i + l];
-    for (; i < i1; ++i) lanes[0] += a[i] * b[i];
+      for (int l = 0; l < 16; ++l) lanes[l] += term(i + l);
+    for (; i < i1; ++i) lanes[0] += term(i);
     for (int l = 0; l < 16; ++l) acc += lanes[l];
   }
   return acc;
 }
 
-// Sum of (k a[i] + b[i]) * (k c[i] + d[i]), summed like dot_rows.
+// Sum of a[i] * b[i].
+inline __attribute__((always_inline)) double dot_rows(const float* a, const float* b, int64_t n) {
+  return lane_sum(
+      n, [&](int64_t i) __attribute__((always_inline)) { return a[i] * b[i]; });
+}
+
+// Sum of (k a[i] + b[i]) * (k c[i] + d[i]).
 inline __attribute__((always_inline)) double dot_affine(float k, const float* a, const float* b,
                                                         const float* c, const float* d, int64_t n) {
-  double acc = 0;
-  for (int64_t i0 = 0; i0 < n; i0 += 1024) {
-    const int64_t i1 = std::min(n, i0 + 1024);
-    float lanes[16] = {};
-    int64_t i = i0;
-    for (; i + 16 <= i1; i += 16)
-      for (int l = 0; l < 16; ++l)
-        lanes[l] += (k * a[i + l] + b[i + l]) * (k * c[i + l] + d[i + l]);
-    for (; i < i1; ++i) lanes[0] += (k * a[i] + b[i]) * (k * c[i] + d[i]);
-    for (int l = 0; l < 16; ++l) acc += lanes[l];
-  }
-  return acc;
+  return lane_sum(
+      n, [&](int64_t i)
+             __attribute__((always_inline)) { return (k * a[i] + b[i]) * (k * c[i] + d[i]); });
 }
 
 // ---- Gram form: the two row passes of an iteration (see the header) ----------------------------

@@ -181,24 +181,18 @@ inline __attribute__((always_inline)) void rtr_rows_body(const RtrArgs& a, int r
   }
 }
 
-GOCOR_KERNEL_AVX512 void rtr_rows_avx512(const RtrArgs& a, int r0, int r1) {
-  rtr_rows_body<simd::v16, false, false>(a, r0, r1);
-}
-GOCOR_KERNEL_AVX2 void rtr_rows_avx2(const RtrArgs& a, int r0, int r1) {
-  rtr_rows_body<simd::v8, true, false>(a, r0, r1);
-}
-GOCOR_KERNEL_PORTABLE void rtr_rows_portable(const RtrArgs& a, int r0, int r1) {
-  rtr_rows_body<simd::v4, true, false>(a, r0, r1);
-}
-GOCOR_KERNEL_AVX512 void rtr_half_rows_avx512(const RtrArgs& a, int r0, int r1) {
-  rtr_rows_body<simd::v16, false, true>(a, r0, r1);
-}
-GOCOR_KERNEL_AVX2 void rtr_half_rows_avx2(const RtrArgs& a, int r0, int r1) {
-  rtr_rows_body<simd::v8, true, true>(a, r0, r1);
-}
-GOCOR_KERNEL_PORTABLE void rtr_half_rows_portable(const RtrArgs& a, int r0, int r1) {
-  rtr_rows_body<simd::v4, true, true>(a, r0, r1);
-}
+// The entry points: full operator and half (quadratic-form) variant per level.
+#define GOCOR_RTR_ENTRIES(ISA, KERNEL, V, STREAM)                     \
+  KERNEL void rtr_rows_##ISA(const RtrArgs& a, int r0, int r1) {      \
+    rtr_rows_body<V, STREAM, false>(a, r0, r1);                       \
+  }                                                                   \
+  KERNEL void rtr_half_rows_##ISA(const RtrArgs& a, int r0, int r1) { \
+    rtr_rows_body<V, STREAM, true>(a, r0, r1);                        \
+  }
+GOCOR_RTR_ENTRIES(avx512, GOCOR_KERNEL_AVX512, simd::v16, false)
+GOCOR_RTR_ENTRIES(avx2, GOCOR_KERNEL_AVX2, simd::v8, true)
+GOCOR_RTR_ENTRIES(portable, GOCOR_KERNEL_PORTABLE, simd::v4, true)
+#undef GOCOR_RTR_ENTRIES
 
 }  // namespace
 
