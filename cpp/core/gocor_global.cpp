@@ -61,6 +61,14 @@ using gocor_detail::gemm;
 struct DistTables {
   int W2 = 0;
   std::vector<float> y, v, hm, hp;
+  // The tables along grid row sy of reference position (ry, rx): element sx at [sx].
+  struct Row {
+    const float *y, *v, *hm, *hp;
+  };
+  Row row(int sy, int ry, int rx, int H, int W) const {
+    const size_t base = static_cast<size_t>(sy - ry + H - 1) * W2 + (W - 1 - rx);
+    return {y.data() + base, v.data() + base, hm.data() + base, hp.data() + base};
+  }
 };
 
 DistTables make_tables(const DistanceFns& fns, int H, int W) {
@@ -86,6 +94,17 @@ DistTables make_tables(const DistanceFns& fns, int H, int W) {
   return t;
 }
 
+// rho = v (sigma(s) - y) and J = v sigma'(s) at element x of a table row, for the score s (spec
+// 3.3: sgn(0) = 0).
+struct RhoJ {
+  float rho, j;
+};
+inline __attribute__((always_inline)) RhoJ rho_j(const DistTables::Row& tr, int x, float s) {
+  const float sg = static_cast<float>((s > 0.f) - (s < 0.f));
+  return {tr.v[x] * (tr.hm[x] * std::fabs(s) + tr.hp[x] * s - tr.y[x]),
+          tr.v[x] * (tr.hm[x] * sg + tr.hp[x])};
+}
+
 // One reference row r: a[s] = J * rho (J = v sigma'(S), rho = v (sigma(S) - y)); returns
 // sum rho^2. S row (N), a row (N).
 inline __attribute__((always_inline)) double residual_row_body(const DistTables& t,
@@ -94,21 +113,14 @@ inline __attribute__((always_inline)) double residual_row_body(const DistTables&
   const int ry = r / W, rx = r % W;
   double loss = 0;
   for (int sy = 0; sy < H; ++sy) {
-    const size_t base = static_cast<size_t>(sy - ry + H - 1) * t.W2 + (W - 1 - rx);
-    const float* y = t.y.data() + base;
-    const float* v = t.v.data() + base;
-    const float* hm = t.hm.data() + base;
-    const float* hp = t.hp.data() + base;
+    const DistTables::Row tr = t.row(sy, ry, rx, H, W);
     const float* s = srow + sy * W;
     float* a = arow + sy * W;
     float part = 0;
     for (int sx = 0; sx < W; ++sx) {
-      const float sv = s[sx];
-      const float sg = static_cast<float>((sv > 0.f) - (sv < 0.f));
-      const float rho = v[sx] * (hm[sx] * std::fabs(sv) + hp[sx] * sv - y[sx]);
-      const float j = v[sx] * (hm[sx] * sg + hp[sx]);
-      a[sx] = j * rho;
-      part += rho * rho;
+      const RhoJ e = rho_j(tr, sx, s[sx]);
+      a[sx] = e.j * e.rho;
+      part += e.rho * e.rho;
     }
     loss += part;
   }
@@ -121,17 +133,12 @@ inline __attribute__((always_inline)) double jt_row_body(const DistTables& t, co
   const int ry = r / W, rx = r % W;
   double den = 0;
   for (int sy = 0; sy < H; ++sy) {
-    const size_t base = static_cast<size_t>(sy - ry + H - 1) * t.W2 + (W - 1 - rx);
-    const float* v = t.v.data() + base;
-    const float* hm = t.hm.data() + base;
-    const float* hp = t.hp.data() + base;
+    const DistTables::Row tr = t.row(sy, ry, rx, H, W);
     const float* s = srow + sy * W;
     const float* tt = trow + sy * W;
     float part = 0;
     for (int sx = 0; sx < W; ++sx) {
-      const float sv = s[sx];
-      const float sg = static_cast<float>((sv > 0.f) - (sv < 0.f));
-      const float jt = v[sx] * (hm[sx] * sg + hp[sx]) * tt[sx];
+      const float jt = rho_j(tr, sx, s[sx]).j * tt[sx];
       part += jt * jt;
     }
     den += part;
@@ -263,11 +270,11 @@ inline __attribute__((always_inline)) void gram_pass_a_body(const DistTables& t,
   float t_loss = 0.f, t_es = 0.f;
   double loss = 0, es = 0;
   for (int sy = 0; sy < H; ++sy) {
-    const size_t base = static_cast<size_t>(sy - ry + H - 1) * t.W2 + (W - 1 - rx);
-    const float* y = t.y.data() + base;
-    const float* v = t.v.data() + base;
-    const float* hm = t.hm.data() + base;
-    const float* hp = t.hp.data() + base;
+    const DistTables::Row tr = t.row(sy, ry, rx, H, W);
+    const float* y = tr.y;
+    const float* v = tr.v;
+    const float* hm = tr.hm;
+    const float* hp = tr.hp;
     float* s = S + sy * W;
     float* e = E + sy * W;
     const float* ts = g.tu + sy * W;
@@ -291,11 +298,10 @@ inline __attribute__((always_inline)) void gram_pass_a_body(const DistTables& t,
         sv = decay * sv - beta * ts[x];
         s[x] = sv;
       }
-      const float sg = static_cast<float>((sv > 0.f) - (sv < 0.f));
-      const float rho = v[x] * (hm[x] * std::fabs(sv) + hp[x] * sv - y[x]);
-      const float ej = v[x] * (hm[x] * sg + hp[x]) * rho;
+      const RhoJ rj = rho_j(tr, x, sv);
+      const float ej = rj.j * rj.rho;
       e[x] = ej;
-      t_loss += rho * rho;
+      t_loss += rj.rho * rj.rho;
       t_es += ej * sv;
     }
     if (sy % kFoldRows == kFoldRows - 1 || sy == H - 1) {
@@ -322,10 +328,10 @@ inline __attribute__((always_inline)) void gram_pass_b_body(const DistTables& t,
   float tail = 0.f;
   double den = 0;
   for (int sy = 0; sy < H; ++sy) {
-    const size_t base = static_cast<size_t>(sy - ry + H - 1) * t.W2 + (W - 1 - rx);
-    const float* v = t.v.data() + base;
-    const float* hm = t.hm.data() + base;
-    const float* hp = t.hp.data() + base;
+    const DistTables::Row tr = t.row(sy, ry, rx, H, W);
+    const float* v = tr.v;
+    const float* hm = tr.hm;
+    const float* hp = tr.hp;
     const float* s = g.z + sy * W;
     const float* tt = g.tu + sy * W;
     int x = 0;
@@ -336,9 +342,7 @@ inline __attribute__((always_inline)) void gram_pass_b_body(const DistTables& t,
       acc += jt * jt;
     }
     for (; x < W; ++x) {
-      const float sv = s[x];
-      const float sg = static_cast<float>((sv > 0.f) - (sv < 0.f));
-      const float jt = v[x] * (hm[x] * sg + hp[x]) * (lambda * sv + tt[x]);
+      const float jt = rho_j(tr, x, s[x]).j * (lambda * s[x] + tt[x]);
       tail += jt * jt;
     }
     if (sy % kFoldRows == kFoldRows - 1 || sy == H - 1) den += fold<V>(acc, tail);
