@@ -42,7 +42,10 @@ int axis_mask(int x, int len) {
 // feeds the (up to 5) outputs it touches (T partials + 5 + 1 = 14 at T = 8; the T totals are
 // touched once per reference tap and may live in memory). Each partial receives its terms in the
 // same order (dty ascending) either way.
-template <class V, bool kStreamRows, int T, int DLO = 0, int DHI = 5>
+// kHalf: only the reference taps (dry, drx) >= (0, 0) in lexicographic order, the others' terms
+// doubled: the output h then has <x, h> = <x, P x> (P is symmetric: the pairs with a negative
+// reference offset mirror those with a positive one) for half the work.
+template <class V, bool kStreamRows, bool kHalf, int T, int DLO = 0, int DHI = 5>
 inline __attribute__((always_inline)) void rtr_tile(const float* tab, const float* xp, int H, int W,
                                                     int Wp, int rs, int ry, int rx, int ty0, int c0,
                                                     float* out) {
@@ -51,13 +54,16 @@ inline __attribute__((always_inline)) void rtr_tile(const float* tab, const floa
   // row's total (two-level summation keeps the rounding error of the 625-term sums near that of
   // 25 terms); small tiles keep several partials per row so the multiply-add latency stays hidden.
   constexpr int NA = T >= 4 ? 1 : (T == 1 ? 5 : 3);
-  V acc[T];
-  for (int j = 0; j < T; ++j) acc[j] = V{};
+  // The totals live in memory (touched once per reference tap): in registers beside the T
+  // partials, T + 4 source rows and a coefficient they made the compiler spill inside the
+  // multiply-add loop.
+  alignas(64) float acc[T][L];
+  std::memset(acc, 0, sizeof(acc));
   const int64_t plane_stride = static_cast<int64_t>(H + 4) * rs;
-  for (int dry = -2; dry <= 2; ++dry) {
+  for (int dry = kHalf ? 0 : -2; dry <= 2; ++dry) {
     const int sy = ry + dry;
     if (sy < 0 || sy >= H) continue;
-    for (int drx = -2; drx <= 2; ++drx) {
+    for (int drx = kHalf && dry == 0 ? 0 : -2; drx <= 2; ++drx) {
       const int sx = rx + drx;
       if (sx < 0 || sx >= W) continue;
       // Padded row ty0 + k holds source query row ty0 + k - 2.
@@ -92,21 +98,21 @@ inline __attribute__((always_inline)) void rtr_tile(const float* tab, const floa
           }
         }
       }
+      const bool twice = kHalf && (dry != 0 || drx != 0);
       for (int j = 0; j < T; ++j) {
         V p = part[j][0];
         for (int k = 1; k < NA; ++k) p += part[j][k];
-        acc[j] += p;
+        storeu<V>(acc[j], loadu<V>(acc[j]) + (twice ? p + p : p));
       }
+      asm volatile("" ::: "memory");  // keep the totals in memory
     }
   }
   const int x0 = c0 * L, n = std::min(L, W - x0);
   for (int j = 0; j < T; ++j) {
     if (n == L) {
-      storeu<V>(out + j * W + x0, acc[j]);
+      std::memcpy(out + j * W + x0, acc[j], sizeof(acc[j]));
     } else {
-      float tmp[L];
-      std::memcpy(tmp, &acc[j], sizeof(tmp));
-      for (int i = 0; i < n; ++i) out[j * W + x0 + i] = tmp[i];
+      for (int i = 0; i < n; ++i) out[j * W + x0 + i] = acc[j][i];
     }
   }
 }
@@ -121,6 +127,7 @@ const float* aligned64(const std::vector<float>& v) {
 struct RtrArgs {
   const float* xp;
   float* y;
+  int64_t ldy;  // row stride of y (>= N)
   int H, W, Wp, rs;
   const float* coef;
   const int* cls_index;
@@ -128,10 +135,10 @@ struct RtrArgs {
   const int* mask_x;  // axis_mask over W
 };
 
-template <class V, bool kStreamRows>
+template <class V, bool kStreamRows, bool kHalf>
 inline __attribute__((always_inline)) void rtr_rows_body(const RtrArgs& a, int r0, int r1) {
   constexpr int L = sizeof(V) / sizeof(float);
-  const int H = a.H, W = a.W, N = H * W, nch = (W + L - 1) / L;
+  const int H = a.H, W = a.W, nch = (W + L - 1) / L;
   for (int r = r0; r < r1; ++r) {
     const int ry = r / W, rx = r % W;
     // Runs of query rows with one class: row 0, the interior rows, row H-1 (all rows when H < 3
@@ -141,12 +148,12 @@ inline __attribute__((always_inline)) void rtr_rows_body(const RtrArgs& a, int r
       if (ty0 > 0 && ty0 < H - 1) len = std::min(8, H - 1 - ty0);
       const int id = (a.mask_y[ry] * 8 + a.mask_x[rx]) * 8 + a.mask_y[ty0];
       const float* tab = a.coef + static_cast<int64_t>(a.cls_index[id]) * 625 * a.Wp;
-      float* out = a.y + static_cast<int64_t>(r) * N + ty0 * W;
+      float* out = a.y + static_cast<int64_t>(r) * a.ldy + ty0 * W;
       // A plain switch (no lambda) so that every tile is inlined into the ISA's entry point.
       for (int c0 = 0; c0 < nch; ++c0) {
         const float* xp = a.xp;
         const int Wp = a.Wp, rs = a.rs;
-#define GOCOR_TILE(...) rtr_tile<V, kStreamRows, __VA_ARGS__>
+#define GOCOR_TILE(...) rtr_tile<V, kStreamRows, kHalf, __VA_ARGS__>
         switch (len) {
           case 1:
             // Query row 0 has no source rows above it, row H-1 none below.
@@ -174,15 +181,18 @@ inline __attribute__((always_inline)) void rtr_rows_body(const RtrArgs& a, int r
   }
 }
 
-GOCOR_KERNEL_AVX512 void rtr_rows_avx512(const RtrArgs& a, int r0, int r1) {
-  rtr_rows_body<simd::v16, false>(a, r0, r1);
-}
-GOCOR_KERNEL_AVX2 void rtr_rows_avx2(const RtrArgs& a, int r0, int r1) {
-  rtr_rows_body<simd::v8, true>(a, r0, r1);
-}
-GOCOR_KERNEL_PORTABLE void rtr_rows_portable(const RtrArgs& a, int r0, int r1) {
-  rtr_rows_body<simd::v4, true>(a, r0, r1);
-}
+// The entry points: full operator and half (quadratic-form) variant per level.
+#define GOCOR_RTR_ENTRIES(ISA, KERNEL, V, STREAM)                     \
+  KERNEL void rtr_rows_##ISA(const RtrArgs& a, int r0, int r1) {      \
+    rtr_rows_body<V, STREAM, false>(a, r0, r1);                       \
+  }                                                                   \
+  KERNEL void rtr_half_rows_##ISA(const RtrArgs& a, int r0, int r1) { \
+    rtr_rows_body<V, STREAM, true>(a, r0, r1);                        \
+  }
+GOCOR_RTR_ENTRIES(avx512, GOCOR_KERNEL_AVX512, simd::v16, false)
+GOCOR_RTR_ENTRIES(avx2, GOCOR_KERNEL_AVX2, simd::v8, true)
+GOCOR_RTR_ENTRIES(portable, GOCOR_KERNEL_PORTABLE, simd::v4, true)
+#undef GOCOR_RTR_ENTRIES
 
 }  // namespace
 
@@ -264,7 +274,8 @@ size_t RtROperator::bytes(int H, int W) {
   return sizeof(float) * (tables * 625 * ((W + 15) / 16 * 16) + 16 + rtr_scratch_floats(H, W));
 }
 
-void RtROperator::apply(const float* x, float* y, std::vector<float>& scratch, int threads) const {
+void RtROperator::apply(const float* x, int64_t ldx, float* y, int64_t ldy,
+                        std::vector<float>& scratch, int threads, bool half) const {
   const int H = H_, W = W_, N = H * W;
   // Plane r: rows of rs_ floats, two zero rows above and below the H query rows, two zero
   // columns left of each row and zeros right of it up to rs_ (the source's zero padding).
@@ -280,7 +291,7 @@ void RtROperator::apply(const float* x, float* y, std::vector<float>& scratch, i
       for (int ty = 0; ty < H; ++ty) {
         float* dst = base + (ty + 2) * rs_;
         std::fill(dst, dst + 2, 0.f);
-        std::memcpy(dst + 2, x + r * N + ty * W, sizeof(float) * W);
+        std::memcpy(dst + 2, x + r * ldx + ty * W, sizeof(float) * W);
         std::fill(dst + 2 + W, dst + rs_, 0.f);
       }
     }
@@ -288,9 +299,10 @@ void RtROperator::apply(const float* x, float* y, std::vector<float>& scratch, i
   std::vector<int> my(H), mx(W);
   for (int i = 0; i < H; ++i) my[i] = axis_mask(i, H);
   for (int i = 0; i < W; ++i) mx[i] = axis_mask(i, W);
-  RtrArgs a{xp, y, H, W, Wp_, rs_, aligned64(coef_), cls_index_.data(), my.data(), mx.data()};
+  RtrArgs a{xp, y, ldy, H, W, Wp_, rs_, aligned64(coef_), cls_index_.data(), my.data(), mx.data()};
   void (*rows)(const RtrArgs&, int, int) =
-      simd::simd_select(rtr_rows_avx512, rtr_rows_avx2, rtr_rows_portable);
+      half ? simd::simd_select(rtr_half_rows_avx512, rtr_half_rows_avx2, rtr_half_rows_portable)
+           : simd::simd_select(rtr_rows_avx512, rtr_rows_avx2, rtr_rows_portable);
   parallel_chunks(N, threads, 4, [&](int64_t r0, int64_t r1) {
     rows(a, static_cast<int>(r0), static_cast<int>(r1));
   });

@@ -25,7 +25,13 @@ class RtROperator {
  public:
   RtROperator(const GlobalGocorParams& p, int H, int W);
   // x, y (N x N, row-major [r][t]); y = P x. scratch is resized as needed (padded copy of x).
-  void apply(const float* x, float* y, std::vector<float>& scratch, int threads) const;
+  void apply(const float* x, float* y, std::vector<float>& scratch, int threads) const {
+    apply(x, static_cast<int64_t>(H_) * W_, y, static_cast<int64_t>(H_) * W_, scratch, threads);
+  }
+  // The same with row strides: x row r at x + r * ldx, y row r at y + r * ldy (>= N each). With
+  // half, y is not P x but h with <x, h> = <x, P x>, at half the cost (the quadratic form only).
+  void apply(const float* x, int64_t ldx, float* y, int64_t ldy, std::vector<float>& scratch,
+             int threads, bool half = false) const;
   // Host memory of the operator for an H x W grid plus apply()'s scratch, in bytes (for the
   // memory limit).
   static size_t bytes(int H, int W);
@@ -37,6 +43,11 @@ class RtROperator {
   std::vector<int> cls_index_;  // 512 entries -> table number or -1
   const float* table(int ry, int rx, int ty) const;
 };
+
+// Which form gocor_global_cpu computes (gocor_global.cpp): kAuto chooses by the FLOP count. Tests
+// force each form to check both against the float64 reference. Process-wide.
+enum class GlobalForm { kAuto, kDirect, kGram };
+void global_form_force(GlobalForm form);
 
 }  // namespace gocor_detail
 }  // namespace gocor

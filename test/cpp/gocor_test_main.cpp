@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gocor.h"
+#include "gocor_kernels.h"
 #include "match.h"
 #include "support/conformance.h"
 #include "support/gocor_ref64.h"
@@ -37,6 +38,10 @@ void expect_close(const std::string& name, const float* got, const T* exp, size_
 
 // Spec-12 tolerances.
 constexpr double kVolAtol = 2e-5, kVolRtol = 1e-4, kFiltAtol = 1e-4, kFiltRtol = 1e-4;
+
+// The form gocor_global_cpu is forced to (gocor_global.cpp: direct or Gram), part of each global
+// tag.
+const char* g_form = "auto";
 
 // ---- deterministic test data ---------------------------------------------------------------
 
@@ -242,21 +247,22 @@ void test_global_conformance(const std::string& dir) {
   const std::string cd = dir + "/global_8x8_c16";
   auto ref = conformance::read_f32(cd + "/reference.bin", B * C * N);
   auto qry = conformance::read_f32(cd + "/query.bin", B * C * N);
-  expect_conformant("conformance.global.", cd, {0, 1, 3}, [&](const std::string& sd, int K) {
-    const gocor::GlobalGocorParams p = conformance::load_global_params(sd, C);
-    gocor::GlobalGocorOptions o;
-    o.num_iter = K;
-    ConformanceRun r;
-    r.vol.resize(static_cast<size_t>(B) * N * N);
-    r.filt.resize(static_cast<size_t>(B) * N * C);
-    gocor::Exec ex;
-    ex.threads = 2;
-    gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), r.vol.data(), r.filt.data(), {B, C, H, W},
-                            ex, nullptr);
-    gocor_ref::gocor_global_ref64(p, o, ref.data(), qry.data(), {B, C, H, W}, &r.rv, &r.rf,
-                                  nullptr);
-    return r;
-  });
+  expect_conformant(std::string("conformance.global.") + g_form + ".", cd, {0, 1, 3},
+                    [&](const std::string& sd, int K) {
+                      const gocor::GlobalGocorParams p = conformance::load_global_params(sd, C);
+                      gocor::GlobalGocorOptions o;
+                      o.num_iter = K;
+                      ConformanceRun r;
+                      r.vol.resize(static_cast<size_t>(B) * N * N);
+                      r.filt.resize(static_cast<size_t>(B) * N * C);
+                      gocor::Exec ex;
+                      ex.threads = 2;
+                      gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), r.vol.data(),
+                                              r.filt.data(), {B, C, H, W}, ex, nullptr);
+                      gocor_ref::gocor_global_ref64(p, o, ref.data(), qry.data(), {B, C, H, W},
+                                                    &r.rv, &r.rf, nullptr);
+                      return r;
+                    });
   auto base = conformance::read_f32(cd + "/baseline_correlation.bin", N * N);
   // Sanity of the file reading and layout: the baseline is g_t . f_r in the volume layout.
   std::vector<float> mine(N * N);
@@ -353,9 +359,9 @@ void global_case(int B, int C, int H, int W, int K, bool query, int I, int O, fl
   o.num_iter = K;
   o.apply_query_loss = query;
   char tag[200];
-  std::snprintf(tag, sizeof(tag), "global.vs_ref64.B%d_C%d_%dx%d_K%d_%s_I%dO%d_slr%g%s%s", B, C, H,
-                W, K, query ? "query" : "noquery", p.reg_inter_dim, p.reg_output_dim, slr,
-                init_params ? "_init" : "", linear_sigma ? "_linear" : "");
+  std::snprintf(tag, sizeof(tag), "global.%s.vs_ref64.B%d_C%d_%dx%d_K%d_%s_I%dO%d_slr%g%s%s",
+                g_form, B, C, H, W, K, query ? "query" : "noquery", p.reg_inter_dim,
+                p.reg_output_dim, slr, init_params ? "_init" : "", linear_sigma ? "_linear" : "");
   std::vector<float> ref, qry;
   std::vector<double> rv, rf;
   std::vector<gocor::GocorIterDiag> dg, dr;
@@ -483,44 +489,56 @@ int main(int argc, char** argv) {
   try {
     test_params();
     test_derived_maps(dir);
-    test_global_conformance(dir);
     test_local_conformance(dir);
   } catch (const std::exception& e) {
     report(false, "conformance.files", e.what());
   }
-  // Global: non-square, batch 2, C 2..512, query term on and off, steplength_reg, 16x16 and 32x32
-  // (32x32 with linear sigma: too many scores to screen, see global_case).
-  // C = 1 is left out on purpose: with one channel a*b - c^2 = 0, the initializer returns w = 0 up
-  // to rounding, and every score's sign (hence sigma') is rounding noise in any precision.
-  global_case(2, 2, 3, 5, 3, true, 16, 16, 0.f, 11, false);
-  global_case(1, 7, 5, 4, 3, true, 16, 16, 0.1f, 12, false);
-  global_case(2, 40, 6, 9, 3, true, 16, 16, 0.f, 13, false);
-  global_case(2, 40, 6, 9, 3, false, 16, 16, 0.1f, 14, false);
-  global_case(1, 512, 7, 5, 3, true, 16, 16, 0.f, 15, false);
-  global_case(1, 33, 1, 6, 2, true, 4, 3, 0.f, 16, false);
-  global_case(1, 64, 16, 16, 2, true, 16, 16, 0.f, 17, false);
-  global_case(1, 96, 16, 16, 3, true, 16, 16, 0.f, 18, true);
-  global_case(1, 48, 20, 24, 1, true, 2, 2, 0.f, 19, false);
   // GOCOR_TEST_QUICK (the sanitizer run) leaves out the largest grids: same code paths, 10x the
   // time.
   const bool quick = std::getenv("GOCOR_TEST_QUICK") != nullptr;
-  if (!quick) {
-    global_case(1, 64, 32, 32, 2, false, 16, 16, 0.f, 20, false, true);
-    global_case(1, 256, 32, 32, 1, true, 2, 2, 0.f, 21, false, true);
+  // Every global case in both forms of gocor_global_cpu (the automatic choice picks one by FLOPs).
+  for (const gocor::gocor_detail::GlobalForm form :
+       {gocor::gocor_detail::GlobalForm::kDirect, gocor::gocor_detail::GlobalForm::kGram}) {
+    gocor::gocor_detail::global_form_force(form);
+    g_form = form == gocor::gocor_detail::GlobalForm::kGram ? "gram" : "direct";
+    try {
+      test_global_conformance(dir);
+    } catch (const std::exception& e) {
+      report(false, "conformance.files", e.what());
+    }
+    // Global: non-square, batch 2, C 2..512, query term on and off, steplength_reg, 16x16 and 32x32
+    // (32x32 with linear sigma: too many scores to screen, see global_case).
+    // C = 1 is left out on purpose: with one channel a*b - c^2 = 0, the initializer returns w = 0
+    // up to rounding, and every score's sign (hence sigma') is rounding noise in any precision.
+    global_case(2, 2, 3, 5, 3, true, 16, 16, 0.f, 11, false);
+    global_case(1, 7, 5, 4, 3, true, 16, 16, 0.1f, 12, false);
+    global_case(2, 40, 6, 9, 3, true, 16, 16, 0.f, 13, false);
+    global_case(2, 40, 6, 9, 3, false, 16, 16, 0.1f, 14, false);
+    global_case(1, 512, 7, 5, 3, true, 16, 16, 0.f, 15, false);
+    global_case(1, 33, 1, 6, 2, true, 4, 3, 0.f, 16, false);
+    global_case(1, 64, 16, 16, 2, true, 16, 16, 0.f, 17, false);
+    global_case(1, 96, 16, 16, 3, true, 16, 16, 0.f, 18, true);
+    global_case(1, 48, 20, 24, 1, true, 2, 2, 0.f, 19, false);
+    if (!quick) {
+      global_case(1, 64, 32, 32, 2, false, 16, 16, 0.f, 20, false, true);
+      global_case(1, 256, 32, 32, 1, true, 2, 2, 0.f, 21, false, true);
+    }
+    // Extreme aspect ratios: the fused R^T R stencil's border classes along a single row or column,
+    // W < 5 (the 5x5 query stencil wider than the grid), W not a multiple of the 16-wide chunks,
+    // and the CUDA engineer's 70x22 / 22x70 grids (C 16, K 2, I = O = 16, steplength_reg 0.1).
+    global_case(1, 16, 1, 70, 2, true, 16, 16, 0.1f, 41, false);
+    global_case(1, 16, 70, 1, 2, true, 16, 16, 0.1f, 42, false);
+    global_case(2, 16, 2, 40, 2, true, 16, 16, 0.1f, 43, false);
+    global_case(1, 16, 40, 2, 3, true, 16, 16, 0.f, 44, false);
+    global_case(1, 16, 3, 40, 3, true, 16, 16, 0.1f, 45, false);
+    global_case(2, 16, 5, 5, 3, true, 16, 16, 0.1f, 46, false);
+    if (!quick) {
+      global_case(1, 16, 70, 22, 2, true, 16, 16, 0.1f, 41, false, true);
+      global_case(1, 16, 22, 70, 2, true, 16, 16, 0.1f, 41, false, true);
+    }
   }
-  // Extreme aspect ratios: the fused R^T R stencil's border classes along a single row or column,
-  // W < 5 (the 5x5 query stencil wider than the grid), W not a multiple of the 16-wide chunks,
-  // and the CUDA engineer's 70x22 / 22x70 grids (C 16, K 2, I = O = 16, steplength_reg 0.1).
-  global_case(1, 16, 1, 70, 2, true, 16, 16, 0.1f, 41, false);
-  global_case(1, 16, 70, 1, 2, true, 16, 16, 0.1f, 42, false);
-  global_case(2, 16, 2, 40, 2, true, 16, 16, 0.1f, 43, false);
-  global_case(1, 16, 40, 2, 3, true, 16, 16, 0.f, 44, false);
-  global_case(1, 16, 3, 40, 3, true, 16, 16, 0.1f, 45, false);
-  global_case(2, 16, 5, 5, 3, true, 16, 16, 0.1f, 46, false);
-  if (!quick) {
-    global_case(1, 16, 70, 22, 2, true, 16, 16, 0.1f, 41, false, true);
-    global_case(1, 16, 22, 70, 2, true, 16, 16, 0.1f, 41, false, true);
-  }
+  gocor::gocor_detail::global_form_force(gocor::gocor_detail::GlobalForm::kAuto);
+  g_form = "auto";
   // Local: non-square, batch 2, C 1..512, radius 2, 4, 6, up to 64x64.
   local_case(2, 1, 5, 7, 3, 4, 31, false);
   local_case(2, 32, 23, 37, 3, 4, 32, false);
