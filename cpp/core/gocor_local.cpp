@@ -42,11 +42,11 @@ constexpr int dx_block() {
 }
 
 struct LocalCtx {
-  // Features tiled per strip: tile (y, s) holds channels c at [c * cs + j] for pixels
-  // x = L s + j - R, j < L + 2R (L lanes per strip; zero outside the image), so the window a strip
-  // reads over all its iterations is a few contiguous blocks that stay in L2 while a task walks
-  // down a column.
-  const float* fp;  // reference tiles of one batch element: tile (y, s) at y * ys + s * ss
+  // Features as zero-padded rows: row y holds channel c at [y * ys + c * cs + x + R] for
+  // -R <= x < cs - R (zero outside the image), so strip s (pixels L s ..) reads its window at
+  // s * ss = L s without bounds checks; a task walking along a group of rows keeps the rows of
+  // its windows in L2 and shares cache lines between neighbouring strips.
+  const float* fp;  // reference rows of one batch element
   const float* gp;  // query, same layout
   int C, H, W, R, cs;
   int64_t ys, ss;
@@ -332,12 +332,12 @@ GOCOR_INLINE void local_strips(const LocalCtx& c, int y, int n, int x0, float* w
   });
 }
 
-// The tiling of one batch element's features (layout: LocalCtx).
+// The padded rows of one batch element's features (layout: LocalCtx).
 struct TileArgs {
   const float *fb, *gb;  // reference, query (C, H, W)
-  float *fp, *gp;        // their tiles
-  int C, H, W, R, lanes, tw, nstrips;
-  int64_t ys, ss;
+  float *fp, *gp;        // their padded rows
+  int C, H, W, R, cs;
+  int64_t ys;
 };
 
 // n floats from s to d: a tile row is a few vectors, too short for a library call per row.
@@ -348,23 +348,19 @@ GOCOR_INLINE void copy_row(float* d, const float* s, int n) {
   if (j < n) VV::store_n(d + j, VV::load_n(s + j, n - j), n - j);
 }
 
-// Tiles of rows y0 .. y1-1 of reference and query.
+// Padded rows y0 .. y1-1 of reference and query.
 template <class VV>
 GOCOR_INLINE void tile_rows(const TileArgs& t, int y0, int64_t y1) {
   const int64_t P = static_cast<int64_t>(t.H) * t.W;
   for (int64_t y = y0; y < y1; ++y)
-    for (int st = 0; st < t.nstrips; ++st) {
-      // Columns j of the tile hold x = st * lanes + j - R: inside the image for j in [lo, hi).
-      const int x0 = st * t.lanes - t.R, lo = std::max(0, -x0), hi = std::min(t.tw, t.W - x0);
-      for (int ch = 0; ch < t.C; ++ch) {
-        float* df = t.fp + y * t.ys + st * t.ss + ch * t.tw;
-        float* dg = t.gp + y * t.ys + st * t.ss + ch * t.tw;
-        const int64_t src = ch * P + y * t.W + x0;
-        for (int j = 0; j < lo; ++j) df[j] = dg[j] = 0.f;  // first strip
-        copy_row<VV>(df + lo, t.fb + src + lo, hi - lo);
-        copy_row<VV>(dg + lo, t.gb + src + lo, hi - lo);
-        for (int j = hi; j < t.tw; ++j) df[j] = dg[j] = 0.f;  // last strips
-      }
+    for (int ch = 0; ch < t.C; ++ch) {
+      float* df = t.fp + y * t.ys + ch * t.cs;
+      float* dg = t.gp + y * t.ys + ch * t.cs;
+      const int64_t src = ch * P + y * t.W;
+      for (int j = 0; j < t.R; ++j) df[j] = dg[j] = 0.f;
+      copy_row<VV>(df + t.R, t.fb + src, t.W);
+      copy_row<VV>(dg + t.R, t.gb + src, t.W);
+      for (int j = t.R + t.W; j < t.cs; ++j) df[j] = dg[j] = 0.f;
     }
 }
 
@@ -409,7 +405,16 @@ StripIsa strip_isa() {
                            StripIsa{local_strip_portable, tile_portable, 4, 2});
 }
 
-thread_local std::vector<float> local_tiles_f, local_tiles_g;  // gocor_local_cpu's tiles
+thread_local std::vector<float> local_tiles_f, local_tiles_g;  // gocor_local_cpu's padded rows
+
+// Floats per padded channel row: every strip's window (L + 2R) inside it, a multiple of 16 so that
+// rows start on a cache line.
+int padded_row(int nstrips, int lanes, int R) { return (nstrips * lanes + 2 * R + 15) / 16 * 16; }
+
+// The first 64-byte aligned float at or after p (buffers hold 16 floats of slack).
+float* align64(float* p) {
+  return p + ((64 - reinterpret_cast<uintptr_t>(p) % 64) % 64) / sizeof(float);
+}
 
 }  // namespace
 
@@ -430,8 +435,8 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
   const StripIsa isa = strip_isa();
   const int lanes = isa.lanes;  // pixels per strip: one native vector
   const int nstrips = (W + lanes - 1) / lanes;
-  const int tw = lanes + 2 * R;
-  const int64_t ss = static_cast<int64_t>(C) * tw, ys = ss * nstrips;
+  const int cs = padded_row(nstrips, lanes, R);
+  const int64_t ss = lanes, ys = static_cast<int64_t>(C) * cs;
   // A task is one group of rows walking along them: the strips' volume stores then fill
   // consecutive lines of each displacement plane (a task walking down a column stored isolated
   // lines, 15 % of its time).
@@ -467,24 +472,26 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
       }
     }
   } release{fp, gp};
-  fp.resize(static_cast<size_t>(H) * ys);
+  fp.resize(static_cast<size_t>(H) * ys + 16);
   gp.resize(fp.size());
+  float* fpa = align64(fp.data());
+  float* gpa = align64(gp.data());
   std::vector<RowDiag> rows;
 
   for (int b = 0; b < B; ++b) {
     check_cancel(ex);
     const float* fb = reference + static_cast<int64_t>(b) * C * P;
     const float* gb = query + static_cast<int64_t>(b) * C * P;
-    const TileArgs targs{fb, gb, fp.data(), gp.data(), C, H, W, R, lanes, tw, nstrips, ys, ss};
+    const TileArgs targs{fb, gb, fpa, gpa, C, H, W, R, cs, ys};
     parallel_chunks(H, ex.threads, 4,
                     [&](int64_t y0, int64_t y1) { isa.tile(targs, static_cast<int>(y0), y1); });
-    LocalCtx ctx{fp.data(),
-                 gp.data(),
+    LocalCtx ctx{fpa,
+                 gpa,
                  C,
                  H,
                  W,
                  R,
-                 tw,
+                 cs,
                  ys,
                  ss,
                  o.num_iter,
@@ -505,7 +512,7 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
       thread_local std::vector<float> buf;
       const size_t need = static_cast<size_t>(isa.rows) * (2 * C + 3 * D) * lanes + 16;
       if (buf.size() < need) buf.resize(need);
-      float* work = buf.data() + ((64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64) / 4;
+      float* work = align64(buf.data());
       const int y = static_cast<int>(task) * isa.rows, n = std::min(isa.rows, H - y);
       for (int st = 0; st < nstrips; ++st) {
         RowDiag* rd =
@@ -542,13 +549,13 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
 }
 
 size_t gocor_local_work_bytes(int C, int H, int W, const LocalGocorOptions& o, int threads) {
-  // As allocated in gocor_local_cpu: the padded strips of reference and query (fp, gp) and one
+  // As allocated in gocor_local_cpu: the padded rows of reference and query (fp, gp) and one
   // work buffer per thread.
   const int R = o.search_radius, D = (2 * R + 1) * (2 * R + 1), lanes = strip_isa().lanes;
-  const size_t nstrips = size_t(W + lanes - 1) / lanes, tw = size_t(lanes) + 2 * R;
+  const int nstrips = (W + lanes - 1) / lanes;
   const int t = threads <= 0 ? pool_size() : std::min(threads, pool_size());
   return sizeof(float) *
-         (2 * size_t(H) * C * tw * nstrips +
+         (2 * (size_t(H) * C * padded_row(nstrips, lanes, R) + 16) +
           size_t(t) * (size_t(strip_isa().rows) * (2 * size_t(C) + 3 * D) * lanes + 16));
 }
 
