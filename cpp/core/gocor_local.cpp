@@ -1,10 +1,12 @@
 // Local GOCor on the CPU (spec section 5), exact float32.
-// The problem separates per pixel, so a task owns a strip of 16 consecutive pixels of one row and
-// runs every iteration on it with all its state in L1: filters w and gradients (C x 16), scores
-// S, J and J*rho (D x 16). Vectors run across the 16 pixels, so every correlation-type pass is a
-// chain of vertical multiply-adds against rows of channel-major, zero-padded features, and no
-// horizontal reduction is ever needed. S is computed once and then updated with the T = Corr(grad,
-// f) that the step length needs anyway: two passes per iteration instead of three.
+// The problem separates per pixel. A strip is one native vector of consecutive pixels of one row;
+// a call runs every iteration on the strips of a few consecutive rows at once (same columns), with
+// their state in L1/L2: filters w and gradients (C x L each), scores S, J and J*rho (D x L each).
+// Vectors run across the pixels, so every correlation-type pass is a chain of vertical
+// multiply-adds against rows of channel-major, zero-padded features, and no horizontal reduction
+// is ever needed; each feature vector loaded serves every strip whose window holds its row. S is
+// computed once and then updated with the T = Corr(grad, f) that the step length needs anyway: two
+// passes per iteration instead of three.
 // Search radius: any R >= 0; the distances are those of the (2R+1)^2 window (the official module
 // fixes R = 4).
 #include <algorithm>
@@ -120,11 +122,18 @@ GOCOR_INLINE void adjoint_block(const V* const* coef, const float* rowc, int C, 
   }
 }
 
+// Where a block of a window pass sits: strips r0 .. r0 + nr - 1 see feature row `row` (advanced
+// to the block's first displacement) at window rows wy, wy - 1, ..., displacements j0 .. j0+nb-1.
+struct WindowBlock {
+  int r0, wy;
+  const float* row;
+  int j0;
+};
+
 // One pass over the feature rows that the windows of strips (y + r, x0), r < NS, read. For each
-// row y' inside the image, the strips whose window holds it (a contiguous run r0 .. r1) get
-// block(nr, nb, r0, row, j0) for the blocks of displacements j0 .. j0 + nb - 1 of window row
-// y' - y - r. Rows and blocks run in increasing order, so every strip sums in the order a lone
-// strip would.
+// row y' inside the image, the strips whose window holds it (a contiguous run) get
+// block(nr, nb, at) for each block of displacements of their window row. Rows and blocks run in
+// increasing order, so every strip sums in the order a lone strip would.
 template <class V, int NS, class Block>
 GOCOR_INLINE void window_pass(const LocalCtx& c, const float* feat, int y, int x0, Block&& block) {
   constexpr int L = sizeof(V) / sizeof(float);
@@ -133,11 +142,10 @@ GOCOR_INLINE void window_pass(const LocalCtx& c, const float* feat, int y, int x
     const int r0 = std::max(0, yy - y - R), r1 = std::min(NS - 1, yy - y + R);
     const float* row = feat + yy * c.ys + (x0 / L) * c.ss;
     with_count<NS>(r1 - r0 + 1, [&](auto nr) GOCOR_INLINE_LAMBDA {
-      constexpr int NR = decltype(nr)::value;
-      constexpr int NB = dx_block<V, NR>();
+      constexpr int NB = dx_block<V, decltype(nr)::value>();
       for (int j0 = 0; j0 < S; j0 += NB)
         with_count<NB>(std::min(NB, S - j0), [&](auto nb) GOCOR_INLINE_LAMBDA {
-          block(nr, nb, r0, yy - y - r0 + R, row + j0, j0);
+          block(nr, nb, WindowBlock{r0, yy - y - r0 + R, row + j0, j0});
         });
     });
   }
@@ -151,17 +159,17 @@ GOCOR_INLINE void corr_strips(const LocalCtx& c, const float* feat, const float*
   const int S = 2 * c.R + 1, D = S * S;
   for (int r = 0; r < NS; ++r)
     for (int k = 0; k < D; ++k) out[r][k] = V{};
-  window_pass<V, NS>(c, feat, y, x0, [&](auto nr, auto nb, int r0, int wy0, const float* row,
-                                         int j0) GOCOR_INLINE_LAMBDA {
+  auto block = [&](auto nr, auto nb, const WindowBlock& at) GOCOR_INLINE_LAMBDA {
     constexpr int NR = decltype(nr)::value;
     const float* ap[NR];
     V* op[NR];
-    for (int i = 0; i < NR; ++i) {  // strip r0 + i sees this feature row at window row wy0 - i
-      ap[i] = a[r0 + i];
-      op[i] = out[r0 + i] + (wy0 - i) * S + j0;
+    for (int i = 0; i < NR; ++i) {
+      ap[i] = a[at.r0 + i];
+      op[i] = out[at.r0 + i] + (at.wy - i) * S + at.j0;
     }
-    corr_block<V, NR, decltype(nb)::value>(ap, row, c.C, c.cs, op);
-  });
+    corr_block<V, NR, decltype(nb)::value>(ap, at.row, c.C, c.cs, op);
+  };
+  window_pass<V, NS>(c, feat, y, x0, block);
   for (int r = 0; r < NS; ++r)
     for (int k = 0; k < D; ++k) out[r][k] *= c.inv_c;
 }
@@ -171,17 +179,17 @@ template <class V, int NS>
 GOCOR_INLINE void adjoint_strips(const LocalCtx& c, const float* feat, const V* const* coef, int y,
                                  int x0, float* const* g) {
   const int S = 2 * c.R + 1;
-  window_pass<V, NS>(c, feat, y, x0, [&](auto nr, auto nb, int r0, int wy0, const float* row,
-                                         int j0) GOCOR_INLINE_LAMBDA {
+  auto block = [&](auto nr, auto nb, const WindowBlock& at) GOCOR_INLINE_LAMBDA {
     constexpr int NR = decltype(nr)::value;
     const V* cp[NR];
     float* gp[NR];
     for (int i = 0; i < NR; ++i) {
-      cp[i] = coef[r0 + i] + (wy0 - i) * S + j0;
-      gp[i] = g[r0 + i];
+      cp[i] = coef[at.r0 + i] + (at.wy - i) * S + at.j0;
+      gp[i] = g[at.r0 + i];
     }
-    adjoint_block<V, NR, decltype(nb)::value>(cp, row, c.C, c.cs, gp);
-  });
+    adjoint_block<V, NR, decltype(nb)::value>(cp, at.row, c.C, c.cs, gp);
+  };
+  window_pass<V, NS>(c, feat, y, x0, block);
 }
 
 struct RowDiag {
@@ -366,27 +374,26 @@ GOCOR_INLINE void tile_rows(const TileArgs& t, int y0, int64_t y1) {
 
 using TileFn = void (*)(const TileArgs&, int, int64_t);
 
-using StripFn = void (*)(const LocalCtx&, int, int, int, float*, float*, float*, RowDiag*,
-                         int64_t);
+using StripFn = void (*)(const LocalCtx&, int, int, int, float*, float*, float*, RowDiag*, int64_t);
 
 GOCOR_KERNEL_AVX512 void local_strip_avx512(const LocalCtx& c, int y, int n, int x0, float* work,
                                             float* vol, float* filt, RowDiag* diag, int64_t ds) {
   local_strips<v16, 4>(c, y, n, x0, work, vol, filt, diag, ds);
 }
-GOCOR_KERNEL_AVX512 void tile_avx512(const TileArgs& t, int y0, int64_t y1) {
-  tile_rows<simd::Vec16>(t, y0, y1);
-}
 GOCOR_KERNEL_AVX2 void local_strip_avx2(const LocalCtx& c, int y, int n, int x0, float* work,
                                         float* vol, float* filt, RowDiag* diag, int64_t ds) {
   local_strips<v8, 2>(c, y, n, x0, work, vol, filt, diag, ds);
 }
+GOCOR_KERNEL_PORTABLE void local_strip_portable(const LocalCtx& c, int y, int n, int x0,
+                                                float* work, float* vol, float* filt, RowDiag* diag,
+                                                int64_t ds) {
+  local_strips<v4, 2>(c, y, n, x0, work, vol, filt, diag, ds);
+}
+GOCOR_KERNEL_AVX512 void tile_avx512(const TileArgs& t, int y0, int64_t y1) {
+  tile_rows<simd::Vec16>(t, y0, y1);
+}
 GOCOR_KERNEL_AVX2 void tile_avx2(const TileArgs& t, int y0, int64_t y1) {
   tile_rows<simd::Vec8>(t, y0, y1);
-}
-GOCOR_KERNEL_PORTABLE void local_strip_portable(const LocalCtx& c, int y, int n, int x0,
-                                                float* work, float* vol, float* filt,
-                                                RowDiag* diag, int64_t ds) {
-  local_strips<v4, 2>(c, y, n, x0, work, vol, filt, diag, ds);
 }
 GOCOR_KERNEL_PORTABLE void tile_portable(const TileArgs& t, int y0, int64_t y1) {
   tile_rows<simd::Vec4>(t, y0, y1);
@@ -409,7 +416,9 @@ thread_local std::vector<float> local_tiles_f, local_tiles_g;  // gocor_local_cp
 
 // Floats per padded channel row: every strip's window (L + 2R) inside it, a multiple of 16 so that
 // rows start on a cache line.
-int padded_row(int nstrips, int lanes, int R) { return (nstrips * lanes + 2 * R + 15) / 16 * 16; }
+int padded_row(int nstrips, int lanes, int R) {
+  return (nstrips * lanes + 2 * R + 15) / 16 * 16;
+}
 
 // The first 64-byte aligned float at or after p (buffers hold 16 floats of slack).
 float* align64(float* p) {
