@@ -80,15 +80,13 @@ GOCOR_INLINE V in_register(V v) {
   return v;
 }
 
-// out[r][j] (+)= sum_c a[r][c] * feat[c][x0 + dx0 + j + R + lane] for NR strips (rows r) whose
+// out[r][j] = sum_c a[r][c] * feat[c][x0 + dx0 + j + R + lane] for NR strips (rows r) whose
 // window row dy holds the same feature row; a[r] (C x L).
 template <class V, int NR, int NB>
 GOCOR_INLINE void corr_block(const float* const* a, const float* rowc, int C, int cs,
                              V* const* out) {
   constexpr int L = sizeof(V) / sizeof(float);
-  V acc[NR][NB];
-  for (int r = 0; r < NR; ++r)
-    for (int j = 0; j < NB; ++j) acc[r][j] = out[r][j];
+  V acc[NR][NB] = {};
   for (int c = 0; c < C; ++c) {
     V av[NR];
     for (int r = 0; r < NR; ++r) av[r] = *reinterpret_cast<const V*>(a[r] + c * L);
@@ -156,9 +154,12 @@ GOCOR_INLINE void window_pass(const LocalCtx& c, const float* feat, int y, int x
 template <class V, int NS>
 GOCOR_INLINE void corr_strips(const LocalCtx& c, const float* feat, const float* const* a, int y,
                               int x0, V* const* out) {
-  const int S = 2 * c.R + 1, D = S * S;
+  const int R = c.R, S = 2 * R + 1, D = S * S;
+  // Each window row inside the image is written by one block; the others are zero.
   for (int r = 0; r < NS; ++r)
-    for (int k = 0; k < D; ++k) out[r][k] = V{};
+    for (int wy = 0; wy < S; ++wy)
+      if (y + r + wy - R < 0 || y + r + wy - R >= c.H)
+        for (int j = 0; j < S; ++j) out[r][wy * S + j] = V{};
   auto block = [&](auto nr, auto nb, const WindowBlock& at) GOCOR_INLINE_LAMBDA {
     constexpr int NR = decltype(nr)::value;
     const float* ap[NR];
