@@ -451,6 +451,9 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
   // consecutive lines of each displacement plane (a task walking down a column stored isolated
   // lines, 15 % of its time).
   const int ngroups = (H + isa.rows - 1) / isa.rows;
+  // Few row groups (a short map) are split into runs of strips, so that every thread has work.
+  const int nthreads = ex.threads <= 0 ? pool_size() : std::min(ex.threads, pool_size());
+  const int nruns = std::clamp((4 * nthreads + ngroups - 1) / ngroups, 1, nstrips);
   const int64_t P = static_cast<int64_t>(H) * W;
   if (diag != nullptr) diag->clear();
 
@@ -517,14 +520,15 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
     float* filt = filter_out != nullptr ? filter_out + static_cast<int64_t>(b) * C * P : nullptr;
     // Diagnostics per (row, strip), summed afterwards in a fixed order (thread-independent).
     if (diag != nullptr) rows.assign(static_cast<size_t>(H) * nstrips * o.num_iter, RowDiag{});
-    parallel_for(ngroups, ex.threads, [&](int64_t task) {
+    parallel_for(static_cast<int64_t>(ngroups) * nruns, ex.threads, [&](int64_t task) {
       check_cancel(ex);
       thread_local std::vector<float> buf;
       const size_t need = static_cast<size_t>(isa.rows) * (2 * C + 3 * D) * lanes + 16;
       if (buf.size() < need) buf.resize(need);
       float* work = align64(buf.data());
-      const int y = static_cast<int>(task) * isa.rows, n = std::min(isa.rows, H - y);
-      for (int st = 0; st < nstrips; ++st) {
+      const int y = static_cast<int>(task / nruns) * isa.rows, n = std::min(isa.rows, H - y);
+      const int run = static_cast<int>(task % nruns);
+      for (int st = run * nstrips / nruns; st < (run + 1) * nstrips / nruns; ++st) {
         RowDiag* rd =
             diag != nullptr ? &rows[(static_cast<size_t>(y) * nstrips + st) * o.num_iter] : nullptr;
         isa.fn(ctx, y, n, st * lanes, work, vol, filt, rd,
