@@ -88,9 +88,16 @@ void fold_batch_norm(Conv& c, const float* gamma, const float* beta, const float
   }
 }
 
+// Output channels from which Winograd pays (its input transform is shared by all of them).
+constexpr int kWinoMinOut = 8;
+
 bool conv_uses_taps(const Conv& c) {
   // Few input channels make each tap's GEMM too shallow (its depth is c.in): im2col then.
   return c.stride == 1 && c.in >= 16 && 2 * c.pad == c.dil * (c.k - 1);
+}
+
+bool conv_uses_winograd(const Conv& c) {
+  return conv_uses_taps(c) && c.k == 3 && c.out >= kWinoMinOut;
 }
 
 void prepare_taps(Conv& c) {
@@ -100,6 +107,27 @@ void prepare_taps(Conv& c) {
     for (int i = 0; i < c.in; ++i)
       for (int t = 0; t < kk; ++t)
         c.taps[(size_t(t) * c.out + o) * c.in + i] = c.weight[(size_t(o) * c.in + i) * kk + t];
+  c.wino.clear();
+  if (!conv_uses_winograd(c)) return;
+  // U = G g G^T with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], in float64, rounded once.
+  c.wino.assign(size_t(16) * c.out * c.in, 0.f);
+  for (int o = 0; o < c.out; ++o)
+    for (int i = 0; i < c.in; ++i) {
+      const float* g = c.weight.data() + (size_t(o) * c.in + i) * 9;
+      double t[4][3];
+      for (int x = 0; x < 3; ++x) {
+        t[0][x] = g[x];
+        t[1][x] = 0.5 * (double(g[x]) + g[3 + x] + g[6 + x]);
+        t[2][x] = 0.5 * (double(g[x]) - g[3 + x] + g[6 + x]);
+        t[3][x] = g[6 + x];
+      }
+      for (int a = 0; a < 4; ++a) {
+        const double u[4] = {t[a][0], 0.5 * (t[a][0] + t[a][1] + t[a][2]),
+                             0.5 * (t[a][0] - t[a][1] + t[a][2]), t[a][2]};
+        for (int b = 0; b < 4; ++b)
+          c.wino[(size_t(4 * a + b) * c.out + o) * c.in + i] = static_cast<float>(u[b]);
+      }
+    }
 }
 
 namespace {
@@ -231,6 +259,244 @@ void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, in
   });
 }
 
+
+// ---- Winograd F(2x2, 3x3) -----------------------------------------------------------------------
+// Minimal filtering (Lavin & Gray 2016): a 2x2 block of outputs from a 4x4 block of inputs with 16
+// products instead of 36, Y = A^T [(G g G^T) . (B^T d B)] A, so the GEMMs do 4 multiply-adds per
+// output and input channel instead of 9. A dilated convolution is a plain one on each of its d x d
+// sub-grids (the pixels with one (y mod d, x mod d)): tiles lie on those, their outputs and inputs
+// d apart.
+//
+// Input rows are permuted once (wino_permute) so that the four input columns of consecutive tiles
+// are contiguous: row y's copy holds, for each residue r < 2d, the samples x = r + 2d j for
+// j = -1 .. jn (zero outside the image), `seg` floats per residue. A tile of column residue rx < d
+// and index j reads the columns rx + d (2j - 1 .. 2j + 2): A[j], A[j+1] of residue rx and B[j-1],
+// B[j] of residue rx + d. A unit is one row of tiles (row residue ry, tile row ty); its tiles run
+// over rx, ceil(Ws(rx) / 2) each, the same for every unit.
+struct WinoGrid {
+  int H, W, d, dx, jn, seg, row, per_unit;
+  std::vector<int> rx_first;        // (dx + 1): first tile of each column residue in a unit
+  std::vector<int> unit_ry, unit_ty;  // per unit
+  int64_t tiles;
+  WinoGrid(int H_, int W_, int d_) : H(H_), W(W_), d(d_) {
+    dx = std::min(d, W);
+    jn = (W + 2 * d - 1) / (2 * d);
+    seg = jn + 2;
+    row = 2 * d * seg;
+    rx_first.assign(dx + 1, 0);
+    for (int rx = 0; rx < dx; ++rx) rx_first[rx + 1] = rx_first[rx] + (sub(W, rx) + 1) / 2;
+    per_unit = rx_first[dx];
+    for (int ry = 0; ry < std::min(d, H); ++ry)
+      for (int ty = 0; ty < (sub(H, ry) + 1) / 2; ++ty) {
+        unit_ry.push_back(ry);
+        unit_ty.push_back(ty);
+      }
+    tiles = int64_t(unit_ry.size()) * per_unit;
+  }
+  // Size of the sub-grid of residue r along an axis of n pixels.
+  int sub(int n, int r) const { return (n - r + d - 1) / d; }
+};
+
+// One channel's 16 transformed values of n consecutive tiles, v[xi * vs + i] for tile i (xi =
+// 4a + b, the position in the 4x4 transformed tile): the four input rows p[k] (each pointing at
+// j = 0 of its permuted row) read at A = a_off + i and B = b_off + i. B^T = [1 0 -1 0; 0 1 1 0;
+// 0 -1 1 0; 0 1 0 -1] on the rows, then on the columns.
+template <class V>
+GOCOR_INLINE void wino_input_v(const float* const* p, int64_t a_off, int64_t b_off, int n,
+                               float* v, int64_t vs) {
+  using T = typename V::T;
+  for (int i = 0; i < n; i += V::W) {
+    const int m = std::min(V::W, n - i);
+    const auto ld = [&](const float* q) { return m == V::W ? V::loadu(q) : V::load_n(q, m); };
+    // Columns 0..3 of the tile: B[j-1], A[j], B[j], A[j+1].
+    T c[4][4];
+    for (int k = 0; k < 4; ++k) {
+      c[k][0] = ld(p[k] + b_off + i - 1);
+      c[k][1] = ld(p[k] + a_off + i);
+      c[k][2] = ld(p[k] + b_off + i);
+      c[k][3] = ld(p[k] + a_off + i + 1);
+    }
+    T t[4][4];
+    for (int x = 0; x < 4; ++x) {
+      t[0][x] = c[0][x] - c[2][x];
+      t[1][x] = c[1][x] + c[2][x];
+      t[2][x] = c[2][x] - c[1][x];
+      t[3][x] = c[1][x] - c[3][x];
+    }
+    for (int a = 0; a < 4; ++a) {
+      const T r[4] = {t[a][0] - t[a][2], t[a][1] + t[a][2], t[a][2] - t[a][1], t[a][1] - t[a][3]};
+      for (int b = 0; b < 4; ++b) {
+        float* q = v + (4 * a + b) * vs + i;
+        if (m == V::W) {
+          V::storeu(q, r[b]);
+        } else {
+          V::store_n(q, r[b], m);
+        }
+      }
+    }
+  }
+}
+
+// n tiles' 2x2 outputs from their 16 GEMM results m[xi * ms + i] (A^T = [1 1 1 0; 0 1 -1 -1] on
+// both sides), with the epilogue: y[q * n + i] for output q = 2 * row + column of tile i.
+template <class V>
+GOCOR_INLINE void wino_output_v(const float* mm, int64_t ms, int n, float bias, float sc,
+                                float sh, bool bn, Act act, float* y) {
+  using T = typename V::T;
+  const auto f = [&](T v) {
+    v = bn ? (v + bias) * sc + sh : v + bias;
+    if (act == Act::Relu) return v > T{} ? v : T{};
+    if (act == Act::Leaky) return v > T{} ? v : 0.1f * v;
+    return v;
+  };
+  for (int i = 0; i < n; i += V::W) {
+    const int m = std::min(V::W, n - i);
+    T r[4][4];
+    for (int xi = 0; xi < 16; ++xi)
+      r[xi / 4][xi % 4] = m == V::W ? V::loadu(mm + xi * ms + i) : V::load_n(mm + xi * ms + i, m);
+    T s[2][4];
+    for (int b = 0; b < 4; ++b) {
+      s[0][b] = r[0][b] + r[1][b] + r[2][b];
+      s[1][b] = r[1][b] - r[2][b] - r[3][b];
+    }
+    for (int a = 0; a < 2; ++a) {
+      const T o[2] = {f(s[a][0] + s[a][1] + s[a][2]), f(s[a][1] - s[a][2] - s[a][3])};
+      for (int b = 0; b < 2; ++b) {
+        if (m == V::W) {
+          V::storeu(y + (2 * a + b) * n + i, o[b]);
+        } else {
+          V::store_n(y + (2 * a + b) * n + i, o[b], m);
+        }
+      }
+    }
+  }
+}
+
+using WinoInputFn = void (*)(const float* const*, int64_t, int64_t, int, float*, int64_t);
+using WinoOutputFn = void (*)(const float*, int64_t, int, float, float, float, bool, Act, float*);
+GOCOR_KERNEL_AVX512 void wino_input_avx512(const float* const* p, int64_t a, int64_t b, int n,
+                                           float* v, int64_t vs) {
+  wino_input_v<simd::Vec16>(p, a, b, n, v, vs);
+}
+GOCOR_KERNEL_AVX2 void wino_input_avx2(const float* const* p, int64_t a, int64_t b, int n,
+                                       float* v, int64_t vs) {
+  wino_input_v<simd::Vec8>(p, a, b, n, v, vs);
+}
+GOCOR_KERNEL_PORTABLE void wino_input_portable(const float* const* p, int64_t a, int64_t b, int n,
+                                               float* v, int64_t vs) {
+  wino_input_v<simd::Vec4>(p, a, b, n, v, vs);
+}
+GOCOR_KERNEL_AVX512 void wino_output_avx512(const float* m, int64_t ms, int n, float b, float a,
+                                            float s, bool bn, Act act, float* y) {
+  wino_output_v<simd::Vec16>(m, ms, n, b, a, s, bn, act, y);
+}
+GOCOR_KERNEL_AVX2 void wino_output_avx2(const float* m, int64_t ms, int n, float b, float a,
+                                        float s, bool bn, Act act, float* y) {
+  wino_output_v<simd::Vec8>(m, ms, n, b, a, s, bn, act, y);
+}
+GOCOR_KERNEL_PORTABLE void wino_output_portable(const float* m, int64_t ms, int n, float b,
+                                                float a, float s, bool bn, Act act, float* y) {
+  wino_output_v<simd::Vec4>(m, ms, n, b, a, s, bn, act, y);
+}
+
+// Stride 1, k = 3, padding = dilation: out (c.out, H, W) from c.wino (16, out, in). Threads take
+// blocks of up to nb tiles; a block's transformed input (16, cb, nb) is made one channel block at a
+// time and multiplied into its GEMM results (16, out, nb), which the output transform turns into
+// output pixels.
+void conv2d_winograd(const Conv& c, const float* in, int H, int W, float* out, int threads) {
+  const WinoGrid g(H, W, c.dil);
+  const int d = g.d;
+  // The permuted rows (see WinoGrid) of every input channel, then one zero row.
+  HugeFloats perm(size_t(c.in) * H * g.row + g.row);
+  parallel_for(c.in, threads, [&](int64_t i) {
+    for (int y = 0; y < H; ++y) {
+      const float* src = in + (i * H + y) * W;
+      float* dst = perm.data() + (i * H + y) * g.row;
+      for (int r = 0; r < 2 * d; ++r, dst += g.seg)
+        for (int j = -1; j <= g.jn; ++j) {
+          const int x = r + 2 * d * j;
+          dst[j + 1] = x >= 0 && x < W ? src[x] : 0.f;
+        }
+    }
+  });
+  const float* zero_row = perm.data() + size_t(c.in) * H * g.row;
+  std::memset(perm.data() + size_t(c.in) * H * g.row, 0, sizeof(float) * g.row);
+  // Channels per block: as even as possible, at most 128; tiles per block: the block's transformed
+  // input about 1 MiB (it is written, then packed by each of the 16 GEMMs).
+  const int nblocks = (c.in + 127) / 128, cb = (c.in + nblocks - 1) / nblocks;
+  const int64_t nb = std::clamp<int64_t>(int64_t(16384) / cb / 64 * 64, 64, 512);
+  const WinoInputFn fin = simd::simd_select(wino_input_avx512, wino_input_avx2, wino_input_portable);
+  const WinoOutputFn fout =
+      simd::simd_select(wino_output_avx512, wino_output_avx2, wino_output_portable);
+  const bool bn = !c.bn_scale.empty();
+  parallel_for((g.tiles + nb - 1) / nb, threads, [&](int64_t blk) {
+    thread_local std::vector<float> vbuf, mbuf, ybuf;
+    vbuf.resize(size_t(16) * cb * nb);
+    mbuf.resize(size_t(16) * c.out * nb);
+    ybuf.resize(size_t(4) * g.per_unit);
+    const int64_t t0 = blk * nb, t1 = std::min(g.tiles, t0 + nb), n = t1 - t0;
+    const int64_t u0 = t0 / g.per_unit, u1 = (t1 - 1) / g.per_unit + 1;
+    for (int c0 = 0; c0 < c.in; c0 += cb) {
+      const int cn = std::min(cb, c.in - c0);
+      for (int64_t u = u0; u < u1; ++u) {
+        const int ry = g.unit_ry[u], ty = g.unit_ty[u];
+        const int64_t base = u * g.per_unit;
+        const int k0 = static_cast<int>(std::max<int64_t>(t0 - base, 0)),
+                  k1 = static_cast<int>(std::min<int64_t>(t1 - base, g.per_unit));
+        for (int ci = 0; ci < cn; ++ci) {
+          const float* p[4];
+          for (int k = 0; k < 4; ++k) {
+            const int s = 2 * ty + k - 1, y = ry + d * s;
+            p[k] = (s >= 0 && y < H ? perm.data() + (int64_t(c0 + ci) * H + y) * g.row
+                                    : zero_row) + 1;
+          }
+          for (int rx = 0; rx < g.dx; ++rx) {
+            const int ka = std::max(k0, g.rx_first[rx]), kb = std::min(k1, g.rx_first[rx + 1]);
+            if (ka >= kb) continue;
+            const int j = ka - g.rx_first[rx];
+            fin(p, int64_t(rx) * g.seg + j, int64_t(rx + d) * g.seg + j, kb - ka,
+                vbuf.data() + int64_t(ci) * nb + (base + ka - t0), int64_t(cb) * nb);
+          }
+        }
+      }
+      for (int xi = 0; xi < 16; ++xi)
+        gocor_detail::gemm(c.out, static_cast<int>(n), cn,
+                           c.wino.data() + size_t(xi) * c.out * c.in + c0, c.in,
+                           vbuf.data() + size_t(xi) * cb * nb, nb, false,
+                           mbuf.data() + size_t(xi) * c.out * nb, nb, c0 > 0, 1);
+    }
+    // Output transform, per unit and column residue: rows ry + d (2 ty + a), columns
+    // rx + d (2 j + b), where inside the sub-grid.
+    for (int64_t u = u0; u < u1; ++u) {
+      const int ry = g.unit_ry[u], ty = g.unit_ty[u];
+      const int64_t base = u * g.per_unit;
+      const int k0 = static_cast<int>(std::max<int64_t>(t0 - base, 0)),
+                k1 = static_cast<int>(std::min<int64_t>(t1 - base, g.per_unit));
+      const int rows = std::min(2, g.sub(H, ry) - 2 * ty);
+      for (int rx = 0; rx < g.dx; ++rx) {
+        const int ka = std::max(k0, g.rx_first[rx]), kb = std::min(k1, g.rx_first[rx + 1]);
+        if (ka >= kb) continue;
+        const int nt = kb - ka, j0 = ka - g.rx_first[rx], ws = g.sub(W, rx);
+        for (int o = 0; o < c.out; ++o) {
+          fout(mbuf.data() + int64_t(o) * nb + (base + ka - t0), int64_t(c.out) * nb, nt,
+               c.bias[o], bn ? c.bn_scale[o] : 1.f, bn ? c.bn_shift[o] : 0.f, bn, c.act,
+               ybuf.data());
+          for (int a = 0; a < rows; ++a) {
+            float* orow = out + (int64_t(o) * H + ry + d * (2 * ty + a)) * W + rx;
+            const float* y0 = ybuf.data() + (2 * a) * nt;
+            const float* y1 = y0 + nt;
+            for (int t = 0; t < nt; ++t) {
+              const int sx = 2 * (j0 + t);
+              orow[int64_t(d) * sx] = y0[t];
+              if (sx + 1 < ws) orow[int64_t(d) * (sx + 1)] = y1[t];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
 }  // namespace
 
 void set_deconv_weight(Deconv& d, const float* weight) {
@@ -245,6 +511,10 @@ void conv2d_cpu(const Conv& c, const float* in, int H, int W, float* out, const 
   const int Ho = conv_out_size(H, c.k, c.stride, c.pad, c.dil),
             Wo = conv_out_size(W, c.k, c.stride, c.pad, c.dil);
   const int64_t P = int64_t(Ho) * Wo, K = int64_t(c.in) * c.k * c.k;
+  if (!c.wino.empty() && conv_uses_winograd(c)) {
+    conv2d_winograd(c, in, H, W, out, threads);
+    return;
+  }
   if (!c.taps.empty() && conv_uses_taps(c)) {
     conv2d_shifted(c, in, H, W, out, threads);
     return;
