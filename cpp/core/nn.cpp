@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <new>
+#include <cstdlib>
 
 #include "gemm.h"
 #include "parallel.h"
@@ -125,7 +126,7 @@ void prepare_taps(Conv& c) {
         const double u[4] = {t[a][0], 0.5 * (t[a][0] + t[a][1] + t[a][2]),
                              0.5 * (t[a][0] - t[a][1] + t[a][2]), t[a][2]};
         for (int b = 0; b < 4; ++b)
-          c.wino[(size_t(4 * a + b) * c.out + o) * c.in + i] = static_cast<float>(u[b]);
+          c.wino[(size_t(4 * a + b) * c.in + i) * c.out + o] = static_cast<float>(u[b]);
       }
     }
 }
@@ -338,10 +339,13 @@ GOCOR_INLINE void wino_input_v(const float* const* p, int64_t a_off, int64_t b_o
 }
 
 // n tiles' 2x2 outputs from their 16 GEMM results m[xi * ms + i] (A^T = [1 1 1 0; 0 1 -1 -1] on
-// both sides), with the epilogue: y[q * n + i] for output q = 2 * row + column of tile i.
+// both sides), with the epilogue, through y (4 * n scratch), into the output rows o[0], o[1]
+// (o[1] null: the tiles' second row is outside the sub-grid): tile i's columns at 2 d i and
+// 2 d i + d, the second only for i < full.
 template <class V>
 GOCOR_INLINE void wino_output_v(const float* mm, int64_t ms, int n, float bias, float sc,
-                                float sh, bool bn, Act act, float* y) {
+                                float sh, bool bn, Act act, float* y, float* const* o, int d,
+                                int full) {
   using T = typename V::T;
   const auto f = [&](T v) {
     v = bn ? (v + bias) * sc + sh : v + bias;
@@ -360,20 +364,68 @@ GOCOR_INLINE void wino_output_v(const float* mm, int64_t ms, int n, float bias, 
       s[1][b] = r[1][b] - r[2][b] - r[3][b];
     }
     for (int a = 0; a < 2; ++a) {
-      const T o[2] = {f(s[a][0] + s[a][1] + s[a][2]), f(s[a][1] - s[a][2] - s[a][3])};
+      const T t[2] = {f(s[a][0] + s[a][1] + s[a][2]), f(s[a][1] - s[a][2] - s[a][3])};
       for (int b = 0; b < 2; ++b) {
         if (m == V::W) {
-          V::storeu(y + (2 * a + b) * n + i, o[b]);
+          V::storeu(y + (2 * a + b) * n + i, t[b]);
         } else {
-          V::store_n(y + (2 * a + b) * n + i, o[b], m);
+          V::store_n(y + (2 * a + b) * n + i, t[b], m);
         }
       }
     }
   }
+  for (int a = 0; a < 2 && o[a] != nullptr; ++a) {
+    float* row = o[a];
+    const float* y0 = y + 2 * a * n;
+    const float* y1 = y0 + n;
+    if (d == 1) {
+      for (int i = 0; i < full; ++i) {
+        row[2 * i] = y0[i];
+        row[2 * i + 1] = y1[i];
+      }
+    } else {
+      for (int i = 0; i < full; ++i) {
+        row[int64_t(2) * d * i] = y0[i];
+        row[int64_t(2) * d * i + d] = y1[i];
+      }
+    }
+    for (int i = full; i < n; ++i) row[int64_t(2) * d * i] = y0[i];
+  }
 }
 
+// One input row (W) -> its permuted copy (see WinoGrid): for each residue r < 2d, a zero (j = -1),
+// the samples x = r + 2d j inside the row, zeros up to j = jn. Plain loops, vectorised by the
+// compiler in each level's entry (stride-2 loads for d = 1).
+template <class V>
+GOCOR_INLINE void wino_permute_v(const float* src, int W, int d, int jn, int seg, float* dst) {
+  for (int r = 0; r < 2 * d; ++r, dst += seg) {
+    const int nv = r < W ? (W - r + 2 * d - 1) / (2 * d) : 0;
+    const float* s = src + r;
+    dst[0] = 0.f;
+    if (d == 1) {
+      for (int j = 0; j < nv; ++j) dst[1 + j] = s[2 * j];
+    } else {
+      for (int j = 0; j < nv; ++j) dst[1 + j] = s[int64_t(2) * d * j];
+    }
+    for (int j = nv; j <= jn; ++j) dst[1 + j] = 0.f;
+  }
+}
+
+using WinoPermuteFn = void (*)(const float*, int, int, int, int, float*);
 using WinoInputFn = void (*)(const float* const*, int64_t, int64_t, int, float*, int64_t);
-using WinoOutputFn = void (*)(const float*, int64_t, int, float, float, float, bool, Act, float*);
+using WinoOutputFn = void (*)(const float*, int64_t, int, float, float, float, bool, Act, float*,
+                              float* const*, int, int);
+GOCOR_KERNEL_AVX512 void wino_permute_avx512(const float* s, int W, int d, int jn, int seg,
+                                             float* o) {
+  wino_permute_v<simd::Vec16>(s, W, d, jn, seg, o);
+}
+GOCOR_KERNEL_AVX2 void wino_permute_avx2(const float* s, int W, int d, int jn, int seg, float* o) {
+  wino_permute_v<simd::Vec8>(s, W, d, jn, seg, o);
+}
+GOCOR_KERNEL_PORTABLE void wino_permute_portable(const float* s, int W, int d, int jn, int seg,
+                                                 float* o) {
+  wino_permute_v<simd::Vec4>(s, W, d, jn, seg, o);
+}
 GOCOR_KERNEL_AVX512 void wino_input_avx512(const float* const* p, int64_t a, int64_t b, int n,
                                            float* v, int64_t vs) {
   wino_input_v<simd::Vec16>(p, a, b, n, v, vs);
@@ -387,19 +439,19 @@ GOCOR_KERNEL_PORTABLE void wino_input_portable(const float* const* p, int64_t a,
   wino_input_v<simd::Vec4>(p, a, b, n, v, vs);
 }
 GOCOR_KERNEL_AVX512 void wino_output_avx512(const float* m, int64_t ms, int n, float b, float a,
-                                            float s, bool bn, Act act, float* y) {
-  wino_output_v<simd::Vec16>(m, ms, n, b, a, s, bn, act, y);
+                                            float s, bool bn, Act act, float* y, float* const* o, int d, int full) {
+  wino_output_v<simd::Vec16>(m, ms, n, b, a, s, bn, act, y, o, d, full);
 }
 GOCOR_KERNEL_AVX2 void wino_output_avx2(const float* m, int64_t ms, int n, float b, float a,
-                                        float s, bool bn, Act act, float* y) {
-  wino_output_v<simd::Vec8>(m, ms, n, b, a, s, bn, act, y);
+                                        float s, bool bn, Act act, float* y, float* const* o, int d, int full) {
+  wino_output_v<simd::Vec8>(m, ms, n, b, a, s, bn, act, y, o, d, full);
 }
 GOCOR_KERNEL_PORTABLE void wino_output_portable(const float* m, int64_t ms, int n, float b,
-                                                float a, float s, bool bn, Act act, float* y) {
-  wino_output_v<simd::Vec4>(m, ms, n, b, a, s, bn, act, y);
+                                                float a, float s, bool bn, Act act, float* y, float* const* o, int d, int full) {
+  wino_output_v<simd::Vec4>(m, ms, n, b, a, s, bn, act, y, o, d, full);
 }
 
-// Stride 1, k = 3, padding = dilation: out (c.out, H, W) from c.wino (16, out, in). Threads take
+// Stride 1, k = 3, padding = dilation: out (c.out, H, W) from c.wino (16, in, out). Threads take
 // blocks of up to nb tiles; a block's transformed input (16, cb, nb) is made one channel block at a
 // time and multiplied into its GEMM results (16, out, nb), which the output transform turns into
 // output pixels.
@@ -408,23 +460,19 @@ void conv2d_winograd(const Conv& c, const float* in, int H, int W, float* out, i
   const int d = g.d;
   // The permuted rows (see WinoGrid) of every input channel, then one zero row.
   HugeFloats perm(size_t(c.in) * H * g.row + g.row);
+  const WinoPermuteFn fperm =
+      simd::simd_select(wino_permute_avx512, wino_permute_avx2, wino_permute_portable);
   parallel_for(c.in, threads, [&](int64_t i) {
-    for (int y = 0; y < H; ++y) {
-      const float* src = in + (i * H + y) * W;
-      float* dst = perm.data() + (i * H + y) * g.row;
-      for (int r = 0; r < 2 * d; ++r, dst += g.seg)
-        for (int j = -1; j <= g.jn; ++j) {
-          const int x = r + 2 * d * j;
-          dst[j + 1] = x >= 0 && x < W ? src[x] : 0.f;
-        }
-    }
+    for (int y = 0; y < H; ++y)
+      fperm(in + (i * H + y) * W, W, d, g.jn, g.seg, perm.data() + (i * H + y) * g.row);
   });
   const float* zero_row = perm.data() + size_t(c.in) * H * g.row;
   std::memset(perm.data() + size_t(c.in) * H * g.row, 0, sizeof(float) * g.row);
   // Channels per block: as even as possible, at most 128; tiles per block: the block's transformed
   // input about 1 MiB (it is written, then packed by each of the 16 GEMMs).
   const int nblocks = (c.in + 127) / 128, cb = (c.in + nblocks - 1) / nblocks;
-  const int64_t nb = std::clamp<int64_t>(int64_t(16384) / cb / 64 * 64, 64, 512);
+  int64_t nb = std::clamp<int64_t>(int64_t(16384) / cb / 64 * 64, 64, 512);
+  if (getenv("WINO_NB")) nb = atoi(getenv("WINO_NB"));  // TEMP
   const WinoInputFn fin = simd::simd_select(wino_input_avx512, wino_input_avx2, wino_input_portable);
   const WinoOutputFn fout =
       simd::simd_select(wino_output_avx512, wino_output_avx2, wino_output_portable);
@@ -459,11 +507,14 @@ void conv2d_winograd(const Conv& c, const float* in, int H, int W, float* out, i
           }
         }
       }
+      // The weights as A^T (in, out): the GEMM reads them in place, unpacked.
       for (int xi = 0; xi < 16; ++xi)
-        gocor_detail::gemm(c.out, static_cast<int>(n), cn,
-                           c.wino.data() + size_t(xi) * c.out * c.in + c0, c.in,
-                           vbuf.data() + size_t(xi) * cb * nb, nb, false,
-                           mbuf.data() + size_t(xi) * c.out * nb, nb, c0 > 0, 1);
+        gocor_detail::gemm(
+            gocor_detail::GemmArgs{c.out, static_cast<int>(n), cn,
+                                   c.wino.data() + (size_t(xi) * c.in + c0) * c.out, c.out, true,
+                                   vbuf.data() + size_t(xi) * cb * nb, nb, false,
+                                   mbuf.data() + size_t(xi) * c.out * nb, nb, c0 > 0},
+            1);
     }
     // Output transform, per unit and column residue: rows ry + d (2 ty + a), columns
     // rx + d (2 j + b), where inside the sub-grid.
@@ -477,20 +528,14 @@ void conv2d_winograd(const Conv& c, const float* in, int H, int W, float* out, i
         const int ka = std::max(k0, g.rx_first[rx]), kb = std::min(k1, g.rx_first[rx + 1]);
         if (ka >= kb) continue;
         const int nt = kb - ka, j0 = ka - g.rx_first[rx], ws = g.sub(W, rx);
+        const int full = std::clamp(ws / 2 - j0, 0, nt);
         for (int o = 0; o < c.out; ++o) {
+          float* orow[2] = {nullptr, nullptr};
+          for (int a = 0; a < rows; ++a)
+            orow[a] = out + (int64_t(o) * H + ry + d * (2 * ty + a)) * W + rx + int64_t(2) * d * j0;
           fout(mbuf.data() + int64_t(o) * nb + (base + ka - t0), int64_t(c.out) * nb, nt,
                c.bias[o], bn ? c.bn_scale[o] : 1.f, bn ? c.bn_shift[o] : 0.f, bn, c.act,
-               ybuf.data());
-          for (int a = 0; a < rows; ++a) {
-            float* orow = out + (int64_t(o) * H + ry + d * (2 * ty + a)) * W + rx;
-            const float* y0 = ybuf.data() + (2 * a) * nt;
-            const float* y1 = y0 + nt;
-            for (int t = 0; t < nt; ++t) {
-              const int sx = 2 * (j0 + t);
-              orow[int64_t(d) * sx] = y0[t];
-              if (sx + 1 < ws) orow[int64_t(d) * (sx + 1)] = y1[t];
-            }
-          }
+               ybuf.data(), orow, d, full);
         }
       }
     }

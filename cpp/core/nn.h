@@ -27,7 +27,7 @@ struct Conv {
   std::vector<float> bias;    // (out)
   std::vector<float> bn_scale, bn_shift;
   std::vector<float> taps;  // (k*k, out, in): the weight per tap, filled by prepare_taps
-  // (16, out, in): the Winograd F(2x2, 3x3) weight G g G^T per transformed position, filled by
+  // (16, in, out): the Winograd F(2x2, 3x3) weight G g G^T per transformed position, filled by
   // prepare_taps where conv_uses_winograd.
   std::vector<float> wino;
 };
