@@ -455,16 +455,21 @@ GOCOR_KERNEL_PORTABLE void wino_output_portable(const float* m, int64_t ms, int 
 // blocks of up to nb tiles; a block's transformed input (16, cb, nb) is made one channel block at a
 // time and multiplied into its GEMM results (16, out, nb), which the output transform turns into
 // output pixels.
-void conv2d_winograd(const Conv& c, const float* in, int H, int W, float* out, int threads) {
+}  // namespace
+
+void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* out,
+                         const Exec& ex) {
+  const int threads = ex.threads;
   const WinoGrid g(H, W, c.dil);
   const int d = g.d;
-  // The permuted rows (see WinoGrid) of every input channel, then one zero row.
+  // The permuted rows (see WinoGrid) of every input channel, row-major over (y, channel) so that
+  // a unit's four rows stream through the channels; then one zero row.
   HugeFloats perm(size_t(c.in) * H * g.row + g.row);
   const WinoPermuteFn fperm =
       simd::simd_select(wino_permute_avx512, wino_permute_avx2, wino_permute_portable);
   parallel_for(c.in, threads, [&](int64_t i) {
     for (int y = 0; y < H; ++y)
-      fperm(in + (i * H + y) * W, W, d, g.jn, g.seg, perm.data() + (i * H + y) * g.row);
+      fperm(in + (i * H + y) * W, W, d, g.jn, g.seg, perm.data() + (y * c.in + i) * g.row);
   });
   const float* zero_row = perm.data() + size_t(c.in) * H * g.row;
   std::memset(perm.data() + size_t(c.in) * H * g.row, 0, sizeof(float) * g.row);
@@ -495,7 +500,7 @@ void conv2d_winograd(const Conv& c, const float* in, int H, int W, float* out, i
           const float* p[4];
           for (int k = 0; k < 4; ++k) {
             const int s = 2 * ty + k - 1, y = ry + d * s;
-            p[k] = (s >= 0 && y < H ? perm.data() + (int64_t(c0 + ci) * H + y) * g.row
+            p[k] = (s >= 0 && y < H ? perm.data() + (int64_t(y) * c.in + c0 + ci) * g.row
                                     : zero_row) + 1;
           }
           for (int rx = 0; rx < g.dx; ++rx) {
@@ -542,8 +547,6 @@ void conv2d_winograd(const Conv& c, const float* in, int H, int W, float* out, i
   });
 }
 
-}  // namespace
-
 void set_deconv_weight(Deconv& d, const float* weight) {
   d.weight_t.assign(size_t(d.out) * 16 * d.in, 0.f);
   for (int i = 0; i < d.in; ++i)
@@ -556,8 +559,8 @@ void conv2d_cpu(const Conv& c, const float* in, int H, int W, float* out, const 
   const int Ho = conv_out_size(H, c.k, c.stride, c.pad, c.dil),
             Wo = conv_out_size(W, c.k, c.stride, c.pad, c.dil);
   const int64_t P = int64_t(Ho) * Wo, K = int64_t(c.in) * c.k * c.k;
-  if (!c.wino.empty() && conv_uses_winograd(c)) {
-    conv2d_winograd(c, in, H, W, out, threads);
+  if (!c.wino.empty() && conv_uses_winograd(c) && W >= 12 * c.dil) {
+    conv2d_winograd_cpu(c, in, H, W, out, ex);
     return;
   }
   if (!c.taps.empty() && conv_uses_taps(c)) {

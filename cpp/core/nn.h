@@ -65,6 +65,11 @@ void set_deconv_weight(Deconv& d, const float* weight);
 // shifted view of the zero-padded input (an implicit im2col: no column matrix); otherwise im2col in
 // column tiles. Threads split the output columns (Winograd: the tiles).
 void conv2d_cpu(const Conv& c, const float* in, int H, int W, float* out, const Exec& ex);
+// Its Winograd path (c.wino prepared), any size and dilation; conv2d_cpu takes it where the
+// sub-grids are at least 12 columns wide (W >= 12 c.dil): on narrower ones the transforms' vectors
+// run mostly empty and the shifted views win.
+void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* out,
+                         const Exec& ex);
 // The same, straightforward loops in float64 (test oracle).
 void conv2d_naive(const Conv& c, const float* in, int H, int W, float* out);
 

@@ -68,6 +68,7 @@ void test_conv() {
       {96, 128, 3, 1, 8, 31, 45, Act::Leaky, true, 2},
       {17, 35, 3, 1, 16, 21, 11, Act::Relu, false, 1},
       {9, 16, 3, 1, 4, 1, 1, Act::None, false, 1},
+      {40, 24, 3, 1, 2, 13, 29, Act::Leaky, true, 2},
       {64, 64, 3, 1, 1, 96, 120, Act::Relu, false, 2},
   };
   for (const Case& c : cases) {
@@ -85,8 +86,12 @@ void test_conv() {
     for (int path = 0; path < (c.stride == 1 ? 2 + int(wino) : 1); ++path) {
       if (path >= 1) gocor::nn::prepare_taps(cv);
       if (path == 1) cv.wino.clear();
-      gocor::nn::conv2d_cpu(cv, x.data(), c.H, c.W, got.data(),
-                            gocor::Exec{gocor::Device::Cpu, c.threads, nullptr});
+      const gocor::Exec ex{gocor::Device::Cpu, c.threads, nullptr};
+      if (path == 2) {
+        gocor::nn::conv2d_winograd_cpu(cv, x.data(), c.H, c.W, got.data(), ex);
+      } else {
+        gocor::nn::conv2d_cpu(cv, x.data(), c.H, c.W, got.data(), ex);
+      }
       const gocor_test::Cmp r = compare(got, ref, {tol, 1e-5});
       report(r.ok,
              fmt("conv2d %s out=%d in=%d k=%d s=%d d=%d %dx%d bn=%d",
