@@ -53,8 +53,8 @@ void fold_batch_norm(Conv& c, const float* gamma, const float* beta, const float
 // c.wino as well where conv_uses_winograd.
 bool conv_uses_taps(const Conv& c);
 void prepare_taps(Conv& c);
-// Whether a taps layer runs as Winograd F(2x2, 3x3) instead (k = 3, enough output channels for the
-// 2.25x fewer multiplications to outweigh the transforms); dilated layers too, on their sub-grids.
+// Whether a taps layer runs as Winograd F(2x2, 3x3) instead (k = 3: 2.25x fewer multiplications);
+// dilated layers too, on their sub-grids.
 bool conv_uses_winograd(const Conv& c);
 
 // official weight (in, out, 4, 4) -> d.weight_t (out*16, in).
