@@ -203,17 +203,14 @@ class HugeFloats {
   bool cached_ = false;
 };
 
-// Stride 1, output size = input size: out_wide (out, H*Wp) = sum over taps (ky, kx) of
-// taps[t] (out, in) x padded (in, H*Wp) shifted by (ky*d, kx*d); the Wp - W extra columns of each
-// row are discarded by the epilogue.
-void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, int threads) {
-  const int p = c.pad, d = c.dil, Hp = H + 2 * p, Wp = W + 2 * p;
-  const int64_t plane = int64_t(Hp) * Wp, n = int64_t(H) * Wp;
-  // Written once (the image rows copied, only the border zeroed), in huge pages when granted.
-  const size_t tail = 2 * size_t(p) * c.k;  // the last views read up to 2p past the last plane
-  HugeFloats padded(size_t(c.in) * plane + tail);
-  parallel_for(c.in, threads, [&](int64_t i) {
-    float* dst = padded.data() + i * plane;
+// in (C, H, W) -> dst (C, H + 2p, W + 2p) zero-padded, then `tail` zeros. Written once (the image
+// rows copied, only the border zeroed), in huge pages when granted.
+void pad_planes(const float* in, int C, int H, int W, int p, size_t tail, float* dst_all,
+                int threads) {
+  const int Wp = W + 2 * p;
+  const int64_t plane = int64_t(H + 2 * p) * Wp;
+  parallel_for(C, threads, [&](int64_t i) {
+    float* dst = dst_all + i * plane;
     std::memset(dst, 0, sizeof(float) * size_t(p) * Wp);
     for (int y = 0; y < H; ++y) {
       float* row = dst + int64_t(y + p) * Wp;
@@ -223,7 +220,109 @@ void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, in
     }
     std::memset(dst + int64_t(H + p) * Wp, 0, sizeof(float) * size_t(p) * Wp);
   });
-  std::memset(padded.data() + size_t(c.in) * plane, 0, sizeof(float) * tail);
+  std::memset(dst_all + size_t(C) * plane, 0, sizeof(float) * tail);
+}
+
+// Layers of one or two output channels (the flow predictions), stride 1: direct loops, each output
+// vector's sum over channels and taps in registers. The GEMM paths spend most of their 6-row
+// micro-tiles on padding for them and pack every input value once per tap (or per transform).
+// Output row y from the padded planes (row stride Wp, plane stride `plane`), w (in, k*k, NO):
+// row[o][x] = sum over channels and taps, x < W; groups of 4 vectors read up to 4 W_V - 1 floats
+// past a row's end (the caller's tail).
+template <class V, int NO>
+GOCOR_INLINE void conv_few_out_row_v(const float* padded, int64_t plane, int Wp, int cin, int k,
+                                     int d, const float* w, int W, float* const* row) {
+  using T = typename V::T;
+  constexpr int G = 4;
+  const int kk = k * k;
+  // Channels summed in blocks of 32 (chains of 288 terms, as long as the GEMMs'), then the blocks:
+  // one chain over every channel and tap was 8x less accurate on 531 channels.
+  constexpr int kBlock = 32;
+  for (int x0 = 0; x0 < W; x0 += G * V::W) {
+    T acc[NO][G];
+    for (int o = 0; o < NO; ++o)
+      for (int v = 0; v < G; ++v) acc[o][v] = V::zero();
+    for (int i0 = 0; i0 < cin; i0 += kBlock) {
+      T blk[NO][G];
+      for (int o = 0; o < NO; ++o)
+        for (int v = 0; v < G; ++v) blk[o][v] = V::zero();
+      for (int i = i0; i < std::min(cin, i0 + kBlock); ++i) {
+        const float* wi = w + int64_t(i) * kk * NO;
+        for (int ky = 0; ky < k; ++ky) {
+          const float* r = padded + i * plane + int64_t(ky) * d * Wp + x0;
+          for (int kx = 0; kx < k; ++kx) {
+            const float* wt = wi + (ky * k + kx) * NO;
+            for (int v = 0; v < G; ++v) {
+              const T xv = V::loadu(r + kx * d + v * V::W);
+              for (int o = 0; o < NO; ++o) blk[o][v] = V::fma(wt[o], xv, blk[o][v]);
+            }
+          }
+        }
+      }
+      for (int o = 0; o < NO; ++o)
+        for (int v = 0; v < G; ++v) acc[o][v] = acc[o][v] + blk[o][v];
+    }
+    for (int v = 0; v < G; ++v) {
+      const int n = std::min(V::W, W - x0 - v * V::W);
+      if (n <= 0) break;
+      for (int o = 0; o < NO; ++o) {
+        if (n == V::W) {
+          V::storeu(row[o] + x0 + v * V::W, acc[o][v]);
+        } else {
+          V::store_n(row[o] + x0 + v * V::W, acc[o][v], n);
+        }
+      }
+    }
+  }
+}
+using FewOutRowFn = void (*)(const float*, int64_t, int, int, int, int, const float*, int,
+                             float* const*);
+#define GOCOR_FEW_OUT_ENTRY(ATTR, NAME, VEC, NO)                                                 \
+  ATTR void NAME(const float* p, int64_t plane, int Wp, int cin, int k, int d, const float* w, \
+                 int W, float* const* row) {                                                   \
+    conv_few_out_row_v<simd::VEC, NO>(p, plane, Wp, cin, k, d, w, W, row);                    \
+  }
+GOCOR_FEW_OUT_ENTRY(GOCOR_KERNEL_AVX512, few_out1_avx512, Vec16, 1)
+GOCOR_FEW_OUT_ENTRY(GOCOR_KERNEL_AVX512, few_out2_avx512, Vec16, 2)
+GOCOR_FEW_OUT_ENTRY(GOCOR_KERNEL_AVX2, few_out1_avx2, Vec8, 1)
+GOCOR_FEW_OUT_ENTRY(GOCOR_KERNEL_AVX2, few_out2_avx2, Vec8, 2)
+GOCOR_FEW_OUT_ENTRY(GOCOR_KERNEL_PORTABLE, few_out1_portable, Vec4, 1)
+GOCOR_FEW_OUT_ENTRY(GOCOR_KERNEL_PORTABLE, few_out2_portable, Vec4, 2)
+#undef GOCOR_FEW_OUT_ENTRY
+
+// Stride 1, padding = dilation (k-1)/2, c.out <= 2, from c.taps: out (c.out, H, W).
+void conv2d_few_out(const Conv& c, const float* in, int H, int W, float* out, int threads) {
+  const int p = c.pad, Wp = W + 2 * p, kk = c.k * c.k;
+  const int64_t plane = int64_t(H + 2 * p) * Wp;
+  const size_t tail = 2 * size_t(p) + 64;  // a row group reads up to 63 floats past the row
+  HugeFloats padded(size_t(c.in) * plane + tail);
+  pad_planes(in, c.in, H, W, p, tail, padded.data(), threads);
+  std::vector<float> w(size_t(c.in) * kk * c.out);
+  for (int t = 0; t < kk; ++t)
+    for (int o = 0; o < c.out; ++o)
+      for (int i = 0; i < c.in; ++i)
+        w[(size_t(i) * kk + t) * c.out + o] = c.taps[(size_t(t) * c.out + o) * c.in + i];
+  const FewOutRowFn fn =
+      c.out == 1 ? simd::simd_select(few_out1_avx512, few_out1_avx2, few_out1_portable)
+                 : simd::simd_select(few_out2_avx512, few_out2_avx2, few_out2_portable);
+  const BiasActFn epi = active_bias_act();
+  parallel_for(H, threads, [&](int64_t y) {
+    float* rows[2] = {out + y * W, out + (int64_t(H) + y) * W};
+    fn(padded.data() + y * Wp, plane, Wp, c.in, c.k, c.dil, w.data(), W, rows);
+    for (int o = 0; o < c.out; ++o) bias_act(epi, c, o, rows[o], rows[o], W);
+  });
+}
+
+// Stride 1, output size = input size: out_wide (out, H*Wp) = sum over taps (ky, kx) of
+// taps[t] (out, in) x padded (in, H*Wp) shifted by (ky*d, kx*d); the Wp - W extra columns of each
+// row are discarded by the epilogue.
+void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, int threads) {
+  const int p = c.pad, d = c.dil, Hp = H + 2 * p, Wp = W + 2 * p;
+  const int64_t plane = int64_t(Hp) * Wp, n = int64_t(H) * Wp;
+  // Written once (the image rows copied, only the border zeroed), in huge pages when granted.
+  const size_t tail = 2 * size_t(p) * c.k;  // the last views read up to 2p past the last plane
+  HugeFloats padded(size_t(c.in) * plane + tail);
+  pad_planes(in, c.in, H, W, p, tail, padded.data(), threads);
   // Column tiles whose output block (out x nb) stays in L2 across the taps' accumulations; each
   // tile's epilogue writes its columns of the real (W-wide) rows.
   const int64_t nb = std::max<int64_t>(256, (int64_t(96) << 10) / std::max(c.out, 1)) / 64 * 64;
@@ -559,6 +658,10 @@ void conv2d_cpu(const Conv& c, const float* in, int H, int W, float* out, const 
   const int Ho = conv_out_size(H, c.k, c.stride, c.pad, c.dil),
             Wo = conv_out_size(W, c.k, c.stride, c.pad, c.dil);
   const int64_t P = int64_t(Ho) * Wo, K = int64_t(c.in) * c.k * c.k;
+  if (!c.taps.empty() && conv_uses_taps(c) && c.out <= 2) {
+    conv2d_few_out(c, in, H, W, out, threads);
+    return;
+  }
   if (!c.wino.empty() && conv_uses_winograd(c) && W >= 12 * c.dil) {
     conv2d_winograd_cpu(c, in, H, W, out, ex);
     return;

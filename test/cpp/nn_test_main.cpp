@@ -70,6 +70,9 @@ void test_conv() {
       {9, 16, 3, 1, 4, 1, 1, Act::None, false, 1},
       {40, 24, 3, 1, 2, 13, 29, Act::Leaky, true, 2},
       {64, 64, 3, 1, 1, 96, 120, Act::Relu, false, 2},
+      // One or two output channels: the direct loops (rows of several vector groups, dilation).
+      {2, 32, 3, 1, 1, 33, 150, Act::None, false, 2},
+      {1, 40, 3, 1, 4, 19, 70, Act::Leaky, true, 1},
   };
   for (const Case& c : cases) {
     gocor::nn::Conv cv = make_conv(c.out, c.in, c.k, c.stride, c.dil, c.act, c.bn, 100 + c.in);
@@ -95,7 +98,7 @@ void test_conv() {
       const gocor_test::Cmp r = compare(got, ref, {tol, 1e-5});
       report(r.ok,
              fmt("conv2d %s out=%d in=%d k=%d s=%d d=%d %dx%d bn=%d",
-                 path == 2 ? "winograd" : path ? "taps" : "im2col",
+                 path == 2 ? "winograd" : path == 0 ? "im2col" : c.out <= 2 ? "direct" : "taps",
                  c.out, c.in, c.k, c.stride, c.dil, c.H, c.W, int(c.bn)),
              fmt("max |diff| %.2e (tol %.1e)", r.max_abs, tol));
     }
