@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstring>
 #include <new>
-#include <cstdlib>
 
 #include "gemm.h"
 #include "parallel.h"
@@ -96,8 +95,8 @@ bool conv_uses_taps(const Conv& c) {
 
 bool conv_uses_winograd(const Conv& c) {
   // Measured at 96x144 (thread CPU time, against the shifted views): 0.5-0.65x for 32-128 output
-  // channels and for the 2-channel predictions (whose GEMMs pack 2.25x less), 0.8x at dilations
-  // 2-8, 1.0-1.1x at dilation 16 (see conv2d_cpu) and for 16 input channels.
+  // channels, 0.8x at dilations 2-8, 1.0-1.1x at dilation 16 (conv2d_cpu keeps the shifted views
+  // there) and for 16 input channels; 0.5x for 2 (but conv2d_cpu runs those as direct loops).
   return conv_uses_taps(c) && c.k == 3;
 }
 
@@ -575,8 +574,7 @@ void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* ou
   // Channels per block: as even as possible, at most 128; tiles per block: the block's transformed
   // input about 1 MiB (it is written, then packed by each of the 16 GEMMs).
   const int nblocks = (c.in + 127) / 128, cb = (c.in + nblocks - 1) / nblocks;
-  int64_t nb = std::clamp<int64_t>(int64_t(16384) / cb / 64 * 64, 64, 512);
-  if (getenv("WINO_NB")) nb = atoi(getenv("WINO_NB"));  // TEMP
+  const int64_t nb = std::clamp<int64_t>(int64_t(16384) / cb / 64 * 64, 64, 512);
   const WinoInputFn fin = simd::simd_select(wino_input_avx512, wino_input_avx2, wino_input_portable);
   const WinoOutputFn fout =
       simd::simd_select(wino_output_avx512, wino_output_avx2, wino_output_portable);

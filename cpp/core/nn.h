@@ -60,10 +60,11 @@ bool conv_uses_winograd(const Conv& c);
 // official weight (in, out, 4, 4) -> d.weight_t (out*16, in).
 void set_deconv_weight(Deconv& d, const float* weight);
 
-// in (c.in, H, W) -> out (c.out, Ho, Wo) on the packed GEMM. With c.wino: Winograd F(2x2, 3x3),
-// 16 GEMMs over blocks of transformed tiles. Stride 1 with taps prepared: one GEMM per tap on a
-// shifted view of the zero-padded input (an implicit im2col: no column matrix); otherwise im2col in
-// column tiles. Threads split the output columns (Winograd: the tiles).
+// in (c.in, H, W) -> out (c.out, Ho, Wo) on the packed GEMM. Stride 1 with taps prepared: at most
+// 2 output channels as direct loops; with c.wino Winograd F(2x2, 3x3), 16 GEMMs over blocks of
+// transformed tiles; otherwise one GEMM per tap on a shifted view of the zero-padded input (an
+// implicit im2col: no column matrix). Other layers: im2col in column tiles. Threads split the
+// output columns (Winograd: the tiles; direct: the rows).
 void conv2d_cpu(const Conv& c, const float* in, int H, int W, float* out, const Exec& ex);
 // Its Winograd path (c.wino prepared), any size and dilation; conv2d_cpu takes it where the
 // sub-grids are at least 12 columns wide (W >= 12 c.dil): on narrower ones the transforms' vectors
