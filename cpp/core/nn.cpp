@@ -276,10 +276,10 @@ GOCOR_INLINE void conv_few_out_row_v(const float* padded, int64_t plane, int Wp,
 }
 using FewOutRowFn = void (*)(const float*, int64_t, int, int, int, int, const float*, int,
                              float* const*);
-#define GOCOR_FEW_OUT_ENTRY(ATTR, NAME, VEC, NO)                                                 \
+#define GOCOR_FEW_OUT_ENTRY(ATTR, NAME, VEC, NO)                                               \
   ATTR void NAME(const float* p, int64_t plane, int Wp, int cin, int k, int d, const float* w, \
                  int W, float* const* row) {                                                   \
-    conv_few_out_row_v<simd::VEC, NO>(p, plane, Wp, cin, k, d, w, W, row);                    \
+    conv_few_out_row_v<simd::VEC, NO>(p, plane, Wp, cin, k, d, w, W, row);                     \
   }
 GOCOR_FEW_OUT_ENTRY(GOCOR_KERNEL_AVX512, few_out1_avx512, Vec16, 1)
 GOCOR_FEW_OUT_ENTRY(GOCOR_KERNEL_AVX512, few_out2_avx512, Vec16, 2)
@@ -301,9 +301,9 @@ void conv2d_few_out(const Conv& c, const float* in, int H, int W, float* out, in
     for (int o = 0; o < c.out; ++o)
       for (int i = 0; i < c.in; ++i)
         w[(size_t(i) * kk + t) * c.out + o] = c.taps[(size_t(t) * c.out + o) * c.in + i];
-  const FewOutRowFn fn =
-      c.out == 1 ? simd::simd_select(few_out1_avx512, few_out1_avx2, few_out1_portable)
-                 : simd::simd_select(few_out2_avx512, few_out2_avx2, few_out2_portable);
+  const FewOutRowFn fn = c.out == 1
+                             ? simd::simd_select(few_out1_avx512, few_out1_avx2, few_out1_portable)
+                             : simd::simd_select(few_out2_avx512, few_out2_avx2, few_out2_portable);
   const BiasActFn epi = active_bias_act();
   parallel_for(H, threads, [&](int64_t y) {
     float* rows[2] = {out + y * W, out + (int64_t(H) + y) * W};
@@ -358,7 +358,6 @@ void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, in
   });
 }
 
-
 // ---- Winograd F(2x2, 3x3) -----------------------------------------------------------------------
 // Minimal filtering (Lavin & Gray 2016): a 2x2 block of outputs from a 4x4 block of inputs with 16
 // products instead of 36, Y = A^T [(G g G^T) . (B^T d B)] A, so the GEMMs do 4 multiply-adds per
@@ -374,7 +373,7 @@ void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, in
 // over rx, ceil(Ws(rx) / 2) each, the same for every unit.
 struct WinoGrid {
   int H, W, d, dx, jn, seg, row, per_unit;
-  std::vector<int> rx_first;        // (dx + 1): first tile of each column residue in a unit
+  std::vector<int> rx_first;          // (dx + 1): first tile of each column residue in a unit
   std::vector<int> unit_ry, unit_ty;  // per unit
   int64_t tiles;
   WinoGrid(int H_, int W_, int d_) : H(H_), W(W_), d(d_) {
@@ -401,8 +400,8 @@ struct WinoGrid {
 // j = 0 of its permuted row) read at A = a_off + i and B = b_off + i. B^T = [1 0 -1 0; 0 1 1 0;
 // 0 -1 1 0; 0 1 0 -1] on the rows, then on the columns.
 template <class V>
-GOCOR_INLINE void wino_input_v(const float* const* p, int64_t a_off, int64_t b_off, int n,
-                               float* v, int64_t vs) {
+GOCOR_INLINE void wino_input_v(const float* const* p, int64_t a_off, int64_t b_off, int n, float* v,
+                               int64_t vs) {
   using T = typename V::T;
   for (int i = 0; i < n; i += V::W) {
     const int m = std::min(V::W, n - i);
@@ -441,9 +440,8 @@ GOCOR_INLINE void wino_input_v(const float* const* p, int64_t a_off, int64_t b_o
 // (o[1] null: the tiles' second row is outside the sub-grid): tile i's columns at 2 d i and
 // 2 d i + d, the second only for i < full.
 template <class V>
-GOCOR_INLINE void wino_output_v(const float* mm, int64_t ms, int n, float bias, float sc,
-                                float sh, bool bn, Act act, float* y, float* const* o, int d,
-                                int full) {
+GOCOR_INLINE void wino_output_v(const float* mm, int64_t ms, int n, float bias, float sc, float sh,
+                                bool bn, Act act, float* y, float* const* o, int d, int full) {
   using T = typename V::T;
   const auto f = [&](T v) {
     v = bn ? (v + bias) * sc + sh : v + bias;
@@ -528,8 +526,8 @@ GOCOR_KERNEL_AVX512 void wino_input_avx512(const float* const* p, int64_t a, int
                                            float* v, int64_t vs) {
   wino_input_v<simd::Vec16>(p, a, b, n, v, vs);
 }
-GOCOR_KERNEL_AVX2 void wino_input_avx2(const float* const* p, int64_t a, int64_t b, int n,
-                                       float* v, int64_t vs) {
+GOCOR_KERNEL_AVX2 void wino_input_avx2(const float* const* p, int64_t a, int64_t b, int n, float* v,
+                                       int64_t vs) {
   wino_input_v<simd::Vec8>(p, a, b, n, v, vs);
 }
 GOCOR_KERNEL_PORTABLE void wino_input_portable(const float* const* p, int64_t a, int64_t b, int n,
@@ -537,15 +535,18 @@ GOCOR_KERNEL_PORTABLE void wino_input_portable(const float* const* p, int64_t a,
   wino_input_v<simd::Vec4>(p, a, b, n, v, vs);
 }
 GOCOR_KERNEL_AVX512 void wino_output_avx512(const float* m, int64_t ms, int n, float b, float a,
-                                            float s, bool bn, Act act, float* y, float* const* o, int d, int full) {
+                                            float s, bool bn, Act act, float* y, float* const* o,
+                                            int d, int full) {
   wino_output_v<simd::Vec16>(m, ms, n, b, a, s, bn, act, y, o, d, full);
 }
 GOCOR_KERNEL_AVX2 void wino_output_avx2(const float* m, int64_t ms, int n, float b, float a,
-                                        float s, bool bn, Act act, float* y, float* const* o, int d, int full) {
+                                        float s, bool bn, Act act, float* y, float* const* o, int d,
+                                        int full) {
   wino_output_v<simd::Vec8>(m, ms, n, b, a, s, bn, act, y, o, d, full);
 }
-GOCOR_KERNEL_PORTABLE void wino_output_portable(const float* m, int64_t ms, int n, float b,
-                                                float a, float s, bool bn, Act act, float* y, float* const* o, int d, int full) {
+GOCOR_KERNEL_PORTABLE void wino_output_portable(const float* m, int64_t ms, int n, float b, float a,
+                                                float s, bool bn, Act act, float* y,
+                                                float* const* o, int d, int full) {
   wino_output_v<simd::Vec4>(m, ms, n, b, a, s, bn, act, y, o, d, full);
 }
 
@@ -555,8 +556,7 @@ GOCOR_KERNEL_PORTABLE void wino_output_portable(const float* m, int64_t ms, int 
 // output pixels.
 }  // namespace
 
-void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* out,
-                         const Exec& ex) {
+void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* out, const Exec& ex) {
   const int threads = ex.threads;
   const WinoGrid g(H, W, c.dil);
   const int d = g.d;
@@ -575,7 +575,8 @@ void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* ou
   // input about 1 MiB (it is written, then packed by each of the 16 GEMMs).
   const int nblocks = (c.in + 127) / 128, cb = (c.in + nblocks - 1) / nblocks;
   const int64_t nb = std::clamp<int64_t>(int64_t(16384) / cb / 64 * 64, 64, 512);
-  const WinoInputFn fin = simd::simd_select(wino_input_avx512, wino_input_avx2, wino_input_portable);
+  const WinoInputFn fin =
+      simd::simd_select(wino_input_avx512, wino_input_avx2, wino_input_portable);
   const WinoOutputFn fout =
       simd::simd_select(wino_output_avx512, wino_output_avx2, wino_output_portable);
   const bool bn = !c.bn_scale.empty();
@@ -597,8 +598,9 @@ void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* ou
           const float* p[4];
           for (int k = 0; k < 4; ++k) {
             const int s = 2 * ty + k - 1, y = ry + d * s;
-            p[k] = (s >= 0 && y < H ? perm.data() + (int64_t(y) * c.in + c0 + ci) * g.row
-                                    : zero_row) + 1;
+            p[k] =
+                (s >= 0 && y < H ? perm.data() + (int64_t(y) * c.in + c0 + ci) * g.row : zero_row) +
+                1;
           }
           for (int rx = 0; rx < g.dx; ++rx) {
             const int ka = std::max(k0, g.rx_first[rx]), kb = std::min(k1, g.rx_first[rx + 1]);
@@ -635,9 +637,9 @@ void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* ou
           float* orow[2] = {nullptr, nullptr};
           for (int a = 0; a < rows; ++a)
             orow[a] = out + (int64_t(o) * H + ry + d * (2 * ty + a)) * W + rx + int64_t(2) * d * j0;
-          fout(mbuf.data() + int64_t(o) * nb + (base + ka - t0), int64_t(c.out) * nb, nt,
-               c.bias[o], bn ? c.bn_scale[o] : 1.f, bn ? c.bn_shift[o] : 0.f, bn, c.act,
-               ybuf.data(), orow, d, full);
+          fout(mbuf.data() + int64_t(o) * nb + (base + ka - t0), int64_t(c.out) * nb, nt, c.bias[o],
+               bn ? c.bn_scale[o] : 1.f, bn ? c.bn_shift[o] : 0.f, bn, c.act, ybuf.data(), orow, d,
+               full);
         }
       }
     }

@@ -69,8 +69,7 @@ void conv2d_cpu(const Conv& c, const float* in, int H, int W, float* out, const 
 // Its Winograd path (c.wino prepared), any size and dilation; conv2d_cpu takes it where the
 // sub-grids are at least 12 columns wide (W >= 12 c.dil): on narrower ones the transforms' vectors
 // run mostly empty and the shifted views win.
-void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* out,
-                         const Exec& ex);
+void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* out, const Exec& ex);
 // The same, straightforward loops in float64 (test oracle).
 void conv2d_naive(const Conv& c, const float* in, int H, int W, float* out);
 

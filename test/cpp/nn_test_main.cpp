@@ -98,7 +98,10 @@ void test_conv() {
       const gocor_test::Cmp r = compare(got, ref, {tol, 1e-5});
       report(r.ok,
              fmt("conv2d %s out=%d in=%d k=%d s=%d d=%d %dx%d bn=%d",
-                 path == 2 ? "winograd" : path == 0 ? "im2col" : c.out <= 2 ? "direct" : "taps",
+                 path == 2    ? "winograd"
+                 : path == 0  ? "im2col"
+                 : c.out <= 2 ? "direct"
+                              : "taps",
                  c.out, c.in, c.k, c.stride, c.dil, c.H, c.W, int(c.bn)),
              fmt("max |diff| %.2e (tol %.1e)", r.max_abs, tol));
     }
