@@ -31,16 +31,20 @@ inline float activate(float v, Act a) {
 
 // dst[i] = act((src[i] + b) * a + s) (without batch norm: act(src[i] + b)), i < n, with vectors of
 // the active SIMD level (the compiler left the leaky select scalar).
+// One vector of the epilogue: act((v + b) * a + s), or act(v + b) without batch norm.
+template <class T>
+GOCOR_INLINE T bias_act_vec(T v, float b, float a, float s, bool bn, Act act) {
+  v = bn ? (v + b) * a + s : v + b;
+  if (act == Act::Relu) return v > T{} ? v : T{};
+  if (act == Act::Leaky) return v > T{} ? v : 0.1f * v;
+  return v;
+}
+
 template <class V>
 GOCOR_INLINE void bias_act_v(const float* src, float* dst, int64_t n, float b, float a, float s,
                              bool bn, Act act) {
   using T = typename V::T;
-  const auto f = [&](T v) {
-    v = bn ? (v + b) * a + s : v + b;
-    if (act == Act::Relu) return v > T{} ? v : T{};
-    if (act == Act::Leaky) return v > T{} ? v : 0.1f * v;
-    return v;
-  };
+  const auto f = [&](T v) { return bias_act_vec(v, b, a, s, bn, act); };
   int64_t i = 0;
   for (; i + V::W <= n; i += V::W) V::storeu(dst + i, f(V::loadu(src + i)));
   if (i < n)
@@ -443,12 +447,7 @@ template <class V>
 GOCOR_INLINE void wino_output_v(const float* mm, int64_t ms, int n, float bias, float sc, float sh,
                                 bool bn, Act act, float* y, float* const* o, int d, int full) {
   using T = typename V::T;
-  const auto f = [&](T v) {
-    v = bn ? (v + bias) * sc + sh : v + bias;
-    if (act == Act::Relu) return v > T{} ? v : T{};
-    if (act == Act::Leaky) return v > T{} ? v : 0.1f * v;
-    return v;
-  };
+  const auto f = [&](T v) { return bias_act_vec(v, bias, sc, sh, bn, act); };
   for (int i = 0; i < n; i += V::W) {
     const int m = std::min(V::W, n - i);
     T r[4][4];
