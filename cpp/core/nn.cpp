@@ -31,16 +31,20 @@ inline float activate(float v, Act a) {
 
 // dst[i] = act((src[i] + b) * a + s) (without batch norm: act(src[i] + b)), i < n, with vectors of
 // the active SIMD level (the compiler left the leaky select scalar).
+// One vector of the epilogue: act((v + b) * a + s), or act(v + b) without batch norm.
+template <class T>
+GOCOR_INLINE T bias_act_vec(T v, float b, float a, float s, bool bn, Act act) {
+  v = bn ? (v + b) * a + s : v + b;
+  if (act == Act::Relu) return v > T{} ? v : T{};
+  if (act == Act::Leaky) return v > T{} ? v : 0.1f * v;
+  return v;
+}
+
 template <class V>
 GOCOR_INLINE void bias_act_v(const float* src, float* dst, int64_t n, float b, float a, float s,
                              bool bn, Act act) {
   using T = typename V::T;
-  const auto f = [&](T v) {
-    v = bn ? (v + b) * a + s : v + b;
-    if (act == Act::Relu) return v > T{} ? v : T{};
-    if (act == Act::Leaky) return v > T{} ? v : 0.1f * v;
-    return v;
-  };
+  const auto f = [&](T v) { return bias_act_vec(v, b, a, s, bn, act); };
   int64_t i = 0;
   for (; i + V::W <= n; i += V::W) V::storeu(dst + i, f(V::loadu(src + i)));
   if (i < n)
@@ -93,6 +97,13 @@ bool conv_uses_taps(const Conv& c) {
   return c.stride == 1 && c.in >= 16 && 2 * c.pad == c.dil * (c.k - 1);
 }
 
+bool conv_uses_winograd(const Conv& c) {
+  // Measured at 96x144 (thread CPU time, against the shifted views): 0.5-0.65x for 32-128 output
+  // channels, 0.8x at dilations 2-8, 1.0-1.1x at dilation 16 (conv2d_cpu keeps the shifted views
+  // there) and for 16 input channels; 0.5x for 2 (but conv2d_cpu runs those as direct loops).
+  return conv_uses_taps(c) && c.k == 3;
+}
+
 void prepare_taps(Conv& c) {
   const int kk = c.k * c.k;
   c.taps.assign(size_t(kk) * c.out * c.in, 0.f);
@@ -100,6 +111,27 @@ void prepare_taps(Conv& c) {
     for (int i = 0; i < c.in; ++i)
       for (int t = 0; t < kk; ++t)
         c.taps[(size_t(t) * c.out + o) * c.in + i] = c.weight[(size_t(o) * c.in + i) * kk + t];
+  c.wino.clear();
+  if (!conv_uses_winograd(c)) return;
+  // U = G g G^T with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], in float64, rounded once.
+  c.wino.assign(size_t(16) * c.out * c.in, 0.f);
+  for (int o = 0; o < c.out; ++o)
+    for (int i = 0; i < c.in; ++i) {
+      const float* g = c.weight.data() + (size_t(o) * c.in + i) * 9;
+      double t[4][3];
+      for (int x = 0; x < 3; ++x) {
+        t[0][x] = g[x];
+        t[1][x] = 0.5 * (double(g[x]) + g[3 + x] + g[6 + x]);
+        t[2][x] = 0.5 * (double(g[x]) - g[3 + x] + g[6 + x]);
+        t[3][x] = g[6 + x];
+      }
+      for (int a = 0; a < 4; ++a) {
+        const double u[4] = {t[a][0], 0.5 * (t[a][0] + t[a][1] + t[a][2]),
+                             0.5 * (t[a][0] - t[a][1] + t[a][2]), t[a][2]};
+        for (int b = 0; b < 4; ++b)
+          c.wino[(size_t(4 * a + b) * c.in + i) * c.out + o] = static_cast<float>(u[b]);
+      }
+    }
 }
 
 namespace {
@@ -174,17 +206,14 @@ class HugeFloats {
   bool cached_ = false;
 };
 
-// Stride 1, output size = input size: out_wide (out, H*Wp) = sum over taps (ky, kx) of
-// taps[t] (out, in) x padded (in, H*Wp) shifted by (ky*d, kx*d); the Wp - W extra columns of each
-// row are discarded by the epilogue.
-void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, int threads) {
-  const int p = c.pad, d = c.dil, Hp = H + 2 * p, Wp = W + 2 * p;
-  const int64_t plane = int64_t(Hp) * Wp, n = int64_t(H) * Wp;
-  // Written once (the image rows copied, only the border zeroed), in huge pages when granted.
-  const size_t tail = 2 * size_t(p) * c.k;  // the last views read up to 2p past the last plane
-  HugeFloats padded(size_t(c.in) * plane + tail);
-  parallel_for(c.in, threads, [&](int64_t i) {
-    float* dst = padded.data() + i * plane;
+// in (C, H, W) -> dst (C, H + 2p, W + 2p) zero-padded, then `tail` zeros. Written once (the image
+// rows copied, only the border zeroed), in huge pages when granted.
+void pad_planes(const float* in, int C, int H, int W, int p, size_t tail, float* dst_all,
+                int threads) {
+  const int Wp = W + 2 * p;
+  const int64_t plane = int64_t(H + 2 * p) * Wp;
+  parallel_for(C, threads, [&](int64_t i) {
+    float* dst = dst_all + i * plane;
     std::memset(dst, 0, sizeof(float) * size_t(p) * Wp);
     for (int y = 0; y < H; ++y) {
       float* row = dst + int64_t(y + p) * Wp;
@@ -194,7 +223,109 @@ void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, in
     }
     std::memset(dst + int64_t(H + p) * Wp, 0, sizeof(float) * size_t(p) * Wp);
   });
-  std::memset(padded.data() + size_t(c.in) * plane, 0, sizeof(float) * tail);
+  std::memset(dst_all + size_t(C) * plane, 0, sizeof(float) * tail);
+}
+
+// Layers of one or two output channels (the flow predictions), stride 1: direct loops, each output
+// vector's sum over channels and taps in registers. The GEMM paths spend most of their 6-row
+// micro-tiles on padding for them and pack every input value once per tap (or per transform).
+// Output row y from the padded planes (row stride Wp, plane stride `plane`), w (in, k*k, NO):
+// row[o][x] = sum over channels and taps, x < W; groups of 4 vectors read up to 4 W_V - 1 floats
+// past a row's end (the caller's tail).
+template <class V, int NO>
+GOCOR_INLINE void conv_few_out_row_v(const float* padded, int64_t plane, int Wp, int cin, int k,
+                                     int d, const float* w, int W, float* const* row) {
+  using T = typename V::T;
+  constexpr int G = 4;
+  const int kk = k * k;
+  // Channels summed in blocks of 32 (chains of 288 terms, as long as the GEMMs'), then the blocks:
+  // one chain over every channel and tap was 8x less accurate on 531 channels.
+  constexpr int kBlock = 32;
+  for (int x0 = 0; x0 < W; x0 += G * V::W) {
+    T acc[NO][G];
+    for (int o = 0; o < NO; ++o)
+      for (int v = 0; v < G; ++v) acc[o][v] = V::zero();
+    for (int i0 = 0; i0 < cin; i0 += kBlock) {
+      T blk[NO][G];
+      for (int o = 0; o < NO; ++o)
+        for (int v = 0; v < G; ++v) blk[o][v] = V::zero();
+      for (int i = i0; i < std::min(cin, i0 + kBlock); ++i) {
+        const float* wi = w + int64_t(i) * kk * NO;
+        for (int ky = 0; ky < k; ++ky) {
+          const float* r = padded + i * plane + int64_t(ky) * d * Wp + x0;
+          for (int kx = 0; kx < k; ++kx) {
+            const float* wt = wi + (ky * k + kx) * NO;
+            for (int v = 0; v < G; ++v) {
+              const T xv = V::loadu(r + kx * d + v * V::W);
+              for (int o = 0; o < NO; ++o) blk[o][v] = V::fma(wt[o], xv, blk[o][v]);
+            }
+          }
+        }
+      }
+      for (int o = 0; o < NO; ++o)
+        for (int v = 0; v < G; ++v) acc[o][v] = acc[o][v] + blk[o][v];
+    }
+    for (int v = 0; v < G; ++v) {
+      const int n = std::min(V::W, W - x0 - v * V::W);
+      if (n <= 0) break;
+      for (int o = 0; o < NO; ++o) {
+        if (n == V::W) {
+          V::storeu(row[o] + x0 + v * V::W, acc[o][v]);
+        } else {
+          V::store_n(row[o] + x0 + v * V::W, acc[o][v], n);
+        }
+      }
+    }
+  }
+}
+using FewOutRowFn = void (*)(const float*, int64_t, int, int, int, int, const float*, int,
+                             float* const*);
+#define GOCOR_FEW_OUT_ENTRY(ATTR, NAME, VEC, NO)                                               \
+  ATTR void NAME(const float* p, int64_t plane, int Wp, int cin, int k, int d, const float* w, \
+                 int W, float* const* row) {                                                   \
+    conv_few_out_row_v<simd::VEC, NO>(p, plane, Wp, cin, k, d, w, W, row);                     \
+  }
+GOCOR_FEW_OUT_ENTRY(GOCOR_KERNEL_AVX512, few_out1_avx512, Vec16, 1)
+GOCOR_FEW_OUT_ENTRY(GOCOR_KERNEL_AVX512, few_out2_avx512, Vec16, 2)
+GOCOR_FEW_OUT_ENTRY(GOCOR_KERNEL_AVX2, few_out1_avx2, Vec8, 1)
+GOCOR_FEW_OUT_ENTRY(GOCOR_KERNEL_AVX2, few_out2_avx2, Vec8, 2)
+GOCOR_FEW_OUT_ENTRY(GOCOR_KERNEL_PORTABLE, few_out1_portable, Vec4, 1)
+GOCOR_FEW_OUT_ENTRY(GOCOR_KERNEL_PORTABLE, few_out2_portable, Vec4, 2)
+#undef GOCOR_FEW_OUT_ENTRY
+
+// Stride 1, padding = dilation (k-1)/2, c.out <= 2, from c.taps: out (c.out, H, W).
+void conv2d_few_out(const Conv& c, const float* in, int H, int W, float* out, int threads) {
+  const int p = c.pad, Wp = W + 2 * p, kk = c.k * c.k;
+  const int64_t plane = int64_t(H + 2 * p) * Wp;
+  const size_t tail = 2 * size_t(p) + 64;  // a row group reads up to 63 floats past the row
+  HugeFloats padded(size_t(c.in) * plane + tail);
+  pad_planes(in, c.in, H, W, p, tail, padded.data(), threads);
+  std::vector<float> w(size_t(c.in) * kk * c.out);
+  for (int t = 0; t < kk; ++t)
+    for (int o = 0; o < c.out; ++o)
+      for (int i = 0; i < c.in; ++i)
+        w[(size_t(i) * kk + t) * c.out + o] = c.taps[(size_t(t) * c.out + o) * c.in + i];
+  const FewOutRowFn fn = c.out == 1
+                             ? simd::simd_select(few_out1_avx512, few_out1_avx2, few_out1_portable)
+                             : simd::simd_select(few_out2_avx512, few_out2_avx2, few_out2_portable);
+  const BiasActFn epi = active_bias_act();
+  parallel_for(H, threads, [&](int64_t y) {
+    float* rows[2] = {out + y * W, out + (int64_t(H) + y) * W};
+    fn(padded.data() + y * Wp, plane, Wp, c.in, c.k, c.dil, w.data(), W, rows);
+    for (int o = 0; o < c.out; ++o) bias_act(epi, c, o, rows[o], rows[o], W);
+  });
+}
+
+// Stride 1, output size = input size: out_wide (out, H*Wp) = sum over taps (ky, kx) of
+// taps[t] (out, in) x padded (in, H*Wp) shifted by (ky*d, kx*d); the Wp - W extra columns of each
+// row are discarded by the epilogue.
+void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, int threads) {
+  const int p = c.pad, d = c.dil, Hp = H + 2 * p, Wp = W + 2 * p;
+  const int64_t plane = int64_t(Hp) * Wp, n = int64_t(H) * Wp;
+  // Written once (the image rows copied, only the border zeroed), in huge pages when granted.
+  const size_t tail = 2 * size_t(p) * c.k;  // the last views read up to 2p past the last plane
+  HugeFloats padded(size_t(c.in) * plane + tail);
+  pad_planes(in, c.in, H, W, p, tail, padded.data(), threads);
   // Column tiles whose output block (out x nb) stays in L2 across the taps' accumulations; each
   // tile's epilogue writes its columns of the real (W-wide) rows.
   const int64_t nb = std::max<int64_t>(256, (int64_t(96) << 10) / std::max(c.out, 1)) / 64 * 64;
@@ -231,7 +362,288 @@ void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, in
   });
 }
 
+// ---- Winograd F(2x2, 3x3) -----------------------------------------------------------------------
+// Minimal filtering (Lavin & Gray 2016): a 2x2 block of outputs from a 4x4 block of inputs with 16
+// products instead of 36, Y = A^T [(G g G^T) . (B^T d B)] A, so the GEMMs do 4 multiply-adds per
+// output and input channel instead of 9. A dilated convolution is a plain one on each of its d x d
+// sub-grids (the pixels with one (y mod d, x mod d)): tiles lie on those, their outputs and inputs
+// d apart.
+//
+// Input rows are permuted once (wino_permute) so that the four input columns of consecutive tiles
+// are contiguous: row y's copy holds, for each residue r < 2d, the samples x = r + 2d j for
+// j = -1 .. jn (zero outside the image), `seg` floats per residue. A tile of column residue rx < d
+// and index j reads the columns rx + d (2j - 1 .. 2j + 2): A[j], A[j+1] of residue rx and B[j-1],
+// B[j] of residue rx + d. A unit is one row of tiles (row residue ry, tile row ty); its tiles run
+// over rx, ceil(Ws(rx) / 2) each, the same for every unit.
+struct WinoGrid {
+  int H, W, d, dx, jn, seg, row, per_unit;
+  std::vector<int> rx_first;          // (dx + 1): first tile of each column residue in a unit
+  std::vector<int> unit_ry, unit_ty;  // per unit
+  int64_t tiles;
+  WinoGrid(int H_, int W_, int d_) : H(H_), W(W_), d(d_) {
+    dx = std::min(d, W);
+    jn = (W + 2 * d - 1) / (2 * d);
+    seg = jn + 2;
+    row = 2 * d * seg;
+    rx_first.assign(dx + 1, 0);
+    for (int rx = 0; rx < dx; ++rx) rx_first[rx + 1] = rx_first[rx] + (sub(W, rx) + 1) / 2;
+    per_unit = rx_first[dx];
+    for (int ry = 0; ry < std::min(d, H); ++ry)
+      for (int ty = 0; ty < (sub(H, ry) + 1) / 2; ++ty) {
+        unit_ry.push_back(ry);
+        unit_ty.push_back(ty);
+      }
+    tiles = int64_t(unit_ry.size()) * per_unit;
+  }
+  // Size of the sub-grid of residue r along an axis of n pixels.
+  int sub(int n, int r) const { return (n - r + d - 1) / d; }
+};
+
+// One channel's 16 transformed values of n consecutive tiles, v[xi * vs + i] for tile i (xi =
+// 4a + b, the position in the 4x4 transformed tile): the four input rows p[k] (each pointing at
+// j = 0 of its permuted row) read at A = a_off + i and B = b_off + i. B^T = [1 0 -1 0; 0 1 1 0;
+// 0 -1 1 0; 0 1 0 -1] on the rows, then on the columns.
+template <class V>
+GOCOR_INLINE void wino_input_v(const float* const* p, int64_t a_off, int64_t b_off, int n, float* v,
+                               int64_t vs) {
+  using T = typename V::T;
+  for (int i = 0; i < n; i += V::W) {
+    const int m = std::min(V::W, n - i);
+    const auto ld = [&](const float* q) { return m == V::W ? V::loadu(q) : V::load_n(q, m); };
+    // Columns 0..3 of the tile: B[j-1], A[j], B[j], A[j+1].
+    T c[4][4];
+    for (int k = 0; k < 4; ++k) {
+      c[k][0] = ld(p[k] + b_off + i - 1);
+      c[k][1] = ld(p[k] + a_off + i);
+      c[k][2] = ld(p[k] + b_off + i);
+      c[k][3] = ld(p[k] + a_off + i + 1);
+    }
+    T t[4][4];
+    for (int x = 0; x < 4; ++x) {
+      t[0][x] = c[0][x] - c[2][x];
+      t[1][x] = c[1][x] + c[2][x];
+      t[2][x] = c[2][x] - c[1][x];
+      t[3][x] = c[1][x] - c[3][x];
+    }
+    for (int a = 0; a < 4; ++a) {
+      const T r[4] = {t[a][0] - t[a][2], t[a][1] + t[a][2], t[a][2] - t[a][1], t[a][1] - t[a][3]};
+      for (int b = 0; b < 4; ++b) {
+        float* q = v + (4 * a + b) * vs + i;
+        if (m == V::W) {
+          V::storeu(q, r[b]);
+        } else {
+          V::store_n(q, r[b], m);
+        }
+      }
+    }
+  }
+}
+
+// n tiles' 2x2 outputs from their 16 GEMM results m[xi * ms + i] (A^T = [1 1 1 0; 0 1 -1 -1] on
+// both sides), with the epilogue, through y (4 * n scratch), into the output rows o[0], o[1]
+// (o[1] null: the tiles' second row is outside the sub-grid): tile i's columns at 2 d i and
+// 2 d i + d, the second only for i < full.
+template <class V>
+GOCOR_INLINE void wino_output_v(const float* mm, int64_t ms, int n, float bias, float sc, float sh,
+                                bool bn, Act act, float* y, float* const* o, int d, int full) {
+  using T = typename V::T;
+  const auto f = [&](T v) { return bias_act_vec(v, bias, sc, sh, bn, act); };
+  for (int i = 0; i < n; i += V::W) {
+    const int m = std::min(V::W, n - i);
+    T r[4][4];
+    for (int xi = 0; xi < 16; ++xi)
+      r[xi / 4][xi % 4] = m == V::W ? V::loadu(mm + xi * ms + i) : V::load_n(mm + xi * ms + i, m);
+    T s[2][4];
+    for (int b = 0; b < 4; ++b) {
+      s[0][b] = r[0][b] + r[1][b] + r[2][b];
+      s[1][b] = r[1][b] - r[2][b] - r[3][b];
+    }
+    for (int a = 0; a < 2; ++a) {
+      const T t[2] = {f(s[a][0] + s[a][1] + s[a][2]), f(s[a][1] - s[a][2] - s[a][3])};
+      for (int b = 0; b < 2; ++b) {
+        if (m == V::W) {
+          V::storeu(y + (2 * a + b) * n + i, t[b]);
+        } else {
+          V::store_n(y + (2 * a + b) * n + i, t[b], m);
+        }
+      }
+    }
+  }
+  for (int a = 0; a < 2 && o[a] != nullptr; ++a) {
+    float* row = o[a];
+    const float* y0 = y + 2 * a * n;
+    const float* y1 = y0 + n;
+    if (d == 1) {
+      for (int i = 0; i < full; ++i) {
+        row[2 * i] = y0[i];
+        row[2 * i + 1] = y1[i];
+      }
+    } else {
+      for (int i = 0; i < full; ++i) {
+        row[int64_t(2) * d * i] = y0[i];
+        row[int64_t(2) * d * i + d] = y1[i];
+      }
+    }
+    for (int i = full; i < n; ++i) row[int64_t(2) * d * i] = y0[i];
+  }
+}
+
+// One input row (W) -> its permuted copy (see WinoGrid): for each residue r < 2d, a zero (j = -1),
+// the samples x = r + 2d j inside the row, zeros up to j = jn. Plain loops, vectorised by the
+// compiler in each level's entry (stride-2 loads for d = 1).
+template <class V>
+GOCOR_INLINE void wino_permute_v(const float* src, int W, int d, int jn, int seg, float* dst) {
+  for (int r = 0; r < 2 * d; ++r, dst += seg) {
+    const int nv = r < W ? (W - r + 2 * d - 1) / (2 * d) : 0;
+    const float* s = src + r;
+    dst[0] = 0.f;
+    if (d == 1) {
+      for (int j = 0; j < nv; ++j) dst[1 + j] = s[2 * j];
+    } else {
+      for (int j = 0; j < nv; ++j) dst[1 + j] = s[int64_t(2) * d * j];
+    }
+    for (int j = nv; j <= jn; ++j) dst[1 + j] = 0.f;
+  }
+}
+
+using WinoPermuteFn = void (*)(const float*, int, int, int, int, float*);
+using WinoInputFn = void (*)(const float* const*, int64_t, int64_t, int, float*, int64_t);
+using WinoOutputFn = void (*)(const float*, int64_t, int, float, float, float, bool, Act, float*,
+                              float* const*, int, int);
+GOCOR_KERNEL_AVX512 void wino_permute_avx512(const float* s, int W, int d, int jn, int seg,
+                                             float* o) {
+  wino_permute_v<simd::Vec16>(s, W, d, jn, seg, o);
+}
+GOCOR_KERNEL_AVX2 void wino_permute_avx2(const float* s, int W, int d, int jn, int seg, float* o) {
+  wino_permute_v<simd::Vec8>(s, W, d, jn, seg, o);
+}
+GOCOR_KERNEL_PORTABLE void wino_permute_portable(const float* s, int W, int d, int jn, int seg,
+                                                 float* o) {
+  wino_permute_v<simd::Vec4>(s, W, d, jn, seg, o);
+}
+GOCOR_KERNEL_AVX512 void wino_input_avx512(const float* const* p, int64_t a, int64_t b, int n,
+                                           float* v, int64_t vs) {
+  wino_input_v<simd::Vec16>(p, a, b, n, v, vs);
+}
+GOCOR_KERNEL_AVX2 void wino_input_avx2(const float* const* p, int64_t a, int64_t b, int n, float* v,
+                                       int64_t vs) {
+  wino_input_v<simd::Vec8>(p, a, b, n, v, vs);
+}
+GOCOR_KERNEL_PORTABLE void wino_input_portable(const float* const* p, int64_t a, int64_t b, int n,
+                                               float* v, int64_t vs) {
+  wino_input_v<simd::Vec4>(p, a, b, n, v, vs);
+}
+GOCOR_KERNEL_AVX512 void wino_output_avx512(const float* m, int64_t ms, int n, float b, float a,
+                                            float s, bool bn, Act act, float* y, float* const* o,
+                                            int d, int full) {
+  wino_output_v<simd::Vec16>(m, ms, n, b, a, s, bn, act, y, o, d, full);
+}
+GOCOR_KERNEL_AVX2 void wino_output_avx2(const float* m, int64_t ms, int n, float b, float a,
+                                        float s, bool bn, Act act, float* y, float* const* o, int d,
+                                        int full) {
+  wino_output_v<simd::Vec8>(m, ms, n, b, a, s, bn, act, y, o, d, full);
+}
+GOCOR_KERNEL_PORTABLE void wino_output_portable(const float* m, int64_t ms, int n, float b, float a,
+                                                float s, bool bn, Act act, float* y,
+                                                float* const* o, int d, int full) {
+  wino_output_v<simd::Vec4>(m, ms, n, b, a, s, bn, act, y, o, d, full);
+}
+
+// Stride 1, k = 3, padding = dilation: out (c.out, H, W) from c.wino (16, in, out). Threads take
+// blocks of up to nb tiles; a block's transformed input (16, cb, nb) is made one channel block at a
+// time and multiplied into its GEMM results (16, out, nb), which the output transform turns into
+// output pixels.
 }  // namespace
+
+void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* out, const Exec& ex) {
+  const int threads = ex.threads;
+  const WinoGrid g(H, W, c.dil);
+  const int d = g.d;
+  // The permuted rows (see WinoGrid) of every input channel, row-major over (y, channel) so that
+  // a unit's four rows stream through the channels; then one zero row.
+  HugeFloats perm(size_t(c.in) * H * g.row + g.row);
+  const WinoPermuteFn fperm =
+      simd::simd_select(wino_permute_avx512, wino_permute_avx2, wino_permute_portable);
+  parallel_for(c.in, threads, [&](int64_t i) {
+    for (int y = 0; y < H; ++y)
+      fperm(in + (i * H + y) * W, W, d, g.jn, g.seg, perm.data() + (y * c.in + i) * g.row);
+  });
+  const float* zero_row = perm.data() + size_t(c.in) * H * g.row;
+  std::memset(perm.data() + size_t(c.in) * H * g.row, 0, sizeof(float) * g.row);
+  // Channels per block: as even as possible, at most 128; tiles per block: the block's transformed
+  // input about 1 MiB (it is written, then packed by each of the 16 GEMMs).
+  const int nblocks = (c.in + 127) / 128, cb = (c.in + nblocks - 1) / nblocks;
+  const int64_t nb = std::clamp<int64_t>(int64_t(16384) / cb / 64 * 64, 64, 512);
+  const WinoInputFn fin =
+      simd::simd_select(wino_input_avx512, wino_input_avx2, wino_input_portable);
+  const WinoOutputFn fout =
+      simd::simd_select(wino_output_avx512, wino_output_avx2, wino_output_portable);
+  const bool bn = !c.bn_scale.empty();
+  parallel_for((g.tiles + nb - 1) / nb, threads, [&](int64_t blk) {
+    thread_local std::vector<float> vbuf, mbuf, ybuf;
+    vbuf.resize(size_t(16) * cb * nb);
+    mbuf.resize(size_t(16) * c.out * nb);
+    ybuf.resize(size_t(4) * g.per_unit);
+    const int64_t t0 = blk * nb, t1 = std::min(g.tiles, t0 + nb), n = t1 - t0;
+    const int64_t u0 = t0 / g.per_unit, u1 = (t1 - 1) / g.per_unit + 1;
+    for (int c0 = 0; c0 < c.in; c0 += cb) {
+      const int cn = std::min(cb, c.in - c0);
+      for (int64_t u = u0; u < u1; ++u) {
+        const int ry = g.unit_ry[u], ty = g.unit_ty[u];
+        const int64_t base = u * g.per_unit;
+        const int k0 = static_cast<int>(std::max<int64_t>(t0 - base, 0)),
+                  k1 = static_cast<int>(std::min<int64_t>(t1 - base, g.per_unit));
+        for (int ci = 0; ci < cn; ++ci) {
+          const float* p[4];
+          for (int k = 0; k < 4; ++k) {
+            const int s = 2 * ty + k - 1, y = ry + d * s;
+            p[k] =
+                (s >= 0 && y < H ? perm.data() + (int64_t(y) * c.in + c0 + ci) * g.row : zero_row) +
+                1;
+          }
+          for (int rx = 0; rx < g.dx; ++rx) {
+            const int ka = std::max(k0, g.rx_first[rx]), kb = std::min(k1, g.rx_first[rx + 1]);
+            if (ka >= kb) continue;
+            const int j = ka - g.rx_first[rx];
+            fin(p, int64_t(rx) * g.seg + j, int64_t(rx + d) * g.seg + j, kb - ka,
+                vbuf.data() + int64_t(ci) * nb + (base + ka - t0), int64_t(cb) * nb);
+          }
+        }
+      }
+      // The weights as A^T (in, out): the GEMM reads them in place, unpacked.
+      for (int xi = 0; xi < 16; ++xi)
+        gocor_detail::gemm(
+            gocor_detail::GemmArgs{c.out, static_cast<int>(n), cn,
+                                   c.wino.data() + (size_t(xi) * c.in + c0) * c.out, c.out, true,
+                                   vbuf.data() + size_t(xi) * cb * nb, nb, false,
+                                   mbuf.data() + size_t(xi) * c.out * nb, nb, c0 > 0},
+            1);
+    }
+    // Output transform, per unit and column residue: rows ry + d (2 ty + a), columns
+    // rx + d (2 j + b), where inside the sub-grid.
+    for (int64_t u = u0; u < u1; ++u) {
+      const int ry = g.unit_ry[u], ty = g.unit_ty[u];
+      const int64_t base = u * g.per_unit;
+      const int k0 = static_cast<int>(std::max<int64_t>(t0 - base, 0)),
+                k1 = static_cast<int>(std::min<int64_t>(t1 - base, g.per_unit));
+      const int rows = std::min(2, g.sub(H, ry) - 2 * ty);
+      for (int rx = 0; rx < g.dx; ++rx) {
+        const int ka = std::max(k0, g.rx_first[rx]), kb = std::min(k1, g.rx_first[rx + 1]);
+        if (ka >= kb) continue;
+        const int nt = kb - ka, j0 = ka - g.rx_first[rx], ws = g.sub(W, rx);
+        const int full = std::clamp(ws / 2 - j0, 0, nt);
+        for (int o = 0; o < c.out; ++o) {
+          float* orow[2] = {nullptr, nullptr};
+          for (int a = 0; a < rows; ++a)
+            orow[a] = out + (int64_t(o) * H + ry + d * (2 * ty + a)) * W + rx + int64_t(2) * d * j0;
+          fout(mbuf.data() + int64_t(o) * nb + (base + ka - t0), int64_t(c.out) * nb, nt, c.bias[o],
+               bn ? c.bn_scale[o] : 1.f, bn ? c.bn_shift[o] : 0.f, bn, c.act, ybuf.data(), orow, d,
+               full);
+        }
+      }
+    }
+  });
+}
 
 void set_deconv_weight(Deconv& d, const float* weight) {
   d.weight_t.assign(size_t(d.out) * 16 * d.in, 0.f);
@@ -245,6 +657,14 @@ void conv2d_cpu(const Conv& c, const float* in, int H, int W, float* out, const 
   const int Ho = conv_out_size(H, c.k, c.stride, c.pad, c.dil),
             Wo = conv_out_size(W, c.k, c.stride, c.pad, c.dil);
   const int64_t P = int64_t(Ho) * Wo, K = int64_t(c.in) * c.k * c.k;
+  if (!c.taps.empty() && conv_uses_taps(c) && c.out <= 2) {
+    conv2d_few_out(c, in, H, W, out, threads);
+    return;
+  }
+  if (!c.wino.empty() && conv_uses_winograd(c) && W >= 12 * c.dil) {
+    conv2d_winograd_cpu(c, in, H, W, out, ex);
+    return;
+  }
   if (!c.taps.empty() && conv_uses_taps(c)) {
     conv2d_shifted(c, in, H, W, out, threads);
     return;

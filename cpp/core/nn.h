@@ -27,6 +27,9 @@ struct Conv {
   std::vector<float> bias;    // (out)
   std::vector<float> bn_scale, bn_shift;
   std::vector<float> taps;  // (k*k, out, in): the weight per tap, filled by prepare_taps
+  // (16, in, out): the Winograd F(2x2, 3x3) weight G g G^T per transformed position, filled by
+  // prepare_taps where conv_uses_winograd.
+  std::vector<float> wino;
 };
 
 // ConvTranspose2d k = 4, s = 2, p = 1 (the only one the networks use).
@@ -46,17 +49,27 @@ void fold_batch_norm(Conv& c, const float* gamma, const float* beta, const float
                      const float* var);
 
 // Whether conv2d takes the shifted-view path for c once its taps are prepared (stride 1, padding
-// = dilation * (k-1)/2, at least 16 input channels); c.weight -> c.taps for that path.
+// = dilation * (k-1)/2, at least 16 input channels); c.weight -> c.taps for that path, and
+// c.wino as well where conv_uses_winograd.
 bool conv_uses_taps(const Conv& c);
 void prepare_taps(Conv& c);
+// Whether a taps layer runs as Winograd F(2x2, 3x3) instead (k = 3: 2.25x fewer multiplications);
+// dilated layers too, on their sub-grids.
+bool conv_uses_winograd(const Conv& c);
 
 // official weight (in, out, 4, 4) -> d.weight_t (out*16, in).
 void set_deconv_weight(Deconv& d, const float* weight);
 
-// in (c.in, H, W) -> out (c.out, Ho, Wo) on the packed GEMM. Stride 1 with taps prepared: one
-// GEMM per tap on a shifted view of the zero-padded input (an implicit im2col: no column matrix);
-// otherwise im2col in column tiles. Threads split the output columns.
+// in (c.in, H, W) -> out (c.out, Ho, Wo) on the packed GEMM. Stride 1 with taps prepared: at most
+// 2 output channels as direct loops; with c.wino Winograd F(2x2, 3x3), 16 GEMMs over blocks of
+// transformed tiles; otherwise one GEMM per tap on a shifted view of the zero-padded input (an
+// implicit im2col: no column matrix). Other layers: im2col in column tiles. Threads split the
+// output columns (Winograd: the tiles; direct: the rows).
 void conv2d_cpu(const Conv& c, const float* in, int H, int W, float* out, const Exec& ex);
+// Its Winograd path (c.wino prepared), any size and dilation; conv2d_cpu takes it where the
+// sub-grids are at least 12 columns wide (W >= 12 c.dil): on narrower ones the transforms' vectors
+// run mostly empty and the shifted views win.
+void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* out, const Exec& ex);
 // The same, straightforward loops in float64 (test oracle).
 void conv2d_naive(const Conv& c, const float* in, int H, int W, float* out);
 

@@ -59,6 +59,20 @@ void test_conv() {
       {64, 64, 3, 1, 1, 96, 120, Act::Relu, false, 2},  // several im2col tiles (depth 576)
       {2, 531, 3, 1, 1, 12, 18, Act::None, false, 1},   // predict_flow
       {8, 12, 1, 1, 1, 9, 13, Act::Relu, false, 1},     // 1x1 path
+      // Winograd F(2x2, 3x3): odd sizes (partial tiles), dilations (tiles on the sub-grids, also
+      // sub-grids of one pixel and images narrower than the dilation), channel counts that are
+      // not multiples of the vector width, several channel and tile blocks, two threads.
+      {13, 17, 3, 1, 1, 7, 5, Act::Leaky, false, 1},
+      {128, 565, 3, 1, 1, 23, 37, Act::Leaky, false, 2},
+      {33, 20, 3, 1, 2, 17, 19, Act::Leaky, true, 1},
+      {96, 128, 3, 1, 8, 31, 45, Act::Leaky, true, 2},
+      {17, 35, 3, 1, 16, 21, 11, Act::Relu, false, 1},
+      {9, 16, 3, 1, 4, 1, 1, Act::None, false, 1},
+      {40, 24, 3, 1, 2, 13, 29, Act::Leaky, true, 2},
+      {64, 64, 3, 1, 1, 96, 120, Act::Relu, false, 2},
+      // One or two output channels: the direct loops (rows of several vector groups, dilation).
+      {2, 32, 3, 1, 1, 33, 150, Act::None, false, 2},
+      {1, 40, 3, 1, 4, 19, 70, Act::Leaky, true, 1},
   };
   for (const Case& c : cases) {
     gocor::nn::Conv cv = make_conv(c.out, c.in, c.k, c.stride, c.dil, c.act, c.bn, 100 + c.in);
@@ -69,14 +83,25 @@ void test_conv() {
     gocor::nn::conv2d_naive(cv, x.data(), c.H, c.W, ref.data());
     // float32 sums of in*k*k products of magnitude <= 1: rounding ~ sqrt(depth) * 2^-24 * |sum|.
     const double tol = 1e-6 * std::sqrt(double(c.in * c.k * c.k)) * 8;
-    // Both paths: im2col, then (stride 1) the per-tap GEMMs on shifted views.
-    for (int path = 0; path < (c.stride == 1 ? 2 : 1); ++path) {
-      if (path == 1) gocor::nn::prepare_taps(cv);
-      gocor::nn::conv2d_cpu(cv, x.data(), c.H, c.W, got.data(),
-                            gocor::Exec{gocor::Device::Cpu, c.threads, nullptr});
+    // Every path: im2col, then (stride 1) the per-tap GEMMs on shifted views and, where the
+    // layer qualifies, Winograd.
+    const bool wino = gocor::nn::conv_uses_winograd(cv);
+    for (int path = 0; path < (c.stride == 1 ? 2 + int(wino) : 1); ++path) {
+      if (path >= 1) gocor::nn::prepare_taps(cv);
+      if (path == 1) cv.wino.clear();
+      const gocor::Exec ex{gocor::Device::Cpu, c.threads, nullptr};
+      if (path == 2) {
+        gocor::nn::conv2d_winograd_cpu(cv, x.data(), c.H, c.W, got.data(), ex);
+      } else {
+        gocor::nn::conv2d_cpu(cv, x.data(), c.H, c.W, got.data(), ex);
+      }
       const gocor_test::Cmp r = compare(got, ref, {tol, 1e-5});
       report(r.ok,
-             fmt("conv2d %s out=%d in=%d k=%d s=%d d=%d %dx%d bn=%d", path ? "taps" : "im2col",
+             fmt("conv2d %s out=%d in=%d k=%d s=%d d=%d %dx%d bn=%d",
+                 path == 2    ? "winograd"
+                 : path == 0  ? "im2col"
+                 : c.out <= 2 ? "direct"
+                              : "taps",
                  c.out, c.in, c.k, c.stride, c.dil, c.H, c.W, int(c.bn)),
              fmt("max |diff| %.2e (tol %.1e)", r.max_abs, tol));
     }
