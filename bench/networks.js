@@ -6,7 +6,9 @@
 // initial values. Reports the best of the runs (after a warm-up) of the wall time and of the
 // process CPU time per forward (with one thread the CPU time is the forward's own, robust to other
 // load on a shared machine).
-//   node bench/networks.js [--runs N] [--models PWCNet,GLUNet_GOCor] [--threads T]
+//   node bench/networks.js [--runs N] [--models PWCNet,GLUNet_GOCor] [--threads T] [--memory]
+// --memory: instead of timing, one fresh process per network reports the process's peak RSS growth
+// from before loadNetwork to after one forward, against the network's weights (float32 bytes).
 'use strict';
 const os = require('node:os');
 const path = require('node:path');
@@ -66,19 +68,59 @@ function image(shape, seed) {
   return { data, shape };
 }
 
+function inputsFor(model) {
+  return model.startsWith('GLU')
+    ? {
+        target: image([1, 3, H, W], 1),
+        source: image([1, 3, H, W], 2),
+        target256: image([1, 3, 256, 256], 3),
+        source256: image([1, 3, 256, 256], 4),
+      }
+    : { reference: image([1, 3, H, W], 1), query: image([1, 3, H, W], 2) };
+}
+
+const MB = 1024 * 1024;
+
+/** In this process: peak RSS growth over loadNetwork + one forward (run by --memory-child). */
+async function memoryChild(model) {
+  const rec = weights(model);
+  const inputs = inputsFor(model);
+  let weightBytes = 0;
+  for (const t of Object.values(rec)) weightBytes += t.data.byteLength;
+  const before = process.memoryUsage().rss;
+  const net = await loadNetwork(rec, { model, threads });
+  const loaded = process.memoryUsage().rss;
+  await net.forward(inputs);
+  const peak = process.resourceUsage().maxRSS * 1024;
+  console.log(JSON.stringify({ model, weightBytes, before, loaded, peak }));
+}
+
+/** One fresh process per network, so that each peak is its own. */
+function memory() {
+  const { execFileSync } = require('node:child_process');
+  console.log(
+    `\n| network (384x576, ${threads} thread${threads > 1 ? 's' : ''}) | weights (MB) | RSS growth after load (MB) | peak RSS growth, load + forward (MB) | peak ÷ weights |`,
+  );
+  console.log('|---|---|---|---|---|');
+  for (const model of models) {
+    const out = execFileSync(process.execPath, [__filename, '--memory-child', model, '--threads', String(threads)], {
+      encoding: 'utf8',
+    });
+    const r = JSON.parse(out.trim().split('\n').pop());
+    const grow = r.peak - r.before;
+    console.log(
+      `| ${model} | ${(r.weightBytes / MB).toFixed(1)} | ${((r.loaded - r.before) / MB).toFixed(1)} | ${(grow / MB).toFixed(1)} | ${(grow / r.weightBytes).toFixed(2)} |`,
+    );
+  }
+}
+
 async function main() {
+  if (process.argv.includes('--memory-child')) return memoryChild(arg('memory-child'));
+  if (process.argv.includes('--memory')) return memory();
   const rows = [];
   for (const model of models) {
     const net = await loadNetwork(weights(model), { model, threads });
-    const glu = model.startsWith('GLU');
-    const inputs = glu
-      ? {
-          target: image([1, 3, H, W], 1),
-          source: image([1, 3, H, W], 2),
-          target256: image([1, 3, 256, 256], 3),
-          source256: image([1, 3, 256, 256], 4),
-        }
-      : { reference: image([1, 3, H, W], 1), query: image([1, 3, H, W], 2) };
+    const inputs = inputsFor(model);
     await net.forward(inputs); // warm-up
     const wall = [];
     const cpu = [];
