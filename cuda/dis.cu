@@ -278,16 +278,16 @@ constexpr int kStripe = 32;
 // One sweep of dis.cpp's propagate_stripe over the patch rows [i0, i1) of block i0 / kStripe,
 // forward (top left first; starts: the mean flow over the patch) or backward (bottom right first;
 // starts: the forward sweep's results); `iters` steps each. A patch starts from a neighbour's
-// flow when that neighbour's SSD is below `ratio` times its start's, or when both are at most `flat`
-// (dis_flat_ssd). A patch depends only on its
-// already swept neighbours in its row and the row before it, so thread k of the block takes the
-// k-th swept row of the stripe and its m-th patch at step k + m: each anti-diagonal runs in
-// parallel after the two neighbours it reads, and every patch sees the inputs it has in the
-// CPU's sequential walk. patches (ny, nx) is read and written in place.
+// flow when that neighbour's SSD is below `ratio` times its start's, or when both are at most
+// `flat` (dis_flat_ssd). A patch depends only on its already swept neighbours in its row and the
+// row before it, so thread k of the block takes the k-th swept row of the stripe and its m-th patch
+// at step k + m: each anti-diagonal runs in parallel after the two neighbours it reads, and every
+// patch sees the inputs it has in the CPU's sequential walk. patches (ny, nx) is read and written
+// in place.
 __global__ void propagate_kernel(Plane a, Plane agx, Plane agy, Plane b, Plane fu, Plane fv,
                                  const int* __restrict__ xs, int nx, const int* __restrict__ ys,
-                                 int ny, int p, bool backward, int iters, float ratio,
-                                 float flat, PatchFlow* patches) {
+                                 int ny, int p, bool backward, int iters, float ratio, float flat,
+                                 PatchFlow* patches) {
   const int i0 = blockIdx.x * kStripe, i1 = min(i0 + kStripe, ny), k = threadIdx.x;
   const int d = backward ? 1 : -1;  // towards the swept neighbours
   const int steps = nx + (i1 - i0) - 1;

@@ -603,8 +603,8 @@ void propagate_stripe_v4(const Level& a, const Plane& b, const Plane& fu, const 
 DIS_TARGET_AVX2 void propagate_stripe_v8(const Level& a, const Plane& b, const Plane& fu,
                                          const Plane& fv, const std::vector<int>& xs,
                                          const std::vector<int>& ys, int i0, int i1, bool backward,
-                                         int iters, float ratio, float flat,
-                                         const DisOptions& o, PatchFlow* patches) {
+                                         int iters, float ratio, float flat, const DisOptions& o,
+                                         PatchFlow* patches) {
   propagate_stripe<v8>(a, b, fu, fv, xs, ys, i0, i1, backward, iters, ratio, flat, o, patches);
 }
 void densify_row_v4(const Level& a, const Plane& b, const std::vector<PatchFlow>& patches,
