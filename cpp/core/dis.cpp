@@ -510,13 +510,14 @@ DIS_INLINE void search_row(const Level& a, const Plane& b, const Plane& fu, cons
 // One sweep of the spatial propagation (DisOptions::spatial_propagation) over patch rows
 // [i0, i1) of the grid xs x ys, forward (top left first; starts: the mean of the scale's flow)
 // or backward (bottom right first; starts: the forward sweep's results), `iters` steps each. A
-// neighbour's flow replaces the start when its SSD is below `ratio` times the start's.
+// neighbour's flow replaces the start when its SSD is below `ratio` times the start's, or when
+// both are at most `flat` (dis_flat_ssd: a flat patch takes its neighbour's flow).
 // patches (ys.size(), xs.size()) is read and written in place.
 template <class V>
 DIS_INLINE void propagate_stripe(const Level& a, const Plane& b, const Plane& fu, const Plane& fv,
                                  const std::vector<int>& xs, const std::vector<int>& ys, int i0,
-                                 int i1, bool backward, int iters, float ratio, const DisOptions& o,
-                                 PatchFlow* patches) {
+                                 int i1, bool backward, int iters, float ratio, float flat,
+                                 const DisOptions& o, PatchFlow* patches) {
   PatchScratch s(o.patch_size, Lanes<V>::n);
   const int nx = int(xs.size()), d = backward ? 1 : -1;  // d: towards the swept neighbours
   for (int k = 0; k < i1 - i0; ++k) {
@@ -530,7 +531,7 @@ DIS_INLINE void propagate_stripe(const Level& a, const Plane& b, const Plane& fu
       PatchEval<V> best = eval_patch<V>(a, b, pt, start.u, start.v, s);
       auto consider = [&](const PatchFlow& n) {
         const PatchEval<V> e = eval_patch<V>(a, b, pt, n.u, n.v, s);
-        if (e.ssd < ratio * best.ssd) best = e, start = n;
+        if (e.ssd < ratio * best.ssd || (e.ssd <= flat && best.ssd <= flat)) best = e, start = n;
       };
       if (j + d >= 0 && j + d < nx) consider(patches[size_t(i) * nx + j + d]);
       if (k > 0) consider(patches[size_t(i + d) * nx + j]);
@@ -595,16 +596,16 @@ DIS_TARGET_AVX2 void search_row_v8(const Level& a, const Plane& b, const Plane& 
 }
 void propagate_stripe_v4(const Level& a, const Plane& b, const Plane& fu, const Plane& fv,
                          const std::vector<int>& xs, const std::vector<int>& ys, int i0, int i1,
-                         bool backward, int iters, float ratio, const DisOptions& o,
+                         bool backward, int iters, float ratio, float flat, const DisOptions& o,
                          PatchFlow* patches) {
-  propagate_stripe<v4>(a, b, fu, fv, xs, ys, i0, i1, backward, iters, ratio, o, patches);
+  propagate_stripe<v4>(a, b, fu, fv, xs, ys, i0, i1, backward, iters, ratio, flat, o, patches);
 }
 DIS_TARGET_AVX2 void propagate_stripe_v8(const Level& a, const Plane& b, const Plane& fu,
                                          const Plane& fv, const std::vector<int>& xs,
                                          const std::vector<int>& ys, int i0, int i1, bool backward,
-                                         int iters, float ratio, const DisOptions& o,
+                                         int iters, float ratio, float flat, const DisOptions& o,
                                          PatchFlow* patches) {
-  propagate_stripe<v8>(a, b, fu, fv, xs, ys, i0, i1, backward, iters, ratio, o, patches);
+  propagate_stripe<v8>(a, b, fu, fv, xs, ys, i0, i1, backward, iters, ratio, flat, o, patches);
 }
 void densify_row_v4(const Level& a, const Plane& b, const std::vector<PatchFlow>& patches,
                     const std::vector<int>& xs, const std::vector<int>& ys, int p, int y, Plane& fu,
@@ -1171,13 +1172,13 @@ void flow_refine_dis_cpu(const float* gray_a, int H, int W, const float* gray_b,
       // (a (5.3, -2.6) shift: median error 0.05 -> 0.22 px with a plain minimum). Propagation is
       // for gross errors: at the finest scale, whose flow is the result, it needs 20 % lower SSD
       // (0.06 px), at coarser ones 10 % (Sintel, ETH3D: 0.1-0.5 PCK-5 points above 20 %).
-      const float ratio = s == f ? 0.8f : 0.9f;
+      const float ratio = s == f ? 0.8f : 0.9f, flat = dis_flat_ssd(o.patch_size);
       for (int pass = 0; pass < 2; ++pass) {
         const int iters = pass == 0 ? o.grad_iters / 2 : o.grad_iters - o.grad_iters / 2;
         parallel_for(stripes, ex.threads, [&](int64_t st) {
           const int i0 = int(st) * kStripe, i1 = std::min(i0 + kStripe, rows);
           (v8 ? propagate_stripe_v8 : propagate_stripe_v4)(
-              a, b.img, fu, fv, xs, ys, i0, i1, pass == 1, iters, ratio, o, patches.data());
+              a, b.img, fu, fv, xs, ys, i0, i1, pass == 1, iters, ratio, flat, o, patches.data());
         });
       }
     } else {
