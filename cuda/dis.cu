@@ -279,11 +279,11 @@ constexpr int kStripe = 32;
 // forward (top left first; starts: the mean flow over the patch) or backward (bottom right first;
 // starts: the forward sweep's results); `iters` steps each. A patch starts from a neighbour's
 // flow when that neighbour's SSD is below `ratio` times its start's, or when both are at most
-// `flat` (dis_flat_ssd). A patch depends only on its already swept neighbours in its row and the
-// row before it, so thread k of the block takes the k-th swept row of the stripe and its m-th patch
-// at step k + m: each anti-diagonal runs in parallel after the two neighbours it reads, and every
-// patch sees the inputs it has in the CPU's sequential walk. patches (ny, nx) is read and written
-// in place.
+// `flat` (dis_propagation_rule). A patch depends only on its already swept neighbours in its row
+// and the row before it, so thread k of the block takes the k-th swept row of the stripe and its
+// m-th patch at step k + m: each anti-diagonal runs in parallel after the two neighbours it reads,
+// and every patch sees the inputs it has in the CPU's sequential walk. patches (ny, nx) is read and
+// written in place.
 __global__ void propagate_kernel(Plane a, Plane agx, Plane agy, Plane b, Plane fu, Plane fv,
                                  const int* __restrict__ xs, int nx, const int* __restrict__ ys,
                                  int ny, int p, bool backward, int iters, float ratio, float flat,
@@ -656,14 +656,13 @@ void refine_device(const float* d_a, int H, int W, const float* d_b, int Hb, int
     const int* d_ys = upload_vec(ys, starts, st);
     DeviceBuffer<PatchFlow> d_patches(size_t(nx) * ny);
     if (o.spatial_propagation) {
-      // dis.cpp: two sweeps with half of grad_iters each; at the finest scale a neighbour's SSD
-      // must be 20 % lower to replace a start, at coarser ones 10 %; flat ties go to the neighbour.
-      const float ratio = s == f ? 0.8f : 0.9f, flat = dis_flat_ssd(o.patch_size);
+      // dis.cpp: two sweeps with half of grad_iters each, dis_propagation_rule's ratio and flat.
+      const DisPropagationRule rule = dis_propagation_rule(o.patch_size, s == f);
       for (int pass = 0; pass < 2; ++pass) {
         const int iters = pass == 0 ? o.grad_iters / 2 : o.grad_iters - o.grad_iters / 2;
         propagate_kernel<<<ceil_div(ny, kStripe), kStripe, 0, st>>>(
-            a.img, a.gx, a.gy, b, fu, fv, d_xs, nx, d_ys, ny, p, pass == 1, iters, ratio, flat,
-            d_patches.get());
+            a.img, a.gx, a.gy, b, fu, fv, d_xs, nx, d_ys, ny, p, pass == 1, iters, rule.ratio,
+            rule.flat, d_patches.get());
         check_launch("propagate_kernel");
       }
     } else {

@@ -158,7 +158,7 @@ describe('match: numerics', () => {
         if (Math.hypot((f.data[i] as number) - 7, (f.data[n + i] as number) - 3) < 0.1) within++;
       }
     }
-    // 97.9 %; without the flat tie rule of the DIS propagation (dis_flat_ssd) 95.3 %.
+    // 97.9 %; without the flat tie rule of the DIS propagation (dis_propagation_rule) 95.3 %.
     expect(within / count).toBeGreaterThan(0.97);
   });
 

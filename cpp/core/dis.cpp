@@ -511,7 +511,7 @@ DIS_INLINE void search_row(const Level& a, const Plane& b, const Plane& fu, cons
 // [i0, i1) of the grid xs x ys, forward (top left first; starts: the mean of the scale's flow)
 // or backward (bottom right first; starts: the forward sweep's results), `iters` steps each. A
 // neighbour's flow replaces the start when its SSD is below `ratio` times the start's, or when
-// both are at most `flat` (dis_flat_ssd: a flat patch takes its neighbour's flow).
+// both are at most `flat` (dis_propagation_rule: a flat patch takes its neighbour's flow).
 // patches (ys.size(), xs.size()) is read and written in place.
 template <class V>
 DIS_INLINE void propagate_stripe(const Level& a, const Plane& b, const Plane& fu, const Plane& fv,
@@ -1166,19 +1166,14 @@ void flow_refine_dis_cpu(const float* gray_a, int H, int W, const float* gray_b,
     if (o.spatial_propagation) {
       constexpr int kStripe = 32;  // patch rows per stripe (the stripes run in parallel)
       const int rows = int(ys.size()), stripes = (rows + kStripe - 1) / kStripe;
-      // How much lower a neighbour's SSD must be to replace a patch's start: the SSD of b read
-      // bilinearly is lowest near whole-pixel positions (interpolation blurs b less there), so
-      // picking the lowest of nearly equal candidates pulls sub-pixel flow towards whole pixels
-      // (a (5.3, -2.6) shift: median error 0.05 -> 0.22 px with a plain minimum). Propagation is
-      // for gross errors: at the finest scale, whose flow is the result, it needs 20 % lower SSD
-      // (0.06 px), at coarser ones 10 % (Sintel, ETH3D: 0.1-0.5 PCK-5 points above 20 %).
-      const float ratio = s == f ? 0.8f : 0.9f, flat = dis_flat_ssd(o.patch_size);
+      const DisPropagationRule rule = dis_propagation_rule(o.patch_size, s == f);
       for (int pass = 0; pass < 2; ++pass) {
         const int iters = pass == 0 ? o.grad_iters / 2 : o.grad_iters - o.grad_iters / 2;
         parallel_for(stripes, ex.threads, [&](int64_t st) {
           const int i0 = int(st) * kStripe, i1 = std::min(i0 + kStripe, rows);
-          (v8 ? propagate_stripe_v8 : propagate_stripe_v4)(
-              a, b.img, fu, fv, xs, ys, i0, i1, pass == 1, iters, ratio, flat, o, patches.data());
+          (v8 ? propagate_stripe_v8 : propagate_stripe_v4)(a, b.img, fu, fv, xs, ys, i0, i1,
+                                                           pass == 1, iters, rule.ratio, rule.flat,
+                                                           o, patches.data());
         });
       }
     } else {
