@@ -363,7 +363,7 @@ void flow_texture_mask_cpu(const float* gray, int H, int W, int radius, float mi
   });
   // The three products' window means: the same box mean over in-grid cells as a volume's
   // displacement planes get.
-  flow_volume_aggregate_cpu(g.data(), 3, H, W, radius, ex);
+  if (radius > 0) flow_volume_aggregate_cpu(g.data(), 3, H, W, radius, ex);
   const float *mxx = g.data(), *myy = mxx + N, *mxy = myy + N;
   const double t = double(min_gradient) * min_gradient;
   parallel_for(H, ex.threads, [&](int64_t y) {
