@@ -371,15 +371,19 @@ __global__ void structure_products_kernel(const float* __restrict__ gray, float*
   p[2 * N] = __fmul_rn(gx, gy);
 }
 
-// Window means (B, 3, H, W) of gx^2, gy^2, gx gy -> textured (B, H, W): the smaller eigenvalue of
-// the structure tensor, in double, is at least t.
-__global__ void min_eigen_kernel(const float* __restrict__ mean, long long N, double t,
-                                 uint8_t* __restrict__ textured) {
+// Window means (B, 3, H, W) of gx^2, gy^2, gx gy -> textured (B, H, W): the measure of the
+// structure tensor (its smaller eigenvalue or its trace), in double, is at least t.
+__global__ void texture_measure_kernel(const float* __restrict__ mean, long long N, double t,
+                                       bool trace, uint8_t* __restrict__ textured) {
   const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   const long long b = blockIdx.y;
   if (i >= N) return;
   const float* m = mean + b * 3 * N;
   const double a = m[i], c = m[N + i], xy = m[2 * N + i];
+  if (trace) {
+    textured[b * N + i] = __dadd_rn(a, c) >= t;
+    return;
+  }
   const double d = __dsub_rn(a, c);
   const double root = __dsqrt_rn(__dadd_rn(__dmul_rn(__dmul_rn(0.25, d), d), __dmul_rn(xy, xy)));
   textured[b * N + i] = __dsub_rn(__dmul_rn(0.5, __dadd_rn(a, c)), root) >= t;
@@ -530,7 +534,8 @@ size_t texture_mask_workspace_bytes(int H, int W, int B) {
 }
 
 void flow_texture_mask(const float* d_gray, int H, int W, int radius, float min_gradient,
-                       uint8_t* d_textured, void* d_workspace, int B, void* stream) {
+                       TextureMeasure measure, uint8_t* d_textured, void* d_workspace, int B,
+                       void* stream) {
   cuda::check_texture(H, W, radius, min_gradient);
   cuda::check_batch(B, "flow_texture_mask");
   const cudaStream_t st = static_cast<cudaStream_t>(stream);
@@ -549,8 +554,9 @@ void flow_texture_mask(const float* d_gray, int H, int W, int radius, float min_
     cuda::check_launch("aggregate_cols_kernel");
   }
   const double t = double(min_gradient) * min_gradient;  // as flow.cpp (a host multiply)
-  cuda::min_eigen_kernel<<<dim3(cuda::ceil_div(N, 256), B), 256, 0, st>>>(mean, N, t, d_textured);
-  cuda::check_launch("min_eigen_kernel");
+  cuda::texture_measure_kernel<<<dim3(cuda::ceil_div(N, 256), B), 256, 0, st>>>(
+      mean, N, t, measure == TextureMeasure::Gradient, d_textured);
+  cuda::check_launch("texture_measure_kernel");
 }
 
 }  // namespace cuda_dev
@@ -659,13 +665,13 @@ void flow_consistency_cuda(const float* fwd, int H, int W, const float* bwd, int
 }
 
 void flow_texture_mask_cuda(const float* gray, int H, int W, int radius, float min_gradient,
-                            uint8_t* textured, const Exec& ex) {
+                            TextureMeasure measure, uint8_t* textured, const Exec& ex) {
   cuda::check_texture(H, W, radius, min_gradient);
   cuda::HostCall call(ex);
   const size_t N = size_t(H) * W;
-  cuda_dev::flow_texture_mask(call.in(gray, N), H, W, radius, min_gradient, call.out(textured, N),
-                              call.scratch<char>(cuda_dev::texture_mask_workspace_bytes(H, W, 1)),
-                              1, call.stream());
+  cuda_dev::flow_texture_mask(
+      call.in(gray, N), H, W, radius, min_gradient, measure, call.out(textured, N),
+      call.scratch<char>(cuda_dev::texture_mask_workspace_bytes(H, W, 1)), 1, call.stream());
   call.finish();
 }
 

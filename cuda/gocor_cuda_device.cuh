@@ -100,7 +100,8 @@ void flow_consistency(const float* d_fwd, int H, int W, const float* d_bwd, int 
 size_t texture_mask_workspace_bytes(int H, int W, int B);
 // gray (B, H, W) -> textured (B, H, W), as flow_texture_mask.
 void flow_texture_mask(const float* d_gray, int H, int W, int radius, float min_gradient,
-                       uint8_t* d_textured, void* d_workspace, int B, void* stream);
+                       TextureMeasure measure, uint8_t* d_textured, void* d_workspace, int B,
+                       void* stream);
 // image (C, H, W), flow (2, H, W), valid (H, W) -> out (2, H, W), as flow_interpolate (one item).
 // Allocates its own scratch (its size depends on the seeds found) and synchronises the stream:
 // the seed count and the seed graph's rows are read back on the way.

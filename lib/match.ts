@@ -170,8 +170,10 @@ const PRESETS: Record<
 // Local volumes are box-aggregated over 5x5 cells before the arg-max (flow_volume_aggregate).
 const AGGREGATE_RADIUS = 2;
 // The coarse fill also interpolates pixels without 2-D structure (flow_texture_mask): window 9x9,
-// smaller eigenvalue of the structure tensor >= 0.01^2 (image in [0, 1]).
-const TEXTURE = { radius: 4, gradient: 0.01 };
+// smaller eigenvalue of the structure tensor >= 0.01^2 (image in [0, 1]). The final fill does not
+// seed from flat pixels: gradient magnitude (central differences) below 0.002, about half a grey
+// level per pixel (a saturated or quantised-flat area, where every flow fits).
+const TEXTURE = { radius: 4, gradient: 0.01, flatGradient: 0.002 };
 
 interface Settings {
   native: NativeMatchOptions & NativeExec;

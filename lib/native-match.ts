@@ -40,8 +40,11 @@ export interface NativeImageStages {
     /** Spatial propagation of the patch search (DisOptions::spatial_propagation). */
     spatialPropagation: boolean;
   } | null;
-  /** flow_texture_mask of the coarse fill; gradient 0: off. */
-  texture: { radius: number; gradient: number };
+  /**
+   * flow_texture_mask of the coarse fill (gradient 0: off) and the final fill's flat pixels
+   * (MatchOptions::flat_gradient; 0: off).
+   */
+  texture: { radius: number; gradient: number; flatGradient: number };
 }
 
 export interface NativeMatchOptions extends NativeImageStages {

@@ -204,9 +204,9 @@ void flow_consistency(const float* fwd, int H, int W, const float* bwd, int Hb, 
 }
 
 void flow_texture_mask(const float* gray, int H, int W, int radius, float min_gradient,
-                       uint8_t* textured, const Exec& ex) {
+                       TextureMeasure measure, uint8_t* textured, const Exec& ex) {
   GOCOR_DISPATCH_STAGE(Stage::FlowTextureMask, flow_texture_mask, gray, H, W, radius, min_gradient,
-                       textured, run);
+                       measure, textured, run);
 }
 
 void flow_median3(float* flow, int H, int W, const Exec& ex) {

@@ -344,7 +344,7 @@ void flow_consistency_cpu(const float* fwd, int H, int W, const float* bwd, int 
 }
 
 void flow_texture_mask_cpu(const float* gray, int H, int W, int radius, float min_gradient,
-                           uint8_t* textured, const Exec& ex) {
+                           TextureMeasure measure, uint8_t* textured, const Exec& ex) {
   if (H <= 0 || W <= 0 || radius < 0 || !(min_gradient >= 0)) {
     throw Error(ErrorCode::Shape, "flow_texture_mask: sizes must be positive");
   }
@@ -363,15 +363,17 @@ void flow_texture_mask_cpu(const float* gray, int H, int W, int radius, float mi
   });
   // The three products' window means: the same box mean over in-grid cells as a volume's
   // displacement planes get.
-  flow_volume_aggregate_cpu(g.data(), 3, H, W, radius, ex);
+  if (radius > 0) flow_volume_aggregate_cpu(g.data(), 3, H, W, radius, ex);
   const float *mxx = g.data(), *myy = mxx + N, *mxy = myy + N;
   const double t = double(min_gradient) * min_gradient;
   parallel_for(H, ex.threads, [&](int64_t y) {
     for (int x = 0; x < W; ++x) {
       const size_t i = size_t(y) * W + x;
       const double a = mxx[i], c = myy[i], b = mxy[i];
-      const double lmin = 0.5 * (a + c) - std::sqrt(0.25 * (a - c) * (a - c) + b * b);
-      textured[i] = lmin >= t;
+      const double m = measure == TextureMeasure::Gradient
+                           ? a + c
+                           : 0.5 * (a + c) - std::sqrt(0.25 * (a - c) * (a - c) + b * b);
+      textured[i] = m >= t;
     }
   });
 }

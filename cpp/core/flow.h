@@ -76,14 +76,23 @@ void flow_consistency_cpu(const float* fwd, int H, int W, const float* bwd, int 
                           float abs_tol, float rel_tol, uint8_t* valid, float* error,
                           const Exec& ex);
 
-// Where an image has enough structure to pin a match down: textured (H, W) = 1 where the smaller
-// eigenvalue of the structure tensor (central-difference gradients of gray (H, W), averaged over a
+// What flow_texture_mask measures of the structure tensor T (the central-difference gradients'
+// products averaged over the window).
+enum class TextureMeasure : int {
+  // The smaller eigenvalue of T: 2-D structure (a straight edge has none).
+  SmallerEigenvalue = 0,
+  // Its trace, the mean squared gradient magnitude: any structure (only flat areas have none).
+  Gradient = 1,
+};
+
+// Where an image has enough structure to pin a match down: textured (H, W) = 1 where the measure
+// of the structure tensor (central-difference gradients of gray (H, W), averaged over a
 // (2 radius + 1)^2 window) is at least min_gradient^2. In flat or one-directional areas (sky, a
 // dark background, a straight edge) every descriptor looks alike along some direction, so a match
 // there is a guess that may still pass the forward-backward check; interpolating those pixels from
 // textured neighbours is the better guess.
 void flow_texture_mask_cpu(const float* gray, int H, int W, int radius, float min_gradient,
-                           uint8_t* textured, const Exec& ex);
+                           TextureMeasure measure, uint8_t* textured, const Exec& ex);
 
 // 3x3 median of each flow component (2, H, W) in place: removes isolated wrong peaks between
 // levels.

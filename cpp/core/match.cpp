@@ -873,7 +873,7 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
       std::vector<uint8_t> tex(size_t(img.H) * img.W, 1);
       if (o.texture_gradient > 0) {
         flow_texture_mask(gray[side].data(), img.H, img.W, o.texture_radius, o.texture_gradient,
-                          tex.data(), run);
+                          TextureMeasure::SmallerEigenvalue, tex.data(), run);
       }
       fill_invalid(img, side == 0 ? fwd : back, valid[side], tex, o, run);
       valid[side] = std::vector<uint8_t>();
@@ -896,6 +896,16 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
     check_cancel(ex);
     clock.lap("refine");
   }
+  // A flat pixel's own match says nothing (every flow fits it equally, and forward and backward
+  // guesses can agree on a wrong one): the final fill does not take it as a seed, so flat areas
+  // get the flow of their structured surroundings (an integer shift over a saturated area:
+  // astronaut 98.55 % -> 100 % of the overlap within 0.1 px; real pairs unchanged).
+  std::vector<uint8_t> structured;
+  if (o.final_fill && o.flat_gradient > 0) {
+    structured.resize(P);
+    flow_texture_mask(gray_a.data(), H, W, 0, o.flat_gradient, TextureMeasure::Gradient,
+                      structured.data(), ex);
+  }
   gray[0] = gray[1] = std::vector<float>();  // DIS was their last reader
   std::vector<uint8_t> occlusion;
   if (o.final_fill || fb_conf) {
@@ -911,7 +921,8 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
         for (int x = 0; x < W; ++x) {
           const size_t i = size_t(y) * W + x;
           const float bx = x + fwd[i], by = y + fwd[P + i];
-          inner[i] = bx >= m && by >= m && bx <= b.W - 1 - m && by <= b.H - 1 - m;
+          inner[i] = bx >= m && by >= m && bx <= b.W - 1 - m && by <= b.H - 1 - m &&
+                     (structured.empty() || structured[i]);
         }
       }
       fill_inconsistent(a, fwd, b, back, o.fine_tol, inner, o, ex, &valid, &err);

@@ -116,6 +116,7 @@ gocor::MatchOptions read_match_options(const Napi::Object& o) {
     Napi::Object t = tex.As<Napi::Object>();
     m.texture_radius = read_int(t, "radius", m.texture_radius);
     m.texture_gradient = float(read_number(t, "gradient", m.texture_gradient));
+    m.flat_gradient = float(read_number(t, "flatGradient", m.flat_gradient));
   }
   m.median = read_bool(o, "median", m.median);
   if (o.Get("similaritySearch").IsString()) {

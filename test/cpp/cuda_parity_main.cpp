@@ -706,7 +706,8 @@ std::vector<float> texture_with_flats(int H, int W, uint64_t seed) {
   return g;
 }
 
-Trial flow_texture_mask_trial(int H, int W, int radius, float min_gradient, uint64_t seed) {
+Trial flow_texture_mask_trial(int H, int W, int radius, float min_gradient, TextureMeasure measure,
+                              uint64_t seed) {
   struct St {
     std::vector<float> gray;
     std::vector<uint8_t> cpu, gpu, lo, hi;
@@ -714,10 +715,10 @@ Trial flow_texture_mask_trial(int H, int W, int radius, float min_gradient, uint
   auto st = state<St>();
   st->gray = texture_with_flats(H, W, seed);
   const size_t N = (size_t)H * W;
-  auto run = [st, H, W, N, radius](bool cuda, float g, std::vector<uint8_t>* out) {
+  auto run = [st, H, W, N, radius, measure](bool cuda, float g, std::vector<uint8_t>* out) {
     out->assign(N, 7);
     (cuda ? flow_texture_mask_cuda : flow_texture_mask_cpu)(st->gray.data(), H, W, radius, g,
-                                                            out->data(), Exec{});
+                                                            measure, out->data(), Exec{});
   };
   return {[=] { run(false, min_gradient, &st->cpu); }, [=] { run(true, min_gradient, &st->gpu); },
           [=](const std::string& name, const Tol&) {
@@ -1478,12 +1479,17 @@ std::vector<Case> all_cases() {
       [] { return flow_consistency_trial(512, 512, 512, 512, 0.75f, 0.1f, 1.0, true, true, 98); });
   // The mask is exact except on the threshold (report_mask). match's radius 4 and gradient 0.01,
   // a window of one pixel, and a 512x384 image.
+  constexpr TextureMeasure eig = TextureMeasure::SmallerEigenvalue, grad = TextureMeasure::Gradient;
   add("flow_texture_mask", "61x83 r4 gradient 0.01", exact,
-      [] { return flow_texture_mask_trial(61, 83, 4, 0.01f, 100); });
+      [] { return flow_texture_mask_trial(61, 83, 4, 0.01f, eig, 100); });
   add("flow_texture_mask", "40x29 r1 gradient 0.02", exact,
-      [] { return flow_texture_mask_trial(40, 29, 1, 0.02f, 101); });
+      [] { return flow_texture_mask_trial(40, 29, 1, 0.02f, eig, 101); });
   add("flow_texture_mask", "384x512 r4 gradient 0.01", exact,
-      [] { return flow_texture_mask_trial(384, 512, 4, 0.01f, 102); });
+      [] { return flow_texture_mask_trial(384, 512, 4, 0.01f, eig, 102); });
+  add("flow_texture_mask", "61x83 r0 trace 0.002 (flat pixels)", exact,
+      [] { return flow_texture_mask_trial(61, 83, 0, 0.002f, grad, 103); });
+  add("flow_texture_mask", "40x29 r2 trace 0.02", exact,
+      [] { return flow_texture_mask_trial(40, 29, 2, 0.02f, grad, 104); });
   // The sparse-to-dense fill: match's options (stride 4, K 32, affine), a weighted average with no
   // blur, stride 1 among 70% untrusted pixels (long geodesic paths around the holes), grey and
   // colour, a 256x320 image, and no trusted pixel at all (the flow comes back as it is).

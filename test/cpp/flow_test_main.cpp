@@ -121,11 +121,11 @@ void case_consistency() {
   });
 }
 
-// flow_texture_mask: smaller eigenvalue of the box-averaged structure tensor, computed here in
-// double with the same central differences.
-void case_texture() {
-  const int H = 21, W = 19, r = 2;
-  const float t = 0.05f;
+// flow_texture_mask: the smaller eigenvalue or the trace of the box-averaged structure tensor,
+// computed here in double with the same central differences.
+void case_texture(gocor::TextureMeasure measure, int r, float t) {
+  const bool trace = measure == gocor::TextureMeasure::Gradient;
+  const int H = 21, W = 19;
   std::vector<float> g(size_t(H) * W);
   for (int y = 0; y < H; ++y)
     for (int x = 0; x < W; ++x) {
@@ -133,7 +133,7 @@ void case_texture() {
       g[size_t(y) * W + x] = x < 6 ? 0.5f : x < 12 ? 0.1f * x : ((x / 2 + y / 2) % 2 ? 0.9f : 0.1f);
     }
   std::vector<uint8_t> mask(g.size());
-  gocor::flow_texture_mask_cpu(g.data(), H, W, r, t, mask.data(), Exec{});
+  gocor::flow_texture_mask_cpu(g.data(), H, W, r, t, measure, mask.data(), Exec{});
   int wrong = 0, near = 0;
   auto px = [&](int y, int x) {
     return double(g[size_t(std::clamp(y, 0, H - 1)) * W + std::clamp(x, 0, W - 1)]);
@@ -149,18 +149,23 @@ void case_texture() {
           a += gx * gx, b += gx * gy, c += gy * gy;
         }
       a /= n, b /= n, c /= n;
-      const double lmin = 0.5 * (a + c) - std::sqrt(0.25 * (a - c) * (a - c) + b * b);
+      const double m = trace ? a + c : 0.5 * (a + c) - std::sqrt(0.25 * (a - c) * (a - c) + b * b);
       const double thr = double(t) * t;
-      if (std::fabs(lmin - thr) < 1e-6 * thr) {
+      if (std::fabs(m - thr) < 1e-6 * thr) {
         ++near;  // within float rounding of the threshold: either answer is right
         continue;
       }
-      if (mask[size_t(y) * W + x] != (lmin >= thr)) ++wrong;
+      if (mask[size_t(y) * W + x] != (m >= thr)) ++wrong;
     }
-  report(wrong == 0, "flow_texture_mask 21x19 radius 2 as the reference (" + std::to_string(wrong) +
-                         " differ, " + std::to_string(near) + " at the threshold)");
-  report(!mask[10 * W + 2] && !mask[10 * W + 8] && mask[10 * W + 15],
-         "flow_texture_mask: flat and ramp areas untextured, the checkerboard textured");
+  const std::string what = std::string("flow_texture_mask ") + (trace ? "gradient" : "eigenvalue") +
+                           " radius " + std::to_string(r);
+  report(wrong == 0, what + " 21x19 as the reference (" + std::to_string(wrong) + " differ, " +
+                         std::to_string(near) + " at the threshold)");
+  // The flat area has no structure by either measure, the checkerboard has both kinds; the ramp
+  // (gradient 0.05 per pixel) has a gradient but no 2-D structure.
+  report(!mask[10 * W + 2] && mask[10 * W + 8] == trace && mask[10 * W + 15],
+         what + ": flat area untextured, ramp " + (trace ? "" : "un") +
+             "textured, checkerboard textured");
 }
 
 // A smooth random texture (a sum of sinusoids) of size H x W, values in [0, 1].
@@ -218,7 +223,9 @@ void case_match() {
 int main() {
   case_aggregate();
   case_consistency();
-  case_texture();
+  case_texture(gocor::TextureMeasure::SmallerEigenvalue, 2, 0.05f);
+  case_texture(gocor::TextureMeasure::Gradient, 2, 0.04f);
+  case_texture(gocor::TextureMeasure::Gradient, 0, 0.04f);
   case_match();
   return gocor_test::finish();
 }
