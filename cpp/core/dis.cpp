@@ -530,6 +530,9 @@ DIS_INLINE void propagate_stripe(const Level& a, const Plane& b, const Plane& fu
       const PatchTemplate pt = patch_template<V>(a, xs[size_t(j)], ys[size_t(i)], s);
       PatchEval<V> best = eval_patch<V>(a, b, pt, start.u, start.v, s);
       auto consider = [&](const PatchFlow& n) {
+        // The start's own flow again (a neighbour that took it): its evaluation is `best`, and
+        // taking it would change nothing.
+        if (n.u == start.u && n.v == start.v) return;
         const PatchEval<V> e = eval_patch<V>(a, b, pt, n.u, n.v, s);
         if (e.ssd < ratio * best.ssd || (e.ssd <= flat && best.ssd <= flat)) best = e, start = n;
       };
