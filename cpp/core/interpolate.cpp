@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -68,64 +69,146 @@ inline int32_t key_seed(uint64_t key) {
   return static_cast<int32_t>(static_cast<uint32_t>(key));
 }
 
-// Multi-source Dijkstra with Dial's bucket queue over the padded grid. cost (padded), interior
-// values >= 1; seeds (n) padded indices; key (padded) receives per pixel the lexicographically
-// smallest (distance, seed index). Relaxing with that pair order is exact, ties included: along a
-// shortest path from the winning seed no other seed can do better at any pixel.
-void voronoi_padded(const Grid& g, const uint16_t* cost, const int32_t* seeds, int n,
-                    uint64_t* key) {
-  std::fill(key, key + g.size(), kBorderKey);
-  uint32_t cmax = 1;
-  for (int y = 0; y < g.H; ++y) {
-    const int32_t row = g.at(0, y);
-    std::fill(key + row, key + row + g.W, ~uint64_t{0});
-    for (int x = 0; x < g.W; ++x) cmax = std::max<uint32_t>(cmax, cost[row + x]);
-  }
-  if (n == 0) return;
-
-  // Every step weighs in [2, wmax], so pushes from the bucket being emptied land in another
-  // bucket less than a ring's length ahead.
-  const uint32_t wmax = std::max(step_axial(cmax, cmax), step_diagonal(cmax, cmax));
-  uint32_t ring = 1;
-  while (ring <= wmax) ring <<= 1;
-  std::vector<std::vector<int32_t>> buckets(ring);
+// Dial's bucket queue over the padded grid for the multi-source Dijkstra below: buckets of pixel
+// indices in a ring longer than the heaviest step, so that every pending distance lies within one
+// ring length of the bucket being emptied.
+struct Buckets {
+  std::vector<std::vector<int32_t>> ring;
+  uint32_t mask;
   int64_t pending = 0;
-  for (int i = 0; i < n; ++i) {
-    const int32_t p = seeds[i];
-    if (key[p] >> 32 == 0) continue;  // a duplicate: the smaller index keeps the pixel
-    key[p] = static_cast<uint32_t>(i);
-    buckets[0].push_back(p);
+  explicit Buckets(uint32_t wmax) {
+    uint32_t r = 1;
+    while (r <= wmax) r <<= 1;
+    ring.resize(r);
+    mask = r - 1;
+  }
+  void push(uint32_t d, int32_t p) {
+    ring[d & mask].push_back(p);
     ++pending;
   }
+};
 
+// The largest step between two pixels of the padded grid.
+uint32_t max_step(const Grid& g, const uint16_t* cost) {
+  uint32_t cmax = 1;
+  for (int y = 0; y < g.H; ++y) {
+    const uint16_t* row = cost + g.at(0, y);
+    for (int x = 0; x < g.W; ++x) cmax = std::max<uint32_t>(cmax, row[x]);
+  }
+  return std::max(step_axial(cmax, cmax), step_diagonal(cmax, cmax));
+}
+
+// Empties the queue from distance `cur` on: each pixel still at the distance it was queued at
+// relaxes its 8 neighbours. kBounded: only pixels of padded indices [lo, hi) are relaxed (a band
+// of rows, whose neighbours above and below belong to another band). kRequeue: a pixel improved
+// to its own distance with a smaller seed is queued again (needed when pixels hold keys that were
+// never queued, see voronoi_padded); without it, such a pixel is already queued at that distance.
+// `feed`, when non-null, adds the pixels due at each distance (sorted (distance, pixel) pairs)
+// before that distance's bucket is emptied.
+template <bool kBounded, bool kRequeue>
+void dijkstra(const Grid& g, const uint16_t* cost, uint64_t* key, Buckets& q, uint32_t cur,
+              int32_t lo, int32_t hi, const std::vector<std::pair<uint32_t, int32_t>>* feed) {
   const int32_t Wp = g.Wp;
   const int32_t axial[4] = {-1, 1, -Wp, Wp};
   const int32_t diagonal[4] = {-Wp - 1, -Wp + 1, Wp - 1, Wp + 1};
-  for (uint32_t cur = 0; pending > 0; ++cur) {
-    std::vector<int32_t>& bucket = buckets[cur & (ring - 1)];
+  const uint32_t span = static_cast<uint32_t>(hi - lo);
+  size_t fed = 0;
+  const size_t nfeed = feed ? feed->size() : 0;
+  for (;; ++cur) {
+    if (q.pending == 0) {
+      if (fed == nfeed) break;
+      cur = (*feed)[fed].first;  // nothing queued before the next fed distance
+    }
+    while (fed < nfeed && (*feed)[fed].first == cur) q.push(cur, (*feed)[fed++].second);
+    std::vector<int32_t>& bucket = q.ring[cur & q.mask];
     for (size_t k = 0; k < bucket.size(); ++k) {
       const int32_t p = bucket[k];
       if (key_dist(key[p]) != cur) continue;  // improved after it was queued here
       const uint64_t seed = static_cast<uint32_t>(key[p]);
       const uint32_t cp = cost[p];
-      auto relax = [&](int32_t q, uint32_t w) {
+      auto relax = [&](int32_t nq, uint32_t w) {
+        if (kBounded && static_cast<uint32_t>(nq - lo) >= span) return;
         const uint32_t nd = cur + w;
         const uint64_t nk = (static_cast<uint64_t>(nd) << 32) | seed;
-        if (nk < key[q]) {
-          // Same distance, smaller seed: it is already queued at nd.
-          if (key_dist(key[q]) != nd) {
-            buckets[nd & (ring - 1)].push_back(q);
-            ++pending;
-          }
-          key[q] = nk;
+        if (nk < key[nq]) {
+          if (kRequeue || key_dist(key[nq]) != nd) q.push(nd, nq);
+          key[nq] = nk;
         }
       };
       for (int32_t off : axial) relax(p + off, step_axial(cp, cost[p + off]));
       for (int32_t off : diagonal) relax(p + off, step_diagonal(cp, cost[p + off]));
     }
-    pending -= static_cast<int64_t>(bucket.size());
+    q.pending -= static_cast<int64_t>(bucket.size());
     bucket.clear();
   }
+}
+
+// Rows per band of the parallel Voronoi diagram, at least: below, the fix-up of the cuts outweighs
+// the band's own work.
+constexpr int kVoronoiBandRows = 64;
+
+// Multi-source Dijkstra with Dial's bucket queue over the padded grid. cost (padded), interior
+// values >= 1; seeds (n) padded indices; key (padded) receives per pixel the lexicographically
+// smallest (distance, seed index). Relaxing with that pair order is exact, ties included: along a
+// shortest path from the winning seed no other seed can do better at any pixel.
+// With several threads the rows are cut into bands, each band's diagram made on its own (paths
+// confined to the band), and a second Dijkstra from the pixels on both sides of every cut carries
+// the paths that cross it. The key of every pixel is then still the smallest (distance, seed) over
+// all paths -- the unique fixed point of the relaxation, which the serial queue also reaches -- so
+// the result does not depend on the thread count: at the end no edge can improve its head (an edge
+// inside a band held at the band's end and its tail's key has not changed, or its tail was queued
+// again and relaxed it; an edge across a cut has its tail on the cut, queued in the second pass),
+// and every key is that of a path.
+// `bands` (1 .. H) row bands run on up to `threads` threads.
+void voronoi_padded(const Grid& g, const uint16_t* cost, const int32_t* seeds, int n,
+                    uint64_t* key, int bands, int threads) {
+  std::fill(key, key + g.size(), kBorderKey);
+  for (int y = 0; y < g.H; ++y) {
+    const int32_t row = g.at(0, y);
+    std::fill(key + row, key + row + g.W, ~uint64_t{0});
+  }
+  if (n == 0) return;
+  const uint32_t wmax = max_step(g, cost);
+  for (int i = 0; i < n; ++i) {
+    const int32_t p = seeds[i];
+    if (key[p] >> 32 == 0) continue;  // a duplicate: the smaller index keeps the pixel
+    key[p] = static_cast<uint32_t>(i);
+  }
+  bands = std::clamp(bands, 1, g.H);
+  if (bands == 1) {
+    Buckets q(wmax);
+    for (int i = 0; i < n; ++i) {
+      if (static_cast<uint32_t>(key[seeds[i]]) == static_cast<uint32_t>(i)) q.push(0, seeds[i]);
+    }
+    dijkstra<false, false>(g, cost, key, q, 0, 0, 0, nullptr);
+    return;
+  }
+  // Band b: rows [b H / bands, (b + 1) H / bands).
+  auto band_row = [&](int b) { return static_cast<int>(int64_t(b) * g.H / bands); };
+  parallel_for(bands, threads, [&](int64_t b) {
+    const int32_t lo = g.at(-1, band_row(int(b))), hi = g.at(-1, band_row(int(b) + 1));
+    Buckets q(wmax);
+    for (int i = 0; i < n; ++i) {
+      const int32_t p = seeds[i];
+      if (p >= lo && p < hi && static_cast<uint32_t>(key[p]) == static_cast<uint32_t>(i)) {
+        q.push(0, p);
+      }
+    }
+    dijkstra<true, false>(g, cost, key, q, 0, lo, hi, nullptr);
+  });
+  // The cuts: the rows on both sides of each, fed in order of distance.
+  std::vector<std::pair<uint32_t, int32_t>> feed;
+  for (int b = 1; b < bands; ++b) {
+    for (int y = band_row(b) - 1; y <= band_row(b); ++y) {
+      const int32_t row = g.at(0, y);
+      for (int32_t p = row; p < row + g.W; ++p) {
+        if (key[p] != ~uint64_t{0}) feed.emplace_back(key_dist(key[p]), p);
+      }
+    }
+  }
+  std::sort(feed.begin(), feed.end());
+  Buckets q(wmax);
+  if (!feed.empty()) dijkstra<false, true>(g, cost, key, q, feed.front().first, 0, 0, &feed);
 }
 
 // Fails when a distance could overflow: a shortest path is never longer than max(H, W) steps of
@@ -608,7 +691,7 @@ void check_options(const InterpOptions& o) {
 }  // namespace
 
 void flow_interpolate_voronoi(const uint16_t* cost, int H, int W, const int32_t* seeds, int n,
-                              int32_t* nearest, uint32_t* dist) {
+                              int32_t* nearest, uint32_t* dist, int bands) {
   check_size(H, W);
   if (cost == nullptr || nearest == nullptr || dist == nullptr || (n > 0 && seeds == nullptr)) {
     fail(ErrorCode::InvalidArg, "cost, seeds, nearest and dist must not be null");
@@ -638,7 +721,7 @@ void flow_interpolate_voronoi(const uint16_t* cost, int H, int W, const int32_t*
     sp[i] = g.at(seeds[i] % W, seeds[i] / W);
   }
   std::vector<uint64_t> key(g.size());
-  voronoi_padded(g, cp.data(), sp.data(), n, key.data());
+  voronoi_padded(g, cp.data(), sp.data(), n, key.data(), bands, bands);
   for (int y = 0; y < H; ++y) {
     for (int x = 0; x < W; ++x) {
       const uint64_t k = key[g.at(x, y)];
@@ -677,7 +760,10 @@ void flow_interpolate_cpu(const float* image, int C, int H, int W, const float* 
   std::vector<uint16_t> cost(g.size());
   edge_cost_map(image, C, g, o, cost.data(), ex);
   std::vector<uint64_t> key(g.size());
-  voronoi_padded(g, cost.data(), seeds.data(), n, key.data());
+  // One band per thread (bands of kVoronoiBandRows rows at least).
+  const int threads = ex.threads <= 0 ? pool_size() : std::min(ex.threads, pool_size());
+  voronoi_padded(g, cost.data(), seeds.data(), n, key.data(),
+                 std::min(threads, std::max(1, H / kVoronoiBandRows)), threads);
   check_cancel(ex);
   const SeedGraph sg = seed_graph(g, cost.data(), key.data(), n,
                                   kUnreached / static_cast<uint32_t>(o.num_neighbors));
