@@ -297,14 +297,16 @@ void edge_cost_map(const float* image, int C, const Grid& g, const InterpOptions
   std::fill(cost, cost + g.size(), uint16_t{0});
   const float inv_scale2 = 1.f / (o.edge_scale * o.edge_scale);
   const float scale = kCostUnits * o.edge_cost;
-  for (int y = 0; y < H; ++y) {
-    const float* g2 = grad2.data() + static_cast<size_t>(y) * W;
-    uint16_t* row = cost + g.at(0, y);
-    for (int x = 0; x < W; ++x) {
-      const float strength = std::min(1.f, g2[x] * inv_scale2);
-      row[x] = static_cast<uint16_t>(kCostUnits + static_cast<int>(scale * strength + 0.5f));
+  parallel_chunks(H, ex.threads, 16, [&](int64_t y0, int64_t y1) {
+    for (int64_t y = y0; y < y1; ++y) {
+      const float* g2 = grad2.data() + static_cast<size_t>(y) * W;
+      uint16_t* row = cost + g.at(0, static_cast<int>(y));
+      for (int x = 0; x < W; ++x) {
+        const float strength = std::min(1.f, g2[x] * inv_scale2);
+        row[x] = static_cast<uint16_t>(kCostUnits + static_cast<int>(scale * strength + 0.5f));
+      }
     }
-  }
+  });
 }
 
 // Whether pixel i's flow is trusted: valid and finite (flow (2, HW)).
@@ -312,38 +314,49 @@ inline bool trusted(const float* flow, const uint8_t* valid, size_t HW, size_t i
   return valid[i] != 0 && std::isfinite(flow[i]) && std::isfinite(flow[HW + i]);
 }
 
+// The seeds of pick_seeds' row of cells starting at pixel row y0, appended to out.
+template <class Usable>
+void pick_seed_row(const Grid& g, int s, int y0, const Usable& usable, std::vector<int32_t>& out) {
+  const int H = g.H, W = g.W;
+  for (int x0 = 0; x0 < W; x0 += s) {
+    const int cx = x0 + s / 2, cy = y0 + s / 2;
+    if (cx < W && cy < H && usable(cx, cy)) {
+      out.push_back(g.at(cx, cy));
+      continue;
+    }
+    int best = -1;
+    int64_t best_d2 = 0;
+    for (int y = y0; y < std::min(H, y0 + s); ++y) {
+      for (int x = x0; x < std::min(W, x0 + s); ++x) {
+        if (!usable(x, y)) continue;
+        const int64_t d2 =
+            static_cast<int64_t>(x - cx) * (x - cx) + static_cast<int64_t>(y - cy) * (y - cy);
+        if (best < 0 || d2 < best_d2) {
+          best = g.at(x, y);
+          best_d2 = d2;
+        }
+      }
+    }
+    if (best >= 0) out.push_back(best);
+  }
+}
+
 // Seeds (padded indices): per seed_stride cell the valid pixel nearest to the cell centre, ties to
-// the first in raster order; the last row and column of cells may be partial.
-std::vector<int32_t> pick_seeds(const Grid& g, const float* flow, const uint8_t* valid, int s) {
+// the first in raster order; the last row and column of cells may be partial. Rows of cells are
+// picked in parallel and joined in order.
+std::vector<int32_t> pick_seeds(const Grid& g, const float* flow, const uint8_t* valid, int s,
+                                const Exec& ex) {
   const int H = g.H, W = g.W;
   const size_t HW = static_cast<size_t>(H) * W;
   auto usable = [&](int x, int y) {
     return trusted(flow, valid, HW, static_cast<size_t>(y) * W + x);
   };
+  std::vector<std::vector<int32_t>> rows((H + s - 1) / s);
+  parallel_chunks(static_cast<int64_t>(rows.size()), ex.threads, 4, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) pick_seed_row(g, s, static_cast<int>(r) * s, usable, rows[r]);
+  });
   std::vector<int32_t> seeds;
-  for (int y0 = 0; y0 < H; y0 += s) {
-    for (int x0 = 0; x0 < W; x0 += s) {
-      const int cx = x0 + s / 2, cy = y0 + s / 2;
-      if (cx < W && cy < H && usable(cx, cy)) {
-        seeds.push_back(g.at(cx, cy));
-        continue;
-      }
-      int best = -1;
-      int64_t best_d2 = 0;
-      for (int y = y0; y < std::min(H, y0 + s); ++y) {
-        for (int x = x0; x < std::min(W, x0 + s); ++x) {
-          if (!usable(x, y)) continue;
-          const int64_t d2 =
-              static_cast<int64_t>(x - cx) * (x - cx) + static_cast<int64_t>(y - cy) * (y - cy);
-          if (best < 0 || d2 < best_d2) {
-            best = g.at(x, y);
-            best_d2 = d2;
-          }
-        }
-      }
-      if (best >= 0) seeds.push_back(best);
-    }
-  }
+  for (const std::vector<int32_t>& r : rows) seeds.insert(seeds.end(), r.begin(), r.end());
   return seeds;
 }
 
@@ -425,46 +438,61 @@ class PairSet {
   int n_bits_, spread_bits_ = 0;
 };
 
+// A boundary pair of seeds and the weight seen for it.
+struct PairAdd {
+  int32_t a, b;
+  uint32_t w;
+};
+
 SeedGraph seed_graph(const Grid& g, const uint16_t* cost, const uint64_t* key, int n,
-                     uint32_t max_weight) {
+                     uint32_t max_weight, const Exec& ex) {
   // Boundary pixel pairs in raster order, each unordered pair once (the 4 forward neighbours).
   // A cell boundary repeats the same seed pair along its length, so a pair equal to the last one
-  // of its direction is merged on the spot, which spares most set lookups.
-  PairSet pairs(n);
+  // of its direction is merged on the spot, which spares most set lookups. Rows are scanned in
+  // parallel into lists of pairs, which enter the set in raster order (the same set, and the
+  // same graph, for any thread count).
   const int32_t Wp = g.Wp;
   const int32_t forward[4] = {1, Wp - 1, Wp, Wp + 1};
-  for (int y = 0; y < g.H; ++y) {
-    int32_t last_a[4] = {-1, -1, -1, -1}, last_b[4] = {-1, -1, -1, -1};
-    uint32_t last_w[4] = {0, 0, 0, 0};
-    const int32_t row = g.at(0, y);
-    for (int32_t p = row; p < row + g.W; ++p) {
-      const int32_t a = key_seed(key[p]);
-      // Most pixels lie inside their cell: one combined test instead of four branches.
-      if ((key_seed(key[p + forward[0]]) == a) & (key_seed(key[p + forward[1]]) == a) &
-          (key_seed(key[p + forward[2]]) == a) & (key_seed(key[p + forward[3]]) == a)) {
-        continue;
-      }
-      for (int d = 0; d < 4; ++d) {
-        const int32_t q = p + forward[d];
-        const int32_t b = key_seed(key[q]);
-        if (b == a || b < 0) continue;
-        const uint32_t step =
-            d == 0 || d == 2 ? step_axial(cost[p], cost[q]) : step_diagonal(cost[p], cost[q]);
-        const uint64_t w64 = static_cast<uint64_t>(key_dist(key[p])) + step + key_dist(key[q]);
-        const uint32_t w = static_cast<uint32_t>(std::min<uint64_t>(w64, max_weight));
-        if (a == last_a[d] && b == last_b[d]) {
-          last_w[d] = std::min(last_w[d], w);
+  std::vector<std::vector<PairAdd>> rows(g.H);
+  parallel_chunks(g.H, ex.threads, 16, [&](int64_t y0, int64_t y1) {
+    for (int64_t y = y0; y < y1; ++y) {
+      std::vector<PairAdd>& adds = rows[y];
+      int32_t last_a[4] = {-1, -1, -1, -1}, last_b[4] = {-1, -1, -1, -1};
+      uint32_t last_w[4] = {0, 0, 0, 0};
+      const int32_t row = g.at(0, static_cast<int>(y));
+      for (int32_t p = row; p < row + g.W; ++p) {
+        const int32_t a = key_seed(key[p]);
+        // Most pixels lie inside their cell: one combined test instead of four branches.
+        if ((key_seed(key[p + forward[0]]) == a) & (key_seed(key[p + forward[1]]) == a) &
+            (key_seed(key[p + forward[2]]) == a) & (key_seed(key[p + forward[3]]) == a)) {
           continue;
         }
-        if (last_a[d] >= 0) pairs.add(last_a[d], last_b[d], last_w[d]);
-        last_a[d] = a;
-        last_b[d] = b;
-        last_w[d] = w;
+        for (int d = 0; d < 4; ++d) {
+          const int32_t q = p + forward[d];
+          const int32_t b = key_seed(key[q]);
+          if (b == a || b < 0) continue;
+          const uint32_t step =
+              d == 0 || d == 2 ? step_axial(cost[p], cost[q]) : step_diagonal(cost[p], cost[q]);
+          const uint64_t w64 = static_cast<uint64_t>(key_dist(key[p])) + step + key_dist(key[q]);
+          const uint32_t w = static_cast<uint32_t>(std::min<uint64_t>(w64, max_weight));
+          if (a == last_a[d] && b == last_b[d]) {
+            last_w[d] = std::min(last_w[d], w);
+            continue;
+          }
+          if (last_a[d] >= 0) adds.push_back({last_a[d], last_b[d], last_w[d]});
+          last_a[d] = a;
+          last_b[d] = b;
+          last_w[d] = w;
+        }
+      }
+      for (int d = 0; d < 4; ++d) {
+        if (last_a[d] >= 0) adds.push_back({last_a[d], last_b[d], last_w[d]});
       }
     }
-    for (int d = 0; d < 4; ++d) {
-      if (last_a[d] >= 0) pairs.add(last_a[d], last_b[d], last_w[d]);
-    }
+  });
+  PairSet pairs(n);
+  for (const std::vector<PairAdd>& adds : rows) {
+    for (const PairAdd& e : adds) pairs.add(e.a, e.b, e.w);
   }
   // Compressed rows, both directions.
   SeedGraph sg;
@@ -750,7 +778,7 @@ void flow_interpolate_cpu(const float* image, int C, int H, int W, const float* 
   const Grid g{H, W, W + 2};
   check_distance_range(H, W, static_cast<uint32_t>(std::lround(kCostUnits * (1 + o.edge_cost))));
 
-  const std::vector<int32_t> seeds = pick_seeds(g, flow, valid, o.seed_stride);
+  const std::vector<int32_t> seeds = pick_seeds(g, flow, valid, o.seed_stride, ex);
   const int n = static_cast<int>(seeds.size());
   if (n == 0) {
     std::copy_n(flow, 2 * HW, out);
@@ -766,7 +794,7 @@ void flow_interpolate_cpu(const float* image, int C, int H, int W, const float* 
                  std::min(threads, std::max(1, H / kVoronoiBandRows)), threads);
   check_cancel(ex);
   const SeedGraph sg = seed_graph(g, cost.data(), key.data(), n,
-                                  kUnreached / static_cast<uint32_t>(o.num_neighbors));
+                                  kUnreached / static_cast<uint32_t>(o.num_neighbors), ex);
   check_cancel(ex);
 
   std::vector<Seed> seed(n);
@@ -779,15 +807,25 @@ void flow_interpolate_cpu(const float* image, int C, int H, int W, const float* 
   // keep_valid those whose cells hold an untrusted pixel.
   std::vector<int32_t> fit;
   if (o.keep_valid) {
-    std::vector<uint8_t> needed(n, 0);
-    for (int y = 0; y < H; ++y) {
-      const uint64_t* row = key.data() + g.at(0, y);
-      for (int x = 0; x < W; ++x) {
-        if (!trusted(flow, valid, HW, static_cast<size_t>(y) * W + x)) needed[key_seed(row[x])] = 1;
+    // Each thread's band of rows flags its own copy; the copies are joined after.
+    std::vector<std::vector<uint8_t>> needed(std::max(1, threads), std::vector<uint8_t>(n, 0));
+    parallel_for(static_cast<int64_t>(needed.size()), threads, [&](int64_t t) {
+      const int y0 = static_cast<int>(t * H / static_cast<int64_t>(needed.size()));
+      const int y1 = static_cast<int>((t + 1) * H / static_cast<int64_t>(needed.size()));
+      for (int y = y0; y < y1; ++y) {
+        const uint64_t* row = key.data() + g.at(0, y);
+        for (int x = 0; x < W; ++x) {
+          if (!trusted(flow, valid, HW, static_cast<size_t>(y) * W + x)) {
+            needed[t][key_seed(row[x])] = 1;
+          }
+        }
       }
+    });
+    for (size_t t = 1; t < needed.size(); ++t) {
+      for (int a = 0; a < n; ++a) needed[0][a] |= needed[t][a];
     }
     for (int a = 0; a < n; ++a) {
-      if (needed[a]) fit.push_back(a);
+      if (needed[0][a]) fit.push_back(a);
     }
   } else {
     fit.resize(n);
