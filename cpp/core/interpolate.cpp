@@ -438,61 +438,46 @@ class PairSet {
   int n_bits_, spread_bits_ = 0;
 };
 
-// A boundary pair of seeds and the weight seen for it.
-struct PairAdd {
-  int32_t a, b;
-  uint32_t w;
-};
-
 SeedGraph seed_graph(const Grid& g, const uint16_t* cost, const uint64_t* key, int n,
-                     uint32_t max_weight, const Exec& ex) {
+                     uint32_t max_weight) {
   // Boundary pixel pairs in raster order, each unordered pair once (the 4 forward neighbours).
   // A cell boundary repeats the same seed pair along its length, so a pair equal to the last one
-  // of its direction is merged on the spot, which spares most set lookups. Rows are scanned in
-  // parallel into lists of pairs, which enter the set in raster order (the same set, and the
-  // same graph, for any thread count).
+  // of its direction is merged on the spot, which spares most set lookups.
+  PairSet pairs(n);
   const int32_t Wp = g.Wp;
   const int32_t forward[4] = {1, Wp - 1, Wp, Wp + 1};
-  std::vector<std::vector<PairAdd>> rows(g.H);
-  parallel_chunks(g.H, ex.threads, 16, [&](int64_t y0, int64_t y1) {
-    for (int64_t y = y0; y < y1; ++y) {
-      std::vector<PairAdd>& adds = rows[y];
-      int32_t last_a[4] = {-1, -1, -1, -1}, last_b[4] = {-1, -1, -1, -1};
-      uint32_t last_w[4] = {0, 0, 0, 0};
-      const int32_t row = g.at(0, static_cast<int>(y));
-      for (int32_t p = row; p < row + g.W; ++p) {
-        const int32_t a = key_seed(key[p]);
-        // Most pixels lie inside their cell: one combined test instead of four branches.
-        if ((key_seed(key[p + forward[0]]) == a) & (key_seed(key[p + forward[1]]) == a) &
-            (key_seed(key[p + forward[2]]) == a) & (key_seed(key[p + forward[3]]) == a)) {
-          continue;
-        }
-        for (int d = 0; d < 4; ++d) {
-          const int32_t q = p + forward[d];
-          const int32_t b = key_seed(key[q]);
-          if (b == a || b < 0) continue;
-          const uint32_t step =
-              d == 0 || d == 2 ? step_axial(cost[p], cost[q]) : step_diagonal(cost[p], cost[q]);
-          const uint64_t w64 = static_cast<uint64_t>(key_dist(key[p])) + step + key_dist(key[q]);
-          const uint32_t w = static_cast<uint32_t>(std::min<uint64_t>(w64, max_weight));
-          if (a == last_a[d] && b == last_b[d]) {
-            last_w[d] = std::min(last_w[d], w);
-            continue;
-          }
-          if (last_a[d] >= 0) adds.push_back({last_a[d], last_b[d], last_w[d]});
-          last_a[d] = a;
-          last_b[d] = b;
-          last_w[d] = w;
-        }
+  for (int y = 0; y < g.H; ++y) {
+    int32_t last_a[4] = {-1, -1, -1, -1}, last_b[4] = {-1, -1, -1, -1};
+    uint32_t last_w[4] = {0, 0, 0, 0};
+    const int32_t row = g.at(0, y);
+    for (int32_t p = row; p < row + g.W; ++p) {
+      const int32_t a = key_seed(key[p]);
+      // Most pixels lie inside their cell: one combined test instead of four branches.
+      if ((key_seed(key[p + forward[0]]) == a) & (key_seed(key[p + forward[1]]) == a) &
+          (key_seed(key[p + forward[2]]) == a) & (key_seed(key[p + forward[3]]) == a)) {
+        continue;
       }
       for (int d = 0; d < 4; ++d) {
-        if (last_a[d] >= 0) adds.push_back({last_a[d], last_b[d], last_w[d]});
+        const int32_t q = p + forward[d];
+        const int32_t b = key_seed(key[q]);
+        if (b == a || b < 0) continue;
+        const uint32_t step =
+            d == 0 || d == 2 ? step_axial(cost[p], cost[q]) : step_diagonal(cost[p], cost[q]);
+        const uint64_t w64 = static_cast<uint64_t>(key_dist(key[p])) + step + key_dist(key[q]);
+        const uint32_t w = static_cast<uint32_t>(std::min<uint64_t>(w64, max_weight));
+        if (a == last_a[d] && b == last_b[d]) {
+          last_w[d] = std::min(last_w[d], w);
+          continue;
+        }
+        if (last_a[d] >= 0) pairs.add(last_a[d], last_b[d], last_w[d]);
+        last_a[d] = a;
+        last_b[d] = b;
+        last_w[d] = w;
       }
     }
-  });
-  PairSet pairs(n);
-  for (const std::vector<PairAdd>& adds : rows) {
-    for (const PairAdd& e : adds) pairs.add(e.a, e.b, e.w);
+    for (int d = 0; d < 4; ++d) {
+      if (last_a[d] >= 0) pairs.add(last_a[d], last_b[d], last_w[d]);
+    }
   }
   // Compressed rows, both directions.
   SeedGraph sg;
@@ -794,7 +779,7 @@ void flow_interpolate_cpu(const float* image, int C, int H, int W, const float* 
                  std::min(threads, std::max(1, H / kVoronoiBandRows)), threads);
   check_cancel(ex);
   const SeedGraph sg = seed_graph(g, cost.data(), key.data(), n,
-                                  kUnreached / static_cast<uint32_t>(o.num_neighbors), ex);
+                                  kUnreached / static_cast<uint32_t>(o.num_neighbors));
   check_cancel(ex);
 
   std::vector<Seed> seed(n);
