@@ -4,8 +4,8 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
-#include <utility>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "parallel.h"
@@ -160,8 +160,8 @@ constexpr int kVoronoiBandRows = 64;
 // again and relaxed it; an edge across a cut has its tail on the cut, queued in the second pass),
 // and every key is that of a path.
 // `bands` (1 .. H) row bands run on up to `threads` threads.
-void voronoi_padded(const Grid& g, const uint16_t* cost, const int32_t* seeds, int n,
-                    uint64_t* key, int bands, int threads) {
+void voronoi_padded(const Grid& g, const uint16_t* cost, const int32_t* seeds, int n, uint64_t* key,
+                    int bands, int threads) {
   std::fill(key, key + g.size(), kBorderKey);
   for (int y = 0; y < g.H; ++y) {
     const int32_t row = g.at(0, y);

@@ -88,8 +88,8 @@ void test_voronoi(const char* name, const std::vector<uint16_t>& cost, int H, in
   for (int bands : {1, 2, 3, 7}) {
     std::vector<int32_t> nearest(H * W);
     std::vector<uint32_t> dist(H * W);
-    gocor::flow_interpolate_voronoi(cost.data(), H, W, seeds.data(), n, nearest.data(),
-                                    dist.data(), bands);
+    gocor::flow_interpolate_voronoi(cost.data(), H, W, seeds.data(), n, nearest.data(), dist.data(),
+                                    bands);
     for (int i = 0; i < H * W; ++i) {
       label_diff += nearest[i] != best_seed[i];
       dist_diff += dist[i] != best[i];
