@@ -105,6 +105,8 @@ uint32_t max_step(const Grid& g, const uint16_t* cost) {
 // never queued, see voronoi_padded); without it, such a pixel is already queued at that distance.
 // `feed`, when non-null, adds the pixels due at each distance (sorted (distance, pixel) pairs)
 // before that distance's bucket is emptied.
+constexpr size_t kPrefetch = 8;
+
 template <bool kBounded, bool kRequeue>
 void dijkstra(const Grid& g, const uint16_t* cost, uint64_t* key, Buckets& q, uint32_t cur,
               int32_t lo, int32_t hi, const std::vector<std::pair<uint32_t, int32_t>>* feed) {
@@ -123,6 +125,15 @@ void dijkstra(const Grid& g, const uint16_t* cost, uint64_t* key, Buckets& q, ui
     std::vector<int32_t>& bucket = q.ring[cur & q.mask];
     for (size_t k = 0; k < bucket.size(); ++k) {
       const int32_t p = bucket[k];
+      // A bucket's pixels lie all over the grid: their keys and costs (the pixel's rows and the
+      // ones above and below) are fetched a few entries ahead.
+      if (k + kPrefetch < bucket.size()) {
+        const int32_t f = bucket[k + kPrefetch];
+        __builtin_prefetch(key + f - Wp);
+        __builtin_prefetch(key + f);
+        __builtin_prefetch(key + f + Wp);
+        __builtin_prefetch(cost + f);
+      }
       if (key_dist(key[p]) != cur) continue;  // improved after it was queued here
       const uint64_t seed = static_cast<uint32_t>(key[p]);
       const uint32_t cp = cost[p];
