@@ -69,6 +69,8 @@ inline int32_t key_seed(uint64_t key) {
   return static_cast<int32_t>(static_cast<uint32_t>(key));
 }
 
+constexpr size_t kPrefetch = 8;
+
 // Dial's bucket queue over the padded grid for the multi-source Dijkstra below: buckets of pixel
 // indices in a ring longer than the heaviest step, so that every pending distance lies within one
 // ring length of the bucket being emptied.
@@ -104,9 +106,8 @@ uint32_t max_step(const Grid& g, const uint16_t* cost) {
 // to its own distance with a smaller seed is queued again (needed when pixels hold keys that were
 // never queued, see voronoi_padded); without it, such a pixel is already queued at that distance.
 // `feed`, when non-null, adds the pixels due at each distance (sorted (distance, pixel) pairs)
-// before that distance's bucket is emptied.
-constexpr size_t kPrefetch = 8;
-
+// before that distance's bucket is emptied. A bucket's pixels lie all over the grid: their keys
+// and costs are prefetched kPrefetch entries ahead.
 template <bool kBounded, bool kRequeue>
 void dijkstra(const Grid& g, const uint16_t* cost, uint64_t* key, Buckets& q, uint32_t cur,
               int32_t lo, int32_t hi, const std::vector<std::pair<uint32_t, int32_t>>* feed) {
@@ -125,9 +126,7 @@ void dijkstra(const Grid& g, const uint16_t* cost, uint64_t* key, Buckets& q, ui
     std::vector<int32_t>& bucket = q.ring[cur & q.mask];
     for (size_t k = 0; k < bucket.size(); ++k) {
       const int32_t p = bucket[k];
-      // A bucket's pixels lie all over the grid: their keys and costs (the pixel's rows and the
-      // ones above and below) are fetched a few entries ahead.
-      if (k + kPrefetch < bucket.size()) {
+      if (k + kPrefetch < bucket.size()) {  // the rows of its 8 neighbours, and its cost
         const int32_t f = bucket[k + kPrefetch];
         __builtin_prefetch(key + f - Wp);
         __builtin_prefetch(key + f);
