@@ -448,15 +448,12 @@ class PairSet {
   int n_bits_, spread_bits_ = 0;
 };
 
-SeedGraph seed_graph(const Grid& g, const uint16_t* cost, const uint64_t* key, int n,
-                     uint32_t max_weight) {
-  // Boundary pixel pairs in raster order, each unordered pair once (the 4 forward neighbours).
-  // A cell boundary repeats the same seed pair along its length, so a pair equal to the last one
-  // of its direction is merged on the spot, which spares most set lookups.
-  PairSet pairs(n);
+// The boundary pixel pairs of rows [y0, y1) into pairs (see seed_graph).
+void boundary_pairs(const Grid& g, const uint16_t* cost, const uint64_t* key, uint32_t max_weight,
+                    int y0, int y1, PairSet& pairs) {
   const int32_t Wp = g.Wp;
   const int32_t forward[4] = {1, Wp - 1, Wp, Wp + 1};
-  for (int y = 0; y < g.H; ++y) {
+  for (int y = y0; y < y1; ++y) {
     int32_t last_a[4] = {-1, -1, -1, -1}, last_b[4] = {-1, -1, -1, -1};
     uint32_t last_w[4] = {0, 0, 0, 0};
     const int32_t row = g.at(0, y);
@@ -487,6 +484,32 @@ SeedGraph seed_graph(const Grid& g, const uint16_t* cost, const uint64_t* key, i
     }
     for (int d = 0; d < 4; ++d) {
       if (last_a[d] >= 0) pairs.add(last_a[d], last_b[d], last_w[d]);
+    }
+  }
+}
+
+// `bands` row bands (1 .. H) scanned on up to `threads` threads.
+SeedGraph seed_graph(const Grid& g, const uint16_t* cost, const uint64_t* key, int n,
+                     uint32_t max_weight, int bands, int threads) {
+  // Boundary pixel pairs in raster order, each unordered pair once (the 4 forward neighbours).
+  // A cell boundary repeats the same seed pair along its length, so a pair equal to the last one
+  // of its direction is merged on the spot, which spares most set lookups. With several bands,
+  // each band collects its pairs in a set of its own and the sets are merged in band order: the
+  // same pairs and smallest weights, in another order of the graph's edges, which the K-nearest
+  // search does not depend on (it settles seeds in order of (distance, seed index)).
+  PairSet pairs(n);
+  bands = std::clamp(bands, 1, g.H);
+  if (bands == 1) {
+    boundary_pairs(g, cost, key, max_weight, 0, g.H, pairs);
+  } else {
+    std::vector<PairSet> band_pairs(bands, PairSet(n / bands + 1));
+    parallel_for(bands, threads, [&](int64_t b) {
+      boundary_pairs(g, cost, key, max_weight, static_cast<int>(b * g.H / bands),
+                     static_cast<int>((b + 1) * g.H / bands), band_pairs[b]);
+    });
+    for (PairSet& bp : band_pairs) {
+      bp.for_each([&](int32_t a, int32_t b, uint32_t w) { pairs.add(a, b, w); });
+      bp = PairSet(1);
     }
   }
   // Compressed rows, both directions.
@@ -785,11 +808,12 @@ void flow_interpolate_cpu(const float* image, int C, int H, int W, const float* 
   std::vector<uint64_t> key(g.size());
   // One band per thread (bands of kVoronoiBandRows rows at least).
   const int threads = ex.threads <= 0 ? pool_size() : std::min(ex.threads, pool_size());
-  voronoi_padded(g, cost.data(), seeds.data(), n, key.data(),
-                 std::min(threads, std::max(1, H / kVoronoiBandRows)), threads);
+  const int bands = std::min(threads, std::max(1, H / kVoronoiBandRows));
+  voronoi_padded(g, cost.data(), seeds.data(), n, key.data(), bands, threads);
   check_cancel(ex);
-  const SeedGraph sg = seed_graph(g, cost.data(), key.data(), n,
-                                  kUnreached / static_cast<uint32_t>(o.num_neighbors));
+  const SeedGraph sg =
+      seed_graph(g, cost.data(), key.data(), n, kUnreached / static_cast<uint32_t>(o.num_neighbors),
+                 bands, threads);
   check_cancel(ex);
 
   std::vector<Seed> seed(n);
