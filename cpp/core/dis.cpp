@@ -529,7 +529,16 @@ DIS_INLINE void propagate_stripe(const Level& a, const Plane& b, const Plane& fu
       // The patch's set-up is made once; the chosen start's evaluation starts the search.
       const PatchTemplate pt = patch_template<V>(a, xs[size_t(j)], ys[size_t(i)], s);
       PatchEval<V> best = eval_patch<V>(a, b, pt, start.u, start.v, s);
+      // A flow already weighed is not evaluated again: the start's own (a neighbour that took
+      // it; its evaluation is `best`, and taking it would change nothing) or the other
+      // neighbour's when it was turned down (the same evaluation against the same `best`).
+      const PatchFlow* weighed = nullptr;
       auto consider = [&](const PatchFlow& n) {
+        if ((n.u == start.u && n.v == start.v) ||
+            (weighed != nullptr && n.u == weighed->u && n.v == weighed->v)) {
+          return;
+        }
+        weighed = &n;
         const PatchEval<V> e = eval_patch<V>(a, b, pt, n.u, n.v, s);
         if (e.ssd < ratio * best.ssd || (e.ssd <= flat && best.ssd <= flat)) best = e, start = n;
       };

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "parallel.h"
@@ -68,64 +69,156 @@ inline int32_t key_seed(uint64_t key) {
   return static_cast<int32_t>(static_cast<uint32_t>(key));
 }
 
-// Multi-source Dijkstra with Dial's bucket queue over the padded grid. cost (padded), interior
-// values >= 1; seeds (n) padded indices; key (padded) receives per pixel the lexicographically
-// smallest (distance, seed index). Relaxing with that pair order is exact, ties included: along a
-// shortest path from the winning seed no other seed can do better at any pixel.
-void voronoi_padded(const Grid& g, const uint16_t* cost, const int32_t* seeds, int n,
-                    uint64_t* key) {
-  std::fill(key, key + g.size(), kBorderKey);
-  uint32_t cmax = 1;
-  for (int y = 0; y < g.H; ++y) {
-    const int32_t row = g.at(0, y);
-    std::fill(key + row, key + row + g.W, ~uint64_t{0});
-    for (int x = 0; x < g.W; ++x) cmax = std::max<uint32_t>(cmax, cost[row + x]);
-  }
-  if (n == 0) return;
+constexpr size_t kPrefetch = 8;
 
-  // Every step weighs in [2, wmax], so pushes from the bucket being emptied land in another
-  // bucket less than a ring's length ahead.
-  const uint32_t wmax = std::max(step_axial(cmax, cmax), step_diagonal(cmax, cmax));
-  uint32_t ring = 1;
-  while (ring <= wmax) ring <<= 1;
-  std::vector<std::vector<int32_t>> buckets(ring);
+// Dial's bucket queue over the padded grid for the multi-source Dijkstra below: buckets of pixel
+// indices in a ring longer than the heaviest step, so that every pending distance lies within one
+// ring length of the bucket being emptied.
+struct Buckets {
+  std::vector<std::vector<int32_t>> ring;
+  uint32_t mask;
   int64_t pending = 0;
-  for (int i = 0; i < n; ++i) {
-    const int32_t p = seeds[i];
-    if (key[p] >> 32 == 0) continue;  // a duplicate: the smaller index keeps the pixel
-    key[p] = static_cast<uint32_t>(i);
-    buckets[0].push_back(p);
+  explicit Buckets(uint32_t wmax) {
+    uint32_t r = 1;
+    while (r <= wmax) r <<= 1;
+    ring.resize(r);
+    mask = r - 1;
+  }
+  void push(uint32_t d, int32_t p) {
+    ring[d & mask].push_back(p);
     ++pending;
   }
+};
 
+// The largest step between two pixels of the padded grid.
+uint32_t max_step(const Grid& g, const uint16_t* cost) {
+  uint32_t cmax = 1;
+  for (int y = 0; y < g.H; ++y) {
+    const uint16_t* row = cost + g.at(0, y);
+    for (int x = 0; x < g.W; ++x) cmax = std::max<uint32_t>(cmax, row[x]);
+  }
+  return std::max(step_axial(cmax, cmax), step_diagonal(cmax, cmax));
+}
+
+// Empties the queue from distance `cur` on: each pixel still at the distance it was queued at
+// relaxes its 8 neighbours. kBounded: only pixels of padded indices [lo, hi) are relaxed (a band
+// of rows, whose neighbours above and below belong to another band). kRequeue: a pixel improved
+// to its own distance with a smaller seed is queued again (needed when pixels hold keys that were
+// never queued, see voronoi_padded); without it, such a pixel is already queued at that distance.
+// `feed`, when non-null, adds the pixels due at each distance (sorted (distance, pixel) pairs)
+// before that distance's bucket is emptied. A bucket's pixels lie all over the grid: their keys
+// and costs are prefetched kPrefetch entries ahead.
+template <bool kBounded, bool kRequeue>
+void dijkstra(const Grid& g, const uint16_t* cost, uint64_t* key, Buckets& q, uint32_t cur,
+              int32_t lo, int32_t hi, const std::vector<std::pair<uint32_t, int32_t>>* feed) {
   const int32_t Wp = g.Wp;
   const int32_t axial[4] = {-1, 1, -Wp, Wp};
   const int32_t diagonal[4] = {-Wp - 1, -Wp + 1, Wp - 1, Wp + 1};
-  for (uint32_t cur = 0; pending > 0; ++cur) {
-    std::vector<int32_t>& bucket = buckets[cur & (ring - 1)];
+  const uint32_t span = static_cast<uint32_t>(hi - lo);
+  size_t fed = 0;
+  const size_t nfeed = feed ? feed->size() : 0;
+  for (;; ++cur) {
+    if (q.pending == 0) {
+      if (fed == nfeed) break;
+      cur = (*feed)[fed].first;  // nothing queued before the next fed distance
+    }
+    while (fed < nfeed && (*feed)[fed].first == cur) q.push(cur, (*feed)[fed++].second);
+    std::vector<int32_t>& bucket = q.ring[cur & q.mask];
     for (size_t k = 0; k < bucket.size(); ++k) {
       const int32_t p = bucket[k];
+      if (k + kPrefetch < bucket.size()) {  // the rows of its 8 neighbours, and its cost
+        const int32_t f = bucket[k + kPrefetch];
+        __builtin_prefetch(key + f - Wp);
+        __builtin_prefetch(key + f);
+        __builtin_prefetch(key + f + Wp);
+        __builtin_prefetch(cost + f);
+      }
       if (key_dist(key[p]) != cur) continue;  // improved after it was queued here
       const uint64_t seed = static_cast<uint32_t>(key[p]);
       const uint32_t cp = cost[p];
-      auto relax = [&](int32_t q, uint32_t w) {
+      auto relax = [&](int32_t nq, uint32_t w) {
+        if (kBounded && static_cast<uint32_t>(nq - lo) >= span) return;
         const uint32_t nd = cur + w;
         const uint64_t nk = (static_cast<uint64_t>(nd) << 32) | seed;
-        if (nk < key[q]) {
-          // Same distance, smaller seed: it is already queued at nd.
-          if (key_dist(key[q]) != nd) {
-            buckets[nd & (ring - 1)].push_back(q);
-            ++pending;
-          }
-          key[q] = nk;
+        if (nk < key[nq]) {
+          if (kRequeue || key_dist(key[nq]) != nd) q.push(nd, nq);
+          key[nq] = nk;
         }
       };
       for (int32_t off : axial) relax(p + off, step_axial(cp, cost[p + off]));
       for (int32_t off : diagonal) relax(p + off, step_diagonal(cp, cost[p + off]));
     }
-    pending -= static_cast<int64_t>(bucket.size());
+    q.pending -= static_cast<int64_t>(bucket.size());
     bucket.clear();
   }
+}
+
+// Rows per band of the parallel Voronoi diagram, at least: below, the fix-up of the cuts outweighs
+// the band's own work.
+constexpr int kVoronoiBandRows = 64;
+
+// Multi-source Dijkstra with Dial's bucket queue over the padded grid. cost (padded), interior
+// values >= 1; seeds (n) padded indices; key (padded) receives per pixel the lexicographically
+// smallest (distance, seed index). Relaxing with that pair order is exact, ties included: along a
+// shortest path from the winning seed no other seed can do better at any pixel.
+// With several threads the rows are cut into bands, each band's diagram made on its own (paths
+// confined to the band), and a second Dijkstra from the pixels on both sides of every cut carries
+// the paths that cross it. The key of every pixel is then still the smallest (distance, seed) over
+// all paths -- the unique fixed point of the relaxation, which the serial queue also reaches -- so
+// the result does not depend on the thread count: at the end no edge can improve its head (an edge
+// inside a band held at the band's end and its tail's key has not changed, or its tail was queued
+// again and relaxed it; an edge across a cut has its tail on the cut, queued in the second pass),
+// and every key is that of a path.
+// `bands` (1 .. H) row bands run on up to `threads` threads.
+void voronoi_padded(const Grid& g, const uint16_t* cost, const int32_t* seeds, int n, uint64_t* key,
+                    int bands, int threads) {
+  std::fill(key, key + g.size(), kBorderKey);
+  for (int y = 0; y < g.H; ++y) {
+    const int32_t row = g.at(0, y);
+    std::fill(key + row, key + row + g.W, ~uint64_t{0});
+  }
+  if (n == 0) return;
+  const uint32_t wmax = max_step(g, cost);
+  for (int i = 0; i < n; ++i) {
+    const int32_t p = seeds[i];
+    if (key[p] >> 32 == 0) continue;  // a duplicate: the smaller index keeps the pixel
+    key[p] = static_cast<uint32_t>(i);
+  }
+  bands = std::clamp(bands, 1, g.H);
+  if (bands == 1) {
+    Buckets q(wmax);
+    for (int i = 0; i < n; ++i) {
+      if (static_cast<uint32_t>(key[seeds[i]]) == static_cast<uint32_t>(i)) q.push(0, seeds[i]);
+    }
+    dijkstra<false, false>(g, cost, key, q, 0, 0, 0, nullptr);
+    return;
+  }
+  // Band b: rows [b H / bands, (b + 1) H / bands).
+  auto band_row = [&](int b) { return static_cast<int>(int64_t(b) * g.H / bands); };
+  parallel_for(bands, threads, [&](int64_t b) {
+    const int32_t lo = g.at(-1, band_row(int(b))), hi = g.at(-1, band_row(int(b) + 1));
+    Buckets q(wmax);
+    for (int i = 0; i < n; ++i) {
+      const int32_t p = seeds[i];
+      if (p >= lo && p < hi && static_cast<uint32_t>(key[p]) == static_cast<uint32_t>(i)) {
+        q.push(0, p);
+      }
+    }
+    dijkstra<true, false>(g, cost, key, q, 0, lo, hi, nullptr);
+  });
+  // The cuts: the rows on both sides of each, fed in order of distance.
+  std::vector<std::pair<uint32_t, int32_t>> feed;
+  for (int b = 1; b < bands; ++b) {
+    for (int y = band_row(b) - 1; y <= band_row(b); ++y) {
+      const int32_t row = g.at(0, y);
+      for (int32_t p = row; p < row + g.W; ++p) {
+        if (key[p] != ~uint64_t{0}) feed.emplace_back(key_dist(key[p]), p);
+      }
+    }
+  }
+  std::sort(feed.begin(), feed.end());
+  Buckets q(wmax);
+  if (!feed.empty()) dijkstra<false, true>(g, cost, key, q, feed.front().first, 0, 0, &feed);
 }
 
 // Fails when a distance could overflow: a shortest path is never longer than max(H, W) steps of
@@ -214,14 +307,16 @@ void edge_cost_map(const float* image, int C, const Grid& g, const InterpOptions
   std::fill(cost, cost + g.size(), uint16_t{0});
   const float inv_scale2 = 1.f / (o.edge_scale * o.edge_scale);
   const float scale = kCostUnits * o.edge_cost;
-  for (int y = 0; y < H; ++y) {
-    const float* g2 = grad2.data() + static_cast<size_t>(y) * W;
-    uint16_t* row = cost + g.at(0, y);
-    for (int x = 0; x < W; ++x) {
-      const float strength = std::min(1.f, g2[x] * inv_scale2);
-      row[x] = static_cast<uint16_t>(kCostUnits + static_cast<int>(scale * strength + 0.5f));
+  parallel_chunks(H, ex.threads, 16, [&](int64_t y0, int64_t y1) {
+    for (int64_t y = y0; y < y1; ++y) {
+      const float* g2 = grad2.data() + static_cast<size_t>(y) * W;
+      uint16_t* row = cost + g.at(0, static_cast<int>(y));
+      for (int x = 0; x < W; ++x) {
+        const float strength = std::min(1.f, g2[x] * inv_scale2);
+        row[x] = static_cast<uint16_t>(kCostUnits + static_cast<int>(scale * strength + 0.5f));
+      }
     }
-  }
+  });
 }
 
 // Whether pixel i's flow is trusted: valid and finite (flow (2, HW)).
@@ -229,38 +324,49 @@ inline bool trusted(const float* flow, const uint8_t* valid, size_t HW, size_t i
   return valid[i] != 0 && std::isfinite(flow[i]) && std::isfinite(flow[HW + i]);
 }
 
+// The seeds of pick_seeds' row of cells starting at pixel row y0, appended to out.
+template <class Usable>
+void pick_seed_row(const Grid& g, int s, int y0, const Usable& usable, std::vector<int32_t>& out) {
+  const int H = g.H, W = g.W;
+  for (int x0 = 0; x0 < W; x0 += s) {
+    const int cx = x0 + s / 2, cy = y0 + s / 2;
+    if (cx < W && cy < H && usable(cx, cy)) {
+      out.push_back(g.at(cx, cy));
+      continue;
+    }
+    int best = -1;
+    int64_t best_d2 = 0;
+    for (int y = y0; y < std::min(H, y0 + s); ++y) {
+      for (int x = x0; x < std::min(W, x0 + s); ++x) {
+        if (!usable(x, y)) continue;
+        const int64_t d2 =
+            static_cast<int64_t>(x - cx) * (x - cx) + static_cast<int64_t>(y - cy) * (y - cy);
+        if (best < 0 || d2 < best_d2) {
+          best = g.at(x, y);
+          best_d2 = d2;
+        }
+      }
+    }
+    if (best >= 0) out.push_back(best);
+  }
+}
+
 // Seeds (padded indices): per seed_stride cell the valid pixel nearest to the cell centre, ties to
-// the first in raster order; the last row and column of cells may be partial.
-std::vector<int32_t> pick_seeds(const Grid& g, const float* flow, const uint8_t* valid, int s) {
+// the first in raster order; the last row and column of cells may be partial. Rows of cells are
+// picked in parallel and joined in order.
+std::vector<int32_t> pick_seeds(const Grid& g, const float* flow, const uint8_t* valid, int s,
+                                const Exec& ex) {
   const int H = g.H, W = g.W;
   const size_t HW = static_cast<size_t>(H) * W;
   auto usable = [&](int x, int y) {
     return trusted(flow, valid, HW, static_cast<size_t>(y) * W + x);
   };
+  std::vector<std::vector<int32_t>> rows((H + s - 1) / s);
+  parallel_chunks(static_cast<int64_t>(rows.size()), ex.threads, 4, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) pick_seed_row(g, s, static_cast<int>(r) * s, usable, rows[r]);
+  });
   std::vector<int32_t> seeds;
-  for (int y0 = 0; y0 < H; y0 += s) {
-    for (int x0 = 0; x0 < W; x0 += s) {
-      const int cx = x0 + s / 2, cy = y0 + s / 2;
-      if (cx < W && cy < H && usable(cx, cy)) {
-        seeds.push_back(g.at(cx, cy));
-        continue;
-      }
-      int best = -1;
-      int64_t best_d2 = 0;
-      for (int y = y0; y < std::min(H, y0 + s); ++y) {
-        for (int x = x0; x < std::min(W, x0 + s); ++x) {
-          if (!usable(x, y)) continue;
-          const int64_t d2 =
-              static_cast<int64_t>(x - cx) * (x - cx) + static_cast<int64_t>(y - cy) * (y - cy);
-          if (best < 0 || d2 < best_d2) {
-            best = g.at(x, y);
-            best_d2 = d2;
-          }
-        }
-      }
-      if (best >= 0) seeds.push_back(best);
-    }
-  }
+  for (const std::vector<int32_t>& r : rows) seeds.insert(seeds.end(), r.begin(), r.end());
   return seeds;
 }
 
@@ -342,15 +448,12 @@ class PairSet {
   int n_bits_, spread_bits_ = 0;
 };
 
-SeedGraph seed_graph(const Grid& g, const uint16_t* cost, const uint64_t* key, int n,
-                     uint32_t max_weight) {
-  // Boundary pixel pairs in raster order, each unordered pair once (the 4 forward neighbours).
-  // A cell boundary repeats the same seed pair along its length, so a pair equal to the last one
-  // of its direction is merged on the spot, which spares most set lookups.
-  PairSet pairs(n);
+// The boundary pixel pairs of rows [y0, y1) into pairs (see seed_graph).
+void boundary_pairs(const Grid& g, const uint16_t* cost, const uint64_t* key, uint32_t max_weight,
+                    int y0, int y1, PairSet& pairs) {
   const int32_t Wp = g.Wp;
   const int32_t forward[4] = {1, Wp - 1, Wp, Wp + 1};
-  for (int y = 0; y < g.H; ++y) {
+  for (int y = y0; y < y1; ++y) {
     int32_t last_a[4] = {-1, -1, -1, -1}, last_b[4] = {-1, -1, -1, -1};
     uint32_t last_w[4] = {0, 0, 0, 0};
     const int32_t row = g.at(0, y);
@@ -381,6 +484,32 @@ SeedGraph seed_graph(const Grid& g, const uint16_t* cost, const uint64_t* key, i
     }
     for (int d = 0; d < 4; ++d) {
       if (last_a[d] >= 0) pairs.add(last_a[d], last_b[d], last_w[d]);
+    }
+  }
+}
+
+// `bands` row bands (1 .. H) scanned on up to `threads` threads.
+SeedGraph seed_graph(const Grid& g, const uint16_t* cost, const uint64_t* key, int n,
+                     uint32_t max_weight, int bands, int threads) {
+  // Boundary pixel pairs in raster order, each unordered pair once (the 4 forward neighbours).
+  // A cell boundary repeats the same seed pair along its length, so a pair equal to the last one
+  // of its direction is merged on the spot, which spares most set lookups. With several bands,
+  // each band collects its pairs in a set of its own and the sets are merged in band order: the
+  // same pairs and smallest weights, in another order of the graph's edges, which the K-nearest
+  // search does not depend on (it settles seeds in order of (distance, seed index)).
+  PairSet pairs(n);
+  bands = std::clamp(bands, 1, g.H);
+  if (bands == 1) {
+    boundary_pairs(g, cost, key, max_weight, 0, g.H, pairs);
+  } else {
+    std::vector<PairSet> band_pairs(bands, PairSet(n / bands + 1));
+    parallel_for(bands, threads, [&](int64_t b) {
+      boundary_pairs(g, cost, key, max_weight, static_cast<int>(b * g.H / bands),
+                     static_cast<int>((b + 1) * g.H / bands), band_pairs[b]);
+    });
+    for (PairSet& bp : band_pairs) {
+      bp.for_each([&](int32_t a, int32_t b, uint32_t w) { pairs.add(a, b, w); });
+      bp = PairSet(1);
     }
   }
   // Compressed rows, both directions.
@@ -608,7 +737,7 @@ void check_options(const InterpOptions& o) {
 }  // namespace
 
 void flow_interpolate_voronoi(const uint16_t* cost, int H, int W, const int32_t* seeds, int n,
-                              int32_t* nearest, uint32_t* dist) {
+                              int32_t* nearest, uint32_t* dist, int bands) {
   check_size(H, W);
   if (cost == nullptr || nearest == nullptr || dist == nullptr || (n > 0 && seeds == nullptr)) {
     fail(ErrorCode::InvalidArg, "cost, seeds, nearest and dist must not be null");
@@ -638,7 +767,7 @@ void flow_interpolate_voronoi(const uint16_t* cost, int H, int W, const int32_t*
     sp[i] = g.at(seeds[i] % W, seeds[i] / W);
   }
   std::vector<uint64_t> key(g.size());
-  voronoi_padded(g, cp.data(), sp.data(), n, key.data());
+  voronoi_padded(g, cp.data(), sp.data(), n, key.data(), bands, bands);
   for (int y = 0; y < H; ++y) {
     for (int x = 0; x < W; ++x) {
       const uint64_t k = key[g.at(x, y)];
@@ -667,7 +796,7 @@ void flow_interpolate_cpu(const float* image, int C, int H, int W, const float* 
   const Grid g{H, W, W + 2};
   check_distance_range(H, W, static_cast<uint32_t>(std::lround(kCostUnits * (1 + o.edge_cost))));
 
-  const std::vector<int32_t> seeds = pick_seeds(g, flow, valid, o.seed_stride);
+  const std::vector<int32_t> seeds = pick_seeds(g, flow, valid, o.seed_stride, ex);
   const int n = static_cast<int>(seeds.size());
   if (n == 0) {
     std::copy_n(flow, 2 * HW, out);
@@ -677,10 +806,14 @@ void flow_interpolate_cpu(const float* image, int C, int H, int W, const float* 
   std::vector<uint16_t> cost(g.size());
   edge_cost_map(image, C, g, o, cost.data(), ex);
   std::vector<uint64_t> key(g.size());
-  voronoi_padded(g, cost.data(), seeds.data(), n, key.data());
+  // One band per thread (bands of kVoronoiBandRows rows at least).
+  const int threads = ex.threads <= 0 ? pool_size() : std::min(ex.threads, pool_size());
+  const int bands = std::min(threads, std::max(1, H / kVoronoiBandRows));
+  voronoi_padded(g, cost.data(), seeds.data(), n, key.data(), bands, threads);
   check_cancel(ex);
-  const SeedGraph sg = seed_graph(g, cost.data(), key.data(), n,
-                                  kUnreached / static_cast<uint32_t>(o.num_neighbors));
+  const SeedGraph sg =
+      seed_graph(g, cost.data(), key.data(), n, kUnreached / static_cast<uint32_t>(o.num_neighbors),
+                 bands, threads);
   check_cancel(ex);
 
   std::vector<Seed> seed(n);
@@ -693,15 +826,25 @@ void flow_interpolate_cpu(const float* image, int C, int H, int W, const float* 
   // keep_valid those whose cells hold an untrusted pixel.
   std::vector<int32_t> fit;
   if (o.keep_valid) {
-    std::vector<uint8_t> needed(n, 0);
-    for (int y = 0; y < H; ++y) {
-      const uint64_t* row = key.data() + g.at(0, y);
-      for (int x = 0; x < W; ++x) {
-        if (!trusted(flow, valid, HW, static_cast<size_t>(y) * W + x)) needed[key_seed(row[x])] = 1;
+    // Each thread's band of rows flags its own copy; the copies are joined after.
+    std::vector<std::vector<uint8_t>> needed(std::max(1, threads), std::vector<uint8_t>(n, 0));
+    parallel_for(static_cast<int64_t>(needed.size()), threads, [&](int64_t t) {
+      const int y0 = static_cast<int>(t * H / static_cast<int64_t>(needed.size()));
+      const int y1 = static_cast<int>((t + 1) * H / static_cast<int64_t>(needed.size()));
+      for (int y = y0; y < y1; ++y) {
+        const uint64_t* row = key.data() + g.at(0, y);
+        for (int x = 0; x < W; ++x) {
+          if (!trusted(flow, valid, HW, static_cast<size_t>(y) * W + x)) {
+            needed[t][key_seed(row[x])] = 1;
+          }
+        }
       }
+    });
+    for (size_t t = 1; t < needed.size(); ++t) {
+      for (int a = 0; a < n; ++a) needed[0][a] |= needed[t][a];
     }
     for (int a = 0; a < n; ++a) {
-      if (needed[a]) fit.push_back(a);
+      if (needed[0][a]) fit.push_back(a);
     }
   } else {
     fit.resize(n);

@@ -87,9 +87,12 @@ size_t flow_interpolate_work_bytes(int C, int H, int W, const InterpOptions& o);
 // Paths step between 8-neighbours; a step between p and q costs cost[p] + cost[q] when axial and
 // (1448 (cost[p] + cost[q]) + 512) >> 10 when diagonal (sqrt 2 to 1/1024): integers, so the
 // distances are exact, ties are real ties, and a bucket queue (Dial's algorithm) replaces the heap.
+// `bands` > 1: the rows cut into that many bands, each band's diagram made on a thread of its own
+// and the paths across the cuts added after (what flow_interpolate does with several threads):
+// the same result for any number of bands.
 // Throws Error(Shape) for bad sizes, Error(InvalidArg) for a seed outside the image or a zero
 // cost, Error(TooLarge) when distances could overflow 32 bits.
 void flow_interpolate_voronoi(const uint16_t* cost, int H, int W, const int32_t* seeds, int n,
-                              int32_t* nearest, uint32_t* dist);
+                              int32_t* nearest, uint32_t* dist, int bands = 1);
 
 }  // namespace gocor

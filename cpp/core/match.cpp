@@ -827,22 +827,25 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
     // checks before either fill, and its rejected pixels are interpolated; only the coarse fill
     // reads the texture masks.
     std::vector<uint8_t> valid[2];
+    // a's consistency error, for the similarity check below (the check's own pass).
+    const bool check_similarity = o.similarity_search == MatchOptions::SimilaritySearch::Auto;
+    std::vector<float> err;
     each_side(ex, true, [&](int side, const Exec& run) {
-      valid[side] = side == 0 ? consistent(fwd, H, W, back, b.H, b.W, o.coarse_tol, o, run)
+      valid[side] = side == 0 ? consistent(fwd, H, W, back, b.H, b.W, o.coarse_tol, o, run,
+                                           check_similarity ? &err : nullptr)
                               : consistent(back, b.H, b.W, fwd, H, W, o.coarse_tol, o, run);
     });
     // Few coarse matches even roughly consistent: b may be rotated or zoomed beyond what the
-    // descriptor follows (similarity_search; the check costs one consistency pass).
+    // descriptor follows (similarity_search).
     if (o.similarity_search != MatchOptions::SimilaritySearch::Off) {
       bool search = o.similarity_search == MatchOptions::SimilaritySearch::Always;
       if (!search) {
-        std::vector<float> err(P);
-        flow_consistency(fwd.data(), H, W, back.data(), b.H, b.W, 0, 0, nullptr, err.data(), ex);
         const float tol =
             std::max(kSimilarityTolMin, float(std::sqrt(double(P)) / (2 * o.global_size)));
         size_t rough = 0;
         for (float e : err) rough += e <= tol;
         search = double(rough) < kSimilarityTrigger * double(P);
+        err = std::vector<float>();
       }
       Similarity S;
       const bool found =
