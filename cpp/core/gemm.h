@@ -34,6 +34,9 @@ struct GemmArgs {
   // when it is large (16 MiB or more), written once and 64-byte aligned, it is written with
   // non-temporal stores, which skip reading each line in before it is overwritten.
   bool c_final = false;
+  // op(b) is the matrix (same pointer, strides and contents) of this thread's previous gemm()
+  // call with that pointer: a path that keeps its own packed copy of B (AMX) may reuse it.
+  bool b_unchanged = false;
 };
 void gemm(const GemmArgs& g, int threads);
 
