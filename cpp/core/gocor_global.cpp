@@ -782,6 +782,7 @@ void run_gram(const GlobalCtx& c, GlobalWork& wk, int b, const GramInit& init, f
     // Gm is the same in every iteration: a packed copy of it (AMX) is made once.
     gocor_detail::GemmArgs ygm{N,     N2,    grows, Y.data(), N2,    false, Gm.data(),
                                N2,    false, TU.data(), N2,   false};
+    ygm.b_keep = c.K > 1;
     ygm.b_unchanged = it > 0;
     gemm(ygm, th);
     parallel_chunks(N, th, 16, [&](int64_t r0, int64_t r1) {

@@ -186,7 +186,7 @@ void bench() {
         "{\"shape\":\"%dx%dx%d\",\"what\":\"%s\",\"avx512_ms\":%.3f,\"amx_ms\":%.3f,"
         "\"speedup\":%.2f,\"avx512_gflops\":%.0f,\"amx_gflops\":%.0f,\"amx_chosen\":%s}\n",
         s.m, s.n, s.k, s.what, fm, am, fm / am, gf / fm, gf / am,
-        gocor::gocor_detail::gemm_amx_suits(s.m, s.n, s.k) ? "true" : "false");
+        gocor::gocor_detail::gemm_amx_suits(s.m, s.n, s.k, false) ? "true" : "false");
   }
 }
 
@@ -220,9 +220,11 @@ int main(int argc, char** argv) {
   // gemm() itself takes the AMX path where it suits, the float32 kernel elsewhere: both give
   // results within their bounds (checked above); here only that the choice is honoured.
   if (gocor::gocor_detail::amx_usable()) {
-    report(gocor::gocor_detail::gemm_amx_suits(256, 512, 512) &&
-               !gocor::gocor_detail::gemm_amx_suits(16, 512, 512),
-           "gemm_amx_suits: GOCor's Y Gm yes, a 16-row product no");
+    using gocor::gocor_detail::gemm_amx_suits;
+    report(gemm_amx_suits(256, 512, 512, true) && gemm_amx_suits(1024, 1024, 256, false) &&
+               !gemm_amx_suits(256, 512, 512, false) && !gemm_amx_suits(16, 512, 512, true) &&
+               !gemm_amx_suits(4096, 4096, 64, false),
+           "gemm_amx_suits: GOCor's Y Gm with Gm packed once, large products; not small sides or k");
   }
   return gocor_test::finish();
 }
