@@ -351,8 +351,8 @@ void gemm(const GemmArgs& g, int threads) {
   }
   // Operands given in the float32 packed layout stay on the micro-kernel; the others take the
   // AMX tiles where the machine has them and the shape pays for the split.
-  if (g.a_packed == nullptr && g.b_packed == nullptr && gemm_amx_suits(M, N, K, g.b_keep || g.b_unchanged) &&
-      amx_usable()) {
+  if (g.a_packed == nullptr && g.b_packed == nullptr &&
+      gemm_amx_suits(M, N, K, g.b_keep || g.b_unchanged) && amx_usable()) {
     gemm_amx(g, threads);
     return;
   }

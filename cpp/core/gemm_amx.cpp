@@ -85,9 +85,9 @@ GOCOR_TARGET_AMX inline Pieces split16(__m512 x) {
   for (int i = 0; i < 3; ++i) {
     const __m512i u = _mm512_castps_si512(x);
     const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    const __m512i r = _mm512_and_si512(
-        _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb),
-        _mm512_set1_epi32(static_cast<int>(0xffff0000u)));
+    const __m512i r =
+        _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb),
+                         _mm512_set1_epi32(static_cast<int>(0xffff0000u)));
     out.p[i] = _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
     x = _mm512_sub_ps(x, _mm512_castsi512_ps(r));
   }
@@ -101,7 +101,8 @@ struct Operand {
   int K, L;
 };
 
-// 16 floats of l = l0 .. l0+15 at one k (zero past L), or of k = k0 .. k0+15 at one l (zero past K).
+// 16 floats of l = l0 .. l0+15 at one k (zero past L), or of k = k0 .. k0+15 at one l (zero past
+// K).
 GOCOR_TARGET_AMX inline __m512 load_along_l(const Operand& o, int k, int l0) {
   const float* p = o.x + k * o.sk + l0 * o.sl;
   const int n = std::min(16, o.L - l0);
@@ -163,18 +164,18 @@ GOCOR_TARGET_AMX void pack_chunk(const Operand& o, int p, int k0, bool pair_layo
         _mm512_store_si512(o_i + kp * 32,
                            _mm512_permutexvar_epi16(pairs, _mm512_load_si512(t[i][2 * kp])));
     } else {  // A: row l gathers the pairs (dwords) of column l, one per row pair of t
-      const __m512i col = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6,
-                                                              5, 4, 3, 2, 1, 0),
-                                             _mm512_set1_epi32(16));
+      const __m512i col =
+          _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                             _mm512_set1_epi32(16));
       // Dword (kp, l) of t's pair rows: t[2kp][l], t[2kp+1][l] interleaved, as the B layout has.
       alignas(64) uint32_t pr[kChunk / 2][16];
       for (int kp = 0; kp < kChunk / 2; ++kp)
         _mm512_store_si512(pr[kp],
                            _mm512_permutexvar_epi16(pairs, _mm512_load_si512(t[i][2 * kp])));
       for (int l = 0; l < 16; ++l)
-        _mm512_storeu_si512(o_i + l * kChunk,
-                            _mm512_i32gather_epi32(_mm512_add_epi32(col, _mm512_set1_epi32(l)),
-                                                   pr, 4));
+        _mm512_storeu_si512(
+            o_i + l * kChunk,
+            _mm512_i32gather_epi32(_mm512_add_epi32(col, _mm512_set1_epi32(l)), pr, 4));
     }
   }
 }
@@ -228,30 +229,25 @@ GOCOR_TARGET_AMX void block_kernel(const uint16_t* ap, const uint16_t* bp, int64
     const int64_t o = static_cast<int64_t>(ch) * 3 * kTile;
     const uint16_t *a0 = ap + o, *a1 = a1p + o, *b0 = bp + o, *b1 = b1p + o;
     // Smallest products first, the large a0 b0 last; each pair of loads feeds four multiplies.
-#define GOCOR_AMX_LOAD_A(piece)                      \
-  _tile_loadd(4, a0 + (piece) * kTile, kChunk * 2); \
-  _tile_loadd(5, a1 + (piece) * kTile, kChunk * 2);
-#define GOCOR_AMX_LOAD_B(piece)                      \
-  _tile_loadd(6, b0 + (piece) * kTile, kChunk * 2); \
-  _tile_loadd(7, b1 + (piece) * kTile, kChunk * 2);
-#define GOCOR_AMX_MUL     \
+#define GOCOR_AMX_LOAD_A(piece)                   \
+  _tile_loadd(4, a0 + (piece)*kTile, kChunk * 2); \
+  _tile_loadd(5, a1 + (piece)*kTile, kChunk * 2);
+#define GOCOR_AMX_LOAD_B(piece)                   \
+  _tile_loadd(6, b0 + (piece)*kTile, kChunk * 2); \
+  _tile_loadd(7, b1 + (piece)*kTile, kChunk * 2);
+#define GOCOR_AMX_MUL      \
   _tile_dpbf16ps(0, 4, 6); \
   _tile_dpbf16ps(1, 4, 7); \
   _tile_dpbf16ps(2, 5, 6); \
   _tile_dpbf16ps(3, 5, 7);
     GOCOR_AMX_LOAD_A(2)
     GOCOR_AMX_LOAD_B(0)
-    GOCOR_AMX_MUL  // a2 b0
-    GOCOR_AMX_LOAD_A(1)
-    GOCOR_AMX_MUL  // a1 b0
-    GOCOR_AMX_LOAD_B(1)
-    GOCOR_AMX_MUL  // a1 b1
-    GOCOR_AMX_LOAD_A(0)
-    GOCOR_AMX_MUL  // a0 b1
-    GOCOR_AMX_LOAD_B(2)
-    GOCOR_AMX_MUL  // a0 b2
-    GOCOR_AMX_LOAD_B(0)
-    GOCOR_AMX_MUL  // a0 b0
+    GOCOR_AMX_MUL                                          // a2 b0
+        GOCOR_AMX_LOAD_A(1) GOCOR_AMX_MUL                  // a1 b0
+            GOCOR_AMX_LOAD_B(1) GOCOR_AMX_MUL              // a1 b1
+                GOCOR_AMX_LOAD_A(0) GOCOR_AMX_MUL          // a0 b1
+                    GOCOR_AMX_LOAD_B(2) GOCOR_AMX_MUL      // a0 b2
+                        GOCOR_AMX_LOAD_B(0) GOCOR_AMX_MUL  // a0 b0
 #undef GOCOR_AMX_LOAD_A
 #undef GOCOR_AMX_LOAD_B
 #undef GOCOR_AMX_MUL
@@ -350,8 +346,8 @@ void gemm_amx(const GemmArgs& g, int threads) {
   const Operand B{g.b, g.b_trans ? 1 : g.ldb, g.b_trans ? g.ldb : 1, K, N};
   uint16_t* ap = pack_a_buffer.get(static_cast<size_t>(int64_t{mb} * 2 * panel));
   PackBuffer& pb = pack_b_buffer;
-  const bool b_kept = g.b_unchanged && pb.src == B.x && pb.sk == B.sk && pb.sl == B.sl &&
-                      pb.k == K && pb.l == N;
+  const bool b_kept =
+      g.b_unchanged && pb.src == B.x && pb.sk == B.sk && pb.sl == B.sl && pb.k == K && pb.l == N;
   uint16_t* bp = pb.get(static_cast<size_t>(int64_t{nb} * 2 * panel));
   parallel_chunks(int64_t{mb} * 2, threads, 4,
                   [&](int64_t p0, int64_t p1) { pack_panels(A, nk, false, p0, p1, ap); });

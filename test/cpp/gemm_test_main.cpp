@@ -87,8 +87,8 @@ struct Errors {
 // Runs the product on one path and compares it with the float64 one.
 Errors check(const Case& t, const Operands& o, bool amx) {
   std::vector<float> c = o.c0;
-  GemmArgs g{t.m,       t.n,       t.k,      o.a.data(), o.lda, t.a_trans, o.b.data(),
-             o.ldb,     t.b_trans, c.data(), o.ldc,      t.acc};
+  GemmArgs g{t.m,        t.n,   t.k,       o.a.data(), o.lda, t.a_trans,
+             o.b.data(), o.ldb, t.b_trans, c.data(),   o.ldc, t.acc};
   if (amx) {
     gocor::gocor_detail::gemm_amx(g, 1);
   } else {
@@ -97,8 +97,9 @@ Errors check(const Case& t, const Operands& o, bool amx) {
     gocor::simd::simd_unforce();
   }
   Errors e;
-  const double per_term = amx ? gamma_n(6.0 * t.k + 1) * (1 + 1.0 / 128) * (1 + 1.0 / 128) + 2.1 * kU
-                              : gamma_n(t.k + 1.0);
+  const double per_term =
+      amx ? gamma_n(6.0 * t.k + 1) * (1 + 1.0 / 128) * (1 + 1.0 / 128) + 2.1 * kU
+          : gamma_n(t.k + 1.0);
   for (int i = 0; i < t.m; ++i)
     for (int j = 0; j < t.n; ++j) {
       double v = t.acc ? o.c0[i * o.ldc + j] : 0.0, s = t.acc ? std::fabs(v) : 0.0;
@@ -125,9 +126,9 @@ void test_case(const Case& t, uint64_t seed) {
       fmt("gemm %dx%dx%d%s%s%s%s", t.m, t.n, t.k, t.a_trans ? " a^T" : "", t.b_trans ? " b^T" : "",
           t.acc ? " +=" : "", t.positive ? " relu" : "");
   const Errors f = check(t, o, false);
-  report(f.worst_ratio <= 1 && f.untouched, name + " avx512",
-         fmt("max %.2f u*S, mean %.3f, worst/bound %.3f", f.max_units, f.mean_units,
-             f.worst_ratio));
+  report(
+      f.worst_ratio <= 1 && f.untouched, name + " avx512",
+      fmt("max %.2f u*S, mean %.3f, worst/bound %.3f", f.max_units, f.mean_units, f.worst_ratio));
   if (!gocor::gocor_detail::amx_usable()) return;
   const Errors a = check(t, o, true);
   report(a.worst_ratio <= 1 && a.untouched, name + " amx",
@@ -194,8 +195,9 @@ void bench() {
 
 int main(int argc, char** argv) {
   if (gocor::simd::simd_detected() != gocor::simd::Simd::Avx512) {
-    std::printf("SKIP gemm: no AVX-512 on this machine (the other levels are tested through "
-                "correlation and GOCor)\n");
+    std::printf(
+        "SKIP gemm: no AVX-512 on this machine (the other levels are tested through "
+        "correlation and GOCor)\n");
     return gocor_test::finish();
   }
   if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) {
@@ -209,10 +211,10 @@ int main(int argc, char** argv) {
   std::printf("AMX: %s\n", gocor::gocor_detail::amx_usable() ? "usable" : "not available");
   uint64_t seed = 100;
   const Case cases[] = {
-      {1, 1, 1, false, false, false, false},    {17, 33, 31, false, false, false, false},
-      {33, 17, 65, true, false, false, false},  {31, 47, 33, false, true, false, false},
-      {50, 70, 100, true, true, true, false},   {64, 64, 64, false, false, true, true},
-      {96, 200, 300, true, false, false, true}, {130, 129, 513, false, false, false, true},
+      {1, 1, 1, false, false, false, false},      {17, 33, 31, false, false, false, false},
+      {33, 17, 65, true, false, false, false},    {31, 47, 33, false, true, false, false},
+      {50, 70, 100, true, true, true, false},     {64, 64, 64, false, false, true, true},
+      {96, 200, 300, true, false, false, true},   {130, 129, 513, false, false, false, true},
       {256, 512, 512, false, false, false, true}, {128, 384, 512, true, false, false, true},
       {70, 300, 1100, false, false, true, false},
   };
@@ -221,10 +223,11 @@ int main(int argc, char** argv) {
   // results within their bounds (checked above); here only that the choice is honoured.
   if (gocor::gocor_detail::amx_usable()) {
     using gocor::gocor_detail::gemm_amx_suits;
-    report(gemm_amx_suits(256, 512, 512, true) && gemm_amx_suits(1024, 1024, 256, false) &&
-               !gemm_amx_suits(256, 512, 512, false) && !gemm_amx_suits(16, 512, 512, true) &&
-               !gemm_amx_suits(4096, 4096, 64, false),
-           "gemm_amx_suits: GOCor's Y Gm with Gm packed once, large products; not small sides or k");
+    report(
+        gemm_amx_suits(256, 512, 512, true) && gemm_amx_suits(1024, 1024, 256, false) &&
+            !gemm_amx_suits(256, 512, 512, false) && !gemm_amx_suits(16, 512, 512, true) &&
+            !gemm_amx_suits(4096, 4096, 64, false),
+        "gemm_amx_suits: GOCor's Y Gm with Gm packed once, large products; not small sides or k");
   }
   return gocor_test::finish();
 }
