@@ -289,6 +289,14 @@ struct PackBuffer {
   int64_t sk = 0, sl = 0;
   int k = 0, l = 0;
   ~PackBuffer() { ::operator delete(p, std::align_val_t(64)); }
+  // Gives a large buffer back (as gemm.cpp's scratch: 128 MiB and more are not kept).
+  void trim() {
+    if (size * sizeof(uint16_t) < (size_t{128} << 20)) return;
+    ::operator delete(p, std::align_val_t(64));
+    p = nullptr;
+    size = 0;
+    src = nullptr;
+  }
   uint16_t* get(size_t elems) {
     if (size < elems) {
       ::operator delete(p, std::align_val_t(64));
@@ -378,6 +386,8 @@ void gemm_amx(const GemmArgs& g, int threads) {
     }
     tiles_end();
   });
+  pack_a_buffer.trim();
+  pack_b_buffer.trim();
 }
 
 #else
