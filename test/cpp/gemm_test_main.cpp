@@ -31,10 +31,8 @@ using gocor::gocor_detail::GemmArgs;
 using gocor_test::fmt;
 using gocor_test::report;
 
-constexpr double kU = 5.9604644775390625e-08;  // 2^-24
-double gamma_n(double n) {
-  return n * kU / (1.0 - n * kU);
-}
+using gocor_test::gamma_n;
+using gocor_test::kU;
 
 struct Case {
   int m, n, k;
@@ -79,6 +77,17 @@ double at_b(const Case& t, const Operands& o, int k, int j) {
   return t.b_trans ? o.b[j * o.ldb + k] : o.b[k * o.ldb + j];
 }
 
+// The product on one path: AMX, or the AVX-512 micro-kernel (AMX turned off by simd_force).
+void run_path(const GemmArgs& g, bool amx) {
+  if (amx) {
+    gocor::gocor_detail::gemm_amx(g, 1);
+    return;
+  }
+  gocor::simd::simd_force(gocor::simd::Simd::Avx512);
+  gocor::gocor_detail::gemm(g, 1);
+  gocor::simd::simd_unforce();
+}
+
 struct Errors {
   double max_units = 0, mean_units = 0, worst_ratio = 0;
   bool untouched = true;  // C's padding columns (past n) unchanged
@@ -89,13 +98,7 @@ Errors check(const Case& t, const Operands& o, bool amx) {
   std::vector<float> c = o.c0;
   GemmArgs g{t.m,        t.n,   t.k,       o.a.data(), o.lda, t.a_trans,
              o.b.data(), o.ldb, t.b_trans, c.data(),   o.ldc, t.acc};
-  if (amx) {
-    gocor::gocor_detail::gemm_amx(g, 1);
-  } else {
-    gocor::simd::simd_force(gocor::simd::Simd::Avx512);
-    gocor::gocor_detail::gemm(g, 1);
-    gocor::simd::simd_unforce();
-  }
+  run_path(g, amx);
   Errors e;
   const double per_term =
       amx ? gamma_n(6.0 * t.k + 1) * (1 + 1.0 / 128) * (1 + 1.0 / 128) + 2.1 * kU
@@ -145,13 +148,7 @@ double time_path(int m, int n, int k, bool a_trans, bool amx, int reps) {
   std::vector<double> ms;
   for (int r = 0; r <= reps; ++r) {
     const double t0 = gocor_test::thread_cpu_ms();
-    if (amx) {
-      gocor::gocor_detail::gemm_amx(g, 1);
-    } else {
-      gocor::simd::simd_force(gocor::simd::Simd::Avx512);
-      gocor::gocor_detail::gemm(g, 1);
-      gocor::simd::simd_unforce();
-    }
+    run_path(g, amx);
     if (r > 0) ms.push_back(gocor_test::thread_cpu_ms() - t0);
   }
   return gocor_test::median(ms);
