@@ -216,6 +216,19 @@ int main(int argc, char** argv) {
       {70, 300, 1100, false, false, true, false},
   };
   for (const Case& t : cases) test_case(t, seed += 10);
+  // Threads share the blocks of C; each block is computed the same way, so the result is the
+  // same bit for bit (the pool's threads load their own tile configuration).
+  if (gocor::gocor_detail::amx_usable()) {
+    const Case t{200, 300, 260, true, false, false, true};
+    const Operands o = make(t, 77);
+    std::vector<float> one = o.c0, all = o.c0;
+    GemmArgs g{t.m,        t.n,   t.k,   o.a.data(), o.lda, true,
+               o.b.data(), o.ldb, false, one.data(), o.ldc, false};
+    gocor::gocor_detail::gemm_amx(g, 1);
+    g.c = all.data();
+    gocor::gocor_detail::gemm_amx(g, 0);
+    report(one == all, "gemm amx 200x300x260: all threads equal one thread");
+  }
   // gemm() itself takes the AMX path where it suits, the float32 kernel elsewhere: both give
   // results within their bounds (checked above); here only that the choice is honoured.
   if (gocor::gocor_detail::amx_usable()) {
