@@ -4,11 +4,11 @@
 // Each float32 operand is split into three bfloat16 pieces, x = x0 + x1 + x2 (x0 = bf16(x),
 // x1 = bf16(x - x0), x2 = bf16(x - x0 - x1): 24 significant bits, the whole float32 mantissa),
 // and a b = sum of the six products a0b0, a1b0, a0b1, a2b0, a1b1, a0b2; the three dropped ones
-// (a1b2, a2b1, a2b2) are below 2^-24 of |a b|. The tile unit multiplies bfloat16 pairs exactly and
-// accumulates in float32: at about 1024 FLOP/cycle, six products cost a sixth of that, still
-// ~2.7x the float32 FMA peak. Measured against a float64 GEMM (test/cpp/gemm_test_main.cpp), the
-// error is at or below the float32 micro-kernel's (the small products go into the accumulator
-// before the large one).
+// (a1b2, a2b1, a2b2) are together below ~2^-23 of |a b|. The tile unit multiplies bfloat16 pairs
+// exactly and accumulates in float32: at about 1024 FLOP/cycle, six products cost a sixth of that,
+// still ~2.7x the float32 FMA peak. Measured against a float64 GEMM (test/cpp/gemm_test_main.cpp),
+// the largest error is 0.4-0.7x the float32 micro-kernel's (the small products go into the
+// accumulator before the large one).
 //
 // Only x86-64 Linux with AMX-BF16 and the kernel's permission for the tile state runs it; every
 // function with AMX or AVX-512BW instructions carries its target attribute and is reached only
@@ -24,7 +24,9 @@
 #include "parallel.h"
 #include "simd.h"
 
-#if GOCOR_SIMD_X86 && defined(__linux__) && defined(__x86_64__)
+// The AMX intrinsics need GCC 11 or clang 12; older compilers build without this path.
+#if GOCOR_SIMD_X86 && defined(__linux__) && defined(__x86_64__) && \
+    ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11))
 #include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
