@@ -318,8 +318,10 @@ struct PackBuffer {
 };
 thread_local PackBuffer pack_a_buffer, pack_b_buffer;
 
-// Chunks per k block: a block's B panels (2 x 3 KiB per chunk) stay in L1 while the A panels
-// of a column of blocks stream past them.
+// Chunks per k block: a block's B panels (2 x 3 KiB per chunk, 48 KiB) stay in L1 while the A
+// panels of a column of blocks stream past them. 256 x 512 x 512 with B kept: 4 chunks 0.58-0.60
+// ms, 8 chunks 0.55-0.57 ms, 16 chunks (B past L1) 1.4 ms. The tiles then run at ~2/3 of their
+// peak (24 instead of 16 cycles per multiply).
 constexpr int kBlockChunks = 8;
 // Row blocks (of 32) per work item.
 constexpr int kRowBlocks = 8;
