@@ -329,8 +329,11 @@ constexpr int kRowBlocks = 8;
 }  // namespace
 
 bool amx_usable() {
+  // The setting first: with AMX turned off (GOCOR_SIMD) the process never asks for the tile
+  // state, whose larger signal frames could refuse a later small sigaltstack.
+  if (!simd::simd_amx_allowed()) return false;
   static const bool hw = amx_hardware();
-  return hw && simd::simd_amx_allowed();
+  return hw;
 }
 
 bool gemm_amx_suits(int m, int n, int k, bool b_amortised) {
