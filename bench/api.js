@@ -6,8 +6,10 @@
 //      module (bench/gocor_torch.py) and vs the official module's 136 ms (issue 16, this machine);
 //   3. LocalGOCor K = 3 vs plain local correlate() at 109x256, C = 32 and 96.
 // Times are medians of repeated calls. Needs the built addon (npm run build) and, for the
-// references, Debian's python3-numpy and python3-torch (/usr/bin/python3).
-//   node bench/api.js [--quick] [--json] [--only 1|2|3]
+// references, Debian's python3-numpy and python3-torch (/usr/bin/python3). Where the CPU has AMX
+// tiles (gemm_amx.cpp), target 2 also runs in a child process with GOCOR_SIMD=avx512 (the AVX-512
+// micro-kernel only), alternating with the parent's rounds, as a second reference.
+//   node bench/api.js [--quick] [--json] [--only 1|2|3] [--gocor-only]
 'use strict';
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -21,6 +23,8 @@ const asJson = process.argv.includes('--json');
 const onlyArg = process.argv.indexOf('--only');
 const only = onlyArg > 0 ? Number(process.argv[onlyArg + 1]) : undefined;
 const runs = (target) => only === undefined || only === target;
+// Only gocor's own timings, no reference (the AVX-512 child of target 2).
+const gocorOnly = process.argv.includes('--gocor-only');
 const OFFICIAL_MS = 136; // the official PyTorch module, 16x16x512, K = 3, one thread (issue 16)
 
 function features(C, H, W, seed) {
@@ -117,7 +121,38 @@ async function main() {
     const a = gocor.l2normalize(features(C, H, W, 3));
     const b = gocor.l2normalize(features(C, H, W, 4));
     const g = new gocor.GlobalGOCor({ numIter: 3, threads: 1 });
+    if (gocorOnly) {
+      const t = await time(() => g.correlate(a, b), reps * 2);
+      console.log(JSON.stringify(t));
+      return;
+    }
+    const t = await rounds(
+      nrounds,
+      () => time(() => g.correlate(a, b), reps * 2),
+      () => python('gocor_torch.py', [String(H), String(W), String(C), '3', String(reps)]),
+    );
+    const what = 'GlobalGOCor 16×16, C=512, K=3';
+    rows.push({ target: 2, what, ref: 'PyTorch stand-in (bench/gocor_torch.py)', ...t, faster: true });
+    if (gocor.backends().cpu.simd === 'avx512' && process.env.GOCOR_SIMD === undefined) {
+      // The same call without AMX (GOCOR_SIMD=avx512 is read once per process: a child).
+      const child = () => {
+        const r = spawnSync(
+          process.execPath,
+          [__filename, '--only', '2', '--gocor-only', ...(quick ? ['--quick'] : [])],
+          {
+            env: { ...process.env, GOCOR_SIMD: 'avx512' },
+            encoding: 'utf8',
+          },
+        );
+        return r.status === 0 ? JSON.parse(r.stdout.trim().split('\n').pop()) : undefined;
+      };
+      const u = await rounds(nrounds, () => time(() => g.correlate(a, b), reps * 2), child);
+      rows.push({ target: 2, what, ref: 'the same, AVX-512 without AMX (GOCOR_SIMD=avx512)', ...u, faster: true });
+    }
     // The stand-in computes the same volume: run it on gocor's inputs and (default) parameters.
+    // After the timed rounds: its garbage (arrays of 10^5 numbers as JSON) would otherwise be
+    // collected by V8's background threads during the timed calls, whose CPU time the process's
+    // usage counts (gocor's medians were ~50 % higher in the rounds right after it).
     const params = gocor.defaultGlobalParams(C, 0);
     const out = await new gocor.GlobalGOCor({ numIter: 3, threads: 1, params }).correlate(a, b);
     const file = path.join(os.tmpdir(), `gocor-api-check-${process.pid}.json`);
@@ -138,13 +173,6 @@ async function main() {
     );
     standIn = python('gocor_torch.py', ['--check', file]);
     fs.rmSync(file, { force: true });
-    const t = await rounds(
-      nrounds,
-      () => time(() => g.correlate(a, b), reps * 2),
-      () => python('gocor_torch.py', [String(H), String(W), String(C), '3', String(reps)]),
-    );
-    const what = 'GlobalGOCor 16×16, C=512, K=3';
-    rows.push({ target: 2, what, ref: 'PyTorch stand-in (bench/gocor_torch.py)', ...t, faster: true });
     rows.push({
       target: 2,
       what,

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common.h"
+#include "gemm_amx.h"
 #include "parallel.h"
 #include "simd.h"
 
@@ -313,8 +314,9 @@ int64_t scratch_b_floats(const Ukr& u, int n, int k, bool given) {
 
 size_t gemm_scratch_bytes(int m, int n, int k, bool a_trans) {
   const Ukr u = active_ukr();
-  return sizeof(float) * static_cast<size_t>(scratch_a_floats(u, m, k, a_trans, false) +
-                                             scratch_b_floats(u, n, k, false));
+  return std::max(gemm_amx_scratch_bytes(m, n, k),
+                  sizeof(float) * static_cast<size_t>(scratch_a_floats(u, m, k, a_trans, false) +
+                                                      scratch_b_floats(u, n, k, false)));
 }
 
 int gemm_panel_width(GemmSide side) {
@@ -345,6 +347,13 @@ void gemm(const GemmArgs& g, int threads) {
   if (K <= 0) {
     if (!g.accumulate)
       for (int i = 0; i < M; ++i) std::fill(g.c + i * g.ldc, g.c + i * g.ldc + N, 0.f);
+    return;
+  }
+  // Operands given in the float32 packed layout stay on the micro-kernel; the others take the
+  // AMX tiles where the machine has them and the shape pays for the split.
+  if (g.a_packed == nullptr && g.b_packed == nullptr &&
+      gemm_amx_suits(M, N, K, g.b_keep || g.b_unchanged) && amx_usable()) {
+    gemm_amx(g, threads);
     return;
   }
   const Ukr u = active_ukr();

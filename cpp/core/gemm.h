@@ -34,6 +34,12 @@ struct GemmArgs {
   // when it is large (16 MiB or more), written once and 64-byte aligned, it is written with
   // non-temporal stores, which skip reading each line in before it is overwritten.
   bool c_final = false;
+  // B's packing can be amortised: b_keep says that the next calls will pass the same op(b)
+  // again (a path with its own packed copy of B, AMX, then counts its packing as paid once), and
+  // b_unchanged that op(b) is the matrix (same pointer, strides and contents) of this thread's
+  // previous gemm() call with that pointer (that copy may be reused).
+  bool b_keep = false;
+  bool b_unchanged = false;
 };
 void gemm(const GemmArgs& g, int threads);
 

@@ -779,7 +779,12 @@ void run_gram(const GlobalCtx& c, GlobalWork& wk, int b, const GramInit& init, f
     }
     // TU' = Y Gm = Y Gc + (Y_r . cv + s_r q) + s_r cv_j with s_r = sum of Y_r, and
     // Y_r . TU'_r = Y_r . (Y Gc)_r + 2 s_r (Y_r . cv) + s_r^2 q (the ||grad||^2 term).
-    gemm(N, N2, grows, Y.data(), N2, Gm.data(), N2, false, TU.data(), N2, false, th);
+    // Gm is the same in every iteration: a packed copy of it (AMX) is made once.
+    gocor_detail::GemmArgs ygm{N,         N2, grows, Y.data(),  N2, false,
+                               Gm.data(), N2, false, TU.data(), N2, false};
+    ygm.b_keep = c.K > 1;
+    ygm.b_unchanged = it > 0;
+    gemm(ygm, th);
     parallel_chunks(N, th, 16, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r)
         ytu[r] = fns.centre(&Y[r * N2], &TU[r * N2], cv.data(), q, grows, N2);

@@ -22,19 +22,24 @@ Simd detect_hardware() {
   return Simd::Portable;
 }
 
-Simd detect_with_env() {
-  Simd hw = detect_hardware();
+// The level GOCOR_SIMD names (case-insensitive: AVX2 = avx2), or -1 for none or an unknown value
+// (lib/native.ts warns about those).
+int env_level() {
   const char* env = std::getenv("GOCOR_SIMD");
-  if (env == nullptr) return hw;
+  if (env == nullptr) return -1;
   std::string v(env);
-  // Case-insensitive (AVX2 = avx2); other values are ignored (lib/native.ts warns about them).
   for (char& ch : v) ch = char(std::tolower(static_cast<unsigned char>(ch)));
-  Simd want = hw;
-  if (v == "portable") want = Simd::Portable;
-  if (v == "avx2") want = Simd::Avx2;
-  if (v == "avx512") want = Simd::Avx512;
+  if (v == "portable") return static_cast<int>(Simd::Portable);
+  if (v == "avx2") return static_cast<int>(Simd::Avx2);
+  if (v == "avx512") return static_cast<int>(Simd::Avx512);
+  return -1;
+}
+
+Simd detect_with_env() {
+  const Simd hw = detect_hardware();
+  const int want = env_level();
   // The variable can only lower the level: asking for more than the CPU has would crash.
-  return static_cast<int>(want) < static_cast<int>(hw) ? want : hw;
+  return want >= 0 && want < static_cast<int>(hw) ? static_cast<Simd>(want) : hw;
 }
 
 std::atomic<int> g_forced{-1};
@@ -57,6 +62,12 @@ void simd_force(Simd level) {
 }
 void simd_unforce() {
   g_forced.store(-1);
+}
+
+bool simd_amx_allowed() {
+  static const bool env_free = env_level() < 0;
+  return env_free && g_forced.load(std::memory_order_relaxed) < 0 &&
+         simd_detected() == Simd::Avx512;
 }
 
 const char* simd_name(Simd level) {

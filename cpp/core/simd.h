@@ -36,6 +36,10 @@ void simd_force(Simd level);
 void simd_unforce();
 // "avx512", "avx2" or "portable".
 const char* simd_name(Simd level);
+// Whether the GEMM may use AMX tiles (gemm_amx.h) where the machine has them: at the AVX-512
+// level, unless GOCOR_SIMD names a level (GOCOR_SIMD=avx512: AVX-512 without AMX) or simd_force()
+// is in effect (tests: simd_force(Simd::Avx512) runs the AVX-512 micro-kernel).
+bool simd_amx_allowed();
 
 // The selector: the entry point (or any value) of the active level.
 template <class T>

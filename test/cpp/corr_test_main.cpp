@@ -41,10 +41,8 @@ using gocor_test::expect_throws;
 using gocor_test::fmt;
 using gocor_test::report;
 
-constexpr double kU = 5.9604644775390625e-08;  // 2^-24
-double gamma_n(double n) {
-  return n * kU / (1.0 - n * kU);
-}
+using gocor_test::gamma_n;
+using gocor_test::kU;
 
 struct Ref64 {
   std::vector<double> val, abs;  // exact-ish value and sum of |terms| per output

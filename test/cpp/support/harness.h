@@ -70,6 +70,13 @@ Cmp compare(const std::vector<float>& got, const std::vector<T>& ref, const Tol&
   return compare(got.data(), ref.data(), got.size(), tol);
 }
 
+// Unit roundoff of float32 (2^-24) and the classic bound gamma(n) = n u / (1 - n u) for n
+// roundings, from which the tests derive their tolerances.
+constexpr double kU = 5.9604644775390625e-08;
+inline double gamma_n(double n) {
+  return n * kU / (1.0 - n * kU);
+}
+
 // CPU time of the calling thread in ms (benchmarks: a shared machine disturbs it less than wall
 // time when a single-thread run loses its core).
 double thread_cpu_ms();
