@@ -104,36 +104,6 @@ bool conv_uses_winograd(const Conv& c) {
   return conv_uses_taps(c) && c.k == 3;
 }
 
-void prepare_taps(Conv& c) {
-  const int kk = c.k * c.k;
-  c.taps.assign(size_t(kk) * c.out * c.in, 0.f);
-  for (int o = 0; o < c.out; ++o)
-    for (int i = 0; i < c.in; ++i)
-      for (int t = 0; t < kk; ++t)
-        c.taps[(size_t(t) * c.out + o) * c.in + i] = c.weight[(size_t(o) * c.in + i) * kk + t];
-  c.wino.clear();
-  if (!conv_uses_winograd(c)) return;
-  // U = G g G^T with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], in float64, rounded once.
-  c.wino.assign(size_t(16) * c.out * c.in, 0.f);
-  for (int o = 0; o < c.out; ++o)
-    for (int i = 0; i < c.in; ++i) {
-      const float* g = c.weight.data() + (size_t(o) * c.in + i) * 9;
-      double t[4][3];
-      for (int x = 0; x < 3; ++x) {
-        t[0][x] = g[x];
-        t[1][x] = 0.5 * (double(g[x]) + g[3 + x] + g[6 + x]);
-        t[2][x] = 0.5 * (double(g[x]) - g[3 + x] + g[6 + x]);
-        t[3][x] = g[6 + x];
-      }
-      for (int a = 0; a < 4; ++a) {
-        const double u[4] = {t[a][0], 0.5 * (t[a][0] + t[a][1] + t[a][2]),
-                             0.5 * (t[a][0] - t[a][1] + t[a][2]), t[a][2]};
-        for (int b = 0; b < 4; ++b)
-          c.wino[(size_t(4 * a + b) * c.in + i) * c.out + o] = static_cast<float>(u[b]);
-      }
-    }
-}
-
 namespace {
 
 // Uninitialised float scratch (a convolution's padded input, im2col tiles, transposed-conv
@@ -293,7 +263,7 @@ GOCOR_FEW_OUT_ENTRY(GOCOR_KERNEL_PORTABLE, few_out1_portable, Vec4, 1)
 GOCOR_FEW_OUT_ENTRY(GOCOR_KERNEL_PORTABLE, few_out2_portable, Vec4, 2)
 #undef GOCOR_FEW_OUT_ENTRY
 
-// Stride 1, padding = dilation (k-1)/2, c.out <= 2, from c.taps: out (c.out, H, W).
+// Stride 1, padding = dilation (k-1)/2, c.out <= 2: out (c.out, H, W).
 void conv2d_few_out(const Conv& c, const float* in, int H, int W, float* out, int threads) {
   const int p = c.pad, Wp = W + 2 * p, kk = c.k * c.k;
   const int64_t plane = int64_t(H + 2 * p) * Wp;
@@ -301,10 +271,10 @@ void conv2d_few_out(const Conv& c, const float* in, int H, int W, float* out, in
   HugeFloats padded(size_t(c.in) * plane + tail);
   pad_planes(in, c.in, H, W, p, tail, padded.data(), threads);
   std::vector<float> w(size_t(c.in) * kk * c.out);
-  for (int t = 0; t < kk; ++t)
-    for (int o = 0; o < c.out; ++o)
-      for (int i = 0; i < c.in; ++i)
-        w[(size_t(i) * kk + t) * c.out + o] = c.taps[(size_t(t) * c.out + o) * c.in + i];
+  for (int o = 0; o < c.out; ++o)
+    for (int i = 0; i < c.in; ++i)
+      for (int t = 0; t < kk; ++t)
+        w[(size_t(i) * kk + t) * c.out + o] = c.weight[(size_t(o) * c.in + i) * kk + t];
   const FewOutRowFn fn = c.out == 1
                              ? simd::simd_select(few_out1_avx512, few_out1_avx2, few_out1_portable)
                              : simd::simd_select(few_out2_avx512, few_out2_avx2, few_out2_portable);
@@ -326,6 +296,14 @@ void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, in
   const size_t tail = 2 * size_t(p) * c.k;  // the last views read up to 2p past the last plane
   HugeFloats padded(size_t(c.in) * plane + tail);
   pad_planes(in, c.in, H, W, p, tail, padded.data(), threads);
+  // The weight per tap (k*k, out, in), each tap's A matrix of the GEMMs.
+  const int kk = c.k * c.k;
+  HugeFloats taps(size_t(kk) * c.out * c.in);
+  parallel_for(c.out, threads, [&](int64_t o) {
+    for (int i = 0; i < c.in; ++i)
+      for (int t = 0; t < kk; ++t)
+        taps[(size_t(t) * c.out + o) * c.in + i] = c.weight[(size_t(o) * c.in + i) * kk + t];
+  });
   // Column tiles whose output block (out x nb) stays in L2 across the taps' accumulations; each
   // tile's epilogue writes its columns of the real (W-wide) rows.
   const int64_t nb = std::max<int64_t>(256, (int64_t(96) << 10) / std::max(c.out, 1)) / 64 * 64;
@@ -344,7 +322,7 @@ void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, in
       for (int t = 0; t < c.k * c.k; ++t) {
         const int ky = t / c.k, kx = t % c.k;
         gocor_detail::gemm(c.out, static_cast<int>(m), cn,
-                           c.taps.data() + size_t(t) * c.out * c.in + c0, c.in,
+                           taps.data() + size_t(t) * c.out * c.in + c0, c.in,
                            padded.data() + c0 * plane + int64_t(ky) * d * Wp + int64_t(kx) * d + j0,
                            plane, false, block.data(), nb, t > 0 || c0 > 0, 1);
       }
@@ -549,14 +527,35 @@ GOCOR_KERNEL_PORTABLE void wino_output_portable(const float* m, int64_t ms, int 
   wino_output_v<simd::Vec4>(m, ms, n, b, a, s, bn, act, y, o, d, full);
 }
 
-// Stride 1, k = 3, padding = dilation: out (c.out, H, W) from c.wino (16, in, out). Threads take
-// blocks of up to nb tiles; a block's transformed input (16, cb, nb) is made one channel block at a
-// time and multiplied into its GEMM results (16, out, nb), which the output transform turns into
-// output pixels.
-}  // namespace
+// c.weight (out, in, 3, 3) -> u (16, in, out): U = G g G^T per (output, input) channel pair with
+// G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], in float64, rounded once. Per input channel, the
+// output channels innermost: 16 rows written sequentially.
+void winograd_weight(const Conv& c, float* u_all, int threads) {
+  parallel_for(c.in, threads, [&](int64_t i) {
+    for (int o = 0; o < c.out; ++o) {
+      const float* g = c.weight.data() + (size_t(o) * c.in + i) * 9;
+      double t[4][3];
+      for (int x = 0; x < 3; ++x) {
+        t[0][x] = g[x];
+        t[1][x] = 0.5 * (double(g[x]) + g[3 + x] + g[6 + x]);
+        t[2][x] = 0.5 * (double(g[x]) - g[3 + x] + g[6 + x]);
+        t[3][x] = g[6 + x];
+      }
+      for (int a = 0; a < 4; ++a) {
+        const double u[4] = {t[a][0], 0.5 * (t[a][0] + t[a][1] + t[a][2]),
+                             0.5 * (t[a][0] - t[a][1] + t[a][2]), t[a][2]};
+        for (int b = 0; b < 4; ++b)
+          u_all[(size_t(4 * a + b) * c.in + i) * c.out + o] = static_cast<float>(u[b]);
+      }
+    }
+  });
+}
 
-void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* out, const Exec& ex) {
-  const int threads = ex.threads;
+// Stride 1, k = 3, padding = dilation: out (c.out, H, W) from the weight G g G^T (16, in, out).
+// Threads take blocks of up to nb tiles; a block's transformed input (16, cb, nb) is made one
+// channel block at a time and multiplied into its GEMM results (16, out, nb), which the output
+// transform turns into output pixels.
+void conv2d_winograd(const Conv& c, const float* in, int H, int W, float* out, int threads) {
   const WinoGrid g(H, W, c.dil);
   const int d = g.d;
   // The permuted rows (see WinoGrid) of every input channel, row-major over (y, channel) so that
@@ -570,6 +569,8 @@ void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* ou
   });
   const float* zero_row = perm.data() + size_t(c.in) * H * g.row;
   std::memset(perm.data() + size_t(c.in) * H * g.row, 0, sizeof(float) * g.row);
+  HugeFloats wino(size_t(16) * c.in * c.out);
+  winograd_weight(c, wino.data(), threads);
   // Channels per block: as even as possible, at most 128; tiles per block: the block's transformed
   // input about 1 MiB (it is written, then packed by each of the 16 GEMMs).
   const int nblocks = (c.in + 127) / 128, cb = (c.in + nblocks - 1) / nblocks;
@@ -614,7 +615,7 @@ void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* ou
       for (int xi = 0; xi < 16; ++xi)
         gocor_detail::gemm(
             gocor_detail::GemmArgs{c.out, static_cast<int>(n), cn,
-                                   c.wino.data() + (size_t(xi) * c.in + c0) * c.out, c.out, true,
+                                   wino.data() + (size_t(xi) * c.in + c0) * c.out, c.out, true,
                                    vbuf.data() + size_t(xi) * cb * nb, nb, false,
                                    mbuf.data() + size_t(xi) * c.out * nb, nb, c0 > 0},
             1);
@@ -645,6 +646,8 @@ void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* ou
   });
 }
 
+}  // namespace
+
 void set_deconv_weight(Deconv& d, const float* weight) {
   d.weight_t.assign(size_t(d.out) * 16 * d.in, 0.f);
   for (int i = 0; i < d.in; ++i)
@@ -652,23 +655,13 @@ void set_deconv_weight(Deconv& d, const float* weight) {
       d.weight_t[size_t(j) * d.in + i] = weight[size_t(i) * d.out * 16 + j];
 }
 
-void conv2d_cpu(const Conv& c, const float* in, int H, int W, float* out, const Exec& ex) {
-  const int threads = ex.threads;
+namespace {
+
+// Any layer: a 1x1 layer as one GEMM, others on im2col column tiles.
+void conv2d_im2col(const Conv& c, const float* in, int H, int W, float* out, int threads) {
   const int Ho = conv_out_size(H, c.k, c.stride, c.pad, c.dil),
             Wo = conv_out_size(W, c.k, c.stride, c.pad, c.dil);
   const int64_t P = int64_t(Ho) * Wo, K = int64_t(c.in) * c.k * c.k;
-  if (!c.taps.empty() && conv_uses_taps(c) && c.out <= 2) {
-    conv2d_few_out(c, in, H, W, out, threads);
-    return;
-  }
-  if (!c.wino.empty() && conv_uses_winograd(c) && W >= 12 * c.dil) {
-    conv2d_winograd_cpu(c, in, H, W, out, ex);
-    return;
-  }
-  if (!c.taps.empty() && conv_uses_taps(c)) {
-    conv2d_shifted(c, in, H, W, out, threads);
-    return;
-  }
   if (c.k == 1 && c.stride == 1 && c.pad == 0) {
     gocor_detail::gemm(c.out, static_cast<int>(P), static_cast<int>(K), c.weight.data(), K, in, P,
                        false, out, P, false, threads);
@@ -717,6 +710,28 @@ void conv2d_cpu(const Conv& c, const float* in, int H, int W, float* out, const 
                        out + p0, P, false, threads);
   }
   epilogue(c, out, P, threads);
+}
+
+}  // namespace
+
+void conv2d_path_cpu(const Conv& c, ConvPath path, const float* in, int H, int W, float* out,
+                     const Exec& ex) {
+  if (path == ConvPath::Winograd && conv_uses_winograd(c)) {
+    conv2d_winograd(c, in, H, W, out, ex.threads);
+  } else if (path != ConvPath::Im2col && conv_uses_taps(c)) {
+    if (c.out <= 2) {
+      conv2d_few_out(c, in, H, W, out, ex.threads);
+    } else {
+      conv2d_shifted(c, in, H, W, out, ex.threads);
+    }
+  } else {
+    conv2d_im2col(c, in, H, W, out, ex.threads);
+  }
+}
+
+void conv2d_cpu(const Conv& c, const float* in, int H, int W, float* out, const Exec& ex) {
+  const bool wino = c.out > 2 && conv_uses_winograd(c) && W >= 12 * c.dil;
+  conv2d_path_cpu(c, wino ? ConvPath::Winograd : ConvPath::Taps, in, H, W, out, ex);
 }
 
 void conv2d_naive(const Conv& c, const float* in, int H, int W, float* out) {

@@ -87,14 +87,9 @@ void test_conv() {
     // layer qualifies, Winograd.
     const bool wino = gocor::nn::conv_uses_winograd(cv);
     for (int path = 0; path < (c.stride == 1 ? 2 + int(wino) : 1); ++path) {
-      if (path >= 1) gocor::nn::prepare_taps(cv);
-      if (path == 1) cv.wino.clear();
       const gocor::Exec ex{gocor::Device::Cpu, c.threads, nullptr};
-      if (path == 2) {
-        gocor::nn::conv2d_winograd_cpu(cv, x.data(), c.H, c.W, got.data(), ex);
-      } else {
-        gocor::nn::conv2d_cpu(cv, x.data(), c.H, c.W, got.data(), ex);
-      }
+      gocor::nn::conv2d_path_cpu(cv, gocor::nn::ConvPath(path), x.data(), c.H, c.W, got.data(),
+                                 ex);
       const gocor_test::Cmp r = compare(got, ref, {tol, 1e-5});
       report(r.ok,
              fmt("conv2d %s out=%d in=%d k=%d s=%d d=%d %dx%d bn=%d",
