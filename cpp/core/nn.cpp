@@ -107,9 +107,10 @@ bool conv_uses_winograd(const Conv& c) {
 namespace {
 
 // Uninitialised float scratch (a convolution's padded input, im2col tiles, transposed-conv
-// columns). From 2 MiB up: 2 MiB transparent huge pages (a hint), and one block per thread of at
-// most kKeep bytes is kept between calls, so a forward does not have the kernel clear fresh pages
-// for every layer (that was 6% of PWC-Net); below 2 MiB the allocator's own reuse suffices.
+// columns, the weight forms derived per call). From 2 MiB up: 2 MiB transparent huge pages (a
+// hint), and two blocks per thread of at most kKeep bytes each are kept between calls, so a
+// forward does not have the kernel clear fresh pages for every layer (that was 6% of PWC-Net);
+// below 2 MiB the allocator's own reuse suffices.
 class HugeFloats {
  public:
   explicit HugeFloats(size_t n) {
@@ -120,23 +121,28 @@ class HugeFloats {
       return;
     }
     bytes_ = (bytes + kHuge - 1) / kHuge * kHuge;
-    Cache& c = cache();
-    if (bytes_ <= kKeep && !c.in_use) {
-      if (c.bytes < bytes_) {
-        c.reset();
-        c.p = huge_alloc(bytes_);
-        c.bytes = bytes_;
+    // A free slot large enough, else the largest free one, grown.
+    Slot* c = nullptr;
+    for (Slot& s : cache().slots)
+      if (!s.in_use && (c == nullptr || (c->bytes < bytes_ ? s.bytes > c->bytes
+                                                           : s.bytes >= bytes_ && s.bytes < c->bytes)))
+        c = &s;
+    if (bytes_ <= kKeep && c != nullptr) {
+      if (c->bytes < bytes_) {
+        c->reset();
+        c->p = huge_alloc(bytes_);
+        c->bytes = bytes_;
       }
-      c.in_use = true;
-      p_ = c.p;
-      cached_ = true;
+      c->in_use = true;
+      p_ = c->p;
+      slot_ = c;
       return;
     }
     p_ = huge_alloc(bytes_);
   }
   ~HugeFloats() {
-    if (cached_) {
-      cache().in_use = false;
+    if (slot_ != nullptr) {
+      slot_->in_use = false;
     } else {
       ::operator delete(p_, bytes_, std::align_val_t(bytes_ >= kHuge ? kHuge : 64));
     }
@@ -148,7 +154,7 @@ class HugeFloats {
 
  private:
   static constexpr size_t kHuge = size_t{2} << 20;
-  static constexpr size_t kKeep = size_t{64} << 20;
+  static constexpr size_t kKeep = size_t{32} << 20;
   static float* huge_alloc(size_t bytes) {
     auto* p = static_cast<float*>(::operator new(bytes, std::align_val_t(kHuge)));
 #ifdef MADV_HUGEPAGE
@@ -156,7 +162,7 @@ class HugeFloats {
 #endif
     return p;
   }
-  struct Cache {
+  struct Slot {
     float* p = nullptr;
     size_t bytes = 0;
     bool in_use = false;
@@ -165,7 +171,12 @@ class HugeFloats {
       p = nullptr;
       bytes = 0;
     }
-    ~Cache() { reset(); }
+  };
+  struct Cache {
+    Slot slots[2];  // a layer's scratch and its derived weight
+    ~Cache() {
+      for (Slot& s : slots) s.reset();
+    }
   };
   static Cache& cache() {
     static thread_local Cache c;
@@ -173,25 +184,28 @@ class HugeFloats {
   }
   size_t bytes_ = 0;
   float* p_ = nullptr;
-  bool cached_ = false;
+  Slot* slot_ = nullptr;
 };
 
-// in (C, H, W) -> dst (C, H + 2p, W + 2p) zero-padded, then `tail` zeros. Written once (the image
-// rows copied, only the border zeroed), in huge pages when granted.
-void pad_planes(const float* in, int C, int H, int W, int p, size_t tail, float* dst_all,
-                int threads) {
-  const int Wp = W + 2 * p;
-  const int64_t plane = int64_t(H + 2 * p) * Wp;
+// in (C, H, W) -> dst (C, H + 2p, W + 2p) zero-padded, then `tail` zeros; only the rows of
+// image rows y0 - p .. y1 + p - 1 (zero outside the image): dst (C, y1 - y0 + 2p, W + 2p). Written
+// once (the image rows copied, only the border zeroed), in huge pages when granted.
+void pad_planes(const float* in, int C, int H, int W, int p, int y0, int y1, size_t tail,
+                float* dst_all, int threads) {
+  const int Wp = W + 2 * p, rows = y1 - y0 + 2 * p;
+  const int64_t plane = int64_t(rows) * Wp;
   parallel_for(C, threads, [&](int64_t i) {
-    float* dst = dst_all + i * plane;
-    std::memset(dst, 0, sizeof(float) * size_t(p) * Wp);
-    for (int y = 0; y < H; ++y) {
-      float* row = dst + int64_t(y + p) * Wp;
+    for (int r = 0; r < rows; ++r) {
+      float* row = dst_all + i * plane + int64_t(r) * Wp;
+      const int y = y0 - p + r;
+      if (y < 0 || y >= H) {
+        std::memset(row, 0, sizeof(float) * Wp);
+        continue;
+      }
       std::memset(row, 0, sizeof(float) * p);
       std::memcpy(row + p, in + (i * H + y) * W, sizeof(float) * W);
       std::memset(row + p + W, 0, sizeof(float) * p);
     }
-    std::memset(dst + int64_t(H + p) * Wp, 0, sizeof(float) * size_t(p) * Wp);
   });
   std::memset(dst_all + size_t(C) * plane, 0, sizeof(float) * tail);
 }
@@ -266,10 +280,6 @@ GOCOR_FEW_OUT_ENTRY(GOCOR_KERNEL_PORTABLE, few_out2_portable, Vec4, 2)
 // Stride 1, padding = dilation (k-1)/2, c.out <= 2: out (c.out, H, W).
 void conv2d_few_out(const Conv& c, const float* in, int H, int W, float* out, int threads) {
   const int p = c.pad, Wp = W + 2 * p, kk = c.k * c.k;
-  const int64_t plane = int64_t(H + 2 * p) * Wp;
-  const size_t tail = 2 * size_t(p) + 64;  // a row group reads up to 63 floats past the row
-  HugeFloats padded(size_t(c.in) * plane + tail);
-  pad_planes(in, c.in, H, W, p, tail, padded.data(), threads);
   std::vector<float> w(size_t(c.in) * kk * c.out);
   for (int o = 0; o < c.out; ++o)
     for (int i = 0; i < c.in; ++i)
@@ -279,11 +289,23 @@ void conv2d_few_out(const Conv& c, const float* in, int H, int W, float* out, in
                              ? simd::simd_select(few_out1_avx512, few_out1_avx2, few_out1_portable)
                              : simd::simd_select(few_out2_avx512, few_out2_avx2, few_out2_portable);
   const BiasActFn epi = active_bias_act();
-  parallel_for(H, threads, [&](int64_t y) {
-    float* rows[2] = {out + y * W, out + (int64_t(H) + y) * W};
-    fn(padded.data() + y * Wp, plane, Wp, c.in, c.k, c.dil, w.data(), W, rows);
-    for (int o = 0; o < c.out; ++o) bias_act(epi, c, o, rows[o], rows[o], W);
-  });
+  // Bands of output rows whose padded input rows take about 8 MiB (at least 2 rows per thread).
+  const size_t tail = 2 * size_t(p) + 64;  // a row group reads up to 63 floats past the row
+  const int band = std::clamp<int>(
+      static_cast<int>((size_t{8} << 20) / sizeof(float) / (size_t(c.in) * Wp)) - 2 * p,
+      2 * threads, H);
+  HugeFloats padded(size_t(c.in) * (band + 2 * p) * Wp + tail);
+  for (int y0 = 0; y0 < H; y0 += band) {
+    const int y1 = std::min(H, y0 + band);
+    const int64_t plane = int64_t(y1 - y0 + 2 * p) * Wp;
+    pad_planes(in, c.in, H, W, p, y0, y1, tail, padded.data(), threads);
+    parallel_for(y1 - y0, threads, [&](int64_t r) {
+      const int64_t y = y0 + r;
+      float* rows[2] = {out + y * W, out + (int64_t(H) + y) * W};
+      fn(padded.data() + r * Wp, plane, Wp, c.in, c.k, c.dil, w.data(), W, rows);
+      for (int o = 0; o < c.out; ++o) bias_act(epi, c, o, rows[o], rows[o], W);
+    });
+  }
 }
 
 // Stride 1, output size = input size: out_wide (out, H*Wp) = sum over taps (ky, kx) of
@@ -295,7 +317,7 @@ void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, in
   // Written once (the image rows copied, only the border zeroed), in huge pages when granted.
   const size_t tail = 2 * size_t(p) * c.k;  // the last views read up to 2p past the last plane
   HugeFloats padded(size_t(c.in) * plane + tail);
-  pad_planes(in, c.in, H, W, p, tail, padded.data(), threads);
+  pad_planes(in, c.in, H, W, p, 0, H, tail, padded.data(), threads);
   // The weight per tap (k*k, out, in), each tap's A matrix of the GEMMs.
   const int kk = c.k * c.k;
   HugeFloats taps(size_t(kk) * c.out * c.in);
@@ -528,28 +550,40 @@ GOCOR_KERNEL_PORTABLE void wino_output_portable(const float* m, int64_t ms, int 
 }
 
 // c.weight (out, in, 3, 3) -> u (16, in, out): U = G g G^T per (output, input) channel pair with
-// G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], in float64, rounded once. Per input channel, the
-// output channels innermost: 16 rows written sequentially.
+// G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], in float64, rounded once. Blocks of kOb output
+// channels: each reads its weight rows in order into a local (16, in, kOb), whose rows are then
+// copied out (reading the weight per input channel, output channels apart, was 4 times slower).
 void winograd_weight(const Conv& c, float* u_all, int threads) {
-  parallel_for(c.in, threads, [&](int64_t i) {
-    for (int o = 0; o < c.out; ++o) {
-      const float* g = c.weight.data() + (size_t(o) * c.in + i) * 9;
-      double t[4][3];
-      for (int x = 0; x < 3; ++x) {
-        t[0][x] = g[x];
-        t[1][x] = 0.5 * (double(g[x]) + g[3 + x] + g[6 + x]);
-        t[2][x] = 0.5 * (double(g[x]) - g[3 + x] + g[6 + x]);
-        t[3][x] = g[6 + x];
+  constexpr int kOb = 16;
+  parallel_for((c.out + kOb - 1) / kOb, threads, [&](int64_t blk) {
+    const int o0 = static_cast<int>(blk) * kOb, on = std::min(kOb, c.out - o0);
+    thread_local std::vector<float> loc;
+    loc.resize(size_t(16) * c.in * kOb);
+    for (int oo = 0; oo < on; ++oo)
+      for (int i = 0; i < c.in; ++i) {
+        const float* g = c.weight.data() + (size_t(o0 + oo) * c.in + i) * 9;
+        double t[4][3];
+        for (int x = 0; x < 3; ++x) {
+          t[0][x] = g[x];
+          t[1][x] = 0.5 * (double(g[x]) + g[3 + x] + g[6 + x]);
+          t[2][x] = 0.5 * (double(g[x]) - g[3 + x] + g[6 + x]);
+          t[3][x] = g[6 + x];
+        }
+        for (int a = 0; a < 4; ++a) {
+          const double u[4] = {t[a][0], 0.5 * (t[a][0] + t[a][1] + t[a][2]),
+                               0.5 * (t[a][0] - t[a][1] + t[a][2]), t[a][2]};
+          for (int b = 0; b < 4; ++b)
+            loc[(size_t(4 * a + b) * c.in + i) * kOb + oo] = static_cast<float>(u[b]);
+        }
       }
-      for (int a = 0; a < 4; ++a) {
-        const double u[4] = {t[a][0], 0.5 * (t[a][0] + t[a][1] + t[a][2]),
-                             0.5 * (t[a][0] - t[a][1] + t[a][2]), t[a][2]};
-        for (int b = 0; b < 4; ++b)
-          u_all[(size_t(4 * a + b) * c.in + i) * c.out + o] = static_cast<float>(u[b]);
-      }
-    }
+    for (size_t r = 0; r < size_t(16) * c.in; ++r)
+      std::memcpy(u_all + r * c.out + o0, loc.data() + r * kOb, sizeof(float) * on);
   });
 }
+
+void conv2d_winograd_band(const Conv& c, const WinoGrid& g, const float* wino, const float* perm,
+                          int s_lo, const float* zero_row, int64_t T0, int64_t T1, int cb,
+                          int64_t nb, WinoInputFn fin, WinoOutputFn fout, float* out, int threads);
 
 // Stride 1, k = 3, padding = dilation: out (c.out, H, W) from the weight G g G^T (16, in, out).
 // Threads take blocks of up to nb tiles; a block's transformed input (16, cb, nb) is made one
@@ -558,17 +592,6 @@ void winograd_weight(const Conv& c, float* u_all, int threads) {
 void conv2d_winograd(const Conv& c, const float* in, int H, int W, float* out, int threads) {
   const WinoGrid g(H, W, c.dil);
   const int d = g.d;
-  // The permuted rows (see WinoGrid) of every input channel, row-major over (y, channel) so that
-  // a unit's four rows stream through the channels; then one zero row.
-  HugeFloats perm(size_t(c.in) * H * g.row + g.row);
-  const WinoPermuteFn fperm =
-      simd::simd_select(wino_permute_avx512, wino_permute_avx2, wino_permute_portable);
-  parallel_for(c.in, threads, [&](int64_t i) {
-    for (int y = 0; y < H; ++y)
-      fperm(in + (i * H + y) * W, W, d, g.jn, g.seg, perm.data() + (y * c.in + i) * g.row);
-  });
-  const float* zero_row = perm.data() + size_t(c.in) * H * g.row;
-  std::memset(perm.data() + size_t(c.in) * H * g.row, 0, sizeof(float) * g.row);
   HugeFloats wino(size_t(16) * c.in * c.out);
   winograd_weight(c, wino.data(), threads);
   // Channels per block: as even as possible, at most 128; tiles per block: the block's transformed
@@ -579,13 +602,52 @@ void conv2d_winograd(const Conv& c, const float* in, int H, int W, float* out, i
       simd::simd_select(wino_input_avx512, wino_input_avx2, wino_input_portable);
   const WinoOutputFn fout =
       simd::simd_select(wino_output_avx512, wino_output_avx2, wino_output_portable);
+  const WinoPermuteFn fperm =
+      simd::simd_select(wino_permute_avx512, wino_permute_avx2, wino_permute_portable);
+  // Bands of units (one row residue ry, consecutive tile rows ty): a band's input rows (sub-grid
+  // rows s = 2 ty0 - 1 .. 2 ty1 + 2) are permuted (see WinoGrid) into a scratch of about
+  // kBandBytes whatever the image, row-major over (s, channel) so that a unit's four rows stream
+  // through the channels; then one zero row. At least two tile blocks per thread per band.
+  constexpr size_t kBandBytes = size_t{8} << 20;
+  const size_t srow = size_t(c.in) * g.row;  // floats of one permuted sub-grid row
+  const int64_t min_units = (2 * threads * nb + g.per_unit - 1) / g.per_unit;
+  const int band_units = static_cast<int>(std::clamp<int64_t>(
+      std::max<int64_t>(int64_t(kBandBytes / sizeof(float) / srow) / 2 - 1, min_units), 1,
+      (g.sub(H, 0) + 1) / 2));
+  const int band_rows = std::min(2 * band_units + 2, g.sub(H, 0));
+  HugeFloats perm(srow * band_rows + g.row);
+  const float* zero_row = perm.data() + srow * band_rows;
+  std::memset(perm.data() + srow * band_rows, 0, sizeof(float) * g.row);
+  const int64_t units = int64_t(g.unit_ry.size());
+  for (int64_t ua = 0; ua < units;) {
+    const int ry = g.unit_ry[ua], ty0 = g.unit_ty[ua];
+    const int64_t ub = ua + std::min(band_units, (g.sub(H, ry) + 1) / 2 - ty0);
+    const int s_lo = std::max(0, 2 * ty0 - 1),
+              s_hi = std::min(g.sub(H, ry), 2 * (ty0 + int(ub - ua) - 1) + 3);
+    parallel_for(c.in, threads, [&](int64_t i) {
+      for (int s = s_lo; s < s_hi; ++s)
+        fperm(in + (i * H + ry + int64_t(d) * s) * W, W, d, g.jn, g.seg,
+              perm.data() + (size_t(s - s_lo) * c.in + i) * g.row);
+    });
+    conv2d_winograd_band(c, g, wino.data(), perm.data(), s_lo, zero_row, ua * g.per_unit,
+                         ub * g.per_unit, cb, nb, fin, fout, out, threads);
+    ua = ub;
+  }
+}
+
+// The tiles [T0, T1) of a band whose permuted rows from s_lo are in perm.
+void conv2d_winograd_band(const Conv& c, const WinoGrid& g, const float* wino, const float* perm,
+                          int s_lo, const float* zero_row, int64_t T0, int64_t T1, int cb,
+                          int64_t nb, WinoInputFn fin, WinoOutputFn fout, float* out,
+                          int threads) {
+  const int H = g.H, W = g.W, d = g.d;
   const bool bn = !c.bn_scale.empty();
-  parallel_for((g.tiles + nb - 1) / nb, threads, [&](int64_t blk) {
+  parallel_for((T1 - T0 + nb - 1) / nb, threads, [&](int64_t blk) {
     thread_local std::vector<float> vbuf, mbuf, ybuf;
     vbuf.resize(size_t(16) * cb * nb);
     mbuf.resize(size_t(16) * c.out * nb);
     ybuf.resize(size_t(4) * g.per_unit);
-    const int64_t t0 = blk * nb, t1 = std::min(g.tiles, t0 + nb), n = t1 - t0;
+    const int64_t t0 = T0 + blk * nb, t1 = std::min(T1, t0 + nb), n = t1 - t0;
     const int64_t u0 = t0 / g.per_unit, u1 = (t1 - 1) / g.per_unit + 1;
     for (int c0 = 0; c0 < c.in; c0 += cb) {
       const int cn = std::min(cb, c.in - c0);
@@ -599,7 +661,7 @@ void conv2d_winograd(const Conv& c, const float* in, int H, int W, float* out, i
           for (int k = 0; k < 4; ++k) {
             const int s = 2 * ty + k - 1, y = ry + d * s;
             p[k] =
-                (s >= 0 && y < H ? perm.data() + (int64_t(y) * c.in + c0 + ci) * g.row : zero_row) +
+                (s >= 0 && y < H ? perm + (int64_t(s - s_lo) * c.in + c0 + ci) * g.row : zero_row) +
                 1;
           }
           for (int rx = 0; rx < g.dx; ++rx) {
@@ -615,7 +677,7 @@ void conv2d_winograd(const Conv& c, const float* in, int H, int W, float* out, i
       for (int xi = 0; xi < 16; ++xi)
         gocor_detail::gemm(
             gocor_detail::GemmArgs{c.out, static_cast<int>(n), cn,
-                                   wino.data() + (size_t(xi) * c.in + c0) * c.out, c.out, true,
+                                   wino + (size_t(xi) * c.in + c0) * c.out, c.out, true,
                                    vbuf.data() + size_t(xi) * cb * nb, nb, false,
                                    mbuf.data() + size_t(xi) * c.out * nb, nb, c0 > 0},
             1);
