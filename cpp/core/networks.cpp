@@ -57,8 +57,7 @@ class Loader {
     const NamedTensor& t = it->second;
     if (t.shape != shape || int64_t(t.size) != n) {
       throw Error(ErrorCode::InvalidArg, "network tensor " + name + " has shape " +
-                                             shape_str(t.shape) + ", expected " +
-                                             shape_str(shape));
+                                             shape_str(t.shape) + ", expected " + shape_str(shape));
     }
     for (size_t i = 0; i < t.size; ++i)
       if (!std::isfinite(t.data[i]))
@@ -88,12 +87,16 @@ void copy_into(std::vector<float>& dst, const float* src, size_t n) {
 }
 
 // Heap bytes of the parameters a network keeps (retained_bytes).
-size_t heap_bytes(const std::vector<float>& v) { return v.capacity() * sizeof(float); }
+size_t heap_bytes(const std::vector<float>& v) {
+  return v.capacity() * sizeof(float);
+}
 size_t heap_bytes(const nn::Conv& c) {
   return heap_bytes(c.weight) + heap_bytes(c.bias) + heap_bytes(c.bn_scale) +
          heap_bytes(c.bn_shift);
 }
-size_t heap_bytes(const nn::Deconv& d) { return heap_bytes(d.weight_t) + heap_bytes(d.bias); }
+size_t heap_bytes(const nn::Deconv& d) {
+  return heap_bytes(d.weight_t) + heap_bytes(d.bias);
+}
 template <class T, size_t N>
 size_t heap_bytes(const T (&a)[N]) {
   size_t n = 0;
@@ -419,8 +422,8 @@ class PwcNet : public Network {
   }
 
   size_t retained_bytes() const override {
-    size_t n = sizeof(*this) + heap_bytes(deconv_) + heap_bytes(upfeat_) + ctx_.bytes() +
-               heap_bytes(pyr_);
+    size_t n =
+        sizeof(*this) + heap_bytes(deconv_) + heap_bytes(upfeat_) + ctx_.bytes() + heap_bytes(pyr_);
     for (const DenseDecoder& d : dec_) n += d.bytes();
     return n;
   }

@@ -124,8 +124,9 @@ class HugeFloats {
     // A free slot large enough, else the largest free one, grown.
     Slot* c = nullptr;
     for (Slot& s : cache().slots)
-      if (!s.in_use && (c == nullptr || (c->bytes < bytes_ ? s.bytes > c->bytes
-                                                           : s.bytes >= bytes_ && s.bytes < c->bytes)))
+      if (!s.in_use &&
+          (c == nullptr ||
+           (c->bytes < bytes_ ? s.bytes > c->bytes : s.bytes >= bytes_ && s.bytes < c->bytes)))
         c = &s;
     if (bytes_ <= kKeep && c != nullptr) {
       if (c->bytes < bytes_) {
@@ -638,8 +639,7 @@ void conv2d_winograd(const Conv& c, const float* in, int H, int W, float* out, i
 // The tiles [T0, T1) of a band whose permuted rows from s_lo are in perm.
 void conv2d_winograd_band(const Conv& c, const WinoGrid& g, const float* wino, const float* perm,
                           int s_lo, const float* zero_row, int64_t T0, int64_t T1, int cb,
-                          int64_t nb, WinoInputFn fin, WinoOutputFn fout, float* out,
-                          int threads) {
+                          int64_t nb, WinoInputFn fin, WinoOutputFn fout, float* out, int threads) {
   const int H = g.H, W = g.W, d = g.d;
   const bool bn = !c.bn_scale.empty();
   parallel_for((T1 - T0 + nb - 1) / nb, threads, [&](int64_t blk) {

@@ -210,8 +210,7 @@ Napi::Value NetworkWorkBytes(const Napi::CallbackInfo& info) {
 
 // networkRetainedBytes(handle) -> bytes the loaded network keeps (Network::retained_bytes).
 Napi::Value NetworkRetainedBytes(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(),
-                           double(read_network(info.Env(), info[0])->retained_bytes()));
+  return Napi::Number::New(info.Env(), double(read_network(info.Env(), info[0])->retained_bytes()));
 }
 
 }  // namespace

@@ -1156,18 +1156,17 @@ void add_nn_cases(std::vector<Case>& t) {
   // odd sizes. The tolerance is derived per element (sum_order_bound).
   const Tol derived = kDerivedTol;
   uint64_t seed = 300;
-  for (const ConvShape& s :
-       std::vector<ConvShape>{{3, 16, 3, 2, 1, 64, 48, Act::Leaky, false},
-                              {16, 16, 3, 1, 1, 32, 24, Act::Leaky, false},
-                              {16, 32, 3, 2, 1, 31, 23, Act::Leaky, false},
-                              {565, 128, 3, 1, 1, 8, 8, Act::Leaky, false},
-                              {565, 2, 3, 1, 1, 8, 8, Act::None, false},
-                              {128, 128, 3, 1, 4, 12, 12, Act::Leaky, true},
-                              {96, 64, 3, 1, 16, 10, 14, Act::Leaky, true},
-                              {3, 64, 3, 1, 1, 32, 32, Act::Relu, false},
-                              {64, 128, 3, 1, 1, 16, 16, Act::Relu, false},
-                              {258, 128, 3, 1, 1, 16, 16, Act::Relu, true},
-                              {37, 21, 1, 1, 1, 9, 13, Act::None, false}}) {
+  for (const ConvShape& s : std::vector<ConvShape>{{3, 16, 3, 2, 1, 64, 48, Act::Leaky, false},
+                                                   {16, 16, 3, 1, 1, 32, 24, Act::Leaky, false},
+                                                   {16, 32, 3, 2, 1, 31, 23, Act::Leaky, false},
+                                                   {565, 128, 3, 1, 1, 8, 8, Act::Leaky, false},
+                                                   {565, 2, 3, 1, 1, 8, 8, Act::None, false},
+                                                   {128, 128, 3, 1, 4, 12, 12, Act::Leaky, true},
+                                                   {96, 64, 3, 1, 16, 10, 14, Act::Leaky, true},
+                                                   {3, 64, 3, 1, 1, 32, 32, Act::Relu, false},
+                                                   {64, 128, 3, 1, 1, 16, 16, Act::Relu, false},
+                                                   {258, 128, 3, 1, 1, 16, 16, Act::Relu, true},
+                                                   {37, 21, 1, 1, 1, 9, 13, Act::None, false}}) {
     add("nn::conv2d", conv_name(s), derived, [s, seed] { return nn_conv2d_trial(s, seed); });
     seed += 5;
   }

@@ -94,8 +94,7 @@ void test_conv() {
     const bool wino = gocor::nn::conv_uses_winograd(cv);
     for (int path = 0; path < (c.stride == 1 ? 2 + int(wino) : 1); ++path) {
       const gocor::Exec ex{gocor::Device::Cpu, c.threads, nullptr};
-      gocor::nn::conv2d_path_cpu(cv, gocor::nn::ConvPath(path), x.data(), c.H, c.W, got.data(),
-                                 ex);
+      gocor::nn::conv2d_path_cpu(cv, gocor::nn::ConvPath(path), x.data(), c.H, c.W, got.data(), ex);
       const gocor_test::Cmp r = compare(got, ref, {tol, 1e-5});
       report(r.ok,
              fmt("conv2d %s out=%d in=%d k=%d s=%d d=%d %dx%d bn=%d",
