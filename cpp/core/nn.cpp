@@ -550,35 +550,71 @@ GOCOR_KERNEL_PORTABLE void wino_output_portable(const float* m, int64_t ms, int 
   wino_output_v<simd::Vec4>(m, ms, n, b, a, s, bn, act, y, o, d, full);
 }
 
-// c.weight (out, in, 3, 3) -> u (16, in, out): U = G g G^T per (output, input) channel pair with
-// G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], in float64, rounded once. Blocks of kOb output
-// channels: each reads its weight rows in order into a local (16, in, kOb), whose rows are then
-// copied out (reading the weight per input channel, output channels apart, was 4 times slower).
-void winograd_weight(const Conv& c, float* u_all, int threads) {
+// Input channels i0 .. i1 - 1 of the Winograd weight: weight (cout, cin, 3, 3) -> u (16, cin,
+// cout), U = G g G^T per (output, input) channel pair with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2;
+// 0 0 1], in float64, rounded once. Per input channel, blocks of 16 output channels: the
+// arithmetic across the block (loops the compiler vectorises with the entry's vectors), then 16
+// output rows written in order (u's rows are written sequentially, each cache line whole).
+GOCOR_INLINE void wino_weight_rows(const float* weight, int cin, int cout, int i0, int i1,
+                                   float* u_all) {
   constexpr int kOb = 16;
-  parallel_for((c.out + kOb - 1) / kOb, threads, [&](int64_t blk) {
-    const int o0 = static_cast<int>(blk) * kOb, on = std::min(kOb, c.out - o0);
-    thread_local std::vector<float> loc;
-    loc.resize(size_t(16) * c.in * kOb);
-    for (int oo = 0; oo < on; ++oo)
-      for (int i = 0; i < c.in; ++i) {
-        const float* g = c.weight.data() + (size_t(o0 + oo) * c.in + i) * 9;
-        double t[4][3];
-        for (int x = 0; x < 3; ++x) {
-          t[0][x] = g[x];
-          t[1][x] = 0.5 * (double(g[x]) + g[3 + x] + g[6 + x]);
-          t[2][x] = 0.5 * (double(g[x]) - g[3 + x] + g[6 + x]);
-          t[3][x] = g[6 + x];
+  for (int i = i0; i < i1; ++i)
+    for (int o0 = 0; o0 < cout; o0 += kOb) {
+      const int on = std::min(kOb, cout - o0);
+      double g[9][kOb];
+      for (int l = 0; l < kOb; ++l) {
+        const float* w = weight + (size_t(o0 + std::min(l, on - 1)) * cin + i) * 9;
+        for (int k = 0; k < 9; ++k) g[k][l] = w[k];  // lanes past `on` repeat the last channel
+        // The rows are read cout apart, too many streams for the hardware prefetcher: this
+        // row's line 8 input channels ahead.
+        __builtin_prefetch(w + 72);
+      }
+      double t[4][3][kOb];
+      for (int x = 0; x < 3; ++x)
+        for (int l = 0; l < kOb; ++l) {
+          t[0][x][l] = g[x][l];
+          t[1][x][l] = 0.5 * (g[x][l] + g[3 + x][l] + g[6 + x][l]);
+          t[2][x][l] = 0.5 * (g[x][l] - g[3 + x][l] + g[6 + x][l]);
+          t[3][x][l] = g[6 + x][l];
         }
-        for (int a = 0; a < 4; ++a) {
-          const double u[4] = {t[a][0], 0.5 * (t[a][0] + t[a][1] + t[a][2]),
-                               0.5 * (t[a][0] - t[a][1] + t[a][2]), t[a][2]};
-          for (int b = 0; b < 4; ++b)
-            loc[(size_t(4 * a + b) * c.in + i) * kOb + oo] = static_cast<float>(u[b]);
+      float u[16][kOb];
+      for (int a = 0; a < 4; ++a)
+        for (int l = 0; l < kOb; ++l) {
+          u[4 * a][l] = static_cast<float>(t[a][0][l]);
+          u[4 * a + 1][l] = static_cast<float>(0.5 * (t[a][0][l] + t[a][1][l] + t[a][2][l]));
+          u[4 * a + 2][l] = static_cast<float>(0.5 * (t[a][0][l] - t[a][1][l] + t[a][2][l]));
+          u[4 * a + 3][l] = static_cast<float>(t[a][2][l]);
+        }
+      for (int xi = 0; xi < 16; ++xi) {
+        float* dst = u_all + (size_t(xi) * cin + i) * cout + o0;
+        if (on == kOb) {
+          std::memcpy(dst, u[xi], sizeof(u[xi]));
+        } else {
+          std::memcpy(dst, u[xi], sizeof(float) * on);
         }
       }
-    for (size_t r = 0; r < size_t(16) * c.in; ++r)
-      std::memcpy(u_all + r * c.out + o0, loc.data() + r * kOb, sizeof(float) * on);
+    }
+}
+using WinoWeightFn = void (*)(const float*, int, int, int, int, float*);
+GOCOR_KERNEL_AVX512 void wino_weight_avx512(const float* w, int cin, int cout, int i0, int i1,
+                                            float* u) {
+  wino_weight_rows(w, cin, cout, i0, i1, u);
+}
+GOCOR_KERNEL_AVX2 void wino_weight_avx2(const float* w, int cin, int cout, int i0, int i1,
+                                        float* u) {
+  wino_weight_rows(w, cin, cout, i0, i1, u);
+}
+GOCOR_KERNEL_PORTABLE void wino_weight_portable(const float* w, int cin, int cout, int i0, int i1,
+                                                float* u) {
+  wino_weight_rows(w, cin, cout, i0, i1, u);
+}
+
+// c.weight (out, in, 3, 3) -> u (16, in, out), threads over the input channels.
+void winograd_weight(const Conv& c, float* u_all, int threads) {
+  const WinoWeightFn fn =
+      simd::simd_select(wino_weight_avx512, wino_weight_avx2, wino_weight_portable);
+  parallel_chunks(c.in, threads, 8, [&](int64_t i0, int64_t i1) {
+    fn(c.weight.data(), c.in, c.out, static_cast<int>(i0), static_cast<int>(i1), u_all);
   });
 }
 
@@ -643,10 +679,14 @@ void conv2d_winograd_band(const Conv& c, const WinoGrid& g, const float* wino, c
   const int H = g.H, W = g.W, d = g.d;
   const bool bn = !c.bn_scale.empty();
   parallel_for((T1 - T0 + nb - 1) / nb, threads, [&](int64_t blk) {
-    thread_local std::vector<float> vbuf, mbuf, ybuf;
-    vbuf.resize(size_t(16) * cb * nb);
-    mbuf.resize(size_t(16) * c.out * nb);
-    ybuf.resize(size_t(4) * g.per_unit);
+    thread_local std::vector<float> vbuf_tls, mbuf_tls, ybuf_tls;
+    vbuf_tls.resize(size_t(16) * cb * nb);
+    mbuf_tls.resize(size_t(16) * c.out * nb);
+    ybuf_tls.resize(size_t(4) * g.per_unit);
+    // One TLS look-up each, not one per use.
+    float* const vbuf = vbuf_tls.data();
+    float* const mbuf = mbuf_tls.data();
+    float* const ybuf = ybuf_tls.data();
     const int64_t t0 = T0 + blk * nb, t1 = std::min(T1, t0 + nb), n = t1 - t0;
     const int64_t u0 = t0 / g.per_unit, u1 = (t1 - 1) / g.per_unit + 1;
     for (int c0 = 0; c0 < c.in; c0 += cb) {
@@ -669,18 +709,17 @@ void conv2d_winograd_band(const Conv& c, const WinoGrid& g, const float* wino, c
             if (ka >= kb) continue;
             const int j = ka - g.rx_first[rx];
             fin(p, int64_t(rx) * g.seg + j, int64_t(rx + d) * g.seg + j, kb - ka,
-                vbuf.data() + int64_t(ci) * nb + (base + ka - t0), int64_t(cb) * nb);
+                vbuf + int64_t(ci) * nb + (base + ka - t0), int64_t(cb) * nb);
           }
         }
       }
       // The weights as A^T (in, out): the GEMM reads them in place, unpacked.
       for (int xi = 0; xi < 16; ++xi)
-        gocor_detail::gemm(
-            gocor_detail::GemmArgs{c.out, static_cast<int>(n), cn,
-                                   wino + (size_t(xi) * c.in + c0) * c.out, c.out, true,
-                                   vbuf.data() + size_t(xi) * cb * nb, nb, false,
-                                   mbuf.data() + size_t(xi) * c.out * nb, nb, c0 > 0},
-            1);
+        gocor_detail::gemm(gocor_detail::GemmArgs{c.out, static_cast<int>(n), cn,
+                                                  wino + (size_t(xi) * c.in + c0) * c.out, c.out,
+                                                  true, vbuf + size_t(xi) * cb * nb, nb, false,
+                                                  mbuf + size_t(xi) * c.out * nb, nb, c0 > 0},
+                           1);
     }
     // Output transform, per unit and column residue: rows ry + d (2 ty + a), columns
     // rx + d (2 j + b), where inside the sub-grid.
@@ -699,9 +738,8 @@ void conv2d_winograd_band(const Conv& c, const WinoGrid& g, const float* wino, c
           float* orow[2] = {nullptr, nullptr};
           for (int a = 0; a < rows; ++a)
             orow[a] = out + (int64_t(o) * H + ry + d * (2 * ty + a)) * W + rx + int64_t(2) * d * j0;
-          fout(mbuf.data() + int64_t(o) * nb + (base + ka - t0), int64_t(c.out) * nb, nt, c.bias[o],
-               bn ? c.bn_scale[o] : 1.f, bn ? c.bn_shift[o] : 0.f, bn, c.act, ybuf.data(), orow, d,
-               full);
+          fout(mbuf + int64_t(o) * nb + (base + ka - t0), int64_t(c.out) * nb, nt, c.bias[o],
+               bn ? c.bn_scale[o] : 1.f, bn ? c.bn_shift[o] : 0.f, bn, c.act, ybuf, orow, d, full);
         }
       }
     }
