@@ -150,6 +150,10 @@ class HugeFloats {
   }
   HugeFloats(const HugeFloats&) = delete;
   HugeFloats& operator=(const HugeFloats&) = delete;
+  // Frees this thread's kept blocks (none may be in use).
+  static void release() {
+    for (Slot& s : cache().slots) s.reset();
+  }
   float* data() const { return p_; }
   float& operator[](size_t i) const { return p_[i]; }
 
@@ -187,6 +191,16 @@ class HugeFloats {
   float* p_ = nullptr;
   Slot* slot_ = nullptr;
 };
+
+// Per-thread buffers of the GEMM paths (kept between the parallel tasks and layers of a forward).
+struct ThreadBuffers {
+  std::vector<float> block;             // conv2d_shifted: a tile's output block
+  std::vector<float> vbuf, mbuf, ybuf;  // Winograd: transformed inputs, GEMM results, outputs
+};
+ThreadBuffers& thread_buffers() {
+  static thread_local ThreadBuffers b;
+  return b;
+}
 
 // in (C, H, W) -> dst (C, H + 2p, W + 2p) zero-padded, then `tail` zeros; only the rows of
 // image rows y0 - p .. y1 + p - 1 (zero outside the image): dst (C, y1 - y0 + 2p, W + 2p). Written
@@ -335,7 +349,7 @@ void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, in
   const int nblocks = (c.in + 127) / 128, cb = (c.in + nblocks - 1) / nblocks;
   const BiasActFn fn = active_bias_act();
   parallel_for((n + nb - 1) / nb, threads, [&](int64_t tile) {
-    thread_local std::vector<float> block;
+    std::vector<float>& block = thread_buffers().block;
     block.resize(size_t(c.out) * nb);
     const int64_t j0 = tile * nb, j1 = std::min(n, j0 + nb), m = j1 - j0;
     // Channel blocks outermost: a block's rows of the tile's input stay in L2 across the taps
@@ -679,7 +693,8 @@ void conv2d_winograd_band(const Conv& c, const WinoGrid& g, const float* wino, c
   const int H = g.H, W = g.W, d = g.d;
   const bool bn = !c.bn_scale.empty();
   parallel_for((T1 - T0 + nb - 1) / nb, threads, [&](int64_t blk) {
-    thread_local std::vector<float> vbuf_tls, mbuf_tls, ybuf_tls;
+    ThreadBuffers& tb = thread_buffers();
+    std::vector<float>&vbuf_tls = tb.vbuf, &mbuf_tls = tb.mbuf, &ybuf_tls = tb.ybuf;
     vbuf_tls.resize(size_t(16) * cb * nb);
     mbuf_tls.resize(size_t(16) * c.out * nb);
     ybuf_tls.resize(size_t(4) * g.per_unit);
@@ -747,6 +762,15 @@ void conv2d_winograd_band(const Conv& c, const WinoGrid& g, const float* wino, c
 }
 
 }  // namespace
+
+void release_thread_scratch() {
+  HugeFloats::release();
+  ThreadBuffers& b = thread_buffers();
+  std::vector<float>().swap(b.block);
+  std::vector<float>().swap(b.vbuf);
+  std::vector<float>().swap(b.mbuf);
+  std::vector<float>().swap(b.ybuf);
+}
 
 void set_deconv_weight(Deconv& d, const float* weight) {
   d.weight_t.assign(size_t(d.out) * 16 * d.in, 0.f);

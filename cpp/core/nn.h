@@ -54,6 +54,12 @@ bool conv_uses_taps(const Conv& c);
 // dilated layers too, on their sub-grids. Its weight G g G^T (16, in, out) is derived per call.
 bool conv_uses_winograd(const Conv& c);
 
+// Frees the calling thread's scratch that the convolutions keep between layers (blocks of up to
+// 32 MiB, the GEMM paths' buffers): a network's forward ends with it, so that each thread that ran
+// one does not keep its largest layers' scratch (the pool's helper threads keep their buffers,
+// a few MiB each).
+void release_thread_scratch();
+
 // official weight (in, out, 4, 4) -> d.weight_t (out*16, in).
 void set_deconv_weight(Deconv& d, const float* weight);
 
