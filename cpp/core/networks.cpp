@@ -309,8 +309,10 @@ struct Context {
     conv[6] = load_plain(L, name + "7", 2, 32);
   }
   size_t bytes() const { return heap_bytes(conv); }
-  Map run(const Map& x, const Exec& ex) const {
+  // x: the decoder's input, which the caller no longer needs: freed after the first layer.
+  Map run(Map x, const Exec& ex) const {
     Map a = gocor::conv(conv[0], x, ex);
+    x = Map();
     for (int j = 1; j < 7; ++j) a = gocor::conv(conv[j], a, ex);
     return a;
   }
@@ -432,7 +434,7 @@ class PwcNet : public Network {
           up_feat = deconv(upfeat_[l], x.data(), x.H, x.W, ex);
           x = Map();
         }
-        if (l == 2) add(flow, ctx_.run(x, ex));
+        if (l == 2) add(flow, ctx_.run(std::move(x), ex));
         append_estimate(out.estimates, size_t(6 - l), flow, b, B);
       }
     }
@@ -577,7 +579,7 @@ class GluNet : public Network {
         Map x = decoder_input(lp, opt_.num_iter_local, c13, c23, &up4, 32.f / float(W256),
                               32.f / float(H256), false, 83, {&up4}, ex);
         Map res = dec3_.run(x, ex);
-        add(res, dc_.run(x, ex));
+        add(res, dc_.run(std::move(x), ex));
         add(res, up4);
         flow3 = std::move(res);
       }
@@ -621,7 +623,7 @@ class GluNet : public Network {
         Map x = decoder_input(lp, opt_.num_iter_local, c11, c21, &up2, 1.f / 4.f, 1.f / 4.f, false,
                               85, {&up2, &upfeat2}, ex);
         Map res = dec1_.run(x, ex);
-        add(res, ldc_.run(x, ex));
+        add(res, ldc_.run(std::move(x), ex));
         add(res, up2);
         append_estimate(out.estimates, 1, res, b, B);
       }

@@ -192,6 +192,11 @@ class HugeFloats {
   Slot* slot_ = nullptr;
 };
 
+// The scratch of the paths that copy their input (the Winograd permutation, the direct loops'
+// padding) is made for bands of rows of about this size, not for the whole input (at PWC-Net's
+// level 2 the whole input is 31 MB). Each band copies a few rows of overlap more.
+constexpr size_t kBandBytes = size_t{8} << 20;
+
 // Per-thread buffers of the GEMM paths (kept between the parallel tasks and layers of a forward).
 struct ThreadBuffers {
   std::vector<float> block;             // conv2d_shifted: a tile's output block
@@ -304,11 +309,11 @@ void conv2d_few_out(const Conv& c, const float* in, int H, int W, float* out, in
                              ? simd::simd_select(few_out1_avx512, few_out1_avx2, few_out1_portable)
                              : simd::simd_select(few_out2_avx512, few_out2_avx2, few_out2_portable);
   const BiasActFn epi = active_bias_act();
-  // Bands of output rows whose padded input rows take about 8 MiB (at least 2 rows per thread).
+  // Bands of output rows whose padded input rows take about kBandBytes (at least 2 rows per
+  // thread).
   const size_t tail = 2 * size_t(p) + 64;  // a row group reads up to 63 floats past the row
   const int band = std::clamp<int>(
-      static_cast<int>((size_t{8} << 20) / sizeof(float) / (size_t(c.in) * Wp)) - 2 * p,
-      2 * threads, H);
+      static_cast<int>(kBandBytes / sizeof(float) / (size_t(c.in) * Wp)) - 2 * p, 2 * threads, H);
   HugeFloats padded(size_t(c.in) * (band + 2 * p) * Wp + tail);
   for (int y0 = 0; y0 < H; y0 += band) {
     const int y1 = std::min(H, y0 + band);
@@ -659,7 +664,6 @@ void conv2d_winograd(const Conv& c, const float* in, int H, int W, float* out, i
   // rows s = 2 ty0 - 1 .. 2 ty1 + 2) are permuted (see WinoGrid) into a scratch of about
   // kBandBytes whatever the image, row-major over (s, channel) so that a unit's four rows stream
   // through the channels; then one zero row. At least two tile blocks per thread per band.
-  constexpr size_t kBandBytes = size_t{8} << 20;
   const size_t srow = size_t(c.in) * g.row;  // floats of one permuted sub-grid row
   const int64_t min_units = (2 * threads * nb + g.per_unit - 1) / g.per_unit;
   const int band_units = static_cast<int>(std::clamp<int64_t>(
@@ -692,7 +696,10 @@ void conv2d_winograd_band(const Conv& c, const WinoGrid& g, const float* wino, c
                           int64_t nb, WinoInputFn fin, WinoOutputFn fout, float* out, int threads) {
   const int H = g.H, W = g.W, d = g.d;
   const bool bn = !c.bn_scale.empty();
-  parallel_for((T1 - T0 + nb - 1) / nb, threads, [&](int64_t blk) {
+  // The band's tiles in equal blocks of at most nb (a last block of a few tiles ran its GEMMs
+  // at a fraction of their speed).
+  const int64_t nblk = (T1 - T0 + nb - 1) / nb, step = (T1 - T0 + nblk - 1) / nblk;
+  parallel_for(nblk, threads, [&](int64_t blk) {
     ThreadBuffers& tb = thread_buffers();
     std::vector<float>&vbuf_tls = tb.vbuf, &mbuf_tls = tb.mbuf, &ybuf_tls = tb.ybuf;
     vbuf_tls.resize(size_t(16) * cb * nb);
@@ -702,7 +709,7 @@ void conv2d_winograd_band(const Conv& c, const WinoGrid& g, const float* wino, c
     float* const vbuf = vbuf_tls.data();
     float* const mbuf = mbuf_tls.data();
     float* const ybuf = ybuf_tls.data();
-    const int64_t t0 = T0 + blk * nb, t1 = std::min(T1, t0 + nb), n = t1 - t0;
+    const int64_t t0 = T0 + blk * step, t1 = std::min(T1, t0 + step), n = t1 - t0;
     const int64_t u0 = t0 / g.per_unit, u1 = (t1 - 1) / g.per_unit + 1;
     for (int c0 = 0; c0 < c.in; c0 += cb) {
       const int cn = std::min(cb, c.in - c0);
