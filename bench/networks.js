@@ -8,7 +8,8 @@
 // load on a shared machine).
 //   node bench/networks.js [--runs N] [--models PWCNet,GLUNet_GOCor] [--threads T] [--memory]
 // --memory: instead of timing, one fresh process per network reports the process's peak RSS growth
-// from before loadNetwork to after one forward, against the network's weights (float32 bytes).
+// from before loadNetwork to after one forward, against the network's weights (float32 bytes) and
+// issue 15's bound (3x the weights + the largest level's activations, largestLevelBytes).
 'use strict';
 const os = require('node:os');
 const path = require('node:path');
@@ -81,6 +82,43 @@ function inputsFor(model) {
 
 const MB = 1024 * 1024;
 
+/**
+ * Issue 15's memory allowance beyond 3x the weights: "the largest level's activations", i.e. the
+ * most activation bytes one level must hold at once in a layer-by-layer forward at H x W, batch 1:
+ * the largest input + output of one layer (spec networks.md's shapes). A dense decoder's
+ * convolutions write into its input x (the concatenation), so x counts once, with the 2-channel
+ * prediction or the context / refinement network's first 128-channel output read from it.
+ * PWC-Net: level l at H/2^l; pyramid convs (3 -> 16 stride 2, then 16 -> 16, ...), decoders x =
+ * 448 + od channels, the context network at level 2. GLU-Net: VGG-16 (its level 0 and 1 convs at
+ * full resolution, level 2 at 1/2, level 3 at 1/4), decoders at 1/4 (x = 533 + l_dc_conv's 128)
+ * and 1/8 (x = 531), the 256 stream and the 16 x 16 level far smaller.
+ */
+function largestLevelBytes(model, h, w) {
+  const at = (l) => (h >> l) * (w >> l); // pixels at level l (1/2^l)
+  const layers = []; // [channels held, level]
+  if (model.startsWith('PWC')) {
+    const chans = [3, 16, 32, 64, 96, 128, 196];
+    const od = [0, 0, 117, 149, 181, 213, 81];
+    for (let l = 1; l <= 6; l++) {
+      layers.push([chans[l - 1] * (at(l - 1) / at(l)) + chans[l], l]); // first (stride 2) conv
+      layers.push([2 * chans[l], l]);
+    }
+    for (let l = 2; l <= 6; l++) layers.push([448 + od[l] + (l === 2 ? 128 : 2), l]);
+  } else {
+    const vgg = [
+      [3, 64, 0],
+      [64, 64, 0],
+      [64, 128, 1],
+      [128, 128, 1],
+      [128, 256, 2],
+      [256, 256, 2],
+    ];
+    for (const [i, o, l] of vgg) layers.push([i + o, l]);
+    layers.push([533 + 128, 2], [531 + 2, 3]);
+  }
+  return 4 * Math.max(...layers.map(([c, l]) => c * at(l)));
+}
+
 /** In this process: peak RSS growth over loadNetwork + one forward (run by --memory-child). */
 async function memoryChild(model) {
   const rec = weights(model);
@@ -92,24 +130,27 @@ async function memoryChild(model) {
   const loaded = process.memoryUsage().rss;
   await net.forward(inputs);
   const peak = process.resourceUsage().maxRSS * 1024;
-  console.log(JSON.stringify({ model, weightBytes, before, loaded, peak }));
+  console.log(JSON.stringify({ model, weightBytes, retained: net.retainedBytes, before, loaded, peak }));
 }
 
 /** One fresh process per network, so that each peak is its own. */
 function memory() {
   const { execFileSync } = require('node:child_process');
   console.log(
-    `\n| network (384x576, ${threads} thread${threads > 1 ? 's' : ''}) | weights (MB) | RSS growth after load (MB) | peak RSS growth, load + forward (MB) | peak ÷ weights |`,
+    `\n| network (384x576, ${threads} thread${threads > 1 ? 's' : ''}) | weights (MB) | retained by the network (MB) | RSS growth after load (MB) | peak RSS growth, load + forward (MB) | peak ÷ weights | largest level's activations (MB) | bound: 3x weights + activations (MB) | peak ÷ bound |`,
   );
-  console.log('|---|---|---|---|---|');
+  console.log('|---|---|---|---|---|---|---|---|---|');
   for (const model of models) {
     const out = execFileSync(process.execPath, [__filename, '--memory-child', model, '--threads', String(threads)], {
       encoding: 'utf8',
     });
     const r = JSON.parse(out.trim().split('\n').pop());
     const grow = r.peak - r.before;
+    const act = largestLevelBytes(model, H, W);
+    const bound = 3 * r.weightBytes + act;
+    const mb = (x) => (x / MB).toFixed(1);
     console.log(
-      `| ${model} | ${(r.weightBytes / MB).toFixed(1)} | ${((r.loaded - r.before) / MB).toFixed(1)} | ${(grow / MB).toFixed(1)} | ${(grow / r.weightBytes).toFixed(2)} |`,
+      `| ${model} | ${mb(r.weightBytes)} | ${mb(r.retained)} | ${mb(r.loaded - r.before)} | ${mb(grow)} | ${(grow / r.weightBytes).toFixed(2)} | ${mb(act)} | ${mb(bound)} | ${(grow / bound).toFixed(2)} |`,
     );
   }
 }

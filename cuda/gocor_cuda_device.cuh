@@ -114,12 +114,11 @@ void flow_refine_dis(const float* d_gray_a, int H, int W, const float* d_gray_b,
 
 // ---- the layers of the official networks (cuda/nn.cu), one image per call, as nn.h's twins ----
 namespace nn {
-// A convolution's shape and its device arrays: weight (out, in, k, k), or (k*k, out, in) when
-// taps (nn::Conv's per-tap copy); bias (out); bn_scale, bn_shift (out) or null.
+// A convolution's shape and its device arrays: weight (out, in, k, k), bias (out), bn_scale,
+// bn_shift (out) or null.
 struct ConvDevice {
   int out = 0, in = 0, k = 3, stride = 1, pad = 1, dil = 1;
   gocor::nn::Act act = gocor::nn::Act::None;
-  bool taps = false;
   const float* weight = nullptr;
   const float* bias = nullptr;
   const float* bn_scale = nullptr;

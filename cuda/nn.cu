@@ -34,7 +34,7 @@ __device__ __forceinline__ float activate(float v, nn::Act a) {
 
 // ---- convolution: an implicit GEMM out (out, P) = A (out, K) x samples (K, P) ----------------
 // K index r = i * kk + t (input channel i, tap t = ky * k + kx); A(o, r) is read from the weight
-// (out, in, k, k) or from the per-tap copy (kk, out, in) when the CPU freed the weight for it.
+// (out, in, k, k), the one layout the CPU keeps.
 constexpr int kTileM = 64, kTileN = 64, kTileK = 16, kConvThreads = 256;
 
 __global__ void conv2d_kernel(cuda_dev::nn::ConvDevice c, const float* __restrict__ in, int H,
@@ -53,8 +53,7 @@ __global__ void conv2d_kernel(cuda_dev::nn::ConvDevice c, const float* __restric
       float v = 0.f;
       if (o < c.out && r < K) {
         const int i = r / kk, t = r % kk;
-        v = c.taps ? c.weight[((long long)t * c.out + o) * c.in + i]
-                   : c.weight[((long long)o * c.in + i) * kk + t];
+        v = c.weight[((long long)o * c.in + i) * kk + t];
       }
       As[q][m] = v;
     }
@@ -357,7 +356,7 @@ void check_conv(const nn::Conv& c, int H, int W) {
   const bool bn_ok = c.bn_scale.empty()
                          ? c.bn_shift.empty()
                          : c.bn_scale.size() == size_t(c.out) && c.bn_shift.size() == size_t(c.out);
-  if ((c.weight.size() != n && c.taps.size() != n) || c.bias.size() != size_t(c.out) || !bn_ok)
+  if (c.weight.size() != n || c.bias.size() != size_t(c.out) || !bn_ok)
     throw Error(ErrorCode::Shape, "nn::conv2d: weight, bias or batch norm of the wrong size");
 }
 
@@ -484,8 +483,6 @@ namespace nn {
 void conv2d_cuda(const Conv& c, const float* in, int H, int W, float* out, const Exec& ex) {
   cuda::check_conv(c, H, W);
   cuda::HostCall call(ex);
-  const bool taps = c.weight.empty();
-  const std::vector<float>& w = taps ? c.taps : c.weight;
   cuda_dev::nn::ConvDevice d;
   d.out = c.out;
   d.in = c.in;
@@ -494,8 +491,7 @@ void conv2d_cuda(const Conv& c, const float* in, int H, int W, float* out, const
   d.pad = c.pad;
   d.dil = c.dil;
   d.act = c.act;
-  d.taps = taps;
-  d.weight = call.in(w.data(), w.size());
+  d.weight = call.in(c.weight.data(), c.weight.size());
   d.bias = call.in(c.bias.data(), c.bias.size());
   if (!c.bn_scale.empty()) {
     d.bn_scale = call.in(c.bn_scale.data(), c.bn_scale.size());

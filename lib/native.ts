@@ -190,6 +190,7 @@ export interface NativeBinding {
     exec: NativeExec,
   ): NativeJob<{ estimates: NativeFlowEstimate[]; estimates256?: NativeFlowEstimate[] }>;
   networkWorkBytes(net: NativeNetwork, H: number, W: number): number;
+  networkRetainedBytes(net: NativeNetwork): number;
   networkDevice(exec: NativeExec): 'cpu' | 'cuda';
   networkMatch(
     net: NativeNetwork,

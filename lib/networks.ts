@@ -173,6 +173,14 @@ export class Network {
   }
 
   /**
+   * Bytes the loaded network keeps between calls: its parameters, one layout each (about the
+   * float32 bytes of the checkpoint's tensors; batch norm folded into two vectors per layer).
+   */
+  get retainedBytes(): number {
+    return native().networkRetainedBytes(this.#handle);
+  }
+
+  /**
    * Exactly the official `forward` on pre-processed tensors. PWC networks: `{reference, query}` ->
    * `{flowEstimates}`; GLU networks: `{target, source, target256, source256}` ->
    * `{flowEstimates256, flowEstimates}`.

@@ -488,3 +488,29 @@ describe.skipIf(!cliBuilt())('official networks: the CLI (gocor match --network 
     expect(bad.stderr).toMatch(/ERR_GOCOR_INVALID_ARG: --network FILE and --model NAME go together/);
   }, 120_000);
 });
+
+describe("official networks: memory (issue 15: at most 3x the weights plus the largest level's activations)", () => {
+  // The loaded network keeps every parameter once, in one layout (the per-tap and Winograd forms
+  // of the convolutions are derived per call): its bytes are the checkpoint's float32 bytes, less
+  // the batch norms folded from four vectors to two, plus the network object itself (its GOCor
+  // scalars and the layers' shapes, a few KiB).
+  for (const model of ['PWCNet', 'PWCNet_GOCor', 'GLUNet', 'GLUNet_GOCor'] as NetworkModel[]) {
+    it(`${model}: retainedBytes is the checkpoint's bytes less the folded batch norms (one layout per weight)`, async () => {
+      const rec: Record<string, TensorRecord> = {};
+      let bytes = 0;
+      let folded = 0;
+      for (const { name, shape } of networkTensors(model)) {
+        if (name.endsWith('num_batches_tracked')) continue;
+        const n = shape.reduce((a, b) => a * b, 1);
+        rec[name] = { shape, data: stream(name, n).map((v) => 0.01 * v) };
+        bytes += 4 * n;
+        if (name.endsWith('.running_mean')) folded += 2 * 4 * n;
+      }
+      const net = await loadNetwork(rec, { model });
+      const params = bytes - folded;
+      expect(bytes).toBeGreaterThan(30e6);
+      expect(net.retainedBytes).toBeGreaterThanOrEqual(params);
+      expect(net.retainedBytes).toBeLessThanOrEqual(params + 64 * 1024);
+    }, 60_000);
+  }
+});

@@ -7,6 +7,10 @@
 #include <initializer_list>
 #include <set>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include "dispatch.h"
 #include "gocor.h"
 #include "nn.h"
@@ -46,21 +50,21 @@ class Loader {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
     if (is_counter(name)) {
-      if (it->second.data.size() > 1)
+      if (it->second.size > 1)
         throw Error(ErrorCode::InvalidArg, "network tensor " + name + " is not a scalar");
       return nullptr;
     }
-    if (it->second.shape != shape || int64_t(it->second.data.size()) != n) {
+    const NamedTensor& t = it->second;
+    if (t.shape != shape || int64_t(t.size) != n) {
       throw Error(ErrorCode::InvalidArg, "network tensor " + name + " has shape " +
-                                             shape_str(it->second.shape) + ", expected " +
-                                             shape_str(shape));
+                                             shape_str(t.shape) + ", expected " + shape_str(shape));
     }
-    for (size_t i = 0; i < it->second.data.size(); ++i)
-      if (!std::isfinite(it->second.data[i]))
+    for (size_t i = 0; i < t.size; ++i)
+      if (!std::isfinite(t.data[i]))
         throw Error(
             ErrorCode::InvalidArg,
             "network tensor " + name + " holds a non-finite value at element " + std::to_string(i));
-    return it->second.data.data();
+    return t.data;
   }
   // After every take: a tensor nobody asked for is an error naming it.
   void finish() const {
@@ -82,6 +86,24 @@ void copy_into(std::vector<float>& dst, const float* src, size_t n) {
   if (src != nullptr) std::memcpy(dst.data(), src, n * sizeof(float));
 }
 
+// Heap bytes of the parameters a network keeps (retained_bytes).
+size_t heap_bytes(const std::vector<float>& v) {
+  return v.capacity() * sizeof(float);
+}
+size_t heap_bytes(const nn::Conv& c) {
+  return heap_bytes(c.weight) + heap_bytes(c.bias) + heap_bytes(c.bn_scale) +
+         heap_bytes(c.bn_shift);
+}
+size_t heap_bytes(const nn::Deconv& d) {
+  return heap_bytes(d.weight_t) + heap_bytes(d.bias);
+}
+template <class T, size_t N>
+size_t heap_bytes(const T (&a)[N]) {
+  size_t n = 0;
+  for (const T& x : a) n += heap_bytes(x);
+  return n;
+}
+
 // Conv2d k x k stored as `wname`, `bname`; stride, padding = dilation (k = 3) or 0 (k = 1).
 nn::Conv load_conv(Loader& L, const std::string& wname, const std::string& bname, int out, int in,
                    int stride, int dil, Act act) {
@@ -95,11 +117,6 @@ nn::Conv load_conv(Loader& L, const std::string& wname, const std::string& bname
   c.act = act;
   copy_into(c.weight, L.take(wname, {out, in, 3, 3}), size_t(out) * in * 9);
   copy_into(c.bias, L.take(bname, {out}), size_t(out));
-  if (nn::conv_uses_taps(c)) {
-    // The shifted-view path reads only the per-tap copy.
-    nn::prepare_taps(c);
-    std::vector<float>().swap(c.weight);
-  }
   return c;
 }
 
@@ -185,6 +202,23 @@ GlobalGocorParams load_global_gocor(Loader& L, const std::string& prefix, int C)
   return p;
 }
 
+// Frees the calling thread's convolution scratch when a forward ends (nn.h), also on a throw,
+// and gives what the forward freed into glibc's arenas back to the system: each thread that runs
+// a forward (libuv's pool: 4) would otherwise keep its own scratch and its arena's free blocks
+// (glibc serves blocks up to 32 MiB from the arena once one that large was freed), and the
+// resident set grow by ~40 MB with each new thread.
+struct ScratchRelease {
+  ScratchRelease() = default;
+  ScratchRelease(const ScratchRelease&) = delete;
+  ScratchRelease& operator=(const ScratchRelease&) = delete;
+  ~ScratchRelease() {
+    nn::release_thread_scratch();
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+  }
+};
+
 // A feature map of one image.
 struct Map {
   int C = 0, H = 0, W = 0;
@@ -247,6 +281,7 @@ struct DenseDecoder {
     }
     predict = load_plain(L, predict_name, 2, in + 448);
   }
+  size_t bytes() const { return heap_bytes(conv) + heap_bytes(predict); }
   // x: (od + 448, H, W) with the decoder input already at channel 448; fills the rest, returns
   // the flow (2, H, W).
   Map run(Map& x, const Exec& ex) const {
@@ -273,8 +308,11 @@ struct Context {
     }
     conv[6] = load_plain(L, name + "7", 2, 32);
   }
-  Map run(const Map& x, const Exec& ex) const {
+  size_t bytes() const { return heap_bytes(conv); }
+  // x: the decoder's input, which the caller no longer needs: freed after the first layer.
+  Map run(Map x, const Exec& ex) const {
     Map a = gocor::conv(conv[0], x, ex);
+    x = Map();
     for (int j = 1; j < 7; ++j) a = gocor::conv(conv[j], a, ex);
     return a;
   }
@@ -370,6 +408,7 @@ class PwcNet : public Network {
 
   NetworkOutput forward(const std::vector<const float*>& in, int B, int H, int W, int, int,
                         const Exec& ex) const override {
+    const ScratchRelease scratch;
     NetworkOutput out;
     const size_t n = size_t(3) * H * W;
     for (int b = 0; b < B; ++b) {
@@ -385,16 +424,28 @@ class PwcNet : public Network {
                                    dec_[l].od, {}, ex)
                    : decoder_input(gp, opt_.num_iter_local, r, c2[l], &up_flow, f, f, true,
                                    dec_[l].od, {&r, &up_flow, &up_feat}, ex);
+        // Each level's features are used by its decoder only: freed before the next level's
+        // activations are made (as x below, kept at level 2 for the context network).
+        c1[l] = Map();
+        c2[l] = Map();
         flow = dec_[l].run(x, ex);
         if (l >= 3) {
           up_flow = deconv(deconv_[l], flow.data(), flow.H, flow.W, ex);
           up_feat = deconv(upfeat_[l], x.data(), x.H, x.W, ex);
+          x = Map();
         }
-        if (l == 2) add(flow, ctx_.run(x, ex));
+        if (l == 2) add(flow, ctx_.run(std::move(x), ex));
         append_estimate(out.estimates, size_t(6 - l), flow, b, B);
       }
     }
     return out;
+  }
+
+  size_t retained_bytes() const override {
+    size_t n =
+        sizeof(*this) + heap_bytes(deconv_) + heap_bytes(upfeat_) + ctx_.bytes() + heap_bytes(pyr_);
+    for (const DenseDecoder& d : dec_) n += d.bytes();
+    return n;
   }
 
   size_t work_bytes(int H, int W) const override {
@@ -407,13 +458,20 @@ class PwcNet : public Network {
   }
 
  private:
-  // c[1..6] of one image (3, H, W).
+  // c[2..6] of one image (3, H, W) (level 1 feeds level 2 only and is freed once it has).
   std::vector<Map> pyramid(const float* img, int H, int W, const Exec& ex) const {
     std::vector<Map> c(7);
     Map a = conv(pyr_[0], img, H, W, ex);
     for (int i = 1; i < 18; ++i) {
-      a = conv(pyr_[i], a, ex);
-      if (i % 3 == 2) c[i / 3 + 1] = a;
+      // Conv i belongs to level i / 3 + 1; its first reads the previous level's output.
+      Map next = conv(pyr_[i], i % 3 == 0 ? c[i / 3] : a, ex);
+      if (i == 3) c[1] = Map();
+      if (i % 3 == 2) {
+        c[i / 3 + 1] = std::move(next);
+        a = Map();
+      } else {
+        a = std::move(next);
+      }
     }
     return c;
   }
@@ -467,6 +525,7 @@ class GluNet : public Network {
 
   NetworkOutput forward(const std::vector<const float*>& in, int B, int H, int W, int H256,
                         int W256, const Exec& ex) const override {
+    const ScratchRelease scratch;
     NetworkOutput out;
     const size_t n = size_t(3) * H * W, n256 = size_t(3) * H256 * W256;
     const LocalGocorParams* lp = model_ == NetworkModel::GLUNet_GOCor ? &local_ : nullptr;
@@ -520,7 +579,7 @@ class GluNet : public Network {
         Map x = decoder_input(lp, opt_.num_iter_local, c13, c23, &up4, 32.f / float(W256),
                               32.f / float(H256), false, 83, {&up4}, ex);
         Map res = dec3_.run(x, ex);
-        add(res, dc_.run(x, ex));
+        add(res, dc_.run(std::move(x), ex));
         add(res, up4);
         flow3 = std::move(res);
       }
@@ -555,6 +614,7 @@ class GluNet : public Network {
       add(flow2, up3);
       Map up2 = deconv(deconv2_, flow2.data(), flow2.H, flow2.W, ex);
       Map upfeat2 = deconv(upfeat2_, x2.data(), x2.H, x2.W, ex);
+      x2 = Map();
       append_estimate(out.estimates, 0, flow2, b, B);
 
       // Level 1 (1/4 of the original).
@@ -563,12 +623,19 @@ class GluNet : public Network {
         Map x = decoder_input(lp, opt_.num_iter_local, c11, c21, &up2, 1.f / 4.f, 1.f / 4.f, false,
                               85, {&up2, &upfeat2}, ex);
         Map res = dec1_.run(x, ex);
-        add(res, ldc_.run(x, ex));
+        add(res, ldc_.run(std::move(x), ex));
         add(res, up2);
         append_estimate(out.estimates, 1, res, b, B);
       }
     }
     return out;
+  }
+
+  size_t retained_bytes() const override {
+    return sizeof(*this) + heap_bytes(map_) + heap_bytes(deconv4_) + heap_bytes(upfeat2_) +
+           heap_bytes(deconv2_) + dec3_.bytes() + dec2_.bytes() + dec1_.bytes() + dc_.bytes() +
+           ldc_.bytes() + heap_bytes(global_.target_fg) + heap_bytes(global_.target_bg) +
+           heap_bytes(global_.reg_weight1) + heap_bytes(global_.reg_weight2) + heap_bytes(vgg_);
   }
 
   size_t work_bytes(int H, int W) const override {
@@ -592,17 +659,25 @@ class GluNet : public Network {
     static const int first_conv[5] = {0, 1, 2, 4, 7}, nconv[5] = {1, 1, 2, 3, 3};
     std::vector<Map> c(last + 1);
     Map a;
+    const Map* src = nullptr;  // the next convolution's input (null: the image)
     for (int k = 0; k <= last; ++k) {
       for (int j = 0; j < nconv[k]; ++j) {
         const nn::Conv& cv = vgg_[first_conv[k] + j];
-        a = k == 0 && j == 0 ? conv(cv, img, H, W, ex) : conv(cv, a, ex);
+        Map next = src == nullptr ? conv(cv, img, H, W, ex) : conv(cv, *src, ex);
+        a = std::move(next);
+        src = &a;
       }
       if (k > 0) {
         Map p(a.C, a.H / 2, a.W / 2);
         nn::maxpool2(a.data(), a.C, a.H, a.W, p.data(), ex);
         a = std::move(p);
       }
-      if (k >= 2) c[k] = a;
+      if (k >= 2) {
+        // Kept without a copy; the next level reads it from there.
+        c[k] = std::move(a);
+        a = Map();
+        src = &c[k];
+      }
       check_cancel(ex);
     }
     return c;
@@ -757,9 +832,17 @@ TensorList network_tensors(NetworkModel m) {
 
 std::unique_ptr<Network> Network::create(NetworkModel m, const TensorMap& tensors,
                                          const NetworkOptions& o) {
-  Loader L(&tensors);
-  std::unique_ptr<Network> net = build(m, L, o);
-  L.finish();
+  std::unique_ptr<Network> net;
+  {
+    Loader L(&tensors);
+    net = build(m, L, o);
+    L.finish();
+  }
+#ifdef __GLIBC__
+  // The load's temporaries (names, lists, the layers' vectors as they were built: blocks under
+  // glibc's mmap threshold) go back to the system instead of staying in the arenas.
+  malloc_trim(0);
+#endif
   return net;
 }
 

@@ -21,9 +21,13 @@ inline bool is_glu(NetworkModel m) {
   return m == NetworkModel::GLUNet || m == NetworkModel::GLUNet_GOCor;
 }
 
+// A tensor by name, borrowed: `data` (size elements) stays the caller's and must stay valid during
+// Network::create, which copies what the network keeps (so a load holds no second copy of the
+// checkpoint).
 struct NamedTensor {
   std::vector<int64_t> shape;
-  std::vector<float> data;
+  const float* data = nullptr;
+  size_t size = 0;
 };
 using TensorMap = std::map<std::string, NamedTensor>;
 using TensorList = std::vector<std::pair<std::string, std::vector<int64_t>>>;
@@ -62,6 +66,9 @@ class Network {
   // parity (today none has, so the CPU computes whatever the device). Thread-safe (const).
   virtual NetworkOutput forward(const std::vector<const float*>& inputs, int B, int H, int W,
                                 int H256, int W256, const Exec& ex) const = 0;
+  // Bytes the network keeps between forwards: its parameters in one layout each (conv weights as
+  // (out, in, k, k), batch norm folded), about the float32 bytes of the checkpoint's tensors.
+  virtual size_t retained_bytes() const = 0;
   // Bytes forward allocates for one batch element at H x W (the largest level's activations and
   // the GOCor working sets, summed generously), for the memory limit.
   virtual size_t work_bytes(int H, int W) const = 0;

@@ -104,42 +104,13 @@ bool conv_uses_winograd(const Conv& c) {
   return conv_uses_taps(c) && c.k == 3;
 }
 
-void prepare_taps(Conv& c) {
-  const int kk = c.k * c.k;
-  c.taps.assign(size_t(kk) * c.out * c.in, 0.f);
-  for (int o = 0; o < c.out; ++o)
-    for (int i = 0; i < c.in; ++i)
-      for (int t = 0; t < kk; ++t)
-        c.taps[(size_t(t) * c.out + o) * c.in + i] = c.weight[(size_t(o) * c.in + i) * kk + t];
-  c.wino.clear();
-  if (!conv_uses_winograd(c)) return;
-  // U = G g G^T with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], in float64, rounded once.
-  c.wino.assign(size_t(16) * c.out * c.in, 0.f);
-  for (int o = 0; o < c.out; ++o)
-    for (int i = 0; i < c.in; ++i) {
-      const float* g = c.weight.data() + (size_t(o) * c.in + i) * 9;
-      double t[4][3];
-      for (int x = 0; x < 3; ++x) {
-        t[0][x] = g[x];
-        t[1][x] = 0.5 * (double(g[x]) + g[3 + x] + g[6 + x]);
-        t[2][x] = 0.5 * (double(g[x]) - g[3 + x] + g[6 + x]);
-        t[3][x] = g[6 + x];
-      }
-      for (int a = 0; a < 4; ++a) {
-        const double u[4] = {t[a][0], 0.5 * (t[a][0] + t[a][1] + t[a][2]),
-                             0.5 * (t[a][0] - t[a][1] + t[a][2]), t[a][2]};
-        for (int b = 0; b < 4; ++b)
-          c.wino[(size_t(4 * a + b) * c.in + i) * c.out + o] = static_cast<float>(u[b]);
-      }
-    }
-}
-
 namespace {
 
 // Uninitialised float scratch (a convolution's padded input, im2col tiles, transposed-conv
-// columns). From 2 MiB up: 2 MiB transparent huge pages (a hint), and one block per thread of at
-// most kKeep bytes is kept between calls, so a forward does not have the kernel clear fresh pages
-// for every layer (that was 6% of PWC-Net); below 2 MiB the allocator's own reuse suffices.
+// columns, the weight forms derived per call). From 2 MiB up: 2 MiB transparent huge pages (a
+// hint), and two blocks per thread of at most kKeep bytes each are kept between calls, so a
+// forward does not have the kernel clear fresh pages for every layer (that was 6% of PWC-Net);
+// below 2 MiB the allocator's own reuse suffices.
 class HugeFloats {
  public:
   explicit HugeFloats(size_t n) {
@@ -150,35 +121,45 @@ class HugeFloats {
       return;
     }
     bytes_ = (bytes + kHuge - 1) / kHuge * kHuge;
-    Cache& c = cache();
-    if (bytes_ <= kKeep && !c.in_use) {
-      if (c.bytes < bytes_) {
-        c.reset();
-        c.p = huge_alloc(bytes_);
-        c.bytes = bytes_;
+    // A free slot large enough, else the largest free one, grown.
+    Slot* c = nullptr;
+    for (Slot& s : cache().slots)
+      if (!s.in_use &&
+          (c == nullptr ||
+           (c->bytes < bytes_ ? s.bytes > c->bytes : s.bytes >= bytes_ && s.bytes < c->bytes)))
+        c = &s;
+    if (bytes_ <= kKeep && c != nullptr) {
+      if (c->bytes < bytes_) {
+        c->reset();
+        c->p = huge_alloc(bytes_);
+        c->bytes = bytes_;
       }
-      c.in_use = true;
-      p_ = c.p;
-      cached_ = true;
+      c->in_use = true;
+      p_ = c->p;
+      slot_ = c;
       return;
     }
     p_ = huge_alloc(bytes_);
   }
   ~HugeFloats() {
-    if (cached_) {
-      cache().in_use = false;
+    if (slot_ != nullptr) {
+      slot_->in_use = false;
     } else {
       ::operator delete(p_, bytes_, std::align_val_t(bytes_ >= kHuge ? kHuge : 64));
     }
   }
   HugeFloats(const HugeFloats&) = delete;
   HugeFloats& operator=(const HugeFloats&) = delete;
+  // Frees this thread's kept blocks (none may be in use).
+  static void release() {
+    for (Slot& s : cache().slots) s.reset();
+  }
   float* data() const { return p_; }
   float& operator[](size_t i) const { return p_[i]; }
 
  private:
   static constexpr size_t kHuge = size_t{2} << 20;
-  static constexpr size_t kKeep = size_t{64} << 20;
+  static constexpr size_t kKeep = size_t{32} << 20;
   static float* huge_alloc(size_t bytes) {
     auto* p = static_cast<float*>(::operator new(bytes, std::align_val_t(kHuge)));
 #ifdef MADV_HUGEPAGE
@@ -186,7 +167,7 @@ class HugeFloats {
 #endif
     return p;
   }
-  struct Cache {
+  struct Slot {
     float* p = nullptr;
     size_t bytes = 0;
     bool in_use = false;
@@ -195,7 +176,12 @@ class HugeFloats {
       p = nullptr;
       bytes = 0;
     }
-    ~Cache() { reset(); }
+  };
+  struct Cache {
+    Slot slots[2];  // a layer's scratch and its derived weight
+    ~Cache() {
+      for (Slot& s : slots) s.reset();
+    }
   };
   static Cache& cache() {
     static thread_local Cache c;
@@ -203,25 +189,43 @@ class HugeFloats {
   }
   size_t bytes_ = 0;
   float* p_ = nullptr;
-  bool cached_ = false;
+  Slot* slot_ = nullptr;
 };
 
-// in (C, H, W) -> dst (C, H + 2p, W + 2p) zero-padded, then `tail` zeros. Written once (the image
-// rows copied, only the border zeroed), in huge pages when granted.
-void pad_planes(const float* in, int C, int H, int W, int p, size_t tail, float* dst_all,
-                int threads) {
-  const int Wp = W + 2 * p;
-  const int64_t plane = int64_t(H + 2 * p) * Wp;
+// The scratch of the paths that copy their input (the Winograd permutation, the direct loops'
+// padding) is made for bands of rows of about this size, not for the whole input (at PWC-Net's
+// level 2 the whole input is 31 MB). Each band copies a few rows of overlap more.
+constexpr size_t kBandBytes = size_t{8} << 20;
+
+// Per-thread buffers of the GEMM paths (kept between the parallel tasks and layers of a forward).
+struct ThreadBuffers {
+  std::vector<float> block;             // conv2d_shifted: a tile's output block
+  std::vector<float> vbuf, mbuf, ybuf;  // Winograd: transformed inputs, GEMM results, outputs
+};
+ThreadBuffers& thread_buffers() {
+  static thread_local ThreadBuffers b;
+  return b;
+}
+
+// in (C, H, W) -> dst (C, H + 2p, W + 2p) zero-padded, then `tail` zeros; only the rows of
+// image rows y0 - p .. y1 + p - 1 (zero outside the image): dst (C, y1 - y0 + 2p, W + 2p). Written
+// once (the image rows copied, only the border zeroed), in huge pages when granted.
+void pad_planes(const float* in, int C, int H, int W, int p, int y0, int y1, size_t tail,
+                float* dst_all, int threads) {
+  const int Wp = W + 2 * p, rows = y1 - y0 + 2 * p;
+  const int64_t plane = int64_t(rows) * Wp;
   parallel_for(C, threads, [&](int64_t i) {
-    float* dst = dst_all + i * plane;
-    std::memset(dst, 0, sizeof(float) * size_t(p) * Wp);
-    for (int y = 0; y < H; ++y) {
-      float* row = dst + int64_t(y + p) * Wp;
+    for (int r = 0; r < rows; ++r) {
+      float* row = dst_all + i * plane + int64_t(r) * Wp;
+      const int y = y0 - p + r;
+      if (y < 0 || y >= H) {
+        std::memset(row, 0, sizeof(float) * Wp);
+        continue;
+      }
       std::memset(row, 0, sizeof(float) * p);
       std::memcpy(row + p, in + (i * H + y) * W, sizeof(float) * W);
       std::memset(row + p + W, 0, sizeof(float) * p);
     }
-    std::memset(dst + int64_t(H + p) * Wp, 0, sizeof(float) * size_t(p) * Wp);
   });
   std::memset(dst_all + size_t(C) * plane, 0, sizeof(float) * tail);
 }
@@ -293,27 +297,35 @@ GOCOR_FEW_OUT_ENTRY(GOCOR_KERNEL_PORTABLE, few_out1_portable, Vec4, 1)
 GOCOR_FEW_OUT_ENTRY(GOCOR_KERNEL_PORTABLE, few_out2_portable, Vec4, 2)
 #undef GOCOR_FEW_OUT_ENTRY
 
-// Stride 1, padding = dilation (k-1)/2, c.out <= 2, from c.taps: out (c.out, H, W).
+// Stride 1, padding = dilation (k-1)/2, c.out <= 2: out (c.out, H, W).
 void conv2d_few_out(const Conv& c, const float* in, int H, int W, float* out, int threads) {
   const int p = c.pad, Wp = W + 2 * p, kk = c.k * c.k;
-  const int64_t plane = int64_t(H + 2 * p) * Wp;
-  const size_t tail = 2 * size_t(p) + 64;  // a row group reads up to 63 floats past the row
-  HugeFloats padded(size_t(c.in) * plane + tail);
-  pad_planes(in, c.in, H, W, p, tail, padded.data(), threads);
   std::vector<float> w(size_t(c.in) * kk * c.out);
-  for (int t = 0; t < kk; ++t)
-    for (int o = 0; o < c.out; ++o)
-      for (int i = 0; i < c.in; ++i)
-        w[(size_t(i) * kk + t) * c.out + o] = c.taps[(size_t(t) * c.out + o) * c.in + i];
+  for (int o = 0; o < c.out; ++o)
+    for (int i = 0; i < c.in; ++i)
+      for (int t = 0; t < kk; ++t)
+        w[(size_t(i) * kk + t) * c.out + o] = c.weight[(size_t(o) * c.in + i) * kk + t];
   const FewOutRowFn fn = c.out == 1
                              ? simd::simd_select(few_out1_avx512, few_out1_avx2, few_out1_portable)
                              : simd::simd_select(few_out2_avx512, few_out2_avx2, few_out2_portable);
   const BiasActFn epi = active_bias_act();
-  parallel_for(H, threads, [&](int64_t y) {
-    float* rows[2] = {out + y * W, out + (int64_t(H) + y) * W};
-    fn(padded.data() + y * Wp, plane, Wp, c.in, c.k, c.dil, w.data(), W, rows);
-    for (int o = 0; o < c.out; ++o) bias_act(epi, c, o, rows[o], rows[o], W);
-  });
+  // Bands of output rows whose padded input rows take about kBandBytes (at least 2 rows per
+  // thread).
+  const size_t tail = 2 * size_t(p) + 64;  // a row group reads up to 63 floats past the row
+  const int band = std::clamp<int>(
+      static_cast<int>(kBandBytes / sizeof(float) / (size_t(c.in) * Wp)) - 2 * p, 2 * threads, H);
+  HugeFloats padded(size_t(c.in) * (band + 2 * p) * Wp + tail);
+  for (int y0 = 0; y0 < H; y0 += band) {
+    const int y1 = std::min(H, y0 + band);
+    const int64_t plane = int64_t(y1 - y0 + 2 * p) * Wp;
+    pad_planes(in, c.in, H, W, p, y0, y1, tail, padded.data(), threads);
+    parallel_for(y1 - y0, threads, [&](int64_t r) {
+      const int64_t y = y0 + r;
+      float* rows[2] = {out + y * W, out + (int64_t(H) + y) * W};
+      fn(padded.data() + r * Wp, plane, Wp, c.in, c.k, c.dil, w.data(), W, rows);
+      for (int o = 0; o < c.out; ++o) bias_act(epi, c, o, rows[o], rows[o], W);
+    });
+  }
 }
 
 // Stride 1, output size = input size: out_wide (out, H*Wp) = sum over taps (ky, kx) of
@@ -325,7 +337,15 @@ void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, in
   // Written once (the image rows copied, only the border zeroed), in huge pages when granted.
   const size_t tail = 2 * size_t(p) * c.k;  // the last views read up to 2p past the last plane
   HugeFloats padded(size_t(c.in) * plane + tail);
-  pad_planes(in, c.in, H, W, p, tail, padded.data(), threads);
+  pad_planes(in, c.in, H, W, p, 0, H, tail, padded.data(), threads);
+  // The weight per tap (k*k, out, in), each tap's A matrix of the GEMMs.
+  const int kk = c.k * c.k;
+  HugeFloats taps(size_t(kk) * c.out * c.in);
+  parallel_for(c.out, threads, [&](int64_t o) {
+    for (int i = 0; i < c.in; ++i)
+      for (int t = 0; t < kk; ++t)
+        taps[(size_t(t) * c.out + o) * c.in + i] = c.weight[(size_t(o) * c.in + i) * kk + t];
+  });
   // Column tiles whose output block (out x nb) stays in L2 across the taps' accumulations; each
   // tile's epilogue writes its columns of the real (W-wide) rows.
   const int64_t nb = std::max<int64_t>(256, (int64_t(96) << 10) / std::max(c.out, 1)) / 64 * 64;
@@ -334,7 +354,7 @@ void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, in
   const int nblocks = (c.in + 127) / 128, cb = (c.in + nblocks - 1) / nblocks;
   const BiasActFn fn = active_bias_act();
   parallel_for((n + nb - 1) / nb, threads, [&](int64_t tile) {
-    thread_local std::vector<float> block;
+    std::vector<float>& block = thread_buffers().block;
     block.resize(size_t(c.out) * nb);
     const int64_t j0 = tile * nb, j1 = std::min(n, j0 + nb), m = j1 - j0;
     // Channel blocks outermost: a block's rows of the tile's input stay in L2 across the taps
@@ -344,7 +364,7 @@ void conv2d_shifted(const Conv& c, const float* in, int H, int W, float* out, in
       for (int t = 0; t < c.k * c.k; ++t) {
         const int ky = t / c.k, kx = t % c.k;
         gocor_detail::gemm(c.out, static_cast<int>(m), cn,
-                           c.taps.data() + size_t(t) * c.out * c.in + c0, c.in,
+                           taps.data() + size_t(t) * c.out * c.in + c0, c.in,
                            padded.data() + c0 * plane + int64_t(ky) * d * Wp + int64_t(kx) * d + j0,
                            plane, false, block.data(), nb, t > 0 || c0 > 0, 1);
       }
@@ -549,27 +569,87 @@ GOCOR_KERNEL_PORTABLE void wino_output_portable(const float* m, int64_t ms, int 
   wino_output_v<simd::Vec4>(m, ms, n, b, a, s, bn, act, y, o, d, full);
 }
 
-// Stride 1, k = 3, padding = dilation: out (c.out, H, W) from c.wino (16, in, out). Threads take
-// blocks of up to nb tiles; a block's transformed input (16, cb, nb) is made one channel block at a
-// time and multiplied into its GEMM results (16, out, nb), which the output transform turns into
-// output pixels.
-}  // namespace
+// Input channels i0 .. i1 - 1 of the Winograd weight: weight (cout, cin, 3, 3) -> u (16, cin,
+// cout), U = G g G^T per (output, input) channel pair with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2;
+// 0 0 1], in float64, rounded once. Per input channel, blocks of 16 output channels: the
+// arithmetic across the block (loops the compiler vectorises with the entry's vectors), then 16
+// output rows written in order (u's rows are written sequentially, each cache line whole).
+GOCOR_INLINE void wino_weight_rows(const float* weight, int cin, int cout, int i0, int i1,
+                                   float* u_all) {
+  constexpr int kOb = 16;
+  for (int i = i0; i < i1; ++i)
+    for (int o0 = 0; o0 < cout; o0 += kOb) {
+      const int on = std::min(kOb, cout - o0);
+      double g[9][kOb];
+      for (int l = 0; l < kOb; ++l) {
+        const float* w = weight + (size_t(o0 + std::min(l, on - 1)) * cin + i) * 9;
+        for (int k = 0; k < 9; ++k) g[k][l] = w[k];  // lanes past `on` repeat the last channel
+        // The rows are read cout apart, too many streams for the hardware prefetcher: this
+        // row's line 8 input channels ahead.
+        __builtin_prefetch(w + 72);
+      }
+      double t[4][3][kOb];
+      for (int x = 0; x < 3; ++x)
+        for (int l = 0; l < kOb; ++l) {
+          t[0][x][l] = g[x][l];
+          t[1][x][l] = 0.5 * (g[x][l] + g[3 + x][l] + g[6 + x][l]);
+          t[2][x][l] = 0.5 * (g[x][l] - g[3 + x][l] + g[6 + x][l]);
+          t[3][x][l] = g[6 + x][l];
+        }
+      float u[16][kOb];
+      for (int a = 0; a < 4; ++a)
+        for (int l = 0; l < kOb; ++l) {
+          u[4 * a][l] = static_cast<float>(t[a][0][l]);
+          u[4 * a + 1][l] = static_cast<float>(0.5 * (t[a][0][l] + t[a][1][l] + t[a][2][l]));
+          u[4 * a + 2][l] = static_cast<float>(0.5 * (t[a][0][l] - t[a][1][l] + t[a][2][l]));
+          u[4 * a + 3][l] = static_cast<float>(t[a][2][l]);
+        }
+      for (int xi = 0; xi < 16; ++xi) {
+        float* dst = u_all + (size_t(xi) * cin + i) * cout + o0;
+        if (on == kOb) {
+          std::memcpy(dst, u[xi], sizeof(u[xi]));
+        } else {
+          std::memcpy(dst, u[xi], sizeof(float) * on);
+        }
+      }
+    }
+}
+using WinoWeightFn = void (*)(const float*, int, int, int, int, float*);
+GOCOR_KERNEL_AVX512 void wino_weight_avx512(const float* w, int cin, int cout, int i0, int i1,
+                                            float* u) {
+  wino_weight_rows(w, cin, cout, i0, i1, u);
+}
+GOCOR_KERNEL_AVX2 void wino_weight_avx2(const float* w, int cin, int cout, int i0, int i1,
+                                        float* u) {
+  wino_weight_rows(w, cin, cout, i0, i1, u);
+}
+GOCOR_KERNEL_PORTABLE void wino_weight_portable(const float* w, int cin, int cout, int i0, int i1,
+                                                float* u) {
+  wino_weight_rows(w, cin, cout, i0, i1, u);
+}
 
-void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* out, const Exec& ex) {
-  const int threads = ex.threads;
+// c.weight (out, in, 3, 3) -> u (16, in, out), threads over the input channels.
+void winograd_weight(const Conv& c, float* u_all, int threads) {
+  const WinoWeightFn fn =
+      simd::simd_select(wino_weight_avx512, wino_weight_avx2, wino_weight_portable);
+  parallel_chunks(c.in, threads, 8, [&](int64_t i0, int64_t i1) {
+    fn(c.weight.data(), c.in, c.out, static_cast<int>(i0), static_cast<int>(i1), u_all);
+  });
+}
+
+void conv2d_winograd_band(const Conv& c, const WinoGrid& g, const float* wino, const float* perm,
+                          int s_lo, const float* zero_row, int64_t T0, int64_t T1, int cb,
+                          int64_t nb, WinoInputFn fin, WinoOutputFn fout, float* out, int threads);
+
+// Stride 1, k = 3, padding = dilation: out (c.out, H, W) from the weight G g G^T (16, in, out).
+// Threads take blocks of up to nb tiles; a block's transformed input (16, cb, nb) is made one
+// channel block at a time and multiplied into its GEMM results (16, out, nb), which the output
+// transform turns into output pixels.
+void conv2d_winograd(const Conv& c, const float* in, int H, int W, float* out, int threads) {
   const WinoGrid g(H, W, c.dil);
   const int d = g.d;
-  // The permuted rows (see WinoGrid) of every input channel, row-major over (y, channel) so that
-  // a unit's four rows stream through the channels; then one zero row.
-  HugeFloats perm(size_t(c.in) * H * g.row + g.row);
-  const WinoPermuteFn fperm =
-      simd::simd_select(wino_permute_avx512, wino_permute_avx2, wino_permute_portable);
-  parallel_for(c.in, threads, [&](int64_t i) {
-    for (int y = 0; y < H; ++y)
-      fperm(in + (i * H + y) * W, W, d, g.jn, g.seg, perm.data() + (y * c.in + i) * g.row);
-  });
-  const float* zero_row = perm.data() + size_t(c.in) * H * g.row;
-  std::memset(perm.data() + size_t(c.in) * H * g.row, 0, sizeof(float) * g.row);
+  HugeFloats wino(size_t(16) * c.in * c.out);
+  winograd_weight(c, wino.data(), threads);
   // Channels per block: as even as possible, at most 128; tiles per block: the block's transformed
   // input about 1 MiB (it is written, then packed by each of the 16 GEMMs).
   const int nblocks = (c.in + 127) / 128, cb = (c.in + nblocks - 1) / nblocks;
@@ -578,13 +658,58 @@ void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* ou
       simd::simd_select(wino_input_avx512, wino_input_avx2, wino_input_portable);
   const WinoOutputFn fout =
       simd::simd_select(wino_output_avx512, wino_output_avx2, wino_output_portable);
+  const WinoPermuteFn fperm =
+      simd::simd_select(wino_permute_avx512, wino_permute_avx2, wino_permute_portable);
+  // Bands of units (one row residue ry, consecutive tile rows ty): a band's input rows (sub-grid
+  // rows s = 2 ty0 - 1 .. 2 ty1 + 2) are permuted (see WinoGrid) into a scratch of about
+  // kBandBytes whatever the image, row-major over (s, channel) so that a unit's four rows stream
+  // through the channels; then one zero row. At least two tile blocks per thread per band.
+  const size_t srow = size_t(c.in) * g.row;  // floats of one permuted sub-grid row
+  const int64_t min_units = (2 * threads * nb + g.per_unit - 1) / g.per_unit;
+  const int band_units = static_cast<int>(std::clamp<int64_t>(
+      std::max<int64_t>(int64_t(kBandBytes / sizeof(float) / srow) / 2 - 1, min_units), 1,
+      (g.sub(H, 0) + 1) / 2));
+  const int band_rows = std::min(2 * band_units + 2, g.sub(H, 0));
+  HugeFloats perm(srow * band_rows + g.row);
+  const float* zero_row = perm.data() + srow * band_rows;
+  std::memset(perm.data() + srow * band_rows, 0, sizeof(float) * g.row);
+  const int64_t units = int64_t(g.unit_ry.size());
+  for (int64_t ua = 0; ua < units;) {
+    const int ry = g.unit_ry[ua], ty0 = g.unit_ty[ua];
+    const int64_t ub = ua + std::min(band_units, (g.sub(H, ry) + 1) / 2 - ty0);
+    const int s_lo = std::max(0, 2 * ty0 - 1),
+              s_hi = std::min(g.sub(H, ry), 2 * (ty0 + int(ub - ua) - 1) + 3);
+    parallel_for(c.in, threads, [&](int64_t i) {
+      for (int s = s_lo; s < s_hi; ++s)
+        fperm(in + (i * H + ry + int64_t(d) * s) * W, W, d, g.jn, g.seg,
+              perm.data() + (size_t(s - s_lo) * c.in + i) * g.row);
+    });
+    conv2d_winograd_band(c, g, wino.data(), perm.data(), s_lo, zero_row, ua * g.per_unit,
+                         ub * g.per_unit, cb, nb, fin, fout, out, threads);
+    ua = ub;
+  }
+}
+
+// The tiles [T0, T1) of a band whose permuted rows from s_lo are in perm.
+void conv2d_winograd_band(const Conv& c, const WinoGrid& g, const float* wino, const float* perm,
+                          int s_lo, const float* zero_row, int64_t T0, int64_t T1, int cb,
+                          int64_t nb, WinoInputFn fin, WinoOutputFn fout, float* out, int threads) {
+  const int H = g.H, W = g.W, d = g.d;
   const bool bn = !c.bn_scale.empty();
-  parallel_for((g.tiles + nb - 1) / nb, threads, [&](int64_t blk) {
-    thread_local std::vector<float> vbuf, mbuf, ybuf;
-    vbuf.resize(size_t(16) * cb * nb);
-    mbuf.resize(size_t(16) * c.out * nb);
-    ybuf.resize(size_t(4) * g.per_unit);
-    const int64_t t0 = blk * nb, t1 = std::min(g.tiles, t0 + nb), n = t1 - t0;
+  // The band's tiles in equal blocks of at most nb (a last block of a few tiles ran its GEMMs
+  // at a fraction of their speed).
+  const int64_t nblk = (T1 - T0 + nb - 1) / nb, step = (T1 - T0 + nblk - 1) / nblk;
+  parallel_for(nblk, threads, [&](int64_t blk) {
+    ThreadBuffers& tb = thread_buffers();
+    std::vector<float>&vbuf_tls = tb.vbuf, &mbuf_tls = tb.mbuf, &ybuf_tls = tb.ybuf;
+    vbuf_tls.resize(size_t(16) * cb * nb);
+    mbuf_tls.resize(size_t(16) * c.out * nb);
+    ybuf_tls.resize(size_t(4) * g.per_unit);
+    // One TLS look-up each, not one per use.
+    float* const vbuf = vbuf_tls.data();
+    float* const mbuf = mbuf_tls.data();
+    float* const ybuf = ybuf_tls.data();
+    const int64_t t0 = T0 + blk * step, t1 = std::min(T1, t0 + step), n = t1 - t0;
     const int64_t u0 = t0 / g.per_unit, u1 = (t1 - 1) / g.per_unit + 1;
     for (int c0 = 0; c0 < c.in; c0 += cb) {
       const int cn = std::min(cb, c.in - c0);
@@ -598,7 +723,7 @@ void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* ou
           for (int k = 0; k < 4; ++k) {
             const int s = 2 * ty + k - 1, y = ry + d * s;
             p[k] =
-                (s >= 0 && y < H ? perm.data() + (int64_t(y) * c.in + c0 + ci) * g.row : zero_row) +
+                (s >= 0 && y < H ? perm + (int64_t(s - s_lo) * c.in + c0 + ci) * g.row : zero_row) +
                 1;
           }
           for (int rx = 0; rx < g.dx; ++rx) {
@@ -606,18 +731,17 @@ void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* ou
             if (ka >= kb) continue;
             const int j = ka - g.rx_first[rx];
             fin(p, int64_t(rx) * g.seg + j, int64_t(rx + d) * g.seg + j, kb - ka,
-                vbuf.data() + int64_t(ci) * nb + (base + ka - t0), int64_t(cb) * nb);
+                vbuf + int64_t(ci) * nb + (base + ka - t0), int64_t(cb) * nb);
           }
         }
       }
       // The weights as A^T (in, out): the GEMM reads them in place, unpacked.
       for (int xi = 0; xi < 16; ++xi)
-        gocor_detail::gemm(
-            gocor_detail::GemmArgs{c.out, static_cast<int>(n), cn,
-                                   c.wino.data() + (size_t(xi) * c.in + c0) * c.out, c.out, true,
-                                   vbuf.data() + size_t(xi) * cb * nb, nb, false,
-                                   mbuf.data() + size_t(xi) * c.out * nb, nb, c0 > 0},
-            1);
+        gocor_detail::gemm(gocor_detail::GemmArgs{c.out, static_cast<int>(n), cn,
+                                                  wino + (size_t(xi) * c.in + c0) * c.out, c.out,
+                                                  true, vbuf + size_t(xi) * cb * nb, nb, false,
+                                                  mbuf + size_t(xi) * c.out * nb, nb, c0 > 0},
+                           1);
     }
     // Output transform, per unit and column residue: rows ry + d (2 ty + a), columns
     // rx + d (2 j + b), where inside the sub-grid.
@@ -636,13 +760,23 @@ void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* ou
           float* orow[2] = {nullptr, nullptr};
           for (int a = 0; a < rows; ++a)
             orow[a] = out + (int64_t(o) * H + ry + d * (2 * ty + a)) * W + rx + int64_t(2) * d * j0;
-          fout(mbuf.data() + int64_t(o) * nb + (base + ka - t0), int64_t(c.out) * nb, nt, c.bias[o],
-               bn ? c.bn_scale[o] : 1.f, bn ? c.bn_shift[o] : 0.f, bn, c.act, ybuf.data(), orow, d,
-               full);
+          fout(mbuf + int64_t(o) * nb + (base + ka - t0), int64_t(c.out) * nb, nt, c.bias[o],
+               bn ? c.bn_scale[o] : 1.f, bn ? c.bn_shift[o] : 0.f, bn, c.act, ybuf, orow, d, full);
         }
       }
     }
   });
+}
+
+}  // namespace
+
+void release_thread_scratch() {
+  HugeFloats::release();
+  ThreadBuffers& b = thread_buffers();
+  std::vector<float>().swap(b.block);
+  std::vector<float>().swap(b.vbuf);
+  std::vector<float>().swap(b.mbuf);
+  std::vector<float>().swap(b.ybuf);
 }
 
 void set_deconv_weight(Deconv& d, const float* weight) {
@@ -652,23 +786,13 @@ void set_deconv_weight(Deconv& d, const float* weight) {
       d.weight_t[size_t(j) * d.in + i] = weight[size_t(i) * d.out * 16 + j];
 }
 
-void conv2d_cpu(const Conv& c, const float* in, int H, int W, float* out, const Exec& ex) {
-  const int threads = ex.threads;
+namespace {
+
+// Any layer: a 1x1 layer as one GEMM, others on im2col column tiles.
+void conv2d_im2col(const Conv& c, const float* in, int H, int W, float* out, int threads) {
   const int Ho = conv_out_size(H, c.k, c.stride, c.pad, c.dil),
             Wo = conv_out_size(W, c.k, c.stride, c.pad, c.dil);
   const int64_t P = int64_t(Ho) * Wo, K = int64_t(c.in) * c.k * c.k;
-  if (!c.taps.empty() && conv_uses_taps(c) && c.out <= 2) {
-    conv2d_few_out(c, in, H, W, out, threads);
-    return;
-  }
-  if (!c.wino.empty() && conv_uses_winograd(c) && W >= 12 * c.dil) {
-    conv2d_winograd_cpu(c, in, H, W, out, ex);
-    return;
-  }
-  if (!c.taps.empty() && conv_uses_taps(c)) {
-    conv2d_shifted(c, in, H, W, out, threads);
-    return;
-  }
   if (c.k == 1 && c.stride == 1 && c.pad == 0) {
     gocor_detail::gemm(c.out, static_cast<int>(P), static_cast<int>(K), c.weight.data(), K, in, P,
                        false, out, P, false, threads);
@@ -717,6 +841,28 @@ void conv2d_cpu(const Conv& c, const float* in, int H, int W, float* out, const 
                        out + p0, P, false, threads);
   }
   epilogue(c, out, P, threads);
+}
+
+}  // namespace
+
+void conv2d_path_cpu(const Conv& c, ConvPath path, const float* in, int H, int W, float* out,
+                     const Exec& ex) {
+  if (path == ConvPath::Winograd && conv_uses_winograd(c)) {
+    conv2d_winograd(c, in, H, W, out, ex.threads);
+  } else if (path != ConvPath::Im2col && conv_uses_taps(c)) {
+    if (c.out <= 2) {
+      conv2d_few_out(c, in, H, W, out, ex.threads);
+    } else {
+      conv2d_shifted(c, in, H, W, out, ex.threads);
+    }
+  } else {
+    conv2d_im2col(c, in, H, W, out, ex.threads);
+  }
+}
+
+void conv2d_cpu(const Conv& c, const float* in, int H, int W, float* out, const Exec& ex) {
+  const bool wino = c.out > 2 && conv_uses_winograd(c) && W >= 12 * c.dil;
+  conv2d_path_cpu(c, wino ? ConvPath::Winograd : ConvPath::Taps, in, H, W, out, ex);
 }
 
 void conv2d_naive(const Conv& c, const float* in, int H, int W, float* out) {

@@ -23,13 +23,12 @@ enum class Act { None, Relu, Leaky };  // Leaky: LeakyReLU(0.1)
 struct Conv {
   int out = 0, in = 0, k = 3, stride = 1, pad = 1, dil = 1;
   Act act = Act::None;
-  std::vector<float> weight;  // (out, in, k, k)
-  std::vector<float> bias;    // (out)
+  // (out, in, k, k): the one layout a network keeps (issue 15's memory bound). The per-tap copy
+  // of the shifted views and the Winograd weight are derived from it per call (scratch), and the
+  // CUDA twin uploads it as is.
+  std::vector<float> weight;
+  std::vector<float> bias;  // (out)
   std::vector<float> bn_scale, bn_shift;
-  std::vector<float> taps;  // (k*k, out, in): the weight per tap, filled by prepare_taps
-  // (16, in, out): the Winograd F(2x2, 3x3) weight G g G^T per transformed position, filled by
-  // prepare_taps where conv_uses_winograd.
-  std::vector<float> wino;
 };
 
 // ConvTranspose2d k = 4, s = 2, p = 1 (the only one the networks use).
@@ -48,28 +47,34 @@ inline int conv_out_size(int n, int k, int s, int p, int d) {
 void fold_batch_norm(Conv& c, const float* gamma, const float* beta, const float* mean,
                      const float* var);
 
-// Whether conv2d takes the shifted-view path for c once its taps are prepared (stride 1, padding
-// = dilation * (k-1)/2, at least 16 input channels); c.weight -> c.taps for that path, and
-// c.wino as well where conv_uses_winograd.
+// Whether conv2d takes the shifted-view path (stride 1, padding = dilation * (k-1)/2, at least 16
+// input channels), from the weight per tap (k*k, out, in) derived per call.
 bool conv_uses_taps(const Conv& c);
-void prepare_taps(Conv& c);
 // Whether a taps layer runs as Winograd F(2x2, 3x3) instead (k = 3: 2.25x fewer multiplications);
-// dilated layers too, on their sub-grids.
+// dilated layers too, on their sub-grids. Its weight G g G^T (16, in, out) is derived per call.
 bool conv_uses_winograd(const Conv& c);
+
+// Frees the calling thread's scratch that the convolutions keep between layers (blocks of up to
+// 32 MiB, the GEMM paths' buffers): a network's forward ends with it, so that each thread that ran
+// one does not keep its largest layers' scratch (the pool's helper threads keep their buffers,
+// a few MiB each).
+void release_thread_scratch();
 
 // official weight (in, out, 4, 4) -> d.weight_t (out*16, in).
 void set_deconv_weight(Deconv& d, const float* weight);
 
-// in (c.in, H, W) -> out (c.out, Ho, Wo) on the packed GEMM. Stride 1 with taps prepared: at most
-// 2 output channels as direct loops; with c.wino Winograd F(2x2, 3x3), 16 GEMMs over blocks of
-// transformed tiles; otherwise one GEMM per tap on a shifted view of the zero-padded input (an
-// implicit im2col: no column matrix). Other layers: im2col in column tiles. Threads split the
-// output columns (Winograd: the tiles; direct: the rows).
+// in (c.in, H, W) -> out (c.out, Ho, Wo) on the packed GEMM. Stride 1 where conv_uses_taps: at
+// most 2 output channels as direct loops; Winograd F(2x2, 3x3) where conv_uses_winograd and the
+// sub-grids are at least 12 columns wide (W >= 12 c.dil; on narrower ones the transforms' vectors
+// run mostly empty), 16 GEMMs over blocks of transformed tiles; otherwise one GEMM per tap on a
+// shifted view of the zero-padded input (an implicit im2col: no column matrix). Other layers:
+// im2col in column tiles. Threads split the output columns (Winograd: the tiles; direct: the rows).
 void conv2d_cpu(const Conv& c, const float* in, int H, int W, float* out, const Exec& ex);
-// Its Winograd path (c.wino prepared), any size and dilation; conv2d_cpu takes it where the
-// sub-grids are at least 12 columns wide (W >= 12 c.dil): on narrower ones the transforms' vectors
-// run mostly empty and the shifted views win.
-void conv2d_winograd_cpu(const Conv& c, const float* in, int H, int W, float* out, const Exec& ex);
+// One path of conv2d_cpu forced (tests): Taps (the shifted views, or the direct loops for at most
+// 2 output channels) needs conv_uses_taps, Winograd conv_uses_winograd (any size and dilation).
+enum class ConvPath { Im2col, Taps, Winograd };
+void conv2d_path_cpu(const Conv& c, ConvPath path, const float* in, int H, int W, float* out,
+                     const Exec& ex);
 // The same, straightforward loops in float64 (test oracle).
 void conv2d_naive(const Conv& c, const float* in, int H, int W, float* out);
 

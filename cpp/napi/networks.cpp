@@ -69,7 +69,14 @@ Napi::Value NetworkCreate(const Napi::CallbackInfo& info) {
         throw_invalid(env, "networkCreate: shape of " + name + " is not a list of numbers");
       t.shape.push_back(s.Get(j).As<Napi::Number>().Int64Value());
     }
-    t.data = copy_f32(data.Get(i), name.c_str());
+    // Borrowed, not copied (create runs during this call and copies what it keeps): a load
+    // holds the checkpoint once, in the caller's arrays.
+    const Napi::Value d = data.Get(i);
+    if (!d.IsTypedArray() || d.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throw_invalid(env, "Expected Float32Array for " + name);
+    const Napi::Float32Array a = d.As<Napi::Float32Array>();
+    t.data = a.Data();
+    t.size = t.data != nullptr ? a.ElementLength() : 0;
     map.emplace(name, std::move(t));
   }
   Napi::Object o = read_object(info[4], "options");
@@ -201,6 +208,11 @@ Napi::Value NetworkWorkBytes(const Napi::CallbackInfo& info) {
                                                        info[2].As<Napi::Number>().Int32Value())));
 }
 
+// networkRetainedBytes(handle) -> bytes the loaded network keeps (Network::retained_bytes).
+Napi::Value NetworkRetainedBytes(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), double(read_network(info.Env(), info[0])->retained_bytes()));
+}
+
 }  // namespace
 
 void init_networks(Napi::Env env, Napi::Object exports) {
@@ -208,6 +220,7 @@ void init_networks(Napi::Env env, Napi::Object exports) {
   export_function(env, exports, "networkCreate", NetworkCreate);
   export_function(env, exports, "networkForward", NetworkForward);
   export_function(env, exports, "networkWorkBytes", NetworkWorkBytes);
+  export_function(env, exports, "networkRetainedBytes", NetworkRetainedBytes);
   export_function(env, exports, "networkMatch", NetworkMatch);
   export_function(env, exports, "networkDevice", NetworkDevice);
 }

@@ -1000,13 +1000,13 @@ std::vector<float> abs_of(std::vector<float> v) {
 struct ConvShape {
   int in, out, k, stride, dil, H, W;
   nn::Act act;
-  bool bn, taps;  // taps: the weight replaced by its per-tap copy, as load_conv does
+  bool bn;
 };
 
 std::string conv_name(const ConvShape& s) {
   static const char* acts[] = {"none", "relu", "leaky"};
-  return fmt("%d->%d k%d s%d d%d %dx%d %s%s%s", s.in, s.out, s.k, s.stride, s.dil, s.H, s.W,
-             acts[int(s.act)], s.bn ? " bn" : "", s.taps ? " taps" : "");
+  return fmt("%d->%d k%d s%d d%d %dx%d %s%s", s.in, s.out, s.k, s.stride, s.dil, s.H, s.W,
+             acts[int(s.act)], s.bn ? " bn" : "");
 }
 
 Trial nn_conv2d_trial(ConvShape s, uint64_t seed) {
@@ -1047,10 +1047,6 @@ Trial nn_conv2d_trial(ConvShape s, uint64_t seed) {
   a.act = nn::Act::None;
   st->sum_abs.resize(n);
   nn::conv2d_naive(a, abs_of(st->x).data(), s.H, s.W, st->sum_abs.data());
-  if (s.taps) {
-    nn::prepare_taps(c);
-    std::vector<float>().swap(c.weight);
-  }
   st->cpu.resize(n);
   st->gpu.assign(n, NAN);
   return {[st, s] { nn::conv2d_cpu(st->c, st->x.data(), s.H, s.W, st->cpu.data(), Exec{}); },
@@ -1161,18 +1157,17 @@ void add_nn_cases(std::vector<Case>& t) {
   // odd sizes. The tolerance is derived per element (sum_order_bound).
   const Tol derived = kDerivedTol;
   uint64_t seed = 300;
-  for (const ConvShape& s :
-       std::vector<ConvShape>{{3, 16, 3, 2, 1, 64, 48, Act::Leaky, false, false},
-                              {16, 16, 3, 1, 1, 32, 24, Act::Leaky, false, true},
-                              {16, 32, 3, 2, 1, 31, 23, Act::Leaky, false, false},
-                              {565, 128, 3, 1, 1, 8, 8, Act::Leaky, false, true},
-                              {565, 2, 3, 1, 1, 8, 8, Act::None, false, true},
-                              {128, 128, 3, 1, 4, 12, 12, Act::Leaky, true, true},
-                              {96, 64, 3, 1, 16, 10, 14, Act::Leaky, true, false},
-                              {3, 64, 3, 1, 1, 32, 32, Act::Relu, false, false},
-                              {64, 128, 3, 1, 1, 16, 16, Act::Relu, false, true},
-                              {258, 128, 3, 1, 1, 16, 16, Act::Relu, true, true},
-                              {37, 21, 1, 1, 1, 9, 13, Act::None, false, false}}) {
+  for (const ConvShape& s : std::vector<ConvShape>{{3, 16, 3, 2, 1, 64, 48, Act::Leaky, false},
+                                                   {16, 16, 3, 1, 1, 32, 24, Act::Leaky, false},
+                                                   {16, 32, 3, 2, 1, 31, 23, Act::Leaky, false},
+                                                   {565, 128, 3, 1, 1, 8, 8, Act::Leaky, false},
+                                                   {565, 2, 3, 1, 1, 8, 8, Act::None, false},
+                                                   {128, 128, 3, 1, 4, 12, 12, Act::Leaky, true},
+                                                   {96, 64, 3, 1, 16, 10, 14, Act::Leaky, true},
+                                                   {3, 64, 3, 1, 1, 32, 32, Act::Relu, false},
+                                                   {64, 128, 3, 1, 1, 16, 16, Act::Relu, false},
+                                                   {258, 128, 3, 1, 1, 16, 16, Act::Relu, true},
+                                                   {37, 21, 1, 1, 1, 9, 13, Act::None, false}}) {
     add("nn::conv2d", conv_name(s), derived, [s, seed] { return nn_conv2d_trial(s, seed); });
     seed += 5;
   }

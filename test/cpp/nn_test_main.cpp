@@ -70,9 +70,15 @@ void test_conv() {
       {9, 16, 3, 1, 4, 1, 1, Act::None, false, 1},
       {40, 24, 3, 1, 2, 13, 29, Act::Leaky, true, 2},
       {64, 64, 3, 1, 1, 96, 120, Act::Relu, false, 2},
-      // One or two output channels: the direct loops (rows of several vector groups, dilation).
+      // Several bands of rows (each band's input rows permuted into an 8 MiB scratch), at
+      // dilations 1 and 2 (bands per row residue).
+      {16, 512, 3, 1, 1, 64, 140, Act::Leaky, false, 2},
+      {16, 512, 3, 1, 2, 64, 140, Act::Leaky, true, 1},
+      // One or two output channels: the direct loops (rows of several vector groups, dilation;
+      // the last in two bands of padded rows).
       {2, 32, 3, 1, 1, 33, 150, Act::None, false, 2},
       {1, 40, 3, 1, 4, 19, 70, Act::Leaky, true, 1},
+      {2, 565, 3, 1, 1, 40, 150, Act::None, false, 2},
   };
   for (const Case& c : cases) {
     gocor::nn::Conv cv = make_conv(c.out, c.in, c.k, c.stride, c.dil, c.act, c.bn, 100 + c.in);
@@ -87,14 +93,8 @@ void test_conv() {
     // layer qualifies, Winograd.
     const bool wino = gocor::nn::conv_uses_winograd(cv);
     for (int path = 0; path < (c.stride == 1 ? 2 + int(wino) : 1); ++path) {
-      if (path >= 1) gocor::nn::prepare_taps(cv);
-      if (path == 1) cv.wino.clear();
       const gocor::Exec ex{gocor::Device::Cpu, c.threads, nullptr};
-      if (path == 2) {
-        gocor::nn::conv2d_winograd_cpu(cv, x.data(), c.H, c.W, got.data(), ex);
-      } else {
-        gocor::nn::conv2d_cpu(cv, x.data(), c.H, c.W, got.data(), ex);
-      }
+      gocor::nn::conv2d_path_cpu(cv, gocor::nn::ConvPath(path), x.data(), c.H, c.W, got.data(), ex);
       const gocor_test::Cmp r = compare(got, ref, {tol, 1e-5});
       report(r.ok,
              fmt("conv2d %s out=%d in=%d k=%d s=%d d=%d %dx%d bn=%d",
