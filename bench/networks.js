@@ -10,6 +10,8 @@
 // --memory: instead of timing, one fresh process per network reports the process's peak RSS growth
 // from before loadNetwork to after one forward, against the network's weights (float32 bytes) and
 // issue 15's bound (3x the weights + the largest level's activations, largestLevelBytes).
+// --forwards N (with --memory): N forwards in turn instead of one; each may land on another of
+// libuv's threads, so the peak is the steady state of a service, not only the first call's.
 'use strict';
 const os = require('node:os');
 const path = require('node:path');
@@ -23,6 +25,7 @@ const arg = (name, fallback) => {
 };
 const runs = Number(arg('runs', '3'));
 const threads = Number(arg('threads', '1'));
+const forwards = Number(arg('forwards', '1'));
 const models = arg('models', 'PWCNet,PWCNet_GOCor,GLUNet,GLUNet_GOCor').split(',');
 // Issue 15: the official PyTorch CPU forward at 384x576, one thread, seconds.
 const PYTORCH_S = { PWCNet: 0.95, PWCNet_GOCor: 1.18, GLUNet: 3.7, GLUNet_GOCor: 5.0 };
@@ -119,7 +122,7 @@ function largestLevelBytes(model, h, w) {
   return 4 * Math.max(...layers.map(([c, l]) => c * at(l)));
 }
 
-/** In this process: peak RSS growth over loadNetwork + one forward (run by --memory-child). */
+/** In this process: peak RSS growth over loadNetwork + `forwards` forwards (run by --memory-child). */
 async function memoryChild(model) {
   const rec = weights(model);
   const inputs = inputsFor(model);
@@ -128,7 +131,7 @@ async function memoryChild(model) {
   const before = process.memoryUsage().rss;
   const net = await loadNetwork(rec, { model, threads });
   const loaded = process.memoryUsage().rss;
-  await net.forward(inputs);
+  for (let i = 0; i < forwards; i++) await net.forward(inputs);
   const peak = process.resourceUsage().maxRSS * 1024;
   console.log(JSON.stringify({ model, weightBytes, retained: net.retainedBytes, before, loaded, peak }));
 }
@@ -137,13 +140,17 @@ async function memoryChild(model) {
 function memory() {
   const { execFileSync } = require('node:child_process');
   console.log(
-    `\n| network (384x576, ${threads} thread${threads > 1 ? 's' : ''}) | weights (MB) | retained by the network (MB) | RSS growth after load (MB) | peak RSS growth, load + forward (MB) | peak ÷ weights | largest level's activations (MB) | bound: 3x weights + activations (MB) | peak ÷ bound |`,
+    `\n| network (384x576, ${threads} thread${threads > 1 ? 's' : ''}) | weights (MB) | retained by the network (MB) | RSS growth after load (MB) | peak RSS growth, load + ${forwards > 1 ? `${forwards} forwards` : 'forward'} (MB) | peak ÷ weights | largest level's activations (MB) | bound: 3x weights + activations (MB) | peak ÷ bound |`,
   );
   console.log('|---|---|---|---|---|---|---|---|---|');
   for (const model of models) {
-    const out = execFileSync(process.execPath, [__filename, '--memory-child', model, '--threads', String(threads)], {
-      encoding: 'utf8',
-    });
+    const out = execFileSync(
+      process.execPath,
+      [__filename, '--memory-child', model, '--threads', String(threads), '--forwards', String(forwards)],
+      {
+        encoding: 'utf8',
+      },
+    );
     const r = JSON.parse(out.trim().split('\n').pop());
     const grow = r.peak - r.before;
     const act = largestLevelBytes(model, H, W);

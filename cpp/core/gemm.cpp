@@ -197,6 +197,14 @@ class Scratch {
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   float* get() const { return p_; }
+  // Frees the calling thread's cached block (unless a GEMM on this thread is using it).
+  static void release() {
+    Cache& c = cache();
+    if (c.in_use) return;
+    aligned_free_floats(c.p);
+    c.p = nullptr;
+    c.size = 0;
+  }
 
  private:
   struct Cache {
@@ -339,6 +347,11 @@ void gemm_pack_rows(GemmSide side, const float* x, int64_t ldx, int k0, int k1, 
     pack_panels(x + k0 * ldx, ldx, 1, k1 - k0, L, P, out + (p * K + k0) * P, p, p, p + 1,
                 side == GemmSide::B ? u.pack_b : nullptr);
   }
+}
+
+void gemm_release_thread_buffers() {
+  Scratch::release();
+  gocor_detail::gemm_amx_release_thread_buffers();
 }
 
 void gemm(const GemmArgs& g, int threads) {

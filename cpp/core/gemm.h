@@ -42,6 +42,9 @@ struct GemmArgs {
   bool b_unchanged = false;
 };
 void gemm(const GemmArgs& g, int threads);
+// Frees the calling thread's cached packing blocks (float32 and AMX): a thread that runs GEMMs
+// only now and then (a libuv thread at the end of a network's forward) does not keep them.
+void gemm_release_thread_buffers();
 
 // The packed layout gemm() reads, which the micro-kernel of this machine's SIMD level takes. An
 // operand is seen as X (K x L): K rows along the reduction index, L along the rows of C (side A:

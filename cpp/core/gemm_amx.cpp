@@ -346,6 +346,15 @@ bool gemm_amx_suits(int m, int n, int k, bool b_amortised) {
   return b_amortised || static_cast<double>(m) * n / (static_cast<double>(m) + n) >= 256;
 }
 
+void gemm_amx_release_thread_buffers() {
+  for (PackBuffer* b : {&pack_a_buffer, &pack_b_buffer}) {
+    ::operator delete(b->p, std::align_val_t(64));
+    b->p = nullptr;
+    b->size = 0;
+    b->src = nullptr;
+  }
+}
+
 size_t gemm_amx_scratch_bytes(int m, int n, int k) {
   const int64_t nk = (k + kChunk - 1) / kChunk;
   const int64_t mp = (m + 31) / 32 * 2, np = (n + 31) / 32 * 2;
@@ -408,6 +417,7 @@ bool gemm_amx_suits(int, int, int, bool) {
 size_t gemm_amx_scratch_bytes(int, int, int) {
   return 0;
 }
+void gemm_amx_release_thread_buffers() {}
 void gemm_amx(const GemmArgs&, int) {
   throw Error(ErrorCode::Internal, "gemm: AMX path called on a build without it");
 }

@@ -18,6 +18,8 @@ bool gemm_amx_suits(int m, int n, int k, bool b_amortised);
 void gemm_amx(const GemmArgs& g, int threads);
 // Bytes of packing scratch gemm_amx() takes for this shape (kept per thread between calls).
 size_t gemm_amx_scratch_bytes(int m, int n, int k);
+// Frees the calling thread's AMX packing buffers (gemm_release_thread_buffers).
+void gemm_amx_release_thread_buffers();
 
 }  // namespace gocor_detail
 }  // namespace gocor

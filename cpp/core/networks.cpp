@@ -12,6 +12,7 @@
 #endif
 
 #include "dispatch.h"
+#include "gemm.h"
 #include "gocor.h"
 #include "nn.h"
 
@@ -213,6 +214,9 @@ struct ScratchRelease {
   ScratchRelease& operator=(const ScratchRelease&) = delete;
   ~ScratchRelease() {
     nn::release_thread_scratch();
+    gocor_detail::gemm_release_thread_buffers();
+    gocor_global_release_thread_buffers();
+    gocor_local_release_thread_buffers();
 #ifdef __GLIBC__
     malloc_trim(0);
 #endif
