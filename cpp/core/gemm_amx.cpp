@@ -39,6 +39,11 @@ namespace gocor {
 namespace gocor_detail {
 
 #if GOCOR_AMX
+// GCC 12 reports the intrinsics' own _mm512_undefined_* placeholders, inlined into these
+// target-attribute functions, as maybe uninitialised (a false positive, GCC PR 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 namespace {
 
 #define GOCOR_TARGET_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,fma")))
