@@ -312,8 +312,8 @@ void test_errors() {
 // passes) against a scalar scan: lengths around the vector and unroll widths, the largest value at
 // every position class (vector body, tail), signs, zeros, subnormals, infinities and NaN.
 void test_max_magnitude(const std::string& lvl) {
-  const float specials[] = {-0.0f, 1e-40f, -3.5e-39f, 1e6f, -1e6f, 1.0000001e6f, -2e6f,
-                            INFINITY, -INFINITY, NAN, -NAN};
+  const float specials[] = {-0.0f, 1e-40f,   -3.5e-39f, 1e6f, -1e6f, 1.0000001e6f,
+                            -2e6f, INFINITY, -INFINITY, NAN,  -NAN};
   bool ok = true;
   std::string where;
   for (int n : {0, 1, 3, 4, 15, 16, 17, 63, 64, 65, 130, 1000}) {
