@@ -290,7 +290,7 @@ napi_value Out::f32(FreshF32&& buf) {
 namespace {
 
 constexpr size_t kHugePage = size_t{2} << 20;
-constexpr size_t kPoolFrom = size_t{64} << 10;  // smaller blocks are freed, not kept
+constexpr size_t kPoolFrom = size_t{1} << 20;  // smaller blocks are freed, not kept
 
 struct Block {
   float* p;
@@ -317,12 +317,11 @@ FreshF32::FreshF32(size_t n) : n_(n) {
   cap_ = huge ? (bytes + kHugePage - 1) / kHugePage * kHugePage : (bytes + 63) / 64 * 64;
   if (bytes >= kPoolFrom) {
     std::lock_guard<std::mutex> lock(g_pool_mutex);
-    // The smallest kept block that fits and is at most an eighth larger than a fresh one; of equal
-    // ones the most recently freed, whose lines may still be cached.
+    // The smallest kept block that fits and is at most an eighth larger than a fresh one.
     size_t best = g_pool.size();
     for (size_t i = 0; i < g_pool.size(); ++i) {
       const size_t c = g_pool[i].cap;
-      if (c >= bytes && c <= cap_ + cap_ / 8 && (best == g_pool.size() || c <= g_pool[best].cap))
+      if (c >= bytes && c <= cap_ + cap_ / 8 && (best == g_pool.size() || c < g_pool[best].cap))
         best = i;
     }
     if (best < g_pool.size()) {
@@ -367,8 +366,7 @@ void FreshF32::recycle(float* p, size_t cap) {
     g_pool.push_back({p, cap});
     g_pool_bytes += cap;
     size_t drop = 0;
-    while (g_pool_bytes > kKeepBytes || g_pool.size() - drop > kKeepBlocks)
-      g_pool_bytes -= g_pool[drop++].cap;
+    while (g_pool_bytes > kKeepBytes) g_pool_bytes -= g_pool[drop++].cap;
     evicted.assign(g_pool.begin(), g_pool.begin() + static_cast<std::ptrdiff_t>(drop));
     g_pool.erase(g_pool.begin(), g_pool.begin() + static_cast<std::ptrdiff_t>(drop));
   }

@@ -43,18 +43,14 @@ size_t count(Napi::Env env, std::initializer_list<int64_t> dims, const char* nam
 
 // Float32 memory that its job writes in full (a correlation volume, a copied input): 64-byte
 // aligned and never zero-filled; from 2 MiB up it is asked for as 2 MiB transparent huge pages.
-// Handed to JS without a copy; when JS drops it, a block of 64 KiB or more is kept (kKeepBytes and
-// kKeepBlocks in all, the least recently freed given back first) for a later output of the same or
-// a little smaller size, so a call repeated on a shape pays neither page faults nor the kernel's
-// clearing of fresh pages. V8 collects a dropped volume only some calls later (four 64 MiB volumes
-// of a repeated 4096-position correlation were alive at once), hence room for four of those.
-// Smaller blocks count too: glibc gives a freed 256 KiB block of a libuv thread's arena back to the
-// system, so every 256-position correlation faulted its volume in again (0.8 ms a call, of which
-// 0.04 ms is the product). Move-only.
+// Handed to JS without a copy; when JS drops it, a block of 1 MiB or more is kept (kKeepBytes in
+// all, the least recently freed given back first) for a later output of the same or a little
+// smaller size, so a call repeated on a shape pays neither page faults nor the kernel's clearing of
+// fresh pages. V8 collects a dropped volume only some calls later (four 64 MiB volumes of a
+// repeated 4096-position correlation were alive at once), hence room for four of those. Move-only.
 class FreshF32 {
  public:
   static constexpr size_t kKeepBytes = size_t{256} << 20;
-  static constexpr size_t kKeepBlocks = 1024;
   FreshF32() = default;
   explicit FreshF32(size_t n);  // n floats, contents undefined; TooLarge when out of memory
   FreshF32(FreshF32&& o) noexcept : p_(o.p_), n_(o.n_), cap_(o.cap_) { o.p_ = nullptr; }
