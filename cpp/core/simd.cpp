@@ -70,6 +70,61 @@ bool simd_amx_allowed() {
          simd_detected() == Simd::Avx512;
 }
 
+namespace {
+
+// max_magnitude on W-lane integer vectors: |x| is the bit pattern without the sign, and for
+// non-negative int32 the integer order of those patterns is the order of the magnitudes, with
+// infinity above every finite value and NaN above infinity. Four accumulators, so that the loop
+// runs at the loads' rate.
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x8 __attribute__((vector_size(32)));
+typedef int32_t i32x4 __attribute__((vector_size(16)));
+template <class IV>
+GOCOR_INLINE uint32_t max_abs_bits(const float* x, size_t n) {
+  constexpr int W = sizeof(IV) / sizeof(int32_t);
+  IV m[4] = {};
+  size_t i = 0;
+  for (; i + 4 * W <= n; i += 4 * W) {
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      IV v;
+      std::memcpy(&v, x + i + j * W, sizeof v);
+      v &= 0x7fffffff;
+      m[j] = m[j] > v ? m[j] : v;
+    }
+  }
+  int32_t r = 0;
+  for (int j = 0; j < 4; ++j)
+    for (int l = 0; l < W; ++l) r = m[j][l] > r ? m[j][l] : r;
+  for (; i < n; ++i) {
+    int32_t b;
+    std::memcpy(&b, x + i, sizeof b);
+    b &= 0x7fffffff;
+    r = b > r ? b : r;
+  }
+  return static_cast<uint32_t>(r);
+}
+
+GOCOR_KERNEL_AVX512 uint32_t max_abs_bits_avx512(const float* x, size_t n) {
+  return max_abs_bits<i32x16>(x, n);
+}
+GOCOR_KERNEL_AVX2 uint32_t max_abs_bits_avx2(const float* x, size_t n) {
+  return max_abs_bits<i32x8>(x, n);
+}
+GOCOR_KERNEL_PORTABLE uint32_t max_abs_bits_portable(const float* x, size_t n) {
+  return max_abs_bits<i32x4>(x, n);
+}
+
+}  // namespace
+
+float max_magnitude(const float* x, size_t n) {
+  const uint32_t bits =
+      simd_select(max_abs_bits_avx512, max_abs_bits_avx2, max_abs_bits_portable)(x, n);
+  float m;
+  std::memcpy(&m, &bits, sizeof m);
+  return m;
+}
+
 const char* simd_name(Simd level) {
   switch (level) {
     case Simd::Avx512: return "avx512";

@@ -9,6 +9,7 @@
 // wider instructions than the baseline ISA, so a CPU without AVX never meets one.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -40,6 +41,10 @@ const char* simd_name(Simd level);
 // level, unless GOCOR_SIMD names a level (GOCOR_SIMD=avx512: AVX-512 without AMX) or simd_force()
 // is in effect (tests: simd_force(Simd::Avx512) runs the AVX-512 micro-kernel).
 bool simd_amx_allowed();
+
+// The largest |x[i]| of x[0 .. n) (0 when n is 0), or NaN when some x[i] is NaN: a bound check of
+// values in one pass at the active level (the binding's check of feature maps, take_features).
+float max_magnitude(const float* x, size_t n);
 
 // The selector: the entry point (or any value) of the active level.
 template <class T>

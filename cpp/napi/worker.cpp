@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "dispatch.h"
+#include "simd.h"
 
 namespace gocor_napi {
 
@@ -108,30 +109,11 @@ std::vector<float> copy_f32(const Napi::Value& v, const char* name, size_t lengt
 
 namespace {
 
-// Whether any of x[0 .. n) is NaN, infinite or above kMaxFeatureValue in magnitude: |v| <= x
-// exactly when the bits of |v| are at most those of x, so the check is integer operations that
-// vectorise, and NaN fails it. 4 lanes of GCC's generic vectors (the addon is built for the
-// baseline ISA: SSE2 on x86-64); signed compares (SSE2 has no unsigned one, and |bits| and the
-// limit are both below 2^31).
+// Whether any of x[0 .. n) is NaN, infinite or above kMaxFeatureValue in magnitude, at the core's
+// widest SIMD level: the addon is built for the baseline ISA, whose 4-lane loop took 36 us per MiB
+// of L1-resident chunks against 7 us at AVX-512 (Zen 5), 2 % of a 1024-position correlate().
 bool any_out_of_bounds(const float* x, size_t n) {
-  typedef int32_t i32x4 __attribute__((vector_size(16)));
-  uint32_t limit;
-  std::memcpy(&limit, &kMaxFeatureValue, sizeof limit);
-  i32x4 bad4 = {};
-  size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    i32x4 v;
-    std::memcpy(&v, x + i, sizeof v);
-    bad4 |= (v & 0x7fffffff) > int32_t(limit);
-  }
-  uint32_t bad = 0;
-  for (; i < n; ++i) {
-    uint32_t bits;
-    std::memcpy(&bits, x + i, sizeof bits);
-    bad |= uint32_t((bits & 0x7fffffffu) > limit);
-  }
-  for (int l = 0; l < 4; ++l) bad |= uint32_t(bad4[l]);
-  return bad != 0;
+  return !(gocor::simd::max_magnitude(x, n) <= kMaxFeatureValue);
 }
 
 // ERR_GOCOR_INVALID_ARG naming `name`.data and the first element of x[i0 .. i0+n) out of bounds.

@@ -308,6 +308,39 @@ void test_errors() {
   });
 }
 
+// simd::max_magnitude (the binding's bound check of feature maps, which every correlation input
+// passes) against a scalar scan: lengths around the vector and unroll widths, the largest value at
+// every position class (vector body, tail), signs, zeros, subnormals, infinities and NaN.
+void test_max_magnitude(const std::string& lvl) {
+  const float specials[] = {-0.0f, 1e-40f,   -3.5e-39f, 1e6f, -1e6f, 1.0000001e6f,
+                            -2e6f, INFINITY, -INFINITY, NAN,  -NAN};
+  bool ok = true;
+  std::string where;
+  for (int n : {0, 1, 3, 4, 15, 16, 17, 63, 64, 65, 130, 1000}) {
+    std::vector<float> x = random_vec(static_cast<size_t>(n), 40u + static_cast<uint64_t>(n));
+    for (int pos : {0, n / 2, n - 1}) {
+      if (n == 0 && pos != 0) continue;
+      for (float sp : specials) {
+        std::vector<float> y = x;
+        if (n > 0) y[static_cast<size_t>(pos)] = sp;
+        float want = 0.f;
+        bool nan = false;
+        for (float v : y) {
+          nan = nan || std::isnan(v);
+          want = std::max(want, std::fabs(v));
+        }
+        const float got = gocor::simd::max_magnitude(y.data(), y.size());
+        const bool good = nan ? std::isnan(got) : got == want;
+        if (!good && ok)
+          where = fmt("n=%d pos=%d value=%g: got %g, want %g", n, pos, double(sp), double(got),
+                      double(want));
+        ok = ok && good;
+      }
+    }
+  }
+  report(ok, "max_magnitude " + lvl + " equals a scalar scan" + (ok ? "" : " (" + where + ")"));
+}
+
 }  // namespace
 
 int main() {
@@ -343,6 +376,7 @@ int main() {
     for (const auto& s : locals) test_local(s, seed++, first);
     test_conformance(dir, true);
     test_conformance(dir, false);
+    test_max_magnitude(gocor::simd::simd_name(static_cast<Simd>(level)));
   }
   gocor::corr_detail::simd_unforce();
   test_errors();
