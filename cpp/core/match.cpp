@@ -259,15 +259,12 @@ void fill_invalid(const ImageView& img, std::vector<float>& flow, std::vector<ui
   size_t kept = 0;
   for (size_t i = 0; i < P; ++i) kept += valid[i] &= textured[i];
   if (kept * 100 >= P) {
-    std::vector<float> out(2 * P);
     const int C = img.C >= 3 ? 3 : 1;
     InterpOptions io = o.interp;
-    io.keep_valid = true;  // only the invalid pixels' values are read: only their seeds are fitted
-    flow_interpolate(img.data, C, H, W, flow.data(), valid.data(), out.data(), io, ex);
-    // Consistent pixels keep their own flow: the fit only smooths them.
-    for (size_t i = 0; i < P; ++i) {
-      if (!valid[i]) flow[i] = out[i], flow[P + i] = out[P + i];
-    }
+    // Consistent pixels keep their own flow (the fit would only smooth them): only the invalid
+    // pixels' seeds are fitted, and the flow is filled in place (no second copy at the peak).
+    io.keep_valid = true;
+    flow_interpolate(img.data, C, H, W, flow.data(), valid.data(), flow.data(), io, ex);
   }
 }
 
@@ -1039,9 +1036,9 @@ ImageStageBytes image_stage_bytes(const FeaturePyramid& a, const FeaturePyramid&
   size_t peak = flows + resample_bytes(0, P);
   // The gray images next to both flows.
   const size_t base = flows + F * (P + Pb);
-  // A fill: the validity and texture masks, the interpolation and its output.
+  // A fill: the validity and texture masks and the interpolation (in place).
   auto fill = [&](int h, int w, size_t p) {
-    return 2 * p + F * 2 * p + flow_interpolate_work_bytes(3, h, w, o.interp);
+    return 2 * p + flow_interpolate_work_bytes(3, h, w, o.interp);
   };
   // The fills run their two sides side by side (each_side) with two threads or more.
   const int t = threads_of(threads);
