@@ -224,9 +224,8 @@ void gradients(Plane& img, Plane& gx, Plane& gy, const Exec& ex) {
     r[-1] = r[0];  // the margins replicate the border, so the vector loop needs no clamps
     r[w] = r[w - 1];
   });
-  parallel_for(img.h, ex.threads, [&](int64_t yy) {
-    gradient_row(img, int(yy), gx.row(int(yy)), gy.row(int(yy)));
-  });
+  parallel_for(img.h, ex.threads,
+               [&](int64_t yy) { gradient_row(img, int(yy), gx.row(int(yy)), gy.row(int(yy))); });
 }
 
 // Pyramid levels 0 .. top of one image, with gradients where asked.

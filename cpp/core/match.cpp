@@ -359,14 +359,15 @@ class StageClock {
 // when not `together`. The stages give the same result for any thread count, so this changes only
 // how the cores are used: the serial parts of one side (the geodesic Voronoi of the
 // interpolation, small loops between parallel ones) overlap with the other side's work.
-// Exceptions propagate (the first one). `shared`: each side gets all of the call's threads
+// Exceptions propagate (the first one). SideThreads::All: each side gets all of the call's threads
 // instead of half: while both run, each side's loops run on its own thread (the other threads are
 // busy with the other side), and the side that finishes first helps with the other's loops
 // (parallel_for's waiting caller runs the loops its items started; an idle worker any). For
 // stages whose loops hand out small items dynamically and allocate nothing per thread (DIS): its
 // b -> a side takes 20-30 % longer than a -> b on a stereo pair, time one core idled before.
-void each_side(const Exec& ex, bool together, const std::function<void(int, const Exec&)>& f,
-               bool shared = false) {
+enum class SideThreads { Half, All };
+void each_side(const Exec& ex, bool together, SideThreads share,
+               const std::function<void(int, const Exec&)>& f) {
   const int t = ex.threads <= 0 ? pool_size() : std::min(ex.threads, pool_size());
   if (t < 2 || ex.device != Device::Cpu || !together) {
     f(0, ex);
@@ -374,7 +375,7 @@ void each_side(const Exec& ex, bool together, const std::function<void(int, cons
     return;
   }
   Exec half = ex;
-  half.threads = shared ? t : t / 2;
+  half.threads = share == SideThreads::All ? t : t / 2;
   parallel_for(2, 2, [&](int64_t side) { f(int(side), half); });
 }
 
@@ -782,7 +783,7 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   // The descriptor of every level starts from the gray image: made once per image (a one-channel
   // image is its own gray), not once per level.
   FeaturePyramid pyr[2];
-  each_side(ex, true, [&](int side, const Exec& run) {
+  each_side(ex, true, SideThreads::Half, [&](int side, const Exec& run) {
     const ImageView& img = side == 0 ? a : b;
     const std::vector<float> gray = image_gray(img);
     pyr[side] = features_extract(ImageView{gray.data(), 1, img.H, img.W}, fo, run);
@@ -804,7 +805,7 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   // (resampled there, it would sit through every later stage).
   GridFlow coarse[2];
   const bool coarse_together = both && coarse_side_by_side(pa, pb, o, ex.threads);
-  each_side(ex, coarse_together, [&](int side, const Exec& run) {
+  each_side(ex, coarse_together, SideThreads::Half, [&](int side, const Exec& run) {
     if (side == 1 && !both) return;
     coarse[side] = side == 0 ? match_coarse(pa, pb, o, run, peak, true)
                              : match_coarse(pb, pa, o, run, false, true);
@@ -833,7 +834,7 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
     // a's consistency error, for the similarity check below (the check's own pass).
     const bool check_similarity = o.similarity_search == MatchOptions::SimilaritySearch::Auto;
     std::vector<float> err;
-    each_side(ex, true, [&](int side, const Exec& run) {
+    each_side(ex, true, SideThreads::Half, [&](int side, const Exec& run) {
       valid[side] = side == 0 ? consistent(fwd, H, W, back, b.H, b.W, o.coarse_tol, o, run,
                                            check_similarity ? &err : nullptr)
                               : consistent(back, b.H, b.W, fwd, H, W, o.coarse_tol, o, run);
@@ -874,7 +875,7 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
         return out;
       }
     }
-    each_side(ex, true, [&](int side, const Exec& run) {
+    each_side(ex, true, SideThreads::Half, [&](int side, const Exec& run) {
       const ImageView& img = side == 0 ? a : b;
       std::vector<uint8_t> tex(size_t(img.H) * img.W, 1);
       if (o.texture_gradient > 0) {
@@ -890,15 +891,16 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   // Nothing reads b's colours from here on: a caller that lent them has them freed.
   if (b_pixels) *b_pixels = std::vector<float>();
   if (o.dis) {
-    each_side(ex, both && dis_side_by_side(H, W, b.H, b.W, o), [&](int side, const Exec& run) {
-      if (side == 0) {
-        flow_refine_dis(gray_a.data(), H, W, gray_b.data(), b.H, b.W, fwd.data(), o.dis_options,
-                        run);
-      } else if (both) {
-        flow_refine_dis(gray_b.data(), b.H, b.W, gray_a.data(), H, W, back.data(), o.dis_options,
-                        run);
-      }
-    }, true);
+    each_side(ex, both && dis_side_by_side(H, W, b.H, b.W, o), SideThreads::All,
+              [&](int side, const Exec& run) {
+                if (side == 0) {
+                  flow_refine_dis(gray_a.data(), H, W, gray_b.data(), b.H, b.W, fwd.data(),
+                                  o.dis_options, run);
+                } else if (both) {
+                  flow_refine_dis(gray_b.data(), b.H, b.W, gray_a.data(), H, W, back.data(),
+                                  o.dis_options, run);
+                }
+              });
     check_cancel(ex);
     clock.lap("refine");
   }

@@ -266,8 +266,8 @@ void case_parallel_nested() {
       gocor::parallel_for(7, 0, [&](int64_t c) { sum += a * 35 + b * 7 + c; });
     });
   });
-  report(sum == 104 * 105 / 2, "parallel_for three levels: sum of 0..104 = " +
-                                   std::to_string(sum.load()));
+  report(sum == 104 * 105 / 2,
+         "parallel_for three levels: sum of 0..104 = " + std::to_string(sum.load()));
   std::string what;
   try {
     gocor::parallel_for(4, 0, [&](int64_t a) {
