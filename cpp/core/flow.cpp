@@ -286,26 +286,36 @@ void flow_volume_aggregate_cpu(float* volume, int D, int H, int W, int radius, c
   parallel_for(D, ex.threads, [&](int64_t d) {
     float* p = volume + d * N;
     // Separable box sums with running totals in double (exact enough for any grid size), then the
-    // mean over the cells that exist.
-    std::vector<double> rows(N);
-    for (int y = 0; y < H; ++y) {
+    // mean over the cells that exist. The rows' horizontal sums are made as the vertical window
+    // reaches them, into a ring of the 2 radius + 2 rows it spans (a plane of doubles per call
+    // was a fresh mapping to fault in: a 512x512 texture mask's three planes, 6 MiB); a row is
+    // summed before the output overwrites it.
+    const int ring_rows = 2 * radius + 2;
+    std::vector<double> ring(size_t(ring_rows) * W);
+    auto sums = [&](int y) { return ring.data() + size_t(y % ring_rows) * W; };
+    auto sum_row = [&](int y) {
       const float* r = p + size_t(y) * W;
+      double* out = sums(y);
       double acc = 0;
       for (int x = 0; x < std::min(radius, W); ++x) acc += r[x];
       for (int x = 0; x < W; ++x) {
         if (x + radius < W) acc += r[x + radius];
         if (x - radius - 1 >= 0) acc -= r[x - radius - 1];
-        rows[size_t(y) * W + x] = acc;
+        out[x] = acc;
       }
-    }
+    };
     std::vector<double> acc(W, 0.0);
-    for (int y = 0; y < std::min(radius, H); ++y)
-      for (int x = 0; x < W; ++x) acc[x] += rows[size_t(y) * W + x];
+    for (int y = 0; y < std::min(radius, H); ++y) {
+      sum_row(y);
+      for (int x = 0; x < W; ++x) acc[x] += sums(y)[x];
+    }
     for (int y = 0; y < H; ++y) {
-      if (y + radius < H)
-        for (int x = 0; x < W; ++x) acc[x] += rows[size_t(y + radius) * W + x];
+      if (y + radius < H) {
+        sum_row(y + radius);
+        for (int x = 0; x < W; ++x) acc[x] += sums(y + radius)[x];
+      }
       if (y - radius - 1 >= 0)
-        for (int x = 0; x < W; ++x) acc[x] -= rows[size_t(y - radius - 1) * W + x];
+        for (int x = 0; x < W; ++x) acc[x] -= sums(y - radius - 1)[x];
       const int ny = std::min(H - 1, y + radius) - std::max(0, y - radius) + 1;
       for (int x = 0; x < W; ++x) {
         const int nx = std::min(W - 1, x + radius) - std::max(0, x - radius) + 1;

@@ -989,9 +989,11 @@ size_t match_coarse_bytes(const FeaturePyramid& a, const FeaturePyramid& b, cons
                             ? gocor_local_work_bytes(
                                   la.C, la.H, la.W, LocalGocorOptions{o.num_iter_local, R}, threads)
                             : 0;
-    // previous flow (and its median copy), cur, warped b, volume (and the aggregation's row sums
-    // in double for the planes in flight), residual, confidence
-    const size_t agg = o.aggregate_radius > 0 ? 8 * N * size_t(std::max(1, threads)) + 8 * N : 0;
+    // previous flow (and its median copy), cur, warped b, volume (and the aggregation's rings of
+    // row sums and column totals in double, one per thread), residual, confidence
+    const size_t agg = o.aggregate_radius > 0 ? 8 * size_t(la.W) * (2 * o.aggregate_radius + 3) *
+                                                    size_t(std::max(1, threads))
+                                              : 0;
     peak = std::max(peak, 2 * flow + F * (2 * N + size_t(la.C) * N + D * N + 3 * N) + work + agg);
     flow = F * 2 * N;
   }
