@@ -71,7 +71,9 @@ void check_args(const float* image, int C, int H, int W, const float* flow, cons
   }
   const size_t bytes = 2 * size_t(H) * W * sizeof(float);
   const uintptr_t o0 = reinterpret_cast<uintptr_t>(out), f0 = reinterpret_cast<uintptr_t>(flow);
-  if (o0 < f0 + bytes && f0 < o0 + bytes) fail(ErrorCode::InvalidArg, "out must not overlap flow");
+  if (o0 < f0 + bytes && f0 < o0 + bytes && !(o.keep_valid && out == flow)) {
+    fail(ErrorCode::InvalidArg, "out must not overlap flow (unless it is flow, with keep_valid)");
+  }
   // (name, value, lowest, lowest allowed, highest, integer, expected): the CPU's ranges.
   struct Range {
     const char* name;
@@ -465,11 +467,12 @@ __global__ void knn_fit_kernel(const long long* __restrict__ start,
 }
 
 // Every pixel: the model of its Voronoi cell's seed, evaluated at the pixel (with keep_valid, a
-// trusted pixel's own flow: valid and finite, as the CPU's).
+// trusted pixel's own flow: valid and finite, as the CPU's). With keep_valid out may be flow (in
+// place: a thread reads only its own pixel, before writing it), so neither is __restrict__.
 __global__ void evaluate_kernel(const unsigned long long* __restrict__ key,
-                                const Model* __restrict__ models, const float* __restrict__ flow,
+                                const Model* __restrict__ models, const float* flow,
                                 const uint8_t* __restrict__ valid, bool keep_valid, int H, int W,
-                                float* __restrict__ out) {
+                                float* out) {
   const int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y;
   if (x >= W) return;
   const size_t p = size_t(y) * W + x, HW = size_t(H) * W;
@@ -520,8 +523,10 @@ void interpolate_device(const float* d_image, int C, int H, int W, const float* 
   }
   const int n = int(seeds.size());
   if (n == 0) {
-    check(cudaMemcpyAsync(d_out, d_flow, 2 * HW * sizeof(float), cudaMemcpyDeviceToDevice, st),
-          "copy flow");
+    if (d_out != d_flow) {
+      check(cudaMemcpyAsync(d_out, d_flow, 2 * HW * sizeof(float), cudaMemcpyDeviceToDevice, st),
+            "copy flow");
+    }
     return;
   }
   DeviceBuffer<int32_t> d_seeds(n);

@@ -202,6 +202,18 @@ Plane downsample(const Plane& in, const Exec& ex) {
   return out;
 }
 
+// Row y of img's central differences (one-sided halves at the borders) into ox and oy, 4 *
+// img.chunks() floats each; img's margins must replicate its border (gradients sets them).
+void gradient_row(const Plane& img, int y, float* ox, float* oy) {
+  const float* r = img.row(y);
+  const float* up = img.row(std::max(y - 1, 0));
+  const float* dn = img.row(std::min(y + 1, img.h - 1));
+  for (int x = 0; x < 4 * img.chunks(); x += 4) {
+    store(ox + x, splat(0.5f) * (load(r + x + 1) - load(r + x - 1)));
+    store(oy + x, splat(0.5f) * (load(dn + x) - load(up + x)));
+  }
+}
+
 // Central differences, one-sided halves at the borders (replicated border).
 void gradients(Plane& img, Plane& gx, Plane& gy, const Exec& ex) {
   gx = Plane(img.h, img.w);
@@ -212,18 +224,8 @@ void gradients(Plane& img, Plane& gx, Plane& gy, const Exec& ex) {
     r[-1] = r[0];  // the margins replicate the border, so the vector loop needs no clamps
     r[w] = r[w - 1];
   });
-  parallel_for(img.h, ex.threads, [&](int64_t yy) {
-    const int y = int(yy);
-    const float* r = img.row(y);
-    const float* up = img.row(std::max(y - 1, 0));
-    const float* dn = img.row(std::min(y + 1, img.h - 1));
-    float* ox = gx.row(y);
-    float* oy = gy.row(y);
-    for (int x = 0; x < 4 * img.chunks(); x += 4) {
-      store(ox + x, splat(0.5f) * (load(r + x + 1) - load(r + x - 1)));
-      store(oy + x, splat(0.5f) * (load(dn + x) - load(up + x)));
-    }
-  });
+  parallel_for(img.h, ex.threads,
+               [&](int64_t yy) { gradient_row(img, int(yy), gx.row(int(yy)), gy.row(int(yy))); });
 }
 
 // Pyramid levels 0 .. top of one image, with gradients where asked.
@@ -697,7 +699,10 @@ class Variational {
         w_(a.img.w) {}
 
   // `linearised` is called once the data term is linearised: from then on neither image is read.
-  void run(const std::function<void()>& linearised) {
+  // `last`: the last scale, whose buffers nothing reuses: the flow planes are freed while the
+  // sweeps work on their checkerboard copies, and the linearised data term before the flow is
+  // written back (the sweeps' planes are then not resident next to both).
+  void run(const std::function<void()>& linearised, bool last) {
     masks();
     // The previous scale's flow and weights are stale: freed rather than resident through the
     // linearisation, this scale's peak.
@@ -706,9 +711,10 @@ class Variational {
     if (linearised) linearised();
     for (int k = 0; k < 2; ++k) {
       Checker& f = m_.flow[k];
-      const Plane& src = k == 0 ? fu_ : fv_;
+      Plane& src = k == 0 ? fu_ : fv_;
       f.reset(h_, w_);
       parallel_for(h_, ex_.threads, [&](int64_t y) { deinterleave(src.row(int(y)), int(y), f); });
+      if (last) src = Plane();
     }
     m_.psi.reset(h_, w_);
     parallel_for(h_, ex_.threads, [&](int64_t y) {
@@ -728,6 +734,11 @@ class Variational {
           }
         });
       }
+    }
+    if (last) {
+      for (Checker& c : m_.lin) std::vector<float>().swap(c.buf);
+      fu_ = Plane(h_, w_);
+      fv_ = Plane(h_, w_);
     }
     parallel_for(h_, ex_.threads, [&](int64_t y) {
       interleave(m_.flow[0], int(y), fu_.row(int(y)));
@@ -859,12 +870,15 @@ class Variational {
     const size_t span = size_t(span_), lane = span + 2 * kMargin;
     const int y0 = band * kBand, y1 = std::min(h_, y0 + kBand);
     const int r0 = std::max(y0 - 1, 0), r1 = std::min(y1 + 1, h_);
-    // Rows r0 .. r1 - 1 of b, b_x, b_y at the match and the inside mask; zero margins.
-    std::vector<float> warped(4 * size_t(r1 - r0) * lane, 0.f), tmp(9 * span);
+    // Rows r0 .. r1 - 1 of b, b_x, b_y at the match and the inside mask, and of a's gradients
+    // a_x, a_y (made here from a's image rather than kept whole through the linearisation, this
+    // scale's peak: 2 planes less resident, the same values); zero margins.
+    std::vector<float> warped(6 * size_t(r1 - r0) * lane, 0.f), tmp(9 * span);
     auto row = [&](int k, int y) {
       return warped.data() + (size_t(k) * (r1 - r0) + size_t(y - r0)) * lane + kMargin;
     };
     for (int y = r0; y < r1; ++y) {
+      gradient_row(a_.img, y, row(4, y), row(5, y));
       warp_row<V>(y, row(0, y), row(1, y), row(2, y), row(3, y));
       for (int k = 1; k < 3; ++k) {  // replicated margins for the derivative stencils
         row(k, y)[-1] = row(k, y)[0];
@@ -877,8 +891,8 @@ class Variational {
       const int yu = std::max(y - 1, 0), yd = std::min(y + 1, h_ - 1);
       // a's gradient planes keep zero margins: their one-sided halves at the borders come from
       // the column masks instead.
-      const float *gxa = a_.gx.row(y), *gxa_u = a_.gx.row(yu), *gxa_d = a_.gx.row(yd);
-      const float *gya = a_.gy.row(y), *gya_u = a_.gy.row(yu), *gya_d = a_.gy.row(yd);
+      const float *gxa = row(4, y), *gxa_u = row(4, yu), *gxa_d = row(4, yd);
+      const float *gya = row(5, y), *gya_u = row(5, yu), *gya_d = row(5, yd);
       const float *gxb = row(1, y), *gxb_u = row(1, yu), *gxb_d = row(1, yd);
       const float *gyb = row(2, y), *gyb_u = row(2, yu), *gyb_d = row(2, yd);
       const float *bw = row(0, y), *in = row(3, y), *ar = a_.img.row(y);
@@ -1194,11 +1208,14 @@ void flow_refine_dis_cpu(const float* gray_a, int H, int W, const float* gray_b,
     parallel_for(a.img.h, ex.threads, [&](int64_t y) {
       (v8 ? densify_row_v8 : densify_row_v4)(a, b.img, patches, xs, ys, p, int(y), fu, fv);
     });
-    // A scale's levels are freed once done with: a coarser one before the finest scale, the
+    // A scale's levels are freed once done with: a's gradients after the search (the
+    // linearisation makes its own rows of them), a coarser one before the finest scale, the
     // finest one as soon as the variational refinement has linearised (its sweeps read neither
     // image), so that they are not resident with its planes.
+    pa[size_t(s)].gx = Plane();
+    pa[size_t(s)].gy = Plane();
     auto release = [&] { pa[size_t(s)] = Level(), pb[size_t(s)] = Level(); };
-    if (var) Variational(a, b.img, fu, fv, o, var_buffers, v8, ex).run(release);
+    if (var) Variational(a, b.img, fu, fv, o, var_buffers, v8, ex).run(release, s == f);
     if (s > f) release();
     check_cancel(ex);
   }
@@ -1236,14 +1253,18 @@ void dis_patch_search(const float* gray_a, int H, int W, const float* gray_b, in
 
 size_t flow_refine_dis_work_bytes(int H, int W, int Hb, int Wb, const DisOptions& o) {
   // Planes are padded: rows of up to W + 24 floats (checker planes: two half-rows of up to
-  // W / 2 + 24). The peak is at the finest scale (the coarser levels are freed before it): a's
-  // image and gradients (3 planes) and b's image, the flow (2), and the variational refinement's
-  // 12 planes (its linearised data term, flow and smoothness weights; a's and b's planes are
-  // freed once it has linearised). Without it, the upsampled flow's two planes next to the old.
+  // W / 2 + 24). The peak is at the finest scale (the coarser levels are freed before it): the
+  // search's a's image and gradients (3 planes), b's image and the flow (2); without the
+  // variational refinement, the upsampled flow's two planes next to the old. With it, its
+  // linearisation's 9 planes next to a's and b's image and the flow (a's gradients freed), then
+  // the sweeps' 12 planes (linearised data term, flow and smoothness weights; a's and b's images
+  // and the flow freed), then the flow written back once the data term is freed.
   const size_t Pa = size_t(std::max(H, 0)) * (std::max(W, 0) + 24),
                Pb = size_t(std::max(Hb, 0)) * (std::max(Wb, 0) + 24),
                Pc = size_t(std::max(H, 0)) * (std::max(W, 0) + 48);
-  return sizeof(float) * (3 * Pa + Pb + 2 * Pa + (o.var_iters > 0 ? 12 * Pc : 2 * Pa));
+  const size_t search = 3 * Pa + Pb + 2 * Pa;
+  if (o.var_iters <= 0) return sizeof(float) * (search + 2 * Pa);
+  return sizeof(float) * std::max({search, Pa + Pb + 2 * Pa + 9 * Pc, 2 * Pa + 10 * Pc, 12 * Pc});
 }
 
 }  // namespace gocor

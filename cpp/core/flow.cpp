@@ -286,26 +286,36 @@ void flow_volume_aggregate_cpu(float* volume, int D, int H, int W, int radius, c
   parallel_for(D, ex.threads, [&](int64_t d) {
     float* p = volume + d * N;
     // Separable box sums with running totals in double (exact enough for any grid size), then the
-    // mean over the cells that exist.
-    std::vector<double> rows(N);
-    for (int y = 0; y < H; ++y) {
+    // mean over the cells that exist. The rows' horizontal sums are made as the vertical window
+    // reaches them, into a ring of the 2 radius + 2 rows it spans (a plane of doubles per call
+    // was a fresh mapping to fault in: a 512x512 texture mask's three planes, 6 MiB); a row is
+    // summed before the output overwrites it.
+    const int ring_rows = 2 * radius + 2;
+    std::vector<double> ring(size_t(ring_rows) * W);
+    auto sums = [&](int y) { return ring.data() + size_t(y % ring_rows) * W; };
+    auto sum_row = [&](int y) {
       const float* r = p + size_t(y) * W;
+      double* out = sums(y);
       double acc = 0;
       for (int x = 0; x < std::min(radius, W); ++x) acc += r[x];
       for (int x = 0; x < W; ++x) {
         if (x + radius < W) acc += r[x + radius];
         if (x - radius - 1 >= 0) acc -= r[x - radius - 1];
-        rows[size_t(y) * W + x] = acc;
+        out[x] = acc;
       }
-    }
+    };
     std::vector<double> acc(W, 0.0);
-    for (int y = 0; y < std::min(radius, H); ++y)
-      for (int x = 0; x < W; ++x) acc[x] += rows[size_t(y) * W + x];
+    for (int y = 0; y < std::min(radius, H); ++y) {
+      sum_row(y);
+      for (int x = 0; x < W; ++x) acc[x] += sums(y)[x];
+    }
     for (int y = 0; y < H; ++y) {
-      if (y + radius < H)
-        for (int x = 0; x < W; ++x) acc[x] += rows[size_t(y + radius) * W + x];
+      if (y + radius < H) {
+        sum_row(y + radius);
+        for (int x = 0; x < W; ++x) acc[x] += sums(y + radius)[x];
+      }
       if (y - radius - 1 >= 0)
-        for (int x = 0; x < W; ++x) acc[x] -= rows[size_t(y - radius - 1) * W + x];
+        for (int x = 0; x < W; ++x) acc[x] -= sums(y - radius - 1)[x];
       const int ny = std::min(H - 1, y + radius) - std::max(0, y - radius) + 1;
       for (int x = 0; x < W; ++x) {
         const int nx = std::min(W - 1, x + radius) - std::max(0, x - radius) + 1;
@@ -349,31 +359,47 @@ void flow_texture_mask_cpu(const float* gray, int H, int W, int radius, float mi
     throw Error(ErrorCode::Shape, "flow_texture_mask: sizes must be positive");
   }
   const size_t N = size_t(H) * W;
+  // The products gx^2, gy^2, gx gy of pixel (x, y)'s central differences.
+  auto products = [&](int64_t y, int x, float& xx, float& yy, float& xy) {
+    const int ym = int(std::max<int64_t>(y - 1, 0)), yp = int(std::min<int64_t>(y + 1, H - 1));
+    const int xm = std::max(x - 1, 0), xp = std::min(x + 1, W - 1);
+    const float gx = 0.5f * (gray[y * W + xp] - gray[y * W + xm]);
+    const float gy = 0.5f * (gray[size_t(yp) * W + x] - gray[size_t(ym) * W + x]);
+    xx = gx * gx, yy = gy * gy, xy = gx * gy;
+  };
+  const double t = double(min_gradient) * min_gradient;
+  auto test = [&](double a, double c, double b) {
+    const double m = measure == TextureMeasure::Gradient
+                         ? a + c
+                         : 0.5 * (a + c) - std::sqrt(0.25 * (a - c) * (a - c) + b * b);
+    return m >= t;
+  };
+  if (radius == 0) {
+    // A window of one pixel: no planes to average (match's flat-pixel test, once per match).
+    parallel_for(H, ex.threads, [&](int64_t y) {
+      for (int x = 0; x < W; ++x) {
+        float xx, yy, xy;
+        products(y, x, xx, yy, xy);
+        textured[size_t(y) * W + x] = test(xx, yy, xy);
+      }
+    });
+    return;
+  }
   std::vector<float> g(3 * N);  // planes gx^2, gy^2, gx gy
   float *gxx = g.data(), *gyy = gxx + N, *gxy = gyy + N;
   parallel_for(H, ex.threads, [&](int64_t y) {
-    const int ym = int(std::max<int64_t>(y - 1, 0)), yp = int(std::min<int64_t>(y + 1, H - 1));
     for (int x = 0; x < W; ++x) {
-      const int xm = std::max(x - 1, 0), xp = std::min(x + 1, W - 1);
-      const float gx = 0.5f * (gray[y * W + xp] - gray[y * W + xm]);
-      const float gy = 0.5f * (gray[size_t(yp) * W + x] - gray[size_t(ym) * W + x]);
       const size_t i = size_t(y) * W + x;
-      gxx[i] = gx * gx, gyy[i] = gy * gy, gxy[i] = gx * gy;
+      products(y, x, gxx[i], gyy[i], gxy[i]);
     }
   });
   // The three products' window means: the same box mean over in-grid cells as a volume's
   // displacement planes get.
-  if (radius > 0) flow_volume_aggregate_cpu(g.data(), 3, H, W, radius, ex);
-  const float *mxx = g.data(), *myy = mxx + N, *mxy = myy + N;
-  const double t = double(min_gradient) * min_gradient;
+  flow_volume_aggregate_cpu(g.data(), 3, H, W, radius, ex);
   parallel_for(H, ex.threads, [&](int64_t y) {
     for (int x = 0; x < W; ++x) {
       const size_t i = size_t(y) * W + x;
-      const double a = mxx[i], c = myy[i], b = mxy[i];
-      const double m = measure == TextureMeasure::Gradient
-                           ? a + c
-                           : 0.5 * (a + c) - std::sqrt(0.25 * (a - c) * (a - c) + b * b);
-      textured[i] = m >= t;
+      textured[i] = test(gxx[i], gyy[i], gxy[i]);
     }
   });
 }

@@ -307,6 +307,8 @@ void edge_cost_map(const float* image, int C, const Grid& g, const InterpOptions
   std::fill(cost, cost + g.size(), uint16_t{0});
   const float inv_scale2 = 1.f / (o.edge_scale * o.edge_scale);
   const float scale = kCostUnits * o.edge_cost;
+  // With keep_valid, out may be flow: each pixel is read (its trust, its flow) before it is
+  // written, and no other pixel's flow is read here.
   parallel_chunks(H, ex.threads, 16, [&](int64_t y0, int64_t y1) {
     for (int64_t y = y0; y < y1; ++y) {
       const float* g2 = grad2.data() + static_cast<size_t>(y) * W;
@@ -789,8 +791,9 @@ void flow_interpolate_cpu(const float* image, int C, int H, int W, const float* 
   }
   const size_t HW = static_cast<size_t>(H) * W;
   const uintptr_t o0 = reinterpret_cast<uintptr_t>(out), f0 = reinterpret_cast<uintptr_t>(flow);
-  if (o0 < f0 + 2 * HW * sizeof(float) && f0 < o0 + 2 * HW * sizeof(float)) {
-    fail(ErrorCode::InvalidArg, "out must not overlap flow");
+  if (o0 < f0 + 2 * HW * sizeof(float) && f0 < o0 + 2 * HW * sizeof(float) &&
+      !(o.keep_valid && out == flow)) {
+    fail(ErrorCode::InvalidArg, "out must not overlap flow (unless it is flow, with keep_valid)");
   }
   check_options(o);
   const Grid g{H, W, W + 2};
@@ -799,7 +802,7 @@ void flow_interpolate_cpu(const float* image, int C, int H, int W, const float* 
   const std::vector<int32_t> seeds = pick_seeds(g, flow, valid, o.seed_stride, ex);
   const int n = static_cast<int>(seeds.size());
   if (n == 0) {
-    std::copy_n(flow, 2 * HW, out);
+    if (out != flow) std::copy_n(flow, 2 * HW, out);
     return;
   }
 
@@ -864,6 +867,8 @@ void flow_interpolate_cpu(const float* image, int C, int H, int W, const float* 
   });
   check_cancel(ex);
 
+  // With keep_valid, out may be flow: each pixel is read (its trust, its flow) before it is
+  // written, and no other pixel's flow is read here.
   parallel_chunks(H, ex.threads, 16, [&](int64_t y0, int64_t y1) {
     for (int64_t y = y0; y < y1; ++y) {
       const uint64_t* row = key.data() + g.at(0, static_cast<int>(y));

@@ -57,7 +57,8 @@ struct InterpOptions {
 // Dense flow from trusted sparse flow, edge-aware.
 // image (C, H, W) float32 in [0, 1], C = 1 (gray) or 3 (RGB): the image the flow lives on;
 // flow (2, H, W) in pixels; valid (H, W), nonzero where the flow is trusted (a pixel with a
-// non-finite flow is never trusted); out (2, H, W), which may not overlap flow.
+// non-finite flow is never trusted); out (2, H, W), which may not overlap flow, except that with
+// keep_valid it may be flow itself (filled in place: the fills need no second copy of the flow).
 // Every pixel, valid ones included, gets the model of its geodesically nearest seed evaluated at
 // the pixel (EpicFlow's output: it also smooths the noise of the trusted flow; a caller that wants
 // the trusted values kept copies them back, or sets keep_valid). With no valid seed at all out is

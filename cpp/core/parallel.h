@@ -12,8 +12,10 @@ namespace gocor {
 int pool_size();
 
 // Runs fn(i) for i in [0, n), on at most `threads` threads (<= 0: pool_size()), the caller
-// included. Blocks until every index is done. Exceptions thrown by fn are rethrown (the first one)
-// after all running items finish. Items are handed out dynamically in order, so uneven work
+// included. Blocks until every index is done; while the caller waits for other threads' items, it
+// runs the items of the loops those items started (so a caller whose share ran out helps the
+// nested loops still running instead of idling). Exceptions thrown by fn are rethrown (the first
+// one) after all running items finish. Items are handed out dynamically in order, so uneven work
 // balances.
 void parallel_for(int64_t n, int threads, const std::function<void(int64_t)>& fn);
 

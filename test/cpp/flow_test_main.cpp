@@ -1,20 +1,28 @@
 // The matcher's small flow stages of flow.h against straightforward references written here:
 // flow_volume_aggregate (a box mean per displacement plane), flow_consistency (forward-backward
 // error and test) and flow_texture_mask (the structure tensor's smaller eigenvalue), plus
-// match_images on an identity pair and an integer shift. Prints one line per case and
-// "N passed, M failed".
+// match_images on an identity pair and an integer shift, and the pool's nested loops (parallel_for
+// inside parallel_for: every index once, the waiting caller helping, errors rethrown). Prints one
+// line per case and "N passed, M failed".
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <mutex>
+#include <set>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common.h"
 #include "flow.h"
 #include "match.h"
+#include "parallel.h"
 #include "support/harness.h"
 #include "support/test_data.h"
 
@@ -218,9 +226,68 @@ void case_match() {
                              " % of the overlap within 0.1 px");
 }
 
+// Two sides side by side (as match's each_side): side 0 ends as soon as side 1 has started on
+// another thread, side 1 runs a nested loop of slow items. Every index of every loop runs once,
+// three levels deep; with two threads or more, the nested loop's items run on at least two threads
+// (the outer loop's caller, whose side is done, runs the items of the loops its job's items
+// started: the pool's earlier wait left it idle); an exception thrown three levels down reaches
+// the outermost caller.
+void case_parallel_nested() {
+  constexpr int kItems = 400;
+  std::vector<std::atomic<int>> hits(kItems);
+  std::mutex mu;
+  std::set<std::thread::id> ids;
+  std::atomic<bool> started{false};
+  gocor::parallel_for(2, 2, [&](int64_t side) {
+    if (side == 0) {
+      const auto t0 = std::chrono::steady_clock::now();
+      while (gocor::pool_size() >= 2 && !started &&
+             std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5)) {
+        std::this_thread::yield();
+      }
+      return;
+    }
+    started = true;
+    gocor::parallel_for(kItems, 2, [&](int64_t i) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      hits[size_t(i)].fetch_add(1);
+      std::lock_guard<std::mutex> lock(mu);
+      ids.insert(std::this_thread::get_id());
+    });
+  });
+  const bool once = std::all_of(hits.begin(), hits.end(), [](const auto& h) { return h == 1; });
+  const bool helped = gocor::pool_size() < 2 || ids.size() >= 2;
+  report(once && helped, "parallel_for nested: " + std::to_string(kItems) +
+                             " items each run once, on " + std::to_string(ids.size()) +
+                             " thread(s) (pool " + std::to_string(gocor::pool_size()) + ")");
+  std::atomic<int64_t> sum{0};
+  gocor::parallel_for(3, 0, [&](int64_t a) {
+    gocor::parallel_for(5, 0, [&](int64_t b) {
+      gocor::parallel_for(7, 0, [&](int64_t c) { sum += a * 35 + b * 7 + c; });
+    });
+  });
+  report(sum == 104 * 105 / 2,
+         "parallel_for three levels: sum of 0..104 = " + std::to_string(sum.load()));
+  std::string what;
+  try {
+    gocor::parallel_for(4, 0, [&](int64_t a) {
+      gocor::parallel_for(4, 0, [&](int64_t b) {
+        gocor::parallel_for(4, 0, [&](int64_t c) {
+          if (a == 2 && b == 1 && c == 3) throw std::runtime_error("deep");
+        });
+      });
+    });
+  } catch (const std::runtime_error& e) {
+    what = e.what();
+  }
+  report(what == "deep", "parallel_for: an exception three levels down is rethrown (" +
+                             (what.empty() ? std::string("none") : what) + ")");
+}
+
 }  // namespace
 
 int main() {
+  case_parallel_nested();
   case_aggregate();
   case_consistency();
   case_texture(gocor::TextureMeasure::SmallerEigenvalue, 2, 0.05f);

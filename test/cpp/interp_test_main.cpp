@@ -482,6 +482,13 @@ void test_keep_valid() {
   size_t kept = 0, filled = 0, wrong = 0;
   for (int threads : {1, 0}) {
     const std::vector<float> got = interpolate(g, o, threads);
+    // In place (out = flow, which keep_valid allows): the same bits.
+    std::vector<float> in_place = g.flow;
+    gocor::Exec ex;
+    ex.threads = threads;
+    gocor::flow_interpolate_cpu(g.image.data(), g.C, g.H, g.W, in_place.data(), g.valid.data(),
+                                in_place.data(), o, ex);
+    wrong += std::memcmp(in_place.data(), got.data(), got.size() * sizeof(float)) != 0;
     for (size_t i = 0; i < N; ++i) {
       const bool trusted =
           g.valid[i] != 0 && std::isfinite(g.flow[i]) && std::isfinite(g.flow[N + i]);
@@ -518,6 +525,12 @@ void test_bad_input() {
                 [&] { call(3, 10, 12, f.flow.data(), nullptr, out.data(), d); });
   expect_throws("out_aliases_flow", ErrorCode::InvalidArg,
                 [&] { call(3, 10, 12, f.flow.data(), f.valid.data(), f.flow.data() + 5, d); });
+  expect_throws("out_is_flow_without_keep_valid", ErrorCode::InvalidArg,
+                [&] { call(3, 10, 12, f.flow.data(), f.valid.data(), f.flow.data(), d); });
+  gocor::InterpOptions keep;
+  keep.keep_valid = true;
+  expect_throws("out_overlaps_flow_with_keep_valid", ErrorCode::InvalidArg,
+                [&] { call(3, 10, 12, f.flow.data(), f.valid.data(), f.flow.data() + 5, keep); });
   auto with = [&](const std::function<void(gocor::InterpOptions&)>& set) {
     gocor::InterpOptions o;
     set(o);
