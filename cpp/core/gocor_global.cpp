@@ -198,6 +198,19 @@ inline __attribute__((always_inline)) double lane_sum(int64_t n, Term term) {
   return acc;
 }
 
+// Sum of x[i] in float64, in eight independent lanes (a single running sum is one long chain of
+// dependent additions).
+inline double sum_floats(const float* x, int64_t n) {
+  double lanes[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) lanes[l] += x[i + l];
+  for (; i < n; ++i) lanes[0] += x[i];
+  double s = 0;
+  for (double v : lanes) s += v;
+  return s;
+}
+
 // Sum of a[i] * b[i].
 inline __attribute__((always_inline)) double dot_rows(const float* a, const float* b, int64_t n) {
   return lane_sum(
@@ -687,6 +700,7 @@ void run_direct(const GlobalCtx& c, GlobalWork& wk, int b, const float* fb, cons
 // targets are constant (span), else w0^T (C x N) in wk.w (also with span when the filters are
 // asked for); n_r = ||w0_r||^2.
 struct GramInit {
+  const float *f, *g;  // the batch element's (C, N) inputs
   bool span, have_w0t;
   std::vector<double> u, v, mu, n;
 };
@@ -714,18 +728,19 @@ void run_gram(const GlobalCtx& c, GlobalWork& wk, int b, const GramInit& init, f
   // large common component: Gm's entries are then all large and positive while Y's rows mix
   // signs, and products with Gm itself would lose digits to cancellation (||grad_r||^2 = Y_r Gm
   // Y_r^T most of all); the common part goes through the float64 rank-one terms instead.
+  // Xc is made from the (C, N) inputs themselves: row k of X^T is [f_k | g_k].
   std::vector<float> mf(C);
   std::vector<double> cv(N2, 0.0);
   double q = 0;
   float* Xc = wk.Xc.data();
   parallel_chunks(C, th, 32, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {
-      const float* xk = Xt + k * N2;
-      double sum = 0;
-      for (int j = 0; j < N2; ++j) sum += xk[j];
-      mf[k] = static_cast<float>(sum / N2);
+      const float* fk = init.f + k * N;
+      const float* gk = init.g + k * N;
+      mf[k] = static_cast<float>((sum_floats(fk, N) + sum_floats(gk, N)) / N2);
       float* ck = Xc + k * N2;
-      for (int j = 0; j < N2; ++j) ck[j] = xk[j] - mf[k];
+      for (int j = 0; j < N; ++j) ck[j] = fk[j] - mf[k];
+      for (int j = 0; j < N; ++j) ck[N + j] = gk[j] - mf[k];
     }
   });
   for (int k = 0; k < C; ++k) {
@@ -742,9 +757,11 @@ void run_gram(const GlobalCtx& c, GlobalWork& wk, int b, const GramInit& init, f
     // mx_j = mu . x_j; Z0[r] = u_r Gm[r] - v_r mx.
     std::vector<double> mx(N2, 0.0);
     for (int k = 0; k < C; ++k) {
-      const float* xk = Xt + static_cast<int64_t>(k) * N2;
+      const float* fk = init.f + static_cast<int64_t>(k) * N;
+      const float* gk = init.g + static_cast<int64_t>(k) * N;
       const double m = init.mu[k];
-      for (int j = 0; j < N2; ++j) mx[j] += m * xk[j];
+      for (int j = 0; j < N; ++j) mx[j] += m * fk[j];
+      for (int j = 0; j < N; ++j) mx[N + j] += m * gk[j];
     }
     parallel_chunks(N, th, 16, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
@@ -825,13 +842,30 @@ void run_gram(const GlobalCtx& c, GlobalWork& wk, int b, const GramInit& init, f
       });
     }
   }
-  // Volume (N_t, N_r): the transpose of the last step's Q = (1 - beta lambda) Q - beta U'.
-  parallel_chunks(N, th, 16, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t)
-      for (int64_t r = 0; r < N; ++r) {
-        const float beta = static_cast<float>(c.step * alpha[r]), decay = 1.f - beta * c.lambda;
-        vol[t * N + r] = decay * Z[r * N2 + N + t] - beta * TU[r * N2 + N + t];
+  // Volume (N_t, N_r): the transpose of the last step's Q = (1 - beta lambda) Q - beta U', in
+  // 16 x 16 blocks (read along a column, Z and TU's row stride 2N costs a cache line per element).
+  std::vector<float> beta_f(N), decay_f(N);
+  for (int r = 0; r < N; ++r) {
+    beta_f[r] = static_cast<float>(c.step * alpha[r]);
+    decay_f[r] = 1.f - beta_f[r] * c.lambda;
+  }
+  constexpr int kT = 16;
+  parallel_chunks((N + kT - 1) / kT, th, 1, [&](int64_t b0, int64_t b1) {
+    float tile[kT][kT];
+    for (int64_t t0 = b0 * kT; t0 < std::min<int64_t>(N, b1 * kT); t0 += kT) {
+      const int nt = static_cast<int>(std::min<int64_t>(kT, N - t0));
+      for (int64_t r0 = 0; r0 < N; r0 += kT) {
+        const int nr = static_cast<int>(std::min<int64_t>(kT, N - r0));
+        for (int i = 0; i < nr; ++i) {
+          const float* z = &Z[(r0 + i) * N2 + N + t0];
+          const float* u = &TU[(r0 + i) * N2 + N + t0];
+          const float beta = beta_f[r0 + i], decay = decay_f[r0 + i];
+          for (int j = 0; j < nt; ++j) tile[j][i] = decay * z[j] - beta * u[j];
+        }
+        for (int j = 0; j < nt; ++j)
+          std::memcpy(&vol[(t0 + j) * N + r0], tile[j], sizeof(float) * nr);
       }
+    }
   });
   if (filters != nullptr) {
     // w = c w0 + Cw X (w0^T in wk.w, X given as its transpose Xt).
@@ -894,22 +928,24 @@ void direct_init(const GlobalGocorParams& p, const float* fb, const float* gb, i
 void gram_init(const GlobalGocorParams& p, const float* fb, const float* gb, int N, int C,
                bool span, bool filters, int th, GlobalWork& wk, GramInit* gi) {
   const int N2 = 2 * N;
-  float* Xt = wk.X.data();
-  parallel_chunks(C, th, 32, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      std::memcpy(Xt + c * N2, fb + c * N, sizeof(float) * N);
-      std::memcpy(Xt + c * N2 + N, gb + c * N, sizeof(float) * N);
-    }
-  });
+  gi->f = fb;
+  gi->g = gb;
   gi->span = span;
   gi->have_w0t = !span || filters;
+  // Only Z0's GEMM (learnt targets) and the filters read X^T as one matrix.
+  if (gi->have_w0t) {
+    float* Xt = wk.X.data();
+    parallel_chunks(C, th, 32, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        std::memcpy(Xt + c * N2, fb + c * N, sizeof(float) * N);
+        std::memcpy(Xt + c * N2 + N, gb + c * N, sizeof(float) * N);
+      }
+    });
+  }
   gi->mu.assign(C, 0.0);
   double bb = 0;
   for (int c = 0; c < C; ++c) {
-    const float* f = fb + static_cast<int64_t>(c) * N;
-    double s = 0;
-    for (int r = 0; r < N; ++r) s += f[r];
-    gi->mu[c] = s / N;
+    gi->mu[c] = sum_floats(fb + static_cast<int64_t>(c) * N, N) / N;
     bb += gi->mu[c] * gi->mu[c];
   }
   std::vector<double> a(N, 0.0), cc(N, 0.0), D(N);
