@@ -362,6 +362,15 @@ FreshF32::FreshF32(size_t n) : n_(n) {
 #ifdef MADV_HUGEPAGE
   if (huge) madvise(p_, cap_, MADV_HUGEPAGE);  // a hint only: 512 times fewer page faults
 #endif
+#ifdef MADV_POPULATE_WRITE
+  // A block the pool could not serve (V8 frees a dropped output only some calls later): its pages
+  // in one call rather than one fault each (a fault costs microseconds in a VM). A hint only.
+  if (!huge && bytes >= kPoolFrom) {
+    const uintptr_t page = 4096, b = reinterpret_cast<uintptr_t>(p_) / page * page;
+    const uintptr_t e = (reinterpret_cast<uintptr_t>(p_) + cap_ + page - 1) / page * page;
+    madvise(reinterpret_cast<void*>(b), e - b, MADV_POPULATE_WRITE);
+  }
+#endif
 }
 
 FreshF32& FreshF32::operator=(FreshF32&& o) noexcept {
