@@ -135,7 +135,10 @@ struct RtrArgs {
   const int* mask_x;  // axis_mask over W
 };
 
-template <class V, bool kStreamRows, bool kHalf>
+// kWp > 0: the row strides are that constant (a.Wp == kWp): the tile's source rows and taps are
+// then one base pointer and constant offsets each, where a run-time stride needs a register per
+// row (GCC spilled them: 12 source rows, 5 tap rows).
+template <class V, bool kStreamRows, bool kHalf, int kWp = 0>
 inline __attribute__((always_inline)) void rtr_rows_body(const RtrArgs& a, int r0, int r1) {
   constexpr int L = sizeof(V) / sizeof(float);
   const int H = a.H, W = a.W, nch = (W + L - 1) / L;
@@ -156,7 +159,7 @@ inline __attribute__((always_inline)) void rtr_rows_body(const RtrArgs& a, int r
       // A plain switch (no lambda) so that every tile is inlined into the ISA's entry point.
       for (int c0 = 0; c0 < nch; ++c0) {
         const float* xp = a.xp;
-        const int Wp = a.Wp, rs = a.rs;
+        const int Wp = kWp > 0 ? kWp : a.Wp, rs = kWp > 0 ? kWp + 4 : a.rs;
 #define GOCOR_TILE(...) rtr_tile<V, kStreamRows, kHalf, __VA_ARGS__>
         switch (len) {
           case 1:
@@ -185,13 +188,20 @@ inline __attribute__((always_inline)) void rtr_rows_body(const RtrArgs& a, int r
   }
 }
 
-// The entry points: full operator and half (quadratic-form) variant per level.
-#define GOCOR_RTR_ENTRIES(ISA, KERNEL, V, STREAM)                     \
-  KERNEL void rtr_rows_##ISA(const RtrArgs& a, int r0, int r1) {      \
-    rtr_rows_body<V, STREAM, false>(a, r0, r1);                       \
-  }                                                                   \
-  KERNEL void rtr_half_rows_##ISA(const RtrArgs& a, int r0, int r1) { \
-    rtr_rows_body<V, STREAM, true>(a, r0, r1);                        \
+// The entry points: full operator and half (quadratic-form) variant per level, each also for
+// grids of W <= 16 (one chunk, Wp = 16: GLU-Net's 16 x 16).
+#define GOCOR_RTR_ENTRIES(ISA, KERNEL, V, STREAM)                       \
+  KERNEL void rtr_rows_##ISA(const RtrArgs& a, int r0, int r1) {        \
+    rtr_rows_body<V, STREAM, false>(a, r0, r1);                         \
+  }                                                                     \
+  KERNEL void rtr_half_rows_##ISA(const RtrArgs& a, int r0, int r1) {   \
+    rtr_rows_body<V, STREAM, true>(a, r0, r1);                          \
+  }                                                                     \
+  KERNEL void rtr_rows16_##ISA(const RtrArgs& a, int r0, int r1) {      \
+    rtr_rows_body<V, STREAM, false, 16>(a, r0, r1);                     \
+  }                                                                     \
+  KERNEL void rtr_half_rows16_##ISA(const RtrArgs& a, int r0, int r1) { \
+    rtr_rows_body<V, STREAM, true, 16>(a, r0, r1);                      \
   }
 GOCOR_RTR_ENTRIES(avx512, GOCOR_KERNEL_AVX512, simd::v16, false)
 GOCOR_RTR_ENTRIES(avx2, GOCOR_KERNEL_AVX2, simd::v8, true)
@@ -304,9 +314,15 @@ void RtROperator::apply(const float* x, int64_t ldx, float* y, int64_t ldy,
   for (int i = 0; i < H; ++i) my[i] = axis_mask(i, H);
   for (int i = 0; i < W; ++i) mx[i] = axis_mask(i, W);
   RtrArgs a{xp, y, ldy, H, W, Wp_, rs_, aligned64(coef_), cls_index_.data(), my.data(), mx.data()};
-  void (*rows)(const RtrArgs&, int, int) =
-      half ? simd::simd_select(rtr_half_rows_avx512, rtr_half_rows_avx2, rtr_half_rows_portable)
-           : simd::simd_select(rtr_rows_avx512, rtr_rows_avx2, rtr_rows_portable);
+  using Rows = void (*)(const RtrArgs&, int, int);
+  const Rows rows =
+      Wp_ == 16
+          ? (half ? simd::simd_select(rtr_half_rows16_avx512, rtr_half_rows16_avx2,
+                                      rtr_half_rows16_portable)
+                  : simd::simd_select(rtr_rows16_avx512, rtr_rows16_avx2, rtr_rows16_portable))
+          : (half ? simd::simd_select(rtr_half_rows_avx512, rtr_half_rows_avx2,
+                                      rtr_half_rows_portable)
+                  : simd::simd_select(rtr_rows_avx512, rtr_rows_avx2, rtr_rows_portable));
   parallel_chunks(N, threads, 4, [&](int64_t r0, int64_t r1) {
     rows(a, static_cast<int>(r0), static_cast<int>(r1));
   });
