@@ -428,49 +428,49 @@ std::vector<double> rtr_ref64(const gocor::GlobalGocorParams& p, int H, int W,
   const int N = H * W, I = p.reg_inter_dim, O = p.reg_output_dim;
   const size_t NN = static_cast<size_t>(N) * N;
   auto inside = [&](int y, int x_) { return y >= 0 && y < H && x_ >= 0 && x_ < W; };
-  std::vector<double> a(I * NN, 0.0), z(O * NN, 0.0), y(NN, 0.0);
-  for (int i = 0; i < I; ++i)
-    for (int r = 0; r < N; ++r)
-      for (int ty = 0; ty < H; ++ty)
-        for (int tx = 0; tx < W; ++tx)
-          for (int k = 0; k < 9; ++k)
-            if (inside(ty + k / 3 - 1, tx + k % 3 - 1))
-              a[(i * size_t(N) + r) * N + ty * W + tx] +=
-                  double(p.reg_weight1[i * 9 + k]) *
-                  x[size_t(r) * N + (ty + k / 3 - 1) * W + tx + k % 3 - 1];
-  for (int o = 0; o < O; ++o)
+  std::vector<double> xd(x.begin(), x.end()), a(I * NN, 0.0), z(O * NN, 0.0), y(NN, 0.0);
+  // K1 on the query axes: a[i][r][t] += w1 xd[r][t + k]; adjoint: y[r][t + k] += w1 a[i][r][t].
+  auto k1 = [&](bool adjoint) {
     for (int i = 0; i < I; ++i)
-      for (int ry = 0; ry < H; ++ry)
-        for (int rx = 0; rx < W; ++rx)
+      for (int r = 0; r < N; ++r)
+        for (int t = 0; t < N; ++t)
           for (int k = 0; k < 9; ++k) {
-            const int sy = ry + k / 3 - 1, sx = rx + k % 3 - 1;
+            const int sy = t / W + k / 3 - 1, sx = t % W + k % 3 - 1;
+            if (!inside(sy, sx)) continue;
+            const double w = p.reg_weight1[i * 9 + k];
+            double& at = a[(i * size_t(N) + r) * N + t];
+            const size_t q = size_t(r) * N + sy * W + sx;
+            if (adjoint)
+              y[q] += w * at;
+            else
+              at += w * xd[q];
+          }
+  };
+  // K2 on the reference axes: z[o][r] += w2 a[i][r + k] (rows of N query positions); adjoint:
+  // a[i][r + k] += w2 z[o][r].
+  auto k2 = [&](bool adjoint) {
+    for (int o = 0; o < O; ++o)
+      for (int i = 0; i < I; ++i)
+        for (int r = 0; r < N; ++r)
+          for (int k = 0; k < 9; ++k) {
+            const int sy = r / W + k / 3 - 1, sx = r % W + k % 3 - 1;
             if (!inside(sy, sx)) continue;
             const double w = p.reg_weight2[(o * I + i) * 9 + k];
-            const double* src = &a[(i * size_t(N) + sy * W + sx) * N];
-            double* dst = &z[(o * size_t(N) + ry * W + rx) * N];
-            for (int t = 0; t < N; ++t) dst[t] += w * src[t];
+            double* ai = &a[(i * size_t(N) + sy * W + sx) * N];
+            double* zo = &z[(o * size_t(N) + r) * N];
+            for (int t = 0; t < N; ++t) {
+              if (adjoint)
+                ai[t] += w * zo[t];
+              else
+                zo[t] += w * ai[t];
+            }
           }
+  };
+  k1(false);
+  k2(false);
   std::fill(a.begin(), a.end(), 0.0);
-  for (int o = 0; o < O; ++o)
-    for (int i = 0; i < I; ++i)
-      for (int ry = 0; ry < H; ++ry)
-        for (int rx = 0; rx < W; ++rx)
-          for (int k = 0; k < 9; ++k) {
-            const int sy = ry + k / 3 - 1, sx = rx + k % 3 - 1;
-            if (!inside(sy, sx)) continue;
-            const double w = p.reg_weight2[(o * I + i) * 9 + k];
-            const double* src = &z[(o * size_t(N) + ry * W + rx) * N];
-            double* dst = &a[(i * size_t(N) + sy * W + sx) * N];
-            for (int t = 0; t < N; ++t) dst[t] += w * src[t];
-          }
-  for (int i = 0; i < I; ++i)
-    for (int r = 0; r < N; ++r)
-      for (int ty = 0; ty < H; ++ty)
-        for (int tx = 0; tx < W; ++tx)
-          for (int k = 0; k < 9; ++k)
-            if (inside(ty + k / 3 - 1, tx + k % 3 - 1))
-              y[size_t(r) * N + (ty + k / 3 - 1) * W + tx + k % 3 - 1] +=
-                  double(p.reg_weight1[i * 9 + k]) * a[(i * size_t(N) + r) * N + ty * W + tx];
+  k2(true);
+  k1(true);
   return y;
 }
 
