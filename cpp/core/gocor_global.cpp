@@ -529,7 +529,8 @@ void axpy(float* y, const float* x, float beta, int64_t n) {
 thread_local GlobalWork global_work;  // gocor_global_cpu's buffers
 std::atomic<int> form_forced{static_cast<int>(gocor_detail::GlobalForm::kAuto)};
 
-// Rows of the Gram matrix computed per GEMM call: block row i0 covers columns [i0, 2N).
+// Rows of the Gram matrix computed per GEMM call: block row i0 covers columns [i0, 2N). 64 rows:
+// 151 MFLOP at N = 256, C = 512 (128 rows: 168; the exact half, 134 plus the diagonal blocks).
 constexpr int kGramBlock = 64;
 
 // FLOPs of the rows [0, rows) of Gm = X X^T (2N x 2N, X: 2N x C) as gram_matrix computes them.
