@@ -47,6 +47,7 @@
 #include <memory>
 #include <mutex>
 
+#include "gemm_amx.h"
 #include "gocor.h"
 #include "gocor_kernels.h"
 #include "parallel.h"
@@ -196,6 +197,19 @@ inline __attribute__((always_inline)) double lane_sum(int64_t n, Term term) {
     for (int l = 0; l < 16; ++l) acc += lanes[l];
   }
   return acc;
+}
+
+// Sum of x[i] in float64, in eight independent lanes (a single running sum is one long chain of
+// dependent additions).
+inline double sum_floats(const float* x, int64_t n) {
+  double lanes[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) lanes[l] += x[i + l];
+  for (; i < n; ++i) lanes[0] += x[i];
+  double s = 0;
+  for (double v : lanes) s += v;
+  return s;
 }
 
 // Sum of a[i] * b[i].
@@ -387,11 +401,35 @@ inline __attribute__((always_inline)) double gram_centre_body(const float* y, fl
   return out;
 }
 
+// The Gram form's float64 set-up loops, vectorised at the SIMD level: y += m x; a += f^2 and
+// c += m f; a row of Z0 = u (Gm + cv_r + cv + q) - v mx (init.span).
+inline __attribute__((always_inline)) void axpy64_body(double* y, double m, const float* x,
+                                                       int64_t n) {
+  for (int64_t j = 0; j < n; ++j) y[j] += m * x[j];
+}
+inline __attribute__((always_inline)) void sq_axpy64_body(double* a, double* c, double m,
+                                                          const float* f, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    a[j] += static_cast<double>(f[j]) * f[j];
+    c[j] += f[j] * m;
+  }
+}
+inline __attribute__((always_inline)) void z0_row_body(float* z, const float* gm, const double* cv,
+                                                       const double* mx, double u, double v,
+                                                       double cvr, double q, int64_t n) {
+  for (int64_t j = 0; j < n; ++j)
+    z[j] = static_cast<float>(u * (gm[j] + cvr + cv[j] + q) - v * mx[j]);
+}
+
 struct GramFns {
   void (*pass_a)(const DistTables&, const GramRow&, float, float, bool, bool, int, int, int,
                  double*);
   void (*pass_b)(const DistTables&, const GramRow&, float, bool, bool, int, int, int, double*);
   double (*centre)(const float*, float*, const double*, double, int, int);
+  void (*axpy64)(double*, double, const float*, int64_t);
+  void (*sq_axpy64)(double*, double*, double, const float*, int64_t);
+  void (*z0_row)(float*, const float*, const double*, const double*, double, double, double, double,
+                 int64_t);
 };
 
 #define GOCOR_GRAM_ENTRIES(ISA, KERNEL, V)                                                      \
@@ -409,6 +447,16 @@ struct GramFns {
   KERNEL double gram_centre_##ISA(const float* y, float* tu, const double* cv, double q, int k, \
                                   int n2) {                                                     \
     return gram_centre_body(y, tu, cv, q, k, n2);                                               \
+  }                                                                                             \
+  KERNEL void axpy64_##ISA(double* y, double m, const float* x, int64_t n) {                    \
+    axpy64_body(y, m, x, n);                                                                    \
+  }                                                                                             \
+  KERNEL void sq_axpy64_##ISA(double* a, double* c, double m, const float* f, int64_t n) {      \
+    sq_axpy64_body(a, c, m, f, n);                                                              \
+  }                                                                                             \
+  KERNEL void z0_row_##ISA(float* z, const float* gm, const double* cv, const double* mx,       \
+                           double u, double v, double cvr, double q, int64_t n) {               \
+    z0_row_body(z, gm, cv, mx, u, v, cvr, q, n);                                                \
   }
 GOCOR_GRAM_ENTRIES(avx512, GOCOR_KERNEL_AVX512, simd::Vec16)
 GOCOR_GRAM_ENTRIES(avx2, GOCOR_KERNEL_AVX2, simd::Vec8)
@@ -416,23 +464,29 @@ GOCOR_GRAM_ENTRIES(portable, GOCOR_KERNEL_PORTABLE, simd::Vec4)
 #undef GOCOR_GRAM_ENTRIES
 
 GramFns gram_fns() {
-  return simd::simd_select(GramFns{gram_a_avx512, gram_b_avx512, gram_centre_avx512},
-                           GramFns{gram_a_avx2, gram_b_avx2, gram_centre_avx2},
-                           GramFns{gram_a_portable, gram_b_portable, gram_centre_portable});
+  return simd::simd_select(
+      GramFns{gram_a_avx512, gram_b_avx512, gram_centre_avx512, axpy64_avx512, sq_axpy64_avx512,
+              z0_row_avx512},
+      GramFns{gram_a_avx2, gram_b_avx2, gram_centre_avx2, axpy64_avx2, sq_axpy64_avx2, z0_row_avx2},
+      GramFns{gram_a_portable, gram_b_portable, gram_centre_portable, axpy64_portable,
+              sq_axpy64_portable, z0_row_portable});
 }
 
 struct GlobalWork {
   // Both forms: X = [F; G] position-major (2N x C), w (N x C), scratch (the stencil's padded copy).
   // Direct: grad (N x C); S, A, Q, PQ, U, PU (N x N). Gram: Gm (2N x 2N); Z, Y, TU (N x 2N);
-  // PU (N x N); Cw (N x 2N, only when the filters are asked for).
-  std::vector<float> X, Xc, w, grad, S, A, Q, PQ, U, PU, Gm, Z, Y, TU, Cw, scratch;
+  // PU (N x N); Cw (N x 2N, only when the filters are asked for); Bp (X^T, then Gm, packed as a
+  // GEMM's B operand).
+  std::vector<float> X, Xc, w, grad, S, A, Q, PQ, U, PU, Gm, Z, Y, TU, Cw, Bp, scratch;
   // Large problems give their memory back after the call; small ones keep it for the next.
   void trim() {
     size_t total = 0;
-    for (auto* v : {&X, &Xc, &w, &grad, &S, &A, &Q, &PQ, &U, &PU, &Gm, &Z, &Y, &TU, &Cw, &scratch})
+    for (auto* v :
+         {&X, &Xc, &w, &grad, &S, &A, &Q, &PQ, &U, &PU, &Gm, &Z, &Y, &TU, &Cw, &Bp, &scratch})
       total += v->capacity();
     if (total * sizeof(float) <= (size_t{64} << 20)) return;
-    for (auto* v : {&X, &Xc, &w, &grad, &S, &A, &Q, &PQ, &U, &PU, &Gm, &Z, &Y, &TU, &Cw, &scratch})
+    for (auto* v :
+         {&X, &Xc, &w, &grad, &S, &A, &Q, &PQ, &U, &PU, &Gm, &Z, &Y, &TU, &Cw, &Bp, &scratch})
       std::vector<float>().swap(*v);
   }
 };
@@ -475,8 +529,9 @@ void axpy(float* y, const float* x, float beta, int64_t n) {
 thread_local GlobalWork global_work;  // gocor_global_cpu's buffers
 std::atomic<int> form_forced{static_cast<int>(gocor_detail::GlobalForm::kAuto)};
 
-// Rows of the Gram matrix computed per GEMM call: block row i0 covers columns [i0, 2N).
-constexpr int kGramBlock = 128;
+// Rows of the Gram matrix computed per GEMM call: block row i0 covers columns [i0, 2N). 64 rows:
+// 151 MFLOP at N = 256, C = 512 (128 rows: 168; the exact half, 134 plus the diagonal blocks).
+constexpr int kGramBlock = 64;
 
 // FLOPs of the rows [0, rows) of Gm = X X^T (2N x 2N, X: 2N x C) as gram_matrix computes them.
 double gram_matrix_flops(int64_t N2, int64_t rows, int64_t C) {
@@ -486,20 +541,39 @@ double gram_matrix_flops(int64_t N2, int64_t rows, int64_t C) {
   return f;
 }
 
+// x (K x L, row stride L) into the float32 GEMM's packed layout of a B operand (gemm.h).
+void pack_b(const float* x, int K, int L, float* out, int th) {
+  parallel_chunks(K, th, 64, [&](int64_t k0, int64_t k1) {
+    gocor_detail::gemm_pack_rows(gocor_detail::GemmSide::B, x, L, static_cast<int>(k0),
+                                 static_cast<int>(k1), K, L, out);
+  });
+}
+
 // Rows [0, rows) of Gm = X X^T (row stride N2 = 2N) from Xt = X^T (C x 2N, the inputs' own
 // channel-major layout: both GEMM operands are read without a transposing gather): each block of
 // rows from its diagonal rightwards by the GEMM, the part left of the block mirrored from above.
-void gram_matrix(const float* Xt, int N2, int rows, int C, float* Gm, int th) {
+// X^T is packed once as the blocks' B operand (their columns from i0 on are its panels from
+// i0 / P on) into bpack (pack_b_floats(C, N2) floats) instead of once per block.
+void gram_matrix(const float* Xt, int N2, int rows, int C, float* Gm, float* bpack, int th) {
+  const int P = gocor_detail::gemm_panel_width(gocor_detail::GemmSide::B);
+  const bool packed = kGramBlock % P == 0;
+  if (packed) pack_b(Xt, C, N2, bpack, th);
   for (int i0 = 0; i0 < rows; i0 += kGramBlock) {
     const int m = std::min(kGramBlock, rows - i0);
-    gemm({m, N2 - i0, C, Xt + i0, N2, true, Xt + i0, N2, false,
-          Gm + static_cast<int64_t>(i0) * N2 + i0, N2, false},
-         th);
+    gocor_detail::GemmArgs g{m,    N2 - i0, C,  Xt + i0, N2,
+                             true, Xt + i0, N2, false,   Gm + static_cast<int64_t>(i0) * N2 + i0,
+                             N2,   false};
+    if (packed) g.b_packed = bpack + static_cast<int64_t>(i0 / P) * C * P;
+    gemm(g, th);
   }
-  parallel_chunks(rows, th, 16, [&](int64_t r0, int64_t r1) {
-    for (int64_t i = r0; i < r1; ++i) {
-      const int64_t b0 = i / kGramBlock * kGramBlock;
-      for (int64_t j = 0; j < b0; ++j) Gm[i * N2 + j] = Gm[j * N2 + i];
+  // The mirror in 16 x 16 tiles: read along a column, Gm's row stride costs a line per element.
+  constexpr int kT = 16;
+  parallel_chunks((rows + kT - 1) / kT, th, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t i0 = b0 * kT; i0 < std::min<int64_t>(rows, b1 * kT); i0 += kT) {
+      const int64_t i1 = std::min<int64_t>(rows, i0 + kT), jend = i0 / kGramBlock * kGramBlock;
+      for (int64_t j0 = 0; j0 < jend; j0 += kT)
+        for (int64_t j = j0; j < std::min(jend, j0 + kT); ++j)
+          for (int64_t i = i0; i < i1; ++i) Gm[i * N2 + j] = Gm[j * N2 + i];
     }
   });
 }
@@ -687,6 +761,7 @@ void run_direct(const GlobalCtx& c, GlobalWork& wk, int b, const float* fb, cons
 // targets are constant (span), else w0^T (C x N) in wk.w (also with span when the filters are
 // asked for); n_r = ||w0_r||^2.
 struct GramInit {
+  const float *f, *g;  // the batch element's (C, N) inputs
   bool span, have_w0t;
   std::vector<double> u, v, mu, n;
 };
@@ -714,27 +789,32 @@ void run_gram(const GlobalCtx& c, GlobalWork& wk, int b, const GramInit& init, f
   // large common component: Gm's entries are then all large and positive while Y's rows mix
   // signs, and products with Gm itself would lose digits to cancellation (||grad_r||^2 = Y_r Gm
   // Y_r^T most of all); the common part goes through the float64 rank-one terms instead.
+  // Xc is made from the (C, N) inputs themselves: row k of X^T is [f_k | g_k].
   std::vector<float> mf(C);
   std::vector<double> cv(N2, 0.0);
   double q = 0;
   float* Xc = wk.Xc.data();
   parallel_chunks(C, th, 32, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {
-      const float* xk = Xt + k * N2;
-      double sum = 0;
-      for (int j = 0; j < N2; ++j) sum += xk[j];
-      mf[k] = static_cast<float>(sum / N2);
+      const float* fk = init.f + k * N;
+      const float* gk = init.g + k * N;
+      mf[k] = static_cast<float>((sum_floats(fk, N) + sum_floats(gk, N)) / N2);
       float* ck = Xc + k * N2;
-      for (int j = 0; j < N2; ++j) ck[j] = xk[j] - mf[k];
+      for (int j = 0; j < N; ++j) ck[j] = fk[j] - mf[k];
+      for (int j = 0; j < N; ++j) ck[N + j] = gk[j] - mf[k];
     }
   });
   for (int k = 0; k < C; ++k) {
     const float* ck = Xc + static_cast<int64_t>(k) * N2;
     const double m = mf[k];
     q += m * m;
-    for (int j = 0; j < N2; ++j) cv[j] += m * ck[j];
+    fns.axpy64(cv.data(), m, ck, N2);
   }
-  gram_matrix(Xc, N2, grows, C, Gm.data(), th);
+  const int64_t bpack_floats =
+      std::max(gocor_detail::gemm_packed_floats(gocor_detail::GemmSide::B, C, N2),
+               gocor_detail::gemm_packed_floats(gocor_detail::GemmSide::B, grows, N2));
+  wk.Bp.resize(bpack_floats);
+  gram_matrix(Xc, N2, grows, C, Gm.data(), wk.Bp.data(), th);
   // Z0 = w0 X^T.
   std::vector<double> n = init.n, wg(N), gg(N), den_ref(N), ytu(N), alpha(N), cw0(N, 1.0);
   std::vector<double> pa(3 * static_cast<size_t>(N)), pb(2 * static_cast<size_t>(N));
@@ -742,16 +822,15 @@ void run_gram(const GlobalCtx& c, GlobalWork& wk, int b, const GramInit& init, f
     // mx_j = mu . x_j; Z0[r] = u_r Gm[r] - v_r mx.
     std::vector<double> mx(N2, 0.0);
     for (int k = 0; k < C; ++k) {
-      const float* xk = Xt + static_cast<int64_t>(k) * N2;
-      const double m = init.mu[k];
-      for (int j = 0; j < N2; ++j) mx[j] += m * xk[j];
+      const float* fk = init.f + static_cast<int64_t>(k) * N;
+      const float* gk = init.g + static_cast<int64_t>(k) * N;
+      fns.axpy64(mx.data(), init.mu[k], fk, N);
+      fns.axpy64(mx.data() + N, init.mu[k], gk, N);
     }
     parallel_chunks(N, th, 16, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const double u = init.u[r], v = init.v[r];
-        for (int j = 0; j < N2; ++j)
-          Z[r * N2 + j] = static_cast<float>(u * (Gm[r * N2 + j] + cv[r] + cv[j] + q) - v * mx[j]);
-      }
+      for (int64_t r = r0; r < r1; ++r)
+        fns.z0_row(&Z[r * N2], &Gm[r * N2], cv.data(), mx.data(), init.u[r], init.v[r], cv[r], q,
+                   N2);
     });
   } else {
     gemm({N, N2, C, wk.w.data(), N, true, Xt, N2, false, Z.data(), N2, false}, th);
@@ -760,6 +839,8 @@ void run_gram(const GlobalCtx& c, GlobalWork& wk, int b, const GramInit& init, f
   auto row = [&](int64_t r) {
     return GramRow{&Z[r * N2], &Y[r * N2], &TU[r * N2], query ? &PU[r * N] : nullptr};
   };
+  const bool gm_packed =
+      c.K > 1 && !(gocor_detail::amx_usable() && gocor_detail::gemm_amx_suits(N, N2, grows, true));
   for (int it = 0; it < c.K; ++it) {
     check_cancel(*c.ex);
     // Pass A: the previous step (it > 0), E = J rho, the row products with the new Z.
@@ -779,11 +860,16 @@ void run_gram(const GlobalCtx& c, GlobalWork& wk, int b, const GramInit& init, f
     }
     // TU' = Y Gm = Y Gc + (Y_r . cv + s_r q) + s_r cv_j with s_r = sum of Y_r, and
     // Y_r . TU'_r = Y_r . (Y Gc)_r + 2 s_r (Y_r . cv) + s_r^2 q (the ||grad||^2 term).
-    // Gm is the same in every iteration: a packed copy of it (AMX) is made once.
+    // Gm is the same in every iteration: it is packed once, by gemm() itself where the product
+    // takes the AMX tiles (b_keep), else here for the float32 kernel.
     gocor_detail::GemmArgs ygm{N,         N2, grows, Y.data(),  N2, false,
                                Gm.data(), N2, false, TU.data(), N2, false};
     ygm.b_keep = c.K > 1;
     ygm.b_unchanged = it > 0;
+    if (gm_packed) {
+      if (it == 0) pack_b(Gm.data(), grows, N2, wk.Bp.data(), th);
+      ygm.b_packed = wk.Bp.data();
+    }
     gemm(ygm, th);
     parallel_chunks(N, th, 16, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r)
@@ -825,13 +911,30 @@ void run_gram(const GlobalCtx& c, GlobalWork& wk, int b, const GramInit& init, f
       });
     }
   }
-  // Volume (N_t, N_r): the transpose of the last step's Q = (1 - beta lambda) Q - beta U'.
-  parallel_chunks(N, th, 16, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t)
-      for (int64_t r = 0; r < N; ++r) {
-        const float beta = static_cast<float>(c.step * alpha[r]), decay = 1.f - beta * c.lambda;
-        vol[t * N + r] = decay * Z[r * N2 + N + t] - beta * TU[r * N2 + N + t];
+  // Volume (N_t, N_r): the transpose of the last step's Q = (1 - beta lambda) Q - beta U', in
+  // 16 x 16 blocks (read along a column, Z and TU's row stride 2N costs a cache line per element).
+  std::vector<float> beta_f(N), decay_f(N);
+  for (int r = 0; r < N; ++r) {
+    beta_f[r] = static_cast<float>(c.step * alpha[r]);
+    decay_f[r] = 1.f - beta_f[r] * c.lambda;
+  }
+  constexpr int kT = 16;
+  parallel_chunks((N + kT - 1) / kT, th, 1, [&](int64_t b0, int64_t b1) {
+    float tile[kT][kT];
+    for (int64_t t0 = b0 * kT; t0 < std::min<int64_t>(N, b1 * kT); t0 += kT) {
+      const int nt = static_cast<int>(std::min<int64_t>(kT, N - t0));
+      for (int64_t r0 = 0; r0 < N; r0 += kT) {
+        const int nr = static_cast<int>(std::min<int64_t>(kT, N - r0));
+        for (int i = 0; i < nr; ++i) {
+          const float* z = &Z[(r0 + i) * N2 + N + t0];
+          const float* u = &TU[(r0 + i) * N2 + N + t0];
+          const float beta = beta_f[r0 + i], decay = decay_f[r0 + i];
+          for (int j = 0; j < nt; ++j) tile[j][i] = decay * z[j] - beta * u[j];
+        }
+        for (int j = 0; j < nt; ++j)
+          std::memcpy(&vol[(t0 + j) * N + r0], tile[j], sizeof(float) * nr);
       }
+    }
   });
   if (filters != nullptr) {
     // w = c w0 + Cw X (w0^T in wk.w, X given as its transpose Xt).
@@ -894,33 +997,30 @@ void direct_init(const GlobalGocorParams& p, const float* fb, const float* gb, i
 void gram_init(const GlobalGocorParams& p, const float* fb, const float* gb, int N, int C,
                bool span, bool filters, int th, GlobalWork& wk, GramInit* gi) {
   const int N2 = 2 * N;
-  float* Xt = wk.X.data();
-  parallel_chunks(C, th, 32, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      std::memcpy(Xt + c * N2, fb + c * N, sizeof(float) * N);
-      std::memcpy(Xt + c * N2 + N, gb + c * N, sizeof(float) * N);
-    }
-  });
+  gi->f = fb;
+  gi->g = gb;
   gi->span = span;
   gi->have_w0t = !span || filters;
+  // Only Z0's GEMM (learnt targets) and the filters read X^T as one matrix.
+  if (gi->have_w0t) {
+    float* Xt = wk.X.data();
+    parallel_chunks(C, th, 32, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        std::memcpy(Xt + c * N2, fb + c * N, sizeof(float) * N);
+        std::memcpy(Xt + c * N2 + N, gb + c * N, sizeof(float) * N);
+      }
+    });
+  }
   gi->mu.assign(C, 0.0);
   double bb = 0;
   for (int c = 0; c < C; ++c) {
-    const float* f = fb + static_cast<int64_t>(c) * N;
-    double s = 0;
-    for (int r = 0; r < N; ++r) s += f[r];
-    gi->mu[c] = s / N;
+    gi->mu[c] = sum_floats(fb + static_cast<int64_t>(c) * N, N) / N;
     bb += gi->mu[c] * gi->mu[c];
   }
   std::vector<double> a(N, 0.0), cc(N, 0.0), D(N);
-  for (int c = 0; c < C; ++c) {
-    const float* f = fb + static_cast<int64_t>(c) * N;
-    const double m = gi->mu[c];
-    for (int r = 0; r < N; ++r) {
-      a[r] += static_cast<double>(f[r]) * f[r];
-      cc[r] += f[r] * m;
-    }
-  }
+  const GramFns fns = gram_fns();
+  for (int c = 0; c < C; ++c)
+    fns.sq_axpy64(a.data(), cc.data(), gi->mu[c], fb + static_cast<int64_t>(c) * N, N);
   gi->u.resize(N);
   gi->v.resize(N);
   gi->n.assign(N, 0.0);
@@ -1034,7 +1134,7 @@ size_t gocor_global_work_bytes(const GocorGlobalShape& s, const GlobalGocorOptio
   const bool may_gram = use_gram(N, s.C, o.num_iter, q, true, false);
   const bool must_gram = use_gram(N, s.C, o.num_iter, q, false, true);
   size_t floats = 3 * NC + (must_gram ? gram : may_gram ? std::max(direct, gram) : direct);
-  if (may_gram) floats += 2 * NC;  // Xc
+  if (may_gram) floats += 2 * NC + 2 * (N + 32) * std::max(size_t(s.C), 2 * N);  // Xc, Bp
   floats += 4 * size_t(2 * s.H - 1) * (2 * s.W - 1);
   return sizeof(float) * floats + sizeof(double) * (16 * N + s.C) +
          (with_rtr ? gocor_detail::RtROperator::bytes(s.H, s.W) : 0);

@@ -135,24 +135,31 @@ struct RtrArgs {
   const int* mask_x;  // axis_mask over W
 };
 
-template <class V, bool kStreamRows, bool kHalf>
+// kWp > 0: the row strides are that constant (a.Wp == kWp): the tile's source rows and taps are
+// then one base pointer and constant offsets each, where a run-time stride needs a register per
+// row (GCC spilled them: 12 source rows, 5 tap rows).
+template <class V, bool kStreamRows, bool kHalf, int kWp = 0>
 inline __attribute__((always_inline)) void rtr_rows_body(const RtrArgs& a, int r0, int r1) {
   constexpr int L = sizeof(V) / sizeof(float);
   const int H = a.H, W = a.W, nch = (W + L - 1) / L;
   for (int r = r0; r < r1; ++r) {
     const int ry = r / W, rx = r % W;
     // Runs of query rows with one class: row 0, the interior rows, row H-1 (all rows when H < 3
-    // are borders of their own). Interior runs are cut into tiles of at most 8 rows.
+    // are borders of their own). Interior runs are cut into tiles of at most 8 rows, of equal
+    // lengths (14 rows: 7 + 7, 1-2 % faster than 8 + 6 at 16 x 16; the same sums either way).
     for (int ty0 = 0; ty0 < H;) {
       int len = 1;
-      if (ty0 > 0 && ty0 < H - 1) len = std::min(8, H - 1 - ty0);
+      if (ty0 > 0 && ty0 < H - 1) {
+        const int rest = H - 1 - ty0, tiles = (rest + 7) / 8;
+        len = (rest + tiles - 1) / tiles;
+      }
       const int id = (a.mask_y[ry] * 8 + a.mask_x[rx]) * 8 + a.mask_y[ty0];
       const float* tab = a.coef + static_cast<int64_t>(a.cls_index[id]) * 625 * a.Wp;
       float* out = a.y + static_cast<int64_t>(r) * a.ldy + ty0 * W;
       // A plain switch (no lambda) so that every tile is inlined into the ISA's entry point.
       for (int c0 = 0; c0 < nch; ++c0) {
         const float* xp = a.xp;
-        const int Wp = a.Wp, rs = a.rs;
+        const int Wp = kWp > 0 ? kWp : a.Wp, rs = kWp > 0 ? kWp + 4 : a.rs;
 #define GOCOR_TILE(...) rtr_tile<V, kStreamRows, kHalf, __VA_ARGS__>
         switch (len) {
           case 1:
@@ -181,13 +188,20 @@ inline __attribute__((always_inline)) void rtr_rows_body(const RtrArgs& a, int r
   }
 }
 
-// The entry points: full operator and half (quadratic-form) variant per level.
-#define GOCOR_RTR_ENTRIES(ISA, KERNEL, V, STREAM)                     \
-  KERNEL void rtr_rows_##ISA(const RtrArgs& a, int r0, int r1) {      \
-    rtr_rows_body<V, STREAM, false>(a, r0, r1);                       \
-  }                                                                   \
-  KERNEL void rtr_half_rows_##ISA(const RtrArgs& a, int r0, int r1) { \
-    rtr_rows_body<V, STREAM, true>(a, r0, r1);                        \
+// The entry points: full operator and half (quadratic-form) variant per level, each also for
+// grids of W <= 16 (one chunk, Wp = 16: GLU-Net's 16 x 16).
+#define GOCOR_RTR_ENTRIES(ISA, KERNEL, V, STREAM)                       \
+  KERNEL void rtr_rows_##ISA(const RtrArgs& a, int r0, int r1) {        \
+    rtr_rows_body<V, STREAM, false>(a, r0, r1);                         \
+  }                                                                     \
+  KERNEL void rtr_half_rows_##ISA(const RtrArgs& a, int r0, int r1) {   \
+    rtr_rows_body<V, STREAM, true>(a, r0, r1);                          \
+  }                                                                     \
+  KERNEL void rtr_rows16_##ISA(const RtrArgs& a, int r0, int r1) {      \
+    rtr_rows_body<V, STREAM, false, 16>(a, r0, r1);                     \
+  }                                                                     \
+  KERNEL void rtr_half_rows16_##ISA(const RtrArgs& a, int r0, int r1) { \
+    rtr_rows_body<V, STREAM, true, 16>(a, r0, r1);                      \
   }
 GOCOR_RTR_ENTRIES(avx512, GOCOR_KERNEL_AVX512, simd::v16, false)
 GOCOR_RTR_ENTRIES(avx2, GOCOR_KERNEL_AVX2, simd::v8, true)
@@ -288,11 +302,21 @@ void RtROperator::apply(const float* x, int64_t ldx, float* y, int64_t ldy,
       float* base = xp + r * plane;
       std::fill(base, base + 2 * rs_, 0.f);
       std::fill(base + (H + 2) * rs_, base + plane, 0.f);
-      for (int ty = 0; ty < H; ++ty) {
-        float* dst = base + (ty + 2) * rs_;
-        std::fill(dst, dst + 2, 0.f);
-        std::memcpy(dst + 2, x + r * ldx + ty * W, sizeof(float) * W);
-        std::fill(dst + 2 + W, dst + rs_, 0.f);
+      if (Wp_ == 16 && W == 16) {
+        // GLU-Net's 16 x 16: fixed sizes, so the copies are inlined (a library call per row of
+        // 16 floats cost as much as the copy).
+        for (int ty = 0; ty < H; ++ty) {
+          float* dst = base + (ty + 2) * 20;
+          dst[0] = dst[1] = dst[18] = dst[19] = 0.f;
+          std::memcpy(dst + 2, x + r * ldx + ty * 16, sizeof(float) * 16);
+        }
+      } else {
+        for (int ty = 0; ty < H; ++ty) {
+          float* dst = base + (ty + 2) * rs_;
+          std::fill(dst, dst + 2, 0.f);
+          std::memcpy(dst + 2, x + r * ldx + ty * W, sizeof(float) * W);
+          std::fill(dst + 2 + W, dst + rs_, 0.f);
+        }
       }
     }
   });
@@ -300,9 +324,15 @@ void RtROperator::apply(const float* x, int64_t ldx, float* y, int64_t ldy,
   for (int i = 0; i < H; ++i) my[i] = axis_mask(i, H);
   for (int i = 0; i < W; ++i) mx[i] = axis_mask(i, W);
   RtrArgs a{xp, y, ldy, H, W, Wp_, rs_, aligned64(coef_), cls_index_.data(), my.data(), mx.data()};
-  void (*rows)(const RtrArgs&, int, int) =
-      half ? simd::simd_select(rtr_half_rows_avx512, rtr_half_rows_avx2, rtr_half_rows_portable)
-           : simd::simd_select(rtr_rows_avx512, rtr_rows_avx2, rtr_rows_portable);
+  using Rows = void (*)(const RtrArgs&, int, int);
+  const Rows rows =
+      Wp_ == 16
+          ? (half ? simd::simd_select(rtr_half_rows16_avx512, rtr_half_rows16_avx2,
+                                      rtr_half_rows16_portable)
+                  : simd::simd_select(rtr_rows16_avx512, rtr_rows16_avx2, rtr_rows16_portable))
+          : (half ? simd::simd_select(rtr_half_rows_avx512, rtr_half_rows_avx2,
+                                      rtr_half_rows_portable)
+                  : simd::simd_select(rtr_rows_avx512, rtr_rows_avx2, rtr_rows_portable));
   parallel_chunks(N, threads, 4, [&](int64_t r0, int64_t r1) {
     rows(a, static_cast<int>(r0), static_cast<int>(r1));
   });

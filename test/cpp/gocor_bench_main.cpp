@@ -7,7 +7,8 @@
 // GEMMs, the fused R^T R taps, the local passes), divided by the time: a measure of how well the
 // hardware is used, not of the spec-8 work (which is larger: the algebra skips part of it).
 // Time: best of repeats after one warm-up; single-thread rows use thread CPU time. Options: --quick
-// (one repeat, skips 64x64 global).
+// (one repeat, skips 64x64 global), --target2 (only issue 16's target 2: global 16x16, C = 512,
+// K = 3, one thread, best of 30).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -19,6 +20,7 @@
 
 #include "correlation.h"
 #include "gocor.h"
+#include "gocor_kernels.h"
 #include "parallel.h"
 #include "support/harness.h"
 #include "support/test_data.h"
@@ -79,6 +81,24 @@ void bench_global(int H, int W, int C, int K, int threads, int reps) {
       H, W, C, K, threads, ms, flops / ms * 1e-6, corr_ms, ms / corr_ms);
 }
 
+// The fused R^T R stencil alone (gocor_kernels.h), full and half (quadratic-form) applications,
+// on an N x N matrix with the Gram form's row stride 2N.
+void bench_rtr(int H, int W, int reps) {
+  const int N = H * W;
+  const gocor::GlobalGocorParams p = gocor::default_global_params(8, 0);
+  const gocor::gocor_detail::RtROperator op(p, H, W);
+  const auto x = random_vec_fast(static_cast<size_t>(N) * 2 * N, 5);
+  std::vector<float> y(static_cast<size_t>(N) * N), scratch;
+  const double full =
+      time_ms([&] { op.apply(x.data(), 2 * N, y.data(), N, scratch, 1); }, reps, true);
+  const double half =
+      time_ms([&] { op.apply(x.data(), 2 * N, y.data(), N, scratch, 1, true); }, reps, true);
+  std::printf(
+      "{\"op\":\"rtr\",\"H\":%d,\"W\":%d,\"full_ms\":%.3f,\"half_ms\":%.3f,\"gflops_625_taps\":%."
+      "1f}\n",
+      H, W, full, half, 1250.0 * N * N / full * 1e-6);
+}
+
 void bench_local(int H, int W, int C, int K, int R, int threads, int reps) {
   const size_t P = static_cast<size_t>(H) * W;
   const int D = (2 * R + 1) * (2 * R + 1);
@@ -112,9 +132,16 @@ void bench_local(int H, int W, int C, int K, int R, int threads, int reps) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
-  for (int i = 1; i < argc; ++i)
+  bool quick = false, target2 = false;
+  for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    if (std::strcmp(argv[i], "--target2") == 0) target2 = true;
+  }
+  if (target2) {
+    bench_global(16, 16, 512, 3, 1, 30);
+    bench_rtr(16, 16, 100);
+    return 0;
+  }
   const int reps = quick ? 1 : 5;
   const int all = gocor::pool_size();
   std::vector<int> thread_rows = {1};

@@ -420,6 +420,99 @@ void local_case(int B, int C, int H, int W, int K, int R, uint64_t seed, bool in
   diag_check(tag, dg, dr);
 }
 
+// y = R^T R x in float64, R applied literally: K1 (3x3 on the query axes, 1 -> I) then K2 (3x3 on
+// the reference axes, I -> O), zero padding, and the adjoint as the two scatters. x, y (N x N,
+// [r][t]).
+std::vector<double> rtr_ref64(const gocor::GlobalGocorParams& p, int H, int W,
+                              const std::vector<float>& x) {
+  const int N = H * W, I = p.reg_inter_dim, O = p.reg_output_dim;
+  const size_t NN = static_cast<size_t>(N) * N;
+  auto inside = [&](int y, int x_) { return y >= 0 && y < H && x_ >= 0 && x_ < W; };
+  std::vector<double> xd(x.begin(), x.end()), a(I * NN, 0.0), z(O * NN, 0.0), y(NN, 0.0);
+  // K1 on the query axes: a[i][r][t] += w1 xd[r][t + k]; adjoint: y[r][t + k] += w1 a[i][r][t].
+  auto k1 = [&](bool adjoint) {
+    for (int i = 0; i < I; ++i)
+      for (int r = 0; r < N; ++r)
+        for (int t = 0; t < N; ++t)
+          for (int k = 0; k < 9; ++k) {
+            const int sy = t / W + k / 3 - 1, sx = t % W + k % 3 - 1;
+            if (!inside(sy, sx)) continue;
+            const double w = p.reg_weight1[i * 9 + k];
+            double& at = a[(i * size_t(N) + r) * N + t];
+            const size_t q = size_t(r) * N + sy * W + sx;
+            if (adjoint)
+              y[q] += w * at;
+            else
+              at += w * xd[q];
+          }
+  };
+  // K2 on the reference axes: z[o][r] += w2 a[i][r + k] (rows of N query positions); adjoint:
+  // a[i][r + k] += w2 z[o][r].
+  auto k2 = [&](bool adjoint) {
+    for (int o = 0; o < O; ++o)
+      for (int i = 0; i < I; ++i)
+        for (int r = 0; r < N; ++r)
+          for (int k = 0; k < 9; ++k) {
+            const int sy = r / W + k / 3 - 1, sx = r % W + k % 3 - 1;
+            if (!inside(sy, sx)) continue;
+            const double w = p.reg_weight2[(o * I + i) * 9 + k];
+            double* ai = &a[(i * size_t(N) + sy * W + sx) * N];
+            double* zo = &z[(o * size_t(N) + r) * N];
+            for (int t = 0; t < N; ++t) {
+              if (adjoint)
+                ai[t] += w * zo[t];
+              else
+                zo[t] += w * ai[t];
+            }
+          }
+  };
+  k1(false);
+  k2(false);
+  std::fill(a.begin(), a.end(), 0.0);
+  k2(true);
+  k1(true);
+  return y;
+}
+
+// The fused R^T R (RtROperator) against float64 on odd grids: y = P x with the Gram form's row
+// stride 2N, as max |y - y64| / max |y64| (<= 2e-6), and the half form's <x, h> against
+// <x, P x> (relative, <= 1e-5).
+void rtr_case(int H, int W, int I, int O, uint64_t seed) {
+  const int N = H * W;
+  gocor::GlobalGocorParams p = gocor::default_global_params(8, seed);
+  Rng rng{seed};
+  p.reg_inter_dim = I;
+  p.reg_output_dim = O;
+  p.reg_weight1.resize(size_t(I) * 9);
+  p.reg_weight2.resize(size_t(O) * I * 9);
+  for (auto& v : p.reg_weight1) v = static_cast<float>(0.3 * rng.normal());
+  for (auto& v : p.reg_weight2) v = static_cast<float>(0.3 * rng.normal());
+  std::vector<float> x(size_t(N) * N);
+  for (auto& v : x) v = static_cast<float>(rng.normal());
+  const std::vector<double> y64 = rtr_ref64(p, H, W, x);
+  double ymax = 0, q64 = 0;
+  for (size_t i = 0; i < y64.size(); ++i) {
+    ymax = std::max(ymax, std::fabs(y64[i]));
+    q64 += x[i] * y64[i];
+  }
+  const gocor::gocor_detail::RtROperator op(p, H, W);
+  std::vector<float> scratch, xs(size_t(N) * 2 * N, 1e30f), ys(xs.size(), 1e30f), h(x.size());
+  for (int r = 0; r < N; ++r)
+    std::copy(&x[size_t(r) * N], &x[size_t(r) * N] + N, &xs[size_t(r) * 2 * N]);
+  op.apply(xs.data(), 2 * N, ys.data(), 2 * N, scratch, 1);
+  double err = 0;
+  for (int r = 0; r < N; ++r)
+    for (int t = 0; t < N; ++t)
+      err = std::max(err, std::fabs(ys[size_t(r) * 2 * N + t] - y64[size_t(r) * N + t]));
+  err /= ymax;
+  op.apply(x.data(), N, h.data(), N, scratch, 1, true);
+  double q = 0;
+  for (size_t i = 0; i < x.size(); ++i) q += double(x[i]) * h[i];
+  const double qerr = std::fabs(q - q64) / std::fabs(q64);
+  report(err <= 2e-6 && qerr <= 1e-5, fmt("rtr.%dx%d_I%d_O%d", H, W, I, O),
+         fmt("max_rel=%.3g quad_rel=%.3g", err, qerr));
+}
+
 void test_threads_and_errors() {
   const int B = 2, C = 24, H = 9, W = 7, N = H * W;
   std::vector<float> ref, qry;
@@ -496,6 +589,16 @@ int main(int argc, char** argv) {
   // GOCOR_TEST_QUICK (the sanitizer run) leaves out the largest grids: same code paths, 10x the
   // time.
   const bool quick = std::getenv("GOCOR_TEST_QUICK") != nullptr;
+  // The fused R^T R alone: 16x16, odd grids, W over one 16-column chunk, single rows and columns,
+  // W < 5, and small I, O.
+  rtr_case(16, 16, 16, 16, 61);
+  rtr_case(7, 5, 16, 16, 62);
+  rtr_case(13, 19, 16, 16, 63);
+  rtr_case(1, 37, 16, 16, 64);
+  rtr_case(37, 1, 16, 16, 65);
+  rtr_case(2, 3, 3, 2, 66);
+  rtr_case(5, 5, 4, 1, 67);
+  if (!quick) rtr_case(20, 33, 16, 16, 68);
   // Every global case in both forms of gocor_global_cpu (the automatic choice picks one by FLOPs).
   for (const gocor::gocor_detail::GlobalForm form :
        {gocor::gocor_detail::GlobalForm::kDirect, gocor::gocor_detail::GlobalForm::kGram}) {
