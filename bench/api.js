@@ -133,7 +133,7 @@ async function main() {
     );
     const what = 'GlobalGOCor 16×16, C=512, K=3';
     rows.push({ target: 2, what, ref: 'PyTorch stand-in (bench/gocor_torch.py)', ...t, faster: true });
-    if (gocor.backends().cpu.simd === 'avx512' && process.env.GOCOR_SIMD === undefined) {
+    if (gocor.backends().cpu.amx) {
       // The same call without AMX (GOCOR_SIMD=avx512 is read once per process: a child).
       const child = () => {
         const r = spawnSync(

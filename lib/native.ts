@@ -76,7 +76,7 @@ export interface NativeGocorResult {
 }
 
 export interface NativeBackends {
-  cpu: { simd: 'avx512' | 'avx2' | 'portable'; threads: number };
+  cpu: { simd: 'avx512' | 'avx2' | 'portable'; amx: boolean; threads: number };
   cuda: {
     compiled: boolean;
     available: boolean;

@@ -13,6 +13,9 @@ describe('correlate: smoke', () => {
   it('reports backends', () => {
     const b = backends();
     expect(['avx512', 'avx2', 'portable']).toContain(b.cpu.simd);
+    // AMX tiles are an extension of AVX-512 machines: never reported without it.
+    expect(typeof b.cpu.amx).toBe('boolean');
+    if (b.cpu.simd !== 'avx512') expect(b.cpu.amx).toBe(false);
     expect(b.cpu.threads).toBeGreaterThanOrEqual(1);
     expect(typeof b.cuda.compiled).toBe('boolean');
     if (!b.cuda.available) expect(b.cuda.reason.length).toBeGreaterThan(0);

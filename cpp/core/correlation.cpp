@@ -7,6 +7,7 @@
 #include <string>
 
 #include "gemm.h"
+#include "gemm_amx.h"
 #include "parallel.h"
 #include "simd.h"
 
@@ -221,6 +222,10 @@ using corr_detail::LocalArgs;
 
 const char* cpu_simd_level() {
   return simd::simd_name(simd::simd_active());
+}
+
+bool cpu_amx() {
+  return gocor_detail::amx_usable();
 }
 
 namespace {

@@ -57,5 +57,8 @@ void corr_local_naive(const float* reference, const float* query, float* out,
 
 // Which SIMD path the CPU kernels take on this machine: "avx512", "avx2", or "portable".
 const char* cpu_simd_level();
+// Whether the large float32 products take the AMX tiles on this machine (Intel AMX-BF16, the OS's
+// tile state and this process's permission, and not turned off by GOCOR_SIMD).
+bool cpu_amx();
 
 }  // namespace gocor

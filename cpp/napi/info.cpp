@@ -15,6 +15,7 @@ Napi::Value Backends(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object cpu = Napi::Object::New(env);
   cpu.Set("simd", gocor::cpu_simd_level());
+  cpu.Set("amx", gocor::cpu_amx());
   cpu.Set("threads", gocor::pool_size());
 
   gocor::CudaInfo ci = gocor::cuda_info();

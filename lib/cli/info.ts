@@ -30,7 +30,7 @@ export function infoCommand(): Command {
         : `not compiled in${b.cuda.reason ? ` (${b.cuda.reason})` : ''}`;
       const lines = [
         `gocor ${info.version} (node ${process.version}, ${info.platform})`,
-        `cpu:   ${b.cpu.simd}, ${b.cpu.threads} threads`,
+        `cpu:   ${b.cpu.simd}${b.cpu.amx ? ' + AMX' : ''}, ${b.cpu.threads} threads`,
         `cuda:  ${cuda}`,
         `build: ${build.buildSystem}, ${build.compiler}, N-API ${build.napiVersion}, CUDA ${build.cuda ? 'on' : 'off'}`,
       ];
