@@ -7,9 +7,9 @@
 // gflops_performed: floating-point operations this implementation executes (multiply-add = 2;
 // GEMMs, the fused R^T R taps, the local passes), divided by the time: a measure of how well the
 // hardware is used, not of the spec-8 work (which is larger: the algebra skips part of it).
-// Time: best of repeats after one warm-up (global rows: and their median); single-thread rows use thread CPU time. Options: --quick
-// (one repeat, skips 64x64 global), --target2 (only issue 16's target 2: global 16x16, C = 512,
-// K = 3, one thread, best of 30).
+// Time: best of repeats after one warm-up (global rows: and their median); single-thread rows use
+// thread CPU time. Options: --quick (one repeat, skips 64x64 global), --target2 (only issue 16's
+// target 2: global 16x16, C = 512, K = 3, one thread, best of 30).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -37,7 +37,7 @@ using gocor_test::thread_cpu_ms;
 struct Timing {
   double best, median;
 };
-Timing time_ms2(const std::function<void()>& fn, int reps, bool cpu_time) {
+Timing timing(const std::function<void()>& fn, int reps, bool cpu_time) {
   using clock = std::chrono::steady_clock;
   std::vector<double> ms_all;
   for (int i = 0; i <= reps; ++i) {  // the first run warms up (caches, pool, page faults)
@@ -56,7 +56,7 @@ Timing time_ms2(const std::function<void()>& fn, int reps, bool cpu_time) {
 }
 
 double time_ms(const std::function<void()>& fn, int reps, bool cpu_time) {
-  return time_ms2(fn, reps, cpu_time).best;
+  return timing(fn, reps, cpu_time).best;
 }
 
 void bench_global(int H, int W, int C, int K, int threads, int reps) {
@@ -70,7 +70,7 @@ void bench_global(int H, int W, int C, int K, int threads, int reps) {
   std::vector<float> vol(static_cast<size_t>(N) * N);
   gocor::Exec ex;
   ex.threads = threads;
-  const Timing t = time_ms2(
+  const Timing t = timing(
       [&] {
         gocor::gocor_global_cpu(p, o, ref.data(), qry.data(), vol.data(), nullptr, {1, C, H, W}, ex,
                                 nullptr);
