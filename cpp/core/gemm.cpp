@@ -354,6 +354,10 @@ void gemm_release_thread_buffers() {
   gocor_detail::gemm_amx_release_thread_buffers();
 }
 
+bool gemm_uses_amx(int m, int n, int k, bool b_amortised) {
+  return gemm_amx_suits(m, n, k, b_amortised) && amx_usable();
+}
+
 void gemm(const GemmArgs& g, int threads) {
   const int M = g.m, N = g.n, K = g.k;
   if (M <= 0 || N <= 0) return;
@@ -365,7 +369,7 @@ void gemm(const GemmArgs& g, int threads) {
   // Operands given in the float32 packed layout stay on the micro-kernel; the others take the
   // AMX tiles where the machine has them and the shape pays for the split.
   if (g.a_packed == nullptr && g.b_packed == nullptr &&
-      gemm_amx_suits(M, N, K, g.b_keep || g.b_unchanged) && amx_usable()) {
+      gemm_uses_amx(M, N, K, g.b_keep || g.b_unchanged)) {
     gemm_amx(g, threads);
     return;
   }

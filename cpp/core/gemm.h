@@ -42,6 +42,10 @@ struct GemmArgs {
   bool b_unchanged = false;
 };
 void gemm(const GemmArgs& g, int threads);
+// Whether gemm() computes an m x n x k product whose operands are not given packed on the AMX
+// tiles (b_amortised: GemmArgs::b_keep or b_unchanged). An operand given packed keeps a product on
+// the float32 kernel, so a caller that would pack one itself asks this first.
+bool gemm_uses_amx(int m, int n, int k, bool b_amortised);
 // Frees the calling thread's cached packing blocks (float32 and AMX): a thread that runs GEMMs
 // only now and then (a libuv thread at the end of a network's forward) does not keep them.
 void gemm_release_thread_buffers();

@@ -47,7 +47,6 @@
 #include <memory>
 #include <mutex>
 
-#include "gemm_amx.h"
 #include "gocor.h"
 #include "gocor_kernels.h"
 #include "parallel.h"
@@ -839,8 +838,7 @@ void run_gram(const GlobalCtx& c, GlobalWork& wk, int b, const GramInit& init, f
   auto row = [&](int64_t r) {
     return GramRow{&Z[r * N2], &Y[r * N2], &TU[r * N2], query ? &PU[r * N] : nullptr};
   };
-  const bool gm_packed =
-      c.K > 1 && !(gocor_detail::amx_usable() && gocor_detail::gemm_amx_suits(N, N2, grows, true));
+  const bool gm_packed = c.K > 1 && !gocor_detail::gemm_uses_amx(N, N2, grows, true);
   for (int it = 0; it < c.K; ++it) {
     check_cancel(*c.ex);
     // Pass A: the previous step (it > 0), E = J rho, the row products with the new Z.
