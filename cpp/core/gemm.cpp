@@ -139,15 +139,51 @@ GOCOR_KERNEL_PORTABLE void pack_rows_portable(const float* x, int64_t sk, int K,
   pack_rows<simd::Vec4, 2>(x, sk, K, o);
 }
 
+#if GOCOR_SIMD_X86
+// One full 6-wide A panel of a row-major operand (K rows, row k at x + k * sk): eight rows at a
+// time become three whole vectors, each gathered by masked loads of the rows' 6-float pieces
+// (masked-off lanes are not accessed, and every lane read lies in rows k .. k+7) and stored at
+// once. The piecewise copy (two moves per row) wrote each panel in 24-byte bits: the query's copy
+// into the packed layout at 1024 positions, C = 256, took 0.10 ms against 0.047 ms for the
+// 64-wide B panels.
+GOCOR_KERNEL_AVX512 void pack_a6_avx512(const float* x, int64_t sk, int K, float* o) {
+  int k = 0;
+  for (; k + 8 <= K; k += 8, x += 8 * sk, o += 48) {
+    const float* r[8];
+    for (int j = 0; j < 8; ++j) r[j] = x + j * sk;
+    __m512 v0 = _mm512_maskz_loadu_ps(0x003F, r[0]);
+    v0 = _mm512_mask_loadu_ps(v0, 0x0FC0, r[1] - 6);
+    v0 = _mm512_mask_loadu_ps(v0, 0xF000, r[2] - 12);
+    __m512 v1 = _mm512_maskz_loadu_ps(0x0003, r[2] + 4);
+    v1 = _mm512_mask_loadu_ps(v1, 0x00FC, r[3] - 2);
+    v1 = _mm512_mask_loadu_ps(v1, 0x3F00, r[4] - 8);
+    v1 = _mm512_mask_loadu_ps(v1, 0xC000, r[5] - 14);
+    __m512 v2 = _mm512_maskz_loadu_ps(0x000F, r[5] + 2);
+    v2 = _mm512_mask_loadu_ps(v2, 0x03F0, r[6] - 4);
+    v2 = _mm512_mask_loadu_ps(v2, 0xFC00, r[7] - 10);
+    _mm512_storeu_ps(o, v0);
+    _mm512_storeu_ps(o + 16, v1);
+    _mm512_storeu_ps(o + 32, v2);
+  }
+  for (; k < K; ++k, x += sk, o += 6) std::memcpy(o, x, sizeof(float) * 6);
+}
+#endif
+
 struct Ukr {
   UkrFn fn;
   int mr, nr;
+  PackFn pack_a;  // a full mr-wide A panel from contiguous rows (null: copied row by row)
   PackFn pack_b;  // a full nr-wide B panel from contiguous rows
 };
 Ukr active_ukr() {
-  return simd::simd_select(Ukr{ukr_avx512, 6, 64, pack_rows_avx512},
-                           Ukr{ukr_avx2, 6, 16, pack_rows_avx2},
-                           Ukr{ukr_portable, 4, 8, pack_rows_portable});
+#if GOCOR_SIMD_X86
+  constexpr PackFn pack_a6 = pack_a6_avx512;
+#else
+  constexpr PackFn pack_a6 = nullptr;
+#endif
+  return simd::simd_select(Ukr{ukr_avx512, 6, 64, pack_a6, pack_rows_avx512},
+                           Ukr{ukr_avx2, 6, 16, nullptr, pack_rows_avx2},
+                           Ukr{ukr_portable, 4, 8, nullptr, pack_rows_portable});
 }
 
 // 64-byte aligned scratch; an allocation failure becomes a TooLarge error, not std::bad_alloc.
@@ -345,7 +381,7 @@ void gemm_pack_rows(GemmSide side, const float* x, int64_t ldx, int k0, int k1, 
   // Each panel is packed on its own, as a (k1 - k0)-row operand written at its rows' place.
   for (int64_t p = 0; p < np; ++p) {
     pack_panels(x + k0 * ldx, ldx, 1, k1 - k0, L, P, out + (p * K + k0) * P, p, p, p + 1,
-                side == GemmSide::B ? u.pack_b : nullptr);
+                side == GemmSide::B ? u.pack_b : u.pack_a);
   }
 }
 
@@ -391,7 +427,7 @@ void gemm(const GemmArgs& g, int threads) {
   // Packed panels: all of an operand, or only A's last partial panel (rows past M are zero).
   if (pack_a && !a_given) {
     parallel_chunks(mp, threads, 16, [&](int64_t p0, int64_t p1) {
-      pack_panels(g.a, ask, asl, K, M, MR, a_scratch, 0, p0, p1);
+      pack_panels(g.a, ask, asl, K, M, MR, a_scratch, 0, p0, p1, u.pack_a);
     });
   } else if (!pack_a && mfull < mp) {
     pack_panels(g.a, ask, asl, K, M, MR, a_scratch, mfull, mfull, mp);

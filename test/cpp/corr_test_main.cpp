@@ -177,22 +177,28 @@ void pack_inputs(const CorrGlobalShape& s, const std::vector<float>& f, const st
 }
 
 // The packed entry on inputs packed a few channels at a time (as the binding packs them while
-// it copies them in), at 1 thread and at all: bitwise equal to corr_global_cpu, whose values the
-// float64 bound checks (the GEMM's sums do not depend on where a panel was packed).
+// it copies them in: 3 rows, and 11 = one of the AVX-512 A packer's 8-row blocks and 3 rows one by
+// one), at 1 thread and at all: bitwise equal to corr_global_cpu, whose values the float64 bound
+// checks (the GEMM's sums do not depend on where a panel was packed).
 void test_global_packed(const CorrGlobalShape& s, const std::vector<float>& f,
                         const std::vector<float>& g) {
   const size_t n_out = size_t(s.B) * s.Hq * s.Wq * s.H * s.W;
-  std::vector<float> want(n_out), got(n_out, -1234.5f), got_mt(n_out, -1234.5f);
+  std::vector<float> want(n_out);
   Exec ex;
   ex.threads = 1;
   gocor::corr_global_cpu(f.data(), g.data(), want.data(), s, ex);
-  std::vector<float> fp, gp;
-  pack_inputs(s, f, g, 3, &fp, &gp);
-  gocor::corr_global_packed_cpu(fp.data(), gp.data(), got.data(), s, ex);
-  ex.threads = 0;
-  gocor::corr_global_packed_cpu(fp.data(), gp.data(), got_mt.data(), s, ex);
-  report(got == want && got_mt == want, "corr_global_packed equals corr_global " +
-                                            std::string(gocor::cpu_simd_level()) + " " + gshape(s));
+  for (const int rows : {3, 11}) {
+    std::vector<float> got(n_out, -1234.5f), got_mt(n_out, -1234.5f);
+    std::vector<float> fp, gp;
+    pack_inputs(s, f, g, rows, &fp, &gp);
+    ex.threads = 1;
+    gocor::corr_global_packed_cpu(fp.data(), gp.data(), got.data(), s, ex);
+    ex.threads = 0;
+    gocor::corr_global_packed_cpu(fp.data(), gp.data(), got_mt.data(), s, ex);
+    report(got == want && got_mt == want,
+           "corr_global_packed equals corr_global " + std::string(gocor::cpu_simd_level()) + " " +
+               gshape(s) + " packed " + std::to_string(rows) + " rows at a time");
+  }
 }
 
 void test_global(const CorrGlobalShape& s, uint64_t seed, bool also_naive) {
