@@ -222,16 +222,20 @@ GridFlow match_coarse(const FeaturePyramid& a, const FeaturePyramid& b, const Ma
   return out;
 }
 
-// (C, gi) planes -> (C, go) planes, bilinear (flow_resample works on pairs of planes).
+// (C, gi) planes -> (C, go) planes, bilinear (flow_resample works on pairs of planes). A pair is
+// resampled straight from src into out; only an odd last plane goes through two-plane
+// temporaries (copying every pair in and out was serial work between the parallel rows).
 std::vector<float> resample_planes(const std::vector<float>& src, int C, const FlowGrid& gi,
                                    const FlowGrid& go, const Exec& ex) {
   const size_t Ni = size_t(gi.H) * gi.W, No = size_t(go.H) * go.W;
-  std::vector<float> out(C * No), two_in(2 * Ni, 0.f), two_out(2 * No);
-  for (int c = 0; c < C; c += 2) {
-    const int n = std::min(2, C - c);
-    std::copy(src.begin() + c * Ni, src.begin() + (c + n) * Ni, two_in.begin());
+  std::vector<float> out(C * No);
+  int c = 0;
+  for (; c + 2 <= C; c += 2) flow_resample(src.data() + c * Ni, gi, out.data() + c * No, go, ex);
+  if (c < C) {
+    std::vector<float> two_in(2 * Ni, 0.f), two_out(2 * No);
+    std::copy(src.begin() + c * Ni, src.begin() + (c + 1) * Ni, two_in.begin());
     flow_resample(two_in.data(), gi, two_out.data(), go, ex);
-    std::copy(two_out.begin(), two_out.begin() + n * No, out.begin() + c * No);
+    std::copy(two_out.begin(), two_out.begin() + No, out.begin() + c * No);
   }
   return out;
 }
@@ -822,8 +826,10 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   GridFlow conf_grid{coarse[0].grid, {}, std::move(coarse[0].confidence)};
   coarse[0] = coarse[1] = GridFlow();
   clock.lap("coarse");
-  // Made again rather than held through the coarse stage's peak (a few ms).
-  std::vector<float> gray[2] = {image_gray(a), image_gray(b)};
+  // Made again rather than held through the coarse stage's peak (a few ms), one side per thread.
+  std::vector<float> gray[2];
+  each_side(ex, true, SideThreads::Half,
+            [&](int side, const Exec&) { gray[side] = image_gray(side == 0 ? a : b); });
   const std::vector<float>& gray_a = gray[0];
   const std::vector<float>& gray_b = gray[1];
   if (o.fill) {
@@ -925,14 +931,14 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
       // interior (an integer shift: 98.9 % -> 100 % of the overlap within 0.1 px).
       const float m = o.dis ? 0.5f * o.dis_options.patch_size : 0.f;
       std::vector<uint8_t> inner(P);
-      for (int y = 0; y < H; ++y) {
+      parallel_for(H, ex.threads, [&](int64_t y) {
         for (int x = 0; x < W; ++x) {
           const size_t i = size_t(y) * W + x;
           const float bx = x + fwd[i], by = y + fwd[P + i];
           inner[i] = bx >= m && by >= m && bx <= b.W - 1 - m && by <= b.H - 1 - m &&
                      (structured.empty() || structured[i]);
         }
-      }
+      });
       fill_inconsistent(a, fwd, b, back, o.fine_tol, inner, o, ex, &valid, &err);
       occlusion.resize(P);
       for (size_t i = 0; i < P; ++i) occlusion[i] = !valid[i];
