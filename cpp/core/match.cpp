@@ -325,10 +325,9 @@ MatchResult to_output(std::vector<float>&& flow, std::vector<float>&& conf,
 // Adds the time since the last lap to the stage's entry of `timings` (first use appends it).
 // `trim`: what the stage freed into glibc's arenas (small blocks, fragments) goes back to the
 // system before the next stage's peak: with two threads, ~20 MB on a 1282x1110 pair. Below a
-// 1-Mpixel pair (kTrimPixels) the freed blocks stay for the next stage to reuse: trimming them
-// made every stage fault its memory in again (a 512x512 pair: ~9500 page faults per match, a few %
-// of its CPU time) for a resident set that is small anyway.
-constexpr size_t kTrimPixels = size_t{1} << 20;
+// 1-Mpixel pair (kMatchRetainPixels) the freed blocks stay for the next stage to reuse: trimming
+// them made every stage fault its memory in again (a 512x512 pair: ~9500 page faults per match, a
+// few % of its CPU time) for a resident set that is small anyway.
 class StageClock {
  public:
   StageClock(std::vector<std::pair<const char*, double>>& t, bool trim)
@@ -777,7 +776,7 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
                          const Exec& ex, std::vector<float>* b_pixels) {
   check_options(o);
   std::vector<std::pair<const char*, double>> timings;
-  StageClock clock(timings, size_t(a.H) * a.W + size_t(b.H) * b.W >= kTrimPixels);
+  StageClock clock(timings, size_t(a.H) * a.W + size_t(b.H) * b.W >= kMatchRetainPixels);
   FeatureOptions fo;
   fo.global_size = o.global_size;
   fo.finest_stride = o.finest_stride;
