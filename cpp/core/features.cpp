@@ -266,8 +266,7 @@ void features_compute_cpu(const ImageView& img, int Hf, int Wf, int cell, float*
         float* d = desc.data() + (size_t(i) * Wf + j) * kFeatureChannels;
         const double cx = (j + 0.5) * cell - 0.5, cy = (i + 0.5) * cell - 0.5;
         for (int s = 0; s < kSamples; ++s) {
-          d[s * kOrient + k] =
-              sample(use_large[s] ? large : small, Hk, Wk, cx + ox[s], cy + oy[s]);
+          d[s * kOrient + k] = sample(use_large[s] ? large : small, Hk, Wk, cx + ox[s], cy + oy[s]);
         }
       }
     }
