@@ -820,8 +820,13 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   gocor_local_release_thread_buffers();
   pa = FeaturePyramid();
   pb = FeaturePyramid();
-  std::vector<float> fwd = resample_planes(coarse[0].flow, 2, coarse[0].grid, full_a, ex), back;
-  if (both) back = resample_planes(coarse[1].flow, 2, coarse[1].grid, full_b, ex);
+  // Each side's flow to full resolution on its own thread: mapping and clearing a new plane is
+  // serial (a 512x512 flow: 512 page faults, ~5 ms in this VM).
+  std::vector<float> fwd, back;
+  each_side(ex, both, SideThreads::Half, [&](int side, const Exec& run) {
+    if (side == 0) fwd = resample_planes(coarse[0].flow, 2, coarse[0].grid, full_a, run);
+    if (side == 1 && both) back = resample_planes(coarse[1].flow, 2, coarse[1].grid, full_b, run);
+  });
   GridFlow conf_grid{coarse[0].grid, {}, std::move(coarse[0].confidence)};
   coarse[0] = coarse[1] = GridFlow();
   clock.lap("coarse");
@@ -938,7 +943,10 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
                      (structured.empty() || structured[i]);
         }
       });
-      fill_inconsistent(a, fwd, b, back, o.fine_tol, inner, o, ex, &valid, &err);
+      // The consistency error only for the forward-backward confidence (the default, peak,
+      // does not read it: a full-resolution plane less to map and clear).
+      fill_inconsistent(a, fwd, b, back, o.fine_tol, inner, o, ex, &valid,
+                        fb_conf ? &err : nullptr);
       occlusion.resize(P);
       for (size_t i = 0; i < P; ++i) occlusion[i] = !valid[i];
     } else {
