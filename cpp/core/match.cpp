@@ -222,16 +222,20 @@ GridFlow match_coarse(const FeaturePyramid& a, const FeaturePyramid& b, const Ma
   return out;
 }
 
-// (C, gi) planes -> (C, go) planes, bilinear (flow_resample works on pairs of planes).
+// (C, gi) planes -> (C, go) planes, bilinear (flow_resample works on pairs of planes). A pair is
+// resampled straight from src into out; only an odd last plane goes through two-plane
+// temporaries (copying every pair in and out was serial work between the parallel rows).
 std::vector<float> resample_planes(const std::vector<float>& src, int C, const FlowGrid& gi,
                                    const FlowGrid& go, const Exec& ex) {
   const size_t Ni = size_t(gi.H) * gi.W, No = size_t(go.H) * go.W;
-  std::vector<float> out(C * No), two_in(2 * Ni, 0.f), two_out(2 * No);
-  for (int c = 0; c < C; c += 2) {
-    const int n = std::min(2, C - c);
-    std::copy(src.begin() + c * Ni, src.begin() + (c + n) * Ni, two_in.begin());
+  std::vector<float> out(C * No);
+  int c = 0;
+  for (; c + 2 <= C; c += 2) flow_resample(src.data() + c * Ni, gi, out.data() + c * No, go, ex);
+  if (c < C) {
+    std::vector<float> two_in(2 * Ni, 0.f), two_out(2 * No);
+    std::copy(src.begin() + c * Ni, src.begin() + (c + 1) * Ni, two_in.begin());
     flow_resample(two_in.data(), gi, two_out.data(), go, ex);
-    std::copy(two_out.begin(), two_out.begin() + n * No, out.begin() + c * No);
+    std::copy(two_out.begin(), two_out.begin() + No, out.begin() + c * No);
   }
   return out;
 }
@@ -321,10 +325,9 @@ MatchResult to_output(std::vector<float>&& flow, std::vector<float>&& conf,
 // Adds the time since the last lap to the stage's entry of `timings` (first use appends it).
 // `trim`: what the stage freed into glibc's arenas (small blocks, fragments) goes back to the
 // system before the next stage's peak: with two threads, ~20 MB on a 1282x1110 pair. Below a
-// 1-Mpixel pair (kTrimPixels) the freed blocks stay for the next stage to reuse: trimming them
-// made every stage fault its memory in again (a 512x512 pair: ~9500 page faults per match, a few %
-// of its CPU time) for a resident set that is small anyway.
-constexpr size_t kTrimPixels = size_t{1} << 20;
+// 1-Mpixel pair (kMatchRetainPixels) the freed blocks stay for the next stage to reuse: trimming
+// them made every stage fault its memory in again (a 512x512 pair: ~9500 page faults per match, a
+// few % of its CPU time) for a resident set that is small anyway.
 class StageClock {
  public:
   StageClock(std::vector<std::pair<const char*, double>>& t, bool trim)
@@ -773,7 +776,7 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
                          const Exec& ex, std::vector<float>* b_pixels) {
   check_options(o);
   std::vector<std::pair<const char*, double>> timings;
-  StageClock clock(timings, size_t(a.H) * a.W + size_t(b.H) * b.W >= kTrimPixels);
+  StageClock clock(timings, size_t(a.H) * a.W + size_t(b.H) * b.W >= kMatchRetainPixels);
   FeatureOptions fo;
   fo.global_size = o.global_size;
   fo.finest_stride = o.finest_stride;
@@ -817,13 +820,20 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   gocor_local_release_thread_buffers();
   pa = FeaturePyramid();
   pb = FeaturePyramid();
-  std::vector<float> fwd = resample_planes(coarse[0].flow, 2, coarse[0].grid, full_a, ex), back;
-  if (both) back = resample_planes(coarse[1].flow, 2, coarse[1].grid, full_b, ex);
+  // Each side's flow to full resolution on its own thread: mapping and clearing a new plane is
+  // serial (a 512x512 flow: 512 page faults, ~5 ms in this VM).
+  std::vector<float> fwd, back;
+  each_side(ex, both, SideThreads::Half, [&](int side, const Exec& run) {
+    if (side == 0) fwd = resample_planes(coarse[0].flow, 2, coarse[0].grid, full_a, run);
+    if (side == 1 && both) back = resample_planes(coarse[1].flow, 2, coarse[1].grid, full_b, run);
+  });
   GridFlow conf_grid{coarse[0].grid, {}, std::move(coarse[0].confidence)};
   coarse[0] = coarse[1] = GridFlow();
   clock.lap("coarse");
-  // Made again rather than held through the coarse stage's peak (a few ms).
-  std::vector<float> gray[2] = {image_gray(a), image_gray(b)};
+  // Made again rather than held through the coarse stage's peak (a few ms), one side per thread.
+  std::vector<float> gray[2];
+  each_side(ex, true, SideThreads::Half,
+            [&](int side, const Exec&) { gray[side] = image_gray(side == 0 ? a : b); });
   const std::vector<float>& gray_a = gray[0];
   const std::vector<float>& gray_b = gray[1];
   if (o.fill) {
@@ -925,15 +935,18 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
       // interior (an integer shift: 98.9 % -> 100 % of the overlap within 0.1 px).
       const float m = o.dis ? 0.5f * o.dis_options.patch_size : 0.f;
       std::vector<uint8_t> inner(P);
-      for (int y = 0; y < H; ++y) {
+      parallel_for(H, ex.threads, [&](int64_t y) {
         for (int x = 0; x < W; ++x) {
           const size_t i = size_t(y) * W + x;
           const float bx = x + fwd[i], by = y + fwd[P + i];
           inner[i] = bx >= m && by >= m && bx <= b.W - 1 - m && by <= b.H - 1 - m &&
                      (structured.empty() || structured[i]);
         }
-      }
-      fill_inconsistent(a, fwd, b, back, o.fine_tol, inner, o, ex, &valid, &err);
+      });
+      // The consistency error only for the forward-backward confidence (the default, peak,
+      // does not read it: a full-resolution plane less to map and clear).
+      fill_inconsistent(a, fwd, b, back, o.fine_tol, inner, o, ex, &valid,
+                        fb_conf ? &err : nullptr);
       occlusion.resize(P);
       for (size_t i = 0; i < P; ++i) occlusion[i] = !valid[i];
     } else {

@@ -108,6 +108,11 @@ GlobalGocorParams match_global_params(int C, uint64_t seed, bool fitted);
 MatchResult match_pyramids(const FeaturePyramid& a, const FeaturePyramid& b, const MatchOptions& o,
                            const Exec& ex);
 
+// Pairs of fewer pixels than this (a's and b's together) keep the memory their stages free for
+// the next stage and call to reuse; larger ones hand it back to the system between stages (their
+// peak matters more than the page faults of mapping it again).
+constexpr size_t kMatchRetainPixels = size_t{1} << 20;
+
 // The image pipeline: features (b on a's local strides); the coarse-to-fine flow of match_pyramids
 // in both directions (when a stage needs the reverse flow); forward-backward check, pixels without
 // 2-D structure and inconsistent ones filled by flow_interpolate (fill); flow_refine_dis of both

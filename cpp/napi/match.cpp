@@ -179,16 +179,24 @@ size_t features_bytes(Napi::Env env, const Napi::Object& dims, const Napi::Objec
 }
 
 struct MatchJob : Job {
+  // The images: a pair below kMatchRetainPixels in pooled blocks (FreshF32: a call repeated on a
+  // shape maps no fresh pages for them; mapped afresh, a 512x512 pair's 6 MiB of inputs took ~1500
+  // page faults, ~15 ms of the main thread in this VM), a larger one in vectors, b's freed back to
+  // the system as soon as the pipeline is done with its colours (b_pixels).
   std::vector<float> a, b;
+  FreshF32 pooled_a, pooled_b;
   Dims da, db;
   gocor::FeaturePyramid pa, pb;
   bool from_images = true;
   gocor::MatchOptions opts;
   gocor::MatchResult result_;
   void run(const gocor::Exec& ex) override {
+    const bool pooled = pooled_a.size() > 0;
     result_ = from_images
-                  ? gocor::match_images(gocor::ImageView{a.data(), da.C, da.H, da.W},
-                                        gocor::ImageView{b.data(), db.C, db.H, db.W}, opts, ex, &b)
+                  ? gocor::match_images(
+                        gocor::ImageView{pooled ? pooled_a.data() : a.data(), da.C, da.H, da.W},
+                        gocor::ImageView{pooled ? pooled_b.data() : b.data(), db.C, db.H, db.W},
+                        opts, ex, pooled ? nullptr : &b)
                   : gocor::match_pyramids(pa, pb, opts, ex);
   }
   napi_value result(Out& out) override {
@@ -216,8 +224,16 @@ Napi::Value MatchImages(const Napi::CallbackInfo& info) {
   auto job = std::make_unique<MatchJob>();
   job->da = read_dims(info[1]);
   job->db = read_dims(info[3]);
-  job->a = copy_image(info[0], job->da, "a");
-  job->b = copy_image(info[2], job->db, "b");
+  const Dims &da = job->da, &db = job->db;
+  if (int64_t(da.H) * da.W + int64_t(db.H) * db.W < int64_t(gocor::kMatchRetainPixels)) {
+    // TypeScript has checked the values already (checkImage); the binding's check costs ~7 us
+    // per MiB.
+    job->pooled_a = copy_features(info[0], "a", count(info.Env(), {da.C, da.H, da.W}, "a"));
+    job->pooled_b = copy_features(info[2], "b", count(info.Env(), {db.C, db.H, db.W}, "b"));
+  } else {
+    job->a = copy_image(info[0], da, "a");
+    job->b = copy_image(info[2], db, "b");
+  }
   Napi::Object oo = read_object(info[4], "options");
   job->opts = read_match_options(oo);
   read_exec(oo, *job);
