@@ -78,7 +78,7 @@ inline __attribute__((always_inline)) void rtr_tile(const float* tab, const floa
           V cv[5];
 #pragma GCC unroll 5
           for (int dty = DLO; dty < DHI; ++dty) cv[dty] = loadu<V>(cf + (dty * 5 + dtx) * Wp);
-#pragma GCC unroll 16
+#pragma GCC unroll 20
           for (int k = DLO; k < T + DHI - 1; ++k) {
             const V sv = loadu<V>(src + k * rs + dtx);
 #pragma GCC unroll 5
@@ -138,19 +138,28 @@ struct RtrArgs {
 // kWp > 0: the row strides are that constant (a.Wp == kWp): the tile's source rows and taps are
 // then one base pointer and constant offsets each, where a run-time stride needs a register per
 // row (GCC spilled them: 12 source rows, 5 tap rows).
+// kWide (32 vector registers, AVX-512): interior tiles of up to 16 rows, streaming the source rows
+// (T partials + 5 coefficients + 1 row <= 22 registers). A tile of T rows has T independent
+// multiply-add chains: at 16 x 16 the 14 interior rows were two tiles of 7, whose 7 chains of
+// 4-cycle multiply-adds kept the two FMA pipes at most 7/8 busy; one tile of 14 also loads each
+// coefficient vector once for 14 rows instead of 7. Every row's partial receives its terms in the
+// same order in every tile of 4 or more rows, and splitting a run into tiles of at most 16 rows
+// instead of 8 leaves every tile that had 4 or more rows at 4 or more: the same sums, bit for bit.
 template <class V, bool kStreamRows, bool kHalf, int kWp = 0>
 inline __attribute__((always_inline)) void rtr_rows_body(const RtrArgs& a, int r0, int r1) {
   constexpr int L = sizeof(V) / sizeof(float);
+  constexpr bool kWide = L == 16;
+  constexpr int kMaxT = kWide ? 16 : 8;
   const int H = a.H, W = a.W, nch = (W + L - 1) / L;
   for (int r = r0; r < r1; ++r) {
     const int ry = r / W, rx = r % W;
     // Runs of query rows with one class: row 0, the interior rows, row H-1 (all rows when H < 3
-    // are borders of their own). Interior runs are cut into tiles of at most 8 rows, of equal
-    // lengths (14 rows: 7 + 7, 1-2 % faster than 8 + 6 at 16 x 16; the same sums either way).
+    // are borders of their own). Interior runs are cut into tiles of at most kMaxT rows, of equal
+    // lengths (the same sums either way).
     for (int ty0 = 0; ty0 < H;) {
       int len = 1;
       if (ty0 > 0 && ty0 < H - 1) {
-        const int rest = H - 1 - ty0, tiles = (rest + 7) / 8;
+        const int rest = H - 1 - ty0, tiles = (rest + kMaxT - 1) / kMaxT;
         len = (rest + tiles - 1) / tiles;
       }
       const int id = (a.mask_y[ry] * 8 + a.mask_x[rx]) * 8 + a.mask_y[ty0];
@@ -161,6 +170,22 @@ inline __attribute__((always_inline)) void rtr_rows_body(const RtrArgs& a, int r
         const float* xp = a.xp;
         const int Wp = kWp > 0 ? kWp : a.Wp, rs = kWp > 0 ? kWp + 4 : a.rs;
 #define GOCOR_TILE(...) rtr_tile<V, kStreamRows, kHalf, __VA_ARGS__>
+#define GOCOR_WIDE_TILE(T) rtr_tile<V, true, kHalf, T>(tab, xp, H, W, Wp, rs, ry, rx, ty0, c0, out)
+        if constexpr (kWide) {
+          if (len > 8) {
+            switch (len) {
+              case 9: GOCOR_WIDE_TILE(9); break;
+              case 10: GOCOR_WIDE_TILE(10); break;
+              case 11: GOCOR_WIDE_TILE(11); break;
+              case 12: GOCOR_WIDE_TILE(12); break;
+              case 13: GOCOR_WIDE_TILE(13); break;
+              case 14: GOCOR_WIDE_TILE(14); break;
+              case 15: GOCOR_WIDE_TILE(15); break;
+              default: GOCOR_WIDE_TILE(16); break;
+            }
+            continue;
+          }
+        }
         switch (len) {
           case 1:
             // Query row 0 has no source rows above it, row H-1 none below.
@@ -181,6 +206,7 @@ inline __attribute__((always_inline)) void rtr_rows_body(const RtrArgs& a, int r
           case 7: GOCOR_TILE(7)(tab, xp, H, W, Wp, rs, ry, rx, ty0, c0, out); break;
           default: GOCOR_TILE(8)(tab, xp, H, W, Wp, rs, ry, rx, ty0, c0, out); break;
         }
+#undef GOCOR_WIDE_TILE
 #undef GOCOR_TILE
       }
       ty0 += len;
