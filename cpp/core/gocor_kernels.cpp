@@ -117,6 +117,75 @@ inline __attribute__((always_inline)) void rtr_tile(const float* tab, const floa
   }
 }
 
+// A whole query column of one reference position r and one chunk of tx on 32-register ISAs, for
+// 6 <= H <= 18: the TI = H - 2 interior rows as one tile (as rtr_tile<V, true, kHalf, TI>) and the
+// two border rows riding along in the same pass over the source rows. As tiles of their own, the
+// border rows (3 query taps each, 2 loads per multiply-add) took 30 % of the stencil's time at
+// 16 x 16; here each of their multiply-adds costs one more coefficient load beside the interior
+// tile's. Each border row keeps a partial per query tap and adds them as rtr_tile<V, *, kHalf, 1,
+// DLO, DHI> does (NA = 5, the missing taps' partials zero), and the interior rows sum as in
+// rtr_tile: the same sums, bit for bit. Tables: tab0 for row 0, tabi for the interior, tabl for
+// row H-1 (their border classes differ).
+template <class V, bool kHalf, int TI>
+inline __attribute__((always_inline)) void rtr_column(const float* tab0, const float* tabi,
+                                                      const float* tabl, const float* xp, int H,
+                                                      int W, int Wp, int rs, int ry, int rx, int c0,
+                                                      float* out) {
+  constexpr int L = sizeof(V) / sizeof(float);
+  constexpr int T = TI + 2;  // output rows; padded source row k holds query row k - 2
+  alignas(64) float acc[T][L];
+  std::memset(acc, 0, sizeof(acc));
+  const int64_t plane_stride = static_cast<int64_t>(H + 4) * rs;
+  for (int dry = kHalf ? 0 : -2; dry <= 2; ++dry) {
+    const int sy = ry + dry;
+    if (sy < 0 || sy >= H) continue;
+    for (int drx = kHalf && dry == 0 ? 0 : -2; drx <= 2; ++drx) {
+      const int sx = rx + drx;
+      if (sx < 0 || sx >= W) continue;
+      const float* src = xp + (sy * W + sx) * plane_stride + c0 * L;
+      const int64_t tap = static_cast<int64_t>(((dry + 2) * 5 + (drx + 2)) * 25) * Wp + c0 * L;
+      const float *cf0 = tab0 + tap, *cfi = tabi + tap, *cfl = tabl + tap;
+      V part[TI], b0[3], bl[3];  // interior rows 1..TI; row 0's taps 2..4; row H-1's taps 0..2
+      for (int j = 0; j < TI; ++j) part[j] = V{};
+      for (int d = 0; d < 3; ++d) b0[d] = bl[d] = V{};
+      for (int dtx = 0; dtx < 5; ++dtx) {
+        V cv[5];
+#pragma GCC unroll 5
+        for (int dty = 0; dty < 5; ++dty) cv[dty] = loadu<V>(cfi + (dty * 5 + dtx) * Wp);
+#pragma GCC unroll 20
+        for (int k = 1; k < TI + 5; ++k) {
+          const V sv = loadu<V>(src + k * rs + dtx);
+          if (k >= 2 && k <= 4) b0[k - 2] += loadu<V>(cf0 + (k * 5 + dtx) * Wp) * sv;
+#pragma GCC unroll 5
+          for (int dty = 0; dty < 5; ++dty) {
+            const int j = k - dty;  // output row
+            if (j >= 1 && j <= TI) part[j - 1] += cv[dty] * sv;
+          }
+          const int dl = k - (TI + 1);  // row H-1's query tap
+          if (dl >= 0 && dl < 3) bl[dl] += loadu<V>(cfl + (dl * 5 + dtx) * Wp) * sv;
+        }
+      }
+      const bool twice = kHalf && (dry != 0 || drx != 0);
+      const V zero{};
+      V p[T];
+      p[0] = (((zero + zero) + b0[0]) + b0[1]) + b0[2];
+      for (int j = 0; j < TI; ++j) p[j + 1] = part[j];
+      p[T - 1] = (((bl[0] + bl[1]) + bl[2]) + zero) + zero;
+      for (int j = 0; j < T; ++j)
+        storeu<V>(acc[j], loadu<V>(acc[j]) + (twice ? p[j] + p[j] : p[j]));
+      asm volatile("" ::: "memory");  // keep the totals in memory
+    }
+  }
+  const int x0 = c0 * L, n = std::min(L, W - x0);
+  for (int j = 0; j < T; ++j) {
+    if (n == L) {
+      std::memcpy(out + j * W + x0, acc[j], sizeof(acc[j]));
+    } else {
+      for (int i = 0; i < n; ++i) out[j * W + x0 + i] = acc[j][i];
+    }
+  }
+}
+
 // First 64-byte aligned element of a vector holding 16 spare floats: the coefficient vectors are
 // then whole cache lines (a misaligned 64-byte load touches two).
 const float* aligned64(const std::vector<float>& v) {
@@ -138,13 +207,14 @@ struct RtrArgs {
 // kWp > 0: the row strides are that constant (a.Wp == kWp): the tile's source rows and taps are
 // then one base pointer and constant offsets each, where a run-time stride needs a register per
 // row (GCC spilled them: 12 source rows, 5 tap rows).
-// kWide (32 vector registers, AVX-512): interior tiles of up to 16 rows, streaming the source rows
-// (T partials + 5 coefficients + 1 row <= 22 registers). A tile of T rows has T independent
-// multiply-add chains: at 16 x 16 the 14 interior rows were two tiles of 7, whose 7 chains of
-// 4-cycle multiply-adds kept the two FMA pipes at most 7/8 busy; one tile of 14 also loads each
-// coefficient vector once for 14 rows instead of 7. Every row's partial receives its terms in the
-// same order in every tile of 4 or more rows, and splitting a run into tiles of at most 16 rows
-// instead of 8 leaves every tile that had 4 or more rows at 4 or more: the same sums, bit for bit.
+// kWide (32 vector registers, AVX-512): grids of 6 to 18 rows go column by column (rtr_column);
+// taller ones in interior tiles of up to 16 rows, streaming the source rows (T partials + 5
+// coefficients + 1 row <= 22 registers). A tile of T rows has T independent multiply-add chains:
+// tiles of at most 8 rows cut 14 interior rows into two of 7, whose 7 chains of 4-cycle
+// multiply-adds kept the two FMA pipes at most 7/8 busy, and loaded each coefficient vector once
+// per 7 rows. Every row's partial receives its terms in the same order in every tile of 4 or more
+// rows, and splitting a run into tiles of at most 16 rows instead of 8 leaves every tile that had
+// 4 or more rows at 4 or more: the same sums, bit for bit.
 template <class V, bool kStreamRows, bool kHalf, int kWp = 0>
 inline __attribute__((always_inline)) void rtr_rows_body(const RtrArgs& a, int r0, int r1) {
   constexpr int L = sizeof(V) / sizeof(float);
@@ -153,6 +223,38 @@ inline __attribute__((always_inline)) void rtr_rows_body(const RtrArgs& a, int r
   const int H = a.H, W = a.W, nch = (W + L - 1) / L;
   for (int r = r0; r < r1; ++r) {
     const int ry = r / W, rx = r % W;
+    if constexpr (kWide) {
+      if (H >= 6 && H <= 18) {
+        auto table = [&](int ty) {
+          const int id = (a.mask_y[ry] * 8 + a.mask_x[rx]) * 8 + a.mask_y[ty];
+          return a.coef + static_cast<int64_t>(a.cls_index[id]) * 625 * a.Wp;
+        };
+        const float *tab0 = table(0), *tabi = table(1), *tabl = table(H - 1);
+        float* out = a.y + static_cast<int64_t>(r) * a.ldy;
+        const int Wp = kWp > 0 ? kWp : a.Wp, rs = kWp > 0 ? kWp + 4 : a.rs;
+        for (int c0 = 0; c0 < nch; ++c0) {
+#define GOCOR_COLUMN(TI) \
+  case TI: rtr_column<V, kHalf, TI>(tab0, tabi, tabl, a.xp, H, W, Wp, rs, ry, rx, c0, out); break;
+          switch (H - 2) {
+            GOCOR_COLUMN(4)
+            GOCOR_COLUMN(5)
+            GOCOR_COLUMN(6)
+            GOCOR_COLUMN(7)
+            GOCOR_COLUMN(8)
+            GOCOR_COLUMN(9)
+            GOCOR_COLUMN(10)
+            GOCOR_COLUMN(11)
+            GOCOR_COLUMN(12)
+            GOCOR_COLUMN(13)
+            GOCOR_COLUMN(14)
+            GOCOR_COLUMN(15)
+            GOCOR_COLUMN(16)
+          }
+#undef GOCOR_COLUMN
+        }
+        continue;
+      }
+    }
     // Runs of query rows with one class: row 0, the interior rows, row H-1 (all rows when H < 3
     // are borders of their own). Interior runs are cut into tiles of at most kMaxT rows, of equal
     // lengths (the same sums either way).
