@@ -97,10 +97,9 @@ void gocor_local_cpu(const LocalGocorParams& p, const LocalGocorOptions& o, cons
 // The same for gocor_local_cpu on (C, H, W) maps; `threads` as in Exec.
 size_t gocor_local_work_bytes(int C, int H, int W, const LocalGocorOptions& o, int threads);
 
-// gocor_global_cpu and gocor_local_cpu keep their buffers between calls (up to 64 MiB each):
-// gocor_local_cpu per thread, gocor_global_cpu in one pool of sets that its callers share. These
-// free the calling thread's (local) and the global pool's idle sets: a pipeline done with GOCor
-// calls them so that the buffers do not sit through its later stages.
+// gocor_global_cpu and gocor_local_cpu keep their buffers per thread between calls (up to 64 MiB
+// each). These free the calling thread's: a pipeline done with GOCor calls them so that the
+// buffers do not sit through its later stages.
 void gocor_global_release_thread_buffers();
 void gocor_local_release_thread_buffers();
 

@@ -46,7 +46,6 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
-#include <new>
 
 #include "gocor.h"
 #include "gocor_kernels.h"
@@ -526,42 +525,7 @@ void axpy(float* y, const float* x, float beta, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] -= beta * x[i];
 }
 
-// gocor_global_cpu's buffers, kept between calls and shared by the threads that call it: one set
-// per concurrent call, and a call takes the set given back last, whose memory is the likeliest to
-// be still in cache. Node runs successive jobs on libuv's threads in turn, so sets kept per thread
-// were each used every fourth call only and found cold (GLU-Net's 16 x 16 x 512: ~4 % of a call).
-class WorkPool {
- public:
-  std::unique_ptr<GlobalWork> take() {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (idle_.empty()) return std::make_unique<GlobalWork>();
-    std::unique_ptr<GlobalWork> w = std::move(idle_.back());
-    idle_.pop_back();
-    return w;
-  }
-  // Large sets give their memory back first (GlobalWork::trim). Out of memory for the list, the
-  // set is freed instead (a destructor calls this).
-  void give(std::unique_ptr<GlobalWork> w) noexcept {
-    w->trim();
-    std::lock_guard<std::mutex> lock(mu_);
-    try {
-      idle_.push_back(std::move(w));
-    } catch (const std::bad_alloc&) {
-    }
-  }
-  void clear() {
-    std::vector<std::unique_ptr<GlobalWork>> idle;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      idle.swap(idle_);
-    }
-  }
-
- private:
-  std::mutex mu_;
-  std::vector<std::unique_ptr<GlobalWork>> idle_;
-};
-WorkPool work_pool;
+thread_local GlobalWork global_work;  // gocor_global_cpu's buffers
 std::atomic<int> form_forced{static_cast<int>(gocor_detail::GlobalForm::kAuto)};
 
 // Rows of the Gram matrix computed per GEMM call: block row i0 covers columns [i0, 2N). 64 rows:
@@ -1092,7 +1056,7 @@ void global_form_force(GlobalForm form) {
 }  // namespace gocor_detail
 
 void gocor_global_release_thread_buffers() {
-  work_pool.clear();
+  global_work = GlobalWork();
 }
 
 void gocor_global_cpu(const GlobalGocorParams& p, const GlobalGocorOptions& o,
@@ -1125,14 +1089,14 @@ void gocor_global_cpu(const GlobalGocorParams& p, const GlobalGocorOptions& o,
                                          [&](float v) { return v == p.target_bg[0]; });
   const bool gram = use_gram(N, C, o.num_iter, query_loss, const_targets, filter_out != nullptr);
 
-  // Buffers live between calls (work_pool): allocating and faulting in fresh pages every call
+  // Buffers live per thread between calls: allocating and faulting in fresh pages every call
   // costs about as much as the whole computation at GLU-Net size. Every element is written
   // before it is read, so reuse needs no clearing.
-  struct Lease {
-    std::unique_ptr<GlobalWork> w = work_pool.take();
-    ~Lease() { work_pool.give(std::move(w)); }
-  } lease;
-  GlobalWork& wk = *lease.w;
+  GlobalWork& wk = global_work;
+  struct Release {
+    GlobalWork& w;
+    ~Release() { w.trim(); }
+  } release{wk};
   wk.X.resize(2 * NC);
   wk.w.resize(NC);
   GramInit gi;
