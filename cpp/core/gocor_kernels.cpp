@@ -28,6 +28,45 @@ int axis_mask(int x, int len) {
   return m;
 }
 
+// Calls tap(dry, drx, sy, sx) for each reference tap (dry, drx) of the reference position (ry, rx)
+// whose source (sy, sx) = (ry + dry, rx + drx) lies inside the H x W grid; kHalf: only the taps
+// (dry, drx) >= (0, 0) in lexicographic order (rtr_tile).
+template <bool kHalf, class Tap>
+inline __attribute__((always_inline)) void rtr_for_each_tap(int H, int W, int ry, int rx,
+                                                            const Tap& tap) {
+  for (int dry = kHalf ? 0 : -2; dry <= 2; ++dry) {
+    const int sy = ry + dry;
+    if (sy < 0 || sy >= H) continue;
+    for (int drx = kHalf && dry == 0 ? 0 : -2; drx <= 2; ++drx) {
+      const int sx = rx + drx;
+      if (sx < 0 || sx >= W) continue;
+      tap(dry, drx, sy, sx);
+    }
+  }
+}
+
+// One reference tap's partial p added to a row's total (kHalf: twice for the taps other than
+// (0, 0), which stand for their mirror images too).
+template <class V, bool kHalf>
+inline __attribute__((always_inline)) void rtr_add_total(float* acc, V p, int dry, int drx) {
+  const bool twice = kHalf && (dry != 0 || drx != 0);
+  storeu<V>(acc, loadu<V>(acc) + (twice ? p + p : p));
+}
+
+// A tile's T rows of totals (one chunk c0 of L columns each) into out (row stride W).
+template <int T, int L>
+inline __attribute__((always_inline)) void rtr_store_rows(const float (&acc)[T][L], int W, int c0,
+                                                          float* out) {
+  const int x0 = c0 * L, n = std::min(L, W - x0);
+  for (int j = 0; j < T; ++j) {
+    if (n == L) {
+      std::memcpy(out + j * W + x0, acc[j], sizeof(acc[j]));
+    } else {
+      for (int i = 0; i < n; ++i) out[j * W + x0 + i] = acc[j][i];
+    }
+  }
+}
+
 // T consecutive output rows ty0 .. ty0+T-1 of one reference position r, one 16-wide chunk of tx,
 // all rows of the same border class (so one coefficient table serves them all). For each of the
 // 25 reference taps and each dtx, the T+4 source rows are loaded once and every coefficient once,
@@ -60,61 +99,46 @@ inline __attribute__((always_inline)) void rtr_tile(const float* tab, const floa
   alignas(64) float acc[T][L];
   std::memset(acc, 0, sizeof(acc));
   const int64_t plane_stride = static_cast<int64_t>(H + 4) * rs;
-  for (int dry = kHalf ? 0 : -2; dry <= 2; ++dry) {
-    const int sy = ry + dry;
-    if (sy < 0 || sy >= H) continue;
-    for (int drx = kHalf && dry == 0 ? 0 : -2; drx <= 2; ++drx) {
-      const int sx = rx + drx;
-      if (sx < 0 || sx >= W) continue;
-      // Padded row ty0 + k holds source query row ty0 + k - 2.
-      const float* src =
-          xp + (sy * W + sx) * plane_stride + static_cast<int64_t>(ty0) * rs + c0 * L;
-      const float* cf = tab + static_cast<int64_t>(((dry + 2) * 5 + (drx + 2)) * 25) * Wp + c0 * L;
-      V part[T][NA];
-      for (int j = 0; j < T; ++j)
-        for (int k = 0; k < NA; ++k) part[j][k] = V{};
-      if constexpr (kStreamRows) {
-        for (int dtx = 0; dtx < 5; ++dtx) {
-          V cv[5];
+  rtr_for_each_tap<kHalf>(H, W, ry, rx, [&](int dry, int drx, int sy, int sx) {
+    // Padded row ty0 + k holds source query row ty0 + k - 2.
+    const float* src = xp + (sy * W + sx) * plane_stride + static_cast<int64_t>(ty0) * rs + c0 * L;
+    const float* cf = tab + static_cast<int64_t>(((dry + 2) * 5 + (drx + 2)) * 25) * Wp + c0 * L;
+    V part[T][NA];
+    for (int j = 0; j < T; ++j)
+      for (int k = 0; k < NA; ++k) part[j][k] = V{};
+    if constexpr (kStreamRows) {
+      for (int dtx = 0; dtx < 5; ++dtx) {
+        V cv[5];
 #pragma GCC unroll 5
-          for (int dty = DLO; dty < DHI; ++dty) cv[dty] = loadu<V>(cf + (dty * 5 + dtx) * Wp);
+        for (int dty = DLO; dty < DHI; ++dty) cv[dty] = loadu<V>(cf + (dty * 5 + dtx) * Wp);
 #pragma GCC unroll 20
-          for (int k = DLO; k < T + DHI - 1; ++k) {
-            const V sv = loadu<V>(src + k * rs + dtx);
+        for (int k = DLO; k < T + DHI - 1; ++k) {
+          const V sv = loadu<V>(src + k * rs + dtx);
 #pragma GCC unroll 5
-            for (int dty = DLO; dty < DHI; ++dty) {
-              const int j = k - dty;
-              if (j >= 0 && j < T) part[j][dty % NA] += cv[dty] * sv;
-            }
-          }
-        }
-      } else {
-        for (int dtx = 0; dtx < 5; ++dtx) {
-          V sv[T + 4];
-          for (int k = DLO; k < T + DHI - 1; ++k) sv[k] = loadu<V>(src + k * rs + dtx);
           for (int dty = DLO; dty < DHI; ++dty) {
-            const V cv = loadu<V>(cf + (dty * 5 + dtx) * Wp);
-            for (int j = 0; j < T; ++j) part[j][dty % NA] += cv * sv[j + dty];
+            const int j = k - dty;
+            if (j >= 0 && j < T) part[j][dty % NA] += cv[dty] * sv;
           }
         }
       }
-      const bool twice = kHalf && (dry != 0 || drx != 0);
-      for (int j = 0; j < T; ++j) {
-        V p = part[j][0];
-        for (int k = 1; k < NA; ++k) p += part[j][k];
-        storeu<V>(acc[j], loadu<V>(acc[j]) + (twice ? p + p : p));
-      }
-      asm volatile("" ::: "memory");  // keep the totals in memory
-    }
-  }
-  const int x0 = c0 * L, n = std::min(L, W - x0);
-  for (int j = 0; j < T; ++j) {
-    if (n == L) {
-      std::memcpy(out + j * W + x0, acc[j], sizeof(acc[j]));
     } else {
-      for (int i = 0; i < n; ++i) out[j * W + x0 + i] = acc[j][i];
+      for (int dtx = 0; dtx < 5; ++dtx) {
+        V sv[T + 4];
+        for (int k = DLO; k < T + DHI - 1; ++k) sv[k] = loadu<V>(src + k * rs + dtx);
+        for (int dty = DLO; dty < DHI; ++dty) {
+          const V cv = loadu<V>(cf + (dty * 5 + dtx) * Wp);
+          for (int j = 0; j < T; ++j) part[j][dty % NA] += cv * sv[j + dty];
+        }
+      }
     }
-  }
+    for (int j = 0; j < T; ++j) {
+      V p = part[j][0];
+      for (int k = 1; k < NA; ++k) p += part[j][k];
+      rtr_add_total<V, kHalf>(acc[j], p, dry, drx);
+    }
+    asm volatile("" ::: "memory");  // keep the totals in memory
+  });
+  rtr_store_rows(acc, W, c0, out);
 }
 
 // A whole query column of one reference position r and one chunk of tx on 32-register ISAs, for
@@ -136,54 +160,37 @@ inline __attribute__((always_inline)) void rtr_column(const float* tab0, const f
   alignas(64) float acc[T][L];
   std::memset(acc, 0, sizeof(acc));
   const int64_t plane_stride = static_cast<int64_t>(H + 4) * rs;
-  for (int dry = kHalf ? 0 : -2; dry <= 2; ++dry) {
-    const int sy = ry + dry;
-    if (sy < 0 || sy >= H) continue;
-    for (int drx = kHalf && dry == 0 ? 0 : -2; drx <= 2; ++drx) {
-      const int sx = rx + drx;
-      if (sx < 0 || sx >= W) continue;
-      const float* src = xp + (sy * W + sx) * plane_stride + c0 * L;
-      const int64_t tap = static_cast<int64_t>(((dry + 2) * 5 + (drx + 2)) * 25) * Wp + c0 * L;
-      const float *cf0 = tab0 + tap, *cfi = tabi + tap, *cfl = tabl + tap;
-      V part[TI], b0[3], bl[3];  // interior rows 1..TI; row 0's taps 2..4; row H-1's taps 0..2
-      for (int j = 0; j < TI; ++j) part[j] = V{};
-      for (int d = 0; d < 3; ++d) b0[d] = bl[d] = V{};
-      for (int dtx = 0; dtx < 5; ++dtx) {
-        V cv[5];
+  rtr_for_each_tap<kHalf>(H, W, ry, rx, [&](int dry, int drx, int sy, int sx) {
+    const float* src = xp + (sy * W + sx) * plane_stride + c0 * L;
+    const int64_t tap = static_cast<int64_t>(((dry + 2) * 5 + (drx + 2)) * 25) * Wp + c0 * L;
+    const float *cf0 = tab0 + tap, *cfi = tabi + tap, *cfl = tabl + tap;
+    V part[TI], b0[3], bl[3];  // interior rows 1..TI; row 0's taps 2..4; row H-1's taps 0..2
+    for (int j = 0; j < TI; ++j) part[j] = V{};
+    for (int d = 0; d < 3; ++d) b0[d] = bl[d] = V{};
+    for (int dtx = 0; dtx < 5; ++dtx) {
+      V cv[5];
 #pragma GCC unroll 5
-        for (int dty = 0; dty < 5; ++dty) cv[dty] = loadu<V>(cfi + (dty * 5 + dtx) * Wp);
+      for (int dty = 0; dty < 5; ++dty) cv[dty] = loadu<V>(cfi + (dty * 5 + dtx) * Wp);
 #pragma GCC unroll 20
-        for (int k = 1; k < TI + 5; ++k) {
-          const V sv = loadu<V>(src + k * rs + dtx);
-          if (k >= 2 && k <= 4) b0[k - 2] += loadu<V>(cf0 + (k * 5 + dtx) * Wp) * sv;
+      for (int k = 1; k < TI + 5; ++k) {
+        const V sv = loadu<V>(src + k * rs + dtx);
+        if (k >= 2 && k <= 4) b0[k - 2] += loadu<V>(cf0 + (k * 5 + dtx) * Wp) * sv;
 #pragma GCC unroll 5
-          for (int dty = 0; dty < 5; ++dty) {
-            const int j = k - dty;  // output row
-            if (j >= 1 && j <= TI) part[j - 1] += cv[dty] * sv;
-          }
-          const int dl = k - (TI + 1);  // row H-1's query tap
-          if (dl >= 0 && dl < 3) bl[dl] += loadu<V>(cfl + (dl * 5 + dtx) * Wp) * sv;
+        for (int dty = 0; dty < 5; ++dty) {
+          const int j = k - dty;  // output row
+          if (j >= 1 && j <= TI) part[j - 1] += cv[dty] * sv;
         }
+        const int dl = k - (TI + 1);  // row H-1's query tap
+        if (dl >= 0 && dl < 3) bl[dl] += loadu<V>(cfl + (dl * 5 + dtx) * Wp) * sv;
       }
-      const bool twice = kHalf && (dry != 0 || drx != 0);
-      const V zero{};
-      V p[T];
-      p[0] = (((zero + zero) + b0[0]) + b0[1]) + b0[2];
-      for (int j = 0; j < TI; ++j) p[j + 1] = part[j];
-      p[T - 1] = (((bl[0] + bl[1]) + bl[2]) + zero) + zero;
-      for (int j = 0; j < T; ++j)
-        storeu<V>(acc[j], loadu<V>(acc[j]) + (twice ? p[j] + p[j] : p[j]));
-      asm volatile("" ::: "memory");  // keep the totals in memory
     }
-  }
-  const int x0 = c0 * L, n = std::min(L, W - x0);
-  for (int j = 0; j < T; ++j) {
-    if (n == L) {
-      std::memcpy(out + j * W + x0, acc[j], sizeof(acc[j]));
-    } else {
-      for (int i = 0; i < n; ++i) out[j * W + x0 + i] = acc[j][i];
-    }
-  }
+    const V zero{};
+    rtr_add_total<V, kHalf>(acc[0], (((zero + zero) + b0[0]) + b0[1]) + b0[2], dry, drx);
+    for (int j = 0; j < TI; ++j) rtr_add_total<V, kHalf>(acc[j + 1], part[j], dry, drx);
+    rtr_add_total<V, kHalf>(acc[T - 1], (((bl[0] + bl[1]) + bl[2]) + zero) + zero, dry, drx);
+    asm volatile("" ::: "memory");  // keep the totals in memory
+  });
+  rtr_store_rows(acc, W, c0, out);
 }
 
 // First 64-byte aligned element of a vector holding 16 spare floats: the coefficient vectors are
