@@ -28,6 +28,45 @@ int axis_mask(int x, int len) {
   return m;
 }
 
+// Calls tap(dry, drx, sy, sx) for each reference tap (dry, drx) of the reference position (ry, rx)
+// whose source (sy, sx) = (ry + dry, rx + drx) lies inside the H x W grid; kHalf: only the taps
+// (dry, drx) >= (0, 0) in lexicographic order (rtr_tile).
+template <bool kHalf, class Tap>
+inline __attribute__((always_inline)) void rtr_for_each_tap(int H, int W, int ry, int rx,
+                                                            const Tap& tap) {
+  for (int dry = kHalf ? 0 : -2; dry <= 2; ++dry) {
+    const int sy = ry + dry;
+    if (sy < 0 || sy >= H) continue;
+    for (int drx = kHalf && dry == 0 ? 0 : -2; drx <= 2; ++drx) {
+      const int sx = rx + drx;
+      if (sx < 0 || sx >= W) continue;
+      tap(dry, drx, sy, sx);
+    }
+  }
+}
+
+// One reference tap's partial p added to a row's total (kHalf: twice for the taps other than
+// (0, 0), which stand for their mirror images too).
+template <class V, bool kHalf>
+inline __attribute__((always_inline)) void rtr_add_total(float* acc, V p, int dry, int drx) {
+  const bool twice = kHalf && (dry != 0 || drx != 0);
+  storeu<V>(acc, loadu<V>(acc) + (twice ? p + p : p));
+}
+
+// A tile's T rows of totals (one chunk c0 of L columns each) into out (row stride W).
+template <int T, int L>
+inline __attribute__((always_inline)) void rtr_store_rows(const float (&acc)[T][L], int W, int c0,
+                                                          float* out) {
+  const int x0 = c0 * L, n = std::min(L, W - x0);
+  for (int j = 0; j < T; ++j) {
+    if (n == L) {
+      std::memcpy(out + j * W + x0, acc[j], sizeof(acc[j]));
+    } else {
+      for (int i = 0; i < n; ++i) out[j * W + x0 + i] = acc[j][i];
+    }
+  }
+}
+
 // T consecutive output rows ty0 .. ty0+T-1 of one reference position r, one 16-wide chunk of tx,
 // all rows of the same border class (so one coefficient table serves them all). For each of the
 // 25 reference taps and each dtx, the T+4 source rows are loaded once and every coefficient once,
@@ -60,61 +99,98 @@ inline __attribute__((always_inline)) void rtr_tile(const float* tab, const floa
   alignas(64) float acc[T][L];
   std::memset(acc, 0, sizeof(acc));
   const int64_t plane_stride = static_cast<int64_t>(H + 4) * rs;
-  for (int dry = kHalf ? 0 : -2; dry <= 2; ++dry) {
-    const int sy = ry + dry;
-    if (sy < 0 || sy >= H) continue;
-    for (int drx = kHalf && dry == 0 ? 0 : -2; drx <= 2; ++drx) {
-      const int sx = rx + drx;
-      if (sx < 0 || sx >= W) continue;
-      // Padded row ty0 + k holds source query row ty0 + k - 2.
-      const float* src =
-          xp + (sy * W + sx) * plane_stride + static_cast<int64_t>(ty0) * rs + c0 * L;
-      const float* cf = tab + static_cast<int64_t>(((dry + 2) * 5 + (drx + 2)) * 25) * Wp + c0 * L;
-      V part[T][NA];
-      for (int j = 0; j < T; ++j)
-        for (int k = 0; k < NA; ++k) part[j][k] = V{};
-      if constexpr (kStreamRows) {
-        for (int dtx = 0; dtx < 5; ++dtx) {
-          V cv[5];
+  rtr_for_each_tap<kHalf>(H, W, ry, rx, [&](int dry, int drx, int sy, int sx) {
+    // Padded row ty0 + k holds source query row ty0 + k - 2.
+    const float* src = xp + (sy * W + sx) * plane_stride + static_cast<int64_t>(ty0) * rs + c0 * L;
+    const float* cf = tab + static_cast<int64_t>(((dry + 2) * 5 + (drx + 2)) * 25) * Wp + c0 * L;
+    V part[T][NA];
+    for (int j = 0; j < T; ++j)
+      for (int k = 0; k < NA; ++k) part[j][k] = V{};
+    if constexpr (kStreamRows) {
+      for (int dtx = 0; dtx < 5; ++dtx) {
+        V cv[5];
 #pragma GCC unroll 5
-          for (int dty = DLO; dty < DHI; ++dty) cv[dty] = loadu<V>(cf + (dty * 5 + dtx) * Wp);
-#pragma GCC unroll 16
-          for (int k = DLO; k < T + DHI - 1; ++k) {
-            const V sv = loadu<V>(src + k * rs + dtx);
+        for (int dty = DLO; dty < DHI; ++dty) cv[dty] = loadu<V>(cf + (dty * 5 + dtx) * Wp);
+#pragma GCC unroll 20
+        for (int k = DLO; k < T + DHI - 1; ++k) {
+          const V sv = loadu<V>(src + k * rs + dtx);
 #pragma GCC unroll 5
-            for (int dty = DLO; dty < DHI; ++dty) {
-              const int j = k - dty;
-              if (j >= 0 && j < T) part[j][dty % NA] += cv[dty] * sv;
-            }
-          }
-        }
-      } else {
-        for (int dtx = 0; dtx < 5; ++dtx) {
-          V sv[T + 4];
-          for (int k = DLO; k < T + DHI - 1; ++k) sv[k] = loadu<V>(src + k * rs + dtx);
           for (int dty = DLO; dty < DHI; ++dty) {
-            const V cv = loadu<V>(cf + (dty * 5 + dtx) * Wp);
-            for (int j = 0; j < T; ++j) part[j][dty % NA] += cv * sv[j + dty];
+            const int j = k - dty;
+            if (j >= 0 && j < T) part[j][dty % NA] += cv[dty] * sv;
           }
         }
       }
-      const bool twice = kHalf && (dry != 0 || drx != 0);
-      for (int j = 0; j < T; ++j) {
-        V p = part[j][0];
-        for (int k = 1; k < NA; ++k) p += part[j][k];
-        storeu<V>(acc[j], loadu<V>(acc[j]) + (twice ? p + p : p));
-      }
-      asm volatile("" ::: "memory");  // keep the totals in memory
-    }
-  }
-  const int x0 = c0 * L, n = std::min(L, W - x0);
-  for (int j = 0; j < T; ++j) {
-    if (n == L) {
-      std::memcpy(out + j * W + x0, acc[j], sizeof(acc[j]));
     } else {
-      for (int i = 0; i < n; ++i) out[j * W + x0 + i] = acc[j][i];
+      for (int dtx = 0; dtx < 5; ++dtx) {
+        V sv[T + 4];
+        for (int k = DLO; k < T + DHI - 1; ++k) sv[k] = loadu<V>(src + k * rs + dtx);
+        for (int dty = DLO; dty < DHI; ++dty) {
+          const V cv = loadu<V>(cf + (dty * 5 + dtx) * Wp);
+          for (int j = 0; j < T; ++j) part[j][dty % NA] += cv * sv[j + dty];
+        }
+      }
     }
-  }
+    for (int j = 0; j < T; ++j) {
+      V p = part[j][0];
+      for (int k = 1; k < NA; ++k) p += part[j][k];
+      rtr_add_total<V, kHalf>(acc[j], p, dry, drx);
+    }
+    asm volatile("" ::: "memory");  // keep the totals in memory
+  });
+  rtr_store_rows(acc, W, c0, out);
+}
+
+// A whole query column of one reference position r and one chunk of tx on 32-register ISAs, for
+// 6 <= H <= 18: the TI = H - 2 interior rows as one tile (as rtr_tile<V, true, kHalf, TI>) and the
+// two border rows riding along in the same pass over the source rows. As tiles of their own, the
+// border rows (3 query taps each, 2 loads per multiply-add) took 30 % of the stencil's time at
+// 16 x 16; here each of their multiply-adds costs one more coefficient load beside the interior
+// tile's. Each border row keeps a partial per query tap and adds them as rtr_tile<V, *, kHalf, 1,
+// DLO, DHI> does (NA = 5, the missing taps' partials zero), and the interior rows sum as in
+// rtr_tile: the same sums, bit for bit. Tables: tab0 for row 0, tabi for the interior, tabl for
+// row H-1 (their border classes differ).
+template <class V, bool kHalf, int TI>
+inline __attribute__((always_inline)) void rtr_column(const float* tab0, const float* tabi,
+                                                      const float* tabl, const float* xp, int H,
+                                                      int W, int Wp, int rs, int ry, int rx, int c0,
+                                                      float* out) {
+  constexpr int L = sizeof(V) / sizeof(float);
+  constexpr int T = TI + 2;  // output rows; padded source row k holds query row k - 2
+  alignas(64) float acc[T][L];
+  std::memset(acc, 0, sizeof(acc));
+  const int64_t plane_stride = static_cast<int64_t>(H + 4) * rs;
+  rtr_for_each_tap<kHalf>(H, W, ry, rx, [&](int dry, int drx, int sy, int sx) {
+    const float* src = xp + (sy * W + sx) * plane_stride + c0 * L;
+    const int64_t tap = static_cast<int64_t>(((dry + 2) * 5 + (drx + 2)) * 25) * Wp + c0 * L;
+    const float *cf0 = tab0 + tap, *cfi = tabi + tap, *cfl = tabl + tap;
+    V part[TI], b0[3], bl[3];  // interior rows 1..TI; row 0's taps 2..4; row H-1's taps 0..2
+    for (int j = 0; j < TI; ++j) part[j] = V{};
+    for (int d = 0; d < 3; ++d) b0[d] = bl[d] = V{};
+    for (int dtx = 0; dtx < 5; ++dtx) {
+      V cv[5];
+#pragma GCC unroll 5
+      for (int dty = 0; dty < 5; ++dty) cv[dty] = loadu<V>(cfi + (dty * 5 + dtx) * Wp);
+#pragma GCC unroll 20
+      for (int k = 1; k < TI + 5; ++k) {
+        const V sv = loadu<V>(src + k * rs + dtx);
+        if (k >= 2 && k <= 4) b0[k - 2] += loadu<V>(cf0 + (k * 5 + dtx) * Wp) * sv;
+#pragma GCC unroll 5
+        for (int dty = 0; dty < 5; ++dty) {
+          const int j = k - dty;  // output row
+          if (j >= 1 && j <= TI) part[j - 1] += cv[dty] * sv;
+        }
+        const int dl = k - (TI + 1);  // row H-1's query tap
+        if (dl >= 0 && dl < 3) bl[dl] += loadu<V>(cfl + (dl * 5 + dtx) * Wp) * sv;
+      }
+    }
+    const V zero{};
+    rtr_add_total<V, kHalf>(acc[0], (((zero + zero) + b0[0]) + b0[1]) + b0[2], dry, drx);
+    for (int j = 0; j < TI; ++j) rtr_add_total<V, kHalf>(acc[j + 1], part[j], dry, drx);
+    rtr_add_total<V, kHalf>(acc[T - 1], (((bl[0] + bl[1]) + bl[2]) + zero) + zero, dry, drx);
+    asm volatile("" ::: "memory");  // keep the totals in memory
+  });
+  rtr_store_rows(acc, W, c0, out);
 }
 
 // First 64-byte aligned element of a vector holding 16 spare floats: the coefficient vectors are
@@ -138,19 +214,61 @@ struct RtrArgs {
 // kWp > 0: the row strides are that constant (a.Wp == kWp): the tile's source rows and taps are
 // then one base pointer and constant offsets each, where a run-time stride needs a register per
 // row (GCC spilled them: 12 source rows, 5 tap rows).
+// kWide (32 vector registers, AVX-512): grids of 6 to 18 rows go column by column (rtr_column);
+// taller ones in interior tiles of up to 16 rows, streaming the source rows (T partials + 5
+// coefficients + 1 row <= 22 registers). A tile of T rows has T independent multiply-add chains:
+// tiles of at most 8 rows cut 14 interior rows into two of 7, whose 7 chains of 4-cycle
+// multiply-adds kept the two FMA pipes at most 7/8 busy, and loaded each coefficient vector once
+// per 7 rows. Every row's partial receives its terms in the same order in every tile of 4 or more
+// rows, and splitting a run into tiles of at most 16 rows instead of 8 leaves every tile that had
+// 4 or more rows at 4 or more: the same sums, bit for bit.
 template <class V, bool kStreamRows, bool kHalf, int kWp = 0>
 inline __attribute__((always_inline)) void rtr_rows_body(const RtrArgs& a, int r0, int r1) {
   constexpr int L = sizeof(V) / sizeof(float);
+  constexpr bool kWide = L == 16;
+  constexpr int kMaxT = kWide ? 16 : 8;
   const int H = a.H, W = a.W, nch = (W + L - 1) / L;
   for (int r = r0; r < r1; ++r) {
     const int ry = r / W, rx = r % W;
+    if constexpr (kWide) {
+      if (H >= 6 && H <= 18) {
+        auto table = [&](int ty) {
+          const int id = (a.mask_y[ry] * 8 + a.mask_x[rx]) * 8 + a.mask_y[ty];
+          return a.coef + static_cast<int64_t>(a.cls_index[id]) * 625 * a.Wp;
+        };
+        const float *tab0 = table(0), *tabi = table(1), *tabl = table(H - 1);
+        float* out = a.y + static_cast<int64_t>(r) * a.ldy;
+        const int Wp = kWp > 0 ? kWp : a.Wp, rs = kWp > 0 ? kWp + 4 : a.rs;
+        for (int c0 = 0; c0 < nch; ++c0) {
+#define GOCOR_COLUMN(TI) \
+  case TI: rtr_column<V, kHalf, TI>(tab0, tabi, tabl, a.xp, H, W, Wp, rs, ry, rx, c0, out); break;
+          switch (H - 2) {
+            GOCOR_COLUMN(4)
+            GOCOR_COLUMN(5)
+            GOCOR_COLUMN(6)
+            GOCOR_COLUMN(7)
+            GOCOR_COLUMN(8)
+            GOCOR_COLUMN(9)
+            GOCOR_COLUMN(10)
+            GOCOR_COLUMN(11)
+            GOCOR_COLUMN(12)
+            GOCOR_COLUMN(13)
+            GOCOR_COLUMN(14)
+            GOCOR_COLUMN(15)
+            GOCOR_COLUMN(16)
+          }
+#undef GOCOR_COLUMN
+        }
+        continue;
+      }
+    }
     // Runs of query rows with one class: row 0, the interior rows, row H-1 (all rows when H < 3
-    // are borders of their own). Interior runs are cut into tiles of at most 8 rows, of equal
-    // lengths (14 rows: 7 + 7, 1-2 % faster than 8 + 6 at 16 x 16; the same sums either way).
+    // are borders of their own). Interior runs are cut into tiles of at most kMaxT rows, of equal
+    // lengths (the same sums either way).
     for (int ty0 = 0; ty0 < H;) {
       int len = 1;
       if (ty0 > 0 && ty0 < H - 1) {
-        const int rest = H - 1 - ty0, tiles = (rest + 7) / 8;
+        const int rest = H - 1 - ty0, tiles = (rest + kMaxT - 1) / kMaxT;
         len = (rest + tiles - 1) / tiles;
       }
       const int id = (a.mask_y[ry] * 8 + a.mask_x[rx]) * 8 + a.mask_y[ty0];
@@ -161,6 +279,22 @@ inline __attribute__((always_inline)) void rtr_rows_body(const RtrArgs& a, int r
         const float* xp = a.xp;
         const int Wp = kWp > 0 ? kWp : a.Wp, rs = kWp > 0 ? kWp + 4 : a.rs;
 #define GOCOR_TILE(...) rtr_tile<V, kStreamRows, kHalf, __VA_ARGS__>
+#define GOCOR_WIDE_TILE(T) rtr_tile<V, true, kHalf, T>(tab, xp, H, W, Wp, rs, ry, rx, ty0, c0, out)
+        if constexpr (kWide) {
+          if (len > 8) {
+            switch (len) {
+              case 9: GOCOR_WIDE_TILE(9); break;
+              case 10: GOCOR_WIDE_TILE(10); break;
+              case 11: GOCOR_WIDE_TILE(11); break;
+              case 12: GOCOR_WIDE_TILE(12); break;
+              case 13: GOCOR_WIDE_TILE(13); break;
+              case 14: GOCOR_WIDE_TILE(14); break;
+              case 15: GOCOR_WIDE_TILE(15); break;
+              default: GOCOR_WIDE_TILE(16); break;
+            }
+            continue;
+          }
+        }
         switch (len) {
           case 1:
             // Query row 0 has no source rows above it, row H-1 none below.
@@ -181,6 +315,7 @@ inline __attribute__((always_inline)) void rtr_rows_body(const RtrArgs& a, int r
           case 7: GOCOR_TILE(7)(tab, xp, H, W, Wp, rs, ry, rx, ty0, c0, out); break;
           default: GOCOR_TILE(8)(tab, xp, H, W, Wp, rs, ry, rx, ty0, c0, out); break;
         }
+#undef GOCOR_WIDE_TILE
 #undef GOCOR_TILE
       }
       ty0 += len;

@@ -590,8 +590,12 @@ int main(int argc, char** argv) {
   // time.
   const bool quick = std::getenv("GOCOR_TEST_QUICK") != nullptr;
   // The fused R^T R alone: 16x16, odd grids, W over one 16-column chunk, single rows and columns,
-  // W < 5, and small I, O.
+  // W < 5, and small I, O; the AVX-512 column path's shortest and tallest grids (6 and 18 rows)
+  // and the first taller one (19 rows: interior tiles of 9 and 8).
   rtr_case(16, 16, 16, 16, 61);
+  rtr_case(6, 21, 16, 16, 69);
+  rtr_case(18, 7, 16, 16, 70);
+  rtr_case(19, 5, 16, 16, 71);
   rtr_case(7, 5, 16, 16, 62);
   rtr_case(13, 19, 16, 16, 63);
   rtr_case(1, 37, 16, 16, 64);
