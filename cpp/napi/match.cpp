@@ -226,10 +226,8 @@ Napi::Value MatchImages(const Napi::CallbackInfo& info) {
   job->db = read_dims(info[3]);
   const Dims &da = job->da, &db = job->db;
   if (int64_t(da.H) * da.W + int64_t(db.H) * db.W < int64_t(gocor::kMatchRetainPixels)) {
-    // TypeScript has checked the values already (checkImage); the binding's check costs ~7 us
-    // per MiB.
-    job->pooled_a = copy_features(info[0], "a", count(info.Env(), {da.C, da.H, da.W}, "a"));
-    job->pooled_b = copy_features(info[2], "b", count(info.Env(), {db.C, db.H, db.W}, "b"));
+    job->pooled_a = copy_f32_fresh(info[0], "a", count(info.Env(), {da.C, da.H, da.W}, "a"));
+    job->pooled_b = copy_f32_fresh(info[2], "b", count(info.Env(), {db.C, db.H, db.W}, "b"));
   } else {
     job->a = copy_image(info[0], da, "a");
     job->b = copy_image(info[2], db, "b");

@@ -107,6 +107,13 @@ std::vector<float> copy_f32(const Napi::Value& v, const char* name, size_t lengt
   return p ? std::vector<float>(p, p + length) : std::vector<float>();
 }
 
+FreshF32 copy_f32_fresh(const Napi::Value& v, const char* name, size_t length) {
+  Napi::Float32Array a = f32_argument(v, name, &length);
+  FreshF32 out(length);
+  if (length > 0) std::memcpy(out.data(), a.Data(), length * sizeof(float));
+  return out;
+}
+
 namespace {
 
 // Whether any of x[0 .. n) is NaN, infinite or above kMaxFeatureValue in magnitude, at the core's
