@@ -228,17 +228,18 @@ inline __attribute__((always_inline)) void rtr_rows_body(const RtrArgs& a, int r
   constexpr bool kWide = L == 16;
   constexpr int kMaxT = kWide ? 16 : 8;
   const int H = a.H, W = a.W, nch = (W + L - 1) / L;
+  const int Wp = kWp > 0 ? kWp : a.Wp, rs = kWp > 0 ? kWp + 4 : a.rs;
   for (int r = r0; r < r1; ++r) {
     const int ry = r / W, rx = r % W;
+    // The coefficient table of query row ty for reference position r (its border class).
+    auto table = [&](int ty) {
+      const int id = (a.mask_y[ry] * 8 + a.mask_x[rx]) * 8 + a.mask_y[ty];
+      return a.coef + static_cast<int64_t>(a.cls_index[id]) * 625 * a.Wp;
+    };
     if constexpr (kWide) {
       if (H >= 6 && H <= 18) {
-        auto table = [&](int ty) {
-          const int id = (a.mask_y[ry] * 8 + a.mask_x[rx]) * 8 + a.mask_y[ty];
-          return a.coef + static_cast<int64_t>(a.cls_index[id]) * 625 * a.Wp;
-        };
         const float *tab0 = table(0), *tabi = table(1), *tabl = table(H - 1);
         float* out = a.y + static_cast<int64_t>(r) * a.ldy;
-        const int Wp = kWp > 0 ? kWp : a.Wp, rs = kWp > 0 ? kWp + 4 : a.rs;
         for (int c0 = 0; c0 < nch; ++c0) {
 #define GOCOR_COLUMN(TI) \
   case TI: rtr_column<V, kHalf, TI>(tab0, tabi, tabl, a.xp, H, W, Wp, rs, ry, rx, c0, out); break;
@@ -271,13 +272,11 @@ inline __attribute__((always_inline)) void rtr_rows_body(const RtrArgs& a, int r
         const int rest = H - 1 - ty0, tiles = (rest + kMaxT - 1) / kMaxT;
         len = (rest + tiles - 1) / tiles;
       }
-      const int id = (a.mask_y[ry] * 8 + a.mask_x[rx]) * 8 + a.mask_y[ty0];
-      const float* tab = a.coef + static_cast<int64_t>(a.cls_index[id]) * 625 * a.Wp;
+      const float* tab = table(ty0);
       float* out = a.y + static_cast<int64_t>(r) * a.ldy + ty0 * W;
       // A plain switch (no lambda) so that every tile is inlined into the ISA's entry point.
       for (int c0 = 0; c0 < nch; ++c0) {
         const float* xp = a.xp;
-        const int Wp = kWp > 0 ? kWp : a.Wp, rs = kWp > 0 ? kWp + 4 : a.rs;
 #define GOCOR_TILE(...) rtr_tile<V, kStreamRows, kHalf, __VA_ARGS__>
 #define GOCOR_WIDE_TILE(T) rtr_tile<V, true, kHalf, T>(tab, xp, H, W, Wp, rs, ry, rx, ty0, c0, out)
         if constexpr (kWide) {

@@ -81,7 +81,8 @@ class FreshF32 {
 std::vector<float> copy_f32(const Napi::Value& v, const char* name, size_t length);
 // The same without a length check (parameter vectors whose length depends on other fields).
 std::vector<float> copy_f32(const Napi::Value& v, const char* name);
-// The same into a FreshF32 (pooled blocks: an input repeated on a shape maps no fresh pages).
+// The length-checked copy_f32 into a FreshF32 (pooled blocks: an input repeated on a shape maps
+// no fresh pages).
 FreshF32 copy_f32_fresh(const Napi::Value& v, const char* name, size_t length);
 // The bound on feature values: lib/validate.ts's MAX_VALUE (README "Limits and failure
 // behaviour"), far above real data and far enough below float32's range that the products the
