@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <mutex>
+#include <unordered_set>
 
 namespace gocor {
 namespace {
@@ -69,6 +70,7 @@ struct Pool {
   std::mutex mu;
   std::vector<Block> kept;
   size_t bytes = 0;
+  std::unordered_set<void*> work;  // WorkVector blocks in use (work_take)
 };
 Pool& pool() {
   static Pool* p = new Pool();  // never destroyed: finalizers may give blocks back at exit
@@ -161,6 +163,33 @@ BlocksUnkept::BlocksUnkept() noexcept {
 }
 BlocksUnkept::~BlocksUnkept() {
   --unkept;
+}
+
+bool blocks_unkept() noexcept {
+  return unkept.load() > 0;
+}
+
+void* work_take(size_t bytes) {
+  void* p = block_take(bytes);
+  try {
+    Pool& pl = pool();
+    std::lock_guard<std::mutex> lock(pl.mu);
+    pl.work.insert(p);
+  } catch (...) {
+    block_give(p, bytes);
+    throw;
+  }
+  return p;
+}
+
+bool work_give(void* p, size_t bytes) noexcept {
+  {
+    Pool& pl = pool();
+    std::lock_guard<std::mutex> lock(pl.mu);
+    if (pl.work.erase(p) == 0) return false;
+  }
+  block_give(p, bytes);
+  return true;
 }
 
 size_t blocks_kept_bytes() noexcept {

@@ -1,14 +1,18 @@
-// The one pool of large blocks: working memory of the stages and the binding's inputs and outputs.
+// The one pool of large blocks, and the working vectors of large problems.
 //
-// Why: a freed block of a few MiB goes back to the system more often than not (glibc trims an
-// arena's top past 128 KiB until a large mmapped block happens to be freed, and every libuv thread
-// that runs a job has its own arena), and mapping it again costs a page fault per 4 KiB page:
-// 11-21 us each in a VM, 8,000-20,000 of them for one 512x512 match. Kept here, a block serves the
-// next request of its size class on any thread, so a call repeated on a shape maps nothing.
+// The pool: the binding's copies of inputs and the volumes it returns (FreshF32) are blocks that
+// the pool maps itself. Given back, a block serves the next request of its size class on any
+// thread, so a call repeated on a shape maps nothing: mapping a fresh block costs a page fault per
+// 4 KiB page (10-20 us each in a VM), and libuv's threads each have their own malloc arena, so a
+// block freed by one would not serve another. Blocks from kBlockPoolFrom up are kept, up to
+// kBlockKeepBytes in all (the least recently freed given back first); blocks of 2 MiB or more are
+// whole, 2 MiB aligned transparent huge pages. blocks_trim() gives every kept block back.
 //
-// Blocks from kBlockPoolFrom up are kept, up to kBlockKeepBytes in all (the least recently freed
-// given back first); blocks of 2 MiB or more are whole, 2 MiB aligned transparent huge pages.
-// blocks_trim() gives every kept block back (match does so between the stages of a large pair).
+// WorkVector: a stage's large working planes. Normally they come from malloc (whose arenas recycle
+// them from stage to stage and call to call); while a BlocksUnkept lives (a large problem: match on
+// a pair of kMatchRetainPixels or more), their blocks of kBlockPoolFrom or more are mapped by the
+// pool and unmapped as soon as they are freed, so that a freed plane of a size no later request
+// asks for is not resident at the peak, whatever malloc keeps.
 #pragma once
 
 #include <cstddef>
@@ -36,9 +40,10 @@ void blocks_trim() noexcept;
 // Bytes the pool keeps now (tests, diagnostics).
 size_t blocks_kept_bytes() noexcept;
 
-// While one of these lives (on any thread), given-back blocks are freed instead of kept: a large
-// problem's stages (match on a pair of kMatchRetainPixels or more) free planes of sizes that no
-// later request asks for, and keeping them would add them to the peak.
+// While one of these lives (on any thread), given-back blocks are freed instead of kept and
+// WorkVector's large blocks are mapped by the pool: a large problem's stages (match on a pair of
+// kMatchRetainPixels or more) free planes of sizes that no later request asks for, and keeping
+// them would add them to the peak.
 class BlocksUnkept {
  public:
   BlocksUnkept() noexcept;
@@ -47,31 +52,42 @@ class BlocksUnkept {
   BlocksUnkept& operator=(const BlocksUnkept&) = delete;
 };
 
-// std::allocator for large working vectors: element arrays of kBlockPoolFrom bytes or more come
-// from the pool, smaller ones from operator new.
+// Whether a BlocksUnkept lives.
+bool blocks_unkept() noexcept;
+// A block of the pool for a WorkVector (inside BlocksUnkept), remembered as such, and its return:
+// work_give takes any WorkVector block back (returns false for one that work_take did not make).
+void* work_take(size_t bytes);
+bool work_give(void* p, size_t bytes) noexcept;
+
 template <class T>
-struct BlockAllocator {
+struct WorkAllocator {
   using value_type = T;
-  BlockAllocator() noexcept = default;
+  WorkAllocator() noexcept = default;
   template <class U>
-  BlockAllocator(const BlockAllocator<U>&) noexcept {}
+  WorkAllocator(const WorkAllocator<U>&) noexcept {}
   T* allocate(size_t n) {
     if (n > static_cast<size_t>(-1) / sizeof(T)) throw std::bad_alloc();
-    return static_cast<T*>(block_take(n * sizeof(T)));
+    const size_t bytes = n * sizeof(T);
+    if (bytes >= kBlockPoolFrom && blocks_unkept()) return static_cast<T*>(work_take(bytes));
+    return static_cast<T*>(::operator new(bytes, std::align_val_t(64)));
   }
-  void deallocate(T* p, size_t n) noexcept { block_give(p, n * sizeof(T)); }
+  void deallocate(T* p, size_t n) noexcept {
+    const size_t bytes = n * sizeof(T);
+    if (bytes >= kBlockPoolFrom && work_give(p, bytes)) return;
+    ::operator delete(p, bytes, std::align_val_t(64));
+  }
   template <class U>
-  bool operator==(const BlockAllocator<U>&) const noexcept {
+  bool operator==(const WorkAllocator<U>&) const noexcept {
     return true;
   }
   template <class U>
-  bool operator!=(const BlockAllocator<U>&) const noexcept {
+  bool operator!=(const WorkAllocator<U>&) const noexcept {
     return false;
   }
 };
 
-// A working plane whose memory outlives it in the pool.
+// A stage's large working plane (see above); 64-byte aligned.
 template <class T>
-using PooledVector = std::vector<T, BlockAllocator<T>>;
+using WorkVector = std::vector<T, WorkAllocator<T>>;
 
 }  // namespace gocor

@@ -156,7 +156,7 @@ GridFlow match_coarse(const FeaturePyramid& a, const FeaturePyramid& b, const Ma
   if (l0.global) {
     const FeatureLevel& m0 = b.levels[0];
     const size_t N = size_t(l0.H) * l0.W;
-    PooledVector<float> volume(N * N);
+    WorkVector<float> volume(N * N);
     const std::vector<float> fa = with_bias_channel(l0.data.data(), l0.C, N, kMatchGlobalBias),
                              fb = with_bias_channel(m0.data.data(), m0.C, N, kMatchGlobalBias);
     const int C = l0.C + 1;

@@ -323,14 +323,27 @@ void case_blocks() {
   report(empty && align_ok && kept_ok && reuse_ok, "blocks: take, give back, reuse",
          gocor_test::fmt("aligned %d, kept %d, reused %d", align_ok, kept_ok, reuse_ok));
 
-  // A PooledVector's storage comes back to the next vector of its size.
-  const float* first;
+  // WorkVector: from operator new, not the pool, outside BlocksUnkept; inside, a mapped block that
+  // is unmapped when freed there, or kept when freed after the scope.
+  gocor::blocks_trim();
   {
-    gocor::PooledVector<float> v(100000, 1.f);
-    first = v.data();
+    gocor::WorkVector<float> v(100000, 1.f);
+    v[99999] = 2.f;
   }
-  gocor::PooledVector<float> w(100000, 2.f);
-  report(w.data() == first && w[99999] == 2.f, "blocks: PooledVector reuses its block");
+  const bool outside_ok = blocks_kept_bytes() == 0;
+  bool inside_ok;
+  gocor::WorkVector<float> late;
+  {
+    gocor::BlocksUnkept unkept;
+    gocor::WorkVector<float> v(100000, 1.f);
+    late.assign(200000, 3.f);
+    inside_ok = reinterpret_cast<uintptr_t>(v.data()) % 64 == 0 && v[99999] == 1.f;
+  }
+  inside_ok = inside_ok && blocks_kept_bytes() == 0;
+  late = gocor::WorkVector<float>();
+  const bool late_ok = blocks_kept_bytes() == block_capacity(800000);
+  report(outside_ok && inside_ok && late_ok, "blocks: WorkVector inside and outside BlocksUnkept",
+         gocor_test::fmt("outside %d, inside %d, freed late %d", outside_ok, inside_ok, late_ok));
 
   // Past kBlockKeepBytes the least recently freed go (two 160 MiB blocks, never touched).
   gocor::blocks_trim();
