@@ -22,7 +22,8 @@ namespace {
 // is mapped and faulted in again on every call (a 512x512 match: ~12,000 page faults, 1.5x its
 // CPU time in a VM). Loading the addon sets the two thresholds to where glibc itself moves them,
 // once per process, unless the environment already sets them (MALLOC_MMAP_THRESHOLD_,
-// MALLOC_TRIM_THRESHOLD_ or GLIBC_TUNABLES): the user's choice stands. README "Memory".
+// MALLOC_TRIM_THRESHOLD_ or GLIBC_TUNABLES): the user's choice stands. README, "Limits and failure
+// behaviour".
 void settle_malloc() {
 #ifdef __GLIBC__
   static std::once_flag once;
