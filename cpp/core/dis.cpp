@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "blocks.h"
 #include "parallel.h"
 #include "simd.h"
 
@@ -144,7 +145,7 @@ constexpr int kMargin = 8;
 struct Plane {
   int h = 0, w = 0;
   size_t stride = 0;
-  std::vector<float> buf;
+  WorkVector<float> buf;
   Plane() = default;
   Plane(int h_, int w_)
       : h(h_), w(w_), stride(size_t((w_ + 7) & ~7) + 2 * kMargin), buf(size_t(h_) * stride, 0.f) {}
@@ -647,7 +648,7 @@ bool use_v8() {
 struct Checker {
   int h = 0, w = 0;
   size_t stride = 0;
-  std::vector<float> buf;
+  WorkVector<float> buf;
   // Half-rows padded to a multiple of 8 pixels, which every vector loop may run to.
   static size_t stride_for(int w) { return size_t(((w + 1) / 2 + 7) & ~7) + 2 * kMargin; }
   // Resized and zeroed; the memory is reused when it is large enough.
@@ -706,7 +707,7 @@ class Variational {
     masks();
     // The previous scale's flow and weights are stale: freed rather than resident through the
     // linearisation, this scale's peak.
-    for (Checker* c : {&m_.flow[0], &m_.flow[1], &m_.psi}) std::vector<float>().swap(c->buf);
+    for (Checker* c : {&m_.flow[0], &m_.flow[1], &m_.psi}) WorkVector<float>().swap(c->buf);
     linearise();
     if (linearised) linearised();
     for (int k = 0; k < 2; ++k) {
@@ -736,7 +737,7 @@ class Variational {
       }
     }
     if (last) {
-      for (Checker& c : m_.lin) std::vector<float>().swap(c.buf);
+      for (Checker& c : m_.lin) WorkVector<float>().swap(c.buf);
       fu_ = Plane(h_, w_);
       fv_ = Plane(h_, w_);
     }

@@ -5,6 +5,7 @@
 #include <limits>
 #include <vector>
 
+#include "blocks.h"
 #include "parallel.h"
 
 namespace gocor {
@@ -385,7 +386,7 @@ void flow_texture_mask_cpu(const float* gray, int H, int W, int radius, float mi
     });
     return;
   }
-  std::vector<float> g(3 * N);  // planes gx^2, gy^2, gx gy
+  WorkVector<float> g(3 * N);  // planes gx^2, gy^2, gx gy
   float *gxx = g.data(), *gyy = gxx + N, *gxy = gyy + N;
   parallel_for(H, ex.threads, [&](int64_t y) {
     for (int x = 0; x < W; ++x) {

@@ -476,7 +476,7 @@ struct GlobalWork {
   // Direct: grad (N x C); S, A, Q, PQ, U, PU (N x N). Gram: Gm (2N x 2N); Z, Y, TU (N x 2N);
   // PU (N x N); Cw (N x 2N, only when the filters are asked for); Bp (X^T, then Gm, packed as a
   // GEMM's B operand).
-  std::vector<float> X, Xc, w, grad, S, A, Q, PQ, U, PU, Gm, Z, Y, TU, Cw, Bp, scratch;
+  WorkVector<float> X, Xc, w, grad, S, A, Q, PQ, U, PU, Gm, Z, Y, TU, Cw, Bp, scratch;
   // Large problems give their memory back after the call; small ones keep it for the next.
   void trim() {
     size_t total = 0;
@@ -486,7 +486,7 @@ struct GlobalWork {
     if (total * sizeof(float) <= (size_t{64} << 20)) return;
     for (auto* v :
          {&X, &Xc, &w, &grad, &S, &A, &Q, &PQ, &U, &PU, &Gm, &Z, &Y, &TU, &Cw, &Bp, &scratch})
-      std::vector<float>().swap(*v);
+      WorkVector<float>().swap(*v);
   }
 };
 
@@ -667,7 +667,7 @@ void run_direct(const GlobalCtx& c, GlobalWork& wk, int b, const float* fb, cons
   const RowFns fns = row_fns();
   const float* F = wk.X.data();
   const float* G = wk.X.data() + NC;
-  std::vector<float>&w = wk.w, &grad = wk.grad, &S = wk.S, &A = wk.A, &Q = wk.Q, &PQ = wk.PQ,
+  WorkVector<float>&w = wk.w, &grad = wk.grad, &S = wk.S, &A = wk.A, &Q = wk.Q, &PQ = wk.PQ,
   &U = wk.U, &PU = wk.PU;
   grad.resize(NC);
   for (auto* v : {&S, &A}) v->resize(NN);
@@ -774,7 +774,7 @@ void run_gram(const GlobalCtx& c, GlobalWork& wk, int b, const GramInit& init, f
   const bool query = c.query;
   const GramFns fns = gram_fns();
   const float* Xt = wk.X.data();
-  std::vector<float>&Gm = wk.Gm, &Z = wk.Z, &Y = wk.Y, &TU = wk.TU, &PU = wk.PU, &Cw = wk.Cw;
+  WorkVector<float>&Gm = wk.Gm, &Z = wk.Z, &Y = wk.Y, &TU = wk.TU, &PU = wk.PU, &Cw = wk.Cw;
   const int grows = query ? N2 : N;  // rows of Gm the iterations read
   Gm.resize(static_cast<int64_t>(grows) * N2);
   for (auto* v : {&Z, &Y, &TU}) v->resize(NN2);

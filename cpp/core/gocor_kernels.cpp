@@ -423,7 +423,7 @@ size_t RtROperator::bytes(int H, int W) {
 }
 
 void RtROperator::apply(const float* x, int64_t ldx, float* y, int64_t ldy,
-                        std::vector<float>& scratch, int threads, bool half) const {
+                        WorkVector<float>& scratch, int threads, bool half) const {
   const int H = H_, W = W_, N = H * W;
   // Plane r: rows of rs_ floats, two zero rows above and below the H query rows, two zero
   // columns left of each row and zeros right of it up to rs_ (the source's zero padding).

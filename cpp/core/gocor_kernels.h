@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "blocks.h"
 #include "gemm.h"
 #include "gocor.h"
 #include "simd.h"
@@ -25,12 +26,12 @@ class RtROperator {
  public:
   RtROperator(const GlobalGocorParams& p, int H, int W);
   // x, y (N x N, row-major [r][t]); y = P x. scratch is resized as needed (padded copy of x).
-  void apply(const float* x, float* y, std::vector<float>& scratch, int threads) const {
+  void apply(const float* x, float* y, WorkVector<float>& scratch, int threads) const {
     apply(x, static_cast<int64_t>(H_) * W_, y, static_cast<int64_t>(H_) * W_, scratch, threads);
   }
   // The same with row strides: x row r at x + r * ldx, y row r at y + r * ldy (>= N each). With
   // half, y is not P x but h with <x, h> = <x, P x>, at half the cost (the quadratic form only).
-  void apply(const float* x, int64_t ldx, float* y, int64_t ldy, std::vector<float>& scratch,
+  void apply(const float* x, int64_t ldx, float* y, int64_t ldy, WorkVector<float>& scratch,
              int threads, bool half = false) const;
   // Host memory of the operator for an H x W grid plus apply()'s scratch, in bytes (for the
   // memory limit).

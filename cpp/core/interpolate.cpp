@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "blocks.h"
 #include "parallel.h"
 
 namespace gocor {
@@ -263,7 +264,7 @@ void edge_cost_map(const float* image, int C, const Grid& g, const InterpOptions
     }
     for (float& t : taps) t = static_cast<float>(t / sum);
   }
-  std::vector<float> tmp(HW), smooth(HW), grad2(HW, 0.f);
+  WorkVector<float> tmp(HW), smooth(HW), grad2(HW, 0.f);
   for (int c = 0; c < C; ++c) {
     const float* src = image + c * HW;
     parallel_chunks(H, ex.threads, 16, [&](int64_t y0, int64_t y1) {
@@ -806,9 +807,9 @@ void flow_interpolate_cpu(const float* image, int C, int H, int W, const float* 
     return;
   }
 
-  std::vector<uint16_t> cost(g.size());
+  WorkVector<uint16_t> cost(g.size());
   edge_cost_map(image, C, g, o, cost.data(), ex);
-  std::vector<uint64_t> key(g.size());
+  WorkVector<uint64_t> key(g.size());
   // One band per thread (bands of kVoronoiBandRows rows at least).
   const int threads = ex.threads <= 0 ? pool_size() : std::min(ex.threads, pool_size());
   const int bands = std::min(threads, std::max(1, H / kVoronoiBandRows));

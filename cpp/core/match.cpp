@@ -5,11 +5,13 @@
 #include <chrono>
 #include <cmath>
 #include <functional>
+#include <optional>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
 #include <string>
 
+#include "blocks.h"
 #include "dispatch.h"
 #include "flow.h"
 #include "gocor.h"
@@ -154,7 +156,7 @@ GridFlow match_coarse(const FeaturePyramid& a, const FeaturePyramid& b, const Ma
   if (l0.global) {
     const FeatureLevel& m0 = b.levels[0];
     const size_t N = size_t(l0.H) * l0.W;
-    std::vector<float> volume(N * N);
+    WorkVector<float> volume(N * N);
     const std::vector<float> fa = with_bias_channel(l0.data.data(), l0.C, N, kMatchGlobalBias),
                              fb = with_bias_channel(m0.data.data(), m0.C, N, kMatchGlobalBias);
     const int C = l0.C + 1;
@@ -323,19 +325,23 @@ MatchResult to_output(std::vector<float>&& flow, std::vector<float>&& conf,
 }
 
 // Adds the time since the last lap to the stage's entry of `timings` (first use appends it).
-// `trim`: what the stage freed into glibc's arenas (small blocks, fragments) goes back to the
-// system before the next stage's peak: with two threads, ~20 MB on a 1282x1110 pair. Below a
-// 1-Mpixel pair (kMatchRetainPixels) the freed blocks stay for the next stage to reuse: trimming
-// them made every stage fault its memory in again (a 512x512 pair: ~9500 page faults per match, a
-// few % of its CPU time) for a resident set that is small anyway.
+// `trim`: what the stage freed into the block pool (blocks.h) and glibc's arenas (small blocks,
+// fragments) goes back to the system before the next stage's peak: with two threads, ~20 MB on a
+// 1282x1110 pair. Below a 1-Mpixel pair (kMatchRetainPixels) the freed blocks stay for the next
+// stage and the next call to reuse: trimming them made every stage fault its memory in again (a
+// 512x512 pair: ~9500 page faults per match, a few % of its CPU time) for a resident set that is
+// small anyway.
 class StageClock {
  public:
   StageClock(std::vector<std::pair<const char*, double>>& t, bool trim)
       : t_(t), last_(now()), trim_(trim) {}
   void lap(const char* stage) {
+    if (trim_) {
+      blocks_trim();
 #ifdef __GLIBC__
-    if (trim_) malloc_trim(0);
+      malloc_trim(0);
 #endif
+    }
     const auto n = now();
     const double ms = std::chrono::duration<double, std::milli>(n - last_).count();
     last_ = n;
@@ -776,7 +782,10 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
                          const Exec& ex, std::vector<float>* b_pixels) {
   check_options(o);
   std::vector<std::pair<const char*, double>> timings;
-  StageClock clock(timings, size_t(a.H) * a.W + size_t(b.H) * b.W >= kMatchRetainPixels);
+  const bool large = size_t(a.H) * a.W + size_t(b.H) * b.W >= kMatchRetainPixels;
+  StageClock clock(timings, large);
+  std::optional<BlocksUnkept> unkept;
+  if (large) unkept.emplace();
   FeatureOptions fo;
   fo.global_size = o.global_size;
   fo.finest_stride = o.finest_stride;

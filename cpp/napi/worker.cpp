@@ -1,7 +1,5 @@
 #include "worker.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -13,6 +11,7 @@
 #include <new>
 #include <utility>
 
+#include "blocks.h"
 #include "dispatch.h"
 #include "simd.h"
 
@@ -273,11 +272,10 @@ napi_value Out::f32(FreshF32&& buf) {
   if (!ok_) return nullptr;
   const size_t n = buf.size();
   if (n == 0) return f32(F32Buffer());
-  size_t cap = 0;
-  float* p = buf.release(cap);
+  float* p = buf.release();
   napi_value ab = nullptr, ta = nullptr;
-  // The hint carries the block's capacity; the finalizer hands the block back to the pool.
-  auto* hint = reinterpret_cast<void*>(static_cast<uintptr_t>(cap));
+  // The hint carries the block's length; the finalizer hands the block back to the pool.
+  auto* hint = reinterpret_cast<void*>(static_cast<uintptr_t>(n));
   if (napi_create_external_arraybuffer(
           env_, p, n * sizeof(float),
           [](napi_env, void* data, void* h) {
@@ -285,7 +283,7 @@ napi_value Out::f32(FreshF32&& buf) {
                               static_cast<size_t>(reinterpret_cast<uintptr_t>(h)));
           },
           hint, &ab) != napi_ok) {
-    FreshF32::recycle(p, cap);
+    FreshF32::recycle(p, n);
     ok_ = false;
     return nullptr;
   }
@@ -294,102 +292,29 @@ napi_value Out::f32(FreshF32&& buf) {
 
 // ---- FreshF32's blocks -------------------------------------------------------------------------
 
-namespace {
-
-constexpr size_t kHugePage = size_t{2} << 20;
-// Smaller blocks are freed, not kept. 256 KiB: GLU-Net's global GOCor (16x16, C = 512) takes two
-// 512 KiB inputs and gives a 256 KiB volume per call; fresh, their page faults and the kernel's
-// clearing were a tenth of the call.
-constexpr size_t kPoolFrom = size_t{256} << 10;
-
-struct Block {
-  float* p;
-  size_t cap;
-};
-// Kept blocks, least recently freed first. Blocks are taken on libuv threads and given back on
-// the main thread (finalizers), hence the lock.
-std::mutex g_pool_mutex;
-std::vector<Block> g_pool;
-size_t g_pool_bytes = 0;
-
-// Blocks of 2 MiB or more are whole huge pages, 2 MiB aligned; smaller ones 64-byte aligned.
-void free_block(float* p, size_t cap) {
-  ::operator delete(p, cap, std::align_val_t(cap >= kHugePage ? kHugePage : 64));
-}
-
-}  // namespace
-
 FreshF32::FreshF32(size_t n) : n_(n) {
   if (n == 0) return;
-
-  const size_t bytes = n * sizeof(float);
-  const bool huge = bytes >= kHugePage;
-  cap_ = huge ? (bytes + kHugePage - 1) / kHugePage * kHugePage : (bytes + 63) / 64 * 64;
-  if (bytes >= kPoolFrom) {
-    std::lock_guard<std::mutex> lock(g_pool_mutex);
-    // The smallest kept block that fits and is at most an eighth larger than a fresh one.
-    size_t best = g_pool.size();
-    for (size_t i = 0; i < g_pool.size(); ++i) {
-      const size_t c = g_pool[i].cap;
-      if (c >= bytes && c <= cap_ + cap_ / 8 && (best == g_pool.size() || c < g_pool[best].cap))
-        best = i;
-    }
-    if (best < g_pool.size()) {
-      p_ = g_pool[best].p;
-      cap_ = g_pool[best].cap;
-      g_pool_bytes -= cap_;
-      g_pool.erase(g_pool.begin() + static_cast<std::ptrdiff_t>(best));
-      return;
-    }
-  }
   try {
-    p_ = static_cast<float*>(::operator new(cap_, std::align_val_t(huge ? kHugePage : 64)));
+    p_ = static_cast<float*>(gocor::block_take(n * sizeof(float)));
   } catch (const std::bad_alloc&) {
-    throw gocor::Error(gocor::ErrorCode::TooLarge,
-                       "cannot allocate " + std::to_string(bytes) + " bytes for the output");
+    throw gocor::Error(
+        gocor::ErrorCode::TooLarge,
+        "cannot allocate " + std::to_string(n * sizeof(float)) + " bytes for the output");
   }
-#ifdef MADV_HUGEPAGE
-  if (huge) madvise(p_, cap_, MADV_HUGEPAGE);  // a hint only: 512 times fewer page faults
-#endif
-#ifdef MADV_POPULATE_WRITE
-  // A block the pool could not serve (V8 frees a dropped output only some calls later): its pages
-  // in one call rather than one fault each (a fault costs microseconds in a VM). A hint only.
-  if (!huge && bytes >= kPoolFrom) {
-    const uintptr_t page = 4096, b = reinterpret_cast<uintptr_t>(p_) / page * page;
-    const uintptr_t e = (reinterpret_cast<uintptr_t>(p_) + cap_ + page - 1) / page * page;
-    madvise(reinterpret_cast<void*>(b), e - b, MADV_POPULATE_WRITE);
-  }
-#endif
 }
 
 FreshF32& FreshF32::operator=(FreshF32&& o) noexcept {
   if (this != &o) {
-    recycle(p_, cap_);
+    recycle(p_, n_);
     p_ = o.p_;
     n_ = o.n_;
-    cap_ = o.cap_;
     o.p_ = nullptr;
   }
   return *this;
 }
 
-void FreshF32::recycle(float* p, size_t cap) {
-  if (p == nullptr) return;
-  if (cap < kPoolFrom || cap > kKeepBytes) {
-    free_block(p, cap);
-    return;
-  }
-  std::vector<Block> evicted;
-  {
-    std::lock_guard<std::mutex> lock(g_pool_mutex);
-    g_pool.push_back({p, cap});
-    g_pool_bytes += cap;
-    size_t drop = 0;
-    while (g_pool_bytes > kKeepBytes) g_pool_bytes -= g_pool[drop++].cap;
-    evicted.assign(g_pool.begin(), g_pool.begin() + static_cast<std::ptrdiff_t>(drop));
-    g_pool.erase(g_pool.begin(), g_pool.begin() + static_cast<std::ptrdiff_t>(drop));
-  }
-  for (const Block& b : evicted) free_block(b.p, b.cap);
+void FreshF32::recycle(float* p, size_t n) {
+  gocor::block_give(p, n * sizeof(float));
 }
 
 napi_value Out::u8(std::vector<uint8_t>&& buf) {

@@ -41,39 +41,34 @@ Napi::Object read_object(const Napi::Value& v, const char* name);
 // dimension is positive, ERR_GOCOR_TOO_LARGE beyond 2^40 elements.
 size_t count(Napi::Env env, std::initializer_list<int64_t> dims, const char* name);
 
-// Float32 memory that its job writes in full (a correlation volume, a copied input): 64-byte
-// aligned and never zero-filled; from 2 MiB up it is asked for as 2 MiB transparent huge pages.
-// Handed to JS without a copy; when JS drops it, a block of 1 MiB or more is kept (kKeepBytes in
-// all, the least recently freed given back first) for a later output of the same or a little
-// smaller size, so a call repeated on a shape pays neither page faults nor the kernel's clearing of
-// fresh pages. V8 collects a dropped volume only some calls later (four 64 MiB volumes of a
-// repeated 4096-position correlation were alive at once), hence room for four of those. Move-only.
+// Float32 memory that its job writes in full (a correlation volume, a copied input): a block of
+// the core's pool (blocks.h), never zero-filled. Handed to JS without a copy; when JS drops it, the
+// block goes back to the pool for a later output or input of its size class, so a call repeated on
+// a shape pays neither page faults nor the kernel's clearing of fresh pages. Move-only.
 class FreshF32 {
  public:
-  static constexpr size_t kKeepBytes = size_t{256} << 20;
   FreshF32() = default;
   explicit FreshF32(size_t n);  // n floats, contents undefined; TooLarge when out of memory
-  FreshF32(FreshF32&& o) noexcept : p_(o.p_), n_(o.n_), cap_(o.cap_) { o.p_ = nullptr; }
+  FreshF32(FreshF32&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr; }
   FreshF32& operator=(FreshF32&& o) noexcept;
   FreshF32(const FreshF32&) = delete;
   FreshF32& operator=(const FreshF32&) = delete;
-  ~FreshF32() { recycle(p_, cap_); }
+  ~FreshF32() { recycle(p_, n_); }
   float* data() const { return p_; }
   size_t size() const { return p_ ? n_ : 0; }
   float* begin() const { return p_; }
   float* end() const { return p_ + size(); }
-  // Gives up ownership: the block (of `capacity` bytes) goes back through recycle().
-  float* release(size_t& capacity) {
-    capacity = cap_;
+  // Gives up ownership: the block (of n floats) goes back through recycle(p, n).
+  float* release() {
     float* p = p_;
     p_ = nullptr;
     return p;
   }
-  static void recycle(float* p, size_t capacity);
+  static void recycle(float* p, size_t n);
 
  private:
   float* p_ = nullptr;
-  size_t n_ = 0, cap_ = 0;
+  size_t n_ = 0;
 };
 
 // A Float32Array argument copied into owned memory (on the main thread, during the call);

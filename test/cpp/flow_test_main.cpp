@@ -2,8 +2,9 @@
 // flow_volume_aggregate (a box mean per displacement plane), flow_consistency (forward-backward
 // error and test) and flow_texture_mask (the structure tensor's smaller eigenvalue), plus
 // match_images on an identity pair and an integer shift, and the pool's nested loops (parallel_for
-// inside parallel_for: every index once, the waiting caller helping, errors rethrown). Prints one
-// line per case and "N passed, M failed".
+// inside parallel_for: every index once, the waiting caller helping, errors rethrown), and the
+// block pool the stages keep their planes in (blocks.h). Prints one line per case and
+// "N passed, M failed".
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -11,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <mutex>
 #include <set>
@@ -19,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "blocks.h"
 #include "common.h"
 #include "flow.h"
 #include "match.h"
@@ -286,7 +289,88 @@ void case_parallel_nested() {
 
 }  // namespace
 
+// The block pool: size classes, a given-back block serving the next request of its class (on any
+// thread, most recently freed first), alignment, the keep limit, BlocksUnkept and blocks_trim.
+void case_blocks() {
+  using gocor::block_capacity;
+  using gocor::blocks_kept_bytes;
+  constexpr size_t KiB = 1024, MiB = KiB * KiB;
+  report(block_capacity(1000) == 1024 && block_capacity(256 * KiB) == 256 * KiB &&
+             block_capacity(256 * KiB + 1) == 320 * KiB && block_capacity(2 * MiB) == 2 * MiB &&
+             block_capacity(2 * MiB + 1) == 4 * MiB && block_capacity(2 * MiB - 1) == 2 * MiB,
+         "blocks: size classes");
+  gocor::blocks_trim();
+  const bool empty = blocks_kept_bytes() == 0;
+
+  auto aligned = [](void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
+  void* small = gocor::block_take(300000);
+  void* huge = gocor::block_take(3 * MiB);
+  std::memset(small, 1, 300000);
+  std::memset(huge, 2, 3 * MiB);
+  const bool align_ok = aligned(small, 64) && aligned(huge, 2 * MiB);
+  gocor::block_give(small, 300000);
+  gocor::block_give(huge, 3 * MiB);
+  const bool kept_ok = blocks_kept_bytes() == 320 * KiB + 4 * MiB;
+  // Same class, another thread: the same block back; another class: a new one.
+  void *again = nullptr, *other = nullptr;
+  std::thread([&] {
+    again = gocor::block_take(327680);
+    other = gocor::block_take(400 * KiB);
+  }).join();
+  const bool reuse_ok = again == small && other != small && blocks_kept_bytes() == 4 * MiB;
+  gocor::block_give(again, 327680);
+  gocor::block_give(other, 400 * KiB);
+  report(empty && align_ok && kept_ok && reuse_ok, "blocks: take, give back, reuse",
+         gocor_test::fmt("aligned %d, kept %d, reused %d", align_ok, kept_ok, reuse_ok));
+
+  // WorkVector: from operator new, not the pool, outside BlocksUnkept; inside, a mapped block that
+  // is unmapped when freed there, or kept when freed after the scope.
+  gocor::blocks_trim();
+  {
+    gocor::WorkVector<float> v(100000, 1.f);
+    v[99999] = 2.f;
+  }
+  const bool outside_ok = blocks_kept_bytes() == 0;
+  bool inside_ok;
+  gocor::WorkVector<float> late;
+  {
+    gocor::BlocksUnkept unkept;
+    gocor::WorkVector<float> v(100000, 1.f);
+    late.assign(200000, 3.f);
+    inside_ok = reinterpret_cast<uintptr_t>(v.data()) % 64 == 0 && v[99999] == 1.f;
+  }
+  inside_ok = inside_ok && blocks_kept_bytes() == 0;
+  late = gocor::WorkVector<float>();
+  const bool late_ok = blocks_kept_bytes() == block_capacity(800000);
+  report(outside_ok && inside_ok && late_ok, "blocks: WorkVector inside and outside BlocksUnkept",
+         gocor_test::fmt("outside %d, inside %d, freed late %d", outside_ok, inside_ok, late_ok));
+
+  // Past kBlockKeepBytes the least recently freed go (two 160 MiB blocks, never touched).
+  gocor::blocks_trim();
+  void* b1 = gocor::block_take(160 * MiB);
+  void* b2 = gocor::block_take(160 * MiB);
+  gocor::block_give(b1, 160 * MiB);
+  gocor::block_give(b2, 160 * MiB);
+  const bool evict_ok = blocks_kept_bytes() == 160 * MiB;
+  void* b3 = gocor::block_take(160 * MiB);
+  gocor::block_give(b3, 160 * MiB);
+  report(evict_ok && b3 == b2, "blocks: the keep limit gives back the least recently freed");
+
+  // While BlocksUnkept lives, blocks are freed; blocks_trim frees what is kept.
+  gocor::blocks_trim();
+  {
+    gocor::BlocksUnkept unkept;
+    gocor::block_give(gocor::block_take(MiB), MiB);
+  }
+  const bool unkept_ok = blocks_kept_bytes() == 0;
+  gocor::block_give(gocor::block_take(MiB), MiB);
+  const bool kept_again = blocks_kept_bytes() == MiB;
+  gocor::blocks_trim();
+  report(unkept_ok && kept_again && blocks_kept_bytes() == 0, "blocks: BlocksUnkept and trim");
+}
+
 int main() {
+  case_blocks();
   case_parallel_nested();
   case_aggregate();
   case_consistency();

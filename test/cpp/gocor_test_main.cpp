@@ -496,7 +496,8 @@ void rtr_case(int H, int W, int I, int O, uint64_t seed) {
     q64 += x[i] * y64[i];
   }
   const gocor::gocor_detail::RtROperator op(p, H, W);
-  std::vector<float> scratch, xs(size_t(N) * 2 * N, 1e30f), ys(xs.size(), 1e30f), h(x.size());
+  gocor::WorkVector<float> scratch;
+  std::vector<float> xs(size_t(N) * 2 * N, 1e30f), ys(xs.size(), 1e30f), h(x.size());
   for (int r = 0; r < N; ++r)
     std::copy(&x[size_t(r) * N], &x[size_t(r) * N] + N, &xs[size_t(r) * 2 * N]);
   op.apply(xs.data(), 2 * N, ys.data(), 2 * N, scratch, 1);
