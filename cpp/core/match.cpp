@@ -325,23 +325,19 @@ MatchResult to_output(std::vector<float>&& flow, std::vector<float>&& conf,
 }
 
 // Adds the time since the last lap to the stage's entry of `timings` (first use appends it).
-// `trim`: what the stage freed into the block pool (blocks.h) and glibc's arenas (small blocks,
-// fragments) goes back to the system before the next stage's peak: with two threads, ~20 MB on a
-// 1282x1110 pair. Below a 1-Mpixel pair (kMatchRetainPixels) the freed blocks stay for the next
-// stage and the next call to reuse: trimming them made every stage fault its memory in again (a
-// 512x512 pair: ~9500 page faults per match, a few % of its CPU time) for a resident set that is
-// small anyway.
+// `trim`: what the stage freed into glibc's arenas (small blocks, fragments) goes back to the
+// system before the next stage's peak: with two threads, ~20 MB on a 1282x1110 pair. Below a
+// 1-Mpixel pair (kMatchRetainPixels) the freed blocks stay for the next stage to reuse: trimming
+// them made every stage fault its memory in again (a 512x512 pair: ~9500 page faults per match, a
+// few % of its CPU time) for a resident set that is small anyway.
 class StageClock {
  public:
   StageClock(std::vector<std::pair<const char*, double>>& t, bool trim)
       : t_(t), last_(now()), trim_(trim) {}
   void lap(const char* stage) {
-    if (trim_) {
-      blocks_trim();
 #ifdef __GLIBC__
-      malloc_trim(0);
+    if (trim_) malloc_trim(0);
 #endif
-    }
     const auto n = now();
     const double ms = std::chrono::duration<double, std::milli>(n - last_).count();
     last_ = n;
@@ -784,8 +780,13 @@ MatchResult match_images(const ImageView& a, const ImageView& b, const MatchOpti
   std::vector<std::pair<const char*, double>> timings;
   const bool large = size_t(a.H) * a.W + size_t(b.H) * b.W >= kMatchRetainPixels;
   StageClock clock(timings, large);
+  // A large pair: the pool keeps nothing from here on (blocks.h), and what it kept from earlier
+  // calls goes back before the first stage's peak.
   std::optional<BlocksUnkept> unkept;
-  if (large) unkept.emplace();
+  if (large) {
+    unkept.emplace();
+    blocks_trim();
+  }
   FeatureOptions fo;
   fo.global_size = o.global_size;
   fo.finest_stride = o.finest_stride;
