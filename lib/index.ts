@@ -5,6 +5,7 @@
 
 export { type Backends, backends, buildInfo, version } from './backends';
 export { type CorrelateOptions, correlate } from './correlation';
+export { dispose } from './dispose';
 export { GocorError, type GocorErrorCode } from './errors';
 export { DEFAULT_MAX_BYTES, memoryLimit, setMemoryLimit } from './exec';
 // -- matching, features and flow (lib/match.ts, lib/features.ts, lib/flow.ts, lib/npy.ts) --

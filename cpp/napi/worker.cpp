@@ -209,6 +209,14 @@ void require_finite(const float* v, size_t n, const char* what) {
 
 // ---- Out -------------------------------------------------------------------------------------
 
+namespace {
+
+// The tag of every ArrayBuffer the binding returns (Out::external, Out::f32): dispose() detaches
+// only buffers that carry it, never a caller's own.
+constexpr napi_type_tag kOwnedBuffer = {0x676f636f72206f75ull, 0x7470757420627566ull};
+
+}  // namespace
+
 // `v` by reference: it is read after the call that fills it (argument order is unspecified).
 napi_value Out::check(napi_status s, const napi_value& v) {
   if (s != napi_ok || v == nullptr) ok_ = false;
@@ -260,6 +268,7 @@ napi_value Out::external(std::vector<T>& buf, napi_typedarray_type type) {
       ok_ = false;
       return nullptr;
     }
+    if (!check(napi_type_tag_object(env_, ab, &kOwnedBuffer), ab)) return nullptr;
   }
   return check(napi_create_typedarray(env_, type, n, ab, 0, &ta), ta);
 }
@@ -287,6 +296,7 @@ napi_value Out::f32(FreshF32&& buf) {
     ok_ = false;
     return nullptr;
   }
+  if (!check(napi_type_tag_object(env_, ab, &kOwnedBuffer), ab)) return nullptr;
   return check(napi_create_typedarray(env_, napi_float32_array, n, ab, 0, &ta), ta);
 }
 
@@ -512,11 +522,37 @@ void export_function(Napi::Env env, Napi::Object exports, const char* name,
   exports.Set(name, Napi::Function::New(env, guarded, name));
 }
 
+// dispose(typedArray) -> the bytes its buffer held if this call detached it (an ArrayBuffer the
+// binding returned: its block goes back to the pool as soon as V8 lets go of the backing store,
+// without waiting for a collection), 0 if it was detached already, -1 for any other value (the
+// caller's own arrays are never touched). lib/dispose.ts turns -1 into an error.
+Napi::Value Dispose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  napi_value ab = nullptr;
+  bool owned = false, detached = false;
+  size_t bytes = 0;
+  void* data = nullptr;
+  if (!info[0].IsTypedArray() ||
+      napi_get_typedarray_info(env, info[0], nullptr, nullptr, nullptr, &ab, nullptr) != napi_ok ||
+      napi_check_object_type_tag(env, ab, &kOwnedBuffer, &owned) != napi_ok || !owned) {
+    return Napi::Number::New(env, -1);
+  }
+  if (napi_is_detached_arraybuffer(env, ab, &detached) != napi_ok || detached) {
+    return Napi::Number::New(env, 0);
+  }
+  if (napi_get_arraybuffer_info(env, ab, &data, &bytes) != napi_ok ||
+      napi_detach_arraybuffer(env, ab) != napi_ok) {
+    throw make_error(env, "ERR_GOCOR_INTERNAL", "dispose: the array's buffer cannot be detached");
+  }
+  return Napi::Number::New(env, double(bytes));
+}
+
 void init_jobs(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   data->job_class = Napi::Persistent(JobHandle::define(env));
   env.SetInstanceData(data);
   export_function(env, exports, "estimateBytes", EstimateBytes);
+  export_function(env, exports, "dispose", Dispose);
 }
 
 }  // namespace gocor_napi
