@@ -496,47 +496,99 @@ SeedGraph seed_graph(const Grid& g, const uint16_t* cost, const uint64_t* key, i
                      uint32_t max_weight, int bands, int threads) {
   // Boundary pixel pairs in raster order, each unordered pair once (the 4 forward neighbours).
   // A cell boundary repeats the same seed pair along its length, so a pair equal to the last one
-  // of its direction is merged on the spot, which spares most set lookups. With several bands,
-  // each band collects its pairs in a set of its own and the sets are merged in band order: the
-  // same pairs and smallest weights, in another order of the graph's edges, which the K-nearest
-  // search does not depend on (it settles seeds in order of (distance, seed index)).
-  PairSet pairs(n);
+  // of its direction is merged on the spot, which spares most set lookups.
+  SeedGraph sg;
   bands = std::clamp(bands, 1, g.H);
   if (bands == 1) {
+    PairSet pairs(n);
     boundary_pairs(g, cost, key, max_weight, 0, g.H, pairs);
-  } else {
-    // Each band's set is made (its table first written) by the thread that fills it, not by the
-    // caller: on a VM whose two vCPUs are ~450 ns apart, the other band's inserts otherwise all
-    // missed to the caller's core (a 512x512 final fill at two threads: 19.5-19.7 ms against
-    // 20.1-21.8, builds alternated).
-    std::vector<PairSet> band_pairs(bands, PairSet(1));
-    parallel_for(bands, threads, [&](int64_t b) {
-      band_pairs[b] = PairSet(n / bands + 1);
-      boundary_pairs(g, cost, key, max_weight, static_cast<int>(b * g.H / bands),
-                     static_cast<int>((b + 1) * g.H / bands), band_pairs[b]);
+    // Compressed rows, both directions.
+    sg.start.assign(n + 1, 0);
+    pairs.for_each([&](int32_t a, int32_t b, uint32_t) {
+      ++sg.start[a + 1];
+      ++sg.start[b + 1];
     });
-    for (PairSet& bp : band_pairs) {
-      bp.for_each([&](int32_t a, int32_t b, uint32_t w) { pairs.add(a, b, w); });
-      bp = PairSet(1);
+    for (int i = 0; i < n; ++i) {
+      sg.max_degree = std::max(sg.max_degree, static_cast<int>(sg.start[i + 1]));
+      sg.start[i + 1] += sg.start[i];
+    }
+    sg.edges.resize(sg.start[n]);
+    std::vector<int64_t> fill(sg.start.begin(), sg.start.end() - 1);
+    pairs.for_each([&](int32_t a, int32_t b, uint32_t w) {
+      sg.edges[fill[a]++] = {b, w};
+      sg.edges[fill[b]++] = {a, w};
+    });
+    return sg;
+  }
+  // With several bands each band collects its pairs in a set of its own (made by the thread
+  // that fills it: first written on its own core), and the rows are built from all the sets
+  // at once: each band counts and then writes its pairs' edges into its own slots of every row,
+  // in parallel. A pair whose cell boundary crosses a cut is found by both bands: each row then
+  // keeps the smallest weight of a repeated neighbour. The same edges and weights as one band's
+  // in another order within the rows, which the K-nearest search does not depend on (it settles
+  // seeds in order of (distance, seed index)). Merging the band sets into one set first was
+  // serial, and on a 1282x1110 pair its table and the copies made the graph slower on two
+  // threads than on one (84 against 58 ms).
+  std::vector<PairSet> band_pairs(bands, PairSet(1));
+  // deg[b][i]: band b's edges of seed i, then band b's next slot in row i.
+  std::vector<std::vector<int64_t>> deg(bands);
+  parallel_for(bands, threads, [&](int64_t b) {
+    band_pairs[b] = PairSet(n / bands + 1);
+    boundary_pairs(g, cost, key, max_weight, static_cast<int>(b * g.H / bands),
+                   static_cast<int>((b + 1) * g.H / bands), band_pairs[b]);
+    deg[b].assign(n, 0);
+    band_pairs[b].for_each([&](int32_t a, int32_t c, uint32_t) {
+      ++deg[b][a];
+      ++deg[b][c];
+    });
+  });
+  std::vector<int64_t> start(n + 1, 0);
+  for (int i = 0; i < n; ++i) {
+    int64_t at = start[i];
+    for (int b = 0; b < bands; ++b) {
+      const int64_t d = deg[b][i];
+      deg[b][i] = at;
+      at += d;
+    }
+    start[i + 1] = at;
+  }
+  std::vector<SeedEdge> edges(start[n]);
+  parallel_for(bands, threads, [&](int64_t b) {
+    std::vector<int64_t>& slot = deg[b];
+    band_pairs[b].for_each([&](int32_t a, int32_t c, uint32_t w) {
+      edges[slot[a]++] = {c, w};
+      edges[slot[c]++] = {a, w};
+    });
+    band_pairs[b] = PairSet(1);
+  });
+  // Each row's repeated neighbours merged (smallest weight), rows then packed.
+  std::vector<int32_t> kept(n);
+  parallel_chunks(n, threads, 1024, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      SeedEdge* r = edges.data() + start[i];
+      const int m = static_cast<int>(start[i + 1] - start[i]);
+      std::sort(r, r + m, [](const SeedEdge& x, const SeedEdge& y) {
+        return x.to != y.to ? x.to < y.to : x.weight < y.weight;
+      });
+      int k = 0;
+      for (int j = 0; j < m; ++j) {
+        if (k > 0 && r[k - 1].to == r[j].to) continue;  // a repeat: the first has the least weight
+        r[k++] = r[j];
+      }
+      kept[i] = k;
+    }
+  });
+  // Packed in place, rows in order (each moves left or stays): no second edge list at the peak.
+  sg.start.assign(n + 1, 0);
+  for (int i = 0; i < n; ++i) {
+    sg.max_degree = std::max(sg.max_degree, kept[i]);
+    sg.start[i + 1] = sg.start[i] + kept[i];
+    if (sg.start[i] != start[i]) {
+      std::copy_n(edges.data() + start[i], kept[i], edges.data() + sg.start[i]);
     }
   }
-  // Compressed rows, both directions.
-  SeedGraph sg;
-  sg.start.assign(n + 1, 0);
-  pairs.for_each([&](int32_t a, int32_t b, uint32_t) {
-    ++sg.start[a + 1];
-    ++sg.start[b + 1];
-  });
-  for (int i = 0; i < n; ++i) {
-    sg.max_degree = std::max(sg.max_degree, static_cast<int>(sg.start[i + 1]));
-    sg.start[i + 1] += sg.start[i];
-  }
-  sg.edges.resize(sg.start[n]);
-  std::vector<int64_t> fill(sg.start.begin(), sg.start.end() - 1);
-  pairs.for_each([&](int32_t a, int32_t b, uint32_t w) {
-    sg.edges[fill[a]++] = {b, w};
-    sg.edges[fill[b]++] = {a, w};
-  });
+  edges.resize(sg.start[n]);
+  sg.edges = std::move(edges);
   return sg;
 }
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "interpolate.h"
+#include "parallel.h"
 #include "support/harness.h"
 #include "support/test_data.h"
 
@@ -457,6 +458,34 @@ void test_no_seed_and_threads() {
              std::memcmp(one_s.data(), all_s.data(), one_s.size() * sizeof(float)) == 0,
          "threads_bitwise_equal",
          "(200x150, 1 thread vs the pool; stride 4 K 32 and stride 1 K 1)");
+
+  // A tall image: as many row bands as the pool has threads, up to 8 (64 rows each at least), for
+  // the banded Voronoi diagram and the seed graph built from every band's pairs at once
+  // (scripts/test-cpp.js runs this program a second time with a pool of 6 threads, so that more
+  // than two bands run on any machine). Both with and without keep_valid (the final fill's).
+  Field t(3, 520, 96);
+  fill_scene(t, 6);
+  Uniform tr(3 * t.H * t.W, 10);
+  for (int y = 0; y < t.H; ++y) {
+    for (int x = 0; x < t.W; ++x) {
+      t.valid[y * t.W + x] = tr.next() >= 0.3;
+      t.u(x, y) = static_cast<float>(2 * std::sin(0.07 * x + 0.01 * y) + tr.next());
+      t.v(x, y) = static_cast<float>(3 * std::cos(0.03 * y) + tr.next());
+    }
+  }
+  gocor::InterpOptions kv;
+  kv.keep_valid = true;
+  bool same = true;
+  for (const gocor::InterpOptions& o : {gocor::InterpOptions{}, kv}) {
+    const std::vector<float> a1 = interpolate(t, o, 1);
+    const std::vector<float> an = interpolate(t, o, 0);
+    same = same && std::memcmp(a1.data(), an.data(), a1.size() * sizeof(float)) == 0;
+  }
+  char buf[128];
+  std::snprintf(buf, sizeof(buf),
+                "(96x520, 1 thread vs a pool of %d: up to %d bands; keep_valid off and on)",
+                gocor::pool_size(), std::min(gocor::pool_size(), 520 / 64));
+  report(same, "threads_bitwise_equal_bands", buf);
 }
 
 // keep_valid: the trusted pixels (valid and finite) keep their own flow bit for bit, the others
