@@ -725,13 +725,20 @@ class Variational {
         smoothness_weights_row<v4>(1, int(y));
       }
     });
+    // Each thread sweeps one block of whole rows, the same block in every half-sweep (the caller
+    // takes the first, parallel_for's helper the second): a row and its neighbours then stay in one
+    // core's caches from sweep to sweep. Handed out row by row, consecutive rows alternated between
+    // the threads, and each half-sweep read most of the other colour from the other core (aloe's
+    // finest scale at two threads: 76-95 ms of sweeps, as long as on one thread; in blocks 48-51).
     for (int k = 0; k < o_.var_iters; ++k) {
       for (int c = 0; c < 2; ++c) {
-        parallel_for(h_, ex_.threads, [&](int64_t y) {
-          if (v8_) {
-            sweep_row_v8(c, int(y));
-          } else {
-            sweep_row<v4>(c, int(y));
+        parallel_chunks(h_, ex_.threads, 1, [&](int64_t y0, int64_t y1) {
+          for (int64_t y = y0; y < y1; ++y) {
+            if (v8_) {
+              sweep_row_v8(c, int(y));
+            } else {
+              sweep_row<v4>(c, int(y));
+            }
           }
         });
       }
