@@ -429,6 +429,22 @@ void test_edge_awareness() {
   report(eucl < 0.95, "edge_aware_offset_band_euclidean_fails", buf);
 }
 
+// A 3-channel scene of H x W whose pixels are valid with probability 0.7, with a smooth flow plus
+// uniform noise: u = 3 sin(0.05 x) + n, v = 2 cos(0.04 y) + n.
+Field noisy_field(int H, int W, int scene, int seed) {
+  Field f(3, H, W);
+  fill_scene(f, scene);
+  Uniform rng(3 * f.H * f.W, seed);
+  for (int y = 0; y < f.H; ++y) {
+    for (int x = 0; x < f.W; ++x) {
+      f.valid[y * f.W + x] = rng.next() >= 0.3;
+      f.u(x, y) = static_cast<float>(3 * std::sin(0.05 * x) + rng.next());
+      f.v(x, y) = static_cast<float>(2 * std::cos(0.04 * y) + rng.next());
+    }
+  }
+  return f;
+}
+
 void test_no_seed_and_threads() {
   Field f(1, 20, 30);
   fill_scene(f, 1);
@@ -437,16 +453,7 @@ void test_no_seed_and_threads() {
   report(std::memcmp(out.data(), f.flow.data(), out.size() * sizeof(float)) == 0,
          "no_valid_seed_copies_flow", "(30x20, all invalid)");
 
-  Field g(3, 150, 200);
-  fill_scene(g, 4);
-  Uniform rng(3 * g.H * g.W, 8);
-  for (int y = 0; y < g.H; ++y) {
-    for (int x = 0; x < g.W; ++x) {
-      g.valid[y * g.W + x] = rng.next() >= 0.3;
-      g.u(x, y) = static_cast<float>(3 * std::sin(0.05 * x) + rng.next());
-      g.v(x, y) = static_cast<float>(2 * std::cos(0.04 * y) + rng.next());
-    }
-  }
+  const Field g = noisy_field(150, 200, 4, 8);
   const std::vector<float> one = interpolate(g, gocor::InterpOptions{}, 1);
   const std::vector<float> all = interpolate(g, gocor::InterpOptions{}, 0);
   gocor::InterpOptions small;
@@ -463,16 +470,7 @@ void test_no_seed_and_threads() {
   // the banded Voronoi diagram and the seed graph built from every band's pairs at once
   // (scripts/test-cpp.js runs this program a second time with a pool of 6 threads, so that more
   // than two bands run on any machine). Both with and without keep_valid (the final fill's).
-  Field t(3, 520, 96);
-  fill_scene(t, 6);
-  Uniform tr(3 * t.H * t.W, 10);
-  for (int y = 0; y < t.H; ++y) {
-    for (int x = 0; x < t.W; ++x) {
-      t.valid[y * t.W + x] = tr.next() >= 0.3;
-      t.u(x, y) = static_cast<float>(2 * std::sin(0.07 * x + 0.01 * y) + tr.next());
-      t.v(x, y) = static_cast<float>(3 * std::cos(0.03 * y) + tr.next());
-    }
-  }
+  const Field t = noisy_field(520, 96, 6, 10);
   gocor::InterpOptions kv;
   kv.keep_valid = true;
   bool same = true;
