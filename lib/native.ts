@@ -116,12 +116,12 @@ type PyramidShape = Omit<NativePyramid, 'levels'> & { levels: Omit<NativeFeature
 export interface NativeBinding {
   backends(): NativeBackends;
   buildInfo(): NativeBuildInfo;
+  /** Detaches an array the binding returned: its bytes; 0 if detached already; -1 if not the binding's. */
+  dispose(array: ArrayBufferView): number;
   /**
    * Bytes a call would allocate (the binding's copies of its inputs, its outputs and the core's
    * working set), from the same dims and options as the call itself, without its data.
    */
-  /** Detaches an array the binding returned: its bytes; 0 if detached already; -1 if not the binding's. */
-  dispose(array: ArrayBufferView): number;
   estimateBytes(op: 'corrGlobal', dims: CorrGlobalDims, exec: NativeExec): number;
   estimateBytes(op: 'corrLocal', dims: CorrLocalDims, exec: NativeExec): number;
   estimateBytes(op: 'gocorGlobal', dims: GocorDims, opts: GlobalGocorOptions): number;

@@ -725,11 +725,12 @@ class Variational {
         smoothness_weights_row<v4>(1, int(y));
       }
     });
-    // Each thread sweeps one block of whole rows, the same block in every half-sweep (the caller
-    // takes the first, parallel_for's helper the second): a row and its neighbours then stay in one
-    // core's caches from sweep to sweep. Handed out row by row, consecutive rows alternated between
-    // the threads, and each half-sweep read most of the other colour from the other core (aloe's
-    // finest scale at two threads: 76-95 ms of sweeps, as long as on one thread; in blocks 48-51).
+    // Each thread sweeps one block of whole rows (parallel_chunks: one block per thread; the
+    // caller, which starts first, mostly takes the same block in every half-sweep), so that a
+    // row and its neighbours stay in one core's caches from sweep to sweep. Handed out row by row,
+    // consecutive rows alternated between the threads, and each half-sweep read most of the other
+    // colour from the other core (aloe's finest scale at two threads: 76-95 ms of sweeps, as long
+    // as on one thread; in blocks 48-51).
     for (int k = 0; k < o_.var_iters; ++k) {
       for (int c = 0; c < 2; ++c) {
         parallel_chunks(h_, ex_.threads, 1, [&](int64_t y0, int64_t y1) {

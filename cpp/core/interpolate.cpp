@@ -497,38 +497,16 @@ SeedGraph seed_graph(const Grid& g, const uint16_t* cost, const uint64_t* key, i
   // Boundary pixel pairs in raster order, each unordered pair once (the 4 forward neighbours).
   // A cell boundary repeats the same seed pair along its length, so a pair equal to the last one
   // of its direction is merged on the spot, which spares most set lookups.
-  SeedGraph sg;
-  bands = std::clamp(bands, 1, g.H);
-  if (bands == 1) {
-    PairSet pairs(n);
-    boundary_pairs(g, cost, key, max_weight, 0, g.H, pairs);
-    // Compressed rows, both directions.
-    sg.start.assign(n + 1, 0);
-    pairs.for_each([&](int32_t a, int32_t b, uint32_t) {
-      ++sg.start[a + 1];
-      ++sg.start[b + 1];
-    });
-    for (int i = 0; i < n; ++i) {
-      sg.max_degree = std::max(sg.max_degree, static_cast<int>(sg.start[i + 1]));
-      sg.start[i + 1] += sg.start[i];
-    }
-    sg.edges.resize(sg.start[n]);
-    std::vector<int64_t> fill(sg.start.begin(), sg.start.end() - 1);
-    pairs.for_each([&](int32_t a, int32_t b, uint32_t w) {
-      sg.edges[fill[a]++] = {b, w};
-      sg.edges[fill[b]++] = {a, w};
-    });
-    return sg;
-  }
-  // With several bands each band collects its pairs in a set of its own (made by the thread
-  // that fills it: first written on its own core), and the rows are built from all the sets
-  // at once: each band counts and then writes its pairs' edges into its own slots of every row,
-  // in parallel. A pair whose cell boundary crosses a cut is found by both bands: each row then
-  // keeps the smallest weight of a repeated neighbour. The same edges and weights as one band's
-  // in another order within the rows, which the K-nearest search does not depend on (it settles
-  // seeds in order of (distance, seed index)). Merging the band sets into one set first was
-  // serial, and on a 1282x1110 pair its table and the copies made the graph slower on two
+  // Each band collects its pairs in a set of its own (made by the thread that fills it: first
+  // written on its own core), and the rows are built from all the sets at once: each band counts
+  // and then writes its pairs' edges into its own slots of every row, in parallel. With several
+  // bands a pair whose cell boundary crosses a cut is found by two of them: each row then keeps
+  // the smallest weight of a repeated neighbour. The same edges and weights for any number of
+  // bands, in another order within the rows, which the K-nearest search does not depend on (it
+  // settles seeds in order of (distance, seed index)). Merging the band sets into one set first
+  // was serial, and on a 1282x1110 pair its table and the copies made the graph slower on two
   // threads than on one (84 against 58 ms).
+  bands = std::clamp(bands, 1, g.H);
   std::vector<PairSet> band_pairs(bands, PairSet(1));
   // deg[b][i]: band b's edges of seed i, then band b's next slot in row i.
   std::vector<std::vector<int64_t>> deg(bands);
@@ -561,12 +539,17 @@ SeedGraph seed_graph(const Grid& g, const uint16_t* cost, const uint64_t* key, i
     });
     band_pairs[b] = PairSet(1);
   });
-  // Each row's repeated neighbours merged (smallest weight), rows then packed.
+  // Each row's repeated neighbours merged (smallest weight; one band finds each pair once), rows
+  // then packed.
   std::vector<int32_t> kept(n);
   parallel_chunks(n, threads, 1024, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       SeedEdge* r = edges.data() + start[i];
       const int m = static_cast<int>(start[i + 1] - start[i]);
+      if (bands == 1) {
+        kept[i] = m;
+        continue;
+      }
       std::sort(r, r + m, [](const SeedEdge& x, const SeedEdge& y) {
         return x.to != y.to ? x.to < y.to : x.weight < y.weight;
       });
@@ -579,6 +562,7 @@ SeedGraph seed_graph(const Grid& g, const uint16_t* cost, const uint64_t* key, i
     }
   });
   // Packed in place, rows in order (each moves left or stays): no second edge list at the peak.
+  SeedGraph sg;
   sg.start.assign(n + 1, 0);
   for (int i = 0; i < n; ++i) {
     sg.max_degree = std::max(sg.max_degree, kept[i]);

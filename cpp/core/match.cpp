@@ -369,7 +369,8 @@ class StageClock {
 // busy with the other side), and the side that finishes first helps with the other's loops
 // (parallel_for's waiting caller runs the loops its items started; an idle worker any). For
 // stages whose loops hand out small items dynamically and allocate nothing per thread (DIS): its
-// b -> a side takes 20-30 % longer than a -> b on a stereo pair, time one core idled before.
+// b -> a side takes 20-30 % longer than a -> b on a stereo pair, time one core idled before; and
+// for the coarse fill of a large pair, whose sides differ more than its bands cost (see there).
 enum class SideThreads { Half, All };
 void each_side(const Exec& ex, bool together, SideThreads share,
                const std::function<void(int, const Exec&)>& f) {

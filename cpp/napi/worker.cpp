@@ -531,7 +531,6 @@ Napi::Value Dispose(const Napi::CallbackInfo& info) {
   napi_value ab = nullptr;
   bool owned = false, detached = false;
   size_t bytes = 0;
-  void* data = nullptr;
   if (!info[0].IsTypedArray() ||
       napi_get_typedarray_info(env, info[0], nullptr, nullptr, nullptr, &ab, nullptr) != napi_ok ||
       napi_check_object_type_tag(env, ab, &kOwnedBuffer, &owned) != napi_ok || !owned) {
@@ -540,7 +539,7 @@ Napi::Value Dispose(const Napi::CallbackInfo& info) {
   if (napi_is_detached_arraybuffer(env, ab, &detached) != napi_ok || detached) {
     return Napi::Number::New(env, 0);
   }
-  if (napi_get_arraybuffer_info(env, ab, &data, &bytes) != napi_ok ||
+  if (napi_get_arraybuffer_info(env, ab, nullptr, &bytes) != napi_ok ||
       napi_detach_arraybuffer(env, ab) != napi_ok) {
     throw make_error(env, "ERR_GOCOR_INTERNAL", "dispose: the array's buffer cannot be detached");
   }
